@@ -1,0 +1,154 @@
+"""The ``clinicalai`` command (DESIGN.md, "Command line").
+
+Each area of the engine registers its own subcommands in ``clinicalai/<area>/commands.py``
+(a ``register(commands: Commands)`` function), so this file only builds the shared parsers
+(``train`` and ``evaluate`` take one sub-subcommand per area) and turns user errors into one
+line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+from .errors import Cancelled, ClinicalAIError
+
+#: Modules that register subcommands, in help order.
+COMMAND_MODULES = (
+    "clinicalai.demo",
+    "clinicalai.segcorrect.commands",
+    "clinicalai.pet.commands",
+    "clinicalai.attribution.commands",
+    "clinicalai.generative.commands",
+    "clinicalai.phantoms.commands",
+    "clinicalai.models.commands",
+    "clinicalai.web.commands",
+)
+
+#: Subcommands of DESIGN.md and the issue that brings each, shown until its module exists.
+PLANNED = {
+    "demo": 2, "segment": 3, "correct": 3, "pet": 4, "explain": 5, "anomaly": 7,
+    "synth": 2, "export": 2, "models": 2, "web": 8,
+}
+
+
+@dataclass
+class Commands:
+    """The parser pieces an area registers into."""
+
+    top: "argparse._SubParsersAction"
+    train: "argparse._SubParsersAction"
+    evaluate: "argparse._SubParsersAction"
+
+
+def _placeholder(name: str, issue: int) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise ClinicalAIError(f"'clinicalai {name}' comes with issue #{issue}; it is not available in this build yet")
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinicalai",
+        description="Run trained networks on medical volumes and judge what they say.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    train_parser = top.add_parser("train", help="train a model (segmenter, corrector, pet, classifier, generative)")
+    train = train_parser.add_subparsers(dest="what", metavar="WHAT")
+    train_parser.set_defaults(func=lambda a: _missing_sub(train_parser))
+    evaluate_parser = top.add_parser("evaluate", help="evaluate a workflow on a data set")
+    evaluate = evaluate_parser.add_subparsers(dest="what", metavar="WHAT")
+    evaluate_parser.set_defaults(func=lambda a: _missing_sub(evaluate_parser))
+    commands = Commands(top, train, evaluate)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that area has not landed yet
+            raise
+        module.register(commands)
+    registered = set(top.choices)
+    for name, issue in PLANNED.items():
+        if name not in registered:
+            p = top.add_parser(name, help=f"(comes with issue #{issue})")
+            p.add_argument("rest", nargs=argparse.REMAINDER)
+            p.set_defaults(func=_placeholder(name, issue))
+    return parser
+
+
+def _missing_sub(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point: returns the exit status (0 ok, 1 user error, 130 cancelled)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("CLINICALAI_DEBUG") == "1"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s")
+    if not debug:
+        warnings.simplefilter("ignore", category=FutureWarning)
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return 2
+        return int(args.func(args) or 0)
+    except Cancelled as exc:
+        print(f"clinicalai: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("clinicalai: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except ClinicalAIError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"clinicalai: error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("clinicalai: error: out of memory; try a smaller volume or --device cpu", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"clinicalai: internal error: {type(exc).__name__}: {first} (rerun with --debug for details "
+            "and report it)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def add_common_model_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
+    """``--model`` and ``--device`` as every inference command spells them."""
+    if multiple:
+        parser.add_argument("--model", action="append", metavar="M",
+                            help="model file, card or bundle folder (repeat for an ensemble; default: bundled demo models)")
+    else:
+        parser.add_argument("--model", metavar="M", help="model file, card or bundle folder (default: bundled demo model)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

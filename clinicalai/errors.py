@@ -1,0 +1,32 @@
+"""Errors a user can act on.
+
+Every failure caused by the user's input (a bad file, a model whose card does not match, an
+untrusted model, a missing GPU) is raised as :class:`ClinicalAIError` with one sentence that
+says what is wrong and, where possible, what to do. The command line prints that sentence on
+one line and exits non-zero; the GUIs show it in one dialog. Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class ClinicalAIError(Exception):
+    """A problem with the user's input, explained in one sentence."""
+
+
+class InputError(ClinicalAIError):
+    """An image, mask or table the user gave cannot be used."""
+
+
+class ModelError(ClinicalAIError):
+    """A model file or its card cannot be used (missing, mismatched, untrusted)."""
+
+
+class DeviceError(ClinicalAIError):
+    """The requested compute device is not available."""
+
+
+class Cancelled(ClinicalAIError):
+    """The user cancelled a running workflow; nothing was written."""
+
+    def __init__(self, message: str = "cancelled by the user; nothing was changed") -> None:
+        super().__init__(message)

@@ -1,0 +1,40 @@
+"""Model packages: validated cards, safe loading, one inference interface, bundled demo models."""
+
+from pathlib import Path
+
+from .card import ModelCard, parse_card, read_card
+from .device import device_summary, resolve_device
+from .package import LoadedModel, load_model, save_model, sha256_of
+
+#: Folder of the bundled demo models (trained on synthetic phantoms; not for clinical use).
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
+
+
+def bundled_model(name: str) -> Path:
+    """Path of a bundled demo model's weights by card stem, e.g. ``"cardiac-unet"``."""
+    from ..errors import ModelError
+
+    for suffix in (".pt", ".onnx"):
+        p = BUNDLED_MODELS_DIR / f"{name}{suffix}"
+        if p.is_file():
+            return p
+    available = sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.json"))
+    raise ModelError(
+        f"bundled model {name!r} is not installed in {BUNDLED_MODELS_DIR}; available: {', '.join(available) or 'none'} "
+        "(train the demo models with 'make models')"
+    )
+
+
+__all__ = [
+    "BUNDLED_MODELS_DIR",
+    "LoadedModel",
+    "ModelCard",
+    "bundled_model",
+    "device_summary",
+    "load_model",
+    "parse_card",
+    "read_card",
+    "resolve_device",
+    "save_model",
+    "sha256_of",
+]

@@ -1,0 +1,157 @@
+"""The model card: what a model file cannot say about itself (DESIGN.md, "Model packages").
+
+Validated with pydantic; every problem is reported as a sentence naming the field, so a user
+who edits a card by hand knows what to fix.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ModelError
+
+TASKS = ("segmentation", "mask-correction", "classification", "anomaly-detection")
+FORMATS = ("torchscript", "state_dict", "onnx")
+
+
+class _Loose(BaseModel):
+    # more keys are welcome in a card (DESIGN.md); they are kept, not rejected
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class ArchitectureSpec(_Loose):
+    name: str = Field(description="allow-listed constructor, e.g. monai.networks.nets.UNet")
+    kwargs: Dict[str, Any] = Field(default_factory=dict)
+
+
+class Normalization(_Loose):
+    kind: Literal["none", "minmax", "percentile", "zscore", "scale"] = "none"
+    lower: Optional[float] = None  # percentile bounds for "percentile"; value range for "minmax"
+    upper: Optional[float] = None
+    scale: Optional[float] = None  # for "scale": value / scale
+
+
+class InputSpec(_Loose):
+    channels: int = Field(1, ge=1)
+    spacing_mm: Optional[Tuple[float, ...]] = None
+    size: Optional[Tuple[int, ...]] = None
+    normalization: Normalization = Field(default_factory=Normalization)
+    units: Optional[str] = None
+
+    @field_validator("spacing_mm")
+    @classmethod
+    def _positive_spacing(cls, v):
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("every spacing value must be positive (mm)")
+        return v
+
+    @field_validator("size")
+    @classmethod
+    def _positive_size(cls, v):
+        if v is not None and any(s <= 0 for s in v):
+            raise ValueError("every size value must be a positive number of voxels")
+        return v
+
+
+class Label(_Loose):
+    name: str
+    value: int = Field(ge=1)
+    color: Optional[Tuple[float, float, float]] = None  # RGB in 0..1
+    terminology: Optional[Dict[str, Any]] = None
+
+
+class ModelCard(_Loose):
+    """A validated model card."""
+
+    name: str
+    version: str = "0.0.0"
+    task: Literal["segmentation", "mask-correction", "classification", "anomaly-detection"]
+    format: Literal["torchscript", "state_dict", "onnx"]
+    architecture: Optional[ArchitectureSpec] = None
+    spatial_dims: Literal[2, 3] = 3
+    input: InputSpec = Field(default_factory=InputSpec)
+    labels: List[Label] = Field(default_factory=list)
+    classes: List[str] = Field(default_factory=list)
+    cam_layer: Optional[str] = None
+    sha256: Optional[str] = None
+    weights: Optional[str] = None  # file name beside the card; default: card stem + .pt/.onnx
+    half_precision: bool = False  # the card allows float16 inference on CUDA
+    intended_use: str = ""
+    synthetic_demo: bool = False
+    training: Dict[str, Any] = Field(default_factory=dict)
+    validation: Dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, v):
+        if v is not None:
+            v = v.lower()
+            if len(v) != 64 or any(c not in "0123456789abcdef" for c in v):
+                raise ValueError("must be 64 hexadecimal characters (a SHA-256 digest)")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.format == "state_dict" and self.architecture is None:
+            raise ValueError("a state_dict model needs 'architecture' (name and kwargs) to be rebuilt")
+        if self.task in ("segmentation", "mask-correction") and not self.labels:
+            raise ValueError(f"a {self.task} model needs 'labels' (name and value of each structure)")
+        if self.task == "classification" and not self.classes:
+            raise ValueError("a classification model needs 'classes' (one name per class)")
+        values = [lab.value for lab in self.labels]
+        if len(values) != len(set(values)):
+            raise ValueError("label values must be unique")
+        for dim_field in ("spacing_mm", "size"):
+            v = getattr(self.input, dim_field)
+            if v is not None and len(v) != self.spatial_dims:
+                raise ValueError(f"input.{dim_field} needs {self.spatial_dims} values for a {self.spatial_dims}D model")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def extra_get(self, key: str, default: Any = None) -> Any:
+        return (self.model_extra or {}).get(key, default)
+
+    def label_names(self) -> Dict[int, str]:
+        return {lab.value: lab.name for lab in self.labels}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    problems = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "card"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "missing":
+            msg = "is missing"
+        elif e["type"] == "literal_error":
+            msg = f"must be one of {e['ctx']['expected']}"
+        problems.append(f"{where} {msg}" if e["type"] in ("missing", "literal_error") else f"{where}: {msg}")
+    return f"model card {source} is not valid: " + "; ".join(problems)
+
+
+def parse_card(data: Any, source: str = "") -> ModelCard:
+    """Validate a card given as a dict; :class:`ModelError` lists every problem."""
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {source} must be a JSON object")
+    try:
+        return ModelCard.model_validate(data)
+    except ValidationError as exc:
+        raise ModelError(_describe(exc, source)) from None
+
+
+def read_card(path: "str | Path") -> ModelCard:
+    """Read and validate a JSON model card file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"no model card found: {path} (a model needs a JSON card with the same name)")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model card {path.name} is not valid JSON: {exc}") from None
+    return parse_card(data, path.name)

@@ -1,0 +1,328 @@
+"""Loading and saving model packages safely, and one inference interface over the backends.
+
+A package is a weights file (``.pt`` TorchScript or state dict, ``.onnx``) with a JSON card of
+the same stem beside it, or a MONAI bundle folder (see :mod:`clinicalai.models.bundle`).
+
+Model files are untrusted input. A state dict is read with ``torch.load(weights_only=True)``,
+whose restricted unpickler only rebuilds tensors and plain containers; a pickled full model or
+any payload that would import code is refused before it can run. TorchScript archives are
+loaded by ``torch.jit.load``, whose unpickler only restores TorchScript types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import ModelError
+from ..outputs import atomic_output
+from .card import ModelCard, parse_card, read_card
+from .device import resolve_device
+
+log = logging.getLogger(__name__)
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
+
+
+def sha256_of(path: "str | Path") -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def locate_package(path: "str | Path") -> tuple[Path, Path]:
+    """``(weights, card)`` for a weights file, a card, or a stem; else :class:`ModelError`."""
+    p = Path(path)
+    if p.is_dir():
+        raise ModelError(f"{p} is a folder; a MONAI bundle folder needs configs/metadata.json")
+    if p.suffix.lower() == ".json":
+        card_path = p
+        card = read_card(card_path)
+        if card.weights:
+            weights = p.parent / card.weights
+        else:
+            cands = [p.with_suffix(s) for s in WEIGHT_SUFFIXES if p.with_suffix(s).is_file()]
+            if not cands:
+                raise ModelError(f"no weights file found beside the card {p.name} (.pt or .onnx)")
+            weights = cands[0]
+        return weights, card_path
+    if p.suffix.lower() not in WEIGHT_SUFFIXES:
+        raise ModelError(f"{p.name}: a model is a .pt, .onnx or MONAI bundle folder with a JSON card")
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    card_path = p.with_suffix(".json")
+    if not card_path.is_file():
+        raise ModelError(
+            f"{p.name} has no model card: put {card_path.name} beside it (task, architecture, labels or classes)"
+        )
+    return p, card_path
+
+
+def _safe_torch_load(path: Path):
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(
+            f"{path.name} was refused: it contains Python objects other than weights "
+            f"(a pickled model or code), which ClinicalAI never loads from a model file; "
+            f"save the state_dict or a TorchScript model instead ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+        raise ModelError(f"{path.name} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]})") from None
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except zipfile.BadZipFile:
+        return False
+    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference, whatever its backend.
+
+    Attributes:
+        card: the validated card.
+        backend: ``"torch"`` (TorchScript or rebuilt state dict) or ``"onnx"``.
+        module: the ``torch.nn.Module`` (``None`` for ONNX).
+        device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+    """
+
+    card: ModelCard
+    backend: str
+    path: Path
+    device: str = "cpu"
+    module: Any = None
+    session: Any = None
+    half: bool = False
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_torch(self) -> bool:
+        return self.backend == "torch"
+
+    def torch_module(self, purpose: str = "this method"):
+        """The torch module; a clear error for ONNX models (no gradients through onnxruntime)."""
+        if self.module is None:
+            raise ModelError(
+                f"{purpose} needs gradients, which an ONNX model cannot give; use a .pt model "
+                "(state dict or TorchScript), or a perturbation method such as occlusion"
+            )
+        return self.module
+
+    def predict(
+        self,
+        batch: "np.ndarray | Any",
+        batch_size: Optional[int] = None,
+        progress: Optional[Callable[[float, str], None]] = None,
+    ) -> np.ndarray:
+        """Raw network outputs (logits) for ``batch`` of shape ``(N, C, *spatial)`` as float32.
+
+        Runs in chunks of ``batch_size`` (default: all at once). On CUDA out-of-memory the chunk
+        is halved; at one sample it falls back to the CPU, with a warning each time.
+        """
+        x = batch.detach().cpu().numpy() if hasattr(batch, "detach") else np.asarray(batch)
+        x = x.astype(np.float32, copy=False)
+        expected = self.card.input.channels
+        if x.ndim != self.card.spatial_dims + 2:
+            raise ModelError(
+                f"model {self.card.name} expects {self.card.spatial_dims}D input "
+                f"(batch, channels, {'z, ' if self.card.spatial_dims == 3 else ''}y, x), got shape {x.shape}"
+            )
+        if x.shape[1] != expected:
+            raise ModelError(f"model {self.card.name} expects {expected} input channel(s), got {x.shape[1]}")
+        n = x.shape[0]
+        size = batch_size or max(1, n)
+        outputs = []
+        start = 0
+        while start < n:
+            chunk = x[start:start + size]
+            try:
+                outputs.append(self._run(chunk))
+            except Exception as exc:  # noqa: BLE001 - only CUDA OOM is handled, others re-raised
+                if not _is_cuda_oom(exc):
+                    raise
+                self._recover_from_oom()
+                if size > 1:
+                    size = max(1, size // 2)
+                    warnings.warn(f"GPU out of memory; retrying with batches of {size}", RuntimeWarning)
+                else:
+                    warnings.warn("GPU out of memory even for one sample; continuing on the CPU", RuntimeWarning)
+                    self.to("cpu")
+                continue
+            start += len(chunk)
+            if progress is not None:
+                progress(start / n, f"inference {start}/{n}")
+        return np.concatenate(outputs, axis=0)
+
+    def _run(self, chunk: np.ndarray) -> np.ndarray:
+        if self.backend == "onnx":
+            name = self.session.get_inputs()[0].name
+            return np.asarray(self.session.run(None, {name: chunk})[0], dtype=np.float32)
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(chunk)).to(self.device)
+            if self.half:
+                t = t.half()
+            out = self.module(t)
+            if isinstance(out, (tuple, list)):
+                out = out[0]
+            elif isinstance(out, dict):
+                out = next(iter(out.values()))
+            return out.float().cpu().numpy()
+
+    def _recover_from_oom(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def to(self, device: str) -> "LoadedModel":
+        """Move a torch model to ``device`` (``cpu`` / ``cuda``)."""
+        if self.module is not None:
+            self.module.to(device)
+            if device == "cpu" and self.half:
+                self.module.float()
+                self.half = False
+        self.device = device
+        return self
+
+
+def _is_cuda_oom(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or ("CUDA out of memory" in str(exc))
+
+
+def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = True) -> LoadedModel:
+    """Load a model package for inference.
+
+    Args:
+        path: ``.pt`` / ``.onnx`` file (card beside it), its ``.json`` card, or a MONAI bundle folder.
+        device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
+        verify_sha256: check the weights against the card's ``sha256`` when it has one.
+
+    Raises:
+        ModelError: missing or invalid card, checksum mismatch, untrusted or unreadable file,
+            weights that do not fit the architecture.
+        DeviceError: ``cuda`` requested without a GPU.
+    """
+    p = Path(path)
+    if p.is_dir():
+        from .bundle import load_bundle
+
+        return load_bundle(p, device=device)
+    weights, card_path = locate_package(p)
+    card = read_card(card_path)
+    if not weights.is_file():
+        raise ModelError(f"the card {card_path.name} names weights {weights.name}, which do not exist")
+    if verify_sha256 and card.sha256:
+        actual = sha256_of(weights)
+        if actual != card.sha256:
+            raise ModelError(
+                f"{weights.name} does not match its card: sha256 is {actual[:12]}..., the card says "
+                f"{card.sha256[:12]}... (the file was changed or is not the model the card describes)"
+            )
+    return load_weights(weights, card, device=device)
+
+
+def load_weights(weights: Path, card: ModelCard, device: str = "auto") -> LoadedModel:
+    """Load ``weights`` as the card's ``format`` says (card already validated)."""
+    dev = resolve_device(device)
+    if card.format == "onnx":
+        return _load_onnx(weights, card, dev)
+    import torch
+
+    if card.format == "torchscript":
+        if not _is_torchscript_archive(weights):
+            raise ModelError(
+                f"{weights.name} is not a TorchScript archive, but its card says format 'torchscript'"
+            )
+        try:
+            module = torch.jit.load(str(weights), map_location="cpu")
+        except Exception as exc:  # noqa: BLE001 - torch raises many types here
+            raise ModelError(f"{weights.name} cannot be loaded as TorchScript ({str(exc).splitlines()[0][:160]})") from None
+    else:  # state_dict
+        if _is_torchscript_archive(weights):
+            raise ModelError(f"{weights.name} is a TorchScript archive, but its card says format 'state_dict'")
+        state = _safe_torch_load(weights)
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+            raise ModelError(f"{weights.name} does not hold a state dict (a mapping of parameter names to tensors)")
+        from ..networks import build_network
+
+        module = build_network(card.architecture.name, card.architecture.kwargs)
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            detail = " ".join(str(exc).split())[:300]
+            raise ModelError(
+                f"the weights in {weights.name} do not fit {card.architecture.name} with the card's kwargs: {detail}"
+            ) from None
+    module.eval()
+    half = bool(card.half_precision and dev.startswith("cuda"))
+    module.to(dev)
+    if half:
+        module.half()
+    return LoadedModel(card=card, backend="torch", path=weights, device=dev, module=module, half=half)
+
+
+def _load_onnx(weights: Path, card: ModelCard, device: str) -> LoadedModel:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            warnings.warn("onnxruntime has no CUDA support here; running the ONNX model on the CPU", RuntimeWarning)
+            device = "cpu"
+        else:
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(str(weights), providers=providers)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise ModelError(f"{weights.name} cannot be loaded by onnxruntime ({str(exc).splitlines()[0][:160]})") from None
+    return LoadedModel(card=card, backend="onnx", path=weights, device=device, session=session)
+
+
+def save_model(
+    module,
+    card: Union[ModelCard, Dict[str, Any]],
+    path: "str | Path",
+) -> Path:
+    """Save ``module``'s state dict to ``path`` (``.pt``) and its card beside it, with sha256.
+
+    The card's ``format`` is set to ``state_dict`` and ``weights`` to the file name. Both files
+    are written atomically.
+    """
+    import torch
+
+    path = Path(path)
+    data = card.to_dict() if isinstance(card, ModelCard) else dict(card)
+    data["format"] = "state_dict"
+    data["weights"] = path.name
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    with atomic_output(path) as tmp:
+        torch.save(state, str(tmp))
+        data["sha256"] = sha256_of(tmp)
+        parsed = parse_card(data, path.with_suffix(".json").name)
+        with atomic_output(path.with_suffix(".json")) as card_tmp:
+            card_tmp.write_text(json.dumps(parsed.to_dict(), indent=2) + "\n")
+    return path

@@ -1,0 +1,84 @@
+"""Progress reporting and cancellation shared by the GUIs and the command line.
+
+A workflow takes ``progress: ProgressCallback | None`` and ``cancel: CancelToken | None``.
+It calls ``report(progress, fraction, message)`` between steps and ``cancel.raise_if_cancelled()``
+before every expensive step, so a cancelled run stops early and writes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Callable, Optional
+
+from .errors import Cancelled
+
+#: ``callback(fraction in [0, 1], message)``
+ProgressCallback = Callable[[float, str], None]
+
+
+class CancelToken:
+    """A thread-safe flag a GUI sets and a workflow polls."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+def check_cancel(cancel: Optional[CancelToken]) -> None:
+    """Raise :class:`Cancelled` if ``cancel`` is set (``None`` never cancels)."""
+    if cancel is not None:
+        cancel.raise_if_cancelled()
+
+
+def report(progress: Optional[ProgressCallback], fraction: float, message: str = "") -> None:
+    """Call ``progress`` with ``fraction`` clipped to [0, 1]; ``None`` reports nothing."""
+    if progress is not None:
+        progress(min(1.0, max(0.0, float(fraction))), message)
+
+
+def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> Optional[ProgressCallback]:
+    """A callback mapping a sub-step's [0, 1] onto [start, stop] of ``progress``."""
+    if progress is None:
+        return None
+
+    def sub(fraction: float, message: str) -> None:
+        progress(start + (stop - start) * min(1.0, max(0.0, fraction)), message)
+
+    return sub
+
+
+class ConsoleProgress:
+    """A one-line text progress bar on stderr for the command line (quiet when not a TTY
+    unless ``force``)."""
+
+    def __init__(self, stream=None, width: int = 30, force: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.enabled = force or getattr(self.stream, "isatty", lambda: False)()
+        self._last = 0.0
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if fraction < 1.0 and now - self._last < 0.1:
+            return
+        self._last = now
+        filled = int(round(self.width * fraction))
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {100 * fraction:5.1f}% {message[:60]:<60}")
+        if fraction >= 1.0:
+            self.stream.write("\n")
+        self.stream.flush()

@@ -1,0 +1,20 @@
+"""Volumes with exact geometry: the :class:`Volume` type, file I/O and invertible spatial steps."""
+
+from .core import Grid, Volume
+from .io import image_format, list_dicom_series, read_dicom_series, read_volume, write_volume
+from .spatial import SpatialPipeline, crop_or_pad, reorient_to_lps, resample_to_grid, resample_to_spacing
+
+__all__ = [
+    "Grid",
+    "Volume",
+    "image_format",
+    "list_dicom_series",
+    "read_dicom_series",
+    "read_volume",
+    "write_volume",
+    "SpatialPipeline",
+    "crop_or_pad",
+    "reorient_to_lps",
+    "resample_to_grid",
+    "resample_to_spacing",
+]

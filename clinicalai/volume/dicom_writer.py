@@ -1,0 +1,100 @@
+"""Writing a volume as a DICOM series (one file per slice), after SimpleITK's
+``DicomSeriesFromArray`` recipe: geometry goes into Image Position / Orientation (Patient)
+of every slice, so ITK reads the same grid back.
+
+Integer volumes are stored as they are (values exact). Float volumes are stored as int16
+with a per-series Rescale Slope / Intercept, so values come back within half a step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..outputs import atomic_output
+from .core import Volume
+
+_MODALITY_SOP_CLASS = {
+    "CT": "1.2.840.10008.5.1.4.1.1.2",
+    "MR": "1.2.840.10008.5.1.4.1.1.4",
+    "PT": "1.2.840.10008.5.1.4.1.1.128",
+}
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def write_dicom_series(
+    volume: Volume,
+    folder: "str | Path",
+    extra_tags: Optional[Mapping[str, str]] = None,
+    series_description: str = "ClinicalAI",
+) -> Path:
+    """Write ``volume`` as a DICOM series into ``folder`` (created; replaced atomically).
+
+    ``extra_tags`` maps ``"gggg|eeee"`` to string values set on every slice.
+    """
+    import SimpleITK as sitk
+    import pydicom.uid
+
+    folder = Path(folder)
+    arr = volume.array
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535:
+            pixels, slope, intercept = arr.astype(np.uint16), 1.0, 0.0
+        elif arr.min(initial=0) >= -32768 and arr.max(initial=0) <= 32767:
+            pixels, slope, intercept = arr.astype(np.int16), 1.0, 0.0
+        else:
+            raise InputError("integer values outside the 16-bit range cannot be stored in DICOM here")
+    else:
+        volume.require_finite()
+        lo, hi = float(arr.min()), float(arr.max())
+        intercept = lo
+        slope = (hi - lo) / 65535.0 if hi > lo else 1.0
+        pixels = np.round((arr - intercept) / slope).astype(np.uint16)
+    modality = volume.modality or "OT"
+    direction = volume.direction
+    study_uid = pydicom.uid.generate_uid()
+    series_uid = pydicom.uid.generate_uid()
+    frame_uid = pydicom.uid.generate_uid()
+    now_date, now_time = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
+    iop = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))
+    common = {
+        "0008|0060": modality,
+        "0008|0016": _MODALITY_SOP_CLASS.get(modality, _SECONDARY_CAPTURE),
+        "0020|000d": study_uid,
+        "0020|000e": series_uid,
+        "0020|0052": frame_uid,
+        "0008|0020": now_date,
+        "0008|0030": now_time,
+        "0008|0021": now_date,
+        "0008|0031": now_time,
+        "0008|103e": series_description,
+        "0010|0010": "Anonymous",
+        "0010|0020": "ClinicalAI",
+        "0020|0037": iop,
+        "0028|1053": f"{slope:.10g}",
+        "0028|1052": f"{intercept:.10g}",
+        "0018|0050": f"{volume.spacing[2]:.10g}",
+    }
+    if extra_tags:
+        common.update(extra_tags)
+    image = volume.with_array(pixels).to_sitk()
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    with atomic_output(folder, directory=True) as tmp:
+        for k in range(pixels.shape[0]):
+            slice_image = image[:, :, k]
+            for tag, value in common.items():
+                slice_image.SetMetaData(tag, value)
+            position = volume.index_to_lps() @ np.array([0.0, 0.0, float(k), 1.0])
+            slice_image.SetMetaData("0020|0032", "\\".join(f"{v:.10g}" for v in position[:3]))
+            slice_image.SetMetaData("0020|0013", str(k + 1))
+            slice_image.SetMetaData("0008|0018", pydicom.uid.generate_uid())
+            writer.SetFileName(str(tmp / f"slice{k:04d}.dcm"))
+            writer.Execute(slice_image)
+    return folder

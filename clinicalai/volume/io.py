@@ -1,0 +1,358 @@
+"""Reading and writing volumes: NIfTI, NRRD (``.seg.nrrd`` for masks) and DICOM series.
+
+Geometry is read and written by SimpleITK (ITK's readers are the reference for NIfTI qform /
+sform and DICOM slice positions); pydicom is used only for the tags SimpleITK does not
+expose in a structured way (PET dose and timing sequences).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..outputs import atomic_output
+from .core import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+SEG_NRRD_SUFFIX = ".seg.nrrd"
+
+#: DICOM tags (keyword -> tag) copied into ``Volume.metadata["dicom"]`` when present.
+DICOM_KEYWORDS = {
+    "Modality": "0008|0060",
+    "SeriesInstanceUID": "0020|000e",
+    "StudyInstanceUID": "0020|000d",
+    "SeriesDescription": "0008|103e",
+    "PatientWeight": "0010|1030",
+    "PatientSize": "0010|1020",
+    "PatientSex": "0010|0040",
+    "Units": "0054|1001",
+    "DecayCorrection": "0054|1102",
+    "SeriesDate": "0008|0021",
+    "SeriesTime": "0008|0031",
+    "AcquisitionDate": "0008|0022",
+    "AcquisitionTime": "0008|0032",
+    "Manufacturer": "0008|0070",
+}
+
+#: SUV-relevant tags read with pydicom (sequences SimpleITK flattens poorly).
+PET_KEYWORDS = (
+    "Units",
+    "DecayCorrection",
+    "CorrectedImage",
+    "PatientWeight",
+    "SeriesDate",
+    "SeriesTime",
+    "AcquisitionDate",
+    "AcquisitionTime",
+    "Manufacturer",
+)
+RADIOPHARMACEUTICAL_KEYWORDS = (
+    "RadionuclideTotalDose",
+    "RadionuclideHalfLife",
+    "RadiopharmaceuticalStartTime",
+    "RadiopharmaceuticalStartDateTime",
+    "Radiopharmaceutical",
+)
+#: Philips private SUV scale factor (7053,1000) for CNTS images.
+PHILIPS_SUV_SCALE_TAG = (0x7053, 0x1000)
+
+
+def _is_seg_nrrd(path: Path) -> bool:
+    return path.name.lower().endswith(SEG_NRRD_SUFFIX)
+
+
+def image_format(path: "str | os.PathLike[str]") -> str:
+    """``"nifti"``, ``"seg-nrrd"``, ``"nrrd"`` or ``"dicom"`` (a folder), else an error."""
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir():
+        return "dicom"
+    if _is_seg_nrrd(p):
+        return "seg-nrrd"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(NRRD_SUFFIXES):
+        return "nrrd"
+    if name.endswith(".dcm"):
+        return "dicom"
+    raise InputError(
+        f"{p.name}: unsupported image type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd) "
+        "or a DICOM series folder"
+    )
+
+
+# ---------------------------------------------------------------------------------- reading
+def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
+    """Read a NIfTI / NRRD file or a DICOM series (folder, or one file of the series).
+
+    Args:
+        path: the file or DICOM folder.
+        series_uid: which series to read when a folder holds several.
+
+    Raises:
+        InputError: missing or unreadable file, several DICOM series and no ``series_uid``,
+            missing or unevenly spaced DICOM slices, non-scalar image.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    kind = image_format(p)
+    if kind == "dicom":
+        return read_dicom_series(p if p.is_dir() else p.parent, series_uid=series_uid)
+    import SimpleITK as sitk
+
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{p.name}: cannot be read as an image ({_first_line(exc)})") from None
+    volume = Volume.from_sitk(image)
+    volume.metadata["source"] = str(p)
+    if kind == "seg-nrrd":
+        volume.metadata["segments"] = _read_segment_metadata(reader)
+        volume.modality = "SEG"
+        volume.units = "label"
+    return volume
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    # ITK messages put the useful sentence last
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _read_segment_metadata(reader) -> List[Dict[str, Any]]:
+    keys = set(reader.GetMetaDataKeys())
+    segments = []
+    index = 0
+    while f"Segment{index}_ID" in keys:
+        get = lambda k, default="": reader.GetMetaData(k) if k in keys else default  # noqa: E731
+        color = [float(c) for c in get(f"Segment{index}_Color", "0.5 0.5 0.5").split()]
+        segments.append(
+            {
+                "id": get(f"Segment{index}_ID"),
+                "name": get(f"Segment{index}_Name"),
+                "value": int(get(f"Segment{index}_LabelValue", str(index + 1))),
+                "layer": int(get(f"Segment{index}_Layer", "0")),
+                "color": color,
+            }
+        )
+        index += 1
+    return segments
+
+
+def list_dicom_series(folder: "str | os.PathLike[str]") -> List[Dict[str, Any]]:
+    """Every DICOM series under ``folder``: uid, description, modality, number of files."""
+    import SimpleITK as sitk
+
+    folder = str(folder)
+    series = []
+    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ():
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        reader.ReadImageInformation()
+        meta = lambda tag: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""  # noqa: E731
+        series.append(
+            {
+                "uid": uid,
+                "description": meta("0008|103e"),
+                "modality": meta("0008|0060"),
+                "files": len(files),
+            }
+        )
+    return series
+
+
+def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
+    """Read one DICOM series from ``folder`` with checked slice spacing."""
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    series = list_dicom_series(folder)
+    if not series:
+        raise InputError(f"{folder}: no DICOM series found in this folder")
+    if series_uid is None:
+        if len(series) > 1:
+            listing = "; ".join(
+                f"{s['uid']} ({s['description'] or 'no description'}, {s['modality']}, {s['files']} files)"
+                for s in series
+            )
+            raise InputError(
+                f"{folder.name} holds {len(series)} DICOM series; choose one by SeriesInstanceUID: {listing}"
+            )
+        series_uid = series[0]["uid"]
+    elif series_uid not in {s["uid"] for s in series}:
+        raise InputError(f"{folder.name}: no DICOM series with SeriesInstanceUID {series_uid}")
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    _check_slice_positions(files)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    reader.LoadPrivateTagsOn()
+    try:
+        image = reader.Execute()
+    except RuntimeError as exc:
+        raise InputError(f"{folder.name}: the DICOM series cannot be read ({_first_line(exc)})") from None
+    tags = {
+        kw: reader.GetMetaData(0, tag).strip()
+        for kw, tag in DICOM_KEYWORDS.items()
+        if reader.HasMetaDataKey(0, tag)
+    }
+    volume = Volume.from_sitk(image)
+    volume.modality = tags.get("Modality") or None
+    volume.metadata["dicom"] = tags
+    volume.metadata["source"] = str(folder)
+    volume.metadata["dicom_files"] = files
+    if volume.modality == "PT":
+        volume.metadata["pet"] = read_pet_tags(files[0])
+        volume.units = volume.metadata["pet"].get("Units") or None
+    return volume
+
+
+def _check_slice_positions(files: Sequence[str]) -> None:
+    """Refuse a series with missing, duplicated or unevenly spaced slices."""
+    import pydicom
+
+    if len(files) < 2:
+        return
+    positions = []
+    normal = None
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            return  # not a cross-sectional series with positions; let ITK decide
+        if normal is None:
+            iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
+            normal = np.cross(iop[:3], iop[3:])
+        positions.append(float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))))
+    pos = np.sort(np.asarray(positions))
+    gaps = np.diff(pos)
+    if np.any(gaps < 1e-3):
+        raise InputError("the DICOM series has two slices at the same position (duplicated slices)")
+    step = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - step) > max(0.01 * step, 1e-3))
+    if bad.size:
+        g = float(gaps[bad[0]])
+        missing = int(round(g / step)) - 1 if g > step else 0
+        what = f"{missing} missing slice(s)" if missing > 0 else "uneven slice spacing"
+        raise InputError(
+            f"the DICOM series has {what}: slice gap {g:.3f} mm at position {pos[bad[0]]:.2f} mm, "
+            f"expected {step:.3f} mm"
+        )
+
+
+def read_pet_tags(dicom_file: "str | os.PathLike[str]") -> Dict[str, Any]:
+    """The tags SUV computation needs, by DICOM keyword (absent tags are left out)."""
+    import pydicom
+
+    ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True)
+    tags: Dict[str, Any] = {}
+    for kw in PET_KEYWORDS:
+        if kw in ds and ds.data_element(kw).value not in (None, ""):
+            value = ds.data_element(kw).value
+            tags[kw] = list(value) if kw == "CorrectedImage" and not isinstance(value, str) else value
+    seq = ds.get("RadiopharmaceuticalInformationSequence")
+    if seq:
+        item = seq[0]
+        for kw in RADIOPHARMACEUTICAL_KEYWORDS:
+            if kw in item and item.data_element(kw).value not in (None, ""):
+                tags[kw] = item.data_element(kw).value
+    if PHILIPS_SUV_SCALE_TAG in ds:
+        tags["PhilipsSUVScaleFactor"] = ds[PHILIPS_SUV_SCALE_TAG].value
+    # pydicom values (DSfloat, MultiValue) -> plain Python for JSON reports
+    for k, v in list(tags.items()):
+        if isinstance(v, bytes):
+            tags[k] = v.decode(errors="replace")
+        elif hasattr(v, "real") and not isinstance(v, (int, float)):
+            tags[k] = float(v)
+        elif not isinstance(v, (int, float, list)):
+            tags[k] = str(v)
+    return tags
+
+
+# ---------------------------------------------------------------------------------- writing
+def write_volume(
+    volume: Volume,
+    path: "str | os.PathLike[str]",
+    segments: Optional[Sequence[Mapping[str, Any]]] = None,
+    compress: bool = True,
+) -> Path:
+    """Write ``volume`` atomically as NIfTI, NRRD, ``.seg.nrrd`` or a DICOM series folder.
+
+    Args:
+        segments: for ``.seg.nrrd``: ``[{"name", "value", "color": (r, g, b) in 0..1}, ...]``
+            (defaults: one segment per non-zero label, or ``volume.metadata["segments"]``).
+        compress: gzip-compress NRRD data (NIfTI compression follows ``.nii.gz``).
+
+    Returns the path written. Nothing is left behind on failure.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    name = p.name.lower()
+    if name.endswith(".dcm") or (p.suffix == "" and not name.endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES)):
+        from .dicom_writer import write_dicom_series
+
+        return write_dicom_series(volume, p)
+    kind = image_format(p)
+    image = volume.to_sitk()
+    if kind == "seg-nrrd":
+        labels = volume.array
+        if not np.issubdtype(labels.dtype, np.integer) and not np.all(labels == np.round(labels)):
+            raise InputError("a .seg.nrrd holds integer labels; this volume has fractional values")
+        image = Volume.to_sitk(volume.with_array(labels.astype(np.uint8 if labels.max(initial=0) < 256 else np.uint16)))
+        segs = segments if segments is not None else volume.metadata.get("segments")
+        if not segs:
+            segs = [{"name": f"Segment_{v}", "value": int(v)} for v in np.unique(labels) if v != 0]
+        for key, value in seg_nrrd_header(segs, volume.shape).items():
+            image.SetMetaData(key, value)
+    with atomic_output(p) as tmp:
+        writer = sitk.ImageFileWriter()
+        writer.SetFileName(str(tmp))
+        writer.SetUseCompression(compress)
+        try:
+            writer.Execute(image)
+        except RuntimeError as exc:
+            raise InputError(f"{p.name}: cannot be written ({_first_line(exc)})") from None
+    return p
+
+
+#: colours of Slicer's default segment palette, used when a segment has none
+_DEFAULT_COLORS = (
+    (0.5, 0.68, 0.5), (0.94, 0.84, 0.57), (0.69, 0.48, 0.4), (0.44, 0.72, 0.82),
+    (0.85, 0.4, 0.36), (0.87, 0.51, 0.75), (0.56, 0.82, 0.44), (0.86, 0.79, 0.3),
+)
+
+
+def seg_nrrd_header(segments: Sequence[Mapping[str, Any]], shape: Tuple[int, int, int]) -> Dict[str, str]:
+    """The key/value pairs Slicer's segmentation reader expects in a ``.seg.nrrd`` header."""
+    z, y, x = shape
+    header = {
+        "Segmentation_MasterRepresentation": "Binary labelmap",
+        "Segmentation_ContainedRepresentationNames": "Binary labelmap|",
+        "Segmentation_ReferenceImageExtentOffset": "0 0 0",
+        "Segmentation_ConversionParameters": "",
+    }
+    for i, seg in enumerate(segments):
+        color = seg.get("color") or _DEFAULT_COLORS[i % len(_DEFAULT_COLORS)]
+        header.update(
+            {
+                f"Segment{i}_ID": str(seg.get("id") or f"Segment_{seg['value']}"),
+                f"Segment{i}_Name": str(seg.get("name") or f"Segment_{seg['value']}"),
+                f"Segment{i}_Color": " ".join(f"{float(c):.6g}" for c in color[:3]),
+                f"Segment{i}_ColorAutoGenerated": "0",
+                f"Segment{i}_LabelValue": str(int(seg["value"])),
+                f"Segment{i}_Layer": "0",
+                f"Segment{i}_Extent": f"0 {x - 1} 0 {y - 1} 0 {z - 1}",
+                f"Segment{i}_NameAutoGenerated": "0",
+                f"Segment{i}_Tags": str(seg.get("tags", "")),
+            }
+        )
+    return header

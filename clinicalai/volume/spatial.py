@@ -1,0 +1,220 @@
+"""Spatial steps between the input grid and a network's grid, each with its inverse.
+
+Every function returns ``(output, inverse)`` where ``inverse(volume_on_output_grid)`` puts a
+volume (a mask, a heat map) back onto the *input* grid: same shape, spacing, origin and
+direction, exactly. Reorientation and crop/pad are exact inverses of each other on values
+too; resampling is inverted by resampling back onto the recorded input grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from .core import Grid, Volume
+
+Inverse = Callable[[Volume], Volume]
+
+INTERPOLATORS = ("linear", "nearest", "bspline", "label")
+
+
+def _sitk_interpolator(name: str):
+    import SimpleITK as sitk
+
+    table = {
+        "linear": sitk.sitkLinear,
+        "nearest": sitk.sitkNearestNeighbor,
+        "bspline": sitk.sitkBSpline,
+        "label": sitk.sitkLabelGaussian,
+    }
+    if name not in table:
+        raise ValueError(f"interpolator must be one of {INTERPOLATORS}, got {name!r}")
+    return table[name]
+
+
+def resample_to_grid(volume: Volume, grid: Grid, interpolator: str = "linear", default: float = 0.0) -> Volume:
+    """Resample ``volume`` onto ``grid`` (physical space is preserved; outside -> ``default``)."""
+    import SimpleITK as sitk
+
+    src = volume.to_sitk()
+    if interpolator in ("nearest", "label"):
+        out_type = src.GetPixelID()
+    else:
+        out_type = sitk.sitkFloat32 if volume.array.dtype != np.float64 else sitk.sitkFloat64
+        if src.GetPixelID() != out_type:
+            src = sitk.Cast(src, out_type)
+    ref = sitk.Image([int(s) for s in reversed(grid.shape)], out_type)
+    ref.SetSpacing(grid.spacing)
+    ref.SetOrigin(grid.origin)
+    ref.SetDirection(grid.direction)
+    out = sitk.Resample(src, ref, sitk.Transform(), _sitk_interpolator(interpolator), float(default), out_type)
+    result = Volume.from_sitk(out, modality=volume.modality, units=volume.units)
+    result.metadata = dict(volume.metadata)
+    return result
+
+
+def resample_to_spacing(
+    volume: Volume, spacing: Sequence[float], interpolator: str = "linear"
+) -> Tuple[Volume, Inverse]:
+    """Resample to ``spacing`` (mm, x y z) over the same physical extent.
+
+    The new grid keeps origin and direction; its size is ``round(size * old / new)``.
+    The inverse resamples back onto the recorded input grid (``linear`` for maps; pass
+    ``interpolator="nearest"`` to the returned callable's keyword for labels).
+    """
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or any(s <= 0 for s in spacing):
+        raise InputError(f"target spacing must be 3 positive values, got {spacing}")
+    in_grid = volume.grid
+    size_xyz = np.array(list(reversed(in_grid.shape)), dtype=float)
+    new_size_xyz = np.maximum(1, np.round(size_xyz * np.array(in_grid.spacing) / np.array(spacing))).astype(int)
+    # centre-preserving origin: half-voxel shift so both grids cover the same extent
+    d = in_grid.direction_matrix
+    old_sp, new_sp = np.array(in_grid.spacing), np.array(spacing)
+    origin = np.array(in_grid.origin) + d @ ((new_sp - old_sp) / 2.0)
+    out_grid = Grid(tuple(int(s) for s in reversed(new_size_xyz)), spacing, tuple(origin), in_grid.direction)
+    out = resample_to_grid(volume, out_grid, interpolator)
+
+    def inverse(v: Volume, interpolator: str = "linear") -> Volume:
+        return resample_to_grid(v, in_grid, interpolator)
+
+    return out, inverse
+
+
+def _axis_codes(direction: np.ndarray) -> Tuple[List[int], List[int]]:
+    """For each LPS axis, the index axis (i/j/k -> 0/1/2) closest to it and its sign."""
+    d = np.asarray(direction)
+    order: List[int] = []
+    signs: List[int] = []
+    available = [0, 1, 2]
+    for lps_axis in range(3):
+        # pick among remaining index axes the one most aligned with this LPS axis
+        best = max(available, key=lambda a: abs(d[lps_axis, a]))
+        available.remove(best)
+        order.append(best)
+        signs.append(1 if d[lps_axis, best] >= 0 else -1)
+    return order, signs
+
+
+def reorient_to_lps(volume: Volume) -> Tuple[Volume, Inverse]:
+    """Permute/flip axes so index axes i, j, k point (closest to) L, P, S.
+
+    Pure array permutation and flips: values are exact and the physical position of every
+    voxel is unchanged. The inverse restores the original array and geometry exactly.
+    """
+    order, signs = _axis_codes(volume.direction)
+    in_grid = volume.grid
+    arr = volume.array  # (k, j, i)
+    # new index axis n (0=i,1=j,2=k) takes old index axis order[n]
+    zyx_axes = [2 - order[n] for n in (2, 1, 0)]
+    out_arr = np.transpose(arr, zyx_axes)
+    old_spacing = np.array(volume.spacing)
+    new_dir = np.zeros((3, 3))
+    new_spacing = np.zeros(3)
+    origin = np.array(volume.origin, dtype=float)
+    for n in range(3):
+        a = order[n]
+        new_dir[:, n] = volume.direction[:, a] * signs[n]
+        new_spacing[n] = old_spacing[a]
+        if signs[n] < 0:
+            size_a = volume.array.shape[2 - a]
+            origin = origin + volume.direction[:, a] * old_spacing[a] * (size_a - 1)
+    for n in range(3):
+        if signs[n] < 0:
+            out_arr = np.flip(out_arr, axis=2 - n)
+    out = Volume(
+        np.ascontiguousarray(out_arr), spacing=tuple(new_spacing), origin=tuple(origin), direction=new_dir,
+        modality=volume.modality, units=volume.units, metadata=dict(volume.metadata),
+    )
+
+    def inverse(v: Volume) -> Volume:
+        a = v.array
+        for n in range(3):
+            if signs[n] < 0:
+                a = np.flip(a, axis=2 - n)
+        inv_axes = np.argsort(zyx_axes)
+        back = np.ascontiguousarray(np.transpose(a, inv_axes))
+        return Volume.from_grid(in_grid, back, modality=v.modality, units=v.units, metadata=dict(v.metadata))
+
+    return out, inverse
+
+
+def crop_or_pad(
+    volume: Volume,
+    size: Sequence[int],
+    center_index: Optional[Sequence[float]] = None,
+    pad_value: float = 0.0,
+) -> Tuple[Volume, Inverse]:
+    """Crop and/or zero-pad to ``size`` (z, y, x) voxels around ``center_index`` (z, y, x;
+    default: the array centre). The origin moves so every kept voxel keeps its position.
+
+    The inverse places a volume of shape ``size`` back into the input grid, filling what was
+    cropped away with ``pad_value`` (the cropped-away voxels were never seen).
+    """
+    size = tuple(int(s) for s in size)
+    if len(size) != 3 or any(s <= 0 for s in size):
+        raise InputError(f"crop/pad size must be 3 positive integers, got {size}")
+    in_grid = volume.grid
+    shape = np.array(volume.shape)
+    center = (shape - 1) / 2.0 if center_index is None else np.asarray(center_index, dtype=float)
+    start = np.round(center - (np.array(size) - 1) / 2.0).astype(int)  # in input index (z, y, x)
+    out = np.full(size, pad_value, dtype=volume.array.dtype)
+    src_lo = np.maximum(start, 0)
+    src_hi = np.minimum(start + np.array(size), shape)
+    dst_lo = src_lo - start
+    dst_hi = dst_lo + np.maximum(src_hi - src_lo, 0)
+    if np.all(src_hi > src_lo):
+        out[dst_lo[0]:dst_hi[0], dst_lo[1]:dst_hi[1], dst_lo[2]:dst_hi[2]] = volume.array[
+            src_lo[0]:src_hi[0], src_lo[1]:src_hi[1], src_lo[2]:src_hi[2]
+        ]
+    start_ijk = start[::-1].astype(float)
+    new_origin = np.array(volume.origin) + volume.direction @ (np.array(volume.spacing) * start_ijk)
+    result = Volume(
+        out, spacing=volume.spacing, origin=tuple(new_origin), direction=volume.direction.copy(),
+        modality=volume.modality, units=volume.units, metadata=dict(volume.metadata),
+    )
+
+    def inverse(v: Volume, fill: float = pad_value) -> Volume:
+        if v.shape != size:
+            raise ValueError(f"inverse crop/pad expects shape {size}, got {v.shape}")
+        back = np.full(in_grid.shape, fill, dtype=v.array.dtype)
+        if np.all(src_hi > src_lo):
+            back[src_lo[0]:src_hi[0], src_lo[1]:src_hi[1], src_lo[2]:src_hi[2]] = v.array[
+                dst_lo[0]:dst_hi[0], dst_lo[1]:dst_hi[1], dst_lo[2]:dst_hi[2]
+            ]
+        return Volume.from_grid(in_grid, back, modality=v.modality, units=v.units, metadata=dict(v.metadata))
+
+    return result, inverse
+
+
+@dataclass
+class SpatialPipeline:
+    """A chain of spatial steps applied in order, inverted in reverse order.
+
+    >>> pipe = SpatialPipeline()
+    >>> net_input = pipe.apply(reorient_to_lps, volume)
+    >>> net_input = pipe.apply(resample_to_spacing, net_input, (2, 2, 2))
+    >>> heat_map_on_input_grid = pipe.invert(heat_map_in_network_space)
+    """
+
+    inverses: List[Inverse] = field(default_factory=list)
+
+    def apply(self, step: Callable[..., Tuple[Volume, Inverse]], volume: Volume, *args, **kwargs) -> Volume:
+        out, inverse = step(volume, *args, **kwargs)
+        self.inverses.append(inverse)
+        return out
+
+    def invert(self, volume: Volume, **kwargs) -> Volume:
+        """Map ``volume`` from the last step's grid back to the first input grid.
+
+        ``kwargs`` (e.g. ``interpolator="nearest"`` for labels) go to the steps that accept them.
+        """
+        import inspect
+
+        for inverse in reversed(self.inverses):
+            params = inspect.signature(inverse).parameters
+            volume = inverse(volume, **{k: v for k, v in kwargs.items() if k in params})
+        return volume
