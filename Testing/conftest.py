@@ -14,3 +14,15 @@ def _torch_threads():
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     yield
+
+
+@pytest.fixture(scope="session")
+def slicer_context():
+    """A headless MRML scene from slicer-core with the application, colour, volumes,
+    segmentations and subject-hierarchy logics (``clinicalai.mrml.headless``); one per session
+    because building the logics is the slow part. Tests clear what they add (``ctx``
+    in Testing/mrml/conftest.py)."""
+    pytest.importorskip("slicer")
+    from clinicalai.mrml.headless import create_headless_context
+
+    return create_headless_context()

@@ -103,10 +103,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("CLINICALAI_DEBUG") == "1"
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s: %(message)s")
-    if not debug:
-        warnings.simplefilter("ignore", category=FutureWarning)
-        warnings.simplefilter("ignore", category=UserWarning)
-        warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+    # warning settings are restored on return, so calling main() from Python (tests, notebooks)
+    # leaves the caller's process as it was
+    saved_format = warnings.formatwarning
+    with warnings.catch_warnings():
+        if not debug:
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.formatwarning = lambda message, category, *a, **k: f"warning: {message}\n"
+        try:
+            return _dispatch(argv, debug)
+        finally:
+            warnings.formatwarning = saved_format
+
+
+def _dispatch(argv: List[str], debug: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

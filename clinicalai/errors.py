@@ -30,3 +30,15 @@ class Cancelled(ClinicalAIError):
 
     def __init__(self, message: str = "cancelled by the user; nothing was changed") -> None:
         super().__init__(message)
+
+
+def argument_errors_as_input_errors(parser):
+    """Make ``parser`` (an ``argparse.ArgumentParser``) raise :class:`InputError` for a bad
+    command line instead of printing its usage and exiting, so the command line reports it
+    as every other user error: one line on stderr, exit status 1. Returns ``parser``."""
+
+    def error(message: str):
+        raise InputError(f"{parser.prog}: {message} (see '{parser.prog} --help')")
+
+    parser.error = error
+    return parser

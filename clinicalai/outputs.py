@@ -37,6 +37,11 @@ def atomic_output(path: "str | os.PathLike[str]", directory: bool = False) -> It
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".partial" + _suffixes(final), dir=parent)
         os.close(fd)
         tmp = Path(name)
+    # mkstemp/mkdtemp create owner-only files; give the result the permissions an ordinary
+    # open() would (umask applied), so outputs are readable as users expect
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
     try:
         yield tmp
         if directory:

@@ -25,6 +25,25 @@ def bundled_model(name: str) -> Path:
     )
 
 
+def resolve_model_path(spec: "str | Path") -> Path:
+    """A model the user named: a path (weights, card or bundle folder) or a bundled model's stem."""
+    from ..errors import ModelError
+
+    p = Path(spec)
+    if p.exists():
+        return p
+    if p.suffix == "" and p.parent == Path("."):
+        card = BUNDLED_MODELS_DIR / f"{p.name}.json"
+        if card.is_file():
+            return card
+        available = sorted(c.stem for c in BUNDLED_MODELS_DIR.glob("*.json"))
+        raise ModelError(
+            f"{spec}: no such model file or folder, and no bundled model of that name "
+            f"(bundled: {', '.join(available) or 'none'})"
+        )
+    raise ModelError(f"{spec}: no such model file or folder")
+
+
 __all__ = [
     "BUNDLED_MODELS_DIR",
     "LoadedModel",
@@ -35,6 +54,7 @@ __all__ = [
     "parse_card",
     "read_card",
     "resolve_device",
+    "resolve_model_path",
     "save_model",
     "sha256_of",
 ]

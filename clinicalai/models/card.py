@@ -96,19 +96,9 @@ class ModelCard(_Loose):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.format == "state_dict" and self.architecture is None:
-            raise ValueError("a state_dict model needs 'architecture' (name and kwargs) to be rebuilt")
-        if self.task in ("segmentation", "mask-correction") and not self.labels:
-            raise ValueError(f"a {self.task} model needs 'labels' (name and value of each structure)")
-        if self.task == "classification" and not self.classes:
-            raise ValueError("a classification model needs 'classes' (one name per class)")
-        values = [lab.value for lab in self.labels]
-        if len(values) != len(set(values)):
-            raise ValueError("label values must be unique")
-        for dim_field in ("spacing_mm", "size"):
-            v = getattr(self.input, dim_field)
-            if v is not None and len(v) != self.spatial_dims:
-                raise ValueError(f"input.{dim_field} needs {self.spatial_dims} values for a {self.spatial_dims}D model")
+        problems = consistency_problems(self.model_dump())
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -122,9 +112,40 @@ class ModelCard(_Loose):
         return self.model_dump(mode="json", exclude_none=True)
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def consistency_problems(data: Dict[str, Any]) -> List[str]:
+    """Problems between fields of a card (a plain dict, validated or not), as sentences.
+
+    Run on the raw dict too when field validation fails, so a user sees every problem at once.
+    """
+    problems: List[str] = []
+    if not isinstance(data, dict):
+        return problems
+    fmt, task = data.get("format"), data.get("task")
+    if fmt == "state_dict" and not data.get("architecture"):
+        problems.append("a state_dict model needs 'architecture' (name and kwargs) to be rebuilt")
+    if task in ("segmentation", "mask-correction") and not data.get("labels"):
+        problems.append(f"a {task} model needs 'labels' (name and value of each structure)")
+    if task == "classification" and not data.get("classes"):
+        problems.append("a classification model needs 'classes' (one name per class)")
+    labels = data.get("labels") or []
+    values = [lab.get("value") for lab in labels if isinstance(lab, dict)] if isinstance(labels, list) else []
+    if len(values) != len(set(map(str, values))):
+        problems.append("label values must be unique")
+    dims = data.get("spatial_dims", 3)
+    inp = data.get("input") or {}
+    if isinstance(inp, dict) and dims in (2, 3):
+        for dim_field in ("spacing_mm", "size"):
+            v = inp.get(dim_field)
+            if isinstance(v, (list, tuple)) and len(v) != dims:
+                problems.append(f"input.{dim_field} needs {dims} values for a {dims}D model, it has {len(v)}")
+    return problems
+
+
+def _describe(error: ValidationError, source: str, data: Any = None) -> str:
     problems = []
     for e in error.errors():
+        if not e["loc"] and e["type"] == "value_error":
+            continue  # the cross-field checks: listed one by one below
         where = ".".join(str(p) for p in e["loc"]) or "card"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "missing":
@@ -132,17 +153,21 @@ def _describe(error: ValidationError, source: str) -> str:
         elif e["type"] == "literal_error":
             msg = f"must be one of {e['ctx']['expected']}"
         problems.append(f"{where} {msg}" if e["type"] in ("missing", "literal_error") else f"{where}: {msg}")
-    return f"model card {source} is not valid: " + "; ".join(problems)
+    # field errors stop pydantic before the cross-field checks; add those from the raw dict
+    if isinstance(data, dict):
+        problems += consistency_problems(data)
+    src = f"{source} " if source else ""
+    return f"model card {src}is not valid ({len(problems)} problem{'s' if len(problems) != 1 else ''}): " + "; ".join(problems)
 
 
 def parse_card(data: Any, source: str = "") -> ModelCard:
     """Validate a card given as a dict; :class:`ModelError` lists every problem."""
     if not isinstance(data, dict):
-        raise ModelError(f"model card {source} must be a JSON object")
+        raise ModelError(f"model card {source or ''} must be a JSON object (key: value pairs)".replace("  ", " "))
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
-        raise ModelError(_describe(exc, source)) from None
+        raise ModelError(_describe(exc, source, data)) from None
 
 
 def read_card(path: "str | Path") -> ModelCard:

@@ -18,7 +18,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
@@ -49,6 +49,10 @@ def locate_package(path: "str | Path") -> tuple[Path, Path]:
         card_path = p
         card = read_card(card_path)
         if card.weights:
+            if Path(card.weights).name != card.weights:
+                raise ModelError(
+                    f"the card {p.name} names weights {card.weights!r}; the weights must be a file name beside the card"
+                )
             weights = p.parent / card.weights
         else:
             cands = [p.with_suffix(s) for s in WEIGHT_SUFFIXES if p.with_suffix(s).is_file()]
@@ -68,21 +72,85 @@ def locate_package(path: "str | Path") -> tuple[Path, Path]:
     return p, card_path
 
 
+#: globals a plain state dict pickle imports (torch's own tensor rebuilders and containers)
+_STATE_DICT_GLOBALS = ("torch._utils.", "torch.", "collections.OrderedDict", "builtins.set", "builtins.slice")
+
+
+def _pickle_globals(path: Path) -> Optional[List[str]]:
+    """The ``module.name`` globals a pickle (raw, or ``data.pkl`` inside a torch zip) would
+    import, read with :mod:`pickletools` (opcodes are parsed, nothing is executed);
+    ``None`` when the file is not a pickle at all."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                if name is None:
+                    return None
+                data = z.read(name)
+        else:
+            data = path.read_bytes()
+        found: List[str] = []
+        strings: List[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+        return found
+    except Exception:  # noqa: BLE001 - any parse failure means "not a pickle"
+        return None
+
+
+def _refused_global(message: str, path: Path) -> Optional[str]:
+    """The global that makes a file more than weights: from torch's message, else by
+    scanning the pickle's opcodes."""
+    import re
+
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    if m:
+        return m.group(1)
+    for g in _pickle_globals(path) or ():
+        if not g.startswith(_STATE_DICT_GLOBALS) or g.startswith(("torch.nn.", "torch.jit.")):
+            return g
+    return None
+
+
 def _safe_torch_load(path: Path):
     import pickle
 
     import torch
 
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        # torch's restricted unpickler: only tensors and plain containers are rebuilt, any
+        # other global (a model class, os.system, ...) is refused *before* it is imported.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if _pickle_globals(path) is None:
+            raise ModelError(f"{path.name} is not a readable PyTorch file (neither a weights archive nor a pickle)") from None
+        culprit = _refused_global(str(exc), path)
+        if culprit and (".nn." in culprit or culprit.split(".")[0] in ("torch", "monai", "clinicalai", "__main__")):
+            what = f"a pickled full model (it needs the class {culprit})"
+        elif culprit:
+            what = f"Python code that would run on loading ({culprit}); it may be malicious"
+        else:
+            what = "Python objects other than weights"
         raise ModelError(
-            f"{path.name} was refused: it contains Python objects other than weights "
-            f"(a pickled model or code), which ClinicalAI never loads from a model file; "
-            f"save the state_dict or a TorchScript model instead ({str(exc).splitlines()[0][:160]})"
+            f"{path.name} was refused: it holds {what}. ClinicalAI loads only weights from a model "
+            "file; save the model's state_dict (with a card naming its architecture) or a TorchScript model"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
-        raise ModelError(f"{path.name} is not a readable PyTorch file ({str(exc).splitlines()[0][:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelError(f"{path.name} is not a readable PyTorch file ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:limit] + "...") if len(text) > limit else (text or type(exc).__name__)
 
 
 def _is_torchscript_archive(path: Path) -> bool:
@@ -160,12 +228,12 @@ class LoadedModel:
                 if not _is_cuda_oom(exc):
                     raise
                 self._recover_from_oom()
-                if size > 1:
-                    size = max(1, size // 2)
-                    warnings.warn(f"GPU out of memory; retrying with batches of {size}", RuntimeWarning)
-                else:
+                size, device = oom_next_step(size, self.device, exc)
+                if device != self.device:
                     warnings.warn("GPU out of memory even for one sample; continuing on the CPU", RuntimeWarning)
-                    self.to("cpu")
+                    self.to(device)
+                else:
+                    warnings.warn(f"GPU out of memory; retrying with batches of {size}", RuntimeWarning)
                 continue
             start += len(chunk)
             if progress is not None:
@@ -197,6 +265,10 @@ class LoadedModel:
 
     def to(self, device: str) -> "LoadedModel":
         """Move a torch model to ``device`` (``cpu`` / ``cuda``)."""
+        if self.session is not None and device == "cpu" and self.device != "cpu":
+            import onnxruntime as ort
+
+            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
         if self.module is not None:
             self.module.to(device)
             if device == "cpu" and self.half:
@@ -204,6 +276,16 @@ class LoadedModel:
                 self.half = False
         self.device = device
         return self
+
+
+def oom_next_step(size: int, device: str, exc: Optional[BaseException] = None) -> "tuple[int, str]":
+    """What to try after an out-of-memory error with batches of ``size`` on ``device``:
+    half the batch; at one sample, the CPU; on the CPU already, give up with a clear error."""
+    if size > 1:
+        return max(1, size // 2), device
+    if device != "cpu":
+        return 1, "cpu"
+    raise ModelError("out of memory even for one sample on the CPU; use a smaller input volume") from exc
 
 
 def _is_cuda_oom(exc: BaseException) -> bool:
@@ -258,10 +340,13 @@ def load_weights(weights: Path, card: ModelCard, device: str = "auto") -> Loaded
         try:
             module = torch.jit.load(str(weights), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
-            raise ModelError(f"{weights.name} cannot be loaded as TorchScript ({str(exc).splitlines()[0][:160]})") from None
+            raise ModelError(f"{weights.name} cannot be loaded as TorchScript ({_one_line(exc)})") from None
     else:  # state_dict
         if _is_torchscript_archive(weights):
             raise ModelError(f"{weights.name} is a TorchScript archive, but its card says format 'state_dict'")
+        from ..networks import resolve_architecture
+
+        resolve_architecture(card.architecture.name)  # refuse a name off the allow-list before reading the file
         state = _safe_torch_load(weights)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
@@ -298,7 +383,7 @@ def _load_onnx(weights: Path, card: ModelCard, device: str) -> LoadedModel:
     try:
         session = ort.InferenceSession(str(weights), providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-        raise ModelError(f"{weights.name} cannot be loaded by onnxruntime ({str(exc).splitlines()[0][:160]})") from None
+        raise ModelError(f"{weights.name} cannot be loaded by onnxruntime ({_one_line(exc)})") from None
     return LoadedModel(card=card, backend="onnx", path=weights, device=device, session=session)
 
 

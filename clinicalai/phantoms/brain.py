@@ -11,8 +11,11 @@ Deterministic: the same ``seed`` gives the same case.
 
 from __future__ import annotations
 
+import csv
+import os
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -74,18 +77,23 @@ def brain_case(
     brain_r = head_r * rng.uniform(0.80, 0.86)
     head = _ellipsoid(shape, center, head_r)
     brain = _ellipsoid(shape, center, brain_r)
-    white = _ellipsoid(shape, center, brain_r * rng.uniform(0.72, 0.80))
+    # white matter is ~40 % of an adult brain, grey matter ~55 %, the ventricles a few %
+    white = _ellipsoid(shape, center, brain_r * rng.uniform(0.80, 0.85))
     # cortical folding: perturb the grey/white border with low-frequency noise
     wobble = ndimage.gaussian_filter(rng.normal(0, 1, shape), 3)
-    white &= wobble < 0.6 * wobble.std() + 0.0
+    white &= wobble < 0.9 * wobble.std()
     white = ndimage.binary_opening(white, iterations=1) & brain
-    vent_r = brain_r * np.array([0.18, 0.12, 0.10]) * rng.uniform(0.8, 1.4)
+    # paired lateral ventricles: long antero-posteriorly (y), narrow left-right (x)
+    vent_r = brain_r * np.array([0.22, 0.42, 0.11]) * rng.uniform(0.85, 1.25)
     ventricles = np.zeros(shape, bool)
     for side in (-1, 1):
-        c = center + np.array([0.0, -0.05 * shape[1], side * 0.08 * shape[2]])
+        c = center + np.array([0.04 * shape[0], 0.0, side * 0.075 * shape[2]])
         ventricles |= _ellipsoid(shape, c, vent_r)
+    # subarachnoid CSF: a thin rim between brain and skull
+    rim = _ellipsoid(shape, center, brain_r * 1.05) & ~brain
     tissues = np.zeros(shape, np.uint8)
     tissues[head] = SKULL
+    tissues[rim & head] = CSF
     tissues[brain] = GREY
     tissues[white] = WHITE
     tissues[ventricles & brain] = CSF
@@ -130,3 +138,68 @@ def brain_dataset(n: int, seed: int = 0, balanced: bool = True, **kwargs) -> lis
     return [
         brain_case(seed * 100003 + i, pathological=(i % 2 == 1) if balanced else None, **kwargs) for i in range(n)
     ]
+
+
+#: folder layouts :func:`write_brain_dataset` can write
+BRAIN_LAYOUTS = ("flat", "brats")
+
+
+def write_brain_dataset(
+    out_dir: "str | os.PathLike[str]",
+    n: int,
+    seed: int = 0,
+    layout: str = "flat",
+    progress: Optional[Callable[[float, str], None]] = None,
+) -> Path:
+    """Write ``n`` brain MRI phantoms (alternately healthy and pathological) and a CSV.
+
+    Layouts (``out_dir`` relative paths):
+
+    - ``flat``: ``caseNNN/image.nii.gz``, ``caseNNN/lesion.nii.gz``, ``caseNNN/brain_mask.nii.gz``;
+    - ``brats`` (BraTS-like): ``BraTS-SYN-NNNNN/BraTS-SYN-NNNNN_flair.nii.gz``, ``..._seg.nii.gz``,
+      ``..._brainmask.nii.gz``.
+
+    ``out_dir/cases.csv`` has columns ``case, label (healthy | pathological), image, lesion,
+    brain_mask, lesion_voxels`` (paths relative to the CSV). Returns the CSV path.
+    Same ``seed``, same bytes.
+    """
+    from ..errors import InputError
+    from ..outputs import atomic_output
+    from ..progress import report
+    from ..volume import write_volume
+
+    if int(n) < 1:
+        raise InputError("the number of brain phantoms must be at least 1")
+    if layout not in BRAIN_LAYOUTS:
+        raise InputError(f"layout must be one of {', '.join(BRAIN_LAYOUTS)}, got {layout!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, case in enumerate(_iter_brain_dataset(int(n), seed)):
+        if layout == "brats":
+            name = f"BraTS-SYN-{i:05d}"
+            files = {"image": f"{name}/{name}_flair.nii.gz", "lesion": f"{name}/{name}_seg.nii.gz",
+                     "brain_mask": f"{name}/{name}_brainmask.nii.gz"}
+        else:
+            name = f"case{i:03d}"
+            files = {"image": f"{name}/image.nii.gz", "lesion": f"{name}/lesion.nii.gz",
+                     "brain_mask": f"{name}/brain_mask.nii.gz"}
+        with atomic_output(out / name, directory=True) as tmp:
+            for key, vol in (("image", case.image), ("lesion", case.lesion), ("brain_mask", case.brain_mask)):
+                write_volume(vol, tmp / Path(files[key]).name)
+        rows.append({"case": name, "label": "pathological" if case.pathological else "healthy", **files,
+                     "lesion_voxels": int(np.count_nonzero(case.lesion.array))})
+        report(progress, (i + 1) / n, f"brain phantom {i + 1}/{n}")
+    csv_path = out / "cases.csv"
+    with atomic_output(csv_path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return csv_path
+
+
+def _iter_brain_dataset(n: int, seed: int):
+    # the cases of brain_dataset(n, seed), one at a time (memory stays flat for large n)
+    for i in range(n):
+        yield brain_case(seed * 100003 + i, pathological=(i % 2 == 1))

@@ -2,7 +2,7 @@
 ``DicomSeriesFromArray`` recipe: geometry goes into Image Position / Orientation (Patient)
 of every slice, so ITK reads the same grid back.
 
-Integer volumes are stored as they are (values exact). Float volumes are stored as int16
+Integer volumes are stored as they are (values exact). Float volumes are stored as uint16
 with a per-series Rescale Slope / Intercept, so values come back within half a step.
 """
 
@@ -43,6 +43,7 @@ def write_dicom_series(
     arr = volume.array
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
+    bits: dict = {}
     if np.issubdtype(arr.dtype, np.integer):
         if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535:
             pixels, slope, intercept = arr.astype(np.uint16), 1.0, 0.0
@@ -52,10 +53,14 @@ def write_dicom_series(
             raise InputError("integer values outside the 16-bit range cannot be stored in DICOM here")
     else:
         volume.require_finite()
+        # GDCM refuses a fractional slope/intercept on integer pixels, so a float volume is
+        # handed over as float64 and GDCM quantises it with the slope/intercept given here
+        # (16-bit unsigned stored values; error at most half a step).
         lo, hi = float(arr.min()), float(arr.max())
-        intercept = lo
-        slope = (hi - lo) / 65535.0 if hi > lo else 1.0
-        pixels = np.round((arr - intercept) / slope).astype(np.uint16)
+        intercept = float(f"{lo:.10g}")
+        slope = float(f"{(hi - intercept) / 65534.0:.10g}") if hi > lo else 1.0
+        pixels = arr.astype(np.float64)
+        bits = {"0028|0100": "16", "0028|0101": "16", "0028|0102": "15", "0028|0103": "0"}
     modality = volume.modality or "OT"
     direction = volume.direction
     study_uid = pydicom.uid.generate_uid()
@@ -80,6 +85,7 @@ def write_dicom_series(
         "0028|1053": f"{slope:.10g}",
         "0028|1052": f"{intercept:.10g}",
         "0018|0050": f"{volume.spacing[2]:.10g}",
+        **bits,
     }
     if extra_tags:
         common.update(extra_tags)

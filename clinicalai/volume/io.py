@@ -103,6 +103,8 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         raise InputError(f"{p}: no such file or folder")
     kind = image_format(p)
     if kind == "dicom":
+        if p.is_file() and series_uid is None:
+            series_uid = _series_uid_of(p)  # one file given: read the series it belongs to
         return read_dicom_series(p if p.is_dir() else p.parent, series_uid=series_uid)
     import SimpleITK as sitk
 
@@ -112,6 +114,11 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{p.name}: cannot be read as an image ({_first_line(exc)})") from None
+    if kind == "seg-nrrd" and image.GetNumberOfComponentsPerPixel() > 1:
+        raise InputError(
+            f"{p.name} is a segmentation with {image.GetNumberOfComponentsPerPixel()} layers (overlapping "
+            "segments); save it from Slicer with non-overlapping segments (one layer)"
+        )
     volume = Volume.from_sitk(image)
     volume.metadata["source"] = str(p)
     if kind == "seg-nrrd":
@@ -119,6 +126,17 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         volume.modality = "SEG"
         volume.units = "label"
     return volume
+
+
+def _series_uid_of(dicom_file: Path) -> Optional[str]:
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # noqa: BLE001 - pydicom raises many types for non-DICOM files
+        raise InputError(f"{dicom_file.name}: not a readable DICOM file") from None
+    uid = ds.get("SeriesInstanceUID")
+    return str(uid) if uid else None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -71,10 +71,12 @@ def resample_to_spacing(
     in_grid = volume.grid
     size_xyz = np.array(list(reversed(in_grid.shape)), dtype=float)
     new_size_xyz = np.maximum(1, np.round(size_xyz * np.array(in_grid.spacing) / np.array(spacing))).astype(int)
-    # centre-preserving origin: half-voxel shift so both grids cover the same extent
+    # keep the physical centre of the volume where it is: with the rounded size the new grid
+    # may be a fraction of a voxel wider or narrower, split evenly on both sides
     d = in_grid.direction_matrix
     old_sp, new_sp = np.array(in_grid.spacing), np.array(spacing)
-    origin = np.array(in_grid.origin) + d @ ((new_sp - old_sp) / 2.0)
+    centre_offset = (size_xyz - 1) * old_sp / 2.0 - (new_size_xyz - 1) * new_sp / 2.0
+    origin = np.array(in_grid.origin) + d @ centre_offset
     out_grid = Grid(tuple(int(s) for s in reversed(new_size_xyz)), spacing, tuple(origin), in_grid.direction)
     out = resample_to_grid(volume, out_grid, interpolator)
 
@@ -85,17 +87,17 @@ def resample_to_spacing(
 
 
 def _axis_codes(direction: np.ndarray) -> Tuple[List[int], List[int]]:
-    """For each LPS axis, the index axis (i/j/k -> 0/1/2) closest to it and its sign."""
-    d = np.asarray(direction)
-    order: List[int] = []
-    signs: List[int] = []
-    available = [0, 1, 2]
-    for lps_axis in range(3):
-        # pick among remaining index axes the one most aligned with this LPS axis
-        best = max(available, key=lambda a: abs(d[lps_axis, a]))
-        available.remove(best)
-        order.append(best)
-        signs.append(1 if d[lps_axis, best] >= 0 else -1)
+    """For each LPS axis, the index axis (i/j/k -> 0/1/2) closest to it and its sign.
+
+    The assignment maximises the total alignment over all six permutations; a greedy choice
+    axis by axis can give a worse (or, for strongly oblique scans, a wrong) pairing.
+    """
+    import itertools
+
+    d = np.abs(np.asarray(direction, dtype=float))
+    best = max(itertools.permutations(range(3)), key=lambda perm: sum(d[lps, perm[lps]] for lps in range(3)))
+    order = list(best)
+    signs = [1 if direction[lps, order[lps]] >= 0 else -1 for lps in range(3)]
     return order, signs
 
 

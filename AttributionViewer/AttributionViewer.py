@@ -1,0 +1,333 @@
+"""AttributionViewer: explain a classifier on a volume with several attribution methods side
+by side, compare with a generative model's anomaly map, turn a map into a segmentation and
+score it against a manual lesion. All MRML logic lives in
+``clinicalai.mrml.attribution_logic``; this file is the panel."""
+
+import logging
+import os
+import sys
+from typing import Annotated, Union
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from clinicalai.mrml import logic as mrml_logic  # noqa: E402
+from clinicalai.mrml.attribution_logic import AttributionViewerLogic as AttributionViewerMRMLLogic  # noqa: E402
+from clinicalai.mrml.attribution_logic import AttributionViewerParameters  # noqa: E402
+from clinicalai.mrml.context import MRMLContext  # noqa: E402
+
+FILE_ITEM = "Model file below..."
+NONE_ITEM = "None"
+
+
+class AttributionViewer(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "AttributionViewer"
+        self.parent.categories = ["ClinicalAI"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ClinicalAI contributors"]
+        self.parent.helpText = (
+            "Explain any classifier on any volume with several attribution methods side by side, "
+            "compare with the anomaly map of a generative model trained on healthy anatomy, turn a "
+            "map into a weak lesion segmentation and score it against a manual one. See docs/slicer.md."
+        )
+        self.parent.acknowledgementText = "Bundled demo models are trained on synthetic phantoms: not for clinical use."
+
+
+@parameterNodeWrapper
+class AttributionViewerParameterNode:
+    """GUI state; the run's state (models, methods, outputs) is AttributionViewerParameters in the same node."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    lesion: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
+    threshold: Annotated[float, WithinRange(0.05, 1)] = 0.5
+
+
+class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._timer = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/AttributionViewer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = AttributionViewerLogic()
+        self.methodCheckBoxes = {
+            "gradient": self.ui.methodGradientCheckBox,
+            "gradient-x-input": self.ui.methodGradientXInputCheckBox,
+            "integrated-gradients": self.ui.methodIntegratedGradientsCheckBox,
+            "expected-gradients": self.ui.methodExpectedGradientsCheckBox,
+            "smoothgrad": self.ui.methodSmoothgradCheckBox,
+            "guided-backprop": self.ui.methodGuidedBackpropCheckBox,
+            "gradcam": self.ui.methodGradcamCheckBox,
+            "gradcam++": self.ui.methodGradcamPlusplusCheckBox,
+            "occlusion": self.ui.methodOcclusionCheckBox,
+        }
+        for method in AttributionViewerParameters().methods:
+            self.methodCheckBoxes[method].checked = True
+
+        for entry in mrml_logic.bundled_models("classification"):
+            self.ui.modelComboBox.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
+        self.ui.modelComboBox.addItem(FILE_ITEM, "")
+        self.ui.anomalyModelComboBox.addItem(NONE_ITEM, "")
+        for entry in mrml_logic.bundled_models("anomaly-detection"):
+            self.ui.anomalyModelComboBox.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
+        self.ui.anomalyModelComboBox.addItem(FILE_ITEM, "")
+        for entry in mrml_logic.device_choices():
+            self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.anomalyModelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.anomalyModelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.thresholdButton.connect("clicked(bool)", self.onThresholdButton)
+        self.ui.randomizationButton.connect("clicked(bool)", self.onRandomizationButton)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.visible = False
+        self.initializeParameterNode()
+        self.onModelChanged()
+
+    # ------------------------------------------------------------------ models
+    def _path(self, combo, pathLineEdit):
+        if combo.currentText == FILE_ITEM:
+            return mrml_logic.model_path_from_choice(pathLineEdit.currentPath) if pathLineEdit.currentPath else ""
+        return combo.currentData or ""
+
+    def onModelChanged(self, *_):
+        self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentText == FILE_ITEM
+        self.ui.anomalyModelPathLineEdit.enabled = self.ui.anomalyModelComboBox.currentText == FILE_ITEM
+        self.ui.targetComboBox.clear()
+        self.ui.targetComboBox.addItem("Predicted class", -1)
+        texts = []
+        for path, isClassifier in ((self._path(self.ui.modelComboBox, self.ui.modelPathLineEdit), True),
+                                   (self._path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit), False)):
+            if not path:
+                continue
+            try:
+                summary = mrml_logic.describe_model(path)
+            except Exception as exc:  # shown, not raised, while browsing
+                texts.append(f"<span style='color:#c00'>{exc}</span>")
+                continue
+            texts.append(mrml_logic.card_text(summary))
+            if isClassifier:
+                for index, name in enumerate(summary["classes"]):
+                    self.ui.targetComboBox.addItem(f"{index}: {name}", index)
+        self.ui.cardLabel.text = "<hr>".join(texts) or "No model chosen."
+
+    # ------------------------------------------------------------------ parameter node
+    def cleanup(self):
+        self.onCancelButton()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+        self._showTables()
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None):
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and self._run is None
+        self.ui.applyButton.enabled = ready
+
+    # ------------------------------------------------------------------ run
+    def _engineParameters(self):
+        p = self._parameterNode
+        return AttributionViewerParameters(
+            input_volume=p.inputVolume.GetID() if p.inputVolume else None,
+            model=self._path(self.ui.modelComboBox, self.ui.modelPathLineEdit),
+            anomaly_model=self._path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit),
+            target=int(self.ui.targetComboBox.currentData if self.ui.targetComboBox.currentData is not None else -1),
+            methods=[m for m, box in self.methodCheckBoxes.items() if box.checked],
+            lesion=p.lesion.GetID() if p.lesion else None,
+            threshold=float(p.threshold),
+            device=self.ui.deviceComboBox.currentData or "auto",
+        )
+
+    def onApplyButton(self):
+        if not ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("AttributionViewer could not start.", waitCursor=True):
+            self._run = mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())
+            self._setRunning(True)
+            self._timer = qt.QTimer()
+            self._timer.setInterval(100)
+            self._timer.connect("timeout()", self._onTimer)
+            self._timer.start()
+
+    def _setRunning(self, running):
+        self.ui.applyButton.enabled = not running
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+
+    def _onTimer(self):
+        run = self._run
+        self.ui.progressBar.value = int(100 * run.fraction)
+        self.ui.statusLabel.text = run.message
+        if not run.poll():
+            return
+        self._timer.stop()
+        self._run = None
+        self._setRunning(False)
+        self._checkCanApply()
+        if run.error is not None:
+            from clinicalai.errors import Cancelled, ClinicalAIError
+
+            if isinstance(run.error, Cancelled):
+                self.ui.statusLabel.text = "Cancelled; nothing was changed."
+                return
+            logging.error("AttributionViewer failed", exc_info=run.error)
+            message = str(run.error) if isinstance(run.error, ClinicalAIError) else f"Unexpected error: {run.error}"
+            slicer.util.errorDisplay(message, detailedText="See the Python console / application log for details.")
+            self.ui.statusLabel.text = "Failed; nothing was changed."
+            return
+        self.ui.statusLabel.text = f"{len(run.params.maps)} map(s) made."
+        if run.params.maps:
+            self.ui.mapSelector.setCurrentNodeID(run.params.maps[0])
+        self._showTables()
+
+    def onCancelButton(self):
+        if self._run is not None:
+            self._run.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+
+    # ------------------------------------------------------------------ maps
+    def _showTables(self):
+        params = self.logic.core.get_parameters()
+        node = lambda node_id: slicer.mrmlScene.GetNodeByID(node_id) if node_id else None  # noqa: E731
+        self.ui.metricsTableView.setMRMLTableNode(node(params.metrics_table))
+        self.ui.correlationTableView.setMRMLTableNode(node(params.correlation_table))
+
+    def onThresholdButton(self):
+        mapNode = self.ui.mapSelector.currentNode()
+        if mapNode is None:
+            slicer.util.warningDisplay("Choose a map first.")
+            return
+        with slicer.util.tryWithErrorDisplay("Could not threshold the map.", waitCursor=True):
+            self.logic.core.threshold_to_segmentation(mapNode.GetID(), self.ui.thresholdSlider.value)
+
+    def onRandomizationButton(self):
+        if not ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("The randomised-model check failed.", waitCursor=True):
+            inputs = self.logic.core.prepare(self._engineParameters())
+            rows = self.logic.core.randomization_rows(inputs)
+            table = self.logic.core.add_randomization_table(inputs["image_node"], rows)
+            self.ui.metricsTableView.setMRMLTableNode(table)
+
+
+def ensureDependencies():
+    """First-use offer to install torch (PyTorch extension) and the other packages."""
+    from clinicalai.mrml.dependencies import ensure_dependencies
+
+    return ensure_dependencies()
+
+
+class AttributionViewerLogic(ScriptedLoadableModuleLogic):
+    """Thin Slicer logic over ``clinicalai.mrml.attribution_logic.AttributionViewerLogic`` (``self.core``)."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.core = AttributionViewerMRMLLogic(MRMLContext.from_slicer())
+
+    def getParameterNode(self):
+        return AttributionViewerParameterNode(super().getParameterNode())
+
+    def run(self, parameters, progress=None, cancel=None):
+        """Make the maps; ``parameters`` is an ``AttributionViewerParameters``."""
+        return self.core.run(parameters, progress=progress, cancel=cancel)
+
+
+class AttributionViewerTest(ScriptedLoadableModuleTest):
+    """The whole workflow on a brain-lesion phantom (run from the Reload & Test button or ctest)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_AttributionViewerWorkflow()
+
+    def test_AttributionViewerWorkflow(self):
+        import numpy as np
+
+        from clinicalai.mrml.segmentations import add_segmentation_node
+        from clinicalai.mrml.volumes import add_volume_node, node_to_volume
+        from clinicalai.phantoms.brain import brain_case
+
+        self.delayDisplay("AttributionViewer on a brain phantom")
+        case = brain_case(1, pathological=True)
+        image = add_volume_node(slicer.mrmlScene, case.image, "brain")
+        lesion = add_segmentation_node(slicer.mrmlScene, case.lesion, "lesion", [{"name": "lesion", "value": 1}])
+        models = mrml_logic.bundled_models("classification")
+        self.assertTrue(models, "no bundled classifier")
+        logic = AttributionViewerLogic()
+        params = logic.run(
+            AttributionViewerParameters(
+                input_volume=image.GetID(), model=models[0]["path"], methods=["gradient", "gradcam"],
+                lesion=lesion.GetID(), device="cpu",
+            )
+        )
+        self.assertEqual(len(params.maps), 2)
+        for node_id in params.maps:
+            self.assertTrue(node_to_volume(slicer.mrmlScene.GetNodeByID(node_id)).same_grid(case.image, atol=1e-4))
+        self.assertIsNotNone(params.metrics_table)
+        segmentation = logic.core.threshold_to_segmentation(params.maps[0], 0.5)
+        self.assertEqual(segmentation.GetSegmentation().GetNumberOfSegments(), 1)
+        self.assertTrue(np.isfinite(node_to_volume(slicer.mrmlScene.GetNodeByID(params.maps[1])).array).all())
+        self.delayDisplay("Test passed")

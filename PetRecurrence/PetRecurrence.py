@@ -1,0 +1,320 @@
+"""PetRecurrence: P(recurrence) vs treatment-related change from an 18F-FDOPA brain PET with an
+ensemble of fold models, static uptake figures, and a Grad-CAM map over the PET. All MRML
+logic lives in ``clinicalai.mrml.pet_logic``; this file is the panel."""
+
+import logging
+import os
+import sys
+from typing import Annotated, Union
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from clinicalai.mrml import logic as mrml_logic  # noqa: E402
+from clinicalai.mrml.context import MRMLContext  # noqa: E402
+from clinicalai.mrml.pet_logic import PetRecurrenceLogic as PetRecurrenceMRMLLogic  # noqa: E402
+from clinicalai.mrml.pet_logic import PetRecurrenceParameters  # noqa: E402
+
+UNITS = [("From the data (DICOM)", ""), ("SUV", "suv"), ("Bq/mL", "bqml")]
+
+
+class PetRecurrence(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "PetRecurrence"
+        self.parent.categories = ["ClinicalAI"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ClinicalAI contributors"]
+        self.parent.helpText = (
+            "Probability of glioma recurrence vs treatment-related change from an 18F-FDOPA brain PET "
+            "(DICOM or NIfTI) with an ensemble of fold models, SUVmax / TBRmax / TBRmean, and a "
+            "Grad-CAM heat map over the PET. See docs/slicer.md."
+        )
+        self.parent.acknowledgementText = "Bundled demo models are trained on synthetic phantoms: not for clinical use."
+
+
+@parameterNodeWrapper
+class PetRecurrenceParameterNode:
+    """GUI state; the run's state (models, outputs, result) is PetRecurrenceParameters in the same node."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    brainMask: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
+    lesion: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
+    computeCam: bool = True
+    camOpacity: Annotated[float, WithinRange(0, 1)] = 0.5
+    camThreshold: Annotated[float, WithinRange(0, 1)] = 0.2
+
+
+class PetRecurrenceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._timer = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/PetRecurrence.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = PetRecurrenceLogic()
+
+        for label, value in UNITS:
+            self.ui.unitsComboBox.addItem(label, value)
+        self.ui.modelsComboBox.addItem("Bundled fold models (synthetic demo)", "")
+        self.ui.modelsComboBox.addItem("Model files below...", "files")
+        for entry in mrml_logic.device_choices():
+            self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.modelsComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.modelsPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.camOpacitySlider.connect("valueChanged(double)", self.onDisplayChanged)
+        self.ui.camThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
+        self.ui.show3DButton.connect("clicked(bool)", self.onShow3D)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.visible = False
+        self.initializeParameterNode()
+        self.onModelChanged()
+
+    def _modelPaths(self):
+        if self.ui.modelsComboBox.currentData != "files":
+            return []
+        # several fold models: the folder of the chosen file, every *fold*.json / .pt / .onnx beside it
+        chosen = self.ui.modelsPathLineEdit.currentPath
+        if not chosen:
+            return []
+        folder = os.path.dirname(chosen)
+        stem = os.path.basename(chosen).split("fold")[0]
+        cards = sorted(f for f in os.listdir(folder) if f.startswith(stem) and "fold" in f and f.endswith(".json"))
+        return [os.path.join(folder, f) for f in cards] or [mrml_logic.model_path_from_choice(chosen)]
+
+    def onModelChanged(self, *_):
+        self.ui.modelsPathLineEdit.enabled = self.ui.modelsComboBox.currentData == "files"
+        paths = self._modelPaths()
+        if not paths:
+            try:
+                from clinicalai.mrml.pet_logic import bundled_pet_models
+
+                paths = bundled_pet_models()
+            except Exception as exc:
+                self.ui.cardLabel.text = f"<span style='color:#c00'>{exc}</span>"
+                return
+        try:
+            text = mrml_logic.card_text(mrml_logic.describe_model(paths[0]))
+            self.ui.cardLabel.text = f"{len(paths)} fold model(s)<br>{text}"
+        except Exception as exc:
+            self.ui.cardLabel.text = f"<span style='color:#c00'>{exc}</span>"
+
+    # ------------------------------------------------------------------ parameter node
+    def cleanup(self):
+        self.onCancelButton()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+        self._showResult()
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None):
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and self._run is None
+        self.ui.applyButton.enabled = ready
+
+    # ------------------------------------------------------------------ run
+    def _engineParameters(self):
+        p = self._parameterNode
+        return PetRecurrenceParameters(
+            input_volume=p.inputVolume.GetID() if p.inputVolume else None,
+            brain_mask=p.brainMask.GetID() if p.brainMask else None,
+            lesion=p.lesion.GetID() if p.lesion else None,
+            units=self.ui.unitsComboBox.currentData or "",
+            models=self._modelPaths(),
+            device=self.ui.deviceComboBox.currentData or "auto",
+            compute_cam=bool(p.computeCam),
+            cam_opacity=float(p.camOpacity),
+            cam_threshold=float(p.camThreshold),
+        )
+
+    def onApplyButton(self):
+        if not ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("PetRecurrence could not start.", waitCursor=True):
+            self._run = mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())
+            self._setRunning(True)
+            self._timer = qt.QTimer()
+            self._timer.setInterval(100)
+            self._timer.connect("timeout()", self._onTimer)
+            self._timer.start()
+
+    def _setRunning(self, running):
+        self.ui.applyButton.enabled = not running
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+
+    def _onTimer(self):
+        run = self._run
+        self.ui.progressBar.value = int(100 * run.fraction)
+        self.ui.statusLabel.text = run.message
+        if not run.poll():
+            return
+        self._timer.stop()
+        self._run = None
+        self._setRunning(False)
+        self._checkCanApply()
+        if run.error is not None:
+            from clinicalai.errors import Cancelled, ClinicalAIError
+
+            if isinstance(run.error, Cancelled):
+                self.ui.statusLabel.text = "Cancelled; nothing was changed."
+                return
+            logging.error("PetRecurrence failed", exc_info=run.error)
+            message = str(run.error) if isinstance(run.error, ClinicalAIError) else f"Unexpected error: {run.error}"
+            slicer.util.errorDisplay(message, detailedText="See the Python console / application log for details.")
+            self.ui.statusLabel.text = "Failed; nothing was changed."
+            return
+        self.ui.statusLabel.text = "Done."
+        self._showResult()
+
+    def onCancelButton(self):
+        if self._run is not None:
+            self._run.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+
+    # ------------------------------------------------------------------ result and display
+    def _showResult(self):
+        params = self.logic.core.get_parameters()
+        s = params.summary or {}
+        if not s:
+            self.ui.resultLabel.text = "No result yet."
+            self.ui.show3DButton.enabled = False
+            return
+        lines = [f"<b>P(recurrence) = {s['probability']:.2f}</b> &mdash; {s['label']}"]
+        if s.get("spread") is not None:
+            lines.append(f"Spread across folds: {s['spread']}")
+        static = s.get("static") or {}
+        if static:
+            lines.append(", ".join(f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in static.items()))
+        for w in s.get("warnings") or []:
+            lines.append(f"<span style='color:#c00'>{w}</span>")
+        self.ui.resultLabel.text = "<br>".join(lines)
+        self.ui.show3DButton.enabled = bool(params.cam_volume)
+
+    def onDisplayChanged(self, *_):
+        if not self.logic.core.get_parameters().cam_volume:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not change the Grad-CAM display."):
+            self.logic.core.set_cam_display(opacity=self.ui.camOpacitySlider.value, threshold=self.ui.camThresholdSlider.value)
+
+    def onShow3D(self):
+        from clinicalai.mrml.display import show_volume_rendering
+
+        params = self.logic.core.get_parameters()
+        node = slicer.mrmlScene.GetNodeByID(params.cam_volume) if params.cam_volume else None
+        if node is not None:
+            with slicer.util.tryWithErrorDisplay("Could not show the map in 3D."):
+                show_volume_rendering(slicer.modules.volumerendering.logic(), node)
+
+
+def ensureDependencies():
+    """First-use offer to install torch (PyTorch extension) and the other packages."""
+    from clinicalai.mrml.dependencies import ensure_dependencies
+
+    return ensure_dependencies()
+
+
+class PetRecurrenceLogic(ScriptedLoadableModuleLogic):
+    """Thin Slicer logic over ``clinicalai.mrml.pet_logic.PetRecurrenceLogic`` (``self.core``)."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.core = PetRecurrenceMRMLLogic(MRMLContext.from_slicer())
+
+    def getParameterNode(self):
+        return PetRecurrenceParameterNode(super().getParameterNode())
+
+    def run(self, parameters, progress=None, cancel=None):
+        """Predict; ``parameters`` is a ``PetRecurrenceParameters``."""
+        return self.core.run(parameters, progress=progress, cancel=cancel)
+
+
+class PetRecurrenceTest(ScriptedLoadableModuleTest):
+    """The whole workflow on a PET phantom (run from the Reload & Test button or ctest)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_PetRecurrenceWorkflow()
+
+    def test_PetRecurrenceWorkflow(self):
+        import numpy as np
+
+        from clinicalai.mrml.segmentations import add_segmentation_node
+        from clinicalai.mrml.volumes import add_volume_node, node_to_volume
+        from clinicalai.phantoms.pet import pet_case
+
+        self.delayDisplay("PetRecurrence on a PET phantom")
+        case = pet_case(0)
+        pet = add_volume_node(slicer.mrmlScene, case.suv, "pet")  # a node keeps no DICOM tags: give SUV
+        brain = add_segmentation_node(slicer.mrmlScene, case.brain_mask, "brain", [{"name": "brain", "value": 1}])
+        params = PetRecurrenceLogic().run(
+            PetRecurrenceParameters(input_volume=pet.GetID(), brain_mask=brain.GetID(), units="suv", device="cpu")
+        )
+        self.assertTrue(0.0 <= params.summary["probability"] <= 1.0)
+        cam = slicer.mrmlScene.GetNodeByID(params.cam_volume)
+        self.assertTrue(node_to_volume(cam).same_grid(case.image, atol=1e-4))
+        self.assertTrue(np.isfinite(node_to_volume(cam).array).all())
+        self.assertEqual(cam.GetDisplayNode().GetColorNode().GetName(), "ClinicalAI Heat")
+        self.delayDisplay("Test passed")

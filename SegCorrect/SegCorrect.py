@@ -1,0 +1,350 @@
+"""SegCorrect: segment a cardiac MRI (RV / MYO / LV), correct the mask with an NVAE, review
+the correction slice by slice. All MRML logic lives in ``clinicalai.mrml.segcorrect_logic``;
+this file is the panel."""
+
+import logging
+import os
+import sys
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+# the clinicalai package sits beside the module folders (source tree) or in the scripted
+# modules' lib folder (built extension)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+
+from clinicalai.mrml import logic as mrml_logic  # noqa: E402
+from clinicalai.mrml.context import MRMLContext  # noqa: E402
+from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
+from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
+
+FILE_ITEM = "Model file below..."
+
+
+class SegCorrect(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "SegCorrect"
+        self.parent.categories = ["ClinicalAI"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ClinicalAI contributors"]
+        self.parent.helpText = (
+            "Segment a short-axis cardiac MRI (RV, MYO, LV) with a MONAI U-Net, correct the mask "
+            "with an NVAE, and accept or reject the correction slice by slice. A mask made by any "
+            "tool can be corrected too (Input segmentation). See docs/slicer.md."
+        )
+        self.parent.acknowledgementText = "Bundled demo models are trained on synthetic phantoms: not for clinical use."
+
+
+@parameterNodeWrapper
+class SegCorrectParameterNode:
+    """GUI state; the run's state (models, outputs, decisions) is SegCorrectParameters in the same node."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    inputSegmentation: vtkMRMLSegmentationNode
+    outputSegmentation: vtkMRMLSegmentationNode
+    correct: bool = True
+
+
+class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._timer = None
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SegCorrect.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SegCorrectLogic()
+
+        self._fillModelChoices(self.ui.segmenterComboBox, "segmentation")
+        self._fillModelChoices(self.ui.correctorComboBox, "mask-correction")
+        for entry in mrml_logic.device_choices():
+            self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.segmenterComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.segmenterPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.correctorComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.correctorPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+        self.ui.acceptSliceButton.connect("clicked(bool)", lambda: self.onDecision(True, selected=True))
+        self.ui.rejectSliceButton.connect("clicked(bool)", lambda: self.onDecision(False, selected=True))
+        self.ui.acceptAllButton.connect("clicked(bool)", lambda: self.onDecision(True, selected=False))
+        self.ui.rejectAllButton.connect("clicked(bool)", lambda: self.onDecision(False, selected=False))
+        self.ui.editButton.connect("clicked(bool)", self.onEditButton)
+        self.ui.sliceTableView.connect("clicked(QModelIndex)", self.onTableClicked)
+        self.ui.cancelButton.enabled = False
+        self.ui.progressBar.visible = False
+        self.initializeParameterNode()
+        self.onModelChanged()
+
+    # ------------------------------------------------------------------ model chooser
+    def _fillModelChoices(self, combo, task):
+        for entry in mrml_logic.bundled_models(task):
+            combo.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
+        combo.addItem(FILE_ITEM, "")
+
+    def _modelPath(self, combo, pathLineEdit):
+        if combo.currentText == FILE_ITEM:
+            return mrml_logic.model_path_from_choice(pathLineEdit.currentPath) if pathLineEdit.currentPath else ""
+        return combo.currentData or ""
+
+    def onModelChanged(self, *_):
+        self.ui.segmenterPathLineEdit.enabled = self.ui.segmenterComboBox.currentText == FILE_ITEM
+        self.ui.correctorPathLineEdit.enabled = self.ui.correctorComboBox.currentText == FILE_ITEM
+        texts = []
+        for path in (self._modelPath(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit),
+                     self._modelPath(self.ui.correctorComboBox, self.ui.correctorPathLineEdit)):
+            if not path:
+                continue
+            try:
+                texts.append(mrml_logic.card_text(mrml_logic.describe_model(path)))
+            except Exception as exc:  # a bad card is shown, not raised, while browsing
+                texts.append(f"<span style='color:#c00'>{exc}</span>")
+        self.ui.cardLabel.text = "<hr>".join(texts) or "No model chosen."
+
+    # ------------------------------------------------------------------ parameter node
+    def cleanup(self):
+        self.onCancelButton()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if first:
+                self._parameterNode.inputVolume = first
+        self._showResults()
+
+    def setParameterNode(self, inputParameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self._checkCanApply()
+
+    def _checkCanApply(self, caller=None, event=None):
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and self._run is None
+        self.ui.applyButton.enabled = ready
+        self.ui.applyButton.toolTip = "Segment and correct" if ready else "Select an input volume"
+
+    # ------------------------------------------------------------------ run
+    def _engineParameters(self):
+        p = self._parameterNode
+        return SegCorrectParameters(
+            input_volume=p.inputVolume.GetID() if p.inputVolume else None,
+            input_segmentation=p.inputSegmentation.GetID() if p.inputSegmentation else None,
+            output_segmentation=p.outputSegmentation.GetID() if p.outputSegmentation else None,
+            segmenter_model=self._modelPath(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit),
+            corrector_model=self._modelPath(self.ui.correctorComboBox, self.ui.correctorPathLineEdit),
+            device=self.ui.deviceComboBox.currentData or "auto",
+            correct=bool(p.correct),
+        )
+
+    def onApplyButton(self):
+        if not ensureDependencies():
+            return
+        with slicer.util.tryWithErrorDisplay("SegCorrect could not start.", waitCursor=True):
+            self._run = mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())
+            self._setRunning(True)
+            self._timer = qt.QTimer()
+            self._timer.setInterval(100)
+            self._timer.connect("timeout()", self._onTimer)
+            self._timer.start()
+
+    def _setRunning(self, running):
+        self.ui.applyButton.enabled = not running
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0
+
+    def _onTimer(self):
+        run = self._run
+        self.ui.progressBar.value = int(100 * run.fraction)
+        self.ui.statusLabel.text = run.message
+        if not run.poll():
+            return
+        self._timer.stop()
+        self._run = None
+        self._setRunning(False)
+        self._checkCanApply()
+        if run.error is not None:
+            from clinicalai.errors import Cancelled, ClinicalAIError
+
+            if isinstance(run.error, Cancelled):
+                self.ui.statusLabel.text = "Cancelled; nothing was changed."
+                return
+            logging.error("SegCorrect failed", exc_info=run.error)
+            message = str(run.error) if isinstance(run.error, ClinicalAIError) else f"Unexpected error: {run.error}"
+            slicer.util.errorDisplay(message, detailedText="See the Python console / application log for details.")
+            self.ui.statusLabel.text = "Failed; nothing was changed."
+            return
+        self.ui.statusLabel.text = "Done."
+        final = slicer.mrmlScene.GetNodeByID(run.params.output_segmentation)
+        self._parameterNode.outputSegmentation = final
+        slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
+        self._showResults()
+
+    def onCancelButton(self):
+        if self._run is not None:
+            self._run.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+
+    # ------------------------------------------------------------------ review
+    def _showResults(self):
+        params = self.logic.core.get_parameters()
+        table = slicer.mrmlScene.GetNodeByID(params.slice_table) if params.slice_table else None
+        self.ui.sliceTableView.setMRMLTableNode(table)
+        has = table is not None
+        for button in (self.ui.acceptSliceButton, self.ui.rejectSliceButton, self.ui.acceptAllButton,
+                       self.ui.rejectAllButton, self.ui.editButton):
+            button.enabled = has
+
+    def _selectedSlices(self):
+        rows = sorted({index.row() for index in self.ui.sliceTableView.selectedIndexes()})
+        table = self.ui.sliceTableView.mrmlTableNode()
+        if table is None:
+            return []
+        column = table.GetTable().GetColumnByName("slice")
+        return [int(column.GetValue(r)) for r in rows if r < column.GetNumberOfValues()]
+
+    def onDecision(self, accept, selected):
+        with slicer.util.tryWithErrorDisplay("Could not change the final segmentation.", waitCursor=True):
+            slices = self._selectedSlices() if selected else None
+            if selected and not slices:
+                slicer.util.warningDisplay("Select one or more rows of the slice table first.")
+                return
+            self.logic.core.set_correction(accept, slices)
+
+    def onTableClicked(self, index):
+        with slicer.util.tryWithErrorDisplay("Could not jump to the slice."):
+            self.logic.core.jump_to_row(index.row())
+
+    def onEditButton(self):
+        params = self.logic.core.get_parameters()
+        final = slicer.mrmlScene.GetNodeByID(params.output_segmentation) if params.output_segmentation else None
+        if final is None:
+            return
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.SegmentEditorWidget.editor
+        editor.setSegmentationNode(final)
+        editor.setSourceVolumeNode(slicer.mrmlScene.GetNodeByID(params.input_volume))
+
+
+def ensureDependencies():
+    """First-use offer to install torch (PyTorch extension) and the other packages."""
+    from clinicalai.mrml.dependencies import ensure_dependencies
+
+    return ensure_dependencies()
+
+
+class SegCorrectLogic(ScriptedLoadableModuleLogic):
+    """Thin Slicer logic over ``clinicalai.mrml.segcorrect_logic.SegCorrectLogic`` (``self.core``)."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.core = SegCorrectMRMLLogic(MRMLContext.from_slicer())
+
+    def getParameterNode(self):
+        return SegCorrectParameterNode(super().getParameterNode())
+
+    def run(self, parameters, progress=None, cancel=None):
+        """Run segmentation + correction; ``parameters`` is a ``SegCorrectParameters``."""
+        return self.core.run(parameters, progress=progress, cancel=cancel)
+
+
+class SegCorrectTest(ScriptedLoadableModuleTest):
+    """The whole workflow on a cardiac phantom (run from the Reload & Test button or ctest)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SegCorrectWorkflow()
+        self.setUp()
+        self.test_SegCorrectCancel()
+
+    def _phantomNode(self):
+        from clinicalai.mrml.volumes import add_volume_node
+        from clinicalai.phantoms.cardiac import cardiac_case
+
+        case = cardiac_case(0, size=(96, 96), n_slices=8)
+        return case, add_volume_node(slicer.mrmlScene, case.image, "phantom")
+
+    def test_SegCorrectWorkflow(self):
+        import numpy as np
+
+        from clinicalai.mrml.segmentations import segmentation_to_labels
+
+        self.delayDisplay("SegCorrect on a cardiac phantom")
+        case, image = self._phantomNode()
+        logic = SegCorrectLogic()
+        params = logic.run(SegCorrectParameters(input_volume=image.GetID(), device="cpu"))
+        final = slicer.mrmlScene.GetNodeByID(params.output_segmentation)
+        segmentation = final.GetSegmentation()
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        self.assertEqual(names, ["RV", "MYO", "LV"])
+        labels = segmentation_to_labels(final, case.image).array
+        truth = case.labels.array
+        dice = 2 * np.sum((labels > 0) & (truth > 0)) / max(1, np.sum(labels > 0) + np.sum(truth > 0))
+        self.assertGreater(dice, 0.7)
+        self.assertEqual(len(params.decisions), case.image.shape[0])
+        logic.core.set_correction(False)  # reject all: final = raw
+        raw = segmentation_to_labels(slicer.mrmlScene.GetNodeByID(params.raw_segmentation), case.image).array
+        np.testing.assert_array_equal(segmentation_to_labels(final, case.image).array, raw)
+        self.delayDisplay("Test passed")
+
+    def test_SegCorrectCancel(self):
+        from clinicalai.errors import Cancelled
+        from clinicalai.progress import CancelToken
+
+        case, image = self._phantomNode()
+        before = slicer.mrmlScene.GetNumberOfNodes()
+        token = CancelToken()
+        token.cancel()
+        with self.assertRaises(Cancelled):
+            SegCorrectLogic().run(SegCorrectParameters(input_volume=image.GetID(), device="cpu"), cancel=token)
+        self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), before)
+        self.delayDisplay("Test passed")

@@ -1,0 +1,71 @@
+"""``clinicalai explain``: map on the image grid, scores with --lesion, clear errors, no partial files."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from clinicalai.attribution.constrained import CLASSES, NORMALIZATION, architecture, phantom
+from clinicalai.cli import main
+from clinicalai.models import save_model
+from clinicalai.networks import build_network
+from clinicalai.volume import read_volume, write_volume
+
+
+@pytest.fixture
+def model_and_case(tmp_path):
+    torch.manual_seed(0)
+    arch = architecture(1)
+    net = build_network(arch["name"], arch["kwargs"]).eval()
+    card = {"name": "toy-classifier", "task": "classification", "architecture": arch, "spatial_dims": 2,
+            "input": {"channels": 1, "normalization": NORMALIZATION}, "classes": CLASSES, "cam_layer": "layer4",
+            "synthetic_demo": True, "intended_use": "test"}
+    model = save_model(net, card, tmp_path / "toy.pt")
+    case = phantom(11, pathological=True)
+    write_volume(case.image, tmp_path / "image.nii.gz")
+    write_volume(case.lesion, tmp_path / "lesion.nii.gz")
+    return model, tmp_path
+
+
+def test_explain_writes_map_on_grid_and_prints_scores(model_and_case, capsys):
+    model, d = model_and_case
+    rc = main(["explain", str(d / "image.nii.gz"), "--model", str(model), "--method", "gradcam", "--target",
+               "lesion", "-o", str(d / "map.nii.gz"), "--lesion", str(d / "lesion.nii.gz"),
+               "--json", str(d / "r.json"), "--device", "cpu"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "gradcam map of class 'lesion'" in out and "dice" in out and "auroc" in out
+    image = read_volume(d / "image.nii.gz")
+    m = read_volume(d / "map.nii.gz")
+    assert m.same_grid(image, atol=1e-4)
+    record = json.loads((d / "r.json").read_text())
+    assert record["method"] == "gradcam" and record["target_name"] == "lesion"
+    assert 0 <= record["scores"]["auroc"] <= 1 and record["layer"] == "layer4"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--method", "gradcam", "--layer", "layer9"], "no layer called 'layer9'"),
+    (["--method", "gradient", "--target", "7"], "target 7 is out of range"),
+    (["--method", "gradient", "--target", "tumour"], "unknown target class"),
+    (["--method", "expected-gradients"], "reference"),
+    (["--method", "lime"], "invalid choice"),
+])
+def test_explain_errors_are_one_line_and_write_nothing(model_and_case, capsys, argv, message):
+    model, d = model_and_case
+    out = d / "bad_map.nii.gz"
+    rc = main(["explain", str(d / "image.nii.gz"), "--model", str(model), "-o", str(out), "--device", "cpu", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert not [p for p in d.iterdir() if p.name.startswith(".bad_map")]
+
+
+def test_explain_lesion_on_another_grid_is_refused(model_and_case, capsys):
+    model, d = model_and_case
+    lesion = read_volume(d / "lesion.nii.gz")
+    write_volume(lesion.with_array(lesion.array, spacing=(1.0, 1.0, 1.0)), d / "other.nii.gz")
+    rc = main(["explain", str(d / "image.nii.gz"), "--model", str(model), "--method", "gradient", "-o",
+               str(d / "m.nii.gz"), "--lesion", str(d / "other.nii.gz"), "--device", "cpu"])
+    assert rc == 1 and "grid" in capsys.readouterr().err
+    assert not (d / "m.nii.gz").exists()

@@ -1,0 +1,75 @@
+"""The attribution-constrained classifier: barrier, double backprop, TPM input, learning."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from clinicalai.attribution.constrained import (
+    architecture,
+    log_barrier,
+    make_cases,
+    phantom,
+    slice_auc,
+    slice_dataset,
+    tissue_probability_maps,
+    train_classifier,
+    training_attribution,
+)
+from clinicalai.errors import InputError
+from clinicalai.networks import build_network
+
+
+def test_log_barrier_by_hand():
+    t = 20.0
+    z = torch.tensor([-0.5, -1 / t ** 2, 0.0, 0.3])
+    psi = log_barrier(z, t)
+    assert float(psi[0]) == pytest.approx(-math.log(0.5) / t)
+    # continuous at -1/t^2, linear with slope t beyond it
+    assert float(psi[1]) == pytest.approx(-math.log(1 / t ** 2) / t)
+    assert float(psi[2]) == pytest.approx(-math.log(1 / t ** 2) / t + 1 / t)
+    assert float(psi[3] - psi[2]) == pytest.approx(0.3 * t)
+
+
+def test_training_attribution_keeps_the_graph():
+    torch.manual_seed(0)
+    arch = architecture(1)
+    net = build_network(arch["name"], arch["kwargs"])
+    x = torch.rand(3, 1, 16, 16)
+    for method in ("gradient", "expected-gradients"):
+        a = training_attribution(net, x, method, references=torch.rand(5, 1, 16, 16))
+        assert a.shape == x.shape and a.requires_grad
+        net.zero_grad()
+        a.abs().mean().backward()  # double backprop reaches the weights
+        assert net.conv1.weight.grad is not None and float(net.conv1.weight.grad.abs().sum()) > 0
+    with pytest.raises(InputError):
+        training_attribution(net, x, "occlusion")
+
+
+def test_tissue_probability_maps_flag_the_lesion():
+    case = phantom(7, pathological=True)
+    tpm = tissue_probability_maps(case.image.array)
+    assert tpm.shape == (4,) + case.image.shape
+    assert np.all(tpm >= 0) and np.all(tpm.sum(0) <= 1 + 1e-5)
+    lesion = case.lesion.array > 0
+    # the "atypical" channel is high on the hyperintense lesion and low in normal brain
+    normal = (case.brain_mask.array > 0) & ~lesion
+    assert tpm[3][lesion].mean() > 0.3 > tpm[3][normal].mean() * 10
+
+
+def test_constrained_classifier_learns():
+    data = slice_dataset(make_cases(12, seed=3), slice_range=(6, 18, 1))
+    test = slice_dataset(make_cases(6, seed=77))
+    assert 0 < data.labels.sum() < len(data)
+    res = train_classifier(constraint="gradient", alpha=1.0, epochs=5, batch_size=16, data=data, seed=0,
+                           constraint_batch=4)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3, 4, 5]
+    assert res.history[-1]["barrier"] > 0
+    assert res.history[-1]["bce"] < res.history[0]["bce"]
+    assert slice_auc(res.module, test) > 0.8  # chance is 0.5
+    card = res.card
+    assert card["classes"] == ["healthy", "lesion"] and card["synthetic_demo"] is True
+    assert card["training"]["constraint"] == "gradient" and card["training"]["t"] == 20.0
+    with pytest.raises(InputError):
+        train_classifier(constraint="shap", data=data)

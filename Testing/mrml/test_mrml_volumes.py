@@ -1,0 +1,72 @@
+"""Volume nodes <-> Volume: RAS geometry of oblique anisotropic volumes, Slicer's own readers."""
+
+import numpy as np
+import pytest
+
+from clinicalai.errors import InputError
+from clinicalai.mrml.volumes import add_volume_node, load_volume_file, node_to_volume, numpy_matrix, vtk_matrix
+from clinicalai.volume import read_volume, write_volume
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+def test_round_trip_keeps_voxels_and_geometry(ctx, oblique_volume, dtype):
+    vol = oblique_volume.with_array((oblique_volume.array * 10).astype(dtype))
+    node = add_volume_node(ctx.scene, vol, "oblique")
+    back = node_to_volume(node)
+    assert back.same_grid(vol, atol=1e-9)
+    assert back.array.dtype == vol.array.dtype
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert back.modality == "MR"
+
+
+def test_node_ras_matches_itk_physical_points(ctx, oblique_volume):
+    """Independent check of the flip: SimpleITK's LPS point of a voxel, negated in x and y,
+    is where Slicer's IJKToRAS puts that voxel."""
+    node = add_volume_node(ctx.scene, oblique_volume, "oblique")
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    ijk_to_ras = numpy_matrix(m)
+    image = oblique_volume.to_sitk()
+    for ijk in [(0, 0, 0), (10, 8, 6), (3, 1, 5)]:
+        lps = np.array(image.TransformIndexToPhysicalPoint(ijk))
+        ras = (ijk_to_ras @ np.array([*ijk, 1.0]))[:3]
+        np.testing.assert_allclose(ras, lps * [-1, -1, 1], atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["case.nii.gz", "case.nrrd", "dicom_series"])
+def test_slicer_reader_gives_the_same_volume_as_read_volume(ctx, oblique_volume, tmp_path, name):
+    vol = oblique_volume.with_array((oblique_volume.array * 100).astype(np.int16))  # DICOM holds integers
+    path = write_volume(vol, tmp_path / name)
+    ours = read_volume(path)
+    node = load_volume_file(ctx, str(path))
+    theirs = node_to_volume(node)
+    assert theirs.same_grid(ours, atol=1e-4)  # DICOM stores positions as decimal strings
+    assert theirs.same_grid(vol, atol=1e-4)
+    np.testing.assert_array_equal(theirs.array, ours.array)
+    assert "source" in theirs.metadata
+
+
+def test_linear_parent_transform_moves_the_volume(ctx, oblique_volume):
+    node = add_volume_node(ctx.scene, oblique_volume, "moved")
+    transform = ctx.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    shift = np.eye(4)
+    shift[:3, 3] = (5.0, -2.0, 7.0)  # RAS millimetres
+    transform.SetMatrixTransformToParent(vtk_matrix(shift))
+    node.SetAndObserveTransformNodeID(transform.GetID())
+    moved = node_to_volume(node)
+    np.testing.assert_allclose(np.array(moved.origin) - oblique_volume.origin, (-5.0, 2.0, 7.0), atol=1e-9)
+    np.testing.assert_allclose(moved.direction, oblique_volume.direction, atol=1e-12)
+
+
+def test_bad_nodes_give_clear_errors(ctx, tmp_path):
+    with pytest.raises(InputError, match="no input volume"):
+        node_to_volume(None)
+    empty = ctx.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    with pytest.raises(InputError, match="no voxel data"):
+        node_to_volume(empty)
+    bad = tmp_path / "bad.nrrd"
+    bad.write_text("not an image")
+    with pytest.raises(InputError):
+        load_volume_file(ctx, str(bad))

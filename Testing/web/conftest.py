@@ -1,0 +1,163 @@
+"""Fixtures of the browser-app tests: a data folder of phantoms, one ``clinicalai web`` server
+per session (a free loopback port, an access token, stopped after), and one headless
+Debian chromium driven by Playwright (never downloaded: ``executable_path``)."""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CLINICALAI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN = "test-token-0123456789abcdef"
+MAX_UPLOAD_MB = 4
+
+
+def browser_skip_reason() -> str:
+    """Why the browser tests cannot run here ("" when they can)."""
+    if not Path(CHROMIUM).exists():
+        return f"chromium not found at {CHROMIUM} (apt-get install chromium; see docs/web.md)"
+    if not ctypes.util.find_library("EGL"):
+        return "EGL library missing (apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri)"
+    try:
+        import playwright  # noqa: F401
+        import trame_slicer  # noqa: F401
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e .[web,test])"
+    return ""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_phantoms(folder: Path) -> dict:
+    """The images the tests open: cardiac MRI, FDOPA PET (+ lesion), brain MRI (+ lesion)."""
+    from clinicalai.phantoms.brain import brain_case
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.phantoms.pet import pet_case
+    from clinicalai.volume.io import write_volume
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cardiac = cardiac_case(0)
+    write_volume(cardiac.image, folder / "cardiac.nii.gz")
+    # a damaged mask of that image: the corrector has something to fix on several slices
+    from clinicalai.phantoms.cardiac import cardiac_segments
+    from clinicalai.segcorrect.corruptions import corrupt_volume
+
+    bad, _ = corrupt_volume(np.asarray(cardiac.labels.array), seed=1, probability=1.0, kinds=["holes", "blobs", "missing"])
+    write_volume(cardiac.labels.with_array(bad.astype(np.uint8)), folder / "cardiac_bad.seg.nrrd", segments=cardiac_segments())
+    write_volume(cardiac.image, folder / "cardiac_dicom")  # no suffix: a DICOM series folder
+    pet = pet_case(3, recurrence=True)
+    write_volume(pet.suv, folder / "pet.nii.gz")
+    brain = brain_case(1, pathological=True)
+    write_volume(brain.image, folder / "brain.nii.gz")
+    lesion = brain.image.with_array((np.asarray(brain.lesion.array) > 0).astype(np.uint8))
+    write_volume(lesion, folder / "brain_lesion.seg.nrrd", segments=[{"name": "lesion", "value": 1, "color": (1.0, 0.0, 0.0)}])
+    return {"cardiac": cardiac, "pet": pet, "brain": brain}
+
+
+@pytest.fixture(scope="session")
+def web_root(tmp_path_factory) -> dict:
+    """``{"data": folder to serve, "outside": a file beside it}``; the phantoms are written by
+    ``web_server`` while the server starts (the page lists files when it connects)."""
+    base = tmp_path_factory.mktemp("web")
+    data = base / "data"
+    data.mkdir()
+    return {"data": data, "outside": base / "outside.nii.gz"}
+
+
+@pytest.fixture(scope="session")
+def web_server(web_root):
+    """A ``clinicalai web`` server (loopback, with a token, 1 MiB upload limit) for the session."""
+    port = free_port()
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    env.pop(security_env(), None)
+    log_path = web_root["data"].parent / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clinicalai", "web", "--port", str(port), "--data", str(web_root["data"]),
+         "--token", TOKEN, "--max-upload-mb", str(MAX_UPLOAD_MB)],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    # the phantoms (and a symlink escaping the data folder) are written while the server starts
+    cases = write_phantoms(web_root["data"])
+    shutil.copy(web_root["data"] / "cardiac.nii.gz", web_root["outside"])
+    (web_root["data"] / "escape.nii.gz").symlink_to(web_root["outside"])
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the web server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            req = urllib.request.Request(url + "index.html", headers={"Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(req, timeout=2) as r:
+                if r.status == 200:
+                    break
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"the web server did not start in 90 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+    yield {"url": url, "port": port, "token": TOKEN, "proc": proc, "log": log_path, "max_upload_mb": MAX_UPLOAD_MB, "cases": cases, **web_root}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def security_env() -> str:
+    from clinicalai.web.security import TOKEN_ENV
+
+    return TOKEN_ENV
+
+
+@pytest.fixture(scope="session")
+def browser():
+    reason = browser_skip_reason()
+    if reason:
+        print(f"\nskipping browser tests: {reason}")
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def page(browser, web_server):
+    """One page on the app, logged in with the token (the cookie it sets)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(30_000)
+    pg.goto(web_server["url"] + f"?token={web_server['token']}")
+    pg.wait_for_selector("#data-files .ca-data-file")
+    yield pg
+    context.close()

@@ -1,0 +1,297 @@
+"""End to end in headless Debian chromium: the page, the data folder rules, uploads, window /
+level, the segment editor (paint a stroke, undo it) and the three panels (Run, wait, numbers,
+pixels, accept / reject). One server and one page for the whole module (see conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.browser
+
+
+# ---------------------------------------------------------------------- helpers
+def view_box(page, tag: str):
+    return page.locator(f".ca-view-{tag}").locator("xpath=..")
+
+
+def view_pixels(page, tag: str) -> np.ndarray:
+    """RGB array (h, w, 3) of the slice view ``tag`` as the browser shows it."""
+    import SimpleITK as sitk
+
+    png = view_box(page, tag).screenshot()
+    path = Path(page.context.tmp_dir if hasattr(page.context, "tmp_dir") else "/tmp") / f"ca-view-{tag}-{time.monotonic_ns()}.png"
+    path.write_bytes(png)
+    try:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    finally:
+        path.unlink(missing_ok=True)
+    return np.asarray(arr)[..., :3].astype(np.int32)
+
+
+def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
+    """Fraction of pixels that are clearly coloured (a grey image gives ~0)."""
+    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
+    return float((chroma >= min_chroma).mean())
+
+
+def open_tool(page, key: str) -> None:
+    if not page.locator(f"#panel-{key}").is_visible():
+        page.click(f"#tool-{key}")
+    page.wait_for_selector(f"#panel-{key}", state="visible")
+
+
+def open_file(page, relative: str) -> None:
+    """Type ``relative`` in the data panel, press Open, wait for the server's answer."""
+    open_tool(page, "data")
+    set_state(page, "ca_message", "")
+    set_state(page, "ca_error", "")
+    page.fill("#data-path", relative)
+    page.click("#data-open")
+    page.wait_for_function("() => window.trame.state.get('ca_message') || window.trame.state.get('ca_error')")
+
+
+def wait_text(page, selector: str, pattern: str, timeout: float = 30_000) -> str:
+    page.wait_for_function(
+        "([sel, pat]) => { const e = document.querySelector(sel); return e && new RegExp(pat).test(e.textContent); }",
+        arg=[selector, pattern],
+        timeout=timeout,
+    )
+    return page.locator(selector).inner_text()
+
+
+def error_text(page) -> str:
+    return wait_text(page, "#error-alert", ".+")
+
+
+def set_state(page, key: str, value) -> None:
+    """Set a state value as a page control would, and make sure the server has it before the
+    next click (the client batches state updates; triggers go out at once)."""
+    page.evaluate("async ([k, v]) => { window.trame.state.set(k, v); await window.trame.state.flush(); }", [key, value])
+    page.wait_for_function("() => !window.trame.state.dirtyKeys || window.trame.state.dirtyKeys.size === 0")
+    page.wait_for_timeout(300)
+
+
+def number(text: str) -> float:
+    return float(re.search(r"-?\d+(\.\d+)?", text).group(0))
+
+
+# ---------------------------------------------------------------------- the page and data
+def test_data_folder_rules_in_the_page(page, web_server):
+    # path traversal typed into the path field: refused with a clear message, nothing opened
+    open_file(page, "../outside.nii.gz")
+    assert "'..' would leave the data folder" in error_text(page)
+    assert page.locator("#volume-name").inner_text() == "no volume open"
+    # a symbolic link leading outside the data folder: refused too (and not listed)
+    open_file(page, "escape.nii.gz")
+    assert "link that points outside" in wait_text(page, "#error-alert", "link")
+    listed = page.locator("#data-files .ca-data-file").all_inner_texts()
+    assert any("cardiac.nii.gz" in t for t in listed) and not any("escape" in t for t in listed)
+    # an oversize upload through the page's file input: refused with the limit in the message
+    big = web_server["data"].parent / "big.nii.gz"
+    big.write_bytes(b"\x1f\x8b" + b"\0" * (web_server["max_upload_mb"] * 2**20 + 10))
+    page.set_input_files("#data-upload", str(big))
+    assert "over the limit" in wait_text(page, "#error-alert", "limit")
+    assert not (web_server["data"] / "uploads" / "big.nii.gz").exists()
+
+
+def test_upload_opens_volume_and_window_level_changes_pixels(page, web_server):
+    page.set_input_files("#data-upload", str(web_server["data"] / "cardiac.nii.gz"))
+    wait_text(page, "#volume-name", "cardiac")
+    assert (web_server["data"] / "uploads" / "cardiac.nii.gz").exists()
+    page.wait_for_timeout(1500)
+    before = view_pixels(page, "Red")
+    assert before.mean() > 10, "the slice view shows the image"
+    # narrow the window from the display panel: the same view gets brighter
+    open_tool(page, "display")
+    lo, hi = [number(t) for t in page.locator("#display-wl-text").inner_text().split("..")]
+    set_state(page, "ca_display_wl", [lo, lo + (hi - lo) / 4])
+    page.wait_for_timeout(1500)
+    after = view_pixels(page, "Red")
+    assert after.mean() > before.mean() + 5
+    # layout switch: "Axial Only" keeps the Red view and drops the others
+    set_state(page, "LayoutButtonState__current_layout_id", 'Axial Only')
+    page.wait_for_selector(".ca-view-Green", state="detached")
+    assert view_box(page, "Red").is_visible()
+    set_state(page, "LayoutButtonState__current_layout_id", 'Axial Primary')
+    page.wait_for_selector(".ca-view-Green", state="attached")
+
+
+def test_dicom_folder_and_zipped_dicom_upload(page, web_server):
+    open_tool(page, "data")
+    page.locator("#data-files .ca-data-file", has_text="cardiac_dicom").click()
+    wait_text(page, "#volume-name", "cardiac_dicom")
+    archive = web_server["data"].parent / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted((web_server["data"] / "cardiac_dicom").iterdir()):
+            zf.write(f, f"series/{f.name}")
+    page.set_input_files("#data-upload", str(archive))
+    wait_text(page, "#volume-name", "^series$")
+    assert (web_server["data"] / "uploads" / "series" / "series").is_dir()
+
+
+def test_paint_a_stroke_and_undo_it(page, web_server):
+    open_file(page, "brain.nii.gz")
+    wait_text(page, "#volume-name", "brain")
+    open_file(page, "brain_lesion.seg.nrrd")
+    open_tool(page, "editor")
+    start = int(number(wait_text(page, "#editor-voxels", r"\d+ voxels")))
+    assert start > 0
+    page.locator("#panel-editor .mdi-brush").first.click()
+    box = view_box(page, "Red").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx - 60, cy - 30)
+    page.mouse.down()
+    for step in range(12):
+        page.mouse.move(cx - 60 + 10 * step, cy - 30 + 5 * step)
+        page.wait_for_timeout(30)
+    page.mouse.up()
+    page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] > {start}")
+    painted = int(number(page.locator("#editor-voxels").inner_text()))
+    assert painted > start
+    page.locator(".mdi-undo").first.click()
+    page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] == {start}")
+
+
+# ---------------------------------------------------------------------- the three panels
+def run_panel(page, key: str, timeout: float = 120_000) -> None:
+    open_tool(page, key)
+    runs = page.evaluate(f"() => window.trame.state.get('ca_{key}_runs')")
+    # an earlier run's message (e.g. "cancelled") must not pass for this run's outcome
+    set_state(page, f"ca_{key}_error", "")
+    page.click(f"#{key}-run")
+    # the progress bar moves, then the result is applied on the server's loop
+    page.wait_for_function(
+        f"() => window.trame.state.get('ca_{key}_runs') > {runs} || window.trame.state.get('ca_{key}_error')",
+        timeout=timeout,
+    )
+    error = page.evaluate(f"() => window.trame.state.get('ca_{key}_error')")
+    assert not error, error
+
+
+def table_rows(page, table_id: str) -> list:
+    return page.locator(f"#{table_id} tbody tr").all()
+
+
+def test_segcorrect_run_review_and_save(page, web_server):
+    open_file(page, "cardiac.nii.gz")
+    wait_text(page, "#volume-name", "cardiac")
+    open_file(page, "cardiac_bad.seg.nrrd")
+    open_tool(page, "segcorrect")
+    # correct the damaged mask (the corrector's own workflow, no segmenter)
+    find = "window.trame.state.get('ca_segcorrect_input_segs').find(i => i.title.startsWith('cardiac_bad'))"
+    page.wait_for_function(f"() => {find}")
+    seg_id = page.evaluate(f"() => {find}.value")
+    set_state(page, "ca_segcorrect_input_seg", seg_id)
+    # Cancel while it runs: the page says so and nothing is applied
+    page.click("#segcorrect-run")
+    page.wait_for_function("() => window.trame.state.get('ca_segcorrect_running')")
+    page.click("#segcorrect-cancel")
+    assert "cancelled" in wait_text(page, "#segcorrect-error", "cancelled")
+    assert page.evaluate("() => window.trame.state.get('ca_segcorrect_runs')") == 0
+    assert not page.evaluate("() => window.trame.state.get('ca_segcorrect_has_result')")
+    run_panel(page, "segcorrect")
+    total = int(number(wait_text(page, "#segcorrect-voxels", r"\d+ voxels")))
+    rows = page.evaluate("() => window.trame.state.get('ca_segcorrect_rows')")
+    assert len(rows) == web_server["cases"]["cardiac"].image.shape[0]
+    assert total == sum(r["voxels"] for r in rows) > 0
+    # a slice where the corrector changed the mask: flip its decision, the segmentation changes
+    dice = next(c for c in rows[0] if "dice" in c.lower())
+    changed = [i for i, r in enumerate(rows) if r[dice] not in ("", None) and float(r[dice]) < 0.999]
+    assert changed, f"the corrector changed no slice of a damaged mask: {rows}"
+    i = changed[0]
+    before = rows[i]
+    button = "reject" if before["decision"].startswith("corrected") else "accept"
+    page.click(f"#segcorrect-{button}-{i}")
+    page.wait_for_function(
+        f"() => window.trame.state.get('ca_segcorrect_rows')[{i}].decision !== '{before['decision']}'"
+    )
+    after = page.evaluate(f"() => window.trame.state.get('ca_segcorrect_rows')[{i}]")
+    assert after["voxels"] != before["voxels"], "accept / reject must change the final segmentation on that slice"
+    # save: .seg.nrrd, NIfTI and the JSON report land in <data>/results, downloadable
+    page.click("#segcorrect-save")
+    page.wait_for_selector("#segcorrect-saved a")
+    names = page.locator("#segcorrect-saved a").all_inner_texts()
+    assert {Path(n).suffix for n in names} >= {".nrrd", ".gz", ".json"}
+    report = json.loads((web_server["data"] / [n for n in names if n.endswith(".json")][0]).read_text())
+    assert report["decisions"][rows[i]["slice"]] == after["decision"]
+    with page.expect_download() as info:
+        page.locator("#segcorrect-saved a", has_text=".json").click()
+    assert json.loads(Path(info.value.path()).read_text())["final_voxels"] == report["final_voxels"]
+
+
+def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
+    open_file(page, "pet.nii.gz")
+    wait_text(page, "#volume-name", "pet")
+    open_tool(page, "pet")
+    page.wait_for_timeout(500)
+    grey = view_pixels(page, "Red")
+    run_panel(page, "pet")
+    p_web = number(wait_text(page, "#pet-probability", r"\d"))
+    assert 0.0 <= p_web <= 1.0
+    # the command line on the same file gives the same probability (to the 3 decimals shown)
+    out = web_server["data"].parent / "pet_cli.json"
+    subprocess.run(
+        [sys.executable, "-m", "clinicalai", "pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv", "--json", str(out)],
+        check=True, cwd=REPO, capture_output=True, timeout=120,
+    )
+    p_cli = json.loads(out.read_text())["probability_recurrence"]
+    assert abs(p_cli - p_web) <= 0.0015
+    assert page.locator("#pet-static tbody tr").count() >= 3  # SUVmax / TBRmax / TBRmean
+    # the Grad-CAM heat colours are over the PET in the slice view, and go with opacity 0
+    set_state(page, "ca_pet_threshold", 0.05)
+    page.click("#pet-peak")
+    page.wait_for_timeout(1500)
+    heat = view_pixels(page, "Red")
+    assert coloured_fraction(grey) < 0.001, "the PET alone is grey"
+    assert coloured_fraction(heat) > 0.005, "heat-map colours must show where the map is"
+    set_state(page, "ca_pet_opacity", 0)
+    page.wait_for_timeout(1500)
+    assert coloured_fraction(view_pixels(page, "Red")) < 0.001
+
+
+def test_attribution_maps_side_by_side_with_metrics(page, web_server):
+    open_file(page, "brain.nii.gz")
+    wait_text(page, "#volume-name", "brain")
+    open_file(page, "brain_lesion.seg.nrrd")  # becomes the reference lesion
+    open_tool(page, "attribution")
+    # an attribution map of the bundled classifier + the bundled generative model's anomaly map
+    set_state(page, "ca_attribution_methods", ["gradient"])
+    assert page.evaluate("() => window.trame.state.get('ca_attribution_model')"), "a bundled classifier is chosen"
+    assert page.evaluate("() => window.trame.state.get('ca_attribution_anomaly_model')"), "a bundled generative model is chosen"
+    run_panel(page, "attribution")
+    metrics = page.evaluate("() => window.trame.state.get('ca_attribution_metrics')")
+    assert [m["map"] for m in metrics] == ["gradient", "anomaly"]
+    for m in metrics:
+        for key in ("dice", "auroc", "auprc"):
+            assert 0.0 <= float(m[key]) <= 1.0, m
+    assert page.locator("#attribution-metrics tbody tr").count() == 2
+    assert page.locator("#attribution-correlations tbody tr").count() == 1
+    page.wait_for_timeout(1500)
+    for tag in ("Red", "Map2"):  # one map per view, side by side over the image
+        assert coloured_fraction(view_pixels(page, tag)) > 0.002, f"map colours in the {tag} view"
+
+
+def test_model_paths_set_from_the_page_are_checked(page, web_server):
+    """Any client can set the page state: a model path that was not offered is refused."""
+    open_file(page, "brain.nii.gz")
+    wait_text(page, "#volume-name", "brain")
+    open_tool(page, "attribution")
+    offered = page.evaluate("() => window.trame.state.get('ca_attribution_model')")
+    for bad, words in [("../outside.nii.gz", "'..' would leave the data folder"), ("/etc/passwd", "absolute paths are not allowed")]:
+        set_state(page, "ca_attribution_model", bad)
+        page.click("#attribution-run")
+        page.wait_for_function(f"() => (window.trame.state.get('ca_attribution_error') || '').includes({json.dumps(bad)})")
+        assert words in page.evaluate("() => window.trame.state.get('ca_attribution_error')")
+        assert words in page.locator("#attribution-error").inner_text()
+    set_state(page, "ca_attribution_model", offered)

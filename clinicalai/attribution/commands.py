@@ -1,0 +1,197 @@
+"""Command line of the attribution engine (DESIGN.md, "Command line").
+
+- ``clinicalai explain IMAGE --model M --method NAME [--target K] -o MAP [--lesion L] [--json R.json]``
+- ``clinicalai train classifier [--constraint {none,gradient,expected-gradients}] -o MODEL.pt``
+- ``clinicalai evaluate attribution --model A --model B`` (lesion Dice of the thresholded maps)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import InputError, argument_errors_as_input_errors
+
+DEMO_MODEL = "brain-lesion-classifier"
+
+
+def register(commands) -> None:
+    from ..cli import add_common_model_args
+    from .methods import METHODS
+
+    p = commands.top.add_parser(
+        "explain", help="attribution map of a classifier on an image (gradient, IG, Grad-CAM, occlusion, ...)",
+        description="Explain a classifier's decision on an image; the map is written on the image's grid.")
+    p.add_argument("image", metavar="IMAGE", help="image (NIfTI, NRRD or DICOM folder)")
+    add_common_model_args(p)
+    p.add_argument("--method", required=True, choices=list(METHODS), help="attribution method")
+    p.add_argument("--target", default=None, help="class index or name to explain (default: the predicted class)")
+    p.add_argument("-o", "--out", required=True, type=Path, metavar="MAP", help="output map (.nii.gz, .nrrd)")
+    p.add_argument("--lesion", type=Path, metavar="L", help="manual lesion mask: print the map's scores against it")
+    p.add_argument("--brain-mask", type=Path, metavar="B", help="restrict the scores to this mask")
+    p.add_argument("--json", type=Path, metavar="R.json", help="write the map's record (and scores) as JSON")
+    p.add_argument("--layer", help="gradcam / gradcam++ layer (default: the card's cam_layer, else the last conv block)")
+    p.add_argument("--normalization", default="max-abs", help="none, max-abs or percentile[:P] (default max-abs)")
+    p.add_argument("--threshold", default="percentile:95", help="map threshold for the Dice: a number or percentile:P")
+    p.add_argument("--reference", type=Path, action="append", metavar="R",
+                   help="reference (healthy) volume for expected-gradients / IG baseline 'reference' (repeat)")
+    p.add_argument("--baseline", default="zeros", help="integrated-gradients baseline: zeros, blur or reference")
+    p.add_argument("--steps", type=int, default=None, help="integrated-gradients steps / EG or SmoothGrad samples")
+    p.add_argument("--patch", type=int, default=None, help="occlusion patch edge in voxels")
+    p.add_argument("--stride", type=int, default=None, help="occlusion stride in voxels")
+    p.set_defaults(func=cmd_explain)
+
+    t = commands.train.add_parser(
+        "classifier", help="train the (attribution-constrained) healthy-vs-lesion classifier on brain phantoms",
+        description="Cross-entropy + alpha x log-barrier(t) on 'attributions of healthy slices are 0'.")
+    t.add_argument("-o", "--out", required=True, type=Path, help="output model (.pt; the card goes beside it)")
+    t.add_argument("--constraint", choices=("none", "gradient", "expected-gradients"), default="gradient")
+    t.add_argument("--alpha", type=float, default=5.0, help="weight alpha_A of the barrier (default 5)")
+    t.add_argument("--t", type=float, default=20.0, help="log-barrier t")
+    t.add_argument("--input", dest="input_mode", choices=("intensity", "tpm"), default="intensity",
+                   help="input: intensities or tissue probability maps")
+    t.add_argument("--phantoms", type=int, default=24, help="number of training phantoms (half with lesions)")
+    t.add_argument("--epochs", type=int, default=6)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--validate", type=int, default=6, metavar="N",
+                   help="pathological validation / test phantoms for the card's figures (0: none)")
+    t.set_defaults(func=cmd_train)
+
+    e = commands.evaluate.add_parser(
+        "attribution", help="lesion segmentation by thresholded attribution maps, per model (Dice, AUROC, ...)",
+        description="Threshold chosen on validation phantoms (precision/recall operating point), scored on test phantoms.")
+    e.add_argument("--model", action="append", metavar="M", help="classifier (repeat; default: the bundled demo)")
+    e.add_argument("--method", default=None, help="attribution method for every model (default: the model's constraint)")
+    e.add_argument("--n-val", type=int, default=6)
+    e.add_argument("--n-test", type=int, default=10)
+    e.add_argument("--seed", type=int, default=1000)
+    e.add_argument("--json", type=Path, metavar="R.json", help="write every number as JSON")
+    e.set_defaults(func=cmd_evaluate)
+    for parser in (p, t, e):
+        argument_errors_as_input_errors(parser)
+
+
+def _model_path(arg):
+    from ..models import bundled_model
+
+    return Path(arg) if arg else bundled_model(DEMO_MODEL)
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..outputs import write_json
+    from ..progress import ConsoleProgress
+    from ..volume import read_volume, write_volume
+    from .core import attribute
+    from .metrics import score_map
+
+    image = read_volume(args.image)
+    lesion = read_volume(args.lesion) if args.lesion else None
+    brain = read_volume(args.brain_mask) if args.brain_mask else None
+    for what, v in (("lesion mask", lesion), ("brain mask", brain)):
+        if v is not None and not v.same_grid(image, atol=1e-4):
+            raise InputError(f"the {what} is not on the image's grid (shape/spacing/origin/direction differ)")
+    refs = [read_volume(r) for r in args.reference] if args.reference else None
+    model = load_model(_model_path(args.model), device=args.device)
+    options = {}
+    if args.method == "integrated-gradients":
+        options["baseline"] = args.baseline
+        if args.steps:
+            options["n_steps"] = args.steps
+    elif args.method == "expected-gradients" and args.steps:
+        options["n_samples"] = args.steps
+    elif args.method == "smoothgrad" and args.steps:
+        options["nt_samples"] = args.steps
+    elif args.method == "occlusion":
+        if args.patch:
+            options["patch"] = args.patch
+        if args.stride:
+            options["stride"] = args.stride
+    target = args.target
+    if target is not None and target.lstrip("-").isdigit():
+        target = int(target)
+    result = attribute(model, image, args.method, target, layer=args.layer, normalization=args.normalization,
+                       references=refs, progress=ConsoleProgress(), **options)
+    record = {"image": str(args.image), "model": model.card.name, **result.to_dict()}
+    if lesion is not None:
+        threshold = float(args.threshold) if _is_number(args.threshold) else args.threshold
+        scores = score_map(result.volume, lesion, mask=brain, threshold=threshold)
+        record["scores"] = scores
+    write_volume(result.volume, args.out)
+    if args.json:
+        write_json(record, args.json)
+    probs = ", ".join(f"{c} {p:.3f}" for c, p in zip(result.prediction["classes"], result.prediction["probabilities"]))
+    what = "highest P over slices" if result.prediction.get("per_slice_max") else "P"
+    print(f"{result.method} map of class '{result.target_name}' -> {args.out}   ({what}: {probs})")
+    if lesion is not None:
+        s = record["scores"]
+        print("  ".join(f"{k} {_fmt(s[k])}" for k in ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share")))
+    return 0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..models import save_model
+    from ..progress import ConsoleProgress
+    from .constrained import evaluate_models, train_classifier
+
+    if args.out.suffix != ".pt":
+        raise InputError("the classifier is saved as a .pt state dict; give an output path ending in .pt")
+    result = train_classifier(constraint=args.constraint, alpha=args.alpha, t=args.t, input_mode=args.input_mode,
+                              n_cases=args.phantoms, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              seed=args.seed, progress=ConsoleProgress())
+    card = result.card
+    card["name"] = args.out.stem
+    card["training"]["command"] = "clinicalai train classifier " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (
+            ("constraint", args.constraint), ("alpha", args.alpha), ("t", args.t), ("input", args.input_mode),
+            ("phantoms", args.phantoms), ("epochs", args.epochs), ("seed", args.seed))) + f" -o {args.out.name}"
+    if args.validate > 0:
+        res = evaluate_models({"this": (result.module, card)}, n_val=args.validate, n_test=args.validate)["this"]
+        card["validation"] = {
+            "data": f"{args.validate} validation + {args.validate} test pathological phantoms, "
+                    f"{args.validate} healthy (seeds from 1000)",
+            "map_method": res["method"], "threshold": res["threshold"], "slice_auc": res["slice_auc"],
+            **{k: v for k, v in res["summary"].items()},
+        }
+    save_model(result.module, card, args.out)
+    print(f"trained in {result.seconds:.0f} s -> {args.out}")
+    if card.get("validation"):
+        v = card["validation"]
+        print(f"slice AUC {v['slice_auc']:.3f}; lesion Dice of the {v['map_method']} maps "
+              f"{v['dice']['mean']:.3f} +/- {v['dice']['std']:.3f}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..outputs import write_json
+    from ..progress import ConsoleProgress
+    from .constrained import evaluate_models, format_table
+
+    paths = [Path(m) for m in args.model] if args.model else [_model_path(None)]
+    models = {}
+    for p in paths:
+        m = load_model(p, device="cpu")
+        models[p.stem if p.stem not in models else str(p)] = m
+    methods = {name: args.method for name in models} if args.method else None
+    results = evaluate_models(models, n_val=args.n_val, n_test=args.n_test, seed=args.seed, methods=methods,
+                              progress=ConsoleProgress())
+    print(format_table(results))
+    if args.json:
+        write_json(results, args.json)
+    return 0

@@ -1,0 +1,400 @@
+"""``attribute(model, volume, method)``: an attribution map on the input grid, whatever the method.
+
+The model card's preprocessing is applied (:mod:`.preprocess`), the method runs on the
+network grid (:mod:`.methods`), channels are summed, the map is put back onto the input grid
+(the spatial steps inverted) and optionally normalised. The result records everything needed
+to reproduce it.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from ..volume import Volume
+from .methods import get_method
+from .preprocess import Prepared, prepare_input
+
+NORMALIZATIONS = ("none", "max-abs", "percentile")
+
+
+@dataclass
+class AttributionMap:
+    """An attribution map and how it was made.
+
+    Attributes:
+        volume: the map on the input grid (float32, same shape/spacing/origin/direction).
+        method: DESIGN.md method name.
+        target: explained class index (in the card's ``classes``).
+        target_name: its class name (``None`` without a card).
+        signed: whether the map's sign means something (CAMs are non-negative).
+        normalization: ``"none"``, ``"max-abs"`` (divided by max |map|, in [-1, 1]) or
+            ``"percentile:P"`` (divided by the P-th percentile of |map|, clipped to [-1, 1]).
+        options: the method options used (JSON-able; tensors summarised).
+        timings: seconds per step (``preprocess``, ``attribution``, ``inverse``, ``total``).
+        prediction: the model's class probabilities on this input.
+        layer: the explained layer for CAM methods.
+        scale: the divisor applied by the normalisation (1 for none).
+    """
+
+    volume: Volume
+    method: str
+    target: int
+    target_name: Optional[str]
+    signed: bool
+    normalization: str
+    options: Dict[str, Any] = field(default_factory=dict)
+    timings: Dict[str, float] = field(default_factory=dict)
+    prediction: Dict[str, Any] = field(default_factory=dict)
+    layer: Optional[str] = None
+    scale: float = 1.0
+
+    @property
+    def array(self) -> np.ndarray:
+        return self.volume.array
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Everything but the voxels, JSON-able."""
+        return {
+            "method": self.method,
+            "target": self.target,
+            "target_name": self.target_name,
+            "signed": self.signed,
+            "normalization": self.normalization,
+            "scale": self.scale,
+            "layer": self.layer,
+            "options": self.options,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "prediction": self.prediction,
+            "shape": list(self.volume.shape),
+            "min": float(self.volume.array.min()),
+            "max": float(self.volume.array.max()),
+        }
+
+
+def normalize_map(arr: np.ndarray, normalization: str = "max-abs"):
+    """``(normalised array, divisor, canonical name)``."""
+    name = (normalization or "none").strip().lower()
+    a = np.asarray(arr, dtype=np.float32)
+    if name == "none":
+        return a, 1.0, "none"
+    if name == "max-abs":
+        s = float(np.abs(a).max())
+        return (a / s if s > 0 else a), (s if s > 0 else 1.0), "max-abs"
+    if name.startswith("percentile"):
+        p = float(name.split(":", 1)[1]) if ":" in name else 99.0
+        if not 0 < p <= 100:
+            raise InputError(f"normalisation percentile must be in (0, 100], got {p}")
+        s = float(np.percentile(np.abs(a), p))
+        s = s if s > 0 else (float(np.abs(a).max()) or 1.0)
+        return np.clip(a / s, -1.0, 1.0).astype(np.float32), s, f"percentile:{p:g}"
+    raise InputError(f"unknown map normalisation {normalization!r}; choose none, max-abs or percentile[:P]")
+
+
+# ---------------------------------------------------------------------------- model handling
+def _model_parts(model, card):
+    """``(torch module or None, forward callable for perturbations, card, device)``."""
+    from ..models import LoadedModel, load_model, parse_card
+
+    if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
+        model = load_model(model)
+    if isinstance(card, dict):
+        card = parse_card(card, "given card")
+    if isinstance(model, LoadedModel):
+        card = card or model.card
+        if card.task != "classification":
+            raise ModelError(f"attribution explains classifiers; {card.name} is a {card.task} model")
+        if model.module is not None:
+            return model.module, None, card, model.device
+        return None, (lambda batch: model.predict(batch)), card, "cpu"
+    import torch.nn as nn
+
+    if isinstance(model, nn.Module):
+        try:
+            device = str(next(model.parameters()).device)
+        except StopIteration:
+            device = "cpu"
+        return model, None, card, device
+    raise ModelError(f"cannot explain a {type(model).__name__}: give a model file, a LoadedModel or a torch module")
+
+
+def _class_names(card, k: int) -> List[str]:
+    if card is not None and card.classes:
+        return list(card.classes)
+    return [f"class {i}" for i in range(max(k, 2) if k == 1 else k)]
+
+
+def _probabilities(logits) -> np.ndarray:
+    """``(N, n_classes)`` probabilities: softmax, or (1 - sigmoid, sigmoid) for one logit."""
+    import torch
+
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1).cpu().numpy()
+    return torch.softmax(logits, dim=1).cpu().numpy()
+
+
+def _resolve_class(target, names: List[str], probs: np.ndarray, slicewise: bool) -> int:
+    n_classes = probs.shape[1]
+    if target is None:
+        if not slicewise:
+            return int(probs[0].argmax())
+        # a slice classifier on a volume: the volume shows class k > 0 if any slice does;
+        # class 0 is the reference ("healthy") class
+        per_slice = probs.argmax(1)
+        found = [k for k in range(1, n_classes) if np.any(per_slice == k)]
+        return int(max(found, key=lambda k: probs[:, k].max())) if found else 0
+    if isinstance(target, str) and not target.lstrip("-").isdigit():
+        if target not in names:
+            raise InputError(f"unknown target class {target!r}; the model's classes are {', '.join(names)}")
+        return names.index(target)
+    k = int(target)
+    if not 0 <= k < n_classes:
+        raise InputError(f"target {k} is out of range; the model has {n_classes} classes ({', '.join(names)}): 0..{n_classes - 1}")
+    return k
+
+
+def _jsonable(options: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in options.items():
+        if hasattr(v, "shape") and not np.isscalar(v):
+            out[k] = f"array{tuple(v.shape)}"
+        elif isinstance(v, (list, tuple)) and v and isinstance(v[0], Volume):
+            out[k] = f"{len(v)} volumes"
+        elif isinstance(v, Volume):
+            out[k] = "volume"
+        else:
+            out[k] = v
+    return out
+
+
+def attribute(
+    model,
+    volume: Union[Volume, Sequence[Volume]],
+    method: str,
+    target: Union[None, int, str] = None,
+    *,
+    layer: Optional[str] = None,
+    normalization: str = "max-abs",
+    references: Optional[Sequence[Volume]] = None,
+    card=None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    **options: Any,
+) -> AttributionMap:
+    """Explain ``model`` on ``volume`` with ``method``; the map comes back on the input grid.
+
+    Args:
+        model: a model file path, a ``LoadedModel`` (ONNX: occlusion only) or a torch module
+            (then ``card`` gives the preprocessing; without one the array goes in as it is).
+        volume: the image, or one Volume per input channel (same grid).
+        method: ``gradient``, ``gradient-x-input``, ``integrated-gradients``,
+            ``expected-gradients``, ``smoothgrad``, ``guided-backprop``, ``gradcam``,
+            ``gradcam++`` or ``occlusion``.
+        target: class index or name in the card's ``classes`` (default: the predicted class;
+            for a 2D slice model, the class any slice shows, class 0 being the reference).
+            A binary head with a single logit explains that logit for class 1 and its
+            negation for class 0.
+        layer: gradcam / gradcam++ layer name (default: the card's ``cam_layer``, else the
+            last convolutional block).
+        normalization: ``none``, ``max-abs`` or ``percentile[:P]`` (default P = 99).
+        references: reference volumes (e.g. healthy) for ``expected-gradients`` (required), and
+            for ``integrated-gradients`` with ``baseline="reference"`` (the first one);
+            preprocessed like the input.
+        options: method options (``n_steps``, ``baseline``, ``n_samples``, ``nt_samples``,
+            ``noise_level``, ``patch``, ``stride``, ``internal_batch_size``, ``seed``).
+    """
+    import torch
+
+    t0 = time.perf_counter()
+    cls = get_method(method)
+    module, fn, card, device = _model_parts(model, card)
+    if module is None and cls.needs_gradients:
+        raise ModelError(
+            f"{cls.name} needs gradients, which an ONNX model cannot give; use a .pt model "
+            "(state dict or TorchScript), or a perturbation method such as occlusion"
+        )
+    if layer is not None and not cls.layer_based:
+        raise InputError(f"{cls.name} does not use a layer (only gradcam and gradcam++ do)")
+    report(progress, 0.0, "preparing the input")
+    prep: Prepared = prepare_input(volume, card, device=device if module is not None else "cpu")
+    x = prep.tensor
+    timings = {"preprocess": time.perf_counter() - t0}
+    check_cancel(cancel)
+
+    from .methods import _as_logits
+
+    with torch.no_grad():
+        logits = _as_logits(module(x) if module is not None else torch.from_numpy(np.asarray(fn(x.numpy()))))
+    k = int(logits.shape[1])
+    probs = _probabilities(logits)
+    names = _class_names(card, k)
+    if len(names) != probs.shape[1]:
+        raise ModelError(f"the card lists {len(names)} classes but the model has {k} output(s)")
+    cls_index = _resolve_class(target, names, probs, prep.slicewise)
+    # output index and sign: a one-logit head explains -logit for class 0
+    out_index, sign = (0, 1.0 if cls_index == 1 else -1.0) if k == 1 else (cls_index, 1.0)
+
+    opts = dict(options)
+    if cls.layer_based:
+        opts["layer"] = layer or (card.cam_layer if card is not None else None)
+    if references is not None:
+        ref_tensors = [prepare_input(r, card, device=str(x.device)).tensor for r in (
+            [references] if isinstance(references, Volume) else list(references))]
+        if any(tuple(r.shape[1:]) != tuple(x.shape[1:]) for r in ref_tensors):
+            raise InputError("the reference volumes do not give the same network input size as the image; "
+                             "resample them onto the image grid or use a model card with input.size")
+        if cls.name == "expected-gradients":
+            # a slice model draws baselines from all reference slices
+            opts["references"] = torch.cat(ref_tensors, dim=0)
+        elif cls.name == "integrated-gradients" and opts.get("baseline") == "reference":
+            opts["baseline"] = ref_tensors[0]
+    elif cls.name == "integrated-gradients" and opts.get("baseline") == "reference":
+        raise InputError("baseline 'reference' needs a reference volume (references=...)")
+    if cls.name == "expected-gradients" and "references" not in opts:
+        raise InputError("expected-gradients needs reference volumes (healthy images) to draw baselines from")
+
+    report(progress, 0.1, f"{cls.name}")
+    t1 = time.perf_counter()
+    impl = cls(module if module is not None else fn, sign=sign)
+    maps = []
+    chunk = x.shape[0] if not prep.slicewise else max(1, int(opts.pop("slice_batch", 16)))
+    for start in range(0, x.shape[0], chunk):
+        check_cancel(cancel)
+        a = impl.attribute(x[start:start + chunk], target=out_index, **dict(opts))
+        maps.append(a.sum(dim=1).float().cpu().numpy())  # channels summed: (n, *spatial)
+        report(progress, 0.1 + 0.8 * min(1.0, (start + chunk) / x.shape[0]), f"{cls.name} {min(start + chunk, x.shape[0])}/{x.shape[0]}")
+    net_map = np.concatenate(maps, axis=0)  # slice model: (z, y, x); 3D: (1, z, y, x)
+    if not prep.slicewise:
+        net_map = net_map[0]
+    timings["attribution"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    on_input = prep.to_input_grid(net_map)
+    arr, scale, norm_name = normalize_map(on_input.array, normalization)
+    first = volume if isinstance(volume, Volume) else list(volume)[0]
+    out_vol = first.with_array(arr.astype(np.float32), modality=None, units="attribution", metadata={
+        "attribution": {"method": cls.name, "target": names[cls_index], "normalization": norm_name}})
+    timings["inverse"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+    report(progress, 1.0, "done")
+    pred = {"classes": names, "probabilities": [float(p) for p in (probs.max(0) if prep.slicewise else probs[0])]}
+    if prep.slicewise:
+        pred["per_slice_max"] = True
+    opts.pop("references", None)
+    if "baseline" in opts and hasattr(opts["baseline"], "shape"):
+        opts["baseline"] = "reference"
+    return AttributionMap(
+        volume=out_vol, method=cls.name, target=cls_index, target_name=names[cls_index],
+        signed=cls.signed, normalization=norm_name, options=_jsonable(opts), timings=timings,
+        prediction=pred, layer=getattr(impl, "layer", None), scale=scale,
+    )
+
+
+# ---------------------------------------------------------------------------- sanity check
+@dataclass
+class RandomizationCheck:
+    """Adebayo et al. (2018) model-parameter randomisation test.
+
+    A method that explains the model must give a different map once the weights are
+    randomised. ``spearman_abs`` (rank correlation of |maps|) and ``ssim`` near 1 mean the map
+    does not depend on what the model learned: ``passed`` is ``spearman_abs < threshold``.
+    """
+
+    trained: AttributionMap
+    randomized: AttributionMap
+    spearman: float
+    spearman_abs: float
+    pearson: float
+    ssim: float
+    threshold: float
+    passed: bool
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "method": self.trained.method,
+            "spearman": self.spearman,
+            "spearman_abs": self.spearman_abs,
+            "pearson": self.pearson,
+            "ssim": self.ssim,
+            "threshold": self.threshold,
+            "passed": self.passed,
+        }
+
+
+def randomize_weights(module, seed: int = 0):
+    """A deep copy of ``module`` with every parameter re-initialised (``reset_parameters``),
+    falling back to a normal draw with each tensor's own standard deviation."""
+    import torch
+
+    clone = copy.deepcopy(module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        touched = set()
+        for m in clone.modules():
+            if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                m.reset_parameters()
+                touched.update(id(p) for p in m.parameters(recurse=False))
+        with torch.no_grad():
+            for p in clone.parameters():
+                if id(p) not in touched:
+                    p.normal_(0.0, float(p.std()) if p.numel() > 1 and float(p.std()) > 0 else 0.05)
+    return clone
+
+
+def _ssim(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import structural_similarity
+
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    win = min(7, *[s if s % 2 else s - 1 for s in a.shape])
+    if win < 3:
+        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    rng = max(a.max() - a.min(), b.max() - b.min(), 1e-12)
+    return float(structural_similarity(a, b, data_range=rng, win_size=win))
+
+
+def randomization_check(
+    model,
+    volume: Union[Volume, Sequence[Volume]],
+    method: str,
+    target: Union[None, int, str] = None,
+    *,
+    seed: int = 0,
+    threshold: float = 0.5,
+    mask: Optional[Volume] = None,
+    card=None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    **options: Any,
+) -> RandomizationCheck:
+    """Maps of the trained model and of a copy with randomised weights, and how alike they are.
+
+    Similarities are computed on the max-abs-normalised maps over ``mask`` (default: all
+    voxels); SSIM on |maps| over the whole grid. ONNX models cannot be randomised.
+    """
+    from .metrics import map_correlation
+
+    module, fn, card, _ = _model_parts(model, card)
+    if module is None:
+        raise ModelError("the randomisation check re-initialises weights, which an ONNX model does not expose; use a .pt model")
+    options.setdefault("normalization", "max-abs")
+    trained = attribute(module, volume, method, target, card=card, cancel=cancel,
+                        progress=(lambda f, m: report(progress, 0.5 * f, m)) if progress else None, **options)
+    rand_module = randomize_weights(module, seed)
+    # explain the same class in both
+    randomized = attribute(rand_module, volume, method, trained.target, card=card, cancel=cancel,
+                           progress=(lambda f, m: report(progress, 0.5 + 0.5 * f, m)) if progress else None, **options)
+    a, b = trained.volume.array, randomized.volume.array
+    m = mask.array if isinstance(mask, Volume) else mask
+    sp = map_correlation(a, b, mask=m, method="spearman")
+    sp_abs = map_correlation(np.abs(a), np.abs(b), mask=m, method="spearman")
+    pe = map_correlation(a, b, mask=m, method="pearson")
+    ss = _ssim(np.abs(a), np.abs(b))
+    return RandomizationCheck(trained, randomized, sp, sp_abs, pe, ss, float(threshold), bool(sp_abs < threshold))

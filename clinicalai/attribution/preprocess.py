@@ -1,0 +1,153 @@
+"""From a :class:`Volume` to a classifier's input tensor as its model card says, and back.
+
+Spatial steps go through :class:`clinicalai.volume.SpatialPipeline` (reorient to LPS, resample
+to the card's spacing, crop/pad to its size), so a map computed on the network grid is put back
+onto the input grid exactly (``Prepared.to_input_grid``). A 2D model (``spatial_dims: 2``) sees
+the volume one axial slice at a time: the batch is the stack of slices.
+
+Card conventions (DESIGN.md): ``input.spacing_mm`` and ``input.size`` are in ITK order
+``(x, y, z)`` (``(x, y)`` for a 2D model); the network tensor is ``(N, C, z, y, x)`` (3D) or
+``(N=z, C, y, x)`` (2D).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..volume import SpatialPipeline, Volume, crop_or_pad, reorient_to_lps, resample_to_spacing
+
+
+def normalize_intensity(array: np.ndarray, normalization: Any = None) -> np.ndarray:
+    """Intensity normalisation of one channel as a card's ``input.normalization`` says.
+
+    ``kind``: ``none``; ``minmax`` (``lower``/``upper`` value range, default the array's min
+    and max, to [0, 1]); ``percentile`` (``lower``/``upper`` percentiles, default 0.5 / 99.5,
+    clipped, to [0, 1]); ``zscore`` (mean 0, sd 1 over the non-zero voxels); ``scale``
+    (divide by ``scale``).
+    """
+    a = np.asarray(array, dtype=np.float32)
+    if normalization is None:
+        return a
+    kind = getattr(normalization, "kind", None) or (normalization.get("kind") if isinstance(normalization, dict) else None) or "none"
+    get = (lambda k: getattr(normalization, k, None)) if not isinstance(normalization, dict) else normalization.get
+    if kind == "none":
+        return a
+    if kind == "minmax":
+        lo = float(get("lower")) if get("lower") is not None else float(a.min())
+        hi = float(get("upper")) if get("upper") is not None else float(a.max())
+        return ((a - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+    if kind == "percentile":
+        plo = float(get("lower")) if get("lower") is not None else 0.5
+        phi = float(get("upper")) if get("upper") is not None else 99.5
+        lo, hi = np.percentile(a, [plo, phi])
+        return ((np.clip(a, lo, hi) - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
+    if kind == "zscore":
+        fg = a[a != 0] if np.any(a != 0) else a.ravel()
+        sd = float(fg.std()) or 1.0
+        return ((a - float(fg.mean())) / sd).astype(np.float32)
+    if kind == "scale":
+        s = float(get("scale") or 1.0)
+        return (a / s).astype(np.float32)
+    raise ModelError(f"unknown input normalisation {kind!r} in the model card")
+
+
+@dataclass
+class Prepared:
+    """A network input and the way back to the input grid.
+
+    Attributes:
+        tensor: float32 ``(1, C, z, y, x)`` for a 3D model, ``(z, C, y, x)`` for a 2D model.
+        pipeline: the spatial steps applied (their inverse maps the network grid back).
+        net_volume: channel 0 on the network grid (the template of maps on that grid).
+        slicewise: ``True`` for a 2D model run slice by slice.
+    """
+
+    tensor: Any
+    pipeline: SpatialPipeline
+    net_volume: Volume
+    slicewise: bool
+
+    def to_input_grid(self, map_zyx: np.ndarray) -> Volume:
+        """A ``(z, y, x)`` map on the network grid -> a Volume on the input grid (linear)."""
+        vol = self.net_volume.with_array(np.asarray(map_zyx, dtype=np.float32), modality=None, units=None, metadata={})
+        return self.pipeline.invert(vol, interpolator="linear")
+
+
+def _channels(volume: Union[Volume, Sequence[Volume]]) -> List[Volume]:
+    vols = [volume] if isinstance(volume, Volume) else list(volume)
+    if not vols or not all(isinstance(v, Volume) for v in vols):
+        raise InputError("attribution needs an image volume (or one volume per input channel)")
+    for v in vols[1:]:
+        if not v.same_grid(vols[0], atol=1e-4):
+            raise InputError("the input channels are not on the same grid; resample them onto the first one")
+    for v in vols:
+        v.require_finite("image")
+    return vols
+
+
+def _card_geometry(card, volume: Volume):
+    dims = int(getattr(card, "spatial_dims", 3)) if card is not None else 3
+    spacing = size = None
+    if card is not None and card.input.spacing_mm is not None:
+        sp = list(card.input.spacing_mm)
+        spacing = sp + [volume.spacing[2]] if dims == 2 else sp
+    if card is not None and card.input.size is not None:
+        sz = list(card.input.size)
+        size = sz[::-1] if dims == 3 else None  # (z, y, x); the 2D case is filled after resampling
+        if dims == 2:
+            size = ("slices", sz[1], sz[0])
+    return dims, spacing, size
+
+
+def _input_mode(card) -> str:
+    extra = (getattr(card.input, "model_extra", None) or {}) if card is not None else {}
+    return str(extra.get("input_mode", "intensity"))
+
+
+def prepare_input(volume: Union[Volume, Sequence[Volume]], card=None, device: str = "cpu") -> Prepared:
+    """The network input for ``volume`` (one Volume per channel) as ``card`` says (``None``:
+    the array as it is, one channel, 3D)."""
+    import torch
+
+    vols = _channels(volume)
+    n_channels = int(card.input.channels) if card is not None else len(vols)
+    if _input_mode(card) == "tpm":
+        n_channels = 1  # one image, expanded into tissue probability maps
+    if len(vols) != n_channels:
+        raise InputError(f"the model expects {n_channels} input channel(s) (one volume each), got {len(vols)}")
+    dims, spacing, size = _card_geometry(card, vols[0])
+    if dims == 3 and vols[0].shape[0] < 2:
+        raise InputError("this is a 2D image; the model is a 3D classifier and needs a volume")
+    pipe = SpatialPipeline()
+    steps = [(reorient_to_lps, ())]
+    if spacing is not None:
+        steps.append((resample_to_spacing, (tuple(spacing),)))
+    arrays = []
+    net0: Optional[Volume] = None
+    for ci, v in enumerate(vols):
+        cur = v
+        for step, args in steps:
+            cur = pipe.apply(step, cur, *args) if ci == 0 else step(cur, *args)[0]
+        if size is not None:
+            target = (cur.shape[0], size[1], size[2]) if size[0] == "slices" else tuple(size)
+            cur = pipe.apply(crop_or_pad, cur, target) if ci == 0 else crop_or_pad(cur, target)[0]
+        if ci == 0:
+            net0 = cur
+        if _input_mode(card) == "tpm":
+            # tissue probability maps instead of intensities (the constrained classifier's option)
+            from .constrained import tissue_probability_maps
+
+            arrays.extend(tissue_probability_maps(cur.array))
+        else:
+            norm = card.input.normalization if card is not None else None
+            arrays.append(normalize_intensity(cur.array, norm))
+    stack = np.stack(arrays, axis=0)  # (C, z, y, x)
+    if dims == 2:
+        tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 1, 0)))  # (z, C, y, x)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(stack[None]))
+    return Prepared(tensor.to(device), pipe, net0, slicewise=(dims == 2))

@@ -1,0 +1,177 @@
+"""Train, validate and save a generative model package (weights + card), one call.
+
+Used by ``clinicalai train generative`` and :mod:`clinicalai.generative.train_demo`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import CancelToken, ProgressCallback, report, scaled
+from .data import SULCAL_LABELS, GridSpec, brain_training_set, folder_training_set
+from .nets import SCORE_NAMES, TOP_FRACTION, default_top_fraction
+from .train import TrainConfig, config_dict, train_generative, volume_scores
+
+#: the model grid of brain-lesion phantom models: 3 mm, 32^3 (96 mm cube holds the brain)
+BRAIN_SPEC = GridSpec((3.0, 3.0, 3.0), (32, 32, 32))
+
+
+def sulcal_spec(size: int = 32) -> GridSpec:
+    """The grid of sulcal-skeleton models: phantoms are 2 mm, cropped ``size``^3."""
+    return GridSpec((2.0, 2.0, 2.0), (size, size, size), "labels", SULCAL_LABELS)
+
+
+def sulcal_set(n: int, spec: GridSpec, seed: int = 0) -> np.ndarray:
+    """``n`` healthy sulcal phantoms one-hot on ``spec``: ``(N, 3, s, s, s)``."""
+    from .data import to_model_grid
+    from .sulci import sulcal_case
+
+    return np.stack([to_model_grid(sulcal_case(seed * 100003 + i, size=spec.size[0]), spec).tensor for i in range(n)])
+
+
+@dataclass
+class Source:
+    """Where the training volumes come from: ``phantoms`` (brain-lesion or sulcal) or a folder."""
+
+    phantoms: Optional[int] = None
+    data: Optional[Path] = None
+    pathological_data: Optional[Path] = None
+    input: str = "brain"  # brain | sulci
+    seed: int = 0
+
+
+def load_training_data(source: Source, spec: GridSpec, kind: str):
+    """``(healthy, pathological or None, description)``."""
+    if source.phantoms is not None:
+        if source.phantoms < 2:
+            raise InputError("--phantoms needs at least 2 volumes")
+        if source.input == "sulci":
+            if kind == "cyclegan":
+                raise InputError("a CycleGAN needs pathological volumes; sulcal phantoms are all healthy")
+            return sulcal_set(source.phantoms, spec, source.seed), None, f"{source.phantoms} sulcal-skeleton phantoms"
+        healthy, _ = brain_training_set(source.phantoms, spec, seed=source.seed, pathological=False)
+        path = None
+        if kind == "cyclegan":
+            path, _ = brain_training_set(source.phantoms, spec, seed=source.seed + 1, pathological=True)
+        return healthy, path, f"{source.phantoms} healthy brain-lesion phantoms" + (
+            f" + {source.phantoms} pathological" if path is not None else "")
+    if source.data is None:
+        raise InputError("give training data: --phantoms N or --data DIR")
+    healthy = folder_training_set(source.data, spec)
+    path = None
+    if kind == "cyclegan":
+        if source.pathological_data is None:
+            raise InputError("a CycleGAN needs --pathological-data DIR (volumes with lesions) beside --data")
+        path = folder_training_set(source.pathological_data, spec)
+    return healthy, path, f"{len(healthy)} volumes from {source.data}"
+
+
+def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9000,
+                   kappa: float = 1.0, top_fraction: float = TOP_FRACTION) -> Dict[str, Any]:
+    """Held-out brain-lesion phantoms: AUROC of the volume score (healthy vs lesion) and the
+    mean lesion scores of the maps (:func:`clinicalai.attribution.metrics.score_map`)."""
+    from sklearn.metrics import roc_auc_score
+
+    from ..models import LoadedModel
+    from .anomaly import anomaly
+    from .data import to_model_grid
+
+    x, cases = brain_training_set(n, spec, seed=seed, pathological=None)
+    y = np.array([c.pathological for c in cases], int)
+    scores = volume_scores(module, kind, x, False, kappa, top_fraction=top_fraction)
+    out: Dict[str, Any] = {"phantoms": n, "seed": seed, "volume_auroc": float(roc_auc_score(y, scores))}
+    # per-voxel: score the maps of the lesioned cases on their own (input) grid
+    from ..models.card import parse_card
+
+    card = parse_card({"name": "validation", "task": "anomaly-detection", "format": "state_dict",
+                       "architecture": {"name": "monai.networks.nets.AutoEncoder"}, "input": spec.card_input(),
+                       "generative_kind": kind, "kappa": kappa, "top_fraction": top_fraction,
+                       **spec.card_extra()})
+    loaded = LoadedModel(card=card, backend="torch", path=Path("."), device="cpu", module=module)
+    metrics: Dict[str, List[float]] = {}
+    for c in cases:
+        if not c.pathological:
+            continue
+        r = anomaly(c.image, loaded, lesion=c.lesion, mask=c.brain_mask)
+        for k in ("dice", "auroc", "auprc", "pointing_game"):
+            if r.lesion_scores.get(k) is not None:
+                metrics.setdefault(k, []).append(float(r.lesion_scores[k]))
+    out.update({f"map_{k}": float(np.mean(v)) for k, v in metrics.items()})
+    out["map_threshold"] = "percentile:95"
+    return out
+
+
+def validate_sulci(module, kind: str, spec: GridSpec, n: int = 12, seed: int = 9000,
+                   sizes=(200, 500, 800), kappa: float = 1.0, top_fraction: float = TOP_FRACTION) -> Dict[str, Any]:
+    """Held-out sulcal phantoms: AUROC per size of removed structure."""
+    from .evaluate import synthetic_anomaly_auroc
+
+    x = sulcal_set(n, spec, seed)
+    rows = synthetic_anomaly_auroc(module, kind, spec, x, sizes=sizes, seed=seed, kappa=kappa,
+                                   top_fraction=top_fraction)
+    return {"phantoms": n, "seed": seed, "removed_structure_auroc": rows}
+
+
+def train_package(
+    config: TrainConfig,
+    source: Source,
+    out: Path,
+    spec: Optional[GridSpec] = None,
+    name: Optional[str] = None,
+    command: str = "",
+    validate: int = 16,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> Dict[str, Any]:
+    """Train ``config.kind`` on ``source``, validate on held-out phantoms, save ``out`` (.pt + .json).
+
+    Returns the card as a dict. Nothing is written if training fails or is cancelled.
+    """
+    from ..models import save_model
+
+    out = Path(out)
+    if out.suffix.lower() != ".pt":
+        raise InputError(f"the model file must end in .pt, got {out.name}")
+    spec = spec or (sulcal_spec() if source.input == "sulci" else BRAIN_SPEC)
+    report(progress, 0.0, "preparing training volumes")
+    healthy, pathological, described = load_training_data(source, spec, config.kind)
+    t0 = time.perf_counter()
+    result = train_generative(config, spec, healthy, pathological, progress=scaled(progress, 0.05, 0.9), cancel=cancel)
+    validation: Dict[str, Any] = {}
+    if validate and source.phantoms is not None:
+        report(progress, 0.92, "validating on held-out phantoms")
+        check = validate_sulci if spec.input_kind == "labels" else validate_brain
+        validation = check(result.module, config.kind, spec, n=validate, kappa=config.kappa,
+                           top_fraction=default_top_fraction(spec.input_kind))
+    synthetic = source.phantoms is not None
+    card = {
+        "name": name or out.stem,
+        "version": "1.0.0",
+        "task": "anomaly-detection",
+        "format": "state_dict",
+        "architecture": {"name": result.architecture, "kwargs": result.kwargs},
+        "spatial_dims": 3,
+        "input": spec.card_input(),
+        "intended_use": ("synthetic phantom demo; not for clinical use" if synthetic else
+                         "research use: anomaly maps from a model of healthy anatomy; not for clinical use"),
+        "synthetic_demo": synthetic,
+        "training": {"command": command, "data": described, "config": config_dict(config),
+                     "epochs_run": result.epochs_run, "seconds": round(time.perf_counter() - t0, 1),
+                     "final_losses": result.history[-1] if result.history else {}},
+        "validation": validation,
+        "generative_kind": config.kind,
+        "score_name": SCORE_NAMES[config.kind],
+        "kappa": config.kappa,
+        "top_fraction": default_top_fraction(spec.input_kind),
+        "map_threshold": "percentile:95",
+        **spec.card_extra(),
+    }
+    save_model(result.module, card, out)
+    report(progress, 1.0, f"saved {out.name}")
+    return card

@@ -1,0 +1,255 @@
+"""MONAI bundle folders as model packages, loaded without running any of the bundle's code.
+
+A bundle (https://docs.monai.io/en/stable/mb_specification.html) is a folder::
+
+    configs/metadata.json      # network_data_format: inputs / outputs, channel_def, ...
+    configs/inference.json     # optional: network_def {"_target_": ..., kwargs}, preprocessing
+    models/model.ts            # TorchScript, or
+    models/model.pt            # a state dict for network_def
+
+MONAI's own ``ConfigParser`` instantiates any ``_target_`` and evaluates ``$`` expressions,
+which would let a downloaded bundle run arbitrary Python. So the JSON is parsed here by
+hand: ``network_def._target_`` must be on the architecture allow-list
+(:func:`clinicalai.networks.resolve_architecture`), its arguments must be plain JSON values,
+and the card is derived from ``metadata.json``. Nothing else in the configs is executed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from ..errors import ModelError
+from .card import ModelCard, parse_card
+
+#: default colours for labels derived from a bundle (Slicer's segment palette)
+_COLORS = (
+    (0.5, 0.68, 0.5), (0.94, 0.84, 0.57), (0.69, 0.48, 0.4), (0.44, 0.72, 0.82),
+    (0.85, 0.4, 0.36), (0.87, 0.51, 0.75), (0.56, 0.82, 0.44), (0.86, 0.79, 0.3),
+)
+#: MONAI intensity transforms -> ClinicalAI normalisation kinds
+_NORMALIZATION = {
+    "ScaleIntensity": "minmax", "ScaleIntensityd": "minmax",
+    "ScaleIntensityRange": "minmax", "ScaleIntensityRanged": "minmax",
+    "ScaleIntensityRangePercentiles": "percentile", "ScaleIntensityRangePercentilesd": "percentile",
+    "NormalizeIntensity": "zscore", "NormalizeIntensityd": "zscore",
+}
+
+
+def is_bundle(folder: "str | Path") -> bool:
+    """True when ``folder`` looks like a MONAI bundle (has ``configs/metadata.json``)."""
+    return (Path(folder) / "configs" / "metadata.json").is_file()
+
+
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"bundle file {path.parent.name}/{path.name} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"bundle file {path.parent.name}/{path.name} must hold a JSON object")
+    return data
+
+
+def _plain_json(value: Any, where: str) -> Any:
+    """Refuse config values that MONAI would evaluate or instantiate (``$expr``, ``@ref``,
+    ``%macro``, nested ``_target_``): this loader never runs bundle code."""
+    if isinstance(value, str) and value[:1] in ("$", "@", "%"):
+        raise ModelError(
+            f"bundle network_def.{where} is an expression ({value[:40]!r}); ClinicalAI does not evaluate "
+            "bundle expressions: write the plain value, or export the bundle's model to TorchScript (models/model.ts)"
+        )
+    if isinstance(value, dict):
+        if "_target_" in value:
+            raise ModelError(
+                f"bundle network_def.{where} instantiates {value['_target_']!r}; only the network itself may be "
+                "instantiated (its arguments must be plain values)"
+            )
+        return {k: _plain_json(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_json(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def network_from_config(network_def: Any) -> Tuple[str, Dict[str, Any]]:
+    """``(architecture name, kwargs)`` from a bundle's ``network_def`` (not instantiated).
+
+    A bare ``_target_`` such as ``"UNet"`` means ``monai.networks.nets.UNet`` (MONAI looks
+    names up in its own namespaces). The name is checked against the allow-list here.
+    """
+    from ..networks import MONAI_PREFIX, resolve_architecture
+
+    if not isinstance(network_def, dict) or not isinstance(network_def.get("_target_"), str):
+        raise ModelError("bundle configs/inference.json needs 'network_def' with a '_target_' to rebuild model.pt")
+    target = network_def["_target_"].strip()
+    if target[:1] in ("$", "@", "%"):
+        raise ModelError(f"bundle network_def._target_ {target!r} is an expression; ClinicalAI does not evaluate it")
+    name = target if "." in target else MONAI_PREFIX + target
+    parts = name.split(".")
+    if name.startswith(MONAI_PREFIX) and len(parts) == 5 and not any(p.startswith("_") for p in parts):
+        # monai.networks.nets.unet.UNet: the submodule path of a public network; the
+        # allow-list check below still requires monai.networks.nets.UNet to exist
+        name = MONAI_PREFIX + parts[-1]
+    resolve_architecture(name)  # ModelError when not allow-listed
+    kwargs = {
+        k: _plain_json(v, k) for k, v in network_def.items() if k != "_target_" and not k.startswith("_")
+    }
+    return name, kwargs
+
+
+def _channel_names(spec: Dict[str, Any]) -> Dict[int, str]:
+    names: Dict[int, str] = {}
+    for key, value in (spec.get("channel_def") or {}).items():
+        try:
+            names[int(key)] = str(value)
+        except (TypeError, ValueError):
+            continue
+    return dict(sorted(names.items()))
+
+
+def _int_shape(shape: Any) -> Optional[List[int]]:
+    # bundles may write symbolic shapes ("16*n"); only concrete ones become input.size
+    if isinstance(shape, list) and shape and all(isinstance(s, int) and s > 0 for s in shape):
+        return list(shape)
+    return None
+
+
+def _walk_transforms(config: Any):
+    if isinstance(config, dict):
+        if isinstance(config.get("_target_"), str):
+            yield config
+        for v in config.values():
+            yield from _walk_transforms(v)
+    elif isinstance(config, list):
+        for v in config:
+            yield from _walk_transforms(v)
+
+
+def _preprocessing(inference: Dict[str, Any]) -> Dict[str, Any]:
+    """Spacing and intensity normalisation read from the bundle's preprocessing (as data)."""
+    found: Dict[str, Any] = {}
+    for t in _walk_transforms(inference.get("preprocessing", {})):
+        target = t["_target_"].split(".")[-1]
+        pixdim = t.get("pixdim")
+        if target in ("Spacing", "Spacingd") and isinstance(pixdim, list) and all(isinstance(p, (int, float)) for p in pixdim):
+            found["spacing_mm"] = [float(p) for p in pixdim]
+        kind = _NORMALIZATION.get(target)
+        if kind and "normalization" not in found:
+            norm: Dict[str, Any] = {"kind": kind}
+            lo, hi = (t.get("a_min"), t.get("a_max")) if "Range" in target else (None, None)
+            if "Percentiles" in target:
+                lo, hi = t.get("lower"), t.get("upper")
+            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
+                norm.update(lower=float(lo), upper=float(hi))
+            found["normalization"] = norm
+    return found
+
+
+def card_from_bundle(folder: "str | Path", weights_format: str, network: Optional[Tuple[str, Dict[str, Any]]] = None) -> ModelCard:
+    """A :class:`ModelCard` derived from ``configs/metadata.json`` (and inference.json).
+
+    The first input of ``network_data_format`` gives channels and spatial shape; the first
+    output's ``channel_def`` gives label names (segmentation, background channel 0 left out)
+    or class names (classification). Bundle fields without a card field are kept as extra
+    keys under ``"bundle"``.
+    """
+    folder = Path(folder)
+    meta = _read_json(folder / "configs" / "metadata.json")
+    inference_path = folder / "configs" / "inference.json"
+    inference = _read_json(inference_path) if inference_path.is_file() else {}
+    fmt = meta.get("network_data_format") or {}
+    inputs = fmt.get("inputs") or {}
+    outputs = fmt.get("outputs") or {}
+    if not isinstance(inputs, dict) or not isinstance(outputs, dict) or not inputs or not outputs:
+        raise ModelError(
+            f"bundle {folder.name}: configs/metadata.json needs network_data_format with 'inputs' and 'outputs'"
+        )
+    in_spec = next(iter(inputs.values()))
+    out_spec = next(iter(outputs.values()))
+    out_kind = str(out_spec.get("format", "")).lower()
+    out_type = str(out_spec.get("type", "")).lower()
+    if "segment" in out_kind or out_type == "image" and "segment" in str(meta.get("task", "")).lower():
+        task = "segmentation"
+    elif "class" in out_kind or out_type in ("probabilities", "vector", "tensor") or "classif" in str(meta.get("task", "")).lower():
+        task = "classification"
+    else:
+        task = "segmentation" if out_type == "image" else "classification"
+    size = _int_shape(in_spec.get("spatial_shape"))
+    kwargs = network[1] if network else {}
+    spatial_dims = len(size) if size else int(kwargs.get("spatial_dims", 3))
+    channels = _channel_names(out_spec)
+    card: Dict[str, Any] = {
+        "name": str(meta.get("name") or folder.name),
+        "version": str(meta.get("version") or "0.0.0"),
+        "task": task,
+        "format": weights_format,
+        "spatial_dims": spatial_dims,
+        "input": {"channels": int(in_spec.get("num_channels", 1) or 1)},
+        "intended_use": str(meta.get("intended_use") or meta.get("description") or ""),
+        "bundle": {
+            "folder": str(folder),
+            "description": meta.get("description", ""),
+            "task": meta.get("task", ""),
+            "authors": meta.get("authors", ""),
+            "references": meta.get("references", []),
+            "monai_version": meta.get("monai_version", ""),
+            "input_modality": in_spec.get("modality", ""),
+            "value_range": in_spec.get("value_range"),
+            "output_channels": int(out_spec.get("num_channels", 0) or 0),
+        },
+    }
+    if size:
+        card["input"]["size"] = size
+    card["input"].update(_preprocessing(inference))
+    if "spacing_mm" in card["input"] and len(card["input"]["spacing_mm"]) != spatial_dims:
+        del card["input"]["spacing_mm"]
+    if task == "segmentation":
+        n_out = int(out_spec.get("num_channels", 0) or 0)
+        names = channels or {c: f"label {c}" for c in range(1, n_out)}
+        card["labels"] = [
+            {"name": nm, "value": v, "color": _COLORS[(v - 1) % len(_COLORS)]} for v, nm in names.items() if v >= 1
+        ]
+    else:
+        n_out = int(out_spec.get("num_channels", 0) or len(channels) or 0)
+        card["classes"] = [channels.get(c, f"class {c}") for c in range(max(n_out, len(channels)))]
+    if network:
+        card["architecture"] = {"name": network[0], "kwargs": network[1]}
+    return parse_card(card, f"derived from {folder.name}/configs/metadata.json")
+
+
+def load_bundle(folder: "str | Path", device: str = "auto"):
+    """Load a MONAI bundle folder as a :class:`~clinicalai.models.LoadedModel`.
+
+    ``models/model.ts`` (TorchScript) is preferred; else ``models/model.pt`` is read as a
+    state dict (restricted unpickler) into the allow-listed ``network_def`` of
+    ``configs/inference.json``.
+
+    Raises:
+        ModelError: not a bundle, bad JSON, missing weights, a ``_target_`` off the allow-list,
+            an expression in the network arguments, weights that do not fit.
+        DeviceError: ``cuda`` requested without a GPU.
+    """
+    from .package import load_weights
+
+    folder = Path(folder)
+    if not is_bundle(folder):
+        raise ModelError(f"{folder} is a folder but not a MONAI bundle: configs/metadata.json is missing")
+    ts, pt = folder / "models" / "model.ts", folder / "models" / "model.pt"
+    if ts.is_file():
+        card = card_from_bundle(folder, "torchscript")
+        weights = ts
+    elif pt.is_file():
+        inference_path = folder / "configs" / "inference.json"
+        if not inference_path.is_file():
+            raise ModelError(
+                f"bundle {folder.name} has models/model.pt but no configs/inference.json to say which network it is"
+            )
+        network = network_from_config(_read_json(inference_path).get("network_def"))
+        card = card_from_bundle(folder, "state_dict", network)
+        weights = pt
+    else:
+        raise ModelError(f"bundle {folder.name} has no weights: models/model.ts or models/model.pt is needed")
+    loaded = load_weights(weights, card, device=device)
+    loaded.info["bundle"] = str(folder)
+    return loaded

@@ -1,0 +1,228 @@
+"""``clinicalai models list | info M | architectures`` and ``clinicalai export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from ..errors import ModelError, argument_errors_as_input_errors
+
+#: MONAI networks listed by ``models architectures`` beside ClinicalAI's own, with the
+#: keyword arguments their parameter count is given for (common configurations).
+COMMON_MONAI = (
+    ("monai.networks.nets.UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 4,
+                                  "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}),
+    ("monai.networks.nets.UNet", {"spatial_dims": 2, "in_channels": 1, "out_channels": 4,
+                                  "channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2}),
+    ("monai.networks.nets.resnet10", {"spatial_dims": 3, "n_input_channels": 1, "num_classes": 2}),
+    ("monai.networks.nets.DenseNet121", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}),
+    ("monai.networks.nets.BasicUNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 2}),
+)
+
+
+def register(commands) -> None:
+    models = commands.top.add_parser("models", help="list the bundled models, show a model card, list architectures")
+    sub = models.add_subparsers(dest="models_command", metavar="{list,info,architectures}")
+    models.set_defaults(func=lambda a: _missing(models))
+
+    p = sub.add_parser("list", help="the bundled demo models (name, task, format, synthetic flag)")
+    p.add_argument("--dir", type=Path, default=None, help="list the models in this folder instead")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("info", help="show a model's card and check its sha256")
+    p.add_argument("model", metavar="M", help="model file, card, bundle folder or bundled model name")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("architectures", help="allow-listed architectures with parameter counts")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_architectures)
+
+    ex = commands.top.add_parser("export", help="export a torch model to TorchScript or ONNX, with its card")
+    ex.add_argument("model", metavar="MODEL", help="model file, card, bundle folder or bundled model name")
+    ex.add_argument("--to", required=True, choices=("torchscript", "onnx"), help="target format")
+    ex.add_argument("-o", "--out", required=True, type=Path, help="output file (.pt/.ts for TorchScript, .onnx)")
+    ex.add_argument("--input-size", type=int, nargs="+", metavar="N",
+                    help="spatial size of the check input (default: the card's input.size, else 32 per axis)")
+    ex.set_defaults(func=cmd_export)
+    for parser in (models, ex, *sub.choices.values()):
+        argument_errors_as_input_errors(parser)
+
+
+def _missing(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------------------------ list
+def bundled_cards(folder: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """One row per card in ``folder`` (default: ``Resources/Models``); an invalid card gives
+    a row with its problem instead of stopping the listing."""
+    from . import BUNDLED_MODELS_DIR, read_card
+
+    folder = Path(folder or BUNDLED_MODELS_DIR)
+    rows = []
+    for card_path in sorted(folder.glob("*.json")):
+        try:
+            card = read_card(card_path)
+        except ModelError as exc:
+            rows.append({"name": card_path.stem, "task": "?", "format": "?", "synthetic": None, "problem": str(exc)})
+            continue
+        rows.append({"name": card_path.stem, "task": card.task, "format": card.format,
+                     "synthetic": card.synthetic_demo, "version": card.version})
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from . import BUNDLED_MODELS_DIR
+
+    folder = args.dir or BUNDLED_MODELS_DIR
+    if args.dir is not None and not args.dir.is_dir():
+        raise ModelError(f"{args.dir}: no such folder")
+    rows = bundled_cards(folder)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no models in {folder} (train the demo models with 'make models')")
+        return 0
+    _table(rows, ("name", "task", "format", "synthetic"), lambda r, k: ("invalid card" if r.get("problem") and k == "task"
+                                                                      else _cell(r.get(k))))
+    return 0
+
+
+def _cell(v: Any) -> str:
+    if v is True:
+        return "yes (synthetic demo)"
+    if v is False:
+        return "no"
+    return "" if v is None else str(v)
+
+
+def _table(rows: List[Dict[str, Any]], keys, fmt) -> None:
+    cells = [[fmt(r, k) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    print("  ".join(k.upper().ljust(w) for k, w in zip(keys, widths)).rstrip())
+    for c in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+
+
+# ------------------------------------------------------------------------------------ info
+def model_info(spec: "str | Path") -> Dict[str, Any]:
+    """The card of a model (file, card, bundle folder or bundled name) and its sha256 check:
+    ``{"card": dict, "weights": path, "sha256": "ok" | "mismatch" | "not in card", ...}``."""
+    from . import resolve_model_path
+    from .package import locate_package, read_card, sha256_of
+
+    path = resolve_model_path(spec)
+    if path.is_dir():
+        from .bundle import card_from_bundle, is_bundle, network_from_config, _read_json
+
+        if not is_bundle(path):
+            raise ModelError(f"{path} is a folder but not a MONAI bundle: configs/metadata.json is missing")
+        ts = path / "models" / "model.ts"
+        if ts.is_file():
+            card, weights = card_from_bundle(path, "torchscript"), ts
+        else:
+            inference = path / "configs" / "inference.json"
+            network = network_from_config(_read_json(inference).get("network_def")) if inference.is_file() else None
+            card, weights = card_from_bundle(path, "state_dict", network), path / "models" / "model.pt"
+        check = "not in card (MONAI bundle)"
+        actual = sha256_of(weights) if weights.is_file() else None
+    else:
+        weights, card_path = locate_package(path)
+        card = read_card(card_path)
+        actual = sha256_of(weights) if weights.is_file() else None
+        if actual is None:
+            check = "weights file missing"
+        elif card.sha256 is None:
+            check = "not in card"
+        else:
+            check = "ok" if actual == card.sha256 else "mismatch"
+    return {"card": card.to_dict(), "weights": str(weights), "sha256_actual": actual, "sha256": check}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    info = model_info(args.model)
+    print(json.dumps(info["card"], indent=2))
+    print(f"weights: {info['weights']}")
+    print(f"sha256 check: {info['sha256']}")
+    if info["sha256"] == "mismatch":
+        raise ModelError(
+            f"{Path(info['weights']).name} does not match its card (sha256 {info['sha256_actual'][:12]}... "
+            f"!= {info['card'].get('sha256', '')[:12]}...): the file was changed"
+        )
+    if info["sha256"] == "weights file missing":
+        raise ModelError(f"the weights {Path(info['weights']).name} named by the card do not exist")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ architectures
+def architecture_rows(include_monai: bool = True) -> List[Dict[str, Any]]:
+    """Each allow-listed ClinicalAI network (parameters for its ``reference_kwargs`` next to
+    the study's ``reference_parameters``) and a few common MONAI configurations."""
+    from ..networks import architectures, build_network, count_parameters
+
+    rows = []
+    for name, arch in architectures().items():
+        row: Dict[str, Any] = {"name": name, "summary": arch.summary, "kwargs": arch.reference_kwargs,
+                               "parameters": None, "reference_parameters": arch.reference_parameters}
+        try:
+            row["parameters"] = count_parameters(build_network(name, arch.reference_kwargs or {}))
+        except Exception as exc:  # noqa: BLE001 - a network needing arguments is listed, not fatal
+            row["problem"] = " ".join(str(exc).split())[:120]
+        rows.append(row)
+    if include_monai:
+        for name, kwargs in COMMON_MONAI:
+            rows.append({"name": name, "summary": "MONAI", "kwargs": kwargs,
+                         "parameters": count_parameters(build_network(name, kwargs)), "reference_parameters": None})
+    return rows
+
+
+def cmd_architectures(args: argparse.Namespace) -> int:
+    rows = architecture_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+
+    def fmt(r, k):
+        if k == "parameters":
+            return f"{r[k]:,}" if r.get(k) is not None else "needs arguments"
+        if k == "reference":
+            ref = r.get("reference_parameters")
+            if ref is None:
+                return "-"
+            ratio = f" ({r['parameters'] / ref:.2f}x)" if r.get("parameters") else ""
+            return f"{ref:,}{ratio}"
+        if k == "config":
+            kw = r.get("kwargs") or {}
+            return ", ".join(f"{a}={b}" for a, b in kw.items() if a in ("spatial_dims", "in_channels", "out_channels",
+                                                                      "n_input_channels", "num_classes", "channels"))
+        return str(r.get(k) or "")
+
+    _table([dict(r, reference=None, config=None) for r in rows], ("name", "parameters", "reference", "config"), fmt)
+    print("(reference: parameter count reported by the source study, and the ratio to ours)")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ export
+def cmd_export(args: argparse.Namespace) -> int:
+    from . import load_model, resolve_model_path
+    from .export import example_input_shape, export_model
+
+    loaded = load_model(resolve_model_path(args.model), device="cpu")
+    if loaded.module is None:
+        raise ModelError(f"{loaded.path.name} is already an ONNX model; export needs a torch model (.pt)")
+    shape = None
+    if args.input_size:
+        dims = loaded.card.spatial_dims
+        if len(args.input_size) != dims:
+            raise ModelError(f"--input-size needs {dims} values for this {dims}D model, got {len(args.input_size)}")
+        shape = (2, loaded.card.input.channels, *args.input_size)
+    result = export_model(loaded, args.to, args.out, example_shape=shape or example_input_shape(loaded))
+    print(f"wrote {result.path} and {result.card_path.name} ({result.format}; max abs difference to torch "
+          f"{result.max_abs_diff:.2e} on an input of shape {list(result.example_shape)})")
+    return 0

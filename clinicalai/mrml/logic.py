@@ -1,0 +1,351 @@
+"""What the three module logics share: parameters in the scene, model loading, and runs in
+three steps so a GUI can keep responsive and a failure changes nothing.
+
+A run is ``prepare`` (main thread: read the input nodes into :class:`Volume` objects),
+``compute`` (any thread: the engine, no MRML; reports progress, stops on cancel) and
+``apply`` (main thread: result nodes, inside :func:`scene_transaction`). ``run`` does all
+three; the desktop widget and the browser app call ``compute`` in a worker thread and
+``apply`` back on the main thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Dict, Generic, Iterator, List, Optional, Tuple, Type, TypeVar
+
+import numpy as np
+
+from ..errors import InputError
+from ..progress import CancelToken, ProgressCallback, check_cancel
+from ..volume import Volume
+from .context import MRMLContext
+from .parameters import get_parameter_node, read_parameters, write_parameters
+from .volumes import ijk_to_ras, node_to_volume, volume_grid_of_node
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+
+
+@contextlib.contextmanager
+def scene_transaction(scene: Any) -> Iterator[None]:
+    """Remove every node added inside the block when the block raises (cancel or failure),
+    so a failed run leaves the scene as it was. Existing nodes must only be modified as the
+    block's last step (after everything that can fail)."""
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    try:
+        yield
+    except BaseException:
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in reversed([n for n in added if n.GetID() not in before]):
+            if scene.IsNodePresent(node):
+                scene.RemoveNode(node)
+        raise
+
+
+def node_by_id(scene: Any, node_id: Optional[str], what: str, required: bool = True) -> Any:
+    """The node with ``node_id``, or a clear :class:`InputError` naming ``what``."""
+    node = scene.GetNodeByID(node_id) if node_id else None
+    if node is None and required:
+        raise InputError(f"no {what} is selected" if not node_id else f"the {what} ({node_id}) is no longer in the scene")
+    return node
+
+
+def resolve_model_path(path: str, default: str) -> Path:
+    """The model file a user chose, or the bundled ``default`` (card stem) when none."""
+    from ..models import bundled_model
+
+    return Path(path) if path else bundled_model(default)
+
+
+def card_summary(card: Any) -> Dict[str, Any]:
+    """What the panels show of a model card (task, labels / classes, intended use, warning)."""
+    return {
+        "name": card.name,
+        "version": card.version,
+        "task": card.task,
+        "labels": [lab.name for lab in card.labels],
+        "classes": list(card.classes),
+        "intended_use": card.intended_use,
+        "synthetic_demo": bool(card.synthetic_demo),
+        "warning": (
+            "Synthetic demo model trained on phantoms: not for clinical use." if card.synthetic_demo else ""
+        ),
+        "validation": dict(card.validation),
+    }
+
+
+def read_model_card(path: "str | Path") -> Any:
+    """The validated card of a model file (without loading its weights) or MONAI bundle folder."""
+    from ..models import read_card
+    from ..models.package import locate_package
+
+    p = Path(path)
+    if p.is_dir():
+        from ..models import load_model
+
+        return load_model(p, device="cpu").card
+    _, card_path = locate_package(p)
+    return read_card(card_path)
+
+
+def describe_model(path: str) -> Dict[str, Any]:
+    """Card summary of a model file without loading its weights (for the model chooser)."""
+    return card_summary(read_model_card(path))
+
+
+def bundled_models(task: Optional[str] = None) -> List[Dict[str, Any]]:
+    """``[{"name", "path", "task", "synthetic_demo"}]`` of the bundled models (optionally of one
+    task); empty while the engine's packages (pydantic) are not installed yet, so a panel
+    still opens in a fresh Slicer and offers the installation on first use."""
+    try:
+        from ..models import BUNDLED_MODELS_DIR, read_card
+    except ImportError:
+        return []
+
+    out = []
+    for card_path in sorted(BUNDLED_MODELS_DIR.glob("*.json")):
+        try:
+            card = read_card(card_path)
+        except Exception:  # a broken card is skipped in the chooser, reported when chosen
+            continue
+        if task and card.task != task:
+            continue
+        out.append({"name": card.name, "path": str(card_path), "task": card.task, "synthetic_demo": card.synthetic_demo})
+    return out
+
+
+def device_choices() -> List[Dict[str, Any]]:
+    """The device selector's entries: auto, cuda (with GPU name and free memory) when there is
+    one, cpu."""
+    try:
+        from ..models import device_summary
+
+        info = device_summary()
+    except ImportError:  # no torch / pydantic yet (fresh Slicer): offered on first use
+        return [{"value": "auto", "label": "auto (PyTorch not installed yet)"}, {"value": "cpu", "label": "CPU"}]
+    gpu = ""
+    if info["cuda"]:
+        gpu = f"{info['name']}, {int(info['free_bytes']) / 2**30:.1f} GiB free"
+    entries = [{"value": "auto", "label": f"auto ({gpu or 'CPU'})"}]
+    if info["cuda"]:
+        entries.append({"value": "cuda", "label": f"CUDA: {gpu}"})
+    entries.append({"value": "cpu", "label": "CPU"})
+    return entries
+
+
+class ModelCache:
+    """Loaded models by (path, device), so a second run does not reload weights."""
+
+    def __init__(self) -> None:
+        self._models: Dict[Tuple[str, str], Any] = {}
+
+    def get(self, path: Path, device: str) -> Any:
+        from ..models import load_model
+
+        key = (str(Path(path).resolve()), device)
+        if key not in self._models:
+            self._models[key] = load_model(path, device=device)
+        return self._models[key]
+
+
+def slice_center_ras(node: Any, k: int) -> Tuple[float, float, float]:
+    """RAS position of the centre of slice ``k`` (third voxel axis) of a volume node."""
+    grid = volume_grid_of_node(node)
+    z, y, x = grid.shape
+    if not 0 <= k < z:
+        raise InputError(f"slice {k} is outside the volume (0..{z - 1})")
+    ras = ijk_to_ras(grid) @ np.array([(x - 1) / 2.0, (y - 1) / 2.0, float(k), 1.0])
+    return (float(ras[0]), float(ras[1]), float(ras[2]))
+
+
+def jump_to_slice(scene: Any, node: Any, k: int) -> Tuple[float, float, float]:
+    """Centre every slice view on slice ``k`` of ``node`` (a table row click); returns the RAS point."""
+    import slicer
+
+    r, a, s = slice_center_ras(node, k)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, r, a, s, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return (r, a, s)
+
+
+class WorkflowLogic(Generic[P]):
+    """Base of the module logics: parameter node, models and the prepare / compute / apply run."""
+
+    module_name = ""
+    parameters_class: Type[Any] = object
+
+    def __init__(self, context: Optional[MRMLContext] = None) -> None:
+        self.context = context or MRMLContext.from_slicer()
+        self.models = ModelCache()
+
+    @property
+    def scene(self) -> Any:
+        return self.context.scene
+
+    # ---------------------------------------------------------------- parameters
+    def parameter_node(self) -> Any:
+        return get_parameter_node(self.scene, self.module_name)
+
+    def get_parameters(self) -> P:
+        return read_parameters(self.parameter_node(), self.parameters_class)
+
+    def set_parameters(self, params: P) -> None:
+        write_parameters(self.parameter_node(), params)
+
+    # ---------------------------------------------------------------- runs
+    def prepare(self, params: P) -> Dict[str, Any]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def compute(self, inputs: Dict[str, Any], progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply(self, params: P, inputs: Dict[str, Any], result: Any) -> P:  # pragma: no cover
+        raise NotImplementedError
+
+    def run(self, params: Optional[P] = None, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> P:
+        """Prepare, compute and apply; returns the parameters with the output node IDs (also
+        stored in the parameter node). Raises the engine's errors (``Cancelled`` included)
+        with the scene unchanged."""
+        params = params if params is not None else self.get_parameters()
+        inputs = self.prepare(params)
+        result = self.compute(inputs, progress, cancel)
+        return self.finish(params, inputs, result, cancel)
+
+    def finish(self, params: P, inputs: Dict[str, Any], result: Any, cancel: Optional[CancelToken] = None) -> P:
+        """The ``apply`` step, transactional; the GUI calls it on the main thread."""
+        check_cancel(cancel)
+        with scene_transaction(self.scene):
+            params = self.apply(dataclasses.replace(params), inputs, result)
+        self.set_parameters(params)
+        return params
+
+    def input_volume(self, node_id: Optional[str], what: str = "input volume") -> Tuple[Any, Volume]:
+        node = node_by_id(self.scene, node_id, what)
+        return node, node_to_volume(node)
+
+    def output_name(self, input_node: Any, suffix: str) -> str:
+        return f"{input_node.GetName()} {suffix}"
+
+
+__all__ = [
+    "ModelCache",
+    "WorkflowLogic",
+    "bundled_models",
+    "card_summary",
+    "describe_model",
+    "device_choices",
+    "jump_to_slice",
+    "node_by_id",
+    "resolve_model_path",
+    "scene_transaction",
+    "slice_center_ras",
+]
+
+
+def mask_from_node(scene: Any, node_id: Optional[str], grid: Any, what: str) -> Optional[Volume]:
+    """A 0/1 uint8 mask on ``grid`` from a segmentation, labelmap or scalar volume node
+    (non-zero = inside); ``None`` when no node is chosen. A volume node on another grid is
+    resampled (nearest neighbour) onto ``grid``."""
+    from .segmentations import segmentation_to_labels
+
+    node = node_by_id(scene, node_id, what, required=False)
+    if node is None:
+        return None
+    if node.IsA("vtkMRMLSegmentationNode"):
+        labels = segmentation_to_labels(node, grid)
+    else:
+        labels = node_to_volume(node)
+        if not labels.same_grid(grid, atol=1e-4):
+            from ..volume import resample_to_grid
+
+            labels = resample_to_grid(labels, grid.grid if isinstance(grid, Volume) else grid, interpolator="nearest")
+    mask = (np.asarray(labels.array) > 0).astype(np.uint8)
+    if not mask.any():
+        raise InputError(f"the {what} ({node.GetName()}) is empty")
+    return labels.with_array(mask, modality="SEG", units="label")
+
+
+def model_path_from_choice(path: str) -> str:
+    """The model path for what a file dialog returned: a MONAI bundle's
+    ``configs/metadata.json`` stands for its bundle folder."""
+    p = Path(path)
+    if p.name == "metadata.json" and p.parent.name == "configs":
+        return str(p.parent.parent)
+    return str(p)
+
+
+def card_text(summary: Dict[str, Any]) -> str:
+    """The model card as a few lines of HTML for a panel label (warning first, in red)."""
+    import html
+
+    lines = []
+    if summary.get("warning"):
+        lines.append(f"<b style='color:#c00'>{html.escape(summary['warning'])}</b>")
+    lines.append(f"<b>{html.escape(summary['name'])}</b> {html.escape(summary.get('version', ''))} &mdash; {html.escape(summary['task'])}")
+    if summary.get("labels"):
+        lines.append("Labels: " + html.escape(", ".join(summary["labels"])))
+    if summary.get("classes"):
+        lines.append("Classes: " + html.escape(", ".join(summary["classes"])))
+    if summary.get("intended_use"):
+        lines.append("Intended use: " + html.escape(summary["intended_use"]))
+    return "<br>".join(lines)
+
+
+class BackgroundRun:
+    """A run whose ``compute`` step (the engine) goes in a worker thread while the GUI stays
+    responsive; the GUI's timer calls :meth:`poll`, which applies the result to the scene on
+    the calling (main) thread. ``prepare`` runs in the constructor, on the main thread.
+
+    Attributes:
+        fraction, message: the latest progress report (for a progress bar).
+        params: the parameters with the output node IDs, once done.
+        error: the exception that stopped the run (``Cancelled`` after :meth:`cancel`).
+    """
+
+    def __init__(self, logic: "WorkflowLogic[Any]", params: Any) -> None:
+        import threading
+
+        self.logic = logic
+        self.token = CancelToken()
+        self.fraction, self.message = 0.0, "starting"
+        self.params: Any = None
+        self.error: Optional[BaseException] = None
+        self._inputs = logic.prepare(params)
+        self._request = params
+        self._result: Any = None
+        self._applied = False
+        self._thread = threading.Thread(target=self._work, name=f"ClinicalAI {logic.module_name}", daemon=True)
+        self._thread.start()
+
+    def _progress(self, fraction: float, message: str) -> None:
+        self.fraction, self.message = fraction, message
+
+    def _work(self) -> None:
+        try:
+            self._result = self.logic.compute(self._inputs, self._progress, self.token)
+        except BaseException as exc:  # handed to the GUI thread by poll()
+            self.error = exc
+
+    def cancel(self) -> None:
+        self.token.cancel()
+
+    @property
+    def running(self) -> bool:
+        return not self._applied and self.error is None
+
+    def poll(self, wait: float = 0.0) -> bool:
+        """``True`` once the run is over (result applied, or :attr:`error` set)."""
+        if wait > 0:
+            self._thread.join(wait)
+        if self._thread.is_alive():
+            return False
+        if self.error is None and not self._applied:
+            try:
+                self.params = self.logic.finish(self._request, self._inputs, self._result, self.token)
+            except BaseException as exc:
+                self.error = exc
+            self._applied = True
+        return True

@@ -1,0 +1,88 @@
+"""Panel state as plain dataclasses stored in a ``vtkMRMLScriptedModuleNode``, so it is
+saved with the scene and restored with it (desktop and browser alike).
+
+Fields declared with :func:`node_field` / :func:`nodes_field` hold MRML node IDs and are
+stored as node references (so IDs stay right when a scene is loaded or imported); every
+other field is stored as a JSON string parameter of the same name. The desktop widgets put
+``slicer.parameterNodeWrapper`` on the GUI side; this is the engine side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, List, Optional, Type, TypeVar
+
+T = TypeVar("T")
+
+_NODE = "clinicalai_node"
+_NODES = "clinicalai_nodes"
+
+
+def node_field(default: Optional[str] = None) -> Any:
+    """A dataclass field holding one MRML node ID (stored as a node reference)."""
+    return dataclasses.field(default=default, metadata={_NODE: True})
+
+
+def nodes_field() -> Any:
+    """A dataclass field holding a list of MRML node IDs (stored as node references)."""
+    return dataclasses.field(default_factory=list, metadata={_NODES: True})
+
+
+def get_parameter_node(scene: Any, module_name: str) -> Any:
+    """The module's singleton parameter node, created when missing (as
+    ``ScriptedLoadableModuleLogic.getParameterNode`` does, so both find the same node)."""
+    node = scene.GetSingletonNode(module_name, "vtkMRMLScriptedModuleNode")
+    if node is not None:
+        return node
+    node = scene.CreateNodeByClass("vtkMRMLScriptedModuleNode")
+    node.UnRegister(None)  # CreateNodeByClass returns a new reference
+    node.SetSingletonTag(module_name)
+    node.SetModuleName(module_name)
+    node.SetName(scene.GenerateUniqueName(module_name))
+    return scene.AddNode(node)
+
+
+def _role(name: str) -> str:
+    return f"ClinicalAI.{name}"
+
+
+def write_parameters(node: Any, params: Any) -> Any:
+    """Store every field of the dataclass ``params`` in the parameter node (one Modified event)."""
+    was = node.StartModify()
+    try:
+        for f in dataclasses.fields(params):
+            value = getattr(params, f.name)
+            if f.metadata.get(_NODE):
+                node.SetNodeReferenceID(_role(f.name), value or None)
+            elif f.metadata.get(_NODES):
+                node.RemoveNodeReferenceIDs(_role(f.name))
+                for node_id in value or []:
+                    node.AddNodeReferenceID(_role(f.name), node_id)
+            else:
+                node.SetParameter(f.name, json.dumps(value))
+    finally:
+        node.EndModify(was)
+    return node
+
+
+def read_parameters(node: Any, cls: Type[T]) -> T:
+    """A ``cls`` instance from the parameter node; missing or unreadable values keep the
+    dataclass default (a scene saved by an older version still opens)."""
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.metadata.get(_NODE):
+            node_id = node.GetNodeReferenceID(_role(f.name))
+            if node_id:
+                values[f.name] = node_id
+        elif f.metadata.get(_NODES):
+            ids: List[str] = [
+                node.GetNthNodeReferenceID(_role(f.name), i) for i in range(node.GetNumberOfNodeReferences(_role(f.name)))
+            ]
+            values[f.name] = [i for i in ids if i]
+        elif node.HasParameter(f.name):
+            try:
+                values[f.name] = json.loads(node.GetParameter(f.name))
+            except ValueError:
+                continue
+    return cls(**values)  # type: ignore[call-arg]

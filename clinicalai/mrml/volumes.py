@@ -1,0 +1,215 @@
+"""MRML volume nodes <-> :class:`clinicalai.volume.Volume`: the one RAS <-> LPS place.
+
+A ``Volume`` is LPS (ITK): ``lps = origin + direction @ diag(spacing) @ ijk``. A Slicer volume
+node keeps the same mapping to RAS in its ``IJKToRAS`` matrix, with its ``vtkImageData`` at
+origin 0 / spacing 1; RAS = diag(-1, -1, 1) @ LPS. Voxel memory order is the same in both
+(x fastest), so a ``(z, y, x)`` numpy array is the image data's scalars reshaped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume
+from ..volume.core import Grid
+
+#: diag(-1, -1, 1, 1): LPS -> RAS and back (its own inverse)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: node attributes that carry what a volume node cannot say about its values
+MODALITY_ATTRIBUTE = "ClinicalAI.Modality"
+UNITS_ATTRIBUTE = "ClinicalAI.Units"
+
+
+# ---------------------------------------------------------------------- matrices
+def vtk_matrix(array: np.ndarray):
+    """A ``vtkMatrix4x4`` holding the 4x4 ``array``."""
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r, c]))
+    return m
+
+
+def numpy_matrix(matrix) -> np.ndarray:
+    """The 4x4 numpy array of a ``vtkMatrix4x4``."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def ijk_to_ras(grid: "Volume | Grid") -> np.ndarray:
+    """4x4 matrix mapping homogeneous ``(i, j, k, 1)`` of ``grid`` to RAS millimetres."""
+    g = grid.grid if isinstance(grid, Volume) else grid
+    return LPS_TO_RAS @ g.index_to_lps()
+
+
+def grid_from_ijk_to_ras(matrix: np.ndarray, shape: Tuple[int, int, int]) -> Grid:
+    """The LPS :class:`Grid` of a ``(z, y, x)`` voxel array placed by an IJK-to-RAS matrix."""
+    lps = LPS_TO_RAS @ np.asarray(matrix, dtype=float)
+    axes = lps[:3, :3]
+    spacing = np.linalg.norm(axes, axis=0)
+    if np.any(spacing <= 0):
+        raise InputError("the volume's IJK-to-RAS matrix is singular (a zero voxel size)")
+    direction = axes / spacing
+    return Grid(
+        tuple(int(s) for s in shape),  # type: ignore[arg-type]
+        tuple(float(s) for s in spacing),  # type: ignore[arg-type]
+        tuple(float(v) for v in lps[:3, 3]),  # type: ignore[arg-type]
+        tuple(float(v) for v in direction.reshape(-1)),
+    )
+
+
+# ---------------------------------------------------------------------- image data
+_VTK_SAFE = {np.dtype(np.bool_): np.uint8, np.dtype(np.float16): np.float32}
+
+
+def image_data_from_array(array: np.ndarray):
+    """A ``vtkImageData`` (origin 0, spacing 1) with a deep copy of a ``(z, y, x)`` array."""
+    from vtkmodules.util import numpy_support
+    from vtkmodules.vtkCommonDataModel import vtkImageData
+
+    arr = np.asarray(array)
+    arr = arr.astype(_VTK_SAFE.get(arr.dtype, arr.dtype), copy=False)
+    z, y, x = arr.shape
+    image = vtkImageData()
+    image.SetDimensions(x, y, z)
+    scalars = numpy_support.numpy_to_vtk(np.ascontiguousarray(arr).reshape(-1), deep=True)
+    scalars.SetName("ImageScalars")
+    image.GetPointData().SetScalars(scalars)
+    return image
+
+
+def array_from_image_data(image) -> np.ndarray:
+    """A ``(z, y, x)`` copy of a scalar ``vtkImageData``'s voxels."""
+    from vtkmodules.util import numpy_support
+
+    scalars = image.GetPointData().GetScalars() if image is not None else None
+    if scalars is None:
+        raise InputError("the volume has no voxel data")
+    if scalars.GetNumberOfComponents() != 1:
+        raise InputError(
+            f"only scalar volumes are supported, this one has {scalars.GetNumberOfComponents()} components per voxel"
+        )
+    x, y, z = image.GetDimensions()
+    return numpy_support.vtk_to_numpy(scalars).reshape(z, y, x).copy()
+
+
+# ---------------------------------------------------------------------- nodes
+def node_to_volume(node: Any) -> Volume:
+    """The :class:`Volume` of a scalar volume (or labelmap) node, in LPS.
+
+    A linear parent transform is applied to the geometry (what the user sees); a non-linear
+    one must be hardened first.
+
+    Raises:
+        InputError: no node, no voxels, several components, non-linear transform.
+    """
+    if node is None:
+        raise InputError("no input volume is selected")
+    if not node.IsA("vtkMRMLVolumeNode"):
+        raise InputError(f"{node.GetName()} is not a volume")
+    array = array_from_image_data(node.GetImageData())
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    matrix = numpy_matrix(m)
+    parent = node.GetParentTransformNode()
+    if parent is not None:
+        if not parent.IsTransformToWorldLinear():
+            raise InputError(f"{node.GetName()} is under a non-linear transform; harden it first")
+        to_world = vtkMatrix4x4()
+        parent.GetMatrixTransformToWorld(to_world)
+        matrix = numpy_matrix(to_world) @ matrix
+    grid = grid_from_ijk_to_ras(matrix, array.shape)
+    volume = Volume.from_grid(grid, array)
+    volume.modality = node.GetAttribute(MODALITY_ATTRIBUTE) or None
+    volume.units = node.GetAttribute(UNITS_ATTRIBUTE) or None
+    volume.metadata["mrml_node_id"] = node.GetID()
+    volume.metadata["name"] = node.GetName()
+    storage = node.GetStorageNode()
+    if storage is not None and storage.GetFileName():
+        volume.metadata["source"] = storage.GetFileName()
+    return volume
+
+
+def update_node_from_volume(node: Any, volume: Volume) -> Any:
+    """Put ``volume``'s voxels and geometry into an existing volume node (same node ID)."""
+    node.SetIJKToRASMatrix(vtk_matrix(ijk_to_ras(volume)))
+    node.SetAndObserveImageData(image_data_from_array(volume.array))
+    if volume.modality:
+        node.SetAttribute(MODALITY_ATTRIBUTE, str(volume.modality))
+    if volume.units:
+        node.SetAttribute(UNITS_ATTRIBUTE, str(volume.units))
+    return node
+
+
+def unique_name(scene: Any, name: str) -> str:
+    """``name`` if no node has it yet, else Slicer's next free ``name_N``."""
+    return name if scene.GetFirstNodeByName(name) is None else scene.GenerateUniqueName(name)
+
+
+def add_volume_node(
+    scene: Any,
+    volume: Volume,
+    name: str,
+    class_name: str = "vtkMRMLScalarVolumeNode",
+    display: bool = True,
+) -> Any:
+    """A new volume node in ``scene`` holding ``volume`` (name made unique in the scene)."""
+    node = scene.AddNewNodeByClass(class_name, unique_name(scene, name))
+    update_node_from_volume(node, volume)
+    if display:
+        node.CreateDefaultDisplayNodes()
+        display_node = node.GetDisplayNode()
+        if display_node is not None and display_node.IsA("vtkMRMLScalarVolumeDisplayNode") and not node.IsA(
+            "vtkMRMLLabelMapVolumeNode"
+        ):
+            display_node.AutoWindowLevelOn()
+    return node
+
+
+def volume_grid_of_node(node: Any) -> Grid:
+    """The LPS grid of a volume node (no voxel copy)."""
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    node.GetIJKToRASMatrix(m)
+    x, y, z = node.GetImageData().GetDimensions()
+    return grid_from_ijk_to_ras(numpy_matrix(m), (z, y, x))
+
+
+def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelmap: bool = False) -> Any:
+    """Load NIfTI / NRRD, or a DICOM series folder, through Slicer's own reader
+    (``vtkSlicerVolumesLogic.AddArchetypeVolume``, as Slicer's "Add data" does; a folder is
+    read as one series from all its files, ordered by the reader's slice positions).
+
+    Raises:
+        InputError: Slicer could not read it.
+    """
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    stem = name or p.name.split(".")[0]
+    options = 1 if labelmap else 0  # bit 0 of loadingOptions: load as labelmap
+    if p.is_dir():
+        from vtkmodules.vtkCommonCore import vtkStringArray
+
+        files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+        if not files:
+            raise InputError(f"{p}: the folder holds no files")
+        file_list = vtkStringArray()
+        for f in files:
+            file_list.InsertNextValue(f)
+        node = context.volumes_logic.AddArchetypeVolume(files[0], stem, options, file_list)
+    else:
+        node = context.volumes_logic.AddArchetypeVolume(str(p), stem, options)
+    if node is None:
+        raise InputError(f"{p.name}: Slicer cannot read it as a volume")
+    return node

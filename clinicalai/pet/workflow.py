@@ -1,0 +1,286 @@
+"""PetRecurrence prediction: one FDOPA PET -> P(recurrence) from a fold ensemble, Grad-CAM on the
+PET grid, the attention check and the static parameters (SUVmax, TBRmax, TBRmean).
+
+The GUI (``clinicalai.mrml``) and the command line (``clinicalai pet``) both call
+:func:`predict_pet`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model
+from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from ..volume import Volume
+from .preprocess import PetPreprocessed, preprocess_from_card
+from .static import StaticParameters, static_parameters
+
+#: below this share of Grad-CAM energy inside the brain, the result carries a warning
+CAM_INSIDE_BRAIN_WARNING = 0.5
+#: fold models disagreeing by more than this (max - min probability) get a warning
+SPREAD_WARNING = 0.3
+
+
+@dataclass
+class PetResult:
+    """What :func:`predict_pet` gives back.
+
+    Attributes:
+        probability: P(recurrence), the mean of the fold models' probabilities.
+        label: ``"recurrence"`` (probability >= 0.5) or ``"treatment-related change"``.
+        fold_probabilities: each fold model's P(recurrence), in the order of ``models``.
+        spread: max - min of ``fold_probabilities``.
+        cam: Grad-CAM in [0, 1] averaged over folds, on the input PET grid (``None`` without ``cam``).
+        cam_inside_brain_fraction: share of Grad-CAM energy inside the brain mask (``None`` without cam).
+        warnings: sentences for the user (demo models, disagreeing folds, attention outside the brain...).
+        static: SUVmax / TBRmax / TBRmean and the lesion VOI used.
+        suv: the PET in SUV body weight on the input grid.
+        brain_mask: the brain mask on the input grid (given or computed).
+        timings: seconds per step (``preprocess``, ``inference``, ``gradcam``, ``static``, ``total``).
+        models: names of the fold models.
+    """
+
+    probability: float
+    label: str
+    fold_probabilities: List[float]
+    spread: float
+    cam: Optional[Volume]
+    cam_inside_brain_fraction: Optional[float]
+    warnings: List[str]
+    static: StaticParameters
+    suv: Volume
+    brain_mask: Volume
+    timings: Dict[str, float] = field(default_factory=dict)
+    models: List[str] = field(default_factory=list)
+    brain_mask_source: str = "computed"
+    suv_conversion: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def lesion_mask(self) -> Optional[Volume]:
+        return self.static.lesion_mask
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-able summary (no volumes)."""
+        return {
+            "probability_recurrence": round(self.probability, 4),
+            "label": self.label,
+            "fold_probabilities": [round(p, 4) for p in self.fold_probabilities],
+            "spread": round(self.spread, 4),
+            "cam_inside_brain_fraction": None if self.cam_inside_brain_fraction is None else round(self.cam_inside_brain_fraction, 4),
+            "static": self.static.to_dict(),
+            "warnings": list(self.warnings),
+            "models": list(self.models),
+            "brain_mask": self.brain_mask_source,
+            "suv_conversion": self.suv_conversion,
+            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+
+
+def bundled_pet_models() -> List[Path]:
+    """The bundled demo fold models ``Resources/Models/pet-*-fold*.pt``."""
+    found = sorted(BUNDLED_MODELS_DIR.glob("pet-*-fold*.pt"))
+    if not found:
+        raise ModelError(
+            f"no bundled PET models in {BUNDLED_MODELS_DIR}; train them with "
+            "'python -m clinicalai.pet.train_demo' or give --model"
+        )
+    return found
+
+
+def load_pet_models(paths: Optional[Sequence["str | Path"]] = None, device: str = "auto") -> List[LoadedModel]:
+    """Load fold models (default: the bundled ones) and check they are PET classifiers."""
+    models = [load_model(p, device=device) for p in (paths or bundled_pet_models())]
+    check_pet_models(models)
+    return models
+
+
+def check_pet_models(models: Sequence[LoadedModel]) -> None:
+    """Clear errors for models that cannot classify a PET volume."""
+    if not models:
+        raise ModelError("no PET model given")
+    for m in models:
+        c = m.card
+        if c.task != "classification":
+            raise ModelError(f"model {c.name} is a {c.task} model; PetRecurrence needs a classification model")
+        if c.spatial_dims != 3 or c.input.channels != 1:
+            raise ModelError(f"model {c.name} expects {c.spatial_dims}D input with {c.input.channels} channels; "
+                             "PetRecurrence needs a 3D single-channel model")
+        if len(c.classes) != 2:
+            raise ModelError(f"model {c.name} has {len(c.classes)} classes; PetRecurrence needs 2 "
+                             "(treatment-related change, recurrence)")
+
+
+def _positive_index(card) -> int:
+    names = [n.lower() for n in card.classes]
+    return names.index("recurrence") if "recurrence" in names else 1
+
+
+def _probability(logits: np.ndarray, card) -> float:
+    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    if z.size == 1:
+        return float(1.0 / (1.0 + np.exp(-z[0])))
+    e = np.exp(z - z.max())
+    return float(e[_positive_index(card)] / e.sum())
+
+
+def default_cam_layer(module) -> str:
+    """The last convolutional block: the parent of the module's last ``Conv3d``."""
+    import torch
+
+    last = None
+    for name, mod in module.named_modules():
+        if isinstance(mod, torch.nn.Conv3d):
+            last = name
+    if last is None:
+        raise ModelError("the model has no 3D convolution; Grad-CAM needs one (set cam_layer in the card)")
+    return last.rsplit(".", 1)[0] if "." in last else last
+
+
+def gradcam_tensor(module, x, layer: str, class_idx: int = 0):
+    """Grad-CAM of ``module`` for input ``x`` ``(1, 1, X, Y, Z)`` at ``layer``, trilinearly
+    upsampled to the input size and scaled to [0, 1]; ``(X, Y, Z)`` numpy.
+
+    The one place PetRecurrence computes Grad-CAM: ``clinicalai.attribution.attribute_tensor``
+    when that module is installed, otherwise MONAI's ``GradCAM``.
+    """
+    import torch
+
+    names = dict(module.named_modules())
+    if layer not in names:
+        raise ModelError(f"Grad-CAM layer {layer!r} is not in the model (card cam_layer); e.g. {default_cam_layer(module)!r}")
+    try:
+        from ..attribution import attribute_tensor  # type: ignore[attr-defined]
+    except ImportError:
+        attribute_tensor = None
+    t = torch.as_tensor(x, dtype=torch.float32)
+    if attribute_tensor is not None:
+        cam = attribute_tensor(module, t, "gradcam", class_idx, layer=layer)
+        cam = cam.detach().cpu().numpy() if hasattr(cam, "detach") else np.asarray(cam)
+        cam = np.asarray(cam, dtype=np.float32).reshape(t.shape[2:])
+        cam = np.clip(cam, 0, None)
+        return cam / cam.max() if cam.max() > 0 else cam
+    from monai.visualize import GradCAM
+
+    with torch.enable_grad():
+        cam = GradCAM(nn_module=module, target_layers=layer)(t.requires_grad_(False), class_idx=class_idx)
+    return cam.detach().cpu().numpy()[0, 0].astype(np.float32)
+
+
+def predict_pet(
+    pet: Volume,
+    models: Sequence[LoadedModel],
+    units: Optional[str] = None,
+    brain_mask: Optional[Volume] = None,
+    lesion: Optional[Volume] = None,
+    cam: bool = False,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    tags: Optional[Mapping[str, Any]] = None,
+) -> PetResult:
+    """Classify one FDOPA PET as recurrence vs treatment-related change.
+
+    Args:
+        pet: the PET volume (DICOM Bq/mL with tags, or NIfTI with ``units``); any grid.
+        models: fold models (:func:`load_pet_models`); their mean probability is the answer.
+        units: ``suv`` / ``bqml`` for images without units (NIfTI).
+        brain_mask: brain mask on any grid; ``None``: computed from the PET.
+        lesion: lesion VOI for the static parameters; ``None``: 1.6 x background threshold.
+        cam: compute Grad-CAM (card ``cam_layer`` or the last conv block), averaged over folds.
+        tags: PET tags for a Bq/mL NIfTI (:func:`clinicalai.pet.suv.pet_tags_from_options`).
+
+    Raises:
+        InputError: no units, 2D image, NaN, missing SUV tags, empty masks.
+        ModelError: a model that is not a 3D PET classifier.
+    """
+    t_all = time.perf_counter()
+    check_pet_models(models)
+    timings: Dict[str, float] = {}
+    report(progress, 0.0, "preprocessing")
+    t = time.perf_counter()
+    prepared: Dict[tuple, PetPreprocessed] = {}
+    per_model = []
+    for m in models:
+        key = (tuple(m.card.input.spacing_mm or ()), tuple(m.card.input.size or ()), bool(m.card.extra_get("mask_outside", False)))
+        if key not in prepared:
+            check_cancel(cancel)
+            prepared[key] = preprocess_from_card(pet, m.card, units=units, brain_mask=brain_mask, tags=tags)
+        per_model.append(prepared[key])
+    first = per_model[0]
+    timings["preprocess"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    probs = []
+    for i, (m, pp) in enumerate(zip(models, per_model)):
+        check_cancel(cancel)
+        probs.append(_probability(m.predict(pp.input[None]), m.card))
+        report(progress, 0.1 + 0.3 * (i + 1) / len(models), f"fold model {i + 1}/{len(models)}")
+    timings["inference"] = time.perf_counter() - t
+    probability = float(np.mean(probs))
+    classes = models[0].card.classes
+    pos = _positive_index(models[0].card)
+    label = classes[pos] if probability >= 0.5 else classes[1 - pos]
+
+    cam_volume, inside = None, None
+    warnings: List[str] = []
+    if cam:
+        t = time.perf_counter()
+        on_grid = []
+        for key in prepared:
+            group = [(m, pp) for m, pp in zip(models, per_model) if pp is prepared[key]]
+            maps = []
+            for m, pp in group:
+                check_cancel(cancel)
+                module = m.torch_module("Grad-CAM")
+                layer = m.card.cam_layer or default_cam_layer(module)
+                import torch
+
+                x = torch.from_numpy(pp.input[None]).to(m.device)
+                class_idx = 0 if _n_outputs(m) == 1 else pos
+                maps.append(gradcam_tensor(module, x, layer, class_idx))
+                report(progress, 0.4 + 0.45 * (len(on_grid) + len(maps)) / len(models), "Grad-CAM")
+            on_grid.append((len(group), prepared[key].to_input_grid(np.mean(maps, axis=0)).array))
+        total = sum(n for n, _ in on_grid)
+        cam_arr = np.clip(sum(n * a for n, a in on_grid) / total, 0, None).astype(np.float32)
+        cam_volume = pet.with_array(cam_arr, modality="MAP", units="Grad-CAM (0-1)", metadata={"method": "gradcam"})
+        energy = float(cam_arr.sum())
+        inside = float(cam_arr[first.brain_mask.array > 0].sum() / energy) if energy > 0 else 0.0
+        if inside < CAM_INSIDE_BRAIN_WARNING:
+            warnings.append(
+                f"only {100 * inside:.0f}% of the Grad-CAM energy lies inside the brain: the decision may rest on "
+                "uptake outside the brain (scalp, skull, background); do not trust this result"
+            )
+        timings["gradcam"] = time.perf_counter() - t
+
+    report(progress, 0.9, "SUVmax / TBR")
+    t = time.perf_counter()
+    static = static_parameters(first.suv, first.brain_mask, lesion)
+    timings["static"] = time.perf_counter() - t
+    spread = float(max(probs) - min(probs))
+    if len(probs) > 1 and spread > SPREAD_WARNING:
+        warnings.append(f"the fold models disagree (P(recurrence) from {min(probs):.2f} to {max(probs):.2f})")
+    if any(m.card.synthetic_demo for m in models):
+        warnings.append("demo models trained on synthetic phantoms: not for clinical use")
+    if first.brain_mask_source == "computed":
+        warnings.append("brain mask computed from the PET (threshold); give --brain-mask for a reviewed one")
+    timings["total"] = time.perf_counter() - t_all
+    report(progress, 1.0, "done")
+    conv = first.conversion
+    return PetResult(
+        probability=probability, label=label, fold_probabilities=[float(p) for p in probs], spread=spread,
+        cam=cam_volume, cam_inside_brain_fraction=inside, warnings=warnings, static=static, suv=first.suv,
+        brain_mask=first.brain_mask, timings=timings, models=[m.card.name for m in models],
+        brain_mask_source=first.brain_mask_source,
+        suv_conversion={"from_units": conv.units, "factor": conv.factor,
+                        **{k: v for k, v in conv.details.items() if isinstance(v, (int, float, str))}},
+    )
+
+
+def _n_outputs(model: LoadedModel) -> int:
+    kw = model.card.architecture.kwargs if model.card.architecture else {}
+    return int(kw.get("num_classes", kw.get("out_channels", 1)))

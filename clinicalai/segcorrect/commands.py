@@ -1,0 +1,275 @@
+"""SegCorrect commands: ``segment``, ``correct``, ``train corrector`` (and ``train segmenter``),
+``evaluate segcorrect``.
+
+Every command checks its inputs and loads its models before computing, and writes its outputs
+only after everything succeeded (atomically), so an error leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..errors import InputError
+
+DEFAULT_SEGMENTER = "cardiac-unet"
+DEFAULT_CORRECTOR = "cardiac-nvae"
+DEFAULT_CONTEXT_CORRECTOR = "cardiac-nvae-context"
+
+
+def _load(path: Optional[str], default: str, device: str):
+    from ..models import bundled_model, load_model
+
+    return load_model(path if path else bundled_model(default), device=device)
+
+
+def _check_output(path: str, what: str = "output") -> Path:
+    out = Path(path)
+    name = out.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".nrrd")):
+        raise InputError(f"{out.name}: the {what} mask must be .nii, .nii.gz, .nrrd or .seg.nrrd")
+    if out.exists() and out.is_dir():
+        raise InputError(f"{out}: is a folder")
+    return out
+
+
+def _segments(volume) -> Any:
+    return volume.metadata.get("segments")
+
+
+def _write_outputs(mask, out: Path, report: Optional[Dict[str, Any]], report_path: Optional[str],
+                   raw=None, raw_path: Optional[str] = None) -> None:
+    """Write the report and the mask(s) together: if one fails, none is left behind."""
+    from ..outputs import _json_default, atomic_output
+    from ..volume import write_volume
+
+    def write_masks() -> None:
+        if raw is not None and raw_path:
+            with atomic_output(raw_path) as tmp_raw:
+                write_volume(raw, tmp_raw, segments=_segments(raw))
+                write_volume(mask, out, segments=_segments(mask))
+        else:
+            write_volume(mask, out, segments=_segments(mask))
+
+    if report_path:
+        with atomic_output(report_path) as tmp:
+            tmp.write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+            write_masks()
+    else:
+        write_masks()
+
+
+def _gate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-gate", action="store_true",
+                   help="apply the correction to every slice (the source study's method; not recommended)")
+    p.add_argument("--min-agreement", type=float, default=0.8, metavar="D",
+                   help="reject a correction whose mean Dice with the raw slice is below D (default 0.8)")
+    p.add_argument("--raw-output", metavar="MASK", help="also write the uncorrected mask here")
+
+
+# ---------------------------------------------------------------------------- segment
+def _run_segment(args: argparse.Namespace) -> int:
+    from ..progress import ConsoleProgress
+    from ..volume import read_volume
+    from .pipeline import run_segcorrect
+
+    out = _check_output(args.output)
+    if args.raw_output:
+        _check_output(args.raw_output, "raw")
+    if args.confidence_threshold is not None and not 0 <= args.confidence_threshold <= 1:
+        raise InputError("--confidence-threshold must be between 0 and 1")
+    image = read_volume(args.image)
+    segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
+    corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
+    result = run_segcorrect(image, segmenter, corrector, gate=not args.no_gate,
+                            confidence_threshold=args.confidence_threshold, min_agreement=args.min_agreement,
+                            progress=ConsoleProgress())
+    report = {"image": str(args.image), "segmenter": segmenter.card.name,
+              "corrector": corrector.card.name if corrector else None, **result.to_dict()}
+    _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
+    print(_summary_line(out, result.correction))
+    return 0
+
+
+def _summary_line(out: Path, correction) -> str:
+    if correction is None:
+        return f"wrote {out} (segmentation, no correction)"
+    s = correction.summary()
+    return (f"wrote {out}: {s['slices']} slices, {s['valid_raw']} valid before, {s['corrected']} corrected, "
+            f"{s['valid_final']} valid after")
+
+
+# ---------------------------------------------------------------------------- correct
+def _run_correct(args: argparse.Namespace) -> int:
+    from ..progress import ConsoleProgress
+    from ..volume import read_volume
+    from .pipeline import correct_mask
+
+    out = _check_output(args.output)
+    if args.raw_output:
+        _check_output(args.raw_output, "raw")
+    mask = read_volume(args.mask)
+    if mask.array.size == 0 or not mask.array.any():
+        raise InputError(f"{Path(args.mask).name}: the mask is empty (no labelled voxel); nothing to correct")
+    image = read_volume(args.image) if args.image else None
+    corrector = _load(args.corrector, DEFAULT_CORRECTOR, args.device)
+    result = correct_mask(mask, corrector, image=image, gate=not args.no_gate, min_agreement=args.min_agreement,
+                          progress=ConsoleProgress())
+    report = {"mask": str(args.mask), "image": args.image, **result.to_dict()}
+    _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
+    print(_summary_line(out, result))
+    return 0
+
+
+# ---------------------------------------------------------------------------- train corrector
+TRAIN_DEMO_COMMAND = (
+    "clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 "
+    "-o Resources/Models/cardiac-nvae.pt"
+)
+
+
+def _run_train_corrector(args: argparse.Namespace) -> int:
+    from ..progress import ConsoleProgress
+    from .corrector import train_corrector_command
+
+    out = Path(args.output)
+    if out.suffix.lower() != ".pt":
+        raise InputError(f"{out.name}: the model file must end in .pt (its card is written beside it as .json)")
+    if args.iterations < 1:
+        raise InputError("--iterations must be at least 1")
+    if args.phantoms is not None and args.phantoms < 1:
+        raise InputError("--phantoms needs at least 1 case")
+    if args.data is not None and not Path(args.data).is_dir():
+        raise InputError(f"{args.data}: no such folder")
+    command = "clinicalai " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
+    card = train_corrector_command(
+        out, phantoms=args.phantoms, data=args.data, context=args.context, iterations=args.iterations,
+        kl_warmup=args.kl_warmup, spectral_weight=args.spectral, seed=args.seed, threads=args.threads,
+        validate=args.validate, name=args.name, command=command, batch_size=args.batch_size,
+        device=args.device, progress=ConsoleProgress(),
+    )
+    v = card.get("validation", {})
+    line = f"wrote {out} ({args.iterations} iterations in {card['training'].get('seconds', 0):.0f} s)"
+    if v:
+        line += (f"; held-out corrupted phantoms: gated mean Dice {v['dice_before']:.3f} -> {v['dice_after_gated']:.3f}, "
+                 f"validity {v['validity_before']:.2f} -> {v['validity_after_gated']:.2f}")
+    print(line)
+    return 0
+
+
+# ---------------------------------------------------------------------------- evaluate
+EVALUATE_COMMAND = (
+    "clinicalai evaluate segcorrect --phantoms 20 --seed 3000 --json segcorrect-eval.json --markdown segcorrect-eval.md"
+)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from ..outputs import atomic_output, write_json
+    from .evaluate import evaluate_correctors, markdown_table
+
+    if args.phantoms < 1:
+        raise InputError("--phantoms must be at least 1")
+    models = [_load(args.corrector, DEFAULT_CORRECTOR, args.device)]
+    if args.context_corrector:
+        models.append(_load(args.context_corrector, "", args.device))
+    elif not args.no_context:
+        from ..models import BUNDLED_MODELS_DIR
+
+        if (BUNDLED_MODELS_DIR / f"{DEFAULT_CONTEXT_CORRECTOR}.pt").is_file():
+            models.append(_load(None, DEFAULT_CONTEXT_CORRECTOR, args.device))
+    correctors = {}
+    for m in models:
+        name = m.card.name if m.card.name not in correctors else f"{m.card.name} ({m.path.name})"
+        correctors[name] = m
+    report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
+                                 min_agreement=args.min_agreement)
+    report["command"] = "clinicalai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    md = markdown_table(report)
+    if args.json:
+        write_json(report, args.json)
+    if args.markdown:
+        with atomic_output(args.markdown) as tmp:
+            tmp.write_text(md + "\n")
+    print(md)
+    return 0
+
+
+# ---------------------------------------------------------------------------- registration
+def register(commands) -> None:
+    """Add ``segment``, ``correct``, ``train corrector`` / ``segmenter``, ``evaluate segcorrect``."""
+    p = commands.top.add_parser(
+        "segment", help="segment a short-axis cardiac MRI (RV / MYO / LV) and correct the mask (gated NVAE)",
+        description="Segment IMAGE with a 2D segmenter and correct each slice with an NVAE where the raw "
+        "slice is anatomically invalid and the correction is valid. Writes the final mask on the input grid.")
+    p.add_argument("image", metavar="IMAGE", help="NIfTI, NRRD or DICOM folder (short-axis stack)")
+    p.add_argument("-o", "--output", required=True, metavar="MASK", help="mask to write (.nii.gz, .nrrd, .seg.nrrd)")
+    p.add_argument("--model", metavar="M", help="segmenter (default: bundled cardiac-unet)")
+    grp = p.add_mutually_exclusive_group()
+    grp.add_argument("--corrector", metavar="C", help="mask corrector (default: bundled cardiac-nvae)")
+    grp.add_argument("--no-correct", action="store_true", help="segmentation only")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
+    p.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
+                   help="never change a slice whose segmenter confidence is at least T (0..1)")
+    _gate_args(p)
+    p.set_defaults(func=_run_segment)
+
+    p = commands.top.add_parser(
+        "correct", help="correct a cardiac mask made by any tool (gated NVAE)",
+        description="Correct MASK (labels 1 RV, 2 MYO, 3 LV) slice by slice; a slice is changed only "
+        "where it is anatomically invalid and the correction is valid.")
+    p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
+    p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (checked to share its grid)")
+    p.add_argument("--corrector", metavar="C", help="mask corrector (default: bundled cardiac-nvae)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
+    _gate_args(p)
+    p.set_defaults(func=_run_correct)
+
+    p = commands.train.add_parser(
+        "corrector", help="train an NVAE mask corrector on plausible masks + synthetic corruptions",
+        description="Train the NVAE corrector (Adamax 1e-2, cosine to 1e-4, batch 8, KL warm-up, per-scale "
+        "beta). Demo model: " + TRAIN_DEMO_COMMAND)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--phantoms", type=int, metavar="N", help="train on the masks of N cardiac phantoms")
+    src.add_argument("--data", metavar="DIR", help="ACDC folder (ground-truth masks are the plausible masks)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.pt")
+    p.add_argument("--context", action="store_true", help="3-slice context (12 input channels, beta 1,1,5)")
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--kl-warmup", type=int, default=6420, help="KL warm-up iterations (default 6420)")
+    p.add_argument("--spectral", type=float, default=0.0, metavar="W", help="spectral regularisation weight (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="training device (default: cpu)")
+    p.add_argument("--validate", type=int, default=12, metavar="N",
+                   help="held-out phantoms for the card's validation figures (0: none)")
+    p.add_argument("--name", default=None, help="name in the card (default: the file stem)")
+    p.set_defaults(func=_run_train_corrector, argv=None)
+
+    p = commands.evaluate.add_parser(
+        "segcorrect", help="Dice / HD95 / ASSD / validity before and after correction on corrupted phantoms",
+        description="Evaluate correctors on held-out synthetic corrupted phantom masks. Example: " + EVALUATE_COMMAND)
+    p.add_argument("--corrector", metavar="C", help="corrector (default: bundled cardiac-nvae)")
+    p.add_argument("--context-corrector", metavar="C",
+                   help="also evaluate this 3-slice context corrector (default: bundled cardiac-nvae-context, if installed)")
+    p.add_argument("--no-context", action="store_true", help="do not evaluate a context corrector")
+    p.add_argument("--phantoms", type=int, default=20, help="held-out phantoms (default 20)")
+    p.add_argument("--seed", type=int, default=3000,
+                   help="first phantom seed (training uses 0..N-1, the card's validation 1000..)")
+    p.add_argument("--min-agreement", type=float, default=0.8, help="gate threshold (default 0.8)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", metavar="R.json", help="write the full report")
+    p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")
+    p.set_defaults(func=_run_evaluate)
+
+    try:
+        from . import segmenter_cli
+    except ModuleNotFoundError:  # the segmenter side has not landed
+        return
+    segmenter_cli.register_train_segmenter(commands)

@@ -1,0 +1,486 @@
+"""2D short-axis segmenters (MONAI networks): training and two-pass inference on a volume.
+
+Architectures (all from ``monai.networks.nets``, 2D, 1 input channel, 4 outputs: background,
+RV, MYO, LV): ``unet`` (UNet), ``resunet`` (UNet with 2 residual units per level),
+``attention-unet`` (AttentionUnet), ``swin-unetr`` (SwinUNETR). Training follows the study:
+Adam lr 1e-3, up to 100 epochs, Dice + cross-entropy (MONAI ``DiceCELoss``), the checkpoint
+with the best validation Dice (MONAI ``DiceMetric``) is kept.
+
+Inference (:func:`segment_volume`) never looks at ground truth: a coarse pass on the whole
+slice (resized to 128 x 128) finds the heart, its largest foreground component gives the
+crop (:func:`~clinicalai.segcorrect.preprocess.frame_from_mask`, the rule used for training),
+and a second pass on the crop gives the result, mapped back onto the input grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..phantoms.cardiac import CARDIAC_LABELS, N_CLASSES
+from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
+from ..volume import Volume
+from .preprocess import (
+    CROP_MARGIN,
+    MIN_CROP_MM,
+    NETWORK_SIZE,
+    SliceFrame,
+    frame_for_volume,
+    frame_from_mask,
+    from_network,
+    to_network,
+)
+
+log = logging.getLogger(__name__)
+
+#: default feature channels per level (4 levels: 128 -> 16 px at the bottom)
+DEFAULT_CHANNELS = (16, 32, 64, 128)
+
+INTENDED_USE_DEMO = "synthetic phantom demo; not for clinical use"
+
+
+def architecture_spec(arch: str, channels: Optional[Sequence[int]] = None, num_classes: int = N_CLASSES) -> Dict[str, Any]:
+    """The card's ``architecture`` entry (allow-listed MONAI name + JSON kwargs) for ``arch``."""
+    ch = [int(c) for c in (channels or DEFAULT_CHANNELS)]
+    strides = [2] * (len(ch) - 1)
+    if arch in ("unet", "resunet"):
+        return {"name": "monai.networks.nets.UNet",
+                "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": num_classes, "channels": ch,
+                           "strides": strides, "num_res_units": 2 if arch == "resunet" else 0, "norm": "batch"}}
+    if arch == "attention-unet":
+        return {"name": "monai.networks.nets.AttentionUnet",
+                "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": num_classes, "channels": ch,
+                           "strides": strides}}
+    if arch == "swin-unetr":
+        # feature_size must be a multiple of 12 (the attention heads split it); 128 px is a
+        # multiple of 32, as SwinUNETR needs
+        feature = max(12, 12 * int(round(ch[0] / 12)))
+        return {"name": "monai.networks.nets.SwinUNETR",
+                "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": num_classes,
+                           "feature_size": feature, "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]}}
+    raise InputError(f"unknown segmenter architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+
+
+ARCHITECTURES = ("unet", "resunet", "attention-unet", "swin-unetr")
+
+
+# ------------------------------------------------------------------------------------ training
+@dataclass
+class TrainResult:
+    """What :func:`train_segmenter` gives back.
+
+    Attributes:
+        module: the network with the best validation weights (eval mode).
+        card: the model card (dict) written beside the weights.
+        best_val_dice: mean foreground Dice on the validation slices at the best epoch.
+        history: per epoch ``{"epoch", "loss", "val_dice"}``.
+        path: the saved ``.pt`` file (``None`` when not saved).
+    """
+
+    module: Any
+    card: Dict[str, Any]
+    best_val_dice: float
+    history: List[Dict[str, float]] = field(default_factory=list)
+    path: Optional[Path] = None
+    seconds: float = 0.0
+
+
+def _augmenter(seed: int):
+    """MONAI dictionary transforms for one (image, label) slice pair (channel-first 2D)."""
+    from monai.transforms import (
+        Compose,
+        RandAdjustContrastd,
+        RandAffined,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+    )
+
+    t = Compose([
+        RandAffined(keys=("image", "label"), mode=("bilinear", "nearest"), prob=0.7,
+                    rotate_range=(np.pi / 12,), scale_range=(0.1, 0.1), translate_range=(6, 6),
+                    padding_mode="zeros"),
+        RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
+        RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
+        RandGaussianNoised(keys="image", std=0.03, prob=0.3),
+    ])
+    t.set_random_state(seed)
+    return t
+
+
+def _dice_on(module, images: np.ndarray, labels: np.ndarray, device: str, batch_size: int = 32) -> Dict[str, float]:
+    """Mean foreground Dice (MONAI ``DiceMetric``) and per class on network-space slices."""
+    import torch
+    from monai.metrics import DiceMetric
+    from monai.networks.utils import one_hot as monai_one_hot
+
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    module.eval()
+    with torch.inference_mode():
+        for s in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[s:s + batch_size]).to(device)
+            y = torch.from_numpy(labels[s:s + batch_size].astype(np.int64)).to(device)
+            pred = module(x).argmax(1, keepdim=True)
+            metric(monai_one_hot(pred, N_CLASSES), monai_one_hot(y, N_CLASSES))
+    per_class = metric.aggregate().cpu().numpy()
+    per_class = np.nan_to_num(per_class, nan=0.0)
+    names = [lab["name"] for lab in CARDIAC_LABELS]
+    out = {name: float(v) for name, v in zip(names, per_class)}
+    out["mean"] = float(per_class.mean())
+    return out
+
+
+def train_segmenter(
+    data: Any,
+    arch: str = "unet",
+    epochs: int = 100,
+    out_path: "str | Path | None" = None,
+    *,
+    channels: Optional[Sequence[int]] = None,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    out_size: Sequence[int] = NETWORK_SIZE,
+    augment: bool = True,
+    max_seconds: Optional[float] = None,
+    device: str = "cpu",
+    name: Optional[str] = None,
+    command: Optional[str] = None,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+) -> TrainResult:
+    """Train a 2D segmenter on ACDC cases or phantoms and (optionally) save its package.
+
+    Args:
+        data: ACDC folder, number of phantom cases, or a list of ``CardiacCase``.
+        arch: one of :data:`ARCHITECTURES`.
+        epochs: maximum epochs (an epoch = every training slice once, as a heart crop and as
+            a whole-slice view).
+        out_path: ``.pt`` path for :func:`clinicalai.models.save_model` (card beside it).
+        channels: feature channels per level (default :data:`DEFAULT_CHANNELS`).
+        max_seconds: stop after this much training time (the best checkpoint is kept).
+        device: ``cpu`` / ``cuda`` / ``auto``.
+    """
+    import torch
+    from monai.losses import DiceCELoss
+
+    from ..models import resolve_device, save_model
+    from ..networks import build_network
+    from .data import build_slices, resolve_cases, split_cases
+
+    t_start = time.perf_counter()
+    if epochs < 1:
+        raise InputError("epochs must be at least 1")
+    spec = architecture_spec(arch, channels)
+    dev = resolve_device(device)
+    torch.manual_seed(seed)
+    cases = resolve_cases(data, seed=seed)
+    train_cases, val_cases = split_cases(cases, val_fraction, seed)
+    report(progress, 0.0, f"preparing {len(train_cases)} training / {len(val_cases)} validation cases")
+    tr_img, tr_lab = build_slices(train_cases, seed=seed, out_size=out_size)
+    va_img, va_lab = build_slices(val_cases, seed=seed + 1, out_size=out_size, exact=True)
+    module = build_network(spec["name"], spec["kwargs"]).to(dev)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    aug = _augmenter(seed) if augment else None
+    rng = np.random.default_rng(seed)
+    history: List[Dict[str, float]] = []
+    best = -1.0
+    best_state = copy.deepcopy(module.state_dict())
+    best_scores: Dict[str, float] = {}
+    for epoch in range(1, epochs + 1):
+        check_cancel(cancel)
+        if epoch > 1 and epoch % 5 == 0:  # fresh crop jitter now and then
+            tr_img, tr_lab = build_slices(train_cases, seed=seed + epoch, out_size=out_size)
+        module.train()
+        order = rng.permutation(len(tr_img))
+        losses = []
+        for s in range(0, len(order), batch_size):
+            idx = order[s:s + batch_size]
+            if len(idx) < 2:
+                continue  # batch norm needs two samples
+            x = torch.from_numpy(tr_img[idx])
+            y = torch.from_numpy(tr_lab[idx].astype(np.float32))
+            if aug is not None:
+                pairs = [aug({"image": xi, "label": yi}) for xi, yi in zip(x, y)]
+                x = torch.stack([torch.as_tensor(p["image"]) for p in pairs])
+                y = torch.stack([torch.as_tensor(p["label"]) for p in pairs])
+            x, y = x.float().to(dev), y.round().to(dev)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(module(x), y)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            check_cancel(cancel)
+        scores = _dice_on(module, va_img, va_lab, dev)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "val_dice": scores["mean"]})
+        if scores["mean"] > best:
+            best, best_state, best_scores = scores["mean"], copy.deepcopy(module.state_dict()), scores
+        report(progress, epoch / epochs, f"epoch {epoch}/{epochs}: loss {history[-1]['loss']:.3f}, val Dice {scores['mean']:.3f}")
+        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+            log.info("time limit reached after %d epochs", epoch)
+            break
+    module.load_state_dict(best_state)
+    module.eval()
+    report(progress, 1.0, "validating the whole pipeline on the held-out cases")
+    volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev)
+    card = segmenter_card(
+        spec,
+        name=name or f"cardiac-{arch}",
+        synthetic=not isinstance(data, (str, Path)),
+        training={
+            "command": command,
+            "data": str(data) if isinstance(data, (str, Path)) else f"{len(cases)} cardiac phantom cases",
+            "arch": arch, "epochs_run": len(history), "epochs_max": epochs, "batch_size": batch_size,
+            "optimizer": f"Adam lr {lr}", "loss": "monai.losses.DiceCELoss", "seed": seed,
+            "n_train_cases": len(train_cases), "n_val_cases": len(val_cases),
+            "n_train_slices": int(len(tr_img)), "augmentation": bool(augment),
+            "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in history]))),
+        },
+        validation={"metric": "monai.metrics.DiceMetric on held-out cases: 'dice' = segment_volume "
+                              "(coarse pass, crop, fine pass) on the input grid; 'network_space_dice' = "
+                              "slices cropped on the ground truth",
+                    "n_cases": len(val_cases),
+                    "dice": volume_scores,
+                    "network_space_dice": {k: round(v, 4) for k, v in best_scores.items()}},
+        out_size=out_size,
+    )
+    path = None
+    if out_path is not None:
+        path = save_model(module, card, out_path)
+    return TrainResult(module=module, card=card, best_val_dice=float(best), history=history, path=path,
+                       seconds=time.perf_counter() - t_start)
+
+
+def validate_on_volumes(module, spec: Dict[str, Any], cases, out_size: Sequence[int] = NETWORK_SIZE,
+                        device: str = "cpu") -> Dict[str, float]:
+    """Mean per-class Dice (MONAI ``DiceMetric``) of :func:`segment_volume` on whole cases."""
+    import torch
+    from monai.metrics import DiceMetric
+
+    from ..models import LoadedModel, parse_card
+
+    card = parse_card(segmenter_card(spec, "validation", True, {}, {}, out_size), "validation card")
+    model = LoadedModel(card=card, backend="torch", path=Path("."), device=device, module=module)
+    metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
+    for case in cases:
+        pred = segment_volume(case.image, model).labels.array
+        onehot = lambda a: torch.from_numpy(np.stack([a == k for k in range(N_CLASSES)])[None].astype(np.float32))  # noqa: E731
+        metric(onehot(pred), onehot(case.labels.array))
+    per_class = np.nan_to_num(metric.aggregate().cpu().numpy(), nan=0.0)
+    out = {lab["name"]: round(float(v), 4) for lab, v in zip(CARDIAC_LABELS, per_class)}
+    out["mean"] = round(float(per_class.mean()), 4)
+    return out
+
+
+def segmenter_card(
+    spec: Dict[str, Any],
+    name: str,
+    synthetic: bool,
+    training: Dict[str, Any],
+    validation: Dict[str, Any],
+    out_size: Sequence[int] = NETWORK_SIZE,
+) -> Dict[str, Any]:
+    """The model card of a 2D cardiac segmenter."""
+    return {
+        "name": name,
+        "version": "1.0.0",
+        "task": "segmentation",
+        "format": "state_dict",
+        "architecture": spec,
+        "spatial_dims": 2,
+        "input": {"channels": 1, "size": [int(s) for s in out_size],
+                  "normalization": {"kind": "percentile", "lower": 1.0, "upper": 99.0}},
+        "labels": [{"name": lab["name"], "value": lab["value"], "color": list(lab["color"])} for lab in CARDIAC_LABELS],
+        "preprocessing": {"slices": "short-axis slices, one network sample each",
+                          "crop": "heart-centred box from a coarse whole-slice pass",
+                          "crop_margin": CROP_MARGIN, "min_crop_mm": MIN_CROP_MM},
+        "synthetic_demo": bool(synthetic),
+        "intended_use": INTENDED_USE_DEMO if synthetic else "research use; not a medical device",
+        "training": training,
+        "validation": validation,
+    }
+
+
+# ----------------------------------------------------------------------------------- inference
+@dataclass
+class SegmenterOutput:
+    """A segmentation on the input grid.
+
+    Attributes:
+        labels: uint8 label volume on the input grid (modality ``SEG``, ``metadata["segments"]``
+            from the card).
+        probabilities: float32 ``(C, z, y, x)`` softmax on the input grid (C = labels + 1).
+        slice_confidence: ``(z,)`` mean max-probability over the predicted foreground of each
+            slice (over the crop box when a slice has no foreground).
+        frame: the crop box of the second pass (``None`` for the 3D path).
+        timings: seconds per step.
+    """
+
+    labels: Volume
+    probabilities: np.ndarray
+    slice_confidence: np.ndarray
+    frame: Optional[SliceFrame]
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def check_segmentation_model(model, expected_labels: Optional[Sequence[str]] = None) -> None:
+    """Raise :class:`ModelError` when ``model`` is not a segmenter this workflow can use."""
+    card = model.card
+    if card.task != "segmentation":
+        raise ModelError(f"model {card.name} is a {card.task} model, not a segmentation model")
+    if card.input.channels != 1:
+        raise ModelError(f"model {card.name} expects {card.input.channels} input channels; segmenters here take 1")
+    if expected_labels is not None:
+        have = [lab.name for lab in sorted(card.labels, key=lambda lab: lab.value)]
+        want = list(expected_labels)
+        if [h.upper() for h in have] != [w.upper() for w in want]:
+            raise ModelError(f"model {card.name} segments {', '.join(have)}; this workflow needs {', '.join(want)}")
+        if [lab.value for lab in sorted(card.labels, key=lambda lab: lab.value)] != list(range(1, len(want) + 1)):
+            raise ModelError(f"model {card.name}: label values must be 1..{len(want)}")
+
+
+def _check_image(image: Volume) -> None:
+    if not isinstance(image, Volume):
+        raise InputError("the image must be a Volume")
+    image.require_volumetric("image")
+    image.require_finite("image")
+    image.require_not_empty("image")
+
+
+def _softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    z = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+def _predict_probs(model, x: np.ndarray, n_classes: int, batch_size: int, progress, cancel) -> np.ndarray:
+    """Softmax ``(z, C, H, W)`` for network-space images ``(z, 1, H, W)``."""
+    out = []
+    n = len(x)
+    for s in range(0, n, batch_size):
+        check_cancel(cancel)
+        logits = model.predict(x[s:s + batch_size])
+        if logits.shape[1] != n_classes:
+            raise ModelError(
+                f"model {model.card.name} outputs {logits.shape[1]} channels but its card lists "
+                f"{n_classes - 1} labels (+ background)"
+            )
+        out.append(_softmax(logits.astype(np.float32)))
+        report(progress, min(n, s + batch_size) / n, f"slices {min(n, s + batch_size)}/{n}")
+    return np.concatenate(out)
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    sizes = ndimage.sum(mask, lab, range(1, n + 1))
+    return lab == (1 + int(np.argmax(sizes)))
+
+
+def segment_volume(
+    image: Volume,
+    model,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[CancelToken] = None,
+    batch_size: int = 16,
+    expected_labels: Optional[Sequence[str]] = None,
+    two_pass: bool = True,
+) -> SegmenterOutput:
+    """Segment a short-axis stack (2D model) or a CT volume (3D model) onto the input grid.
+
+    Args:
+        image: the volume ``(z, y, x)``; slices along z are short-axis slices.
+        model: a :class:`~clinicalai.models.LoadedModel` with a segmentation card.
+        expected_labels: label names the caller needs (e.g. ``["RV", "MYO", "LV"]``).
+        two_pass: crop on the heart found by a coarse pass (the trained setting).
+
+    Raises:
+        InputError: 2D image, NaN / infinite voxels, empty or constant image.
+        ModelError: not a segmentation model, label mismatch, output channels off the card.
+        Cancelled: ``cancel`` was set.
+    """
+    check_segmentation_model(model, expected_labels)
+    _check_image(image)
+    if model.card.spatial_dims == 3:
+        from .ct import segment_ct
+
+        return segment_ct(image, model, progress=progress, cancel=cancel)
+    t0 = time.perf_counter()
+    timings: Dict[str, float] = {}
+    card = model.card
+    n_classes = len(card.labels) + 1
+    out_size = tuple(card.input.size or NETWORK_SIZE)
+    shape = image.shape
+    spacing = image.spacing
+    from .preprocess import normalize_intensity
+
+    lo, hi = ((card.input.normalization.lower or 1.0), (card.input.normalization.upper or 99.0))
+    norm = normalize_intensity(image.array, lo, hi) if card.input.normalization.kind == "percentile" else image.array.astype(np.float32)
+    frame = frame_for_volume(shape, spacing=spacing, out_size=out_size)
+    timings["preprocess_s"] = time.perf_counter() - t0
+    report(progress, 0.02, "coarse pass")
+    t = time.perf_counter()
+    probs = _predict_probs(model, to_network(norm, frame, "image", normalize=False)[:, None], n_classes,
+                           batch_size, scaled(progress, 0.02, 0.45 if two_pass else 0.9), cancel)
+    timings["coarse_s"] = time.perf_counter() - t
+    if two_pass:
+        t = time.perf_counter()
+        coarse = from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest")
+        fg = _largest_component(coarse > 0)
+        if fg.any():
+            frame = frame_from_mask(fg, spacing, out_size=out_size)
+            timings["crop_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            probs = _predict_probs(model, to_network(norm, frame, "image", normalize=False)[:, None], n_classes,
+                                   batch_size, scaled(progress, 0.45, 0.9), cancel)
+            timings["fine_s"] = time.perf_counter() - t
+    check_cancel(cancel)
+    t = time.perf_counter()
+    report(progress, 0.92, "mapping back onto the image grid")
+    prob_in = from_network(np.moveaxis(probs, 1, 0), frame, shape, kind="probabilities", num_classes=n_classes)
+    labels = prob_in.argmax(0).astype(np.uint8)
+    values = np.array([0] + [lab.value for lab in card.labels], np.uint8)
+    labels = values[labels]  # channel i is the i-th label of the card
+    maxp = prob_in.max(0)
+    fg = labels > 0
+    box = np.zeros(shape[1:], bool)
+    box[max(frame.y0, 0):frame.y0 + frame.height, max(frame.x0, 0):frame.x0 + frame.width] = True
+    conf = np.empty(shape[0], np.float32)
+    for k in range(shape[0]):
+        region = fg[k] if fg[k].any() else box
+        conf[k] = float(maxp[k][region].mean())
+    segments = [{"name": lab.name, "value": lab.value, "color": tuple(lab.color) if lab.color else (0.5, 0.5, 0.5)}
+                for lab in card.labels]
+    out = image.with_array(labels, modality="SEG", units="label",
+                           metadata={"segments": segments, "model": card.name,
+                                     "source": image.metadata.get("source")})
+    timings["postprocess_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    report(progress, 1.0, "segmentation done")
+    return SegmenterOutput(labels=out, probabilities=prob_in, slice_confidence=conf, frame=frame, timings=timings)
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "DEFAULT_CHANNELS",
+    "SegmenterOutput",
+    "TrainResult",
+    "architecture_spec",
+    "check_segmentation_model",
+    "segment_volume",
+    "segmenter_card",
+    "validate_on_volumes",
+    "train_segmenter",
+]

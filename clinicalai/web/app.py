@@ -1,0 +1,346 @@
+"""``clinicalai web``: the SegCorrect, PetRecurrence and AttributionViewer panels in a browser.
+
+One page (trame + trame-slicer): a left toolbar opens one tool at a time in the drawer (Data,
+the three panels, Segment Editor, Display), the content area shows Slicer's own slice views and
+3D view rendered on the server (VTK offscreen, EGL) and streamed as images. The panels call
+:mod:`clinicalai.mrml` exactly as the desktop modules do; this package only adds the page,
+the background-thread plumbing (:mod:`clinicalai.web.jobs`) and the server's access rules
+(:mod:`clinicalai.web.security`, :mod:`clinicalai.web.http`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from trame.app import TrameApp
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ..errors import ClinicalAIError
+from . import security
+from .security import DataRoot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WebConfig:
+    data: DataRoot
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: Optional[str] = None
+    max_upload_mb: float = security.DEFAULT_MAX_UPLOAD_MB
+
+
+def _view_marker_ui(server, view_id, view):
+    """Slice/3D view overlay: trame-slicer's gutter plus a marker the tests locate views by."""
+    from trame_slicer.app.ui import create_vertical_slice_view_gutter_ui, create_vertical_view_gutter_ui
+    from trame_slicer.views import SliceView
+
+    html.Span(classes=f"ca-view-marker ca-view-{view_id}", style="display:none")
+    if isinstance(view, SliceView):
+        create_vertical_slice_view_gutter_ui(server, view_id, view)
+    else:
+        create_vertical_view_gutter_ui(server, view_id, view)
+
+
+class ClinicalAIWebApp(TrameApp):
+    """The page and its server-side state. Build with :func:`create_app`."""
+
+    TOOLS = ("data", "segcorrect", "pet", "attribution", "editor", "display")
+
+    def __init__(self, server=None, config: Optional[WebConfig] = None):
+        super().__init__(server)
+        from trame_slicer import module as trame_slicer_module
+        from trame_slicer.app.logic import LayoutButtonLogic, SegmentEditorLogic
+        from trame_slicer.core import SlicerApp
+        from trame_slicer.rca_view import register_rca_factories
+
+        from ..mrml.context import MRMLContext
+
+        if config is None:
+            raise ValueError("a WebConfig is required")
+        self.config = config
+        self.data_root = config.data
+        self.server.enable_module(trame_slicer_module)
+        self.server.enable_module(
+            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"]}
+        )
+        self.slicer_app = SlicerApp()
+        self.context = MRMLContext.from_slicer_app(self.slicer_app)
+        register_rca_factories(
+            self.slicer_app.view_manager,
+            self.server,
+            slice_view_ui_f=_view_marker_ui,
+            three_d_view_ui_f=_view_marker_ui,
+        )
+        # views first: an effect pipeline made for a view that is still being built gets no
+        # view (trame-slicer 2.0), and the segment editor adds its effects' nodes at once
+        self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
+        from .panels.attribution import register_side_by_side_layout
+
+        register_side_by_side_layout(self.layout_logic.layout_manager)
+        self.segment_editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
+        self.volume_node = None
+        self.loop: Optional[asyncio.AbstractEventLoop] = None
+        self._edit_observer = None
+        self._edited_node = None
+        self._edit_count_pending = False
+        self._undo_connected = False
+        #: ``listener(segmentation_node)`` after the edited segmentation changed
+        self.segmentation_listeners: List[Any] = []
+
+        from .panels.data import DataPanel
+        from .panels.display import DisplayPanel
+        from .panels.segcorrect import SegCorrectPanel
+        from .panels.pet import PetPanel
+        from .panels.attribution import AttributionPanel
+
+        self.panels: Dict[str, Any] = {}
+        for cls in (DataPanel, SegCorrectPanel, PetPanel, AttributionPanel, DisplayPanel):
+            panel = cls(self)
+            self.panels[panel.key] = panel
+
+        state = self.state
+        state.trame__title = "ClinicalAI"
+        state.ca_tool = "data"
+        state.ca_drawer = True
+        state.ca_volume_loaded = False
+        state.ca_volume_name = ""
+        state.ca_message = ""
+        state.ca_error = ""
+        state.ca_edit_name = ""
+        state.ca_edit_voxels = -1
+        self.server.controller.on_server_ready.add(self._on_ready)
+        self._build_ui()
+
+    # ------------------------------------------------------------------ life cycle
+    def _on_ready(self, **_):
+        self.loop = asyncio.get_event_loop()
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None:
+            self.loop = asyncio.get_event_loop()
+        return self.loop
+
+    # ------------------------------------------------------------------ messages
+    def error(self, message: str) -> None:
+        with self.state:
+            self.state.ca_error = message
+            self.state.ca_message = ""
+
+    def info(self, message: str) -> None:
+        with self.state:
+            self.state.ca_message = message
+            self.state.ca_error = ""
+
+    # ------------------------------------------------------------------ scene
+    def show_volume(self, node) -> None:
+        """Make ``node`` the background of every slice view and the segment editor's master."""
+        self.volume_node = node
+        dm = self.slicer_app.display_manager
+        dm.show_volume_in_slice_background(node)
+        dm.show_volume_in_slice_foreground(None)
+        # segmentations drawn on another image would float over this one: hide them
+        scene = self.context.scene
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+            seg = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+            display = seg.GetDisplayNode()
+            reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
+            if display is not None and reference is not node:
+                display.SetVisibility(False)
+        dm.reset_views()
+        with self.state:
+            self.state.ca_volume_loaded = True
+            self.state.ca_volume_name = node.GetName()
+        for panel in self.panels.values():
+            panel.on_volume_changed(node)
+
+    def render_views(self) -> None:
+        """Re-render every view: the logics change slice composite / display nodes directly,
+        which trame-slicer's views do not all observe."""
+        for view in self.slicer_app.view_manager.get_views():
+            view.schedule_render()
+
+    def edit_segmentation(self, segmentation_node, open_editor: bool = True) -> None:
+        """Make ``segmentation_node`` the segment editor's segmentation over the current volume
+        (and open the editor in the drawer)."""
+        editor = self.slicer_app.segmentation_editor
+        editor.deactivate_effect()
+        editor.set_active_segmentation(segmentation_node, self.volume_node)
+        self.segment_editor_logic._on_segment_editor_changed()
+        self._observe_edits(segmentation_node)
+        self._count_edit_voxels()
+        if open_editor:
+            with self.state:
+                self.state.ca_tool = "editor"
+                self.state.ca_drawer = True
+
+    # the voxel count of the edited segmentation follows paint / erase / undo (~3 updates a second)
+    def _observe_edits(self, node) -> None:
+        import slicer
+
+        if self._edit_observer is not None:
+            obj, tag = self._edit_observer
+            obj.RemoveObserver(tag)
+        segmentation = node.GetSegmentation()
+        tag = segmentation.AddObserver(slicer.vtkSegmentation.RepresentationModified, self._schedule_edit_count)
+        self._edit_observer = (segmentation, tag)
+        self._edited_node = node
+        if not self._undo_connected:
+            # undo / redo swap labelmaps without a RepresentationModified event
+            for signal in self.slicer_app.segmentation_editor.undo_stack.signals():
+                signal.connect(self._schedule_edit_count)
+            self._undo_connected = True
+
+    def _schedule_edit_count(self, *_) -> None:
+        if self._edit_count_pending:
+            return
+        self._edit_count_pending = True
+        self.event_loop().call_later(0.3, self._count_edit_voxels)
+
+    def _count_edit_voxels(self) -> None:
+        from ..mrml.segmentations import segmentation_to_labels
+        from ..mrml.volumes import volume_grid_of_node
+
+        self._edit_count_pending = False
+        node = self._edited_node
+        if node is None or self.volume_node is None or self.context.scene.GetNodeByID(node.GetID()) is None:
+            return
+        try:
+            labels = segmentation_to_labels(node, volume_grid_of_node(self.volume_node))
+        except ClinicalAIError:
+            return
+        with self.state:
+            self.state.ca_edit_name = node.GetName()
+            self.state.ca_edit_voxels = int((labels.array > 0).sum())
+        for listener in list(self.segmentation_listeners):
+            listener(node)
+
+    # ------------------------------------------------------------------ page
+    def _tool_button(self, key: str, icon: str, name: str) -> None:
+        from trame_slicer.app.ui import ControlButton
+
+        ControlButton(
+            id=f"tool-{key}",
+            icon=icon,
+            name=name,
+            click=f"ca_drawer = !(ca_drawer && ca_tool === '{key}'); ca_tool = '{key}'",
+            active=(f"ca_tool === '{key}' && ca_drawer",),
+            classes="mt-1",
+        )
+
+    def _build_ui(self) -> None:
+        from trame_slicer.app.ui import LayoutButton, SegmentEditorUI, SegmentEditorUndoRedoUI, ViewerLayout
+
+        with ViewerLayout(self.server, title="ClinicalAI") as layout:
+            self.ui_layout = layout
+            layout.title.set_text("ClinicalAI")
+            with layout.appbar:
+                html.Span(
+                    "{{ ca_volume_name ? ca_volume_name : 'no volume open' }}",
+                    id="volume-name",
+                    classes="text-caption mx-4",
+                )
+                v3.VChip("synthetic demo models: not for clinical use", size="small", color="warning", classes="mx-2")
+            layout.drawer.v_model = ("ca_drawer",)
+            layout.drawer.width = 470
+            with layout.drawer:
+                with html.Div(classes="pa-2"):
+                    v3.VAlert(
+                        v_if="ca_error",
+                        text=("ca_error",),
+                        type="error",
+                        density="compact",
+                        closable=True,
+                        id="error-alert",
+                        classes="mb-2",
+                        click_close="ca_error = ''",
+                    )
+                    v3.VAlert(
+                        v_if="ca_message",
+                        text=("ca_message",),
+                        type="info",
+                        density="compact",
+                        id="info-alert",
+                        classes="mb-2",
+                    )
+                for key, panel in self.panels.items():
+                    with html.Div(v_show=f"ca_tool === '{key}'", id=f"panel-{key}"):
+                        panel.build_ui()
+                with html.Div(v_show="ca_tool === 'editor'", id="panel-editor", style="height: 85vh;"):
+                    html.Div(
+                        "{{ ca_edit_name }}: {{ ca_edit_voxels }} voxels",
+                        v_if="ca_edit_voxels >= 0",
+                        id="editor-voxels",
+                        classes="text-body-2 px-4",
+                    )
+                    self.segment_editor_ui = SegmentEditorUI()
+                self.segment_editor_logic.set_ui(self.segment_editor_ui)
+            with layout.toolbar:
+                self._tool_button("data", "mdi-folder-open", "Open data")
+                self._tool_button("segcorrect", "mdi-heart-pulse", "SegCorrect")
+                self._tool_button("pet", "mdi-brain", "PetRecurrence")
+                self._tool_button("attribution", "mdi-map-search", "AttributionViewer")
+                self._tool_button("editor", "mdi-brush", "Segment editor")
+                self._tool_button("display", "mdi-tune-variant", "Window/level and 3D")
+                self.layout_button = LayoutButton(classes="mt-1")
+                self.layout_logic.set_ui(self.layout_button)
+            with layout.undo_redo:
+                SegmentEditorUndoRedoUI(editor_ui=self.segment_editor_ui)
+            with layout.content:
+                self.layout_logic.layout_manager.initialize_layout_grid(layout)
+
+
+def create_app(config: WebConfig, server=None) -> ClinicalAIWebApp:
+    """The app on ``server`` (a new trame server by default) with the HTTP guard installed."""
+    from trame.app import get_server
+
+    from . import http as web_http
+
+    server = server or get_server("clinicalai", client_type="vue3")
+    app = ClinicalAIWebApp(server, config)
+    http_config = web_http.HttpConfig(
+        data=config.data,
+        host=config.host,
+        port=config.port,
+        token=config.token,
+        max_upload_bytes=security.max_upload_bytes(config.max_upload_mb),
+        on_upload=app.panels["data"].on_uploaded,
+    )
+
+    def bind(wslink_server):
+        web_http.install(wslink_server.app, http_config)
+
+    server.controller.on_server_bind.add(bind)
+    return app
+
+
+def serve(config: WebConfig) -> None:
+    """Check the binding, build the app and serve until interrupted (blocking)."""
+    import sys
+
+    security.check_bind(config.host, config.token)
+    # trame parses sys.argv for its own options (--host, --port, ...): ours are already parsed
+    sys.argv = sys.argv[:1]
+    app = create_app(config)
+    url_host = config.host if ":" not in config.host else f"[{config.host}]"
+    url = f"http://{url_host}:{config.port}/"
+    if config.token:
+        url += f"?token={config.token}"
+
+    def announce(**_):
+        print(f"ClinicalAI web: serving {config.data.root} at {url}", flush=True)
+
+    app.server.controller.on_server_ready.add(announce)
+    app.server.start(
+        host=config.host,
+        port=config.port,
+        open_browser=False,
+        show_connection_info=False,
+        timeout=0,
+    )

@@ -1,0 +1,266 @@
+"""AttributionViewer panel: attribution maps (and an anomaly map) side by side over the image,
+their metrics against a reference lesion, correlation between methods, threshold -> weak
+segmentation, the randomised-model check. All work is :class:`AttributionViewerLogic`'s."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ...errors import ClinicalAIError
+from ...outputs import write_json
+from . import common
+from .base import Panel
+
+METHODS = ["gradient", "gradient-x-input", "integrated-gradients", "expected-gradients", "smoothgrad",
+           "guided-backprop", "gradcam", "gradcam++", "occlusion"]
+#: slice views the maps go into, left to right (registered as the "Maps side by side" layout)
+MAP_VIEWS = ("Red", "Map2", "Map3")
+SIDE_BY_SIDE = "Maps side by side"
+METRIC_COLUMNS = ["map", "dice", "auroc", "auprc", "pointing_game", "threshold"]
+
+
+def register_side_by_side_layout(layout_manager) -> None:
+    from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+
+    views = [ViewLayoutDefinition.axial_view()] + [
+        ViewLayoutDefinition.slice_view("Axial", label=tag, color="#888888") for tag in MAP_VIEWS[1:]
+    ]
+    # created now, not lazily: see ClinicalAIWebApp.__init__ (views before the segment editor)
+    layout_manager.register_layout(SIDE_BY_SIDE, Layout(LayoutDirection.Horizontal, views), lazy_initialization=False)
+
+
+class AttributionPanel(Panel):
+    key = "attribution"
+    title = "AttributionViewer"
+
+    def __init__(self, app) -> None:
+        super().__init__(app)
+        from ...mrml.attribution_logic import AttributionViewerLogic
+
+        self.logic = AttributionViewerLogic(app.context)
+        self.params = None
+        classifiers = common.model_choices("classification")
+        generative = common.model_choices("anomaly-detection")
+        self.set(
+            models=[{"title": "(none)", "value": ""}] + classifiers,
+            model=classifiers[0]["value"] if classifiers else "",
+            anomaly_models=[{"title": "(none)", "value": ""}] + generative,
+            anomaly_model=generative[0]["value"] if generative else "",
+            card="",
+            methods_all=METHODS,
+            methods=["gradient", "gradcam"],
+            target=-1,
+            masks=[{"title": "(none)", "value": ""}],
+            lesion="",
+            devices=common.device_items(),
+            device="auto",
+            has_result=False,
+            maps=[],
+            map_choice="",
+            threshold=0.5,
+            opacity=0.6,
+            metrics=[],
+            correlations=[],
+            randomization=[],
+            saved=[],
+        )
+        self._update_card()
+        self.state.change(self.k("model"))(lambda **_: self._update_card())
+        self.state.change(self.k("opacity"))(lambda **_: self._apply_opacity())
+
+    def build_ui(self) -> None:
+        with v3.VCard(variant="flat"):
+            v3.VCardTitle("AttributionViewer")
+            v3.VCardSubtitle("explain a classifier; compare with anomaly maps")
+            with v3.VCardText():
+                v3.VSelect(label="classifier", items=(self.k("models"),), v_model=(self.k("model"),), density="compact", hide_details=True, classes="mb-1")
+                html.Div(f"{{{{ {self.k('card')} }}}}", classes="text-caption text-warning")
+                v3.VSelect(label="generative model (anomaly map)", items=(self.k("anomaly_models"),), v_model=(self.k("anomaly_model"),), density="compact", hide_details=True, classes="mb-1")
+                v3.VSelect(label="methods", items=(self.k("methods_all"),), v_model=(self.k("methods"),), multiple=True, chips=True, density="compact", hide_details=True, classes="mb-1", id="attribution-methods")
+                with html.Div(classes="d-flex"):
+                    v3.VTextField(label="target class (-1 = predicted)", v_model_number=(self.k("target"),), type="number", density="compact", hide_details=True, classes="mr-2")
+                    v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
+                v3.VSelect(label="reference lesion", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mt-1", id="attribution-lesion")
+                self.run_row(self.run)
+                with html.Div(v_if=(self.k("has_result"),)):
+                    v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact")
+                    html.Div("metrics against the reference lesion", classes="text-subtitle-2 mt-2")
+                    common.table(self.k("metrics"), METRIC_COLUMNS, "attribution-metrics")
+                    html.Div("correlation between maps", classes="text-subtitle-2 mt-2")
+                    common.table(self.k("correlations"), ["map A", "map B", "spearman"], "attribution-correlations")
+                    with html.Div(classes="d-flex align-center mt-2"):
+                        v3.VSelect(label="map", items=(self.k("maps"),), v_model=(self.k("map_choice"),), density="compact", hide_details=True, classes="mr-2")
+                        v3.VSlider(label="threshold", v_model=(self.k("threshold"),), min=0.05, max=1, step=0.05, hide_details=True, density="compact", thumb_label=True)
+                    with html.Div(classes="d-flex mt-1"):
+                        v3.VBtn("Threshold -> segmentation", click=self.threshold_map, size="small", variant="tonal", classes="mr-1", id="attribution-threshold")
+                        v3.VBtn("Randomised-model check", click=self.randomization, size="small", variant="tonal", classes="mr-1", id="attribution-random",
+                                disabled=(f"{self.k('running')}",))
+                        v3.VBtn("Save", click=self.save, size="small", color="secondary", id="attribution-save")
+                    common.table(self.k("randomization"), ["method", "layer", "spearman", "ssim"], "attribution-randomization")
+                    common.saved_list(self.k("saved"), "attribution-saved")
+
+    def _update_card(self) -> None:
+        self.set(card=common.card_text(self.get("model")))
+
+    def on_volume_changed(self, node: Any) -> None:
+        self.refresh_inputs()
+
+    def on_segmentation_opened(self, relative: str, node: Any) -> None:
+        self.refresh_inputs()
+        self.set(lesion=node.GetID())
+
+    def refresh_inputs(self) -> None:
+        self.set(masks=common.segmentation_items(self.app.context.scene))
+
+    def _parameters(self):
+        from ...mrml.attribution_logic import AttributionViewerParameters
+
+        methods = list(self.get("methods") or [])
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ClinicalAIError(f"unknown attribution method(s): {', '.join(map(str, unknown))}")
+        try:
+            target = int(self.get("target") if self.get("target") not in (None, "") else -1)
+        except (TypeError, ValueError):
+            raise ClinicalAIError(f"the target class must be a whole number, got {self.get('target')!r}") from None
+        return AttributionViewerParameters(
+            input_volume=self.app.volume_node.GetID() if self.app.volume_node is not None else None,
+            model=common.checked_choice(self.get("model"), self.get("models"), "classifier", self.app),
+            anomaly_model=common.checked_choice(self.get("anomaly_model"), self.get("anomaly_models"), "generative model", self.app),
+            target=target,
+            methods=methods,
+            lesion=common.checked_choice(self.get("lesion"), self.get("masks"), "reference lesion") or None,
+            threshold=float(self.get("threshold")),
+            device=common.checked_choice(self.get("device"), self.get("devices"), "device"),
+        )
+
+    def run(self) -> None:
+        try:
+            params = self._parameters()
+            inputs = self.logic.prepare(params)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+
+        def compute(progress, cancel):
+            return self.logic.compute(inputs, progress, cancel)
+
+        def apply(result):
+            self.params = self.logic.finish(params, inputs, result)
+            self._show(result)
+
+        self.start_job(compute, apply)
+
+    def _show(self, result) -> None:
+        scene = self.app.context.scene
+        nodes = [scene.GetNodeByID(i) for i in self.params.maps]
+        # the browser's own layout: the first maps side by side in axial views, linked
+        lm = self.app.layout_logic.layout_manager
+        with self.state:
+            self.state["LayoutButtonState__current_layout_id"] = SIDE_BY_SIDE
+        lm.set_layout(SIDE_BY_SIDE)
+        vm = self.app.slicer_app.view_manager
+        for tag, node in zip(MAP_VIEWS, nodes):
+            view = vm.get_view(tag)
+            if view is None:
+                continue
+            view.set_background_volume_id(self.params.input_volume)
+            view.set_foreground_volume_id(node.GetID())
+            view.set_foreground_opacity(float(self.get("opacity")))
+            view.reset_view()
+
+        def fit() -> None:  # again once the page has laid the new views out
+            for tag in MAP_VIEWS:
+                view = vm.get_view(tag)
+                if view is not None:
+                    view.reset_view()
+
+        for delay in (1.0, 3.0):
+            self.app.event_loop().call_later(delay, fit)
+        self.set(
+            has_result=True,
+            maps=[{"title": n.GetName(), "value": n.GetID()} for n in nodes],
+            map_choice=nodes[0].GetID() if nodes else "",
+            metrics=[{k: common.fmt(v) for k, v in row.items()} for row in result.metrics],
+            correlations=[{k: common.fmt(v) for k, v in row.items()} for row in result.correlations],
+            randomization=[],
+            saved=[],
+        )
+
+    def _apply_opacity(self) -> None:
+        vm = self.app.slicer_app.view_manager
+        for tag in MAP_VIEWS:
+            view = vm.get_view(tag)
+            if view is not None and view.get_foreground_volume_id():
+                view.set_foreground_opacity(float(self.get("opacity")))
+
+    def threshold_map(self) -> None:
+        try:
+            seg = self.logic.threshold_to_segmentation(self.get("map_choice"), float(self.get("threshold")))
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self.refresh_inputs()
+        self.app.info(f"made segmentation '{seg.GetName()}'")
+
+    def randomization(self) -> None:
+        """The randomised-model check in the background. AttributionViewerLogic's
+        ``randomization_check`` runs in one step (fine on the desktop's main thread); here the
+        engine call runs on the worker and only the table rows come back to the page."""
+        if self.params is None:
+            return
+        try:
+            inputs = self.logic.prepare(self._parameters())
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        if not inputs["methods"]:
+            self.set(error="the randomised-model check needs a classifier and a method")
+            return
+
+        def compute(progress, cancel):
+            from ...attribution import randomization_check
+            from ...mrml.attribution_logic import _rows_of
+
+            model = self.logic.models.get(inputs["model"], inputs["device"])
+            method = inputs["methods"][0]
+            result = randomization_check(model, inputs["image"], method, target=inputs["target"], progress=progress, cancel=cancel)
+            return _rows_of(result, method)
+
+        def apply(rows: List[Dict[str, Any]]) -> None:
+            self.set(randomization=[{k: common.fmt(v) for k, v in r.items()} for r in rows])
+
+        self.start_job(compute, apply)
+
+    def save(self) -> None:
+        from ...mrml.volumes import node_to_volume
+        from ...volume.io import write_volume
+
+        if self.params is None:
+            self.set(error="run AttributionViewer first")
+            return
+        try:
+            scene = self.app.context.scene
+            image = scene.GetNodeByID(self.params.input_volume)
+            stem = common.result_stem(image.GetName(), "attribution")
+            folder = common.results_folder(self.app)
+            paths = []
+            for map_id in self.params.maps:
+                node = scene.GetNodeByID(map_id)
+                method = node.GetAttribute("ClinicalAI.Method") or node.GetName()
+                p = folder / f"{stem}_{common.result_stem(method, 'map').rsplit('_', 1)[0]}.nii.gz"
+                write_volume(node_to_volume(node), p)
+                paths.append(p)
+            json_path = folder / f"{stem}.json"
+            write_json({"input": image.GetName(), "model": self.get("model"), "methods": self.get("methods"),
+                        "metrics": self.get("metrics"), "correlations": self.get("correlations"),
+                        "randomization": self.get("randomization")}, json_path)
+            paths.append(json_path)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self.set(saved=common.saved_links(paths, self.app), error="")
+        self.app.panels["data"].refresh()

@@ -1,0 +1,127 @@
+"""What every drawer panel shares: its state prefix, a Run / Cancel row with a progress bar,
+and the background job plumbing (:class:`clinicalai.web.jobs.Job`)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ..jobs import Job, JobStatus
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import ClinicalAIWebApp
+
+
+class Panel:
+    key = "panel"
+    title = "Panel"
+
+    def __init__(self, app: "ClinicalAIWebApp") -> None:
+        self.app = app
+        self.job: Optional[Job] = None
+        #: monotonic seconds when the last result was applied (the benchmark reads it)
+        self.applied_at = 0.0
+        s = self.state
+        s[self.k("running")] = False
+        s[self.k("progress")] = 0.0
+        s[self.k("status")] = ""
+        s[self.k("error")] = ""
+        s[self.k("seconds")] = 0.0
+        s[self.k("runs")] = 0
+
+    # state helpers --------------------------------------------------------------
+    @property
+    def state(self):
+        return self.app.state
+
+    @property
+    def server(self):
+        return self.app.server
+
+    def k(self, name: str) -> str:
+        """The state key of ``name`` in this panel (``ca_<panel>_<name>``)."""
+        return f"ca_{self.key}_{name}"
+
+    def set(self, **values: Any) -> None:
+        with self.state:
+            for name, value in values.items():
+                self.state[self.k(name)] = value
+
+    def get(self, name: str) -> Any:
+        return self.state[self.k(name)]
+
+    # UI -----------------------------------------------------------------------
+    def build_ui(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def run_row(self, run: Callable[[], None], label: str = "Run") -> None:
+        """Run / Cancel buttons, a progress bar and the panel's status / error line."""
+        with html.Div(classes="d-flex align-center my-2"):
+            v3.VBtn(
+                label,
+                id=f"{self.key}-run",
+                color="primary",
+                click=run,
+                disabled=(f"{self.k('running')} || !ca_volume_loaded",),
+                classes="mr-2",
+            )
+            v3.VBtn(
+                "Cancel",
+                id=f"{self.key}-cancel",
+                click=self.cancel,
+                disabled=(f"!{self.k('running')}",),
+                variant="tonal",
+            )
+        v3.VProgressLinear(
+            model_value=(f"100 * {self.k('progress')}",),
+            height=6,
+            color="primary",
+            id=f"{self.key}-progress",
+            classes="mb-1",
+        )
+        html.Div(
+            f"{{{{ {self.k('status')} }}}}",
+            id=f"{self.key}-status",
+            classes="text-caption",
+        )
+        html.Div(
+            f"{{{{ {self.k('error')} }}}}",
+            v_if=(self.k("error"),),
+            id=f"{self.key}-error",
+            classes="text-caption text-error",
+        )
+
+    # jobs ----------------------------------------------------------------------
+    def start_job(self, compute: Callable, apply: Callable[[Any], None]) -> None:
+        if self.job is not None and self.job.running:
+            return
+        self.set(error="")
+
+        def applied(result: Any) -> None:
+            apply(result)
+            self.app.render_views()
+            self.applied_at = time.monotonic()
+            self.set(runs=self.get("runs") + 1)
+
+        self.job = Job(compute, applied, self._on_status, loop=self.app.event_loop())
+        self.job.start()
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def _on_status(self, status: JobStatus) -> None:
+        self.set(
+            running=status.running,
+            progress=status.fraction,
+            status=status.message if not status.error else "",
+            error=status.error,
+            seconds=round(status.seconds, 2),
+        )
+
+    # scene events -------------------------------------------------------------
+    def on_volume_changed(self, node: Any) -> None:
+        pass

@@ -1,0 +1,156 @@
+"""Small pieces the workflow panels share: model / device / node choices, tables, saving."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ...errors import ClinicalAIError
+from .. import security
+
+
+def model_choices(task: Optional[str]) -> List[Dict[str, Any]]:
+    """``[{"title", "value"}]`` of the bundled models of ``task`` (value = card path)."""
+    from ...mrml.logic import bundled_models
+
+    try:
+        return [{"title": m["name"] + (" (synthetic demo)" if m["synthetic_demo"] else ""), "value": m["path"]}
+                for m in bundled_models(task)]
+    except ClinicalAIError:
+        return []
+
+
+def checked_choice(value: str, items: Sequence[Dict[str, Any]], what: str, app: Any = None) -> str:
+    """``value`` if the page offered it (or, for a model, it is a file inside ``--data``).
+
+    The page's state can be set by any client: a model path or device typed into it must not
+    reach the server's loaders unless it was one of the choices shown."""
+    if value in ("", None) or any(item.get("value") == value for item in items):
+        return value or ""
+    if app is not None:
+        try:
+            return str(app.data_root.existing(str(value)))
+        except ClinicalAIError as exc:
+            raise ClinicalAIError(f"{what}: {exc}") from None
+    raise ClinicalAIError(f"{what} {value!r} is not one of the choices offered")
+
+
+def device_items() -> List[Dict[str, Any]]:
+    from ...mrml.logic import device_choices
+
+    try:
+        return [{"title": d["label"], "value": d["value"]} for d in device_choices()]
+    except Exception:  # no torch device query possible: CPU only
+        return [{"title": "CPU", "value": "cpu"}]
+
+
+def card_text(path: str) -> str:
+    """One line about a model card (task, classes / labels, the synthetic-demo warning)."""
+    if not path:
+        return ""
+    from ...mrml.logic import describe_model
+
+    try:
+        card = describe_model(path)
+    except ClinicalAIError as exc:
+        return str(exc)
+    what = ", ".join(card["labels"] or card["classes"])
+    text = f"{card['name']} {card['version']}: {card['task']}" + (f" ({what})" if what else "")
+    if card["warning"]:
+        text += f". {card['warning']}"
+    return text
+
+
+def segmentation_items(scene: Any) -> List[Dict[str, Any]]:
+    items = [{"title": "(none)", "value": ""}]
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        if node.GetHideFromEditors():
+            continue
+        items.append({"title": node.GetName(), "value": node.GetID()})
+    return items
+
+
+def table(rows_key: str, columns: Sequence[str], table_id: str, row_click=None, actions=None, headers=None) -> None:
+    """A dense HTML table of the state list ``rows_key`` (dicts) with ``columns`` (shown as
+    ``headers``, default the column keys)."""
+    with v3.VTable(density="compact", id=table_id, fixed_header=True, height="280px", classes="text-caption ca-table"):
+        with html.Thead():
+            with html.Tr():
+                for c, h in zip(columns, headers or columns):
+                    html.Th(h, classes="px-1")
+                if actions:
+                    html.Th("")
+        with html.Tbody():
+            with html.Tr(
+                v_for=f"(row, i) in {rows_key}",
+                key="i",
+                classes=("`ca-row ca-row-${i}`",),
+                **({"click": (row_click, "[i]")} if row_click else {}),
+            ):
+                for c in columns:
+                    html.Td(f"{{{{ row['{c}'] }}}}", classes="px-1")
+                if actions:
+                    with html.Td(classes="px-0 text-no-wrap"):
+                        actions()
+
+
+def dynamic_table(rows_key: str, columns_key: str, table_id: str, actions=None) -> None:
+    """Like :func:`table`, the columns being the state list ``columns_key`` (the logic's own
+    table columns, whatever they are)."""
+    with v3.VTable(density="compact", id=table_id, fixed_header=True, height="280px", classes="text-caption ca-table"):
+        with html.Thead():
+            with html.Tr():
+                html.Th("{{ c }}", v_for=f"c in {columns_key}", key="c", classes="px-1")
+                if actions:
+                    html.Th("")
+        with html.Tbody():
+            with html.Tr(v_for=f"(row, i) in {rows_key}", key="i", classes=("`ca-row ca-row-${i}`",)):
+                html.Td("{{ row[c] }}", v_for=f"c in {columns_key}", key="c", classes="px-1")
+                if actions:
+                    with html.Td(classes="px-0 text-no-wrap"):
+                        actions()
+
+
+def fmt(value: Any) -> Any:
+    """Table cell text: numbers rounded, booleans as yes/no."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return "" if not np.isfinite(value) else f"{float(value):.3f}"
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value
+
+
+def result_stem(node_name: str, what: str) -> str:
+    """A file name stem for a result: input name + what + time (never overwrites a result)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{node_name}_{what}").strip("_") or "result"
+    return f"{safe}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def results_folder(app: Any) -> Path:
+    return app.data_root.folder(security.RESULTS_DIR)
+
+
+def saved_links(paths: Sequence[Path], app: Any) -> List[Dict[str, str]]:
+    """``[{"name", "url"}]`` download links of saved result files."""
+    from urllib.parse import quote
+
+    out = []
+    for p in paths:
+        rel = app.data_root.relative(p)
+        out.append({"name": rel, "url": f"api/download?path={quote(rel)}"})
+    return out
+
+
+def saved_list(key: str, list_id: str) -> None:
+    with html.Div(id=list_id, classes="text-caption mt-1"):
+        with html.Div(v_for=f"f in {key}", key="f.url"):
+            html.A("{{ f.name }}", href=("f.url",), download=True, target="_blank")

@@ -1,0 +1,128 @@
+"""Data panel: open a volume from the ``--data`` folder or upload one."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ...errors import ClinicalAIError, InputError
+from .. import security
+from .base import Panel
+
+_UPLOAD_JS = "window.clinicalaiUpload($event.target)"  # serve/upload.js
+
+
+class DataPanel(Panel):
+    key = "data"
+    title = "Open data"
+
+    def __init__(self, app) -> None:
+        super().__init__(app)
+        self.set(files=[], path="", uploading=False)
+        #: segmentation nodes opened from files, by relative path (reference masks / lesions)
+        self.segmentations: dict = {}
+        self.refresh()
+
+    def build_ui(self) -> None:
+        from trame.widgets import client
+
+        client.ClientTriggers(mounted=self.refresh)  # a new page sees the folder as it is now
+        with v3.VCard(variant="flat"):
+            v3.VCardTitle("Open data")
+            v3.VCardSubtitle(f"from {self.app.data_root.root}")
+            with v3.VCardText():
+                with html.Div(classes="d-flex align-center"):
+                    v3.VTextField(
+                        v_model=(self.k("path"),),
+                        label="path inside the data folder",
+                        density="compact",
+                        hide_details=True,
+                        id="data-path",
+                        classes="mr-2",
+                    )
+                    v3.VBtn("Open", id="data-open", click=self.open_typed, color="primary")
+                with v3.VList(density="compact", max_height="40vh", style="overflow-y:auto", id="data-files"):
+                    v3.VListItem(
+                        v_for=f"item in {self.k('files')}",
+                        key="item.path",
+                        title=("item.path",),
+                        subtitle=("item.kind",),
+                        click=(self.open_clicked, "[item.path]"),
+                        classes="ca-data-file",
+                    )
+                with html.Div(classes="d-flex align-center mt-2"):
+                    v3.VBtn("Refresh", click=self.refresh, variant="tonal", size="small", classes="mr-2")
+                    html.Label("Upload:", classes="text-caption mr-2")
+                    html.Input(
+                        type="file",
+                        id="data-upload",
+                        accept=",".join(security.IMAGE_SUFFIXES) + ",.gz",
+                        raw_attrs=[f'@change="{_UPLOAD_JS}"'],
+                        disabled=(self.k("uploading"),),
+                        classes="text-caption",
+                    )
+                html.Div(
+                    f"uploads go to {security.UPLOAD_DIR}/ (up to {self.app.config.max_upload_mb:g} MiB; "
+                    ".nii, .nii.gz, .nrrd, .seg.nrrd, zipped DICOM)",
+                    classes="text-caption mt-1",
+                )
+
+    # actions -----------------------------------------------------------------
+    def refresh(self) -> None:
+        self.set(files=self.app.data_root.list_images())
+
+    def open_typed(self) -> None:
+        self.open_path(self.get("path"))
+
+    def open_clicked(self, relative: str) -> None:
+        self.open_path(relative)
+
+    def on_uploaded(self, relative: str) -> None:
+        self.refresh()
+        self.open_path(relative)
+
+    def open_path(self, relative: str) -> Optional[Any]:
+        """Open ``relative`` (inside --data) into the scene; errors go to the message line."""
+        try:
+            node = self._open(relative)
+        except ClinicalAIError as exc:
+            self.app.error(str(exc))
+            return None
+        except Exception as exc:  # a reader crash on a user's file: one line, server stays up
+            self.app.error(f"{relative}: cannot be opened ({type(exc).__name__}: {exc})")
+            return None
+        self.app.info(f"opened {relative}")
+        return node
+
+    def _open(self, relative: str) -> Any:
+        from ...mrml import segmentations as mseg
+        from ...mrml import volumes as mvol
+
+        path = self.app.data_root.existing(relative)
+        name = path.name
+        if path.is_dir():
+            from ...volume.io import read_volume
+
+            volume = read_volume(path)
+            node = mvol.add_volume_node(self.app.context.scene, volume, name)
+            self.app.show_volume(node)
+            return node
+        low = name.lower()
+        if security.image_suffix(name) in (None, ".zip"):
+            raise InputError(f"{relative}: not an image this app opens (.nii, .nii.gz, .nrrd, .seg.nrrd or a DICOM folder)")
+        if low.endswith(".seg.nrrd"):
+            if self.app.volume_node is None:
+                raise InputError("open the image first, then its segmentation")
+            seg = mseg.load_segmentation_file(self.app.context, str(path), name=name[: -len(".seg.nrrd")])
+            seg.SetReferenceImageGeometryParameterFromVolumeNode(self.app.volume_node)
+            self.segmentations[relative] = seg
+            self.app.edit_segmentation(seg, open_editor=False)
+            for panel in self.app.panels.values():
+                if hasattr(panel, "on_segmentation_opened"):
+                    panel.on_segmentation_opened(relative, seg)
+            return seg
+        node = mvol.load_volume_file(self.app.context, str(path), name=name.split(".")[0])
+        self.app.show_volume(node)
+        return node

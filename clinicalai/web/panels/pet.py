@@ -1,0 +1,209 @@
+"""PetRecurrence panel: P(recurrence) from the fold ensemble, static uptake figures, the
+Grad-CAM heat map over the PET with opacity / threshold, save / download.
+All work is :class:`PetRecurrenceLogic`'s."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+
+from ...errors import ClinicalAIError
+from ...outputs import write_json
+from . import common
+from .base import Panel
+
+
+class PetPanel(Panel):
+    key = "pet"
+    title = "PetRecurrence"
+
+    def __init__(self, app) -> None:
+        super().__init__(app)
+        from ...mrml.pet_logic import PetRecurrenceLogic
+
+        self.logic = PetRecurrenceLogic(app.context)
+        self.params = None
+        self.set(
+            units="suv",
+            unit_items=[{"title": "SUV", "value": "suv"}, {"title": "Bq/mL", "value": "bqml"}, {"title": "from the data (DICOM)", "value": ""}],
+            devices=common.device_items(),
+            device="auto",
+            cam=True,
+            masks=[{"title": "(none)", "value": ""}],
+            brain_mask="",
+            lesion="",
+            opacity=0.5,
+            threshold=0.2,
+            has_result=False,
+            probability=-1.0,
+            probability_text="",
+            label="",
+            spread="",
+            folds="",
+            warnings=[],
+            static_rows=[],
+            saved=[],
+            vr=False,
+        )
+        self.state.change(self.k("opacity"))(lambda **_: self._display(opacity=True))
+        self.state.change(self.k("threshold"))(lambda **_: self._display(threshold=True))
+        self.state.change(self.k("vr"))(lambda **_: self._show_3d())
+
+    def build_ui(self) -> None:
+        with v3.VCard(variant="flat"):
+            v3.VCardTitle("PetRecurrence")
+            v3.VCardSubtitle("18F-FDOPA PET: recurrence vs treatment-related change")
+            with v3.VCardText():
+                with html.Div(classes="d-flex"):
+                    v3.VSelect(label="units", items=(self.k("unit_items"),), v_model=(self.k("units"),), density="compact", hide_details=True, classes="mr-2", id="pet-units")
+                    v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
+                v3.VSelect(label="brain mask", items=(self.k("masks"),), v_model=(self.k("brain_mask"),), density="compact", hide_details=True, classes="mt-1")
+                v3.VSelect(label="lesion VOI", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mt-1")
+                v3.VCheckbox(label="Grad-CAM map", v_model=(self.k("cam"),), density="compact", hide_details=True)
+                html.Div("bundled fold models: synthetic demo, not for clinical use", classes="text-caption text-warning")
+                self.run_row(self.run)
+                with html.Div(v_if=(self.k("has_result"),)):
+                    html.Div(
+                        f"P(recurrence) = {{{{ {self.k('probability_text')} }}}}",
+                        id="pet-probability",
+                        classes="text-h6 mt-2",
+                    )
+                    html.Div(f"{{{{ {self.k('label')} }}}}", id="pet-label", classes="text-body-1")
+                    html.Div(f"spread across folds: {{{{ {self.k('spread')} }}}}; folds: {{{{ {self.k('folds')} }}}}", classes="text-caption")
+                    with html.Div(id="pet-warnings"):
+                        v3.VAlert(v_for=f"w in {self.k('warnings')}", text=("w",), type="warning", density="compact", classes="my-1")
+                    common.table(self.k("static_rows"), ["quantity", "value"], "pet-static")
+                    v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact", id="pet-opacity")
+                    v3.VSlider(label="threshold", v_model=(self.k("threshold"),), min=0, max=0.95, step=0.05, hide_details=True, density="compact", id="pet-threshold")
+                    v3.VSwitch(label="show Grad-CAM in 3D", v_model=(self.k("vr"),), hide_details=True, density="compact")
+                    v3.VBtn("Go to Grad-CAM peak", click=self.go_to_peak, size="small", variant="tonal", classes="mr-1", id="pet-peak")
+                    v3.VBtn("Save", click=self.save, size="small", color="secondary", id="pet-save")
+                    common.saved_list(self.k("saved"), "pet-saved")
+
+    def on_volume_changed(self, node: Any) -> None:
+        self.refresh_inputs()
+
+    def on_segmentation_opened(self, relative: str, node: Any) -> None:
+        self.refresh_inputs()
+
+    def refresh_inputs(self) -> None:
+        self.set(masks=common.segmentation_items(self.app.context.scene))
+
+    def run(self) -> None:
+        from ...mrml.pet_logic import PetRecurrenceParameters
+
+        if self.app.volume_node is None:
+            self.set(error="open a PET volume first")
+            return
+        try:
+            params = PetRecurrenceParameters(
+                input_volume=self.app.volume_node.GetID(),
+                brain_mask=common.checked_choice(self.get("brain_mask"), self.get("masks"), "brain mask") or None,
+                lesion=common.checked_choice(self.get("lesion"), self.get("masks"), "lesion VOI") or None,
+                units=common.checked_choice(self.get("units"), self.get("unit_items"), "units"),
+                device=common.checked_choice(self.get("device"), self.get("devices"), "device"),
+                compute_cam=bool(self.get("cam")),
+                cam_opacity=float(self.get("opacity")),
+                cam_threshold=float(self.get("threshold")),
+            )
+            inputs = self.logic.prepare(params)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+
+        def compute(progress, cancel):
+            return self.logic.compute(inputs, progress, cancel)
+
+        def apply(result):
+            self.params = self.logic.finish(params, inputs, result)
+            self._show_summary(self.params.summary)
+
+        self.start_job(compute, apply)
+
+    def _show_summary(self, summary: Dict[str, Any]) -> None:
+        p = float(summary["probability"])
+        spread = summary.get("spread")
+        if isinstance(spread, dict):
+            spread = ", ".join(f"{k} {common.fmt(v)}" for k, v in spread.items())
+        elif isinstance(spread, (int, float)):
+            spread = f"{spread:.3f}"
+        rows: List[Dict[str, Any]] = [{"quantity": k, "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
+        if summary.get("cam_inside_brain_fraction") is not None:
+            rows.append({"quantity": "Grad-CAM inside brain", "value": common.fmt(summary["cam_inside_brain_fraction"])})
+        self.set(
+            has_result=True,
+            probability=p,
+            probability_text=f"{p:.3f}",
+            label=summary.get("label", ""),
+            spread=spread if spread is not None else "n/a",
+            folds=", ".join(f"{float(x):.3f}" for x in summary.get("fold_probabilities") or []),
+            warnings=list(summary.get("warnings") or []),
+            static_rows=rows,
+            saved=[],
+            vr=False,
+        )
+
+    def _display(self, opacity: bool = False, threshold: bool = False) -> None:
+        if self.params is None or not self.params.cam_volume:
+            return
+        try:
+            self.logic.set_cam_display(
+                opacity=float(self.get("opacity")) if opacity else None,
+                threshold=float(self.get("threshold")) if threshold else None,
+            )
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+        self.app.render_views()
+
+    def go_to_peak(self) -> None:
+        """Centre the slice views on the Grad-CAM maximum (where the network looked most)."""
+        import numpy as np
+        import slicer
+
+        from ...mrml.volumes import array_from_image_data, ijk_to_ras, volume_grid_of_node
+
+        if self.params is None or not self.params.cam_volume:
+            return
+        node = self.app.context.scene.GetNodeByID(self.params.cam_volume)
+        array = array_from_image_data(node.GetImageData())
+        k, j, i = np.unravel_index(int(np.nanargmax(array)), array.shape)
+        r, a, s = (ijk_to_ras(volume_grid_of_node(node)) @ np.array([i, j, k, 1.0]))[:3]
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.app.context.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+    def _show_3d(self) -> None:
+        if self.params is None or not self.params.cam_volume:
+            return
+        node = self.app.context.scene.GetNodeByID(self.params.cam_volume)
+        vr = self.app.slicer_app.volume_rendering
+        if self.get("vr"):
+            display = vr.get_vr_display_node(node) if vr.has_vr_display_node(node) else vr.create_display_node(node, "")
+            display.SetVisibility(True)
+        elif vr.has_vr_display_node(node):
+            vr.get_vr_display_node(node).SetVisibility(False)
+
+    def save(self) -> None:
+        from ...mrml.volumes import node_to_volume
+        from ...volume.io import write_volume
+
+        if self.params is None:
+            self.set(error="run PetRecurrence first")
+            return
+        try:
+            image = self.app.context.scene.GetNodeByID(self.params.input_volume)
+            stem = common.result_stem(image.GetName(), "pet")
+            folder = common.results_folder(self.app)
+            paths = []
+            if self.params.cam_volume:
+                cam_path = folder / f"{stem}_gradcam.nii.gz"
+                write_volume(node_to_volume(self.app.context.scene.GetNodeByID(self.params.cam_volume)), cam_path)
+                paths.append(cam_path)
+            json_path = folder / f"{stem}.json"
+            write_json({"input": image.GetName(), "units": self.get("units"), **self.params.summary}, json_path)
+            paths.append(json_path)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self.set(saved=common.saved_links(paths, self.app), error="")
+        self.app.panels["data"].refresh()
