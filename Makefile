@@ -40,8 +40,12 @@ models: venv
 	$(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 -o Resources/Models/brain-lesion-classifier.pt
 	$(PY) -m clinicalai.generative.train_demo
 
+# Each benchmark prints a table of ratios to a reference run in the same process (a plain
+# MONAI loop, SimpleITK, one forward pass); see benchmarks/README.md.
 bench: venv
-	$(PY) -m pytest benchmarks -q --benchmark-only
+	for b in volume_io segment segcorrect pet generative; do $(PY) benchmarks/bench_$$b.py || exit 1; done
+	$(PY) benchmarks/bench_attribution.py --small
+	$(PY) benchmarks/bench_web.py
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
