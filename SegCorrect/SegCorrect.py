@@ -26,6 +26,7 @@ if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from clinicalai.mrml import logic as mrml_logic  # noqa: E402
+from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
@@ -76,8 +77,8 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegCorrectLogic()
 
-        self._fillModelChoices(self.ui.segmenterComboBox, "segmentation")
-        self._fillModelChoices(self.ui.correctorComboBox, "mask-correction")
+        self._fillModelChoices(self.ui.segmenterComboBox, "segmentation", DEFAULT_SEGMENTER)
+        self._fillModelChoices(self.ui.correctorComboBox, "mask-correction", DEFAULT_CORRECTOR)
         for entry in mrml_logic.device_choices():
             self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
 
@@ -101,8 +102,8 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.onModelChanged()
 
     # ------------------------------------------------------------------ model chooser
-    def _fillModelChoices(self, combo, task):
-        for entry in mrml_logic.bundled_models(task):
+    def _fillModelChoices(self, combo, task, default=None):
+        for entry in mrml_logic.bundled_models(task, default):
             combo.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
         combo.addItem(FILE_ITEM, "")
 

@@ -97,10 +97,11 @@ def describe_model(path: str) -> Dict[str, Any]:
     return card_summary(read_model_card(path))
 
 
-def bundled_models(task: Optional[str] = None) -> List[Dict[str, Any]]:
+def bundled_models(task: Optional[str] = None, default: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"name", "path", "task", "synthetic_demo"}]`` of the bundled models (optionally of one
-    task); empty while the engine's packages (pydantic) are not installed yet, so a panel
-    still opens in a fresh Slicer and offers the installation on first use."""
+    task), the model named ``default`` first so choosers start on the engine's default; empty
+    while the engine's packages (pydantic) are not installed yet, so a panel still opens in a
+    fresh Slicer and offers the installation on first use."""
     try:
         from ..models import BUNDLED_MODELS_DIR, read_card
     except ImportError:
@@ -115,7 +116,7 @@ def bundled_models(task: Optional[str] = None) -> List[Dict[str, Any]]:
         if task and card.task != task:
             continue
         out.append({"name": card.name, "path": str(card_path), "task": card.task, "synthetic_demo": card.synthetic_demo})
-    return out
+    return sorted(out, key=lambda m: m["name"] != default)  # stable: the rest keep their order
 
 
 def device_choices() -> List[Dict[str, Any]]:

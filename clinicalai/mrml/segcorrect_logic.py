@@ -14,13 +14,12 @@ from ..volume import Volume
 from .logic import WorkflowLogic, jump_to_slice, node_by_id, read_model_card, resolve_model_path
 from .parameters import node_field
 from .segmentations import add_segmentation_node, fill_segmentation_node, segmentation_to_labels, segments_from_card
+from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # cheap: names only
 from .tables import add_table_node, fill_table_node, table_rows
 
 #: per-slice decisions, in the words of clinicalai.segcorrect.pipeline (CORRECTED, KEPT_RAW);
 #: not imported from there so that loading the Slicer module needs no scipy / torch yet
 CORRECTED, RAW = "corrected", "kept raw"
-DEFAULT_SEGMENTER = "cardiac-unet"
-DEFAULT_CORRECTOR = "cardiac-nvae"
 
 
 @dataclass

@@ -16,9 +16,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import InputError
 
-DEFAULT_SEGMENTER = "cardiac-unet"
-DEFAULT_CORRECTOR = "cardiac-nvae"
-DEFAULT_CONTEXT_CORRECTOR = "cardiac-nvae-context"
+from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
 
 
 def _load(path: Optional[str], default: str, device: str):

@@ -31,6 +31,7 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
 def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
     """Run both paths on one phantom into ``out_dir``; returns a JSON-able summary."""
     from ..models import bundled_model, load_model
+    from . import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
     from ..phantoms.cardiac import cardiac_case
     from ..volume import write_volume
     from .corruptions import corrupt_volume
@@ -40,14 +41,14 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
     out_dir.mkdir(parents=True, exist_ok=True)
     case = cardiac_case(DEMO_SEED, "ED")
     truth = case.labels.array
-    corrector = load_model(bundled_model("cardiac-nvae"), device="cpu")
+    corrector = load_model(bundled_model(DEFAULT_CORRECTOR), device="cpu")
     summary: Dict[str, Any] = {"phantom_seed": DEMO_SEED, "slices": int(truth.shape[0]),
                                "note": "synthetic phantom and demo models; not for clinical use"}
     write_volume(case.image, out_dir / "image.nii.gz")
     write_volume(case.labels, out_dir / "ground-truth.seg.nrrd")
 
     try:
-        segmenter = load_model(bundled_model("cardiac-unet"), device="cpu")
+        segmenter = load_model(bundled_model(DEFAULT_SEGMENTER), device="cpu")
     except Exception:  # noqa: BLE001 - the segmenter is another area's model; the demo goes on without it
         segmenter = None
     if segmenter is not None:

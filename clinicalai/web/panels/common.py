@@ -15,13 +15,14 @@ from ...errors import ClinicalAIError
 from .. import security
 
 
-def model_choices(task: Optional[str]) -> List[Dict[str, Any]]:
-    """``[{"title", "value"}]`` of the bundled models of ``task`` (value = card path)."""
+def model_choices(task: Optional[str], default: Optional[str] = None) -> List[Dict[str, Any]]:
+    """``[{"title", "value"}]`` of the bundled models of ``task`` (value = card path), the model
+    named ``default`` first."""
     from ...mrml.logic import bundled_models
 
     try:
         return [{"title": m["name"] + (" (synthetic demo)" if m["synthetic_demo"] else ""), "value": m["path"]}
-                for m in bundled_models(task)]
+                for m in bundled_models(task, default)]
     except ClinicalAIError:
         return []
 

@@ -25,12 +25,13 @@ class SegCorrectPanel(Panel):
     def __init__(self, app) -> None:
         super().__init__(app)
         from ...mrml.segcorrect_logic import SegCorrectLogic
+        from ...segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
 
         self.logic = SegCorrectLogic(app.context)
         self.params = None
         app.segmentation_listeners.append(self._on_segmentation_edited)
-        segmenters = common.model_choices("segmentation")
-        correctors = common.model_choices("mask-correction")
+        segmenters = common.model_choices("segmentation", DEFAULT_SEGMENTER)
+        correctors = common.model_choices("mask-correction", DEFAULT_CORRECTOR)
         self.set(
             segmenters=segmenters,
             segmenter=segmenters[0]["value"] if segmenters else "",
