@@ -167,3 +167,43 @@ def test_randomization_check_tells_trained_from_random():
     same = randomization_check(NoWeights(), vol, "gradient-x-input", target=1, card=CARD3D)
     assert same.spearman_abs > 0.99 and not same.passed
     json.dumps(check.to_dict())
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_integrated_gradients_from_a_reference_volume(dims):
+    """SumNet is linear on positive inputs: IG from a positive reference r is exactly x - r,
+    for a 3D model and for a slice model explained in chunks of slices."""
+    vol = _oblique_volume()
+    ref = vol.with_array((0.5 * vol.array).astype(np.float32))
+    if dims == 3:
+        card = dict(CARD3D, input=dict(CARD3D["input"], normalization={"kind": "none"}))
+        extra = {}
+    else:
+        card = dict(CARD3D, spatial_dims=2, input={"channels": 1, "normalization": {"kind": "none"}})
+        extra = {"slice_batch": 4}  # 14 slices in chunks of 4: the baseline follows each chunk
+    res = attribute(SumNet(dims), vol, "integrated-gradients", target=1, card=card, baseline="reference",
+                    references=[ref], n_steps=4, normalization="none", **extra)
+    assert res.volume.same_grid(vol) and res.options["baseline"] == "reference"
+    gxi = attribute(SumNet(dims), vol, "gradient-x-input", target=1, card=card, normalization="none")
+    inside = gxi.array > 0.05  # inside the field of view of the 3D card's crop
+    assert np.allclose(res.array[inside], 0.5 * gxi.array[inside], atol=1e-4)
+    if dims == 2:
+        assert np.allclose(res.array, vol.array - ref.array, atol=1e-5)
+    with pytest.raises(InputError, match="reference"):
+        attribute(SumNet(dims), vol, "integrated-gradients", card=card, baseline="reference")
+    if dims == 2:
+        short = Volume(ref.array[:9], spacing=ref.spacing, origin=ref.origin, direction=ref.direction)
+        with pytest.raises(InputError, match="9 slices and the image 14"):
+            attribute(SumNet(dims), vol, "integrated-gradients", card=card, baseline="reference", references=[short])
+
+
+def test_percentile_normalisation_is_recorded():
+    vol = _oblique_volume()
+    card = dict(CARD3D, input=dict(CARD3D["input"], normalization={"kind": "none"}))
+    raw = attribute(SumNet(), vol, "gradient-x-input", target=1, card=card, normalization="none")
+    res = attribute(SumNet(), vol, "gradient-x-input", target=1, card=card, normalization="percentile:90")
+    assert res.normalization == "percentile:90" and res.to_dict()["normalization"] == "percentile:90"
+    assert res.volume.metadata["attribution"]["normalization"] == "percentile:90"
+    assert res.scale == pytest.approx(float(np.percentile(np.abs(raw.array), 90)), rel=1e-5)
+    assert np.allclose(res.array, np.clip(raw.array / res.scale, -1, 1), atol=1e-6)
+    assert raw.normalization == "none" and raw.scale == 1.0

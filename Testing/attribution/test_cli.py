@@ -35,13 +35,19 @@ def test_explain_writes_map_on_grid_and_prints_scores(model_and_case, capsys):
                "--json", str(d / "r.json"), "--device", "cpu"])
     assert rc == 0
     out = capsys.readouterr().out
-    assert "gradcam map of class 'lesion'" in out and "dice" in out and "auroc" in out
+    assert "gradcam map of class 'lesion'" in out
+    printed = out.strip().splitlines()[-1].split()
+    keys = ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share")
+    assert printed[0::2] == list(keys)
     image = read_volume(d / "image.nii.gz")
     m = read_volume(d / "map.nii.gz")
     assert m.same_grid(image, atol=1e-4)
     record = json.loads((d / "r.json").read_text())
     assert record["method"] == "gradcam" and record["target_name"] == "lesion"
     assert 0 <= record["scores"]["auroc"] <= 1 and record["layer"] == "layer4"
+    # the printed numbers are the recorded scores
+    for k, v in zip(keys, printed[1::2]):
+        assert v == ("n/a" if record["scores"][k] is None else f"{record['scores'][k]:.3f}")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -73,3 +73,39 @@ def test_constrained_classifier_learns():
     assert card["training"]["constraint"] == "gradient" and card["training"]["t"] == 20.0
     with pytest.raises(InputError):
         train_classifier(constraint="shap", data=data)
+
+
+def _healthy_gradient(module, data):
+    x = torch.from_numpy(data.images[data.labels == 0])
+    return float(training_attribution(module, x, "gradient").detach().abs().mean())
+
+
+def test_the_constraint_silences_attributions_on_healthy_slices():
+    data = slice_dataset(make_cases(12, seed=3), slice_range=(6, 18, 1))
+    test = slice_dataset(make_cases(4, seed=77))
+    kw = dict(epochs=2, batch_size=16, data=data, seed=0, constraint_batch=4)
+    free = train_classifier(constraint="none", **kw)
+    constrained = train_classifier(constraint="gradient", alpha=5.0, t=20.0, **kw)
+    assert free.history[-1]["barrier"] == 0.0 and constrained.history[-1]["barrier"] > 0
+    # same network, data and seed: the barrier pushes the healthy slices' gradients towards 0
+    assert _healthy_gradient(constrained.module, test) < 0.5 * _healthy_gradient(free.module, test)
+
+
+def test_expected_gradients_constraint_on_tissue_probability_maps():
+    from clinicalai.attribution import attribute
+    from clinicalai.attribution.preprocess import prepare_input
+    from clinicalai.models import parse_card
+
+    data = slice_dataset(make_cases(4, seed=3), input_mode="tpm", slice_range=(8, 16, 1))
+    assert data.images.shape[1] == 4  # CSF, grey, white matter, atypical
+    res = train_classifier(constraint="expected-gradients", alpha=1.0, input_mode="tpm", epochs=1,
+                           batch_size=16, data=data, seed=0, constraint_batch=4)
+    card = res.card
+    assert card["input"]["input_mode"] == "tpm" and card["input"]["channels"] == 4
+    assert card["training"]["constraint"] == "expected-gradients" and res.history[-1]["barrier"] > 0
+    case = phantom(11, pathological=True)
+    # the card makes attribute() feed the tissue maps of the one image it is given
+    prep = prepare_input(case.image, parse_card(card, "test card"))
+    assert tuple(prep.tensor.shape) == (case.image.shape[0], 4) + case.image.shape[1:]
+    m = attribute(res.module, case.image, "gradient", target="lesion", card=card)
+    assert m.volume.same_grid(case.image) and np.isfinite(m.array).all() and np.abs(m.array).max() > 0

@@ -23,15 +23,19 @@ def _opts(method, x):
     return {}
 
 
+@pytest.mark.parametrize("head", ["multi-class", "binary"])
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("method", list(METHODS))
-def test_attribution_lands_in_the_region_the_model_looks_at(method, dims, region2d, region3d, RegionNetCls):
+def test_attribution_lands_in_the_region_the_model_looks_at(method, dims, head, region2d, region3d, RegionNetCls):
     region = region2d if dims == 2 else region3d
     channels = 2
     torch.manual_seed(0)
-    net = RegionNetCls(region, channels=channels, n_classes=3)
+    net = RegionNetCls(region, channels=channels, n_classes=3 if head == "multi-class" else 1)
+    if head == "binary":  # one logit counting the region positively: target 0 is that logit
+        with torch.no_grad():
+            net.head.weight.abs_()
     x = torch.rand((2, channels) + region.shape) + 0.1  # positive: the ReLU is the identity
-    a = attribute_tensor(net, x, method, target=2, **_opts(method, x))
+    a = attribute_tensor(net, x, method, target=2 if head == "multi-class" else 0, **_opts(method, x))
     per_voxel = a.abs().sum(1)  # (N, *spatial)
     expected_channels = 1 if METHODS[method].layer_based else channels
     assert a.shape == (2, expected_channels) + region.shape
@@ -150,6 +154,79 @@ def test_integrated_gradients_parity_with_captum():
     ref = IntegratedGradients(net).attribute(x, baselines=base.expand_as(x), target=2, n_steps=12)
     assert float((mine - ref).abs().max()) < 1e-5
     assert float(mine.abs().max()) > 0
+
+
+def test_blurred_baseline_integrated_gradients_is_x_minus_blur_times_weight():
+    from monai.transforms import GaussianSmooth
+
+    from clinicalai.attribution.methods import blurred_baseline
+
+    torch.manual_seed(3)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(2 * 6 * 10 * 10, 2))
+    x = torch.rand(2, 2, 6, 10, 10)
+    b = blurred_baseline(x, sigma=2.0)
+    # per sample, all channels, as MONAI's GaussianSmooth; smoother than the noise it blurs
+    assert torch.allclose(b[1], torch.as_tensor(GaussianSmooth(sigma=2.0)(x[1])), atol=1e-6)
+    assert float(b.std()) < 0.5 * float(x.std())
+    ig = attribute_tensor(lin, x, "integrated-gradients", target=1, baseline="blur", sigma=2.0, n_steps=4)
+    w = lin[1].weight[1].detach().reshape(2, 6, 10, 10)
+    assert torch.allclose(ig, (x - b) * w, atol=1e-5)  # IG of a linear model, exact for any steps
+
+
+class _BatchRecorder(nn.Module):
+    """A linear classifier that records the batch size of every forward pass."""
+
+    def __init__(self, numel: int):
+        super().__init__()
+        torch.manual_seed(5)
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(numel, 2))
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(int(x.shape[0]))
+        return self.net(x)
+
+
+@pytest.mark.parametrize("method, options, evaluations", [
+    ("integrated-gradients", {"n_steps": 10}, 10),
+    ("expected-gradients", {"n_samples": 10}, 10),
+    ("smoothgrad", {"nt_samples": 10}, 10),
+    ("occlusion", {"patch": 4}, 8),
+])
+def test_sampling_methods_go_through_in_batches_of_the_chosen_size(method, options, evaluations):
+    x = torch.rand(1, 1, 8, 8, 8)
+    ref = torch.rand(1, 1, 8, 8, 8)
+    if method == "expected-gradients":
+        options = dict(options, references=ref.repeat(3, 1, 1, 1, 1))
+    small = _BatchRecorder(512)
+    a_small = attribute_tensor(small, x, method, target=1, internal_batch_size=3, **options)
+    big = _BatchRecorder(512)
+    big.load_state_dict(small.state_dict())
+    a_big = attribute_tensor(big, x, method, target=1, internal_batch_size=64, **options)
+    # the attribution passes never exceed the batch (the first pass finds the target)
+    assert max(small.sizes) <= 3 and sum(small.sizes[1:]) >= evaluations
+    assert max(big.sizes) > 3
+    # a linear model has batch-independent answers (EG: one reference, SmoothGrad: the weight)
+    assert torch.allclose(a_small, a_big, atol=1e-5)
+
+
+def test_auto_batch_size_from_free_memory(monkeypatch):
+    from clinicalai.attribution import methods
+
+    net = _resnet(3)
+    x = torch.rand(1, 1, 16, 16, 16)
+    per_sample = 3 * methods.activation_bytes(net, x)
+    # the leaf outputs of one forward pass: at least the stem's output (4 channels, stride 2 -> 8^3) in float32
+    assert per_sample >= 3 * 4 * 8 ** 3 * 4
+    monkeypatch.delenv("CLINICALAI_ATTRIBUTION_BATCH", raising=False)
+    monkeypatch.setattr(methods, "_available_bytes", lambda device: 5 * per_sample + 1)
+    assert methods.auto_batch_size(net, x) == 5
+    monkeypatch.setattr(methods, "_available_bytes", lambda device: per_sample // 2)
+    assert methods.auto_batch_size(net, x) == 1  # never below one sample
+    monkeypatch.setattr(methods, "_available_bytes", lambda device: 1000 * per_sample)
+    assert methods.auto_batch_size(net, x) == 32  # capped
+    monkeypatch.setenv("CLINICALAI_ATTRIBUTION_BATCH", "7")
+    assert methods.auto_batch_size(net, x) == 7
 
 
 def test_blurred_baseline_integrated_gradients_runs():

@@ -254,6 +254,10 @@ def attribute(
             # a slice model draws baselines from all reference slices
             opts["references"] = torch.cat(ref_tensors, dim=0)
         elif cls.name == "integrated-gradients" and opts.get("baseline") == "reference":
+            if ref_tensors[0].shape[0] != x.shape[0]:
+                raise InputError(
+                    f"the reference volume gives {ref_tensors[0].shape[0]} slices and the image {x.shape[0]}; "
+                    "the slice model's reference baseline is taken slice by slice: resample it onto the image grid")
             opts["baseline"] = ref_tensors[0]
     elif cls.name == "integrated-gradients" and opts.get("baseline") == "reference":
         raise InputError("baseline 'reference' needs a reference volume (references=...)")
@@ -267,7 +271,12 @@ def attribute(
     chunk = x.shape[0] if not prep.slicewise else max(1, int(opts.pop("slice_batch", 16)))
     for start in range(0, x.shape[0], chunk):
         check_cancel(cancel)
-        a = impl.attribute(x[start:start + chunk], target=out_index, **dict(opts))
+        chunk_opts = dict(opts)
+        base = chunk_opts.get("baseline")
+        if torch.is_tensor(base) and base.ndim == x.ndim and base.shape[0] == x.shape[0] > 1:
+            # a per-slice reference baseline (slice model): the slices of this chunk
+            chunk_opts["baseline"] = base[start:start + chunk]
+        a = impl.attribute(x[start:start + chunk], target=out_index, **chunk_opts)
         maps.append(a.sum(dim=1).float().cpu().numpy())  # channels summed: (n, *spatial)
         report(progress, 0.1 + 0.8 * min(1.0, (start + chunk) / x.shape[0]), f"{cls.name} {min(start + chunk, x.shape[0])}/{x.shape[0]}")
     net_map = np.concatenate(maps, axis=0)  # slice model: (z, y, x); 3D: (1, z, y, x)
