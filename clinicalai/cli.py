@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 from .errors import Cancelled, ClinicalAIError
+from .progress import end_progress_line
 
 #: Modules that register subcommands, in help order.
 COMMAND_MODULES = (
@@ -125,30 +126,37 @@ def _dispatch(argv: List[str], debug: bool) -> int:
             parser.print_help(sys.stderr)
             return 2
         return int(args.func(args) or 0)
-    except Cancelled as exc:
+    except (Exception, KeyboardInterrupt) as exc:
+        end_progress_line()  # the message starts on its own line, not after a half-drawn bar
+        return _report_error(exc, debug)
+
+
+def _report_error(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` as one line on stderr; the exit status for it."""
+    if isinstance(exc, Cancelled):
         print(f"clinicalai: {exc}", file=sys.stderr)
         return 130
-    except KeyboardInterrupt:
+    if isinstance(exc, KeyboardInterrupt):
         print("clinicalai: interrupted; nothing was written", file=sys.stderr)
         return 130
-    except ClinicalAIError as exc:
+    if isinstance(exc, ClinicalAIError):
         if debug:
-            traceback.print_exc()
+            traceback.print_exception(type(exc), exc, exc.__traceback__)
         print(f"clinicalai: error: {exc}", file=sys.stderr)
         return 1
-    except MemoryError:
+    if isinstance(exc, MemoryError):
         print("clinicalai: error: out of memory; try a smaller volume or --device cpu", file=sys.stderr)
         return 1
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
-        if debug:
-            traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(
-            f"clinicalai: internal error: {type(exc).__name__}: {first} (rerun with --debug for details "
-            "and report it)",
-            file=sys.stderr,
-        )
-        return 3
+    # last line of defence: one line, not a traceback
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    print(
+        f"clinicalai: internal error: {type(exc).__name__}: {first} (rerun with --debug for details "
+        "and report it)",
+        file=sys.stderr,
+    )
+    return 3
 
 
 def add_common_model_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:

@@ -63,6 +63,9 @@ class ConsoleProgress:
     """A one-line text progress bar on stderr for the command line (quiet when not a TTY
     unless ``force``)."""
 
+    #: the bar whose line is drawn but not yet ended (see :func:`end_progress_line`)
+    _open: "Optional[ConsoleProgress]" = None
+
     def __init__(self, stream=None, width: int = 30, force: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.width = width
@@ -81,4 +84,17 @@ class ConsoleProgress:
         self.stream.write(f"\r[{bar}] {100 * fraction:5.1f}% {message[:60]:<60}")
         if fraction >= 1.0:
             self.stream.write("\n")
+            ConsoleProgress._open = None
+        else:
+            ConsoleProgress._open = self
         self.stream.flush()
+
+
+def end_progress_line() -> None:
+    """End a progress bar's line left open by a failed or cancelled step, so the error
+    message that follows starts on a line of its own."""
+    bar = ConsoleProgress._open
+    if bar is not None:
+        ConsoleProgress._open = None
+        bar.stream.write("\n")
+        bar.stream.flush()

@@ -116,3 +116,32 @@ def test_read_errors_name_the_problem(bad_inputs):
         read_volume(bad_inputs["non-image file"])
     with pytest.raises(InputError, match="unsupported image type"):
         read_volume(bad_inputs["unsupported type"])
+
+
+def test_an_error_after_a_half_drawn_progress_bar_starts_on_its_own_line(capsys, monkeypatch):
+    """On a terminal the bar is drawn with carriage returns and no newline; a failing step
+    must not leave the error message glued to the end of the bar's line."""
+    import io
+
+    import clinicalai.models.commands as mc
+    from clinicalai.errors import InputError
+    from clinicalai.progress import ConsoleProgress
+
+    terminal = io.StringIO()
+
+    def fails_half_way(args):
+        bar = ConsoleProgress(stream=terminal, force=True)
+        bar(0.4, "step 2/5")
+        raise InputError("case 3 cannot be written")
+
+    monkeypatch.setattr(mc, "cmd_list", fails_half_way)
+    assert main(["models", "list"]) == 1
+    assert terminal.getvalue().startswith("\r[") and terminal.getvalue().endswith("\n")
+    assert assert_one_line_error(capsys.readouterr().err) == "clinicalai: error: case 3 cannot be written"
+    # a finished bar ends its own line; nothing more is written after it
+    done = io.StringIO()
+    bar = ConsoleProgress(stream=done, force=True)
+    bar(1.0, "done")
+    monkeypatch.setattr(mc, "cmd_list", lambda args: 0)
+    assert main(["models", "list"]) == 0
+    assert done.getvalue().count("\n") == 1

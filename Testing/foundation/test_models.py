@@ -349,3 +349,116 @@ def test_card_weights_must_lie_beside_the_card(saved_unet):
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="must be a file name beside the card"):
         load_model(path.with_suffix(".json"), device="cpu")
+
+
+def test_torchscript_archive_carrying_a_payload_is_refused_and_never_runs(tmp_path):
+    """A file shaped like a TorchScript archive (constants.pkl, code/) whose pickles hold a
+    payload: torch.jit.load's unpickler knows only TorchScript types, so it refuses it."""
+    import zipfile
+
+    marker = tmp_path / "PAYLOAD_RAN"
+    good = tmp_path / "good.pt"
+    torch.jit.save(torch.jit.script(tiny_unet()), str(good))
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(evil, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith(("data.pkl", "constants.pkl")):
+                data = pickle.dumps(_Payload(marker), protocol=2)
+            dst.writestr(name, data)
+    _write_card(evil, "torchscript")
+    with pytest.raises(ModelError, match="cannot be loaded as TorchScript"):
+        load_model(evil, device="cpu")
+    assert not marker.exists()
+
+
+def test_bundle_weights_carrying_a_payload_are_refused(tmp_path):
+    """A MONAI bundle's models/model.pt goes through the same restricted unpickler."""
+    marker = tmp_path / "PAYLOAD_RAN"
+    folder = tmp_path / "bundle"
+    (folder / "configs").mkdir(parents=True)
+    (folder / "models").mkdir()
+    meta = {"name": "b", "network_data_format": {
+        "inputs": {"image": {"num_channels": 1, "spatial_shape": [32, 32]}},
+        "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": 3,
+                             "channel_def": {"0": "bg", "1": "LV", "2": "MYO"}}}}}
+    (folder / "configs" / "metadata.json").write_text(json.dumps(meta))
+    (folder / "configs" / "inference.json").write_text(json.dumps({"network_def": {"_target_": "UNet", **UNET_KWARGS}}))
+    torch.save({"model.0.conv.unit0.conv.weight": torch.zeros(1), "x": _Payload(marker)}, folder / "models" / "model.pt")
+    with pytest.raises(ModelError, match="may be malicious"):
+        load_model(folder, device="cpu")
+    assert not marker.exists()
+
+
+def test_half_precision_is_never_used_on_the_cpu(tmp_path):
+    module = tiny_unet(6)
+    path = save_model(module, dict(SEG_CARD, half_precision=True), tmp_path / "half.pt")
+    assert load_model(path, device="cpu").card.half_precision is True
+    loaded = load_model(path, device="cpu")
+    assert loaded.half is False  # float16 convolutions are a CUDA feature; the CPU keeps float32
+    assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+    out = loaded.predict(x2d())
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, torch_out(module, x2d()), atol=1e-6)
+
+
+def test_out_of_memory_messages_of_every_backend_are_recognised():
+    from onnxruntime.capi.onnxruntime_pybind11_state import RuntimeException
+
+    from clinicalai.models.package import _is_cuda_oom
+
+    assert _is_cuda_oom(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"))
+    assert _is_cuda_oom(RuntimeError("CUDA error: out of memory"))
+    assert _is_cuda_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+    # onnxruntime's CUDA provider raises a generic RuntimeException
+    assert _is_cuda_oom(RuntimeException(
+        "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Conv node. "
+        "Name:'/conv/Conv' Status Message: Failed to allocate memory for requested buffer of size 268435456"))
+    assert not _is_cuda_oom(RuntimeError("Given groups=1, weight of size [4, 1, 3, 3], expected input to have 1 channels"))
+    assert not _is_cuda_oom(ValueError("shape mismatch"))
+
+
+class _CudaOutOfMemoryAbove(torch.nn.Module):
+    """Raises torch's ``OutOfMemoryError`` for batches larger than ``limit`` *on the GPU only*
+    (a GPU with little memory); on the CPU it runs the real network."""
+
+    def __init__(self, inner: torch.nn.Module, limit: int):
+        super().__init__()
+        self.inner, self.limit, self.calls = inner, limit, []
+
+    def forward(self, x):
+        self.calls.append((x.device.type, x.shape[0]))
+        if x.is_cuda and x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
+        return self.inner(x)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_device_half_precision_and_oom_fallback_on_a_gpu(tmp_path):
+    assert resolve_device("auto") == "cuda"
+    with pytest.raises(DeviceError, match="unknown device"):
+        resolve_device("cuda:x")
+    with pytest.raises(DeviceError, match="no CUDA device"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+    module = tiny_unet(7)
+    x = x2d(4, seed=8)
+    reference = torch_out(module, x)
+    full = load_model(save_model(module, SEG_CARD, tmp_path / "full.pt"), device="cuda")
+    assert full.device == "cuda" and full.half is False
+    # cuDNN may use TF32 convolutions: agreement to a small fraction of the output range
+    np.testing.assert_allclose(full.predict(x), reference, atol=1e-2 * float(np.abs(reference).max()))
+    half = load_model(save_model(module, dict(SEG_CARD, half_precision=True), tmp_path / "half.pt"), device="auto")
+    assert half.half is True and all(p.dtype == torch.float16 for p in half.module.parameters())
+    out = half.predict(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, reference, atol=5e-2 * float(np.abs(reference).max()))
+    # out of memory: halve the batch on the GPU, then move to the CPU for one sample
+    wrapped = _CudaOutOfMemoryAbove(tiny_unet(7), limit=0).cuda()
+    loaded = LoadedModel(card=parse_card(dict(SEG_CARD, format="state_dict")), backend="torch", path=Path("x.pt"),
+                         device="cuda", module=wrapped)
+    with pytest.warns(RuntimeWarning, match="continuing on the CPU"):
+        got = loaded.predict(x)
+    assert loaded.device == "cpu" and next(wrapped.parameters()).device.type == "cpu"
+    np.testing.assert_allclose(got, reference, atol=1e-5)  # computed on the CPU, as the reference
+    assert wrapped.calls[:3] == [("cuda", 4), ("cuda", 2), ("cuda", 1)]
+    assert [c for c in wrapped.calls if c[0] == "cpu"] == [("cpu", 1)] * 4

@@ -130,3 +130,47 @@ def test_writer_rejects_bad_arguments(tmp_path):
         write_brain_dataset(tmp_path, 0)
     with pytest.raises(InputError, match="layout"):
         write_brain_dataset(tmp_path, 1, layout="nnunet")
+
+
+@pytest.mark.parametrize("kind", ["cardiac", "pet"])
+def test_every_writer_reports_progress_per_case(tmp_path, kind):
+    seen = []
+    kwargs = {"size": (48, 48), "n_slices": 8} if kind == "cardiac" else {}
+    module_name, func_name = synth_commands.GENERATORS[kind][:2]
+    writer = getattr(pytest.importorskip(module_name), func_name)
+    writer(tmp_path / kind, 2, 0, progress=lambda f, m: seen.append((f, m)), **kwargs)
+    assert [f for f, _ in seen] == [0.5, 1.0]
+    assert "1/2" in seen[0][1]
+
+
+def test_cli_synth_pet_writes_a_csv_of_scans_and_labels(tmp_path, capsys):
+    out = tmp_path / "pet"
+    assert main(["synth", "pet", "--out", str(out), "--n", "3", "--seed", "4"]) == 0
+    rows = list(csv.DictReader((out / "pet_cases.csv").open()))
+    assert len(rows) == 3
+    assert {"path", "label", "scanner", "brain_mask", "units", "weight_kg", "dose_bq"} <= set(rows[0])
+    for r in rows:
+        assert r["label"] in ("0", "1") and r["units"] == "bqml"
+        image = read_volume(out / r["path"])
+        mask = read_volume(out / r["brain_mask"])
+        assert image.same_grid(mask) and image.array.dtype.kind == "f"
+        # Bq/mL of a few-hundred-MBq injection: brain voxels in the kBq/mL range
+        assert 100.0 < float(np.median(image.array[mask.array > 0])) < 1e5
+        assert float(r["dose_bq"]) > 1e7 and float(r["weight_kg"]) > 20
+
+
+def test_cli_synth_cardiac_writes_acdc_patient_folders(tmp_path, capsys):
+    out = tmp_path / "acdc"
+    assert main(["synth", "cardiac", "--out", str(out), "--n", "2", "--seed", "3"]) == 0
+    patients = sorted(p.name for p in out.iterdir())
+    assert patients == ["patient001", "patient002"]
+    for name in patients:
+        info = dict(line.split(": ", 1) for line in (out / name / "Info.cfg").read_text().splitlines())
+        assert set(info) == {"ED", "ES", "Group", "Height", "NbFrame", "Weight"}
+        for frame in (int(info["ED"]), int(info["ES"])):
+            image = read_volume(out / name / f"{name}_frame{frame:02d}.nii.gz")
+            gt = read_volume(out / name / f"{name}_frame{frame:02d}_gt.nii.gz")
+            assert image.same_grid(gt)
+            assert set(np.unique(gt.array)) == {0, 1, 2, 3}  # background, RV, MYO, LV as in ACDC
+            sx, sy, sz = image.spacing
+            assert 1.2 <= sx <= 1.8 and sx == sy and 5.0 <= sz <= 10.0

@@ -255,3 +255,26 @@ def test_multi_layer_segmentation_is_refused_clearly(tmp_path):
     sitk.WriteImage(layers, str(tmp_path / "overlap.seg.nrrd"))
     with pytest.raises(InputError, match="2 layers"):
         read_volume(tmp_path / "overlap.seg.nrrd")
+
+
+def test_dicom_series_never_replaces_a_folder_holding_other_files(tmp_path):
+    """A series folder is replaced as a whole; a folder given by mistake (a project folder)
+    is refused and left untouched."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("precious")
+    (project / "scans").mkdir()
+    vol = make_volume(np.int16, modality="MR")
+    with pytest.raises(InputError, match="holds files other than a DICOM series"):
+        write_volume(vol, project)
+    assert sorted(p.name for p in project.iterdir()) == ["notes.txt", "scans"]
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(InputError, match="is a file"):
+        write_volume(vol, tmp_path / "afile")
+    assert (tmp_path / "afile").read_text() == "x"
+    # an earlier series (only .dcm files) is replaced by the new one
+    write_volume(make_volume(np.int16, shape=(4, 9, 11), modality="MR", seed=3), tmp_path / "series")
+    write_volume(vol, tmp_path / "series")
+    back = read_volume(tmp_path / "series")
+    assert back.shape == vol.shape and np.array_equal(back.array, vol.array)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

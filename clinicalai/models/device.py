@@ -22,7 +22,10 @@ def resolve_device(device: Optional[str] = "auto") -> str:
         if not torch.cuda.is_available():
             raise DeviceError("CUDA was requested but no CUDA GPU is available here; use --device cpu or auto")
         if ":" in choice:
-            index = int(choice.split(":", 1)[1])
+            suffix = choice.split(":", 1)[1]
+            if not suffix.isdigit():
+                raise DeviceError(f"unknown device {device!r}; use cuda or cuda:N with N a GPU number")
+            index = int(suffix)
             if index >= torch.cuda.device_count():
                 raise DeviceError(f"there is no CUDA device {index} (found {torch.cuda.device_count()})")
         return choice

@@ -228,12 +228,13 @@ class LoadedModel:
                 if not _is_cuda_oom(exc):
                     raise
                 self._recover_from_oom()
+                where = "CPU" if self.device == "cpu" else "GPU"
                 size, device = oom_next_step(size, self.device, exc)
                 if device != self.device:
                     warnings.warn("GPU out of memory even for one sample; continuing on the CPU", RuntimeWarning)
                     self.to(device)
                 else:
-                    warnings.warn(f"GPU out of memory; retrying with batches of {size}", RuntimeWarning)
+                    warnings.warn(f"{where} out of memory; retrying with batches of {size}", RuntimeWarning)
                 continue
             start += len(chunk)
             if progress is not None:
@@ -288,9 +289,18 @@ def oom_next_step(size: int, device: str, exc: Optional[BaseException] = None) -
     raise ModelError("out of memory even for one sample on the CPU; use a smaller input volume") from exc
 
 
+#: how out-of-memory failures read: torch's CUDA allocator, cuDNN / cuBLAS, and onnxruntime's
+#: CUDA provider (which raises a generic RuntimeException with one of these messages)
+_OOM_MESSAGES = ("cuda out of memory", "out of memory", "cudnn_status_alloc_failed",
+                 "cublas_status_alloc_failed", "failed to allocate memory")
+
+
 def _is_cuda_oom(exc: BaseException) -> bool:
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or ("CUDA out of memory" in str(exc))
+    """True for an out-of-memory error of torch or onnxruntime (by type or message)."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return any(m in text for m in _OOM_MESSAGES)
 
 
 def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = True) -> LoadedModel:

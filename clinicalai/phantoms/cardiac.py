@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -283,13 +283,22 @@ def cardiac_dataset(n: int, seed: int = 0, **kwargs: Any) -> List[CardiacCase]:
     return [cardiac_case(seed * 1000 + i // 2, PHASES[i % 2], **kwargs) for i in range(n)]
 
 
-def write_cardiac_dataset(out_dir: "str | os.PathLike[str]", n: int, seed: int = 0, **kwargs: Any) -> List[Path]:
+def write_cardiac_dataset(
+    out_dir: "str | os.PathLike[str]",
+    n: int,
+    seed: int = 0,
+    progress: Optional[Callable[[float, str], None]] = None,
+    **kwargs: Any,
+) -> List[Path]:
     """Write ``n`` synthetic patients in the ACDC layout; returns the patient folders.
 
     ``out_dir/patientNNN/`` holds ``Info.cfg`` (ED, ES, Group, Height, NbFrame, Weight) and
     ``patientNNN_frameXX.nii.gz`` + ``patientNNN_frameXX_gt.nii.gz`` for the ED and ES frames.
+    ``progress(fraction, message)`` is called after each patient; ``kwargs`` go to
+    :func:`cardiac_case`.
     """
     from ..outputs import atomic_output
+    from ..progress import report
     from ..volume import write_volume
 
     out = Path(out_dir)
@@ -314,6 +323,7 @@ def write_cardiac_dataset(out_dir: "str | os.PathLike[str]", n: int, seed: int =
                 f"NbFrame: {nb_frames}\nWeight: {info['weight']}\n"
             )
         folders.append(out / name)
+        report(progress, (i + 1) / n, f"cardiac phantom {i + 1}/{n}")
     return folders
 
 

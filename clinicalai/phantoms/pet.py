@@ -30,7 +30,7 @@ import datetime as dt
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -38,6 +38,7 @@ from scipy import ndimage
 from ..errors import InputError
 from ..outputs import atomic_output
 from ..volume import Volume, write_volume
+from ..volume.dicom_writer import check_series_folder
 
 #: F-18 half-life in seconds (DICOM RadionuclideHalfLife)
 F18_HALF_LIFE_S = 6586.2
@@ -285,7 +286,7 @@ def write_pet_dicom(
                   "RadiopharmaceuticalStartDateTime", "Radiopharmaceutical")
     nz = pixels.shape[0]
     sop_class = "1.2.840.10008.5.1.4.1.1.128"
-    folder = Path(folder)
+    folder = check_series_folder(folder)
     with atomic_output(folder, directory=True) as tmp:
         for k in range(nz):
             meta = FileMetaDataset()
@@ -346,6 +347,7 @@ def write_pet_dataset(
     fmt: str = "nifti",
     test_fraction: float = 0.2,
     balanced: bool = False,
+    progress: Optional[Callable[[float, str], None]] = None,
 ) -> Path:
     """Write ``n`` PET phantoms and ``out_dir/pet_cases.csv``; returns the CSV path.
 
@@ -355,7 +357,10 @@ def write_pet_dataset(
     weight_kg, dose_bq, injection_time, scan_time`` (paths relative to the CSV). ``split`` is
     ``test`` for a label- and scanner-stratified ``test_fraction`` of cases, ``train`` otherwise.
     ``balanced`` alternates the labels (else 60 % recurrence, as in the study).
+    ``progress(fraction, message)`` is called after each case.
     """
+    from ..progress import report
+
     if n < 1:
         raise InputError("the number of PET phantoms must be at least 1")
     if fmt not in ("nifti", "dicom"):
@@ -379,6 +384,7 @@ def write_pet_dataset(
             "split": "train", "units": "bqml", "weight_kg": case.info["weight_kg"], "dose_bq": case.info["dose_bq"],
             "injection_time": case.info["injection"], "scan_time": case.info["scan_start"],
         })
+        report(progress, (i + 1) / n, f"PET phantom {i + 1}/{n}")
     # stratified hold-out: every (label, scanner) group gives its share of test cases
     rng = np.random.default_rng(seed)
     groups: Dict[Tuple[int, str], list] = {}

@@ -26,6 +26,27 @@ _MODALITY_SOP_CLASS = {
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
+def check_series_folder(folder: "str | Path") -> Path:
+    """Refuse to replace ``folder`` unless it is new, empty or holds only ``.dcm`` files.
+
+    A series folder is replaced as a whole; a path that names a file, or a folder holding
+    anything else (other files, sub-folders: a user's home or project folder given by
+    mistake), is an :class:`InputError` and nothing is touched.
+    """
+    folder = Path(folder)
+    if not folder.exists():
+        return folder
+    if not folder.is_dir():
+        raise InputError(f"{folder} is a file; a DICOM series is written into a new or empty folder")
+    others = [p.name for p in folder.iterdir() if not (p.is_file() and p.suffix.lower() == ".dcm")]
+    if others:
+        shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+        raise InputError(
+            f"{folder} holds files other than a DICOM series ({shown}); write the series into a new or empty folder"
+        )
+    return folder
+
+
 def write_dicom_series(
     volume: Volume,
     folder: "str | Path",
@@ -34,12 +55,14 @@ def write_dicom_series(
 ) -> Path:
     """Write ``volume`` as a DICOM series into ``folder`` (created; replaced atomically).
 
-    ``extra_tags`` maps ``"gggg|eeee"`` to string values set on every slice.
+    ``extra_tags`` maps ``"gggg|eeee"`` to string values set on every slice. An existing
+    ``folder`` is replaced only when it holds nothing but ``.dcm`` files
+    (:func:`check_series_folder`).
     """
     import SimpleITK as sitk
     import pydicom.uid
 
-    folder = Path(folder)
+    folder = check_series_folder(folder)
     arr = volume.array
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8)
