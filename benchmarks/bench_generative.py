@@ -12,6 +12,8 @@ depend on the weights) it measures on one brain phantom (48x64x64 at 2 mm):
   model grid and back onto the input grid included) / forward pass;
 - ``act_mem_ratio``: bytes of all module outputs produced by the scoring step / by one forward
   pass (activation memory, counted with forward hooks; weights excluded);
+- ``act_MB``: that activation memory of the scoring step for one volume, in MiB (it does not
+  depend on the machine);
 - ``params``: parameter count.
 """
 
@@ -81,12 +83,13 @@ def main(argv=None) -> int:
         full = _best(lambda: anomaly(image, loaded), args.repeat)
         mem_f = _activation_bytes(module, lambda: module(x))
         mem_s = _activation_bytes(module, lambda: score_batch(module, kind, x, False))
-        rows.append((kind, fwd * 1e3, net / fwd, full / fwd, mem_s / max(mem_f, 1),
+        rows.append((kind, fwd * 1e3, net / fwd, full / fwd, mem_s / max(mem_f, 1), mem_s / 2 ** 20,
                      sum(p.numel() for p in module.parameters())))
     print(f"threads={torch.get_num_threads()} grid={args.size}^3 input={image.shape}")
-    print(f"{'kind':<10} {'forward_ms':>10} {'network_ratio':>13} {'anomaly_ratio':>13} {'act_mem_ratio':>13} {'params':>9}")
-    for kind, f, n, a, m, prm in rows:
-        print(f"{kind:<10} {f:10.1f} {n:13.2f} {a:13.2f} {m:13.2f} {prm:9d}")
+    print(f"{'kind':<10} {'forward_ms':>10} {'network_ratio':>13} {'anomaly_ratio':>13} {'act_mem_ratio':>13} "
+          f"{'act_MB':>7} {'params':>9}")
+    for kind, f, n, a, m, mb, prm in rows:
+        print(f"{kind:<10} {f:10.1f} {n:13.2f} {a:13.2f} {m:13.2f} {mb:7.2f} {prm:9d}")
     return 0
 
 

@@ -71,3 +71,29 @@ def test_sulcus_weighted_cross_entropy():
     assert weighted.item() > plain.item()
     l2 = reconstruction_loss(logits, target, True, "l2")
     assert 0 < l2.item() < 1
+
+
+def test_label_reconstruction_losses_by_hand():
+    # voxel A: inside, logits (2, 0, 0), right; voxel B: sulcus, logits (0, 2, 0), predicted outside
+    target = torch.zeros(1, 3, 1, 1, 2)
+    target[0, 0, 0, 0, 0] = 1
+    target[0, 2, 0, 0, 1] = 1
+    logits = torch.zeros(1, 3, 1, 1, 2)
+    logits[0, 0, 0, 0, 0] = 2.0
+    logits[0, 1, 0, 0, 1] = 2.0
+    z = math.exp(2) + 2
+    nll_a, nll_b = -math.log(math.exp(2) / z), -math.log(1 / z)
+    assert reconstruction_loss(logits, target, True, "ce").item() == pytest.approx((nll_a + nll_b) / 2, rel=1e-5)
+    # weighted cross-entropy is the weighted mean: (1 * nll_a + 5 * nll_b) / (1 + 5)
+    weighted = reconstruction_loss(logits, target, True, "ce", class_weights=(1.0, 1.0, 5.0)).item()
+    assert weighted == pytest.approx((nll_a + 5 * nll_b) / 6, rel=1e-5)
+    # L2: mean over classes and voxels of (softmax - one-hot)^2
+    p_hi, p_lo = math.exp(2) / z, 1 / z
+    sq_a = (p_hi - 1) ** 2 + 2 * p_lo ** 2
+    sq_b = p_lo ** 2 + p_hi ** 2 + (p_lo - 1) ** 2
+    assert reconstruction_loss(logits, target, True, "l2").item() == pytest.approx((sq_a + sq_b) / 6, rel=1e-5)
+    # intensities: mean squared error whatever the kind
+    x, r = torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, 1.0]])
+    assert reconstruction_loss(r, x, False).item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match="ce or l2"):
+        reconstruction_loss(logits, target, True, "l1")

@@ -83,13 +83,101 @@ def _as_volume(decoded: np.ndarray, spec: GridSpec) -> Volume:
     return t.with_array(decoded[0].astype(np.float32))
 
 
-def sulcus_thickness(labels_zyx: np.ndarray, sulcus_value: int = 60) -> float:
-    """Mean thickness of the sulci in voxels: sulcus voxels / voxels of their 3D skeleton."""
-    from skimage.morphology import skeletonize
+def write_volume_sequence(volumes: Sequence[Volume], path: Path, index_values: Optional[Sequence[float]] = None,
+                          index_name: str = "step", labelmap: bool = False) -> Path:
+    """Write volumes on one grid as a Slicer volume sequence (``.seq.nrrd``), atomically.
 
+    The file is a 4D NRRD whose first axis is the sequence (``kinds: list domain domain
+    domain``, ``axis 0 index type`` / ``axis 0 index values``, ``DataNodeClassName``): Slicer's
+    Sequences module opens it as one sequence with a browser to step through it.
+
+    Args:
+        volumes: at least one volume, all on the same grid (shape, spacing, origin, direction).
+        path: output file; must end in ``.seq.nrrd``.
+        index_values: the index of each item (default ``0, 1, ...``).
+        index_name: name of the sequence axis shown by Slicer.
+        labelmap: items are label maps (``vtkMRMLLabelMapVolumeNode``) rather than scalar volumes.
+
+    Raises:
+        InputError: no volume, grids differ, wrong suffix, or one index value per item missing.
+    """
+    import gzip
+
+    from ..errors import InputError
+    from ..outputs import atomic_output
+
+    path = Path(path)
+    if not path.name.lower().endswith(".seq.nrrd"):
+        raise InputError(f"a volume sequence is written as .seq.nrrd, got {path.name}")
+    vols = list(volumes)
+    if not vols:
+        raise InputError("a volume sequence needs at least one volume")
+    if any(not v.same_grid(vols[0], atol=1e-6) for v in vols[1:]):
+        raise InputError("all volumes of a sequence must share one grid (shape, spacing, origin, direction)")
+    values = list(range(len(vols))) if index_values is None else list(index_values)
+    if len(values) != len(vols):
+        raise InputError(f"{len(vols)} volumes but {len(values)} index values")
+    dtype = np.int16 if labelmap else np.float32
+    # numpy (z, y, x, item) in C order: the item index varies fastest, as NRRD axis 0
+    data = np.stack([np.asarray(v.array) for v in vols], axis=-1).astype(np.dtype(dtype).newbyteorder("<"))
+    ref = vols[0]
+    d = np.asarray(ref.direction, float).reshape(3, 3)
+    axes = " ".join("(" + ",".join(f"{c:.17g}" for c in d[:, i] * ref.spacing[i]) + ")" for i in range(3))
+    nz, ny, nx = ref.shape
+    header = "\n".join([
+        "NRRD0004",
+        f"type: {'short' if labelmap else 'float'}",
+        "dimension: 4",
+        "space: left-posterior-superior",
+        f"sizes: {len(vols)} {nx} {ny} {nz}",
+        f"space directions: none {axes}",
+        "kinds: list domain domain domain",
+        f'labels: "{index_name}" "" "" ""',
+        "endian: little",
+        "encoding: gzip",
+        "space origin: (" + ",".join(f"{c:.17g}" for c in ref.origin) + ")",
+        f"DataNodeClassName:={'vtkMRMLLabelMapVolumeNode' if labelmap else 'vtkMRMLScalarVolumeNode'}",
+        "axis 0 index type:=numeric",
+        "axis 0 index values:=" + " ".join(f"{float(v):.6g}" for v in values),
+    ]) + "\n\n"
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header.encode("ascii"))
+            fh.write(gzip.compress(data.tobytes(), compresslevel=6))
+    return path
+
+
+def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Per voxel of ``mask``, the length of the run of ``True`` voxels through it along ``axis``
+    (0 outside the mask). Same shape as ``mask``, int32."""
+    m = np.moveaxis(np.asarray(mask, bool), axis, -1)
+    flat = m.reshape(-1, m.shape[-1])
+    padded = np.zeros((flat.shape[0], flat.shape[1] + 2), np.int8)
+    padded[:, 1:-1] = flat
+    step = np.diff(padded, axis=1)
+    starts, ends = np.argwhere(step == 1), np.argwhere(step == -1)  # row-major: paired run by run
+    lengths = ends[:, 1] - starts[:, 1]
+    out = np.zeros(flat.shape, np.int32)
+    if len(lengths):
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[np.repeat(starts[:, 0], lengths), np.repeat(starts[:, 1], lengths) + offsets] = np.repeat(lengths, lengths)
+    return np.moveaxis(out.reshape(m.shape), -1, axis)
+
+
+def sulcus_thickness(labels_zyx: np.ndarray, sulcus_value: int = 60) -> float:
+    """Mean sulcus thickness in voxels (``nan`` without sulcus voxels).
+
+    Per sulcus voxel, the shortest of its three axis-aligned runs of sulcus voxels (a sheet
+    ``t`` voxels thick parallel to an axis plane gives ``t`` everywhere, a one-voxel skeleton
+    1 whatever its orientation), averaged over the sulcus voxels. A 3D skeletonisation would
+    not do: it thins an open sheet to curves or nothing, so sulcus voxels per skeleton voxel
+    measures the sheet's extent, not its thickness.
+    """
     s = np.asarray(labels_zyx) == sulcus_value
-    n_skel = int(skeletonize(s).astype(bool).sum())
-    return float(s.sum()) / n_skel if n_skel else float("nan")
+    if not s.any():
+        return float("nan")
+    runs = np.stack([_run_lengths(s, a)[s] for a in range(3)])
+    return float(runs.min(0).mean())
 
 
 @torch.no_grad()
@@ -104,8 +192,12 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
         dead_fraction: a dimension is dead when moving it by its spread over the data set
             changes the reconstruction by less than this fraction of the largest such change.
 
-    Files: ``interpolation/step_KK.nii.gz``, ``mean_code.nii.gz``, ``traversal/dim_D_step_KK.nii.gz``,
-    ``codes_pca_tsne.png``, ``kmeans_silhouette.png``. Returns the numbers (JSON-able).
+    Files: ``interpolation/step_KK.nii.gz`` and the same steps as one Slicer sequence
+    ``interpolation.seq.nrrd``, ``mean_code.nii.gz``, ``traversal/dim_D_step_KK.nii.gz``,
+    ``codes_pca_tsne.png``, ``kmeans_silhouette.png``. Returns the numbers (JSON-able):
+    ``dimension_ranking`` (top 20 by sensitivity), ``dead_dimensions``, ``dead_share``,
+    ``dead_dimension_indices``, ``traversal_dimension``, ``pca_explained_variance``,
+    ``kmeans_silhouette`` and, for sulcal skeletons, ``thickness_ratio``.
     """
     import matplotlib
 
@@ -128,9 +220,14 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
     # interpolation u + k/n (v - u) between the first two volumes
     (out_dir / "interpolation").mkdir(exist_ok=True)
     u, v = z[0:1], z[1:2]
+    steps = []
     for k in range(n_interp + 1):
         dec = to_numpy(codec.decode(u + (k / n_interp) * (v - u)))[0]
-        write_volume(_as_volume(dec, spec), out_dir / "interpolation" / f"step_{k:02d}.nii.gz")
+        steps.append(_as_volume(dec, spec))
+        write_volume(steps[-1], out_dir / "interpolation" / f"step_{k:02d}.nii.gz")
+    # the same steps as one file Slicer opens as a sequence (index k/n from 0 at u to 1 at v)
+    write_volume_sequence(steps, out_dir / "interpolation.seq.nrrd", [k / n_interp for k in range(n_interp + 1)],
+                          index_name="k/n", labelmap=spec.input_kind == "labels")
     write_volume(_as_volume(to_numpy(codec.decode(z.mean(0, keepdim=True)))[0], spec), out_dir / "mean_code.nii.gz")
 
     # dimensions ranked by how much a small change moves the reconstruction
@@ -150,6 +247,7 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
                                     for i in order[: min(20, dims)]]
     summary["dead_dimensions"] = int(dead.sum())
     summary["dead_share"] = float(dead.mean())
+    summary["dead_dimension_indices"] = [int(i) for i in np.flatnonzero(dead)]
 
     # traversal along the most sensitive dimension
     top = int(order[0])

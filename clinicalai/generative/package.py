@@ -109,13 +109,21 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
 
 def validate_sulci(module, kind: str, spec: GridSpec, n: int = 12, seed: int = 9000,
                    sizes=(200, 500, 800), kappa: float = 1.0, top_fraction: float = TOP_FRACTION) -> Dict[str, Any]:
-    """Held-out sulcal phantoms: AUROC per size of removed structure."""
+    """Held-out sulcal phantoms: AUROC per size of removed structure.
+
+    Sizes that are not smaller than the fewest sulcus voxels of a phantom (small crops) are
+    skipped and listed under ``skipped_sizes``, as ``clinicalai evaluate generative`` does.
+    """
+    from .data import decode_labels
     from .evaluate import synthetic_anomaly_auroc
 
     x = sulcal_set(n, spec, seed)
-    rows = synthetic_anomaly_auroc(module, kind, spec, x, sizes=sizes, seed=seed, kappa=kappa,
-                                   top_fraction=top_fraction)
-    return {"phantoms": n, "seed": seed, "removed_structure_auroc": rows}
+    fewest = int(min((decode_labels(v, spec.label_values) == 60).sum() for v in x))
+    usable = [int(s) for s in sizes if s < fewest]
+    rows = synthetic_anomaly_auroc(module, kind, spec, x, sizes=usable, seed=seed, kappa=kappa,
+                                   top_fraction=top_fraction) if usable else []
+    return {"phantoms": n, "seed": seed, "sulcus_voxels_min": fewest, "removed_structure_auroc": rows,
+            "skipped_sizes": [int(s) for s in sizes if s >= fewest]}
 
 
 def train_package(

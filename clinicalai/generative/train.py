@@ -27,6 +27,8 @@ from .nets import KINDS, TOP_FRACTION, build, feature_residual, score_batch
 
 log = logging.getLogger(__name__)
 ADVERSARIAL = ("wgan-gp", "wgan-clip", "gan")
+#: cross-entropy weight of the sulcus class (60) vs 1 for inside / outside (the study's)
+SULCUS_WEIGHT = 5.0
 
 
 @dataclass
@@ -67,6 +69,8 @@ class TrainConfig:
             raise InputError(f"unknown generative kind {self.kind!r}; one of {', '.join(KINDS)}")
         if self.adversarial not in ADVERSARIAL:
             raise InputError(f"adversarial loss must be one of {', '.join(ADVERSARIAL)}, got {self.adversarial!r}")
+        if self.recon_loss not in ("auto", "ce", "l2"):
+            raise InputError(f"reconstruction loss must be auto, ce or l2, got {self.recon_loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.n_critic < 1:
             raise InputError("epochs, batch size and critic steps must be at least 1")
 
@@ -79,6 +83,24 @@ class TrainResult:
     history: List[Dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     epochs_run: int = 0
+
+
+def class_weights_for(config: TrainConfig, spec: GridSpec) -> Optional[Tuple[float, ...]]:
+    """Class weights of the label cross-entropy, in ``spec.label_values`` order.
+
+    ``config.class_weights`` when given (one per label value); otherwise, for label models
+    trained with cross-entropy, the study's: sulcus (60) weighted :data:`SULCUS_WEIGHT` (5)
+    vs 1 for the other classes, the rarest class being the one that matters. ``None`` for
+    intensity models and the L2 term.
+    """
+    if spec.input_kind != "labels" or config.recon_loss == "l2":
+        return None
+    if config.class_weights is not None:
+        if len(config.class_weights) != len(spec.label_values):
+            raise InputError(f"class_weights needs one weight per label value {list(spec.label_values)}, "
+                             f"got {list(config.class_weights)}")
+        return tuple(float(w) for w in config.class_weights)
+    return tuple(SULCUS_WEIGHT if v == 60 else 1.0 for v in spec.label_values)
 
 
 def _batches(n: int, bs: int, rng: np.random.Generator):
@@ -117,10 +139,7 @@ def train_generative(
                                  config.num_res_units)
     module.train()
     labels = spec.input_kind == "labels"
-    weights = config.class_weights
-    if labels and weights is None and config.recon_loss in ("auto", "ce"):
-        # the study: sulcus weighted 5 vs 1 (the rarest class is the one that matters)
-        weights = tuple(5.0 if v == 60 else 1.0 for v in spec.label_values)
+    weights = class_weights_for(config, spec)
     step = {
         "ae": _AEStep, "vae": _AEStep, "wgan-gp": _LatentGANStep, "f-anogan": _LatentGANStep,
         "cyclegan": _CycleGANStep,
