@@ -31,7 +31,20 @@ from clinicalai.mrml.attribution_logic import AttributionViewerParameters  # noq
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 
 FILE_ITEM = "Model file below..."
-NONE_ITEM = "None"
+#: attribution method (engine name, ``clinicalai.attribution.METHODS``) -> its check box in the .ui
+METHOD_CHECKBOXES = {
+    "gradient": "methodGradientCheckBox",
+    "gradient-x-input": "methodGradientXInputCheckBox",
+    "integrated-gradients": "methodIntegratedGradientsCheckBox",
+    "expected-gradients": "methodExpectedGradientsCheckBox",
+    "smoothgrad": "methodSmoothgradCheckBox",
+    "guided-backprop": "methodGuidedBackpropCheckBox",
+    "gradcam": "methodGradcamCheckBox",
+    "gradcam++": "methodGradcamPlusplusCheckBox",
+    "occlusion": "methodOcclusionCheckBox",
+}
+#: the check box listed with the methods for the generative model's anomaly map
+ANOMALY_CHECKBOX = "methodAnomalyCheckBox"
 
 
 class AttributionViewer(ScriptedLoadableModule):
@@ -56,6 +69,8 @@ class AttributionViewerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     lesion: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
     threshold: Annotated[float, WithinRange(0.05, 1)] = 0.5
+    #: "anomaly (generative)", listed with the attribution methods
+    anomalyMap: bool = False
 
 
 class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -66,6 +81,7 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._run = None
+        self._onDone = None
         self._timer = None
 
     def setup(self):
@@ -75,24 +91,12 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = AttributionViewerLogic()
-        self.methodCheckBoxes = {
-            "gradient": self.ui.methodGradientCheckBox,
-            "gradient-x-input": self.ui.methodGradientXInputCheckBox,
-            "integrated-gradients": self.ui.methodIntegratedGradientsCheckBox,
-            "expected-gradients": self.ui.methodExpectedGradientsCheckBox,
-            "smoothgrad": self.ui.methodSmoothgradCheckBox,
-            "guided-backprop": self.ui.methodGuidedBackpropCheckBox,
-            "gradcam": self.ui.methodGradcamCheckBox,
-            "gradcam++": self.ui.methodGradcamPlusplusCheckBox,
-            "occlusion": self.ui.methodOcclusionCheckBox,
-        }
-        for method in AttributionViewerParameters().methods:
-            self.methodCheckBoxes[method].checked = True
+        self.methodCheckBoxes = {method: getattr(self.ui, name) for method, name in METHOD_CHECKBOXES.items()}
+        self._showMethods(AttributionViewerParameters().methods)
 
         for entry in mrml_logic.bundled_models("classification"):
             self.ui.modelComboBox.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
         self.ui.modelComboBox.addItem(FILE_ITEM, "")
-        self.ui.anomalyModelComboBox.addItem(NONE_ITEM, "")
         for entry in mrml_logic.bundled_models("anomaly-detection"):
             self.ui.anomalyModelComboBox.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
         self.ui.anomalyModelComboBox.addItem(FILE_ITEM, "")
@@ -105,6 +109,7 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
         self.ui.anomalyModelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.anomalyModelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
+        self.ui.methodAnomalyCheckBox.connect("toggled(bool)", self.onModelChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
         self.ui.thresholdButton.connect("clicked(bool)", self.onThresholdButton)
@@ -112,6 +117,7 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
         self.initializeParameterNode()
+        self._restoreRunChoices()
         self.onModelChanged()
 
     # ------------------------------------------------------------------ models
@@ -120,14 +126,27 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return mrml_logic.model_path_from_choice(pathLineEdit.currentPath) if pathLineEdit.currentPath else ""
         return combo.currentData or ""
 
+    def _anomalyPath(self):
+        """The generative model's path, "" unless "anomaly (generative)" is checked."""
+        if not self.ui.methodAnomalyCheckBox.checked:
+            return ""
+        return self._path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit)
+
+    def _showMethods(self, methods):
+        for method, box in self.methodCheckBoxes.items():
+            box.checked = method in methods
+
     def onModelChanged(self, *_):
+        anomaly = self.ui.methodAnomalyCheckBox.checked
         self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentText == FILE_ITEM
-        self.ui.anomalyModelPathLineEdit.enabled = self.ui.anomalyModelComboBox.currentText == FILE_ITEM
+        self.ui.anomalyModelComboBox.enabled = anomaly
+        self.ui.anomalyModelPathLineEdit.enabled = anomaly and self.ui.anomalyModelComboBox.currentText == FILE_ITEM
+        target = self.ui.targetComboBox.currentData
         self.ui.targetComboBox.clear()
         self.ui.targetComboBox.addItem("Predicted class", -1)
         texts = []
         for path, isClassifier in ((self._path(self.ui.modelComboBox, self.ui.modelPathLineEdit), True),
-                                   (self._path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit), False)):
+                                   (self._anomalyPath(), False)):
             if not path:
                 continue
             try:
@@ -140,6 +159,9 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 for index, name in enumerate(summary["classes"]):
                     self.ui.targetComboBox.addItem(f"{index}: {name}", index)
         self.ui.cardLabel.text = "<hr>".join(texts) or "No model chosen."
+        index = self.ui.targetComboBox.findData(target) if target is not None else -1
+        if index >= 0:  # the same class index stays chosen (e.g. after toggling the anomaly map)
+            self.ui.targetComboBox.currentIndex = index
 
     # ------------------------------------------------------------------ parameter node
     def cleanup(self):
@@ -170,6 +192,25 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self._parameterNode.inputVolume = first
         self._showTables()
 
+    def _restoreRunChoices(self):
+        """Methods, models and device of the last run, saved with the scene (the engine's parameters)."""
+        stored = self.logic.core.get_parameters()
+        self._showMethods(stored.methods)
+        self._selectModel(self.ui.modelComboBox, self.ui.modelPathLineEdit, stored.model)
+        self._selectModel(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
+        index = self.ui.deviceComboBox.findData(stored.device)
+        if index >= 0:
+            self.ui.deviceComboBox.currentIndex = index
+
+    def _selectModel(self, combo, pathLineEdit, path):
+        if not path:
+            return
+        index = combo.findData(path)
+        if index < 0:
+            index = combo.findText(FILE_ITEM)
+            pathLineEdit.currentPath = path
+        combo.currentIndex = index
+
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
@@ -186,11 +227,16 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
+        from clinicalai.errors import InputError
+
         p = self._parameterNode
+        anomalyModel = self._anomalyPath()
+        if p.anomalyMap and not anomalyModel:
+            raise InputError("'anomaly (generative)' is checked: choose its generative model")
         return AttributionViewerParameters(
             input_volume=p.inputVolume.GetID() if p.inputVolume else None,
             model=self._path(self.ui.modelComboBox, self.ui.modelPathLineEdit),
-            anomaly_model=self._path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit),
+            anomaly_model=anomalyModel,
             target=int(self.ui.targetComboBox.currentData if self.ui.targetComboBox.currentData is not None else -1),
             methods=[m for m, box in self.methodCheckBoxes.items() if box.checked],
             lesion=p.lesion.GetID() if p.lesion else None,
@@ -202,15 +248,21 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("AttributionViewer could not start.", waitCursor=True):
-            self._run = mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())
-            self._setRunning(True)
-            self._timer = qt.QTimer()
-            self._timer.setInterval(100)
-            self._timer.connect("timeout()", self._onTimer)
-            self._timer.start()
+            self._start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onMapsMade)
+
+    def _start(self, task, onDone):
+        """Follow a BackgroundRun / BackgroundTask with the progress bar; ``onDone(task)`` on success."""
+        self._run = task
+        self._onDone = onDone
+        self._setRunning(True)
+        self._timer = qt.QTimer()
+        self._timer.setInterval(100)
+        self._timer.connect("timeout()", self._onTimer)
+        self._timer.start()
 
     def _setRunning(self, running):
         self.ui.applyButton.enabled = not running
+        self.ui.randomizationButton.enabled = not running
         self.ui.cancelButton.enabled = running
         self.ui.progressBar.visible = running
         self.ui.progressBar.value = 0
@@ -226,16 +278,19 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._setRunning(False)
         self._checkCanApply()
         if run.error is not None:
-            from clinicalai.errors import Cancelled, ClinicalAIError
+            from clinicalai.errors import Cancelled
 
             if isinstance(run.error, Cancelled):
                 self.ui.statusLabel.text = "Cancelled; nothing was changed."
                 return
-            logging.error("AttributionViewer failed", exc_info=run.error)
-            message = str(run.error) if isinstance(run.error, ClinicalAIError) else f"Unexpected error: {run.error}"
-            slicer.util.errorDisplay(message, detailedText="See the Python console / application log for details.")
+            message, details = mrml_logic.error_report(run.error)
+            logging.error("AttributionViewer failed:\n%s", details)
+            slicer.util.errorDisplay(message, detailedText=details)
             self.ui.statusLabel.text = "Failed; nothing was changed."
             return
+        self._onDone(run)
+
+    def _onMapsMade(self, run):
         self.ui.statusLabel.text = f"{len(run.params.maps)} map(s) made."
         if run.params.maps:
             self.ui.mapSelector.setCurrentNodeID(run.params.maps[0])
@@ -262,13 +317,23 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.logic.core.threshold_to_segmentation(mapNode.GetID(), self.ui.thresholdSlider.value)
 
     def onRandomizationButton(self):
-        if not ensureDependencies():
+        """The randomised-model sanity check in the background (progress, Cancel), its table
+        added on the main thread."""
+        if self._run is not None or not ensureDependencies():
             return
-        with slicer.util.tryWithErrorDisplay("The randomised-model check failed.", waitCursor=True):
-            inputs = self.logic.core.prepare(self._engineParameters())
-            rows = self.logic.core.randomization_rows(inputs)
-            table = self.logic.core.add_randomization_table(inputs["image_node"], rows)
-            self.ui.metricsTableView.setMRMLTableNode(table)
+        with slicer.util.tryWithErrorDisplay("The randomised-model check could not start.", waitCursor=True):
+            core = self.logic.core
+            inputs = core.prepare(self._engineParameters())
+            task = mrml_logic.BackgroundTask(
+                lambda progress, cancel: core.randomization_rows(inputs, progress=progress, cancel=cancel),
+                lambda rows: core.add_randomization_table(inputs["image_node"], rows),
+                name="ClinicalAI randomised-model check",
+            )
+            self._start(task, self._onRandomizationDone)
+
+    def _onRandomizationDone(self, task):
+        self.ui.statusLabel.text = "Randomised-model check done."
+        self.ui.metricsTableView.setMRMLTableNode(task.result)
 
 
 def ensureDependencies():

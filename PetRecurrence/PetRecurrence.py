@@ -96,7 +96,19 @@ class PetRecurrenceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
         self.initializeParameterNode()
+        self._restoreRunChoices()
         self.onModelChanged()
+
+    def _restoreRunChoices(self):
+        """Units, fold models and device of the last run, saved with the scene (the engine's parameters)."""
+        stored = self.logic.core.get_parameters()
+        for combo, value in ((self.ui.unitsComboBox, stored.units), (self.ui.deviceComboBox, stored.device)):
+            index = combo.findData(value)
+            if index >= 0:
+                combo.currentIndex = index
+        if stored.models:
+            self.ui.modelsComboBox.currentIndex = self.ui.modelsComboBox.findData("files")
+            self.ui.modelsPathLineEdit.currentPath = stored.models[0]
 
     def _modelPaths(self):
         if self.ui.modelsComboBox.currentData != "files":
@@ -213,14 +225,14 @@ class PetRecurrenceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setRunning(False)
         self._checkCanApply()
         if run.error is not None:
-            from clinicalai.errors import Cancelled, ClinicalAIError
+            from clinicalai.errors import Cancelled
 
             if isinstance(run.error, Cancelled):
                 self.ui.statusLabel.text = "Cancelled; nothing was changed."
                 return
-            logging.error("PetRecurrence failed", exc_info=run.error)
-            message = str(run.error) if isinstance(run.error, ClinicalAIError) else f"Unexpected error: {run.error}"
-            slicer.util.errorDisplay(message, detailedText="See the Python console / application log for details.")
+            message, details = mrml_logic.error_report(run.error)
+            logging.error("PetRecurrence failed:\n%s", details)
+            slicer.util.errorDisplay(message, detailedText=details)
             self.ui.statusLabel.text = "Failed; nothing was changed."
             return
         self.ui.statusLabel.text = "Done."

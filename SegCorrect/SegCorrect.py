@@ -99,7 +99,26 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
         self.initializeParameterNode()
+        self._restoreRunChoices()
         self.onModelChanged()
+
+    def _restoreRunChoices(self):
+        """Models and device of the last run, saved with the scene (the engine's parameters)."""
+        stored = self.logic.core.get_parameters()
+        self._selectModel(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit, stored.segmenter_model)
+        self._selectModel(self.ui.correctorComboBox, self.ui.correctorPathLineEdit, stored.corrector_model)
+        index = self.ui.deviceComboBox.findData(stored.device)
+        if index >= 0:
+            self.ui.deviceComboBox.currentIndex = index
+
+    def _selectModel(self, combo, pathLineEdit, path):
+        if not path:
+            return  # "" = the default, already first
+        index = combo.findData(path)
+        if index < 0:
+            index = combo.findText(FILE_ITEM)
+            pathLineEdit.currentPath = path
+        combo.currentIndex = index
 
     # ------------------------------------------------------------------ model chooser
     def _fillModelChoices(self, combo, task, default=None):
@@ -211,14 +230,14 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._setRunning(False)
         self._checkCanApply()
         if run.error is not None:
-            from clinicalai.errors import Cancelled, ClinicalAIError
+            from clinicalai.errors import Cancelled
 
             if isinstance(run.error, Cancelled):
                 self.ui.statusLabel.text = "Cancelled; nothing was changed."
                 return
-            logging.error("SegCorrect failed", exc_info=run.error)
-            message = str(run.error) if isinstance(run.error, ClinicalAIError) else f"Unexpected error: {run.error}"
-            slicer.util.errorDisplay(message, detailedText="See the Python console / application log for details.")
+            message, details = mrml_logic.error_report(run.error)
+            logging.error("SegCorrect failed:\n%s", details)
+            slicer.util.errorDisplay(message, detailedText=details)
             self.ui.statusLabel.text = "Failed; nothing was changed."
             return
         self.ui.statusLabel.text = "Done."
@@ -242,13 +261,31 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                        self.ui.rejectAllButton, self.ui.editButton):
             button.enabled = has
 
+    def _tableRows(self, indexes):
+        """Rows of the table node behind view indexes (through the view's sort proxy, and
+        skipping a column-name row), sorted, without duplicates."""
+        from clinicalai.mrml.tables import table_row_of_view_row
+
+        view = self.ui.sliceTableView
+        table = view.mrmlTableNode()
+        if table is None:
+            return []
+        rows = set()
+        for index in indexes:
+            try:
+                row = view.tableModel().mrmlTableRowIndex(view.sortFilterProxyModel().mapToSource(index))
+            except AttributeError:  # a Slicer without these wrapped: unsorted view
+                row = table_row_of_view_row(table, index.row())
+            if row is not None and 0 <= row < table.GetNumberOfRows():
+                rows.add(int(row))
+        return sorted(rows)
+
     def _selectedSlices(self):
-        rows = sorted({index.row() for index in self.ui.sliceTableView.selectedIndexes()})
         table = self.ui.sliceTableView.mrmlTableNode()
         if table is None:
             return []
         column = table.GetTable().GetColumnByName("slice")
-        return [int(column.GetValue(r)) for r in rows if r < column.GetNumberOfValues()]
+        return [int(column.GetValue(r)) for r in self._tableRows(self.ui.sliceTableView.selectionModel().selectedIndexes())]
 
     def onDecision(self, accept, selected):
         with slicer.util.tryWithErrorDisplay("Could not change the final segmentation.", waitCursor=True):
@@ -259,8 +296,11 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.core.set_correction(accept, slices)
 
     def onTableClicked(self, index):
+        rows = self._tableRows([index])
+        if not rows:  # the column-name row
+            return
         with slicer.util.tryWithErrorDisplay("Could not jump to the slice."):
-            self.logic.core.jump_to_row(index.row())
+            self.logic.core.jump_to_row(rows[0])
 
     def onEditButton(self):
         params = self.logic.core.get_parameters()

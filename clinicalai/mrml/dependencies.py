@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,10 @@ PIP_PACKAGES: Tuple[Tuple[str, str], ...] = (
 )
 
 
-def missing_packages(packages: Sequence[Tuple[str, str]] = PIP_PACKAGES) -> List[str]:
-    """pip requirements of the packages that cannot be imported here."""
+def missing_packages(packages: Optional[Sequence[Tuple[str, str]]] = None) -> List[str]:
+    """pip requirements of the ``(import name, requirement)`` packages (default
+    :data:`PIP_PACKAGES`) that cannot be imported here."""
+    packages = PIP_PACKAGES if packages is None else packages
     return [req for name, req in packages if importlib.util.find_spec(name) is None]
 
 

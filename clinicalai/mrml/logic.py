@@ -232,13 +232,19 @@ class WorkflowLogic(Generic[P]):
 
 
 __all__ = [
+    "BackgroundRun",
+    "BackgroundTask",
     "ModelCache",
     "WorkflowLogic",
     "bundled_models",
     "card_summary",
+    "card_text",
     "describe_model",
     "device_choices",
+    "error_report",
     "jump_to_slice",
+    "mask_from_node",
+    "model_path_from_choice",
     "node_by_id",
     "resolve_model_path",
     "scene_transaction",
@@ -295,30 +301,35 @@ def card_text(summary: Dict[str, Any]) -> str:
     return "<br>".join(lines)
 
 
-class BackgroundRun:
-    """A run whose ``compute`` step (the engine) goes in a worker thread while the GUI stays
-    responsive; the GUI's timer calls :meth:`poll`, which applies the result to the scene on
-    the calling (main) thread. ``prepare`` runs in the constructor, on the main thread.
+class BackgroundTask:
+    """Work in a worker thread while the GUI stays responsive, its result applied to the scene
+    on the main thread: the GUI's timer calls :meth:`poll`, which calls ``apply`` on the
+    calling (main) thread inside :func:`scene_transaction` once ``work`` is done.
+
+    Args:
+        work: ``work(progress, cancel) -> value``; no MRML (any thread). Reports progress
+            ``(fraction in [0, 1], message)`` and stops with ``Cancelled`` on cancel.
+        apply: ``apply(value) -> result`` on the main thread (result nodes); not called after a
+            cancel or an error, and nodes it added are removed when it raises.
+        scene: the scene ``apply`` changes (for the transaction); ``None`` = no transaction.
 
     Attributes:
         fraction, message: the latest progress report (for a progress bar).
-        params: the parameters with the output node IDs, once done.
-        error: the exception that stopped the run (``Cancelled`` after :meth:`cancel`).
+        result: what ``apply`` returned, once done.
+        error: the exception that stopped the task (``Cancelled`` after :meth:`cancel`).
     """
 
-    def __init__(self, logic: "WorkflowLogic[Any]", params: Any) -> None:
+    def __init__(self, work: Any, apply: Any, scene: Any = None, name: str = "ClinicalAI task") -> None:
         import threading
 
-        self.logic = logic
         self.token = CancelToken()
         self.fraction, self.message = 0.0, "starting"
-        self.params: Any = None
+        self.result: Any = None
         self.error: Optional[BaseException] = None
-        self._inputs = logic.prepare(params)
-        self._request = params
-        self._result: Any = None
+        self._work_fn, self._apply_fn, self._scene = work, apply, scene
+        self._value: Any = None
         self._applied = False
-        self._thread = threading.Thread(target=self._work, name=f"ClinicalAI {logic.module_name}", daemon=True)
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
     def _progress(self, fraction: float, message: str) -> None:
@@ -326,9 +337,16 @@ class BackgroundRun:
 
     def _work(self) -> None:
         try:
-            self._result = self.logic.compute(self._inputs, self._progress, self.token)
+            self._value = self._work_fn(self._progress, self.token)
         except BaseException as exc:  # handed to the GUI thread by poll()
             self.error = exc
+
+    def _apply(self) -> Any:
+        check_cancel(self.token)
+        if self._scene is None:
+            return self._apply_fn(self._value)
+        with scene_transaction(self._scene):
+            return self._apply_fn(self._value)
 
     def cancel(self) -> None:
         self.token.cancel()
@@ -338,15 +356,52 @@ class BackgroundRun:
         return not self._applied and self.error is None
 
     def poll(self, wait: float = 0.0) -> bool:
-        """``True`` once the run is over (result applied, or :attr:`error` set)."""
+        """``True`` once the task is over (result applied, or :attr:`error` set)."""
         if wait > 0:
             self._thread.join(wait)
         if self._thread.is_alive():
             return False
         if self.error is None and not self._applied:
             try:
-                self.params = self.logic.finish(self._request, self._inputs, self._result, self.token)
+                self.result = self._apply()
             except BaseException as exc:
                 self.error = exc
             self._applied = True
         return True
+
+
+class BackgroundRun(BackgroundTask):
+    """A module run as a :class:`BackgroundTask`: ``prepare`` in the constructor (main
+    thread), ``compute`` (the engine) in the worker thread, ``finish`` at :meth:`poll`.
+
+    Attributes:
+        params: the parameters with the output node IDs, once done (also :attr:`result`).
+    """
+
+    def __init__(self, logic: "WorkflowLogic[Any]", params: Any) -> None:
+        self.logic = logic
+        self._inputs = logic.prepare(params)
+        self._request = params
+        super().__init__(
+            lambda progress, cancel: logic.compute(self._inputs, progress, cancel),
+            lambda result: logic.finish(self._request, self._inputs, result, self.token),
+            scene=None,  # finish is transactional itself
+            name=f"ClinicalAI {logic.module_name}",
+        )
+
+    @property
+    def params(self) -> Any:
+        return self.result
+
+
+def error_report(error: BaseException) -> Tuple[str, str]:
+    """``(message, details)`` of a failed run for ``slicer.util.errorDisplay``: the message of
+    an engine error as it is (it is written for the user), any other exception as
+    "Unexpected error: ..."; the details are the traceback (also logged)."""
+    import traceback
+
+    from ..errors import ClinicalAIError
+
+    message = str(error) if isinstance(error, ClinicalAIError) else f"Unexpected error: {type(error).__name__}: {error}"
+    details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return message, details

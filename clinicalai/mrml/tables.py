@@ -45,10 +45,31 @@ def fill_table_node(node: Any, rows: Sequence[Mapping[str, Any]], columns: Optio
     return node
 
 
-def add_table_node(scene: Any, rows: Sequence[Mapping[str, Any]], name: str, columns: Optional[Sequence[str]] = None) -> Any:
-    """A new table node (unique ``name``) holding ``rows``."""
+def _uses_column_names_as_header(node: Any) -> bool:
+    get = getattr(node, "GetUseColumnTitleAsColumnHeader", None) or node.GetUseColumnNameAsColumnHeader
+    return bool(get())
+
+
+def add_table_node(
+    scene: Any, rows: Sequence[Mapping[str, Any]], name: str, columns: Optional[Sequence[str]] = None, locked: bool = True
+) -> Any:
+    """A new table node (unique ``name``) holding ``rows``; the column names are the column
+    headers of Slicer's table views (so view row ``k`` is table row ``k``), and the table is
+    read-only in the views when ``locked`` (results change through the panels' buttons)."""
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", unique_name(scene, name))
+    # Slicer >= 5.4 names it "column title"; older versions "column name"
+    setter = getattr(node, "SetUseColumnTitleAsColumnHeader", None) or node.SetUseColumnNameAsColumnHeader
+    setter(True)
+    node.SetLocked(bool(locked))
     return fill_table_node(node, rows, columns)
+
+
+def table_row_of_view_row(node: Any, view_row: int) -> Optional[int]:
+    """The table row shown in row ``view_row`` of a (source, unsorted) ``qMRMLTableModel``:
+    the model shows the column names as an extra first row unless the table uses them as
+    column headers. ``None`` for that header row or a row past the end."""
+    row = int(view_row) if _uses_column_names_as_header(node) else int(view_row) - 1
+    return row if 0 <= row < node.GetTable().GetNumberOfRows() else None
 
 
 def table_rows(node: Any) -> List[Dict[str, Any]]:
