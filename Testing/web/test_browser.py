@@ -45,6 +45,21 @@ def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
     return float((chroma >= min_chroma).mean())
 
 
+def centre(rgb: np.ndarray, half: float = 0.03) -> np.ndarray:
+    """The central patch of a view's pixels (``half`` of the shorter side each way): where a
+    point the views were centred on ("go to lesion") is drawn."""
+    h, w = rgb.shape[:2]
+    r = max(2, int(half * min(h, w)))
+    return rgb[h // 2 - r: h // 2 + r, w // 2 - r: w // 2 + r]
+
+
+def segmentation_id(page, panel_items: str, prefix: str) -> str:
+    """The node id of the segmentation named ``prefix...`` in the panel's state list."""
+    find = f"window.trame.state.get('{panel_items}').find(i => i.title.startsWith('{prefix}'))"
+    page.wait_for_function(f"() => {find}")
+    return page.evaluate(f"() => {find}.value")
+
+
 def open_tool(page, key: str) -> None:
     if not page.locator(f"#panel-{key}").is_visible():
         page.click(f"#tool-{key}")
@@ -140,27 +155,40 @@ def test_dicom_folder_and_zipped_dicom_upload(page, web_server):
     assert (web_server["data"] / "uploads" / "series" / "series").is_dir()
 
 
-def test_paint_a_stroke_and_undo_it(page, web_server):
+def test_paint_erase_and_undo(page, web_server):
     open_file(page, "brain.nii.gz")
     wait_text(page, "#volume-name", "brain")
     open_file(page, "brain_lesion.seg.nrrd")
     open_tool(page, "editor")
     start = int(number(wait_text(page, "#editor-voxels", r"\d+ voxels")))
     assert start > 0
-    page.locator("#panel-editor .mdi-brush").first.click()
     box = view_box(page, "Red").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-    page.mouse.move(cx - 60, cy - 30)
-    page.mouse.down()
-    for step in range(12):
-        page.mouse.move(cx - 60 + 10 * step, cy - 30 + 5 * step)
-        page.wait_for_timeout(30)
-    page.mouse.up()
-    page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] > {start}")
-    painted = int(number(page.locator("#editor-voxels").inner_text()))
-    assert painted > start
+
+    def stroke() -> None:
+        page.mouse.move(cx - 60, cy - 30)
+        page.mouse.down()
+        for step in range(12):
+            page.mouse.move(cx - 60 + 10 * step, cy - 30 + 5 * step)
+            page.wait_for_timeout(30)
+        page.mouse.up()
+
+    def wait_count(op: str, value: int) -> int:
+        page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] {op} {value}")
+        return int(number(page.locator("#editor-voxels").inner_text()))
+
+    page.locator("#panel-editor .mdi-brush").first.click()
+    stroke()
+    painted = wait_count(">", start)
+    # the eraser along the same path takes voxels away again
+    page.locator("#panel-editor .mdi-eraser").first.click()
+    stroke()
+    wait_count("<", painted)
+    # undo twice: the erase, then the paint
     page.locator(".mdi-undo").first.click()
-    page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] == {start}")
+    assert wait_count("==", painted) == painted
+    page.locator(".mdi-undo").first.click()
+    wait_count("==", start)
 
 
 # ---------------------------------------------------------------------- the three panels
@@ -196,6 +224,10 @@ def test_segcorrect_run_review_and_save(page, web_server):
     # Cancel while it runs: the page says so and nothing is applied
     page.click("#segcorrect-run")
     page.wait_for_function("() => window.trame.state.get('ca_segcorrect_running')")
+    # the progress bar moves while it runs (the engine reports its steps)
+    page.wait_for_function(
+        "() => Number(document.querySelector('#segcorrect-progress').getAttribute('aria-valuenow')) > 0", timeout=60_000
+    )
     page.click("#segcorrect-cancel")
     assert "cancelled" in wait_text(page, "#segcorrect-error", "cancelled")
     assert page.evaluate("() => window.trame.state.get('ca_segcorrect_runs')") == 0
@@ -205,6 +237,15 @@ def test_segcorrect_run_review_and_save(page, web_server):
     rows = page.evaluate("() => window.trame.state.get('ca_segcorrect_rows')")
     assert len(rows) == web_server["cases"]["cardiac"].image.shape[0]
     assert total == sum(r["voxels"] for r in rows) > 0
+    # the result is an overlay in the slice view: its opacity slider changes the pixels
+    page.wait_for_timeout(1000)
+    shown = view_pixels(page, "Red")
+    set_state(page, "ca_segcorrect_opacity", 0)
+    page.wait_for_timeout(1500)
+    hidden = view_pixels(page, "Red")
+    assert coloured_fraction(shown) > 0.002, "the segmentation's colours over the cardiac image"
+    assert coloured_fraction(hidden) < 0.001, "opacity 0 hides the segmentation overlay"
+    set_state(page, "ca_segcorrect_opacity", 0.5)
     # a slice where the corrector changed the mask: flip its decision, the segmentation changes
     dice = next(c for c in rows[0] if "dice" in c.lower())
     changed = [i for i, r in enumerate(rows) if r[dice] not in ("", None) and float(r[dice]) < 0.999]
@@ -233,31 +274,50 @@ def test_segcorrect_run_review_and_save(page, web_server):
 def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
     open_file(page, "pet.nii.gz")
     wait_text(page, "#volume-name", "pet")
+    open_file(page, "pet_lesion.seg.nrrd")  # the lesion VOI (grey: colour can only be the heat map)
     open_tool(page, "pet")
-    page.wait_for_timeout(500)
+    set_state(page, "ca_pet_lesion", segmentation_id(page, "ca_pet_masks", "pet_lesion"))
+    page.click("#pet-lesion-go")
+    page.wait_for_timeout(1000)
     grey = view_pixels(page, "Red")
+    assert coloured_fraction(grey) < 0.001, "the PET and its VOI alone are grey"
     run_panel(page, "pet")
     p_web = number(wait_text(page, "#pet-probability", r"\d"))
     assert 0.0 <= p_web <= 1.0
-    # the command line on the same file gives the same probability (to the 3 decimals shown)
+    # the command line on the same file and VOI gives the same numbers (to the 3 decimals shown)
     out = web_server["data"].parent / "pet_cli.json"
     subprocess.run(
-        [sys.executable, "-m", "clinicalai", "pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv", "--json", str(out)],
+        [sys.executable, "-m", "clinicalai", "pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv",
+         "--lesion", str(web_server["data"] / "pet_lesion.seg.nrrd"), "--json", str(out)],
         check=True, cwd=REPO, capture_output=True, timeout=120,
     )
-    p_cli = json.loads(out.read_text())["probability_recurrence"]
-    assert abs(p_cli - p_web) <= 0.0015
+    cli = json.loads(out.read_text())
+    assert abs(cli["probability_recurrence"] - p_web) <= 0.0015
+    static = {r["quantity"]: r["value"] for r in page.evaluate("() => window.trame.state.get('ca_pet_static_rows')")}
     assert page.locator("#pet-static tbody tr").count() >= 3  # SUVmax / TBRmax / TBRmean
-    # the Grad-CAM heat colours are over the PET in the slice view, and go with opacity 0
+    suv_key = next(k for k in static if k.lower() in ("suvmax", "suv_max"))
+    assert abs(float(static[suv_key]) - float(cli["static"][suv_key])) <= 0.0015, (static, cli["static"])
+    # the Grad-CAM heat colours are over the PET in the slice view where the lesion is
     set_state(page, "ca_pet_threshold", 0.05)
-    page.click("#pet-peak")
+    page.click("#pet-lesion-go")
     page.wait_for_timeout(1500)
     heat = view_pixels(page, "Red")
-    assert coloured_fraction(grey) < 0.001, "the PET alone is grey"
-    assert coloured_fraction(heat) > 0.005, "heat-map colours must show where the map is"
+    assert coloured_fraction(centre(heat)) > 0.5, "heat-map colours over the lesion"
+    # a higher threshold shows less of the map; opacity 0 none of it
+    set_state(page, "ca_pet_threshold", 0.9)
+    page.wait_for_timeout(1500)
+    assert coloured_fraction(view_pixels(page, "Red")) < coloured_fraction(heat) - 0.005
     set_state(page, "ca_pet_opacity", 0)
     page.wait_for_timeout(1500)
     assert coloured_fraction(view_pixels(page, "Red")) < 0.001
+    set_state(page, "ca_pet_opacity", 0.5)
+    # save: the map (NIfTI) and the JSON report with the probability shown
+    page.click("#pet-save")
+    page.wait_for_selector("#pet-saved a")
+    names = page.locator("#pet-saved a").all_inner_texts()
+    assert any(n.endswith("_gradcam.nii.gz") for n in names) and any(n.endswith(".json") for n in names), names
+    report = json.loads((web_server["data"] / next(n for n in names if n.endswith(".json"))).read_text())
+    assert abs(report["probability"] - p_web) <= 0.0005
 
 
 def test_attribution_maps_side_by_side_with_metrics(page, web_server):
@@ -277,9 +337,21 @@ def test_attribution_maps_side_by_side_with_metrics(page, web_server):
             assert 0.0 <= float(m[key]) <= 1.0, m
     assert page.locator("#attribution-metrics tbody tr").count() == 2
     assert page.locator("#attribution-correlations tbody tr").count() == 1
-    page.wait_for_timeout(1500)
+    page.wait_for_timeout(3500)  # the side-by-side views are fitted again 1 s and 3 s after the result
     for tag in ("Red", "Map2"):  # one map per view, side by side over the image
         assert coloured_fraction(view_pixels(page, tag)) > 0.002, f"map colours in the {tag} view"
+    # the linked views centred on the reference lesion: the anomaly map (Map2) is coloured there
+    page.click("#attribution-lesion-go")
+    page.wait_for_timeout(1500)
+    anomaly = view_pixels(page, "Map2")
+    assert coloured_fraction(centre(anomaly)) > 0.5, "anomaly-map colours over the lesion"
+    # save: each map as NIfTI and the JSON report with the metrics shown
+    page.click("#attribution-save")
+    page.wait_for_selector("#attribution-saved a")
+    names = page.locator("#attribution-saved a").all_inner_texts()
+    assert sum(n.endswith(".nii.gz") for n in names) == 2 and any(n.endswith(".json") for n in names), names
+    report = json.loads((web_server["data"] / next(n for n in names if n.endswith(".json"))).read_text())
+    assert [m["map"] for m in report["metrics"]] == ["gradient", "anomaly"]
 
 
 def test_model_paths_set_from_the_page_are_checked(page, web_server):

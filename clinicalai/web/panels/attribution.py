@@ -83,7 +83,10 @@ class AttributionPanel(Panel):
                 with html.Div(classes="d-flex"):
                     v3.VTextField(label="target class (-1 = predicted)", v_model_number=(self.k("target"),), type="number", density="compact", hide_details=True, classes="mr-2")
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
-                v3.VSelect(label="reference lesion", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mt-1", id="attribution-lesion")
+                with html.Div(classes="d-flex align-center mt-1"):
+                    v3.VSelect(label="reference lesion", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mr-1", id="attribution-lesion")
+                    v3.VBtn(icon="mdi-crosshairs-gps", click=self.go_to_lesion, size="small", variant="text", id="attribution-lesion-go",
+                            title="centre the views on the reference lesion", disabled=(f"!{self.k('lesion')}",))
                 self.run_row(self.run)
                 with html.Div(v_if=(self.k("has_result"),)):
                     v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact")
@@ -196,6 +199,15 @@ class AttributionPanel(Panel):
             view = vm.get_view(tag)
             if view is not None and view.get_foreground_volume_id():
                 view.set_foreground_opacity(float(self.get("opacity")))
+
+    def go_to_lesion(self) -> None:
+        """Centre the (linked) map views on the reference lesion."""
+        try:
+            common.jump_to_segmentation(
+                self.app, common.checked_choice(self.get("lesion"), self.get("masks"), "reference lesion"), "reference lesion"
+            )
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
 
     def threshold_map(self) -> None:
         try:

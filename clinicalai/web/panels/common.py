@@ -155,3 +155,32 @@ def saved_list(key: str, list_id: str) -> None:
     with html.Div(id=list_id, classes="text-caption mt-1"):
         with html.Div(v_for=f"f in {key}", key="f.url"):
             html.A("{{ f.name }}", href=("f.url",), download=True, target="_blank")
+
+
+def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> tuple:
+    """Centre every slice view on the segmentation ``node_id`` (e.g. a lesion VOI).
+
+    The point is the mask voxel nearest to the mask's centre of mass (a curved mask's centre
+    can lie outside it), in RAS millimetres; returned as ``(r, a, s)``. Raises
+    :class:`ClinicalAIError` when there is no such node, no volume open or the mask is empty
+    on the open volume's grid.
+    """
+    import slicer
+
+    from ...mrml.segmentations import segmentation_to_labels
+    from ...mrml.volumes import ijk_to_ras, volume_grid_of_node
+
+    node = app.context.scene.GetNodeByID(node_id) if node_id else None
+    if node is None:
+        raise ClinicalAIError(f"choose a {what} first")
+    if app.volume_node is None:
+        raise ClinicalAIError("open a volume first")
+    grid = volume_grid_of_node(app.volume_node)
+    voxels = np.argwhere(np.asarray(segmentation_to_labels(node, grid).array) > 0)  # (n, 3) as (k, j, i)
+    if voxels.size == 0:
+        raise ClinicalAIError(f"the {what} '{node.GetName()}' is empty on '{app.volume_node.GetName()}'")
+    centre = voxels.mean(axis=0)
+    k, j, i = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
+    r, a, s = (ijk_to_ras(grid) @ np.array([i, j, k, 1.0]))[:3]
+    slicer.vtkMRMLSliceNode.JumpAllSlices(app.context.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return (float(r), float(a), float(s))

@@ -60,7 +60,10 @@ class PetPanel(Panel):
                     v3.VSelect(label="units", items=(self.k("unit_items"),), v_model=(self.k("units"),), density="compact", hide_details=True, classes="mr-2", id="pet-units")
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
                 v3.VSelect(label="brain mask", items=(self.k("masks"),), v_model=(self.k("brain_mask"),), density="compact", hide_details=True, classes="mt-1")
-                v3.VSelect(label="lesion VOI", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mt-1")
+                with html.Div(classes="d-flex align-center mt-1"):
+                    v3.VSelect(label="lesion VOI", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mr-1")
+                    v3.VBtn(icon="mdi-crosshairs-gps", click=self.go_to_lesion, size="small", variant="text", id="pet-lesion-go",
+                            title="centre the views on the lesion VOI", disabled=(f"!{self.k('lesion')}",))
                 v3.VCheckbox(label="Grad-CAM map", v_model=(self.k("cam"),), density="compact", hide_details=True)
                 html.Div("bundled fold models: synthetic demo, not for clinical use", classes="text-caption text-warning")
                 self.run_row(self.run)
@@ -171,6 +174,15 @@ class PetPanel(Panel):
         k, j, i = np.unravel_index(int(np.nanargmax(array)), array.shape)
         r, a, s = (ijk_to_ras(volume_grid_of_node(node)) @ np.array([i, j, k, 1.0]))[:3]
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.app.context.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+    def go_to_lesion(self) -> None:
+        """Centre the slice views on the lesion VOI chosen in the panel (the heat map there)."""
+        try:
+            common.jump_to_segmentation(
+                self.app, common.checked_choice(self.get("lesion"), self.get("masks"), "lesion VOI"), "lesion VOI"
+            )
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
 
     def _show_3d(self) -> None:
         if self.params is None or not self.params.cam_volume:

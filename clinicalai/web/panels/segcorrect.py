@@ -132,6 +132,11 @@ class SegCorrectPanel(Panel):
         self.start_job(compute, apply)
 
     def _after_result(self) -> None:
+        # the final segmentation replaces the mask it corrected in the views (the logic hides
+        # the raw and corrected ones already): one overlay, whose opacity the slider sets
+        source = self.params.input_segmentation and self.app.context.scene.GetNodeByID(self.params.input_segmentation)
+        if source and source is not self._final_node() and source.GetDisplayNode() is not None:
+            source.GetDisplayNode().SetVisibility(False)
         self.app.edit_segmentation(self._final_node(), open_editor=False)
         self._apply_opacity()
         self.refresh_inputs()
