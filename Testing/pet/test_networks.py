@@ -45,3 +45,24 @@ def test_one_logit_and_cam_layer_exists(arch):
         out = net(torch.rand(2, 1, 32, 32, 21))
     assert out.shape == (2, 1)
     assert PET_CAM_LAYERS[arch] in dict(net.named_modules())
+
+
+def test_models_architectures_lists_the_study_counts(capsys):
+    import json
+
+    from clinicalai.cli import main
+
+    assert main(["models", "architectures", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    found = {(r["name"], (r["kwargs"] or {}).get("num_classes")): r for r in rows}
+    expected = {  # (card name, outputs) -> (ours, the study's)
+        ("clinicalai.networks.CNN3D", 1): (5_414_081, 5_414_081),
+        ("clinicalai.networks.VGG11_3D", 1): (27_658_497, 27_658_497),
+        ("clinicalai.networks.SqueezeNet3D", 2): (1_861_186, 1_861_186),
+        ("monai.networks.nets.resnet10", 1): (14_356_929, 14_356_929),
+        ("monai.networks.nets.SENet", 1): (17_087_489, None),  # the study gives no count
+    }
+    for key, (ours, study) in expected.items():
+        assert key in found, key
+        assert found[key]["parameters"] == ours and found[key]["reference_parameters"] == study, found[key]
+    assert found[("monai.networks.nets.SENet", 1)]["kwargs"]["layers"] == [1, 1, 1, 1]

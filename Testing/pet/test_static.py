@@ -33,3 +33,12 @@ def test_user_voi_and_trc_case():
     assert user.suv_max == pytest.approx(float(case.suv.array[case.lesion.array > 0].max()))
     with pytest.raises(InputError, match="empty"):
         static_parameters(case.suv, case.brain_mask, case.lesion.with_array(np.zeros_like(case.lesion.array)))
+
+
+def test_brain_mask_without_uptake_is_a_clear_error():
+    case = pet_case(33, recurrence=True, scanner="A")
+    air = np.zeros_like(case.brain_mask.array)
+    air[:3, :3, :3] = 1  # a corner of the field of view: outside the head
+    suv = case.suv.with_array(np.where(air > 0, 0.0, case.suv.array).astype(np.float32))
+    with pytest.raises(InputError, match="no uptake"):
+        static_parameters(suv, case.brain_mask.with_array(air))

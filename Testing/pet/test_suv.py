@@ -123,3 +123,49 @@ def test_phantom_bqml_converts_back_to_its_suv():
     case = pet_case(11, scanner="B")
     suv, _ = to_suv(case.image)
     np.testing.assert_allclose(suv.array, case.suv.array, rtol=1e-4, atol=1e-5)
+
+
+def _dicom_roundtrip(tmp_path, name, tag_values, omit=()):
+    """A small PT series written with pydicom with ``tag_values`` and read back."""
+    arr = np.full((5, 6, 7), 5000.0, np.float32)
+    arr[2, 2:4, 2:5] = 12000.0
+    vol = Volume(arr, spacing=(2.0, 2.0, 3.0), modality="PT", units=tag_values.get("Units"),
+                 metadata={"pet": tag_values})
+    return read_volume(write_pet_dicom(vol, tmp_path / name, omit=omit))
+
+
+def test_dicom_admin_needs_no_half_life_or_injection_time(tmp_path):
+    # ADMIN: values decay-corrected to the injection; by hand 72 500 g / 187e6 Bq = 3.87701e-4
+    pet = _dicom_roundtrip(tmp_path, "admin", tags(DecayCorrection="ADMIN"),
+                           omit=("RadionuclideHalfLife", "RadiopharmaceuticalStartTime", "RadiopharmaceuticalStartDateTime"))
+    assert pet.metadata["pet"]["DecayCorrection"] == "ADMIN" and "RadionuclideHalfLife" not in pet.metadata["pet"]
+    suv, conv = to_suv(pet)
+    assert conv.factor == pytest.approx(3.87701e-4, rel=1e-5)
+    assert suv.array.max() == pytest.approx(12000 * 3.87701e-4, rel=1e-3)
+
+
+def test_dicom_cnts_uses_the_philips_suv_scale_tag(tmp_path):
+    # Philips CNTS: SUV = rescaled value x (7053,1000); 12000 counts x 2.5e-4 = SUV 3.0
+    t = dict(tags(), Units="CNTS", PhilipsSUVScaleFactor=2.5e-4)
+    pet = _dicom_roundtrip(tmp_path, "cnts", t)
+    assert pet.units == "CNTS" and float(pet.metadata["pet"]["PhilipsSUVScaleFactor"]) == 2.5e-4
+    suv, conv = to_suv(pet)
+    assert conv.units == "CNTS" and conv.factor == pytest.approx(2.5e-4)
+    assert suv.array.max() == pytest.approx(3.0, rel=1e-3) and np.median(suv.array) == pytest.approx(1.25, rel=1e-3)
+    no_scale = _dicom_roundtrip(tmp_path, "cnts-no-scale", t, omit=("PhilipsSUVScaleFactor",))
+    with pytest.raises(InputError, match="7053,1000"):
+        to_suv(no_scale)
+
+
+def test_dicom_gml_is_already_suv(tmp_path):
+    pet = _dicom_roundtrip(tmp_path, "gml", {"Units": "GML"})
+    suv, conv = to_suv(pet)
+    assert conv.factor == 1.0 and suv.array.max() == pytest.approx(12000, rel=1e-3)
+
+
+@pytest.mark.parametrize("missing", ["PatientWeight", "RadionuclideTotalDose", "DecayCorrection"])
+def test_dicom_series_missing_a_tag_is_a_named_error(tmp_path, missing):
+    pet = _dicom_roundtrip(tmp_path, "missing", tags(), omit=(missing,))
+    assert missing not in pet.metadata["pet"]
+    with pytest.raises(InputError, match=missing):
+        to_suv(pet)

@@ -77,3 +77,37 @@ def test_flags_a_case_whose_loss_stays_high():
     flagged = flag_mislabelled([f"c{i}" for i in range(12)], curves, np.zeros(12, int))
     assert [f["id"] for f in flagged] == ["c5"]
     assert flagged[0]["late_training_loss"] > math.log(2)
+
+
+def test_metrics_agree_with_scikit_learn():
+    from sklearn import metrics as M
+
+    rng = np.random.default_rng(3)
+    for n in (5, 17, 60):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        p = np.round(rng.uniform(0, 1, n), 1)  # rounded: many tied scores
+        m = binary_metrics(y, p)
+        pred = (p >= 0.5).astype(int)
+        assert m["auc"] == pytest.approx(M.roc_auc_score(y, p), abs=1e-12)
+        assert m["average_precision"] == pytest.approx(M.average_precision_score(y, p), abs=1e-12)
+        assert m["balanced_accuracy"] == pytest.approx(M.balanced_accuracy_score(y, pred), abs=1e-12)
+        assert m["accuracy"] == pytest.approx(M.accuracy_score(y, pred), abs=1e-12)
+        assert m["sensitivity"] == pytest.approx(M.recall_score(y, pred), abs=1e-12)
+        assert m["specificity"] == pytest.approx(M.recall_score(y, pred, pos_label=0), abs=1e-12)
+    one_class = binary_metrics(np.ones(4, int), np.array([0.2, 0.6, 0.7, 0.9]))
+    assert math.isnan(one_class["auc"]) and one_class["sensitivity"] == 0.75
+
+
+def test_defaults_are_the_study_s_in_python_and_on_the_command_line():
+    from clinicalai.cli import build_parser
+    from clinicalai.pet.train import TrainConfig
+
+    cfg = TrainConfig()
+    study = {"folds": 10, "epochs": 150, "batch_size": 10, "lr": 1e-4, "weight_decay": 1e-3, "loss": "bce",
+             "patience": 15, "factor": 0.5, "augment": True}
+    assert {k: getattr(cfg, k) for k in study} == study
+    assert cfg.spacing_mm == (2.0, 2.0, 2.0) and cfg.size_xyz == (128, 128, 82)
+    args = build_parser().parse_args(["train", "pet", "--csv", "x.csv", "--out", "o"])
+    assert (args.folds, args.epochs, args.batch_size, args.lr, args.weight_decay, args.loss, args.patience,
+            args.factor, args.no_augment, args.arch) == (10, 150, 10, 1e-4, 1e-3, "bce", 15, 0.5, False, "cnn3d")

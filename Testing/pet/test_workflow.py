@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.transform import Rotation
 
 from clinicalai.cli import main
@@ -97,3 +98,113 @@ def test_nan_image_is_refused(fold_models):
     arr[20, 50, 50] = np.nan
     with pytest.raises(InputError, match="NaN"):
         predict_pet(pet.with_array(arr), fold_models)
+
+
+FAST_GRID = {"spacing": (4.0, 4.0, 4.0), "shape": (36, 54, 48)}
+
+
+def test_cam_is_the_mean_of_the_fold_maps_at_the_card_layer(fold_models, tmp_path):
+    from clinicalai.pet.preprocess import preprocess_from_card
+    from clinicalai.pet.workflow import gradcam_tensor
+
+    case = pet_case(68, recurrence=True, **FAST_GRID)
+    r = predict_pet(case.image, fold_models, brain_mask=case.brain_mask, cam=True)
+    pp = preprocess_from_card(case.image, fold_models[0].card, brain_mask=case.brain_mask)
+    x = torch.from_numpy(pp.input[None])
+    maps = [gradcam_tensor(m.module, x, m.card.cam_layer) for m in fold_models]
+    assert maps[0].shape == pp.input.shape[1:] and not np.allclose(maps[0], maps[1])  # two different folds
+    expected = np.clip(pp.to_input_grid(np.mean(maps, axis=0)).array, 0, None)
+    np.testing.assert_allclose(r.cam.array, expected, atol=1e-5)
+    # the card's cam_layer is the layer used: an earlier block gives another map, a missing one an error
+    other = []
+    for i, m in enumerate(fold_models):
+        card = m.card.to_dict()
+        card.update(cam_layer="features.4", name=f"pet-test-early-fold{i}")
+        other.append(load_model(save_model(m.module, card, tmp_path / f"early{i}.pt"), device="cpu"))
+    early = predict_pet(case.image, other, brain_mask=case.brain_mask, cam=True)
+    assert early.probability == pytest.approx(r.probability)
+    assert not np.allclose(early.cam.array, r.cam.array, atol=1e-3)
+    card = fold_models[0].card.to_dict()
+    card.update(cam_layer="features.99", name="pet-test-badlayer")
+    bad = load_model(save_model(fold_models[0].module, card, tmp_path / "bad.pt"), device="cpu")
+    with pytest.raises(ModelError, match="features.99"):
+        predict_pet(case.image, [bad], brain_mask=case.brain_mask, cam=True)
+
+
+def test_attention_check_warns_when_the_map_lies_outside_the_mask(fold_models):
+    from scipy import ndimage
+
+    from clinicalai.pet.workflow import CAM_INSIDE_BRAIN_WARNING
+
+    case = pet_case(69, recurrence=True, **FAST_GRID)
+    everywhere = case.brain_mask.with_array(np.ones_like(case.brain_mask.array))
+    r = predict_pet(case.image, fold_models, brain_mask=everywhere, cam=True)
+    assert r.cam_inside_brain_fraction == pytest.approx(1.0)
+    assert not any("Grad-CAM energy" in w for w in r.warnings)
+    # a "brain" of 3x3x3 voxels at the brain's centre holds a small share of a smooth map
+    k, j, i = np.round(ndimage.center_of_mass(case.brain_mask.array)).astype(int)
+    tiny = np.zeros_like(case.brain_mask.array)
+    tiny[k - 1:k + 2, j - 1:j + 2, i - 1:i + 2] = 1
+    r = predict_pet(case.image, fold_models, brain_mask=case.brain_mask.with_array(tiny), cam=True)
+    assert r.cam_inside_brain_fraction < CAM_INSIDE_BRAIN_WARNING
+    assert any("Grad-CAM energy lies inside the brain" in w for w in r.warnings)
+    assert r.to_dict()["cam_inside_brain_fraction"] == pytest.approx(r.cam_inside_brain_fraction, abs=1e-4)
+
+
+def test_cli_trains_and_evaluates_from_a_csv(tmp_path, pet_cases, capsys):
+    """CSV (NIfTI in Bq/mL with weight, dose and times; one row in SUV) -> `train pet` ->
+    `evaluate pet`: the evaluation's ensemble probabilities are the training run's test predictions."""
+    import csv
+
+    from clinicalai.pet.train_demo import DEMO_ARCH_KWARGS
+
+    rows = []
+    for i, c in enumerate(pet_cases[:8]):
+        img = c.suv if i == 0 else c.image
+        write_volume(img, tmp_path / f"c{i}.nii.gz")
+        write_volume(c.brain_mask, tmp_path / f"c{i}_brain.nii.gz")
+        rows.append({"path": f"c{i}.nii.gz", "label": ["trc", "recurrence"][c.label], "scanner": c.scanner,
+                     "brain_mask": f"c{i}_brain.nii.gz", "split": "test" if i >= 6 else "train",
+                     "units": "suv" if i == 0 else "bqml", "weight_kg": "" if i == 0 else c.info["weight_kg"],
+                     "dose_bq": "" if i == 0 else c.info["dose_bq"], "injection_time": c.info["injection"],
+                     "scan_time": c.info["scan_start"]})
+    with open(tmp_path / "cases.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    out = tmp_path / "run"
+    assert main(["train", "pet", "--csv", str(tmp_path / "cases.csv"), "--arch", "cnn3d", "--arch-kwargs",
+                 json.dumps(DEMO_ARCH_KWARGS), "--folds", "2", "--epochs", "2", "--batch-size", "3", "--lr", "1e-3",
+                 "--spacing", "12", "12", "12", "--size", "22", "22", "14", "--no-augment", "--device", "cpu",
+                 "--synthetic-demo", "--out", str(out)]) == 0
+    assert "out-of-fold AUC" in capsys.readouterr().out
+    with open(out / "test_predictions.csv") as f:
+        test_pred = {r["id"]: float(r["probability"]) for r in csv.DictReader(f)}
+    assert sorted(test_pred) == ["c6", "c7"]
+    with open(out / "loss_curves.csv") as f:
+        curves = list(csv.DictReader(f))
+    assert [r["id"] for r in curves] == [f"c{i}" for i in range(6)] and all(r["epoch2"] for r in curves)
+    models = sorted(str(p) for p in out.glob("*-fold*.pt"))
+    assert len(models) == 2
+    ev = tmp_path / "ev"
+    assert main(["evaluate", "pet", "--csv", str(tmp_path / "cases.csv"), *sum((["--model", m] for m in models), []),
+                 "--bootstrap", "50", "--out", str(ev)]) == 0
+    with open(ev / "predictions.csv") as f:
+        ev_pred = {r["id"]: float(r["probability"]) for r in csv.DictReader(f)}
+    assert ev_pred.keys() == test_pred.keys()
+    for k in ev_pred:
+        assert ev_pred[k] == pytest.approx(test_pred[k], abs=1e-4)
+    summary = json.loads((ev / "metrics.json").read_text())
+    assert summary["metrics"]["n"]["value"] == 2 and "ci95" in summary["metrics"]["auc"]
+
+
+def test_csv_errors_name_the_line(tmp_path):
+    from clinicalai.pet.train import read_pet_csv
+
+    write_volume(Volume(np.ones((4, 5, 6), np.float32)), tmp_path / "a.nii.gz")
+    (tmp_path / "c.csv").write_text("path,label,units,weight_kg,dose_bq\na.nii.gz,1,bqml,70,\n")
+    with pytest.raises(InputError, match="line 2.*dose_bq, injection_time, scan_time"):
+        read_pet_csv(tmp_path / "c.csv")
+    (tmp_path / "c.csv").write_text("path,label,units\na.nii.gz,1,counts\n")
+    with pytest.raises(InputError, match="line 2: units 'counts'"):
+        read_pet_csv(tmp_path / "c.csv")

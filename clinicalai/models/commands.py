@@ -179,6 +179,13 @@ def architecture_rows(include_monai: bool = True) -> List[Dict[str, Any]]:
         for name, kwargs in COMMON_MONAI:
             rows.append({"name": name, "summary": "MONAI", "kwargs": kwargs,
                          "parameters": count_parameters(build_network(name, kwargs)), "reference_parameters": None})
+        # the MONAI networks of the PET recurrence study, in its configuration, beside its counts
+        from ..networks.pet_cnns import MONAI_PET_ARCHITECTURES
+
+        for short, (name, kwargs, reference) in MONAI_PET_ARCHITECTURES.items():
+            rows.append({"name": name, "summary": f"MONAI, PET recurrence study ({short})", "kwargs": kwargs,
+                         "parameters": count_parameters(build_network(name, kwargs)),
+                         "reference_parameters": reference})
     return rows
 
 

@@ -73,7 +73,11 @@ def _background(suv: np.ndarray, brain: np.ndarray, side: Optional[np.ndarray]) 
     healthy = brain & (suv <= TBR_THRESHOLD * float(np.median(suv[brain])))
     if side is not None and np.any(healthy & side):
         healthy &= side
-    return float(suv[healthy].mean())
+    bg = float(suv[healthy].mean())
+    if not bg > 0:
+        raise InputError("the brain mask holds no uptake on the PET (background SUV 0); "
+                         "TBR cannot be computed (does the mask belong to this scan?)")
+    return bg
 
 
 def static_parameters(suv: Volume, brain_mask: Volume, lesion: Optional[Volume] = None) -> StaticParameters:

@@ -4,9 +4,9 @@
 and ``D_ref`` the injected dose in Bq decayed to the time the voxel values refer to
 (DecayCorrection): the rules follow the QIBA vendor-neutral SUV pseudo-code.
 
-- ``Units`` ``BQML``: needs PatientWeight, RadionuclideTotalDose, RadionuclideHalfLife, the
-  injection time (RadiopharmaceuticalStartDateTime, or RadiopharmaceuticalStartTime on the
-  series date) and DecayCorrection:
+- ``Units`` ``BQML``: needs PatientWeight, RadionuclideTotalDose, DecayCorrection and, unless
+  DecayCorrection is ADMIN, RadionuclideHalfLife and the injection time
+  (RadiopharmaceuticalStartDateTime, or RadiopharmaceuticalStartTime on the series date):
   ``START`` -> dose decayed to the series start (SeriesDate/SeriesTime; AcquisitionDate/Time
   when the series time is later than the acquisition time, as after re-processing);
   ``ADMIN`` -> values already refer to the injection, no decay of the dose;
@@ -159,7 +159,6 @@ def suv_conversion(tags: Mapping[str, Any], units: Optional[str] = None) -> SuvC
 
     weight_kg = _positive(tags, "PatientWeight", "the body weight in kg")
     dose = _positive(tags, "RadionuclideTotalDose", "the injected dose in Bq")
-    half_life = _positive(tags, "RadionuclideHalfLife", "the half-life in s (F-18: 6586.2)")
     correction = str(_need(tags, "DecayCorrection", "the time the values are decay-corrected to")).strip().upper()
     if correction not in ("START", "ADMIN", "NONE"):
         raise InputError(f"cannot compute SUV: DecayCorrection {correction!r} is not supported (START, ADMIN, NONE)")
@@ -168,12 +167,15 @@ def suv_conversion(tags: Mapping[str, Any], units: Optional[str] = None) -> SuvC
         raise InputError("cannot compute SUV: CorrectedImage lacks ATTN; the image is not attenuation-corrected")
     if correction != "NONE" and "DECY" not in corrected:
         raise InputError(f"cannot compute SUV: DecayCorrection is {correction} but CorrectedImage lacks DECY")
-    details: Dict[str, Any] = {"weight_kg": weight_kg, "injected_dose_bq": dose, "half_life_s": half_life,
-                               "decay_correction": correction}
+    details: Dict[str, Any] = {"weight_kg": weight_kg, "injected_dose_bq": dose, "decay_correction": correction}
     if correction == "ADMIN":
+        # values already decay-corrected to the injection: no decay of the dose, so neither the
+        # half-life nor the injection time is needed (QIBA)
         decay = 1.0
         details["reference"] = "injection (ADMIN)"
     else:
+        half_life = _positive(tags, "RadionuclideHalfLife", "the half-life in s (F-18: 6586.2)")
+        details["half_life_s"] = half_life
         injection = injection_datetime(tags)
         reference, source = _decay_reference(tags, correction)
         elapsed = (reference - injection).total_seconds()

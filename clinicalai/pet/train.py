@@ -1,8 +1,9 @@
 """Training and evaluation of the PET recurrence CNNs, as in the study.
 
 - Data: a CSV with ``path, label`` and optionally ``scanner, brain_mask, split, units,
-  weight_kg, dose_bq, injection_time, scan_time`` (paths relative to the CSV; label 1 / 0 or
-  ``recurrence`` / ``trc``). Rows with ``split == test`` are held out; the others go into
+  weight_kg, dose_bq, injection_time, scan_time, decay_correction`` (paths relative to the CSV;
+  label 1 / 0 or ``recurrence`` / ``trc``; a DICOM folder carries its own units and SUV tags,
+  a NIfTI row states ``units`` (``suv`` / ``bqml``, the latter with weight, dose and ISO times)). Rows with ``split == test`` are held out; the others go into
   stratified k-fold cross-validation balancing label *and* scanner.
 - Each fold trains one network (BCE or Symmetric Cross Entropy; Adam lr 1e-4, weight decay
   1e-3, batch 10, 150 epochs, ReduceLROnPlateau(patience 15, factor 0.5) on the validation
@@ -10,9 +11,9 @@
   validation epoch. Out-of-fold probabilities of every training case are the validation
   figures; a test case's probability is the mean over the fold models.
 - Metrics: accuracy, balanced accuracy, AUC, AP, sensitivity, specificity with bootstrap 95 %
-  intervals (scikit-learn metrics). Per-patient training-loss curves flag cases whose loss stays
-  high while the rest is learnt: likely mislabelled (the small-loss criterion of noisy-label
-  learning).
+  intervals (scikit-learn's definitions, computed with numpy). Per-patient training-loss
+  curves flag cases whose loss stays high while the rest is learnt: likely mislabelled (the
+  small-loss criterion of noisy-label learning).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from .preprocess import REDUCED_SIZE_XYZ, REDUCED_SPACING_MM, describe_input, preprocess_pet
 
 CLASSES = ["treatment-related change", "recurrence"]
+UNITS_WORDS = ("suv", "bqml")
 LABEL_WORDS = {"1": 1, "0": 0, "recurrence": 1, "trc": 0, "treatment-related change": 0, "true": 1, "false": 0}
 
 
@@ -81,9 +83,23 @@ def read_pet_csv(csv_path: "str | Path", units: Optional[str] = None) -> List[Pe
         if mask is not None and not mask.exists():
             raise InputError(f"{csv_path.name} line {n}: brain mask {r['brain_mask']} does not exist")
         row_units = (r.get("units") or units or None)
+        if row_units and row_units.lower() not in UNITS_WORDS:
+            raise InputError(f"{csv_path.name} line {n}: units {row_units!r} is not suv or bqml")
         tags = None
         if row_units and row_units.lower() == "bqml" and r.get("weight_kg"):
-            tags = pet_tags_from_options(float(r["weight_kg"]), float(r["dose_bq"]) / 1e6, r.get("injection_time"), r.get("scan_time"))
+            lacking = [c for c in ("dose_bq", "injection_time", "scan_time") if not r.get(c)]
+            if lacking:
+                raise InputError(f"{csv_path.name} line {n}: a Bq/mL row with weight_kg also needs {', '.join(lacking)}")
+            try:
+                weight, dose_mbq = float(r["weight_kg"]), float(r["dose_bq"]) / 1e6
+            except ValueError:
+                raise InputError(f"{csv_path.name} line {n}: weight_kg and dose_bq must be numbers "
+                                 f"({r['weight_kg']!r}, {r['dose_bq']!r})") from None
+            try:
+                tags = pet_tags_from_options(weight, dose_mbq, r["injection_time"], r["scan_time"],
+                                             r.get("decay_correction") or "START")
+            except InputError as exc:
+                raise InputError(f"{csv_path.name} line {n}: {exc}") from None
         rows.append(PetRow(id=Path(r["path"]).name.split(".")[0], path=p, label=lab, scanner=r.get("scanner", ""),
                            brain_mask=mask, split=(r.get("split") or "train").lower(), units=row_units, tags=tags))
     return rows
@@ -170,24 +186,49 @@ def augmentation(prob: float = 0.2, elastic: bool = True):
 
 
 # ----------------------------------------------------------------------------------- metrics
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> Dict[str, float]:
-    """Accuracy, balanced accuracy, AUC, AP, sensitivity, specificity (scikit-learn)."""
-    from sklearn import metrics as M
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count one half): scikit-learn's value."""
+    from scipy.stats import rankdata
 
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    ranks = rankdata(p)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _average_precision(y: np.ndarray, p: np.ndarray) -> float:
+    """Average precision, ``sum_k (R_k - R_{k-1}) P_k`` over the distinct scores from the highest
+    (no interpolation): scikit-learn's ``average_precision_score``."""
+    order = np.argsort(-p, kind="mergesort")
+    ys, ps = y[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ps)), len(ps) - 1]  # last index of each distinct score
+    tps = np.cumsum(ys)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> Dict[str, float]:
+    """Accuracy, balanced accuracy, AUC, AP, sensitivity, specificity of probabilities ``p`` for
+    labels ``y`` (NaN where a metric needs both labels). Plain numpy with scikit-learn's
+    definitions (a test compares them): the bootstrap calls this a thousand times, and
+    scikit-learn's argument checks would make that take seconds."""
     y = np.asarray(y).astype(int)
     p = np.asarray(p, dtype=float)
     pred = (p >= threshold).astype(int)
-    both = len(np.unique(y)) == 2
     tp = int(((pred == 1) & (y == 1)).sum())
     tn = int(((pred == 0) & (y == 0)).sum())
     pos, neg = int((y == 1).sum()), int((y == 0).sum())
+    both = pos > 0 and neg > 0
+    sens = tp / pos if pos else float("nan")
+    spec = tn / neg if neg else float("nan")
     return {
-        "accuracy": float(M.accuracy_score(y, pred)),
-        "balanced_accuracy": float(M.balanced_accuracy_score(y, pred)) if both else float("nan"),
-        "auc": float(M.roc_auc_score(y, p)) if both else float("nan"),
-        "average_precision": float(M.average_precision_score(y, p)) if both else float("nan"),
-        "sensitivity": tp / pos if pos else float("nan"),
-        "specificity": tn / neg if neg else float("nan"),
+        "accuracy": (tp + tn) / len(y) if len(y) else float("nan"),
+        "balanced_accuracy": (sens + spec) / 2 if both else float("nan"),
+        "auc": _auc(y, p) if both else float("nan"),
+        "average_precision": _average_precision(y, p) if both else float("nan"),
+        "sensitivity": sens,
+        "specificity": spec,
     }
 
 
