@@ -54,10 +54,13 @@ def test_corrector_repairs_corrupted_phantoms(corrector):
             if d.corrected:
                 assert not d.valid_before and d.valid_after
     assert valid_after > valid_before
-    # the demo corrector is under-trained: the gate bounds what it may cost, it does not make
-    # it accurate (docs/segcorrect.md); no slice may lose more than 0.3 Dice
-    assert np.mean(dice_after) >= np.mean(dice_before) - 0.02
-    assert min(changes) > -0.3
+    # the demo corrector is under-trained; the gate takes only the parts of its output that
+    # repair a slice (docs/segcorrect.md), so mean Dice does not fall and hardly any slice loses
+    print(f"valid {valid_before} -> {valid_after}, Dice {np.mean(dice_before):.4f} -> {np.mean(dice_after):.4f}, "
+          f"degraded > 0.02: {int(np.sum(np.array(changes) < -0.02))} of {len(changes)}")
+    assert np.mean(dice_after) >= np.mean(dice_before) - 0.002
+    assert np.mean(np.array(changes) < -0.02) <= 0.05
+    assert min(changes) > -0.1
 
 
 def test_segment_end_to_end(tmp_path, capsys):

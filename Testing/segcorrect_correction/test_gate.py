@@ -10,8 +10,9 @@ import torch
 from clinicalai.errors import InputError, ModelError
 from clinicalai.models import LoadedModel, parse_card
 from clinicalai.segcorrect.pipeline import (
-    CORRECTED, KEPT_RAW, CorrectionResult, correct_mask, gate_slice, label_dice,
+    CORRECTED, KEPT_RAW, CorrectionResult, correct_mask, gate_slice, label_dice, repair_slice,
 )
+from clinicalai.segcorrect.validity import CARDIAC_VALUES
 from clinicalai.segcorrect.validity import check_slice
 from clinicalai.volume import Volume
 
@@ -45,6 +46,24 @@ class _Redraw(_Identity):
         lab[r_lv <= 9] = 3
         oh = torch.nn.functional.one_hot(lab, 4).permute(2, 0, 1).float() * 10
         return oh[None].expand(x.shape[0], -1, -1, -1).clone()
+
+
+class _FillAndShrink(_Identity):
+    """Fills the LV's holes (the repair a slice needs) and also peels one pixel off the outside
+    of the myocardium (smoothing that fixes nothing): the gate must take only the first."""
+
+    def forward(self, x):
+        from scipy import ndimage
+
+        labels = x[:, :4].argmax(1).numpy()
+        for k, lab in enumerate(labels):
+            lv = ndimage.binary_fill_holes(lab == 3)
+            lab[lv] = 3
+            outside = ~ndimage.binary_fill_holes(lab > 0)
+            lab[(lab == 2) & ndimage.binary_dilation(outside)] = 0
+            labels[k] = lab
+        oh = torch.nn.functional.one_hot(torch.from_numpy(labels), 4).permute(0, 3, 1, 2).float()
+        return 10.0 * oh
 
 
 def _model(module, labels=LABELS, channels=4):
@@ -99,17 +118,55 @@ def test_eraser_is_rejected(draw):
     assert not ungated.final.array.any()  # without the gate the study's method would erase everything
 
 
+def test_repair_takes_the_regions_that_fix_the_slice_and_nothing_else(draw):
+    truth = draw.heart(shape=(64, 64))
+    raw = truth.copy()
+    raw[draw.disc(raw.shape, (32, 38), 2)] = 0          # a hole in the LV
+    raw[draw.disc(raw.shape, (8, 8), 2)] = 1            # a stray RV blob
+    assert set(check_slice(raw).failed) >= {"lv_no_holes", "rv_one_component"}
+    proposal = truth.copy()                              # fixes both ...
+    ring = draw.disc(raw.shape, (32, 38), 11) & ~draw.disc(raw.shape, (32, 38), 10)
+    proposal[ring & (truth == 2)] = 0                    # ... and thins the myocardium everywhere
+    repaired, validity = repair_slice(raw, proposal, CARDIAC_VALUES, min_agreement=0.9)
+    assert validity.valid
+    assert np.array_equal(repaired, truth)               # the thinning was not taken
+    # a proposal that can only make the slice valid by erasing a structure is not used
+    kept, validity = repair_slice(raw, np.where(raw == 3, 0, raw), CARDIAC_VALUES, min_agreement=0.0)
+    assert (kept == 3).any() and not validity.valid
+    # nor one that moves the slice further from the raw mask than min_agreement allows
+    kept, validity = repair_slice(raw, proposal, CARDIAC_VALUES, min_agreement=0.9999)
+    assert np.array_equal(kept, raw) and not validity.valid
+
+
+def test_gate_uses_the_smallest_repair_of_a_correction(draw):
+    mask = _oblique_mask(draw)
+    res = correct_mask(mask, _model(_FillAndShrink()))
+    d2 = res.slices[2]
+    assert not d2.valid_before and d2.valid_after and d2.decision == CORRECTED
+    assert "pixels changed" in d2.reason and 0 < d2.pixels_changed <= 30
+    # the network also thinned every slice's myocardium; only the hole of slice 2 was taken
+    assert np.array_equal(np.delete(res.final.array, 2, 0), np.delete(mask.array, 2, 0))
+    assert check_slice(res.final.array[2]).valid
+    assert label_dice(res.final.array[2], mask.array[1], (1, 2, 3)) > 0.99  # slice 1 is the intact heart
+    # the network's output is kept apart: on slice 2 it differs from the repair by the thinning
+    assert (res.network.array[2] != res.corrected.array[2]).sum() > 20
+    assert np.array_equal(np.delete(res.network.array, 2, 0), np.delete(res.corrected.array, 2, 0))
+    assert res.to_dict()["slices"][2]["pixels_changed"] == d2.pixels_changed
+    ungated = correct_mask(mask, _model(_FillAndShrink()), gate=False)
+    assert np.array_equal(ungated.final.array, ungated.network.array)
+
+
 def test_gate_rules():
     valid = check_slice(np.zeros((8, 8), np.uint8))
     bad = check_slice(np.array([[0, 3, 0], [0, 0, 0], [0, 3, 0]], np.uint8))
     assert gate_slice(valid, bad, 0.1, False, False)[0] == KEPT_RAW
-    assert gate_slice(bad, valid, 0.9, False, False)[0] == CORRECTED
-    assert gate_slice(bad, bad, 0.9, False, False)[0] == KEPT_RAW
+    assert gate_slice(bad, valid, 0.99, False, False)[0] == CORRECTED
+    assert gate_slice(bad, bad, 0.99, False, False)[0] == KEPT_RAW
     assert gate_slice(bad, valid, 0.3, False, False)[0] == KEPT_RAW
-    assert gate_slice(bad, valid, 0.9, False, True)[0] == KEPT_RAW
-    decision, reason = gate_slice(bad, valid, 0.9, False, False, confidence=0.99, confidence_threshold=0.95)
+    assert gate_slice(bad, valid, 0.99, False, True)[0] == KEPT_RAW
+    decision, reason = gate_slice(bad, valid, 0.99, False, False, confidence=0.99, confidence_threshold=0.95)
     assert decision == KEPT_RAW and "confident" in reason
-    assert gate_slice(bad, valid, 0.9, False, False, confidence=0.5, confidence_threshold=0.95)[0] == CORRECTED
+    assert gate_slice(bad, valid, 0.99, False, False, confidence=0.5, confidence_threshold=0.95)[0] == CORRECTED
 
 
 def test_result_report_and_user_choices(draw):

@@ -9,3 +9,10 @@ this package imports nothing heavy so that ``import clinicalai.segcorrect`` stay
 DEFAULT_SEGMENTER = "cardiac-unet"
 DEFAULT_CORRECTOR = "cardiac-nvae"
 DEFAULT_CONTEXT_CORRECTOR = "cardiac-nvae-context"
+
+#: default smallest mean Dice between a raw slice and the correction used on it (the gate of
+#: :mod:`.pipeline`). Chosen on validation phantoms (seeds 1000-1019, 218 heart slices, 70 %
+#: corrupted; the held-out evaluation uses seeds 3000-3019): with the bundled cardiac-nvae,
+#: 0.90 degraded 7 slices by > 0.02 Dice (3.2 %), 0.95 degraded 3 (1.4 %), 0.96 degraded 1
+#: (0.5 %) while still raising mean Dice and validity (0.394 -> 0.505), 0.97 improved only 3
+MIN_AGREEMENT = 0.96

@@ -16,7 +16,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import InputError
 
-from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
+from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT
 
 
 def _load(path: Optional[str], default: str, device: str):
@@ -64,8 +64,9 @@ def _write_outputs(mask, out: Path, report: Optional[Dict[str, Any]], report_pat
 def _gate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-gate", action="store_true",
                    help="apply the correction to every slice (the source study's method; not recommended)")
-    p.add_argument("--min-agreement", type=float, default=0.8, metavar="D",
-                   help="reject a correction whose mean Dice with the raw slice is below D (default 0.8)")
+    p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, metavar="D",
+                   help="use no correction whose mean Dice with the raw slice is below D "
+                        f"(default {MIN_AGREEMENT}, chosen on validation phantoms)")
     p.add_argument("--raw-output", metavar="MASK", help="also write the uncorrected mask here")
 
 
@@ -260,7 +261,7 @@ def register(commands) -> None:
     p.add_argument("--phantoms", type=int, default=20, help="held-out phantoms (default 20)")
     p.add_argument("--seed", type=int, default=3000,
                    help="first phantom seed (training uses 0..N-1, the card's validation 1000..)")
-    p.add_argument("--min-agreement", type=float, default=0.8, help="gate threshold (default 0.8)")
+    p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help=f"gate threshold (default {MIN_AGREEMENT})")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")

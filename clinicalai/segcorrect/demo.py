@@ -71,7 +71,7 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
     write_json(res2.to_dict(), out_dir / "correct-report.json")
     s2 = res2.summary()
     summary["correct"] = {"dice_raw": _dice(res2.raw.array, truth), "dice_final": _dice(res2.final.array, truth),
-                          "dice_ungated": _dice(res2.corrected.array, truth), "corrected_slices": s2["corrected"],
+                          "dice_ungated": _dice(res2.network.array, truth), "corrected_slices": s2["corrected"],
                           "valid_raw": s2["valid_raw"], "valid_final": s2["valid_final"],
                           "seconds": round(res2.timings["total_s"], 2)}
     report(progress, 1.0, "done")

@@ -149,7 +149,7 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
             truth = case.labels.array.astype(np.int64)
             res = correct_mask(noisy, model, min_agreement=min_agreement)
             seconds.append(res.timings.get("total_s", 0.0))
-            masks = {"raw": res.raw.array, "ungated": res.corrected.array, "gated": res.final.array}
+            masks = {"raw": res.raw.array, "ungated": res.network.array, "gated": res.final.array}
             for mode, m in masks.items():
                 m = m.astype(np.int64)
                 vols[mode].append(volume_metrics(m, truth, case.labels.spacing))
