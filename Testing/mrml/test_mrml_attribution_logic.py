@@ -63,6 +63,27 @@ def test_maps_tables_threshold_and_randomization(ctx, classifier, brain):
     assert logic.get_parameters().randomization_table == table.GetID()
 
 
+def test_metrics_table_equals_the_command_line(ctx, classifier, brain, tmp_path):
+    """The module's table and `clinicalai explain --lesion` give the same numbers (signed maps too)."""
+    import json
+
+    from clinicalai.cli import main
+    from clinicalai.volume import write_volume
+
+    image, lesion = _scene_inputs(ctx, brain)
+    params = AttributionViewerLogic(ctx).run(AttributionViewerParameters(
+        input_volume=image.GetID(), model=classifier, methods=["gradient"], lesion=lesion.GetID(), device="cpu"))
+    row = table_rows(ctx.scene.GetNodeByID(params.metrics_table))[0]
+    write_volume(brain.image, tmp_path / "brain.nii.gz")
+    write_volume(brain.lesion.with_array((brain.lesion.array > 0).astype(np.uint8)), tmp_path / "lesion.nii.gz")
+    assert main(["explain", str(tmp_path / "brain.nii.gz"), "--model", str(classifier), "--method", "gradient",
+                 "--lesion", str(tmp_path / "lesion.nii.gz"), "-o", str(tmp_path / "map.nii.gz"),
+                 "--json", str(tmp_path / "r.json"), "--device", "cpu"]) == 0
+    cli = json.loads((tmp_path / "r.json").read_text())["scores"]
+    for key in ("dice", "auroc", "auprc", "pointing_game", "positive_share"):
+        assert row[key] == pytest.approx(cli[key], abs=1e-4), key
+
+
 def test_cancelled_and_failing_runs_add_no_node(ctx, classifier, brain, node_ids):
     image, lesion = _scene_inputs(ctx, brain)
     logic = AttributionViewerLogic(ctx)

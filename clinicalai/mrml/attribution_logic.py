@@ -130,7 +130,9 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters]):
                 if name == "anomaly" and lesion_scores:
                     scores = lesion_scores
                 else:
-                    scores = score_map(vol.array, inputs["lesion"].array, use_abs=signed[name])
+                    # as `clinicalai explain --lesion` scores it (the map as it is: positive =
+                    # evidence for the target class), so the table and the CLI agree
+                    scores = score_map(vol.array, inputs["lesion"].array)
                 metrics.append({"map": name, **{k: scores.get(k) for k in METRIC_KEYS}})
         correlations = [
             {"map A": a, "map B": b, "spearman": map_correlation(maps[a].array, maps[b].array, method="spearman")}
