@@ -31,7 +31,6 @@ def _median_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None
 
 
 def main(argv=None) -> int:
-    import numpy as np
     import torch
 
     from clinicalai.models import load_model, save_model

@@ -22,7 +22,6 @@ import time
 import tracemalloc
 from typing import Callable, Dict, Tuple
 
-import numpy as np
 
 
 def _measure(fn: Callable[[], object], repeat: int, device: str) -> Tuple[float, float, float]:

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 import traceback
 import warnings
@@ -122,6 +123,9 @@ def _dispatch(argv: List[str], debug: bool) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        # what training and evaluation commands record in cards and reports (quoted, so it can
+        # be pasted back into a shell), also when main() is called from Python
+        args.command_line = "clinicalai " + shlex.join(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2

@@ -11,12 +11,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .errors import ClinicalAIError
 from .outputs import write_json
 from .progress import ConsoleProgress, ProgressCallback, report, scaled
 

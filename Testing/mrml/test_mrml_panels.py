@@ -11,7 +11,6 @@ import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from clinicalai.errors import Cancelled, InputError

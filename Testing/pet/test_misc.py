@@ -1,6 +1,5 @@
 """Augmentation, cancellation and command-line error paths (cheap checks)."""
 
-import numpy as np
 import pytest
 import torch
 

@@ -12,7 +12,7 @@ from clinicalai.models import save_model
 from clinicalai.networks.nvae import NVAE
 from clinicalai.phantoms.cardiac import CARDIAC_LABELS, cardiac_case
 from clinicalai.segcorrect.corrector import CorrectorConfig, corrector_card
-from clinicalai.volume import Volume, read_volume, write_volume
+from clinicalai.volume import read_volume, write_volume
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,18 @@ def test_train_corrector_cli_errors(tmp_path, capsys):
     _fails(capsys, ["train", "corrector", "--phantoms", "2", "-o", str(out)], out, ".pt")
     out = tmp_path / "c.pt"
     _fails(capsys, ["train", "corrector", "--data", str(tmp_path / "nope"), "-o", str(out)], out, "no such folder")
+    _fails(capsys, ["train", "corrector", "--phantoms", "2", "--segmenter", "no-such-model", "-o", str(out)], out,
+           "no bundled model")
+    # a corrector is not a segmenter
+    _fails(capsys, ["train", "corrector", "--phantoms", "2", "--segmenter", "cardiac-nvae", "-o", str(out)], out,
+           "segmentation")
+
+
+def test_train_corrector_with_segmenter_outputs_records_them(tmp_path, capsys):
+    out = tmp_path / "c.pt"
+    rc = main(["train", "corrector", "--phantoms", "2", "--segmenter", "cardiac-unet", "--iterations", "2",
+               "--batch-size", "2", "--validate", "0", "--threads", "1", "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["training"]["segmenter_outputs"] == {"segmenter": "cardiac-unet", "cases": 2, "share_of_samples": 0.3}
+    assert "--segmenter cardiac-unet" in card["training"]["command"]

@@ -13,7 +13,6 @@ from clinicalai.segcorrect.preprocess import (
     one_hot,
     to_network,
 )
-from clinicalai.volume import Volume
 
 
 def test_exact_round_trip_without_resize():

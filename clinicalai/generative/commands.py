@@ -8,8 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -119,7 +117,7 @@ def _train(args) -> int:
             spec = GridSpec((args.spacing,) * 3, spec.size, spec.input_kind, spec.label_values)
     else:
         spec = GridSpec((args.spacing or 3.0,) * 3, (args.size,) * 3)
-    command = "clinicalai " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else ""
+    command = args.command_line
     card = train_package(config, source, args.output, spec=spec, name=args.name, command=command,
                          validate=args.validate, progress=_progress())
     v = card.get("validation") or {}

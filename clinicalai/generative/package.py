@@ -80,7 +80,6 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
 
     from ..models import LoadedModel
     from .anomaly import anomaly
-    from .data import to_model_grid
 
     x, cases = brain_training_set(n, spec, seed=seed, pathological=None)
     y = np.array([c.pathological for c in cases], int)

@@ -1,10 +1,11 @@
 """PetRecurrence on MRML nodes: P(recurrence) from the fold ensemble, static uptake figures,
-and the Grad-CAM map as a heat-coloured foreground over the PET."""
+the Grad-CAM map as a heat-coloured foreground over the PET, and the lesion VOI the engine
+found (1.6 x background) as a segmentation when the user gave none."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -14,7 +15,12 @@ from ..volume import Volume
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
 from .logic import WorkflowLogic, mask_from_node, node_by_id
 from .parameters import node_field
+from .segmentations import add_segmentation_node
 from .tables import add_table_node
+
+#: colour of the computed lesion VOI segment (cyan: apart from the heat map's red-yellow and
+#: from the grey PET)
+LESION_VOI_COLOR: Tuple[float, float, float] = (0.0, 0.85, 1.0)
 
 
 @dataclass
@@ -34,6 +40,10 @@ class PetRecurrenceParameters:
     #: Grad-CAM values below this fraction of its maximum are transparent
     cam_threshold: float = 0.2
     cam_volume: Optional[str] = node_field()
+    #: the segmentation node the run added with the lesion VOI the engine found by the 1.6 x
+    #: background threshold (one segment "lesion", on the PET grid); ``None`` when the user
+    #: gave a VOI (``lesion``, never overwritten) or nothing was found above the threshold
+    lesion_voi: Optional[str] = node_field()
     results_table: Optional[str] = node_field()
     #: the last result (probability, label, spread, fold probabilities, warnings, static figures)
     summary: Dict[str, Any] = field(default_factory=dict)
@@ -77,8 +87,19 @@ def _fmt(value: Any) -> str:
 
 @dataclass
 class PetOutcome:
+    """What :meth:`PetRecurrenceLogic.compute` hands to ``apply`` (no MRML).
+
+    Attributes:
+        summary: probability, label, spread, fold probabilities, warnings, static figures.
+        cam: Grad-CAM in [0, 1] on the PET grid, array ``(Z, Y, X)``; ``None`` without it.
+        lesion_mask: the lesion VOI the static figures used, 0/1 uint8 on the PET grid
+            ``(Z, Y, X)`` (the user's VOI, or the one found by the 1.6 x background
+            threshold); ``None`` when there is none.
+    """
+
     summary: Dict[str, Any]
     cam: Optional[Volume]
+    lesion_mask: Optional[Volume] = None
 
 
 class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
@@ -146,7 +167,9 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
             "static": _jsonable(_as_dict(getattr(result, "static", None))),
             "cam_inside_brain_fraction": _jsonable(getattr(result, "cam_inside_brain_fraction", None)),
         }
-        return PetOutcome(summary, getattr(result, "cam", None) if inputs["cam"] else None)
+        return PetOutcome(
+            summary, getattr(result, "cam", None) if inputs["cam"] else None, getattr(result, "lesion_mask", None)
+        )
 
     def apply(self, params: PetRecurrenceParameters, inputs: Dict[str, Any], result: PetOutcome) -> PetRecurrenceParameters:
         image_node = inputs["image_node"]
@@ -162,6 +185,10 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
             rows.append({"quantity": "warning", "value": w})
         rows = [{"quantity": r["quantity"], "value": _fmt(r["value"])} for r in rows]
         params.results_table = add_table_node(self.scene, rows, self.output_name(image_node, "recurrence")).GetID()
+        params.lesion_voi = None
+        if not params.lesion and result.lesion_mask is not None:
+            # the VOI the engine found: a new node (the user's VOI node, when given, is left alone)
+            params.lesion_voi = self._add_lesion_voi_node(image_node, inputs["pet"], result.lesion_mask).GetID()
         params.cam_volume = None
         if result.cam is not None:
             cam = result.cam
@@ -176,6 +203,61 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
             show_in_slice_views(self.scene, background=image_node, foreground=node, opacity=params.cam_opacity)
         params.summary = result.summary
         return params
+
+    def _add_lesion_voi_node(self, image_node: Any, pet: Volume, lesion: Volume) -> Any:
+        """A segmentation node "<PET name> lesion VOI" with one segment "lesion" (cyan) holding
+        ``lesion`` (non-zero = inside), on the PET grid and referencing the PET node."""
+        if not lesion.same_grid(pet, atol=1e-4):
+            raise InputError("the lesion VOI is not on the PET grid (engine bug)")
+        mask = (np.asarray(lesion.array) > 0).astype(np.uint8)
+        return add_segmentation_node(
+            self.scene,
+            pet.with_array(mask, modality="SEG", units="label"),
+            self.output_name(image_node, "lesion VOI"),
+            [{"name": "lesion", "value": 1, "color": LESION_VOI_COLOR}],
+            reference_node=image_node,
+        )
+
+    # ---------------------------------------------------------------- lesion VOI
+    def lesion_node_id(self, params: Optional[PetRecurrenceParameters] = None) -> Optional[str]:
+        """The lesion VOI to show: the user's (``lesion``) when given, else the one the last run
+        found (``lesion_voi``); ``None`` when there is neither."""
+        params = params if params is not None else self.get_parameters()
+        return params.lesion or params.lesion_voi or None
+
+    def jump_to_lesion(self, node_id: Optional[str] = None, grid_node: Any = None) -> Tuple[float, float, float]:
+        """Centre every slice view on a lesion VOI (a "go to lesion VOI" button).
+
+        Args:
+            node_id: the segmentation (or labelmap) node; default :meth:`lesion_node_id`.
+            grid_node: the volume node whose grid the VOI is read on; default the PET input.
+
+        Returns:
+            the RAS point (mm) the views were centred on: the VOI voxel nearest to the VOI's
+            centre of mass (a curved VOI's centre can lie outside it).
+
+        Raises:
+            InputError: no VOI, no PET, or the VOI is empty on the PET grid.
+        """
+        import slicer
+
+        from .volumes import ijk_to_ras, volume_grid_of_node
+
+        params = self.get_parameters()
+        node_id = node_id or self.lesion_node_id(params)
+        if not node_id:
+            raise InputError("no lesion VOI: choose one, or run PetRecurrence to find one")
+        if grid_node is None:
+            grid_node = node_by_id(self.scene, params.input_volume, "PET volume")
+        node_by_id(self.scene, node_id, "lesion VOI")  # a clear error when it was removed
+        grid = volume_grid_of_node(grid_node)
+        mask = mask_from_node(self.scene, node_id, grid, "lesion VOI")  # raises when empty on the grid
+        voxels = np.argwhere(np.asarray(mask.array) > 0)  # (n, 3) as (k, j, i)
+        centre = voxels.mean(axis=0)
+        k, j, i = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
+        r, a, s = (ijk_to_ras(grid) @ np.array([i, j, k, 1.0]))[:3]
+        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        return (float(r), float(a), float(s))
 
     # ---------------------------------------------------------------- display controls
     def set_cam_display(self, opacity: Optional[float] = None, threshold: Optional[float] = None) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -140,7 +139,7 @@ def _run_train(args) -> int:
     spacing = tuple(args.spacing) if args.spacing else (REDUCED_SPACING_MM if args.reduced else FULL_SPACING_MM)
     size = tuple(args.size) if args.size else (REDUCED_SIZE_XYZ if args.reduced else FULL_SIZE_XYZ)
     # recorded in the cards; quoted so that it can be pasted back into a shell
-    command = "clinicalai " + shlex.join(sys.argv[1:]) if sys.argv and "train" in sys.argv else ""
+    command = args.command_line
     cfg = TrainConfig(
         arch=args.arch, arch_kwargs=arch_kwargs, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, loss=args.loss, sce_alpha=args.sce_alpha, sce_beta=args.sce_beta,

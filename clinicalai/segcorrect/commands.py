@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,9 +18,10 @@ from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, M
 
 
 def _load(path: Optional[str], default: str, device: str):
-    from ..models import bundled_model, load_model
+    """A model the user named (a path or a bundled model's name), else the bundled ``default``."""
+    from ..models import bundled_model, load_model, resolve_model_path
 
-    return load_model(path if path else bundled_model(default), device=device)
+    return load_model(resolve_model_path(path) if path else bundled_model(default), device=device)
 
 
 def _check_output(path: str, what: str = "output") -> Path:
@@ -144,12 +143,18 @@ def _run_train_corrector(args: argparse.Namespace) -> int:
         raise InputError("--phantoms needs at least 1 case")
     if args.data is not None and not Path(args.data).is_dir():
         raise InputError(f"{args.data}: no such folder")
-    command = "clinicalai " + " ".join(shlex.quote(a) for a in (args.argv or sys.argv[1:]))
+    command = args.command_line
+    segmenter = None
+    if args.segmenter:
+        from .segmenter import check_segmentation_model
+
+        segmenter = _load(args.segmenter, DEFAULT_SEGMENTER, "cpu" if args.device == "cpu" else "auto")
+        check_segmentation_model(segmenter, ["RV", "MYO", "LV"])
     card = train_corrector_command(
         out, phantoms=args.phantoms, data=args.data, context=args.context, iterations=args.iterations,
         kl_warmup=args.kl_warmup, spectral_weight=args.spectral, seed=args.seed, threads=args.threads,
         validate=args.validate, name=args.name, command=command, batch_size=args.batch_size,
-        device=args.device, progress=ConsoleProgress(),
+        device=args.device, segmenter=segmenter, progress=ConsoleProgress(),
     )
     v = card.get("validation", {})
     line = f"wrote {out} ({args.iterations} iterations in {card['training'].get('seconds', 0):.0f} s)"
@@ -186,7 +191,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         correctors[name] = m
     report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
                                  min_agreement=args.min_agreement)
-    report["command"] = "clinicalai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    report["command"] = args.command_line
     md = markdown_table(report)
     if args.json:
         write_json(report, args.json)
@@ -249,7 +254,10 @@ def register(commands) -> None:
     p.add_argument("--validate", type=int, default=12, metavar="N",
                    help="held-out phantoms for the card's validation figures (0: none)")
     p.add_argument("--name", default=None, help="name in the card (default: the file stem)")
-    p.set_defaults(func=_run_train_corrector, argv=None)
+    p.add_argument("--segmenter", metavar="M", default=None,
+                   help="also learn from this segmenter's outputs on the training images (30 %% of samples; "
+                        f"a model file or a bundled name such as {DEFAULT_SEGMENTER})")
+    p.set_defaults(func=_run_train_corrector)
 
     p = commands.evaluate.add_parser(
         "segcorrect", help="Dice / HD95 / ASSD / validity before and after correction on corrupted phantoms",

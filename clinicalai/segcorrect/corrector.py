@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import ModelError
-from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from .corruptions import CORRUPTION_KINDS, corrupt_slice
 
 #: KL weights per latent scale (coarsest first) of the source study
@@ -132,6 +132,28 @@ def network_space_masks(label_volume: Any) -> np.ndarray:
 
     frame = frame_from_mask(label_volume.array, spacing=label_volume.spacing)
     return to_network(label_volume.array, frame, kind="labels")
+
+
+def segmenter_pairs(cases: Sequence[Any], segmenter: Any, progress: Optional[ProgressCallback] = None,
+                    cancel: Optional[CancelToken] = None) -> List[Tuple[np.ndarray, np.ndarray]]:
+    """``(segmenter output, ground truth)`` in network space for each case with an image.
+
+    The segmenter (a segmentation :class:`~clinicalai.models.LoadedModel` with RV/MYO/LV labels)
+    runs on ``case.image`` exactly as ``clinicalai segment`` does; both masks are framed on the
+    *segmenter's* mask (the box the corrector will see at inference) so the pair stays aligned.
+    Label values must be the class indices (1 RV, 2 MYO, 3 LV, as in ACDC and the phantoms).
+    """
+    from .preprocess import frame_from_mask, to_network
+    from .segmenter import segment_volume
+
+    pairs: List[Tuple[np.ndarray, np.ndarray]] = []
+    for i, case in enumerate(cases):
+        check_cancel(cancel)
+        raw = segment_volume(case.image, segmenter, expected_labels=["RV", "MYO", "LV"]).labels
+        frame = frame_from_mask(raw.array, spacing=raw.spacing)
+        pairs.append((to_network(raw.array, frame, kind="labels"), to_network(case.labels.array, frame, kind="labels")))
+        report(progress, (i + 1) / len(cases), f"segmenter outputs: case {i + 1} of {len(cases)}")
+    return pairs
 
 
 def phantom_masks(n: int, seed: int = 0) -> List[np.ndarray]:
@@ -352,12 +374,15 @@ def train_corrector_command(
     command: str = "",
     batch_size: int = 8,
     device: str = "cpu",
+    segmenter: Optional[Any] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> Dict[str, Any]:
     """``clinicalai train corrector``: train, validate on held-out phantoms, save ``out`` + card.
 
     Plausible masks: phantoms seeds ``0..phantoms-1`` or the ground truths of an ACDC folder.
+    With ``segmenter`` (a loaded segmentation model), its outputs on the same training images
+    are learnt from too (:func:`segmenter_pairs`; 30 % of samples), as in the source study.
     Validation: ``validate`` held-out phantoms (seeds 1000...) with synthetic corruptions,
     gated and ungated (:func:`~.evaluate.evaluate_correctors`). Returns the card written.
     """
@@ -375,14 +400,23 @@ def train_corrector_command(
     if data is not None:
         from .data import resolve_cases
 
-        volumes = [network_space_masks(case.labels) for case in resolve_cases(data, seed=seed)]
-        source = {"data": str(data), "cases": len(volumes)}
+        cases = resolve_cases(data, seed=seed)
+        source = {"data": str(data), "cases": len(cases)}
     else:
-        volumes = phantom_masks(int(phantoms or 40), seed=0)
-        source = {"phantoms": int(phantoms or 40), "phantom_seeds": [0, int(phantoms or 40) - 1]}
+        from ..phantoms.cardiac import cardiac_case
+
+        n = int(phantoms or 40)
+        cases = [cardiac_case(i, ("ED", "ES")[i % 2]) for i in range(n)]
+        source = {"phantoms": n, "phantom_seeds": [0, n - 1]}
+    volumes = [network_space_masks(case.labels) for case in cases]
+    pairs: List[Tuple[np.ndarray, np.ndarray]] = []
+    if segmenter is not None:
+        pairs = segmenter_pairs(cases, segmenter, progress=scaled(progress, 0.0, 0.1), cancel=cancel)
+        source["segmenter_outputs"] = {"segmenter": segmenter.card.name, "cases": len(pairs), "share_of_samples": 0.3}
+        progress = scaled(progress, 0.1, 1.0)
     config = CorrectorConfig(iterations=iterations, kl_warmup=kl_warmup, context=context, seed=seed,
                              spectral_weight=spectral_weight, batch_size=batch_size)
-    model, history = train_corrector(volumes, config, progress=progress, cancel=cancel, device=device)
+    model, history = train_corrector(volumes, config, pairs=pairs, progress=progress, cancel=cancel, device=device)
     training = {**source, "command": command, "seconds": round(history.seconds, 1),
                 "final_loss": history.loss[-1], "loss_curve": [round(v, 4) for v in history.loss],
                 "threads": torch.get_num_threads(), "device": device,

@@ -50,7 +50,7 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
 
 
-def run_train_segmenter(args: argparse.Namespace, argv: Optional[Sequence[str]] = None) -> int:
+def run_train_segmenter(args: argparse.Namespace) -> int:
     from ..progress import ConsoleProgress
     from .segmenter import train_segmenter
 
@@ -63,10 +63,7 @@ def run_train_segmenter(args: argparse.Namespace, argv: Optional[Sequence[str]] 
         raise InputError("--phantoms needs at least 2 cases (one is held out for validation)")
     if args.data is not None and not Path(args.data).is_dir():
         raise InputError(f"{args.data}: no such folder")
-    if argv is not None:
-        command = "clinicalai train segmenter " + " ".join(shlex.quote(a) for a in argv)
-    else:
-        command = "clinicalai " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = args.command_line
     result = train_segmenter(
         args.data if args.data is not None else args.phantoms,
         arch=args.arch,
@@ -114,8 +111,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="clinicalai train segmenter")
     add_train_segmenter_arguments(parser)
     args = parser.parse_args(argv)
+    args.command_line = "clinicalai train segmenter " + shlex.join(argv)
     try:
-        return run_train_segmenter(args, argv)
+        return run_train_segmenter(args)
     except ClinicalAIError as exc:
         print(f"clinicalai: error: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
 """PetRecurrence panel: P(recurrence) from the fold ensemble, static uptake figures, the
-Grad-CAM heat map over the PET with opacity / threshold, save / download.
+Grad-CAM heat map over the PET with opacity / threshold, the lesion VOI (the user's, or the
+one the engine found by the 1.6 x background threshold) to centre the views on, save / download.
 All work is :class:`PetRecurrenceLogic`'s."""
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class PetPanel(Panel):
             masks=[{"title": "(none)", "value": ""}],
             brain_mask="",
             lesion="",
+            # the VOI the last run found when none was chosen (node ID, name); "" when none
+            lesion_voi="",
+            lesion_voi_name="",
             opacity=0.5,
             threshold=0.2,
             has_result=False,
@@ -63,7 +67,8 @@ class PetPanel(Panel):
                 with html.Div(classes="d-flex align-center mt-1"):
                     v3.VSelect(label="lesion VOI", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mr-1")
                     v3.VBtn(icon="mdi-crosshairs-gps", click=self.go_to_lesion, size="small", variant="text", id="pet-lesion-go",
-                            title="centre the views on the lesion VOI", disabled=(f"!{self.k('lesion')}",))
+                            title="centre the views on the lesion VOI (the one chosen, else the one the run found)",
+                            disabled=(f"!{self.k('lesion')} && !{self.k('lesion_voi')}",))
                 v3.VCheckbox(label="Grad-CAM map", v_model=(self.k("cam"),), density="compact", hide_details=True)
                 html.Div("bundled fold models: synthetic demo, not for clinical use", classes="text-caption text-warning")
                 self.run_row(self.run)
@@ -75,6 +80,12 @@ class PetPanel(Panel):
                     )
                     html.Div(f"{{{{ {self.k('label')} }}}}", id="pet-label", classes="text-body-1")
                     html.Div(f"spread across folds: {{{{ {self.k('spread')} }}}}; folds: {{{{ {self.k('folds')} }}}}", classes="text-caption")
+                    html.Div(
+                        f"lesion VOI found (1.6 x background): {{{{ {self.k('lesion_voi_name')} }}}}",
+                        v_if=(self.k("lesion_voi"),),
+                        id="pet-lesion-voi",
+                        classes="text-caption",
+                    )
                     with html.Div(id="pet-warnings"):
                         v3.VAlert(v_for=f"w in {self.k('warnings')}", text=("w",), type="warning", density="compact", classes="my-1")
                     common.table(self.k("static_rows"), ["quantity", "value"], "pet-static")
@@ -122,6 +133,9 @@ class PetPanel(Panel):
         def apply(result):
             self.params = self.logic.finish(params, inputs, result)
             self._show_summary(self.params.summary)
+            voi = self.app.context.scene.GetNodeByID(self.params.lesion_voi) if self.params.lesion_voi else None
+            self.set(lesion_voi=voi.GetID() if voi else "", lesion_voi_name=voi.GetName() if voi else "")
+            self.refresh_inputs()  # the found VOI is offered in the VOI choosers too
 
         self.start_job(compute, apply)
 
@@ -176,11 +190,15 @@ class PetPanel(Panel):
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.app.context.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
 
     def go_to_lesion(self) -> None:
-        """Centre the slice views on the lesion VOI chosen in the panel (the heat map there)."""
+        """Centre the slice views on the lesion VOI chosen in the panel, else on the one the last
+        run found (the heat map there)."""
         try:
-            common.jump_to_segmentation(
-                self.app, common.checked_choice(self.get("lesion"), self.get("masks"), "lesion VOI"), "lesion VOI"
-            )
+            node_id = common.checked_choice(self.get("lesion"), self.get("masks"), "lesion VOI")
+            if not node_id and self.params is not None:
+                node_id = self.params.lesion_voi or ""  # the server's record, not the page's state
+            if self.app.volume_node is None:
+                raise ClinicalAIError("open a PET volume first")
+            self.logic.jump_to_lesion(node_id or None, self.app.volume_node)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
 
@@ -211,6 +229,15 @@ class PetPanel(Panel):
                 cam_path = folder / f"{stem}_gradcam.nii.gz"
                 write_volume(node_to_volume(self.app.context.scene.GetNodeByID(self.params.cam_volume)), cam_path)
                 paths.append(cam_path)
+            voi = self.app.context.scene.GetNodeByID(self.params.lesion_voi) if self.params.lesion_voi else None
+            if voi is not None:
+                from ...mrml.segmentations import segmentation_to_labels
+                from ...mrml.volumes import volume_grid_of_node
+
+                labels = segmentation_to_labels(voi, volume_grid_of_node(image))
+                voi_path = folder / f"{stem}_lesion_voi.seg.nrrd"
+                write_volume(labels, voi_path, segments=[{k: x[k] for k in ("name", "value", "color")} for x in labels.metadata["segments"]])
+                paths.append(voi_path)
             json_path = folder / f"{stem}.json"
             write_json({"input": image.GetName(), "units": self.get("units"), **self.params.summary}, json_path)
             paths.append(json_path)
