@@ -30,7 +30,7 @@ from clinicalai.mrml.attribution_logic import AttributionViewerLogic as Attribut
 from clinicalai.mrml.attribution_logic import AttributionViewerParameters  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 
-FILE_ITEM = "Model file below..."
+FILE_ITEM = mrml_logic.MODEL_FILE_ITEM
 #: attribution method (engine name, ``clinicalai.attribution.METHODS``) -> its check box in the .ui
 METHOD_CHECKBOXES = {
     "gradient": "methodGradientCheckBox",
@@ -196,20 +196,11 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """Methods, models and device of the last run, saved with the scene (the engine's parameters)."""
         stored = self.logic.core.get_parameters()
         self._showMethods(stored.methods)
-        self._selectModel(self.ui.modelComboBox, self.ui.modelPathLineEdit, stored.model)
-        self._selectModel(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
+        mrml_logic.select_model_choice(self.ui.modelComboBox, self.ui.modelPathLineEdit, stored.model)
+        mrml_logic.select_model_choice(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
         index = self.ui.deviceComboBox.findData(stored.device)
         if index >= 0:
             self.ui.deviceComboBox.currentIndex = index
-
-    def _selectModel(self, combo, pathLineEdit, path):
-        if not path:
-            return
-        index = combo.findData(path)
-        if index < 0:
-            index = combo.findText(FILE_ITEM)
-            pathLineEdit.currentPath = path
-        combo.currentIndex = index
 
     def setParameterNode(self, inputParameterNode):
         if self._parameterNode:

@@ -31,7 +31,7 @@ from clinicalai.mrml.context import MRMLContext  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
 
-FILE_ITEM = "Model file below..."
+FILE_ITEM = mrml_logic.MODEL_FILE_ITEM
 
 
 class SegCorrect(ScriptedLoadableModule):
@@ -105,20 +105,11 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _restoreRunChoices(self):
         """Models and device of the last run, saved with the scene (the engine's parameters)."""
         stored = self.logic.core.get_parameters()
-        self._selectModel(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit, stored.segmenter_model)
-        self._selectModel(self.ui.correctorComboBox, self.ui.correctorPathLineEdit, stored.corrector_model)
+        mrml_logic.select_model_choice(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit, stored.segmenter_model)
+        mrml_logic.select_model_choice(self.ui.correctorComboBox, self.ui.correctorPathLineEdit, stored.corrector_model)
         index = self.ui.deviceComboBox.findData(stored.device)
         if index >= 0:
             self.ui.deviceComboBox.currentIndex = index
-
-    def _selectModel(self, combo, pathLineEdit, path):
-        if not path:
-            return  # "" = the default, already first
-        index = combo.findData(path)
-        if index < 0:
-            index = combo.findText(FILE_ITEM)
-            pathLineEdit.currentPath = path
-        combo.currentIndex = index
 
     # ------------------------------------------------------------------ model chooser
     def _fillModelChoices(self, combo, task, default=None):

@@ -397,3 +397,32 @@ def test_only_the_mrml_layer_and_the_guis_import_slicer_vtk_or_qt():
         assert not imported & forbidden, f"{path.relative_to(ROOT)} imports {sorted(imported & forbidden)}"
         checked += 1
     assert checked > 20
+
+
+def test_model_chooser_is_put_back_on_the_saved_model(tmp_path):
+    """The panels restore the model of the last run: its bundled entry, or the file entry with
+    the path in the file chooser (a plain combo-like object stands in for QComboBox here)."""
+    from clinicalai.mrml.logic import MODEL_FILE_ITEM, bundled_models, select_model_choice
+
+    class Combo:
+        def __init__(self, items):
+            self.items, self.currentIndex = items, 0
+
+        def findData(self, data):
+            return next((i for i, (_, d) in enumerate(self.items) if d == data), -1)
+
+        def findText(self, text):
+            return next((i for i, (t, _) in enumerate(self.items) if t == text), -1)
+
+    class PathEdit:
+        currentPath = ""
+
+    entries = bundled_models("segmentation")
+    combo = Combo([(e["name"], e["path"]) for e in entries] + [(MODEL_FILE_ITEM, "")])
+    edit = PathEdit()
+    select_model_choice(combo, edit, entries[-1]["path"])
+    assert combo.currentIndex == len(entries) - 1 and edit.currentPath == ""
+    select_model_choice(combo, edit, str(tmp_path / "mine.pt"))
+    assert combo.currentIndex == len(entries) and edit.currentPath == str(tmp_path / "mine.pt")
+    select_model_choice(combo, edit, "")  # the default: left as it is
+    assert combo.currentIndex == len(entries)

@@ -119,6 +119,26 @@ def bundled_models(task: Optional[str] = None, default: Optional[str] = None) ->
     return sorted(out, key=lambda m: m["name"] != default)  # stable: the rest keep their order
 
 
+#: the model chooser's last entry: the model comes from the file chooser beside it
+MODEL_FILE_ITEM = "Model file below..."
+
+
+def select_model_choice(combo: Any, path_edit: Any, path: str) -> None:
+    """Put a panel's model chooser back on ``path`` (a bundled model's entry, or the file entry
+    with ``path`` in the file chooser ``path_edit``); ``""`` leaves the default, already first.
+
+    ``combo`` is a ``QComboBox`` filled from :func:`bundled_models` with the paths as item data
+    (duck-typed: ``findData``, ``findText``, ``currentIndex``), ``path_edit`` a ``ctkPathLineEdit``.
+    """
+    if not path:
+        return
+    index = combo.findData(path)
+    if index < 0:
+        index = combo.findText(MODEL_FILE_ITEM)
+        path_edit.currentPath = path
+    combo.currentIndex = index
+
+
 def device_choices() -> List[Dict[str, Any]]:
     """The device selector's entries: auto, cuda (with GPU name and free memory) when there is
     one, cpu."""
