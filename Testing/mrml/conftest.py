@@ -1,10 +1,16 @@
-"""Fixtures of the MRML tests: the session's headless scene, emptied of what each test adds."""
+"""Fixtures of the MRML tests: the session's headless scene, emptied of what each test adds.
+Stand-ins for Slicer's Qt-only module API live in slicer_stand_ins.py (on sys.path here)."""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
 from clinicalai.volume import Volume
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture

@@ -162,7 +162,7 @@ def test_torch_comes_from_the_pytorch_extension(monkeypatch):
 
 _FRESH_SLICER = textwrap.dedent(
     """
-    import importlib.abc, importlib.util, sys, types, unittest
+    import importlib.abc, importlib.util, sys
     ENGINE = {"torch", "monai", "pydantic", "scipy", "skimage", "sklearn", "captum", "onnxruntime", "pydicom"}
 
     class NotInstalled(importlib.abc.MetaPathFinder):
@@ -174,30 +174,15 @@ _FRESH_SLICER = textwrap.dedent(
     sys.meta_path.insert(0, NotInstalled())
     sys.path.insert(0, ROOT)
     from clinicalai.mrml.headless import create_headless_context
-    from clinicalai.mrml.parameters import get_parameter_node
     import slicer, slicer.util
 
     create_headless_context()
     asked = []
     slicer.util.pip_install = lambda *a, **k: asked.append("pip")
     slicer.util.confirmOkCancelDisplay = lambda *a, **k: asked.append("confirm")
-    qt = types.ModuleType("qt")
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-    class Base:
-        def __init__(self, parent=None):
-            self.parent = parent
-    class ScriptedLoadableModuleLogic:
-        def __init__(self):
-            self.moduleName = type(self).__name__[: -len("Logic")]
-        def getParameterNode(self):
-            return get_parameter_node(slicer.mrmlScene, self.moduleName)
-    slm.ScriptedLoadableModule = slm.ScriptedLoadableModuleWidget = Base
-    slm.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogic
-    slm.ScriptedLoadableModuleTest = unittest.TestCase
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.WithinRange = lambda lo, hi: (lo, hi)
-    sys.modules.update({"qt": qt, "slicer.ScriptedLoadableModule": slm, "slicer.parameterNodeWrapper": pnw})
+    sys.path.insert(0, HERE)
+    from slicer_stand_ins import stand_in_modules
+    sys.modules.update(stand_in_modules())
     from clinicalai.mrml import logic
     for name in MODULES:
         spec = importlib.util.spec_from_file_location(name, f"{ROOT}/{name}/{name}.py")
@@ -216,7 +201,7 @@ def test_modules_load_in_a_fresh_slicer_and_install_nothing_on_import():
     """Without torch, monai, pydantic, scipy, ... (a fresh Slicer) the three module files
     import and their logics start; nothing is asked or installed on import."""
     pytest.importorskip("slicer")
-    code = f"ROOT = {str(ROOT)!r}\nMODULES = {MODULES!r}\n" + _FRESH_SLICER
+    code = f"ROOT = {str(ROOT)!r}\nHERE = {str(Path(__file__).parent)!r}\nMODULES = {MODULES!r}\n" + _FRESH_SLICER
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]

@@ -10,46 +10,9 @@ import unittest
 from pathlib import Path
 
 import pytest
+from slicer_stand_ins import stand_in_modules
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _stand_in_modules():
-    """``qt``, ``slicer.ScriptedLoadableModule`` and ``slicer.parameterNodeWrapper`` as far as
-    a module file needs them at import and in its Logic / Test classes."""
-    import slicer
-
-    from clinicalai.mrml.parameters import get_parameter_node
-
-    qt = types.ModuleType("qt")
-    qt.QTimer = object
-    slm = types.ModuleType("slicer.ScriptedLoadableModule")
-
-    class ScriptedLoadableModule:
-        def __init__(self, parent):
-            self.parent = parent
-
-    class ScriptedLoadableModuleWidget:
-        def __init__(self, parent=None):
-            self.parent = parent
-
-    class ScriptedLoadableModuleLogic:
-        def __init__(self):
-            self.moduleName = type(self).__name__[: -len("Logic")]
-
-        def getParameterNode(self):
-            return get_parameter_node(slicer.mrmlScene, self.moduleName)
-
-    class ScriptedLoadableModuleTest(unittest.TestCase):
-        def delayDisplay(self, message, msec=1000):  # noqa: N802 - Slicer's name
-            pass
-
-    for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest):
-        setattr(slm, cls.__name__, cls)
-    pnw = types.ModuleType("slicer.parameterNodeWrapper")
-    pnw.parameterNodeWrapper = lambda cls: cls
-    pnw.WithinRange = lambda lo, hi: (lo, hi)
-    return {"qt": qt, "slicer.ScriptedLoadableModule": slm, "slicer.parameterNodeWrapper": pnw}
 
 
 def _load(module):
@@ -88,7 +51,7 @@ def _use_small_models(module, monkeypatch, classifier, pet_models, corrector_mod
 def stand_ins(monkeypatch, slicer_context):
     from clinicalai.mrml.headless import create_headless_context, install_slicer_stand_ins
 
-    for name, mod in _stand_in_modules().items():
+    for name, mod in stand_in_modules().items():
         monkeypatch.setitem(sys.modules, name, mod)
     fresh = create_headless_context()  # the self-tests clear the scene: give them their own
     yield fresh
