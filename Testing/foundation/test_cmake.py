@@ -49,6 +49,31 @@ def test_icon_url_points_at_the_icon_in_the_repository(cmake):
     assert icon.is_file() and icon.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _repository_base(url: str) -> str:
+    """``https://raw.githubusercontent.com/<owner>/<repo>/main/`` of a URL into the repository."""
+    assert "/main/" in url, url
+    return url.split("/main/", 1)[0] + "/main/"
+
+
+def test_screenshot_urls_point_at_pngs_in_the_repository(cmake):
+    """Every screenshot the extension index shows is a PNG of this repository (written by
+    scripts/screenshots.py), under the same base URL as the icon, small enough to serve."""
+    import struct
+
+    urls = _set_value(cmake, "EXTENSION_SCREENSHOTURLS").split()
+    assert len(urls) == len(set(urls)) >= len(MODULES), urls  # one per panel at least
+    base = _repository_base(_set_value(cmake, "EXTENSION_ICONURL"))
+    for url in urls:
+        assert url.startswith(base), f"{url} is not under the icon's base URL {base}"
+        shot = REPO / url[len(base):]
+        assert shot.is_file(), f"{url}: {shot.relative_to(REPO)} is not in the repository (python scripts/screenshots.py)"
+        data = shot.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{shot.name} is not a PNG"
+        width, height = struct.unpack(">II", data[16:24])  # the IHDR chunk comes first
+        assert width >= 800 and height >= 500, f"{shot.name} is {width}x{height}"
+        assert len(data) <= 400_000, f"{shot.name} is {len(data)} bytes"
+
+
 def test_depends_on_pytorch(cmake):
     assert _set_value(cmake, "EXTENSION_DEPENDS").split() == ["PyTorch"]
 

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,32 +53,10 @@ def free_port() -> int:
 
 def write_phantoms(folder: Path) -> dict:
     """The images the tests open: cardiac MRI (+ a damaged mask, + as DICOM), FDOPA PET (+ lesion
-    VOI), brain MRI (+ lesion)."""
-    from clinicalai.phantoms.brain import brain_case
-    from clinicalai.phantoms.cardiac import cardiac_case
-    from clinicalai.phantoms.pet import pet_case
-    from clinicalai.volume.io import write_volume
+    VOI), brain MRI (+ lesion); shared with ``scripts/screenshots.py``."""
+    from clinicalai.web.sample_data import write_sample_data
 
-    folder.mkdir(parents=True, exist_ok=True)
-    cardiac = cardiac_case(0)
-    write_volume(cardiac.image, folder / "cardiac.nii.gz")
-    # a damaged mask of that image: the corrector has something to fix on several slices
-    from clinicalai.phantoms.cardiac import cardiac_segments
-    from clinicalai.segcorrect.corruptions import corrupt_volume
-
-    bad, _ = corrupt_volume(np.asarray(cardiac.labels.array), seed=1, probability=1.0, kinds=["holes", "blobs", "missing"])
-    write_volume(cardiac.labels.with_array(bad.astype(np.uint8)), folder / "cardiac_bad.seg.nrrd", segments=cardiac_segments())
-    write_volume(cardiac.image, folder / "cardiac_dicom")  # no suffix: a DICOM series folder
-    # the lesion masks are grey: colour in a slice view can then only come from a heat map
-    grey_lesion = [{"name": "lesion", "value": 1, "color": (0.6, 0.6, 0.6)}]
-    pet = pet_case(3, recurrence=True)
-    write_volume(pet.suv, folder / "pet.nii.gz")
-    write_volume(pet.suv.with_array((np.asarray(pet.lesion.array) > 0).astype(np.uint8)), folder / "pet_lesion.seg.nrrd", segments=grey_lesion)
-    brain = brain_case(1, pathological=True)
-    write_volume(brain.image, folder / "brain.nii.gz")
-    lesion = brain.image.with_array((np.asarray(brain.lesion.array) > 0).astype(np.uint8))
-    write_volume(lesion, folder / "brain_lesion.seg.nrrd", segments=grey_lesion)
-    return {"cardiac": cardiac, "pet": pet, "brain": brain}
+    return write_sample_data(folder)
 
 
 @pytest.fixture(scope="session")

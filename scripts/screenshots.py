@@ -1,0 +1,311 @@
+"""Screenshots of the three panels for the Slicer extension index (``EXTENSION_SCREENSHOTURLS``).
+
+Starts ``clinicalai web`` on a free loopback port with a temporary ``--data`` folder of
+phantoms (:func:`clinicalai.web.sample_data.write_sample_data`, the data of the browser
+tests), drives headless Debian chromium with Playwright (``/usr/bin/chromium``, never
+downloaded), runs each panel on its phantom with the bundled demo models and saves one PNG
+per panel:
+
+* ``docs/screenshots/segcorrect.png``: SegCorrect on the cardiac phantom (U-Net + NVAE
+  correction), the segmentation over the image and the per-slice table;
+* ``docs/screenshots/pet-recurrence.png``: PetRecurrence on the FDOPA PET phantom with its
+  lesion VOI, P(recurrence), SUVmax / TBR and the Grad-CAM heat map centred on the lesion;
+* ``docs/screenshots/attribution-viewer.png``: AttributionViewer on the brain-lesion phantom,
+  the maps side by side (gradient, Grad-CAM, anomaly) and the metrics table.
+
+Each shot is checked before it is written: the panel shows its result (no error, the numbers
+are in the page) and the slice view shows the overlay (coloured pixels); otherwise the script
+stops with a message and writes nothing for that panel. The PNGs are reduced to a 256-colour
+palette (Pillow) so each stays well under a few hundred KB. These are browser screenshots;
+the desktop Slicer modules look different.
+
+Run: ``.venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--width 1280 --height 800]``
+(needs the ``web`` and ``test`` extras, /usr/bin/chromium and the EGL libraries; about two
+minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Dict, List
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the clinicalai of this checkout, also without `pip install -e .`
+
+CHROMIUM = os.environ.get("CLINICALAI_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+#: file names in --out, one per panel (the names EXTENSION_SCREENSHOTURLS points at)
+SHOTS = {"segcorrect": "segcorrect.png", "pet": "pet-recurrence.png", "attribution": "attribution-viewer.png"}
+#: a shot larger than this (bytes) after palette reduction is refused
+MAX_BYTES = 400_000
+
+
+class ScreenshotError(RuntimeError):
+    """A panel did not show its result; the message says what is missing."""
+
+
+# ---------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data: Path, port: int, log_path: Path) -> subprocess.Popen:
+    """``python -m clinicalai web`` on 127.0.0.1:``port`` serving ``data``; returns once the
+    page answers (at most 120 s)."""
+    from clinicalai.web.security import TOKEN_ENV
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop(TOKEN_ENV, None)  # loopback without a token
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "clinicalai", "web", "--port", str(port), "--data", str(data)],
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    url = f"http://127.0.0.1:{port}/index.html"
+    deadline = time.monotonic() + 120
+    while True:
+        if proc.poll() is not None:
+            raise ScreenshotError(f"the web server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            stop_server(proc)
+            raise ScreenshotError(f"the web server did not start in 120 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---------------------------------------------------------------------- page helpers
+def set_state(page, key: str, value) -> None:
+    """Set a page state value and make sure the server has it before the next click."""
+    page.evaluate("async ([k, v]) => { window.trame.state.set(k, v); await window.trame.state.flush(); }", [key, value])
+    page.wait_for_function("() => !window.trame.state.dirtyKeys || window.trame.state.dirtyKeys.size === 0")
+    page.wait_for_timeout(300)
+
+
+def open_tool(page, key: str) -> None:
+    if not page.locator(f"#panel-{key}").is_visible():
+        page.click(f"#tool-{key}")
+    page.wait_for_selector(f"#panel-{key}", state="visible")
+
+
+def open_file(page, relative: str) -> None:
+    """Open ``relative`` (inside --data) from the data panel; an error in the page stops."""
+    open_tool(page, "data")
+    set_state(page, "ca_message", "")
+    set_state(page, "ca_error", "")
+    page.fill("#data-path", relative)
+    page.click("#data-open")
+    page.wait_for_function("() => window.trame.state.get('ca_message') || window.trame.state.get('ca_error')")
+    error = page.evaluate("() => window.trame.state.get('ca_error')")
+    if error:
+        raise ScreenshotError(f"opening {relative}: {error}")
+
+
+def run_panel(page, key: str, timeout_ms: float = 300_000) -> None:
+    """Press the panel's Run and wait for its result (an error in the panel stops)."""
+    open_tool(page, key)
+    runs = page.evaluate(f"() => window.trame.state.get('ca_{key}_runs')")
+    set_state(page, f"ca_{key}_error", "")
+    page.click(f"#{key}-run")
+    page.wait_for_function(
+        f"() => window.trame.state.get('ca_{key}_runs') > {runs} || window.trame.state.get('ca_{key}_error')",
+        timeout=timeout_ms,
+    )
+    error = page.evaluate(f"() => window.trame.state.get('ca_{key}_error')")
+    if error:
+        raise ScreenshotError(f"{key}: {error}")
+
+
+def segmentation_id(page, items_key: str, prefix: str) -> str:
+    find = f"window.trame.state.get('{items_key}').find(i => i.title.startsWith('{prefix}'))"
+    page.wait_for_function(f"() => {find}")
+    return page.evaluate(f"() => {find}.value")
+
+
+def rgb_of(png: bytes) -> np.ndarray:
+    """(h, w, 3) uint8 pixels of a PNG."""
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
+    """Fraction of clearly coloured pixels (a grey slice view gives ~0)."""
+    rgb = rgb.astype(np.int32)
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) >= min_chroma).mean())
+
+
+def wait_overlay(page, views: List[str], minimum: float = 0.002, timeout_s: float = 30.0) -> None:
+    """Wait until each slice view in ``views`` shows overlay colours (the streamed render of
+    the result has arrived), else stop."""
+    deadline = time.monotonic() + timeout_s
+    for tag in views:
+        box = page.locator(f".ca-view-{tag}").locator("xpath=..")
+        while True:
+            fraction = coloured_fraction(rgb_of(box.screenshot()))
+            if fraction > minimum:
+                break
+            if time.monotonic() > deadline:
+                raise ScreenshotError(f"no overlay colours in the {tag} view ({fraction:.4f} of the pixels)")
+            page.wait_for_timeout(300)
+
+
+def wait_text(page, selector: str, pattern: str, timeout_ms: float = 30_000) -> str:
+    page.wait_for_function(
+        "([sel, pat]) => { const e = document.querySelector(sel); return e && new RegExp(pat).test(e.textContent); }",
+        arg=[selector, pattern],
+        timeout=timeout_ms,
+    )
+    return page.locator(selector).inner_text()
+
+
+# ---------------------------------------------------------------------- the panels
+def shoot_segcorrect(page) -> None:
+    """The bundled U-Net segments the cardiac phantom, the NVAE corrects it; the final
+    segmentation over the image and the per-slice table."""
+    open_file(page, "cardiac.nii.gz")
+    wait_text(page, "#volume-name", "cardiac")
+    run_panel(page, "segcorrect")
+    wait_text(page, "#segcorrect-voxels", r"\d+ voxels")
+    if page.locator("#segcorrect-table tbody tr").count() == 0:
+        raise ScreenshotError("segcorrect: no per-slice rows in the table")
+    set_state(page, "ca_segcorrect_opacity", 0.8)
+    wait_overlay(page, ["Red"])
+
+
+def shoot_pet(page) -> None:
+    """P(recurrence), SUVmax / TBR and the Grad-CAM heat map over the PET, centred on the
+    lesion VOI."""
+    open_file(page, "pet.nii.gz")
+    wait_text(page, "#volume-name", "pet")
+    open_file(page, "pet_lesion.seg.nrrd")
+    open_tool(page, "pet")
+    set_state(page, "ca_pet_lesion", segmentation_id(page, "ca_pet_masks", "pet_lesion"))
+    run_panel(page, "pet")
+    wait_text(page, "#pet-probability", r"\d")
+    if page.locator("#pet-static tbody tr").count() < 3:
+        raise ScreenshotError("pet: SUVmax / TBRmax / TBRmean are not shown")
+    set_state(page, "ca_pet_threshold", 0.4)  # the hot part of the map, not its faint tail
+    page.click("#pet-lesion-go")
+    wait_overlay(page, ["Red"])
+    # the drawer scrolled so the numbers (P(recurrence), warnings, SUVmax / TBR) are in view
+    page.evaluate("() => document.querySelector('#pet-probability').scrollIntoView({block: 'start'})")
+
+
+def shoot_attribution(page) -> None:
+    """The bundled classifier's gradient and Grad-CAM maps and the bundled autoencoder's
+    anomaly map side by side on the brain-lesion phantom, with the metrics against the lesion."""
+    open_file(page, "brain.nii.gz")
+    wait_text(page, "#volume-name", "brain")
+    open_file(page, "brain_lesion.seg.nrrd")  # the reference lesion
+    open_tool(page, "attribution")
+    set_state(page, "ca_attribution_methods", ["gradient", "gradcam"])
+    run_panel(page, "attribution")
+    if page.locator("#attribution-metrics tbody tr").count() < 2:
+        raise ScreenshotError("attribution: the metrics table has fewer than two rows")
+    page.wait_for_timeout(3500)  # the side-by-side views are fitted again 1 s and 3 s after the result
+    page.click("#attribution-lesion-go")
+    views = ["Red", "Map2"] + (["Map3"] if page.locator(".ca-view-Map3").count() else [])
+    wait_overlay(page, views)
+
+
+PANELS: Dict[str, Callable] = {"segcorrect": shoot_segcorrect, "pet": shoot_pet, "attribution": shoot_attribution}
+
+
+# ---------------------------------------------------------------------- PNG
+def save_png(png: bytes, path: Path, max_bytes: int = MAX_BYTES) -> int:
+    """Write the screenshot ``png`` to ``path`` as a 256-colour palette PNG; returns its size
+    in bytes. Refuses (writes nothing) when it is still over ``max_bytes``."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    small = image.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG", optimize=True)
+    data = buffer.getvalue()
+    if len(data) > max_bytes:
+        raise ScreenshotError(f"{path.name}: {len(data)} bytes after palette reduction, over {max_bytes}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return len(data)
+
+
+# ---------------------------------------------------------------------- main
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots", help="folder of the PNGs (default docs/screenshots)")
+    parser.add_argument("--width", type=int, default=1280, help="browser viewport width in pixels (default 1280)")
+    parser.add_argument("--height", type=int, default=800, help="browser viewport height in pixels (default 800)")
+    parser.add_argument("--panels", nargs="+", choices=sorted(PANELS), default=list(PANELS), help="panels to shoot (default all)")
+    args = parser.parse_args(argv)
+    if not Path(CHROMIUM).exists():
+        print(f"screenshots: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
+        return 1
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("screenshots: playwright is not installed (pip install -e .[web,test])", file=sys.stderr)
+        return 1
+    from clinicalai.web.sample_data import write_sample_data
+
+    with tempfile.TemporaryDirectory(prefix="clinicalai-screenshots-") as tmp:
+        data = Path(tmp) / "data"
+        write_sample_data(data)
+        log_path = Path(tmp) / "server.log"
+        port = free_port()
+        proc = start_server(data, port, log_path)
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                try:
+                    page = browser.new_page(viewport={"width": args.width, "height": args.height}, device_scale_factor=1)
+                    page.set_default_timeout(60_000)
+                    page.goto(f"http://127.0.0.1:{port}/")
+                    page.wait_for_selector("#data-files .ca-data-file")
+                    for key in args.panels:
+                        started = time.monotonic()
+                        PANELS[key](page)
+                        set_state(page, "ca_message", "")  # the "opened ..." banner: room for the panel
+                        page.wait_for_timeout(800)  # the last streamed frame
+                        size = save_png(page.screenshot(), args.out / SHOTS[key])
+                        print(f"{args.out / SHOTS[key]}: {size / 1024:.0f} KiB ({time.monotonic() - started:.0f} s)")
+                finally:
+                    browser.close()
+        except ScreenshotError as exc:
+            print(f"screenshots: {exc}\nserver log: {log_path.read_text()[-2000:]}", file=sys.stderr)
+            return 1
+        finally:
+            stop_server(proc)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
