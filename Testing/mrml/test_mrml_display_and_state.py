@@ -56,6 +56,17 @@ def test_signed_map_gets_diverging_table_symmetric_window(ctx, oblique_volume):
     assert display.GetWindowLevelMin() == pytest.approx(-m, rel=1e-5)
     assert display.GetWindowLevelMax() == pytest.approx(m, rel=1e-5)
     assert not display.GetApplyThreshold()
+    # cyan <- blue <- black (0) -> red -> yellow: a dark 0 dims the image under the map instead
+    # of washing it out, and the two signs stay apart
+    table = display.GetColorNode()
+    n = table.GetNumberOfColors()
+    rgba = {i: [0.0] * 4 for i in (0, n // 4, n // 2, 3 * n // 4, n - 1)}
+    for i, c in rgba.items():
+        table.GetColor(i, c)
+    assert rgba[0][:3] == [0.0, 1.0, 1.0] and rgba[n - 1][:3] == [1.0, 1.0, 0.0]
+    assert max(rgba[n // 2][:3]) < 0.01
+    assert rgba[n // 4][2] > 0.9 and rgba[n // 4][0] == 0.0  # negative: blue
+    assert rgba[3 * n // 4][0] > 0.9 and rgba[3 * n // 4][2] == 0.0  # positive: red
     # one table per scene, shared by every signed map
     again = add_heatmap_node(ctx.scene, oblique_volume, "signed")
     assert again.GetDisplayNode().GetColorNodeID() != display.GetColorNodeID()  # positive map: heat table

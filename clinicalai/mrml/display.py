@@ -1,5 +1,5 @@
 """Heat-map volumes (Grad-CAM, attribution, anomaly maps) and how they are shown: colour
-tables (heat for positive maps, diverging blue-white-red for signed ones), window / level,
+tables (heat for positive maps, diverging cyan-blue-black-red-yellow for signed ones), window / level,
 threshold, and foreground over the image in every slice view of the layout."""
 
 from __future__ import annotations
@@ -24,9 +24,14 @@ def _heat(t: float) -> Tuple[float, float, float]:
 
 
 def _diverging(t: float) -> Tuple[float, float, float]:
-    # blue (negative) -> white (0) -> red (positive), symmetric around the middle entry
+    # cyan <- blue <- black (0) -> red -> yellow, symmetric around the middle entry ("cold-hot").
+    # Black, not white, at 0: a map is ~0 almost everywhere, and a foreground overlay blends
+    # its colour in everywhere (Slicer's slice views ignore a colour table's alpha), so a white
+    # 0 washed the whole image out under every signed map; black only dims it, as the heat map does
     s = 2 * t - 1
-    return (1.0, 1 - s, 1 - s) if s >= 0 else (1 + s, 1 + s, 1.0)
+    if s >= 0:
+        return (min(1.0, 2 * s), max(0.0, 2 * s - 1), 0.0)
+    return (0.0, max(0.0, -2 * s - 1), min(1.0, -2 * s))
 
 
 def color_table_node(scene: Any, signed: bool) -> Any:
@@ -57,7 +62,7 @@ def color_table_node(scene: Any, signed: bool) -> Any:
 
 
 def map_window(array: np.ndarray, signed: bool) -> Tuple[float, float]:
-    """Display range of a map: ``[-m, m]`` around 0 for signed maps (so white is 0),
+    """Display range of a map: ``[-m, m]`` around 0 for signed maps (so black is 0),
     ``[min, max]`` otherwise (``m`` = largest absolute finite value)."""
     finite = np.asarray(array, dtype=float)[np.isfinite(array)]
     if finite.size == 0:
