@@ -93,6 +93,7 @@ class PetRecurrenceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.camOpacitySlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.camThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.show3DButton.connect("clicked(bool)", self.onShow3D)
+        self.ui.goToLesionButton.connect("clicked(bool)", self.onGoToLesion)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
         self.initializeParameterNode()
@@ -250,6 +251,7 @@ class PetRecurrenceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not s:
             self.ui.resultLabel.text = "No result yet."
             self.ui.show3DButton.enabled = False
+            self.ui.goToLesionButton.enabled = False
             return
         lines = [f"<b>P(recurrence) = {s['probability']:.2f}</b> &mdash; {s['label']}"]
         if s.get("spread") is not None:
@@ -257,16 +259,26 @@ class PetRecurrenceWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         static = s.get("static") or {}
         if static:
             lines.append(", ".join(f"{k} {v:.2f}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in static.items()))
+        voi = slicer.mrmlScene.GetNodeByID(params.lesion_voi) if params.lesion_voi else None
+        if voi is not None:
+            lines.append(f"Lesion VOI found (1.6 x background): {voi.GetName()}")
         for w in s.get("warnings") or []:
             lines.append(f"<span style='color:#c00'>{w}</span>")
         self.ui.resultLabel.text = "<br>".join(lines)
         self.ui.show3DButton.enabled = bool(params.cam_volume)
+        self.ui.goToLesionButton.enabled = bool(self.logic.core.lesion_node_id(params))
 
     def onDisplayChanged(self, *_):
         if not self.logic.core.get_parameters().cam_volume:
             return
         with slicer.util.tryWithErrorDisplay("Could not change the Grad-CAM display."):
             self.logic.core.set_cam_display(opacity=self.ui.camOpacitySlider.value, threshold=self.ui.camThresholdSlider.value)
+
+    def onGoToLesion(self):
+        """Centre the slice views on the chosen lesion VOI, else on the one the run found."""
+        chosen = self._parameterNode.lesion if self._parameterNode else None
+        with slicer.util.tryWithErrorDisplay("Could not go to the lesion VOI."):
+            self.logic.core.jump_to_lesion(chosen.GetID() if chosen else None)
 
     def onShow3D(self):
         from clinicalai.mrml.display import show_volume_rendering
@@ -318,7 +330,7 @@ class PetRecurrenceTest(ScriptedLoadableModuleTest):
         from clinicalai.phantoms.pet import pet_case
 
         self.delayDisplay("PetRecurrence on a PET phantom")
-        case = pet_case(0)
+        case = pet_case(0, recurrence=True)  # a lesion the 1.6 x background threshold finds
         pet = add_volume_node(slicer.mrmlScene, case.suv, "pet")  # a node keeps no DICOM tags: give SUV
         brain = add_segmentation_node(slicer.mrmlScene, case.brain_mask, "brain", [{"name": "brain", "value": 1}])
         params = PetRecurrenceLogic().run(
@@ -329,4 +341,9 @@ class PetRecurrenceTest(ScriptedLoadableModuleTest):
         self.assertTrue(node_to_volume(cam).same_grid(case.image, atol=1e-4))
         self.assertTrue(np.isfinite(node_to_volume(cam).array).all())
         self.assertEqual(cam.GetDisplayNode().GetColorNode().GetName(), "ClinicalAI Heat")
+        # no VOI given: the one found by the 1.6 x background threshold is a new segmentation
+        voi = slicer.mrmlScene.GetNodeByID(params.lesion_voi)
+        self.assertEqual(voi.GetName(), "pet lesion VOI")
+        self.assertEqual(voi.GetSegmentation().GetNthSegment(0).GetName(), "lesion")
+        PetRecurrenceLogic().core.jump_to_lesion()
         self.delayDisplay("Test passed")

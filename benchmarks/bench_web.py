@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clinicalai.web.sample_data import write_sample_data
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -38,20 +40,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return float("nan")
-
-
-def write_data(folder: Path) -> None:
-    from clinicalai.phantoms.brain import brain_case
-    from clinicalai.phantoms.cardiac import cardiac_case
-    from clinicalai.phantoms.pet import pet_case
-    from clinicalai.volume.io import write_volume
-
-    write_volume(cardiac_case(0).image, folder / "cardiac.nii.gz")
-    write_volume(pet_case(3, recurrence=True).suv, folder / "pet.nii.gz")
-    brain = brain_case(1, pathological=True)
-    write_volume(brain.image, folder / "brain.nii.gz")
-    lesion = brain.image.with_array((np.asarray(brain.lesion.array) > 0).astype(np.uint8))
-    write_volume(lesion, folder / "brain_lesion.seg.nrrd", segments=[{"name": "lesion", "value": 1, "color": (1.0, 0.0, 0.0)}])
 
 
 def coloured_fraction(png: bytes, tmp: Path) -> float:
@@ -69,7 +57,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-"))
     data = tmp / "data"
     data.mkdir()
-    write_data(data)
+    write_sample_data(data)  # the phantoms the browser tests open
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,6 +1,7 @@
 """PetRecurrence's MRML logic: result table and summary in the parameter node, Grad-CAM node
 as heat-coloured foreground over the PET with opacity / threshold controls, masks from
-segmentation or labelmap nodes, transactional failure; end to end with fold models."""
+segmentation or labelmap nodes, the lesion VOI found by the engine as a new segmentation (the
+user's VOI never touched), transactional failure; end to end with fold models."""
 
 import numpy as np
 import pytest
@@ -8,10 +9,10 @@ import pytest
 from clinicalai.errors import InputError
 from clinicalai.mrml.display import HEAT_TABLE
 from clinicalai.mrml.logic import mask_from_node
-from clinicalai.mrml.pet_logic import PetOutcome, PetRecurrenceLogic, PetRecurrenceParameters
-from clinicalai.mrml.segmentations import add_segmentation_node
+from clinicalai.mrml.pet_logic import LESION_VOI_COLOR, PetOutcome, PetRecurrenceLogic, PetRecurrenceParameters
+from clinicalai.mrml.segmentations import add_segmentation_node, segmentation_to_labels
 from clinicalai.mrml.tables import table_rows
-from clinicalai.mrml.volumes import add_volume_node, node_to_volume
+from clinicalai.mrml.volumes import add_volume_node, ijk_to_ras, node_to_volume
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +33,108 @@ def _views(scene):
     return out
 
 
-def _outcome(pet):
+def _outcome(pet, lesion_mask=None):
     cam = pet.lesion.with_array(pet.lesion.array.astype(np.float32) * 2.0, units=None)
     summary = {"probability": 0.8, "label": "recurrence", "spread": 0.05, "fold_probabilities": [0.75, 0.85],
                "warnings": ["attention outside the brain"], "static": {"SUVmax": 3.2, "TBRmax": 2.5, "TBRmean": 1.9}}
-    return PetOutcome(summary, cam)
+    return PetOutcome(summary, cam, lesion_mask)
+
+
+def _found_voi(pet):
+    """A VOI as the engine gives it when it found one: 0/1 on the PET grid, not the phantom's
+    lesion (so a node filled from the wrong mask would show)."""
+    voi = np.zeros(pet.suv.shape, np.uint8)
+    z, y, x = (np.array(pet.suv.shape) * np.array([0.4, 0.55, 0.35])).astype(int)
+    voi[z - 2: z + 3, y - 3: y + 2, x - 1: x + 4] = 1
+    voi[z, y + 2, x + 4] = 1  # an odd voxel: a resampling shift would lose it
+    return pet.suv.with_array(voi, modality="SEG", units="label")
+
+
+def _binary_labelmap(node, segment_id):
+    import slicer
+
+    image = slicer.vtkOrientedImageData()
+    assert slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(node, segment_id, image)
+    return image
+
+
+def _image_to_world(image):
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    m = vtkMatrix4x4()
+    image.GetImageToWorldMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def test_found_lesion_voi_becomes_a_new_segmentation_on_the_pet_grid(ctx, pet):
+    views = _views(ctx.scene)
+    image = add_volume_node(ctx.scene, pet.suv, "pet")
+    logic = PetRecurrenceLogic(ctx)
+    found = _found_voi(pet)
+    params = logic.finish(PetRecurrenceParameters(input_volume=image.GetID()), {"image_node": image, "pet": pet.suv},
+                          _outcome(pet, found))
+    node = ctx.scene.GetNodeByID(params.lesion_voi)
+    assert node is not None and node.IsA("vtkMRMLSegmentationNode") and node.GetName() == "pet lesion VOI"
+    assert logic.get_parameters().lesion_voi == node.GetID() and logic.lesion_node_id() == node.GetID()
+    segmentation = node.GetSegmentation()
+    assert segmentation.GetNumberOfSegments() == 1
+    segment = segmentation.GetNthSegment(0)
+    assert segment.GetName() == "lesion"
+    np.testing.assert_allclose(segment.GetColor(), LESION_VOI_COLOR, atol=1e-6)
+    assert node.GetNodeReference(node.GetReferenceImageGeometryReferenceRole()) is image
+    # the labelmap is on the PET grid exactly (oblique PET: same IJK -> RAS, voxels inside its extent)
+    binary = _binary_labelmap(node, segmentation.GetNthSegmentID(0))
+    np.testing.assert_allclose(_image_to_world(binary), ijk_to_ras(pet.suv), atol=1e-6)
+    z, y, x = pet.suv.shape
+    lo, hi = np.array(binary.GetExtent()).reshape(3, 2).T
+    assert (lo >= 0).all() and (hi <= np.array([x - 1, y - 1, z - 1])).all()
+    # and holds the engine's voxels, read back through Slicer's labelmap conversion
+    back = segmentation_to_labels(node, pet.suv)
+    np.testing.assert_array_equal(back.array > 0, found.array > 0)
+    # "go to lesion VOI": every slice view centred on a voxel of that VOI
+    slices = []
+    for name, orientation in (("Red", "Axial"), ("Yellow", "Sagittal"), ("Green", "Coronal")):
+        sn = ctx.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+        sn.SetLayoutName(name)
+        sn.SetOrientation(orientation)
+        slices.append(sn)
+    r, a, s = logic.jump_to_lesion()
+    ijk = np.linalg.inv(ijk_to_ras(pet.suv)) @ np.array([r, a, s, 1.0])
+    i, j, k = np.round(ijk[:3]).astype(int)
+    np.testing.assert_allclose(ijk[:3], (i, j, k), atol=1e-4)
+    assert found.array[k, j, i] == 1
+    for sn in slices:
+        m = sn.GetSliceToRAS()
+        np.testing.assert_allclose([m.GetElement(row, 3) for row in range(3)], (r, a, s), atol=1e-3)
+    del views
+
+
+def test_a_users_lesion_voi_is_left_alone_and_no_voi_node_is_added(ctx, pet, node_ids):
+    image = add_volume_node(ctx.scene, pet.suv, "pet")
+    user = add_segmentation_node(ctx.scene, pet.lesion.with_array((pet.lesion.array > 0).astype(np.uint8)), "my VOI",
+                                 [{"name": "mine", "value": 1, "color": (0.5, 0.5, 0.5)}])
+    before_voxels = segmentation_to_labels(user, pet.suv).array.copy()
+    before_mtime = user.GetSegmentation().GetMTime()
+    logic = PetRecurrenceLogic(ctx)
+    params = logic.finish(
+        PetRecurrenceParameters(input_volume=image.GetID(), lesion=user.GetID()),
+        {"image_node": image, "pet": pet.suv},
+        _outcome(pet, _found_voi(pet)),  # the engine hands the VOI it used back: not a new node
+    )
+    assert params.lesion_voi is None and logic.get_parameters().lesion == user.GetID()
+    segmentations = [ctx.scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode") for i in range(ctx.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+    assert [n.GetName() for n in segmentations if "lesion VOI" in n.GetName()] == []
+    assert user.GetName() == "my VOI" and user.GetSegmentation().GetNumberOfSegments() == 1
+    assert user.GetSegmentation().GetNthSegment(0).GetName() == "mine"
+    assert user.GetSegmentation().GetMTime() == before_mtime
+    np.testing.assert_array_equal(segmentation_to_labels(user, pet.suv).array, before_voxels)
+    assert logic.lesion_node_id() == user.GetID()
+    # "go to lesion VOI" without a VOI, or with one that was removed: one clear error
+    logic.set_parameters(PetRecurrenceParameters(input_volume=image.GetID()))
+    with pytest.raises(InputError, match="no lesion VOI"):
+        logic.jump_to_lesion(None, image)
+    with pytest.raises(InputError, match="no longer in the scene"):
+        logic.jump_to_lesion("vtkMRMLSegmentationNode9999", image)
 
 
 def test_apply_makes_table_and_cam_foreground_and_display_controls(ctx, pet):
@@ -67,10 +165,14 @@ def test_apply_makes_table_and_cam_foreground_and_display_controls(ctx, pet):
 def test_cam_off_the_pet_grid_adds_no_node(ctx, pet, node_ids):
     image = add_volume_node(ctx.scene, pet.suv, "pet")
     before = node_ids(ctx.scene)
-    bad = _outcome(pet)
+    bad = _outcome(pet, _found_voi(pet))  # the VOI node is added before the map fails: removed again
     bad.cam = bad.cam.with_array(bad.cam.array, spacing=(9.0, 9.0, 9.0))
-    with pytest.raises(InputError, match="not on the PET grid"):
+    with pytest.raises(InputError, match="Grad-CAM map is not on the PET grid"):
         PetRecurrenceLogic(ctx).finish(PetRecurrenceParameters(input_volume=image.GetID()), {"image_node": image, "pet": pet.suv}, bad)
+    assert node_ids(ctx.scene) == before
+    off = _outcome(pet, _found_voi(pet).with_array(_found_voi(pet).array, origin=(5.0, 5.0, 5.0)))
+    with pytest.raises(InputError, match="lesion VOI is not on the PET grid"):
+        PetRecurrenceLogic(ctx).finish(PetRecurrenceParameters(input_volume=image.GetID()), {"image_node": image, "pet": pet.suv}, off)
     assert node_ids(ctx.scene) == before
 
 
@@ -107,6 +209,19 @@ def test_end_to_end_with_fold_models(ctx, pet, pet_models, node_ids):
     cam = ctx.scene.GetNodeByID(params.cam_volume)
     assert node_to_volume(cam).same_grid(pet.suv, atol=1e-4) and np.isfinite(node_to_volume(cam).array).all()
     assert views[0].GetForegroundVolumeID() == cam.GetID()
+    # no VOI given: the one the engine found (1.6 x background) is a new segmentation node,
+    # voxel for voxel the engine's mask (compute's outcome on the same inputs)
+    assert s["static"]["lesion_voi"] == "threshold 1.6 x background"
+    outcome = logic.compute(logic.prepare(params))
+    assert outcome.lesion_mask is not None and outcome.lesion_mask.same_grid(pet.suv, atol=1e-4)
+    voi = ctx.scene.GetNodeByID(params.lesion_voi)
+    assert voi.GetName() == "pet lesion VOI"
+    np.testing.assert_array_equal(segmentation_to_labels(voi, pet.suv).array > 0, outcome.lesion_mask.array > 0)
+    # a second run with that VOI as the user's: the same figures, no further VOI node
+    again = logic.run(PetRecurrenceParameters(input_volume=image.GetID(), brain_mask=brain.GetID(), lesion=voi.GetID(),
+                                              units="suv", models=models, device="cpu"))
+    assert again.lesion_voi is None and again.summary["static"]["lesion_voi"] == "user"
+    assert again.summary["static"]["TBRmax"] == pytest.approx(s["static"]["TBRmax"], rel=1e-6)
 
     before = node_ids(ctx.scene)
     token = CancelToken()

@@ -1,6 +1,7 @@
 """End to end in headless Debian chromium: the page, the data folder rules, uploads, window /
-level, the segment editor (paint a stroke, undo it) and the three panels (Run, wait, numbers,
-pixels, accept / reject). One server and one page for the whole module (see conftest.py)."""
+level, the segment editor (paint, erase, islands, smoothing, undo) and the three panels (Run,
+wait, numbers, pixels, accept / reject, the PET lesion VOI found when none is given). One
+server and one page for the whole module (see conftest.py)."""
 
 from __future__ import annotations
 
@@ -191,6 +192,80 @@ def test_paint_erase_and_undo(page, web_server):
     wait_count("==", start)
 
 
+def editor_voxels(page) -> int:
+    return int(number(page.locator("#editor-voxels").inner_text()))
+
+
+def wait_editor_voxels(page, op: str, value: int) -> int:
+    """Wait until the edited segmentation's voxel count (``#editor-voxels``) ``op`` ``value``."""
+    page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] {op} {value}")
+    return editor_voxels(page)
+
+
+def test_islands_and_smoothing_then_undo(page, web_server):
+    """The segment editor's islands ("remove small islands") and smoothing (median) effects,
+    through the page's own buttons and fields, and undo of each."""
+    from scipy import ndimage
+
+    open_file(page, "brain.nii.gz")
+    wait_text(page, "#volume-name", "brain")
+    open_file(page, "brain_lesion.seg.nrrd")
+    open_tool(page, "editor")
+    lesion = np.asarray(web_server["cases"]["brain"].lesion.array) > 0
+    components, n = ndimage.label(lesion)
+    smallest = int(np.bincount(components.ravel())[1:].min())  # the lesion's own smallest island
+    start = int(number(wait_text(page, "#editor-voxels", r"\d+ voxels")))
+    assert start == int(lesion.sum()) and n >= 1
+    # a short stroke in the lower right of the axial view, away from the lesion: a separate island
+    box = view_box(page, "Red").bounding_box()
+    x0 = box["x"] + box["width"] / 2 + 0.22 * min(box["width"], box["height"])
+    y0 = box["y"] + box["height"] / 2 + 0.22 * min(box["width"], box["height"])
+    page.locator("#panel-editor .mdi-brush").first.click()
+    # a flat brush (sphere off), near its smallest size: the stroke stays on this slice, small
+    if page.evaluate("() => window.trame.state.get('PaintEffectState__use_sphere_brush')"):
+        page.locator("#panel-editor .mdi-sphere").first.click()
+    page.wait_for_function("() => window.trame.state.get('PaintEffectState__use_sphere_brush') === false")
+    track = page.locator("#panel-editor .v-slider").first.bounding_box()
+    page.mouse.click(track["x"] + 0.08 * track["width"], track["y"] + track["height"] / 2)
+    page.wait_for_timeout(500)
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(6):
+        page.mouse.move(x0 + 6 * step, y0 + 3 * step)
+        page.wait_for_timeout(30)
+    page.mouse.up()
+    painted = wait_editor_voxels(page, ">", start)
+    island = painted - start
+    minimum = (island + smallest) // 2
+    assert island < minimum < smallest, f"the stroke ({island} voxels) must be smaller than the lesion's islands ({smallest})"
+    # islands: "Remove small" below `minimum` voxels takes the stroke away, keeps the whole lesion
+    page.locator("#panel-editor .mdi-scatter-plot").first.click()
+    page.locator("#panel-editor button", has_text="Remove small").click()
+    size = page.locator("#panel-editor").get_by_label("Minimum size")
+    size.fill(str(minimum))
+    size.press("Tab")
+    page.wait_for_function("(m) => Number(window.trame.state.get('IslandsState__minimum_size')) === m", arg=minimum)
+    page.locator("#panel-editor button", has_text="Apply").click()
+    assert wait_editor_voxels(page, "==", start) == start
+    # smoothing: a median of 5 mm (3 voxels at 2 mm) rounds the lesion's voxel corners off
+    page.locator("#panel-editor .mdi-square-rounded-outline").first.click()
+    kernel = page.locator("#panel-editor").get_by_label("Kernel size (mm)")
+    kernel.click()
+    kernel.press("Control+A")
+    kernel.press_sequentially("5")  # typed over the selection (a fill lands beside the formatted "3.00")
+    kernel.press("Tab")
+    page.wait_for_function("() => Number(window.trame.state.get('SmoothingState__kernel_size')) === 5")
+    page.locator("#panel-editor button", has_text="Apply").click()
+    smoothed = wait_editor_voxels(page, "!=", start)
+    assert 0 < smoothed < start, "a median of a blobby lesion removes more corner voxels than it fills"
+    # undo: the smoothing, then the islands (the stroke is back)
+    page.locator(".mdi-undo").first.click()
+    assert wait_editor_voxels(page, "==", start) == start
+    page.locator(".mdi-undo").first.click()
+    assert wait_editor_voxels(page, "==", painted) == painted
+    page.locator("#panel-editor .mdi-cursor-default").first.click()  # no tool: clicks in the views paint nothing
+
+
 # ---------------------------------------------------------------------- the three panels
 def run_panel(page, key: str, timeout: float = 120_000) -> None:
     open_tool(page, key)
@@ -318,6 +393,63 @@ def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
     assert any(n.endswith("_gradcam.nii.gz") for n in names) and any(n.endswith(".json") for n in names), names
     report = json.loads((web_server["data"] / next(n for n in names if n.endswith(".json"))).read_text())
     assert abs(report["probability"] - p_web) <= 0.0005
+
+
+def wait_slice_position(page, tag: str, lo: float, hi: float, inside: bool = True) -> None:
+    """Wait until the slice position (mm along the normal, the view's slider) of the slice view
+    ``tag`` is inside (or outside) ``[lo, hi]``."""
+    page.wait_for_function(
+        "([tag, lo, hi, inside]) => { const e = document.querySelector(`.ca-view-${tag}`).parentElement"
+        ".querySelector('.slice-slider [role=slider]'); const v = Number(e.getAttribute('aria-valuenow'));"
+        " return (v >= lo && v <= hi) === inside; }",
+        arg=[tag, lo, hi, inside],
+    )
+
+
+def test_pet_without_a_voi_adds_the_found_voi_and_goes_to_it(page, web_server):
+    """No VOI chosen: the engine's VOI (1.6 x background) becomes a segmentation the page offers,
+    and "go to lesion VOI" centres the views on it."""
+    from clinicalai.volume.io import read_volume
+
+    open_file(page, "pet.nii.gz")
+    pet_name = wait_text(page, "#volume-name", "pet").strip()  # "pet", or "pet_1" after an earlier test
+    open_tool(page, "pet")
+    set_state(page, "ca_pet_lesion", "")
+    run_panel(page, "pet")
+    assert f"{pet_name} lesion VOI" in wait_text(page, "#pet-lesion-voi", "lesion VOI")
+    voi_id = page.evaluate("() => window.trame.state.get('ca_pet_lesion_voi')")
+    assert voi_id and voi_id == segmentation_id(page, "ca_pet_masks", f"{pet_name} lesion VOI")
+    assert page.evaluate("() => window.trame.state.get('ca_pet_lesion')") == "", "the VOI choice is left as the user set it"
+    static = {r["quantity"]: r["value"] for r in page.evaluate("() => window.trame.state.get('ca_pet_static_rows')")}
+    assert static["lesion_voi"] == "threshold 1.6 x background"
+    # the saved VOI is the engine's, voxel for voxel (the command line on the same file)
+    page.click("#pet-save")
+    page.wait_for_selector("#pet-saved a")
+    names = page.locator("#pet-saved a").all_inner_texts()
+    saved = read_volume(web_server["data"] / next(n for n in names if n.endswith("_lesion_voi.seg.nrrd")))
+    cli_voi = web_server["data"].parent / "pet_cli_voi.nii.gz"
+    subprocess.run([sys.executable, "-m", "clinicalai", "pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv",
+                    "--voi-out", str(cli_voi)], check=True, cwd=REPO, capture_output=True, timeout=120)
+    engine = read_volume(cli_voi)
+    assert saved.same_grid(engine, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(saved.array) > 0, np.asarray(engine.array) > 0)
+    # axial positions (mm, S) of the VOI's slices: the Red view starts outside them...
+    k = np.unique(np.argwhere(np.asarray(engine.array) > 0)[:, 0])
+    lps = engine.grid.index_to_lps() @ np.stack([np.zeros_like(k), np.zeros_like(k), k, np.ones_like(k)]).astype(float)
+    s_lo, s_hi = float(lps[2].min()), float(lps[2].max())
+    set_state(page, "ca_pet_opacity", 0)  # no heat map: cyan can only be the VOI
+    track = view_box(page, "Red").locator(".slice-slider").first.bounding_box()
+    page.mouse.click(track["x"] + 0.05 * track["width"], track["y"] + track["height"] / 2)  # the Red slider, near its end
+    wait_slice_position(page, "Red", s_lo - 1.0, s_hi + 1.0, inside=False)
+    # ...and "go to lesion VOI" (no VOI chosen) puts it on the found VOI, drawn in its colour
+    assert page.locator("#pet-lesion-go").is_enabled()
+    page.click("#pet-lesion-go")
+    wait_slice_position(page, "Red", s_lo - 1e-3, s_hi + 1e-3)
+    page.wait_for_timeout(1500)
+    red = centre(view_pixels(page, "Red"), half=0.02)
+    cyan = (red[..., 2] - red[..., 0] > 40) & (red[..., 1] - red[..., 0] > 40)
+    assert cyan.mean() > 0.3, "the found VOI (cyan) under the centre of the Red view"
+    set_state(page, "ca_pet_opacity", 0.5)
 
 
 def test_attribution_maps_side_by_side_with_metrics(page, web_server):
