@@ -40,6 +40,23 @@ def view_pixels(page, tag: str) -> np.ndarray:
     return np.asarray(arr)[..., :3].astype(np.int32)
 
 
+def wait_view(page, tag: str, condition, message: str, timeout: float = 20_000) -> np.ndarray:
+    """Poll the slice view ``tag`` until ``condition(rgb)`` holds; its pixels then.
+
+    A change (a slider, a jump, a new overlay) reaches the page as a re-rendered, streamed
+    frame some time later, and later still on a loaded machine: a fixed wait made these checks
+    flaky, so each check waits for its own outcome (and fails with ``message`` after ``timeout`` ms).
+    """
+    deadline = time.monotonic() + timeout / 1000.0
+    while True:
+        rgb = view_pixels(page, tag)
+        if condition(rgb):
+            return rgb
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{message} (not within {timeout / 1000:.0f} s)")
+        page.wait_for_timeout(250)
+
+
 def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
     """Fraction of pixels that are clearly coloured (a grey image gives ~0)."""
     chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
@@ -125,16 +142,12 @@ def test_upload_opens_volume_and_window_level_changes_pixels(page, web_server):
     page.set_input_files("#data-upload", str(web_server["data"] / "cardiac.nii.gz"))
     wait_text(page, "#volume-name", "cardiac")
     assert (web_server["data"] / "uploads" / "cardiac.nii.gz").exists()
-    page.wait_for_timeout(1500)
-    before = view_pixels(page, "Red")
-    assert before.mean() > 10, "the slice view shows the image"
+    before = wait_view(page, "Red", lambda rgb: rgb.mean() > 10, "the slice view shows the image")
     # narrow the window from the display panel: the same view gets brighter
     open_tool(page, "display")
     lo, hi = [number(t) for t in page.locator("#display-wl-text").inner_text().split("..")]
     set_state(page, "ca_display_wl", [lo, lo + (hi - lo) / 4])
-    page.wait_for_timeout(1500)
-    after = view_pixels(page, "Red")
-    assert after.mean() > before.mean() + 5
+    wait_view(page, "Red", lambda rgb: rgb.mean() > before.mean() + 5, "a narrower window brightens the view")
     # layout switch: "Axial Only" keeps the Red view and drops the others
     set_state(page, "LayoutButtonState__current_layout_id", 'Axial Only')
     page.wait_for_selector(".ca-view-Green", state="detached")
@@ -313,13 +326,9 @@ def test_segcorrect_run_review_and_save(page, web_server):
     assert len(rows) == web_server["cases"]["cardiac"].image.shape[0]
     assert total == sum(r["voxels"] for r in rows) > 0
     # the result is an overlay in the slice view: its opacity slider changes the pixels
-    page.wait_for_timeout(1000)
-    shown = view_pixels(page, "Red")
+    wait_view(page, "Red", lambda rgb: coloured_fraction(rgb) > 0.002, "the segmentation's colours over the cardiac image")
     set_state(page, "ca_segcorrect_opacity", 0)
-    page.wait_for_timeout(1500)
-    hidden = view_pixels(page, "Red")
-    assert coloured_fraction(shown) > 0.002, "the segmentation's colours over the cardiac image"
-    assert coloured_fraction(hidden) < 0.001, "opacity 0 hides the segmentation overlay"
+    wait_view(page, "Red", lambda rgb: coloured_fraction(rgb) < 0.001, "opacity 0 hides the segmentation overlay")
     set_state(page, "ca_segcorrect_opacity", 0.5)
     # a slice where the corrector changed the mask: flip its decision, the segmentation changes
     dice = next(c for c in rows[0] if "dice" in c.lower())
@@ -354,8 +363,7 @@ def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
     set_state(page, "ca_pet_lesion", segmentation_id(page, "ca_pet_masks", "pet_lesion"))
     page.click("#pet-lesion-go")
     page.wait_for_timeout(1000)
-    grey = view_pixels(page, "Red")
-    assert coloured_fraction(grey) < 0.001, "the PET and its VOI alone are grey"
+    assert coloured_fraction(view_pixels(page, "Red")) < 0.001, "the PET and its VOI alone are grey"
     run_panel(page, "pet")
     p_web = number(wait_text(page, "#pet-probability", r"\d"))
     assert 0.0 <= p_web <= 1.0
@@ -375,16 +383,13 @@ def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
     # the Grad-CAM heat colours are over the PET in the slice view where the lesion is
     set_state(page, "ca_pet_threshold", 0.05)
     page.click("#pet-lesion-go")
-    page.wait_for_timeout(1500)
-    heat = view_pixels(page, "Red")
-    assert coloured_fraction(centre(heat)) > 0.5, "heat-map colours over the lesion"
+    heat = wait_view(page, "Red", lambda rgb: coloured_fraction(centre(rgb)) > 0.5, "heat-map colours over the lesion")
     # a higher threshold shows less of the map; opacity 0 none of it
     set_state(page, "ca_pet_threshold", 0.9)
-    page.wait_for_timeout(1500)
-    assert coloured_fraction(view_pixels(page, "Red")) < coloured_fraction(heat) - 0.005
+    wait_view(page, "Red", lambda rgb: coloured_fraction(rgb) < coloured_fraction(heat) - 0.005,
+              "a higher threshold shows less of the map")
     set_state(page, "ca_pet_opacity", 0)
-    page.wait_for_timeout(1500)
-    assert coloured_fraction(view_pixels(page, "Red")) < 0.001
+    wait_view(page, "Red", lambda rgb: coloured_fraction(rgb) < 0.001, "opacity 0 hides the heat map")
     set_state(page, "ca_pet_opacity", 0.5)
     # save: the map (NIfTI) and the JSON report with the probability shown
     page.click("#pet-save")
@@ -445,10 +450,12 @@ def test_pet_without_a_voi_adds_the_found_voi_and_goes_to_it(page, web_server):
     assert page.locator("#pet-lesion-go").is_enabled()
     page.click("#pet-lesion-go")
     wait_slice_position(page, "Red", s_lo - 1e-3, s_hi + 1e-3)
-    page.wait_for_timeout(1500)
-    red = centre(view_pixels(page, "Red"), half=0.02)
-    cyan = (red[..., 2] - red[..., 0] > 40) & (red[..., 1] - red[..., 0] > 40)
-    assert cyan.mean() > 0.3, "the found VOI (cyan) under the centre of the Red view"
+
+    def cyan_at_centre(rgb):
+        c = centre(rgb, half=0.02)
+        return ((c[..., 2] - c[..., 0] > 40) & (c[..., 1] - c[..., 0] > 40)).mean() > 0.3
+
+    wait_view(page, "Red", cyan_at_centre, "the found VOI (cyan) under the centre of the Red view")
     set_state(page, "ca_pet_opacity", 0.5)
 
 
@@ -471,12 +478,10 @@ def test_attribution_maps_side_by_side_with_metrics(page, web_server):
     assert page.locator("#attribution-correlations tbody tr").count() == 1
     page.wait_for_timeout(3500)  # the side-by-side views are fitted again 1 s and 3 s after the result
     for tag in ("Red", "Map2"):  # one map per view, side by side over the image
-        assert coloured_fraction(view_pixels(page, tag)) > 0.002, f"map colours in the {tag} view"
+        wait_view(page, tag, lambda rgb: coloured_fraction(rgb) > 0.002, f"map colours in the {tag} view")
     # the linked views centred on the reference lesion: the anomaly map (Map2) is coloured there
     page.click("#attribution-lesion-go")
-    page.wait_for_timeout(1500)
-    anomaly = view_pixels(page, "Map2")
-    assert coloured_fraction(centre(anomaly)) > 0.5, "anomaly-map colours over the lesion"
+    wait_view(page, "Map2", lambda rgb: coloured_fraction(centre(rgb)) > 0.5, "anomaly-map colours over the lesion")
     # save: each map as NIfTI and the JSON report with the metrics shown
     page.click("#attribution-save")
     page.wait_for_selector("#attribution-saved a")

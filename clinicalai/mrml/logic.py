@@ -192,6 +192,27 @@ def jump_to_slice(scene: Any, node: Any, k: int) -> Tuple[float, float, float]:
     return (r, a, s)
 
 
+def jump_to_voxel(scene: Any, grid: Any, kji: Tuple[int, int, int]) -> Tuple[float, float, float]:
+    """Centre every slice view on voxel ``(k, j, i)`` of ``grid`` (a node's volume grid); the RAS point (mm)."""
+    import slicer
+
+    k, j, i = (int(v) for v in kji)
+    r, a, s = (ijk_to_ras(grid) @ np.array([i, j, k, 1.0]))[:3]
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return (float(r), float(a), float(s))
+
+
+def jump_to_mask(scene: Any, grid: Any, mask_zyx: np.ndarray) -> Optional[Tuple[float, float, float]]:
+    """Centre every slice view on a mask (a lesion VOI, a reference lesion) on ``grid``: on its
+    voxel nearest to its centre of mass (a curved mask's centre can lie outside it). The RAS
+    point (mm), or ``None`` (nothing moved) when the mask is empty."""
+    voxels = np.argwhere(np.asarray(mask_zyx) > 0)  # (n, 3) as (k, j, i)
+    if voxels.size == 0:
+        return None
+    centre = voxels.mean(axis=0)
+    return jump_to_voxel(scene, grid, tuple(voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]))
+
+
 class WorkflowLogic(Generic[P]):
     """Base of the module logics: parameter node, models and the prepare / compute / apply run."""
 

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
-from .logic import WorkflowLogic, mask_from_node, node_by_id
+from .logic import WorkflowLogic, jump_to_mask, mask_from_node, node_by_id
 from .parameters import node_field
 from .segmentations import add_segmentation_node
 from .tables import add_table_node
@@ -239,9 +239,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
         Raises:
             InputError: no VOI, no PET, or the VOI is empty on the PET grid.
         """
-        import slicer
-
-        from .volumes import ijk_to_ras, volume_grid_of_node
+        from .volumes import volume_grid_of_node
 
         params = self.get_parameters()
         node_id = node_id or self.lesion_node_id(params)
@@ -252,12 +250,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
         node_by_id(self.scene, node_id, "lesion VOI")  # a clear error when it was removed
         grid = volume_grid_of_node(grid_node)
         mask = mask_from_node(self.scene, node_id, grid, "lesion VOI")  # raises when empty on the grid
-        voxels = np.argwhere(np.asarray(mask.array) > 0)  # (n, 3) as (k, j, i)
-        centre = voxels.mean(axis=0)
-        k, j, i = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
-        r, a, s = (ijk_to_ras(grid) @ np.array([i, j, k, 1.0]))[:3]
-        slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-        return (float(r), float(a), float(s))
+        return jump_to_mask(self.scene, grid, mask.array)
 
     # ---------------------------------------------------------------- display controls
     def set_cam_display(self, opacity: Optional[float] = None, threshold: Optional[float] = None) -> None:

@@ -165,10 +165,9 @@ def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> 
     :class:`ClinicalAIError` when there is no such node, no volume open or the mask is empty
     on the open volume's grid.
     """
-    import slicer
-
+    from ...mrml.logic import jump_to_mask
     from ...mrml.segmentations import segmentation_to_labels
-    from ...mrml.volumes import ijk_to_ras, volume_grid_of_node
+    from ...mrml.volumes import volume_grid_of_node
 
     node = app.context.scene.GetNodeByID(node_id) if node_id else None
     if node is None:
@@ -176,11 +175,7 @@ def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> 
     if app.volume_node is None:
         raise ClinicalAIError("open a volume first")
     grid = volume_grid_of_node(app.volume_node)
-    voxels = np.argwhere(np.asarray(segmentation_to_labels(node, grid).array) > 0)  # (n, 3) as (k, j, i)
-    if voxels.size == 0:
+    point = jump_to_mask(app.context.scene, grid, segmentation_to_labels(node, grid).array)
+    if point is None:
         raise ClinicalAIError(f"the {what} '{node.GetName()}' is empty on '{app.volume_node.GetName()}'")
-    centre = voxels.mean(axis=0)
-    k, j, i = voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]
-    r, a, s = (ijk_to_ras(grid) @ np.array([i, j, k, 1.0]))[:3]
-    slicer.vtkMRMLSliceNode.JumpAllSlices(app.context.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
-    return (float(r), float(a), float(s))
+    return point

@@ -177,17 +177,15 @@ class PetPanel(Panel):
     def go_to_peak(self) -> None:
         """Centre the slice views on the Grad-CAM maximum (where the network looked most)."""
         import numpy as np
-        import slicer
 
-        from ...mrml.volumes import array_from_image_data, ijk_to_ras, volume_grid_of_node
+        from ...mrml.logic import jump_to_voxel
+        from ...mrml.volumes import array_from_image_data, volume_grid_of_node
 
         if self.params is None or not self.params.cam_volume:
             return
         node = self.app.context.scene.GetNodeByID(self.params.cam_volume)
         array = array_from_image_data(node.GetImageData())
-        k, j, i = np.unravel_index(int(np.nanargmax(array)), array.shape)
-        r, a, s = (ijk_to_ras(volume_grid_of_node(node)) @ np.array([i, j, k, 1.0]))[:3]
-        slicer.vtkMRMLSliceNode.JumpAllSlices(self.app.context.scene, float(r), float(a), float(s), slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+        jump_to_voxel(self.app.context.scene, volume_grid_of_node(node), np.unravel_index(int(np.nanargmax(array)), array.shape))
 
     def go_to_lesion(self) -> None:
         """Centre the slice views on the lesion VOI chosen in the panel, else on the one the last
