@@ -66,3 +66,35 @@ def test_models_architectures_lists_the_study_counts(capsys):
         assert key in found, key
         assert found[key]["parameters"] == ours and found[key]["reference_parameters"] == study, found[key]
     assert found[("monai.networks.nets.SENet", 1)]["kwargs"]["layers"] == [1, 1, 1, 1]
+
+
+def test_cnn3d_max_pool_head_rests_on_the_strongest_local_response():
+    """``pool="max"`` (the bundled demo's head): same parameters as the mean-pool head; the output
+    changes with one hot voxel only where that voxel beats the feature maxima, and a bad name is refused."""
+    kw = {"channels": [4, 8], "pool_grid": [1, 1, 1], "hidden": 8, "norm": "batch", "dropout": 0.0}
+    torch.manual_seed(0)
+    avg = build_network("clinicalai.networks.CNN3D", kw).eval()
+    mx = build_network("clinicalai.networks.CNN3D", {**kw, "pool": "max"}).eval()
+    assert count_parameters(avg) == count_parameters(mx)
+    mx.load_state_dict(avg.state_dict())
+    x = torch.zeros(1, 1, 16, 16, 8)
+    x[0, 0, 4, 4, 4] = 1.0
+    with torch.no_grad():
+        feats = mx.features(x)
+        assert torch.allclose(mx.pool(feats).flatten(), feats.amax(dim=(2, 3, 4)).flatten())
+        assert torch.allclose(avg.pool(feats).flatten(), feats.mean(dim=(2, 3, 4)).flatten())
+        assert mx(x).shape == (1, 1)
+    with pytest.raises(ValueError, match="pool must be avg or max"):
+        build_network("clinicalai.networks.CNN3D", {**kw, "pool": "median"})
+
+
+def test_training_card_cam_layer_exists_for_a_two_block_cnn3d():
+    """A CNN3D with fewer blocks than the study's has no ``features.6``: the card names its last
+    conv block instead (the engine refuses a card whose cam_layer is not in the model)."""
+    from clinicalai.pet.train import _cam_layer
+    from clinicalai.pet.train_demo import DEMO_ARCH_KWARGS
+
+    net = build_network("clinicalai.networks.CNN3D", DEMO_ARCH_KWARGS)
+    assert _cam_layer(net, PET_CAM_LAYERS["cnn3d"]) == "features.2"
+    study = build_network("clinicalai.networks.CNN3D", {"channels": [4, 4, 4, 4]})
+    assert _cam_layer(study, PET_CAM_LAYERS["cnn3d"]) == "features.6"

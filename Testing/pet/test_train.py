@@ -111,3 +111,27 @@ def test_defaults_are_the_study_s_in_python_and_on_the_command_line():
     args = build_parser().parse_args(["train", "pet", "--csv", "x.csv", "--out", "o"])
     assert (args.folds, args.epochs, args.batch_size, args.lr, args.weight_decay, args.loss, args.patience,
             args.factor, args.no_augment, args.arch) == (10, 150, 10, 1e-4, 1e-3, "bce", 15, 0.5, False, "cnn3d")
+
+
+def test_training_with_augmentation_is_reproducible(pet_cases, tmp_path):
+    """Same data, same seed, augmentation on: the same weights (MONAI transforms keep their own
+    random generator, which train_folds seeds; the bundled demo models are retrained this way)."""
+    from clinicalai.pet.preprocess import preprocess_pet
+    from clinicalai.pet.train import PetRow, TrainConfig, train_folds
+    from clinicalai.pet.train_demo import DEMO_ARCH_KWARGS
+
+    cases = pet_cases[:8]
+    spacing, size = (12.0, 12.0, 12.0), (22, 22, 14)
+    x = np.stack([preprocess_pet(c.image, brain_mask=c.brain_mask, spacing_mm=spacing, size_xyz=size).input for c in cases])
+    rows = [PetRow(id=f"c{i}", path=None, label=c.label, scanner=c.scanner) for i, c in enumerate(cases)]
+    cfg = TrainConfig(arch="cnn3d", arch_kwargs=dict(DEMO_ARCH_KWARGS), folds=2, epochs=2, batch_size=2, lr=1e-3,
+                      weight_decay=0.0, augment=True, spacing_mm=spacing, size_xyz=size, seed=3, device="cpu",
+                      name="rep")
+    weights = []
+    for run in ("a", "b"):
+        res = train_folds("in-memory", tmp_path / run, cfg, inputs=x, rows=rows)
+        weights.append([load_model(p, device="cpu").module.state_dict() for p in res.model_paths])
+    for wa, wb in zip(*weights):
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), k
+    assert load_model(res.model_paths[0], device="cpu").card.cam_layer == "features.2"

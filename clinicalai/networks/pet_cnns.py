@@ -75,7 +75,12 @@ class CNN3D(nn.Module):
     FC 512 -> ReLU -> Dropout -> FC ``num_classes``.
 
     ``norm="batch"`` or ``"none"`` replaces the instance norm (which removes each scan's overall
-    uptake level; the narrow demo models use batch norm to learn faster on few phantoms).
+    uptake level).
+
+    ``pool="max"`` pools the features by their maximum instead of their mean (same parameter
+    count): the answer then rests on the strongest local response, the natural head for "is
+    there one focal hot lesion anywhere" (the bundled demo models use it with a 1x1x1 grid, so
+    their Grad-CAM points at the lesion).
 
     Input ``(N, in_channels, D0, D1, D2)``, output ``(N, num_classes)`` logits.
     """
@@ -89,17 +94,21 @@ class CNN3D(nn.Module):
         hidden: int = 512,
         dropout: float = 0.5,
         norm: str = "instance",
+        pool: str = "avg",
     ) -> None:
         super().__init__()
         if norm not in ("instance", "batch", "none"):
             raise ValueError(f"norm must be instance, batch or none, got {norm!r}")
+        if pool not in ("avg", "max"):
+            raise ValueError(f"pool must be avg or max, got {pool!r}")
         blocks = []
         cin = in_channels
         for c in channels:
             blocks += [_conv_block(cin, c, norm), nn.MaxPool3d(2, ceil_mode=True)]
             cin = c
         self.features = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool3d(tuple(int(g) for g in pool_grid))
+        grid = tuple(int(g) for g in pool_grid)
+        self.pool = nn.AdaptiveAvgPool3d(grid) if pool == "avg" else nn.AdaptiveMaxPool3d(grid)
         n_feat = cin * math.prod(int(g) for g in pool_grid)
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(n_feat, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),

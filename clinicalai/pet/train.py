@@ -405,6 +405,8 @@ def train_folds(
     folds = stratified_folds(labels[train_idx], [rows[i].scanner for i in train_idx], cfg.folds, cfg.seed)
     name = cfg.name or f"pet-{cfg.arch.lower()}"
     aug = augmentation() if cfg.augment else None
+    if aug is not None:
+        aug.set_random_state(seed=cfg.seed)  # MONAI transforms keep their own generator: seed it, or runs differ
     oof = np.full(len(rows), np.nan)
     curves = np.full((len(rows), cfg.epochs), np.nan)
     fold_info = []
@@ -474,7 +476,7 @@ def train_folds(
                 "architecture": {"name": arch_name, "kwargs": kwargs}, "spatial_dims": 3,
                 "input": describe_input(cfg.spacing_mm, cfg.size_xyz),
                 "classes": CLASSES, "output": "one logit; P(recurrence) = sigmoid(logit)",
-                "cam_layer": PET_CAM_LAYERS.get(cfg.arch.lower()),
+                "cam_layer": _cam_layer(m, PET_CAM_LAYERS.get(cfg.arch.lower())),
                 "parameters": count_parameters(m),
                 "synthetic_demo": cfg.synthetic_demo,
                 "intended_use": ("synthetic phantom demo; not for clinical use" if cfg.synthetic_demo
@@ -500,6 +502,17 @@ def train_folds(
     report(progress, 1.0, "done")
     return TrainResult(paths, oof[train_idx], labels[train_idx], oof_metrics, test_metrics, flagged,
                        time.perf_counter() - t0)
+
+
+def _cam_layer(module, preferred: Optional[str]) -> str:
+    """The card's Grad-CAM layer: the architecture's usual one when ``module`` has it (a CNN3D
+    with fewer blocks, e.g. the bundled demo's two, has no ``features.6``), else its last
+    convolutional block."""
+    from .workflow import default_cam_layer
+
+    if preferred and preferred in dict(module.named_modules()):
+        return preferred
+    return default_cam_layer(module)
 
 
 def _write_csv(path: Path, header: List[str], rows: List[List[Any]]) -> None:
