@@ -3,14 +3,12 @@ by side, compare with a generative model's anomaly map, turn a map into a segmen
 score it against a manual lesion. All MRML logic lives in
 ``clinicalai.mrml.attribution_logic``; this file is the panel."""
 
-import logging
 import os
 import sys
 from typing import Annotated, Union
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -29,6 +27,7 @@ from clinicalai.mrml import logic as mrml_logic  # noqa: E402
 from clinicalai.mrml.attribution_logic import AttributionViewerLogic as AttributionViewerMRMLLogic  # noqa: E402
 from clinicalai.mrml.attribution_logic import AttributionViewerParameters  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
+from clinicalai.mrml.panel_widget import PanelWidgetMixin  # noqa: E402
 
 FILE_ITEM = mrml_logic.MODEL_FILE_ITEM
 #: attribution method (engine name, ``clinicalai.attribution.METHODS``) -> its check box in the .ui
@@ -73,22 +72,20 @@ class AttributionViewerParameterNode:
     anomalyMap: bool = False
 
 
-class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._run = None
-        self._onDone = None
-        self._timer = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/AttributionViewer.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self._runner = mrml_logic.PanelRunner(
+            "AttributionViewer", self.ui, busy_widgets=("randomizationButton",), on_finished=self._checkCanApply
+        )
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = AttributionViewerLogic()
         self.methodCheckBoxes = {method: getattr(self.ui, name) for method, name in METHOD_CHECKBOXES.items()}
@@ -103,8 +100,7 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         for entry in mrml_logic.device_choices():
             self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
 
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.observeSceneClose()
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
         self.ui.anomalyModelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -164,34 +160,6 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.targetComboBox.currentIndex = index
 
     # ------------------------------------------------------------------ parameter node
-    def cleanup(self):
-        self.onCancelButton()
-        self.removeObservers()
-
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller, event):
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self):
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
-                self._parameterNode.inputVolume = first
-        self._showTables()
-
     def _restoreRunChoices(self):
         """Methods, models and device of the last run, saved with the scene (the engine's parameters)."""
         stored = self.logic.core.get_parameters()
@@ -201,20 +169,6 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         index = self.ui.deviceComboBox.findData(stored.device)
         if index >= 0:
             self.ui.deviceComboBox.currentIndex = index
-
-    def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _checkCanApply(self, caller=None, event=None):
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and self._run is None
-        self.ui.applyButton.enabled = ready
 
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
@@ -239,61 +193,16 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if not ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("AttributionViewer could not start.", waitCursor=True):
-            self._start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onMapsMade)
-
-    def _start(self, task, onDone):
-        """Follow a BackgroundRun / BackgroundTask with the progress bar; ``onDone(task)`` on success."""
-        self._run = task
-        self._onDone = onDone
-        self._setRunning(True)
-        self._timer = qt.QTimer()
-        self._timer.setInterval(100)
-        self._timer.connect("timeout()", self._onTimer)
-        self._timer.start()
-
-    def _setRunning(self, running):
-        self.ui.applyButton.enabled = not running
-        self.ui.randomizationButton.enabled = not running
-        self.ui.cancelButton.enabled = running
-        self.ui.progressBar.visible = running
-        self.ui.progressBar.value = 0
-
-    def _onTimer(self):
-        run = self._run
-        self.ui.progressBar.value = int(100 * run.fraction)
-        self.ui.statusLabel.text = run.message
-        if not run.poll():
-            return
-        self._timer.stop()
-        self._run = None
-        self._setRunning(False)
-        self._checkCanApply()
-        if run.error is not None:
-            from clinicalai.errors import Cancelled
-
-            if isinstance(run.error, Cancelled):
-                self.ui.statusLabel.text = "Cancelled; nothing was changed."
-                return
-            message, details = mrml_logic.error_report(run.error)
-            logging.error("AttributionViewer failed:\n%s", details)
-            slicer.util.errorDisplay(message, detailedText=details)
-            self.ui.statusLabel.text = "Failed; nothing was changed."
-            return
-        self._onDone(run)
+            self._runner.start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onMapsMade, qt.QTimer())
 
     def _onMapsMade(self, run):
         self.ui.statusLabel.text = f"{len(run.params.maps)} map(s) made."
         if run.params.maps:
             self.ui.mapSelector.setCurrentNodeID(run.params.maps[0])
-        self._showTables()
-
-    def onCancelButton(self):
-        if self._run is not None:
-            self._run.cancel()
-            self.ui.statusLabel.text = "Cancelling..."
+        self._showLastResult()
 
     # ------------------------------------------------------------------ maps
-    def _showTables(self):
+    def _showLastResult(self):
         params = self.logic.core.get_parameters()
         node = lambda node_id: slicer.mrmlScene.GetNodeByID(node_id) if node_id else None  # noqa: E731
         self.ui.metricsTableView.setMRMLTableNode(node(params.metrics_table))
@@ -310,7 +219,7 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onRandomizationButton(self):
         """The randomised-model sanity check in the background (progress, Cancel), its table
         added on the main thread."""
-        if self._run is not None or not ensureDependencies():
+        if self._runner.running or not ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("The randomised-model check could not start.", waitCursor=True):
             core = self.logic.core
@@ -320,7 +229,7 @@ class AttributionViewerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 lambda rows: core.add_randomization_table(inputs["image_node"], rows),
                 name="ClinicalAI randomised-model check",
             )
-            self._start(task, self._onRandomizationDone)
+            self._runner.start(task, self._onRandomizationDone, qt.QTimer())
 
     def _onRandomizationDone(self, task):
         self.ui.statusLabel.text = "Randomised-model check done."

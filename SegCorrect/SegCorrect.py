@@ -2,13 +2,11 @@
 the correction slice by slice. All MRML logic lives in ``clinicalai.mrml.segcorrect_logic``;
 this file is the panel."""
 
-import logging
 import os
 import sys
 
 import qt
 import slicer
-import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
@@ -28,6 +26,7 @@ if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
 from clinicalai.mrml import logic as mrml_logic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
+from clinicalai.mrml.panel_widget import PanelWidgetMixin  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
 
@@ -59,21 +58,20 @@ class SegCorrectParameterNode:
     correct: bool = True
 
 
-class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    applyToolTips = ("Segment and correct", "Select an input volume")
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._parameterNode = None
-        self._parameterNodeGuiTag = None
-        self._run = None
-        self._timer = None
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SegCorrect.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
+        self._runner = mrml_logic.PanelRunner("SegCorrect", self.ui, on_finished=self._checkCanApply)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegCorrectLogic()
 
@@ -82,8 +80,7 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for entry in mrml_logic.device_choices():
             self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
 
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.observeSceneClose()
         self.ui.segmenterComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.segmenterPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
         self.ui.correctorComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -137,49 +134,6 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.cardLabel.text = "<hr>".join(texts) or "No model chosen."
 
     # ------------------------------------------------------------------ parameter node
-    def cleanup(self):
-        self.onCancelButton()
-        self.removeObservers()
-
-    def enter(self):
-        self.initializeParameterNode()
-
-    def exit(self):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-
-    def onSceneStartClose(self, caller, event):
-        self.setParameterNode(None)
-
-    def onSceneEndClose(self, caller, event):
-        if self.parent.isEntered:
-            self.initializeParameterNode()
-
-    def initializeParameterNode(self):
-        self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            first = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if first:
-                self._parameterNode.inputVolume = first
-        self._showResults()
-
-    def setParameterNode(self, inputParameterNode):
-        if self._parameterNode:
-            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-        self._parameterNode = inputParameterNode
-        if self._parameterNode:
-            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _checkCanApply(self, caller=None, event=None):
-        ready = bool(self._parameterNode and self._parameterNode.inputVolume) and self._run is None
-        self.ui.applyButton.enabled = ready
-        self.ui.applyButton.toolTip = "Segment and correct" if ready else "Select an input volume"
-
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
         p = self._parameterNode
@@ -197,53 +151,16 @@ class SegCorrectWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("SegCorrect could not start.", waitCursor=True):
-            self._run = mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())
-            self._setRunning(True)
-            self._timer = qt.QTimer()
-            self._timer.setInterval(100)
-            self._timer.connect("timeout()", self._onTimer)
-            self._timer.start()
+            self._runner.start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onRunDone, qt.QTimer())
 
-    def _setRunning(self, running):
-        self.ui.applyButton.enabled = not running
-        self.ui.cancelButton.enabled = running
-        self.ui.progressBar.visible = running
-        self.ui.progressBar.value = 0
-
-    def _onTimer(self):
-        run = self._run
-        self.ui.progressBar.value = int(100 * run.fraction)
-        self.ui.statusLabel.text = run.message
-        if not run.poll():
-            return
-        self._timer.stop()
-        self._run = None
-        self._setRunning(False)
-        self._checkCanApply()
-        if run.error is not None:
-            from clinicalai.errors import Cancelled
-
-            if isinstance(run.error, Cancelled):
-                self.ui.statusLabel.text = "Cancelled; nothing was changed."
-                return
-            message, details = mrml_logic.error_report(run.error)
-            logging.error("SegCorrect failed:\n%s", details)
-            slicer.util.errorDisplay(message, detailedText=details)
-            self.ui.statusLabel.text = "Failed; nothing was changed."
-            return
-        self.ui.statusLabel.text = "Done."
+    def _onRunDone(self, run):
         final = slicer.mrmlScene.GetNodeByID(run.params.output_segmentation)
         self._parameterNode.outputSegmentation = final
         slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
-        self._showResults()
-
-    def onCancelButton(self):
-        if self._run is not None:
-            self._run.cancel()
-            self.ui.statusLabel.text = "Cancelling..."
+        self._showLastResult()
 
     # ------------------------------------------------------------------ review
-    def _showResults(self):
+    def _showLastResult(self):
         params = self.logic.core.get_parameters()
         table = slicer.mrmlScene.GetNodeByID(params.slice_table) if params.slice_table else None
         self.ui.sliceTableView.setMRMLTableNode(table)

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
           f"(torch threads {torch.get_num_threads()}), auto internal batch {batch}")
     print(f"one forward pass: {fwd_s:.3f} s, {fwd_mem / 2**20:.0f} MiB")
     print()
-    print(f"| method | evaluations | seconds | x forward (time) | peak MiB | x forward (memory) |")
+    print("| method | evaluations | seconds | x forward (time) | peak MiB | x forward (memory) |")
     print("|---|---|---|---|---|---|")
     evals = {"integrated-gradients": args.steps, "expected-gradients": args.steps, "smoothgrad": args.steps,
              "occlusion": 64 + 1}

@@ -31,6 +31,10 @@ class CancelToken:
     def cancelled(self) -> bool:
         return self._event.is_set()
 
+    def wait(self, timeout: float) -> bool:
+        """Sleep until cancelled or ``timeout`` seconds passed; whether it was cancelled."""
+        return self._event.wait(timeout)
+
     def raise_if_cancelled(self) -> None:
         if self._event.is_set():
             raise Cancelled()

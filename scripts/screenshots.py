@@ -28,25 +28,29 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List
-
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the clinicalai of this checkout, also without `pip install -e .`
 
-CHROMIUM = os.environ.get("CLINICALAI_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+from clinicalai.web import page_driver  # noqa: E402
+from clinicalai.web.page_driver import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PageError,
+    coloured_fraction,
+    open_tool,
+    segmentation_id,
+    set_state,
+    stop_server,
+    view_pixels,
+    wait_text,
+)
+
 #: file names in --out, one per panel (the names EXTENSION_SCREENSHOTURLS points at)
 SHOTS = {"segcorrect": "segcorrect.png", "pet": "pet-recurrence.png", "attribution": "attribution-viewer.png"}
 #: a shot larger than this (bytes) after palette reduction is refused
@@ -57,110 +61,19 @@ class ScreenshotError(RuntimeError):
     """A panel did not show its result; the message says what is missing."""
 
 
-# ---------------------------------------------------------------------- server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(data: Path, port: int, log_path: Path) -> subprocess.Popen:
-    """``python -m clinicalai web`` on 127.0.0.1:``port`` serving ``data``; returns once the
-    page answers (at most 120 s)."""
-    from clinicalai.web.security import TOKEN_ENV
-
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env.pop(TOKEN_ENV, None)  # loopback without a token
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "clinicalai", "web", "--port", str(port), "--data", str(data)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
-    url = f"http://127.0.0.1:{port}/index.html"
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            raise ScreenshotError(f"the web server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise ScreenshotError(f"the web server did not start in 120 s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 # ---------------------------------------------------------------------- page helpers
-def set_state(page, key: str, value) -> None:
-    """Set a page state value and make sure the server has it before the next click."""
-    page.evaluate("async ([k, v]) => { window.trame.state.set(k, v); await window.trame.state.flush(); }", [key, value])
-    page.wait_for_function("() => !window.trame.state.dirtyKeys || window.trame.state.dirtyKeys.size === 0")
-    page.wait_for_timeout(300)
-
-
-def open_tool(page, key: str) -> None:
-    if not page.locator(f"#panel-{key}").is_visible():
-        page.click(f"#tool-{key}")
-    page.wait_for_selector(f"#panel-{key}", state="visible")
-
-
 def open_file(page, relative: str) -> None:
     """Open ``relative`` (inside --data) from the data panel; an error in the page stops."""
-    open_tool(page, "data")
-    set_state(page, "ca_message", "")
-    set_state(page, "ca_error", "")
-    page.fill("#data-path", relative)
-    page.click("#data-open")
-    page.wait_for_function("() => window.trame.state.get('ca_message') || window.trame.state.get('ca_error')")
-    error = page.evaluate("() => window.trame.state.get('ca_error')")
+    error = page_driver.open_file(page, relative)
     if error:
         raise ScreenshotError(f"opening {relative}: {error}")
 
 
 def run_panel(page, key: str, timeout_ms: float = 300_000) -> None:
     """Press the panel's Run and wait for its result (an error in the panel stops)."""
-    open_tool(page, key)
-    runs = page.evaluate(f"() => window.trame.state.get('ca_{key}_runs')")
-    set_state(page, f"ca_{key}_error", "")
-    page.click(f"#{key}-run")
-    page.wait_for_function(
-        f"() => window.trame.state.get('ca_{key}_runs') > {runs} || window.trame.state.get('ca_{key}_error')",
-        timeout=timeout_ms,
-    )
-    error = page.evaluate(f"() => window.trame.state.get('ca_{key}_error')")
+    error = page_driver.run_panel(page, key, timeout_ms=timeout_ms)
     if error:
         raise ScreenshotError(f"{key}: {error}")
-
-
-def segmentation_id(page, items_key: str, prefix: str) -> str:
-    find = f"window.trame.state.get('{items_key}').find(i => i.title.startsWith('{prefix}'))"
-    page.wait_for_function(f"() => {find}")
-    return page.evaluate(f"() => {find}.value")
-
-
-def rgb_of(png: bytes) -> np.ndarray:
-    """(h, w, 3) uint8 pixels of a PNG."""
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-
-
-def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
-    """Fraction of clearly coloured pixels (a grey slice view gives ~0)."""
-    rgb = rgb.astype(np.int32)
-    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) >= min_chroma).mean())
 
 
 def wait_overlay(page, views: List[str], minimum: float = 0.002, timeout_s: float = 30.0) -> None:
@@ -168,23 +81,13 @@ def wait_overlay(page, views: List[str], minimum: float = 0.002, timeout_s: floa
     the result has arrived), else stop."""
     deadline = time.monotonic() + timeout_s
     for tag in views:
-        box = page.locator(f".ca-view-{tag}").locator("xpath=..")
         while True:
-            fraction = coloured_fraction(rgb_of(box.screenshot()))
+            fraction = coloured_fraction(view_pixels(page, tag))
             if fraction > minimum:
                 break
             if time.monotonic() > deadline:
                 raise ScreenshotError(f"no overlay colours in the {tag} view ({fraction:.4f} of the pixels)")
             page.wait_for_timeout(300)
-
-
-def wait_text(page, selector: str, pattern: str, timeout_ms: float = 30_000) -> str:
-    page.wait_for_function(
-        "([sel, pat]) => { const e = document.querySelector(sel); return e && new RegExp(pat).test(e.textContent); }",
-        arg=[selector, pattern],
-        timeout=timeout_ms,
-    )
-    return page.locator(selector).inner_text()
 
 
 # ---------------------------------------------------------------------- the panels
@@ -280,15 +183,16 @@ def main(argv: List[str] | None = None) -> int:
         data = Path(tmp) / "data"
         write_sample_data(data)
         log_path = Path(tmp) / "server.log"
-        port = free_port()
-        proc = start_server(data, port, log_path)
+        port = page_driver.free_port()
+        proc = page_driver.launch_server(data, port, log_path)
         try:
+            url = page_driver.wait_for_server(proc, port, log_path)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 try:
                     page = browser.new_page(viewport={"width": args.width, "height": args.height}, device_scale_factor=1)
                     page.set_default_timeout(60_000)
-                    page.goto(f"http://127.0.0.1:{port}/")
+                    page.goto(url)
                     page.wait_for_selector("#data-files .ca-data-file")
                     for key in args.panels:
                         started = time.monotonic()
@@ -299,7 +203,7 @@ def main(argv: List[str] | None = None) -> int:
                         print(f"{args.out / SHOTS[key]}: {size / 1024:.0f} KiB ({time.monotonic() - started:.0f} s)")
                 finally:
                     browser.close()
-        except ScreenshotError as exc:
+        except (ScreenshotError, PageError) as exc:
             print(f"screenshots: {exc}\nserver log: {log_path.read_text()[-2000:]}", file=sys.stderr)
             return 1
         finally:

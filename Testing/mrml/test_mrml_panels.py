@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,6 +18,7 @@ from clinicalai.errors import Cancelled, InputError
 from clinicalai.mrml import logic
 from clinicalai.mrml.tables import add_table_node, table_row_of_view_row, table_rows
 from clinicalai.mrml.volumes import add_volume_node
+from clinicalai.progress import check_cancel
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("SegCorrect", "PetRecurrence", "AttributionViewer")
@@ -326,6 +328,196 @@ def test_a_failing_apply_step_removes_what_it_added(ctx, node_ids):
     while not task.poll(wait=0.05):
         pass
     assert isinstance(task.error, InputError) and node_ids(ctx.scene) == before
+
+
+class _Timer:
+    """What a panel's ``qt.QTimer`` is asked to do (no Qt here): the runner's tick is called by hand."""
+
+    def __init__(self):
+        self.calls = []
+
+    def setInterval(self, ms):  # noqa: N802 - Qt's names
+        self.calls.append(("interval", ms))
+
+    def connect(self, signal, slot):
+        self.calls.append(("connect", signal))
+        self.tick = slot
+
+    def start(self):
+        self.calls.append(("start",))
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+
+def _panel_ui():
+    widget = lambda **kw: types.SimpleNamespace(**{"enabled": True, "visible": True, "value": 0, "text": "", **kw})  # noqa: E731
+    return types.SimpleNamespace(applyButton=widget(), cancelButton=widget(enabled=False), progressBar=widget(visible=False),
+                                 statusLabel=widget(), randomizationButton=widget())
+
+
+def _run_to_end(timer):
+    for _ in range(400):
+        if timer.tick():
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError("the task never ended")
+
+
+def test_panel_runner_follows_a_task_to_its_result_and_re_enables_the_panel():
+    ui, timer, done, finished = _panel_ui(), _Timer(), [], []
+    runner = logic.PanelRunner("Demo", ui, busy_widgets=("randomizationButton",), on_finished=lambda: finished.append(1))
+    release = threading.Event()
+
+    def work(progress, cancel):
+        progress(0.4, "segmenting")
+        release.wait(10)
+        return 7
+
+    task = logic.BackgroundTask(work, lambda value: value * 6)
+    runner.start(task, done.append, timer)
+    assert timer.calls[:3] == [("interval", 100), ("connect", "timeout()"), ("start",)]
+    assert runner.running and not ui.applyButton.enabled and not ui.randomizationButton.enabled
+    assert ui.cancelButton.enabled and ui.progressBar.visible
+    while task.fraction < 0.4:
+        threading.Event().wait(0.01)
+    assert timer.tick() is False  # still working: the bar and the status line follow it
+    assert (ui.progressBar.value, ui.statusLabel.text) == (40, "segmenting")
+    second = logic.BackgroundTask(lambda progress, cancel: cancel.wait(10) or check_cancel(cancel), lambda value: value)
+    with pytest.raises(InputError, match="already running"):
+        runner.start(second, done.append, _Timer())
+    assert second.poll(wait=5) and isinstance(second.error, Cancelled)  # the refused task does not run on
+    release.set()
+    _run_to_end(timer)
+    assert done == [task] and task.result == 42 and finished == [1]
+    assert timer.calls[-1] == ("stop",) and not runner.running
+    assert ui.applyButton.enabled and ui.randomizationButton.enabled and not ui.cancelButton.enabled and not ui.progressBar.visible
+    assert ui.statusLabel.text == "Done."
+
+
+@pytest.mark.parametrize("outcome", ["cancel", "engine error", "unexpected error"])
+def test_panel_runner_reports_cancel_and_failures_and_applies_nothing(outcome, ctx, node_ids):
+    ui, timer, done, errors = _panel_ui(), _Timer(), [], []
+    runner = logic.PanelRunner("Demo", ui, show_error=lambda message, details: errors.append((message, details)))
+    before = node_ids(ctx.scene)
+
+    def work(progress, cancel):
+        if outcome == "engine error":
+            raise InputError("the volume has no spacing")
+        if outcome == "unexpected error":
+            raise ZeroDivisionError("division by zero")
+        cancel.wait(10)
+        check_cancel(cancel)
+
+    def apply(value):
+        return ctx.scene.AddNewNodeByClass("vtkMRMLTableNode", "result")
+
+    runner.start(logic.BackgroundTask(work, apply, scene=ctx.scene), done.append, timer)
+    if outcome == "cancel":
+        runner.cancel()
+        assert ui.statusLabel.text == "Cancelling..."
+    _run_to_end(timer)
+    assert done == [] and node_ids(ctx.scene) == before and ui.applyButton.enabled and not ui.cancelButton.enabled
+    if outcome == "cancel":
+        assert ui.statusLabel.text == "Cancelled; nothing was changed." and errors == []
+    else:
+        assert ui.statusLabel.text == "Failed; nothing was changed."
+        (message, details), = errors
+        expected = "the volume has no spacing" if outcome == "engine error" else "Unexpected error: ZeroDivisionError: division by zero"
+        assert message == expected and "Traceback" in details
+
+
+class _ParameterNodeWrapper:
+    """As much of a ``parameterNodeWrapper`` object as the panel mixin uses (slicer-core lacks
+    Qt and the wrapper), over a real scripted-module node: its ``inputVolume`` is a node
+    reference and its events are the node's."""
+
+    def __init__(self, node):
+        self.parameterNode, self.gui = node, []
+
+    @property
+    def inputVolume(self):  # noqa: N802 - Slicer's names
+        return self.parameterNode.GetNodeReference("inputVolume")
+
+    @inputVolume.setter
+    def inputVolume(self, volume):  # noqa: N802
+        self.parameterNode.SetNodeReferenceID("inputVolume", volume.GetID() if volume else None)
+
+    def connectGui(self, ui):  # noqa: N802
+        self.gui.append(ui)
+        return len(self.gui)
+
+    def disconnectGui(self, tag):  # noqa: N802
+        self.gui[tag - 1] = None
+
+    def AddObserver(self, event, method, priority=0.0):  # noqa: N802
+        return self.parameterNode.AddObserver(event, method, priority)
+
+    def RemoveObserver(self, tag):  # noqa: N802
+        self.parameterNode.RemoveObserver(tag)
+
+
+def test_panel_widget_mixin_keeps_apply_in_step_with_the_parameter_node_and_the_scene(ctx):
+    import slicer
+    from slicer.util import VTKObservationMixin
+
+    from clinicalai.mrml.headless import install_slicer_stand_ins
+    from clinicalai.mrml.panel_widget import PanelWidgetMixin
+    from clinicalai.mrml.parameters import get_parameter_node
+    from clinicalai.phantoms.brain import brain_case
+
+    install_slicer_stand_ins(ctx)  # slicer.mrmlScene is this scene
+    node = get_parameter_node(ctx.scene, "MixinDemo")
+    node.RemoveNodeReferenceIDs("inputVolume")
+
+    class Widget(PanelWidgetMixin, VTKObservationMixin):
+        applyToolTips = ("Run it", "Select an input volume")
+
+        def __init__(self):
+            VTKObservationMixin.__init__(self)
+            self.parent = types.SimpleNamespace(isEntered=True)
+            self.ui = _panel_ui()
+            self.logic = types.SimpleNamespace(getParameterNode=lambda: _ParameterNodeWrapper(node))
+            self._runner = logic.PanelRunner("MixinDemo", self.ui, on_finished=self._checkCanApply)
+            self.shown = 0
+            self.observeSceneClose()
+
+        def _showLastResult(self):
+            self.shown += 1
+
+    widget = Widget()
+    widget.initializeParameterNode()  # an empty scene: nothing to run on
+    assert widget.shown == 1 and not widget.ui.applyButton.enabled and widget.ui.applyButton.toolTip == "Select an input volume"
+    volume = add_volume_node(ctx.scene, brain_case(0, shape=(8, 16, 16)).image, "brain")
+    widget._parameterNode.inputVolume = volume  # the volume selector: a node event re-checks Apply
+    assert widget.ui.applyButton.enabled and widget.ui.applyButton.toolTip == "Run it"
+    widget.exit()
+    widget._parameterNode.inputVolume = None
+    assert widget.ui.applyButton.enabled, "left the module: its parameter node is no longer followed"
+    widget.enter()  # entering again: the first volume of the scene becomes the input
+    assert widget._parameterNode.inputVolume.GetID() == volume.GetID() and widget.ui.applyButton.enabled and widget.shown == 2
+    # a run keeps Apply off until it is over; Cancel stops it
+    timer = _Timer()
+    widget._runner.start(logic.BackgroundTask(lambda progress, cancel: cancel.wait(10) or check_cancel(cancel), lambda v: v), list.append, timer)
+    node.Modified()
+    assert not widget.ui.applyButton.enabled
+    widget.onCancelButton()
+    _run_to_end(timer)
+    assert widget.ui.applyButton.enabled and widget.ui.statusLabel.text == "Cancelled; nothing was changed."
+    # closing the scene lets go of the parameter node (and its GUI connection)
+    wrapper = widget._parameterNode
+    slicer.mrmlScene.InvokeEvent(slicer.mrmlScene.StartCloseEvent)
+    assert widget._parameterNode is None and wrapper.gui == [None]
+    widget.cleanup()
+    assert not widget.ui.cancelButton.enabled
+
+
+def test_the_three_widgets_share_the_panel_mixin_and_runner():
+    """One Apply / Cancel / progress cycle and one parameter-node lifecycle for all panels."""
+    for module in MODULES:
+        source = (ROOT / module / f"{module}.py").read_text()
+        assert f"class {module}Widget(PanelWidgetMixin, " in source and "mrml_logic.PanelRunner(" in source, module
+        assert "qt.QTimer()" in source and "_onTimer" not in source and "def setParameterNode" not in source, module
 
 
 # ----------------------------------------------------------------------------- the panel's check boxes

@@ -2,7 +2,6 @@
 fold-mean Grad-CAM on recurrence phantoms they were not trained on peaks in or next to the
 lesion and ranks lesion voxels above the rest of the brain."""
 
-import numpy as np
 import pytest
 
 from clinicalai.attribution.metrics import score_map

@@ -7,26 +7,12 @@ from __future__ import annotations
 import ctypes.util
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CLINICALAI_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from clinicalai.web.page_driver import CHROMIUM, CHROMIUM_ARGS, free_port, launch_server, stop_server, wait_for_server
+
 TOKEN = "test-token-0123456789abcdef"
 MAX_UPLOAD_MB = 4
 
@@ -43,12 +29,6 @@ def browser_skip_reason() -> str:
     except ImportError as exc:
         return f"{exc.name} is not installed (pip install -e .[web,test])"
     return ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_phantoms(folder: Path) -> dict:
@@ -73,49 +53,16 @@ def web_root(tmp_path_factory) -> dict:
 def web_server(web_root):
     """A ``clinicalai web`` server (loopback, with a token, 1 MiB upload limit) for the session."""
     port = free_port()
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    env.pop(security_env(), None)
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     log_path = web_root["data"].parent / "server.log"
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clinicalai", "web", "--port", str(port), "--data", str(web_root["data"]),
-         "--token", TOKEN, "--max-upload-mb", str(MAX_UPLOAD_MB)],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+    proc = launch_server(web_root["data"], port, log_path, ["--token", TOKEN, "--max-upload-mb", str(MAX_UPLOAD_MB)], env=env)
     # the phantoms (and a symlink escaping the data folder) are written while the server starts
     cases = write_phantoms(web_root["data"])
     shutil.copy(web_root["data"] / "cardiac.nii.gz", web_root["outside"])
     (web_root["data"] / "escape.nii.gz").symlink_to(web_root["outside"])
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the web server exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            req = urllib.request.Request(url + "index.html", headers={"Authorization": f"Bearer {TOKEN}"})
-            with urllib.request.urlopen(req, timeout=2) as r:
-                if r.status == 200:
-                    break
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"the web server did not start in 90 s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.3)
+    url = wait_for_server(proc, port, log_path, token=TOKEN, timeout_s=90)
     yield {"url": url, "port": port, "token": TOKEN, "proc": proc, "log": log_path, "max_upload_mb": MAX_UPLOAD_MB, "cases": cases, **web_root}
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.close()
-
-
-def security_env() -> str:
-    from clinicalai.web.security import TOKEN_ENV
-
-    return TOKEN_ENV
+    stop_server(proc)
 
 
 @pytest.fixture(scope="session")

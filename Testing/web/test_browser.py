@@ -16,28 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clinicalai.web import page_driver
+from clinicalai.web.page_driver import coloured_fraction, open_file, open_tool, segmentation_id, set_state, view_box, view_pixels, wait_text
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.browser
 
 
 # ---------------------------------------------------------------------- helpers
-def view_box(page, tag: str):
-    return page.locator(f".ca-view-{tag}").locator("xpath=..")
-
-
-def view_pixels(page, tag: str) -> np.ndarray:
-    """RGB array (h, w, 3) of the slice view ``tag`` as the browser shows it."""
-    import SimpleITK as sitk
-
-    png = view_box(page, tag).screenshot()
-    path = Path(page.context.tmp_dir if hasattr(page.context, "tmp_dir") else "/tmp") / f"ca-view-{tag}-{time.monotonic_ns()}.png"
-    path.write_bytes(png)
-    try:
-        arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
-    finally:
-        path.unlink(missing_ok=True)
-    return np.asarray(arr)[..., :3].astype(np.int32)
+def run_panel(page, key: str, timeout: float = 120_000) -> None:
+    """Run the panel ``key``; its error fails the test."""
+    error = page_driver.run_panel(page, key, timeout_ms=timeout)
+    assert not error, error
 
 
 def wait_view(page, tag: str, condition, message: str, timeout: float = 20_000) -> np.ndarray:
@@ -53,14 +44,13 @@ def wait_view(page, tag: str, condition, message: str, timeout: float = 20_000) 
         if condition(rgb):
             return rgb
         if time.monotonic() > deadline:
-            raise AssertionError(f"{message} (not within {timeout / 1000:.0f} s)")
+            # what the view showed, for a failure seen only in CI's log: the centre's colour and a picture
+            shot = Path("/tmp") / f"ca-failed-view-{tag}-{time.monotonic_ns()}.png"
+            page.screenshot(path=str(shot))
+            mean = centre(rgb).reshape(-1, 3).mean(axis=0).round().astype(int).tolist()
+            raise AssertionError(f"{message} (not within {timeout / 1000:.0f} s; centre mean RGB {mean}, "
+                                 f"coloured {coloured_fraction(rgb):.4f} of the view; page saved as {shot})")
         page.wait_for_timeout(250)
-
-
-def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
-    """Fraction of pixels that are clearly coloured (a grey image gives ~0)."""
-    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
-    return float((chroma >= min_chroma).mean())
 
 
 def centre(rgb: np.ndarray, half: float = 0.03) -> np.ndarray:
@@ -71,48 +61,8 @@ def centre(rgb: np.ndarray, half: float = 0.03) -> np.ndarray:
     return rgb[h // 2 - r: h // 2 + r, w // 2 - r: w // 2 + r]
 
 
-def segmentation_id(page, panel_items: str, prefix: str) -> str:
-    """The node id of the segmentation named ``prefix...`` in the panel's state list."""
-    find = f"window.trame.state.get('{panel_items}').find(i => i.title.startsWith('{prefix}'))"
-    page.wait_for_function(f"() => {find}")
-    return page.evaluate(f"() => {find}.value")
-
-
-def open_tool(page, key: str) -> None:
-    if not page.locator(f"#panel-{key}").is_visible():
-        page.click(f"#tool-{key}")
-    page.wait_for_selector(f"#panel-{key}", state="visible")
-
-
-def open_file(page, relative: str) -> None:
-    """Type ``relative`` in the data panel, press Open, wait for the server's answer."""
-    open_tool(page, "data")
-    set_state(page, "ca_message", "")
-    set_state(page, "ca_error", "")
-    page.fill("#data-path", relative)
-    page.click("#data-open")
-    page.wait_for_function("() => window.trame.state.get('ca_message') || window.trame.state.get('ca_error')")
-
-
-def wait_text(page, selector: str, pattern: str, timeout: float = 30_000) -> str:
-    page.wait_for_function(
-        "([sel, pat]) => { const e = document.querySelector(sel); return e && new RegExp(pat).test(e.textContent); }",
-        arg=[selector, pattern],
-        timeout=timeout,
-    )
-    return page.locator(selector).inner_text()
-
-
 def error_text(page) -> str:
     return wait_text(page, "#error-alert", ".+")
-
-
-def set_state(page, key: str, value) -> None:
-    """Set a state value as a page control would, and make sure the server has it before the
-    next click (the client batches state updates; triggers go out at once)."""
-    page.evaluate("async ([k, v]) => { window.trame.state.set(k, v); await window.trame.state.flush(); }", [key, value])
-    page.wait_for_function("() => !window.trame.state.dirtyKeys || window.trame.state.dirtyKeys.size === 0")
-    page.wait_for_timeout(300)
 
 
 def number(text: str) -> float:
@@ -209,6 +159,33 @@ def editor_voxels(page) -> int:
     return int(number(page.locator("#editor-voxels").inner_text()))
 
 
+def type_number(page, field, value: float, state_key: str, timeout: float = 30_000) -> None:
+    """Type ``value`` into the number field ``field`` (over its selected text, then Tab) until
+    the server's state ``state_key`` holds it, and still holds it a moment later.
+
+    Choosing an effect or a mode makes the server send that effect's own parameters back a
+    little later; when they arrive after the typing they overwrite the field (seen under load),
+    so the value is typed again, as a user would, until it sticks."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout  # not imported when the browser tests skip
+
+    check = f"(v) => Number(window.trame.state.get('{state_key}')) === v"
+    deadline = time.monotonic() + timeout / 1000.0
+    while True:
+        field.click()
+        field.press("Control+A")
+        field.press_sequentially(str(value))  # a fill would land beside a formatted "3.00"
+        field.press("Tab")
+        try:
+            page.wait_for_function(check, arg=value, timeout=3_000)
+            page.wait_for_timeout(500)
+            if page.evaluate(check, value):
+                return
+        except PlaywrightTimeout:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{state_key} never became {value} (not within {timeout / 1000:.0f} s)")
+
+
 def wait_editor_voxels(page, op: str, value: int) -> int:
     """Wait until the edited segmentation's voxel count (``#editor-voxels``) ``op`` ``value``."""
     page.wait_for_function(f"() => /(\\d+) voxels/.exec(document.querySelector('#editor-voxels').textContent)[1] {op} {value}")
@@ -254,20 +231,12 @@ def test_islands_and_smoothing_then_undo(page, web_server):
     # islands: "Remove small" below `minimum` voxels takes the stroke away, keeps the whole lesion
     page.locator("#panel-editor .mdi-scatter-plot").first.click()
     page.locator("#panel-editor button", has_text="Remove small").click()
-    size = page.locator("#panel-editor").get_by_label("Minimum size")
-    size.fill(str(minimum))
-    size.press("Tab")
-    page.wait_for_function("(m) => Number(window.trame.state.get('IslandsState__minimum_size')) === m", arg=minimum)
+    type_number(page, page.locator("#panel-editor").get_by_label("Minimum size"), minimum, "IslandsState__minimum_size")
     page.locator("#panel-editor button", has_text="Apply").click()
     assert wait_editor_voxels(page, "==", start) == start
     # smoothing: a median of 5 mm (3 voxels at 2 mm) rounds the lesion's voxel corners off
     page.locator("#panel-editor .mdi-square-rounded-outline").first.click()
-    kernel = page.locator("#panel-editor").get_by_label("Kernel size (mm)")
-    kernel.click()
-    kernel.press("Control+A")
-    kernel.press_sequentially("5")  # typed over the selection (a fill lands beside the formatted "3.00")
-    kernel.press("Tab")
-    page.wait_for_function("() => Number(window.trame.state.get('SmoothingState__kernel_size')) === 5")
+    type_number(page, page.locator("#panel-editor").get_by_label("Kernel size (mm)"), 5, "SmoothingState__kernel_size")
     page.locator("#panel-editor button", has_text="Apply").click()
     smoothed = wait_editor_voxels(page, "!=", start)
     assert 0 < smoothed < start, "a median of a blobby lesion removes more corner voxels than it fills"
@@ -280,21 +249,6 @@ def test_islands_and_smoothing_then_undo(page, web_server):
 
 
 # ---------------------------------------------------------------------- the three panels
-def run_panel(page, key: str, timeout: float = 120_000) -> None:
-    open_tool(page, key)
-    runs = page.evaluate(f"() => window.trame.state.get('ca_{key}_runs')")
-    # an earlier run's message (e.g. "cancelled") must not pass for this run's outcome
-    set_state(page, f"ca_{key}_error", "")
-    page.click(f"#{key}-run")
-    # the progress bar moves, then the result is applied on the server's loop
-    page.wait_for_function(
-        f"() => window.trame.state.get('ca_{key}_runs') > {runs} || window.trame.state.get('ca_{key}_error')",
-        timeout=timeout,
-    )
-    error = page.evaluate(f"() => window.trame.state.get('ca_{key}_error')")
-    assert not error, error
-
-
 def table_rows(page, table_id: str) -> list:
     return page.locator(f"#{table_id} tbody tr").all()
 

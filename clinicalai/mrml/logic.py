@@ -446,3 +446,94 @@ def error_report(error: BaseException) -> Tuple[str, str]:
     message = str(error) if isinstance(error, ClinicalAIError) else f"Unexpected error: {type(error).__name__}: {error}"
     details = "".join(traceback.format_exception(type(error), error, error.__traceback__))
     return message, details
+
+
+class PanelRunner:
+    """The Apply / Cancel / progress cycle of a module panel, one for the three Widgets.
+
+    It follows one :class:`BackgroundTask` at a time: a timer the Widget passes in (a
+    ``qt.QTimer``; the engine never imports Qt) calls :meth:`poll`, which moves the progress
+    bar and the status line, and once the task is over re-enables the panel and reports the
+    outcome: "Cancelled; nothing was changed.", an error dialog (the engine's message, the
+    traceback as details, also logged) and "Failed; nothing was changed.", or ``on_done(task)``.
+
+    Args:
+        module_name: the module, in the log line of a failure.
+        ui: the panel's widgets; it must have ``applyButton``, ``cancelButton``,
+            ``progressBar`` (0-100) and ``statusLabel``.
+        busy_widgets: names of more ``ui`` widgets disabled while a task runs.
+        on_finished: called after every task, whatever its outcome (e.g. re-check Apply).
+        show_error: ``show_error(message, details)``; default ``slicer.util.errorDisplay``.
+    """
+
+    def __init__(self, module_name: str, ui: Any, busy_widgets: Tuple[str, ...] = (), on_finished: Any = None,
+                 show_error: Any = None) -> None:
+        self.module_name = module_name
+        self.ui = ui
+        self.busy_widgets = ("applyButton", *busy_widgets)
+        self.on_finished = on_finished
+        self.show_error = show_error
+        self.task: Optional[BackgroundTask] = None
+        self._on_done: Any = None
+        self._timer: Any = None
+
+    @property
+    def running(self) -> bool:
+        return self.task is not None
+
+    def start(self, task: BackgroundTask, on_done: Any, timer: Any, interval_ms: int = 100) -> None:
+        """Follow ``task``; ``on_done(task)`` once it succeeded (main thread, result applied)."""
+        if self.task is not None:
+            task.cancel()
+            raise InputError(f"{self.module_name} is already running")
+        self.task, self._on_done, self._timer = task, on_done, timer
+        self._set_running(True)
+        timer.setInterval(interval_ms)
+        timer.connect("timeout()", self.poll)
+        timer.start()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.ui.statusLabel.text = "Cancelling..."
+
+    def poll(self) -> bool:
+        """One timer tick; ``True`` once the task is over (and the timer stopped)."""
+        task = self.task
+        if task is None:
+            return True
+        self.ui.progressBar.value = int(100 * task.fraction)
+        self.ui.statusLabel.text = task.message
+        if not task.poll():
+            return False
+        self._timer.stop()
+        self.task, self._timer = None, None
+        self._set_running(False)
+        if self.on_finished is not None:
+            self.on_finished()
+        if task.error is None:
+            self.ui.statusLabel.text = "Done."
+            self._on_done(task)
+            return True
+        from ..errors import Cancelled
+
+        if isinstance(task.error, Cancelled):
+            self.ui.statusLabel.text = "Cancelled; nothing was changed."
+            return True
+        message, details = error_report(task.error)
+        log.error("%s failed:\n%s", self.module_name, details)
+        if self.show_error is not None:
+            self.show_error(message, details)
+        else:
+            import slicer
+
+            slicer.util.errorDisplay(message, detailedText=details)
+        self.ui.statusLabel.text = "Failed; nothing was changed."
+        return True
+
+    def _set_running(self, running: bool) -> None:
+        for name in self.busy_widgets:
+            getattr(self.ui, name).enabled = not running
+        self.ui.cancelButton.enabled = running
+        self.ui.progressBar.visible = running
+        self.ui.progressBar.value = 0

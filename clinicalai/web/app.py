@@ -162,7 +162,8 @@ class ClinicalAIWebApp(TrameApp):
 
     def render_views(self) -> None:
         """Re-render every view: the logics change slice composite / display nodes directly,
-        which trame-slicer's views do not all observe."""
+        which trame-slicer's views do not all observe, and after a jump a last render asked
+        for explicitly makes sure the frame streamed is the final position."""
         for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 

@@ -35,6 +35,7 @@ def register_side_by_side_layout(layout_manager) -> None:
 class AttributionPanel(Panel):
     key = "attribution"
     title = "AttributionViewer"
+    segmentation_choices = "masks"
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -108,15 +109,9 @@ class AttributionPanel(Panel):
     def _update_card(self) -> None:
         self.set(card=common.card_text(self.get("model")))
 
-    def on_volume_changed(self, node: Any) -> None:
-        self.refresh_inputs()
-
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
-        self.refresh_inputs()
+        super().on_segmentation_opened(relative, node)
         self.set(lesion=node.GetID())
-
-    def refresh_inputs(self) -> None:
-        self.set(masks=common.segmentation_items(self.app.context.scene))
 
     def _parameters(self):
         from ...mrml.attribution_logic import AttributionViewerParameters

@@ -123,5 +123,19 @@ class Panel:
         )
 
     # scene events -------------------------------------------------------------
+    #: the state key (without the panel prefix) of the list of the scene's segmentations its
+    #: mask choosers offer; "" = the panel has none
+    segmentation_choices = ""
+
+    def refresh_inputs(self) -> None:
+        """Offer the scene's segmentations (a volume or a segmentation was opened, one added)."""
+        if self.segmentation_choices:
+            from .common import segmentation_items
+
+            self.set(**{self.segmentation_choices: segmentation_items(self.app.context.scene)})
+
     def on_volume_changed(self, node: Any) -> None:
-        pass
+        self.refresh_inputs()
+
+    def on_segmentation_opened(self, relative: str, node: Any) -> None:
+        self.refresh_inputs()

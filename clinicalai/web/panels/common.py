@@ -178,4 +178,5 @@ def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> 
     point = jump_to_mask(app.context.scene, grid, segmentation_to_labels(node, grid).array)
     if point is None:
         raise ClinicalAIError(f"the {what} '{node.GetName()}' is empty on '{app.volume_node.GetName()}'")
+    app.render_views()
     return point

@@ -120,8 +120,7 @@ class DataPanel(Panel):
             self.segmentations[relative] = seg
             self.app.edit_segmentation(seg, open_editor=False)
             for panel in self.app.panels.values():
-                if hasattr(panel, "on_segmentation_opened"):
-                    panel.on_segmentation_opened(relative, seg)
+                panel.on_segmentation_opened(relative, seg)
             return seg
         node = mvol.load_volume_file(self.app.context, str(path), name=name.split(".")[0])
         self.app.show_volume(node)

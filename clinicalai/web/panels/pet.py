@@ -19,6 +19,7 @@ from .base import Panel
 class PetPanel(Panel):
     key = "pet"
     title = "PetRecurrence"
+    segmentation_choices = "masks"
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -95,15 +96,6 @@ class PetPanel(Panel):
                     v3.VBtn("Go to Grad-CAM peak", click=self.go_to_peak, size="small", variant="tonal", classes="mr-1", id="pet-peak")
                     v3.VBtn("Save", click=self.save, size="small", color="secondary", id="pet-save")
                     common.saved_list(self.k("saved"), "pet-saved")
-
-    def on_volume_changed(self, node: Any) -> None:
-        self.refresh_inputs()
-
-    def on_segmentation_opened(self, relative: str, node: Any) -> None:
-        self.refresh_inputs()
-
-    def refresh_inputs(self) -> None:
-        self.set(masks=common.segmentation_items(self.app.context.scene))
 
     def run(self) -> None:
         from ...mrml.pet_logic import PetRecurrenceParameters
@@ -186,6 +178,7 @@ class PetPanel(Panel):
         node = self.app.context.scene.GetNodeByID(self.params.cam_volume)
         array = array_from_image_data(node.GetImageData())
         jump_to_voxel(self.app.context.scene, volume_grid_of_node(node), np.unravel_index(int(np.nanargmax(array)), array.shape))
+        self.app.render_views()
 
     def go_to_lesion(self) -> None:
         """Centre the slice views on the lesion VOI chosen in the panel, else on the one the last
@@ -197,6 +190,7 @@ class PetPanel(Panel):
             if self.app.volume_node is None:
                 raise ClinicalAIError("open a PET volume first")
             self.logic.jump_to_lesion(node_id or None, self.app.volume_node)
+            self.app.render_views()
         except ClinicalAIError as exc:
             self.set(error=str(exc))
 

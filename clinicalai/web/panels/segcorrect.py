@@ -21,6 +21,7 @@ HIDDEN = ("reason",)
 class SegCorrectPanel(Panel):
     key = "segcorrect"
     title = "SegCorrect"
+    segmentation_choices = "input_segs"
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -91,15 +92,6 @@ class SegCorrectPanel(Panel):
 
     def _update_card(self) -> None:
         self.set(card=common.card_text(self.get("corrector") if self.get("input_seg") else self.get("segmenter")))
-
-    def on_volume_changed(self, node: Any) -> None:
-        self.refresh_inputs()
-
-    def on_segmentation_opened(self, relative: str, node: Any) -> None:
-        self.refresh_inputs()
-
-    def refresh_inputs(self) -> None:
-        self.set(input_segs=common.segmentation_items(self.app.context.scene))
 
     # run ----------------------------------------------------------------------
     def run(self) -> None:
@@ -227,6 +219,7 @@ class SegCorrectPanel(Panel):
         try:
             image = self.app.context.scene.GetNodeByID(self.params.input_volume)
             jump_to_slice(self.app.context.scene, image, self._row_slice(i))
+            self.app.render_views()
         except ClinicalAIError as exc:
             self.set(error=str(exc))
 
