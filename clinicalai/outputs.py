@@ -65,6 +65,21 @@ def write_json(data: Any, path: "str | os.PathLike[str]") -> None:
         tmp.write_text(json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
+def write_csv(rows: "list[dict[str, Any]]", path: "str | os.PathLike[str]") -> Path:
+    """Write ``rows`` (dicts with the same keys, the first row's order) as a CSV table with a
+    header line, atomically; returns the path."""
+    import csv
+
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    with atomic_output(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return Path(path)
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -98,6 +98,13 @@ def test_upload_opens_volume_and_window_level_changes_pixels(page, web_server):
     lo, hi = [number(t) for t in page.locator("#display-wl-text").inner_text().split("..")]
     set_state(page, "ca_display_wl", [lo, lo + (hi - lo) / 4])
     wait_view(page, "Red", lambda rgb: rgb.mean() > before.mean() + 5, "a narrower window brightens the view")
+    # volume rendering on: the heart appears in the 3D view (over its plain background); off: gone again
+    empty = view_pixels(page, "ThreeD")
+    set_state(page, "ca_display_vr", True)
+    changed = lambda rgb: rgb.shape == empty.shape and (np.abs(rgb - empty).max(axis=-1) > 30).mean() > 0.01  # noqa: E731
+    wait_view(page, "ThreeD", changed, "volume rendering shows the volume in 3D", timeout=60_000)
+    set_state(page, "ca_display_vr", False)
+    wait_view(page, "ThreeD", lambda rgb: not changed(rgb), "volume rendering off leaves the 3D view empty")
     # layout switch: "Axial Only" keeps the Red view and drops the others
     set_state(page, "LayoutButtonState__current_layout_id", 'Axial Only')
     page.wait_for_selector(".ca-view-Green", state="detached")

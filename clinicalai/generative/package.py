@@ -140,11 +140,9 @@ def train_package(
 
     Returns the card as a dict. Nothing is written if training fails or is cancelled.
     """
-    from ..models import save_model
+    from ..models import check_model_output, save_model
 
-    out = Path(out)
-    if out.suffix.lower() != ".pt":
-        raise InputError(f"the model file must end in .pt, got {out.name}")
+    out = check_model_output(out)
     spec = spec or (sulcal_spec() if source.input == "sulci" else BRAIN_SPEC)
     report(progress, 0.0, "preparing training volumes")
     healthy, pathological, described = load_training_data(source, spec, config.kind)

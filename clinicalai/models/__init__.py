@@ -4,7 +4,7 @@ from pathlib import Path
 
 from .card import ModelCard, parse_card, read_card
 from .device import device_summary, resolve_device
-from .package import LoadedModel, load_model, save_model, sha256_of
+from .package import LoadedModel, check_model_output, load_model, save_model, sha256_of
 
 #: Folder of the bundled demo models (trained on synthetic phantoms; not for clinical use).
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
@@ -55,6 +55,7 @@ __all__ = [
     "read_card",
     "resolve_device",
     "resolve_model_path",
+    "check_model_output",
     "save_model",
     "sha256_of",
 ]

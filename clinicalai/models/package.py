@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from ..outputs import atomic_output
 from .card import ModelCard, parse_card, read_card
 from .device import resolve_device
@@ -397,6 +397,15 @@ def _load_onnx(weights: Path, card: ModelCard, device: str) -> LoadedModel:
     return LoadedModel(card=card, backend="onnx", path=weights, device=device, session=session)
 
 
+def check_model_output(path: "str | Path") -> Path:
+    """The path a trained model will be saved to (:func:`save_model`), checked before training
+    starts: a ``.pt`` file (its card is written beside it as ``.json``)."""
+    path = Path(path)
+    if path.suffix.lower() != ".pt":
+        raise InputError(f"{path.name}: the model file must end in .pt (its card is written beside it as .json)")
+    return path
+
+
 def save_model(
     module,
     card: Union[ModelCard, Dict[str, Any]],
@@ -409,7 +418,7 @@ def save_model(
     """
     import torch
 
-    path = Path(path)
+    path = check_model_output(path)
     data = card.to_dict() if isinstance(card, ModelCard) else dict(card)
     data["format"] = "state_dict"
     data["weights"] = path.name

@@ -11,7 +11,6 @@ Deterministic: the same ``seed`` gives the same case.
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +163,7 @@ def write_brain_dataset(
     Same ``seed``, same bytes.
     """
     from ..errors import InputError
-    from ..outputs import atomic_output
+    from ..outputs import atomic_output, write_csv
     from ..progress import report
     from ..volume import write_volume
 
@@ -190,13 +189,7 @@ def write_brain_dataset(
         rows.append({"case": name, "label": "pathological" if case.pathological else "healthy", **files,
                      "lesion_voxels": int(np.count_nonzero(case.lesion.array))})
         report(progress, (i + 1) / n, f"brain phantom {i + 1}/{n}")
-    csv_path = out / "cases.csv"
-    with atomic_output(csv_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return csv_path
+    return write_csv(rows, out / "cases.csv")
 
 
 def _iter_brain_dataset(n: int, seed: int):

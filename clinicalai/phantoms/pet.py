@@ -25,7 +25,6 @@ Deterministic: the same ``seed`` gives the same case.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..outputs import atomic_output
+from ..outputs import atomic_output, write_csv
 from ..volume import Volume, write_volume
 from ..volume.dicom_writer import check_series_folder
 
@@ -394,10 +393,4 @@ def write_pet_dataset(
         k = int(round(test_fraction * len(members)))
         for i in rng.permutation(members)[:k]:
             rows[i]["split"] = "test"
-    csv_path = out / "pet_cases.csv"
-    with atomic_output(csv_path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    return csv_path
+    return write_csv(rows, out / "pet_cases.csv")

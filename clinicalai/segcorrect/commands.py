@@ -131,12 +131,11 @@ TRAIN_DEMO_COMMAND = (
 
 
 def _run_train_corrector(args: argparse.Namespace) -> int:
+    from ..models import check_model_output
     from ..progress import ConsoleProgress
     from .corrector import train_corrector_command
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".pt":
-        raise InputError(f"{out.name}: the model file must end in .pt (its card is written beside it as .json)")
+    out = check_model_output(args.output)
     if args.iterations < 1:
         raise InputError("--iterations must be at least 1")
     if args.phantoms is not None and args.phantoms < 1:

@@ -289,6 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import sys
 
     from ..errors import ClinicalAIError
+    from ..models import check_model_output
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m clinicalai.segcorrect.ct", description=train_ct_segmenter.__doc__)
@@ -300,8 +301,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt")
     args = p.parse_args(argv)
     try:
-        if not args.output.endswith(".pt"):
-            raise InputError("the model file must end in .pt")
+        check_model_output(args.output)
         r = train_ct_segmenter(args.phantoms, args.epochs, args.output, lr=args.lr, seed=args.seed,
                                max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
                                command="python -m clinicalai.segcorrect.ct " + " ".join(shlex.quote(a) for a in argv))

@@ -51,12 +51,11 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_segmenter(args: argparse.Namespace) -> int:
+    from ..models import check_model_output
     from ..progress import ConsoleProgress
     from .segmenter import train_segmenter
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".pt":
-        raise InputError(f"{out.name}: the model file must end in .pt (its card is written beside it as .json)")
+    out = check_model_output(args.output)
     if args.epochs < 1:
         raise InputError("--epochs must be at least 1")
     if args.phantoms is not None and args.phantoms < 2:

@@ -160,10 +160,23 @@ class ClinicalAIWebApp(TrameApp):
         for panel in self.panels.values():
             panel.on_volume_changed(node)
 
+    #: seconds after :meth:`render_views` at which every view is rendered again
+    SETTLE_RENDERS_S = (0.5, 2.0)
+
     def render_views(self) -> None:
         """Re-render every view: the logics change slice composite / display nodes directly,
-        which trame-slicer's views do not all observe, and after a jump a last render asked
-        for explicitly makes sure the frame streamed is the final position."""
+        which trame-slicer's views do not all observe.
+
+        trame-rca drops a frame when the connection has too many messages pending, and a
+        dropped last frame is never replaced: the view would go on showing the previous slice
+        (seen after a jump under load). So the views are rendered again a little later, when
+        the burst is over, and end on what the scene holds."""
+        self._render_all()
+        loop = self.event_loop()
+        for delay in self.SETTLE_RENDERS_S:
+            loop.call_later(delay, self._render_all)
+
+    def _render_all(self) -> None:
         for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 

@@ -157,6 +157,16 @@ def saved_list(key: str, list_id: str) -> None:
             html.A("{{ f.name }}", href=("f.url",), download=True, target="_blank")
 
 
+def show_in_3d(app: Any, node: Any, visible: bool) -> None:
+    """Volume rendering of ``node`` in the 3D view on or off (its display node made on first use)."""
+    vr = app.slicer_app.volume_rendering
+    if visible:
+        display = vr.get_vr_display_node(node) if vr.has_vr_display_node(node) else vr.create_display_node(node, "")
+        display.SetVisibility(True)
+    elif vr.has_vr_display_node(node):
+        vr.get_vr_display_node(node).SetVisibility(False)
+
+
 def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> tuple:
     """Centre every slice view on the segmentation ``node_id`` (e.g. a lesion VOI).
 

@@ -7,6 +7,7 @@ from typing import Any
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
+from . import common
 from .base import Panel
 
 
@@ -87,9 +88,4 @@ class DisplayPanel(Panel):
         node = self.app.volume_node
         if node is None:
             return
-        vr = self.app.slicer_app.volume_rendering
-        if self.get("vr"):
-            display = vr.get_vr_display_node(node) if vr.has_vr_display_node(node) else vr.create_display_node(node, "")
-            display.SetVisibility(True)
-        elif vr.has_vr_display_node(node):
-            vr.get_vr_display_node(node).SetVisibility(False)
+        common.show_in_3d(self.app, node, bool(self.get("vr")))

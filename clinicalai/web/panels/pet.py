@@ -198,12 +198,7 @@ class PetPanel(Panel):
         if self.params is None or not self.params.cam_volume:
             return
         node = self.app.context.scene.GetNodeByID(self.params.cam_volume)
-        vr = self.app.slicer_app.volume_rendering
-        if self.get("vr"):
-            display = vr.get_vr_display_node(node) if vr.has_vr_display_node(node) else vr.create_display_node(node, "")
-            display.SetVisibility(True)
-        elif vr.has_vr_display_node(node):
-            vr.get_vr_display_node(node).SetVisibility(False)
+        common.show_in_3d(self.app, node, bool(self.get("vr")))
 
     def save(self) -> None:
         from ...mrml.volumes import node_to_volume
