@@ -222,9 +222,8 @@ def test_islands_and_smoothing_then_undo(page, web_server):
     if page.evaluate("() => window.trame.state.get('PaintEffectState__use_sphere_brush')"):
         page.locator("#panel-editor .mdi-sphere").first.click()
     page.wait_for_function("() => window.trame.state.get('PaintEffectState__use_sphere_brush') === false")
-    track = page.locator("#panel-editor .v-slider").first.bounding_box()
-    page.mouse.click(track["x"] + 0.08 * track["width"], track["y"] + track["height"] / 2)
-    page.wait_for_timeout(500)
+    # the brush size slider near its smallest (3 of 1-30): as the slider sets it
+    set_state(page, "PaintEffectState__brush_diameter_slider__SliderState__value", 3)
     page.mouse.move(x0, y0)
     page.mouse.down()
     for step in range(6):
