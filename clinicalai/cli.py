@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
-    train_parser = top.add_parser("train", help="train a model (segmenter, corrector, pet, classifier, generative)")
+    train_parser = top.add_parser("train", help="train a model (segmenter, corrector, pet, classifier, generative, translation)")
     train = train_parser.add_subparsers(dest="what", metavar="WHAT")
     train_parser.set_defaults(func=lambda a: _missing_sub(train_parser))
     evaluate_parser = top.add_parser("evaluate", help="evaluate a workflow on a data set")

@@ -3,6 +3,8 @@
 - ``clinicalai train generative {wgan-gp,ae,vae,f-anogan,cyclegan} --phantoms N|--data DIR -o MODEL.pt``
 - ``clinicalai anomaly IMAGE --model M -o MAP [--lesion L] [--json R.json]``
 - ``clinicalai evaluate generative --model M -o DIR`` (AUROC per synthetic-anomaly size, latent analyses)
+- ``clinicalai train translation --phantoms N -o MODEL.pt`` and ``clinicalai translate SKELETON --model M -o TISSUES``
+  (the cortical-folding study's V-Net: sulcal skeleton -> grey / white matter)
 """
 
 from __future__ import annotations
@@ -84,6 +86,30 @@ def register(commands) -> None:
     e.add_argument("--seed", type=int, default=4242)
     e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
     e.set_defaults(func=_evaluate)
+
+    tt = commands.train.add_parser(
+        "translation", help="train the V-Net sulcal skeleton -> grey / white matter translation on phantoms",
+        description="Train MONAI's V-Net to translate sulcal skeletons (0 / 11 / 60) into grey / white "
+                    "matter (0 / 100 / 200), as in the cortical-folding study, on synthetic sulcal phantoms.")
+    tt.add_argument("--phantoms", type=int, default=24, metavar="N", help="training phantoms (default 24)")
+    tt.add_argument("--iterations", type=int, default=300, help="optimiser steps (default 300)")
+    tt.add_argument("--batch-size", type=int, default=2)
+    tt.add_argument("--lr", type=float, default=1e-3)
+    tt.add_argument("--size", type=int, default=32, help="crop edge in voxels, a multiple of 16 (the study: 96)")
+    tt.add_argument("--validate", type=int, default=4, metavar="N", help="held-out phantoms for the card (0: none)")
+    tt.add_argument("--max-seconds", type=float, default=None, help="stop training after this time")
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--name", help="model name in the card (default: file stem)")
+    tt.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.pt")
+    tt.set_defaults(func=_train_translation)
+
+    tr = commands.top.add_parser("translate", help="grey / white matter from a sulcal skeleton (V-Net translation model)")
+    tr.add_argument("skeleton", type=Path, help="label volume: 0 inside the brain, 11 outside, 60 sulcus")
+    tr.add_argument("--model", type=Path, required=True, metavar="M", help="a model of 'clinicalai train translation'")
+    tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    tr.add_argument("-o", "--output", type=Path, required=True, metavar="TISSUES",
+                    help="label volume 0 / 100 / 200 on the skeleton's grid (NIfTI, NRRD or .seg.nrrd)")
+    tr.set_defaults(func=_translate)
 
 
 def _progress():
@@ -176,4 +202,31 @@ def _evaluate(args) -> int:
         extra = f", thickness ratio {lat['thickness_ratio']:.2f}" if lat.get("thickness_ratio") else ""
         print(f"latent: {lat['dead_dimensions']}/{lat['latent_size']} dead dimensions{extra}")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _train_translation(args) -> int:
+    from .translation import train_translator
+
+    result = train_translator(args.phantoms, args.output, iterations=args.iterations, size=args.size, lr=args.lr,
+                              batch_size=args.batch_size, validate=args.validate, seed=args.seed,
+                              max_seconds=args.max_seconds, progress=_progress(), command=args.command_line,
+                              name=args.name)
+    dice = ", ".join(f"{k} {v:.3f}" for k, v in result.validation_dice.items())
+    print(f"saved {result.path} ({result.iterations} iterations)" + (f"; held-out Dice: {dice}" if dice else ""))
+    return 0
+
+
+def _translate(args) -> int:
+    from ..models import load_model
+    from ..volume import read_volume, write_volume
+    from .translation import TISSUE_LABELS, check_translator, translate
+
+    skeleton = read_volume(args.skeleton)
+    model = load_model(args.model, device=args.device)
+    check_translator(model)
+    tissues = translate(model, skeleton, progress=_progress())
+    write_volume(tissues, args.output, segments=TISSUE_LABELS)
+    counts = {lab["name"]: int((tissues.array == lab["value"]).sum()) for lab in TISSUE_LABELS}
+    print(f"wrote {args.output}: " + ", ".join(f"{k} {v} voxels" for k, v in counts.items()))
     return 0

@@ -36,9 +36,23 @@ def sulcal_case(seed: int, size: int = 32, shape: Sequence[int] = (48, 64, 64),
         roi_offset: crop centre relative to the volume centre, as a fraction of the shape
             (z, y, x); the default region holds cortex of one hemisphere.
     """
+    return sulcal_translation_pair(seed, size, shape, roi_offset, **brain_kwargs)[0]
+
+
+#: tissue values of the cortical-folding study's translation target: outside / CSF, grey, white
+TISSUE_VALUES = (0, 100, 200)
+
+
+def sulcal_translation_pair(seed: int, size: int = 32, shape: Sequence[int] = (48, 64, 64),
+                            roi_offset: Tuple[float, float, float] = (0.0, -0.2, -0.2),
+                            **brain_kwargs) -> Tuple[Volume, Volume]:
+    """``(skeleton, tissues)`` of one brain phantom on the same ``size``^3 crop: the sulcal
+    skeleton of :func:`sulcal_case` (0 / 11 / 60) and the phantom's own tissues as the V-Net
+    translation target of the cortical-folding study (:data:`TISSUE_VALUES`: 0 outside the
+    brain or CSF, 100 grey matter, 200 white matter)."""
     from skimage.morphology import skeletonize
 
-    from ..phantoms.brain import GREY, brain_case
+    from ..phantoms.brain import GREY, WHITE, brain_case
 
     case = brain_case(seed, shape=shape, pathological=False, **brain_kwargs)
     tissues = np.asarray(case.tissues.array)
@@ -47,10 +61,15 @@ def sulcal_case(seed: int, size: int = 32, shape: Sequence[int] = (48, 64, 64),
     labels = np.full(tissues.shape, OUTSIDE, np.int16)
     labels[brain] = INSIDE
     labels[skeleton & brain] = SULCUS
-    vol = case.tissues.with_array(labels, modality="SEG", units="label", metadata={})
+    target = np.zeros(tissues.shape, np.int16)
+    target[tissues == GREY] = TISSUE_VALUES[1]
+    target[tissues == WHITE] = TISSUE_VALUES[2]
     centre = (np.array(shape) - 1) / 2.0 + np.array(roi_offset) * np.array(shape)
-    out, _ = crop_or_pad(vol, (size, size, size), centre, pad_value=OUTSIDE)
-    return out
+    crops = []
+    for array, pad in ((labels, OUTSIDE), (target, TISSUE_VALUES[0])):
+        vol = case.tissues.with_array(array, modality="SEG", units="label", metadata={})
+        crops.append(crop_or_pad(vol, (size, size, size), centre, pad_value=pad)[0])
+    return crops[0], crops[1]
 
 
 def remove_structure(labels: np.ndarray, n_voxels: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
