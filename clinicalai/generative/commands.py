@@ -220,11 +220,10 @@ def _train_translation(args) -> int:
 def _translate(args) -> int:
     from ..models import load_model
     from ..volume import read_volume, write_volume
-    from .translation import TISSUE_LABELS, check_translator, translate
+    from .translation import TISSUE_LABELS, translate
 
     skeleton = read_volume(args.skeleton)
     model = load_model(args.model, device=args.device)
-    check_translator(model)
     tissues = translate(model, skeleton, progress=_progress())
     write_volume(tissues, args.output, segments=TISSUE_LABELS)
     counts = {lab["name"]: int((tissues.array == lab["value"]).sum()) for lab in TISSUE_LABELS}

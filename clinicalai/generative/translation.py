@@ -39,11 +39,14 @@ TISSUE_LABELS = [{"name": "grey matter", "value": TISSUE_VALUES[1], "color": [0.
 GRID_MULTIPLE = 16
 
 
-def translation_spec(size: int = 32, spacing_mm: float = 2.0) -> GridSpec:
-    """The model grid: ``size``^3 voxels of ``spacing_mm``, sulcal labels one-hot (0 / 11 / 60)."""
+def translation_spec(size: int = 32) -> GridSpec:
+    """The model grid: the sulcal models' grid (:func:`~clinicalai.generative.package.sulcal_spec`),
+    ``size``^3, checked to suit the V-Net."""
+    from .package import sulcal_spec  # imports torch: only when a translator is trained
+
     if size < GRID_MULTIPLE or size % GRID_MULTIPLE:
         raise InputError(f"--size must be a multiple of {GRID_MULTIPLE} (V-Net halves the grid four times), got {size}")
-    return GridSpec((spacing_mm,) * 3, (size,) * 3, "labels", SULCAL_LABELS)
+    return sulcal_spec(size)
 
 
 def network_input(one_hot_zyx: np.ndarray) -> np.ndarray:
@@ -89,7 +92,7 @@ def train_translator(n_phantoms: int, out: "str | Path", *, iterations: int = 30
     import torch
     from monai.losses import DiceCELoss
 
-    from ..models import check_model_output, save_model
+    from ..models import check_model_output, read_card, save_model
 
     out = check_model_output(out)
     if n_phantoms < 1 or iterations < 1 or batch_size < 1 or validate < 0:
@@ -163,8 +166,6 @@ def train_translator(n_phantoms: int, out: "str | Path", *, iterations: int = 30
     check_cancel(cancel)
     save_model(net, card, out)
     report(progress, 1.0, f"saved {out}")
-    from ..models import read_card
-
     return TranslationResult(out, read_card(out.with_suffix(".json")).to_dict(), dice, done)
 
 
