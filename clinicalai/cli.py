@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that area has not landed yet
             raise
         module.register(commands)
+    add_trust_code_args(parser)
     registered = set(top.choices)
     for name, issue in PLANNED.items():
         if name not in registered:
@@ -129,7 +130,10 @@ def _dispatch(argv: List[str], debug: bool) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
-        return int(args.func(args) or 0)
+        from .models.registry import trust_code_scope
+
+        with trust_code_scope(bool(getattr(args, "trust_code", False))):
+            return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:
         end_progress_line()  # the message starts on its own line, not after a half-drawn bar
         return _report_error(exc, debug)
@@ -163,13 +167,43 @@ def _report_error(exc: BaseException, debug: bool) -> int:
     return 3
 
 
+#: options that name a model: every parser with one of them gets ``--trust-code``
+MODEL_OPTIONS = ("--model", "--corrector", "--context-corrector", "--segmenter")
+#: positional arguments that name a model to load (``export MODEL``)
+MODEL_POSITIONALS = ("model",)
+
+
+def add_trust_code_args(parser: argparse.ArgumentParser) -> None:
+    """Give every (sub)command that takes a model ``--trust-code``, in this one place: it lets
+    a code-bearing (TorchScript) model load for this run only (see
+    :func:`clinicalai.models.registry.trust_code_scope`, applied in :func:`main`). ``models
+    info`` never loads a model and gets none."""
+    for action in parser._actions:  # argparse keeps sub-parsers here; no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                if sub.prog.endswith("models info"):
+                    continue
+                add_trust_code_args(sub)
+    takes_model = any(
+        set(a.option_strings) & set(MODEL_OPTIONS) or (not a.option_strings and a.dest in MODEL_POSITIONALS)
+        for a in parser._actions
+    )
+    if takes_model and "--trust-code" not in parser._option_string_actions:
+        parser.add_argument(
+            "--trust-code", action="store_true",
+            help="allow a TorchScript model (code that runs when loaded) for this run only; to trust a file for good: "
+                 "'clinicalai models import PATH --trust'")
+
+
 def add_common_model_args(parser: argparse.ArgumentParser, multiple: bool = False) -> None:
     """``--model`` and ``--device`` as every inference command spells them."""
     if multiple:
         parser.add_argument("--model", action="append", metavar="M",
-                            help="model file, card or bundle folder (repeat for an ensemble; default: bundled demo models)")
+                            help="model file, card, bundle folder or model name (repeat for an ensemble; "
+                                 "default: bundled demo models)")
     else:
-        parser.add_argument("--model", metavar="M", help="model file, card or bundle folder (default: bundled demo model)")
+        parser.add_argument("--model", metavar="M",
+                            help="model file, card, bundle folder or model name (default: bundled demo model)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
 
 

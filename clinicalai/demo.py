@@ -47,6 +47,9 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
 
 
 def _run(args: argparse.Namespace) -> int:
+    from .outputs import check_output_folder
+
+    check_output_folder(args.out, args.overwrite)  # a user's folder is not written over
     summary = run_demo(Path(args.out), progress=ConsoleProgress())
     for name, step in summary["steps"].items():
         print(f"{name:12s} {step['seconds']:7.1f} s  {step['what']}")
@@ -57,5 +60,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     p = commands.top.add_parser("demo", help="run every workflow on synthetic cases with the bundled demo models")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new, or empty)")
+    from .outputs import add_overwrite_arg
+
+    add_overwrite_arg(p)
     p.set_defaults(func=_run)

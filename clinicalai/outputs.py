@@ -20,15 +20,78 @@ def _suffixes(path: Path) -> str:
     return path.suffix
 
 
+#: help of ``--overwrite`` (every command with a folder output spells it the same way)
+OVERWRITE_HELP = ("write into an existing non-empty output folder: only the files this command writes are "
+                  "replaced, nothing else in the folder is touched or deleted")
+
+
+def add_overwrite_arg(parser: Any) -> None:
+    """``--overwrite`` on a command whose output is a folder (see :func:`check_output_folder`)."""
+    parser.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+
+
+def check_output_folder(path: "str | os.PathLike[str]", overwrite: bool = False) -> Path:
+    """``path`` as an output folder a command may write: new, empty, or (``overwrite``) an
+    existing folder whose same-named files will be replaced.
+
+    Called by commands before any work (an hour of training must not end in this error) and
+    again by :func:`atomic_output`. Raises :class:`~clinicalai.errors.InputError` for an
+    existing file, and for a non-empty folder without ``overwrite``: a user's folder is never
+    deleted or emptied by a command.
+    """
+    from .errors import InputError
+
+    folder = Path(path)
+    if folder.is_symlink() and not folder.exists():
+        raise InputError(f"{folder} is a broken link; choose a new output folder")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} is a file, not a folder; choose a new output folder")
+    if folder.is_dir() and not overwrite and any(folder.iterdir()):
+        raise InputError(f"output folder {folder} already exists and is not empty; choose a new folder, or pass "
+                         "--overwrite to replace only the files this command writes")
+    return folder
+
+
+def _merge_folder(src: Path, dst: Path) -> None:
+    """Move every file of ``src`` onto the same relative path under ``dst`` (replacing only
+    those files), then remove the emptied ``src``. A name that is a file on one side and a
+    folder on the other is refused before anything moves."""
+    from .errors import InputError
+
+    files = [p for p in src.rglob("*") if not p.is_dir()]
+    for f in files:
+        target = dst / f.relative_to(src)
+        if target.is_dir() and not target.is_symlink():
+            raise InputError(f"cannot write {target}: a folder of that name is in the way; choose a new output folder")
+        for parent in target.relative_to(dst).parents:
+            if (dst / parent).exists() and not (dst / parent).is_dir():
+                raise InputError(f"cannot write {target}: {dst / parent} is a file; choose a new output folder")
+    for f in sorted(files):
+        target = dst / f.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, target)
+    shutil.rmtree(src, ignore_errors=True)  # only the command's own temporary folder, now empty of files
+
+
 @contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike[str]", directory: bool = False) -> Iterator[Path]:
+def atomic_output(path: "str | os.PathLike[str]", directory: bool = False, overwrite: bool = False,
+                  replace_checked: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary name keeps the final suffix so format-by-extension writers work. On any
     exception (including :class:`~clinicalai.errors.Cancelled`) the temporary is removed and
     ``path`` is untouched.
+
+    A ``directory`` output never deletes what is already there: an existing non-empty folder
+    is refused (:func:`check_output_folder`) unless ``overwrite``, and then only the files the
+    block wrote replace their namesakes; the folder's other files stay.
+    ``replace_checked``: the caller has checked that the existing folder holds nothing but an
+    earlier output of its own kind (a DICOM series folder of ``.dcm`` files only, which must not
+    mix with the new series), so it is replaced as a whole.
     """
     final = Path(path)
+    if directory and not replace_checked:
+        check_output_folder(final, overwrite)
     parent = final.parent if str(final.parent) else Path(".")
     parent.mkdir(parents=True, exist_ok=True)
     if directory:
@@ -44,10 +107,18 @@ def atomic_output(path: "str | os.PathLike[str]", directory: bool = False) -> It
     os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
     try:
         yield tmp
-        if directory:
-            if final.exists():
-                shutil.rmtree(final) if final.is_dir() else final.unlink()
+        if directory and replace_checked:
+            if final.is_dir():
+                shutil.rmtree(final)  # an earlier output the caller checked (see above), not a user's folder
             os.replace(tmp, final)
+        elif directory:
+            check_output_folder(final, overwrite)  # again: the folder may have been filled meanwhile
+            if final.is_dir() and any(final.iterdir()):
+                _merge_folder(tmp, final)
+            else:
+                if final.is_dir():
+                    final.rmdir()  # empty (just checked): rename cannot replace it everywhere
+                os.replace(tmp, final)
         else:
             os.replace(tmp, final)
     except BaseException:

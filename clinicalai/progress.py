@@ -102,3 +102,14 @@ def end_progress_line() -> None:
         ConsoleProgress._open = None
         bar.stream.write("\n")
         bar.stream.flush()
+
+
+def print_warnings(messages) -> None:
+    """Each warning for the user on its own stderr line (``warning: ...``), after any progress bar."""
+    import sys
+
+    messages = list(messages or [])
+    if messages:
+        end_progress_line()
+    for message in messages:
+        print(f"warning: {message}", file=sys.stderr)

@@ -230,7 +230,7 @@ def test_torchscript_package(tmp_path):
     path = tmp_path / "ts.pt"
     torch.jit.save(torch.jit.script(module), str(path))
     _write_card(path, "torchscript")
-    loaded = load_model(path, device="cpu")
+    loaded = load_model(path, device="cpu", trust_code=True)  # TorchScript is code: trusted explicitly
     assert loaded.backend == "torch"
     np.testing.assert_allclose(loaded.predict(x2d()), torch_out(module, x2d()), atol=1e-5)
     # a TorchScript archive claimed to be a state dict (and vice versa) is refused
@@ -240,7 +240,7 @@ def test_torchscript_package(tmp_path):
     sd = save_model(module, SEG_CARD, tmp_path / "sd.pt")
     _write_card(sd, "torchscript")
     with pytest.raises(ModelError, match="not a TorchScript archive"):
-        load_model(sd, device="cpu")
+        load_model(sd, device="cpu", trust_code=True)
 
 
 def test_onnx_package(tmp_path):
@@ -368,7 +368,7 @@ def test_torchscript_archive_carrying_a_payload_is_refused_and_never_runs(tmp_pa
             dst.writestr(name, data)
     _write_card(evil, "torchscript")
     with pytest.raises(ModelError, match="cannot be loaded as TorchScript"):
-        load_model(evil, device="cpu")
+        load_model(evil, device="cpu", trust_code=True)  # even trusted, torch's unpickler refuses it
     assert not marker.exists()
 
 

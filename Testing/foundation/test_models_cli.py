@@ -63,7 +63,7 @@ def test_export_onnx_and_torchscript_agree_with_torch(tmp_path, capsys, package,
     assert np.max(np.abs(load_model(tmp_path / "out.onnx", device="cpu").predict(x) - expected)) < 1e-4
 
     assert main(["export", str(path), "--to", "torchscript", "-o", str(tmp_path / "ts.pt")]) == 0
-    ts = load_model(tmp_path / "ts.pt", device="cpu")
+    ts = load_model(tmp_path / "ts.pt", device="cpu", trust_code=True)  # TorchScript is code: trusted explicitly
     assert ts.card.format == "torchscript" and ts.card.sha256 == sha256_of(tmp_path / "ts.pt")
     assert np.max(np.abs(ts.predict(x) - expected)) < 1e-5
     assert "max abs difference" in capsys.readouterr().out
@@ -105,7 +105,7 @@ def test_models_info_and_sha_check(tmp_path, capsys):
     assert main(["models", "info", str(path.with_suffix(".json"))]) == 1
     assert "does not match its card" in one_stderr_line(capsys)
     assert main(["models", "info", "no-such-bundled-model"]) == 1
-    assert "no bundled model of that name" in one_stderr_line(capsys)
+    assert "no bundled or user model of that name" in one_stderr_line(capsys)
 
 
 def test_models_architectures(capsys):

@@ -172,3 +172,20 @@ def test_end_to_end_with_correction(ctx, phantom, node_ids, corrector_model):
     with pytest.raises(Cancelled):
         logic.run(SegCorrectParameters(input_volume=image.GetID(), corrector_model=corrector, device="cpu"), cancel=token)
     assert node_ids(ctx.scene) == ids
+
+
+def test_input_warnings_reach_the_panel_state(ctx, phantom):
+    """The reader's warnings travel with the volume node, and a run reports them with the
+    model-fit warnings (a CT given to the MR segmenter) in the parameter node."""
+    _bundled_or_skip("cardiac-unet")
+    from clinicalai.mrml.volumes import node_to_volume
+
+    ct = phantom.image.with_array(phantom.image.array, modality="CT")
+    ct.metadata["warnings"] = ["slice positions are rounded: gaps vary by 1.4 %"]
+    image = add_volume_node(ctx.scene, ct, "ct heart")
+    assert node_to_volume(image).metadata["warnings"] == ct.metadata["warnings"]
+    params = SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=image.GetID(), correct=False, device="cpu"))
+    assert params.warnings[0] == "slice positions are rounded: gaps vary by 1.4 %"
+    assert any("is CT but model cardiac-unet was made for MR" in w for w in params.warnings), params.warnings
+    fitting = add_volume_node(ctx.scene, phantom.image, "mr heart")
+    assert SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=fitting.GetID(), correct=False, device="cpu")).warnings == []

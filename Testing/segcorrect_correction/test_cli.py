@@ -102,7 +102,7 @@ def test_train_corrector_cli_errors(tmp_path, capsys):
     out = tmp_path / "c.pt"
     _fails(capsys, ["train", "corrector", "--data", str(tmp_path / "nope"), "-o", str(out)], out, "no such folder")
     _fails(capsys, ["train", "corrector", "--phantoms", "2", "--segmenter", "no-such-model", "-o", str(out)], out,
-           "no bundled model")
+           "no bundled or user model")
     # a corrector is not a segmenter
     _fails(capsys, ["train", "corrector", "--phantoms", "2", "--segmenter", "cardiac-nvae", "-o", str(out)], out,
            "segmentation")

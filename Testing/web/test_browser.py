@@ -452,15 +452,20 @@ def test_attribution_maps_side_by_side_with_metrics(page, web_server):
 
 
 def test_model_paths_set_from_the_page_are_checked(page, web_server):
-    """Any client can set the page state: a model path that was not offered is refused."""
+    """Any client can set the page state -- the list of choices too: a model that the server
+    did not offer is refused, whatever the page's copy of the list says (issue 15, item 2)."""
     open_file(page, "brain.nii.gz")
     wait_text(page, "#volume-name", "brain")
     open_tool(page, "attribution")
     offered = page.evaluate("() => window.trame.state.get('ca_attribution_model')")
-    for bad, words in [("../outside.nii.gz", "'..' would leave the data folder"), ("/etc/passwd", "absolute paths are not allowed")]:
+    planted = "uploads/series/model.ts"
+    for bad in ["../outside.nii.gz", "/etc/passwd", "brain.nii.gz", planted]:
+        set_state(page, "ca_attribution_models", [{"title": "mine", "value": bad}])
         set_state(page, "ca_attribution_model", bad)
         page.click("#attribution-run")
         page.wait_for_function(f"() => (window.trame.state.get('ca_attribution_error') || '').includes({json.dumps(bad)})")
-        assert words in page.evaluate("() => window.trame.state.get('ca_attribution_error')")
-        assert words in page.locator("#attribution-error").inner_text()
+        assert "is not one of the choices offered" in page.evaluate("() => window.trame.state.get('ca_attribution_error')")
+        assert "is not one of the choices offered" in page.locator("#attribution-error").inner_text()
+        # the model card is not read for it either
+        assert "is not one of the choices offered" in page.evaluate("() => window.trame.state.get('ca_attribution_card')")
     set_state(page, "ca_attribution_model", offered)

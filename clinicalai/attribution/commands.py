@@ -62,7 +62,8 @@ def register(commands) -> None:
     e = commands.evaluate.add_parser(
         "attribution", help="lesion segmentation by thresholded attribution maps, per model (Dice, AUROC, ...)",
         description="Threshold chosen on validation phantoms (precision/recall operating point), scored on test phantoms.")
-    e.add_argument("--model", action="append", metavar="M", help="classifier (repeat; default: the bundled demo)")
+    e.add_argument("--model", action="append", metavar="M",
+                   help="classifier: file, bundle folder or model name (repeat; default: the bundled demo)")
     e.add_argument("--method", default=None, help="attribution method for every model (default: the model's constraint)")
     e.add_argument("--n-val", type=int, default=6)
     e.add_argument("--n-test", type=int, default=10)
@@ -74,15 +75,14 @@ def register(commands) -> None:
 
 
 def _model_path(arg):
-    from ..models import bundled_model
-
-    return Path(arg) if arg else bundled_model(DEMO_MODEL)
+    """The model the user named (path or model name; ``load_model`` resolves it), else the demo."""
+    return arg or DEMO_MODEL
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..outputs import write_json
-    from ..progress import ConsoleProgress
+    from ..progress import ConsoleProgress, print_warnings
     from ..volume import read_volume, write_volume
     from .core import attribute
     from .metrics import score_map
@@ -128,6 +128,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if lesion is not None:
         s = record["scores"]
         print("  ".join(f"{k} {_fmt(s[k])}" for k in ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share")))
+    print_warnings(result.warnings)
     return 0
 
 
@@ -182,11 +183,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..progress import ConsoleProgress
     from .constrained import evaluate_models, format_table
 
-    paths = [Path(m) for m in args.model] if args.model else [_model_path(None)]
+    specs = args.model or [_model_path(None)]
     models = {}
-    for p in paths:
-        m = load_model(p, device="cpu")
-        models[p.stem if p.stem not in models else str(p)] = m
+    for spec in specs:
+        m = load_model(spec, device="cpu")
+        stem = Path(spec).stem
+        models[stem if stem not in models else str(spec)] = m
     methods = {name: args.method for name in models} if args.method else None
     results = evaluate_models(models, n_val=args.n_val, n_test=args.n_test, seed=args.seed, methods=methods,
                               progress=ConsoleProgress())

@@ -297,7 +297,7 @@ def train_classifier(
         "architecture": arch,
         "spatial_dims": 2,
         "input": {"channels": int(x_all.shape[1]), "normalization": dict(NORMALIZATION),
-                  "input_mode": input_mode},
+                  "input_mode": input_mode, "modality": "MR"},
         "classes": list(CLASSES),
         "cam_layer": "layer4",
         "intended_use": "synthetic phantom demo; not for clinical use",

@@ -41,6 +41,7 @@ class AttributionMap:
         prediction: the model's class probabilities on this input.
         layer: the explained layer for CAM methods.
         scale: the divisor applied by the normalisation (1 for none).
+        warnings: sentences for the user about the input (:func:`clinicalai.models.fit.input_warnings`).
     """
 
     volume: Volume
@@ -54,6 +55,7 @@ class AttributionMap:
     prediction: Dict[str, Any] = field(default_factory=dict)
     layer: Optional[str] = None
     scale: float = 1.0
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def array(self) -> np.ndarray:
@@ -72,6 +74,7 @@ class AttributionMap:
             "options": self.options,
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
             "prediction": self.prediction,
+            "warnings": list(self.warnings),
             "shape": list(self.volume.shape),
             "min": float(self.volume.array.min()),
             "max": float(self.volume.array.max()),
@@ -299,10 +302,13 @@ def attribute(
     opts.pop("references", None)
     if "baseline" in opts and hasattr(opts["baseline"], "shape"):
         opts["baseline"] = "reference"
+    from ..models.fit import input_warnings
+
     return AttributionMap(
         volume=out_vol, method=cls.name, target=cls_index, target_name=names[cls_index],
         signed=cls.signed, normalization=norm_name, options=_jsonable(opts), timings=timings,
         prediction=pred, layer=getattr(impl, "layer", None), scale=scale,
+        warnings=input_warnings(first, [card] if card is not None else []),
     )
 
 

@@ -19,14 +19,21 @@ def _contains_conv(module) -> bool:
     return any(_is_conv(m) for m in module.modules())
 
 
+def _named(module):
+    # layer names are those of the network itself, also inside the MONAI-layout wrapper
+    from ..models.layout import inner_network
+
+    return inner_network(module).named_modules()
+
+
 def conv_layer_names(module) -> List[str]:
     """Names (as ``named_modules`` gives them) of every submodule that is or holds a convolution."""
-    return [name for name, m in module.named_modules() if name and _contains_conv(m)]
+    return [name for name, m in _named(module) if name and _contains_conv(m)]
 
 
 def get_layer(module, name: str):
     """The submodule called ``name``; :class:`ModelError` listing the conv layers otherwise."""
-    for n, m in module.named_modules():
+    for n, m in _named(module):
         if n == name:
             return m
     names = conv_layer_names(module)
@@ -45,7 +52,7 @@ def default_cam_layer(module, example) -> str:
     """
     import torch
 
-    candidates = {name: m for name, m in module.named_modules() if name and _contains_conv(m)}
+    candidates = {name: m for name, m in _named(module) if name and _contains_conv(m)}
     if not candidates:
         raise ModelError("Grad-CAM needs a convolutional layer, and this network has none")
     finished: List[tuple] = []

@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..models.layout import cam_to_engine_order
 from .layers import get_layer, resolve_layer
 
 Target = Union[None, int, Sequence[int], "torch.Tensor"]  # noqa: F821
@@ -447,7 +448,7 @@ class GradCAM(AttributionMethod):
             x, target=target, relu_attributions=True
         )
         self.layer = name
-        return upsample_like(cam, x)
+        return upsample_like(cam_to_engine_order(cam, self.module), x)
 
 
 class GradCAMPlusPlus(AttributionMethod):
@@ -492,7 +493,7 @@ class GradCAMPlusPlus(AttributionMethod):
         weights = (alpha * F.relu(grad)).view(b, c, -1).sum(-1).view(b, c, *spatial_ones)
         cam = F.relu((weights * acti).sum(1, keepdim=True))
         self.layer = name
-        return upsample_like(cam, x)
+        return upsample_like(cam_to_engine_order(cam, self.module), x)
 
 
 class Occlusion(AttributionMethod):

@@ -7,7 +7,9 @@ the volume one axial slice at a time: the batch is the stack of slices.
 
 Card conventions (DESIGN.md): ``input.spacing_mm`` and ``input.size`` are in ITK order
 ``(x, y, z)`` (``(x, y)`` for a 2D model); the network tensor is ``(N, C, z, y, x)`` (3D) or
-``(N=z, C, y, x)`` (2D).
+``(N=z, C, y, x)`` (2D). A MONAI-layout card (``input.layout.kind: monai``) gets MONAI's
+spatial steps instead (:mod:`clinicalai.models.layout`) and its network, wrapped at loading,
+still takes ``(z, y, x)`` tensors.
 """
 
 from __future__ import annotations
@@ -17,42 +19,9 @@ from typing import Any, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ..errors import InputError
+from ..models.layout import is_monai_layout, normalize_intensity, prepare_monai_input
 from ..volume import SpatialPipeline, Volume, crop_or_pad, reorient_to_lps, resample_to_spacing
-
-
-def normalize_intensity(array: np.ndarray, normalization: Any = None) -> np.ndarray:
-    """Intensity normalisation of one channel as a card's ``input.normalization`` says.
-
-    ``kind``: ``none``; ``minmax`` (``lower``/``upper`` value range, default the array's min
-    and max, to [0, 1]); ``percentile`` (``lower``/``upper`` percentiles, default 0.5 / 99.5,
-    clipped, to [0, 1]); ``zscore`` (mean 0, sd 1 over the non-zero voxels); ``scale``
-    (divide by ``scale``).
-    """
-    a = np.asarray(array, dtype=np.float32)
-    if normalization is None:
-        return a
-    kind = getattr(normalization, "kind", None) or (normalization.get("kind") if isinstance(normalization, dict) else None) or "none"
-    get = (lambda k: getattr(normalization, k, None)) if not isinstance(normalization, dict) else normalization.get
-    if kind == "none":
-        return a
-    if kind == "minmax":
-        lo = float(get("lower")) if get("lower") is not None else float(a.min())
-        hi = float(get("upper")) if get("upper") is not None else float(a.max())
-        return ((a - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
-    if kind == "percentile":
-        plo = float(get("lower")) if get("lower") is not None else 0.5
-        phi = float(get("upper")) if get("upper") is not None else 99.5
-        lo, hi = np.percentile(a, [plo, phi])
-        return ((np.clip(a, lo, hi) - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
-    if kind == "zscore":
-        fg = a[a != 0] if np.any(a != 0) else a.ravel()
-        sd = float(fg.std()) or 1.0
-        return ((a - float(fg.mean())) / sd).astype(np.float32)
-    if kind == "scale":
-        s = float(get("scale") or 1.0)
-        return (a / s).astype(np.float32)
-    raise ModelError(f"unknown input normalisation {kind!r} in the model card")
 
 
 @dataclass
@@ -111,8 +80,6 @@ def _input_mode(card) -> str:
 def prepare_input(volume: Union[Volume, Sequence[Volume]], card=None, device: str = "cpu") -> Prepared:
     """The network input for ``volume`` (one Volume per channel) as ``card`` says (``None``:
     the array as it is, one channel, 3D)."""
-    import torch
-
     vols = _channels(volume)
     n_channels = int(card.input.channels) if card is not None else len(vols)
     if _input_mode(card) == "tpm":
@@ -123,6 +90,12 @@ def prepare_input(volume: Union[Volume, Sequence[Volume]], card=None, device: st
     if dims == 3 and vols[0].shape[0] < 2:
         raise InputError("this is a 2D image; the model is a 3D classifier and needs a volume")
     pipe = SpatialPipeline()
+    if is_monai_layout(card):
+        # MONAI's Orientation / Spacing / intensity / CropForeground, as the model was trained;
+        # no crop to input.size (a MONAI pipeline crops only where a transform says so)
+        nets = [prepare_monai_input(v, card, pipe if ci == 0 else None)[0] for ci, v in enumerate(vols)]
+        stack = np.stack([n.array for n in nets], axis=0)
+        return _as_prepared(stack, dims, device, pipe, nets[0])
     steps = [(reorient_to_lps, ())]
     if spacing is not None:
         steps.append((resample_to_spacing, (tuple(spacing),)))
@@ -145,7 +118,14 @@ def prepare_input(volume: Union[Volume, Sequence[Volume]], card=None, device: st
         else:
             norm = card.input.normalization if card is not None else None
             arrays.append(normalize_intensity(cur.array, norm))
-    stack = np.stack(arrays, axis=0)  # (C, z, y, x)
+    return _as_prepared(np.stack(arrays, axis=0), dims, device, pipe, net0)
+
+
+def _as_prepared(stack: np.ndarray, dims: int, device: str, pipe: SpatialPipeline, net0: Volume) -> Prepared:
+    """``stack`` ``(C, z, y, x)`` as the network's batch: ``(1, C, z, y, x)`` for a 3D model,
+    the slices ``(z, C, y, x)`` for a 2D one."""
+    import torch
+
     if dims == 2:
         tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 1, 0)))  # (z, C, y, x)
     else:

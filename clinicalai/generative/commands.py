@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..outputs import add_overwrite_arg
 from .nets import KINDS
 
 
@@ -84,7 +85,8 @@ def register(commands) -> None:
     e.add_argument("--anomalies", default=None, help="comma list: remove (label models), hot, cold")
     e.add_argument("--no-latent", action="store_true", help="skip the latent-space analyses")
     e.add_argument("--seed", type=int, default=4242)
-    e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="report folder (new, or empty)")
+    add_overwrite_arg(e)
     e.set_defaults(func=_evaluate)
 
     tt = commands.train.add_parser(
@@ -105,7 +107,8 @@ def register(commands) -> None:
 
     tr = commands.top.add_parser("translate", help="grey / white matter from a sulcal skeleton (V-Net translation model)")
     tr.add_argument("skeleton", type=Path, help="label volume: 0 inside the brain, 11 outside, 60 sulcus")
-    tr.add_argument("--model", type=Path, required=True, metavar="M", help="a model of 'clinicalai train translation'")
+    tr.add_argument("--model", required=True, metavar="M",
+                    help="a model of 'clinicalai train translation' (file, or its name once imported)")
     tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
     tr.add_argument("-o", "--output", type=Path, required=True, metavar="TISSUES",
                     help="label volume 0 / 100 / 200 on the skeleton's grid (NIfTI, NRRD or .seg.nrrd)")
@@ -185,13 +188,14 @@ def _anomaly(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ..outputs import atomic_output, write_json
+    from ..outputs import atomic_output, check_output_folder, write_json
     from .anomaly import resolve_anomaly_model
     from .evaluation_run import evaluate_model
 
+    check_output_folder(args.output, args.overwrite)  # before the minutes of work, not after
     model = resolve_anomaly_model(args.model, args.device)
     anomalies = [a.strip() for a in args.anomalies.split(",")] if args.anomalies else None
-    with atomic_output(args.output, directory=True) as tmp:
+    with atomic_output(args.output, directory=True, overwrite=args.overwrite) as tmp:
         report = evaluate_model(model, tmp, n=args.phantoms, sizes=args.sizes, anomalies=anomalies,
                                 latent=not args.no_latent, seed=args.seed, progress=_progress())
         write_json(report, tmp / "report.json")

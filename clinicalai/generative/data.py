@@ -64,8 +64,11 @@ class GridSpec:
         """The ``input`` block of a model card."""
         norm = ({"kind": "percentile", "upper": self.percentile} if self.input_kind == "intensity"
                 else {"kind": "none"})
-        return {"channels": self.channels, "spacing_mm": list(self.spacing_mm), "size": list(self.size),
-                "normalization": norm}
+        block = {"channels": self.channels, "spacing_mm": list(self.spacing_mm), "size": list(self.size),
+                 "normalization": norm}
+        if self.input_kind == "intensity":
+            block["modality"] = "MR"  # brain MR phantoms; label inputs (sulci, tissues) have no modality
+        return block
 
     def card_extra(self) -> dict:
         return {"input_kind": self.input_kind, "label_values": list(self.label_values)}

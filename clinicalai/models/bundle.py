@@ -28,15 +28,13 @@ _COLORS = (
     (0.5, 0.68, 0.5), (0.94, 0.84, 0.57), (0.69, 0.48, 0.4), (0.44, 0.72, 0.82),
     (0.85, 0.4, 0.36), (0.87, 0.51, 0.75), (0.56, 0.82, 0.44), (0.86, 0.79, 0.3),
 )
-#: MONAI intensity transforms -> ClinicalAI normalisation kinds
-_NORMALIZATION = {
-    "ScaleIntensity": "minmax", "ScaleIntensityd": "minmax",
-    "ScaleIntensityRange": "minmax", "ScaleIntensityRanged": "minmax",
-    "ScaleIntensityRangePercentiles": "percentile", "ScaleIntensityRangePercentilesd": "percentile",
-    "NormalizeIntensity": "zscore", "NormalizeIntensityd": "zscore",
+#: transforms that change nothing the engine has to reproduce (it reads the file itself,
+#: keeps channels first and works in float32)
+_NEUTRAL = {
+    "Compose", "LoadImage", "EnsureChannelFirst", "AddChannel", "EnsureType", "ToTensor", "ToNumpy",
+    "CastToType", "ToDevice", "Identity", "SaveImage", "CopyItems", "DeleteItems", "SelectItems", "Invert",
+    "FromMetaTensor", "ToMetaTensor",
 }
-
-
 def is_bundle(folder: "str | Path") -> bool:
     """True when ``folder`` looks like a MONAI bundle (has ``configs/metadata.json``)."""
     return (Path(folder) / "configs" / "metadata.json").is_file()
@@ -126,24 +124,163 @@ def _walk_transforms(config: Any):
             yield from _walk_transforms(v)
 
 
+def _short(target: str) -> str:
+    """``monai.transforms.Spacingd`` -> ``Spacing`` (the dictionary ``d`` dropped)."""
+    name = target.split(".")[-1]
+    return name[:-1] if name.endswith("d") and name[:-1] in _KNOWN_ARRAY_NAMES else name
+
+
+_KNOWN_ARRAY_NAMES = _NEUTRAL | {
+    "Orientation", "Spacing", "ScaleIntensityRange", "ScaleIntensity", "NormalizeIntensity",
+    "ScaleIntensityRangePercentiles", "CropForeground", "Activations", "AsDiscrete",
+}
+
+
+def _is_plain(value: Any) -> bool:
+    """A number, a string that is no expression, or a list of those."""
+    if isinstance(value, list):
+        return all(_is_plain(v) and not isinstance(v, list) for v in value)
+    return isinstance(value, (int, float, bool)) or isinstance(value, str) and value[:1] not in ("$", "@", "%")
+
+
+class _Reader:
+    """Reads transform arguments as plain values: ``@name`` references to plain top-level
+    values of the config are followed (data, not code); expressions are refused, naming the
+    transform and argument."""
+
+    def __init__(self, config: Dict[str, Any]):
+        self.config = config
+
+    def arg(self, t: Dict[str, Any], key: str, default: Any = None) -> Any:
+        value = t.get(key, default)
+        if isinstance(value, str) and value.startswith("@") and _is_plain(self.config.get(value[1:])):
+            value = self.config[value[1:]]
+        if isinstance(value, str) and value[:1] in ("$", "@", "%"):
+            raise ModelError(
+                f"bundle transform {t['_target_']} has {key} = {value[:40]!r}, an expression ClinicalAI does not "
+                "evaluate; write the plain value in the bundle's configs/inference.json"
+            )
+        return value
+
+
+def _active_steps(inference: Dict[str, Any], section: str):
+    """``(transform dict, _target_, short name)`` of each transform in ``section`` of
+    inference.json that changes what the network sees (loading and type steps left out)."""
+    for t in _walk_transforms(inference.get(section, {})):
+        name = _short(t["_target_"])
+        if name not in _NEUTRAL:
+            yield t, t["_target_"], name
+
+
+def _refuse(target: str, why: str) -> ModelError:
+    return ModelError(f"bundle transform {target} cannot be honoured: {why}; ClinicalAI would not run the model "
+                      "as MONAI does, so it refuses it (edit configs/inference.json or convert the model with a card)")
+
+
 def _preprocessing(inference: Dict[str, Any]) -> Dict[str, Any]:
-    """Spacing and intensity normalisation read from the bundle's preprocessing (as data)."""
-    found: Dict[str, Any] = {}
-    for t in _walk_transforms(inference.get("preprocessing", {})):
-        target = t["_target_"].split(".")[-1]
-        pixdim = t.get("pixdim")
-        if target in ("Spacing", "Spacingd") and isinstance(pixdim, list) and all(isinstance(p, (int, float)) for p in pixdim):
+    """The card's ``input`` fields from the bundle's ``preprocessing``, read as data.
+
+    Honoured: ``Orientation(d)`` axcodes, ``Spacing(d)`` pixdim / mode, ``ScaleIntensityRange(d)``,
+    ``ScaleIntensity(d)`` (to 0..1), ``NormalizeIntensity(d)`` (nonzero), ``ScaleIntensity
+    RangePercentiles(d)`` (to 0..1, clipped), ``CropForeground(d)`` (margin, default select);
+    loading and type conversions are neutral. Anything else raises :class:`ModelError`
+    naming the transform.
+    """
+    reader = _Reader(inference)
+    found: Dict[str, Any] = {"layout": {"kind": "monai", "axcodes": None}}
+    seen_spacing = False
+    for t, target, name in _active_steps(inference, "preprocessing"):
+        if name == "Orientation":
+            if seen_spacing:
+                raise _refuse(target, "it comes after Spacingd (the engine reorients first, as MONAI bundles do)")
+            found["layout"]["axcodes"] = reader.arg(t, "axcodes")
+        elif name == "Spacing":
+            pixdim = reader.arg(t, "pixdim")
+            if not isinstance(pixdim, list) or not all(isinstance(p, (int, float)) for p in pixdim):
+                raise _refuse(target, f"pixdim {pixdim!r} is not a list of numbers")
+            mode = reader.arg(t, "mode", "bilinear")
+            mode = mode[0] if isinstance(mode, list) else mode
+            if mode not in ("bilinear", "nearest"):
+                raise _refuse(target, f"mode {mode!r} (bilinear or nearest are supported)")
             found["spacing_mm"] = [float(p) for p in pixdim]
-        kind = _NORMALIZATION.get(target)
-        if kind and "normalization" not in found:
-            norm: Dict[str, Any] = {"kind": kind}
-            lo, hi = (t.get("a_min"), t.get("a_max")) if "Range" in target else (None, None)
-            if "Percentiles" in target:
-                lo, hi = t.get("lower"), t.get("upper")
-            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)):
-                norm.update(lower=float(lo), upper=float(hi))
-            found["normalization"] = norm
+            found["resample_mode"] = mode
+            seen_spacing = True
+        elif name in ("ScaleIntensityRange", "ScaleIntensity", "NormalizeIntensity", "ScaleIntensityRangePercentiles"):
+            if "normalization" in found:
+                raise _refuse(target, "a second intensity transform")
+            found["normalization"] = _normalization(name, t, reader)
+        elif name == "CropForeground":
+            if t.get("select_fn") is not None or t.get("channel_indices") is not None:
+                raise _refuse(target, "a custom select_fn / channel_indices")
+            found["crop_foreground"] = {"threshold": 0.0, "margin": reader.arg(t, "margin", 0),
+                                        "after_normalization": "normalization" in found}
+            if isinstance(reader.arg(t, "allow_smaller"), bool):
+                found["crop_foreground"]["allow_smaller"] = reader.arg(t, "allow_smaller")
+        else:
+            raise _refuse(target, "it is not one of the transforms ClinicalAI reproduces (Orientationd, Spacingd, "
+                                  "ScaleIntensityRanged, ScaleIntensityd, NormalizeIntensityd, "
+                                  "ScaleIntensityRangePercentilesd, CropForegroundd)")
     return found
+
+
+def _normalization(name: str, t: Dict[str, Any], reader: _Reader) -> Dict[str, Any]:
+    target = t["_target_"]
+    if name == "ScaleIntensityRange":
+        vals = {k: reader.arg(t, k) for k in ("a_min", "a_max", "b_min", "b_max")}
+        if not all(isinstance(v, (int, float)) for k, v in vals.items() if k in ("a_min", "a_max")):
+            raise _refuse(target, "a_min and a_max must be numbers")
+        return {"kind": "range", **{k: float(v) for k, v in vals.items() if v is not None},
+                "clip": bool(reader.arg(t, "clip", False))}
+    if name == "ScaleIntensity":
+        if (reader.arg(t, "minv", 0.0), reader.arg(t, "maxv", 1.0)) != (0.0, 1.0) or t.get("factor") is not None:
+            raise _refuse(target, "only the default minv=0, maxv=1 (min-max to 0..1) is supported")
+        return {"kind": "minmax"}
+    if name == "NormalizeIntensity":
+        if t.get("subtrahend") is not None or t.get("divisor") is not None:
+            raise _refuse(target, "subtrahend / divisor")
+        return {"kind": "zscore", "nonzero": bool(reader.arg(t, "nonzero", False))}
+    lo, hi = reader.arg(t, "lower"), reader.arg(t, "upper")
+    if (reader.arg(t, "b_min"), reader.arg(t, "b_max"), bool(reader.arg(t, "clip", False))) != (0.0, 1.0, True):
+        raise _refuse(target, "only b_min=0, b_max=1, clip=true is supported")
+    return {"kind": "percentile", "lower": float(lo), "upper": float(hi)}
+
+
+def _inference_settings(inference: Dict[str, Any]) -> Dict[str, Any]:
+    """The card's ``inference`` (inferer) and ``postprocessing`` keys from inference.json."""
+    reader = _Reader(inference)
+    out: Dict[str, Any] = {}
+    inferer = inference.get("inferer")
+    if isinstance(inferer, dict) and isinstance(inferer.get("_target_"), str):
+        name = inferer["_target_"].split(".")[-1]
+        if name == "SlidingWindowInferer":
+            roi = reader.arg(inferer, "roi_size")
+            if not isinstance(roi, list) or not all(isinstance(r, int) and r > 0 for r in roi):
+                raise _refuse(inferer["_target_"], f"roi_size {roi!r} is not a list of positive integers")
+            out["inference"] = {"inferer": "sliding_window", "roi_size": roi,
+                                "sw_batch_size": int(reader.arg(inferer, "sw_batch_size", 1)),
+                                "overlap": float(reader.arg(inferer, "overlap", 0.25)),
+                                "mode": str(reader.arg(inferer, "mode", "constant"))}
+        elif name == "SimpleInferer":
+            out["inference"] = {"inferer": "simple"}
+        else:
+            raise _refuse(inferer["_target_"], "only SlidingWindowInferer and SimpleInferer are supported")
+    post: Dict[str, Any] = {}
+    for t, target, name in _active_steps(inference, "postprocessing"):
+        if name == "Activations":
+            if reader.arg(t, "softmax", False):
+                post["activation"] = "softmax"
+            elif reader.arg(t, "sigmoid", False):
+                post["activation"] = "sigmoid"
+        elif name == "AsDiscrete":
+            threshold = reader.arg(t, "threshold")
+            if isinstance(threshold, (int, float)) and not isinstance(threshold, bool):
+                post["threshold"] = float(threshold)
+        else:
+            raise _refuse(target, "it is not a post-processing step ClinicalAI reproduces (Activationsd, "
+                                  "AsDiscreted, Invertd, SaveImaged)")
+    if post:
+        out["postprocessing"] = post
+    return out
 
 
 def card_from_bundle(folder: "str | Path", weights_format: str, network: Optional[Tuple[str, Dict[str, Any]]] = None) -> ModelCard:
@@ -201,9 +338,13 @@ def card_from_bundle(folder: "str | Path", weights_format: str, network: Optiona
     }
     if size:
         card["input"]["size"] = size
+    if isinstance(in_spec.get("modality"), str) and in_spec["modality"].strip():
+        card["input"]["modality"] = in_spec["modality"].strip()
     card["input"].update(_preprocessing(inference))
+    card.update(_inference_settings(inference))
     if "spacing_mm" in card["input"] and len(card["input"]["spacing_mm"]) != spatial_dims:
-        del card["input"]["spacing_mm"]
+        raise ModelError(f"bundle {folder.name}: Spacingd pixdim has {len(card['input']['spacing_mm'])} values "
+                         f"for a {spatial_dims}D network")
     if task == "segmentation":
         n_out = int(out_spec.get("num_channels", 0) or 0)
         names = channels or {c: f"label {c}" for c in range(1, n_out)}
@@ -218,10 +359,11 @@ def card_from_bundle(folder: "str | Path", weights_format: str, network: Optiona
     return parse_card(card, f"derived from {folder.name}/configs/metadata.json")
 
 
-def load_bundle(folder: "str | Path", device: str = "auto"):
+def load_bundle(folder: "str | Path", device: str = "auto", trust_code: bool = False):
     """Load a MONAI bundle folder as a :class:`~clinicalai.models.LoadedModel`.
 
-    ``models/model.ts`` (TorchScript) is preferred; else ``models/model.pt`` is read as a
+    ``models/model.ts`` (TorchScript) is preferred, and loads only when trusted or
+    ``trust_code`` (:func:`clinicalai.models.load_model`); else ``models/model.pt`` is read as a
     state dict (restricted unpickler) into the allow-listed ``network_def`` of
     ``configs/inference.json``.
 
@@ -250,6 +392,6 @@ def load_bundle(folder: "str | Path", device: str = "auto"):
         weights = pt
     else:
         raise ModelError(f"bundle {folder.name} has no weights: models/model.ts or models/model.pt is needed")
-    loaded = load_weights(weights, card, device=device)
+    loaded = load_weights(weights, card, device=device, trust_code=trust_code)
     loaded.info["bundle"] = str(folder)
     return loaded

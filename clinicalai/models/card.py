@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 
 TASKS = ("segmentation", "mask-correction", "classification", "anomaly-detection")
 FORMATS = ("torchscript", "state_dict", "onnx")
@@ -28,11 +28,81 @@ class ArchitectureSpec(_Loose):
     kwargs: Dict[str, Any] = Field(default_factory=dict)
 
 
+NORMALIZATION_KINDS = ("none", "minmax", "percentile", "zscore", "scale", "range")
+
+
 class Normalization(_Loose):
-    kind: Literal["none", "minmax", "percentile", "zscore", "scale"] = "none"
+    """Intensity normalisation of each input channel.
+
+    ``range`` is MONAI's ``ScaleIntensityRange``: ``[a_min, a_max]`` -> ``[b_min, b_max]``,
+    clipped when ``clip``. ``zscore`` uses the non-zero voxels unless ``nonzero`` is false
+    (MONAI ``NormalizeIntensity(nonzero=...)``; cards without the key keep the non-zero rule).
+    """
+
+    kind: Literal["none", "minmax", "percentile", "zscore", "scale", "range"] = "none"
     lower: Optional[float] = None  # percentile bounds for "percentile"; value range for "minmax"
     upper: Optional[float] = None
     scale: Optional[float] = None  # for "scale": value / scale
+    a_min: Optional[float] = None  # "range"
+    a_max: Optional[float] = None
+    b_min: Optional[float] = None  # default 0
+    b_max: Optional[float] = None  # default 1
+    clip: Optional[bool] = None  # default false
+    nonzero: Optional[bool] = None  # "zscore"
+
+    @model_validator(mode="after")
+    def _range_bounds(self):
+        if self.kind == "range" and (self.a_min is None or self.a_max is None):
+            raise ValueError("normalization kind 'range' needs a_min and a_max (MONAI ScaleIntensityRange)")
+        return self
+
+
+#: the two array layouts a network may have been trained with (DESIGN.md, "Model packages")
+LAYOUT_KINDS = ("engine", "monai")
+
+
+class InputLayout(_Loose):
+    """How the network saw its arrays.
+
+    ``engine``: the workflow's own convention (DESIGN.md; segmentation and attribution: arrays
+    ``(z, y, x)`` of the input grid or of its LPS reorientation; PET: ``(X, Y, Z)`` after
+    reorientation to LPS). ``monai``: arrays ``(x, y, z)`` as MONAI's readers give them, after
+    reorientation to ``axcodes`` (MONAI ``Orientationd``; ``null``: no reorientation, the file's
+    own voxel order).
+    """
+
+    kind: Literal["engine", "monai"] = "engine"
+    axcodes: Optional[str] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _monai_default_ras(cls, data):
+        # MONAI's default reorientation target; an explicit null keeps the file's voxel order
+        if isinstance(data, dict) and data.get("kind") == "monai" and "axcodes" not in data:
+            data = {**data, "axcodes": "RAS"}
+        return data
+
+    @field_validator("axcodes")
+    @classmethod
+    def _axcodes(cls, v):
+        from ..volume.spatial import check_axcodes
+
+        try:
+            return None if v is None else check_axcodes(v)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class CropForeground(_Loose):
+    """MONAI ``CropForegroundd`` on the (unnormalised) image: the box of voxels above
+    ``threshold``, grown by ``margin`` voxels per side."""
+
+    threshold: float = 0.0
+    margin: Union[int, Tuple[int, ...]] = 0
+    #: the box is found on the normalised image (the bundle normalises before it crops)
+    after_normalization: bool = False
+    #: MONAI's ``allow_smaller`` (unset: MONAI's default, which pads a box grown past the image)
+    allow_smaller: Optional[bool] = None
 
 
 class InputSpec(_Loose):
@@ -41,6 +111,15 @@ class InputSpec(_Loose):
     size: Optional[Tuple[int, ...]] = None
     normalization: Normalization = Field(default_factory=Normalization)
     units: Optional[str] = None
+    layout: InputLayout = Field(default_factory=InputLayout)
+    #: interpolation of the resampling to ``spacing_mm`` (MONAI ``Spacingd`` mode) for a
+    #: MONAI-layout model: ``bilinear`` (default) or ``nearest``
+    resample_mode: Optional[Literal["bilinear", "nearest"]] = None
+    crop_foreground: Optional[CropForeground] = None
+    #: what the model was made for; inputs far from it get a warning (never a refusal)
+    modality: Optional[str] = None  # DICOM Modality (MR, CT, PT)
+    intensity_range: Optional[Tuple[float, float]] = None  # raw voxel values seen in training
+    fov_mm: Optional[Tuple[float, ...]] = None  # physical field of view (x, y, z) of training inputs
 
     @field_validator("spacing_mm")
     @classmethod
@@ -179,4 +258,6 @@ def read_card(path: "str | Path") -> ModelCard:
         data = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"model card {path.name} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelError(f"model card {path.name} is nested too deeply to be a model card") from None
     return parse_card(data, path.name)

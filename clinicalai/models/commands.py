@@ -1,4 +1,4 @@
-"""``clinicalai models list | info M | architectures`` and ``clinicalai export``."""
+"""``clinicalai models list | info M | architectures | import PATH`` and ``clinicalai export``."""
 
 from __future__ import annotations
 
@@ -24,25 +24,37 @@ COMMON_MONAI = (
 
 
 def register(commands) -> None:
-    models = commands.top.add_parser("models", help="list the bundled models, show a model card, list architectures")
-    sub = models.add_subparsers(dest="models_command", metavar="{list,info,architectures}")
+    models = commands.top.add_parser("models", help="list the bundled and user models, show a card, import a model")
+    sub = models.add_subparsers(dest="models_command", metavar="{list,info,architectures,import}")
     models.set_defaults(func=lambda a: _missing(models))
 
-    p = sub.add_parser("list", help="the bundled demo models (name, task, format, synthetic flag)")
+    p = sub.add_parser("list", help="the bundled demo models and the user's imported models (name, source, task, format)")
     p.add_argument("--dir", type=Path, default=None, help="list the models in this folder instead")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="show a model's card and check its sha256")
-    p.add_argument("model", metavar="M", help="model file, card, bundle folder or bundled model name")
+    p = sub.add_parser("info", help="show a model's card and check its sha256 (never runs the model's code)")
+    p.add_argument("model", metavar="M", help="model file, card, bundle folder or model name")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("architectures", help="allow-listed architectures with parameter counts")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_architectures)
 
+    p = sub.add_parser(
+        "import", help="copy a model (weights + card, or a MONAI bundle folder) into the user model folder",
+        description="Copy a model into the user model folder ($CLINICALAI_MODELS, else ~/.clinicalai/models) so "
+                    "that it is known by name to every --model and to the Slicer and browser choosers. Its sha256 "
+                    "is checked now and on every load.")
+    p.add_argument("path", metavar="PATH", help="weights file (.pt/.onnx with its .json card), card, or bundle folder")
+    p.add_argument("--name", help="the model's name (default: the file stem or the bundle folder's name)")
+    p.add_argument("--force", action="store_true", help="replace a user model of the same name")
+    p.add_argument("--trust", action="store_true",
+                   help="a TorchScript model is code: trust this exact file (by sha256) so it loads")
+    p.set_defaults(func=cmd_import)
+
     ex = commands.top.add_parser("export", help="export a torch model to TorchScript or ONNX, with its card")
-    ex.add_argument("model", metavar="MODEL", help="model file, card, bundle folder or bundled model name")
+    ex.add_argument("model", metavar="MODEL", help="model file, card, bundle folder or model name")
     ex.add_argument("--to", required=True, choices=("torchscript", "onnx"), help="target format")
     ex.add_argument("-o", "--out", required=True, type=Path, help="output file (.pt/.ts for TorchScript, .onnx)")
     ex.add_argument("--input-size", type=int, nargs="+", metavar="N",
@@ -58,39 +70,45 @@ def _missing(parser: argparse.ArgumentParser) -> int:
 
 
 # ------------------------------------------------------------------------------------ list
-def bundled_cards(folder: Optional[Path] = None) -> List[Dict[str, Any]]:
-    """One row per card in ``folder`` (default: ``Resources/Models``); an invalid card gives
-    a row with its problem instead of stopping the listing."""
-    from . import BUNDLED_MODELS_DIR, read_card
+def _card_row(name: str, card_path: Path, source: str) -> Dict[str, Any]:
+    from .registry import json_depth_guard, read_model_card
 
-    folder = Path(folder or BUNDLED_MODELS_DIR)
-    rows = []
-    for card_path in sorted(folder.glob("*.json")):
-        try:
-            card = read_card(card_path)
-        except ModelError as exc:
-            rows.append({"name": card_path.stem, "task": "?", "format": "?", "synthetic": None, "problem": str(exc)})
-            continue
-        rows.append({"name": card_path.stem, "task": card.task, "format": card.format,
-                     "synthetic": card.synthetic_demo, "version": card.version})
-    return rows
+    try:
+        with json_depth_guard(card_path):
+            card, _ = read_model_card(card_path)
+    except ModelError as exc:
+        return {"name": name, "source": source, "task": "?", "format": "?", "synthetic": None, "problem": str(exc),
+                "path": str(card_path)}
+    return {"name": name, "source": source, "task": card.task, "format": card.format,
+            "synthetic": card.synthetic_demo, "version": card.version, "path": str(card_path)}
+
+
+def bundled_cards(folder: Optional[Path] = None) -> List[Dict[str, Any]]:
+    """One row per model: the cards in ``folder``, or by default every known model (bundled
+    ones in ``Resources/Models``, then the user's imported ones), with ``source`` saying
+    which; an invalid card gives a row with its problem instead of stopping the listing."""
+    from .registry import known_models
+
+    if folder is not None:
+        return [_card_row(p.stem, p, "folder") for p in sorted(Path(folder).glob("*.json"))]
+    return [_card_row(e.name, e.path, e.source) for e in known_models()]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import BUNDLED_MODELS_DIR
+    from .registry import BUNDLED_MODELS_DIR, user_models_dir
 
-    folder = args.dir or BUNDLED_MODELS_DIR
     if args.dir is not None and not args.dir.is_dir():
         raise ModelError(f"{args.dir}: no such folder")
-    rows = bundled_cards(folder)
+    rows = bundled_cards(args.dir)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
-        print(f"no models in {folder} (train the demo models with 'make models')")
+        where = args.dir or f"{BUNDLED_MODELS_DIR} or {user_models_dir()}"
+        print(f"no models in {where} (train the demo models with 'make models', or 'clinicalai models import PATH')")
         return 0
-    _table(rows, ("name", "task", "format", "synthetic"), lambda r, k: ("invalid card" if r.get("problem") and k == "task"
-                                                                      else _cell(r.get(k))))
+    _table(rows, ("name", "source", "task", "format", "synthetic"),
+           lambda r, k: ("invalid card" if r.get("problem") and k == "task" else _cell(r.get(k))))
     return 0
 
 
@@ -112,37 +130,34 @@ def _table(rows: List[Dict[str, Any]], keys, fmt) -> None:
 
 # ------------------------------------------------------------------------------------ info
 def model_info(spec: "str | Path") -> Dict[str, Any]:
-    """The card of a model (file, card, bundle folder or bundled name) and its sha256 check:
-    ``{"card": dict, "weights": path, "sha256": "ok" | "mismatch" | "not in card", ...}``."""
-    from . import resolve_model_path
-    from .package import locate_package, read_card, sha256_of
+    """The card of a model (file, card, bundle folder or name), its sha256 check and whether it
+    holds code, read without loading the weights (an untrusted TorchScript file is never run):
+    ``{"card": dict, "weights": path, "sha256": "ok" | "mismatch" | "not in card" | ...,
+    "sha256_actual", "code": bool, "trusted": bool | None}``."""
+    from .package import _is_torchscript_archive, sha256_of
+    from .registry import imported_folder, is_trusted, read_model_card, resolve_model
 
-    path = resolve_model_path(spec)
-    if path.is_dir():
-        from .bundle import card_from_bundle, is_bundle, network_from_config, _read_json
+    path = resolve_model(spec)
+    card, weights = read_model_card(path)
+    actual = sha256_of(weights) if weights.is_file() else None
+    expected = card.sha256
+    imported = imported_folder(path)
+    if imported is not None and path.is_dir():
+        from .registry import IMPORT_RECORD
 
-        if not is_bundle(path):
-            raise ModelError(f"{path} is a folder but not a MONAI bundle: configs/metadata.json is missing")
-        ts = path / "models" / "model.ts"
-        if ts.is_file():
-            card, weights = card_from_bundle(path, "torchscript"), ts
-        else:
-            inference = path / "configs" / "inference.json"
-            network = network_from_config(_read_json(inference).get("network_def")) if inference.is_file() else None
-            card, weights = card_from_bundle(path, "state_dict", network), path / "models" / "model.pt"
-        check = "not in card (MONAI bundle)"
-        actual = sha256_of(weights) if weights.is_file() else None
+        try:
+            expected = json.loads((imported / IMPORT_RECORD).read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            expected = None
+    if actual is None:
+        check = "weights file missing"
+    elif expected is None:
+        check = "not in card (MONAI bundle)" if path.is_dir() else "not in card"
     else:
-        weights, card_path = locate_package(path)
-        card = read_card(card_path)
-        actual = sha256_of(weights) if weights.is_file() else None
-        if actual is None:
-            check = "weights file missing"
-        elif card.sha256 is None:
-            check = "not in card"
-        else:
-            check = "ok" if actual == card.sha256 else "mismatch"
-    return {"card": card.to_dict(), "weights": str(weights), "sha256_actual": actual, "sha256": check}
+        check = "ok" if actual == expected else "mismatch"
+    code = card.format == "torchscript" or (actual is not None and _is_torchscript_archive(weights))
+    return {"card": card.to_dict(), "weights": str(weights), "sha256_actual": actual, "sha256": check,
+            "sha256_expected": expected, "code": code, "trusted": (is_trusted(actual) if code and actual else None)}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -150,10 +165,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(json.dumps(info["card"], indent=2))
     print(f"weights: {info['weights']}")
     print(f"sha256 check: {info['sha256']}")
+    if info["code"]:
+        print("code: TorchScript, runs when loaded; " + ("trusted (sha256 in the trust store)" if info["trusted"] else
+              "NOT trusted: it loads only after 'clinicalai models import PATH --trust' or with --trust-code"))
     if info["sha256"] == "mismatch":
         raise ModelError(
             f"{Path(info['weights']).name} does not match its card (sha256 {info['sha256_actual'][:12]}... "
-            f"!= {info['card'].get('sha256', '')[:12]}...): the file was changed"
+            f"!= {(info['sha256_expected'] or '')[:12]}...): the file was changed"
         )
     if info["sha256"] == "weights file missing":
         raise ModelError(f"the weights {Path(info['weights']).name} named by the card do not exist")
@@ -217,10 +235,10 @@ def cmd_architectures(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ export
 def cmd_export(args: argparse.Namespace) -> int:
-    from . import load_model, resolve_model_path
+    from . import load_model
     from .export import example_input_shape, export_model
 
-    loaded = load_model(resolve_model_path(args.model), device="cpu")
+    loaded = load_model(args.model, device="cpu")  # a TorchScript source needs trust (import --trust, --trust-code)
     if loaded.module is None:
         raise ModelError(f"{loaded.path.name} is already an ONNX model; export needs a torch model (.pt)")
     shape = None
@@ -232,4 +250,26 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export_model(loaded, args.to, args.out, example_shape=shape or example_input_shape(loaded))
     print(f"wrote {result.path} and {result.card_path.name} ({result.format}; max abs difference to torch "
           f"{result.max_abs_diff:.2e} on an input of shape {list(result.example_shape)})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ import
+def cmd_import(args: argparse.Namespace) -> int:
+    from .registry import import_model, trust_model
+
+    result = import_model(args.path, name=args.name, force=args.force)
+    verb = "replaced" if result.replaced else "imported"
+    print(f"{verb} {result.name} ({result.format}, sha256 {result.sha256}) from {result.source} into {result.path}")
+    if result.format == "torchscript":
+        if args.trust:
+            # shown before it is recorded: the user sees exactly which file they trust
+            print(f"trusting code: name {result.name}, sha256 {result.sha256}, source {result.source}")
+            trust_model(result.path, source=result.source)
+            print("trusted: this exact file now loads by name; a changed file is untrusted again")
+        else:
+            print("note: this model is TorchScript, which is code; it will not load until you trust it "
+                  f"('clinicalai models import {args.path} --name {result.name} --force --trust') "
+                  "or pass --trust-code for one run")
+    elif args.trust:
+        print("note: a state dict / ONNX model holds no code; there is nothing to trust")
     return 0

@@ -69,11 +69,16 @@ def export_model(
     out = Path(out)
     if out.suffix.lower() not in _SUFFIXES[to]:
         raise ModelError(f"{out.name}: a {to} export is written as {' or '.join(_SUFFIXES[to])}")
-    module = loaded.torch_module("export").float().cpu().eval()
+    from .layout import inner_network
+
+    # the file holds the network itself (a MONAI-layout card keeps its layout: the file computes
+    # on (x, y, z)); the check compares what predict() gives, in the engine's order, both ways
+    wrapped = loaded.torch_module("export").float().cpu().eval()
+    module = inner_network(wrapped)
     shape = tuple(int(s) for s in (example_shape or example_input_shape(loaded)))
     x = torch.from_numpy(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
     with torch.inference_mode():
-        reference = _first_output(module(x)).float().numpy()
+        reference = _first_output(wrapped(x)).float().numpy()
     card = loaded.card.to_dict()
     card_path = out.with_suffix(".json")
     with atomic_output(out) as tmp:
@@ -99,7 +104,8 @@ def export_model(
             },
         )
         parsed = parse_card(card, card_path.name)
-        exported = load_weights(tmp, parsed, device="cpu")
+        # our own file, just written from a module already in memory: trusted for this check
+        exported = load_weights(tmp, parsed, device="cpu", trust_code=True)
         got = exported.predict(x.numpy())
         diff = float(np.max(np.abs(got - reference))) if got.shape == reference.shape else float("inf")
         if not diff <= tolerance:

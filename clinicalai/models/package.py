@@ -5,8 +5,11 @@ the same stem beside it, or a MONAI bundle folder (see :mod:`clinicalai.models.b
 
 Model files are untrusted input. A state dict is read with ``torch.load(weights_only=True)``,
 whose restricted unpickler only rebuilds tensors and plain containers; a pickled full model or
-any payload that would import code is refused before it can run. TorchScript archives are
-loaded by ``torch.jit.load``, whose unpickler only restores TorchScript types.
+any payload that would import code is refused before it can run. A TorchScript archive *is*
+code (its ``__setstate__`` and ``forward`` run on load and may touch any file), so it is
+loaded by ``torch.jit.load`` only when the user trusts that exact file (sha256 in the user
+model folder's trust store, or ``trust_code`` for one call; :mod:`clinicalai.models.registry`).
+A weights file that is a symlink out of its model's folder is refused.
 """
 
 from __future__ import annotations
@@ -243,8 +246,16 @@ class LoadedModel:
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         if self.backend == "onnx":
+            from .layout import is_monai_layout, reverse_spatial
+
             name = self.session.get_inputs()[0].name
-            return np.asarray(self.session.run(None, {name: chunk})[0], dtype=np.float32)
+            if not is_monai_layout(self.card):
+                return np.asarray(self.session.run(None, {name: chunk})[0], dtype=np.float32)
+            # a MONAI-layout ONNX graph computes on (x, y, z); callers give and take (z, y, x)
+            n_spatial = self.card.spatial_dims
+            out = np.asarray(self.session.run(None, {name: np.ascontiguousarray(reverse_spatial(chunk, n_spatial))})[0],
+                             dtype=np.float32)
+            return np.ascontiguousarray(reverse_spatial(out, n_spatial)) if out.ndim == chunk.ndim else out
         import torch
 
         with torch.inference_mode():
@@ -303,40 +314,62 @@ def _is_cuda_oom(exc: BaseException) -> bool:
     return any(m in text for m in _OOM_MESSAGES)
 
 
-def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = True) -> LoadedModel:
+def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = True,
+               trust_code: bool = False) -> LoadedModel:
     """Load a model package for inference.
 
     Args:
-        path: ``.pt`` / ``.onnx`` file (card beside it), its ``.json`` card, or a MONAI bundle folder.
+        path: a model name (bundled demo model or imported user model, see
+            :func:`~clinicalai.models.registry.resolve_model`), a ``.pt`` / ``.onnx`` file (card
+            beside it), its ``.json`` card, or a MONAI bundle folder.
         device: ``auto`` (CUDA if available), ``cpu`` or ``cuda``.
-        verify_sha256: check the weights against the card's ``sha256`` when it has one.
+        verify_sha256: check the weights against the card's ``sha256`` when it has one (an
+            imported user model is always checked against the sha256 recorded on import).
+        trust_code: load a code-bearing (TorchScript) file even when it is not in the trust
+            store: the caller asked the user (e.g. a GUI dialog) or the user passed
+            ``--trust-code``. Default: only trusted TorchScript loads.
 
     Raises:
-        ModelError: missing or invalid card, checksum mismatch, untrusted or unreadable file,
-            weights that do not fit the architecture.
+        ModelError: unknown name, missing or invalid card, checksum mismatch, untrusted
+            TorchScript (:class:`~clinicalai.models.registry.UntrustedModelError`), unreadable
+            file, weights that do not fit the architecture, a weights symlink out of the folder.
         DeviceError: ``cuda`` requested without a GPU.
     """
-    p = Path(path)
-    if p.is_dir():
-        from .bundle import load_bundle
+    from .registry import (bundle_weights, check_inside, imported_folder, json_depth_guard, resolve_model,
+                           trust_code_scope, verify_imported)
 
-        return load_bundle(p, device=device)
-    weights, card_path = locate_package(p)
-    card = read_card(card_path)
-    if not weights.is_file():
-        raise ModelError(f"the card {card_path.name} names weights {weights.name}, which do not exist")
-    if verify_sha256 and card.sha256:
-        actual = sha256_of(weights)
-        if actual != card.sha256:
-            raise ModelError(
-                f"{weights.name} does not match its card: sha256 is {actual[:12]}..., the card says "
-                f"{card.sha256[:12]}... (the file was changed or is not the model the card describes)"
-            )
-    return load_weights(weights, card, device=device)
+    p = resolve_model(path)
+    imported = imported_folder(p)
+    with json_depth_guard(p), trust_code_scope(trust_code):
+        if p.is_dir():
+            from .bundle import is_bundle, load_bundle
+
+            weights = bundle_weights(p)[0] if is_bundle(p) else None
+            if weights is not None:
+                check_inside(weights, p)
+                if imported is not None:
+                    verify_imported(imported, weights, None)
+            return load_bundle(p, device=device, trust_code=trust_code)
+        weights, card_path = locate_package(p)
+        card = read_card(card_path)
+        if not weights.is_file():
+            raise ModelError(f"the card {card_path.name} names weights {weights.name}, which do not exist")
+        check_inside(weights, card_path.parent)
+        if imported is not None:
+            verify_imported(imported, weights, card.sha256)
+        elif verify_sha256 and card.sha256:
+            actual = sha256_of(weights)
+            if actual != card.sha256:
+                raise ModelError(
+                    f"{weights.name} does not match its card: sha256 is {actual[:12]}..., the card says "
+                    f"{card.sha256[:12]}... (the file was changed or is not the model the card describes)"
+                )
+        return load_weights(weights, card, device=device, trust_code=trust_code)
 
 
-def load_weights(weights: Path, card: ModelCard, device: str = "auto") -> LoadedModel:
-    """Load ``weights`` as the card's ``format`` says (card already validated)."""
+def load_weights(weights: Path, card: ModelCard, device: str = "auto", trust_code: bool = False) -> LoadedModel:
+    """Load ``weights`` as the card's ``format`` says (card already validated); TorchScript
+    only when trusted or ``trust_code`` (see :func:`load_model`)."""
     dev = resolve_device(device)
     if card.format == "onnx":
         return _load_onnx(weights, card, dev)
@@ -347,6 +380,9 @@ def load_weights(weights: Path, card: ModelCard, device: str = "auto") -> Loaded
             raise ModelError(
                 f"{weights.name} is not a TorchScript archive, but its card says format 'torchscript'"
             )
+        from .registry import check_code_trust
+
+        check_code_trust(weights, card.name, trust_code)  # before torch.jit.load runs any of its code
         try:
             module = torch.jit.load(str(weights), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
@@ -373,6 +409,11 @@ def load_weights(weights: Path, card: ModelCard, device: str = "auto") -> Loaded
                 f"the weights in {weights.name} do not fit {card.architecture.name} with the card's kwargs: {detail}"
             ) from None
     module.eval()
+    from .layout import is_monai_layout, reversed_spatial_axes
+
+    if is_monai_layout(card):
+        # the workflows give (z, y, x) arrays; the network was trained on MONAI's (x, y, z)
+        module = reversed_spatial_axes(module, card.spatial_dims)
     half = bool(card.half_precision and dev.startswith("cuda"))
     module.to(dev)
     if half:

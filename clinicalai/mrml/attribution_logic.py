@@ -106,7 +106,8 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters]):
                 maps[method] = _map_volume(result)
                 signed[method] = bool(getattr(result, "signed", np.nanmin(maps[method].array) < 0))
                 if not summary and hasattr(result, "prediction"):
-                    summary.update(target=result.target, target_name=result.target_name, prediction=_plain(result.prediction))
+                    summary.update(target=result.target, target_name=result.target_name, prediction=_plain(result.prediction),
+                                   warnings=list(result.warnings))
         if inputs["anomaly_model"]:
             from ..generative import anomaly
 

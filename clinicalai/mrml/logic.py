@@ -55,10 +55,11 @@ def node_by_id(scene: Any, node_id: Optional[str], what: str, required: bool = T
 
 
 def resolve_model_path(path: str, default: str) -> Path:
-    """The model file a user chose, or the bundled ``default`` (card stem) when none."""
-    from ..models import bundled_model
+    """The model a user chose (a path, or a bundled or user model's name), else the model named
+    ``default``: the engine's one resolver, with its one error for an unknown name."""
+    from ..models import resolve_model
 
-    return Path(path) if path else bundled_model(default)
+    return resolve_model(path or default)
 
 
 def card_summary(card: Any) -> Dict[str, Any]:
@@ -79,17 +80,11 @@ def card_summary(card: Any) -> Dict[str, Any]:
 
 
 def read_model_card(path: "str | Path") -> Any:
-    """The validated card of a model file (without loading its weights) or MONAI bundle folder."""
-    from ..models import read_card
-    from ..models.package import locate_package
+    """The validated card of a model (file, MONAI bundle folder or name) without loading its
+    weights: nothing of an untrusted model runs to show its card."""
+    from ..models import read_model_card as engine_read_model_card
 
-    p = Path(path)
-    if p.is_dir():
-        from ..models import load_model
-
-        return load_model(p, device="cpu").card
-    _, card_path = locate_package(p)
-    return read_card(card_path)
+    return engine_read_model_card(path)[0]
 
 
 def describe_model(path: str) -> Dict[str, Any]:
@@ -98,24 +93,27 @@ def describe_model(path: str) -> Dict[str, Any]:
 
 
 def bundled_models(task: Optional[str] = None, default: Optional[str] = None) -> List[Dict[str, Any]]:
-    """``[{"name", "path", "task", "synthetic_demo"}]`` of the bundled models (optionally of one
-    task), the model named ``default`` first so choosers start on the engine's default; empty
-    while the engine's packages (pydantic) are not installed yet, so a panel still opens in a
-    fresh Slicer and offers the installation on first use."""
+    """``[{"name", "path", "task", "synthetic_demo", "source"}]`` of the models known by name
+    (bundled demo models, then the user's imported ones, ``source`` ``"bundled"`` / ``"user"``;
+    optionally of one task), the model named ``default`` first so choosers start on the
+    engine's default; ``path`` is the card or bundle folder. Empty while the engine's packages
+    (pydantic) are not installed yet, so a panel still opens in a fresh Slicer and offers the
+    installation on first use."""
     try:
-        from ..models import BUNDLED_MODELS_DIR, read_card
+        from ..models import known_models, read_model_card as engine_read_model_card
     except ImportError:
         return []
 
     out = []
-    for card_path in sorted(BUNDLED_MODELS_DIR.glob("*.json")):
+    for entry in known_models():
         try:
-            card = read_card(card_path)
+            card = engine_read_model_card(entry.path)[0]
         except Exception:  # a broken card is skipped in the chooser, reported when chosen
             continue
         if task and card.task != task:
             continue
-        out.append({"name": card.name, "path": str(card_path), "task": card.task, "synthetic_demo": card.synthetic_demo})
+        out.append({"name": entry.name, "path": str(entry.path), "task": card.task,
+                    "synthetic_demo": card.synthetic_demo, "source": entry.source})
     return sorted(out, key=lambda m: m["name"] != default)  # stable: the rest keep their order
 
 

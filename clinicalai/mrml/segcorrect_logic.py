@@ -40,6 +40,8 @@ class SegCorrectParameters:
     slice_table: Optional[str] = node_field()
     #: per slice (third voxel axis): "corrected" or "kept raw"
     decisions: List[str] = field(default_factory=list)
+    #: the last run's warnings about its input (reader, model fit), one sentence each
+    warnings: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class SegCorrectOutcome:
     final: Volume
     slices: List[Any]  # the engine's per-slice decisions (objects or dicts with "index")
     segments: List[Dict[str, Any]]
+    warnings: List[str] = field(default_factory=list)
 
 
 def _slice_row(s: Any) -> Dict[str, Any]:
@@ -124,7 +127,8 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters]):
         corrected = correction.corrected if correction is not None else None
         slices = list(correction.slices) if correction is not None else []
         segments = segments_from_card(card) or list(raw.metadata.get("segments") or []) or segments
-        return SegCorrectOutcome(raw, corrected, final, slices, segments)
+        warnings = list(result.warnings) if hasattr(result, "segmentation") else []  # a correction alone: none
+        return SegCorrectOutcome(raw, corrected, final, slices, segments, warnings)
 
     def apply(self, params: SegCorrectParameters, inputs: Dict[str, Any], result: SegCorrectOutcome) -> SegCorrectParameters:
         image_node = inputs["image_node"]
@@ -143,6 +147,7 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters]):
         for row in rows:
             decisions[row["slice"]] = row["decision"]
         params.decisions = decisions
+        params.warnings = list(result.warnings)
         params.slice_table = add_table_node(self.scene, rows, f"{name} slices").GetID() if rows else None
         if params.output_segmentation:  # a node the user picked: filled as the very last step
             final = node_by_id(self.scene, params.output_segmentation, "output segmentation")

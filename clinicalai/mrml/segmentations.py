@@ -216,6 +216,9 @@ def segmentation_to_labels(
 
 def load_segmentation_file(context: Any, path: str, name: Optional[str] = None) -> Any:
     """Load a ``.seg.nrrd`` (or labelmap) through Slicer's segmentations logic."""
+    from ..volume.integrity import check_image_file
+
+    check_image_file(path)  # a malformed, cut-off or oversized file never reaches the native reader
     node = context.segmentations_logic.LoadSegmentationFromFile(str(path), True, name or "")
     if node is None:
         raise InputError(f"{path}: Slicer cannot read it as a segmentation")

@@ -21,6 +21,9 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 #: node attributes that carry what a volume node cannot say about its values
 MODALITY_ATTRIBUTE = "ClinicalAI.Modality"
+#: the reader's warnings about the file (DICOM slice-position jitter, ...), one per line, so the
+#: panels can report them with the model-fit warnings after the node is all that is left
+WARNINGS_ATTRIBUTE = "ClinicalAI.ReaderWarnings"
 UNITS_ATTRIBUTE = "ClinicalAI.Units"
 
 
@@ -129,6 +132,9 @@ def node_to_volume(node: Any) -> Volume:
     volume = Volume.from_grid(grid, array)
     volume.modality = node.GetAttribute(MODALITY_ATTRIBUTE) or None
     volume.units = node.GetAttribute(UNITS_ATTRIBUTE) or None
+    reader_warnings = node.GetAttribute(WARNINGS_ATTRIBUTE)
+    if reader_warnings:
+        volume.metadata["warnings"] = reader_warnings.split("\n")
     volume.metadata["mrml_node_id"] = node.GetID()
     volume.metadata["name"] = node.GetName()
     storage = node.GetStorageNode()
@@ -145,6 +151,8 @@ def update_node_from_volume(node: Any, volume: Volume) -> Any:
         node.SetAttribute(MODALITY_ATTRIBUTE, str(volume.modality))
     if volume.units:
         node.SetAttribute(UNITS_ATTRIBUTE, str(volume.units))
+    if volume.metadata.get("warnings"):
+        node.SetAttribute(WARNINGS_ATTRIBUTE, "\n".join(" ".join(str(w).split()) for w in volume.metadata["warnings"]))
     return node
 
 
@@ -209,6 +217,9 @@ def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelm
             file_list.InsertNextValue(f)
         node = context.volumes_logic.AddArchetypeVolume(files[0], stem, options, file_list)
     else:
+        from ..volume.integrity import check_image_file
+
+        check_image_file(p)  # cut-off, oversized or pointing-elsewhere files never reach Slicer's reader
         node = context.volumes_logic.AddArchetypeVolume(str(p), stem, options)
     if node is None:
         raise InputError(f"{p.name}: Slicer cannot read it as a volume")

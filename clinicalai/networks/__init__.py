@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional
 
@@ -106,11 +107,91 @@ def resolve_architecture(name: str) -> Callable[..., Any]:
     )
 
 
-def build_network(name: str, kwargs: Optional[Mapping[str, Any]] = None):
-    """Instantiate an allow-listed architecture with JSON keyword arguments."""
-    build = resolve_architecture(name)
+#: the largest network a card may describe (parameters + buffers): 500 M values are 2 GB of
+#: float32, several times the largest medical imaging networks in MONAI
+MAX_NETWORK_VALUES = 500_000_000
+#: the largest integer a card kwarg may hold (channels, layers, sizes); bigger ones only ever
+#: come from a mistake or an attack and would make even counting the parameters slow
+MAX_KWARG_INT = 65_536
+#: kwargs that make a network download weights or read them from a path (MONAI ``pretrained``,
+#: ``pretrained_path``, torchvision-style ``weights``, ...): a card names its own weights file
+_LOADING_KWARGS = re.compile(r"^(pretrain.*|.*_pretrained|weights?|checkpoint|ckpt.*|.*url|url.*|download.*|cache_dir|"
+                             r"model_dir|.*_path|path|file|filename|.*_file)$")
+_PATH_SUFFIXES = (".pt", ".pth", ".ts", ".ckpt", ".bin", ".safetensors", ".onnx", ".pkl", ".pickle", ".npz",
+                  ".npy", ".h5", ".hdf5", ".json", ".zip", ".tar", ".gz")
+
+
+def check_network_kwargs(name: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse card kwargs that would make building the network fetch or read something (a
+    download, a weights path) or that ask for an absurd size, before anything is built.
+
+    Raises:
+        ModelError: naming the kwarg and why.
+    """
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, bool) or value is None:
+            return
+        if isinstance(value, int):
+            if abs(value) > MAX_KWARG_INT:
+                raise ModelError(
+                    f"architecture {name}: {where} = {value} is far larger than any network needs "
+                    f"(at most {MAX_KWARG_INT}); check the card"
+                )
+        elif isinstance(value, str):
+            low = value.strip().lower()
+            if "/" in low or "\\" in low or "://" in low or low.startswith("~") or low.endswith(_PATH_SUFFIXES):
+                raise ModelError(
+                    f"architecture {name}: {where} = {value[:60]!r} looks like a file path or URL; a card's network "
+                    "arguments must not make ClinicalAI read or download files (put the weights beside the card)"
+                )
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{where}.{k}")
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    for key, value in dict(kwargs).items():
+        if _LOADING_KWARGS.search(str(key).lower()) and value not in (False, None, "", 0):
+            raise ModelError(
+                f"architecture {name}: the argument {key}={str(value)[:60]!r} would make the network download or read "
+                "weights by itself; remove it from the card (the weights come from the model file beside the card)"
+            )
+        walk(value, str(key))
+
+
+def _count_on_meta(build: Callable[..., Any], kwargs: Mapping[str, Any]) -> Optional[int]:
+    """Parameters + buffers of the network built on torch's ``meta`` device (no memory is
+    allocated); ``None`` when the constructor cannot run there (it computes with values)."""
+    import torch
+
     try:
-        return build(**dict(kwargs or {}))
+        with torch.device("meta"):
+            module = build(**dict(kwargs))
+        return int(sum(t.numel() for t in (*module.parameters(), *module.buffers())))
+    except Exception:  # noqa: BLE001 - the real build below reports argument errors
+        return None
+
+
+def build_network(name: str, kwargs: Optional[Mapping[str, Any]] = None):
+    """Instantiate an allow-listed architecture with JSON keyword arguments.
+
+    The kwargs are checked first (:func:`check_network_kwargs`) and the size is counted on the
+    ``meta`` device, so a card cannot make this download, read files or allocate an absurd
+    network (more than :data:`MAX_NETWORK_VALUES` values).
+    """
+    build = resolve_architecture(name)
+    kwargs = dict(kwargs or {})
+    check_network_kwargs(name, kwargs)
+    size = _count_on_meta(build, kwargs)
+    if size is not None and size > MAX_NETWORK_VALUES:
+        raise ModelError(
+            f"architecture {name} with the card's kwargs would have {size:,} parameters (more than "
+            f"{MAX_NETWORK_VALUES:,}, about {4 * size / 2**30:.0f} GiB); check the channel counts in the card"
+        )
+    try:
+        return build(**kwargs)
     except TypeError as exc:
         raise ModelError(f"architecture {name} does not accept these arguments: {exc}") from None
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError
+from ..outputs import add_overwrite_arg, check_output_folder
 
 
 def register(commands) -> None:
@@ -49,7 +50,8 @@ def register(commands) -> None:
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     t.add_argument("--name", help="model name stem (default pet-<arch>)")
     t.add_argument("--synthetic-demo", action="store_true", help="mark the cards as synthetic demo models")
-    t.add_argument("--out", required=True, help="output folder (fold models, predictions, metrics.json)")
+    t.add_argument("--out", required=True, help="output folder (fold models, predictions, metrics.json; new, or empty)")
+    add_overwrite_arg(t)
     t.set_defaults(func=_run_train)
 
     e = commands.evaluate.add_parser("pet", help="evaluate PET fold models on a labelled CSV (bootstrap 95%% CIs)")
@@ -58,7 +60,8 @@ def register(commands) -> None:
     e.add_argument("--split", default="test", choices=("test", "train", "all"), help="rows to evaluate (default test; all when the CSV has no split)")
     e.add_argument("--units", choices=("suv", "bqml"))
     e.add_argument("--bootstrap", type=int, default=1000)
-    e.add_argument("--out", metavar="DIR", help="write predictions.csv and metrics.json here")
+    e.add_argument("--out", metavar="DIR", help="write predictions.csv and metrics.json here (a new, or empty, folder)")
+    add_overwrite_arg(e)
     e.add_argument("--json", metavar="R", help="write the metrics as JSON here")
     e.set_defaults(func=_run_evaluate)
 
@@ -91,7 +94,7 @@ def _check_outputs(*paths: Optional[str]) -> None:
 
 def _run_pet(args) -> int:
     from ..outputs import write_json
-    from ..progress import ConsoleProgress
+    from ..progress import ConsoleProgress, print_warnings
     from ..volume import read_volume, write_volume
     from .workflow import load_pet_models, predict_pet
 
@@ -118,8 +121,7 @@ def _run_pet(args) -> int:
           f"(folds {', '.join(f'{p:.2f}' for p in result.fold_probabilities)}; spread {result.spread:.2f})")
     print(f"SUVmax {s['SUVmax']:.2f}, TBRmax {tbr}, lesion VOI: {s['lesion_voi']}"
           + (f"; Grad-CAM inside brain {100 * result.cam_inside_brain_fraction:.0f}%" if result.cam_inside_brain_fraction is not None else ""))
-    for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    print_warnings(result.warnings)
     return 0
 
 
@@ -149,8 +151,9 @@ def _run_train(args) -> int:
     from ..networks.pet_cnns import pet_architecture
 
     pet_architecture(args.arch)  # unknown architecture: error before reading any image
+    check_output_folder(args.out, args.overwrite)  # before training, not after it
     rows = read_pet_csv(args.csv, units=args.units)
-    result = train_folds(args.csv, args.out, cfg, progress=ConsoleProgress(), rows=rows)
+    result = train_folds(args.csv, args.out, cfg, progress=ConsoleProgress(), rows=rows, overwrite=args.overwrite)
     m = result.metrics
     print(f"out-of-fold AUC {m['auc']['value']} (95% CI {m['auc']['ci95'][0]}-{m['auc']['ci95'][1]}), "
           f"balanced accuracy {m['balanced_accuracy']['value']}")
@@ -192,11 +195,13 @@ def _run_evaluate(args) -> int:
     from ..progress import ConsoleProgress
 
     _check_outputs(args.json)
+    if args.out:
+        check_output_folder(args.out, args.overwrite)
     rows, probs, metrics = evaluate_csv(args.csv, args.model, args.split, args.units, args.device, args.bootstrap,
                                         progress=ConsoleProgress())
     summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics}
     if args.out:
-        with atomic_output(args.out, directory=True) as tmp:
+        with atomic_output(args.out, directory=True, overwrite=args.overwrite) as tmp:
             with open(tmp / "predictions.csv", "w") as f:
                 f.write("id,label,scanner,probability\n")
                 for r, p in zip(rows, probs):

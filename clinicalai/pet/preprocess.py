@@ -199,5 +199,8 @@ def describe_input(spacing_mm: Sequence[float], size_xyz: Sequence[int]) -> Dict
         "size": [int(s) for s in size_xyz],
         "normalization": {"kind": "minmax"},
         "units": "SUV",
+        "modality": "PT",
+        # the head PETs of the study fill the network's box (the crop centres on the brain)
+        "fov_mm": [float(s) * float(n) for s, n in zip(spacing_mm, size_xyz)],
         "axis_order": "(N, C, X, Y, Z), X=L, Y=P, Z=S after reorientation to LPS",
     }

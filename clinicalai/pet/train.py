@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..outputs import atomic_output
+from ..outputs import atomic_output, check_output_folder
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from .preprocess import REDUCED_SIZE_XYZ, REDUCED_SPACING_MM, describe_input, preprocess_pet
 
@@ -375,8 +375,10 @@ def train_folds(
     cancel: Optional[CancelToken] = None,
     inputs: Optional[np.ndarray] = None,
     rows: Optional[List[PetRow]] = None,
+    overwrite: bool = False,
 ) -> TrainResult:
-    """K-fold training (module docstring); writes into ``out_dir`` (replaced atomically):
+    """K-fold training (module docstring); writes into ``out_dir`` (a new or empty folder, or
+    with ``overwrite`` an existing one where only these files are replaced; written atomically):
     ``<name>-fold<k>.pt/.json``, ``oof_predictions.csv``, ``test_predictions.csv``,
     ``loss_curves.csv``, ``metrics.json``.
 
@@ -389,6 +391,7 @@ def train_folds(
     from ..networks.pet_cnns import PET_CAM_LAYERS, pet_architecture
 
     t0 = time.perf_counter()
+    check_output_folder(out_dir, overwrite)  # refused before training, not after it
     cfg = config
     arch_name, kwargs = pet_architecture(cfg.arch)
     kwargs.update(cfg.arch_kwargs)
@@ -469,7 +472,7 @@ def train_folds(
     flagged = flag_mislabelled(ids, curves, labels)
     out_dir = Path(out_dir)
     paths = []
-    with atomic_output(out_dir, directory=True) as tmp:
+    with atomic_output(out_dir, directory=True, overwrite=overwrite) as tmp:
         for f, m in enumerate(modules):
             card = {
                 "name": f"{name}-fold{f}", "version": "1.0.0", "task": "classification",

@@ -25,6 +25,9 @@ from .static import StaticParameters, static_parameters
 CAM_INSIDE_BRAIN_WARNING = 0.5
 #: fold models disagreeing by more than this (max - min probability) get a warning
 SPREAD_WARNING = 0.3
+#: brain volumes (mL) a brain PET's brain mask falls in; outside, the input is probably no brain
+#: PET (a cube of noise gives ~6,000 mL, a binary mask ~0); adult brains are ~1,000-1,800 mL
+PLAUSIBLE_BRAIN_ML = (700.0, 2500.0)
 
 
 @dataclass
@@ -114,6 +117,12 @@ def check_pet_models(models: Sequence[LoadedModel]) -> None:
         if len(c.classes) != 2:
             raise ModelError(f"model {c.name} has {len(c.classes)} classes; PetRecurrence needs 2 "
                              "(treatment-related change, recurrence)")
+        if c.input.layout.kind != "engine":
+            # the study's pipeline (SUV, brain-centred crop, (X, Y, Z) after LPS) is not MONAI's;
+            # a MONAI-layout classifier runs in AttributionViewer / 'clinicalai explain' instead
+            raise ModelError(f"model {c.name} has a MONAI input layout; PetRecurrence runs models trained on its "
+                             "own preprocessing (card input.layout 'engine', arrays (X, Y, Z) after reorientation "
+                             "to LPS): use 'clinicalai explain' for this classifier")
 
 
 def _positive_index(card) -> int:
@@ -268,6 +277,13 @@ def predict_pet(
         warnings.append("demo models trained on synthetic phantoms: not for clinical use")
     if first.brain_mask_source == "computed":
         warnings.append("brain mask computed from the PET (threshold); give --brain-mask for a reviewed one")
+    brain_ml = float(first.brain_mask.array.sum()) * float(np.prod(first.brain_mask.spacing)) / 1000.0
+    if not PLAUSIBLE_BRAIN_ML[0] <= brain_ml <= PLAUSIBLE_BRAIN_ML[1]:
+        warnings.append(f"the brain found in this image is {brain_ml:,.0f} mL (a brain is about 1,000 to 1,800 mL): "
+                        "it may not be a brain PET, and the models' answer means nothing for it")
+    from ..models.fit import input_warnings
+
+    warnings.extend(input_warnings(first.suv, [models[0].card], "the PET"))
     timings["total"] = time.perf_counter() - t_all
     report(progress, 1.0, "done")
     conv = first.conversion

@@ -18,10 +18,10 @@ from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, M
 
 
 def _load(path: Optional[str], default: str, device: str):
-    """A model the user named (a path or a bundled model's name), else the bundled ``default``."""
-    from ..models import bundled_model, load_model, resolve_model_path
+    """A model the user named (a path, or a bundled or user model's name), else the bundled ``default``."""
+    from ..models import load_model
 
-    return load_model(resolve_model_path(path) if path else bundled_model(default), device=device)
+    return load_model(path or default, device=device)
 
 
 def _check_output(path: str, what: str = "output") -> Path:
@@ -71,7 +71,7 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- segment
 def _run_segment(args: argparse.Namespace) -> int:
-    from ..progress import ConsoleProgress
+    from ..progress import ConsoleProgress, print_warnings
     from ..volume import read_volume
     from .pipeline import run_segcorrect
 
@@ -90,6 +90,7 @@ def _run_segment(args: argparse.Namespace) -> int:
               "corrector": corrector.card.name if corrector else None, **result.to_dict()}
     _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
     print(_summary_line(out, result.correction))
+    print_warnings(result.warnings)
     return 0
 
 
@@ -210,9 +211,9 @@ def register(commands) -> None:
         "slice is anatomically invalid and the correction is valid. Writes the final mask on the input grid.")
     p.add_argument("image", metavar="IMAGE", help="NIfTI, NRRD or DICOM folder (short-axis stack)")
     p.add_argument("-o", "--output", required=True, metavar="MASK", help="mask to write (.nii.gz, .nrrd, .seg.nrrd)")
-    p.add_argument("--model", metavar="M", help="segmenter (default: bundled cardiac-unet)")
+    p.add_argument("--model", metavar="M", help="segmenter: file, bundle folder or model name (default: bundled cardiac-unet)")
     grp = p.add_mutually_exclusive_group()
-    grp.add_argument("--corrector", metavar="C", help="mask corrector (default: bundled cardiac-nvae)")
+    grp.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     grp.add_argument("--no-correct", action="store_true", help="segmentation only")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
@@ -228,7 +229,7 @@ def register(commands) -> None:
     p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
     p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (checked to share its grid)")
-    p.add_argument("--corrector", metavar="C", help="mask corrector (default: bundled cardiac-nvae)")
+    p.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
     p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
     _gate_args(p)
@@ -255,13 +256,13 @@ def register(commands) -> None:
     p.add_argument("--name", default=None, help="name in the card (default: the file stem)")
     p.add_argument("--segmenter", metavar="M", default=None,
                    help="also learn from this segmenter's outputs on the training images (30 %% of samples; "
-                        f"a model file or a bundled name such as {DEFAULT_SEGMENTER})")
+                        f"a model file or a model name such as {DEFAULT_SEGMENTER})")
     p.set_defaults(func=_run_train_corrector)
 
     p = commands.evaluate.add_parser(
         "segcorrect", help="Dice / HD95 / ASSD / validity before and after correction on corrupted phantoms",
         description="Evaluate correctors on held-out synthetic corrupted phantom masks. Example: " + EVALUATE_COMMAND)
-    p.add_argument("--corrector", metavar="C", help="corrector (default: bundled cardiac-nvae)")
+    p.add_argument("--corrector", metavar="C", help="corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     p.add_argument("--context-corrector", metavar="C",
                    help="also evaluate this 3-slice context corrector (default: bundled cardiac-nvae-context, if installed)")
     p.add_argument("--no-context", action="store_true", help="do not evaluate a context corrector")

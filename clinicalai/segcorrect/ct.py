@@ -195,7 +195,7 @@ def train_ct_segmenter(
     card = {
         "name": name, "version": "1.0.0", "task": "segmentation", "format": "state_dict",
         "architecture": spec, "spatial_dims": 3,
-        "input": {"channels": 1, "size": [int(p) for p in patch], "units": "HU",
+        "input": {"channels": 1, "size": [int(p) for p in patch], "units": "HU", "modality": "CT",
                   "normalization": {"kind": "minmax", "lower": HU_WINDOW[0], "upper": HU_WINDOW[1]}},
         "labels": [{"name": lab["name"], "value": lab["value"], "color": list(lab["color"])} for lab in TUBULAR_LABELS],
         "inference": {"method": "monai.inferers.sliding_window_inference", "roi_size": [int(p) for p in patch],
@@ -217,50 +217,58 @@ def segment_ct(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     overlap: Optional[float] = None,
-    sw_batch_size: int = 4,
+    sw_batch_size: Optional[int] = None,
 ):
-    """Sliding-window 3D segmentation of a CT volume onto its own grid.
+    """3D segmentation onto the image's own grid, as the model card says.
+
+    Engine-layout cards (the CT duct model): the volume's own grid, HU window, MONAI
+    ``sliding_window_inference``. MONAI-layout cards (a MONAI bundle, or a ``.pt`` trained
+    with MONAI transforms): the card's spatial steps (:mod:`clinicalai.models.layout`:
+    ``Orientation``, ``Spacing``, ``CropForeground``), its normalisation, its inferer
+    (``inference.inferer``: ``sliding_window`` with ``roi_size`` / ``overlap`` /
+    ``sw_batch_size`` / ``mode``, or ``simple`` = the whole volume at once) and its
+    post-processing (``postprocessing.activation``: ``softmax`` or ``sigmoid`` with
+    ``threshold``); the probabilities go back through the recorded inverses (as MONAI's
+    ``Invertd``) and the labels are their argmax on the input grid.
 
     Returns a :class:`~clinicalai.segcorrect.segmenter.SegmenterOutput` (``frame`` is ``None``).
     Raises :class:`ModelError` for a model that is not a 3D segmenter.
     """
-    import torch
-    from monai.inferers import sliding_window_inference
-
-    from .segmenter import SegmenterOutput, _softmax
+    from ..models.layout import is_monai_layout, prepare_monai_input
+    from ..volume import SpatialPipeline
+    from .segmenter import SegmenterOutput
 
     card = model.card
     if card.spatial_dims != 3 or card.task != "segmentation":
         raise ModelError(f"model {card.name} is not a 3D segmentation model")
     if image.array.ndim != 3 or min(image.shape) < 2:
-        raise InputError("the image is a 2D image; the CT duct model needs a 3D volume")
+        raise InputError("the image is a 2D image; this model needs a 3D volume")
     t0 = time.perf_counter()
+    report(progress, 0.01, "preparing the network input")
     norm = card.input.normalization
-    if norm.kind == "minmax":
+    if is_monai_layout(card):
+        net_image, pipe = prepare_monai_input(image, card)
+        x = net_image.array
+    elif norm.kind == "minmax":
+        net_image, pipe = image, SpatialPipeline()
         x = window_hu(image.array, norm.lower if norm.lower is not None else HU_WINDOW[0],
                       norm.upper if norm.upper is not None else HU_WINDOW[1])
     else:
-        x = np.asarray(image.array, np.float32)
-    roi = tuple(int(s) for s in (card.input.size or DEFAULT_PATCH))
+        from ..models.layout import normalize_intensity
+
+        net_image, pipe = image, SpatialPipeline()
+        x = normalize_intensity(image.array, norm)
     inf = card.extra_get("inference", {}) or {}
-    ov = float(overlap if overlap is not None else inf.get("overlap", 0.25))
-    total = int(np.ceil(_n_windows(image.shape, roi, ov) / sw_batch_size))
-    counter = [0]
-    report(progress, 0.02, "sliding-window inference")
-    with torch.inference_mode():
-        logits = sliding_window_inference(
-            torch.from_numpy(x)[None, None], roi, sw_batch_size, _predictor(model, cancel, counter, progress, total),
-            overlap=ov, mode=inf.get("mode", "gaussian"),
-        )
-    logits = logits[0].cpu().numpy().astype(np.float32)
-    n_classes = len(card.labels) + 1
-    if logits.shape[0] != n_classes:
-        raise ModelError(f"model {card.name} outputs {logits.shape[0]} channels but its card lists "
-                         f"{n_classes - 1} labels (+ background)")
+    check_cancel(cancel)
+    logits = _infer_3d(model, x, inf, overlap, sw_batch_size, progress, cancel)
     t1 = time.perf_counter()
-    probs = _softmax(logits, axis=0)
+    post = card.extra_get("postprocessing", {}) or {}
+    probs = _activation(logits, card, post)
+    if pipe.inverses:
+        report(progress, 0.92, "mapping back onto the image grid")
+        probs = np.stack([pipe.invert(net_image.with_array(p), interpolator="linear").array for p in probs]).astype(np.float32)
     values = np.array([0] + [lab.value for lab in card.labels], np.uint8)
-    labels = values[probs.argmax(0)]
+    labels = values[_label_index(probs, post)]
     maxp = probs.max(0)
     conf = np.array([float(maxp[k][labels[k] > 0].mean()) if (labels[k] > 0).any() else float(maxp[k].mean())
                      for k in range(labels.shape[0])], np.float32)
@@ -271,6 +279,62 @@ def segment_ct(
     return SegmenterOutput(labels=out, probabilities=probs, slice_confidence=conf, frame=None,
                            timings={"inference_s": t1 - t0, "postprocess_s": time.perf_counter() - t1,
                                     "total_s": time.perf_counter() - t0})
+
+
+def _label_index(probs: np.ndarray, post: Dict[str, Any]) -> np.ndarray:
+    """Index into [background, labels...] per voxel: argmax (MONAI ``AsDiscrete(argmax=True)``),
+    or for sigmoid outputs the strongest label at or above ``threshold`` (MONAI
+    ``AsDiscrete(threshold=...)``), else background."""
+    if post.get("activation") != "sigmoid":
+        return probs.argmax(0)
+    fg = probs[1:]
+    return np.where(fg.max(0) >= float(post.get("threshold", 0.5)), fg.argmax(0) + 1, 0)
+
+
+def _infer_3d(model, x: np.ndarray, inf: Dict[str, Any], overlap: Optional[float], sw_batch_size: Optional[int],
+              progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    """Logits ``(C, z, y, x)`` of ``model`` for the normalised array ``x`` ``(z, y, x)``: MONAI
+    ``sliding_window_inference`` (the default) or one forward pass (``inferer: simple``)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    if inf.get("inferer") == "simple":
+        report(progress, 0.05, "whole-volume inference")
+        return model.predict(x[None, None])[0].astype(np.float32)
+    roi_xyz = inf.get("roi_size") or model.card.input.size or DEFAULT_PATCH
+    # the card gives roi_size in the network's own axis order: (x, y, z) for a MONAI-layout
+    # model, which the engine (arrays z, y, x) reverses
+    roi = tuple(int(s) for s in (reversed(roi_xyz) if model.card.input.layout.kind == "monai" else roi_xyz))
+    ov = float(overlap if overlap is not None else inf.get("overlap", 0.25))
+    batch = int(sw_batch_size or inf.get("sw_batch_size", 4))
+    total = int(np.ceil(_n_windows(x.shape, roi, ov) / batch))
+    counter = [0]
+    report(progress, 0.02, "sliding-window inference")
+    with torch.inference_mode():
+        logits = sliding_window_inference(
+            torch.from_numpy(np.ascontiguousarray(x))[None, None], roi, batch,
+            _predictor(model, cancel, counter, progress, total), overlap=ov, mode=inf.get("mode", "gaussian"),
+        )
+    return logits[0].cpu().numpy().astype(np.float32)
+
+
+def _activation(logits: np.ndarray, card, post: Dict[str, Any]) -> np.ndarray:
+    """Per-class probabilities ``(labels + 1, ...)`` from logits ``(C, ...)``: softmax over
+    ``labels + 1`` channels, or a sigmoid per label channel (``activation: sigmoid``; the
+    background is 1 - the largest label probability)."""
+    from .segmenter import _softmax
+
+    n_labels = len(card.labels)
+    if post.get("activation", "softmax") == "sigmoid":
+        if logits.shape[0] != n_labels:
+            raise ModelError(f"model {card.name} outputs {logits.shape[0]} channels; with a sigmoid its card's "
+                             f"{n_labels} label(s) need one channel each")
+        fg = 1.0 / (1.0 + np.exp(-logits))
+        return np.concatenate([1.0 - fg.max(0, keepdims=True), fg]).astype(np.float32)
+    if logits.shape[0] != n_labels + 1:
+        raise ModelError(f"model {card.name} outputs {logits.shape[0]} channels but its card lists "
+                         f"{n_labels} labels (+ background)")
+    return _softmax(logits, axis=0)
 
 
 __all__ = ["HU_WINDOW", "ct_architecture_spec", "ct_dice", "segment_ct", "train_ct_segmenter", "window_hu"]

@@ -177,11 +177,14 @@ class SegCorrectResult:
         segmentation: the segmenter's output (:class:`~.segmenter.SegmenterOutput`).
         correction: the gated correction, or ``None`` when correction was switched off.
         timings: seconds per step (``segment_s``, ``correct_s``, ``total_s``).
+        warnings: sentences for the user about the input (reader warnings, an image far from
+            what the segmenter was made for: :func:`clinicalai.models.fit.input_warnings`).
     """
 
     segmentation: Any
     correction: Optional[CorrectionResult]
     timings: Dict[str, float] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
 
     @property
     def raw(self) -> Volume:
@@ -202,6 +205,7 @@ class SegCorrectResult:
             },
             "correction": self.correction.to_dict() if self.correction is not None else None,
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+            "warnings": list(self.warnings),
         }
 
 
@@ -526,4 +530,6 @@ def run_segcorrect(
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")
-    return SegCorrectResult(seg, correction, timings)
+    from ..models.fit import input_warnings
+
+    return SegCorrectResult(seg, correction, timings, warnings=input_warnings(image, [segmenter.card]))

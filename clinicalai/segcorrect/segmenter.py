@@ -296,7 +296,7 @@ def segmenter_card(
         "format": "state_dict",
         "architecture": spec,
         "spatial_dims": 2,
-        "input": {"channels": 1, "size": [int(s) for s in out_size],
+        "input": {"channels": 1, "size": [int(s) for s in out_size], "modality": "MR",
                   "normalization": {"kind": "percentile", "lower": 1.0, "upper": 99.0}},
         "labels": [{"name": lab["name"], "value": lab["value"], "color": list(lab["color"])} for lab in CARDIAC_LABELS],
         "preprocessing": {"slices": "short-axis slices, one network sample each",
@@ -417,6 +417,33 @@ def segment_volume(
         from .ct import segment_ct
 
         return segment_ct(image, model, progress=progress, cancel=cancel)
+    from ..models.layout import spatial_steps
+
+    steps = spatial_steps(model.card)
+    if steps:
+        # a 2D MONAI-layout model: MONAI's reorientation / in-plane spacing first, then the
+        # slice pipeline below on that grid, and both outputs back onto the input grid
+        from ..volume import SpatialPipeline
+
+        pipe = SpatialPipeline()
+        net_image = image
+        for step, args in steps:
+            net_image = pipe.apply(step, net_image, *args)
+        out = _segment_slices(net_image, model, progress, cancel, batch_size, two_pass)
+        labels = pipe.invert(out.labels, interpolator="nearest")
+        probs = np.stack([pipe.invert(net_image.with_array(p), interpolator="linear").array for p in out.probabilities])
+        conf = probs.max(0)
+        return SegmenterOutput(
+            labels=image.with_array(labels.array.astype(np.uint8), modality="SEG", units="label",
+                                    metadata=dict(out.labels.metadata)),
+            probabilities=probs.astype(np.float32),
+            slice_confidence=np.array([float(conf[k].mean()) for k in range(conf.shape[0])], np.float32),
+            frame=None, timings=out.timings)
+    return _segment_slices(image, model, progress, cancel, batch_size, two_pass)
+
+
+def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two_pass: bool) -> SegmenterOutput:
+    """The slice pipeline of :func:`segment_volume` (2D model, slices along z of ``image``)."""
     t0 = time.perf_counter()
     timings: Dict[str, float] = {}
     card = model.card
@@ -424,10 +451,14 @@ def segment_volume(
     out_size = tuple(card.input.size or NETWORK_SIZE)
     shape = image.shape
     spacing = image.spacing
+    from ..models.layout import normalize_intensity as card_normalization
     from .preprocess import normalize_intensity
 
-    lo, hi = ((card.input.normalization.lower or 1.0), (card.input.normalization.upper or 99.0))
-    norm = normalize_intensity(image.array, lo, hi) if card.input.normalization.kind == "percentile" else image.array.astype(np.float32)
+    if card.input.normalization.kind == "percentile":  # per volume, clipped (the cardiac models' rule)
+        lo, hi = ((card.input.normalization.lower or 1.0), (card.input.normalization.upper or 99.0))
+        norm = normalize_intensity(image.array, lo, hi)
+    else:
+        norm = card_normalization(image.array, card.input.normalization)
     frame = frame_for_volume(shape, spacing=spacing, out_size=out_size)
     timings["preprocess_s"] = time.perf_counter() - t0
     report(progress, 0.02, "coarse pass")

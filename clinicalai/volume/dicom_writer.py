@@ -115,7 +115,7 @@ def write_dicom_series(
     image = volume.with_array(pixels).to_sitk()
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
-    with atomic_output(folder, directory=True) as tmp:
+    with atomic_output(folder, directory=True, replace_checked=True) as tmp:  # check_series_folder: .dcm only
         for k in range(pixels.shape[0]):
             slice_image = image[:, :, k]
             for tag, value in common.items():

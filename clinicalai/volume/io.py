@@ -16,6 +16,8 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import atomic_output
 from .core import Volume
+from .dicom_checks import SLICE_GAP_MAX_TOLERANCE, check_left_out_files, check_series
+from .integrity import check_image_file
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -95,8 +97,14 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         series_uid: which series to read when a folder holds several.
 
     Raises:
-        InputError: missing or unreadable file, several DICOM series and no ``series_uid``,
-            missing or unevenly spaced DICOM slices, non-scalar image.
+        InputError: missing or unreadable file; a file cut off, corrupt or larger than the
+            voxel budget (:mod:`clinicalai.volume.integrity`); a NRRD reading voxels from
+            outside its folder; several DICOM series and no ``series_uid``; missing,
+            duplicated or unevenly spaced DICOM slices beyond the jitter tolerance, a
+            multi-frame time series (:mod:`clinicalai.volume.dicom_checks`); non-scalar image.
+
+    Accepted slice-position jitter is reported in ``volume.metadata["warnings"]`` (a list of
+    one-line strings).
     """
     p = Path(path)
     if not p.exists():
@@ -108,6 +116,9 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         return read_dicom_series(p if p.is_dir() else p.parent, series_uid=series_uid)
     import SimpleITK as sitk
 
+    # header, size and data-file checks first: ITK zero-fills cut-off files, follows any NRRD
+    # "data file:" path and allocates whatever the header declares
+    check_image_file(p, kind)
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))
@@ -194,6 +205,8 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
 
     folder = Path(folder)
     series = list_dicom_series(folder)
+    if series_uid is not None and series_uid not in {s["uid"] for s in series}:
+        check_left_out_files(folder, series_uid, [])  # its files may all be damaged: say so
     if not series:
         raise InputError(f"{folder}: no DICOM series found in this folder")
     if series_uid is None:
@@ -209,9 +222,13 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     elif series_uid not in {s["uid"] for s in series}:
         raise InputError(f"{folder.name}: no DICOM series with SeriesInstanceUID {series_uid}")
     files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
-    _check_slice_positions(files)
+    check_left_out_files(folder, series_uid, files)
+    warnings = check_series(files, folder.name)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    # the jitter check_series accepted is reported in metadata["warnings"]; ITK would print
+    # its own multi-line warning on stderr for every gap over 1e-4 of the spacing
+    reader.SetSpacingWarningRelThreshold(SLICE_GAP_MAX_TOLERANCE)
     reader.MetaDataDictionaryArrayUpdateOn()
     reader.LoadPrivateTagsOn()
     try:
@@ -228,42 +245,12 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     volume.metadata["dicom"] = tags
     volume.metadata["source"] = str(folder)
     volume.metadata["dicom_files"] = files
+    if warnings:
+        volume.metadata.setdefault("warnings", []).extend(warnings)
     if volume.modality == "PT":
         volume.metadata["pet"] = read_pet_tags(files[0])
         volume.units = volume.metadata["pet"].get("Units") or None
     return volume
-
-
-def _check_slice_positions(files: Sequence[str]) -> None:
-    """Refuse a series with missing, duplicated or unevenly spaced slices."""
-    import pydicom
-
-    if len(files) < 2:
-        return
-    positions = []
-    normal = None
-    for f in files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["ImagePositionPatient", "ImageOrientationPatient"])
-        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
-            return  # not a cross-sectional series with positions; let ITK decide
-        if normal is None:
-            iop = np.asarray(ds.ImageOrientationPatient, dtype=float)
-            normal = np.cross(iop[:3], iop[3:])
-        positions.append(float(np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float))))
-    pos = np.sort(np.asarray(positions))
-    gaps = np.diff(pos)
-    if np.any(gaps < 1e-3):
-        raise InputError("the DICOM series has two slices at the same position (duplicated slices)")
-    step = float(np.median(gaps))
-    bad = np.flatnonzero(np.abs(gaps - step) > max(0.01 * step, 1e-3))
-    if bad.size:
-        g = float(gaps[bad[0]])
-        missing = int(round(g / step)) - 1 if g > step else 0
-        what = f"{missing} missing slice(s)" if missing > 0 else "uneven slice spacing"
-        raise InputError(
-            f"the DICOM series has {what}: slice gap {g:.3f} mm at position {pos[bad[0]]:.2f} mm, "
-            f"expected {step:.3f} mm"
-        )
 
 
 def read_pet_tags(dicom_file: "str | os.PathLike[str]") -> Dict[str, Any]:

@@ -86,28 +86,45 @@ def resample_to_spacing(
     return out, inverse
 
 
-def _axis_codes(direction: np.ndarray) -> Tuple[List[int], List[int]]:
-    """For each LPS axis, the index axis (i/j/k -> 0/1/2) closest to it and its sign.
+#: patient axis and sign (in LPS) of each axis code letter
+_CODE_AXES = {"L": (0, 1), "R": (0, -1), "P": (1, 1), "A": (1, -1), "S": (2, 1), "I": (2, -1)}
+
+
+def check_axcodes(axcodes: str) -> str:
+    """``axcodes`` upper-cased when it names one of L/R, P/A, S/I per axis (``RAS``, ``LPS``,
+    ``PLI``, ...); else :class:`InputError`."""
+    codes = str(axcodes).upper()
+    if len(codes) != 3 or any(c not in _CODE_AXES for c in codes) or sorted(_CODE_AXES[c][0] for c in codes) != [0, 1, 2]:
+        raise InputError(f"axis codes must name each of L/R, P/A, S/I once (e.g. 'RAS'), got {axcodes!r}")
+    return codes
+
+
+def _axis_assignment(direction: np.ndarray, axcodes: str) -> Tuple[List[int], List[int]]:
+    """For each new index axis n (pointing along ``axcodes[n]``), the old index axis
+    (i/j/k -> 0/1/2) closest to it and the sign that makes it point that way.
 
     The assignment maximises the total alignment over all six permutations; a greedy choice
     axis by axis can give a worse (or, for strongly oblique scans, a wrong) pairing.
     """
     import itertools
 
+    targets = [_CODE_AXES[c] for c in axcodes.upper()]
     d = np.abs(np.asarray(direction, dtype=float))
-    best = max(itertools.permutations(range(3)), key=lambda perm: sum(d[lps, perm[lps]] for lps in range(3)))
+    best = max(itertools.permutations(range(3)),
+               key=lambda perm: sum(d[targets[n][0], perm[n]] for n in range(3)))
     order = list(best)
-    signs = [1 if direction[lps, order[lps]] >= 0 else -1 for lps in range(3)]
+    signs = [1 if direction[targets[n][0], order[n]] * targets[n][1] >= 0 else -1 for n in range(3)]
     return order, signs
 
 
-def reorient_to_lps(volume: Volume) -> Tuple[Volume, Inverse]:
-    """Permute/flip axes so index axes i, j, k point (closest to) L, P, S.
+def reorient_to_axcodes(volume: Volume, axcodes: str = "LPS") -> Tuple[Volume, Inverse]:
+    """Permute/flip axes so index axes i, j, k point (closest to) ``axcodes`` (``"LPS"``,
+    ``"RAS"`` as MONAI's ``Orientation``, ...).
 
     Pure array permutation and flips: values are exact and the physical position of every
     voxel is unchanged. The inverse restores the original array and geometry exactly.
     """
-    order, signs = _axis_codes(volume.direction)
+    order, signs = _axis_assignment(volume.direction, check_axcodes(axcodes))
     in_grid = volume.grid
     arr = volume.array  # (k, j, i)
     # new index axis n (0=i,1=j,2=k) takes old index axis order[n]
@@ -142,6 +159,11 @@ def reorient_to_lps(volume: Volume) -> Tuple[Volume, Inverse]:
         return Volume.from_grid(in_grid, back, modality=v.modality, units=v.units, metadata=dict(v.metadata))
 
     return out, inverse
+
+
+def reorient_to_lps(volume: Volume) -> Tuple[Volume, Inverse]:
+    """:func:`reorient_to_axcodes` to ``LPS``: index axes i, j, k point L, P, S."""
+    return reorient_to_axcodes(volume, "LPS")
 
 
 def crop_or_pad(

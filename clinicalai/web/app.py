@@ -22,6 +22,7 @@ from trame.widgets import vuetify3 as v3
 
 from ..errors import ClinicalAIError
 from . import security
+from .probe import FileProber
 from .security import DataRoot
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ class WebConfig:
     port: int = 8080
     token: Optional[str] = None
     max_upload_mb: float = security.DEFAULT_MAX_UPLOAD_MB
+    #: GiB allowed under uploads/ + results/ (None: no quota)
+    quota_gb: Optional[float] = security.DEFAULT_QUOTA_GB
+    #: seconds without a connected page after which the server exits (0: never; the
+    #: multi-user launcher's sessions use it)
+    idle_timeout_s: int = 0
 
 
 def _view_marker_ui(server, view_id, view):
@@ -66,6 +72,10 @@ class ClinicalAIWebApp(TrameApp):
             raise ValueError("a WebConfig is required")
         self.config = config
         self.data_root = config.data
+        #: the choice lists offered to the page, kept on the server (every panel checks with it)
+        self.choices = security.OfferedChoices()
+        #: tries each file in a child process before Slicer's readers see it (clinicalai.web.probe)
+        self.prober = FileProber()
         self.server.enable_module(trame_slicer_module)
         self.server.enable_module(
             {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"]}
@@ -310,6 +320,38 @@ class ClinicalAIWebApp(TrameApp):
                 self.layout_logic.layout_manager.initialize_layout_grid(layout)
 
 
+def limit_websocket_messages(server) -> None:
+    """Cap what one websocket message from a page may make the server allocate.
+
+    aiohttp's per-frame limit comes from trame's ``ws_max_msg_size`` option. wslink's
+    re-assembly of chunked messages (``UnChunker``) allocates the total size a chunk header
+    *declares*, and after the hand-shake wslink raises its limit to a hard-coded 4 GiB with no
+    setting to change it; so its class is replaced by a subclass keeping the app's limit and
+    a few pending messages per connection. A message over it closes that connection only.
+    """
+    import wslink.protocol
+    from wslink.chunking import HEADER_LENGTH, UnChunker, _decode_header
+
+    limit = security.WS_MAX_MESSAGE_BYTES
+    server.options["ws_max_msg_size"] = limit
+
+    class BoundedUnChunker(UnChunker):
+        MAX_PENDING = 4
+
+        def set_max_message_size(self, size: int) -> None:
+            super().set_max_message_size(min(int(size), limit))
+
+        def process_chunk(self, chunk: bytes):
+            message_id, _offset, _total = _decode_header(chunk[:HEADER_LENGTH])
+            if message_id not in self.pending_messages and len(self.pending_messages) >= self.MAX_PENDING:
+                raise ValueError(f"more than {self.MAX_PENDING} unfinished messages on one connection")
+            return super().process_chunk(chunk)
+
+    if not getattr(wslink.protocol.UnChunker, "clinicalai_bounded", False):
+        BoundedUnChunker.clinicalai_bounded = True
+        wslink.protocol.UnChunker = BoundedUnChunker
+
+
 def create_app(config: WebConfig, server=None) -> ClinicalAIWebApp:
     """The app on ``server`` (a new trame server by default) with the HTTP guard installed."""
     from trame.app import get_server
@@ -317,6 +359,7 @@ def create_app(config: WebConfig, server=None) -> ClinicalAIWebApp:
     from . import http as web_http
 
     server = server or get_server("clinicalai", client_type="vue3")
+    limit_websocket_messages(server)
     app = ClinicalAIWebApp(server, config)
     http_config = web_http.HttpConfig(
         data=config.data,
@@ -325,6 +368,8 @@ def create_app(config: WebConfig, server=None) -> ClinicalAIWebApp:
         token=config.token,
         max_upload_bytes=security.max_upload_bytes(config.max_upload_mb),
         on_upload=app.panels["data"].on_uploaded,
+        quota_bytes=None if config.quota_gb is None else security.quota_bytes(config.quota_gb),
+        probe=app.prober.check,
     )
 
     def bind(wslink_server):
@@ -356,5 +401,5 @@ def serve(config: WebConfig) -> None:
         port=config.port,
         open_browser=False,
         show_connection_info=False,
-        timeout=0,
+        timeout=config.idle_timeout_s,
     )

@@ -7,7 +7,9 @@ starts, :func:`install` adds to that application:
   the request must carry it (``?token=`` once, then an HttpOnly cookie, or an
   ``Authorization: Bearer`` header); always, the ``Host`` header must name this server (DNS
   rebinding) and a websocket or POST from another web site (``Origin``) is refused;
-* ``POST /api/upload?name=F``: a volume streamed into ``<data>/uploads`` under the size limit;
+* ``POST /api/upload?name=F``: a volume streamed into ``<data>/uploads`` under the size limit
+  and the quota of ``uploads/`` + ``results/``; a zip must hold DICOM files only; the file is
+  tried in a throw-away process (:mod:`clinicalai.web.probe`) and kept only if it loads;
 * ``GET /api/download?path=results/F``: a saved result, as an attachment.
 
 Nothing else reads files: patient images reach the browser only as rendered views, and as
@@ -16,19 +18,20 @@ files only through an explicit download.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from . import security
-from .security import AccessError, DataRoot
+from .security import AccessError, DataRoot, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +47,35 @@ class HttpConfig:
     max_upload_bytes: int
     #: called on the server loop with the relative path of an uploaded image or DICOM folder
     on_upload: Optional[Callable[[str], None]] = None
+    #: bytes allowed under uploads/ + results/ together (None: no quota)
+    quota_bytes: Optional[int] = None
+    #: ``probe(path, kind, shown_name)`` raises unless the file loads (run on a worker thread;
+    #: :meth:`clinicalai.web.probe.FileProber.check`); None: no probe (bare HTTP tests)
+    probe: Optional[Callable[[Path, str, str], None]] = None
+    #: token -> user name (``--users`` file of the multi-user launcher); replaces ``token``
+    users: Optional[Dict[str, str]] = None
+
+
+#: key of the request's user name (the ``--users`` file's name; "" with one shared token)
+USER_KEY = web.RequestKey("clinicalai_user", str)
 
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
+def _user_of(tokens: Dict[str, str], given: Optional[str]) -> Optional[str]:
+    """The user whose token ``given`` is (compared in constant time with every token), or None."""
+    found = None
+    for token, user in tokens.items():
+        if security.token_matches(token, given):
+            found = user
+    return found
+
+
 def make_middleware(config: HttpConfig):
     hosts = set(security.allowed_hosts(config.host, config.port)) if security.is_loopback(config.host) else None
+    tokens: Dict[str, str] = dict(config.users) if config.users else ({config.token: ""} if config.token else {})
 
     @web.middleware
     async def guard(request: web.Request, handler):
@@ -62,24 +86,29 @@ def make_middleware(config: HttpConfig):
         if origin and (is_ws or request.method not in ("GET", "HEAD")):
             if urlsplit(origin).netloc != request.host:
                 return _error(403, f"refused: a page from {origin} may not talk to this server")
-        if config.token:
+        request[USER_KEY] = ""
+        if tokens:
             given = request.query.get("token")
             if given is not None:
-                if not security.token_matches(config.token, given):
+                user = _user_of(tokens, given)
+                if user is None:
                     return _error(401, "wrong access token: open the address printed by 'clinicalai web'")
                 if request.method == "GET" and not is_ws:
                     # the token goes into a cookie and out of the address bar (and history)
                     query = {k: v for k, v in request.query.items() if k != "token"}
                     target = request.rel_url.with_query(query) if query else request.rel_url.with_query(None)
                     response = web.Response(status=302, headers={"Location": str(target)})
-                    response.set_cookie(COOKIE, config.token, httponly=True, samesite="Strict", path="/")
+                    response.set_cookie(COOKIE, given, httponly=True, samesite="Strict", path="/")
                     return response
             else:
                 auth = request.headers.get("Authorization", "")
                 bearer = auth[7:] if auth.startswith("Bearer ") else None
-                if not (security.token_matches(config.token, request.cookies.get(COOKIE))
-                        or security.token_matches(config.token, bearer)):
+                user = _user_of(tokens, request.cookies.get(COOKIE))
+                if user is None:
+                    user = _user_of(tokens, bearer)
+                if user is None:
                     return _error(401, "access token required: open the address printed by 'clinicalai web' (it ends in ?token=...)")
+            request[USER_KEY] = user
         return await handler(request)
 
     return guard
@@ -90,24 +119,27 @@ def make_routes(config: HttpConfig):
         try:
             name = security.check_upload_name(request.query.get("name", ""))
         except AccessError as exc:
+            await _drain(request)
             return _error(400, str(exc))
-        limit = config.max_upload_bytes
+        left = security.quota_left(config.data, config.quota_bytes)
+        limit = config.max_upload_bytes if left is None else min(config.max_upload_bytes, left)
         if request.content_length is not None and request.content_length > limit:
             # read and drop the body (nothing is stored) so the browser gets the message
             # instead of a reset connection
-            async for _ in request.content.iter_chunked(1 << 20):
-                pass
-            return _error(413, f"refused upload {name!r}: {request.content_length / 2**20:.1f} MiB is over the limit of {limit / 2**20:g} MiB")
+            await _drain(request)
+            return _error(413, _too_large(name, request.content_length, config, left))
         uploads = config.data.folder(security.UPLOAD_DIR)
         target = config.data.resolve(f"{security.UPLOAD_DIR}/{name}")
-        tmp = tempfile.NamedTemporaryFile(dir=uploads, prefix=".upload-", delete=False)
+        # hidden staging names that keep the image suffix (Slicer's readers go by it)
+        tmp = tempfile.NamedTemporaryFile(dir=uploads, prefix=".upload-", suffix=f"-{name}", delete=False)
+        staging: Optional[Path] = None
         size, head = 0, b""
         try:
             with tmp:
                 async for chunk in request.content.iter_chunked(1 << 20):
                     size += len(chunk)
                     if size > limit:
-                        raise AccessError(f"refused upload {name!r}: over the limit of {limit / 2**20:g} MiB")
+                        raise TooLarge(_too_large(name, size, config, left))
                     if len(head) < 512:
                         head += chunk[: 512 - len(head)]
                     tmp.write(chunk)
@@ -115,27 +147,35 @@ def make_routes(config: HttpConfig):
             if name.lower().endswith(".zip"):
                 folder = config.data.resolve(f"{security.UPLOAD_DIR}/{name[:-4]}")
                 staging = Path(tempfile.mkdtemp(dir=uploads, prefix=".unzip-"))
-                try:
-                    security.safe_extract_zip(Path(tmp.name), staging, limit)
-                    if folder.exists():
-                        shutil.rmtree(folder)
-                    staging.rename(folder)
-                finally:
-                    shutil.rmtree(staging, ignore_errors=True)
+                # the archive is deleted after: what it expands to must fit the limit and the quota
+                expand_limit = config.max_upload_bytes if left is None else min(config.max_upload_bytes, left)
+                security.safe_extract_zip(Path(tmp.name), staging, expand_limit)
+                await _probe(config, security.series_folder(staging), "dicom", name)
+                if folder.exists():
+                    shutil.rmtree(folder)  # an earlier upload of the same name (uploads/ is the server's)
+                staging.rename(folder)
+                staging = None
                 Path(tmp.name).unlink(missing_ok=True)
                 relative = config.data.relative(security.series_folder(folder))
                 kind = "dicom"
             else:
+                low = name.lower()
+                await _probe(config, Path(tmp.name), "segmentation" if low.endswith(".seg.nrrd") else "volume", name)
                 Path(tmp.name).replace(target)
                 relative = config.data.relative(target)
-                kind = "segmentation" if name.lower().endswith(".seg.nrrd") else "file"
+                kind = "segmentation" if low.endswith(".seg.nrrd") else "file"
+        except TooLarge as exc:
+            return _error(413, str(exc))
         except AccessError as exc:
-            Path(tmp.name).unlink(missing_ok=True)
-            status = 413 if "over the limit" in str(exc) else 400
-            return _error(status, str(exc))
+            return _error(400, str(exc))
+        except security.ClinicalAIError as exc:  # the probe's verdict ("refused upload 'F': why")
+            return _error(400, str(exc))
         except Exception as exc:  # a broken zip and the like: the user's file, one line
-            Path(tmp.name).unlink(missing_ok=True)
             return _error(400, f"refused upload {name!r}: {exc}")
+        finally:
+            Path(tmp.name).unlink(missing_ok=True)
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
         if config.on_upload is not None:
             config.on_upload(relative)
         return web.json_response({"path": relative, "kind": kind, "bytes": size})
@@ -159,6 +199,25 @@ def make_routes(config: HttpConfig):
         web.get("/api/download", download),
         web.get("/api/files", files),
     ]
+
+
+async def _drain(request: web.Request) -> None:
+    """Read and drop a refused request's body (bounded by what the client sends)."""
+    async for _ in request.content.iter_chunked(1 << 20):
+        pass
+
+
+def _too_large(name: str, size: int, config: HttpConfig, left: Optional[int]) -> str:
+    if left is not None and size > left and left < config.max_upload_bytes:
+        return (f"refused upload {name!r}: the data folder's quota for uploads and results "
+                f"({config.quota_bytes / 2**30:g} GiB) has {left / 2**20:.1f} MiB left; remove old uploads or results")
+    return f"refused upload {name!r}: {size / 2**20:.1f} MiB is over the limit of {config.max_upload_bytes / 2**20:g} MiB"
+
+
+async def _probe(config: HttpConfig, path: Path, kind: str, name: str) -> None:
+    """The file must load in a throw-away process before it is kept (worker thread)."""
+    if config.probe is not None:
+        await asyncio.get_running_loop().run_in_executor(None, config.probe, path, kind, f"refused upload {name!r}")
 
 
 def install(app: web.Application, config: HttpConfig) -> None:

@@ -6,8 +6,9 @@ Three rules, each enforced in one place here:
   browser sends is resolved (``..`` and symbolic links followed) and must stay inside it
   (:class:`DataRoot`).
 * **Uploads**: only image types (NIfTI, NRRD, ``.seg.nrrd``, a zipped DICOM folder), checked
-  by name *and* by their first bytes, up to a size limit (:func:`check_upload_name`,
-  :func:`sniff_upload`, :func:`safe_extract_zip`).
+  by name *and* by their first bytes, up to a size limit and within the data folder's quota
+  (:func:`check_upload_name`, :func:`sniff_upload`, :func:`safe_extract_zip`,
+  :func:`check_quota`); a zip may hold DICOM files only.
 * **Network**: the server listens on the loopback interface unless an access token is given
   (:func:`check_bind`); with a token every HTTP request and the websocket hand-shake must
   carry it (``aiohttp`` middleware in :mod:`clinicalai.web.http`).
@@ -18,6 +19,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
+import shutil
+import unicodedata
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -36,10 +39,25 @@ IMAGE_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".zip")
 #: Folder inside ``--data`` for uploads and for saved results.
 UPLOAD_DIR = "uploads"
 RESULTS_DIR = "results"
+#: Default quota (GiB) of everything under ``uploads/`` and ``results/`` together.
+DEFAULT_QUOTA_GB = 20.0
+#: Longest accepted upload name (characters); file systems stop at 255 bytes.
+MAX_NAME_LENGTH = 200
+#: Largest websocket message the server accepts from a page. The page only sends state
+#: changes and clicks (kilobytes; files go over HTTP), so 4 MiB is ample; wslink would
+#: otherwise let an authenticated client make it reserve up to 4 GiB per message.
+WS_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: Files a zipped DICOM folder may carry besides DICOM files: metadata that archivers add,
+#: skipped (never written).
+_ZIP_JUNK = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 
 
 class AccessError(ClinicalAIError):
     """A request for a file or a network binding the server does not allow."""
+
+
+class TooLarge(AccessError):
+    """An upload or archive over the size limit or the data folder's quota (HTTP 413)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,11 +160,23 @@ def image_suffix(name: str) -> Optional[str]:
     return None
 
 
+def _invisible_characters(name: str) -> List[str]:
+    """Characters that make a name print as something else: controls (newlines, escapes),
+    format characters (bidi overrides, zero-width) and line / paragraph separators."""
+    return [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+
+
 def check_upload_name(name: str) -> str:
     """A safe file name (no folders) for an upload, or :class:`AccessError`."""
     base = str(name)
     if not base or "/" in base or "\\" in base or "\x00" in base or base.startswith(".") or base != base.strip():
         raise AccessError(f"refused upload {name!r}: not a plain file name")
+    hidden = _invisible_characters(base)
+    if hidden:
+        codes = ", ".join(sorted({f"U+{ord(c):04X}" for c in hidden}))
+        raise AccessError(f"refused upload {name!r}: the name contains control or text-direction characters ({codes}); rename the file")
+    if len(base) > MAX_NAME_LENGTH:
+        raise AccessError(f"refused upload {base[:40]!r}...: the name is longer than {MAX_NAME_LENGTH} characters; rename the file")
     if image_suffix(base) is None:
         raise AccessError(
             f"refused upload {base!r}: only images are accepted ({', '.join(IMAGE_SUFFIXES)}; .zip = a zipped DICOM folder)"
@@ -177,25 +207,100 @@ def max_upload_bytes(megabytes: float) -> int:
     return int(megabytes * 1024 * 1024)
 
 
+def is_dicom_head(head: bytes) -> bool:
+    """A DICOM Part 10 file: 128-byte preamble, then ``DICM``."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
 def safe_extract_zip(archive: Path, dest: Path, max_total_bytes: int, max_files: int = 5000) -> Path:
-    """Extract a zipped DICOM folder into ``dest`` refusing absolute names, ``..``, links and
-    archives that expand beyond ``max_total_bytes`` (zip bombs)."""
+    """Extract a zipped DICOM folder into ``dest`` refusing absolute names, ``..``, links,
+    members that are not DICOM files, and archives that expand beyond ``max_total_bytes`` (zip
+    bombs: the sizes the archive declares are checked first, then the bytes actually written,
+    since a crafted archive can declare less than it holds).
+
+    Every member is checked before anything is written; on refusal ``dest`` may hold a part
+    of the archive, and the caller removes it (it is a staging folder)."""
     root = DataRoot(dest.resolve())
     with zipfile.ZipFile(archive) as zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
+        infos = [i for i in zf.infolist() if not i.is_dir() and not _is_zip_junk(i.filename)]
         if len(infos) > max_files:
             raise AccessError(f"refused {archive.name}: more than {max_files} files")
         total = sum(i.file_size for i in infos)
         if total > max_total_bytes:
-            raise AccessError(f"refused {archive.name}: it expands to {total / 2**20:.0f} MiB, over the upload limit")
+            raise TooLarge(f"refused {archive.name}: it expands to {total / 2**20:.0f} MiB, over the upload limit")
         for info in infos:
             if (info.external_attr >> 16) & 0o170000 == 0o120000:
                 raise AccessError(f"refused {archive.name}: it contains a symbolic link ({info.filename})")
+            root.resolve(info.filename)  # absolute names and '..' refused before anything is written
+        for info in infos:
+            with zf.open(info) as src:
+                head = src.read(132)
+            if not is_dicom_head(head):
+                raise AccessError(
+                    f"refused {archive.name}: {info.filename!r} is not a DICOM file (a zip upload may hold DICOM files only)"
+                )
+        written = 0
+        for info in infos:
             target = root.resolve(info.filename)
             target.parent.mkdir(parents=True, exist_ok=True)
             with zf.open(info) as src, open(target, "wb") as out:
-                out.write(src.read())
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    written += len(chunk)
+                    if written > max_total_bytes:
+                        raise TooLarge(f"refused {archive.name}: it expands beyond {max_total_bytes / 2**20:.0f} MiB, over the upload limit")
+                    out.write(chunk)
     return dest
+
+
+def _is_zip_junk(name: str) -> bool:
+    return name.startswith(_ZIP_JUNK[0]) or PurePosixPath(name).name in _ZIP_JUNK[1:]
+
+
+# ---------------------------------------------------------------------------------------
+# Quota
+# ---------------------------------------------------------------------------------------
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under ``folder`` (links not followed; 0 when it does not exist)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(folder, followlinks=False):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed meanwhile
+                pass
+    return total
+
+
+def quota_bytes(gigabytes: float) -> int:
+    return int(gigabytes * 1024**3)
+
+
+def quota_used(root: DataRoot) -> int:
+    """Bytes under ``uploads/`` and ``results/`` (what browser users add to the data folder)."""
+    return folder_bytes(root.root / UPLOAD_DIR) + folder_bytes(root.root / RESULTS_DIR)
+
+
+def quota_left(root: DataRoot, quota: Optional[int]) -> Optional[int]:
+    """Bytes that may still be written (``None``: no quota)."""
+    if quota is None:
+        return None
+    return max(0, quota - quota_used(root))
+
+
+def check_quota(root: DataRoot, quota: Optional[int], incoming: int, what: str) -> None:
+    """Refuse writing ``incoming`` more bytes when the quota of uploads + results would be
+    exceeded; ``what`` names the refused thing in the message."""
+    left = quota_left(root, quota)
+    if left is not None and incoming > left:
+        raise TooLarge(
+            f"refused {what}: the data folder's quota for uploads and results ({quota / 2**30:g} GiB) is full "
+            f"({left / 2**20:.1f} MiB left); remove old uploads or results, or ask for a larger --quota-gb"
+        )
 
 
 def series_folder(folder: Path) -> Path:
@@ -206,6 +311,50 @@ def series_folder(folder: Path) -> Path:
         if any(not f.startswith(".") for f in filenames):
             return Path(dirpath)
     raise AccessError(f"{folder.name}: the archive holds no files")
+
+
+# ---------------------------------------------------------------------------------------
+# Choices
+# ---------------------------------------------------------------------------------------
+
+
+class OfferedChoices:
+    """The lists of choices the server put in the page, kept on the server.
+
+    Every state value that names a model, a device, a node, a method ... arrives from the page,
+    and any client can set any state key -- the *list* of choices included. So the lists are
+    recorded here when the server offers them, and a chosen value is accepted only if it is
+    in the server's own record (:meth:`check`). Paths are checked by :class:`DataRoot`. The
+    panels go through :meth:`clinicalai.web.panels.base.Panel.offer` / ``choice``.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict = {}
+
+    def offer(self, key: str, items: Iterable) -> List:
+        """Record ``items`` (dicts with a ``value``, or plain values) as the choices of ``key``;
+        returns them as given (for the page)."""
+        items = list(items)
+        self._values[key] = [item.get("value") if isinstance(item, dict) else item for item in items]
+        return items
+
+    def offered(self, key: str) -> List:
+        return list(self._values.get(key, []))
+
+    def check(self, key: str, value, what: str):
+        """``value`` if it is one of the choices offered under ``key``, else :class:`AccessError`."""
+        if not isinstance(value, (str, int, float, bool, type(None))):
+            raise AccessError(f"{what}: refused a value of type {type(value).__name__}; choose one of the choices offered")
+        if value in self._values.get(key, []):
+            return value
+        shown = str(value) if len(str(value)) <= 80 else str(value)[:77] + "..."
+        raise AccessError(f"{what} {shown!r} is not one of the choices offered; choose one from the list")
+
+    def check_many(self, key: str, values, what: str) -> List:
+        """Each of ``values`` (a list) checked with :meth:`check`."""
+        if not isinstance(values, (list, tuple)):
+            raise AccessError(f"{what}: expected a list of choices")
+        return [self.check(key, v, what) for v in values]
 
 
 # ---------------------------------------------------------------------------------------

@@ -43,23 +43,27 @@ class AttributionPanel(Panel):
 
         self.logic = AttributionViewerLogic(app.context)
         self.params = None
+        self._tables: Dict[str, List[Dict[str, Any]]] = {"metrics": [], "correlations": [], "randomization": []}
         classifiers = common.model_choices("classification")
         generative = common.model_choices("anomaly-detection")
-        self.set(
+        # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
+        self.offer(
             models=[{"title": "(none)", "value": ""}] + classifiers,
-            model=classifiers[0]["value"] if classifiers else "",
             anomaly_models=[{"title": "(none)", "value": ""}] + generative,
+            methods_all=METHODS,
+            masks=[{"title": "(none)", "value": ""}],
+            devices=common.device_items(),
+            maps=[],
+        )
+        self.set(
+            model=classifiers[0]["value"] if classifiers else "",
             anomaly_model=generative[0]["value"] if generative else "",
             card="",
-            methods_all=METHODS,
             methods=["gradient", "gradcam"],
             target=-1,
-            masks=[{"title": "(none)", "value": ""}],
             lesion="",
-            devices=common.device_items(),
             device="auto",
             has_result=False,
-            maps=[],
             map_choice="",
             threshold=0.5,
             opacity=0.6,
@@ -107,7 +111,12 @@ class AttributionPanel(Panel):
                     common.saved_list(self.k("saved"), "attribution-saved")
 
     def _update_card(self) -> None:
-        self.set(card=common.card_text(self.get("model")))
+        try:  # only a model the server offered is ever described (the card is read from disk)
+            model = self.choice("model", "models", "classifier")
+        except ClinicalAIError as exc:
+            self.set(card=str(exc))
+            return
+        self.set(card=common.card_text(model))
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
         super().on_segmentation_opened(relative, node)
@@ -116,23 +125,20 @@ class AttributionPanel(Panel):
     def _parameters(self):
         from ...mrml.attribution_logic import AttributionViewerParameters
 
-        methods = list(self.get("methods") or [])
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise ClinicalAIError(f"unknown attribution method(s): {', '.join(map(str, unknown))}")
+        methods = self.choices("methods", "methods_all", "attribution method")
         try:
             target = int(self.get("target") if self.get("target") not in (None, "") else -1)
         except (TypeError, ValueError):
             raise ClinicalAIError(f"the target class must be a whole number, got {self.get('target')!r}") from None
         return AttributionViewerParameters(
             input_volume=self.app.volume_node.GetID() if self.app.volume_node is not None else None,
-            model=common.checked_choice(self.get("model"), self.get("models"), "classifier", self.app),
-            anomaly_model=common.checked_choice(self.get("anomaly_model"), self.get("anomaly_models"), "generative model", self.app),
+            model=self.choice("model", "models", "classifier"),
+            anomaly_model=self.choice("anomaly_model", "anomaly_models", "generative model"),
             target=target,
             methods=methods,
-            lesion=common.checked_choice(self.get("lesion"), self.get("masks"), "reference lesion") or None,
-            threshold=float(self.get("threshold")),
-            device=common.checked_choice(self.get("device"), self.get("devices"), "device"),
+            lesion=self.choice("lesion", "masks", "reference lesion") or None,
+            threshold=self.number("threshold", "threshold", 0.0, 1.0),
+            device=self.choice("device", "devices", "device"),
         )
 
     def run(self) -> None:
@@ -167,7 +173,7 @@ class AttributionPanel(Panel):
                 continue
             view.set_background_volume_id(self.params.input_volume)
             view.set_foreground_volume_id(node.GetID())
-            view.set_foreground_opacity(float(self.get("opacity")))
+            view.set_foreground_opacity(self._opacity())
             view.reset_view()
 
         def fit() -> None:  # again once the page has laid the new views out
@@ -178,35 +184,44 @@ class AttributionPanel(Panel):
 
         for delay in (1.0, 3.0):
             self.app.event_loop().call_later(delay, fit)
+        self.offer(maps=[{"title": n.GetName(), "value": n.GetID()} for n in nodes])
         self.set(
             has_result=True,
-            maps=[{"title": n.GetName(), "value": n.GetID()} for n in nodes],
             map_choice=nodes[0].GetID() if nodes else "",
-            metrics=[{k: common.fmt(v) for k, v in row.items()} for row in result.metrics],
-            correlations=[{k: common.fmt(v) for k, v in row.items()} for row in result.correlations],
-            randomization=[],
             saved=[],
         )
+        # the tables as the server made them: the saved report never takes the page's copy
+        self._tables = {
+            "metrics": [{k: common.fmt(v) for k, v in row.items()} for row in result.metrics],
+            "correlations": [{k: common.fmt(v) for k, v in row.items()} for row in result.correlations],
+            "randomization": [],
+        }
+        self.set(**self._tables)
+
+    def _opacity(self) -> float:
+        try:
+            return self.number("opacity", "opacity", 0.0, 1.0)
+        except ClinicalAIError:
+            return 0.6  # a nonsense value from the page: the default, not an exception
 
     def _apply_opacity(self) -> None:
         vm = self.app.slicer_app.view_manager
         for tag in MAP_VIEWS:
             view = vm.get_view(tag)
             if view is not None and view.get_foreground_volume_id():
-                view.set_foreground_opacity(float(self.get("opacity")))
+                view.set_foreground_opacity(self._opacity())
 
     def go_to_lesion(self) -> None:
         """Centre the (linked) map views on the reference lesion."""
         try:
-            common.jump_to_segmentation(
-                self.app, common.checked_choice(self.get("lesion"), self.get("masks"), "reference lesion"), "reference lesion"
-            )
+            common.jump_to_segmentation(self.app, self.choice("lesion", "masks", "reference lesion"), "reference lesion")
         except ClinicalAIError as exc:
             self.set(error=str(exc))
 
     def threshold_map(self) -> None:
         try:
-            seg = self.logic.threshold_to_segmentation(self.get("map_choice"), float(self.get("threshold")))
+            seg = self.logic.threshold_to_segmentation(self.choice("map_choice", "maps", "map"),
+                                                       self.number("threshold", "threshold", 0.0, 1.0))
         except ClinicalAIError as exc:
             self.set(error=str(exc))
             return
@@ -238,7 +253,8 @@ class AttributionPanel(Panel):
             return _rows_of(result, method)
 
         def apply(rows: List[Dict[str, Any]]) -> None:
-            self.set(randomization=[{k: common.fmt(v) for k, v in r.items()} for r in rows])
+            self._tables["randomization"] = [{k: common.fmt(v) for k, v in r.items()} for r in rows]
+            self.set(randomization=self._tables["randomization"])
 
         self.start_job(compute, apply)
 
@@ -262,9 +278,8 @@ class AttributionPanel(Panel):
                 write_volume(node_to_volume(node), p)
                 paths.append(p)
             json_path = folder / f"{stem}.json"
-            write_json({"input": image.GetName(), "model": self.get("model"), "methods": self.get("methods"),
-                        "metrics": self.get("metrics"), "correlations": self.get("correlations"),
-                        "randomization": self.get("randomization")}, json_path)
+            write_json({"input": image.GetName(), "model": self.params.model, "methods": list(self.params.methods),
+                        **self._tables}, json_path)
             paths.append(json_path)
         except ClinicalAIError as exc:
             self.set(error=str(exc))

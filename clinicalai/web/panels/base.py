@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
+from ...errors import ClinicalAIError
 from ..jobs import Job, JobStatus
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +53,36 @@ class Panel:
 
     def get(self, name: str) -> Any:
         return self.state[self.k(name)]
+
+    # server-side validation of what the page sends (one place: security.OfferedChoices) -----
+    def offer(self, **lists: Any) -> None:
+        """Put choice lists in the page *and* record them on the server, so that a value chosen
+        from them can be checked against what was really offered (:meth:`choice`)."""
+        self.set(**{name: self.app.choices.offer(self.k(name), items) for name, items in lists.items()})
+
+    def choice(self, name: str, offered: str, what: str) -> Any:
+        """The page's value of ``name`` if it is one of the choices the server offered in
+        ``offered``; else :class:`~clinicalai.web.security.AccessError` (one sentence).
+        An empty value ("" or none: the server's default) is always accepted, as ""."""
+        value = self.get(name)
+        if value in ("", None):
+            return ""
+        return self.app.choices.check(self.k(offered), value, what)
+
+    def choices(self, name: str, offered: str, what: str) -> list:
+        """Like :meth:`choice` for a multiple selection (a list)."""
+        return self.app.choices.check_many(self.k(offered), self.get(name) or [], what)
+
+    def number(self, name: str, what: str, lo: float = float("-inf"), hi: float = float("inf")) -> float:
+        """The page's value of ``name`` as a finite number in [lo, hi], or one clear error."""
+        value = self.get(name)
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            raise ClinicalAIError(f"{what} must be a number, got {str(value)[:40]!r}") from None
+        if not (lo <= x <= hi):
+            raise ClinicalAIError(f"{what} must be between {lo:g} and {hi:g}, got {x:g}")
+        return x
 
     # UI -----------------------------------------------------------------------
     def build_ui(self) -> None:  # pragma: no cover - overridden
@@ -132,7 +163,7 @@ class Panel:
         if self.segmentation_choices:
             from .common import segmentation_items
 
-            self.set(**{self.segmentation_choices: segmentation_items(self.app.context.scene)})
+            self.offer(**{self.segmentation_choices: segmentation_items(self.app.context.scene)})
 
     def on_volume_changed(self, node: Any) -> None:
         self.refresh_inputs()

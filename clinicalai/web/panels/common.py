@@ -16,30 +16,17 @@ from .. import security
 
 
 def model_choices(task: Optional[str], default: Optional[str] = None) -> List[Dict[str, Any]]:
-    """``[{"title", "value"}]`` of the bundled models of ``task`` (value = card path), the model
-    named ``default`` first."""
+    """``[{"title", "value"}]`` of the models of ``task`` known by name, bundled and the server
+    user's imported ones (value = card path or bundle folder), the model named ``default`` first."""
     from ...mrml.logic import bundled_models
 
+    def title(m: Dict[str, Any]) -> str:
+        return m["name"] + (" (synthetic demo)" if m["synthetic_demo"] else "") + (" (user)" if m["source"] == "user" else "")
+
     try:
-        return [{"title": m["name"] + (" (synthetic demo)" if m["synthetic_demo"] else ""), "value": m["path"]}
-                for m in bundled_models(task, default)]
+        return [{"title": title(m), "value": m["path"]} for m in bundled_models(task, default)]
     except ClinicalAIError:
         return []
-
-
-def checked_choice(value: str, items: Sequence[Dict[str, Any]], what: str, app: Any = None) -> str:
-    """``value`` if the page offered it (or, for a model, it is a file inside ``--data``).
-
-    The page's state can be set by any client: a model path or device typed into it must not
-    reach the server's loaders unless it was one of the choices shown."""
-    if value in ("", None) or any(item.get("value") == value for item in items):
-        return value or ""
-    if app is not None:
-        try:
-            return str(app.data_root.existing(str(value)))
-        except ClinicalAIError as exc:
-            raise ClinicalAIError(f"{what}: {exc}") from None
-    raise ClinicalAIError(f"{what} {value!r} is not one of the choices offered")
 
 
 def device_items() -> List[Dict[str, Any]]:
@@ -137,6 +124,9 @@ def result_stem(node_name: str, what: str) -> str:
 
 
 def results_folder(app: Any) -> Path:
+    """``<data>/results``; refused when the quota of uploads + results is used up."""
+    quota = app.config.quota_gb
+    security.check_quota(app.data_root, None if quota is None else security.quota_bytes(quota), 1, "saving the results")
     return app.data_root.folder(security.RESULTS_DIR)
 
 

@@ -1,7 +1,12 @@
-"""Data panel: open a volume from the ``--data`` folder or upload one."""
+"""Data panel: open a volume from the ``--data`` folder or upload one.
+
+Every file is first tried in a throw-away process (:mod:`clinicalai.web.probe`): a malformed
+file that would crash Slicer's native reader is refused with a message instead of taking the
+server down. The probe runs on a worker thread, so the page stays live while it reads."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Optional
 
 from trame.widgets import html
@@ -74,45 +79,66 @@ class DataPanel(Panel):
         self.set(files=self.app.data_root.list_images())
 
     def open_typed(self) -> None:
-        self.open_path(self.get("path"))
+        self._schedule_open(self.get("path"))
 
     def open_clicked(self, relative: str) -> None:
-        self.open_path(relative)
+        self._schedule_open(relative)
 
     def on_uploaded(self, relative: str) -> None:
         self.refresh()
-        self.open_path(relative)
+        self._schedule_open(relative)
 
-    def open_path(self, relative: str) -> Optional[Any]:
+    def _schedule_open(self, relative: Any) -> None:
+        # a task, not an awaited trigger: wslink handles one message of a connection at a time
+        self.app.event_loop().create_task(self.open_path(relative))
+
+    async def open_path(self, relative: Any) -> Optional[Any]:
         """Open ``relative`` (inside --data) into the scene; errors go to the message line."""
         try:
-            node = self._open(relative)
+            if not isinstance(relative, str):
+                raise InputError("give the path of a file inside the data folder")
+            path, kind = self._kind(relative)
+            # the probe (seconds, a child process) runs on a worker thread: the page stays live
+            await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative)
+            # again, now: cached (instant) unless the file was replaced while it was probed
+            self.app.prober.check(path, kind, relative)
+            node = self._open(relative, path, kind)
         except ClinicalAIError as exc:
             self.app.error(str(exc))
             return None
-        except Exception as exc:  # a reader crash on a user's file: one line, server stays up
+        except Exception as exc:  # a reader error on a user's file: one line, server stays up
             self.app.error(f"{relative}: cannot be opened ({type(exc).__name__}: {exc})")
             return None
         self.app.info(f"opened {relative}")
         return node
 
-    def _open(self, relative: str) -> Any:
+    def _kind(self, relative: str) -> tuple:
+        """``(path, probe kind)`` of ``relative``, or why this app does not open it."""
+        path = self.app.data_root.existing(relative)
+        if path.is_dir():
+            return path, "dicom"
+        if security.image_suffix(path.name) in (None, ".zip"):
+            raise InputError(f"{relative}: not an image this app opens (.nii, .nii.gz, .nrrd, .seg.nrrd or a DICOM folder)")
+        if path.name.lower().endswith(".seg.nrrd"):
+            if self.app.volume_node is None:
+                raise InputError("open the image first, then its segmentation")
+            return path, "segmentation"
+        return path, "volume"
+
+    def _open(self, relative: str, path: Any, kind: str) -> Any:
+        """Load ``path`` (probed already) into the scene as ``kind``."""
         from ...mrml import segmentations as mseg
         from ...mrml import volumes as mvol
 
-        path = self.app.data_root.existing(relative)
         name = path.name
-        if path.is_dir():
+        if kind == "dicom":
             from ...volume.io import read_volume
 
             volume = read_volume(path)
             node = mvol.add_volume_node(self.app.context.scene, volume, name)
             self.app.show_volume(node)
             return node
-        low = name.lower()
-        if security.image_suffix(name) in (None, ".zip"):
-            raise InputError(f"{relative}: not an image this app opens (.nii, .nii.gz, .nrrd, .seg.nrrd or a DICOM folder)")
-        if low.endswith(".seg.nrrd"):
+        if kind == "segmentation":
             if self.app.volume_node is None:
                 raise InputError("open the image first, then its segmentation")
             seg = mseg.load_segmentation_file(self.app.context, str(path), name=name[: -len(".seg.nrrd")])

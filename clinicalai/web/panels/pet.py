@@ -27,13 +27,16 @@ class PetPanel(Panel):
 
         self.logic = PetRecurrenceLogic(app.context)
         self.params = None
-        self.set(
-            units="suv",
+        # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
+        self.offer(
             unit_items=[{"title": "SUV", "value": "suv"}, {"title": "Bq/mL", "value": "bqml"}, {"title": "from the data (DICOM)", "value": ""}],
             devices=common.device_items(),
+            masks=[{"title": "(none)", "value": ""}],
+        )
+        self.set(
+            units="suv",
             device="auto",
             cam=True,
-            masks=[{"title": "(none)", "value": ""}],
             brain_mask="",
             lesion="",
             # the VOI the last run found when none was chosen (node ID, name); "" when none
@@ -106,13 +109,13 @@ class PetPanel(Panel):
         try:
             params = PetRecurrenceParameters(
                 input_volume=self.app.volume_node.GetID(),
-                brain_mask=common.checked_choice(self.get("brain_mask"), self.get("masks"), "brain mask") or None,
-                lesion=common.checked_choice(self.get("lesion"), self.get("masks"), "lesion VOI") or None,
-                units=common.checked_choice(self.get("units"), self.get("unit_items"), "units"),
-                device=common.checked_choice(self.get("device"), self.get("devices"), "device"),
+                brain_mask=self.choice("brain_mask", "masks", "brain mask") or None,
+                lesion=self.choice("lesion", "masks", "lesion VOI") or None,
+                units=self.choice("units", "unit_items", "units"),
+                device=self.choice("device", "devices", "device"),
                 compute_cam=bool(self.get("cam")),
-                cam_opacity=float(self.get("opacity")),
-                cam_threshold=float(self.get("threshold")),
+                cam_opacity=self.number("opacity", "opacity", 0.0, 1.0),
+                cam_threshold=self.number("threshold", "threshold", 0.0, 1.0),
             )
             inputs = self.logic.prepare(params)
         except ClinicalAIError as exc:
@@ -159,8 +162,8 @@ class PetPanel(Panel):
             return
         try:
             self.logic.set_cam_display(
-                opacity=float(self.get("opacity")) if opacity else None,
-                threshold=float(self.get("threshold")) if threshold else None,
+                opacity=self.number("opacity", "opacity", 0.0, 1.0) if opacity else None,
+                threshold=self.number("threshold", "threshold", 0.0, 1.0) if threshold else None,
             )
         except ClinicalAIError as exc:
             self.set(error=str(exc))
@@ -184,7 +187,7 @@ class PetPanel(Panel):
         """Centre the slice views on the lesion VOI chosen in the panel, else on the one the last
         run found (the heat map there)."""
         try:
-            node_id = common.checked_choice(self.get("lesion"), self.get("masks"), "lesion VOI")
+            node_id = self.choice("lesion", "masks", "lesion VOI")
             if not node_id and self.params is not None:
                 node_id = self.params.lesion_voi or ""  # the server's record, not the page's state
             if self.app.volume_node is None:
@@ -226,7 +229,7 @@ class PetPanel(Panel):
                 write_volume(labels, voi_path, segments=[{k: x[k] for k in ("name", "value", "color")} for x in labels.metadata["segments"]])
                 paths.append(voi_path)
             json_path = folder / f"{stem}.json"
-            write_json({"input": image.GetName(), "units": self.get("units"), **self.params.summary}, json_path)
+            write_json({"input": image.GetName(), "units": self.params.units, **self.params.summary}, json_path)
             paths.append(json_path)
         except ClinicalAIError as exc:
             self.set(error=str(exc))

@@ -33,16 +33,17 @@ class SegCorrectPanel(Panel):
         app.segmentation_listeners.append(self._on_segmentation_edited)
         segmenters = common.model_choices("segmentation", DEFAULT_SEGMENTER)
         correctors = common.model_choices("mask-correction", DEFAULT_CORRECTOR)
+        #: the per-slice rows shown, as the server made them (the page's copy is not trusted)
+        self._rows: List[Dict[str, Any]] = []
+        # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
+        self.offer(segmenters=segmenters, correctors=correctors, devices=common.device_items(),
+                   input_segs=[{"title": "(none)", "value": ""}])
         self.set(
-            segmenters=segmenters,
             segmenter=segmenters[0]["value"] if segmenters else "",
-            correctors=correctors,
             corrector=correctors[0]["value"] if correctors else "",
             card="",
-            devices=common.device_items(),
             device="auto",
             correct=True,
-            input_segs=[{"title": "(none)", "value": ""}],
             input_seg="",
             rows=[],
             columns=[],
@@ -91,7 +92,13 @@ class SegCorrectPanel(Panel):
                     common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions)
 
     def _update_card(self) -> None:
-        self.set(card=common.card_text(self.get("corrector") if self.get("input_seg") else self.get("segmenter")))
+        try:  # only a model the server offered is ever described (the card is read from disk)
+            model = (self.choice("corrector", "correctors", "corrector") if self.get("input_seg")
+                     else self.choice("segmenter", "segmenters", "segmenter"))
+        except ClinicalAIError as exc:
+            self.set(card=str(exc))
+            return
+        self.set(card=common.card_text(model))
 
     # run ----------------------------------------------------------------------
     def run(self) -> None:
@@ -103,10 +110,10 @@ class SegCorrectPanel(Panel):
         try:
             params = SegCorrectParameters(
                 input_volume=self.app.volume_node.GetID(),
-                input_segmentation=common.checked_choice(self.get("input_seg"), self.get("input_segs"), "input segmentation") or None,
-                segmenter_model=common.checked_choice(self.get("segmenter"), self.get("segmenters"), "segmenter", self.app),
-                corrector_model=common.checked_choice(self.get("corrector"), self.get("correctors"), "corrector", self.app),
-                device=common.checked_choice(self.get("device"), self.get("devices"), "device"),
+                input_segmentation=self.choice("input_seg", "input_segs", "input segmentation") or None,
+                segmenter_model=self.choice("segmenter", "segmenters", "segmenter"),
+                corrector_model=self.choice("corrector", "correctors", "corrector"),
+                device=self.choice("device", "devices", "device"),
                 correct=bool(self.get("correct")),
             )
             inputs = self.logic.prepare(params)
@@ -170,6 +177,7 @@ class SegCorrectPanel(Panel):
             shown["voxels"] = int(per_slice[k])
             columns.extend(c for c in shown if c not in columns)
             rows.append(shown)
+        self._rows = rows
         self.set(rows=rows, columns=columns, final_voxels=int(per_slice.sum()))
 
     def _on_segmentation_edited(self, node) -> None:
@@ -180,7 +188,12 @@ class SegCorrectPanel(Panel):
     def _apply_opacity(self) -> None:
         node = self._final_node()
         if node is not None and node.GetDisplayNode() is not None:
-            node.GetDisplayNode().SetOpacity(float(self.get("opacity")))
+            try:
+                opacity = self.number("opacity", "opacity", 0.0, 1.0)
+            except ClinicalAIError as exc:
+                self.set(error=str(exc))
+                return
+            node.GetDisplayNode().SetOpacity(opacity)
             self.app.render_views()
 
     # review -------------------------------------------------------------------
@@ -197,13 +210,25 @@ class SegCorrectPanel(Panel):
         self._refresh_rows()
 
     def _row_slice(self, i: int) -> int:
-        return int(self.get("rows")[int(i)]["slice"])
+        """The slice of row ``i`` of the server's rows (the page sends only the index)."""
+        try:
+            return int(self._rows[int(i)]["slice"])
+        except (TypeError, ValueError, IndexError):
+            raise ClinicalAIError(f"no row {str(i)[:20]!r} in the slice table") from None
 
     def accept_row(self, i: int) -> None:
-        self._set_correction(True, [self._row_slice(i)])
+        self._review_row(True, i)
 
     def reject_row(self, i: int) -> None:
-        self._set_correction(False, [self._row_slice(i)])
+        self._review_row(False, i)
+
+    def _review_row(self, accept: bool, i: Any) -> None:
+        try:
+            k = self._row_slice(i)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self._set_correction(accept, [k])
 
     def accept_all(self) -> None:
         self._set_correction(True, None)
@@ -249,12 +274,12 @@ class SegCorrectPanel(Panel):
             write_json(
                 {
                     "input": image.GetName(),
-                    "segmenter": self.get("segmenter"),
-                    "corrector": self.get("corrector"),
+                    "segmenter": self.params.segmenter_model,  # what ran, not the page's state
+                    "corrector": self.params.corrector_model,
                     "decisions": list(self.params.decisions),
-                    "slices": self.get("rows"),
+                    "slices": self._rows,
                     "segments": segments,
-                    "final_voxels": self.get("final_voxels"),
+                    "final_voxels": int((labels.array > 0).sum()),
                 },
                 json_path,
             )

@@ -1,0 +1,155 @@
+"""Try a file in a throw-away process before the server loads it.
+
+Slicer's native readers do not always fail politely: a ``.seg.nrrd`` whose ``Segment0_Extent``
+is huge, or whose header is cut short, ends in ``std::bad_alloc`` / an uncaught ITK exception
+and ``terminate`` -- the whole server process with it, and again each time the file is clicked.
+So every file the browser app opens is first read, in a child process with a memory limit and
+a timeout, by the engine's reader (:func:`clinicalai.volume.read_volume`) and then by the very
+Slicer loader the server will use. Only a file that passed both is loaded in the server; one
+that failed stays refused with its message (results are kept by file identity, so a refused
+file is not retried on every click).
+
+Run as ``python -m clinicalai.web.probe KIND PATH`` (KIND: volume, segmentation, dicom), it
+prints one JSON line: ``{"ok": true}`` or ``{"error": "one sentence"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+from ..errors import InputError
+
+KINDS = ("volume", "segmentation", "dicom")
+#: seconds a probe may take (a large DICOM series is read in a few seconds)
+DEFAULT_TIMEOUT_S = 120.0
+#: address space of the probe process (GiB): a header declaring terabytes fails there
+DEFAULT_MEMORY_GB = 16.0
+
+
+class ProbeRefused(InputError):
+    """The file failed the probe: the engine's reader or Slicer's refused it, or crashed."""
+
+
+def _signature(path: Path) -> Tuple:
+    """Identity of a file (or a DICOM folder's files) that survives a rename: inode, size and
+    modification time. Any change to the content makes a new signature."""
+    st = path.stat()
+    sig: Tuple = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if path.is_dir():
+        sig += tuple(sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in path.iterdir() if f.is_file()))
+    return sig
+
+
+class FileProber:
+    """Probes files in child processes; remembers each file's verdict."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, memory_gb: float = DEFAULT_MEMORY_GB) -> None:
+        self.timeout_s = timeout_s
+        self.memory_bytes = int(memory_gb * 1024**3)
+        self._verdicts: Dict[Tuple, Optional[str]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, path: Path, kind: str, shown_name: str = "") -> None:
+        """Raise :class:`ProbeRefused` (one sentence) unless ``path`` loads cleanly as ``kind``.
+        Blocking (seconds): call it from a worker thread."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown probe kind {kind!r}")
+        key = (kind,) + _signature(path)
+        with self._lock:
+            known = key in self._verdicts
+            verdict = self._verdicts.get(key)
+        if not known:
+            verdict = self._run(path, kind)
+            with self._lock:
+                self._verdicts[key] = verdict
+        if verdict is not None:
+            shown = shown_name or path.name
+            if verdict.startswith(f"{path.name}: "):  # the engine's messages name the file already
+                raise ProbeRefused(f"{shown}: {verdict[len(path.name) + 2:]}")
+            if verdict.startswith(f"{path.name} "):
+                raise ProbeRefused(f"{shown}{verdict[len(path.name):]}")
+            raise ProbeRefused(f"{shown}: {verdict}")
+
+    def _run(self, path: Path, kind: str) -> Optional[str]:
+        """``None`` when the child loaded the file, else why not."""
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        limit = self.memory_bytes
+
+        def limit_memory() -> None:  # in the child, before it execs Python
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "clinicalai.web.probe", kind, str(path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                timeout=self.timeout_s, env=env, preexec_fn=limit_memory if os.name == "posix" else None,
+            )
+        except subprocess.TimeoutExpired:
+            return f"reading it took longer than {self.timeout_s:g} s; it was not opened"
+        lines = [ln for ln in done.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
+        if done.returncode == 0 and lines:
+            answer = json.loads(lines[-1])
+            return None if answer.get("ok") else str(answer.get("error") or "cannot be read")
+        if lines:
+            answer = json.loads(lines[-1])
+            if answer.get("error"):
+                return str(answer["error"])
+        how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
+        return f"the image reader crashed on it ({how}): the file is malformed and was not opened"
+
+
+def _probe(kind: str, path: Path) -> None:
+    """What the server will do with the file, here where a crash harms nobody."""
+    from ..volume import read_volume
+
+    read_volume(path)  # the engine's reader first: its messages are the clearest
+    if kind == "dicom":
+        return  # the app builds DICOM nodes from the engine's volume, not with a Slicer reader
+    from ..mrml.headless import create_headless_context
+
+    context = create_headless_context()
+    if kind == "segmentation":
+        from ..mrml.segmentations import load_segmentation_file
+
+        load_segmentation_file(context, str(path), name="probe")
+    else:
+        from ..mrml.volumes import load_volume_file
+
+        load_volume_file(context, str(path), name="probe")
+
+
+def main(argv: Optional[list] = None) -> int:
+    from ..errors import ClinicalAIError
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] not in KINDS:
+        print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom} PATH"}))
+        return 2
+    kind, path = args[0], Path(args[1])
+    try:
+        _probe(kind, path)
+    except ClinicalAIError as exc:
+        message = str(exc).replace(str(path.parent) + os.sep, "")  # no server paths in the page
+        print(json.dumps({"error": message}), flush=True)
+        return 1
+    except MemoryError:
+        print(json.dumps({"error": "it declares more voxels than the server can hold; it was not opened"}), flush=True)
+        return 1
+    except Exception as exc:  # any other failure of a reader on a user's file: one line
+        print(json.dumps({"error": f"cannot be read ({type(exc).__name__}: {exc})"}), flush=True)
+        return 1
+    print(json.dumps({"ok": True}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - run as a child process
+    sys.exit(main())
