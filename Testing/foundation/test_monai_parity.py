@@ -237,3 +237,42 @@ def test_cards_written_by_the_engine_say_their_layout(tmp_path):
     assert json.loads((tmp_path / "t.json").read_text())["input"]["layout"] == {"kind": "engine"}
     for path in (ROOT / "Resources" / "Models").glob("*.json"):
         assert json.loads(path.read_text())["input"]["layout"]["kind"] == "engine", path.name
+
+
+def test_cli_explain_with_a_classifier_bundle_matches_monai(classifier, tmp_path):
+    img, _ = mm.phantom(450, direction=_rotation([5, 0, -20]), with_sphere=True)
+    path = tmp_path / "case.nii.gz"
+    write_volume(img, path)
+    out = tmp_path / "map.nii.gz"
+    proc = subprocess.run([sys.executable, "-m", "clinicalai", "explain", str(path), "--model", str(classifier["bundle"]),
+                           "--method", "gradient", "--normalization", "none", "-o", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    ref_map, _ = mm.monai_gradient(str(path), classifier["net"])
+    ref = volume_from_metatensor(ref_map, read_volume(path)).array
+    got = read_volume(out)
+    assert got.same_grid(read_volume(path), atol=1e-4)
+    assert float(np.abs(got.array - ref).max()) < 1e-4 * float(np.abs(ref).max())
+
+
+@pytest.mark.parametrize("bundled", ["pet-cnn3d-fold0", "brain-ae-anomaly"])
+def test_workflows_with_their_own_pipeline_refuse_a_monai_layout(bundled, tmp_path):
+    """PetRecurrence and the anomaly maps run only models trained on the engine's own
+    preprocessing: a MONAI-layout card is refused by name, not run the wrong way."""
+    from clinicalai.errors import ModelError
+
+    src = ROOT / "Resources" / "Models" / bundled
+    card = json.loads(src.with_suffix(".json").read_text())
+    card["input"]["layout"] = {"kind": "monai", "axcodes": "RAS"}
+    (tmp_path / f"{bundled}.pt").write_bytes(src.with_suffix(".pt").read_bytes())
+    (tmp_path / f"{bundled}.json").write_text(json.dumps(card))
+    model = load_model(tmp_path / f"{bundled}.pt", device="cpu")
+    with pytest.raises(ModelError, match="MONAI input layout"):
+        if bundled.startswith("pet"):
+            from clinicalai.pet.workflow import check_pet_models
+
+            check_pet_models([model])
+        else:
+            from clinicalai.generative.anomaly import resolve_anomaly_model
+
+            resolve_anomaly_model(model)

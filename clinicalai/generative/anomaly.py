@@ -84,6 +84,10 @@ def resolve_anomaly_model(model: Union[LoadedModel, str, Path, None], device: st
     kind = card.extra_get("generative_kind")
     if kind not in KINDS:
         raise ModelError(f"the card of {card.name} needs generative_kind, one of {', '.join(KINDS)}")
+    if card.input.layout.kind != "engine":
+        # the generative networks here are trained on this engine's own crops (generative.data)
+        raise ModelError(f"model {card.name} has a MONAI input layout; anomaly maps need a generative model "
+                         "trained by 'clinicalai train generative' (card input.layout 'engine')")
     check_kind(model.module, kind)
     return model
 
