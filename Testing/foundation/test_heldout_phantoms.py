@@ -47,6 +47,18 @@ def test_anatomy_is_plausible(cases):
                 assert (ndimage.binary_dilation(rv, iterations=2) & (lab[k] == MYO)).any()
 
 
+def test_every_true_slice_passes_segcorrects_validity_criteria(cases):
+    """The family's masks are anatomically valid by the same criteria SegCorrect judges
+    segmentations with, so validity figures on it measure the segmenter, not the phantom."""
+    from clinicalai.segcorrect.validity import check_slice
+
+    for c in cases:
+        for z, slice_ in enumerate(c.labels.array):
+            if slice_.any():
+                result = check_slice(slice_)
+                assert result.valid, (c.meta["seed"], z, [k for k, ok in result.criteria.items() if not ok])
+
+
 def test_blood_is_bright_and_myocardium_dark(cases):
     for c in cases:
         img, lab = c.image.array, c.labels.array
