@@ -227,7 +227,6 @@ def train_classifier(items: List[Dict[str, object]], iterations: int = 60, seed:
 def monai_gradient(path: str, net, target: Optional[int] = None):
     """The gradient of the target logit w.r.t. the network input, computed on MONAI's
     preprocessed tensor and put back onto the file's grid with ``Invertd``; and the target."""
-    import torch
     from monai.transforms import Invertd
 
     pre = monai_transforms(crop=False)

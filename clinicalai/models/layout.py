@@ -23,7 +23,7 @@ maps, attributions) goes back onto the input grid through the recorded inverses:
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 

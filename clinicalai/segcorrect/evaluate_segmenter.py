@@ -44,6 +44,7 @@ def evaluate_segmenter(
     n_cases: int = 10,
     seed: int = 0,
     max_rotation_deg: float = 180.0,
+    strategy: str = "gate",
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> Dict[str, Any]:
@@ -65,7 +66,7 @@ def evaluate_segmenter(
     for i in range(n_cases):
         check_cancel(cancel)
         case = family_case(family, seed + i, max_rotation_deg)
-        result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel)
+        result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy)
         truth = case.labels.array.astype(np.int64)
         row: Dict[str, Any] = {"seed": seed + i, "shape": list(case.image.shape)}
         for mode, mask in (("raw", result.raw), ("final", result.final)):
@@ -86,6 +87,7 @@ def evaluate_segmenter(
                  "note": "synthetic cardiac phantoms; not patient data"},
         "segmenter": segmenter.card.name,
         "corrector": corrector.card.name if corrector is not None else None,
+        "strategy": strategy,
         "per_case": per_case,
     }
     for mode in modes:

@@ -42,6 +42,8 @@ _EIGHT = np.ones((3, 3), bool)
 
 CORRECTED = "corrected"
 KEPT_RAW = "kept raw"
+#: how an invalid slice is corrected (:func:`correct_mask`)
+STRATEGIES = ("gate", "evidence")
 #: at most this many validity checks per slice while searching for a repair (a slice of
 #: boundary noise can have hundreds of disagreeing specks; the gate must stay interactive)
 MAX_REPAIR_CHECKS = 400
@@ -62,6 +64,10 @@ class SliceDecision:
     confidence: Optional[float] = None
     #: pixels of the proposed correction that differ from the raw slice
     pixels_changed: int = 0
+    #: ``strategy="evidence"``: the winning candidate's source and score, and the ranking
+    source: Optional[str] = None
+    score: Optional[float] = None
+    candidates: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def corrected(self) -> bool:
@@ -77,6 +83,9 @@ class SliceDecision:
             "decision": self.decision, "reason": self.reason,
             "confidence": None if self.confidence is None else round(float(self.confidence), 4),
             "pixels_changed": int(self.pixels_changed),
+            "source": self.source,
+            "score": None if self.score is None else round(float(self.score), 4),
+            "candidates": list(self.candidates),
         }
 
     def table_row(self) -> Dict[str, Any]:
@@ -309,6 +318,21 @@ def gate_slice(
     return CORRECTED, f"raw invalid ({failed}); correction valid"
 
 
+def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence: Optional[float],
+                       confidence_threshold: Optional[float]) -> Tuple[str, str]:
+    """``(decision, reason)`` of ``strategy="evidence"`` for an invalid slice: its best valid
+    candidate, unless the segmenter is confident in the raw slice."""
+    failed = ", ".join(before.failed)
+    if confidence_threshold is not None and confidence is not None and confidence >= confidence_threshold:
+        return KEPT_RAW, f"segmenter confident ({confidence:.3f} >= {confidence_threshold:.3f}); raw kept although invalid ({failed})"
+    best = ranking[0]
+    if not best.validity.valid:
+        return KEPT_RAW, f"no valid candidate among {len(ranking)} ({', '.join(best.validity.failed)} still fail)"
+    runner = next((c for c in ranking[1:] if c.validity.valid), None)
+    versus = f"; next: {runner.source} {runner.score:.3f}" if runner is not None else ""
+    return CORRECTED, f"raw invalid ({failed}); {best.source} chosen (score {best.score:.3f}{versus})"
+
+
 def _check_mask(mask: Volume, allowed: Sequence[int], corrector_name: str, names: Mapping[int, str]) -> np.ndarray:
     if not isinstance(mask, Volume):
         raise InputError("the mask must be a Volume")
@@ -353,6 +377,8 @@ def correct_mask(
     min_agreement: float = MIN_AGREEMENT,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    strategy: str = "gate",
+    probabilities: Optional[np.ndarray] = None,
 ) -> CorrectionResult:
     """Correct a label mask made by any tool, slice by slice, with the anatomical gate.
 
@@ -367,7 +393,14 @@ def correct_mask(
         confidence: optional per-slice segmenter confidence ``(z,)`` in [0, 1].
         confidence_threshold: never change a slice whose ``confidence`` reaches this.
         min_agreement: smallest mean Dice between raw and corrected slice for a correction to
-            be accepted.
+            be accepted (``strategy="gate"``).
+        strategy: ``"gate"`` (the default: the smallest repair from the network's output that
+            agrees with the raw slice) or ``"evidence"``: for an invalid slice, the valid
+            candidate the evidence supports best (:mod:`.candidates`; network output, smallest
+            repair, topological repairs), whatever its agreement with the raw slice.
+        probabilities: the segmenter's softmax ``(C, z, y, x)`` on the mask's grid (channel 0
+            background, then the card's labels in order): the evidence of ``"evidence"``;
+            without it, agreement with the raw slice.
 
     Returns:
         :class:`CorrectionResult` (volumes on ``mask``'s grid, per-slice decisions, timings).
@@ -403,6 +436,11 @@ def correct_mask(
             raise InputError(f"confidence has {confidence.shape[0]} values for {n_slices} slices")
     module = corrector.torch_module("mask correction")
     n_classes = len(values) + 1
+    if strategy not in STRATEGIES:
+        raise InputError(f"correction strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if probabilities is not None and tuple(np.shape(probabilities)) != (n_classes,) + arr.shape:
+        raise InputError(f"segmenter probabilities have shape {tuple(np.shape(probabilities))}, expected "
+                         f"{(n_classes,) + arr.shape} (background + {len(values)} labels on the mask's grid)")
 
     # ---- network space: class indices in the card's label order, framed like training
     t = time.perf_counter()
@@ -441,14 +479,27 @@ def correct_mask(
         before = check_slice(arr[z], gate_values)
         proposal, after = network_arr[z], check_slice(network_arr[z], gate_values)
         conf = None if confidence is None else float(confidence[z])
+        ranking: List[Any] = []
         if gate and not before.valid:
             repaired, repaired_validity = repair_slice(arr[z], network_arr[z], gate_values, min_agreement)
             if repaired_validity.valid:
                 proposal, after = repaired.astype(network_arr.dtype), repaired_validity
+            if strategy == "evidence":
+                from .candidates import Evidence, candidates_for_slice
+
+                proposals = {"network": network_arr[z]}
+                if repaired_validity.valid:
+                    proposals["smallest repair"] = repaired
+                evidence = Evidence(values, None if probabilities is None else probabilities[:, z], arr[z])
+                ranking = candidates_for_slice(arr[z], proposals, gate_values, evidence)
+                if ranking and ranking[0].validity.valid:
+                    proposal, after = ranking[0].labels.astype(network_arr.dtype), ranking[0].validity
         corrected_arr[z] = proposal
         dice = label_dice(arr[z], proposal, values)
         changed = int(np.count_nonzero(arr[z] != proposal))
-        if gate:
+        if gate and ranking:
+            decision, reason = _evidence_decision(before, ranking, conf, confidence_threshold)
+        elif gate:
             decision, reason = gate_slice(before, after, dice, not arr[z].any(), not proposal.any(),
                                           conf, confidence_threshold, min_agreement)
             if decision == CORRECTED:
@@ -457,8 +508,11 @@ def correct_mask(
             decision, reason = CORRECTED, "gating off: correction applied to every slice"
         if decision == CORRECTED:
             final_arr[z] = proposal
+        best = ranking[0] if ranking and ranking[0].validity.valid else None
         decisions.append(SliceDecision(z, before.valid, after.valid, dict(before.criteria), dict(after.criteria),
-                                       dice, decision, reason, conf, changed))
+                                       dice, decision, reason, conf, changed,
+                                       source=best.source if best else None, score=best.score if best else None,
+                                       candidates=[c.to_dict() for c in ranking[:5]]))
     timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {n_slices} slices corrected")
@@ -473,7 +527,7 @@ def correct_mask(
         raw=raw_vol, corrected=corrected_vol, final=final_vol, slices=decisions,
         network=raw_vol.with_array(network_arr), timings=timings, gate=gate,
         corrector=card.name,
-        settings={"min_agreement": min_agreement, "confidence_threshold": confidence_threshold,
+        settings={"min_agreement": min_agreement, "confidence_threshold": confidence_threshold, "strategy": strategy,
                   "context_slices": bool(card.input.channels == 3 * n_classes), "criteria": list(CRITERIA)},
     )
 
@@ -498,8 +552,12 @@ def run_segcorrect(
     min_agreement: float = MIN_AGREEMENT,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    strategy: str = "gate",
 ) -> SegCorrectResult:
     """Segment a short-axis stack and correct the mask with the gate (``corrector=None``: no correction).
+
+    ``strategy="evidence"`` judges the candidates of each invalid slice by the segmenter's own
+    probabilities (:func:`correct_mask`).
 
     Args:
         image: MR volume ``(z, y, x)``.
@@ -526,7 +584,8 @@ def run_segcorrect(
         t = time.perf_counter()
         correction = correct_mask(seg.labels, corrector, image=image, gate=gate, confidence=seg.slice_confidence,
                                   confidence_threshold=confidence_threshold, min_agreement=min_agreement,
-                                  progress=scaled(progress, 0.6, 1.0), cancel=cancel)
+                                  progress=scaled(progress, 0.6, 1.0), cancel=cancel, strategy=strategy,
+                                  probabilities=seg.probabilities if strategy == "evidence" else None)
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")
