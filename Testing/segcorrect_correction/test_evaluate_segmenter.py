@@ -35,3 +35,24 @@ def test_unknown_family_and_no_cases_are_refused(segmenter):
         evaluate_segmenter(segmenter, family="acdc", n_cases=1)
     with pytest.raises(InputError, match="at least one case"):
         evaluate_segmenter(segmenter, n_cases=0)
+
+
+def test_evaluate_segmenter_and_segment_strategy_on_the_command_line(tmp_path, capsys):
+    import json
+
+    from clinicalai.cli import main
+    from clinicalai.phantoms.cardiac_heldout import heldout_cardiac_case
+    from clinicalai.volume import write_volume
+
+    assert main(["evaluate", "segmenter", "--phantoms", "1", "--no-correct", "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "heldout family, 1 synthetic phantoms from seed 0" in out and "segmenter (raw)" in out
+    assert json.loads((tmp_path / "r.json").read_text())["data"]["family"] == "heldout"
+    write_volume(heldout_cardiac_case(3).image, tmp_path / "heart.nii.gz")
+    assert main(["segment", str(tmp_path / "heart.nii.gz"), "-o", str(tmp_path / "m.nii.gz"), "--strategy", "evidence",
+                 "--report", str(tmp_path / "s.json")]) == 0
+    correction = json.loads((tmp_path / "s.json").read_text())["correction"]
+    assert correction["settings"]["strategy"] == "evidence"
+    chosen = [s for s in correction["slices"] if s["decision"] == "corrected"]
+    assert chosen and all(s["source"] and s["candidates"] for s in chosen)
+    assert correction["summary"]["valid_final"] >= correction["summary"]["valid_raw"]

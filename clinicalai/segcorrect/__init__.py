@@ -16,3 +16,7 @@ DEFAULT_CONTEXT_CORRECTOR = "cardiac-nvae-context"
 #: 0.90 degraded 7 slices by > 0.02 Dice (3.2 %), 0.95 degraded 3 (1.4 %), 0.96 degraded 1
 #: (0.5 %) while still raising mean Dice and validity (0.394 -> 0.505), 0.97 improved only 3
 MIN_AGREEMENT = 0.96
+
+#: how an invalid slice is corrected (:func:`clinicalai.segcorrect.pipeline.correct_mask`): the
+#: gate's smallest agreeing repair, or the valid candidate the evidence supports best
+STRATEGIES = ("gate", "evidence")

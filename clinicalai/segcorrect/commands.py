@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 
 from ..errors import InputError
 
-from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT
+from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT, STRATEGIES
 
 
 def _load(path: Optional[str], default: str, device: str):
@@ -67,6 +67,10 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
                    help="use no correction whose mean Dice with the raw slice is below D "
                         f"(default {MIN_AGREEMENT}, chosen on validation phantoms)")
     p.add_argument("--raw-output", metavar="MASK", help="also write the uncorrected mask here")
+    p.add_argument("--strategy", choices=STRATEGIES, default="gate",
+                   help="how an invalid slice is corrected: 'gate' (default: only a small repair that agrees with "
+                        "the raw slice) or 'evidence' (the valid candidate the segmenter's probabilities support "
+                        "best; for 'correct', the one closest to the given mask)")
 
 
 # ---------------------------------------------------------------------------- segment
@@ -85,6 +89,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = run_segcorrect(image, segmenter, corrector, gate=not args.no_gate,
                             confidence_threshold=args.confidence_threshold, min_agreement=args.min_agreement,
+                            strategy=args.strategy,
                             progress=ConsoleProgress())
     report = {"image": str(args.image), "segmenter": segmenter.card.name,
               "corrector": corrector.card.name if corrector else None, **result.to_dict()}
@@ -117,6 +122,7 @@ def _run_correct(args: argparse.Namespace) -> int:
     image = read_volume(args.image) if args.image else None
     corrector = _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = correct_mask(mask, corrector, image=image, gate=not args.no_gate, min_agreement=args.min_agreement,
+                          strategy=args.strategy,
                           progress=ConsoleProgress())
     report = {"mask": str(args.mask), "image": args.image, **result.to_dict()}
     _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
@@ -202,6 +208,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
+    from ..outputs import write_json
+    from ..progress import ConsoleProgress
+    from .evaluate_segmenter import evaluate_segmenter, markdown_rows
+
+    if args.phantoms < 1:
+        raise InputError("--phantoms must be at least 1")
+    segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
+    corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
+    report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
+                                max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress())
+    report["command"] = args.command_line
+    if args.json:
+        write_json(report, args.json)
+    print(f"{args.family} family, {args.phantoms} synthetic phantoms from seed {args.seed}"
+          + (f", strategy {args.strategy}" if corrector is not None else ""))
+    print(markdown_rows(report))
+    return 0
+
+
 # ---------------------------------------------------------------------------- registration
 def register(commands) -> None:
     """Add ``segment``, ``correct``, ``train corrector`` / ``segmenter``, ``evaluate segcorrect``."""
@@ -274,6 +300,23 @@ def register(commands) -> None:
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")
     p.set_defaults(func=_run_evaluate)
+
+    p = commands.evaluate.add_parser(
+        "segmenter", help="the segmenter (and the correction) on images of a phantom family: Dice, validity",
+        description="Segment phantoms of the training family or of the held-out family (never trained on; "
+                    "clinicalai.phantoms.cardiac_heldout) and score raw and corrected masks against the truth.")
+    p.add_argument("--family", choices=("training", "heldout"), default="heldout")
+    p.add_argument("--phantoms", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="first seed of the family (default 0)")
+    p.add_argument("--max-rotation", type=float, default=180.0, metavar="DEG",
+                   help="held-out family: the RV lies within DEG of the image left (default 180: anywhere)")
+    p.add_argument("--model", metavar="M", help=f"segmenter (default: bundled {DEFAULT_SEGMENTER})")
+    p.add_argument("--corrector", metavar="C", help=f"corrector (default: bundled {DEFAULT_CORRECTOR})")
+    p.add_argument("--no-correct", action="store_true", help="score the segmenter alone")
+    p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--json", metavar="R.json", help="write the full report")
+    p.set_defaults(func=_run_evaluate_segmenter)
 
     try:
         from . import segmenter_cli

@@ -34,7 +34,7 @@ from scipy import ndimage
 from ..errors import InputError, ModelError
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
-from . import MIN_AGREEMENT
+from . import MIN_AGREEMENT, STRATEGIES
 from .corrector import check_corrector, correct_slices
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice
 
@@ -42,8 +42,6 @@ _EIGHT = np.ones((3, 3), bool)
 
 CORRECTED = "corrected"
 KEPT_RAW = "kept raw"
-#: how an invalid slice is corrected (:func:`correct_mask`)
-STRATEGIES = ("gate", "evidence")
 #: at most this many validity checks per slice while searching for a repair (a slice of
 #: boundary noise can have hundreds of disagreeing specks; the gate must stay interactive)
 MAX_REPAIR_CHECKS = 400
