@@ -196,7 +196,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         name = m.card.name if m.card.name not in correctors else f"{m.card.name} ({m.path.name})"
         correctors[name] = m
     report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
-                                 min_agreement=args.min_agreement)
+                                 min_agreement=args.min_agreement, strategy=args.strategy)
     report["command"] = args.command_line
     md = markdown_table(report)
     if args.json:
@@ -296,6 +296,8 @@ def register(commands) -> None:
     p.add_argument("--seed", type=int, default=3000,
                    help="first phantom seed (training uses 0..N-1, the card's validation 1000..)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help=f"gate threshold (default {MIN_AGREEMENT})")
+    p.add_argument("--strategy", choices=STRATEGIES, default="gate",
+                   help="correction strategy of the 'gated' rows (default gate; see 'segment --help')")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")

@@ -102,8 +102,10 @@ def evaluate_correctors(
     min_agreement: float = MIN_AGREEMENT,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    strategy: str = "gate",
 ) -> Dict[str, Any]:
-    """Score each corrector on ``n_cases`` held-out corrupted phantoms (seeds ``seed..seed+n-1``).
+    """Score each corrector on ``n_cases`` held-out corrupted phantoms (seeds ``seed..seed+n-1``);
+    ``strategy`` as :func:`.pipeline.correct_mask` (the "gated" rows use it).
 
     Returns a JSON-able report: ``{"data", "variants": {name: {"raw"|"ungated"|"gated": {...}}}}``.
     """
@@ -114,12 +116,13 @@ def evaluate_correctors(
     # single-threaded (no thread-pool hand-offs); restored afterwards
     torch.set_num_threads(1)
     try:
-        return _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel)
+        return _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel, strategy)
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel) -> Dict[str, Any]:
+def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel,
+              strategy: str = "gate") -> Dict[str, Any]:
     from ..phantoms.cardiac import cardiac_case
 
     t0 = time.perf_counter()
@@ -135,6 +138,7 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
                  "corruption_probability": corruption_probability,
                  "note": "cardiac phantom masks with synthetic corruptions; not patient data"},
         "min_agreement": min_agreement,
+        "strategy": strategy,
         "variants": {},
     }
     total = len(correctors) * n_cases
@@ -147,7 +151,7 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
         for case, noisy, _ in cases:
             check_cancel(cancel)
             truth = case.labels.array.astype(np.int64)
-            res = correct_mask(noisy, model, min_agreement=min_agreement)
+            res = correct_mask(noisy, model, min_agreement=min_agreement, strategy=strategy)
             seconds.append(res.timings.get("total_s", 0.0))
             masks = {"raw": res.raw.array, "ungated": res.network.array, "gated": res.final.array}
             for mode, m in masks.items():
@@ -189,7 +193,8 @@ def markdown_table(report_: Mapping[str, Any]) -> str:
         for mode in ("raw", "ungated", "gated"):
             e = v[mode]
             ch = e.get("dice_change")
-            label = {"raw": "raw (corrupted)", "ungated": "corrected, ungated", "gated": "corrected, gated"}[mode]
+            gated = "corrected, evidence" if report_.get("strategy") == "evidence" else "corrected, gated"
+            label = {"raw": "raw (corrupted)", "ungated": "corrected, ungated", "gated": gated}[mode]
             lines.append(
                 f"| {name}{' (context)' if v['context_slices'] else ''} | {label} | {e['dice']['mean']:.3f} "
                 f"| {e['dice']['RV']:.3f} | {e['dice']['MYO']:.3f} | {e['dice']['LV']:.3f} "
