@@ -192,8 +192,11 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
     def onApplyButton(self):
         if not ensureDependencies():
             return
+        self.ui.warningsLabel.text = ""  # the last run's warnings are not this run's
         with slicer.util.tryWithErrorDisplay("AttributionViewer could not start.", waitCursor=True):
-            self._runner.start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onMapsMade, qt.QTimer())
+            # rerun: after the user trusts a TorchScript model file the runner asks about
+            makeRun = lambda: mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
+            self._runner.start(makeRun(), self._onMapsMade, qt.QTimer(), rerun=makeRun)
 
     def _onMapsMade(self, run):
         self.ui.statusLabel.text = f"{len(run.params.maps)} map(s) made."
@@ -207,6 +210,8 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         node = lambda node_id: slicer.mrmlScene.GetNodeByID(node_id) if node_id else None  # noqa: E731
         self.ui.metricsTableView.setMRMLTableNode(node(params.metrics_table))
         self.ui.correlationTableView.setMRMLTableNode(node(params.correlation_table))
+        # input warnings (reader, an image the classifier was not made for)
+        self.ui.warningsLabel.text = "<br>".join(mrml_logic.warning_lines((params.summary or {}).get("warnings")))
 
     def onThresholdButton(self):
         mapNode = self.ui.mapSelector.currentNode()
@@ -221,15 +226,19 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         added on the main thread."""
         if self._runner.running or not ensureDependencies():
             return
-        with slicer.util.tryWithErrorDisplay("The randomised-model check could not start.", waitCursor=True):
-            core = self.logic.core
+        core = self.logic.core
+
+        def makeTask():
             inputs = core.prepare(self._engineParameters())
-            task = mrml_logic.BackgroundTask(
+            return mrml_logic.BackgroundTask(
                 lambda progress, cancel: core.randomization_rows(inputs, progress=progress, cancel=cancel),
                 lambda rows: core.add_randomization_table(inputs["image_node"], rows),
                 name="ClinicalAI randomised-model check",
             )
-            self._runner.start(task, self._onRandomizationDone, qt.QTimer())
+
+        with slicer.util.tryWithErrorDisplay("The randomised-model check could not start.", waitCursor=True):
+            # rerun: after the user trusts a TorchScript model file the runner asks about
+            self._runner.start(makeTask(), self._onRandomizationDone, qt.QTimer(), rerun=makeTask)
 
     def _onRandomizationDone(self, task):
         self.ui.statusLabel.text = "Randomised-model check done."

@@ -155,7 +155,9 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         if not ensureDependencies():
             return
         with slicer.util.tryWithErrorDisplay("PetRecurrence could not start.", waitCursor=True):
-            self._runner.start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onRunDone, qt.QTimer())
+            # rerun: after the user trusts a TorchScript model file the runner asks about
+            makeRun = lambda: mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
+            self._runner.start(makeRun(), self._onRunDone, qt.QTimer(), rerun=makeRun)
 
     def _onRunDone(self, run):
         self._showLastResult()
@@ -178,8 +180,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         voi = slicer.mrmlScene.GetNodeByID(params.lesion_voi) if params.lesion_voi else None
         if voi is not None:
             lines.append(f"Lesion VOI found (1.6 x background): {voi.GetName()}")
-        for w in s.get("warnings") or []:
-            lines.append(f"<span style='color:#c00'>{w}</span>")
+        lines += mrml_logic.warning_lines(s.get("warnings"))
         self.ui.resultLabel.text = "<br>".join(lines)
         self.ui.show3DButton.enabled = bool(params.cam_volume)
         self.ui.goToLesionButton.enabled = bool(self.logic.core.lesion_node_id(params))

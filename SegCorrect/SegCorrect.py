@@ -150,8 +150,11 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
     def onApplyButton(self):
         if not ensureDependencies():
             return
+        self.ui.warningsLabel.text = ""  # the last run's warnings are not this run's
         with slicer.util.tryWithErrorDisplay("SegCorrect could not start.", waitCursor=True):
-            self._runner.start(mrml_logic.BackgroundRun(self.logic.core, self._engineParameters()), self._onRunDone, qt.QTimer())
+            # rerun: after the user trusts a TorchScript model file the runner asks about
+            makeRun = lambda: mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
+            self._runner.start(makeRun(), self._onRunDone, qt.QTimer(), rerun=makeRun)
 
     def _onRunDone(self, run):
         final = slicer.mrmlScene.GetNodeByID(run.params.output_segmentation)
@@ -162,6 +165,8 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
     # ------------------------------------------------------------------ review
     def _showLastResult(self):
         params = self.logic.core.get_parameters()
+        # input warnings (DICOM slice-position jitter, an image the model was not made for)
+        self.ui.warningsLabel.text = "<br>".join(mrml_logic.warning_lines(params.warnings))
         table = slicer.mrmlScene.GetNodeByID(params.slice_table) if params.slice_table else None
         self.ui.sliceTableView.setMRMLTableNode(table)
         has = table is not None

@@ -52,14 +52,16 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
 class UntrustedModelError(ModelError):
     """A code-bearing model file (TorchScript) that the user has not trusted.
 
-    ``path`` and ``sha256`` say which file, so a GUI can show them, ask once and call
-    :func:`trust_model` (or load with ``trust_code=True``).
+    ``name`` (the model card's), ``path`` and ``sha256`` say which file, so a GUI can show
+    them, ask once and call :func:`record_trust` with what it showed (or load with
+    ``trust_code=True``).
     """
 
-    def __init__(self, message: str, path: Path, sha256: str) -> None:
+    def __init__(self, message: str, path: Path, sha256: str, name: str = "") -> None:
         super().__init__(message)
         self.path = Path(path)
         self.sha256 = sha256
+        self.name = name or self.path.name
 
 
 # ------------------------------------------------------------------------------ folders and names
@@ -464,22 +466,38 @@ def trust_model(spec: "str | Path", source: "str | Path | None" = None) -> Dict[
     Raises:
         ModelError: the model holds no code (nothing to trust) or cannot be read.
     """
-    from ..outputs import atomic_output
     from .package import sha256_of
 
     code = code_bearing_weights(spec)
     if code is None:
         raise ModelError(f"{spec} holds no code (a state dict or ONNX model): it needs no trust to load")
     card, _ = read_model_card(spec)
-    digest = sha256_of(code)
-    entry = {"name": card.name, "source": str(source or code.resolve()), "trusted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return record_trust(sha256_of(code), card.name, source or code.resolve())
+
+
+def record_trust(sha256: str, name: str, source: "str | Path") -> Dict[str, Any]:
+    """Record the file with this ``sha256`` as trusted in the user folder's :data:`TRUST_FILE`.
+
+    For a GUI that showed the user an :class:`UntrustedModelError`'s name and sha256 and got a
+    yes: the digest recorded is the one the user saw, not one computed again, so a file
+    replaced meanwhile stays untrusted. Returns ``{"name", "sha256", "source"}``.
+
+    Raises:
+        ModelError: ``sha256`` is not a sha256 hex digest.
+    """
+    from ..outputs import atomic_output
+
+    digest = str(sha256).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ModelError(f"not a sha256 digest: {sha256!r}")
+    entry = {"name": str(name), "source": str(source), "trusted_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     records = trusted_records()
     records[digest] = entry
     path = trust_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps({"trusted": records}, indent=2) + "\n")
-    return {"name": card.name, "sha256": digest, "source": entry["source"]}
+    return {"name": entry["name"], "sha256": digest, "source": entry["source"]}
 
 
 def check_code_trust(weights: Path, name: str, trust_code: bool = False) -> None:
@@ -501,5 +519,5 @@ def check_code_trust(weights: Path, name: str, trust_code: bool = False) -> None
         f"write your files, and this file (sha256 {digest[:16]}...) is not trusted: if you know where it comes "
         f"from, trust it once with 'clinicalai models import {weights} --trust' or allow it for one run with "
         "--trust-code; otherwise ask for the model as a state dict with a card, or as ONNX",
-        weights, digest,
+        weights, digest, name,
     )

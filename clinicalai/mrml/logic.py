@@ -157,18 +157,39 @@ def device_choices() -> List[Dict[str, Any]]:
 
 
 class ModelCache:
-    """Loaded models by (path, device), so a second run does not reload weights."""
+    """Loaded models by (path, device), so a second run does not reload weights.
+
+    A model whose card or weights file changed on disk since it was loaded is loaded again:
+    a re-trained model gives its new answer, and a replaced TorchScript file goes through the
+    trust check again instead of running as the file that was trusted."""
 
     def __init__(self) -> None:
-        self._models: Dict[Tuple[str, str], Any] = {}
+        self._models: Dict[Tuple[str, str], Tuple[Any, Any]] = {}
 
     def get(self, path: Path, device: str) -> Any:
         from ..models import load_model
 
         key = (str(Path(path).resolve()), device)
-        if key not in self._models:
-            self._models[key] = load_model(path, device=device)
-        return self._models[key]
+        stamp = _model_files_stamp(path)
+        cached = self._models.get(key)
+        if cached is None or cached[0] != stamp:
+            self._models[key] = (stamp, load_model(path, device=device))
+        return self._models[key][1]
+
+
+def _model_files_stamp(path: "str | Path") -> Any:
+    """Size and modification time of a model's card / bundle folder and weights file: what
+    tells :class:`ModelCache` that the files changed (``None`` when they cannot be read:
+    loading then reports why)."""
+    from ..errors import ClinicalAIError
+    from ..models import read_model_card
+
+    try:
+        _, weights = read_model_card(path)
+        files = [Path(path), Path(weights)]
+        return tuple((str(f), f.stat().st_ino, f.stat().st_mtime_ns, f.stat().st_size) for f in files if f.exists())
+    except (ClinicalAIError, OSError):
+        return None
 
 
 def slice_center_ras(node: Any, k: int) -> Tuple[float, float, float]:
@@ -288,6 +309,8 @@ __all__ = [
     "resolve_model_path",
     "scene_transaction",
     "slice_center_ras",
+    "trust_question",
+    "warning_lines",
 ]
 
 
@@ -338,6 +361,14 @@ def card_text(summary: Dict[str, Any]) -> str:
     if summary.get("intended_use"):
         lines.append("Intended use: " + html.escape(summary["intended_use"]))
     return "<br>".join(lines)
+
+
+def warning_lines(warnings: Any) -> List[str]:
+    """A run's warnings about its input (reader, model fit) as red HTML lines for a panel
+    label, one per warning, escaped (they quote file and model names)."""
+    import html
+
+    return [f"<span style='color:#c00'>&#9888; {html.escape(str(w))}</span>" for w in (warnings or [])]
 
 
 class BackgroundTask:
@@ -433,6 +464,24 @@ class BackgroundRun(BackgroundTask):
         return self.result
 
 
+def _is_untrusted_model(error: Optional[BaseException]) -> bool:
+    from ..models import UntrustedModelError
+
+    return isinstance(error, UntrustedModelError)
+
+
+def trust_question(error: Any) -> str:
+    """What the desktop panels ask before running a TorchScript file nobody trusted yet
+    (an :class:`~clinicalai.models.UntrustedModelError`): its name, file and sha256."""
+    return (
+        f"Model: {error.name}\nFile: {error.path}\nsha256: {error.sha256}\n\n"
+        "This file is TorchScript: it contains code that will run when it is loaded, with your "
+        "permissions (it could read or change your files). Trust it only if you know where it comes from.\n\n"
+        "Trust this file? The answer is remembered for this exact file (by its sha256); "
+        "a changed file will be asked about again."
+    )
+
+
 def error_report(error: BaseException) -> Tuple[str, str]:
     """``(message, details)`` of a failed run for ``slicer.util.errorDisplay``: the message of
     an engine error as it is (it is written for the user), any other exception as
@@ -462,29 +511,45 @@ class PanelRunner:
         busy_widgets: names of more ``ui`` widgets disabled while a task runs.
         on_finished: called after every task, whatever its outcome (e.g. re-check Apply).
         show_error: ``show_error(message, details)``; default ``slicer.util.errorDisplay``.
+        confirm: ``confirm(question) -> bool``, asked before trusting a TorchScript model file
+            (see :meth:`start`'s ``rerun``); default ``slicer.util.confirmYesNoDisplay``.
+
+    Desktop only: the browser app never asks to trust a file (it loads only the server's
+    models, see ``clinicalai.web.security.OfferedChoices``) and does not use this class.
     """
 
     def __init__(self, module_name: str, ui: Any, busy_widgets: Tuple[str, ...] = (), on_finished: Any = None,
-                 show_error: Any = None) -> None:
+                 show_error: Any = None, confirm: Any = None) -> None:
         self.module_name = module_name
         self.ui = ui
         self.busy_widgets = ("applyButton", *busy_widgets)
         self.on_finished = on_finished
         self.show_error = show_error
+        self.confirm = confirm
         self.task: Optional[BackgroundTask] = None
         self._on_done: Any = None
         self._timer: Any = None
+        self._rerun: Any = None
+        self._trusted_in_this_run: set = set()
 
     @property
     def running(self) -> bool:
         return self.task is not None
 
-    def start(self, task: BackgroundTask, on_done: Any, timer: Any, interval_ms: int = 100) -> None:
-        """Follow ``task``; ``on_done(task)`` once it succeeded (main thread, result applied)."""
+    def start(self, task: BackgroundTask, on_done: Any, timer: Any, interval_ms: int = 100, rerun: Any = None) -> None:
+        """Follow ``task``; ``on_done(task)`` once it succeeded (main thread, result applied).
+
+        ``rerun``: ``() -> task`` making the same run again. With it, a run stopped because a
+        model file is TorchScript nobody trusted yet (:class:`~clinicalai.models.UntrustedModelError`)
+        asks the user once, with the model's name and the file's sha256; on yes the trust is
+        recorded by that sha256 in the user model folder (so the next run does not ask, and a
+        changed file asks again) and the run starts over; on no the error is reported as any.
+        """
         if self.task is not None:
             task.cancel()
             raise InputError(f"{self.module_name} is already running")
         self.task, self._on_done, self._timer = task, on_done, timer
+        self._rerun, self._trusted_in_this_run = rerun, set()
         self._set_running(True)
         timer.setInterval(interval_ms)
         timer.connect("timeout()", self.poll)
@@ -504,21 +569,27 @@ class PanelRunner:
         self.ui.statusLabel.text = task.message
         if not task.poll():
             return False
-        self._timer.stop()
+        self._timer.stop()  # also while a trust question is open: its event loop must not tick this
+        error = task.error
+        if self._rerun is not None and _is_untrusted_model(error):
+            error = self._trust_and_rerun(error)
+            if error is None:  # the same run again, followed by the same timer
+                self._timer.start()
+                return False
         self.task, self._timer = None, None
         self._set_running(False)
         if self.on_finished is not None:
             self.on_finished()
-        if task.error is None:
+        if error is None:
             self.ui.statusLabel.text = "Done."
             self._on_done(task)
             return True
         from ..errors import Cancelled
 
-        if isinstance(task.error, Cancelled):
+        if isinstance(error, Cancelled):
             self.ui.statusLabel.text = "Cancelled; nothing was changed."
             return True
-        message, details = error_report(task.error)
+        message, details = error_report(error)
         log.error("%s failed:\n%s", self.module_name, details)
         if self.show_error is not None:
             self.show_error(message, details)
@@ -528,6 +599,34 @@ class PanelRunner:
             slicer.util.errorDisplay(message, detailedText=details)
         self.ui.statusLabel.text = "Failed; nothing was changed."
         return True
+
+    def _trust_and_rerun(self, error: BaseException) -> Optional[BaseException]:
+        """Ask whether to trust the TorchScript file that stopped the run; on yes record it
+        and start the run again. ``None`` when the new run is going on, else the error to
+        report: the user said no, or recording / restarting failed."""
+        from ..models import record_trust
+
+        if error.sha256 in self._trusted_in_this_run:  # trusted a moment ago yet refused: never ask in a loop
+            return error
+        if not self._ask(trust_question(error)):
+            return error
+        try:
+            record_trust(error.sha256, error.name, error.path)
+            self._trusted_in_this_run.add(error.sha256)
+            self.task = self._rerun()
+        except Exception as exc:  # noqa: BLE001 - reported like any failed run
+            return exc
+        self.ui.progressBar.value = 0
+        self.ui.statusLabel.text = f"{error.name} trusted; running again"
+        log.info("%s: trusted TorchScript %s (sha256 %s)", self.module_name, error.path, error.sha256)
+        return None
+
+    def _ask(self, question: str) -> bool:
+        if self.confirm is not None:
+            return bool(self.confirm(question))
+        import slicer
+
+        return bool(slicer.util.confirmYesNoDisplay(question, windowTitle="Trust this model file?"))
 
     def _set_running(self, running: bool) -> None:
         for name in self.busy_widgets:

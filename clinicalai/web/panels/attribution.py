@@ -70,6 +70,8 @@ class AttributionPanel(Panel):
             metrics=[],
             correlations=[],
             randomization=[],
+            # the last run's warnings about its input (reader, model fit), one sentence each
+            warnings=[],
             saved=[],
         )
         self._update_card()
@@ -93,6 +95,7 @@ class AttributionPanel(Panel):
                     v3.VBtn(icon="mdi-crosshairs-gps", click=self.go_to_lesion, size="small", variant="text", id="attribution-lesion-go",
                             title="centre the views on the reference lesion", disabled=(f"!{self.k('lesion')}",))
                 self.run_row(self.run)
+                common.warning_alerts(self.k("warnings"), "attribution-warnings")
                 with html.Div(v_if=(self.k("has_result"),)):
                     v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact")
                     html.Div("metrics against the reference lesion", classes="text-subtitle-2 mt-2")
@@ -121,6 +124,10 @@ class AttributionPanel(Panel):
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
         super().on_segmentation_opened(relative, node)
         self.set(lesion=node.GetID())
+
+    def on_volume_changed(self, node: Any) -> None:
+        super().on_volume_changed(node)
+        self.set(warnings=[])  # they were about the previous image
 
     def _parameters(self):
         from ...mrml.attribution_logic import AttributionViewerParameters
@@ -156,6 +163,7 @@ class AttributionPanel(Panel):
             self.params = self.logic.finish(params, inputs, result)
             self._show(result)
 
+        self.set(warnings=[])  # the last run's warnings are not this run's
         self.start_job(compute, apply)
 
     def _show(self, result) -> None:
@@ -189,6 +197,7 @@ class AttributionPanel(Panel):
             has_result=True,
             map_choice=nodes[0].GetID() if nodes else "",
             saved=[],
+            warnings=[str(w) for w in (self.params.summary or {}).get("warnings") or []],
         )
         # the tables as the server made them: the saved report never takes the page's copy
         self._tables = {

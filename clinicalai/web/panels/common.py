@@ -55,6 +55,14 @@ def card_text(path: str) -> str:
     return text
 
 
+def warning_alerts(warnings_key: str, element_id: str) -> None:
+    """A run's warnings about its input (reader, e.g. DICOM slice-position jitter; model fit,
+    e.g. a CT given to a model made for MR) as one warning alert each: the same look in every
+    panel. Text interpolation, never HTML: warnings quote file and model names."""
+    with html.Div(id=element_id):
+        v3.VAlert(v_for=f"w in {warnings_key}", text=("w",), type="warning", density="compact", classes="my-1")
+
+
 def segmentation_items(scene: Any) -> List[Dict[str, Any]]:
     items = [{"title": "(none)", "value": ""}]
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):

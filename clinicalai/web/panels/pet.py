@@ -90,8 +90,7 @@ class PetPanel(Panel):
                         id="pet-lesion-voi",
                         classes="text-caption",
                     )
-                    with html.Div(id="pet-warnings"):
-                        v3.VAlert(v_for=f"w in {self.k('warnings')}", text=("w",), type="warning", density="compact", classes="my-1")
+                    common.warning_alerts(self.k("warnings"), "pet-warnings")
                     common.table(self.k("static_rows"), ["quantity", "value"], "pet-static")
                     v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact", id="pet-opacity")
                     v3.VSlider(label="threshold", v_model=(self.k("threshold"),), min=0, max=0.95, step=0.05, hide_details=True, density="compact", id="pet-threshold")

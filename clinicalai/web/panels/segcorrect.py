@@ -50,6 +50,8 @@ class SegCorrectPanel(Panel):
             final_voxels=-1,
             opacity=0.5,
             has_result=False,
+            # the last run's warnings about its input (reader, model fit), one sentence each
+            warnings=[],
             saved=[],
         )
         self._update_card()
@@ -70,6 +72,7 @@ class SegCorrectPanel(Panel):
                     v3.VCheckbox(label="correct", v_model=(self.k("correct"),), density="compact", hide_details=True)
                 html.Div(f"{{{{ {self.k('card')} }}}}", classes="text-caption text-warning", id="segcorrect-card")
                 self.run_row(self.run)
+                common.warning_alerts(self.k("warnings"), "segcorrect-warnings")
                 with html.Div(v_if=(self.k("has_result"),)):
                     html.Div(
                         f"final segmentation: {{{{ {self.k('final_voxels')} }}}} voxels",
@@ -128,6 +131,7 @@ class SegCorrectPanel(Panel):
             self.params = self.logic.finish(params, inputs, result)
             self._after_result()
 
+        self.set(warnings=[])  # the last run's warnings are not this run's
         self.start_job(compute, apply)
 
     def _after_result(self) -> None:
@@ -139,8 +143,12 @@ class SegCorrectPanel(Panel):
         self.app.edit_segmentation(self._final_node(), open_editor=False)
         self._apply_opacity()
         self.refresh_inputs()
-        self.set(has_result=True, saved=[])
+        self.set(has_result=True, saved=[], warnings=list(self.params.warnings or []))
         self._refresh_rows()
+
+    def on_volume_changed(self, node: Any) -> None:
+        super().on_volume_changed(node)
+        self.set(warnings=[])  # they were about the previous image
 
     def _final_node(self):
         if self.params is None or not self.params.output_segmentation:
