@@ -45,3 +45,30 @@ def stand_in_modules():
     pnw.parameterNodeWrapper = lambda cls: cls
     pnw.WithinRange = lambda lo, hi: (lo, hi)
     return {"qt": qt, "slicer.ScriptedLoadableModule": slm, "slicer.parameterNodeWrapper": pnw}
+
+
+class PanelTimer:
+    """What a panel's ``qt.QTimer`` is asked to do (no Qt here): the runner's tick is called by hand."""
+
+    def __init__(self):
+        self.calls = []
+
+    def setInterval(self, ms):  # noqa: N802 - Qt's names
+        self.calls.append(("interval", ms))
+
+    def connect(self, signal, slot):
+        self.calls.append(("connect", signal))
+        self.tick = slot
+
+    def start(self):
+        self.calls.append(("start",))
+
+    def stop(self):
+        self.calls.append(("stop",))
+
+
+def panel_ui():
+    """The widgets a panel's runner drives (Apply, Cancel, progress, status, randomisation)."""
+    widget = lambda **kw: types.SimpleNamespace(**{"enabled": True, "visible": True, "value": 0, "text": "", **kw})  # noqa: E731
+    return types.SimpleNamespace(applyButton=widget(), cancelButton=widget(enabled=False), progressBar=widget(visible=False),
+                                 statusLabel=widget(), randomizationButton=widget())

@@ -19,6 +19,7 @@ from clinicalai.mrml import logic
 from clinicalai.mrml.tables import add_table_node, table_row_of_view_row, table_rows
 from clinicalai.mrml.volumes import add_volume_node
 from clinicalai.progress import check_cancel
+from slicer_stand_ins import PanelTimer as _Timer, panel_ui as _panel_ui
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULES = ("SegCorrect", "PetRecurrence", "AttributionViewer")
@@ -328,32 +329,6 @@ def test_a_failing_apply_step_removes_what_it_added(ctx, node_ids):
     while not task.poll(wait=0.05):
         pass
     assert isinstance(task.error, InputError) and node_ids(ctx.scene) == before
-
-
-class _Timer:
-    """What a panel's ``qt.QTimer`` is asked to do (no Qt here): the runner's tick is called by hand."""
-
-    def __init__(self):
-        self.calls = []
-
-    def setInterval(self, ms):  # noqa: N802 - Qt's names
-        self.calls.append(("interval", ms))
-
-    def connect(self, signal, slot):
-        self.calls.append(("connect", signal))
-        self.tick = slot
-
-    def start(self):
-        self.calls.append(("start",))
-
-    def stop(self):
-        self.calls.append(("stop",))
-
-
-def _panel_ui():
-    widget = lambda **kw: types.SimpleNamespace(**{"enabled": True, "visible": True, "value": 0, "text": "", **kw})  # noqa: E731
-    return types.SimpleNamespace(applyButton=widget(), cancelButton=widget(enabled=False), progressBar=widget(visible=False),
-                                 statusLabel=widget(), randomizationButton=widget())
 
 
 def _run_to_end(timer):

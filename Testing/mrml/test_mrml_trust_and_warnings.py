@@ -20,6 +20,7 @@ import pytest
 from test_slicer_module_selftests import _load, stand_ins  # noqa: F401 - the Qt stand-ins fixture
 
 from clinicalai.mrml import logic
+from slicer_stand_ins import PanelTimer as _Timer, panel_ui as _panel_ui
 from clinicalai.mrml.volumes import add_volume_node
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,32 +56,6 @@ def _torchscript_classifier(folder: Path, seed: int, out: Path) -> Path:
     state_dict = save_model(Classifier(**kwargs), card, folder / f"seed{seed}.pt")
     export_model(load_model(state_dict, device="cpu"), "torchscript", out)
     return out
-
-
-class _Timer:
-    """The panel's ``qt.QTimer`` (no Qt here): the runner's tick is called by hand."""
-
-    def __init__(self):
-        self.calls = []
-
-    def setInterval(self, ms):  # noqa: N802 - Qt's names
-        self.calls.append(("interval", ms))
-
-    def connect(self, signal, slot):
-        self.calls.append(("connect", signal))
-        self.tick = slot
-
-    def start(self):
-        self.calls.append(("start",))
-
-    def stop(self):
-        self.calls.append(("stop",))
-
-
-def _panel_ui():
-    widget = lambda **kw: types.SimpleNamespace(**{"enabled": True, "visible": True, "value": 0, "text": "", **kw})  # noqa: E731
-    return types.SimpleNamespace(applyButton=widget(), cancelButton=widget(enabled=False), progressBar=widget(visible=False),
-                                 statusLabel=widget())
 
 
 def _run_to_end(timer, limit_s: float = 120.0):
