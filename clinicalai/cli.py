@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "clinicalai.phantoms.commands",
     "clinicalai.models.commands",
     "clinicalai.web.commands",
+    "clinicalai.batch.commands",  # last: it copies the options of the single-case commands above
 )
 
 #: Subcommands of DESIGN.md and the issue that brings each, shown until its module exists.

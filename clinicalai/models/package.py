@@ -314,9 +314,41 @@ def _is_cuda_oom(exc: BaseException) -> bool:
     return any(m in text for m in _OOM_MESSAGES)
 
 
+#: loaded models kept for reuse, keyed by :func:`_cache_key`; ``None`` (the default) caches
+#: nothing. A batch worker turns it on (:func:`enable_model_cache`) so that each of its cases
+#: reuses the models instead of reading, checking and building them again.
+_MODEL_CACHE: Optional[Dict[tuple, "LoadedModel"]] = None
+_CACHE_STATS = {"loads": 0, "hits": 0}
+
+
+def enable_model_cache() -> None:
+    """Keep every model :func:`load_model` loads in this process and return the same object
+    for the same file, device and trust (``clinicalai batch`` workers; a process that loads
+    user-changed models over time should not)."""
+    global _MODEL_CACHE
+    if _MODEL_CACHE is None:
+        _MODEL_CACHE = {}
+
+
+def model_cache_stats() -> Dict[str, int]:
+    """``{"loads", "hits", "cached"}`` of this process's model cache (all 0 when it is off)."""
+    return {**_CACHE_STATS, "cached": len(_MODEL_CACHE or {})}
+
+
+def _cache_key(path: "str | Path", device: str, verify_sha256: bool, trust_code: bool) -> tuple:
+    """The resolved file with its size and mtime (a model replaced on disk is loaded again),
+    the device and the trust in force (a model refused untrusted must not come from the cache)."""
+    from .registry import code_trust_allowed, resolve_model
+
+    p = resolve_model(path)
+    st = p.stat()
+    return (str(p.resolve()), st.st_size, st.st_mtime_ns, device, verify_sha256, trust_code or code_trust_allowed())
+
+
 def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = True,
                trust_code: bool = False) -> LoadedModel:
-    """Load a model package for inference.
+    """Load a model package for inference (from this process's cache when a batch worker
+    turned it on, :func:`enable_model_cache`).
 
     Args:
         path: a model name (bundled demo model or imported user model, see
@@ -335,6 +367,20 @@ def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = T
             file, weights that do not fit the architecture, a weights symlink out of the folder.
         DeviceError: ``cuda`` requested without a GPU.
     """
+    if _MODEL_CACHE is None:
+        return _load_model(path, device, verify_sha256, trust_code)
+    key = _cache_key(path, device, verify_sha256, trust_code)
+    if key in _MODEL_CACHE:
+        _CACHE_STATS["hits"] += 1
+        return _MODEL_CACHE[key]
+    model = _load_model(path, device, verify_sha256, trust_code)
+    _CACHE_STATS["loads"] += 1
+    _MODEL_CACHE[key] = model
+    return model
+
+
+def _load_model(path: "str | Path", device: str, verify_sha256: bool, trust_code: bool) -> LoadedModel:
+    """:func:`load_model` without the cache."""
     from .registry import (bundle_weights, check_inside, imported_folder, json_depth_guard, resolve_model,
                            trust_code_scope, verify_imported)
 
