@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: venv
-	$(VENV)/bin/clinicalai demo --out demo-output
+	# --overwrite: a rerun replaces the files the demo wrote before (and nothing else in the folder)
+	$(VENV)/bin/clinicalai demo --out demo-output --overwrite
 
 test: venv
 	bash scripts/install-system-deps.sh
