@@ -28,6 +28,17 @@ aiohttp = pytest.importorskip("aiohttp")
 msgpack = pytest.importorskip("msgpack")
 pytest.importorskip("trame_slicer", reason="the web server needs trame-slicer (pip install -e .[web])")
 
+
+def _run(scenario, timeout_s: float) -> None:
+    """Run the client ``scenario`` on a fresh event loop in its own thread: in the full suite an
+    earlier test can leave an event loop running in the main thread (Playwright's sync API
+    does), where ``asyncio.run`` refuses to start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, asyncio.wait_for(scenario(), timeout_s)).result()
+
+
 TOKEN = "ws-test-token-0123456789abcdef"
 #: trame's default wslink secret: what its page sends in ``wslink.hello``
 WSLINK_SECRET = "wslink-secret"
@@ -168,7 +179,7 @@ def test_oversized_websocket_messages_close_that_connection_only(ws_server, name
             async with session.ws_connect(ws_url, headers=_headers(port), max_msg_size=0) as fresh:
                 assert "clientID" in (await _hello(fresh))["result"]
 
-    asyncio.run(asyncio.wait_for(scenario(), 4 * TIMEOUT_S))
+    _run(scenario, 4 * TIMEOUT_S)
     assert ws_server["proc"].poll() is None, "the server is alive"
     request = urllib.request.Request(ws_server["url"] + "index.html", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=TIMEOUT_S) as page:
@@ -187,4 +198,4 @@ def test_a_message_just_under_the_cap_is_accepted(ws_server):
                 answer = await _hello(ws, pad_bytes=WS_MAX_MESSAGE_BYTES - 1024 * 1024)
                 assert "clientID" in answer["result"]
 
-    asyncio.run(asyncio.wait_for(scenario(), 2 * TIMEOUT_S))
+    _run(scenario, 2 * TIMEOUT_S)
