@@ -47,10 +47,13 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .outputs import check_output_folder
+    from .outputs import atomic_output, check_output_folder
 
     check_output_folder(args.out, args.overwrite)  # a user's folder is not written over
-    summary = run_demo(Path(args.out), progress=ConsoleProgress())
+    # written beside the folder and moved in at the end: a failed run leaves nothing, and a rerun
+    # with --overwrite replaces the demo's own files (a DICOM series folder included) and no other
+    with atomic_output(args.out, directory=True, overwrite=args.overwrite) as tmp:
+        summary = run_demo(tmp, progress=ConsoleProgress())
     for name, step in summary["steps"].items():
         print(f"{name:12s} {step['seconds']:7.1f} s  {step['what']}")
         print("             " + json.dumps(step["result"], default=str)[:300])

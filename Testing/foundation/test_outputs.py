@@ -126,3 +126,18 @@ def test_pet_evaluate_and_train_overwrite_keep_other_files(tmp_path, capsys):
     assert len(list(folder.glob("*-fold*.pt"))) == 2 and (folder / "metrics.json").is_file()
     assert (folder / "notes.txt").read_text() == "the user's own notes"
     assert (folder / "sub" / "keep.nii.gz").read_bytes() == b"user data"
+
+
+@pytest.mark.slow
+def test_demo_reruns_into_its_own_folder(tmp_path, capsys):
+    """`make demo` twice: the second run replaces the demo's files (its DICOM series folder
+    included) and keeps what the user put there; nothing half-written is left beside it."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0, capsys.readouterr().err
+    (out / "notes.txt").write_text("the user's own notes")
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert any(p.parts[-2:-1] == ("pet_dicom",) for p in files)
+    assert main(["demo", "--out", str(out), "--overwrite"]) == 0, capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == files
+    assert (out / "notes.txt").read_text() == "the user's own notes"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]
