@@ -11,18 +11,33 @@ from typing import List, Optional, Sequence, Tuple
 
 log = logging.getLogger(__name__)
 
-#: (import name, pip requirement) of the engine's dependencies other than torch
+#: (import name, pip requirement) of the engine's dependencies that Slicer does not ship. The
+#: requirements are pyproject.toml's, word for word (``Testing/mrml/test_dependencies.py``
+#: checks it, with :data:`NOT_INSTALLED_IN_SLICER`).
 PIP_PACKAGES: Tuple[Tuple[str, str], ...] = (
-    ("monai", "monai>=1.3"),
-    ("pydantic", "pydantic>=2"),
-    ("SimpleITK", "SimpleITK"),
-    ("pydicom", "pydicom"),
-    ("captum", "captum"),
-    ("onnxruntime", "onnxruntime"),
-    ("scipy", "scipy"),
-    ("sklearn", "scikit-learn"),
-    ("skimage", "scikit-image"),
+    ("monai", "monai>=1.4"),
+    ("pydantic", "pydantic>=2.5"),
+    ("SimpleITK", "SimpleITK>=2.3"),
+    ("pydicom", "pydicom>=2.4"),
+    ("nibabel", "nibabel>=5.0"),
+    ("captum", "captum>=0.7"),
+    ("onnxruntime", "onnxruntime>=1.17"),
+    ("scipy", "scipy>=1.10"),
+    ("sklearn", "scikit-learn>=1.3"),
+    ("skimage", "scikit-image>=0.22"),
+    ("einops", "einops>=0.7"),
 )
+
+#: pyproject.toml dependencies the Slicer modules do not install, and why
+NOT_INSTALLED_IN_SLICER = {
+    "torch": "comes from Slicer's PyTorch extension (the CUDA build that matches the driver)",
+    "numpy": "ships with Slicer",
+    "onnx": "only 'clinicalai export' writes ONNX; the modules run ONNX models with onnxruntime",
+    "onnxscript": "only 'clinicalai export' (torch's ONNX exporter) needs it",
+    "matplotlib": "only 'clinicalai evaluate generative' draws figures",
+    "nilearn": "only the held-out MNI152 phantoms (tests, evaluation) need its templates",
+    "dask": "only 'clinicalai batch' runs on Dask",
+}
 
 
 def missing_packages(packages: Optional[Sequence[Tuple[str, str]]] = None) -> List[str]:
