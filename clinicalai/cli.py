@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 from .errors import Cancelled, ClinicalAIError
+from .models.device import add_device_arg
 from .progress import end_progress_line
 
 #: Modules that register subcommands, in help order.
@@ -205,7 +206,7 @@ def add_common_model_args(parser: argparse.ArgumentParser, multiple: bool = Fals
     else:
         parser.add_argument("--model", metavar="M",
                             help="model file, card, bundle folder or model name (default: bundled demo model)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    add_device_arg(parser)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg
 from .nets import KINDS
 
@@ -109,7 +110,7 @@ def register(commands) -> None:
     tr.add_argument("skeleton", type=Path, help="label volume: 0 inside the brain, 11 outside, 60 sulcus")
     tr.add_argument("--model", required=True, metavar="M",
                     help="a model of 'clinicalai train translation' (file, or its name once imported)")
-    tr.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    add_device_arg(tr)
     tr.add_argument("-o", "--output", type=Path, required=True, metavar="TISSUES",
                     help="label volume 0 / 100 / 200 on the skeleton's grid (NIfTI, NRRD or .seg.nrrd)")
     tr.set_defaults(func=_translate)

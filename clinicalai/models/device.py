@@ -9,6 +9,11 @@ from ..errors import DeviceError
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def add_device_arg(parser, default: str = "auto", what: str = "compute device") -> None:
+    """``--device`` as every command spells it (``argparse`` parser)."""
+    parser.add_argument("--device", default=default, choices=DEVICE_CHOICES, help=f"{what} (default: {default})")
+
+
 def resolve_device(device: Optional[str] = "auto") -> str:
     """``"cpu"`` or ``"cuda[:N]"`` for a user's choice; :class:`DeviceError` if CUDA is missing."""
     import torch

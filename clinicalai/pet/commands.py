@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 from ..errors import InputError
+from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, check_output_folder
 
 
@@ -47,7 +47,7 @@ def register(commands) -> None:
     t.add_argument("--reduced", action="store_true", help="64x64x41 voxels of 4 mm (CPU demos)")
     t.add_argument("--units", choices=("suv", "bqml"), help="units of NIfTI rows without a units column")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_arg(t)
     t.add_argument("--name", help="model name stem (default pet-<arch>)")
     t.add_argument("--synthetic-demo", action="store_true", help="mark the cards as synthetic demo models")
     t.add_argument("--out", required=True, help="output folder (fold models, predictions, metrics.json; new, or empty)")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import InputError
-
+from ..models.device import add_device_arg
 from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT, STRATEGIES
 
 
@@ -241,7 +241,7 @@ def register(commands) -> None:
     grp = p.add_mutually_exclusive_group()
     grp.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     grp.add_argument("--no-correct", action="store_true", help="segmentation only")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    add_device_arg(p)
     p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
     p.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
                    help="never change a slice whose segmenter confidence is at least T (0..1)")
@@ -256,7 +256,7 @@ def register(commands) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
     p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (checked to share its grid)")
     p.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="compute device (default: auto)")
+    add_device_arg(p)
     p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
     _gate_args(p)
     p.set_defaults(func=_run_correct)
@@ -276,7 +276,7 @@ def register(commands) -> None:
     p.add_argument("--spectral", type=float, default=0.0, metavar="W", help="spectral regularisation weight (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="training device (default: cpu)")
+    add_device_arg(p, "cpu", "training device")
     p.add_argument("--validate", type=int, default=12, metavar="N",
                    help="held-out phantoms for the card's validation figures (0: none)")
     p.add_argument("--name", default=None, help="name in the card (default: the file stem)")
@@ -298,7 +298,7 @@ def register(commands) -> None:
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help=f"gate threshold (default {MIN_AGREEMENT})")
     p.add_argument("--strategy", choices=STRATEGIES, default="gate",
                    help="correction strategy of the 'gated' rows (default gate; see 'segment --help')")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")
     p.set_defaults(func=_run_evaluate)
@@ -316,7 +316,7 @@ def register(commands) -> None:
     p.add_argument("--corrector", metavar="C", help=f"corrector (default: bundled {DEFAULT_CORRECTOR})")
     p.add_argument("--no-correct", action="store_true", help="score the segmenter alone")
     p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.set_defaults(func=_run_evaluate_segmenter)
 

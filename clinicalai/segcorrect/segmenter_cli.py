@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from ..errors import InputError
+from ..models.device import add_device_arg
 
 DEMO_COMMAND = (
     "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
@@ -47,7 +48,7 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="no MONAI augmentation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="model name in the card (default: cardiac-ARCH)")
-    p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    add_device_arg(p, "cpu", "training device")
 
 
 def run_train_segmenter(args: argparse.Namespace) -> int:
