@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError, ModelError
 
-TASKS = ("segmentation", "mask-correction", "classification", "anomaly-detection")
-FORMATS = ("torchscript", "state_dict", "onnx")
+Task = Literal["segmentation", "mask-correction", "classification", "anomaly-detection"]
+Format = Literal["torchscript", "state_dict", "onnx"]
+TASKS = get_args(Task)
+FORMATS = get_args(Format)
 
 
 class _Loose(BaseModel):
@@ -28,7 +30,8 @@ class ArchitectureSpec(_Loose):
     kwargs: Dict[str, Any] = Field(default_factory=dict)
 
 
-NORMALIZATION_KINDS = ("none", "minmax", "percentile", "zscore", "scale", "range")
+NormalizationKind = Literal["none", "minmax", "percentile", "zscore", "scale", "range"]
+NORMALIZATION_KINDS = get_args(NormalizationKind)
 
 
 class Normalization(_Loose):
@@ -39,7 +42,7 @@ class Normalization(_Loose):
     (MONAI ``NormalizeIntensity(nonzero=...)``; cards without the key keep the non-zero rule).
     """
 
-    kind: Literal["none", "minmax", "percentile", "zscore", "scale", "range"] = "none"
+    kind: NormalizationKind = "none"
     lower: Optional[float] = None  # percentile bounds for "percentile"; value range for "minmax"
     upper: Optional[float] = None
     scale: Optional[float] = None  # for "scale": value / scale
@@ -58,7 +61,8 @@ class Normalization(_Loose):
 
 
 #: the two array layouts a network may have been trained with (DESIGN.md, "Model packages")
-LAYOUT_KINDS = ("engine", "monai")
+LayoutKind = Literal["engine", "monai"]
+LAYOUT_KINDS = get_args(LayoutKind)
 
 
 class InputLayout(_Loose):
@@ -71,7 +75,7 @@ class InputLayout(_Loose):
     own voxel order).
     """
 
-    kind: Literal["engine", "monai"] = "engine"
+    kind: LayoutKind = "engine"
     axcodes: Optional[str] = None
 
     @model_validator(mode="before")
@@ -148,8 +152,8 @@ class ModelCard(_Loose):
 
     name: str
     version: str = "0.0.0"
-    task: Literal["segmentation", "mask-correction", "classification", "anomaly-detection"]
-    format: Literal["torchscript", "state_dict", "onnx"]
+    task: Task
+    format: Format
     architecture: Optional[ArchitectureSpec] = None
     spatial_dims: Literal[2, 3] = 3
     input: InputSpec = Field(default_factory=InputSpec)
