@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from clinicalai.models import parse_card
 from clinicalai.models.fit import input_fit_warnings, input_warnings

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import os
-import shutil
 import unicodedata
 import zipfile
 from dataclasses import dataclass
