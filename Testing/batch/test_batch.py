@@ -393,7 +393,9 @@ def test_killed_worker_leaves_a_resumable_run(tmp_path, cardiac_reference):
     for name, row in rows.items():
         if name in BAD_CARDIAC:
             assert row["status"] == "failed"
-        elif first[name]["status"] == "ok":
+        elif first[name]["status"] == "ok" or name in done:
+            # a case the killed worker finished (folder renamed into place) just before its
+            # result reached the client is complete on disk although its row says failed
             assert row["status"] == "skipped"
         else:
             assert row["status"] == "ok"
