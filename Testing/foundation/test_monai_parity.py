@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -221,7 +220,6 @@ def test_unsupported_bundle_transform_is_named(tmp_path, made):
     (bundle / "configs" / "inference.json").write_text(json.dumps(inference))
     with pytest.raises(ModelError, match="expression"):
         load_model(bundle, device="cpu")
-    warnings.simplefilter("ignore")
 
 
 def test_cards_written_by_the_engine_say_their_layout(tmp_path):

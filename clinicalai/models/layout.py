@@ -149,6 +149,14 @@ def spatial_steps(card) -> list:
     return steps
 
 
+def apply_spatial_steps(volume: Volume, card, pipeline: Optional[SpatialPipeline] = None) -> Tuple[Volume, SpatialPipeline]:
+    """``volume`` after the card's :func:`spatial_steps`, and the pipeline that inverts them."""
+    pipe = pipeline if pipeline is not None else SpatialPipeline()
+    for step, args in spatial_steps(card):
+        volume = pipe.apply(step, volume, *args)
+    return volume, pipe
+
+
 def prepare_monai_input(volume: Volume, card, pipeline: Optional[SpatialPipeline] = None) -> Tuple[Volume, SpatialPipeline]:
     """``volume`` on the network grid of a MONAI-layout card, normalised, and the pipeline
     that maps network-grid results back onto ``volume``'s grid.
@@ -156,9 +164,7 @@ def prepare_monai_input(volume: Volume, card, pipeline: Optional[SpatialPipeline
     Order as in a MONAI bundle: ``Orientation``, ``Spacing``, then the intensity transform and
     ``CropForeground`` in the order the card says (``crop_foreground.after_normalization``).
     """
-    pipe = pipeline if pipeline is not None else SpatialPipeline()
-    for step, args in spatial_steps(card):
-        volume = pipe.apply(step, volume, *args)
+    volume, pipe = apply_spatial_steps(volume, card, pipeline)
     norm = card.input.normalization
     crop = card.input.crop_foreground
     if crop is not None and crop.after_normalization:
@@ -268,7 +274,7 @@ def cam_to_engine_order(cam, module):
 
 
 __all__ = [
-    "prepare_monai_input", "cam_to_engine_order", "inner_network", "is_monai_layout", "monai_crop_foreground",
+    "apply_spatial_steps", "prepare_monai_input", "cam_to_engine_order", "inner_network", "is_monai_layout", "monai_crop_foreground",
     "monai_spacing", "monai_step", "normalize_intensity", "ras_affine", "reverse_spatial", "reversed_spatial_axes",
     "spatial_steps", "to_metatensor", "volume_from_metatensor",
 ]

@@ -417,18 +417,12 @@ def segment_volume(
         from .ct import segment_ct
 
         return segment_ct(image, model, progress=progress, cancel=cancel)
-    from ..models.layout import spatial_steps
+    from ..models.layout import apply_spatial_steps
 
-    steps = spatial_steps(model.card)
-    if steps:
+    net_image, pipe = apply_spatial_steps(image, model.card)
+    if pipe.inverses:
         # a 2D MONAI-layout model: MONAI's reorientation / in-plane spacing first, then the
         # slice pipeline below on that grid, and both outputs back onto the input grid
-        from ..volume import SpatialPipeline
-
-        pipe = SpatialPipeline()
-        net_image = image
-        for step, args in steps:
-            net_image = pipe.apply(step, net_image, *args)
         out = _segment_slices(net_image, model, progress, cancel, batch_size, two_pass)
         labels = pipe.invert(out.labels, interpolator="nearest")
         probs = np.stack([pipe.invert(net_image.with_array(p), interpolator="linear").array for p in out.probabilities])
