@@ -234,7 +234,7 @@ def segment_ct(
     Returns a :class:`~clinicalai.segcorrect.segmenter.SegmenterOutput` (``frame`` is ``None``).
     Raises :class:`ModelError` for a model that is not a 3D segmenter.
     """
-    from ..models.layout import is_monai_layout, prepare_monai_input
+    from ..models.layout import is_monai_layout, normalize_intensity, prepare_monai_input
     from ..volume import SpatialPipeline
     from .segmenter import SegmenterOutput
 
@@ -254,8 +254,6 @@ def segment_ct(
         x = window_hu(image.array, norm.lower if norm.lower is not None else HU_WINDOW[0],
                       norm.upper if norm.upper is not None else HU_WINDOW[1])
     else:
-        from ..models.layout import normalize_intensity
-
         net_image, pipe = image, SpatialPipeline()
         x = normalize_intensity(image.array, norm)
     inf = card.extra_get("inference", {}) or {}
