@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -251,45 +252,100 @@ def check_slice_geometry(headers: Sequence[Any], files: Sequence[str], name: str
     one position or each position repeated (cine), duplicated positions, a gap of about k
     slices (k - 1 missing), any gap or position off the regular grid by more than the
     tolerance (:func:`_slice_tolerance`).
+
+    Steps: :func:`slice_frame` (orientation, normal, sorted positions) ->
+    :func:`_check_distinct_positions` -> :func:`_check_in_plane_shift` -> :func:`_check_gaps`
+    -> :func:`_check_regular_grid` -> :func:`_jitter_warning`.
     """
     if any("ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds for ds in headers):
         return []  # not a cross-sectional series with positions; ITK decides
+    frame = slice_frame(headers, files, name)
+    _check_distinct_positions(frame, files, name)
+    step = float(np.median(frame.gaps))
+    tol = _slice_tolerance(step)
+    _check_in_plane_shift(frame, tol, name)
+    _check_gaps(frame, step, tol, name)
+    mean, worst = _check_regular_grid(frame, tol, name)
+    return _jitter_warning(frame.gaps, mean, worst)
+
+
+@dataclass(frozen=True)
+class SliceFrame:
+    """Where the slices of a series lie, in mm (LPS).
+
+    Attributes:
+        normal: unit slice normal (row x column of the first ImageOrientationPatient), (3,).
+        ipps: ImagePositionPatient of each file in reading order, (n, 3).
+        along: each position projected on ``normal``, (n,).
+        order: indices that sort ``along`` (stable).
+        pos: ``along`` sorted, (n,); ``gaps``: its differences, (n - 1,).
+    """
+
+    normal: np.ndarray
+    ipps: np.ndarray
+    along: np.ndarray
+    order: np.ndarray
+    pos: np.ndarray
+    gaps: np.ndarray
+
+
+def slice_frame(headers: Sequence[Any], files: Sequence[str], name: str = "its folder") -> SliceFrame:
+    """The slice normal and sorted positions of a series whose headers all carry positions.
+
+    Raises:
+        InputError: the images do not share one orientation (within :data:`ORIENTATION_TOLERANCE`).
+    """
     iops = np.asarray([[float(v) for v in ds.ImageOrientationPatient] for ds in headers])
     ipps = np.asarray([[float(v) for v in ds.ImagePositionPatient] for ds in headers])
-    n = len(headers)
-    off = np.abs(iops - iops[0]).max(axis=1)
-    if off.max() > ORIENTATION_TOLERANCE:
-        k = int(np.argmax(off))
-        row0, col0 = iops[0, :3], iops[0, 3:]
-        normal_k = np.cross(iops[k, :3], iops[k, 3:])
-        angle = math.degrees(math.acos(np.clip(abs(np.dot(np.cross(row0, col0), normal_k)), -1, 1)))
-        raise InputError(
-            f"the DICOM series in {name} mixes slice orientations: {int(np.sum(off > ORIENTATION_TOLERANCE))} of its {n} "
-            f"images (e.g. {Path(files[k]).name}) are turned by {angle:.1f} deg from the first; read one orientation at a time"
-        )
+    _check_one_orientation(iops, files, name)
     normal = np.cross(iops[0, :3], iops[0, 3:])
     normal /= np.linalg.norm(normal)
     along = ipps @ normal
     order = np.argsort(along, kind="stable")
     pos = along[order]
-    gaps = np.diff(pos)
+    return SliceFrame(normal, ipps, along, order, pos, np.diff(pos))
+
+
+def _check_one_orientation(iops: np.ndarray, files: Sequence[str], name: str) -> None:
+    """Refuse direction cosines ``iops`` (n, 6) that differ between images."""
+    off = np.abs(iops - iops[0]).max(axis=1)
+    if off.max() <= ORIENTATION_TOLERANCE:
+        return
+    k = int(np.argmax(off))
+    normal_0 = np.cross(iops[0, :3], iops[0, 3:])
+    normal_k = np.cross(iops[k, :3], iops[k, 3:])
+    angle = math.degrees(math.acos(np.clip(abs(np.dot(normal_0, normal_k)), -1, 1)))
+    raise InputError(
+        f"the DICOM series in {name} mixes slice orientations: {int(np.sum(off > ORIENTATION_TOLERANCE))} of its "
+        f"{len(iops)} images (e.g. {Path(files[k]).name}) are turned by {angle:.1f} deg from the first; read one "
+        "orientation at a time"
+    )
+
+
+def _check_distinct_positions(frame: SliceFrame, files: Sequence[str], name: str) -> None:
+    """Refuse a series with images at one position, each position repeated (cine), or a duplicate."""
+    pos, n = frame.pos, len(frame.pos)
     distinct = _distinct_positions(pos[:, None])
-    if distinct < n:
-        counts = np.unique(np.round(pos / SAME_POSITION_MM).astype(np.int64), return_counts=True)[1]
-        if distinct == 1 or (len(set(counts.tolist())) == 1 and n > 2):
-            where = "at one position" if distinct == 1 else f"at {distinct} positions ({counts[0]} at each)"
-            raise InputError(
-                f"the DICOM series in {name} is a time series of {n} images {where} (cine), not a 3D volume; "
-                "choose a 3D series (slices at different positions) or export one time frame as its own series"
-            )
-        i = int(np.flatnonzero(gaps < SAME_POSITION_MM)[0])
+    if distinct == n:
+        return
+    counts = np.unique(np.round(pos / SAME_POSITION_MM).astype(np.int64), return_counts=True)[1]
+    if distinct == 1 or (len(set(counts.tolist())) == 1 and n > 2):
+        where = "at one position" if distinct == 1 else f"at {distinct} positions ({counts[0]} at each)"
         raise InputError(
-            f"the DICOM series in {name} has two slices at the same position (duplicated slices): "
-            f"{Path(files[order[i]]).name} and {Path(files[order[i + 1]]).name} at {pos[i]:.2f} mm along the slice normal"
+            f"the DICOM series in {name} is a time series of {n} images {where} (cine), not a 3D volume; "
+            "choose a 3D series (slices at different positions) or export one time frame as its own series"
         )
-    step = float(np.median(gaps))
-    tol = _slice_tolerance(step)
-    lateral = (ipps - ipps[order[0]]) - np.outer(along - pos[0], normal)
+    i = int(np.flatnonzero(frame.gaps < SAME_POSITION_MM)[0])
+    first, second = Path(files[frame.order[i]]).name, Path(files[frame.order[i + 1]]).name
+    raise InputError(
+        f"the DICOM series in {name} has two slices at the same position (duplicated slices): "
+        f"{first} and {second} at {pos[i]:.2f} mm along the slice normal"
+    )
+
+
+def _check_in_plane_shift(frame: SliceFrame, tol: float, name: str) -> None:
+    """Refuse slices shifted within their plane by more than ``tol`` mm (gantry tilt, shear)."""
+    lateral = (frame.ipps - frame.ipps[frame.order[0]]) - np.outer(frame.along - frame.pos[0], frame.normal)
     shift = float(np.linalg.norm(lateral, axis=1).max())
     if shift > tol:
         raise InputError(
@@ -297,21 +353,31 @@ def check_slice_geometry(headers: Sequence[Any], files: Sequence[str], name: str
             "(a tilted gantry or sheared stack); resample it onto a rectangular grid (e.g. Slicer's acquisition "
             "geometry regularization) before using it here"
         )
+
+
+def _check_gaps(frame: SliceFrame, step: float, tol: float, name: str) -> None:
+    """Refuse a gap off the median ``step`` by more than ``tol``: missing slices when it is
+    about a whole number of steps, else uneven spacing."""
+    pos, gaps = frame.pos, frame.gaps
     bad = np.flatnonzero(np.abs(gaps - step) > tol)
-    if bad.size:
-        i = int(bad[0])
-        g = float(gaps[i])
-        k = int(round(g / step))
-        where = f"between slices {i} and {i + 1} (at {pos[i]:.2f} and {pos[i + 1]:.2f} mm along the slice normal)"
-        more = f"; {bad.size - 1} more gap(s) are off too" if bad.size > 1 else ""
-        if k >= 2 and abs(g - k * step) <= tol:
-            what = f"{k - 1} missing slice(s)"
-        else:
-            what = "uneven slice spacing"
-        raise InputError(
-            f"the DICOM series in {name} has {what}: {where} the gap is {g:.3f} mm, expected {step:.3f} mm "
-            f"(+/- {tol:.3f} mm){more}"
-        )
+    if not bad.size:
+        return
+    i = int(bad[0])
+    g = float(gaps[i])
+    k = int(round(g / step))
+    where = f"between slices {i} and {i + 1} (at {pos[i]:.2f} and {pos[i + 1]:.2f} mm along the slice normal)"
+    more = f"; {bad.size - 1} more gap(s) are off too" if bad.size > 1 else ""
+    what = f"{k - 1} missing slice(s)" if k >= 2 and abs(g - k * step) <= tol else "uneven slice spacing"
+    raise InputError(
+        f"the DICOM series in {name} has {what}: {where} the gap is {g:.3f} mm, expected {step:.3f} mm "
+        f"(+/- {tol:.3f} mm){more}"
+    )
+
+
+def _check_regular_grid(frame: SliceFrame, tol: float, name: str) -> "tuple[float, float]":
+    """Refuse a slice off ITK's regular grid (first-to-last distance / (n - 1)) by more than
+    ``tol``; returns ``(mean spacing, largest offset)`` in mm."""
+    pos, n = frame.pos, len(frame.pos)
     mean = (pos[-1] - pos[0]) / (n - 1)  # ITK's spacing: first-to-last distance / (n - 1)
     residual = pos - (pos[0] + mean * np.arange(n))
     worst = float(np.abs(residual).max())
@@ -321,6 +387,11 @@ def check_slice_geometry(headers: Sequence[Any], files: Sequence[str], name: str
             f"the DICOM series in {name} has uneven slice spacing: slice {i} lies {worst:.3f} mm off a regular "
             f"{mean:.3f} mm grid (tolerance {tol:.3f} mm)"
         )
+    return mean, worst
+
+
+def _jitter_warning(gaps: np.ndarray, mean: float, worst: float) -> List[str]:
+    """The warning for accepted jitter above Slicer's :data:`SLICE_JITTER_WARN_MM`, else none."""
     jitter = float(np.abs(gaps - mean).max())
     if jitter <= SLICE_JITTER_WARN_MM:
         return []

@@ -18,7 +18,8 @@ from ..errors import InputError
 from ..outputs import atomic_output
 from .core import Volume
 
-_MODALITY_SOP_CLASS = {
+#: SOP Class UID of a slice by modality (anything else is stored as Secondary Capture)
+MODALITY_SOP_CLASS = {
     "CT": "1.2.840.10008.5.1.4.1.1.2",
     "MR": "1.2.840.10008.5.1.4.1.1.4",
     "PT": "1.2.840.10008.5.1.4.1.1.128",
@@ -93,7 +94,7 @@ def write_dicom_series(
     iop = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))
     common = {
         "0008|0060": modality,
-        "0008|0016": _MODALITY_SOP_CLASS.get(modality, _SECONDARY_CAPTURE),
+        "0008|0016": MODALITY_SOP_CLASS.get(modality, _SECONDARY_CAPTURE),
         "0020|000d": study_uid,
         "0020|000e": series_uid,
         "0020|0052": frame_uid,

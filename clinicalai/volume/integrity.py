@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
+from .formats import image_format
 
 #: Largest voxel payload (bytes, as the header declares it) one image may have. 4 GiB holds a
 #: 1024 x 1024 x 1024 float32 volume: above any CT / MR / PET series this engine is made for,
@@ -440,7 +441,7 @@ def check_image_file(path: "str | os.PathLike[str]", kind: Optional[str] = None)
 
     Args:
         kind: ``"nifti"``, ``"nrrd"`` or ``"seg-nrrd"`` (default: from the name, as
-            :func:`clinicalai.volume.io.image_format`; other formats pass unchecked). DICOM
+            :func:`clinicalai.volume.formats.image_format`; other formats pass unchecked). DICOM
             series are checked slice by slice by :mod:`clinicalai.volume.dicom_checks`
             when they are read.
 
@@ -450,8 +451,6 @@ def check_image_file(path: "str | os.PathLike[str]", kind: Optional[str] = None)
     """
     p = Path(path)
     if kind is None:
-        from .io import image_format  # lazy: io imports this module
-
         try:
             kind = image_format(p)
         except InputError:

@@ -17,11 +17,9 @@ from ..errors import InputError
 from ..outputs import atomic_output
 from .core import Volume
 from .dicom_checks import SLICE_GAP_MAX_TOLERANCE, check_left_out_files, check_series
+from .dicom_writer import write_dicom_series
+from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, image_format
 from .integrity import check_image_file
-
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-NRRD_SUFFIXES = (".nrrd", ".nhdr")
-SEG_NRRD_SUFFIX = ".seg.nrrd"
 
 #: DICOM tags (keyword -> tag) copied into ``Volume.metadata["dicom"]`` when present.
 DICOM_KEYWORDS = {
@@ -62,30 +60,6 @@ RADIOPHARMACEUTICAL_KEYWORDS = (
 )
 #: Philips private SUV scale factor (7053,1000) for CNTS images.
 PHILIPS_SUV_SCALE_TAG = (0x7053, 0x1000)
-
-
-def _is_seg_nrrd(path: Path) -> bool:
-    return path.name.lower().endswith(SEG_NRRD_SUFFIX)
-
-
-def image_format(path: "str | os.PathLike[str]") -> str:
-    """``"nifti"``, ``"seg-nrrd"``, ``"nrrd"`` or ``"dicom"`` (a folder), else an error."""
-    p = Path(path)
-    name = p.name.lower()
-    if p.is_dir():
-        return "dicom"
-    if _is_seg_nrrd(p):
-        return "seg-nrrd"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    if name.endswith(NRRD_SUFFIXES):
-        return "nrrd"
-    if name.endswith(".dcm"):
-        return "dicom"
-    raise InputError(
-        f"{p.name}: unsupported image type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd) "
-        "or a DICOM series folder"
-    )
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -303,8 +277,6 @@ def write_volume(
     p = Path(path)
     name = p.name.lower()
     if name.endswith(".dcm") or (p.suffix == "" and not name.endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES)):
-        from .dicom_writer import write_dicom_series
-
         return write_dicom_series(volume, p)
     kind = image_format(p)
     image = volume.to_sitk()
@@ -329,11 +301,8 @@ def write_volume(
     return p
 
 
-#: colours of Slicer's default segment palette, used when a segment has none
-_DEFAULT_COLORS = (
-    (0.5, 0.68, 0.5), (0.94, 0.84, 0.57), (0.69, 0.48, 0.4), (0.44, 0.72, 0.82),
-    (0.85, 0.4, 0.36), (0.87, 0.51, 0.75), (0.56, 0.82, 0.44), (0.86, 0.79, 0.3),
-)
+#: the palette's former name here (``clinicalai.mrml.segmentations`` imports it)
+_DEFAULT_COLORS = SEGMENT_COLORS
 
 
 def seg_nrrd_header(segments: Sequence[Mapping[str, Any]], shape: Tuple[int, int, int]) -> Dict[str, str]:
@@ -346,7 +315,7 @@ def seg_nrrd_header(segments: Sequence[Mapping[str, Any]], shape: Tuple[int, int
         "Segmentation_ConversionParameters": "",
     }
     for i, seg in enumerate(segments):
-        color = seg.get("color") or _DEFAULT_COLORS[i % len(_DEFAULT_COLORS)]
+        color = seg.get("color") or SEGMENT_COLORS[i % len(SEGMENT_COLORS)]
         header.update(
             {
                 f"Segment{i}_ID": str(seg.get("id") or f"Segment_{seg['value']}"),

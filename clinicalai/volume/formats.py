@@ -1,0 +1,49 @@
+"""Image file formats by name, and the segment palette of ``.seg.nrrd`` files.
+
+The lowest layer of :mod:`clinicalai.volume`'s file handling: :mod:`~clinicalai.volume.integrity`
+(checks before a reader), :mod:`~clinicalai.volume.io` (readers and writers) and
+:mod:`clinicalai.models.bundle` (label colours of a bundle) all read these facts from here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NRRD_SUFFIXES = (".nrrd", ".nhdr")
+SEG_NRRD_SUFFIX = ".seg.nrrd"
+
+#: Slicer's default segment palette (RGB in 0..1): a segment or label without a colour gets
+#: entry ``i % 8`` (``.seg.nrrd`` headers, segmentation nodes, labels derived from a bundle).
+SEGMENT_COLORS = (
+    (0.5, 0.68, 0.5), (0.94, 0.84, 0.57), (0.69, 0.48, 0.4), (0.44, 0.72, 0.82),
+    (0.85, 0.4, 0.36), (0.87, 0.51, 0.75), (0.56, 0.82, 0.44), (0.86, 0.79, 0.3),
+)
+
+
+def is_seg_nrrd(path: "str | os.PathLike[str]") -> bool:
+    """True for a Slicer segmentation file name (``*.seg.nrrd``, any case)."""
+    return Path(path).name.lower().endswith(SEG_NRRD_SUFFIX)
+
+
+def image_format(path: "str | os.PathLike[str]") -> str:
+    """``"nifti"``, ``"seg-nrrd"``, ``"nrrd"`` or ``"dicom"`` (a folder), else an error."""
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir():
+        return "dicom"
+    if is_seg_nrrd(p):
+        return "seg-nrrd"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    if name.endswith(NRRD_SUFFIXES):
+        return "nrrd"
+    if name.endswith(".dcm"):
+        return "dicom"
+    raise InputError(
+        f"{p.name}: unsupported image type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd) "
+        "or a DICOM series folder"
+    )
