@@ -19,8 +19,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
+from . import __version__
 from .errors import Cancelled, ClinicalAIError
 from .models.device import add_device_arg
+from .models.registry import trust_code_scope
 from .progress import end_progress_line
 
 #: Modules that register subcommands, in help order.
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run trained networks on medical volumes and judge what they say.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     train_parser = top.add_parser("train", help="train a model (segmenter, corrector, pet, classifier, generative, translation)")
     train = train_parser.add_subparsers(dest="what", metavar="WHAT")
@@ -97,12 +99,6 @@ def _missing_sub(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point: returns the exit status (0 ok, 1 user error, 130 cancelled)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -132,8 +128,6 @@ def _dispatch(argv: List[str], debug: bool) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return 2
-        from .models.registry import trust_code_scope
-
         with trust_code_scope(bool(getattr(args, "trust_code", False))):
             return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as exc:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .outputs import write_json
+from .outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
 from .progress import ConsoleProgress, ProgressCallback, report, scaled
 
 #: (sub-folder, module with run_demo, what it shows)
@@ -47,8 +47,6 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .outputs import atomic_output, check_output_folder
-
     check_output_folder(args.out, args.overwrite)  # a user's folder is not written over
     # written beside the folder and moved in at the end: a failed run leaves nothing, and a rerun
     # with --overwrite replaces the demo's own files (a DICOM series folder included) and no other
@@ -64,7 +62,5 @@ def _run(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     p = commands.top.add_parser("demo", help="run every workflow on synthetic cases with the bundled demo models")
     p.add_argument("--out", required=True, help="output folder (new, or empty)")
-    from .outputs import add_overwrite_arg
-
     add_overwrite_arg(p)
     p.set_defaults(func=_run)

@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import InputError
+
 
 def _suffixes(path: Path) -> str:
     # keep compound suffixes (.nii.gz, .seg.nrrd): writers pick their format from them
@@ -39,8 +41,6 @@ def check_output_folder(path: "str | os.PathLike[str]", overwrite: bool = False)
     existing file, and for a non-empty folder without ``overwrite``: a user's folder is never
     deleted or emptied by a command.
     """
-    from .errors import InputError
-
     folder = Path(path)
     if folder.is_symlink() and not folder.exists():
         raise InputError(f"{folder} is a broken link; choose a new output folder")
@@ -56,8 +56,6 @@ def _merge_folder(src: Path, dst: Path) -> None:
     """Move every file of ``src`` onto the same relative path under ``dst`` (replacing only
     those files), then remove the emptied ``src``. A name that is a file on one side and a
     folder on the other is refused before anything moves."""
-    from .errors import InputError
-
     files = [p for p in src.rglob("*") if not p.is_dir()]
     for f in files:
         target = dst / f.relative_to(src)

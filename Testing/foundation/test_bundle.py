@@ -12,7 +12,8 @@ from monai.networks.nets import UNet, resnet10
 
 from clinicalai.errors import ModelError
 from clinicalai.models import load_model
-from clinicalai.models.bundle import card_from_bundle, load_bundle
+from clinicalai.models.bundle import card_from_bundle
+from clinicalai.models.package import load_bundle
 
 UNET = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "channels": [4, 8, 16], "strides": [2, 2], "num_res_units": 1}
 

@@ -52,7 +52,7 @@ def made(tmp_path_factory):
     net = mm.train_segmenter(items)
     bundle = mm.write_bundle(root / "seg-bundle", net)
     # the same network as .pt + card (MONAI layout) and as .onnx via clinicalai export
-    from clinicalai.models.bundle import load_bundle
+    from clinicalai.models.package import load_bundle
 
     card = load_bundle(bundle, device="cpu").card.to_dict()
     card.pop("bundle"), card.pop("sha256", None), card.pop("weights", None)

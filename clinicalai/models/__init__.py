@@ -4,17 +4,20 @@ from pathlib import Path
 
 from .card import ModelCard, parse_card, read_card
 from .device import device_summary, resolve_device
-from .package import LoadedModel, check_model_output, load_model, save_model, sha256_of
+from .files import locate_package, sha256_of
+from .importing import import_model
+from .package import LoadedModel, check_model_output, load_model, save_model
 from .registry import (
     BUNDLED_MODELS_DIR,
     UntrustedModelError,
-    import_model,
+    bundled_entries,
     known_models,
     read_model_card,
     record_trust,
     resolve_model,
     trust_info,
     trust_model,
+    unknown_model_error,
     user_models_dir,
 )
 
@@ -22,9 +25,6 @@ from .registry import (
 def bundled_model(name: str) -> Path:
     """Weights path of a bundled demo model by card stem, e.g. ``"cardiac-unet"`` (the same
     unknown-name error as every ``--model``)."""
-    from .package import locate_package
-    from .registry import bundled_entries, unknown_model_error
-
     entry = next((e for e in bundled_entries() if e.name == name), None)
     if entry is None:
         raise unknown_model_error(name)

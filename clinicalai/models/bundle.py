@@ -1,4 +1,4 @@
-"""MONAI bundle folders as model packages, loaded without running any of the bundle's code.
+"""MONAI bundle folders as model packages, read as data without running any of the bundle's code.
 
 A bundle (https://docs.monai.io/en/stable/mb_specification.html) is a folder::
 
@@ -12,6 +12,7 @@ which would let a downloaded bundle run arbitrary Python. So the JSON is parsed 
 hand: ``network_def._target_`` must be on the architecture allow-list
 (:func:`clinicalai.networks.resolve_architecture`), its arguments must be plain JSON values,
 and the card is derived from ``metadata.json``. Nothing else in the configs is executed.
+:func:`clinicalai.models.package.load_bundle` loads the weights this module finds.
 """
 
 from __future__ import annotations
@@ -21,13 +22,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..errors import ModelError
+from ..networks import MONAI_PREFIX, resolve_architecture
+from ..volume.formats import SEGMENT_COLORS
 from .card import ModelCard, parse_card
 
-#: default colours for labels derived from a bundle (Slicer's segment palette)
-_COLORS = (
-    (0.5, 0.68, 0.5), (0.94, 0.84, 0.57), (0.69, 0.48, 0.4), (0.44, 0.72, 0.82),
-    (0.85, 0.4, 0.36), (0.87, 0.51, 0.75), (0.56, 0.82, 0.44), (0.86, 0.79, 0.3),
-)
 #: transforms that change nothing the engine has to reproduce (it reads the file itself,
 #: keeps channels first and works in float32)
 _NEUTRAL = {
@@ -35,9 +33,20 @@ _NEUTRAL = {
     "CastToType", "ToDevice", "Identity", "SaveImage", "CopyItems", "DeleteItems", "SelectItems", "Invert",
     "FromMetaTensor", "ToMetaTensor",
 }
+
+
 def is_bundle(folder: "str | Path") -> bool:
     """True when ``folder`` looks like a MONAI bundle (has ``configs/metadata.json``)."""
     return (Path(folder) / "configs" / "metadata.json").is_file()
+
+
+def bundle_weights(folder: Path) -> Tuple[Optional[Path], str]:
+    """``(weights, format)`` of a MONAI bundle: ``models/model.ts`` (TorchScript) first, else
+    ``models/model.pt`` (state dict; ``None`` when neither file exists)."""
+    ts, pt = folder / "models" / "model.ts", folder / "models" / "model.pt"
+    if ts.is_file():
+        return ts, "torchscript"
+    return (pt if pt.is_file() else None), "state_dict"
 
 
 def _read_json(path: Path) -> Dict[str, Any]:
@@ -76,8 +85,6 @@ def network_from_config(network_def: Any) -> Tuple[str, Dict[str, Any]]:
     A bare ``_target_`` such as ``"UNet"`` means ``monai.networks.nets.UNet`` (MONAI looks
     names up in its own namespaces). The name is checked against the allow-list here.
     """
-    from ..networks import MONAI_PREFIX, resolve_architecture
-
     if not isinstance(network_def, dict) or not isinstance(network_def.get("_target_"), str):
         raise ModelError("bundle configs/inference.json needs 'network_def' with a '_target_' to rebuild model.pt")
     target = network_def["_target_"].strip()
@@ -349,7 +356,7 @@ def card_from_bundle(folder: "str | Path", weights_format: str, network: Optiona
         n_out = int(out_spec.get("num_channels", 0) or 0)
         names = channels or {c: f"label {c}" for c in range(1, n_out)}
         card["labels"] = [
-            {"name": nm, "value": v, "color": _COLORS[(v - 1) % len(_COLORS)]} for v, nm in names.items() if v >= 1
+            {"name": nm, "value": v, "color": SEGMENT_COLORS[(v - 1) % len(SEGMENT_COLORS)]} for v, nm in names.items() if v >= 1
         ]
     else:
         n_out = int(out_spec.get("num_channels", 0) or len(channels) or 0)
@@ -357,41 +364,3 @@ def card_from_bundle(folder: "str | Path", weights_format: str, network: Optiona
     if network:
         card["architecture"] = {"name": network[0], "kwargs": network[1]}
     return parse_card(card, f"derived from {folder.name}/configs/metadata.json")
-
-
-def load_bundle(folder: "str | Path", device: str = "auto", trust_code: bool = False):
-    """Load a MONAI bundle folder as a :class:`~clinicalai.models.LoadedModel`.
-
-    ``models/model.ts`` (TorchScript) is preferred, and loads only when trusted or
-    ``trust_code`` (:func:`clinicalai.models.load_model`); else ``models/model.pt`` is read as a
-    state dict (restricted unpickler) into the allow-listed ``network_def`` of
-    ``configs/inference.json``.
-
-    Raises:
-        ModelError: not a bundle, bad JSON, missing weights, a ``_target_`` off the allow-list,
-            an expression in the network arguments, weights that do not fit.
-        DeviceError: ``cuda`` requested without a GPU.
-    """
-    from .package import load_weights
-
-    folder = Path(folder)
-    if not is_bundle(folder):
-        raise ModelError(f"{folder} is a folder but not a MONAI bundle: configs/metadata.json is missing")
-    ts, pt = folder / "models" / "model.ts", folder / "models" / "model.pt"
-    if ts.is_file():
-        card = card_from_bundle(folder, "torchscript")
-        weights = ts
-    elif pt.is_file():
-        inference_path = folder / "configs" / "inference.json"
-        if not inference_path.is_file():
-            raise ModelError(
-                f"bundle {folder.name} has models/model.pt but no configs/inference.json to say which network it is"
-            )
-        network = network_from_config(_read_json(inference_path).get("network_def"))
-        card = card_from_bundle(folder, "state_dict", network)
-        weights = pt
-    else:
-        raise ModelError(f"bundle {folder.name} has no weights: models/model.ts or models/model.pt is needed")
-    loaded = load_weights(weights, card, device=device, trust_code=trust_code)
-    loaded.info["bundle"] = str(folder)
-    return loaded

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple, Union, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import InputError, ModelError
+from ..volume.spatial import check_axcodes
 
 Task = Literal["segmentation", "mask-correction", "classification", "anomaly-detection"]
 Format = Literal["torchscript", "state_dict", "onnx"]
@@ -89,8 +90,6 @@ class InputLayout(_Loose):
     @field_validator("axcodes")
     @classmethod
     def _axcodes(cls, v):
-        from ..volume.spatial import check_axcodes
-
         try:
             return None if v is None else check_axcodes(v)
         except InputError as exc:

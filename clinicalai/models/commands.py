@@ -9,6 +9,13 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import ModelError, argument_errors_as_input_errors
+from ..networks import architectures, build_network, count_parameters
+from .export import example_input_shape, export_model
+from .files import is_torchscript_archive, sha256_of
+from .importing import import_model
+from .package import load_model
+from .registry import (BUNDLED_MODELS_DIR, IMPORT_RECORD, imported_folder, is_trusted, json_depth_guard, known_models,
+                       read_model_card, resolve_model, trust_model, user_models_dir)
 
 #: MONAI networks listed by ``models architectures`` beside ClinicalAI's own, with the
 #: keyword arguments their parameter count is given for (common configurations).
@@ -71,8 +78,6 @@ def _missing(parser: argparse.ArgumentParser) -> int:
 
 # ------------------------------------------------------------------------------------ list
 def _card_row(name: str, card_path: Path, source: str) -> Dict[str, Any]:
-    from .registry import json_depth_guard, read_model_card
-
     try:
         with json_depth_guard(card_path):
             card, _ = read_model_card(card_path)
@@ -87,16 +92,12 @@ def bundled_cards(folder: Optional[Path] = None) -> List[Dict[str, Any]]:
     """One row per model: the cards in ``folder``, or by default every known model (bundled
     ones in ``Resources/Models``, then the user's imported ones), with ``source`` saying
     which; an invalid card gives a row with its problem instead of stopping the listing."""
-    from .registry import known_models
-
     if folder is not None:
         return [_card_row(p.stem, p, "folder") for p in sorted(Path(folder).glob("*.json"))]
     return [_card_row(e.name, e.path, e.source) for e in known_models()]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from .registry import BUNDLED_MODELS_DIR, user_models_dir
-
     if args.dir is not None and not args.dir.is_dir():
         raise ModelError(f"{args.dir}: no such folder")
     rows = bundled_cards(args.dir)
@@ -134,17 +135,12 @@ def model_info(spec: "str | Path") -> Dict[str, Any]:
     holds code, read without loading the weights (an untrusted TorchScript file is never run):
     ``{"card": dict, "weights": path, "sha256": "ok" | "mismatch" | "not in card" | ...,
     "sha256_actual", "code": bool, "trusted": bool | None}``."""
-    from .package import _is_torchscript_archive, sha256_of
-    from .registry import imported_folder, is_trusted, read_model_card, resolve_model
-
     path = resolve_model(spec)
     card, weights = read_model_card(path)
     actual = sha256_of(weights) if weights.is_file() else None
     expected = card.sha256
     imported = imported_folder(path)
     if imported is not None and path.is_dir():
-        from .registry import IMPORT_RECORD
-
         try:
             expected = json.loads((imported / IMPORT_RECORD).read_text()).get("sha256")
         except (OSError, ValueError, AttributeError, RecursionError):
@@ -155,7 +151,7 @@ def model_info(spec: "str | Path") -> Dict[str, Any]:
         check = "not in card (MONAI bundle)" if path.is_dir() else "not in card"
     else:
         check = "ok" if actual == expected else "mismatch"
-    code = card.format == "torchscript" or (actual is not None and _is_torchscript_archive(weights))
+    code = card.format == "torchscript" or (actual is not None and is_torchscript_archive(weights))
     return {"card": card.to_dict(), "weights": str(weights), "sha256_actual": actual, "sha256": check,
             "sha256_expected": expected, "code": code, "trusted": (is_trusted(actual) if code and actual else None)}
 
@@ -182,7 +178,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 def architecture_rows(include_monai: bool = True) -> List[Dict[str, Any]]:
     """Each allow-listed ClinicalAI network (parameters for its ``reference_kwargs`` next to
     the study's ``reference_parameters``) and a few common MONAI configurations."""
-    from ..networks import architectures, build_network, count_parameters
 
     rows = []
     for name, arch in architectures().items():
@@ -198,6 +193,7 @@ def architecture_rows(include_monai: bool = True) -> List[Dict[str, Any]]:
             rows.append({"name": name, "summary": "MONAI", "kwargs": kwargs,
                          "parameters": count_parameters(build_network(name, kwargs)), "reference_parameters": None})
         # the MONAI networks of the PET recurrence study, in its configuration, beside its counts
+        # lazy: pet_cnns imports torch, and every command's parser imports this module
         from ..networks.pet_cnns import MONAI_PET_ARCHITECTURES
 
         for short, (name, kwargs, reference) in MONAI_PET_ARCHITECTURES.items():
@@ -235,9 +231,6 @@ def cmd_architectures(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ export
 def cmd_export(args: argparse.Namespace) -> int:
-    from . import load_model
-    from .export import example_input_shape, export_model
-
     loaded = load_model(args.model, device="cpu")  # a TorchScript source needs trust (import --trust, --trust-code)
     if loaded.module is None:
         raise ModelError(f"{loaded.path.name} is already an ONNX model; export needs a torch model (.pt)")
@@ -255,8 +248,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------ import
 def cmd_import(args: argparse.Namespace) -> int:
-    from .registry import import_model, trust_model
-
     result = import_model(args.path, name=args.name, force=args.force)
     verb = "replaced" if result.replaced else "imported"
     print(f"{verb} {result.name} ({result.format}, sha256 {result.sha256}) from {result.source} into {result.path}")

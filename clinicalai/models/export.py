@@ -20,6 +20,7 @@ import numpy as np
 from ..errors import ModelError
 from ..outputs import atomic_output
 from .card import parse_card
+from .layout import inner_network
 from .package import LoadedModel, load_weights, sha256_of
 
 EXPORT_FORMATS = ("torchscript", "onnx")
@@ -69,8 +70,6 @@ def export_model(
     out = Path(out)
     if out.suffix.lower() not in _SUFFIXES[to]:
         raise ModelError(f"{out.name}: a {to} export is written as {' or '.join(_SUFFIXES[to])}")
-    from .layout import inner_network
-
     # the file holds the network itself (a MONAI-layout card keeps its layout: the file computes
     # on (x, y, z)); the check compares what predict() gives, in the engine's order, both ways
     wrapped = loaded.torch_module("export").float().cpu().eval()

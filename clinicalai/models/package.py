@@ -1,7 +1,8 @@
 """Loading and saving model packages safely, and one inference interface over the backends.
 
 A package is a weights file (``.pt`` TorchScript or state dict, ``.onnx``) with a JSON card of
-the same stem beside it, or a MONAI bundle folder (see :mod:`clinicalai.models.bundle`).
+the same stem beside it (:mod:`clinicalai.models.files`), or a MONAI bundle folder (read as
+data by :mod:`clinicalai.models.bundle`, loaded by :func:`load_bundle`).
 
 Model files are untrusted input. A state dict is read with ``torch.load(weights_only=True)``,
 whose restricted unpickler only rebuilds tensors and plain containers; a pickled full model or
@@ -14,7 +15,6 @@ A weights file that is a symlink out of its model's folder is refused.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import warnings
@@ -26,54 +26,17 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..networks import build_network, resolve_architecture
 from ..outputs import atomic_output
+from .bundle import _read_json, bundle_weights, card_from_bundle, is_bundle, network_from_config
 from .card import ModelCard, parse_card, read_card
 from .device import resolve_device
+from .files import is_torchscript_archive, locate_package, sha256_of
+from .layout import is_monai_layout, reverse_spatial, reversed_spatial_axes
+from .registry import (check_code_trust, check_inside, code_trust_allowed, imported_folder, json_depth_guard,
+                       resolve_model, trust_code_scope, verify_imported)
 
 log = logging.getLogger(__name__)
-
-WEIGHT_SUFFIXES = (".pt", ".pth", ".ts", ".onnx")
-
-
-def sha256_of(path: "str | Path") -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def locate_package(path: "str | Path") -> tuple[Path, Path]:
-    """``(weights, card)`` for a weights file, a card, or a stem; else :class:`ModelError`."""
-    p = Path(path)
-    if p.is_dir():
-        raise ModelError(f"{p} is a folder; a MONAI bundle folder needs configs/metadata.json")
-    if p.suffix.lower() == ".json":
-        card_path = p
-        card = read_card(card_path)
-        if card.weights:
-            if Path(card.weights).name != card.weights:
-                raise ModelError(
-                    f"the card {p.name} names weights {card.weights!r}; the weights must be a file name beside the card"
-                )
-            weights = p.parent / card.weights
-        else:
-            cands = [p.with_suffix(s) for s in WEIGHT_SUFFIXES if p.with_suffix(s).is_file()]
-            if not cands:
-                raise ModelError(f"no weights file found beside the card {p.name} (.pt or .onnx)")
-            weights = cands[0]
-        return weights, card_path
-    if p.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise ModelError(f"{p.name}: a model is a .pt, .onnx or MONAI bundle folder with a JSON card")
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    card_path = p.with_suffix(".json")
-    if not card_path.is_file():
-        raise ModelError(
-            f"{p.name} has no model card: put {card_path.name} beside it (task, architecture, labels or classes)"
-        )
-    return p, card_path
-
 
 #: globals a plain state dict pickle imports (torch's own tensor rebuilders and containers)
 _STATE_DICT_GLOBALS = ("torch._utils.", "torch.", "collections.OrderedDict", "builtins.set", "builtins.slice")
@@ -154,15 +117,6 @@ def _safe_torch_load(path: Path):
 def _one_line(exc: BaseException, limit: int = 160) -> str:
     text = " ".join(str(exc).split())
     return (text[:limit] + "...") if len(text) > limit else (text or type(exc).__name__)
-
-
-def _is_torchscript_archive(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except zipfile.BadZipFile:
-        return False
-    return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
 @dataclass
@@ -246,8 +200,6 @@ class LoadedModel:
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         if self.backend == "onnx":
-            from .layout import is_monai_layout, reverse_spatial
-
             name = self.session.get_inputs()[0].name
             if not is_monai_layout(self.card):
                 return np.asarray(self.session.run(None, {name: chunk})[0], dtype=np.float32)
@@ -338,8 +290,6 @@ def model_cache_stats() -> Dict[str, int]:
 def _cache_key(path: "str | Path", device: str, verify_sha256: bool, trust_code: bool) -> tuple:
     """The resolved file with its size and mtime (a model replaced on disk is loaded again),
     the device and the trust in force (a model refused untrusted must not come from the cache)."""
-    from .registry import code_trust_allowed, resolve_model
-
     p = resolve_model(path)
     st = p.stat()
     return (str(p.resolve()), st.st_size, st.st_mtime_ns, device, verify_sha256, trust_code or code_trust_allowed())
@@ -381,15 +331,10 @@ def load_model(path: "str | Path", device: str = "auto", verify_sha256: bool = T
 
 def _load_model(path: "str | Path", device: str, verify_sha256: bool, trust_code: bool) -> LoadedModel:
     """:func:`load_model` without the cache."""
-    from .registry import (bundle_weights, check_inside, imported_folder, json_depth_guard, resolve_model,
-                           trust_code_scope, verify_imported)
-
     p = resolve_model(path)
     imported = imported_folder(p)
     with json_depth_guard(p), trust_code_scope(trust_code):
         if p.is_dir():
-            from .bundle import is_bundle, load_bundle
-
             weights = bundle_weights(p)[0] if is_bundle(p) else None
             if weights is not None:
                 check_inside(weights, p)
@@ -422,30 +367,24 @@ def load_weights(weights: Path, card: ModelCard, device: str = "auto", trust_cod
     import torch
 
     if card.format == "torchscript":
-        if not _is_torchscript_archive(weights):
+        if not is_torchscript_archive(weights):
             raise ModelError(
                 f"{weights.name} is not a TorchScript archive, but its card says format 'torchscript'"
             )
-        from .registry import check_code_trust
-
         check_code_trust(weights, card.name, trust_code)  # before torch.jit.load runs any of its code
         try:
             module = torch.jit.load(str(weights), map_location="cpu")
         except Exception as exc:  # noqa: BLE001 - torch raises many types here
             raise ModelError(f"{weights.name} cannot be loaded as TorchScript ({_one_line(exc)})") from None
     else:  # state_dict
-        if _is_torchscript_archive(weights):
+        if is_torchscript_archive(weights):
             raise ModelError(f"{weights.name} is a TorchScript archive, but its card says format 'state_dict'")
-        from ..networks import resolve_architecture
-
         resolve_architecture(card.architecture.name)  # refuse a name off the allow-list before reading the file
         state = _safe_torch_load(weights)
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
             raise ModelError(f"{weights.name} does not hold a state dict (a mapping of parameter names to tensors)")
-        from ..networks import build_network
-
         module = build_network(card.architecture.name, card.architecture.kwargs)
         try:
             module.load_state_dict(state, strict=True)
@@ -455,8 +394,6 @@ def load_weights(weights: Path, card: ModelCard, device: str = "auto", trust_cod
                 f"the weights in {weights.name} do not fit {card.architecture.name} with the card's kwargs: {detail}"
             ) from None
     module.eval()
-    from .layout import is_monai_layout, reversed_spatial_axes
-
     if is_monai_layout(card):
         # the workflows give (z, y, x) arrays; the network was trained on MONAI's (x, y, z)
         module = reversed_spatial_axes(module, card.spatial_dims)
@@ -465,6 +402,40 @@ def load_weights(weights: Path, card: ModelCard, device: str = "auto", trust_cod
     if half:
         module.half()
     return LoadedModel(card=card, backend="torch", path=weights, device=dev, module=module, half=half)
+
+
+def load_bundle(folder: "str | Path", device: str = "auto", trust_code: bool = False) -> LoadedModel:
+    """Load a MONAI bundle folder as a :class:`~clinicalai.models.LoadedModel`.
+
+    ``models/model.ts`` (TorchScript) is preferred, and loads only when trusted or
+    ``trust_code`` (:func:`clinicalai.models.load_model`); else ``models/model.pt`` is read as a
+    state dict (restricted unpickler) into the allow-listed ``network_def`` of
+    ``configs/inference.json``.
+
+    Raises:
+        ModelError: not a bundle, bad JSON, missing weights, a ``_target_`` off the allow-list,
+            an expression in the network arguments, weights that do not fit.
+        DeviceError: ``cuda`` requested without a GPU.
+    """
+    folder = Path(folder)
+    if not is_bundle(folder):
+        raise ModelError(f"{folder} is a folder but not a MONAI bundle: configs/metadata.json is missing")
+    weights, fmt = bundle_weights(folder)
+    if weights is None:
+        raise ModelError(f"bundle {folder.name} has no weights: models/model.ts or models/model.pt is needed")
+    if fmt == "torchscript":
+        card = card_from_bundle(folder, "torchscript")
+    else:
+        inference_path = folder / "configs" / "inference.json"
+        if not inference_path.is_file():
+            raise ModelError(
+                f"bundle {folder.name} has models/model.pt but no configs/inference.json to say which network it is"
+            )
+        network = network_from_config(_read_json(inference_path).get("network_def"))
+        card = card_from_bundle(folder, "state_dict", network)
+    loaded = load_weights(weights, card, device=device, trust_code=trust_code)
+    loaded.info["bundle"] = str(folder)
+    return loaded
 
 
 def _load_onnx(weights: Path, card: ModelCard, device: str) -> LoadedModel:

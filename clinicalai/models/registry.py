@@ -8,8 +8,8 @@ among
 - the user's imported models, ``<user folder>/<name>/`` (source ``user``), where the user
   folder is ``$CLINICALAI_MODELS`` if set, else ``~/.clinicalai/models``.
 
-``clinicalai models import PATH`` copies a model into the user folder (:func:`import_model`),
-with its sha256 recorded (in the copied card, or for a bundle in :data:`IMPORT_RECORD`) and
+``clinicalai models import PATH`` copies a model into the user folder
+(:func:`clinicalai.models.importing.import_model`), with its sha256 recorded (in the copied card, or for a bundle in :data:`IMPORT_RECORD`) and
 checked on every load (:func:`verify_imported`).
 
 TorchScript (a ``.pt`` TorchScript archive, a bundle's ``models/model.ts``) is code: its
@@ -26,14 +26,16 @@ import contextvars
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 from ..errors import ModelError
+from ..outputs import atomic_output
+from .bundle import _read_json, bundle_weights, card_from_bundle, is_bundle, network_from_config
+from .card import read_card
+from .files import is_torchscript_archive, locate_package, sha256_of
 
 #: Folder of the bundled demo models (trained on synthetic phantoms; not for clinical use).
 BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[2] / "Resources" / "Models"
@@ -47,6 +49,11 @@ IMPORT_RECORD = "clinicalai-import.json"
 TRUST_FILE = "trusted.json"
 #: a model name: what a file name and a command-line word can both hold
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def is_model_name(text: str) -> bool:
+    """True when ``text`` can name a model (letters, digits, ``. _ + -``; at most 100)."""
+    return bool(_NAME.match(text))
 
 
 class UntrustedModelError(ModelError):
@@ -89,14 +96,12 @@ def bundled_entries() -> List[ModelEntry]:
 
 def user_entries() -> List[ModelEntry]:
     """The imported models: each sub-folder of the user folder holding a MONAI bundle or a card."""
-    from .bundle import is_bundle
-
     root = user_models_dir()
     if not root.is_dir():
         return []
     out = []
     for folder in sorted(root.iterdir()):
-        if folder.name.startswith(".") or not folder.is_dir() or not _NAME.match(folder.name):
+        if folder.name.startswith(".") or not folder.is_dir() or not is_model_name(folder.name):
             continue  # temporary folders of an import in progress, stray files
         if is_bundle(folder):
             out.append(ModelEntry(folder.name, folder, "user"))
@@ -151,7 +156,7 @@ def resolve_model(spec: "str | Path") -> Path:
     p = Path(text).expanduser()
     if p.exists():
         return p
-    if _NAME.match(text):
+    if is_model_name(text):
         entry = find_model(text)
         if entry is not None:
             return entry.path
@@ -172,21 +177,9 @@ def json_depth_guard(what: "str | Path") -> Iterator[None]:
         ) from None
 
 
-def bundle_weights(folder: Path) -> Tuple[Optional[Path], str]:
-    """``(weights, format)`` of a MONAI bundle: ``models/model.ts`` (TorchScript) first, else
-    ``models/model.pt`` (state dict), as :func:`~clinicalai.models.bundle.load_bundle` picks."""
-    ts, pt = folder / "models" / "model.ts", folder / "models" / "model.pt"
-    if ts.is_file():
-        return ts, "torchscript"
-    return (pt if pt.is_file() else None), "state_dict"
-
-
 def read_model_card(spec: "str | Path"):
     """``(card, weights path)`` of a model (path or name) without loading its weights: safe for
     files nobody trusts (nothing is unpickled or executed; ``models info``, the choosers)."""
-    from .bundle import _read_json, card_from_bundle, is_bundle, network_from_config
-    from .package import locate_package, read_card
-
     path = resolve_model(spec)
     with json_depth_guard(path):
         if path.is_dir():
@@ -232,8 +225,6 @@ def imported_folder(path: "str | Path") -> Optional[Path]:
 def verify_imported(folder: Path, weights: Path, card_sha256: Optional[str]) -> None:
     """Check an imported model's weights against the sha256 recorded on import (the card's,
     or the bundle's :data:`IMPORT_RECORD`); on every load, whatever the caller asked."""
-    from .package import sha256_of
-
     record = folder / IMPORT_RECORD
     expected = card_sha256
     if record.is_file():
@@ -253,145 +244,6 @@ def verify_imported(folder: Path, weights: Path, card_sha256: Optional[str]) -> 
             f"the user model {folder.name} was changed after it was imported: {weights.name} has sha256 "
             f"{actual[:12]}..., the import recorded {expected[:12]}...; import it again if the change is yours"
         )
-
-
-@dataclass
-class ImportResult:
-    """What :func:`import_model` did."""
-
-    name: str
-    path: Path  # the imported card or bundle folder
-    weights: Path
-    sha256: str
-    format: str
-    source: Path
-    trusted: bool = False
-    replaced: bool = False
-
-
-def import_model(source: "str | Path", name: Optional[str] = None, force: bool = False,
-                 trust: bool = False) -> ImportResult:
-    """Copy a model (weights + card, or a MONAI bundle folder) into the user folder as ``name``.
-
-    The copy is made in a temporary folder and renamed into place, so a failure leaves nothing.
-    The weights' sha256 must match the card's when it gives one; the copy's card (or, for a
-    bundle, :data:`IMPORT_RECORD`) records it. A non-code model is loaded once from the copy
-    (safe loaders) so a broken package is refused now rather than at first use. ``trust`` also
-    records the weights as trusted code (:func:`trust_model`).
-
-    Raises:
-        ModelError: not a model, a sha256 mismatch, a bad name, a name already taken (a user
-            model: unless ``force``; a bundled model: always).
-    """
-    from .bundle import is_bundle
-    from .card import parse_card
-    from .package import locate_package, read_card, sha256_of
-
-    src = Path(source).expanduser()
-    if not src.exists():
-        raise ModelError(f"{source}: no such model file or folder to import")
-    bundle = src.is_dir()
-    with json_depth_guard(src):
-        if bundle:
-            if not is_bundle(src):
-                raise ModelError(f"{src} is a folder but not a MONAI bundle: configs/metadata.json is missing")
-            card, weights = read_model_card(src)
-            if not weights.is_file():
-                raise ModelError(f"bundle {src.name} has no weights: models/model.ts or models/model.pt is needed")
-        else:
-            weights, card_path = locate_package(src)
-            card = read_card(card_path)
-            if not weights.is_file():
-                raise ModelError(f"the card {card_path.name} names weights {weights.name}, which do not exist")
-    name = name or (src.name if bundle else weights.stem)
-    if not _NAME.match(name):
-        raise ModelError(
-            f"{name!r} cannot be a model name: use letters, digits, '.', '_', '-' or '+' (at most 100), "
-            "e.g. --name my-model"
-        )
-    if any(e.name == name for e in bundled_entries()):
-        raise ModelError(f"{name!r} is the name of a bundled model; import under another name with --name")
-    digest = sha256_of(weights)
-    if card.sha256 and card.sha256 != digest:
-        raise ModelError(
-            f"{weights.name} does not match its card: sha256 is {digest[:12]}..., the card says "
-            f"{card.sha256[:12]}...; nothing was imported"
-        )
-    root = user_models_dir()
-    final = root / name
-    if final.exists() and not force:
-        raise ModelError(f"a user model called {name!r} exists already in {root}; add --force to replace it")
-    existed = final.exists()
-    root.mkdir(parents=True, exist_ok=True)
-    record = {"name": name, "source": str(src.resolve()), "sha256": digest,
-              "imported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = Path(tempfile.mkdtemp(prefix=f".import-{name}.", dir=root))
-    try:
-        if bundle:
-            _copy_bundle(src, tmp)
-            copied_weights = tmp / weights.relative_to(src)
-            (tmp / IMPORT_RECORD).write_text(json.dumps(dict(record, weights=str(weights.relative_to(src))), indent=2) + "\n")
-            entry_path = final
-        else:
-            copied_weights = tmp / f"{name}{weights.suffix.lower()}"
-            shutil.copyfile(weights, copied_weights)
-            data = card.to_dict()
-            data.update(weights=copied_weights.name, sha256=digest, imported_from=record)
-            parsed = parse_card(data, f"{name}.json")
-            (tmp / f"{name}.json").write_text(json.dumps(parsed.to_dict(), indent=2) + "\n")
-            entry_path = final / f"{name}.json"
-        if sha256_of(copied_weights) != digest:  # the source changed while it was copied
-            raise ModelError(f"{weights.name} changed while it was imported; import it again")
-        if card.format != "torchscript":
-            _check_loads(tmp if bundle else tmp / f"{name}.json")
-        _replace_folder(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    trusted = False
-    if trust and card.format == "torchscript":
-        trust_model(entry_path, source=src.resolve())
-        trusted = True
-    return ImportResult(name, entry_path, final / copied_weights.relative_to(tmp), digest, card.format, src,
-                        trusted=trusted, replaced=existed)
-
-
-def _copy_bundle(src: Path, dst: Path) -> None:
-    """Copy a bundle folder's files; a symlink leading out of the bundle is refused (the copy
-    must not carry files from elsewhere on the machine)."""
-    for path in sorted(src.rglob("*")):
-        if path.is_symlink():
-            check_inside(path, src)
-        rel = path.relative_to(src)
-        if path.is_dir():
-            (dst / rel).mkdir(parents=True, exist_ok=True)
-        elif path.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dst / rel)
-
-
-def _check_loads(path: Path) -> None:
-    """Load a freshly copied non-code model on the CPU (restricted unpickler / onnxruntime)."""
-    from .package import load_model
-
-    load_model(path, device="cpu")
-
-
-def _replace_folder(tmp: Path, final: Path) -> None:
-    """Move ``tmp`` onto ``final``; an existing ``final`` (a user model being replaced with
-    ``--force``) is moved aside first and removed only once the new one is in place."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".replaced-{final.name}-{os.getpid()}-{time.time_ns()}")
-        os.replace(final, old)
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old, final)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------ trust
@@ -438,10 +290,8 @@ def is_trusted(sha256: str) -> bool:
 
 def code_bearing_weights(spec: "str | Path") -> Optional[Path]:
     """The TorchScript file of a model (path or name) that would run code when loaded, else ``None``."""
-    from .package import _is_torchscript_archive
-
     card, weights = read_model_card(spec)
-    if card.format == "torchscript" or (weights.is_file() and _is_torchscript_archive(weights)):
+    if card.format == "torchscript" or (weights.is_file() and is_torchscript_archive(weights)):
         return weights
     return None
 
@@ -449,8 +299,6 @@ def code_bearing_weights(spec: "str | Path") -> Optional[Path]:
 def trust_info(spec: "str | Path") -> Dict[str, Any]:
     """What a GUI shows before asking to trust a model: ``{"name", "path", "sha256",
     "code": bool, "trusted": bool}`` (``sha256`` of the code-bearing file, else of the weights)."""
-    from .package import sha256_of
-
     card, weights = read_model_card(spec)
     code = code_bearing_weights(spec)
     digest = sha256_of(code or weights) if (code or weights).is_file() else ""
@@ -466,8 +314,6 @@ def trust_model(spec: "str | Path", source: "str | Path | None" = None) -> Dict[
     Raises:
         ModelError: the model holds no code (nothing to trust) or cannot be read.
     """
-    from .package import sha256_of
-
     code = code_bearing_weights(spec)
     if code is None:
         raise ModelError(f"{spec} holds no code (a state dict or ONNX model): it needs no trust to load")
@@ -485,8 +331,6 @@ def record_trust(sha256: str, name: str, source: "str | Path") -> Dict[str, Any]
     Raises:
         ModelError: ``sha256`` is not a sha256 hex digest.
     """
-    from ..outputs import atomic_output
-
     digest = str(sha256).lower()
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise ModelError(f"not a sha256 digest: {sha256!r}")
@@ -507,8 +351,6 @@ def check_code_trust(weights: Path, name: str, trust_code: bool = False) -> None
     Raises:
         UntrustedModelError: saying why and how to proceed.
     """
-    from .package import sha256_of
-
     if trust_code or code_trust_allowed():
         return
     digest = sha256_of(weights)

@@ -14,16 +14,22 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-from ..volume import Volume
+from ..errors import InputError
+from ..outputs import atomic_output, write_csv
+from ..progress import report
+from ..volume import Volume, write_volume
+from .common import segment_metadata
 
 #: tissue classes of :attr:`BrainCase.tissues`
 BACKGROUND, CSF, GREY, WHITE, SKULL = 0, 1, 2, 3, 4
 TISSUE_NAMES = {BACKGROUND: "background", CSF: "CSF", GREY: "grey matter", WHITE: "white matter", SKULL: "skull"}
+#: colour of an MR phantom's lesion segment (RGB 0..1)
+LESION_COLOR = (1.0, 0.2, 0.2)
 
 
 @dataclass
@@ -65,12 +71,40 @@ def brain_case(
         n_lesions: number of lesions (default 1-3 for a pathological case).
         lesion_radius_mm: range of lesion radii.
         noise: Rician-like noise level relative to white matter intensity.
+
+    Steps (one random stream, in this order): tissues (:func:`_tissues`) -> lesions
+    (:func:`_lesions`) -> MR intensities (:func:`_mr_image`) -> volumes.
     """
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
     if pathological is None:
         pathological = bool(rng.random() < 0.5)
-    sp_zyx = np.array(spacing[::-1], dtype=float)
+    head, brain, white, ventricles, tissues = _tissues(shape, rng)
+    lesion = np.zeros(shape, bool)
+    if pathological:
+        count = n_lesions if n_lesions is not None else int(rng.integers(1, 4))
+        sp_zyx = np.array(spacing[::-1], dtype=float)
+        lesion = _lesions(white & ~ndimage.binary_dilation(ventricles, iterations=2), count, lesion_radius_mm,
+                          sp_zyx, rng) & brain
+    image = _mr_image(tissues, lesion, head, noise, rng)
+    kw = dict(spacing=tuple(spacing), origin=tuple(origin), direction=np.eye(3) if direction is None else direction)
+    return BrainCase(
+        image=Volume(image.astype(np.float32), modality="MR", units="a.u.", **kw),
+        lesion=Volume(lesion.astype(np.uint8), modality="SEG", units="label", metadata=lesion_metadata(), **kw),
+        tissues=Volume(tissues, modality="SEG", units="label", **kw),
+        brain_mask=Volume(brain.astype(np.uint8), modality="SEG", units="label", **kw),
+        pathological=pathological,
+    )
+
+
+def lesion_metadata() -> Dict[str, Any]:
+    """``Volume.metadata`` of an MR phantom's lesion mask (one segment, ``"lesion"``, value 1)."""
+    return segment_metadata("lesion", LESION_COLOR)
+
+
+def _tissues(shape: Tuple[int, int, int], rng: np.random.Generator):
+    """``(head, brain, white, ventricles, tissues)``: bool masks and the uint8 tissue labels
+    (:data:`TISSUE_NAMES`) of a head of random size, shape and position (voxel units)."""
     center = np.array(shape, dtype=float) / 2 + rng.normal(0, 1.0, 3)
     head_r = np.array(shape, dtype=float) * rng.uniform(0.40, 0.46, 3)
     brain_r = head_r * rng.uniform(0.80, 0.86)
@@ -96,19 +130,30 @@ def brain_case(
     tissues[brain] = GREY
     tissues[white] = WHITE
     tissues[ventricles & brain] = CSF
-    lesion = np.zeros(shape, bool)
-    if pathological:
-        count = n_lesions if n_lesions is not None else int(rng.integers(1, 4))
-        candidates = np.argwhere(white & ~ndimage.binary_dilation(ventricles, iterations=2))
-        for _ in range(count):
-            if len(candidates) == 0:
-                break
-            c = candidates[rng.integers(len(candidates))].astype(float)
-            r_mm = rng.uniform(*lesion_radius_mm)
-            radii = r_mm / sp_zyx * rng.uniform(0.8, 1.2, 3)
-            lesion |= _ellipsoid(shape, c, radii)
-        lesion &= brain
-    # intensities (T2-FLAIR-like: lesion bright, CSF dark), with a per-case scale and bias
+    return head, brain, white, ventricles, tissues
+
+
+def _lesions(sites: np.ndarray, count: int, radius_mm: Tuple[float, float], spacing_zyx: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """Up to ``count`` ellipsoidal lesions (bool ``(z, y, x)``) centred on random voxels of
+    ``sites``, radii drawn from ``radius_mm`` (mm) and stretched by +/- 20 % per axis."""
+    lesion = np.zeros(sites.shape, bool)
+    candidates = np.argwhere(sites)
+    for _ in range(count):
+        if len(candidates) == 0:
+            break
+        c = candidates[rng.integers(len(candidates))].astype(float)
+        r_mm = rng.uniform(*radius_mm)
+        radii = r_mm / spacing_zyx * rng.uniform(0.8, 1.2, 3)
+        lesion |= _ellipsoid(sites.shape, c, radii)
+    return lesion
+
+
+def _mr_image(tissues: np.ndarray, lesion: np.ndarray, head: np.ndarray, noise: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """T2-FLAIR-like intensities (lesion bright, CSF dark, float32 ``(z, y, x)``) with a per-case
+    scale, a linear bias field, blur and Rician-like noise; dimmed outside the head."""
+    shape = tissues.shape
     scale = rng.uniform(0.85, 1.15)
     means = {BACKGROUND: 0.0, CSF: 0.15, GREY: 0.55, WHITE: 0.70, SKULL: 0.35}
     image = np.zeros(shape, np.float32)
@@ -121,15 +166,7 @@ def brain_case(
     image = image * bias * scale
     image = np.abs(image + rng.normal(0, noise, shape) + 1j * rng.normal(0, noise, shape)).astype(np.float32)
     image[~head] *= 0.3
-    kw = dict(spacing=tuple(spacing), origin=tuple(origin), direction=np.eye(3) if direction is None else direction)
-    img_vol = Volume(image.astype(np.float32), modality="MR", units="a.u.", **kw)
-    return BrainCase(
-        image=img_vol,
-        lesion=Volume(lesion.astype(np.uint8), modality="SEG", units="label", metadata={"segments": [{"name": "lesion", "value": 1, "color": (1.0, 0.2, 0.2)}]}, **kw),
-        tissues=Volume(tissues, modality="SEG", units="label", **kw),
-        brain_mask=Volume(brain.astype(np.uint8), modality="SEG", units="label", **kw),
-        pathological=pathological,
-    )
+    return image
 
 
 def brain_dataset(n: int, seed: int = 0, balanced: bool = True, **kwargs) -> list[BrainCase]:
@@ -162,11 +199,6 @@ def write_brain_dataset(
     brain_mask, lesion_voxels`` (paths relative to the CSV). Returns the CSV path.
     Same ``seed``, same bytes.
     """
-    from ..errors import InputError
-    from ..outputs import atomic_output, write_csv
-    from ..progress import report
-    from ..volume import write_volume
-
     if int(n) < 1:
         raise InputError("the number of brain phantoms must be at least 1")
     if layout not in BRAIN_LAYOUTS:

@@ -26,7 +26,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from ..volume import Volume
+from ..outputs import atomic_output
+from ..progress import report
+from ..volume import Volume, write_volume
 
 #: Label values of the ACDC convention; the single source of names, values and colours.
 #: Colours are 3D Slicer's GenericAnatomyColors for label values 1, 2, 3 (what Slicer shows
@@ -125,106 +127,167 @@ def cardiac_case(
         origin: LPS origin in mm; default centres the stack on (0, 0, 0).
         noise: Rician-like noise level relative to blood intensity.
         bias: amplitude of the smooth multiplicative bias field.
+
+    Steps: patient (:func:`_patient`, seed only) and phase -> heart geometry
+    (:func:`_heart`) -> labels slice by slice (:func:`_slice_labels`) -> MR intensities
+    (:func:`_render`) -> grid and volumes.
     """
     p = _patient(seed)
-    if phase is None:
-        phase = PHASES[int(np.random.default_rng([int(seed), 2]).integers(2))]
-    phase = str(phase).upper()
-    if phase not in PHASES:
-        raise ValueError(f"phase must be 'ED' or 'ES', got {phase!r}")
+    phase = _resolve_phase(seed, phase)
     rng = np.random.default_rng([int(seed), 3 + PHASES.index(phase)])
     nz = int(n_slices or p["n_slices"])
     ny, nx = (int(s) for s in (size or p["size_yx"]))
     if spacing is None:
         spacing = (p["spacing_xy"], p["spacing_xy"], p["thickness"])
     sx, sy, sz = (float(s) for s in spacing)
-
-    # physical in-plane coordinates (mm) relative to the heart centre
-    cy = p["center_frac"][0] * ny
-    cx = p["center_frac"][1] * nx
-    yy, xx = np.meshgrid((np.arange(ny) - cy) * sy, (np.arange(nx) - cx) * sx, indexing="ij")
-
-    es = phase == "ES"
-    r_endo0 = p["lv_radius_ed"] * (p["es_factor"] if es else 1.0)
-    # mass is roughly conserved: a smaller cavity comes with a thicker wall
-    wall0 = p["myo_ed"] * (1.0 + (0.45 if es else 0.0))
-    r_epi_ed = p["lv_radius_ed"] + p["myo_ed"]
-
+    heart = _heart(p, phase == "ES", nz, (ny, nx), (sx, sy))
     labels = np.zeros((nz, ny, nx), np.uint8)
-    # slice position from base (t=0) to apex (t=1); an optional RV-only slice sits above the base
-    first = 1 if p["base_rv_only"] and nz >= 9 else 0
-    ventricular = nz - first
-    ca, sa = np.cos(p["lv_angle"]), np.sin(p["lv_angle"])
-    u = ca * xx + sa * yy
-    v = -sa * xx + ca * yy
-    ell = p["lv_ellipticity"]
-    ru, rv_ = np.cos(p["rv_angle"]), np.sin(p["rv_angle"])
     for k in range(nz):
-        t = (k - first) / max(ventricular - 1, 1)
-        # half-ellipsoid long axis: radius shrinks towards the apex
-        shrink = np.sqrt(max(1.0 - (0.92 * t) ** 2, 0.0))
-        r_endo = r_endo0 * shrink
-        r_epi = (r_endo0 + wall0) * shrink
-        if es:  # the ES apex has a smaller cavity relative to the wall
-            r_endo *= 1.0 - 0.25 * t
-        epi_r_ed = r_epi_ed * shrink
-        jitter = rng.normal(0, 0.6, 2)  # slice misregistration (breath-hold), mm
-        uu = u - jitter[0]
-        vv = v - jitter[1]
-        rho = np.sqrt(uu ** 2 + (vv / ell) ** 2)
-        if k < first:  # above the base: RV outflow only
-            lv = np.zeros_like(rho, bool)
-            epi = np.zeros_like(rho, bool)
-        else:
-            epi = rho <= r_epi
-            lv = rho <= r_endo
-            if k == nz - 1 and p["apex_cap"]:
-                lv[:] = False  # apical cap: myocardium only
-        # RV crescent: an ellipse centred beside the septum, minus the (ED-sized) epicardium,
-        # so it hugs the septum at every phase; ES squeezes it too.
-        rv_on = k < first + max(1, int(round(p["rv_extent"] * ventricular)))
-        rv = np.zeros_like(epi)
-        if rv_on:
-            rv_scale = epi_r_ed * (0.75 if es else 1.0) if k >= first else r_epi_ed * 0.9
-            off = epi_r_ed * 0.55 if k >= first else 0.0
-            px = xx - jitter[0] - off * ru
-            py = yy - jitter[1] - off * rv_
-            a = px * ru + py * rv_
-            b = -px * rv_ + py * ru
-            rv = (a / (p["rv_length"] * rv_scale)) ** 2 + (b / (p["rv_width"] * rv_scale * 1.35)) ** 2 <= 1.0
-            rv &= a > -0.2 * rv_scale  # keep the septal side, not a full ring around the LV
-            rv &= ~epi
-            lab, n = ndimage.label(rv)
-            if n > 1:
-                sizes = ndimage.sum(rv, lab, range(1, n + 1))
-                rv = lab == (1 + int(np.argmax(sizes)))
-        labels[k][rv] = RV
-        labels[k][epi & ~lv] = MYO
-        labels[k][lv] = LV
-
+        labels[k] = _slice_labels(heart, k, rng)
     image = _render(labels, p, rng, (sz, sy, sx), noise=noise, bias=bias)
-    if direction is None:
-        direction = np.eye(3)
-    direction = np.asarray(direction, float).reshape(3, 3)
-    if origin is None:
-        half = np.array([(nx - 1) * sx, (ny - 1) * sy, (nz - 1) * sz]) / 2
-        origin = tuple(-(direction @ half))
-    kw = dict(spacing=(sx, sy, sz), origin=tuple(float(o) for o in origin), direction=direction)
+    kw = _stack_geometry((nz, ny, nx), (sx, sy, sz), direction, origin)
     meta = {
         "seed": int(seed),
         "phase": phase,
         "group": p["group"],
         "height": p["height"],
         "weight": p["weight"],
-        "center_yx": (float(cy), float(cx)),
-        "lv_endo_radius_mm": float(r_endo0),
-        "myo_thickness_mm": float(wall0),
-        "rv_only_first_slice": bool(first),
+        "center_yx": heart.center_yx,
+        "lv_endo_radius_mm": float(heart.r_endo0),
+        "myo_thickness_mm": float(heart.wall0),
+        "rv_only_first_slice": bool(heart.first),
         "apex_cap": bool(p["apex_cap"]),
     }
     img = Volume(image, modality="MR", units="a.u.", metadata={"phantom": "cardiac", **meta}, **kw)
     seg = Volume(labels, modality="SEG", units="label", metadata={"segments": cardiac_segments()}, **kw)
     return CardiacCase(image=img, labels=seg, phase=phase, meta=meta)
+
+
+def _resolve_phase(seed: int, phase: Optional[str]) -> str:
+    """``"ED"`` or ``"ES"``: the one asked for, or one drawn from ``seed`` (its own stream)."""
+    if phase is None:
+        phase = PHASES[int(np.random.default_rng([int(seed), 2]).integers(2))]
+    phase = str(phase).upper()
+    if phase not in PHASES:
+        raise ValueError(f"phase must be 'ED' or 'ES', got {phase!r}")
+    return phase
+
+
+@dataclass(frozen=True)
+class _Heart:
+    """The in-plane geometry of one patient's ventricles at one phase (all mm, arrays ``(y, x)``)."""
+
+    p: Dict[str, Any]  # the patient (:func:`_patient`)
+    es: bool  # end-systole
+    nz: int  # slices
+    first: int  # 1 when the first slice lies above the base (RV only), else 0
+    center_yx: Tuple[float, float]  # heart centre in voxels
+    xx: np.ndarray  # x of each pixel relative to the heart centre
+    yy: np.ndarray
+    u: np.ndarray  # pixel coordinates along / across the LV's long in-plane axis
+    v: np.ndarray
+    r_endo0: float  # basal endocardial radius at this phase
+    wall0: float  # basal wall thickness at this phase
+    r_epi_ed: float  # basal epicardial radius at ED (the RV hugs it at every phase)
+
+    @property
+    def ventricular(self) -> int:
+        """Slices from the base to the apex."""
+        return self.nz - self.first
+
+
+def _heart(p: Dict[str, Any], es: bool, nz: int, size_yx: Tuple[int, int], spacing_xy: Tuple[float, float]) -> _Heart:
+    """Pixel coordinates around the heart centre and the basal radii of one phase."""
+    ny, nx = size_yx
+    sx, sy = spacing_xy
+    cy = p["center_frac"][0] * ny
+    cx = p["center_frac"][1] * nx
+    yy, xx = np.meshgrid((np.arange(ny) - cy) * sy, (np.arange(nx) - cx) * sx, indexing="ij")
+    r_endo0 = p["lv_radius_ed"] * (p["es_factor"] if es else 1.0)
+    # mass is roughly conserved: a smaller cavity comes with a thicker wall
+    wall0 = p["myo_ed"] * (1.0 + (0.45 if es else 0.0))
+    r_epi_ed = p["lv_radius_ed"] + p["myo_ed"]
+    # slice position from base (t=0) to apex (t=1); an optional RV-only slice sits above the base
+    first = 1 if p["base_rv_only"] and nz >= 9 else 0
+    ca, sa = np.cos(p["lv_angle"]), np.sin(p["lv_angle"])
+    u = ca * xx + sa * yy
+    v = -sa * xx + ca * yy
+    return _Heart(p, es, nz, first, (float(cy), float(cx)), xx, yy, u, v, r_endo0, wall0, r_epi_ed)
+
+
+def _slice_labels(h: _Heart, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Labels ``(y, x)`` uint8 of slice ``k``: LV disc in a MYO ring, RV crescent beside the septum.
+
+    Draws the slice's misregistration jitter (breath-hold) from ``rng``.
+    """
+    p = h.p
+    t = (k - h.first) / max(h.ventricular - 1, 1)
+    # half-ellipsoid long axis: radius shrinks towards the apex
+    shrink = np.sqrt(max(1.0 - (0.92 * t) ** 2, 0.0))
+    r_endo = h.r_endo0 * shrink
+    r_epi = (h.r_endo0 + h.wall0) * shrink
+    if h.es:  # the ES apex has a smaller cavity relative to the wall
+        r_endo *= 1.0 - 0.25 * t
+    epi_r_ed = h.r_epi_ed * shrink
+    jitter = rng.normal(0, 0.6, 2)  # slice misregistration (breath-hold), mm
+    uu = h.u - jitter[0]
+    vv = h.v - jitter[1]
+    rho = np.sqrt(uu ** 2 + (vv / p["lv_ellipticity"]) ** 2)
+    if k < h.first:  # above the base: RV outflow only
+        lv = np.zeros_like(rho, bool)
+        epi = np.zeros_like(rho, bool)
+    else:
+        epi = rho <= r_epi
+        lv = rho <= r_endo
+        if k == h.nz - 1 and p["apex_cap"]:
+            lv[:] = False  # apical cap: myocardium only
+    rv = _rv_crescent(h, k, epi, epi_r_ed, jitter)
+    out = np.zeros(rho.shape, np.uint8)
+    out[rv] = RV
+    out[epi & ~lv] = MYO
+    out[lv] = LV
+    return out
+
+
+def _rv_crescent(h: _Heart, k: int, epi: np.ndarray, epi_r_ed: float, jitter: np.ndarray) -> np.ndarray:
+    """The RV of slice ``k`` (bool ``(y, x)``): an ellipse centred beside the septum, minus the
+    (ED-sized) epicardium, so it hugs the septum at every phase; ES squeezes it too. Empty
+    below the RV's extent; only the largest connected part is kept."""
+    p = h.p
+    rv_on = k < h.first + max(1, int(round(p["rv_extent"] * h.ventricular)))
+    rv = np.zeros_like(epi)
+    if not rv_on:
+        return rv
+    ru, rv_ = np.cos(p["rv_angle"]), np.sin(p["rv_angle"])
+    rv_scale = epi_r_ed * (0.75 if h.es else 1.0) if k >= h.first else h.r_epi_ed * 0.9
+    off = epi_r_ed * 0.55 if k >= h.first else 0.0
+    px = h.xx - jitter[0] - off * ru
+    py = h.yy - jitter[1] - off * rv_
+    a = px * ru + py * rv_
+    b = -px * rv_ + py * ru
+    rv = (a / (p["rv_length"] * rv_scale)) ** 2 + (b / (p["rv_width"] * rv_scale * 1.35)) ** 2 <= 1.0
+    rv &= a > -0.2 * rv_scale  # keep the septal side, not a full ring around the LV
+    rv &= ~epi
+    lab, n = ndimage.label(rv)
+    if n > 1:
+        sizes = ndimage.sum(rv, lab, range(1, n + 1))
+        rv = lab == (1 + int(np.argmax(sizes)))
+    return rv
+
+
+def _stack_geometry(shape_zyx: Tuple[int, int, int], spacing_xyz: Tuple[float, float, float],
+                    direction: Optional[np.ndarray], origin: Optional[Sequence[float]]) -> Dict[str, Any]:
+    """``Volume`` keyword arguments (spacing, origin, direction) of the stack; the default
+    origin centres it on LPS (0, 0, 0)."""
+    nz, ny, nx = shape_zyx
+    sx, sy, sz = spacing_xyz
+    if direction is None:
+        direction = np.eye(3)
+    direction = np.asarray(direction, float).reshape(3, 3)
+    if origin is None:
+        half = np.array([(nx - 1) * sx, (ny - 1) * sy, (nz - 1) * sz]) / 2
+        origin = tuple(-(direction @ half))
+    return dict(spacing=(sx, sy, sz), origin=tuple(float(o) for o in origin), direction=direction)
 
 
 def _render(
@@ -297,10 +360,6 @@ def write_cardiac_dataset(
     ``progress(fraction, message)`` is called after each patient; ``kwargs`` go to
     :func:`cardiac_case`.
     """
-    from ..outputs import atomic_output
-    from ..progress import report
-    from ..volume import write_volume
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     folders = []

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Tuple
 
 from ..errors import ClinicalAIError, InputError, argument_errors_as_input_errors
+from ..outputs import atomic_output
+from ..progress import ConsoleProgress, report
 
 #: kind -> (module, writer function, issue that brings it, what it writes)
 GENERATORS: Dict[str, Tuple[str, str, int, str]] = {
@@ -62,9 +64,6 @@ def synth(kind: str, out: Path, n: int, seed: int, layout: str = "flat", progres
     Raises:
         InputError: bad ``n`` / ``seed``, ``out`` is a file or a non-empty folder.
     """
-    from ..outputs import atomic_output
-    from ..progress import report
-
     if kind not in GENERATORS:
         raise InputError(f"unknown phantom {kind!r}; choose one of {', '.join(GENERATORS)}")
     if not 1 <= n <= MAX_CASES:
@@ -91,8 +90,6 @@ def synth(kind: str, out: Path, n: int, seed: int, layout: str = "flat", progres
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from ..progress import ConsoleProgress
-
     out = synth(args.kind, args.out, args.n, args.seed, args.layout, progress=ConsoleProgress())
     files = sum(1 for p in out.rglob("*") if p.is_file())
     print(f"wrote {args.n} {args.kind} case(s), {files} files, to {out}")

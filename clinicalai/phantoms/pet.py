@@ -36,8 +36,11 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..outputs import atomic_output, write_csv
+from ..progress import report
 from ..volume import Volume, write_volume
-from ..volume.dicom_writer import check_series_folder
+from ..volume.dicom_writer import MODALITY_SOP_CLASS, check_series_folder
+from ..volume.io import PHILIPS_SUV_SCALE_TAG, RADIOPHARMACEUTICAL_KEYWORDS
+from .common import segment_metadata
 
 #: F-18 half-life in seconds (DICOM RadionuclideHalfLife)
 F18_HALF_LIFE_S = 6586.2
@@ -113,6 +116,11 @@ def pet_case(
         scanner: ``"A"`` or ``"B"``; ``None``: decided by the seed.
         direction: 3x3 direction matrix of the grid (columns i, j, k in LPS), e.g. oblique.
         spacing, shape: override the scanner's grid (mm x, y, z; voxels z, y, x).
+
+    Steps (one random stream, drawn in this order): label and scanner -> the scanner's grid ->
+    healthy head (:func:`_healthy_head`) -> treated site and lesion or diffuse change
+    (:func:`_treated_region`) -> PSF and noise (:func:`_scanner_blur_and_noise`) -> dose and
+    timing, Bq/mL (:func:`_draw_dose`) -> volumes.
     """
     rng = np.random.default_rng(seed)
     if recurrence is None:
@@ -122,22 +130,76 @@ def pet_case(
     if scanner not in SCANNERS:
         raise InputError(f"unknown phantom scanner {scanner!r}; choose one of {', '.join(SCANNERS)}")
     sc = SCANNERS[scanner]
+    grid = _scanner_grid(sc, spacing, shape, direction)
+    head = _healthy_head(_head_frame_points(grid, rng), rng)
+    suv, region, tbr = _treated_region(head, bool(recurrence), rng)
+    suv = _scanner_blur_and_noise(suv, sc, np.asarray(grid.spacing), head.base, rng)
+    dose = _draw_dose(rng)
+    bqml = (suv * dose.decayed_bq / (dose.weight_kg * 1000.0)).astype(np.float32)
+    tags = pet_tags(dose.weight_kg, dose.dose_bq, dose.injection, dose.scan_start, manufacturer=sc.manufacturer)
+    return PetCase(
+        image=grid.with_array(bqml, modality="PT", units="BQML", metadata={"pet": tags}),
+        suv=grid.with_array(suv.astype(np.float32), modality="PT", units="SUV"),
+        brain_mask=grid.with_array(head.brain.astype(np.uint8), modality="SEG", units="label",
+                                   metadata=segment_metadata("brain", BRAIN_COLOR)),
+        lesion=grid.with_array(region.astype(np.uint8), modality="SEG", units="label",
+                               metadata=segment_metadata(LABELS[int(recurrence)], LESION_COLOR)),
+        label=int(recurrence),
+        scanner=scanner,
+        tbr_true=float(tbr),
+        info={"weight_kg": dose.weight_kg, "dose_bq": dose.dose_bq, "injection": dose.injection.isoformat(),
+              "scan_start": dose.scan_start.isoformat(), "healthy_brain_suv": float(head.base),
+              "striatum_ratio": float(head.striatum_ratio)},
+    )
+
+
+#: colours of a PET phantom's brain mask and of its lesion / change region (RGB 0..1)
+BRAIN_COLOR = (0.9, 0.9, 0.6)
+LESION_COLOR = (1.0, 0.3, 0.1)
+
+
+def _scanner_grid(sc: Scanner, spacing: Optional[Sequence[float]], shape: Optional[Sequence[int]],
+                  direction: Optional[np.ndarray]) -> Volume:
+    """An empty float32 volume on the scanner's grid (or the given spacing / shape / direction),
+    centred on the LPS origin so the head sits in the field of view whatever the direction."""
     sp = np.asarray(spacing if spacing is not None else sc.spacing, dtype=float)
     shp = tuple(int(s) for s in (shape if shape is not None else sc.shape))
     d = np.eye(3) if direction is None else np.asarray(direction, dtype=float)
-    # grid centred on the LPS origin so the head sits in the field of view whatever the direction
     extent = (np.array(shp[::-1]) - 1) * sp
     origin = -d @ (extent / 2.0)
-    grid = Volume(np.zeros(shp, np.float32), spacing=tuple(sp), origin=tuple(origin), direction=d)
+    return Volume(np.zeros(shp, np.float32), spacing=tuple(sp), origin=tuple(origin), direction=d)
 
-    # voxel centres in LPS, then in the head frame (random shift and yaw)
-    kk, jj, ii = np.meshgrid(*[np.arange(s, dtype=float) for s in shp], indexing="ij")
+
+def _head_frame_points(grid: Volume, rng: np.random.Generator) -> np.ndarray:
+    """The voxel centres of ``grid`` in the head's frame (mm), ``(z, y, x, 3)``: LPS shifted and
+    turned by a random head position (shift ~ N(0, 4 mm), yaw within 8 deg)."""
+    sp, origin = np.asarray(grid.spacing), np.asarray(grid.origin)
+    kk, jj, ii = np.meshgrid(*[np.arange(s, dtype=float) for s in grid.shape], indexing="ij")
     ijk = np.stack([ii, jj, kk], -1) * sp
-    lps = ijk @ d.T + origin
+    lps = ijk @ grid.direction.T + origin
     shift = rng.normal(0, 4.0, 3)
     rot = _rotation_z(rng.uniform(-8, 8))
-    p = (lps - shift) @ rot  # (R^T (x - c)) for row vectors
+    return (lps - shift) @ rot  # (R^T (x - c)) for row vectors
 
+
+@dataclass
+class _Head:
+    """A healthy head drawn at points ``p`` of the head frame; arrays on the grid ``(z, y, x)``."""
+
+    p: np.ndarray  # points (z, y, x, 3), mm
+    scale: float  # head size factor
+    brain_c: np.ndarray  # brain centre (mm)
+    brain_r: np.ndarray  # brain radii (mm)
+    brain: np.ndarray  # bool
+    striatum: np.ndarray  # bool
+    suv: np.ndarray  # float64 SUV
+    base: float  # healthy brain SUV
+    striatum_ratio: float  # striatum / healthy brain uptake
+
+
+def _healthy_head(p: np.ndarray, rng: np.random.Generator) -> _Head:
+    """Scalp, cortex, white matter, ventricles and striata with their FDOPA uptake (SUV)."""
+    shp = p.shape[:3]
     scale = rng.uniform(0.92, 1.08)
     head_r = np.array([76, 96, 84]) * scale
     brain_c = np.array([0.0, 0.0, 8.0])
@@ -163,8 +225,12 @@ def pet_case(
         putamen = _inside(p, (side * 25 * scale, 2 * scale, 6), np.array([6, 15, 9]) * scale) <= 1
         striatum |= caudate | putamen
     suv[striatum] = s_uptake * base
+    return _Head(p, scale, brain_c, brain_r, brain, striatum, suv, base, s_uptake)
 
-    # treated site: a random point in one hemisphere, away from the striatum and the midline
+
+def _treated_site(head: _Head, rng: np.random.Generator) -> np.ndarray:
+    """A random point (mm, head frame) in one hemisphere, away from the striatum and the midline."""
+    scale, brain_c, brain_r = head.scale, head.brain_c, head.brain_r
     side = 1 if rng.random() < 0.5 else -1
     for _ in range(100):
         c = np.array([side * rng.uniform(22, 45), rng.uniform(-55, 55), rng.uniform(-20, 40)]) * scale + brain_c * [0, 0, 1]
@@ -172,6 +238,14 @@ def pet_case(
             [_inside(c[None], (s * 25 * scale, 0, 8), np.array([18, 30, 20]))[0] > 1 for s in (-1, 1)]
         ):
             break
+    return c
+
+
+def _treated_region(head: _Head, recurrence: bool, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, float]:
+    """The resection cavity (cold) and beside it a focal hot lesion (``recurrence``) or faint
+    diffuse uptake; returns ``(suv, region mask, TBR)``, the region never in the striatum."""
+    p, brain, base, suv = head.p, head.brain, head.base, head.suv
+    c = _treated_site(head, rng)
     cavity_r = rng.uniform(5, 9)
     cavity = _inside(p, c, [cavity_r] * 3) <= 1
     if recurrence:
@@ -191,36 +265,43 @@ def pet_case(
         region = (rr <= 1) & brain
         suv = np.where(region, np.maximum(suv, base * (1 + (tbr - 1) * np.exp(-2 * rr**2))), suv)
     suv[cavity & brain] = 0.3 * base
-    region &= ~striatum  # the lesion / change VOI never includes normal striatal uptake
+    region &= ~head.striatum  # the lesion / change VOI never includes normal striatal uptake
+    return suv, region, tbr
 
-    # scanner: PSF blur then Poisson-like noise (variance grows with uptake)
-    sigma_zyx = sc.fwhm_mm / 2.3548 / sp[::-1]
+
+def _scanner_blur_and_noise(suv: np.ndarray, sc: Scanner, spacing: np.ndarray, base: float,
+                            rng: np.random.Generator) -> np.ndarray:
+    """The scanner's Gaussian PSF (FWHM, ``spacing`` mm x y z), then Poisson-like noise whose
+    variance grows with uptake; clipped at 0."""
+    sigma_zyx = sc.fwhm_mm / 2.3548 / spacing[::-1]
     suv = ndimage.gaussian_filter(suv, sigma_zyx)
-    suv = suv + rng.normal(0, 1, shp) * sc.noise * np.sqrt(np.maximum(suv, 0.02) * base)
-    suv = np.clip(suv, 0, None)
+    suv = suv + rng.normal(0, 1, suv.shape) * sc.noise * np.sqrt(np.maximum(suv, 0.02) * base)
+    return np.clip(suv, 0, None)
 
-    # dose and timing: FDOPA static scan 10-30 min after injection, values decay-corrected to scan start
+
+@dataclass(frozen=True)
+class _Dose:
+    """Body weight, injected dose and times of one scan; ``decayed_bq``: the dose at scan start."""
+
+    weight_kg: float
+    dose_bq: float
+    injection: dt.datetime
+    scan_start: dt.datetime
+    decayed_bq: float
+
+
+def _draw_dose(rng: np.random.Generator) -> _Dose:
+    """FDOPA static scan 10-30 min after ~2 MBq/kg; values are decay-corrected to scan start."""
     weight_kg = float(np.round(rng.uniform(50, 100), 1))
     dose_bq = float(np.round(rng.uniform(1.5, 2.5) * weight_kg * 1e6, -5))  # ~2 MBq/kg
     injection = dt.datetime(2024, 3, 1, 8, 0, 0) + dt.timedelta(days=int(rng.integers(0, 300)), minutes=int(rng.integers(0, 480)), seconds=int(rng.integers(0, 60)))
     scan = injection + dt.timedelta(seconds=int(rng.integers(10 * 60, 30 * 60)))
-    decayed = dose_bq * 2.0 ** (-(scan - injection).total_seconds() / F18_HALF_LIFE_S)
-    bqml = (suv * decayed / (weight_kg * 1000.0)).astype(np.float32)
-    tags = pet_tags(weight_kg, dose_bq, injection, scan, manufacturer=sc.manufacturer)
-    image = grid.with_array(bqml, modality="PT", units="BQML", metadata={"pet": tags})
-    seg_meta = lambda name, color: {"segments": [{"name": name, "value": 1, "color": color}]}  # noqa: E731
-    return PetCase(
-        image=image,
-        suv=grid.with_array(suv.astype(np.float32), modality="PT", units="SUV"),
-        brain_mask=grid.with_array(brain.astype(np.uint8), modality="SEG", units="label", metadata=seg_meta("brain", (0.9, 0.9, 0.6))),
-        lesion=grid.with_array(region.astype(np.uint8), modality="SEG", units="label",
-                               metadata=seg_meta(LABELS[int(recurrence)], (1.0, 0.3, 0.1))),
-        label=int(recurrence),
-        scanner=scanner,
-        tbr_true=float(tbr),
-        info={"weight_kg": weight_kg, "dose_bq": dose_bq, "injection": injection.isoformat(),
-              "scan_start": scan.isoformat(), "healthy_brain_suv": float(base), "striatum_ratio": float(s_uptake)},
-    )
+    return _Dose(weight_kg, dose_bq, injection, scan, decayed_dose(dose_bq, injection, scan))
+
+
+def decayed_dose(dose_bq: float, injection: dt.datetime, scan_start: dt.datetime) -> float:
+    """The injected F-18 dose (Bq) decayed from injection to the scan start."""
+    return dose_bq * 2.0 ** (-(scan_start - injection).total_seconds() / F18_HALF_LIFE_S)
 
 
 def pet_tags(
@@ -266,11 +347,23 @@ def write_pet_dicom(
     Rescale Slope for the series. The folder is replaced atomically.
     """
     import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence as DicomSequence
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     tags = dict(volume.metadata.get("pet", {}) if tags is None else tags)
+    pixels, slope = _int16_pixels(volume)
+    series = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
+              "FrameOfReferenceUID": generate_uid(), "SeriesDescription": series_description}
+    folder = check_series_folder(folder)
+    with atomic_output(folder, directory=True) as tmp:
+        for k in range(pixels.shape[0]):
+            ds = _pt_slice(volume, pixels, k, slope, series)
+            _set_pet_tags(ds, tags, omit)
+            pydicom.dcmwrite(str(tmp / f"pt{k:04d}.dcm"), ds, enforce_file_format=True)
+    return folder
+
+
+def _int16_pixels(volume: Volume) -> Tuple[np.ndarray, float]:
+    """``(int16 pixels, Rescale Slope)`` of a non-negative PET volume with a right-handed grid."""
     arr = np.asarray(volume.array, dtype=np.float64)
     volume.require_finite("PET image")
     if arr.min() < 0:
@@ -279,64 +372,73 @@ def write_pet_dicom(
     if not np.allclose(np.cross(d[:, 0], d[:, 1]), d[:, 2], atol=1e-6):
         raise InputError("DICOM slices need a right-handed direction (k = i x j)")
     slope = float(arr.max()) / 32767.0 if arr.max() > 0 else 1.0
-    pixels = np.round(arr / slope).astype(np.int16)
-    study_uid, series_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
-    radio_keys = ("RadionuclideTotalDose", "RadionuclideHalfLife", "RadiopharmaceuticalStartTime",
-                  "RadiopharmaceuticalStartDateTime", "Radiopharmaceutical")
-    nz = pixels.shape[0]
-    sop_class = "1.2.840.10008.5.1.4.1.1.128"
-    folder = check_series_folder(folder)
-    with atomic_output(folder, directory=True) as tmp:
-        for k in range(nz):
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = sop_class
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = sop_class
-            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-            ds.Modality = "PT"
-            ds.PatientName = "Phantom^PET"
-            ds.PatientID = "CLINICALAI-PET"
-            ds.SeriesDescription = series_description
-            ds.SeriesNumber = 1
-            ds.InstanceNumber = k + 1
-            ds.ImageIndex = k + 1
-            ds.NumberOfSlices = nz
-            ds.StudyDate = tags.get("SeriesDate", "")
-            ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*d[:, 0], *d[:, 1])]
-            pos = volume.index_to_lps() @ np.array([0.0, 0.0, float(k), 1.0])
-            ds.ImagePositionPatient = [f"{v:.10g}" for v in pos[:3]]
-            ds.PixelSpacing = [f"{volume.spacing[1]:.10g}", f"{volume.spacing[0]:.10g}"]  # row, column
-            ds.SliceThickness = f"{volume.spacing[2]:.10g}"
-            ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[2])
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-            ds.RescaleSlope = f"{slope:.10g}"
-            ds.RescaleIntercept = "0"
-            for kw, value in tags.items():
-                if kw in radio_keys or kw in omit or kw == "PhilipsSUVScaleFactor":
-                    continue
-                if kw in ("PatientWeight",):
-                    value = f"{float(value):.6g}"
-                setattr(ds, kw, value)
-            if "PhilipsSUVScaleFactor" in tags and "PhilipsSUVScaleFactor" not in omit:
-                ds.add_new((0x7053, 0x0010), "LO", "Philips PET Private Group")
-                ds.add_new((0x7053, 0x1000), "DS", f"{float(tags['PhilipsSUVScaleFactor']):.10g}")
-            item = Dataset()
-            for kw in radio_keys:
-                if kw in tags and kw not in omit:
-                    value = tags[kw]
-                    if kw in ("RadionuclideTotalDose", "RadionuclideHalfLife"):
-                        value = f"{float(value):.10g}"
-                    setattr(item, kw, value)
-            ds.RadiopharmaceuticalInformationSequence = DicomSequence([item])
-            ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
-            pydicom.dcmwrite(str(tmp / f"pt{k:04d}.dcm"), ds, enforce_file_format=True)
-    return folder
+    return np.round(arr / slope).astype(np.int16), slope
+
+
+def _pt_slice(volume: Volume, pixels: np.ndarray, k: int, slope: float, series: Dict[str, str]):
+    """The pydicom dataset of slice ``k``: file meta, UIDs, geometry and pixels (no SUV tags)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_class = MODALITY_SOP_CLASS["PT"]
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for keyword, value in series.items():
+        setattr(ds, keyword, value)
+    ds.Modality = "PT"
+    ds.PatientName = "Phantom^PET"
+    ds.PatientID = "CLINICALAI-PET"
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = k + 1
+    ds.ImageIndex = k + 1
+    ds.NumberOfSlices = pixels.shape[0]
+    d = volume.direction
+    ds.ImageOrientationPatient = [f"{v:.10g}" for v in (*d[:, 0], *d[:, 1])]
+    pos = volume.index_to_lps() @ np.array([0.0, 0.0, float(k), 1.0])
+    ds.ImagePositionPatient = [f"{v:.10g}" for v in pos[:3]]
+    ds.PixelSpacing = [f"{volume.spacing[1]:.10g}", f"{volume.spacing[0]:.10g}"]  # row, column
+    ds.SliceThickness = f"{volume.spacing[2]:.10g}"
+    ds.Rows, ds.Columns = int(pixels.shape[1]), int(pixels.shape[2])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleSlope = f"{slope:.10g}"
+    ds.RescaleIntercept = "0"
+    ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
+    return ds
+
+
+def _set_pet_tags(ds, tags: Dict[str, Any], omit: Sequence[str]) -> None:
+    """The SUV tags on ``ds``: plain attributes, Philips' private scale factor, and the
+    radiopharmaceutical ones in RadiopharmaceuticalInformationSequence (``omit`` left out)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    ds.StudyDate = tags.get("SeriesDate", "")
+    for kw, value in tags.items():
+        if kw in RADIOPHARMACEUTICAL_KEYWORDS or kw in omit or kw == "PhilipsSUVScaleFactor":
+            continue
+        if kw in ("PatientWeight",):
+            value = f"{float(value):.6g}"
+        setattr(ds, kw, value)
+    if "PhilipsSUVScaleFactor" in tags and "PhilipsSUVScaleFactor" not in omit:
+        group = PHILIPS_SUV_SCALE_TAG[0]
+        ds.add_new((group, 0x0010), "LO", "Philips PET Private Group")
+        ds.add_new(PHILIPS_SUV_SCALE_TAG, "DS", f"{float(tags['PhilipsSUVScaleFactor']):.10g}")
+    item = Dataset()
+    for kw in RADIOPHARMACEUTICAL_KEYWORDS:
+        if kw in tags and kw not in omit:
+            value = tags[kw]
+            if kw in ("RadionuclideTotalDose", "RadionuclideHalfLife"):
+                value = f"{float(value):.10g}"
+            setattr(item, kw, value)
+    ds.RadiopharmaceuticalInformationSequence = DicomSequence([item])
 
 
 def write_pet_dataset(
@@ -358,8 +460,6 @@ def write_pet_dataset(
     ``balanced`` alternates the labels (else 60 % recurrence, as in the study).
     ``progress(fraction, message)`` is called after each case.
     """
-    from ..progress import report
-
     if n < 1:
         raise InputError("the number of PET phantoms must be at least 1")
     if fmt not in ("nifti", "dicom"):
