@@ -57,14 +57,15 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
 from ..volume import Volume
-from .brain import BACKGROUND, CSF, GREY, SKULL, WHITE, BrainCase
-from .pet import F18_HALF_LIFE_S, PetCase, pet_tags
+from .brain import BACKGROUND, CSF, GREY, SKULL, WHITE, BrainCase, lesion_metadata
+from .common import segment_metadata
+from .pet import BRAIN_COLOR, LABELS, LESION_COLOR, PetCase, PetDose, bqml_image, decayed_dose, pet_tags
 
 #: first entry of every seed sequence of this family ("MNI" in ASCII)
 MNI_SEED_TAG = 0x4D4E49
@@ -79,6 +80,8 @@ HEAD_CENTRE_LPS = np.array([0.0, 18.0, 12.0])
 MR_FOV_MM = (190.0, 230.0, 190.0)
 PET_FOV_MM = (220.0, 250.0, 210.0)
 CONTRASTS = ("T1", "FLAIR")
+#: the template, as the cases' metadata names it
+TEMPLATE_NAME = "MNI ICBM152 2009a (nilearn)"
 PET_KINDS = ("recurrence", "normal", "trc", "asymmetric")
 MNI_LICENSE = (
     "MNI ICBM152 2009a templates, as shipped by nilearn: Copyright (C) 1993-2009 Louis Collins, "
@@ -297,6 +300,10 @@ def mni_brain_case(
         :class:`~clinicalai.phantoms.brain.BrainCase`: image (MR, a.u.), lesion, tissues
         (labels of :mod:`clinicalai.phantoms.brain`), brain_mask, all on one grid;
         ``image.metadata["phantom"]`` says what was drawn.
+
+    Steps (one random stream, in this order): acquisition choices -> template-space tissue
+    image with skull (:func:`_mr_tissue`) -> lesions (:func:`_mr_lesions`) -> sampling onto the
+    scanner grid (:func:`_render`, :func:`_tissue_labels`) -> bias and Rician noise -> volumes.
     """
     rng = np.random.default_rng([MNI_SEED_TAG, _MR_STREAM, int(seed)])
     tpl = load_template()
@@ -313,53 +320,21 @@ def mni_brain_case(
     if skull is None:
         skull = bool(rng.random() < 0.5)
     transform = _random_deformation(rng)
-
-    # tissue intensities relative to white matter; per case a little different
-    if contrast == "T1":
-        mu = {"wm": 1.0, "gm": rng.uniform(0.55, 0.7), "csf": rng.uniform(0.1, 0.25), "lesion": rng.uniform(0.3, 0.5),
-              "skull": 0.05, "scalp": rng.uniform(0.7, 1.0)}
-    else:
-        mu = {"wm": 0.6, "gm": rng.uniform(0.7, 0.85), "csf": rng.uniform(0.03, 0.12), "lesion": rng.uniform(1.1, 1.5),
-              "skull": 0.05, "scalp": rng.uniform(0.4, 0.7)}
-    tissue = mu["wm"] * tpl.wm + mu["gm"] * tpl.gm + mu["csf"] * tpl.csf
-    d = tpl.outside_mm
-    skull_band = ((d > 1.5) & (d <= rng.uniform(6, 9))) if skull else np.zeros_like(d, bool)
-    scalp_band = ((d > 1.5) & (d <= rng.uniform(11, 15)) & ~skull_band) if skull else np.zeros_like(d, bool)
-    head = np.maximum(tpl.brain, (skull_band | scalp_band).astype(np.float32))
-    tissue = tissue + mu["skull"] * skull_band + mu["scalp"] * scalp_band
-
+    mu = _mr_intensities(contrast, rng)
+    tissue, head, shell = _mr_tissue(tpl, mu, bool(skull), rng)
     lesion = np.zeros(tpl.gm.shape, np.float32)
-    drawn = []
+    drawn: List[Dict[str, Any]] = []
     if pathological:
-        sites = _lesion_sites(tpl)
-        parenchyma = (tpl.gm + tpl.wm) > 0.3
-        for _ in range(int(n_lesions) if n_lesions is not None else int(rng.integers(1, 4))):
-            where = "white" if rng.random() < 0.85 else "any"  # mostly white matter, as in MS / gliomas
-            c = _pick(rng, sites[where])
-            r = float(rng.uniform(*lesion_radius_mm))
-            lesion = np.maximum(lesion, _blob(tpl, c, r, rng) * parenchyma)
-            drawn.append({"centre_lps": [round(float(v), 1) for v in tpl.lps(c)], "radius_mm": round(r, 1), "site": where})
+        lesion, drawn = _mr_lesions(tpl, n_lesions, lesion_radius_mm, rng)
         texture = ndimage.gaussian_filter(rng.normal(size=tpl.gm.shape).astype(np.float32), 1.5)
         texture = 1.0 + 0.12 * texture / (texture.std() + 1e-9)  # lesions are not uniform inside
         tissue = (1 - lesion) * tissue + lesion * mu["lesion"] * texture
 
-    classes = np.stack([1 - head, tpl.csf, tpl.gm, tpl.wm, (skull_band | scalp_band).astype(np.float32)])
-    labels_tpl = np.array([BACKGROUND, CSF, GREY, WHITE, SKULL], np.float32)[classes.argmax(0)]
-
     grid = _output_grid(spacing, np.asarray(direction, float), fov_mm, HEAD_CENTRE_LPS + rng.normal(0, 3, 3))
     out = _render({"image": tissue, "lesion": lesion, "brain": tpl.brain}, tpl, grid, transform)
-    # tissue labels: nearest template label at each output voxel centre (no averaging of label values)
-    import SimpleITK as sitk
-
-    ref = grid.to_sitk()
-    lab = sitk.Resample(tpl.volume(labels_tpl).to_sitk(), ref, transform, sitk.sitkNearestNeighbor, 0.0, sitk.sitkFloat32)
-    tissues = sitk.GetArrayFromImage(lab).astype(np.uint8)
-
+    tissues = _tissue_labels(tpl, head, shell, grid, transform)
     brain = out["brain"] >= 0.5
-    les_frac = out["lesion"] * brain
-    # the sub-voxel majority; a small lesion seen through thick slices keeps at least its core
-    les_thr = min(0.5, 0.5 * float(les_frac.max())) if les_frac.max() > 0 else 1.0
-    lesion_mask = (les_frac >= les_thr) & brain if pathological else np.zeros(grid.shape, bool)
+    lesion_mask = _lesion_mask(out["lesion"], brain) if pathological else np.zeros(grid.shape, bool)
 
     img = out["image"] * _bias_field(grid.shape, rng, float(rng.uniform(0.05, 0.2)))
     sigma = float(rng.uniform(0.015, 0.05)) * mu["wm"]
@@ -367,15 +342,74 @@ def mni_brain_case(
     scale = float(rng.uniform(100.0, 2000.0))
     info = {"family": "mni", "seed": int(seed), "contrast": contrast, "skull": bool(skull),
             "spacing": [float(v) for v in grid.spacing], "oblique": bool(not np.allclose(grid.direction, np.eye(3))),
-            "lesions": drawn, "noise_sigma_rel_wm": sigma / mu["wm"], "template": "MNI ICBM152 2009a (nilearn)"}
-    seg = {"segments": [{"name": "lesion", "value": 1, "color": (1.0, 0.2, 0.2)}]}
+            "lesions": drawn, "noise_sigma_rel_wm": sigma / mu["wm"], "template": TEMPLATE_NAME}
     return BrainCase(
         image=grid.with_array((img * scale).astype(np.float32), modality="MR", units="a.u.", metadata={"phantom": info}),
-        lesion=grid.with_array(lesion_mask.astype(np.uint8), modality="SEG", units="label", metadata=seg),
+        lesion=grid.with_array(lesion_mask.astype(np.uint8), modality="SEG", units="label", metadata=lesion_metadata()),
         tissues=grid.with_array(tissues, modality="SEG", units="label"),
         brain_mask=grid.with_array(brain.astype(np.uint8), modality="SEG", units="label"),
         pathological=bool(pathological),
     )
+
+
+def _mr_intensities(contrast: str, rng: np.random.Generator) -> Dict[str, float]:
+    """Tissue intensities relative to white matter for ``contrast``; per case a little different."""
+    if contrast == "T1":
+        return {"wm": 1.0, "gm": rng.uniform(0.55, 0.7), "csf": rng.uniform(0.1, 0.25), "lesion": rng.uniform(0.3, 0.5),
+                "skull": 0.05, "scalp": rng.uniform(0.7, 1.0)}
+    return {"wm": 0.6, "gm": rng.uniform(0.7, 0.85), "csf": rng.uniform(0.03, 0.12), "lesion": rng.uniform(1.1, 1.5),
+            "skull": 0.05, "scalp": rng.uniform(0.4, 0.7)}
+
+
+def _mr_tissue(tpl: Template, mu: Dict[str, float], skull: bool,
+               rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(tissue image, soft head mask, skull-and-scalp shell)`` on the template grid: the GM /
+    WM / CSF maps weighted by ``mu``, with a skull and scalp band outside the brain when ``skull``."""
+    tissue = mu["wm"] * tpl.wm + mu["gm"] * tpl.gm + mu["csf"] * tpl.csf
+    d = tpl.outside_mm
+    skull_band = ((d > 1.5) & (d <= rng.uniform(6, 9))) if skull else np.zeros_like(d, bool)
+    scalp_band = ((d > 1.5) & (d <= rng.uniform(11, 15)) & ~skull_band) if skull else np.zeros_like(d, bool)
+    shell = skull_band | scalp_band
+    head = np.maximum(tpl.brain, shell.astype(np.float32))
+    tissue = tissue + mu["skull"] * skull_band + mu["scalp"] * scalp_band
+    return tissue, head, shell
+
+
+def _mr_lesions(tpl: Template, n_lesions: Optional[int], radius_mm: Tuple[float, float],
+                rng: np.random.Generator) -> Tuple[np.ndarray, List[Dict[str, Any]]]:
+    """Soft (0-1) irregular lesions on the template grid, mostly in white matter (as in MS /
+    gliomas), and what was drawn (centre LPS, radius, site) for the case's metadata."""
+    lesion = np.zeros(tpl.gm.shape, np.float32)
+    drawn = []
+    sites = _lesion_sites(tpl)
+    parenchyma = (tpl.gm + tpl.wm) > 0.3
+    for _ in range(int(n_lesions) if n_lesions is not None else int(rng.integers(1, 4))):
+        where = "white" if rng.random() < 0.85 else "any"  # mostly white matter, as in MS / gliomas
+        c = _pick(rng, sites[where])
+        r = float(rng.uniform(*radius_mm))
+        lesion = np.maximum(lesion, _blob(tpl, c, r, rng) * parenchyma)
+        drawn.append({"centre_lps": [round(float(v), 1) for v in tpl.lps(c)], "radius_mm": round(r, 1), "site": where})
+    return lesion, drawn
+
+
+def _tissue_labels(tpl: Template, head: np.ndarray, shell: np.ndarray, grid: Volume, transform) -> np.ndarray:
+    """uint8 tissue labels on ``grid``: the most probable template class (background, CSF, GM,
+    WM, skull) at the nearest template voxel of each output voxel centre (no averaging of labels)."""
+    import SimpleITK as sitk
+
+    classes = np.stack([1 - head, tpl.csf, tpl.gm, tpl.wm, shell.astype(np.float32)])
+    labels_tpl = np.array([BACKGROUND, CSF, GREY, WHITE, SKULL], np.float32)[classes.argmax(0)]
+    lab = sitk.Resample(tpl.volume(labels_tpl).to_sitk(), grid.to_sitk(), transform, sitk.sitkNearestNeighbor, 0.0,
+                        sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(lab).astype(np.uint8)
+
+
+def _lesion_mask(lesion_fraction: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """The sub-voxel majority of the lesion inside the brain; a small lesion seen through thick
+    slices keeps at least its core (threshold half its peak fraction)."""
+    les_frac = lesion_fraction * brain
+    les_thr = min(0.5, 0.5 * float(les_frac.max())) if les_frac.max() > 0 else 1.0
+    return (les_frac >= les_thr) & brain
 
 
 # ---------------------------------------------------------------------------- PET
@@ -431,6 +465,11 @@ def mni_pet_case(
         :class:`~clinicalai.phantoms.pet.PetCase`: image (Bq/mL, ``metadata["pet"]`` tags), suv,
         brain_mask, lesion (the recurrence, or the diffuse uptake region of a ``trc`` case; empty
         for ``normal`` and ``asymmetric``), label, ``scanner = "MNI"``, tbr_true; ``info["kind"]``.
+
+    Steps (one random stream, in this order): label, kind and acquisition -> healthy uptake
+    with striata, skull and scalp (:func:`_pet_healthy_suv`) -> treated site
+    (:func:`_pet_treated_site`) -> PSF and sampling onto the scanner grid (:func:`_render`) ->
+    noise -> dose and timing (:func:`_draw_pet_dose`), Bq/mL -> volumes.
     """
     rng = np.random.default_rng([MNI_SEED_TAG, _PET_STREAM, int(seed)])
     tpl = load_template()
@@ -449,7 +488,54 @@ def mni_pet_case(
         direction = random_oblique(rng, 15.0) if rng.random() < 0.5 else np.eye(3)
     fwhm = float(fwhm_mm) if fwhm_mm is not None else float(rng.uniform(4.0, 6.0))
     transform = _random_deformation(rng, rot_deg=8.0)
+    healthy = _pet_healthy_suv(tpl, kind, rng)
+    suv, region, tbr, r = _pet_treated_site(tpl, healthy, kind, rng)
 
+    grid = _output_grid(spacing, np.asarray(direction, float), fov_mm, HEAD_CENTRE_LPS + rng.normal(0, 4, 3))
+    out = _render({"suv": suv, "lesion": region, "brain": tpl.brain}, tpl, grid, transform, sigma_mm=fwhm / 2.3548)
+    brain = out["brain"] >= 0.5
+    lesion_mask = (out["lesion"] >= 0.5) & brain if kind in ("recurrence", "trc") else np.zeros(grid.shape, bool)
+    noise = float(rng.uniform(0.05, 0.12))
+    clean = out["suv"]
+    base = healthy.base
+    suv_img = np.clip(clean + rng.normal(0, 1, clean.shape) * noise * np.sqrt(np.maximum(clean, 0.02) * base), 0, None)
+
+    dose = _draw_pet_dose(rng)
+    tags = pet_tags(dose.weight_kg, dose.dose_bq, dose.injection, dose.scan_start,
+                    manufacturer="ClinicalAI MNI-template PET phantom")
+    info = {"family": "mni", "seed": int(seed), "kind": kind, "weight_kg": dose.weight_kg, "dose_bq": dose.dose_bq,
+            "injection": dose.injection.isoformat(), "scan_start": dose.scan_start.isoformat(),
+            "healthy_brain_suv": base, "striatum_ratio": healthy.ratio, "striatal_asymmetry": healthy.asymmetry,
+            "region_radius_mm": r, "fwhm_mm": fwhm, "noise": noise,
+            "spacing": [float(v) for v in grid.spacing], "oblique": bool(not np.allclose(grid.direction, np.eye(3))),
+            "template": TEMPLATE_NAME}
+    return PetCase(
+        image=grid.with_array(bqml_image(suv_img, dose), modality="PT", units="BQML", metadata={"pet": tags}),
+        suv=grid.with_array(suv_img.astype(np.float32), modality="PT", units="SUV"),
+        brain_mask=grid.with_array(brain.astype(np.uint8), modality="SEG", units="label",
+                                   metadata=segment_metadata("brain", BRAIN_COLOR)),
+        lesion=grid.with_array(lesion_mask.astype(np.uint8), modality="SEG", units="label",
+                               metadata=segment_metadata(LABELS[int(bool(recurrence))], LESION_COLOR)),
+        label=int(bool(recurrence)), scanner="MNI", tbr_true=float(tbr), info=info,
+    )
+
+
+@dataclass(frozen=True)
+class _HealthyPet:
+    """Healthy FDOPA uptake on the template grid: ``suv`` (z, y, x), the soft ``striatum``
+    (0-1), the healthy brain SUV ``base``, striatum / brain ``ratio``, and ``asymmetry`` (the
+    lower striatum's factor, 1 when symmetric)."""
+
+    suv: np.ndarray
+    striatum: np.ndarray
+    base: float
+    ratio: float
+    asymmetry: float
+
+
+def _pet_healthy_suv(tpl: Template, kind: str, rng: np.random.Generator) -> _HealthyPet:
+    """Low cortex / white-matter contrast, hot striata (one lower for ``"asymmetric"`` and a
+    quarter of recurrences), skull and scalp uptake."""
     base = float(rng.uniform(0.8, 1.3))  # healthy brain SUV
     suv = base * (rng.uniform(1.0, 1.15) * tpl.gm + rng.uniform(0.8, 0.95) * tpl.wm + 0.3 * tpl.csf)
     right, left = _striata()
@@ -464,8 +550,16 @@ def mni_pet_case(
     skull = (d > 1.5) & (d <= rng.uniform(6, 9))
     scalp = (d > 1.5) & (d <= rng.uniform(11, 16)) & ~skull
     suv = suv + base * (0.15 * skull + rng.uniform(0.3, 0.7) * scalp)
+    return _HealthyPet(suv, striatum, base, ratio, asym)
 
-    # the treated site: one hemisphere, away from the striata and the cortex surface
+
+def _pet_treated_site(tpl: Template, healthy: _HealthyPet, kind: str,
+                      rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, float, float]:
+    """The treated site in one hemisphere, away from the striata and the cortex surface: a hot
+    irregular lesion (``"recurrence"``), diffuse mild uptake (``"trc"``) or nothing, and in 70 %
+    of cases a cold resection cavity beside it. Returns ``(suv, region 0-1, TBR, region radius
+    mm)`` on the template grid; the region never includes striatal uptake."""
+    suv, base, striatum = healthy.suv, healthy.base, healthy.striatum
     sites = _lesion_sites(tpl)["white"] & (ndimage.distance_transform_edt(striatum < 0.2) * tpl.spacing[0] > 18)
     centre = _pick(rng, sites)
     region = np.zeros(tpl.gm.shape, np.float32)
@@ -492,37 +586,16 @@ def mni_pet_case(
         suv = (1 - cavity) * suv + cavity * 0.25 * base
         region = region * (1 - cavity)
     region = region * (striatum < 0.2)  # the lesion VOI never includes normal striatal uptake
+    return suv, region, tbr, r
 
-    grid = _output_grid(spacing, np.asarray(direction, float), fov_mm, HEAD_CENTRE_LPS + rng.normal(0, 4, 3))
-    out = _render({"suv": suv, "lesion": region, "brain": tpl.brain}, tpl, grid, transform, sigma_mm=fwhm / 2.3548)
-    brain = out["brain"] >= 0.5
-    lesion_mask = (out["lesion"] >= 0.5) & brain if kind in ("recurrence", "trc") else np.zeros(grid.shape, bool)
-    noise = float(rng.uniform(0.05, 0.12))
-    clean = out["suv"]
-    suv_img = np.clip(clean + rng.normal(0, 1, clean.shape) * noise * np.sqrt(np.maximum(clean, 0.02) * base), 0, None)
 
-    # dose and timing: a static scan 10-40 min after ~1.5-3 MBq/kg, decay-corrected to the scan start
+def _draw_pet_dose(rng: np.random.Generator) -> PetDose:
+    """A static scan 10-40 min after ~1.5-3 MBq/kg, values decay-corrected to the scan start."""
     weight = float(np.round(rng.uniform(45, 110), 1))
     dose = float(np.round(rng.uniform(1.5, 3.0) * weight * 1e6, -5))
     injection = dt.datetime(2025, 1, 6, 7, 30) + dt.timedelta(days=int(rng.integers(0, 365)), minutes=int(rng.integers(0, 540)))
     scan = injection + dt.timedelta(seconds=int(rng.integers(10 * 60, 40 * 60)))
-    decayed = dose * 2.0 ** (-(scan - injection).total_seconds() / F18_HALF_LIFE_S)
-    bqml = (suv_img * decayed / (weight * 1000.0)).astype(np.float32)
-    tags = pet_tags(weight, dose, injection, scan, manufacturer="ClinicalAI MNI-template PET phantom")
-    seg = lambda name, color: {"segments": [{"name": name, "value": 1, "color": color}]}  # noqa: E731
-    info = {"family": "mni", "seed": int(seed), "kind": kind, "weight_kg": weight, "dose_bq": dose,
-            "injection": injection.isoformat(), "scan_start": scan.isoformat(), "healthy_brain_suv": base,
-            "striatum_ratio": ratio, "striatal_asymmetry": asym, "region_radius_mm": r, "fwhm_mm": fwhm, "noise": noise,
-            "spacing": [float(v) for v in grid.spacing], "oblique": bool(not np.allclose(grid.direction, np.eye(3))),
-            "template": "MNI ICBM152 2009a (nilearn)"}
-    return PetCase(
-        image=grid.with_array(bqml, modality="PT", units="BQML", metadata={"pet": tags}),
-        suv=grid.with_array(suv_img.astype(np.float32), modality="PT", units="SUV"),
-        brain_mask=grid.with_array(brain.astype(np.uint8), modality="SEG", units="label", metadata=seg("brain", (0.9, 0.9, 0.6))),
-        lesion=grid.with_array(lesion_mask.astype(np.uint8), modality="SEG", units="label",
-                               metadata=seg("recurrence" if recurrence else "treatment-related change", (1.0, 0.3, 0.1))),
-        label=int(bool(recurrence)), scanner="MNI", tbr_true=float(tbr), info=info,
-    )
+    return PetDose(weight, dose, injection, scan, decayed_dose(dose, injection, scan))
 
 
 __all__ = ["CONTRASTS", "MNI_LICENSE", "MNI_SEED_TAG", "PET_KINDS", "Template", "load_template",

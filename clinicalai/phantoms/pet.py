@@ -135,7 +135,7 @@ def pet_case(
     suv, region, tbr = _treated_region(head, bool(recurrence), rng)
     suv = _scanner_blur_and_noise(suv, sc, np.asarray(grid.spacing), head.base, rng)
     dose = _draw_dose(rng)
-    bqml = (suv * dose.decayed_bq / (dose.weight_kg * 1000.0)).astype(np.float32)
+    bqml = bqml_image(suv, dose)
     tags = pet_tags(dose.weight_kg, dose.dose_bq, dose.injection, dose.scan_start, manufacturer=sc.manufacturer)
     return PetCase(
         image=grid.with_array(bqml, modality="PT", units="BQML", metadata={"pet": tags}),
@@ -280,7 +280,7 @@ def _scanner_blur_and_noise(suv: np.ndarray, sc: Scanner, spacing: np.ndarray, b
 
 
 @dataclass(frozen=True)
-class _Dose:
+class PetDose:
     """Body weight, injected dose and times of one scan; ``decayed_bq``: the dose at scan start."""
 
     weight_kg: float
@@ -290,18 +290,24 @@ class _Dose:
     decayed_bq: float
 
 
-def _draw_dose(rng: np.random.Generator) -> _Dose:
+def _draw_dose(rng: np.random.Generator) -> PetDose:
     """FDOPA static scan 10-30 min after ~2 MBq/kg; values are decay-corrected to scan start."""
     weight_kg = float(np.round(rng.uniform(50, 100), 1))
     dose_bq = float(np.round(rng.uniform(1.5, 2.5) * weight_kg * 1e6, -5))  # ~2 MBq/kg
     injection = dt.datetime(2024, 3, 1, 8, 0, 0) + dt.timedelta(days=int(rng.integers(0, 300)), minutes=int(rng.integers(0, 480)), seconds=int(rng.integers(0, 60)))
     scan = injection + dt.timedelta(seconds=int(rng.integers(10 * 60, 30 * 60)))
-    return _Dose(weight_kg, dose_bq, injection, scan, decayed_dose(dose_bq, injection, scan))
+    return PetDose(weight_kg, dose_bq, injection, scan, decayed_dose(dose_bq, injection, scan))
 
 
 def decayed_dose(dose_bq: float, injection: dt.datetime, scan_start: dt.datetime) -> float:
     """The injected F-18 dose (Bq) decayed from injection to the scan start."""
     return dose_bq * 2.0 ** (-(scan_start - injection).total_seconds() / F18_HALF_LIFE_S)
+
+
+def bqml_image(suv: np.ndarray, dose: PetDose) -> np.ndarray:
+    """SUV (body weight) -> activity concentration in Bq/mL (float32), decay-corrected to the
+    scan start: SUV x decayed dose / body weight in g."""
+    return (suv * dose.decayed_bq / (dose.weight_kg * 1000.0)).astype(np.float32)
 
 
 def pet_tags(
