@@ -37,7 +37,7 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
     }
     for i, (name, module_name, what) in enumerate(DEMO_STEPS):
         report(progress, i / len(DEMO_STEPS), f"{name}: {what}")
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(module_name)  # by name: each demo imports torch, --help must not
         started = time.perf_counter()
         result = module.run_demo(out_dir / name, progress=scaled(progress, i / len(DEMO_STEPS), (i + 1) / len(DEMO_STEPS)))
         summary["steps"][name] = {"what": what, "seconds": round(time.perf_counter() - started, 2), "result": result}

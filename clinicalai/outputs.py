@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import shutil
@@ -137,8 +138,6 @@ def write_json(data: Any, path: "str | os.PathLike[str]") -> None:
 def write_csv(rows: "list[dict[str, Any]]", path: "str | os.PathLike[str]") -> Path:
     """Write ``rows`` (dicts with the same keys, the first row's order) as a CSV table with a
     header line, atomically; returns the path."""
-    import csv
-
     if not rows:
         raise ValueError(f"no rows to write to {path}")
     with atomic_output(path) as tmp:

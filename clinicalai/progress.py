@@ -106,8 +106,6 @@ def end_progress_line() -> None:
 
 def print_warnings(messages) -> None:
     """Each warning for the user on its own stderr line (``warning: ...``), after any progress bar."""
-    import sys
-
     messages = list(messages or [])
     if messages:
         end_progress_line()

@@ -9,8 +9,8 @@ among
   folder is ``$CLINICALAI_MODELS`` if set, else ``~/.clinicalai/models``.
 
 ``clinicalai models import PATH`` copies a model into the user folder
-(:func:`clinicalai.models.importing.import_model`), with its sha256 recorded (in the copied card, or for a bundle in :data:`IMPORT_RECORD`) and
-checked on every load (:func:`verify_imported`).
+(:func:`clinicalai.models.importing.import_model`), with its sha256 recorded (in the copied
+card, or for a bundle in :data:`IMPORT_RECORD`) and checked on every load (:func:`verify_imported`).
 
 TorchScript (a ``.pt`` TorchScript archive, a bundle's ``models/model.ts``) is code: its
 ``__setstate__`` and ``forward`` run on load and can read or write any file the user can. It

@@ -23,7 +23,7 @@ from ..errors import InputError
 from ..outputs import atomic_output, write_csv
 from ..progress import report
 from ..volume import Volume, write_volume
-from .common import segment_metadata
+from .common import BRAIN_LAYOUTS, segment_metadata
 
 #: tissue classes of :attr:`BrainCase.tissues`
 BACKGROUND, CSF, GREY, WHITE, SKULL = 0, 1, 2, 3, 4
@@ -174,10 +174,6 @@ def brain_dataset(n: int, seed: int = 0, balanced: bool = True, **kwargs) -> lis
     return [
         brain_case(seed * 100003 + i, pathological=(i % 2 == 1) if balanced else None, **kwargs) for i in range(n)
     ]
-
-
-#: folder layouts :func:`write_brain_dataset` can write
-BRAIN_LAYOUTS = ("flat", "brats")
 
 
 def write_brain_dataset(

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Tuple
 from ..errors import ClinicalAIError, InputError, argument_errors_as_input_errors
 from ..outputs import atomic_output
 from ..progress import ConsoleProgress, report
+from .common import BRAIN_LAYOUTS
 
 #: kind -> (module, writer function, issue that brings it, what it writes)
 GENERATORS: Dict[str, Tuple[str, str, int, str]] = {
@@ -38,7 +39,7 @@ def register(commands) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder (new, or empty)")
     p.add_argument("--n", type=int, default=10, help="number of cases (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same files (default 0)")
-    p.add_argument("--layout", choices=("flat", "brats"), default="flat",
+    p.add_argument("--layout", choices=BRAIN_LAYOUTS, default="flat",
                    help="brain-lesion only: 'flat' case folders or a BraTS-like layout (default flat)")
     p.set_defaults(func=cmd_synth)
     argument_errors_as_input_errors(p)
