@@ -31,6 +31,7 @@ from ..models.layout import normalize_intensity as card_normalization
 from ..networks import build_network
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
+from . import ARCHITECTURES
 from .ct import segment_ct
 from .data import build_slices, resolve_cases, split_cases
 from .labels import CARDIAC_LABELS, N_CLASSES, card_labels
@@ -75,9 +76,6 @@ def architecture_spec(arch: str, channels: Optional[Sequence[int]] = None, num_c
                 "kwargs": {"spatial_dims": 2, "in_channels": 1, "out_channels": num_classes,
                            "feature_size": feature, "depths": [2, 2, 2, 2], "num_heads": [3, 6, 12, 24]}}
     raise InputError(f"unknown segmenter architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-
-
-ARCHITECTURES = ("unet", "resunet", "attention-unet", "swin-unetr")
 
 
 # ------------------------------------------------------------------------------------ training

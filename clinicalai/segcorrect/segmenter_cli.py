@@ -16,9 +16,11 @@ from ..errors import ClinicalAIError, InputError
 from ..models import check_model_output
 from ..models.device import add_device_arg
 from ..progress import ConsoleProgress
+from . import ARCHITECTURES
 
-# .segmenter is imported inside the functions: the CLI registers this command at startup, and
-# the segmenter module brings in scipy, MONAI transforms and the networks, which only training needs.
+# .segmenter is imported inside run_train_segmenter: the CLI registers this command at startup,
+# and the segmenter module brings in scipy, MONAI transforms and the networks, which only
+# training needs.
 
 DEMO_COMMAND = (
     "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
@@ -37,8 +39,6 @@ def _channels(text: str) -> List[int]:
 
 
 def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
-    from .segmenter import ARCHITECTURES
-
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="ACDC folder (patientNNN/Info.cfg, _frameXX.nii.gz and _gt)")
     src.add_argument("--phantoms", type=int, metavar="N", help="train on N synthetic cardiac phantoms (ED/ES alternating)")
