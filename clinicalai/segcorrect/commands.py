@@ -18,7 +18,8 @@ from ..models.device import add_device_arg
 from ..outputs import _json_default, atomic_output, write_json
 from ..progress import ConsoleProgress, print_warnings
 from ..volume import read_volume, write_volume
-from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT, STRATEGIES, segmenter_cli
+from . import (DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, FAMILIES, MIN_AGREEMENT, STRATEGIES,
+               segmenter_cli)
 from .labels import CARDIAC_NAMES, CARDIAC_VALUES
 
 # The workflow modules (.pipeline, .corrector_training, .evaluate, ...) are imported inside the
@@ -321,7 +322,7 @@ def _add_evaluate_segmenter(evaluate) -> None:
         "segmenter", help="the segmenter (and the correction) on images of a phantom family: Dice, validity",
         description="Segment phantoms of the training family or of the held-out family (never trained on; "
                     "clinicalai.phantoms.cardiac_heldout) and score raw and corrected masks against the truth.")
-    p.add_argument("--family", choices=("training", "heldout"), default="heldout")
+    p.add_argument("--family", choices=FAMILIES, default="heldout")
     p.add_argument("--phantoms", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="first seed of the family (default 0)")
     p.add_argument("--max-rotation", type=float, default=180.0, metavar="DEG",

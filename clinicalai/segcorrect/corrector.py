@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from .labels import N_CLASSES
 
 
 def one_hot_stack(labels: np.ndarray, num_classes: int, context: bool) -> np.ndarray:
@@ -36,7 +37,7 @@ def one_hot_stack(labels: np.ndarray, num_classes: int, context: bool) -> np.nda
     return np.concatenate([padded[:-2], padded[1:-1], padded[2:]], axis=1)
 
 
-def is_context_model(module_or_channels: Any, num_classes: int = 4) -> bool:
+def is_context_model(module_or_channels: Any, num_classes: int = N_CLASSES) -> bool:
     channels = module_or_channels if isinstance(module_or_channels, int) else module_or_channels.in_channels
     return int(channels) == 3 * num_classes
 
@@ -44,7 +45,7 @@ def is_context_model(module_or_channels: Any, num_classes: int = 4) -> bool:
 def correct_slices(
     module: Any,
     labels: np.ndarray,
-    num_classes: int = 4,
+    num_classes: int = N_CLASSES,
     batch_size: int = 16,
     device: str = "cpu",
     progress: Optional[ProgressCallback] = None,

@@ -27,7 +27,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report, scal
 from .corruptions import CORRUPTION_KINDS, corrupt_slice
 from .data import resolve_cases
 from .evaluate import evaluate_correctors
-from .labels import CARDIAC_LABELS, CARDIAC_NAMES, card_labels
+from .labels import CARDIAC_LABELS, CARDIAC_NAMES, N_CLASSES, card_labels
 from .preprocess import frame_from_mask, to_network
 from .segmenter import segment_volume
 
@@ -53,7 +53,7 @@ class CorrectorConfig:
     corruption_kinds: Tuple[str, ...] = CORRUPTION_KINDS
     context_corruption: float = 0.3  # chance that each neighbour slice is corrupted too
     seed: int = 0
-    num_classes: int = 4
+    num_classes: int = N_CLASSES
     # network size (kwargs of NVAE)
     stem_channels: int = 4
     latent_channels: int = 20

@@ -19,12 +19,12 @@ from ..errors import InputError
 from ..phantoms.cardiac import cardiac_case
 from ..phantoms.cardiac_heldout import heldout_cardiac_case
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from . import FAMILIES
 from .evaluate import _summarise, volume_metrics
 from .labels import CARDIAC_NAMES
 from .pipeline import run_segcorrect
 from .validity import check_slice
 
-FAMILIES = ("training", "heldout")
 
 
 def family_case(family: str, seed: int, max_rotation_deg: float = 180.0):

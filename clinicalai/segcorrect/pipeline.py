@@ -40,7 +40,7 @@ from . import MIN_AGREEMENT, STRATEGIES
 from .candidates import Candidate, Evidence, candidates_for_slice
 from .corrector import check_corrector, correct_slices
 from .labels import cardiac_mask_hint
-from .preprocess import frame_from_mask, from_network, to_network
+from .preprocess import NETWORK_SIZE, frame_from_mask, from_network, to_network
 from .segmenter import segment_volume
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
 
@@ -497,7 +497,7 @@ def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: A
     for i, v in enumerate(values):
         to_class[v] = i + 1
     classes = to_class[arr]
-    frame = frame_from_mask(classes, spacing=mask.spacing, out_size=tuple(card.input.size or (128, 128)))
+    frame = frame_from_mask(classes, spacing=mask.spacing, out_size=tuple(card.input.size or NETWORK_SIZE))
     net = to_network(classes, frame, kind="labels")
     timings["preprocess_s"] = time.perf_counter() - t
     check_cancel(cancel)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..models.layout import normalize_intensity as card_normalization
+from .labels import N_CLASSES
 
 #: network in-plane size (pixels)
 NETWORK_SIZE: Tuple[int, int] = (128, 128)
@@ -212,7 +213,7 @@ def to_network(array_zyx: np.ndarray, frame: SliceFrame, kind: str = "image", no
     raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
 
 
-def one_hot(labels: np.ndarray, num_classes: int = 4) -> np.ndarray:
+def one_hot(labels: np.ndarray, num_classes: int = N_CLASSES) -> np.ndarray:
     """Labels ``(...)`` -> float32 one-hot ``(num_classes, ...)`` (channel first)."""
     lab = np.asarray(labels)
     if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
@@ -225,7 +226,7 @@ def from_network(
     frame: SliceFrame,
     out_shape: Sequence[int],
     kind: str = "labels",
-    num_classes: int = 4,
+    num_classes: int = N_CLASSES,
     method: str = "argmax",
 ) -> np.ndarray:
     """Network space back onto the input ``(z, y, x)`` grid.
