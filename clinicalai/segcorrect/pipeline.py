@@ -39,7 +39,7 @@ from ..volume import Volume
 from . import MIN_AGREEMENT, STRATEGIES
 from .candidates import Candidate, Evidence, candidates_for_slice
 from .corrector import check_corrector, correct_slices
-from .labels import cardiac_mask_hint
+from .labels import CARDIAC_NAMES, cardiac_mask_hint
 from .preprocess import NETWORK_SIZE, frame_from_mask, from_network, to_network
 from .segmenter import segment_volume
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
@@ -356,7 +356,7 @@ def _gate_values(corrector) -> Dict[str, int]:
     except KeyError as exc:
         raise ModelError(
             f"the corrector {corrector.card.name} has no {exc.args[0]} label; the anatomical gate needs "
-            "RV, MYO and LV labels") from None
+            f"{', '.join(CARDIAC_NAMES[:-1])} and {CARDIAC_NAMES[-1]} labels") from None
 
 
 # ---------------------------------------------------------------------------- workflows
