@@ -131,7 +131,7 @@ def corrector_model(tmp_path_factory):
     from clinicalai.models import save_model
     from clinicalai.networks.nvae import NVAE
     from clinicalai.phantoms.cardiac import cardiac_segments
-    from clinicalai.segcorrect.corrector import CorrectorConfig, corrector_card
+    from clinicalai.segcorrect.corrector_training import CorrectorConfig, corrector_card
 
     torch.manual_seed(0)
     config = CorrectorConfig(stem_channels=4, latent_channels=4, groups_per_scale=(1,), channel_reduction=8)

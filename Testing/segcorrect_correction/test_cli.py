@@ -11,7 +11,7 @@ from clinicalai.cli import main
 from clinicalai.models import save_model
 from clinicalai.networks.nvae import NVAE
 from clinicalai.phantoms.cardiac import CARDIAC_LABELS, cardiac_case
-from clinicalai.segcorrect.corrector import CorrectorConfig, corrector_card
+from clinicalai.segcorrect.corrector_training import CorrectorConfig, corrector_card
 from clinicalai.volume import read_volume, write_volume
 
 

@@ -5,9 +5,8 @@ import numpy as np
 
 from clinicalai.models import parse_card
 from clinicalai.phantoms.cardiac import CARDIAC_LABELS
-from clinicalai.segcorrect.corrector import (
-    CorrectorConfig, corrector_card, one_hot_stack, phantom_masks, train_corrector,
-)
+from clinicalai.segcorrect.corrector import one_hot_stack
+from clinicalai.segcorrect.corrector_training import CorrectorConfig, corrector_card, phantom_masks, train_corrector
 
 
 def test_short_training_run_learns():
@@ -43,7 +42,7 @@ def test_segmenter_outputs_become_aligned_training_pairs():
     the corrector sees them at inference, paired with the ground truth of the same pixels."""
     from clinicalai.models import bundled_model, load_model
     from clinicalai.phantoms.cardiac import cardiac_case
-    from clinicalai.segcorrect.corrector import segmenter_pairs
+    from clinicalai.segcorrect.corrector_training import segmenter_pairs
     from clinicalai.segcorrect.pipeline import label_dice
 
     cases = [cardiac_case(600 + i, "ED", n_slices=6) for i in range(2)]

@@ -264,3 +264,22 @@ def read_card(path: "str | Path") -> ModelCard:
     except RecursionError:
         raise ModelError(f"model card {path.name} is nested too deeply to be a model card") from None
     return parse_card(data, path.name)
+
+
+def segments_from_card(card: Any, default_color: Optional[Tuple[float, float, float]] = None,
+                       terminology: bool = True) -> List[Dict[str, Any]]:
+    """A card's labels as ``Volume.metadata["segments"]`` entries, in card order.
+
+    Each entry is ``{"name", "value", "color"[, "terminology"]}``: ``color`` is the card's RGB
+    (0..1) or ``default_color`` when it gives none (``None`` lets the viewer choose);
+    ``terminology`` adds the label's coded terminology (or ``None``). A card without labels,
+    or no card, gives ``[]``.
+    """
+    out: List[Dict[str, Any]] = []
+    for lab in getattr(card, "labels", []) or []:
+        entry: Dict[str, Any] = {"name": lab.name, "value": int(lab.value),
+                                 "color": tuple(lab.color) if lab.color else default_color}
+        if terminology:
+            entry["terminology"] = lab.terminology
+        out.append(entry)
+    return out

@@ -55,18 +55,13 @@ def terminology_entry(name: str, terminology: Optional[Mapping[str, Any]] = None
 
 
 def segments_from_card(card: Any) -> List[Dict[str, Any]]:
-    """``[{"name", "value", "color", "terminology"}]`` of a model card's labels."""
-    out = []
-    for lab in getattr(card, "labels", []) or []:
-        out.append(
-            {
-                "name": lab.name,
-                "value": int(lab.value),
-                "color": tuple(lab.color) if lab.color else None,
-                "terminology": lab.terminology,
-            }
-        )
-    return out
+    """``[{"name", "value", "color", "terminology"}]`` of a model card's labels
+    (:func:`clinicalai.models.card.segments_from_card`)."""
+    # imported on use: the Slicer module files load this module in a fresh Slicer, where
+    # pydantic (which clinicalai.models.card needs) may not be installed yet
+    from ..models.card import segments_from_card as card_segments
+
+    return card_segments(card)
 
 
 def _oriented_image(labels: Volume):

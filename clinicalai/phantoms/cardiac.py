@@ -28,25 +28,12 @@ from scipy import ndimage
 
 from ..outputs import atomic_output
 from ..progress import report
+# the label table (names, values, colours) is the engine's, defined once; re-exported here
+from ..segcorrect.labels import CARDIAC_LABELS, LV, MYO, N_CLASSES, RV, cardiac_segments
 from ..volume import Volume, write_volume
 
-#: Label values of the ACDC convention; the single source of names, values and colours.
-#: Colours are 3D Slicer's GenericAnatomyColors for label values 1, 2, 3 (what Slicer shows
-#: for a label map with these values), RGB in 0..1.
-CARDIAC_LABELS: List[Dict[str, Any]] = [
-    {"name": "RV", "value": 1, "color": (128 / 255, 174 / 255, 128 / 255), "description": "right ventricle blood pool"},
-    {"name": "MYO", "value": 2, "color": (241 / 255, 214 / 255, 145 / 255), "description": "left ventricular myocardium"},
-    {"name": "LV", "value": 3, "color": (177 / 255, 122 / 255, 101 / 255), "description": "left ventricle blood pool"},
-]
-BACKGROUND, RV, MYO, LV = 0, 1, 2, 3
-N_CLASSES = 4  # background + 3 structures
 PHASES = ("ED", "ES")
 GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
-
-
-def cardiac_segments() -> List[Dict[str, Any]]:
-    """``CARDIAC_LABELS`` as ``Volume.metadata["segments"]`` entries (name, value, color)."""
-    return [{"name": lab["name"], "value": lab["value"], "color": tuple(lab["color"])} for lab in CARDIAC_LABELS]
 
 
 @dataclass

@@ -28,8 +28,9 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from ..segcorrect.labels import LV, MYO, RV, cardiac_segments
 from ..volume import Volume
-from .cardiac import LV, MYO, RV, CardiacCase, cardiac_segments
+from .cardiac import CardiacCase
 
 #: supersampling per axis for partial volume (in-plane, through-plane)
 _SUPER = (3, 3)

@@ -10,6 +10,14 @@ DEFAULT_SEGMENTER = "cardiac-unet"
 DEFAULT_CORRECTOR = "cardiac-nvae"
 DEFAULT_CONTEXT_CORRECTOR = "cardiac-nvae-context"
 
+#: 2D segmenter architectures ``clinicalai train segmenter --arch`` offers (MONAI networks;
+#: :func:`clinicalai.segcorrect.segmenter.architecture_spec` builds their card entries)
+ARCHITECTURES = ("unet", "resunet", "attention-unet", "swin-unetr")
+
+#: cardiac phantom families ``clinicalai evaluate segmenter --family`` scores: the one the bundled
+#: models were trained on, and the held-out one (:mod:`clinicalai.phantoms.cardiac_heldout`)
+FAMILIES = ("training", "heldout")
+
 #: default smallest mean Dice between a raw slice and the correction used on it (the gate of
 #: :mod:`.pipeline`). Chosen on validation phantoms (seeds 1000-1019, 218 heart slices, 70 %
 #: corrupted; the held-out evaluation uses seeds 3000-3019): with the bundled cardiac-nvae,

@@ -27,7 +27,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
-from .validity import SliceValidity, check_slice
+from .validity import SliceValidity, check_slice, label_dice
 
 _EIGHT = np.ones((3, 3), bool)
 _FOUR = ndimage.generate_binary_structure(2, 1)
@@ -80,8 +80,6 @@ class Evidence:
                 index[int(v)] = i + 1
             chosen = np.take_along_axis(self.probabilities, index[labels][None], axis=0)[0]
             return float(np.mean(np.log(np.clip(chosen[region], _EPS, 1.0))))
-        from .pipeline import label_dice
-
         return label_dice(labels, self.raw, [int(v) for v in self.values]) if self.raw is not None else 0.0
 
 

@@ -13,14 +13,26 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ..errors import InputError
+from ..models import BUNDLED_MODELS_DIR, check_model_output, load_model
 from ..models.device import add_device_arg
-from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT, STRATEGIES
+from ..outputs import _json_default, atomic_output, write_json
+from ..progress import ConsoleProgress, print_warnings
+from ..volume import read_volume, write_volume
+from . import (DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, FAMILIES, MIN_AGREEMENT, STRATEGIES,
+               segmenter_cli)
+from .labels import CARDIAC_NAMES, CARDIAC_VALUES
+
+# The workflow modules (.pipeline, .corrector_training, .evaluate, ...) are imported inside the
+# command functions: the CLI registers every command at startup, and those modules bring in
+# scipy, MONAI and the networks, which only the command that runs needs.
+
+#: "1 RV, 2 MYO, 3 LV": the labels a cardiac mask holds, for help texts
+_LABELS_HELP = ", ".join(f"{v} {n}" for n, v in CARDIAC_VALUES.items())
+_STRUCTURES = " / ".join(CARDIAC_NAMES)
 
 
 def _load(path: Optional[str], default: str, device: str):
     """A model the user named (a path, or a bundled or user model's name), else the bundled ``default``."""
-    from ..models import load_model
-
     return load_model(path or default, device=device)
 
 
@@ -41,9 +53,6 @@ def _segments(volume) -> Any:
 def _write_outputs(mask, out: Path, report: Optional[Dict[str, Any]], report_path: Optional[str],
                    raw=None, raw_path: Optional[str] = None) -> None:
     """Write the report and the mask(s) together: if one fails, none is left behind."""
-    from ..outputs import _json_default, atomic_output
-    from ..volume import write_volume
-
     def write_masks() -> None:
         if raw is not None and raw_path:
             with atomic_output(raw_path) as tmp_raw:
@@ -75,8 +84,6 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------------- segment
 def _run_segment(args: argparse.Namespace) -> int:
-    from ..progress import ConsoleProgress, print_warnings
-    from ..volume import read_volume
     from .pipeline import run_segcorrect
 
     out = _check_output(args.output)
@@ -109,8 +116,6 @@ def _summary_line(out: Path, correction) -> str:
 
 # ---------------------------------------------------------------------------- correct
 def _run_correct(args: argparse.Namespace) -> int:
-    from ..progress import ConsoleProgress
-    from ..volume import read_volume
     from .pipeline import correct_mask
 
     out = _check_output(args.output)
@@ -138,9 +143,8 @@ TRAIN_DEMO_COMMAND = (
 
 
 def _run_train_corrector(args: argparse.Namespace) -> int:
-    from ..models import check_model_output
-    from ..progress import ConsoleProgress
-    from .corrector import train_corrector_command
+    from .corrector_training import train_corrector_command
+    from .segmenter import check_segmentation_model
 
     out = check_model_output(args.output)
     if args.iterations < 1:
@@ -152,10 +156,8 @@ def _run_train_corrector(args: argparse.Namespace) -> int:
     command = args.command_line
     segmenter = None
     if args.segmenter:
-        from .segmenter import check_segmentation_model
-
         segmenter = _load(args.segmenter, DEFAULT_SEGMENTER, "cpu" if args.device == "cpu" else "auto")
-        check_segmentation_model(segmenter, ["RV", "MYO", "LV"])
+        check_segmentation_model(segmenter, list(CARDIAC_NAMES))
     card = train_corrector_command(
         out, phantoms=args.phantoms, data=args.data, context=args.context, iterations=args.iterations,
         kl_warmup=args.kl_warmup, spectral_weight=args.spectral, seed=args.seed, threads=args.threads,
@@ -178,7 +180,6 @@ EVALUATE_COMMAND = (
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from ..outputs import atomic_output, write_json
     from .evaluate import evaluate_correctors, markdown_table
 
     if args.phantoms < 1:
@@ -187,8 +188,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.context_corrector:
         models.append(_load(args.context_corrector, "", args.device))
     elif not args.no_context:
-        from ..models import BUNDLED_MODELS_DIR
-
         if (BUNDLED_MODELS_DIR / f"{DEFAULT_CONTEXT_CORRECTOR}.pt").is_file():
             models.append(_load(None, DEFAULT_CONTEXT_CORRECTOR, args.device))
     correctors = {}
@@ -209,8 +208,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
-    from ..outputs import write_json
-    from ..progress import ConsoleProgress
     from .evaluate_segmenter import evaluate_segmenter, markdown_rows
 
     if args.phantoms < 1:
@@ -230,9 +227,19 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- registration
 def register(commands) -> None:
-    """Add ``segment``, ``correct``, ``train corrector`` / ``segmenter``, ``evaluate segcorrect``."""
-    p = commands.top.add_parser(
-        "segment", help="segment a short-axis cardiac MRI (RV / MYO / LV) and correct the mask (gated NVAE)",
+    """Add ``segment``, ``correct``, ``train corrector`` / ``segmenter``, ``evaluate segcorrect``
+    / ``segmenter``."""
+    _add_segment(commands.top)
+    _add_correct(commands.top)
+    _add_train_corrector(commands.train)
+    _add_evaluate_segcorrect(commands.evaluate)
+    _add_evaluate_segmenter(commands.evaluate)
+    segmenter_cli.register_train_segmenter(commands)
+
+
+def _add_segment(top) -> None:
+    p = top.add_parser(
+        "segment", help=f"segment a short-axis cardiac MRI ({_STRUCTURES}) and correct the mask (gated NVAE)",
         description="Segment IMAGE with a 2D segmenter and correct each slice with an NVAE where the raw "
         "slice is anatomically invalid and the correction is valid. Writes the final mask on the input grid.")
     p.add_argument("image", metavar="IMAGE", help="NIfTI, NRRD or DICOM folder (short-axis stack)")
@@ -248,9 +255,11 @@ def register(commands) -> None:
     _gate_args(p)
     p.set_defaults(func=_run_segment)
 
-    p = commands.top.add_parser(
+
+def _add_correct(top) -> None:
+    p = top.add_parser(
         "correct", help="correct a cardiac mask made by any tool (gated NVAE)",
-        description="Correct MASK (labels 1 RV, 2 MYO, 3 LV) slice by slice; a slice is changed only "
+        description=f"Correct MASK (labels {_LABELS_HELP}) slice by slice; a slice is changed only "
         "where it is anatomically invalid and the correction is valid.")
     p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
@@ -261,7 +270,9 @@ def register(commands) -> None:
     _gate_args(p)
     p.set_defaults(func=_run_correct)
 
-    p = commands.train.add_parser(
+
+def _add_train_corrector(train) -> None:
+    p = train.add_parser(
         "corrector", help="train an NVAE mask corrector on plausible masks + synthetic corruptions",
         description="Train the NVAE corrector (Adamax 1e-2, cosine to 1e-4, batch 8, KL warm-up, per-scale "
         "beta). Demo model: " + TRAIN_DEMO_COMMAND)
@@ -285,7 +296,9 @@ def register(commands) -> None:
                         f"a model file or a model name such as {DEFAULT_SEGMENTER})")
     p.set_defaults(func=_run_train_corrector)
 
-    p = commands.evaluate.add_parser(
+
+def _add_evaluate_segcorrect(evaluate) -> None:
+    p = evaluate.add_parser(
         "segcorrect", help="Dice / HD95 / ASSD / validity before and after correction on corrupted phantoms",
         description="Evaluate correctors on held-out synthetic corrupted phantom masks. Example: " + EVALUATE_COMMAND)
     p.add_argument("--corrector", metavar="C", help="corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
@@ -303,11 +316,13 @@ def register(commands) -> None:
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")
     p.set_defaults(func=_run_evaluate)
 
-    p = commands.evaluate.add_parser(
+
+def _add_evaluate_segmenter(evaluate) -> None:
+    p = evaluate.add_parser(
         "segmenter", help="the segmenter (and the correction) on images of a phantom family: Dice, validity",
         description="Segment phantoms of the training family or of the held-out family (never trained on; "
                     "clinicalai.phantoms.cardiac_heldout) and score raw and corrected masks against the truth.")
-    p.add_argument("--family", choices=("training", "heldout"), default="heldout")
+    p.add_argument("--family", choices=FAMILIES, default="heldout")
     p.add_argument("--phantoms", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="first seed of the family (default 0)")
     p.add_argument("--max-rotation", type=float, default=180.0, metavar="DEG",
@@ -319,9 +334,3 @@ def register(commands) -> None:
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.set_defaults(func=_run_evaluate_segmenter)
-
-    try:
-        from . import segmenter_cli
-    except ModuleNotFoundError:  # the segmenter side has not landed
-        return
-    segmenter_cli.register_train_segmenter(commands)

@@ -19,10 +19,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..errors import InputError, ModelError
+from ..errors import ClinicalAIError, InputError, ModelError
+from ..models import check_model_output, resolve_device, save_model
+from ..models.layout import is_monai_layout, normalize_intensity, prepare_monai_input
+from ..networks import build_network
 from ..phantoms.tubular import TUBULAR_LABELS, TubularCase, tubular_dataset
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
-from ..volume import Volume
+from ..volume import SpatialPipeline, Volume
+from .labels import card_labels
+from .outputs import SegmenterOutput, TrainResult, card_segments, slice_confidence, softmax
 
 #: HU window mapped to 0..1
 HU_WINDOW = (-100.0, 300.0)
@@ -150,11 +155,6 @@ def train_ct_segmenter(
     best epoch's weights are kept. Returns a :class:`~clinicalai.segcorrect.segmenter.TrainResult`.
     """
     import torch
-    from monai.losses import DiceCELoss
-
-    from ..models import resolve_device, save_model
-    from ..networks import build_network
-    from .segmenter import TrainResult
 
     t0 = time.perf_counter()
     cases = tubular_dataset(int(data), seed=seed) if isinstance(data, (int, np.integer)) else list(data)
@@ -165,10 +165,30 @@ def train_ct_segmenter(
     torch.manual_seed(seed)
     spec = ct_architecture_spec(channels)
     module = build_network(spec["name"], spec["kwargs"]).to(dev)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    opt = torch.optim.Adam(module.parameters(), lr=lr)
     sampler = _train_transforms(patch, samples_per_case, seed, augment)
     items = [{"image": window_hu(c.image.array)[None], "label": c.labels.array[None].astype(np.float32)} for c in train]
+    best, history = _fit_ct(module, items, sampler, val, patch=patch, epochs=epochs, lr=lr, max_seconds=max_seconds,
+                            t0=t0, device=dev, progress=progress, cancel=cancel)
+    card = ct_segmenter_card(spec, patch, name=name, training={
+        "command": command, "data": f"{len(cases)} tubular CT phantoms", "epochs_run": len(history),
+        "optimizer": f"Adam lr {lr}", "loss": "monai.losses.DiceCELoss", "patch": list(patch),
+        "augmentation": bool(augment), "seed": seed}, duct_dice=best)
+    path = save_model(module, card, out_path) if out_path is not None else None
+    return TrainResult(module=module, card=card, best_val_dice=best, history=history, path=path,
+                       seconds=time.perf_counter() - t0)
+
+
+def _fit_ct(module, items: Sequence[Dict[str, np.ndarray]], sampler, val: Sequence[TubularCase], *,
+            patch: Sequence[int], epochs: int, lr: float, max_seconds: Optional[float], t0: float, device: str,
+            progress: Optional[ProgressCallback], cancel: Optional[CancelToken]):
+    """The epochs of :func:`train_ct_segmenter`: Adam + Dice-CE on patches ``sampler`` draws
+    from each training item, whole-volume Dice on ``val`` after each epoch. The module ends
+    with the best epoch's weights, in eval mode; returns ``(best Dice, history)``."""
+    import torch
+    from monai.losses import DiceCELoss
+
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.Adam(module.parameters(), lr=lr)
     best, best_state, history = -1.0, copy.deepcopy(module.state_dict()), []
     for epoch in range(1, epochs + 1):
         check_cancel(cancel)
@@ -176,14 +196,14 @@ def train_ct_segmenter(
         losses = []
         for item in items:
             patches = sampler(item)
-            x = torch.stack([torch.as_tensor(p["image"]) for p in patches]).float().to(dev)
-            y = torch.stack([torch.as_tensor(p["label"]) for p in patches]).round().to(dev)
+            x = torch.stack([torch.as_tensor(p["image"]) for p in patches]).float().to(device)
+            y = torch.stack([torch.as_tensor(p["label"]) for p in patches]).round().to(device)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(module(x), y)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        dice = ct_dice(module, val, patch, dev)
+        dice = ct_dice(module, val, patch, device)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": dice})
         if dice > best:
             best, best_state = dice, copy.deepcopy(module.state_dict())
@@ -192,23 +212,24 @@ def train_ct_segmenter(
             break
     module.load_state_dict(best_state)
     module.eval()
-    card = {
+    return best, history
+
+
+def ct_segmenter_card(spec: Dict[str, Any], patch: Sequence[int], name: str = "ct-ducts-unet3d",
+                      training: Optional[Dict[str, Any]] = None, duct_dice: float = float("nan")) -> Dict[str, Any]:
+    """The model card of a 3D duct segmenter (engine layout, HU window, sliding window)."""
+    return {
         "name": name, "version": "1.0.0", "task": "segmentation", "format": "state_dict",
         "architecture": spec, "spatial_dims": 3,
         "input": {"channels": 1, "size": [int(p) for p in patch], "units": "HU", "modality": "CT",
                   "normalization": {"kind": "minmax", "lower": HU_WINDOW[0], "upper": HU_WINDOW[1]}},
-        "labels": [{"name": lab["name"], "value": lab["value"], "color": list(lab["color"])} for lab in TUBULAR_LABELS],
+        "labels": card_labels(TUBULAR_LABELS),
         "inference": {"method": "monai.inferers.sliding_window_inference", "roi_size": [int(p) for p in patch],
                       "overlap": 0.25, "mode": "gaussian"},
         "synthetic_demo": True, "intended_use": "synthetic phantom demo; not for clinical use",
-        "training": {"command": command, "data": f"{len(cases)} tubular CT phantoms", "epochs_run": len(history),
-                     "optimizer": f"Adam lr {lr}", "loss": "monai.losses.DiceCELoss", "patch": list(patch),
-                     "augmentation": bool(augment), "seed": seed},
-        "validation": {"metric": "monai.metrics.DiceMetric (duct, whole held-out volume)", "dice": {"duct": round(best, 4)}},
+        "training": training or {},
+        "validation": {"metric": "monai.metrics.DiceMetric (duct, whole held-out volume)", "dice": {"duct": round(duct_dice, 4)}},
     }
-    path = save_model(module, card, out_path) if out_path is not None else None
-    return TrainResult(module=module, card=card, best_val_dice=best, history=history, path=path,
-                       seconds=time.perf_counter() - t0)
 
 
 def segment_ct(
@@ -234,10 +255,6 @@ def segment_ct(
     Returns a :class:`~clinicalai.segcorrect.segmenter.SegmenterOutput` (``frame`` is ``None``).
     Raises :class:`ModelError` for a model that is not a 3D segmenter.
     """
-    from ..models.layout import is_monai_layout, normalize_intensity, prepare_monai_input
-    from ..volume import SpatialPipeline
-    from .segmenter import SegmenterOutput
-
     card = model.card
     if card.spatial_dims != 3 or card.task != "segmentation":
         raise ModelError(f"model {card.name} is not a 3D segmentation model")
@@ -267,12 +284,8 @@ def segment_ct(
         probs = np.stack([pipe.invert(net_image.with_array(p), interpolator="linear").array for p in probs]).astype(np.float32)
     values = np.array([0] + [lab.value for lab in card.labels], np.uint8)
     labels = values[_label_index(probs, post)]
-    maxp = probs.max(0)
-    conf = np.array([float(maxp[k][labels[k] > 0].mean()) if (labels[k] > 0).any() else float(maxp[k].mean())
-                     for k in range(labels.shape[0])], np.float32)
-    segments = [{"name": lab.name, "value": lab.value, "color": tuple(lab.color) if lab.color else (0.5, 0.5, 0.5)}
-                for lab in card.labels]
-    out = image.with_array(labels, modality="SEG", units="label", metadata={"segments": segments, "model": card.name})
+    conf = slice_confidence(probs.max(0), labels > 0)
+    out = image.with_array(labels, modality="SEG", units="label", metadata={"segments": card_segments(card), "model": card.name})
     report(progress, 1.0, "segmentation done")
     return SegmenterOutput(labels=out, probabilities=probs, slice_confidence=conf, frame=None,
                            timings={"inference_s": t1 - t0, "postprocess_s": time.perf_counter() - t1,
@@ -320,8 +333,6 @@ def _activation(logits: np.ndarray, card, post: Dict[str, Any]) -> np.ndarray:
     """Per-class probabilities ``(labels + 1, ...)`` from logits ``(C, ...)``: softmax over
     ``labels + 1`` channels, or a sigmoid per label channel (``activation: sigmoid``; the
     background is 1 - the largest label probability)."""
-    from .segmenter import _softmax
-
     n_labels = len(card.labels)
     if post.get("activation", "softmax") == "sigmoid":
         if logits.shape[0] != n_labels:
@@ -332,10 +343,11 @@ def _activation(logits: np.ndarray, card, post: Dict[str, Any]) -> np.ndarray:
     if logits.shape[0] != n_labels + 1:
         raise ModelError(f"model {card.name} outputs {logits.shape[0]} channels but its card lists "
                          f"{n_labels} labels (+ background)")
-    return _softmax(logits, axis=0)
+    return softmax(logits, axis=0)
 
 
-__all__ = ["HU_WINDOW", "ct_architecture_spec", "ct_dice", "segment_ct", "train_ct_segmenter", "window_hu"]
+__all__ = ["HU_WINDOW", "ct_architecture_spec", "ct_dice", "ct_segmenter_card", "segment_ct", "train_ct_segmenter",
+           "window_hu"]
 
 
 CT_DEMO_COMMAND = (
@@ -349,9 +361,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
     import shlex
     import sys
-
-    from ..errors import ClinicalAIError
-    from ..models import check_model_output
 
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="python -m clinicalai.segcorrect.ct", description=train_ct_segmenter.__doc__)

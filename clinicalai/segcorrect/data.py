@@ -16,10 +16,12 @@ import numpy as np
 
 from ..errors import InputError
 from ..phantoms.cardiac import PHASES, CardiacCase, cardiac_dataset
+from ..volume import read_volume
+from .labels import BACKGROUND, CARDIAC_VALUES
 from .preprocess import NETWORK_SIZE, frame_for_volume, frame_from_mask, to_network
 
 #: label values of the ACDC ground truth
-ACDC_LABEL_VALUES = (0, 1, 2, 3)
+ACDC_LABEL_VALUES = (BACKGROUND,) + tuple(CARDIAC_VALUES.values())
 
 
 def read_info_cfg(path: "str | os.PathLike[str]") -> Dict[str, str]:
@@ -50,8 +52,6 @@ def load_acdc(
         InputError: no patient folders, an ``Info.cfg`` without ED/ES, a missing frame or
             ground truth, a ground truth off the image grid or with labels outside 0..3.
     """
-    from ..volume import read_volume
-
     root = Path(folder)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (an ACDC data set is a folder of patientNNN folders)")
@@ -76,7 +76,8 @@ def load_acdc(
                 raise InputError(f"{gt_path.name} is not on the grid of {img_path.name}")
             values = np.unique(labels.array)
             if not set(values.tolist()) <= set(ACDC_LABEL_VALUES):
-                raise InputError(f"{gt_path.name} has label values {values.tolist()}; ACDC labels are 0..3")
+                raise InputError(f"{gt_path.name} has label values {values.tolist()}; ACDC labels are "
+                                 f"{ACDC_LABEL_VALUES[0]}..{ACDC_LABEL_VALUES[-1]}")
             labels = labels.with_array(labels.array.astype(np.uint8), modality="SEG", units="label")
             image.modality = image.modality or "MR"
             meta: Dict[str, Any] = {"patient": pf.name, "frame": frame, "phase": phase,

@@ -16,27 +16,26 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from ..models import bundled_model, load_model
 from ..outputs import write_json
+from ..phantoms.cardiac import cardiac_case
 from ..progress import ProgressCallback, report, scaled
+from ..volume import write_volume
+from . import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
+from .corruptions import corrupt_volume
+from .labels import CARDIAC_VALUES
+from .pipeline import correct_mask, run_segcorrect
+from .validity import label_dice
 
 DEMO_SEED = 4242
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    from .pipeline import label_dice
-
-    return round(label_dice(pred, truth, (1, 2, 3)), 4)
+    return round(label_dice(pred, truth, tuple(CARDIAC_VALUES.values())), 4)
 
 
 def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
     """Run both paths on one phantom into ``out_dir``; returns a JSON-able summary."""
-    from ..models import bundled_model, load_model
-    from . import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
-    from ..phantoms.cardiac import cardiac_case
-    from ..volume import write_volume
-    from .corruptions import corrupt_volume
-    from .pipeline import correct_mask, run_segcorrect
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     case = cardiac_case(DEMO_SEED, "ED")

@@ -14,20 +14,25 @@ degraded by more than 0.02 and 0.3), and anatomical validity.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..phantoms.cardiac import cardiac_case
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from . import MIN_AGREEMENT
 from .corruptions import corrupt_volume
-from .pipeline import MIN_AGREEMENT, correct_mask, label_dice
-from .validity import check_slice
+from .labels import CARDIAC_NAME_OF, CARDIAC_NAMES, CARDIAC_VALUES
+from .pipeline import correct_mask
+from .validity import check_slice, label_dice
 
-CLASS_NAMES = {1: "RV", 2: "MYO", 3: "LV"}
+#: structure values scored (all of the ACDC table)
+_VALUES = tuple(CARDIAC_VALUES.values())
 
 
 def volume_metrics(pred: np.ndarray, truth: np.ndarray, spacing_xyz: Sequence[float],
-                   values: Sequence[int] = (1, 2, 3)) -> Dict[str, Dict[str, float]]:
+                   values: Sequence[int] = _VALUES) -> Dict[str, Dict[str, float]]:
     """``{"dice"|"hd95"|"assd": {class name: value}}`` for one ``(z, y, x)`` volume (MONAI metrics).
 
     HD95 and ASSD are in mm (``spacing_xyz`` in ITK order); a class missing from the prediction
@@ -48,14 +53,12 @@ def volume_metrics(pred: np.ndarray, truth: np.ndarray, spacing_xyz: Sequence[fl
     out: Dict[str, Dict[str, float]] = {"dice": {}, "hd95": {}, "assd": {}}
     dice = compute_dice(p, t, include_background=True, ignore_empty=True).numpy()[0]
     both_present = [(p[0, i].any() and t[0, i].any()).item() for i in range(len(values))]
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MONAI warns for empty classes; those are NaN here
         hd = compute_hausdorff_distance(p, t, include_background=True, percentile=95, spacing=spacing_zyx).numpy()[0]
         asd = compute_average_surface_distance(p, t, include_background=True, symmetric=True, spacing=spacing_zyx).numpy()[0]
     for i, v in enumerate(values):
-        name = CLASS_NAMES.get(v, str(v))
+        name = CARDIAC_NAME_OF.get(v, str(v))
         out["dice"][name] = float(dice[i])
         out["hd95"][name] = float(hd[i]) if both_present[i] else float("nan")
         out["assd"][name] = float(asd[i]) if both_present[i] else float("nan")
@@ -123,8 +126,6 @@ def evaluate_correctors(
 
 def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel,
               strategy: str = "gate") -> Dict[str, Any]:
-    from ..phantoms.cardiac import cardiac_case
-
     t0 = time.perf_counter()
     cases = []
     for i in range(n_cases):
@@ -159,7 +160,7 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
                 vols[mode].append(volume_metrics(m, truth, case.labels.spacing))
                 for z in range(truth.shape[0]):
                     if truth[z].any() or masks["raw"][z].any():
-                        slice_dice[mode].append(label_dice(m[z], truth[z], (1, 2, 3)))
+                        slice_dice[mode].append(label_dice(m[z], truth[z], _VALUES))
                         valid[mode].append(check_slice(m[z]).valid)
             step += 1
             report(progress, step / total, f"{name}: case {step}")
@@ -185,7 +186,7 @@ def markdown_table(report_: Mapping[str, Any]) -> str:
         f"Synthetic data: {data['cases']} held-out cardiac phantoms (seeds {data['seeds'][0]}-{data['seeds'][1]}), "
         f"{data['slices']} slices, {data['corrupted_slices']} corrupted. Not patient data.",
         "",
-        "| corrector | mask | Dice mean | RV | MYO | LV | HD95 mm | ASSD mm | slice Dice | valid slices "
+        f"| corrector | mask | Dice mean | {' | '.join(CARDIAC_NAMES)} | HD95 mm | ASSD mm | slice Dice | valid slices "
         "| improved >0.02 / >0.3 | degraded >0.02 / >0.3 | degraded >0.02 (%) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -197,8 +198,8 @@ def markdown_table(report_: Mapping[str, Any]) -> str:
             label = {"raw": "raw (corrupted)", "ungated": "corrected, ungated", "gated": gated}[mode]
             lines.append(
                 f"| {name}{' (context)' if v['context_slices'] else ''} | {label} | {e['dice']['mean']:.3f} "
-                f"| {e['dice']['RV']:.3f} | {e['dice']['MYO']:.3f} | {e['dice']['LV']:.3f} "
-                f"| {e['hd95']['mean']:.2f} | {e['assd']['mean']:.2f} | {e['slice_dice_mean']:.3f} "
+                + "".join(f"| {e['dice'][n]:.3f} " for n in CARDIAC_NAMES)
+                + f"| {e['hd95']['mean']:.2f} | {e['assd']['mean']:.2f} | {e['slice_dice_mean']:.3f} "
                 f"| {100 * e['validity_rate']:.1f} % "
                 + (f"| {ch['improved_0.02']} / {ch['improved_0.3']} | {ch['degraded_0.02']} / {ch['degraded_0.3']} "
                    f"| {100 * ch['degraded_0.02_fraction']:.1f} |" if ch else "| - | - | - |")

@@ -16,22 +16,22 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..phantoms.cardiac import cardiac_case
+from ..phantoms.cardiac_heldout import heldout_cardiac_case
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from . import FAMILIES
 from .evaluate import _summarise, volume_metrics
+from .labels import CARDIAC_NAMES
+from .pipeline import run_segcorrect
 from .validity import check_slice
 
-FAMILIES = ("training", "heldout")
 
 
 def family_case(family: str, seed: int, max_rotation_deg: float = 180.0):
     """One cardiac case of ``family`` (a :class:`~clinicalai.phantoms.cardiac.CardiacCase`)."""
     if family == "training":
-        from ..phantoms.cardiac import cardiac_case
-
         return cardiac_case(seed)
     if family == "heldout":
-        from ..phantoms.cardiac_heldout import heldout_cardiac_case
-
         return heldout_cardiac_case(seed, max_rotation_deg=max_rotation_deg)
     raise InputError(f"phantom family must be one of {', '.join(FAMILIES)}, got {family!r}")
 
@@ -54,8 +54,6 @@ def evaluate_segmenter(
     "per_case": [...], "seconds": s}``; a summary holds mean Dice / HD95 / ASSD per structure
     and ``validity_rate`` (share of slices with any label that pass every criterion).
     """
-    from .pipeline import run_segcorrect
-
     if n_cases < 1:
         raise InputError("evaluate needs at least one case")
     t0 = time.perf_counter()
@@ -100,15 +98,16 @@ def evaluate_segmenter(
 
 def markdown_rows(report_: Mapping[str, Any]) -> str:
     """Markdown table: one row per mask (raw, final) with Dice per structure and validity."""
-    lines = ["| mask | RV | MYO | LV | mean Dice | valid slices |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [f"| mask | {' | '.join(CARDIAC_NAMES)} | mean Dice | valid slices |",
+             "|" + " --- |" * (len(CARDIAC_NAMES) + 3)]
     for mode in ("raw", "final"):
         if mode not in report_:
             continue
         d = report_[mode]["dice"]
-        mean = float(np.mean([d["RV"], d["MYO"], d["LV"]]))
+        mean = float(np.mean([d[n] for n in CARDIAC_NAMES]))
         label = "segmenter (raw)" if mode == "raw" else f"after correction ({report_['corrector']})"
-        lines.append(f"| {label} | {d['RV']:.3f} | {d['MYO']:.3f} | {d['LV']:.3f} | {mean:.3f} | "
-                     f"{100 * report_[mode]['validity_rate']:.1f} % |")
+        lines.append(f"| {label} | " + "".join(f"{d[n]:.3f} | " for n in CARDIAC_NAMES)
+                     + f"{mean:.3f} | {100 * report_[mode]['validity_rate']:.1f} % |")
     return "\n".join(lines)
 
 

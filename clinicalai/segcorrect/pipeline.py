@@ -32,11 +32,17 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError, ModelError
+from ..models.card import segments_from_card
+from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
 from . import MIN_AGREEMENT, STRATEGIES
+from .candidates import Candidate, Evidence, candidates_for_slice
 from .corrector import check_corrector, correct_slices
-from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice
+from .labels import CARDIAC_NAMES, cardiac_mask_hint
+from .preprocess import NETWORK_SIZE, frame_from_mask, from_network, to_network
+from .segmenter import segment_volume
+from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
 
 _EIGHT = np.ones((3, 3), bool)
 
@@ -217,17 +223,6 @@ class SegCorrectResult:
 
 
 # ---------------------------------------------------------------------------- helpers
-def label_dice(a: np.ndarray, b: np.ndarray, values: Sequence[int]) -> float:
-    """Mean Dice over the label ``values`` present in ``a`` or ``b`` (1.0 when both are empty)."""
-    scores = []
-    for v in values:
-        x, y = a == v, b == v
-        total = int(x.sum()) + int(y.sum())
-        if total:
-            scores.append(2.0 * int((x & y).sum()) / total)
-    return float(np.mean(scores)) if scores else 1.0
-
-
 def _region_candidates(raw: np.ndarray, proposal: np.ndarray) -> List[np.ndarray]:
     """Connected regions (8-connectivity) where ``proposal`` disagrees with ``raw``, smallest
     first: one set per (raw label -> proposed label) change, then the whole disagreement's
@@ -341,7 +336,7 @@ def _check_mask(mask: Volume, allowed: Sequence[int], corrector_name: str, names
         if not np.all(np.isfinite(arr)):
             raise InputError(f"the mask has {int(np.count_nonzero(~np.isfinite(arr)))} voxels that are NaN or infinite")
         if not np.all(arr == np.round(arr)):
-            raise InputError("the mask holds non-integer values; a label mask is needed (0 background, 1 RV, 2 MYO, 3 LV)")
+            raise InputError(f"the mask holds non-integer values; a label mask is needed ({cardiac_mask_hint()})")
     elif not np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_:
         raise InputError(f"the mask has voxel type {arr.dtype}; a label mask of integers is needed")
     found = set(int(v) for v in np.unique(arr))
@@ -361,7 +356,7 @@ def _gate_values(corrector) -> Dict[str, int]:
     except KeyError as exc:
         raise ModelError(
             f"the corrector {corrector.card.name} has no {exc.args[0]} label; the anatomical gate needs "
-            "RV, MYO and LV labels") from None
+            f"{', '.join(CARDIAC_NAMES[:-1])} and {CARDIAC_NAMES[-1]} labels") from None
 
 
 # ---------------------------------------------------------------------------- workflows
@@ -409,16 +404,69 @@ def correct_mask(
         ModelError: not a mask corrector, or labels the gate cannot judge.
         Cancelled: ``cancel`` was set.
     """
-    from .preprocess import frame_from_mask, from_network, to_network
-
     t_start = time.perf_counter()
-    timings: Dict[str, float] = {}
     check_corrector(corrector)
+    arr, confidence = _check_inputs(mask, corrector, image, confidence)
+    module = corrector.torch_module("mask correction")
+    settings = GateSettings.of(corrector, gate, confidence_threshold, min_agreement, strategy)
+    n_classes = len(settings.values) + 1
+    if probabilities is not None and tuple(np.shape(probabilities)) != (n_classes,) + arr.shape:
+        raise InputError(f"segmenter probabilities have shape {tuple(np.shape(probabilities))}, expected "
+                         f"{(n_classes,) + arr.shape} (background + {len(settings.values)} labels on the mask's grid)")
+    timings: Dict[str, float] = {}
+    network_arr = _network_correction(arr, mask, corrector, module, timings, progress, cancel)
+
+    # ---- the gate, judged on the input grid
+    t = time.perf_counter()
+    report(progress, 0.85, "judging anatomical validity")
+    corrected_arr = network_arr.copy()
+    final_arr = arr.astype(network_arr.dtype)
+    decisions: List[SliceDecision] = []
+    for z in range(arr.shape[0]):
+        check_cancel(cancel)
+        decision, proposal = judge_slice(
+            z, arr[z], network_arr[z], settings, None if confidence is None else float(confidence[z]),
+            None if probabilities is None else probabilities[:, z])
+        corrected_arr[z] = proposal
+        if decision.corrected:
+            final_arr[z] = proposal
+        decisions.append(decision)
+    timings["gate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
+    return _correction_result(mask, arr, network_arr, corrected_arr, final_arr, decisions, timings, corrector.card,
+                              settings)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """How :func:`correct_mask` judges each slice (see its arguments), and the corrector's
+    label values: ``values`` in card order, ``gate_values`` by structure name
+    (:meth:`of` builds them from a corrector)."""
+
+    gate: bool
+    confidence_threshold: Optional[float]
+    min_agreement: float
+    strategy: str
+    values: Tuple[int, ...]
+    gate_values: Mapping[str, int]
+
+    @classmethod
+    def of(cls, corrector: Any, gate: bool, confidence_threshold: Optional[float], min_agreement: float,
+           strategy: str) -> "GateSettings":
+        if strategy not in STRATEGIES:
+            raise InputError(f"correction strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        return cls(gate, confidence_threshold, min_agreement, strategy,
+                   tuple(lab.value for lab in corrector.card.labels), _gate_values(corrector))
+
+
+def _check_inputs(mask: Volume, corrector: Any, image: Optional[Volume],
+                  confidence: Optional[Sequence[float]]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Validate what :func:`correct_mask` was given: ``(mask as int64 (z, y, x), confidence
+    as float (z,) or None)``; the labels must be ones the gate can judge."""
     card = corrector.card
-    values = [lab.value for lab in card.labels]
-    names = {lab.value: lab.name for lab in card.labels}
-    arr = _check_mask(mask, values, card.name, names)
-    gate_values = _gate_values(corrector)
+    arr = _check_mask(mask, [lab.value for lab in card.labels], card.name, card.label_names())
+    _gate_values(corrector)
     if image is not None:
         if not isinstance(image, Volume):
             raise InputError("the image must be a Volume")
@@ -427,26 +475,29 @@ def correct_mask(
                 f"the image and the mask are on different grids (image {image.shape}, spacing {image.spacing}; "
                 f"mask {mask.shape}, spacing {mask.spacing}); give the image the mask was drawn on")
         image.require_finite("image")
-    n_slices = arr.shape[0]
     if confidence is not None:
         confidence = np.asarray(confidence, dtype=float).ravel()
-        if confidence.shape[0] != n_slices:
-            raise InputError(f"confidence has {confidence.shape[0]} values for {n_slices} slices")
-    module = corrector.torch_module("mask correction")
-    n_classes = len(values) + 1
-    if strategy not in STRATEGIES:
-        raise InputError(f"correction strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    if probabilities is not None and tuple(np.shape(probabilities)) != (n_classes,) + arr.shape:
-        raise InputError(f"segmenter probabilities have shape {tuple(np.shape(probabilities))}, expected "
-                         f"{(n_classes,) + arr.shape} (background + {len(values)} labels on the mask's grid)")
+        if confidence.shape[0] != arr.shape[0]:
+            raise InputError(f"confidence has {confidence.shape[0]} values for {arr.shape[0]} slices")
+    return arr, confidence
 
-    # ---- network space: class indices in the card's label order, framed like training
+
+def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, timings: Dict[str, float],
+                        progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    """The corrector network's output on every slice of ``arr`` ``(z, y, x)`` (card label
+    values), back on the mask's grid; fills ``preprocess_s``, ``network_s``, ``postprocess_s``.
+
+    In network space a mask is class indices in the card's label order, framed like training.
+    """
+    card = corrector.card
+    values = [lab.value for lab in card.labels]
+    n_classes = len(values) + 1
     t = time.perf_counter()
     to_class = np.zeros(max(values) + 1, np.uint8)
     for i, v in enumerate(values):
         to_class[v] = i + 1
     classes = to_class[arr]
-    frame = frame_from_mask(classes, spacing=mask.spacing, out_size=tuple(card.input.size or (128, 128)))
+    frame = frame_from_mask(classes, spacing=mask.spacing, out_size=tuple(card.input.size or NETWORK_SIZE))
     net = to_network(classes, frame, kind="labels")
     timings["preprocess_s"] = time.perf_counter() - t
     check_cancel(cancel)
@@ -462,71 +513,80 @@ def correct_mask(
     t = time.perf_counter()
     back = from_network(probs, frame, arr.shape, kind="probabilities", num_classes=n_classes).argmax(0)
     to_value = np.array([0] + values, dtype=np.int64)
-    corrected_arr = to_value[back].astype(mask.array.dtype if np.issubdtype(mask.array.dtype, np.integer) else np.uint8)
+    out = to_value[back].astype(mask.array.dtype if np.issubdtype(mask.array.dtype, np.integer) else np.uint8)
     timings["postprocess_s"] = time.perf_counter() - t
+    return out
 
-    # ---- the gate, judged on the input grid
-    t = time.perf_counter()
-    report(progress, 0.85, "judging anatomical validity")
-    decisions: List[SliceDecision] = []
-    network_arr = corrected_arr
-    corrected_arr = network_arr.copy()
-    final_arr = arr.astype(network_arr.dtype)
-    for z in range(n_slices):
-        check_cancel(cancel)
-        before = check_slice(arr[z], gate_values)
-        proposal, after = network_arr[z], check_slice(network_arr[z], gate_values)
-        conf = None if confidence is None else float(confidence[z])
-        ranking: List[Any] = []
-        if gate and not before.valid:
-            repaired, repaired_validity = repair_slice(arr[z], network_arr[z], gate_values, min_agreement)
-            if repaired_validity.valid:
-                proposal, after = repaired.astype(network_arr.dtype), repaired_validity
-            if strategy == "evidence":
-                from .candidates import Evidence, candidates_for_slice
 
-                proposals = {"network": network_arr[z]}
-                if repaired_validity.valid:
-                    proposals["smallest repair"] = repaired
-                evidence = Evidence(values, None if probabilities is None else probabilities[:, z], arr[z])
-                ranking = candidates_for_slice(arr[z], proposals, gate_values, evidence)
-                if ranking and ranking[0].validity.valid:
-                    proposal, after = ranking[0].labels.astype(network_arr.dtype), ranking[0].validity
-        corrected_arr[z] = proposal
-        dice = label_dice(arr[z], proposal, values)
-        changed = int(np.count_nonzero(arr[z] != proposal))
-        if gate and ranking:
-            decision, reason = _evidence_decision(before, ranking, conf, confidence_threshold)
-        elif gate:
-            decision, reason = gate_slice(before, after, dice, not arr[z].any(), not proposal.any(),
-                                          conf, confidence_threshold, min_agreement)
-            if decision == CORRECTED:
-                reason += f" ({changed} pixels changed, Dice with raw {dice:.2f})"
-        else:
-            decision, reason = CORRECTED, "gating off: correction applied to every slice"
+def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
+                  probabilities: Optional[np.ndarray] = None,
+                  raw_validity: Optional[SliceValidity] = None) -> Tuple[np.ndarray, SliceValidity, List[Candidate]]:
+    """The correction proposed for one ``(y, x)`` slice: ``(proposal, its validity, ranking)``.
+
+    A valid raw slice (or gating off) gets the network's output; an invalid one its smallest
+    repair when that is valid, and with ``strategy="evidence"`` the best valid candidate of
+    :func:`~.candidates.candidates_for_slice` (``ranking``, best first; empty otherwise).
+    ``probabilities``: the segmenter's softmax ``(C, y, x)`` for the evidence; ``raw_validity``:
+    :func:`~.validity.check_slice` of ``raw`` when the caller has it already.
+    """
+    proposal, after = network, check_slice(network, settings.gate_values)
+    ranking: List[Candidate] = []
+    if raw_validity is None:
+        raw_validity = check_slice(raw, settings.gate_values)
+    if not settings.gate or raw_validity.valid:
+        return proposal, after, ranking
+    repaired, repaired_validity = repair_slice(raw, network, settings.gate_values, settings.min_agreement)
+    if repaired_validity.valid:
+        proposal, after = repaired.astype(network.dtype), repaired_validity
+    if settings.strategy == "evidence":
+        proposals = {"network": network}
+        if repaired_validity.valid:
+            proposals["smallest repair"] = repaired
+        evidence = Evidence(list(settings.values), probabilities, raw)
+        ranking = candidates_for_slice(raw, proposals, settings.gate_values, evidence)
+        if ranking and ranking[0].validity.valid:
+            proposal, after = ranking[0].labels.astype(network.dtype), ranking[0].validity
+    return proposal, after, ranking
+
+
+def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: GateSettings,
+                confidence: Optional[float] = None,
+                probabilities: Optional[np.ndarray] = None) -> Tuple[SliceDecision, np.ndarray]:
+    """The gate's decision on slice ``index`` and the correction it judged (:func:`propose_slice`)."""
+    before = check_slice(raw, settings.gate_values)
+    proposal, after, ranking = propose_slice(raw, network, settings, probabilities, before)
+    dice = label_dice(raw, proposal, settings.values)
+    changed = int(np.count_nonzero(raw != proposal))
+    if settings.gate and ranking:
+        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold)
+    elif settings.gate:
+        decision, reason = gate_slice(before, after, dice, not raw.any(), not proposal.any(),
+                                      confidence, settings.confidence_threshold, settings.min_agreement)
         if decision == CORRECTED:
-            final_arr[z] = proposal
-        best = ranking[0] if ranking and ranking[0].validity.valid else None
-        decisions.append(SliceDecision(z, before.valid, after.valid, dict(before.criteria), dict(after.criteria),
-                                       dice, decision, reason, conf, changed,
-                                       source=best.source if best else None, score=best.score if best else None,
-                                       candidates=[c.to_dict() for c in ranking[:5]]))
-    timings["gate_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_start
-    report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {n_slices} slices corrected")
+            reason += f" ({changed} pixels changed, Dice with raw {dice:.2f})"
+    else:
+        decision, reason = CORRECTED, "gating off: correction applied to every slice"
+    best = ranking[0] if ranking and ranking[0].validity.valid else None
+    return SliceDecision(index, before.valid, after.valid, dict(before.criteria), dict(after.criteria),
+                         dice, decision, reason, confidence, changed,
+                         source=best.source if best else None, score=best.score if best else None,
+                         candidates=[c.to_dict() for c in ranking[:5]]), proposal
 
-    meta_segments = [{"name": lab.name, "value": lab.value, **({"color": tuple(lab.color)} if lab.color else {})}
-                     for lab in card.labels]
+
+def _correction_result(mask: Volume, arr: np.ndarray, network_arr: np.ndarray, corrected_arr: np.ndarray,
+                       final_arr: np.ndarray, decisions: List[SliceDecision], timings: Dict[str, float], card: Any,
+                       settings: GateSettings) -> CorrectionResult:
+    """The volumes on ``mask``'s grid (segments from the card where the mask has none) and the report."""
     raw_vol = mask.with_array(arr.astype(corrected_arr.dtype), modality="SEG", units="label")
-    raw_vol.metadata.setdefault("segments", meta_segments)
-    corrected_vol = raw_vol.with_array(corrected_arr)
-    final_vol = raw_vol.with_array(final_arr)
+    raw_vol.metadata.setdefault("segments", segments_from_card(card, terminology=False))
+    n_classes = len(settings.values) + 1
     return CorrectionResult(
-        raw=raw_vol, corrected=corrected_vol, final=final_vol, slices=decisions,
-        network=raw_vol.with_array(network_arr), timings=timings, gate=gate,
+        raw=raw_vol, corrected=raw_vol.with_array(corrected_arr), final=raw_vol.with_array(final_arr),
+        slices=decisions, network=raw_vol.with_array(network_arr), timings=timings, gate=settings.gate,
         corrector=card.name,
-        settings={"min_agreement": min_agreement, "confidence_threshold": confidence_threshold, "strategy": strategy,
-                  "context_slices": bool(card.input.channels == 3 * n_classes), "criteria": list(CRITERIA)},
+        settings={"min_agreement": settings.min_agreement, "confidence_threshold": settings.confidence_threshold,
+                  "strategy": settings.strategy, "context_slices": bool(card.input.channels == 3 * n_classes),
+                  "criteria": list(CRITERIA)},
     )
 
 
@@ -568,8 +628,6 @@ def run_segcorrect(
         InputError / ModelError: as :func:`~.segmenter.segment_volume` and :func:`correct_mask`,
             and when the two models' labels differ (checked before any computation).
     """
-    from .segmenter import segment_volume
-
     t0 = time.perf_counter()
     if corrector is not None:
         check_corrector(corrector)
@@ -587,6 +645,4 @@ def run_segcorrect(
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")
-    from ..models.fit import input_warnings
-
     return SegCorrectResult(seg, correction, timings, warnings=input_warnings(image, [segmenter.card]))

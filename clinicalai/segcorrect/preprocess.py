@@ -10,8 +10,9 @@ exactly, and are exact (voxel for voxel) when the box is 128 x 128 inside the im
 
 The slice axis is never resampled: every input slice is one network sample.
 
-Intensities are normalised per volume between the 1st and 99th percentiles (MONAI
-``ScaleIntensityRange`` between numpy percentiles), clipped to [0, 1].
+Intensities are normalised per volume between the 1st and 99th percentiles, clipped to
+[0, 1] (:func:`normalize_intensity`: numpy percentiles, then the card rule ``range`` of
+:func:`clinicalai.models.layout.normalize_intensity`, MONAI's ``ScaleIntensityRange``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..models.layout import normalize_intensity as card_normalization
+from .labels import N_CLASSES
 
 #: network in-plane size (pixels)
 NETWORK_SIZE: Tuple[int, int] = (128, 128)
@@ -127,19 +130,22 @@ def frame_from_mask(
 
 
 def normalize_intensity(array: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
-    """Scale ``array`` so its ``lower``/``upper`` percentiles map to 0/1, clipped (float32)."""
-    import torch
-    from monai.transforms import ScaleIntensityRange
+    """Scale ``array`` so its ``lower``/``upper`` percentiles map to 0/1, clipped (float32).
 
+    The cardiac segmenters' rule (card ``normalization {"kind": "percentile", "lower": 1,
+    "upper": 99}``). The scaling is the card rule ``range`` of
+    :func:`clinicalai.models.layout.normalize_intensity` (MONAI ``ScaleIntensityRange``
+    arithmetic in float32, what the bundled models were trained with; that function's
+    ``percentile`` rule computes in float64 and differs in the last bit).
+    """
     a = np.asarray(array, dtype=np.float32)
     # the bounds come from numpy: MONAI's ScaleIntensityRangePercentiles computes them with
-    # torch.quantile, which sorts the whole volume and was 17x slower here; the scaling is MONAI's
+    # torch.quantile, which sorts the whole volume and was 17x slower here. Python floats, so
+    # that the scaling stays in float32
     lo, hi = (float(v) for v in np.percentile(a, [lower, upper]))
-    if not hi > lo:  # MONAI would warn and divide by zero; a flat image carries nothing
+    if not hi > lo:  # the range rule would divide by one and keep outliers; a flat image carries nothing
         return np.zeros_like(a)
-    scale = ScaleIntensityRange(a_min=lo, a_max=hi, b_min=0.0, b_max=1.0, clip=True)
-    out = scale(torch.from_numpy(a))
-    return np.asarray(out.as_tensor().numpy() if hasattr(out, "as_tensor") else out, dtype=np.float32)
+    return card_normalization(a, {"kind": "range", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True})
 
 
 def _crop_pad(array: np.ndarray, frame: SliceFrame, fill: float = 0.0) -> np.ndarray:
@@ -207,7 +213,7 @@ def to_network(array_zyx: np.ndarray, frame: SliceFrame, kind: str = "image", no
     raise ValueError(f"kind must be 'image' or 'labels', got {kind!r}")
 
 
-def one_hot(labels: np.ndarray, num_classes: int = 4) -> np.ndarray:
+def one_hot(labels: np.ndarray, num_classes: int = N_CLASSES) -> np.ndarray:
     """Labels ``(...)`` -> float32 one-hot ``(num_classes, ...)`` (channel first)."""
     lab = np.asarray(labels)
     if lab.size and (lab.min() < 0 or lab.max() >= num_classes):
@@ -220,7 +226,7 @@ def from_network(
     frame: SliceFrame,
     out_shape: Sequence[int],
     kind: str = "labels",
-    num_classes: int = 4,
+    num_classes: int = N_CLASSES,
     method: str = "argmax",
 ) -> np.ndarray:
     """Network space back onto the input ``(z, y, x)`` grid.

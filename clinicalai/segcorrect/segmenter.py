@@ -19,14 +19,23 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy import ndimage
 
 from ..errors import InputError, ModelError
-from ..phantoms.cardiac import CARDIAC_LABELS, N_CLASSES
+from ..models import LoadedModel, parse_card, resolve_device, save_model
+from ..models.layout import apply_spatial_steps
+from ..models.layout import normalize_intensity as card_normalization
+from ..networks import build_network
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
+from . import ARCHITECTURES
+from .ct import segment_ct
+from .data import build_slices, resolve_cases, split_cases
+from .labels import CARDIAC_LABELS, N_CLASSES, card_labels
+from .outputs import SegmenterOutput, TrainResult, card_segments, slice_confidence, softmax
 from .preprocess import (
     CROP_MARGIN,
     MIN_CROP_MM,
@@ -35,6 +44,7 @@ from .preprocess import (
     frame_for_volume,
     frame_from_mask,
     from_network,
+    normalize_intensity,
     to_network,
 )
 
@@ -68,30 +78,7 @@ def architecture_spec(arch: str, channels: Optional[Sequence[int]] = None, num_c
     raise InputError(f"unknown segmenter architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
 
 
-ARCHITECTURES = ("unet", "resunet", "attention-unet", "swin-unetr")
-
-
 # ------------------------------------------------------------------------------------ training
-@dataclass
-class TrainResult:
-    """What :func:`train_segmenter` gives back.
-
-    Attributes:
-        module: the network with the best validation weights (eval mode).
-        card: the model card (dict) written beside the weights.
-        best_val_dice: mean foreground Dice on the validation slices at the best epoch.
-        history: per epoch ``{"epoch", "loss", "val_dice"}``.
-        path: the saved ``.pt`` file (``None`` when not saved).
-    """
-
-    module: Any
-    card: Dict[str, Any]
-    best_val_dice: float
-    history: List[Dict[str, float]] = field(default_factory=list)
-    path: Optional[Path] = None
-    seconds: float = 0.0
-
-
 def _augmenter(seed: int):
     """MONAI dictionary transforms for one (image, label) slice pair (channel-first 2D)."""
     from monai.transforms import (
@@ -169,11 +156,6 @@ def train_segmenter(
         device: ``cpu`` / ``cuda`` / ``auto``.
     """
     import torch
-    from monai.losses import DiceCELoss
-
-    from ..models import resolve_device, save_model
-    from ..networks import build_network
-    from .data import build_slices, resolve_cases, split_cases
 
     t_start = time.perf_counter()
     if epochs < 1:
@@ -184,79 +166,114 @@ def train_segmenter(
     cases = resolve_cases(data, seed=seed)
     train_cases, val_cases = split_cases(cases, val_fraction, seed)
     report(progress, 0.0, f"preparing {len(train_cases)} training / {len(val_cases)} validation cases")
-    tr_img, tr_lab = build_slices(train_cases, seed=seed, out_size=out_size)
-    va_img, va_lab = build_slices(val_cases, seed=seed + 1, out_size=out_size, exact=True)
+    train_slices = build_slices(train_cases, seed=seed, out_size=out_size)
+    val_slices = build_slices(val_cases, seed=seed + 1, out_size=out_size, exact=True)
     module = build_network(spec["name"], spec["kwargs"]).to(dev)
+    fit = _fit(module, train_cases, train_slices, val_slices, epochs=epochs, batch_size=batch_size, lr=lr,
+               seed=seed, out_size=out_size, augment=augment, max_seconds=max_seconds, t_start=t_start, device=dev,
+               progress=progress, cancel=cancel)
+    report(progress, 1.0, "validating the whole pipeline on the held-out cases")
+    volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev)
+    training = {
+        "command": command,
+        "data": str(data) if isinstance(data, (str, Path)) else f"{len(cases)} cardiac phantom cases",
+        "arch": arch, "epochs_run": len(fit.history), "epochs_max": epochs, "batch_size": batch_size,
+        "optimizer": f"Adam lr {lr}", "loss": "monai.losses.DiceCELoss", "seed": seed,
+        "n_train_cases": len(train_cases), "n_val_cases": len(val_cases),
+        "n_train_slices": fit.n_train_slices, "augmentation": bool(augment),
+        "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in fit.history]))),
+    }
+    card = segmenter_card(spec, name=name or f"cardiac-{arch}", synthetic=not isinstance(data, (str, Path)),
+                          training=training, validation=_validation_record(len(val_cases), volume_scores, fit.scores),
+                          out_size=out_size)
+    path = save_model(module, card, out_path) if out_path is not None else None
+    return TrainResult(module=module, card=card, best_val_dice=float(fit.best), history=fit.history, path=path,
+                       seconds=time.perf_counter() - t_start)
+
+
+@dataclass
+class _Fit:
+    """The state of a training run: per-epoch history and the best checkpoint so far."""
+
+    state: Dict[str, Any]
+    history: List[Dict[str, float]] = field(default_factory=list)
+    best: float = -1.0
+    scores: Dict[str, float] = field(default_factory=dict)
+    n_train_slices: int = 0
+
+
+def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.ndarray],
+         val_slices: Tuple[np.ndarray, np.ndarray], *, epochs: int, batch_size: int, lr: float, seed: int,
+         out_size: Sequence[int], augment: bool, max_seconds: Optional[float], t_start: float, device: str,
+         progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> _Fit:
+    """The epochs of :func:`train_segmenter`: Adam + Dice-CE on ``train_slices`` (crop jitter
+    redrawn every 5th epoch), validation Dice on ``val_slices`` after each; the module ends
+    with the best epoch's weights, in eval mode."""
+    import torch
+    from monai.losses import DiceCELoss
+
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
     aug = _augmenter(seed) if augment else None
     rng = np.random.default_rng(seed)
-    history: List[Dict[str, float]] = []
-    best = -1.0
-    best_state = copy.deepcopy(module.state_dict())
-    best_scores: Dict[str, float] = {}
+    fit = _Fit(state=copy.deepcopy(module.state_dict()))
+    tr_img, tr_lab = train_slices
     for epoch in range(1, epochs + 1):
         check_cancel(cancel)
         if epoch > 1 and epoch % 5 == 0:  # fresh crop jitter now and then
             tr_img, tr_lab = build_slices(train_cases, seed=seed + epoch, out_size=out_size)
-        module.train()
-        order = rng.permutation(len(tr_img))
-        losses = []
-        for s in range(0, len(order), batch_size):
-            idx = order[s:s + batch_size]
-            if len(idx) < 2:
-                continue  # batch norm needs two samples
-            x = torch.from_numpy(tr_img[idx])
-            y = torch.from_numpy(tr_lab[idx].astype(np.float32))
-            if aug is not None:
-                pairs = [aug({"image": xi, "label": yi}) for xi, yi in zip(x, y)]
-                x = torch.stack([torch.as_tensor(p["image"]) for p in pairs])
-                y = torch.stack([torch.as_tensor(p["label"]) for p in pairs])
-            x, y = x.float().to(dev), y.round().to(dev)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(module(x), y)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            check_cancel(cancel)
-        scores = _dice_on(module, va_img, va_lab, dev)
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"), "val_dice": scores["mean"]})
-        if scores["mean"] > best:
-            best, best_state, best_scores = scores["mean"], copy.deepcopy(module.state_dict()), scores
-        report(progress, epoch / epochs, f"epoch {epoch}/{epochs}: loss {history[-1]['loss']:.3f}, val Dice {scores['mean']:.3f}")
+        loss = _train_epoch(module, tr_img, tr_lab, rng.permutation(len(tr_img)), batch_size, aug, loss_fn, optimizer,
+                            device, cancel)
+        scores = _dice_on(module, val_slices[0], val_slices[1], device)
+        fit.history.append({"epoch": epoch, "loss": loss, "val_dice": scores["mean"]})
+        if scores["mean"] > fit.best:
+            fit.best, fit.state, fit.scores = scores["mean"], copy.deepcopy(module.state_dict()), scores
+        report(progress, epoch / epochs, f"epoch {epoch}/{epochs}: loss {loss:.3f}, val Dice {scores['mean']:.3f}")
         if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
             log.info("time limit reached after %d epochs", epoch)
             break
-    module.load_state_dict(best_state)
+    fit.n_train_slices = int(len(tr_img))
+    module.load_state_dict(fit.state)
     module.eval()
-    report(progress, 1.0, "validating the whole pipeline on the held-out cases")
-    volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev)
-    card = segmenter_card(
-        spec,
-        name=name or f"cardiac-{arch}",
-        synthetic=not isinstance(data, (str, Path)),
-        training={
-            "command": command,
-            "data": str(data) if isinstance(data, (str, Path)) else f"{len(cases)} cardiac phantom cases",
-            "arch": arch, "epochs_run": len(history), "epochs_max": epochs, "batch_size": batch_size,
-            "optimizer": f"Adam lr {lr}", "loss": "monai.losses.DiceCELoss", "seed": seed,
-            "n_train_cases": len(train_cases), "n_val_cases": len(val_cases),
-            "n_train_slices": int(len(tr_img)), "augmentation": bool(augment),
-            "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in history]))),
-        },
-        validation={"metric": "monai.metrics.DiceMetric on held-out cases: 'dice' = segment_volume "
-                              "(coarse pass, crop, fine pass) on the input grid; 'network_space_dice' = "
-                              "slices cropped on the ground truth",
-                    "n_cases": len(val_cases),
-                    "dice": volume_scores,
-                    "network_space_dice": {k: round(v, 4) for k, v in best_scores.items()}},
-        out_size=out_size,
-    )
-    path = None
-    if out_path is not None:
-        path = save_model(module, card, out_path)
-    return TrainResult(module=module, card=card, best_val_dice=float(best), history=history, path=path,
-                       seconds=time.perf_counter() - t_start)
+    return fit
+
+
+def _train_epoch(module, images: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, aug, loss_fn,
+                 optimizer, device: str, cancel: Optional[CancelToken]) -> float:
+    """One pass over ``images`` / ``labels`` ``(N, 1, H, W)`` in ``order``; the mean batch loss
+    (NaN when no batch ran)."""
+    import torch
+
+    module.train()
+    losses = []
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        if len(idx) < 2:
+            continue  # batch norm needs two samples
+        x = torch.from_numpy(images[idx])
+        y = torch.from_numpy(labels[idx].astype(np.float32))
+        if aug is not None:
+            pairs = [aug({"image": xi, "label": yi}) for xi, yi in zip(x, y)]
+            x = torch.stack([torch.as_tensor(p["image"]) for p in pairs])
+            y = torch.stack([torch.as_tensor(p["label"]) for p in pairs])
+        x, y = x.float().to(device), y.round().to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(module(x), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        check_cancel(cancel)
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+def _validation_record(n_cases: int, volume_scores: Dict[str, float], network_scores: Dict[str, float]) -> Dict[str, Any]:
+    """The card's ``validation`` block of a trained segmenter."""
+    return {"metric": "monai.metrics.DiceMetric on held-out cases: 'dice' = segment_volume "
+                      "(coarse pass, crop, fine pass) on the input grid; 'network_space_dice' = "
+                      "slices cropped on the ground truth",
+            "n_cases": n_cases,
+            "dice": volume_scores,
+            "network_space_dice": {k: round(v, 4) for k, v in network_scores.items()}}
 
 
 def validate_on_volumes(module, spec: Dict[str, Any], cases, out_size: Sequence[int] = NETWORK_SIZE,
@@ -264,8 +281,6 @@ def validate_on_volumes(module, spec: Dict[str, Any], cases, out_size: Sequence[
     """Mean per-class Dice (MONAI ``DiceMetric``) of :func:`segment_volume` on whole cases."""
     import torch
     from monai.metrics import DiceMetric
-
-    from ..models import LoadedModel, parse_card
 
     card = parse_card(segmenter_card(spec, "validation", True, {}, {}, out_size), "validation card")
     model = LoadedModel(card=card, backend="torch", path=Path("."), device=device, module=module)
@@ -298,7 +313,7 @@ def segmenter_card(
         "spatial_dims": 2,
         "input": {"channels": 1, "size": [int(s) for s in out_size], "modality": "MR",
                   "normalization": {"kind": "percentile", "lower": 1.0, "upper": 99.0}},
-        "labels": [{"name": lab["name"], "value": lab["value"], "color": list(lab["color"])} for lab in CARDIAC_LABELS],
+        "labels": card_labels(CARDIAC_LABELS),
         "preprocessing": {"slices": "short-axis slices, one network sample each",
                           "crop": "heart-centred box from a coarse whole-slice pass",
                           "crop_margin": CROP_MARGIN, "min_crop_mm": MIN_CROP_MM},
@@ -310,27 +325,6 @@ def segmenter_card(
 
 
 # ----------------------------------------------------------------------------------- inference
-@dataclass
-class SegmenterOutput:
-    """A segmentation on the input grid.
-
-    Attributes:
-        labels: uint8 label volume on the input grid (modality ``SEG``, ``metadata["segments"]``
-            from the card).
-        probabilities: float32 ``(C, z, y, x)`` softmax on the input grid (C = labels + 1).
-        slice_confidence: ``(z,)`` mean max-probability over the predicted foreground of each
-            slice (over the crop box when a slice has no foreground).
-        frame: the crop box of the second pass (``None`` for the 3D path).
-        timings: seconds per step.
-    """
-
-    labels: Volume
-    probabilities: np.ndarray
-    slice_confidence: np.ndarray
-    frame: Optional[SliceFrame]
-    timings: Dict[str, float] = field(default_factory=dict)
-
-
 def check_segmentation_model(model, expected_labels: Optional[Sequence[str]] = None) -> None:
     """Raise :class:`ModelError` when ``model`` is not a segmenter this workflow can use."""
     card = model.card
@@ -355,13 +349,6 @@ def _check_image(image: Volume) -> None:
     image.require_not_empty("image")
 
 
-def _softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
-    z = logits - logits.max(axis=axis, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=axis, keepdims=True)
-    return z
-
-
 def _predict_probs(model, x: np.ndarray, n_classes: int, batch_size: int, progress, cancel) -> np.ndarray:
     """Softmax ``(z, C, H, W)`` for network-space images ``(z, 1, H, W)``."""
     out = []
@@ -374,14 +361,12 @@ def _predict_probs(model, x: np.ndarray, n_classes: int, batch_size: int, progre
                 f"model {model.card.name} outputs {logits.shape[1]} channels but its card lists "
                 f"{n_classes - 1} labels (+ background)"
             )
-        out.append(_softmax(logits.astype(np.float32)))
+        out.append(softmax(logits.astype(np.float32)))
         report(progress, min(n, s + batch_size) / n, f"slices {min(n, s + batch_size)}/{n}")
     return np.concatenate(out)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
     lab, n = ndimage.label(mask)
     if n <= 1:
         return mask
@@ -414,11 +399,7 @@ def segment_volume(
     check_segmentation_model(model, expected_labels)
     _check_image(image)
     if model.card.spatial_dims == 3:
-        from .ct import segment_ct
-
         return segment_ct(image, model, progress=progress, cancel=cancel)
-    from ..models.layout import apply_spatial_steps
-
     net_image, pipe = apply_spatial_steps(image, model.card)
     if pipe.inverses:
         # a 2D MONAI-layout model: MONAI's reorientation / in-plane spacing first, then the
@@ -436,65 +417,81 @@ def segment_volume(
     return _segment_slices(image, model, progress, cancel, batch_size, two_pass)
 
 
+def slice_intensities(array: np.ndarray, card: Any) -> np.ndarray:
+    """``(z, y, x)`` intensities normalised as a 2D segmenter's card says (float32).
+
+    ``percentile`` cards (the cardiac models) go through :func:`.preprocess.normalize_intensity`,
+    the rule they were trained with (defaults 1 / 99, a flat volume maps to zeros); every other
+    kind through :func:`clinicalai.models.layout.normalize_intensity`.
+    """
+    norm = card.input.normalization
+    if norm.kind == "percentile":  # per volume, clipped (the cardiac models' rule)
+        return normalize_intensity(array, norm.lower or 1.0, norm.upper or 99.0)
+    return card_normalization(array, norm)
+
+
 def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two_pass: bool) -> SegmenterOutput:
-    """The slice pipeline of :func:`segment_volume` (2D model, slices along z of ``image``)."""
+    """The slice pipeline of :func:`segment_volume` (2D model, slices along z of ``image``):
+    normalise, coarse pass on the whole slice, fine pass on the heart crop, back to the grid."""
     t0 = time.perf_counter()
     timings: Dict[str, float] = {}
     card = model.card
     n_classes = len(card.labels) + 1
     out_size = tuple(card.input.size or NETWORK_SIZE)
-    shape = image.shape
-    spacing = image.spacing
-    from ..models.layout import normalize_intensity as card_normalization
-    from .preprocess import normalize_intensity
-
-    if card.input.normalization.kind == "percentile":  # per volume, clipped (the cardiac models' rule)
-        lo, hi = ((card.input.normalization.lower or 1.0), (card.input.normalization.upper or 99.0))
-        norm = normalize_intensity(image.array, lo, hi)
-    else:
-        norm = card_normalization(image.array, card.input.normalization)
-    frame = frame_for_volume(shape, spacing=spacing, out_size=out_size)
+    norm = slice_intensities(image.array, card)
+    frame = frame_for_volume(image.shape, spacing=image.spacing, out_size=out_size)
     timings["preprocess_s"] = time.perf_counter() - t0
+
+    def run(frame, start: float, end: float) -> np.ndarray:
+        x = to_network(norm, frame, "image", normalize=False)[:, None]
+        return _predict_probs(model, x, n_classes, batch_size, scaled(progress, start, end), cancel)
+
     report(progress, 0.02, "coarse pass")
     t = time.perf_counter()
-    probs = _predict_probs(model, to_network(norm, frame, "image", normalize=False)[:, None], n_classes,
-                           batch_size, scaled(progress, 0.02, 0.45 if two_pass else 0.9), cancel)
+    probs = run(frame, 0.02, 0.45 if two_pass else 0.9)
     timings["coarse_s"] = time.perf_counter() - t
     if two_pass:
         t = time.perf_counter()
-        coarse = from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest")
-        fg = _largest_component(coarse > 0)
+        fg = _heart_from_coarse(probs, frame, image.shape)
         if fg.any():
-            frame = frame_from_mask(fg, spacing, out_size=out_size)
+            frame = frame_from_mask(fg, image.spacing, out_size=out_size)
             timings["crop_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            probs = _predict_probs(model, to_network(norm, frame, "image", normalize=False)[:, None], n_classes,
-                                   batch_size, scaled(progress, 0.45, 0.9), cancel)
+            probs = run(frame, 0.45, 0.9)
             timings["fine_s"] = time.perf_counter() - t
     check_cancel(cancel)
     t = time.perf_counter()
     report(progress, 0.92, "mapping back onto the image grid")
-    prob_in = from_network(np.moveaxis(probs, 1, 0), frame, shape, kind="probabilities", num_classes=n_classes)
-    labels = prob_in.argmax(0).astype(np.uint8)
-    values = np.array([0] + [lab.value for lab in card.labels], np.uint8)
-    labels = values[labels]  # channel i is the i-th label of the card
-    maxp = prob_in.max(0)
-    fg = labels > 0
-    box = np.zeros(shape[1:], bool)
-    box[max(frame.y0, 0):frame.y0 + frame.height, max(frame.x0, 0):frame.x0 + frame.width] = True
-    conf = np.empty(shape[0], np.float32)
-    for k in range(shape[0]):
-        region = fg[k] if fg[k].any() else box
-        conf[k] = float(maxp[k][region].mean())
-    segments = [{"name": lab.name, "value": lab.value, "color": tuple(lab.color) if lab.color else (0.5, 0.5, 0.5)}
-                for lab in card.labels]
-    out = image.with_array(labels, modality="SEG", units="label",
-                           metadata={"segments": segments, "model": card.name,
-                                     "source": image.metadata.get("source")})
+    out = _slices_to_grid(probs, frame, image, card)
     timings["postprocess_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
+    out.timings = timings
     report(progress, 1.0, "segmentation done")
-    return SegmenterOutput(labels=out, probabilities=prob_in, slice_confidence=conf, frame=frame, timings=timings)
+    return out
+
+
+def _heart_from_coarse(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]) -> np.ndarray:
+    """The coarse pass's largest foreground component ``(z, y, x)`` bool on the input grid
+    (``probs``: ``(z, C, H, W)`` in network space): what the fine pass is cropped on."""
+    coarse = from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest")
+    return _largest_component(coarse > 0)
+
+
+def _slices_to_grid(probs: np.ndarray, frame: SliceFrame, image: Volume, card: Any) -> SegmenterOutput:
+    """Network-space softmax ``(z, C, H, W)`` -> labels (card values), probabilities and
+    per-slice confidence on ``image``'s grid (confidence over the crop box where a slice has
+    no foreground)."""
+    shape = image.shape
+    prob_in = from_network(np.moveaxis(probs, 1, 0), frame, shape, kind="probabilities", num_classes=len(card.labels) + 1)
+    values = np.array([0] + [lab.value for lab in card.labels], np.uint8)
+    labels = values[prob_in.argmax(0).astype(np.uint8)]  # channel i is the i-th label of the card
+    box = np.zeros(shape[1:], bool)
+    box[max(frame.y0, 0):frame.y0 + frame.height, max(frame.x0, 0):frame.x0 + frame.width] = True
+    conf = slice_confidence(prob_in.max(0), labels > 0, box)
+    out = image.with_array(labels, modality="SEG", units="label",
+                           metadata={"segments": card_segments(card), "model": card.name,
+                                     "source": image.metadata.get("source")})
+    return SegmenterOutput(labels=out, probabilities=prob_in, slice_confidence=conf, frame=frame)
 
 
 __all__ = [

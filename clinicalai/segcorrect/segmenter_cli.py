@@ -12,8 +12,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from ..errors import InputError
+from ..errors import ClinicalAIError, InputError
+from ..models import check_model_output
 from ..models.device import add_device_arg
+from ..progress import ConsoleProgress
+from . import ARCHITECTURES
+
+# .segmenter is imported inside run_train_segmenter: the CLI registers this command at startup,
+# and the segmenter module brings in scipy, MONAI transforms and the networks, which only
+# training needs.
 
 DEMO_COMMAND = (
     "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
@@ -32,8 +39,6 @@ def _channels(text: str) -> List[int]:
 
 
 def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
-    from .segmenter import ARCHITECTURES
-
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="DIR", help="ACDC folder (patientNNN/Info.cfg, _frameXX.nii.gz and _gt)")
     src.add_argument("--phantoms", type=int, metavar="N", help="train on N synthetic cardiac phantoms (ED/ES alternating)")
@@ -52,8 +57,6 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_train_segmenter(args: argparse.Namespace) -> int:
-    from ..models import check_model_output
-    from ..progress import ConsoleProgress
     from .segmenter import train_segmenter
 
     out = check_model_output(args.output)
@@ -105,8 +108,6 @@ def register_train_segmenter(commands) -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Standalone entry (``python -m clinicalai.segcorrect.segmenter_cli``), errors as one line."""
-    from ..errors import ClinicalAIError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="clinicalai train segmenter")
     add_train_segmenter_arguments(parser)

@@ -19,7 +19,10 @@ legitimately lack the RV or the LV cavity, and an empty slice is valid):
   ``pinhole_pixels`` (default 2: single-pixel gaps where the RV crescent meets the myocardium
   are a rasterisation artefact of two touching shapes, seen in manual masks too).
 
-Touching uses 4-connectivity (pixels sharing an edge).
+Touching uses 4-connectivity (pixels sharing an edge). The default label values are the
+ACDC ones (:data:`~.labels.CARDIAC_VALUES`).
+
+Beside validity, the gate measures how far a correction moves a slice: :func:`label_dice`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-#: default label values (ACDC): name -> value
-CARDIAC_VALUES: Dict[str, int] = {"RV": 1, "MYO": 2, "LV": 3}
+from .labels import CARDIAC_VALUES
 
 CRITERIA = (
     "rv_one_component", "myo_one_component", "lv_one_component",
@@ -151,3 +153,18 @@ def cardiac_values_from_labels(labels: Sequence[Mapping[str, object]]) -> Dict[s
     if missing:
         raise KeyError(", ".join(missing))
     return {n: by_name[n] for n in CARDIAC_VALUES}
+
+
+def label_dice(a: np.ndarray, b: np.ndarray, values: Sequence[int]) -> float:
+    """Mean Dice over the label ``values`` present in ``a`` or ``b`` (1.0 when both are empty)."""
+    scores = []
+    for v in values:
+        x, y = a == v, b == v
+        total = int(x.sum()) + int(y.sum())
+        if total:
+            scores.append(2.0 * int((x & y).sum()) / total)
+    return float(np.mean(scores)) if scores else 1.0
+
+
+__all__ = ["CARDIAC_VALUES", "CRITERIA", "SliceValidity", "cardiac_values_from_labels", "check_slice", "check_volume",
+           "label_dice", "validity_rate"]

@@ -1,0 +1,95 @@
+"""What the segmenters give back, shared by the 2D (:mod:`.segmenter`) and 3D (:mod:`.ct`) paths.
+
+:class:`SegmenterOutput` (a segmentation on the input grid), :class:`TrainResult` (a trained
+network and its card), and the two steps both paths end with: :func:`softmax` of the
+network's logits and :func:`slice_confidence` of the probabilities. This module sits below
+both so that neither imports the other for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..models.card import segments_from_card
+from ..volume import Volume
+from .labels import UNSET_COLOR
+from .preprocess import SliceFrame
+
+
+@dataclass
+class TrainResult:
+    """What :func:`~.segmenter.train_segmenter` (and :func:`~.ct.train_ct_segmenter`) give back.
+
+    Attributes:
+        module: the network with the best validation weights (eval mode).
+        card: the model card (dict) written beside the weights.
+        best_val_dice: mean foreground Dice on the validation slices at the best epoch.
+        history: per epoch ``{"epoch", "loss", "val_dice"}``.
+        path: the saved ``.pt`` file (``None`` when not saved).
+    """
+
+    module: Any
+    card: Dict[str, Any]
+    best_val_dice: float
+    history: List[Dict[str, float]] = field(default_factory=list)
+    path: Optional[Path] = None
+    seconds: float = 0.0
+
+
+@dataclass
+class SegmenterOutput:
+    """A segmentation on the input grid.
+
+    Attributes:
+        labels: uint8 label volume on the input grid (modality ``SEG``, ``metadata["segments"]``
+            from the card).
+        probabilities: float32 ``(C, z, y, x)`` softmax on the input grid (C = labels + 1).
+        slice_confidence: ``(z,)`` mean max-probability over the predicted foreground of each
+            slice (over the crop box when a slice has no foreground).
+        frame: the crop box of the second pass (``None`` for the 3D path).
+        timings: seconds per step.
+    """
+
+    labels: Volume
+    probabilities: np.ndarray
+    slice_confidence: np.ndarray
+    frame: Optional[SliceFrame]
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    """Softmax of float ``logits`` along ``axis`` (the class axis), in place on a shifted copy.
+
+    ``(N, C, ...)`` network outputs use ``axis=1``; one volume's ``(C, z, y, x)`` uses ``axis=0``.
+    """
+    z = logits - logits.max(axis=axis, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=axis, keepdims=True)
+    return z
+
+
+def slice_confidence(max_probability: np.ndarray, foreground: np.ndarray,
+                     fallback: Optional[np.ndarray] = None) -> np.ndarray:
+    """Per slice ``(z,)`` float32: mean of ``max_probability`` ``(z, y, x)`` over the slice's
+    ``foreground`` ``(z, y, x)``, or over ``fallback`` ``(y, x)`` (default the whole slice) where
+    a slice has no foreground: how sure the network was of what it drew."""
+    conf = np.empty(max_probability.shape[0], np.float32)
+    for k in range(max_probability.shape[0]):
+        if foreground[k].any():
+            conf[k] = float(max_probability[k][foreground[k]].mean())
+        else:
+            conf[k] = float(max_probability[k].mean() if fallback is None else max_probability[k][fallback].mean())
+    return conf
+
+
+def card_segments(card: Any) -> List[Dict[str, Any]]:
+    """``Volume.metadata["segments"]`` of a segmenter's output: the card's labels, grey
+    (:data:`~.labels.UNSET_COLOR`) where the card gives no colour, no terminology."""
+    return segments_from_card(card, default_color=UNSET_COLOR, terminology=False)
+
+
+__all__ = ["SegmenterOutput", "TrainResult", "card_segments", "slice_confidence", "softmax"]
