@@ -64,7 +64,7 @@ from scipy import ndimage
 
 from ..volume import Volume
 from .brain import BACKGROUND, CSF, GREY, SKULL, WHITE, BrainCase
-from .pet import F18_HALF_LIFE_S, PetCase, pet_tags
+from .pet import F18_HALF_LIFE_S, LABELS, PetCase, pet_tags
 
 #: first entry of every seed sequence of this family ("MNI" in ASCII)
 MNI_SEED_TAG = 0x4D4E49
@@ -520,7 +520,7 @@ def mni_pet_case(
         suv=grid.with_array(suv_img.astype(np.float32), modality="PT", units="SUV"),
         brain_mask=grid.with_array(brain.astype(np.uint8), modality="SEG", units="label", metadata=seg("brain", (0.9, 0.9, 0.6))),
         lesion=grid.with_array(lesion_mask.astype(np.uint8), modality="SEG", units="label",
-                               metadata=seg("recurrence" if recurrence else "treatment-related change", (1.0, 0.3, 0.1))),
+                               metadata=seg(LABELS[int(bool(recurrence))], (1.0, 0.3, 0.1))),
         label=int(bool(recurrence)), scanner="MNI", tbr_true=float(tbr), info=info,
     )
 

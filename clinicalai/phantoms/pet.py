@@ -35,6 +35,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..pet.classes import LABELS
 from ..outputs import atomic_output, write_csv
 from ..volume import Volume, write_volume
 from ..volume.dicom_writer import check_series_folder
@@ -42,7 +43,6 @@ from ..volume.dicom_writer import check_series_folder
 #: F-18 half-life in seconds (DICOM RadionuclideHalfLife)
 F18_HALF_LIFE_S = 6586.2
 
-LABELS = {0: "treatment-related change", 1: "recurrence"}
 
 
 @dataclass(frozen=True)
