@@ -100,7 +100,7 @@ def test_training_card_cam_layer_exists_for_a_two_block_cnn3d():
     assert _cam_layer(study, PET_CAM_LAYERS["cnn3d"]) == "features.6"
 
 
-@pytest.mark.parametrize("arch, size", [("cnn3d", (64, 64, 40)), ("resnet10", (32, 32, 24)), ("senet", (32, 32, 24))])
+@pytest.mark.parametrize("arch, size", [("cnn3d", (64, 64, 40)), ("resnet10", (32, 32, 24)), ("senet", (64, 64, 40))])
 def test_one_cam_layer_rule_gives_the_architectures_last_block(arch, size):
     """AttributionViewer and PetRecurrence share one default Grad-CAM layer rule; on the study's
     networks it names the block of :data:`PET_CAM_LAYERS` (a stack that pools after its last
