@@ -35,14 +35,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
-from ..pet.classes import LABELS
 from ..outputs import atomic_output, write_csv
+from ..pet.classes import LABELS  # the engine's class names: label -> name
 from ..volume import Volume, write_volume
 from ..volume.dicom_writer import check_series_folder
 
 #: F-18 half-life in seconds (DICOM RadionuclideHalfLife)
 F18_HALF_LIFE_S = 6586.2
-
 
 
 @dataclass(frozen=True)
