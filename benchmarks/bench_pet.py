@@ -36,6 +36,7 @@ def main(argv=None) -> int:
     from clinicalai.models import load_model, save_model
     from clinicalai.networks import build_network
     from clinicalai.networks.pet_cnns import PET_CAM_LAYERS, pet_architecture
+    from clinicalai.pet.classes import CLASSES
     from clinicalai.pet.preprocess import FULL_SIZE_XYZ, FULL_SPACING_MM, describe_input, preprocess_from_card
     from clinicalai.pet.workflow import bundled_pet_models, gradcam_tensor, predict_pet
     from clinicalai.phantoms.pet import pet_case
@@ -63,7 +64,7 @@ def main(argv=None) -> int:
             card = {"name": f"bench-{args.arch}-fold{f}", "task": "classification",
                     "architecture": {"name": name, "kwargs": kwargs},
                     "input": describe_input(FULL_SPACING_MM, FULL_SIZE_XYZ),
-                    "classes": ["treatment-related change", "recurrence"], "cam_layer": PET_CAM_LAYERS[args.arch]}
+                    "classes": CLASSES, "cam_layer": PET_CAM_LAYERS[args.arch]}
             paths.append(save_model(build_network(name, kwargs), card, tmp / f"bench-{args.arch}-fold{f}.pt"))
     else:
         paths = bundled_pet_models()[: args.folds]

@@ -3,7 +3,15 @@
 import numpy as np
 import pytest
 
-from clinicalai.attribution.metrics import choose_threshold, map_correlation, score_map, summarize_scores
+from clinicalai.attribution.metrics import (
+    HEADLINE_KEYS,
+    SCORE_KEYS,
+    TABLE_KEYS,
+    choose_threshold,
+    map_correlation,
+    score_map,
+    summarize_scores,
+)
 from clinicalai.errors import InputError
 from clinicalai.volume import Volume
 
@@ -137,3 +145,13 @@ def test_map_correlation():
 def test_summarize_scores_skips_missing():
     s = summarize_scores([{"dice": 0.5, "auroc": None}, {"dice": 1.0, "auroc": 0.8}], keys=("dice", "auroc"))
     assert s["dice"]["mean"] == pytest.approx(0.75) and s["auroc"]["n"] == 1
+
+
+def test_metric_key_lists_name_score_map_entries():
+    """The one list of metric names: every key is a ``score_map`` entry, the table and headline
+    lists are subsets of the full one, and ``summarize_scores`` averages the full one."""
+    m, lesion = _case()
+    s = score_map(m, lesion, threshold=0.55)
+    assert set(SCORE_KEYS) <= set(s)
+    assert set(TABLE_KEYS) <= set(SCORE_KEYS) and set(HEADLINE_KEYS) <= set(TABLE_KEYS)
+    assert tuple(summarize_scores([s])) == SCORE_KEYS

@@ -98,3 +98,39 @@ def test_training_card_cam_layer_exists_for_a_two_block_cnn3d():
     assert _cam_layer(net, PET_CAM_LAYERS["cnn3d"]) == "features.2"
     study = build_network("clinicalai.networks.CNN3D", {"channels": [4, 4, 4, 4]})
     assert _cam_layer(study, PET_CAM_LAYERS["cnn3d"]) == "features.6"
+
+
+@pytest.mark.parametrize("arch, size", [("cnn3d", (64, 64, 40)), ("resnet10", (32, 32, 24)), ("senet", (64, 64, 40))])
+def test_one_cam_layer_rule_gives_the_architectures_last_block(arch, size):
+    """AttributionViewer and PetRecurrence share one default Grad-CAM layer rule; on the study's
+    networks it names the block of :data:`PET_CAM_LAYERS` (a stack that pools after its last
+    block, CNN3D's ``features``, gives way to that block)."""
+    from clinicalai.attribution.layers import default_cam_layer
+
+    name, kwargs, _ = PET_ARCHITECTURES[arch]
+    net = build_network(name, kwargs).eval()
+    assert default_cam_layer(net, torch.zeros(1, 1, *size)) == PET_CAM_LAYERS[arch]
+
+
+@pytest.mark.parametrize("model", ["pet-cnn3d-fold0", "pet-cnn3d-fold1", "pet-cnn3d-fold2", "brain-lesion-classifier"])
+def test_bundled_cards_name_the_default_cam_layer(model):
+    """The bundled classifiers' cards name the layer the rule finds (PET folds: the demo CNN3D's
+    last block ``features.2``; the brain-lesion classifier: ``layer4``)."""
+    from clinicalai.attribution.layers import default_cam_layer
+    from clinicalai.models import bundled_model, load_model
+
+    m = load_model(bundled_model(model), device="cpu")
+    size = tuple(m.card.input.size or (32, 32))
+    x = torch.zeros(1, m.card.input.channels, *(size if m.card.spatial_dims == 3 else size[::-1]))
+    assert default_cam_layer(m.module, x) == m.card.cam_layer
+
+
+def test_pet_class_names_are_defined_once():
+    """The phantoms' labels and the training cards take the engine's class names."""
+    from clinicalai.pet.classes import CLASSES, LABELS, POSITIVE_CLASS
+    from clinicalai.pet.train import LABEL_WORDS
+    from clinicalai.phantoms.pet import LABELS as PHANTOM_LABELS
+
+    assert CLASSES == ["treatment-related change", "recurrence"] and POSITIVE_CLASS == "recurrence"
+    assert PHANTOM_LABELS is LABELS and LABELS == {0: "treatment-related change", 1: "recurrence"}
+    assert all(LABEL_WORDS[name] == k for k, name in LABELS.items())

@@ -10,13 +10,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli import add_common_model_args
 from ..errors import InputError, argument_errors_as_input_errors
+from ..outputs import write_json
+from ..progress import ConsoleProgress, print_warnings
+
+# The workflows are imported inside the handlers: the command line imports every
+# area's commands module to build ``clinicalai --help``, which stays fast that way.
 
 DEMO_MODEL = "brain-lesion-classifier"
 
 
 def register(commands) -> None:
-    from ..cli import add_common_model_args
     from .methods import METHODS
 
     p = commands.top.add_parser(
@@ -81,11 +86,9 @@ def _model_path(arg):
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from ..models import load_model
-    from ..outputs import write_json
-    from ..progress import ConsoleProgress, print_warnings
     from ..volume import read_volume, write_volume
     from .core import attribute
-    from .metrics import score_map
+    from .metrics import SCORE_KEYS, score_map
 
     image = read_volume(args.image)
     lesion = read_volume(args.lesion) if args.lesion else None
@@ -127,7 +130,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     print(f"{result.method} map of class '{result.target_name}' -> {args.out}   ({what}: {probs})")
     if lesion is not None:
         s = record["scores"]
-        print("  ".join(f"{k} {_fmt(s[k])}" for k in ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share")))
+        print("  ".join(f"{k} {_fmt(s[k])}" for k in SCORE_KEYS))
     print_warnings(result.warnings)
     return 0
 
@@ -146,7 +149,6 @@ def _fmt(v) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..models import save_model
-    from ..progress import ConsoleProgress
     from .constrained import evaluate_models, train_classifier
 
     if args.out.suffix != ".pt":
@@ -179,8 +181,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..models import load_model
-    from ..outputs import write_json
-    from ..progress import ConsoleProgress
     from .constrained import evaluate_models, format_table
 
     specs = args.model or [_model_path(None)]

@@ -36,8 +36,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..networks import build_network
+from ..phantoms.brain import brain_case, brain_dataset
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from .core import attribute
+from .metrics import TABLE_KEYS, choose_threshold, score_map, summarize_scores
 from .preprocess import normalize_intensity
+from .tissue import tissue_probability_maps
 
 CONSTRAINTS = ("none", "gradient", "expected-gradients")
 INPUT_MODES = ("intensity", "tpm")
@@ -67,41 +72,6 @@ def architecture(input_channels: int = 1) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- input maps
-def tissue_probability_maps(image: np.ndarray, n_classes: int = 3, seed: int = 0) -> np.ndarray:
-    """Tissue probability maps ``(n_classes + 1, *shape)`` of one volume, instead of raw
-    intensities: a Gaussian mixture (scikit-learn) fitted to the head's intensities after
-    division by the head's median (brightest 3 % excluded from the fit), classes ordered by mean (CSF, grey,
-    white matter), and a last
-    "atypical" channel: the probability that a voxel lies more than 3 standard deviations from
-    every tissue class (what no healthy tissue explains, e.g. a hyperintense lesion). Removes
-    scale and bias differences between scans, as in the source thesis.
-    """
-    from sklearn.mixture import GaussianMixture
-
-    a = np.asarray(image, dtype=np.float32)
-    head = a > 0.2 * float(np.percentile(a, 99))
-    a = a / float(np.median(a[head]))  # scale-free; bright lesions are not clipped
-    values = a[head]
-    if values.size < 10 * n_classes:
-        raise InputError("the image has too few voxels above background for tissue probability maps")
-    rng = np.random.default_rng(seed)
-    # the brightest 3 % are left out of the fit so a (small) lesion cannot claim a component
-    values = values[values <= np.percentile(values, 97)].reshape(-1, 1)
-    sample = values[rng.choice(len(values), size=min(len(values), 20000), replace=False)]
-    gmm = GaussianMixture(n_components=n_classes + 1, random_state=seed).fit(sample)
-    order = np.argsort(gmm.means_.ravel())[1:]  # drop the darkest component (skull/partial volume)
-    means = gmm.means_.ravel()[order]
-    sds = np.sqrt(gmm.covariances_.reshape(-1)[order])
-    post = gmm.predict_proba(a.reshape(-1, 1))[:, order]
-    post = post / np.maximum(post.sum(1, keepdims=True), 1e-8)
-    # two-sided tail probability of the closest class: small -> atypical
-    z = np.min(np.abs(a.reshape(-1, 1) - means) / sds, axis=1)
-    atypical = np.clip((z - 3.0) / 3.0, 0.0, 1.0) * (a.reshape(-1) > means.max())
-    out = np.concatenate([post * (1 - atypical[:, None]), atypical[:, None]], axis=1)
-    out[~head.reshape(-1)] = 0.0
-    return np.moveaxis(out.reshape(*a.shape, n_classes + 1), -1, 0).astype(np.float32)
-
-
 def volume_channels(image: np.ndarray, input_mode: str = "intensity") -> np.ndarray:
     """``(C, z, y, x)`` network channels of one volume for ``input_mode``."""
     if input_mode == "intensity":
@@ -152,15 +122,11 @@ def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesio
 
 def make_cases(n: int, seed: int, shape=DEFAULT_SHAPE):
     """``n`` phantoms, alternately healthy and pathological, at the demo geometry."""
-    from ..phantoms.brain import brain_dataset
-
     return brain_dataset(n, seed=seed, shape=shape, spacing=PHANTOM_SPACING, lesion_radius_mm=LESION_RADIUS_MM)
 
 
 def phantom(seed: int, pathological: bool):
     """One phantom at the demo geometry."""
-    from ..phantoms.brain import brain_case
-
     return brain_case(seed, shape=DEFAULT_SHAPE, spacing=PHANTOM_SPACING, pathological=pathological,
                       lesion_radius_mm=LESION_RADIUS_MM)
 
@@ -233,14 +199,7 @@ def train_classifier(
     """
     import torch
 
-    from ..networks import build_network
-
-    if constraint not in CONSTRAINTS:
-        raise InputError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
-    if input_mode not in INPUT_MODES:
-        raise InputError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
-    if epochs < 1 or n_cases < 2:
-        raise InputError("training needs at least 1 epoch and 2 cases")
+    _check_training_options(constraint, input_mode, epochs, n_cases)
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -256,8 +215,8 @@ def train_classifier(
     module = build_network(arch["name"], arch["kwargs"])
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     pos_weight = torch.tensor((len(y_all) - n_pos) / n_pos)
-    bce = torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    healthy_all = x_all[y_all == 0]
+    step = _Step(module, opt, torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight), constraint, alpha, t,
+                 constraint_batch, x_all[y_all == 0])
     history = []
     steps_per_epoch = max(1, math.ceil(len(y_all) / batch_size))
     for epoch in range(epochs):
@@ -267,36 +226,79 @@ def train_classifier(
         for s in range(steps_per_epoch):
             check_cancel(cancel)
             idx = torch.from_numpy(order[s * batch_size:(s + 1) * batch_size])
-            xb, yb = x_all[idx], y_all[idx]
-            logits = module(xb)[:, 0]
-            loss = bce(logits, yb)
-            sums["bce"] += float(loss.detach())
-            # double backprop is the cost of training (~10x a plain step on a CPU): the barrier
-            # is estimated on up to ``constraint_batch`` healthy slices of each batch
-            healthy = xb[yb == 0][:constraint_batch]
-            if constraint != "none" and len(healthy) > 0:
-                refs = healthy_all[torch.randint(0, len(healthy_all), (len(healthy),))]
-                a = training_attribution(module, healthy, constraint, references=refs)
-                z = a.abs().flatten(1).mean(1)
-                penalty = log_barrier(z, t).mean()
-                loss = loss + alpha * penalty
-                sums["barrier"] += float(penalty.detach())
-                sums["z"] += float(z.detach().mean())
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            for k, v in step(x_all[idx], y_all[idx]).items():
+                sums[k] += v
             report(progress, (epoch + (s + 1) / steps_per_epoch) / epochs, f"epoch {epoch + 1}/{epochs}")
         history.append({k: v / steps_per_epoch for k, v in sums.items()} | {"epoch": epoch + 1})
     module.eval()
     seconds = time.perf_counter() - started
-    card = {
+    card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode, n_cases, shape, seed, len(y_all),
+                            int(n_pos), {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size,
+                                         "constraint_batch": constraint_batch, "lr": lr},
+                            seconds, history)
+    return TrainResult(module, card, history, seconds)
+
+
+def _check_training_options(constraint: str, input_mode: str, epochs: int, n_cases: int) -> None:
+    if constraint not in CONSTRAINTS:
+        raise InputError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
+    if input_mode not in INPUT_MODES:
+        raise InputError(f"input mode must be one of {', '.join(INPUT_MODES)}, got {input_mode!r}")
+    if epochs < 1 or n_cases < 2:
+        raise InputError("training needs at least 1 epoch and 2 cases")
+
+
+@dataclass
+class _Step:
+    """One optimisation step of the constrained classifier on a batch ``(B, C, y, x)``:
+    weighted BCE, plus ``alpha`` x the log-barrier of the healthy slices' mean |attribution|."""
+
+    module: Any
+    opt: Any
+    bce: Any
+    constraint: str
+    alpha: float
+    t: float
+    constraint_batch: int
+    healthy_all: Any  # every healthy training slice: the Expected Gradients references
+
+    def __call__(self, xb, yb) -> Dict[str, float]:
+        """The step's losses ``bce``, ``barrier`` and mean attribution ``z`` (0 unconstrained)."""
+        import torch
+
+        logits = self.module(xb)[:, 0]
+        loss = self.bce(logits, yb)
+        out = {"bce": float(loss.detach()), "barrier": 0.0, "z": 0.0}
+        # double backprop is the cost of training (~10x a plain step on a CPU): the barrier
+        # is estimated on up to ``constraint_batch`` healthy slices of each batch
+        healthy = xb[yb == 0][:self.constraint_batch]
+        if self.constraint != "none" and len(healthy) > 0:
+            refs = self.healthy_all[torch.randint(0, len(self.healthy_all), (len(healthy),))]
+            a = training_attribution(self.module, healthy, self.constraint, references=refs)
+            z = a.abs().flatten(1).mean(1)
+            penalty = log_barrier(z, self.t).mean()
+            loss = loss + self.alpha * penalty
+            out["barrier"] = float(penalty.detach())
+            out["z"] = float(z.detach().mean())
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return out
+
+
+def _classifier_card(arch: Dict[str, Any], channels: int, constraint: str, input_mode: str, n_cases: int,
+                     shape: Sequence[int], seed: int, n_slices: int, n_lesion_slices: int,
+                     hyper: Dict[str, Any], seconds: float, history: List[Dict[str, float]]) -> Dict[str, Any]:
+    """The trained classifier's model card (``hyper``: alpha, t, epochs, batch_size,
+    constraint_batch, lr, recorded under ``training``)."""
+    return {
         "name": f"brain-lesion-classifier-{constraint}" + ("-tpm" if input_mode == "tpm" else ""),
         "version": "1.0.0",
         "task": "classification",
         "format": "state_dict",
         "architecture": arch,
         "spatial_dims": 2,
-        "input": {"channels": int(x_all.shape[1]), "normalization": dict(NORMALIZATION),
+        "input": {"channels": channels, "normalization": dict(NORMALIZATION),
                   "input_mode": input_mode, "modality": "MR"},
         "classes": list(CLASSES),
         "cam_layer": "layer4",
@@ -304,14 +306,13 @@ def train_classifier(
         "synthetic_demo": True,
         "training": {
             "data": f"{n_cases} brain-lesion phantoms {list(shape)} (seed {seed}), axial slices",
-            "slices": len(y_all), "lesion_slices": int(n_pos),
-            "constraint": constraint, "alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size,
-            "constraint_batch": constraint_batch, "input_mode": input_mode,
-            "lr": lr, "seed": seed, "seconds": round(seconds, 1),
+            "slices": n_slices, "lesion_slices": n_lesion_slices,
+            "constraint": constraint, "alpha": hyper["alpha"], "t": hyper["t"], "epochs": hyper["epochs"],
+            "batch_size": hyper["batch_size"], "constraint_batch": hyper["constraint_batch"], "input_mode": input_mode,
+            "lr": hyper["lr"], "seed": seed, "seconds": round(seconds, 1),
             "final": history[-1] if history else {},
         },
     }
-    return TrainResult(module, card, history, seconds)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -328,8 +329,6 @@ def slice_auc(module, data: SliceSet) -> float:
 def lesion_maps(module, cases, method: str, input_mode: str = "intensity", card=None) -> List[np.ndarray]:
     """The lesion-class maps of pathological ``cases``, whole volumes ``(z, y, x)``, slice by
     slice through :func:`clinicalai.attribution.attribute` (max-abs normalised per volume)."""
-    from .core import attribute
-
     maps = []
     for case in cases:
         options: Dict[str, Any] = {}
@@ -368,8 +367,6 @@ def evaluate_models(
     slice classification AUC. ``methods``: name -> attribution method (default: the model's
     training constraint, gradient for an unconstrained model).
     """
-    from .metrics import choose_threshold, score_map, summarize_scores
-
     val = [phantom(seed + i, pathological=True) for i in range(n_val)]
     test = [phantom(seed + 5000 + i, pathological=True) for i in range(n_test)]
     test_healthy = [phantom(seed + 9000 + i, pathological=False) for i in range(n_test)]
@@ -397,7 +394,7 @@ def evaluate_models(
 
 def format_table(results: Dict[str, Dict[str, Any]]) -> str:
     """A Markdown table: Dice, AUROC, pAUC, AUPRC, pointing game (mean +/- sd), slice AUC."""
-    keys = ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game")
+    keys = TABLE_KEYS
     head = "| model | method | " + " | ".join(keys) + " | slice AUC |"
     lines = [head, "|" + "---|" * (len(keys) + 3)]
     for name, r in results.items():

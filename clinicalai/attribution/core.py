@@ -18,7 +18,10 @@ import numpy as np
 from ..errors import InputError, ModelError
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
-from .methods import get_method
+from ..models import LoadedModel, load_model, parse_card
+from ..models.fit import input_warnings
+from .methods import _as_logits, get_method
+from .metrics import map_correlation
 from .preprocess import Prepared, prepare_input
 
 NORMALIZATIONS = ("none", "max-abs", "percentile")
@@ -103,8 +106,6 @@ def normalize_map(arr: np.ndarray, normalization: str = "max-abs"):
 # ---------------------------------------------------------------------------- model handling
 def _model_parts(model, card):
     """``(torch module or None, forward callable for perturbations, card, device)``."""
-    from ..models import LoadedModel, load_model, parse_card
-
     if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
         model = load_model(model)
     if isinstance(card, dict):
@@ -213,11 +214,44 @@ def attribute(
         options: method options (``n_steps``, ``baseline``, ``n_samples``, ``nt_samples``,
             ``noise_level``, ``patch``, ``stride``, ``internal_batch_size``, ``seed``).
     """
-    import torch
-
     t0 = time.perf_counter()
     cls = get_method(method)
     module, fn, card, device = _model_parts(model, card)
+    _check_method_fits(cls, module, layer)
+    report(progress, 0.0, "preparing the input")
+    prep: Prepared = prepare_input(volume, card, device=device if module is not None else "cpu")
+    timings = {"preprocess": time.perf_counter() - t0}
+    check_cancel(cancel)
+
+    n_logits, probs, names = _predict(module, fn, prep.tensor, card)
+    cls_index = _resolve_class(target, names, probs, prep.slicewise)
+    # output index and sign: a one-logit head explains -logit for class 0
+    out_index, sign = (0, 1.0 if cls_index == 1 else -1.0) if n_logits == 1 else (cls_index, 1.0)
+    opts = _method_options(cls, card, layer, references, prep.tensor, options)
+
+    report(progress, 0.1, f"{cls.name}")
+    t1 = time.perf_counter()
+    impl = cls(module if module is not None else fn, sign=sign)
+    net_map = _run_method(impl, prep, out_index, opts, progress, cancel)
+    timings["attribution"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    first = volume if isinstance(volume, Volume) else list(volume)[0]
+    out_vol, scale, norm_name = _map_on_input_grid(prep, net_map, first, normalization, cls.name, names[cls_index])
+    timings["inverse"] = time.perf_counter() - t2
+    timings["total"] = time.perf_counter() - t0
+    report(progress, 1.0, "done")
+    return AttributionMap(
+        volume=out_vol, method=cls.name, target=cls_index, target_name=names[cls_index],
+        signed=cls.signed, normalization=norm_name, options=_jsonable(_recorded_options(opts)), timings=timings,
+        prediction=_prediction(names, probs, prep.slicewise), layer=getattr(impl, "layer", None), scale=scale,
+        warnings=input_warnings(first, [card] if card is not None else []),
+    )
+
+
+# ---------------------------------------------------------------------------- steps of attribute
+def _check_method_fits(cls, module, layer: Optional[str]) -> None:
+    """Refuse a gradient method on an ONNX model and a layer for a method without one."""
     if module is None and cls.needs_gradients:
         raise ModelError(
             f"{cls.name} needs gradients, which an ONNX model cannot give; use a .pt model "
@@ -225,13 +259,11 @@ def attribute(
         )
     if layer is not None and not cls.layer_based:
         raise InputError(f"{cls.name} does not use a layer (only gradcam and gradcam++ do)")
-    report(progress, 0.0, "preparing the input")
-    prep: Prepared = prepare_input(volume, card, device=device if module is not None else "cpu")
-    x = prep.tensor
-    timings = {"preprocess": time.perf_counter() - t0}
-    check_cancel(cancel)
 
-    from .methods import _as_logits
+
+def _predict(module, fn, x, card):
+    """``(number of logits, probabilities (N, n_classes), class names)`` of the network on ``x``."""
+    import torch
 
     with torch.no_grad():
         logits = _as_logits(module(x) if module is not None else torch.from_numpy(np.asarray(fn(x.numpy()))))
@@ -240,9 +272,13 @@ def attribute(
     names = _class_names(card, k)
     if len(names) != probs.shape[1]:
         raise ModelError(f"the card lists {len(names)} classes but the model has {k} output(s)")
-    cls_index = _resolve_class(target, names, probs, prep.slicewise)
-    # output index and sign: a one-logit head explains -logit for class 0
-    out_index, sign = (0, 1.0 if cls_index == 1 else -1.0) if k == 1 else (cls_index, 1.0)
+    return k, probs, names
+
+
+def _method_options(cls, card, layer: Optional[str], references, x, options: Dict[str, Any]) -> Dict[str, Any]:
+    """The method's options: the CAM layer (argument, else the card's) and the reference
+    volumes prepared like the input ``x`` (baselines of expected / integrated gradients)."""
+    import torch
 
     opts = dict(options)
     if cls.layer_based:
@@ -266,10 +302,19 @@ def attribute(
         raise InputError("baseline 'reference' needs a reference volume (references=...)")
     if cls.name == "expected-gradients" and "references" not in opts:
         raise InputError("expected-gradients needs reference volumes (healthy images) to draw baselines from")
+    return opts
 
-    report(progress, 0.1, f"{cls.name}")
-    t1 = time.perf_counter()
-    impl = cls(module if module is not None else fn, sign=sign)
+
+def _run_method(impl, prep: Prepared, out_index: int, opts: Dict[str, Any],
+                progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    """The method on the network input, channels summed: ``(z, y, x)`` on the network grid.
+
+    A slice model runs in chunks of ``opts["slice_batch"]`` slices (default 16; the option is
+    consumed here so it is not recorded as a method option).
+    """
+    import torch
+
+    x = prep.tensor
     maps = []
     chunk = x.shape[0] if not prep.slicewise else max(1, int(opts.pop("slice_batch", 16)))
     for start in range(0, x.shape[0], chunk):
@@ -281,35 +326,37 @@ def attribute(
             chunk_opts["baseline"] = base[start:start + chunk]
         a = impl.attribute(x[start:start + chunk], target=out_index, **chunk_opts)
         maps.append(a.sum(dim=1).float().cpu().numpy())  # channels summed: (n, *spatial)
-        report(progress, 0.1 + 0.8 * min(1.0, (start + chunk) / x.shape[0]), f"{cls.name} {min(start + chunk, x.shape[0])}/{x.shape[0]}")
+        done = min(start + chunk, x.shape[0])
+        report(progress, 0.1 + 0.8 * min(1.0, (start + chunk) / x.shape[0]), f"{impl.name} {done}/{x.shape[0]}")
     net_map = np.concatenate(maps, axis=0)  # slice model: (z, y, x); 3D: (1, z, y, x)
-    if not prep.slicewise:
-        net_map = net_map[0]
-    timings["attribution"] = time.perf_counter() - t1
+    return net_map if prep.slicewise else net_map[0]
 
-    t2 = time.perf_counter()
+
+def _map_on_input_grid(prep: Prepared, net_map: np.ndarray, first: Volume, normalization: str,
+                       method: str, target_name: str):
+    """``(map Volume on the input grid, normalisation divisor, canonical normalisation name)``."""
     on_input = prep.to_input_grid(net_map)
     arr, scale, norm_name = normalize_map(on_input.array, normalization)
-    first = volume if isinstance(volume, Volume) else list(volume)[0]
     out_vol = first.with_array(arr.astype(np.float32), modality=None, units="attribution", metadata={
-        "attribution": {"method": cls.name, "target": names[cls_index], "normalization": norm_name}})
-    timings["inverse"] = time.perf_counter() - t2
-    timings["total"] = time.perf_counter() - t0
-    report(progress, 1.0, "done")
-    pred = {"classes": names, "probabilities": [float(p) for p in (probs.max(0) if prep.slicewise else probs[0])]}
-    if prep.slicewise:
+        "attribution": {"method": method, "target": target_name, "normalization": norm_name}})
+    return out_vol, scale, norm_name
+
+
+def _prediction(names: List[str], probs: np.ndarray, slicewise: bool) -> Dict[str, Any]:
+    """The class probabilities recorded with a map (a slice model: the highest over slices)."""
+    pred: Dict[str, Any] = {"classes": names,
+                            "probabilities": [float(p) for p in (probs.max(0) if slicewise else probs[0])]}
+    if slicewise:
         pred["per_slice_max"] = True
+    return pred
+
+
+def _recorded_options(opts: Dict[str, Any]) -> Dict[str, Any]:
+    """The options as a result records them: reference tensors named, not stored."""
     opts.pop("references", None)
     if "baseline" in opts and hasattr(opts["baseline"], "shape"):
         opts["baseline"] = "reference"
-    from ..models.fit import input_warnings
-
-    return AttributionMap(
-        volume=out_vol, method=cls.name, target=cls_index, target_name=names[cls_index],
-        signed=cls.signed, normalization=norm_name, options=_jsonable(opts), timings=timings,
-        prediction=pred, layer=getattr(impl, "layer", None), scale=scale,
-        warnings=input_warnings(first, [card] if card is not None else []),
-    )
+    return opts
 
 
 # ---------------------------------------------------------------------------- sanity check
@@ -394,8 +441,6 @@ def randomization_check(
     Similarities are computed on the max-abs-normalised maps over ``mask`` (default: all
     voxels); SSIM on |maps| over the whole grid. ONNX models cannot be randomised.
     """
-    from .metrics import map_correlation
-
     module, fn, card, _ = _model_parts(model, card)
     if module is None:
         raise ModelError("the randomisation check re-initialises weights, which an ONNX model does not expose; use a .pt model")

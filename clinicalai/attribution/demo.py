@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..models import bundled_model, load_model
+from ..outputs import write_json
 from ..progress import ProgressCallback, report
+from ..volume import write_volume
+from .commands import DEMO_MODEL
+from .constrained import _references, phantom
+from .core import attribute, randomization_check
+from .metrics import HEADLINE_KEYS, score_map
 
 #: methods shown by the demo (occlusion with 8-voxel patches keeps it quick)
 DEMO_METHODS = ("gradient", "gradient-x-input", "integrated-gradients", "expected-gradients", "smoothgrad",
@@ -15,14 +22,6 @@ DEMO_METHODS = ("gradient", "gradient-x-input", "integrated-gradients", "expecte
 
 def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
     """Write ``image``, ``lesion`` and one map per method into ``out_dir``; return the scores."""
-    from ..models import bundled_model, load_model
-    from ..outputs import write_json
-    from ..volume import write_volume
-    from .commands import DEMO_MODEL
-    from .constrained import _references, phantom
-    from .core import attribute, randomization_check
-    from .metrics import score_map
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = load_model(bundled_model(DEMO_MODEL), device="cpu")
@@ -44,7 +43,7 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
         write_volume(res.volume, out_dir / f"map_{method.replace('+', 'p')}.nii.gz")
         scores = score_map(res.volume, case.lesion, mask=case.brain_mask, threshold="percentile:98")
         summary["methods"][method] = {k: (round(v, 3) if isinstance(v, float) else v)
-                                      for k, v in scores.items() if k in ("dice", "auroc", "auprc", "pointing_game")}
+                                      for k, v in scores.items() if k in HEADLINE_KEYS}
         summary["methods"][method]["seconds"] = round(res.timings["total"], 2)
     report(progress, len(DEMO_METHODS) / (len(DEMO_METHODS) + 1), "randomisation check")
     check = randomization_check(model, case.image, "gradient", target="lesion", mask=case.brain_mask)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 from ..errors import ModelError
+from ..models.layout import inner_network
 
 _CONV_TYPES_NAMES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "ConvTranspose3d")
 
@@ -21,8 +22,6 @@ def _contains_conv(module) -> bool:
 
 def _named(module):
     # layer names are those of the network itself, also inside the MONAI-layout wrapper
-    from ..models.layout import inner_network
-
     return inner_network(module).named_modules()
 
 
@@ -43,12 +42,17 @@ def get_layer(module, name: str):
 
 
 def default_cam_layer(module, example) -> str:
-    """The last convolutional block: the last module (in execution order) that holds a
-    convolution and outputs a spatial map (same number of dimensions as the input) bigger than
-    one voxel. For MONAI's ResNet that is ``layer4``; for a plain ``Sequential`` CNN the last
-    conv.
+    """The last convolutional block, the one rule of the engine (AttributionViewer, ``clinicalai
+    explain`` and PetRecurrence): the last module, in execution order, that holds a convolution
+    and outputs a spatial map (as many dimensions as the input) bigger than one voxel, leaving
+    out a container whose output is smaller than that of the last such module inside it (a
+    stack of blocks that pools after its last block, as ``features`` of ``CNN3D`` /
+    ``VGG11_3D``: the map of the block itself is sharper). For MONAI's ResNet / SENet that is
+    ``layer4``; for ``CNN3D`` the last block inside ``features``; for a plain ``Sequential``
+    CNN the last conv.
 
-    ``example`` is one input tensor ``(1, C, *spatial)`` run once without gradients.
+    ``example`` is one input tensor ``(1, C, *spatial)`` (on the module's device), run once
+    without gradients.
     """
     import torch
 
@@ -71,8 +75,16 @@ def default_cam_layer(module, example) -> str:
     spatial = [(n, s) for n, nd, s in finished if nd == example.ndim]
     if not spatial:
         raise ModelError("no convolutional layer of this network outputs a spatial map; name one with --layer")
-    bigger = [n for n, s in spatial if any(d > 1 for d in s)]
-    return (bigger or [n for n, _ in spatial])[-1]
+    blocks = [(n, s) for i, (n, s) in enumerate(spatial) if not _pools_after_inner(n, s, spatial[:i])]
+    bigger = [n for n, s in blocks if any(d > 1 for d in s)]
+    return (bigger or [n for n, _ in blocks])[-1]
+
+
+def _pools_after_inner(name: str, shape: tuple, earlier: List[tuple]) -> bool:
+    """Whether ``name``'s output is smaller than that of the last candidate inside it
+    (``earlier``: the ``(name, spatial shape)`` that finished before it)."""
+    inner = [s for n, s in earlier if n.startswith(name + ".")]
+    return bool(inner) and any(d < i for d, i in zip(shape, inner[-1]))
 
 
 def resolve_layer(module, layer: Optional[str], example) -> str:

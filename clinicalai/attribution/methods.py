@@ -31,6 +31,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..models import LoadedModel
 from ..models.layout import cam_to_engine_order
 from .layers import get_layer, resolve_layer
 
@@ -572,8 +573,6 @@ def attribute_tensor(module, x, method: str, target: Target = None, layer: Optio
 
 
 def _unwrap_loaded(model, cls: Type[AttributionMethod]):
-    from ..models import LoadedModel
-
     if isinstance(model, LoadedModel):
         if model.module is not None:
             return model.module

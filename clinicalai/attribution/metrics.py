@@ -32,6 +32,12 @@ ArrayLike = Union[Volume, np.ndarray]
 
 #: the partial-AUC bound used by :func:`score_map` (10 % false positive rate)
 PAUC_MAX_FPR = 0.1
+#: the lesion scores of :func:`score_map` that are averaged over cases and printed
+SCORE_KEYS = ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share")
+#: the columns of the model comparison table (``clinicalai evaluate classifier``)
+TABLE_KEYS = ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game")
+#: the headline subset shown in the demo, the viewer's metric table and a generative model's card
+HEADLINE_KEYS = ("dice", "auroc", "auprc", "pointing_game")
 
 
 def _as_array(x: ArrayLike, what: str) -> np.ndarray:
@@ -243,7 +249,7 @@ def map_correlation(a: ArrayLike, b: ArrayLike, mask: Optional[ArrayLike] = None
     raise InputError(f"correlation method must be 'pearson' or 'spearman', got {method!r}")
 
 
-def summarize_scores(scores: Sequence[Dict[str, Any]], keys: Sequence[str] = ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share")) -> Dict[str, Dict[str, Optional[float]]]:
+def summarize_scores(scores: Sequence[Dict[str, Any]], keys: Sequence[str] = SCORE_KEYS) -> Dict[str, Dict[str, Optional[float]]]:
     """Mean and standard deviation of each metric over cases (``None`` values skipped)."""
     out: Dict[str, Dict[str, Optional[float]]] = {}
     for k in keys:

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import InputError
 from ..models.layout import is_monai_layout, normalize_intensity, prepare_monai_input
 from ..volume import SpatialPipeline, Volume, crop_or_pad, reorient_to_lps, resample_to_spacing
+from .tissue import tissue_probability_maps
 
 
 @dataclass
@@ -112,8 +113,6 @@ def prepare_input(volume: Union[Volume, Sequence[Volume]], card=None, device: st
             net0 = cur
         if _input_mode(card) == "tpm":
             # tissue probability maps instead of intensities (the constrained classifier's option)
-            from .constrained import tissue_probability_maps
-
             arrays.extend(tissue_probability_maps(cur.array))
         else:
             norm = card.input.normalization if card is not None else None

@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Union
 
 import numpy as np
 
+from ..attribution.metrics import score_map
 from ..errors import InputError, ModelError
-from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model, read_card
+from ..models import BUNDLED_MODELS_DIR, LoadedModel, bundled_model, load_model, read_card
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .data import GridSpec, decode_labels, to_model_grid
@@ -69,8 +70,6 @@ def resolve_anomaly_model(model: Union[LoadedModel, str, Path, None], device: st
     """A loaded anomaly-detection model from a model, a path or ``None`` (the bundled default);
     :class:`ModelError` when it is not one (wrong task, ONNX, card / network mismatch)."""
     if model is None:
-        from ..models import bundled_model
-
         model = bundled_model(DEFAULT_MODEL)
     if not isinstance(model, LoadedModel):
         model = load_model(model, device=device)
@@ -158,8 +157,6 @@ def anomaly(
         score_name=SCORE_NAMES[kind], details={k: float(v[0]) for k, v in parts.details.items()},
     )
     if lesion is not None:
-        from ..attribution.metrics import score_map
-
         thr = threshold if threshold is not None else card.extra_get("map_threshold", "percentile:95")
         result.lesion_scores = score_map(map_vol, lesion, mask=mask, threshold=thr)
     t3 = time.perf_counter()

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cli import add_common_model_args
 from ..errors import InputError
 from ..models.device import add_device_arg
-from ..outputs import add_overwrite_arg
+from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
+from ..progress import ConsoleProgress
 from .nets import KINDS
+
+# The workflows are imported inside the handlers: the command line imports every
+# area's commands module to build ``clinicalai --help``, which stays fast that way.
 
 
 def _ints(text: str):
@@ -31,8 +36,14 @@ def _ints(text: str):
 
 
 def register(commands) -> None:
-    from ..cli import add_common_model_args
+    """``train generative``, ``anomaly``, ``evaluate generative``, ``train translation``, ``translate``."""
+    _register_train(commands)
+    _register_anomaly(commands)
+    _register_evaluate(commands)
+    _register_translation(commands)
 
+
+def _register_train(commands) -> None:
     t = commands.train.add_parser(
         "generative", help="train a generative anomaly model (wgan-gp, ae, vae, f-anogan, cyclegan)",
         description="Train a generative model of healthy anatomy; its residuals are anomaly maps.")
@@ -67,6 +78,8 @@ def register(commands) -> None:
     t.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL.pt")
     t.set_defaults(func=_train)
 
+
+def _register_anomaly(commands) -> None:
     a = commands.top.add_parser("anomaly", help="anomaly map of a volume under a generative model of healthy anatomy")
     a.add_argument("image", type=Path)
     add_common_model_args(a)
@@ -78,6 +91,8 @@ def register(commands) -> None:
     a.add_argument("--json", type=Path, metavar="R.json", help="write score, timings and lesion scores")
     a.set_defaults(func=_anomaly)
 
+
+def _register_evaluate(commands) -> None:
     e = commands.evaluate.add_parser(
         "generative", help="AUROC per synthetic-anomaly size and latent-space analyses of a generative model")
     add_common_model_args(e)
@@ -90,6 +105,8 @@ def register(commands) -> None:
     add_overwrite_arg(e)
     e.set_defaults(func=_evaluate)
 
+
+def _register_translation(commands) -> None:
     tt = commands.train.add_parser(
         "translation", help="train the V-Net sulcal skeleton -> grey / white matter translation on phantoms",
         description="Train MONAI's V-Net to translate sulcal skeletons (0 / 11 / 60) into grey / white "
@@ -117,8 +134,6 @@ def register(commands) -> None:
 
 
 def _progress():
-    from ..progress import ConsoleProgress
-
     return ConsoleProgress()
 
 
@@ -158,7 +173,6 @@ def _train(args) -> int:
 
 
 def _anomaly(args) -> int:
-    from ..outputs import write_json
     from ..volume import read_volume, write_volume
     from .anomaly import anomaly
 
@@ -189,7 +203,6 @@ def _anomaly(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from ..outputs import atomic_output, check_output_folder, write_json
     from .anomaly import resolve_anomaly_model
     from .evaluation_run import evaluate_model
 

@@ -21,8 +21,9 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
-from ..volume import SpatialPipeline, Volume, crop_or_pad, reorient_to_lps, resample_to_spacing
+from ..errors import InputError, ModelError
+from ..phantoms.brain import brain_case
+from ..volume import SpatialPipeline, Volume, crop_or_pad, read_volume, reorient_to_lps, resample_to_spacing
 
 INPUT_KINDS = ("intensity", "labels")
 #: voxel classes of the cortical-folding skeletons: inside brain, outside brain, sulcus
@@ -75,8 +76,6 @@ class GridSpec:
 
     @classmethod
     def from_card(cls, card) -> "GridSpec":
-        from ..errors import ModelError
-
         inp = card.input
         if inp.spacing_mm is None or inp.size is None:
             raise ModelError(f"the card of {card.name} needs input.spacing_mm and input.size (x, y, z) "
@@ -175,8 +174,6 @@ def brain_training_set(n: int, spec: GridSpec, seed: int = 0, pathological: Opti
     ``True`` lesioned ones, ``None`` half and half. ``phantom_kwargs`` go to
     :func:`clinicalai.phantoms.brain.brain_case` (e.g. ``lesion_radius_mm``).
     """
-    from ..phantoms.brain import brain_case
-
     cases = []
     for i in range(n):
         p = (i % 2 == 1) if pathological is None else pathological
@@ -188,8 +185,6 @@ def brain_training_set(n: int, spec: GridSpec, seed: int = 0, pathological: Opti
 def folder_training_set(folder, spec: GridSpec, limit: Optional[int] = None) -> np.ndarray:
     """Every NIfTI / NRRD image in ``folder`` prepared for ``spec``: ``(N, C, z, y, x)``."""
     from pathlib import Path
-
-    from ..volume import read_volume
 
     folder = Path(folder)
     if not folder.is_dir():

@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..models import load_model
+from ..outputs import write_json
+from ..phantoms.brain import brain_case
 from ..progress import ProgressCallback, report, scaled
+from ..volume import write_volume
+from .anomaly import anomaly, list_anomaly_models
+from .sulci import remove_structure, sulcal_case
 
 
 def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None, seed: int = 11) -> Dict[str, Any]:
@@ -17,13 +23,6 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None, seed: i
     model).
     """
     import numpy as np
-
-    from ..models import load_model
-    from ..outputs import write_json
-    from ..phantoms.brain import brain_case
-    from ..volume import write_volume
-    from .anomaly import anomaly, list_anomaly_models
-    from .sulci import remove_structure, sulcal_case
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from ..errors import InputError
+from ..outputs import atomic_output
 from ..volume import Volume, write_volume
 from .data import GridSpec, decode_labels, one_hot
 from .nets import TOP_FRACTION, Codec, to_numpy
@@ -102,9 +104,6 @@ def write_volume_sequence(volumes: Sequence[Volume], path: Path, index_values: O
         InputError: no volume, grids differ, wrong suffix, or one index value per item missing.
     """
     import gzip
-
-    from ..errors import InputError
-    from ..outputs import atomic_output
 
     path = Path(path)
     if not path.name.lower().endswith(".seq.nrrd"):
@@ -199,15 +198,6 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
     ``dead_dimension_indices``, ``traversal_dimension``, ``pca_explained_variance``,
     ``kmeans_silhouette`` and, for sulcal skeletons, ``thickness_ratio``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-    from sklearn.metrics import silhouette_score
-
     module.eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,8 +206,23 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
     z = torch.cat([codec.encode(xt[i:i + 8]) for i in range(0, len(xt), 8)])
     n, dims = z.shape
     summary: Dict[str, Any] = {"n_volumes": int(n), "latent_size": int(dims)}
+    _write_interpolation(codec, z, spec, out_dir, n_interp)
+    write_volume(_as_volume(to_numpy(codec.decode(z.mean(0, keepdim=True)))[0], spec), out_dir / "mean_code.nii.gz")
+    ranking, order, spread = _rank_dimensions(codec, z, delta, dead_fraction)
+    summary.update(ranking)
+    top = int(order[0])
+    _write_traversal(codec, z, spread, top, spec, out_dir, n_traversal)
+    summary["traversal_dimension"] = top
+    summary.update(_code_plots(to_numpy(z), groups, seed, out_dir))
+    if spec.input_kind == "labels" and 60 in spec.label_values:
+        summary["thickness_ratio"] = _thickness_ratio(codec, z, x, spec)
+    return summary
 
-    # interpolation u + k/n (v - u) between the first two volumes
+
+# ---------------------------------------------------------------------------- steps of latent_analysis
+def _write_interpolation(codec: Codec, z: torch.Tensor, spec: GridSpec, out_dir: Path, n_interp: int) -> None:
+    """``interpolation/step_KK.nii.gz``: decoded ``u + k/n (v - u)`` between the first two codes,
+    and the same steps as one Slicer sequence ``interpolation.seq.nrrd``."""
     (out_dir / "interpolation").mkdir(exist_ok=True)
     u, v = z[0:1], z[1:2]
     steps = []
@@ -228,9 +233,13 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
     # the same steps as one file Slicer opens as a sequence (index k/n from 0 at u to 1 at v)
     write_volume_sequence(steps, out_dir / "interpolation.seq.nrrd", [k / n_interp for k in range(n_interp + 1)],
                           index_name="k/n", labelmap=spec.input_kind == "labels")
-    write_volume(_as_volume(to_numpy(codec.decode(z.mean(0, keepdim=True)))[0], spec), out_dir / "mean_code.nii.gz")
 
-    # dimensions ranked by how much a small change moves the reconstruction
+
+def _rank_dimensions(codec: Codec, z: torch.Tensor, delta: float, dead_fraction: float):
+    """Latent dimensions ranked by how much a small change (``delta``) moves the reconstruction
+    of (up to) the first four codes, and the dead ones (moving them by their spread changes
+    almost nothing). ``(summary entries, dimensions by decreasing sensitivity, spread (dims,))``."""
+    n, dims = z.shape
     ref = codec.decode(z[: min(n, 4)])
     spread = z.std(0) if n > 1 else torch.ones(dims)
     sensitivity = np.zeros(dims)
@@ -243,24 +252,40 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
             arr[i] = diff / delta if arr is sensitivity else diff
     order = np.argsort(-sensitivity)
     dead = effect < dead_fraction * max(effect.max(), 1e-12)
-    summary["dimension_ranking"] = [{"dim": int(i), "sensitivity": float(sensitivity[i]), "effect": float(effect[i])}
-                                    for i in order[: min(20, dims)]]
-    summary["dead_dimensions"] = int(dead.sum())
-    summary["dead_share"] = float(dead.mean())
-    summary["dead_dimension_indices"] = [int(i) for i in np.flatnonzero(dead)]
+    return {
+        "dimension_ranking": [{"dim": int(i), "sensitivity": float(sensitivity[i]), "effect": float(effect[i])}
+                              for i in order[: min(20, dims)]],
+        "dead_dimensions": int(dead.sum()),
+        "dead_share": float(dead.mean()),
+        "dead_dimension_indices": [int(i) for i in np.flatnonzero(dead)],
+    }, order, spread
 
-    # traversal along the most sensitive dimension
-    top = int(order[0])
+
+def _write_traversal(codec: Codec, z: torch.Tensor, spread: torch.Tensor, top: int, spec: GridSpec,
+                     out_dir: Path, n_traversal: int) -> None:
+    """``traversal/dim_D_step_KK.nii.gz``: the mean code moved along dimension ``top`` from -3 to
+    +3 times its spread."""
     (out_dir / "traversal").mkdir(exist_ok=True)
     zm = z.mean(0, keepdim=True)
     for k, t in enumerate(np.linspace(-3, 3, n_traversal)):
         zz = zm.clone()
         zz[0, top] += float(t) * float(spread[top] if spread[top] > 0 else 1.0)
         write_volume(_as_volume(to_numpy(codec.decode(zz))[0], spec), out_dir / "traversal" / f"dim_{top}_step_{k:02d}.nii.gz")
-    summary["traversal_dimension"] = top
 
-    # PCA / t-SNE of the codes, k-means silhouettes
-    codes = to_numpy(z)
+
+def _code_plots(codes: np.ndarray, groups: Optional[Sequence[int]], seed: int, out_dir: Path) -> Dict[str, Any]:
+    """PCA and t-SNE of the codes ``(N, dims)`` (``codes_pca_tsne.png``) and k-means silhouettes
+    for k = 2..6 (``kmeans_silhouette.png``); the PCA explained variance and the silhouettes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+    from sklearn.metrics import silhouette_score
+
+    n = len(codes)
     colours = np.zeros(n) if groups is None else np.asarray(groups)
     pca = PCA(n_components=2, random_state=seed).fit(codes)
     p2 = pca.transform(codes)
@@ -285,16 +310,18 @@ def latent_analysis(module, kind: str, spec: GridSpec, x: np.ndarray, out_dir: P
     fig.tight_layout()
     fig.savefig(out_dir / "kmeans_silhouette.png", dpi=100)
     plt.close(fig)
-    summary["pca_explained_variance"] = [float(v) for v in pca.explained_variance_ratio_]
-    summary["kmeans_silhouette"] = {str(k): v for k, v in sil.items()}
+    return {"pca_explained_variance": [float(v) for v in pca.explained_variance_ratio_],
+            "kmeans_silhouette": {str(k): v for k, v in sil.items()}}
 
-    if spec.input_kind == "labels" and 60 in spec.label_values:
-        recon = to_numpy(torch.cat([codec.decode(z[i:i + 8]) for i in range(0, n, 8)]))
-        ratios = []
-        for xi, ri in zip(np.asarray(x), recon):
-            t_in = sulcus_thickness(decode_labels(xi, spec.label_values))
-            t_out = sulcus_thickness(decode_labels(ri, spec.label_values))
-            if np.isfinite(t_in) and np.isfinite(t_out):
-                ratios.append(t_out / t_in)
-        summary["thickness_ratio"] = float(np.mean(ratios)) if ratios else None
-    return summary
+
+def _thickness_ratio(codec: Codec, z: torch.Tensor, x: np.ndarray, spec: GridSpec) -> Optional[float]:
+    """Mean reconstructed-to-input sulcus thickness ratio over the volumes with sulci (sulcal skeletons)."""
+    n = len(z)
+    recon = to_numpy(torch.cat([codec.decode(z[i:i + 8]) for i in range(0, n, 8)]))
+    ratios = []
+    for xi, ri in zip(np.asarray(x), recon):
+        t_in = sulcus_thickness(decode_labels(xi, spec.label_values))
+        t_out = sulcus_thickness(decode_labels(ri, spec.label_values))
+        if np.isfinite(t_in) and np.isfinite(t_out):
+            ratios.append(t_out / t_in)
+    return float(np.mean(ratios)) if ratios else None

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from ..models import LoadedModel
 from ..progress import ProgressCallback, report
-from .data import GridSpec, decode_labels
+from .data import GridSpec, brain_training_set, decode_labels
 from .evaluate import latent_analysis, synthetic_anomaly_auroc
 from .nets import default_top_fraction
 from .package import sulcal_set, validate_brain
@@ -25,8 +25,6 @@ def evaluate_model(model: LoadedModel, out_dir: Path, n: int = 16, sizes: Option
     ``phantom_lesions`` (intensity models: AUROC healthy vs lesioned phantoms and map scores),
     ``latent`` (latent analyses; not for CycleGAN).
     """
-    from .data import brain_training_set
-
     card = model.card
     kind = card.extra_get("generative_kind")
     kappa = float(card.extra_get("kappa", 1.0))

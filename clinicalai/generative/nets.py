@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
+from ..networks import build_network
+from ..networks.generative import CycleGAN, EncoderGeneratorCritic
 from .data import GridSpec
 
 KINDS = ("wgan-gp", "ae", "vae", "f-anogan", "cyclegan")
@@ -82,8 +84,6 @@ def architecture_for(kind: str, spec: GridSpec, latent_size: int, channels, stri
 
 
 def build(kind: str, spec: GridSpec, latent_size: int, channels, strides, num_res_units: int = 0):
-    from ..networks import build_network
-
     name, kwargs = architecture_for(kind, spec, latent_size, channels, strides, num_res_units)
     return build_network(name, kwargs), name, kwargs
 
@@ -91,8 +91,6 @@ def build(kind: str, spec: GridSpec, latent_size: int, channels, strides, num_re
 def check_kind(module: torch.nn.Module, kind: str) -> None:
     """A clear error when a card's ``generative_kind`` does not fit its network."""
     from monai.networks.nets import AutoEncoder, VarAutoEncoder
-
-    from ..networks.generative import CycleGAN, EncoderGeneratorCritic
 
     expected = {"wgan-gp": EncoderGeneratorCritic, "f-anogan": EncoderGeneratorCritic, "ae": AutoEncoder,
                 "vae": VarAutoEncoder, "cyclegan": CycleGAN}.get(kind)

@@ -12,10 +12,16 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..attribution.metrics import HEADLINE_KEYS
 from ..errors import InputError
+from ..models import LoadedModel, check_model_output, save_model
+from ..models.card import parse_card
 from ..progress import CancelToken, ProgressCallback, report, scaled
-from .data import SULCAL_LABELS, GridSpec, brain_training_set, folder_training_set
+from .anomaly import anomaly
+from .data import SULCAL_LABELS, GridSpec, brain_training_set, decode_labels, folder_training_set, to_model_grid
+from .evaluate import synthetic_anomaly_auroc
 from .nets import SCORE_NAMES, TOP_FRACTION, default_top_fraction
+from .sulci import sulcal_case
 from .train import TrainConfig, config_dict, train_generative, volume_scores
 
 #: the model grid of brain-lesion phantom models: 3 mm, 32^3 (96 mm cube holds the brain)
@@ -29,9 +35,6 @@ def sulcal_spec(size: int = 32) -> GridSpec:
 
 def sulcal_set(n: int, spec: GridSpec, seed: int = 0) -> np.ndarray:
     """``n`` healthy sulcal phantoms one-hot on ``spec``: ``(N, 3, s, s, s)``."""
-    from .data import to_model_grid
-    from .sulci import sulcal_case
-
     return np.stack([to_model_grid(sulcal_case(seed * 100003 + i, size=spec.size[0]), spec).tensor for i in range(n)])
 
 
@@ -78,16 +81,11 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
     mean lesion scores of the maps (:func:`clinicalai.attribution.metrics.score_map`)."""
     from sklearn.metrics import roc_auc_score
 
-    from ..models import LoadedModel
-    from .anomaly import anomaly
-
     x, cases = brain_training_set(n, spec, seed=seed, pathological=None)
     y = np.array([c.pathological for c in cases], int)
     scores = volume_scores(module, kind, x, False, kappa, top_fraction=top_fraction)
     out: Dict[str, Any] = {"phantoms": n, "seed": seed, "volume_auroc": float(roc_auc_score(y, scores))}
     # per-voxel: score the maps of the lesioned cases on their own (input) grid
-    from ..models.card import parse_card
-
     card = parse_card({"name": "validation", "task": "anomaly-detection", "format": "state_dict",
                        "architecture": {"name": "monai.networks.nets.AutoEncoder"}, "input": spec.card_input(),
                        "generative_kind": kind, "kappa": kappa, "top_fraction": top_fraction,
@@ -98,7 +96,7 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
         if not c.pathological:
             continue
         r = anomaly(c.image, loaded, lesion=c.lesion, mask=c.brain_mask)
-        for k in ("dice", "auroc", "auprc", "pointing_game"):
+        for k in HEADLINE_KEYS:
             if r.lesion_scores.get(k) is not None:
                 metrics.setdefault(k, []).append(float(r.lesion_scores[k]))
     out.update({f"map_{k}": float(np.mean(v)) for k, v in metrics.items()})
@@ -113,9 +111,6 @@ def validate_sulci(module, kind: str, spec: GridSpec, n: int = 12, seed: int = 9
     Sizes that are not smaller than the fewest sulcus voxels of a phantom (small crops) are
     skipped and listed under ``skipped_sizes``, as ``clinicalai evaluate generative`` does.
     """
-    from .data import decode_labels
-    from .evaluate import synthetic_anomaly_auroc
-
     x = sulcal_set(n, spec, seed)
     fewest = int(min((decode_labels(v, spec.label_values) == 60).sum() for v in x))
     usable = [int(s) for s in sizes if s < fewest]
@@ -140,8 +135,6 @@ def train_package(
 
     Returns the card as a dict. Nothing is written if training fails or is cancelled.
     """
-    from ..models import check_model_output, save_model
-
     out = check_model_output(out)
     spec = spec or (sulcal_spec() if source.input == "sulci" else BRAIN_SPEC)
     report(progress, 0.0, "preparing training volumes")

@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..phantoms.brain import GREY, WHITE, brain_case
 from ..volume import Volume, crop_or_pad
 from .data import SULCAL_LABELS
 
@@ -51,8 +52,6 @@ def sulcal_translation_pair(seed: int, size: int = 32, shape: Sequence[int] = (4
     translation target of the cortical-folding study (:data:`TISSUE_VALUES`: 0 outside the
     brain or CSF, 100 grey matter, 200 white matter)."""
     from skimage.morphology import skeletonize
-
-    from ..phantoms.brain import GREY, WHITE, brain_case
 
     case = brain_case(seed, shape=shape, pathological=False, **brain_kwargs)
     tissues = np.asarray(case.tissues.array)

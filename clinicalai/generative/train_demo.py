@@ -14,7 +14,11 @@ import shlex
 import sys
 from pathlib import Path
 
-from ..models import BUNDLED_MODELS_DIR
+from ..cli import main as cli_main
+from ..models import BUNDLED_MODELS_DIR, load_model, save_model
+from .data import GridSpec
+from .nets import default_top_fraction
+from .package import validate_brain, validate_sulci
 
 #: file stem -> clinicalai train generative arguments
 DEMOS = {
@@ -33,11 +37,6 @@ def revalidate(path: Path, n: int = 16) -> dict:
     """Recompute a saved model's held-out validation with the current scoring; rewrite its card."""
     import json
 
-    from ..models import load_model, save_model
-    from .data import GridSpec
-    from .nets import default_top_fraction
-    from .package import validate_brain, validate_sulci
-
     model = load_model(path, device="cpu")
     card = json.loads(Path(path).with_suffix(".json").read_text())
     spec = GridSpec.from_card(model.card)
@@ -50,8 +49,6 @@ def revalidate(path: Path, n: int = 16) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..cli import main as cli_main
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(DEMOS), help="train only these")
     parser.add_argument("--out", type=Path, default=BUNDLED_MODELS_DIR)

@@ -18,14 +18,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError, ModelError
+from ..models import check_model_output, read_card, save_model
+from ..networks import build_network
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .data import SULCAL_LABELS, GridSpec, decode_labels, to_model_grid
+from .package import sulcal_spec
 from .sulci import TISSUE_VALUES, sulcal_translation_pair
 
 ARCHITECTURE = "monai.networks.nets.VNet"
@@ -42,8 +45,6 @@ GRID_MULTIPLE = 16
 def translation_spec(size: int = 32) -> GridSpec:
     """The model grid: the sulcal models' grid (:func:`~clinicalai.generative.package.sulcal_spec`),
     ``size``^3, checked to suit the V-Net."""
-    from .package import sulcal_spec  # imports torch: only when a translator is trained
-
     if size < GRID_MULTIPLE or size % GRID_MULTIPLE:
         raise InputError(f"--size must be a multiple of {GRID_MULTIPLE} (V-Net halves the grid four times), got {size}")
     return sulcal_spec(size)
@@ -55,8 +56,6 @@ def network_input(one_hot_zyx: np.ndarray) -> np.ndarray:
 
 
 def build_translator():
-    from ..networks import build_network
-
     return build_network(ARCHITECTURE, VNET_KWARGS)
 
 
@@ -90,9 +89,6 @@ def train_translator(n_phantoms: int, out: "str | Path", *, iterations: int = 30
     Loss: MONAI DiceCELoss (softmax); Adam. Nothing is written when training fails or is cancelled.
     """
     import torch
-    from monai.losses import DiceCELoss
-
-    from ..models import check_model_output, read_card, save_model
 
     out = check_model_output(out)
     if n_phantoms < 1 or iterations < 1 or batch_size < 1 or validate < 0:
@@ -100,22 +96,48 @@ def train_translator(n_phantoms: int, out: "str | Path", *, iterations: int = 30
     spec = translation_spec(size)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-
-    def pairs(seeds: Sequence[int]):
-        xs, ys = [], []
-        for s in seeds:
-            check_cancel(cancel)
-            skeleton, tissues = sulcal_translation_pair(int(s), size)
-            xs.append(network_input(to_model_grid(skeleton, spec).tensor))
-            ys.append(np.searchsorted(TISSUE_VALUES, np.asarray(tissues.array)).astype(np.int64))
-        return np.stack(xs), np.stack(ys)
-
     report(progress, 0.0, f"making {n_phantoms + validate} sulcal phantoms")
-    x_train, y_train = pairs(range(seed, seed + n_phantoms))
+    x_train, y_train = translation_pairs(range(seed, seed + n_phantoms), size, spec, cancel)
     net = build_translator()
+    started = time.monotonic()
+    done = _fit(net, x_train, y_train, iterations, batch_size, lr, rng, started, max_seconds, progress, cancel)
+    dice: Dict[str, float] = {}
+    if validate:
+        report(progress, 0.92, f"validating on {validate} held-out phantoms")
+        x_val, y_val = translation_pairs(range(seed + n_phantoms, seed + n_phantoms + validate), size, spec, cancel)
+        dice = _validation_dice(net, x_val, y_val)
+    card = _translator_card(name or out.stem, spec, n_phantoms, seed, done, batch_size, lr,
+                            time.monotonic() - started, command, validate, dice)
+    check_cancel(cancel)
+    save_model(net, card, out)
+    report(progress, 1.0, f"saved {out}")
+    return TranslationResult(out, read_card(out.with_suffix(".json")).to_dict(), dice, done)
+
+
+def translation_pairs(seeds: Sequence[int], size: int, spec: GridSpec,
+                      cancel: Optional[CancelToken] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Network inputs ``(N, 2, z, y, x)`` float32 and tissue indices ``(N, z, y, x)`` int64
+    (0 / 1 / 2 for the values of ``TISSUE_VALUES``) of the sulcal phantoms ``seeds``."""
+    xs, ys = [], []
+    for s in seeds:
+        check_cancel(cancel)
+        skeleton, tissues = sulcal_translation_pair(int(s), size)
+        xs.append(network_input(to_model_grid(skeleton, spec).tensor))
+        ys.append(np.searchsorted(TISSUE_VALUES, np.asarray(tissues.array)).astype(np.int64))
+    return np.stack(xs), np.stack(ys)
+
+
+def _fit(net, x_train: np.ndarray, y_train: np.ndarray, iterations: int, batch_size: int, lr: float,
+         rng: np.random.Generator, started: float, max_seconds: Optional[float],
+         progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> int:
+    """Adam on MONAI's DiceCELoss (softmax) with random mirroring; stops after ``iterations``
+    or ``max_seconds`` from ``started`` (``time.monotonic``). The iterations done; ``net`` ends in eval mode."""
+    import torch
+    from monai.losses import DiceCELoss
+
     loss_fn = DiceCELoss(softmax=True, to_onehot_y=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=lr)
-    started, done = time.monotonic(), 0
+    done = 0
     net.train()
     for it in range(iterations):
         check_cancel(cancel)
@@ -135,16 +157,24 @@ def train_translator(n_phantoms: int, out: "str | Path", *, iterations: int = 30
         if max_seconds is not None and time.monotonic() - started > max_seconds:
             break
     net.eval()
-    dice: Dict[str, float] = {}
-    if validate:
-        report(progress, 0.92, f"validating on {validate} held-out phantoms")
-        x_val, y_val = pairs(range(seed + n_phantoms, seed + n_phantoms + validate))
-        with torch.no_grad():
-            predicted = np.concatenate([net(torch.from_numpy(x_val[i:i + 1])).numpy() for i in range(len(x_val))])
-        per_case = [tissue_dice(decode_labels(p, TISSUE_VALUES), np.asarray(TISSUE_VALUES)[t]) for p, t in zip(predicted, y_val)]
-        dice = {k: round(float(np.mean([c[k] for c in per_case])), 4) for k in per_case[0]}
-    card = {
-        "name": name or out.stem,
+    return done
+
+
+def _validation_dice(net, x_val: np.ndarray, y_val: np.ndarray) -> Dict[str, float]:
+    """Mean Dice per tissue of the held-out pairs (:func:`translation_pairs`), 4 decimals."""
+    import torch
+
+    with torch.no_grad():
+        predicted = np.concatenate([net(torch.from_numpy(x_val[i:i + 1])).numpy() for i in range(len(x_val))])
+    per_case = [tissue_dice(decode_labels(p, TISSUE_VALUES), np.asarray(TISSUE_VALUES)[t]) for p, t in zip(predicted, y_val)]
+    return {k: round(float(np.mean([c[k] for c in per_case])), 4) for k in per_case[0]}
+
+
+def _translator_card(name: str, spec: GridSpec, n_phantoms: int, seed: int, done: int, batch_size: int, lr: float,
+                     seconds: float, command: str, validate: int, dice: Dict[str, float]) -> Dict[str, Any]:
+    """The translator's model card (a ``segmentation`` card with a ``translation`` entry)."""
+    return {
+        "name": name,
         "task": "segmentation",
         "architecture": {"name": ARCHITECTURE, "kwargs": VNET_KWARGS},
         "input": {**spec.card_input(), "channels": VNET_KWARGS["in_channels"]},
@@ -158,15 +188,11 @@ def train_translator(n_phantoms: int, out: "str | Path", *, iterations: int = 30
                         "trained on synthetic sulcal phantoms: not for clinical use.",
         "training": {"phantoms": n_phantoms, "seeds": [seed, seed + n_phantoms - 1], "iterations": done,
                      "batch_size": batch_size, "lr": lr, "loss": "DiceCE", "optimiser": "Adam",
-                     "augmentation": "random mirroring", "seconds": round(time.monotonic() - started, 1),
+                     "augmentation": "random mirroring", "seconds": round(seconds, 1),
                      **({"command": command} if command else {})},
         "validation": ({"phantoms": validate, "seeds": [seed + n_phantoms, seed + n_phantoms + validate - 1],
                         "dice": dice} if validate else {}),
     }
-    check_cancel(cancel)
-    save_model(net, card, out)
-    report(progress, 1.0, f"saved {out}")
-    return TranslationResult(out, read_card(out.with_suffix(".json")).to_dict(), dice, done)
 
 
 def check_translator(model) -> GridSpec:

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..attribution.metrics import SCORE_KEYS
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
@@ -22,7 +23,7 @@ from .volumes import node_to_volume
 
 #: attribute on a map node: the method (or "anomaly") that made it
 METHOD_ATTRIBUTE = "ClinicalAI.Method"
-METRIC_KEYS = ("dice", "auroc", "pauc_fpr10", "auprc", "pointing_game", "positive_share", "threshold")
+METRIC_KEYS = (*SCORE_KEYS, "threshold")
 
 
 @dataclass

@@ -30,6 +30,7 @@ from typing import Sequence, Tuple
 import torch
 from torch import nn
 
+from ..errors import InputError
 from . import register_architecture
 
 #: kwargs that rebuild the two MONAI networks of the study with one output logit
@@ -229,8 +230,6 @@ PET_CAM_LAYERS = {
 
 def pet_architecture(short: str) -> Tuple[str, dict]:
     """``(card architecture name, kwargs)`` for a short name of :data:`PET_ARCHITECTURES`."""
-    from ..errors import InputError
-
     key = short.lower()
     if key not in PET_ARCHITECTURES:
         raise InputError(f"unknown PET architecture {short!r}; choose one of {', '.join(PET_ARCHITECTURES)}")

@@ -7,14 +7,17 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from ..cli import add_common_model_args
 from ..errors import InputError
 from ..models.device import add_device_arg
-from ..outputs import add_overwrite_arg, check_output_folder
+from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
+from ..progress import ConsoleProgress, print_warnings, report
+
+# The workflows are imported inside the handlers: the command line imports every
+# area's commands module to build ``clinicalai --help``, which stays fast that way.
 
 
 def register(commands) -> None:
-    from ..cli import add_common_model_args
-
     p = commands.top.add_parser("pet", help="FDOPA PET: P(recurrence) from a fold ensemble, Grad-CAM, SUVmax/TBR")
     p.add_argument("image", help="PET: DICOM series folder (Bq/mL with tags) or NIfTI / NRRD (give --units)")
     p.add_argument("--units", choices=("suv", "bqml"), help="units of a NIfTI / NRRD PET (DICOM carries its own)")
@@ -93,8 +96,6 @@ def _check_outputs(*paths: Optional[str]) -> None:
 
 
 def _run_pet(args) -> int:
-    from ..outputs import write_json
-    from ..progress import ConsoleProgress, print_warnings
     from ..volume import read_volume, write_volume
     from .workflow import load_pet_models, predict_pet
 
@@ -126,7 +127,6 @@ def _run_pet(args) -> int:
 
 
 def _run_train(args) -> int:
-    from ..progress import ConsoleProgress
     from .preprocess import FULL_SIZE_XYZ, FULL_SPACING_MM, REDUCED_SIZE_XYZ, REDUCED_SPACING_MM
     from .train import TrainConfig, read_pet_csv, train_folds
 
@@ -168,7 +168,6 @@ def _run_train(args) -> int:
 def evaluate_csv(csv_path, model_paths: Optional[List[str]] = None, split: str = "test", units: Optional[str] = None,
                  device: str = "auto", n_boot: int = 1000, progress=None):
     """Predict every selected row of a PET CSV with the fold ensemble; ``(rows, probabilities, metrics)``."""
-    from ..progress import report
     from ..volume import read_volume
     from .train import bootstrap_metrics, read_pet_csv
     from .workflow import load_pet_models, predict_pet
@@ -191,9 +190,6 @@ def evaluate_csv(csv_path, model_paths: Optional[List[str]] = None, split: str =
 
 
 def _run_evaluate(args) -> int:
-    from ..outputs import atomic_output, write_json
-    from ..progress import ConsoleProgress
-
     _check_outputs(args.json)
     if args.out:
         check_output_folder(args.out, args.overwrite)

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import InputError
+from ..phantoms.pet import F18_HALF_LIFE_S, pet_tags
 from ..volume import Volume
 
 UNITS = ("suv", "bqml")
@@ -239,8 +240,6 @@ def pet_tags_from_options(
             raise InputError(f"{name} must be an ISO date-time such as 2024-03-01T09:30:00, got {value!r}") from None
 
     inj, scan = iso(injection_time, "--injection-time"), iso(scan_time, "--scan-time")
-    from ..phantoms.pet import F18_HALF_LIFE_S, pet_tags
-
     tags = pet_tags(float(weight_kg), float(dose_mbq) * 1e6, inj, scan, decay_correction=decay_correction.upper())
     tags["RadionuclideHalfLife"] = F18_HALF_LIFE_S
     tags.pop("Manufacturer", None)

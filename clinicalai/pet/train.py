@@ -29,14 +29,20 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..attribution.layers import default_cam_layer
 from ..errors import InputError
+from ..models import resolve_device, save_model
+from ..networks import build_network, count_parameters
+from ..networks.pet_cnns import PET_CAM_LAYERS, pet_architecture
 from ..outputs import atomic_output, check_output_folder
-from ..progress import CancelToken, ProgressCallback, check_cancel, report
+from ..volume import read_volume
+from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
+from .classes import CLASSES, LABELS
 from .preprocess import REDUCED_SIZE_XYZ, REDUCED_SPACING_MM, describe_input, preprocess_pet
+from .suv import pet_tags_from_options
 
-CLASSES = ["treatment-related change", "recurrence"]
 UNITS_WORDS = ("suv", "bqml")
-LABEL_WORDS = {"1": 1, "0": 0, "recurrence": 1, "trc": 0, "treatment-related change": 0, "true": 1, "false": 0}
+LABEL_WORDS = {"1": 1, "0": 0, **{name: k for k, name in LABELS.items()}, "trc": 0, "true": 1, "false": 0}
 
 
 # ----------------------------------------------------------------------------------- data
@@ -56,8 +62,6 @@ class PetRow:
 
 def read_pet_csv(csv_path: "str | Path", units: Optional[str] = None) -> List[PetRow]:
     """Rows of a PET CSV; clear errors for a missing column, file or label."""
-    from .suv import pet_tags_from_options
-
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise InputError(f"{csv_path}: no such CSV file")
@@ -113,8 +117,6 @@ def load_inputs(
     cancel: Optional[CancelToken] = None,
 ) -> np.ndarray:
     """Preprocessed network inputs ``(N, 1, X, Y, Z)`` of ``rows``."""
-    from ..volume import read_volume
-
     out = []
     for i, r in enumerate(rows):
         check_cancel(cancel)
@@ -384,12 +386,6 @@ def train_folds(
 
     ``inputs`` / ``rows`` skip reading and preprocessing (already done by the caller).
     """
-    import torch
-
-    from ..models import resolve_device, save_model
-    from ..networks import build_network, count_parameters
-    from ..networks.pet_cnns import PET_CAM_LAYERS, pet_architecture
-
     t0 = time.perf_counter()
     check_output_folder(out_dir, overwrite)  # refused before training, not after it
     cfg = config
@@ -401,12 +397,10 @@ def train_folds(
         rows = read_pet_csv(csv_path)
     if inputs is None:
         inputs = load_inputs(rows, cfg.spacing_mm, cfg.size_xyz, progress=_sub(progress, 0.0, 0.1), cancel=cancel)
-    train_idx = np.array([i for i, r in enumerate(rows) if r.split != "test"])
-    test_idx = np.array([i for i, r in enumerate(rows) if r.split == "test"])
-    labels = np.array([r.label for r in rows])
-    ids = [r.id for r in rows]
-    folds = stratified_folds(labels[train_idx], [rows[i].scanner for i in train_idx], cfg.folds, cfg.seed)
-    name = cfg.name or f"pet-{cfg.arch.lower()}"
+    data = _FoldData(inputs, np.array([r.label for r in rows]),
+                     np.array([i for i, r in enumerate(rows) if r.split != "test"]),
+                     np.array([i for i, r in enumerate(rows) if r.split == "test"]))
+    folds = stratified_folds(data.labels[data.train_idx], [rows[i].scanner for i in data.train_idx], cfg.folds, cfg.seed)
     aug = augmentation() if cfg.augment else None
     if aug is not None:
         aug.set_random_state(seed=cfg.seed)  # MONAI transforms keep their own generator: seed it, or runs differ
@@ -414,108 +408,174 @@ def train_folds(
     curves = np.full((len(rows), cfg.epochs), np.nan)
     fold_info = []
     modules = []
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    import monai
-
-    monai.utils.set_determinism(seed=cfg.seed)
-    total_steps = cfg.folds * cfg.epochs
+    _seed_everything(cfg.seed)
     for f, (tr_local, va_local) in enumerate(folds):
-        tr, va = train_idx[tr_local], train_idx[va_local]
+        tr, va = data.train_idx[tr_local], data.train_idx[va_local]
         model = build_network(arch_name, kwargs).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", patience=cfg.patience, factor=cfg.factor)
-        best = (math.inf, None, -1)
-        rng = np.random.default_rng(cfg.seed + f)
-        xv = torch.from_numpy(inputs[va]).to(device)
-        yv = torch.from_numpy(labels[va].astype(np.float32)).to(device)
-        for epoch in range(cfg.epochs):
-            check_cancel(cancel)
-            model.train()
-            order = rng.permutation(tr)
-            for s in range(0, len(order), cfg.batch_size):
-                b = order[s:s + cfg.batch_size]
-                if len(b) < 2 and len(order) > 1:
-                    b = np.concatenate([b, order[:1]])  # no batch of one (norm layers)
-                xb = [torch.from_numpy(inputs[i]) for i in b]
-                if aug is not None:
-                    xb = [torch.as_tensor(aug(x)).float() for x in xb]
-                xb = torch.stack(xb).to(device)
-                yb = torch.from_numpy(labels[b].astype(np.float32)).to(device)
-                per = loss_fn(model(xb)[:, 0], yb)
-                opt.zero_grad()
-                per.mean().backward()
-                opt.step()
-                for i, lv in zip(b, per.detach().cpu().numpy()):
-                    curves[i, epoch] = float(lv)
-            model.eval()
-            with torch.inference_mode():
-                vloss = float(loss_fn(model(xv)[:, 0], yv).mean())
-            sched.step(vloss)
-            if vloss < best[0]:
-                best = (vloss, copy.deepcopy(model.state_dict()), epoch)
-            report(progress, 0.1 + 0.85 * (f * cfg.epochs + epoch + 1) / total_steps,
-                   f"fold {f + 1}/{cfg.folds} epoch {epoch + 1}/{cfg.epochs} val loss {vloss:.3f}")
+        best = _train_fold(model, f, tr, va, data, cfg, loss_fn, aug, curves, device, progress, cancel)
         model.load_state_dict(best[1])
         pv = _predict(model, inputs[va], device)
         oof[va] = pv
-        fold_auc = binary_metrics(labels[va], pv)["auc"]
+        fold_auc = binary_metrics(data.labels[va], pv)["auc"]
         fold_info.append({"fold": f, "train": len(tr), "validation": len(va), "best_epoch": best[2] + 1,
                           "validation_loss": round(best[0], 4), "validation_auc": _r(fold_auc)})
         modules.append(model.cpu())
-    oof_metrics = bootstrap_metrics(labels[train_idx], oof[train_idx])
+    result = _evaluate_folds(modules, data, oof, curves, [r.id for r in rows])
+    paths = _write_package(Path(out_dir), overwrite, csv_path, cfg, arch_name, kwargs, modules, fold_info, result,
+                           rows, data, oof, curves, t0)
+    report(progress, 1.0, "done")
+    return TrainResult(paths, oof[data.train_idx], data.labels[data.train_idx], result["out_of_fold"],
+                       result["test"], result["likely_mislabelled"], time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------- steps of train_folds
+@dataclass
+class _FoldData:
+    """The preprocessed inputs ``(N, 1, X, Y, Z)``, labels ``(N,)`` and which rows are
+    cross-validated (``train_idx``) or held out (``test_idx``)."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+def _seed_everything(seed: int) -> None:
+    """torch, numpy and MONAI's global generators (the networks' initial weights, the batches)."""
+    import monai
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    monai.utils.set_determinism(seed=seed)
+
+
+def _train_fold(model, f: int, tr: np.ndarray, va: np.ndarray, data: _FoldData, cfg: TrainConfig, loss_fn, aug,
+                curves: np.ndarray, device: str, progress: Optional[ProgressCallback],
+                cancel: Optional[CancelToken]) -> Tuple[float, Any, int]:
+    """Train fold ``f`` on rows ``tr``; ``(best validation loss, its state dict, its epoch)``.
+    Per-case training losses go into ``curves`` ``(cases, epochs)``."""
+    import torch
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", patience=cfg.patience, factor=cfg.factor)
+    best: Tuple[float, Any, int] = (math.inf, None, -1)
+    rng = np.random.default_rng(cfg.seed + f)
+    xv = torch.from_numpy(data.inputs[va]).to(device)
+    yv = torch.from_numpy(data.labels[va].astype(np.float32)).to(device)
+    total_steps = cfg.folds * cfg.epochs
+    for epoch in range(cfg.epochs):
+        check_cancel(cancel)
+        model.train()
+        _train_epoch(model, opt, rng.permutation(tr), data, cfg, loss_fn, aug, curves[:, epoch], device)
+        model.eval()
+        with torch.inference_mode():
+            vloss = float(loss_fn(model(xv)[:, 0], yv).mean())
+        sched.step(vloss)
+        if vloss < best[0]:
+            best = (vloss, copy.deepcopy(model.state_dict()), epoch)
+        report(progress, 0.1 + 0.85 * (f * cfg.epochs + epoch + 1) / total_steps,
+               f"fold {f + 1}/{cfg.folds} epoch {epoch + 1}/{cfg.epochs} val loss {vloss:.3f}")
+    return best
+
+
+def _train_epoch(model, opt, order: np.ndarray, data: _FoldData, cfg: TrainConfig, loss_fn, aug,
+                 epoch_losses: np.ndarray, device: str) -> None:
+    """One pass over ``order`` (row indices) in batches; each case's loss into ``epoch_losses``."""
+    import torch
+
+    for s in range(0, len(order), cfg.batch_size):
+        b = order[s:s + cfg.batch_size]
+        if len(b) < 2 and len(order) > 1:
+            b = np.concatenate([b, order[:1]])  # no batch of one (norm layers)
+        xb = [torch.from_numpy(data.inputs[i]) for i in b]
+        if aug is not None:
+            xb = [torch.as_tensor(aug(x)).float() for x in xb]
+        xb = torch.stack(xb).to(device)
+        yb = torch.from_numpy(data.labels[b].astype(np.float32)).to(device)
+        per = loss_fn(model(xb)[:, 0], yb)
+        opt.zero_grad()
+        per.mean().backward()
+        opt.step()
+        for i, lv in zip(b, per.detach().cpu().numpy()):
+            epoch_losses[i] = float(lv)
+
+
+def _evaluate_folds(modules: Sequence[Any], data: _FoldData, oof: np.ndarray, curves: np.ndarray,
+                    ids: Sequence[str]) -> Dict[str, Any]:
+    """Out-of-fold and test metrics (test: mean of the fold models) and likely mislabelled cases."""
+    oof_metrics = bootstrap_metrics(data.labels[data.train_idx], oof[data.train_idx])
     test_metrics = None
     test_prob = None
-    if len(test_idx):
-        test_prob = np.mean([_predict(m, inputs[test_idx], "cpu") for m in modules], axis=0)
-        test_metrics = bootstrap_metrics(labels[test_idx], test_prob)
-    flagged = flag_mislabelled(ids, curves, labels)
-    out_dir = Path(out_dir)
+    if len(data.test_idx):
+        test_prob = np.mean([_predict(m, data.inputs[data.test_idx], "cpu") for m in modules], axis=0)
+        test_metrics = bootstrap_metrics(data.labels[data.test_idx], test_prob)
+    return {"out_of_fold": oof_metrics, "test": test_metrics, "test_probability": test_prob,
+            "likely_mislabelled": flag_mislabelled(ids, curves, data.labels)}
+
+
+def _fold_card(name: str, f: int, module, cfg: TrainConfig, arch_name: str, kwargs: Dict[str, Any], csv_path,
+               fold_info: Sequence[Dict[str, Any]], result: Dict[str, Any]) -> Dict[str, Any]:
+    """The model card of fold ``f``."""
+    test_metrics = result["test"]
+    return {
+        "name": f"{name}-fold{f}", "version": "1.0.0", "task": "classification",
+        "architecture": {"name": arch_name, "kwargs": kwargs}, "spatial_dims": 3,
+        "input": describe_input(cfg.spacing_mm, cfg.size_xyz),
+        "classes": CLASSES, "output": "one logit; P(recurrence) = sigmoid(logit)",
+        "cam_layer": _cam_layer(module, PET_CAM_LAYERS.get(cfg.arch.lower()), cfg.size_xyz),
+        "parameters": count_parameters(module),
+        "synthetic_demo": cfg.synthetic_demo,
+        "intended_use": ("synthetic phantom demo; not for clinical use" if cfg.synthetic_demo
+                         else "research use: recurrence vs treatment-related change on 18F-FDOPA PET; not a medical device"),
+        "training": {"command": cfg.command, "data": str(csv_path), "fold": f, "folds": cfg.folds,
+                     "config": {k: v for k, v in asdict(cfg).items() if k not in ("command",)}},
+        "validation": {"fold": fold_info[f], "out_of_fold_auc": result["out_of_fold"]["auc"],
+                       "test_auc": test_metrics["auc"] if test_metrics else None},
+    }
+
+
+def _write_package(out_dir: Path, overwrite: bool, csv_path, cfg: TrainConfig, arch_name: str,
+                   kwargs: Dict[str, Any], modules: Sequence[Any], fold_info: Sequence[Dict[str, Any]],
+                   result: Dict[str, Any], rows: Sequence[PetRow], data: _FoldData, oof: np.ndarray,
+                   curves: np.ndarray, t0: float) -> List[Path]:
+    """The fold models with their cards and the CSV / JSON reports, written atomically into
+    ``out_dir``; the model paths."""
+    name = cfg.name or f"pet-{cfg.arch.lower()}"
+    ids, labels, train_idx, test_idx = [r.id for r in rows], data.labels, data.train_idx, data.test_idx
     paths = []
     with atomic_output(out_dir, directory=True, overwrite=overwrite) as tmp:
         for f, m in enumerate(modules):
-            card = {
-                "name": f"{name}-fold{f}", "version": "1.0.0", "task": "classification",
-                "architecture": {"name": arch_name, "kwargs": kwargs}, "spatial_dims": 3,
-                "input": describe_input(cfg.spacing_mm, cfg.size_xyz),
-                "classes": CLASSES, "output": "one logit; P(recurrence) = sigmoid(logit)",
-                "cam_layer": _cam_layer(m, PET_CAM_LAYERS.get(cfg.arch.lower())),
-                "parameters": count_parameters(m),
-                "synthetic_demo": cfg.synthetic_demo,
-                "intended_use": ("synthetic phantom demo; not for clinical use" if cfg.synthetic_demo
-                                 else "research use: recurrence vs treatment-related change on 18F-FDOPA PET; not a medical device"),
-                "training": {"command": cfg.command, "data": str(csv_path), "fold": f, "folds": cfg.folds,
-                             "config": {k: v for k, v in asdict(cfg).items() if k not in ("command",)}},
-                "validation": {"fold": fold_info[f], "out_of_fold_auc": oof_metrics["auc"],
-                               "test_auc": test_metrics["auc"] if test_metrics else None},
-            }
+            card = _fold_card(name, f, m, cfg, arch_name, kwargs, csv_path, fold_info, result)
             p = save_model(m, card, tmp / f"{name}-fold{f}.pt")
             paths.append(out_dir / p.name)
         _write_csv(tmp / "oof_predictions.csv", ["id", "label", "scanner", "probability"],
                    [[ids[i], labels[i], rows[i].scanner, round(float(oof[i]), 5)] for i in train_idx])
-        if test_prob is not None:
+        if result["test_probability"] is not None:
             _write_csv(tmp / "test_predictions.csv", ["id", "label", "scanner", "probability"],
-                       [[ids[i], labels[i], rows[i].scanner, round(float(p), 5)] for i, p in zip(test_idx, test_prob)])
+                       [[ids[i], labels[i], rows[i].scanner, round(float(p), 5)]
+                        for i, p in zip(test_idx, result["test_probability"])])
         _write_csv(tmp / "loss_curves.csv", ["id", "label"] + [f"epoch{e + 1}" for e in range(cfg.epochs)],
                    [[ids[i], labels[i]] + ["" if np.isnan(v) else round(float(v), 5) for v in curves[i]] for i in train_idx])
-        summary = {"architecture": arch_name, "kwargs": kwargs, "folds": fold_info, "out_of_fold": oof_metrics,
-                   "test": test_metrics, "likely_mislabelled": flagged, "seconds": round(time.perf_counter() - t0, 1),
+        summary = {"architecture": arch_name, "kwargs": kwargs, "folds": fold_info, "out_of_fold": result["out_of_fold"],
+                   "test": result["test"], "likely_mislabelled": result["likely_mislabelled"],
+                   "seconds": round(time.perf_counter() - t0, 1),
                    "input": describe_input(cfg.spacing_mm, cfg.size_xyz), "command": cfg.command}
         (tmp / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
-    report(progress, 1.0, "done")
-    return TrainResult(paths, oof[train_idx], labels[train_idx], oof_metrics, test_metrics, flagged,
-                       time.perf_counter() - t0)
+    return paths
 
 
-def _cam_layer(module, preferred: Optional[str]) -> str:
+def _cam_layer(module, preferred: Optional[str], size_xyz: Sequence[int] = REDUCED_SIZE_XYZ) -> str:
     """The card's Grad-CAM layer: the architecture's usual one when ``module`` has it (a CNN3D
     with fewer blocks, e.g. the bundled demo's two, has no ``features.6``), else its last
-    convolutional block."""
-    from .workflow import default_cam_layer
+    convolutional block (:func:`clinicalai.attribution.layers.default_cam_layer`, found on a
+    zero input of ``size_xyz``, the card's network input size)."""
+    import torch
 
     if preferred and preferred in dict(module.named_modules()):
         return preferred
-    return default_cam_layer(module)
+    device = next(module.parameters()).device
+    return default_cam_layer(module, torch.zeros((1, 1, *size_xyz), device=device))
 
 
 def _write_csv(path: Path, header: List[str], rows: List[List[Any]]) -> None:
@@ -526,6 +586,4 @@ def _write_csv(path: Path, header: List[str], rows: List[List[Any]]) -> None:
 
 
 def _sub(progress: Optional[ProgressCallback], a: float, b: float) -> Optional[ProgressCallback]:
-    from ..progress import scaled
-
     return scaled(progress, a, b)

@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..models import BUNDLED_MODELS_DIR
+from ..phantoms.pet import write_pet_dataset
 from ..progress import ConsoleProgress
 from .preprocess import DEMO_SIZE_XYZ, DEMO_SPACING_MM
+from .train import TrainConfig, train_folds
 
 #: the demo network: CNN3D with two blocks, batch norm and a global max-pool head (module docstring)
 DEMO_ARCH_KWARGS = {"channels": [16, 32], "pool_grid": [1, 1, 1], "pool": "max", "hidden": 32, "norm": "batch",
@@ -54,9 +56,6 @@ DEMO_EPOCHS = 20
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..phantoms.pet import write_pet_dataset
-    from .train import TrainConfig, train_folds
-
     ap = argparse.ArgumentParser(prog="python -m clinicalai.pet.train_demo", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=BUNDLED_MODELS_DIR)
     ap.add_argument("--n", type=int, default=60, help="number of phantoms (default 60, 20 %% held out as test)")

@@ -14,10 +14,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..attribution.layers import default_cam_layer
+from ..attribution.methods import attribute_tensor
 from ..errors import ModelError
 from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model
+from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
+from .classes import CLASSES, POSITIVE_CLASS
 from .preprocess import PetPreprocessed, preprocess_from_card
 from .static import StaticParameters, static_parameters
 
@@ -116,7 +120,7 @@ def check_pet_models(models: Sequence[LoadedModel]) -> None:
                              "PetRecurrence needs a 3D single-channel model")
         if len(c.classes) != 2:
             raise ModelError(f"model {c.name} has {len(c.classes)} classes; PetRecurrence needs 2 "
-                             "(treatment-related change, recurrence)")
+                             f"({', '.join(CLASSES)})")
         if c.input.layout.kind != "engine":
             # the study's pipeline (SUV, brain-centred crop, (X, Y, Z) after LPS) is not MONAI's;
             # a MONAI-layout classifier runs in AttributionViewer / 'clinicalai explain' instead
@@ -127,7 +131,7 @@ def check_pet_models(models: Sequence[LoadedModel]) -> None:
 
 def _positive_index(card) -> int:
     names = [n.lower() for n in card.classes]
-    return names.index("recurrence") if "recurrence" in names else 1
+    return names.index(POSITIVE_CLASS) if POSITIVE_CLASS in names else 1
 
 
 def _probability(logits: np.ndarray, card) -> float:
@@ -138,47 +142,25 @@ def _probability(logits: np.ndarray, card) -> float:
     return float(e[_positive_index(card)] / e.sum())
 
 
-def default_cam_layer(module) -> str:
-    """The last convolutional block: the parent of the module's last ``Conv3d``."""
-    import torch
-
-    last = None
-    for name, mod in module.named_modules():
-        if isinstance(mod, torch.nn.Conv3d):
-            last = name
-    if last is None:
-        raise ModelError("the model has no 3D convolution; Grad-CAM needs one (set cam_layer in the card)")
-    return last.rsplit(".", 1)[0] if "." in last else last
-
-
 def gradcam_tensor(module, x, layer: str, class_idx: int = 0):
     """Grad-CAM of ``module`` for input ``x`` ``(1, 1, X, Y, Z)`` at ``layer``, trilinearly
     upsampled to the input size and scaled to [0, 1]; ``(X, Y, Z)`` numpy.
 
-    The one place PetRecurrence computes Grad-CAM: ``clinicalai.attribution.attribute_tensor``
-    when that module is installed, otherwise MONAI's ``GradCAM``.
+    The one place PetRecurrence computes Grad-CAM, through
+    :func:`clinicalai.attribution.methods.attribute_tensor` (the AttributionViewer's Grad-CAM).
     """
     import torch
 
+    t = torch.as_tensor(x, dtype=torch.float32)
     names = dict(module.named_modules())
     if layer not in names:
-        raise ModelError(f"Grad-CAM layer {layer!r} is not in the model (card cam_layer); e.g. {default_cam_layer(module)!r}")
-    try:
-        from ..attribution import attribute_tensor  # type: ignore[attr-defined]
-    except ImportError:
-        attribute_tensor = None
-    t = torch.as_tensor(x, dtype=torch.float32)
-    if attribute_tensor is not None:
-        cam = attribute_tensor(module, t, "gradcam", class_idx, layer=layer)
-        cam = cam.detach().cpu().numpy() if hasattr(cam, "detach") else np.asarray(cam)
-        cam = np.asarray(cam, dtype=np.float32).reshape(t.shape[2:])
-        cam = np.clip(cam, 0, None)
-        return cam / cam.max() if cam.max() > 0 else cam
-    from monai.visualize import GradCAM
-
-    with torch.enable_grad():
-        cam = GradCAM(nn_module=module, target_layers=layer)(t.requires_grad_(False), class_idx=class_idx)
-    return cam.detach().cpu().numpy()[0, 0].astype(np.float32)
+        raise ModelError(f"Grad-CAM layer {layer!r} is not in the model (card cam_layer); "
+                         f"e.g. {default_cam_layer(module, t)!r}")
+    cam = attribute_tensor(module, t, "gradcam", class_idx, layer=layer)
+    cam = cam.detach().cpu().numpy() if hasattr(cam, "detach") else np.asarray(cam)
+    cam = np.asarray(cam, dtype=np.float32).reshape(t.shape[2:])
+    cam = np.clip(cam, 0, None)
+    return cam / cam.max() if cam.max() > 0 else cam
 
 
 def predict_pet(
@@ -212,23 +194,12 @@ def predict_pet(
     timings: Dict[str, float] = {}
     report(progress, 0.0, "preprocessing")
     t = time.perf_counter()
-    prepared: Dict[tuple, PetPreprocessed] = {}
-    per_model = []
-    for m in models:
-        key = (tuple(m.card.input.spacing_mm or ()), tuple(m.card.input.size or ()), bool(m.card.extra_get("mask_outside", False)))
-        if key not in prepared:
-            check_cancel(cancel)
-            prepared[key] = preprocess_from_card(pet, m.card, units=units, brain_mask=brain_mask, tags=tags)
-        per_model.append(prepared[key])
+    per_model = _preprocess_per_card(pet, models, units, brain_mask, tags, cancel)
     first = per_model[0]
     timings["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    probs = []
-    for i, (m, pp) in enumerate(zip(models, per_model)):
-        check_cancel(cancel)
-        probs.append(_probability(m.predict(pp.input[None]), m.card))
-        report(progress, 0.1 + 0.3 * (i + 1) / len(models), f"fold model {i + 1}/{len(models)}")
+    probs = _fold_probabilities(models, per_model, progress, cancel)
     timings["inference"] = time.perf_counter() - t
     probability = float(np.mean(probs))
     classes = models[0].card.classes
@@ -239,26 +210,9 @@ def predict_pet(
     warnings: List[str] = []
     if cam:
         t = time.perf_counter()
-        on_grid = []
-        for key in prepared:
-            group = [(m, pp) for m, pp in zip(models, per_model) if pp is prepared[key]]
-            maps = []
-            for m, pp in group:
-                check_cancel(cancel)
-                module = m.torch_module("Grad-CAM")
-                layer = m.card.cam_layer or default_cam_layer(module)
-                import torch
-
-                x = torch.from_numpy(pp.input[None]).to(m.device)
-                class_idx = 0 if _n_outputs(m) == 1 else pos
-                maps.append(gradcam_tensor(module, x, layer, class_idx))
-                report(progress, 0.4 + 0.45 * (len(on_grid) + len(maps)) / len(models), "Grad-CAM")
-            on_grid.append((len(group), prepared[key].to_input_grid(np.mean(maps, axis=0)).array))
-        total = sum(n for n, _ in on_grid)
-        cam_arr = np.clip(sum(n * a for n, a in on_grid) / total, 0, None).astype(np.float32)
+        cam_arr = _ensemble_cam(models, per_model, pos, progress, cancel)
         cam_volume = pet.with_array(cam_arr, modality="MAP", units="Grad-CAM (0-1)", metadata={"method": "gradcam"})
-        energy = float(cam_arr.sum())
-        inside = float(cam_arr[first.brain_mask.array > 0].sum() / energy) if energy > 0 else 0.0
+        inside = _inside_fraction(cam_arr, first.brain_mask)
         if inside < CAM_INSIDE_BRAIN_WARNING:
             warnings.append(
                 f"only {100 * inside:.0f}% of the Grad-CAM energy lies inside the brain: the decision may rest on "
@@ -271,19 +225,7 @@ def predict_pet(
     static = static_parameters(first.suv, first.brain_mask, lesion)
     timings["static"] = time.perf_counter() - t
     spread = float(max(probs) - min(probs))
-    if len(probs) > 1 and spread > SPREAD_WARNING:
-        warnings.append(f"the fold models disagree (P(recurrence) from {min(probs):.2f} to {max(probs):.2f})")
-    if any(m.card.synthetic_demo for m in models):
-        warnings.append("demo models trained on synthetic phantoms: not for clinical use")
-    if first.brain_mask_source == "computed":
-        warnings.append("brain mask computed from the PET (threshold); give --brain-mask for a reviewed one")
-    brain_ml = float(first.brain_mask.array.sum()) * float(np.prod(first.brain_mask.spacing)) / 1000.0
-    if not PLAUSIBLE_BRAIN_ML[0] <= brain_ml <= PLAUSIBLE_BRAIN_ML[1]:
-        warnings.append(f"the brain found in this image is {brain_ml:,.0f} mL (a brain is about 1,000 to 1,800 mL): "
-                        "it may not be a brain PET, and the models' answer means nothing for it")
-    from ..models.fit import input_warnings
-
-    warnings.extend(input_warnings(first.suv, [models[0].card], "the PET"))
+    warnings.extend(_result_warnings(probs, spread, models, first))
     timings["total"] = time.perf_counter() - t_all
     report(progress, 1.0, "done")
     conv = first.conversion
@@ -295,6 +237,85 @@ def predict_pet(
         suv_conversion={"from_units": conv.units, "factor": conv.factor,
                         **{k: v for k, v in conv.details.items() if isinstance(v, (int, float, str))}},
     )
+
+
+# ---------------------------------------------------------------------------- steps of predict_pet
+def _preprocess_per_card(pet: Volume, models: Sequence[LoadedModel], units: Optional[str],
+                         brain_mask: Optional[Volume], tags: Optional[Mapping[str, Any]],
+                         cancel: Optional[CancelToken]) -> List[PetPreprocessed]:
+    """The network input of each model; models whose cards ask for the same grid and masking
+    share one preprocessed object (the same instance)."""
+    prepared: Dict[tuple, PetPreprocessed] = {}
+    per_model = []
+    for m in models:
+        key = (tuple(m.card.input.spacing_mm or ()), tuple(m.card.input.size or ()), bool(m.card.extra_get("mask_outside", False)))
+        if key not in prepared:
+            check_cancel(cancel)
+            prepared[key] = preprocess_from_card(pet, m.card, units=units, brain_mask=brain_mask, tags=tags)
+        per_model.append(prepared[key])
+    return per_model
+
+
+def _fold_probabilities(models: Sequence[LoadedModel], per_model: Sequence[PetPreprocessed],
+                        progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> List[float]:
+    """P(recurrence) of each fold model."""
+    probs = []
+    for i, (m, pp) in enumerate(zip(models, per_model)):
+        check_cancel(cancel)
+        probs.append(_probability(m.predict(pp.input[None]), m.card))
+        report(progress, 0.1 + 0.3 * (i + 1) / len(models), f"fold model {i + 1}/{len(models)}")
+    return probs
+
+
+def _ensemble_cam(models: Sequence[LoadedModel], per_model: Sequence[PetPreprocessed], pos: int,
+                  progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
+    """Grad-CAM ``(z, y, x)`` on the input PET grid, >= 0: averaged over the models sharing a
+    network grid, put back onto the input grid, then averaged over grids weighted by model count."""
+    import torch
+
+    groups: List[PetPreprocessed] = []
+    for pp in per_model:
+        if not any(pp is g for g in groups):
+            groups.append(pp)
+    on_grid = []
+    for shared in groups:
+        group = [(m, pp) for m, pp in zip(models, per_model) if pp is shared]
+        maps = []
+        for m, pp in group:
+            check_cancel(cancel)
+            module = m.torch_module("Grad-CAM")
+            x = torch.from_numpy(pp.input[None]).to(m.device)
+            layer = m.card.cam_layer or default_cam_layer(module, x)
+            class_idx = 0 if _n_outputs(m) == 1 else pos
+            maps.append(gradcam_tensor(module, x, layer, class_idx))
+            report(progress, 0.4 + 0.45 * (len(on_grid) + len(maps)) / len(models), "Grad-CAM")
+        on_grid.append((len(group), shared.to_input_grid(np.mean(maps, axis=0)).array))
+    total = sum(n for n, _ in on_grid)
+    return np.clip(sum(n * a for n, a in on_grid) / total, 0, None).astype(np.float32)
+
+
+def _inside_fraction(cam_arr: np.ndarray, brain_mask: Volume) -> float:
+    """Share of the Grad-CAM energy inside the brain mask (0 for an empty map)."""
+    energy = float(cam_arr.sum())
+    return float(cam_arr[brain_mask.array > 0].sum() / energy) if energy > 0 else 0.0
+
+
+def _result_warnings(probs: Sequence[float], spread: float, models: Sequence[LoadedModel],
+                     first: PetPreprocessed) -> List[str]:
+    """Sentences for the user about the folds, the models and the input."""
+    warnings: List[str] = []
+    if len(probs) > 1 and spread > SPREAD_WARNING:
+        warnings.append(f"the fold models disagree (P(recurrence) from {min(probs):.2f} to {max(probs):.2f})")
+    if any(m.card.synthetic_demo for m in models):
+        warnings.append("demo models trained on synthetic phantoms: not for clinical use")
+    if first.brain_mask_source == "computed":
+        warnings.append("brain mask computed from the PET (threshold); give --brain-mask for a reviewed one")
+    brain_ml = float(first.brain_mask.array.sum()) * float(np.prod(first.brain_mask.spacing)) / 1000.0
+    if not PLAUSIBLE_BRAIN_ML[0] <= brain_ml <= PLAUSIBLE_BRAIN_ML[1]:
+        warnings.append(f"the brain found in this image is {brain_ml:,.0f} mL (a brain is about 1,000 to 1,800 mL): "
+                        "it may not be a brain PET, and the models' answer means nothing for it")
+    warnings.extend(input_warnings(first.suv, [models[0].card], "the PET"))
+    return warnings
 
 
 def _n_outputs(model: LoadedModel) -> int:

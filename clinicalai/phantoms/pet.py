@@ -36,6 +36,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 from ..outputs import atomic_output, write_csv
+from ..pet.classes import LABELS  # the engine's class names: label -> name
 from ..progress import report
 from ..volume import Volume, write_volume
 from ..volume.dicom_writer import MODALITY_SOP_CLASS, check_series_folder
@@ -44,8 +45,6 @@ from .common import segment_metadata
 
 #: F-18 half-life in seconds (DICOM RadionuclideHalfLife)
 F18_HALF_LIFE_S = 6586.2
-
-LABELS = {0: "treatment-related change", 1: "recurrence"}
 
 
 @dataclass(frozen=True)

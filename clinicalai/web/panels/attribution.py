@@ -9,6 +9,7 @@ from typing import Any, Dict, List
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
+from ...attribution.metrics import HEADLINE_KEYS
 from ...errors import ClinicalAIError
 from ...outputs import write_json
 from . import common
@@ -19,7 +20,7 @@ METHODS = ["gradient", "gradient-x-input", "integrated-gradients", "expected-gra
 #: slice views the maps go into, left to right (registered as the "Maps side by side" layout)
 MAP_VIEWS = ("Red", "Map2", "Map3")
 SIDE_BY_SIDE = "Maps side by side"
-METRIC_COLUMNS = ["map", "dice", "auroc", "auprc", "pointing_game", "threshold"]
+METRIC_COLUMNS = ["map", *HEADLINE_KEYS, "threshold"]
 
 
 def register_side_by_side_layout(layout_manager) -> None:
