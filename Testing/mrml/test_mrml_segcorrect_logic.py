@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from clinicalai.errors import Cancelled, InputError
-from clinicalai.mrml.segcorrect_logic import SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
+from clinicalai.mrml.segcorrect_logic import SegCorrectInputs, SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
 from clinicalai.mrml.segmentations import add_segmentation_node, segmentation_to_labels
 from clinicalai.mrml.tables import table_rows
 from clinicalai.mrml.volumes import add_volume_node
@@ -43,7 +43,7 @@ def _outcome(case):
 
 def _inputs(ctx, case):
     image = add_volume_node(ctx.scene, case.image, "heart")
-    return image, {"image_node": image, "image": case.image, "mask": None}
+    return image, SegCorrectInputs(image_node=image, image=case.image)
 
 
 def test_apply_makes_raw_corrected_final_and_table(ctx, case):

@@ -13,15 +13,36 @@ import dataclasses
 import json
 from typing import Any, List, Optional, Type, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 _NODE = "clinicalai_node"
 _NODES = "clinicalai_nodes"
+_ROLE = "clinicalai_role"
 
 
-def node_field(default: Optional[str] = None) -> Any:
-    """A dataclass field holding one MRML node ID (stored as a node reference)."""
-    return dataclasses.field(default=default, metadata={_NODE: True})
+def jsonable(value: Any) -> Any:
+    """A JSON-able copy of an engine value for a parameter: numpy scalars and arrays become
+    Python numbers and lists, tuples lists, dict keys strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def node_field(default: Optional[str] = None, role: Optional[str] = None) -> Any:
+    """A dataclass field holding one MRML node ID (stored as a node reference).
+
+    ``role``: the reference role, default ``ClinicalAI.<field name>``. A desktop panel gives
+    the name of its ``parameterNodeWrapper`` field, so the GUI and the logic share one
+    reference in the node instead of keeping two copies in step."""
+    return dataclasses.field(default=default, metadata={_NODE: True, **({_ROLE: role} if role else {})})
 
 
 def nodes_field() -> Any:
@@ -43,8 +64,8 @@ def get_parameter_node(scene: Any, module_name: str) -> Any:
     return scene.AddNode(node)
 
 
-def _role(name: str) -> str:
-    return f"ClinicalAI.{name}"
+def _role(f: "dataclasses.Field[Any]") -> str:
+    return f.metadata.get(_ROLE) or f"ClinicalAI.{f.name}"
 
 
 def write_parameters(node: Any, params: Any) -> Any:
@@ -54,11 +75,11 @@ def write_parameters(node: Any, params: Any) -> Any:
         for f in dataclasses.fields(params):
             value = getattr(params, f.name)
             if f.metadata.get(_NODE):
-                node.SetNodeReferenceID(_role(f.name), value or None)
+                node.SetNodeReferenceID(_role(f), value or None)
             elif f.metadata.get(_NODES):
-                node.RemoveNodeReferenceIDs(_role(f.name))
+                node.RemoveNodeReferenceIDs(_role(f))
                 for node_id in value or []:
-                    node.AddNodeReferenceID(_role(f.name), node_id)
+                    node.AddNodeReferenceID(_role(f), node_id)
             else:
                 node.SetParameter(f.name, json.dumps(value))
     finally:
@@ -72,12 +93,12 @@ def read_parameters(node: Any, cls: Type[T]) -> T:
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.metadata.get(_NODE):
-            node_id = node.GetNodeReferenceID(_role(f.name))
+            node_id = node.GetNodeReferenceID(_role(f))
             if node_id:
                 values[f.name] = node_id
         elif f.metadata.get(_NODES):
             ids: List[str] = [
-                node.GetNthNodeReferenceID(_role(f.name), i) for i in range(node.GetNumberOfNodeReferences(_role(f.name)))
+                node.GetNthNodeReferenceID(_role(f), i) for i in range(node.GetNumberOfNodeReferences(_role(f)))
             ]
             values[f.name] = [i for i in ids if i]
         elif node.HasParameter(f.name):

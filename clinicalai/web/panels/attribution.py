@@ -119,7 +119,7 @@ class AttributionPanel(Panel):
         except ClinicalAIError as exc:
             self.set(card=str(exc))
             return
-        self.set(card=common.card_text(model))
+        self.set(card=common.card_line(model))
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
         super().on_segmentation_opened(relative, node)
@@ -248,18 +248,12 @@ class AttributionPanel(Panel):
         except ClinicalAIError as exc:
             self.set(error=str(exc))
             return
-        if not inputs["methods"]:
+        if not inputs.methods:
             self.set(error="the randomised-model check needs a classifier and a method")
             return
 
         def compute(progress, cancel):
-            from ...attribution import randomization_check
-            from ...mrml.attribution_logic import _rows_of
-
-            model = self.logic.models.get(inputs["model"], inputs["device"])
-            method = inputs["methods"][0]
-            result = randomization_check(model, inputs["image"], method, target=inputs["target"], progress=progress, cancel=cancel)
-            return _rows_of(result, method)
+            return self.logic.randomization_rows(inputs, progress=progress, cancel=cancel)
 
         def apply(rows: List[Dict[str, Any]]) -> None:
             self._tables["randomization"] = [{k: common.fmt(v) for k, v in r.items()} for r in rows]

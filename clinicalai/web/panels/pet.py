@@ -172,7 +172,7 @@ class PetPanel(Panel):
         """Centre the slice views on the Grad-CAM maximum (where the network looked most)."""
         import numpy as np
 
-        from ...mrml.logic import jump_to_voxel
+        from ...mrml.scene import jump_to_voxel
         from ...mrml.volumes import array_from_image_data, volume_grid_of_node
 
         if self.params is None or not self.params.cam_volume:

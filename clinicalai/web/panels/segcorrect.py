@@ -101,7 +101,7 @@ class SegCorrectPanel(Panel):
         except ClinicalAIError as exc:
             self.set(card=str(exc))
             return
-        self.set(card=common.card_text(model))
+        self.set(card=common.card_line(model))
 
     # run ----------------------------------------------------------------------
     def run(self) -> None:
@@ -245,7 +245,7 @@ class SegCorrectPanel(Panel):
         self._set_correction(False, None)
 
     def jump(self, i: int) -> None:
-        from ...mrml.logic import jump_to_slice
+        from ...mrml.scene import jump_to_slice
 
         if self.params is None:
             return
