@@ -10,7 +10,10 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters
+from ...mrml.volumes import node_to_volume
 from ...outputs import write_json
+from ...volume.io import write_volume
 from . import common
 from .base import Panel
 
@@ -39,8 +42,6 @@ class AttributionPanel(Panel):
 
     def __init__(self, app) -> None:
         super().__init__(app)
-        from ...mrml.attribution_logic import AttributionViewerLogic
-
         self.logic = AttributionViewerLogic(app.context)
         self.params = None
         self._tables: Dict[str, List[Dict[str, Any]]] = {"metrics": [], "correlations": [], "randomization": []}
@@ -130,8 +131,6 @@ class AttributionPanel(Panel):
         self.set(warnings=[])  # they were about the previous image
 
     def _parameters(self):
-        from ...mrml.attribution_logic import AttributionViewerParameters
-
         methods = self.choices("methods", "methods_all", "attribution method")
         try:
             target = int(self.get("target") if self.get("target") not in (None, "") else -1)
@@ -262,9 +261,6 @@ class AttributionPanel(Panel):
         self.start_job(compute, apply)
 
     def save(self) -> None:
-        from ...mrml.volumes import node_to_volume
-        from ...volume.io import write_volume
-
         if self.params is None:
             self.set(error="run AttributionViewer first")
             return
