@@ -128,14 +128,13 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
 
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
-        """The logic's parameters as stored (the node references the GUI edits are the same
-        ones) with the choosers' models and device and the correction switch."""
+        """The logic's parameters as stored (the nodes and the "correct" switch the GUI edits
+        are the same values) with the choosers' models and device."""
         return dataclasses.replace(
             self.logic.core.get_parameters(),
             segmenter_model=self._segmenterPath(),
             corrector_model=self._correctorPath(),
             device=self.ui.deviceComboBox.currentData or "auto",
-            correct=bool(self._parameterNode.correct),
         )
 
     def onApplyButton(self):

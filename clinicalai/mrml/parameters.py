@@ -20,6 +20,7 @@ T = TypeVar("T")
 _NODE = "clinicalai_node"
 _NODES = "clinicalai_nodes"
 _ROLE = "clinicalai_role"
+_GUI_FLAG = "clinicalai_gui_flag"
 
 
 def jsonable(value: Any) -> Any:
@@ -43,6 +44,13 @@ def node_field(default: Optional[str] = None, role: Optional[str] = None) -> Any
     the name of its ``parameterNodeWrapper`` field, so the GUI and the logic share one
     reference in the node instead of keeping two copies in step."""
     return dataclasses.field(default=default, metadata={_NODE: True, **({_ROLE: role} if role else {})})
+
+
+def gui_flag_field(default: bool) -> Any:
+    """A bool the desktop panel's ``parameterNodeWrapper`` edits under the same name: stored
+    as Slicer's wrapper stores a bool (``"True"`` / ``"False"``), so GUI and logic read one
+    value (JSON ``true`` / ``false`` of older scenes is read too)."""
+    return dataclasses.field(default=default, metadata={_GUI_FLAG: True})
 
 
 def nodes_field() -> Any:
@@ -75,7 +83,13 @@ def write_parameters(node: Any, params: Any) -> Any:
         for f in dataclasses.fields(params):
             value = getattr(params, f.name)
             if f.metadata.get(_NODE):
+                if f.metadata.get(_ROLE):
+                    # the wrapper's mark that the parameter is set (its NodeSerializer writes
+                    # "" beside the reference; without it the wrapper would reset the reference)
+                    node.SetParameter(_role(f), "")
                 node.SetNodeReferenceID(_role(f), value or None)
+            elif f.metadata.get(_GUI_FLAG):
+                node.SetParameter(f.name, "True" if value else "False")
             elif f.metadata.get(_NODES):
                 node.RemoveNodeReferenceIDs(_role(f))
                 for node_id in value or []:
@@ -101,6 +115,10 @@ def read_parameters(node: Any, cls: Type[T]) -> T:
                 node.GetNthNodeReferenceID(_role(f), i) for i in range(node.GetNumberOfNodeReferences(_role(f)))
             ]
             values[f.name] = [i for i in ids if i]
+        elif f.metadata.get(_GUI_FLAG) and node.HasParameter(f.name):
+            text = node.GetParameter(f.name).lower()
+            if text in ("true", "false"):
+                values[f.name] = text == "true"
         elif node.HasParameter(f.name):
             try:
                 values[f.name] = json.loads(node.GetParameter(f.name))

@@ -13,7 +13,7 @@ from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # cheap: names only
 from ..volume import Volume
 from .model_choices import chosen_model_path, model_card
-from .parameters import node_field
+from .parameters import gui_flag_field, node_field
 from .scene import RASPoint, jump_to_slice, node_by_id
 from .segmentations import add_segmentation_node, fill_segmentation_node, segmentation_to_labels, segments_from_card
 from .tables import add_table_node, fill_table_node, table_rows
@@ -38,15 +38,17 @@ def _decision_words() -> "tuple[str, str]":
 class SegCorrectParameters:
     """SegCorrect panel state (saved with the scene)."""
 
-    # the three node references are those of the desktop panel's parameterNodeWrapper
-    # (SegCorrect/SegCorrect.py): one reference each in the node, shared by GUI and logic
+    # the three node references (and ``correct``) are those of the desktop panel's
+    # parameterNodeWrapper (SegCorrect/SegCorrect.py): one value each in the node, shared by
+    # GUI and logic
     input_volume: Optional[str] = node_field(role="inputVolume")
     #: a mask made by any tool: when set, it is corrected instead of running the segmenter
     input_segmentation: Optional[str] = node_field(role="inputSegmentation")
     segmenter_model: str = ""  # "" = bundled cardiac-unet
     corrector_model: str = ""  # "" = bundled cardiac-nvae
     device: str = "auto"
-    correct: bool = True
+    #: correct the mask with the corrector; the desktop panel's "correct" check box edits it
+    correct: bool = gui_flag_field(True)
     #: final segmentation; a node the user picked, or made by the run
     output_segmentation: Optional[str] = node_field(role="outputSegmentation")
     raw_segmentation: Optional[str] = node_field()
