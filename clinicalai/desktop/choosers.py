@@ -18,7 +18,7 @@ def fill_model_combo(combo: Any, task: Optional[str], default: Optional[str] = N
     """The models of ``task`` known by name (the model named ``default`` first, the path as
     item data), then :data:`MODEL_FILE_ITEM`."""
     for entry in model_choices.bundled_models(task, default):
-        combo.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
+        combo.addItem(model_choices.model_title(entry), entry["path"])
     combo.addItem(MODEL_FILE_ITEM, "")
 
 

@@ -91,6 +91,13 @@ def bundled_models(task: Optional[str] = None, default: Optional[str] = None) ->
     return sorted(out, key=lambda m: m["name"] != default)  # stable: the rest keep their order
 
 
+def model_title(entry: Dict[str, Any], with_source: bool = False) -> str:
+    """A chooser's text for an entry of :func:`bundled_models`: its name, marked
+    "(synthetic demo)" and, ``with_source``, "(user)" for a model the user imported."""
+    title = entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else "")
+    return title + (" (user)" if with_source and entry.get("source") == "user" else "")
+
+
 def device_choices() -> List[Dict[str, Any]]:
     """The device selector's entries ``[{"value", "label"}]``: auto, cuda (with GPU name and
     free memory) when there is one, cpu."""

@@ -12,7 +12,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
-from ...mrml.model_choices import bundled_models, describe_model, device_choices
+from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
 from ...mrml.scene import RASPoint, jump_to_mask
 from ...mrml.segmentations import segmentation_to_labels
 from ...mrml.volumes import volume_grid_of_node
@@ -22,12 +22,8 @@ from .. import security
 def model_choices(task: Optional[str], default: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"title", "value"}]`` of the models of ``task`` known by name, bundled and the server
     user's imported ones (value = card path or bundle folder), the model named ``default`` first."""
-
-    def title(m: Dict[str, Any]) -> str:
-        return m["name"] + (" (synthetic demo)" if m["synthetic_demo"] else "") + (" (user)" if m["source"] == "user" else "")
-
     try:
-        return [{"title": title(m), "value": m["path"]} for m in bundled_models(task, default)]
+        return [{"title": model_title(m, with_source=True), "value": m["path"]} for m in bundled_models(task, default)]
     except ClinicalAIError:
         return []
 
