@@ -23,13 +23,13 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from clinicalai.mrml import logic as mrml_logic  # noqa: E402
+from clinicalai import desktop  # noqa: E402
+from clinicalai.desktop import PanelWidgetMixin  # noqa: E402
+from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.attribution_logic import AttributionViewerLogic as AttributionViewerMRMLLogic  # noqa: E402
 from clinicalai.mrml.attribution_logic import AttributionViewerParameters  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
-from clinicalai.mrml.panel_widget import PanelWidgetMixin  # noqa: E402
-
-FILE_ITEM = mrml_logic.MODEL_FILE_ITEM
+from clinicalai.mrml.runner import BackgroundRun, BackgroundTask  # noqa: E402
 #: attribution method (engine name, ``clinicalai.attribution.METHODS``) -> its check box in the .ui
 METHOD_CHECKBOXES = {
     "gradient": "methodGradientCheckBox",
@@ -83,7 +83,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/AttributionViewer.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        self._runner = mrml_logic.PanelRunner(
+        self._runner = desktop.PanelRunner(
             "AttributionViewer", self.ui, busy_widgets=("randomizationButton",), on_finished=self._checkCanApply
         )
         uiWidget.setMRMLScene(slicer.mrmlScene)
@@ -91,14 +91,9 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         self.methodCheckBoxes = {method: getattr(self.ui, name) for method, name in METHOD_CHECKBOXES.items()}
         self._showMethods(AttributionViewerParameters().methods)
 
-        for entry in mrml_logic.bundled_models("classification"):
-            self.ui.modelComboBox.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
-        self.ui.modelComboBox.addItem(FILE_ITEM, "")
-        for entry in mrml_logic.bundled_models("anomaly-detection"):
-            self.ui.anomalyModelComboBox.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
-        self.ui.anomalyModelComboBox.addItem(FILE_ITEM, "")
-        for entry in mrml_logic.device_choices():
-            self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
+        desktop.fill_model_combo(self.ui.modelComboBox, "classification")
+        desktop.fill_model_combo(self.ui.anomalyModelComboBox, "anomaly-detection")
+        desktop.fill_device_combo(self.ui.deviceComboBox)
 
         self.observeSceneClose()
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -117,16 +112,11 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         self.onModelChanged()
 
     # ------------------------------------------------------------------ models
-    def _path(self, combo, pathLineEdit):
-        if combo.currentText == FILE_ITEM:
-            return mrml_logic.model_path_from_choice(pathLineEdit.currentPath) if pathLineEdit.currentPath else ""
-        return combo.currentData or ""
-
     def _anomalyPath(self):
         """The generative model's path, "" unless "anomaly (generative)" is checked."""
         if not self.ui.methodAnomalyCheckBox.checked:
             return ""
-        return self._path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit)
+        return desktop.combo_model_path(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit)
 
     def _showMethods(self, methods):
         for method, box in self.methodCheckBoxes.items():
@@ -134,23 +124,23 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
 
     def onModelChanged(self, *_):
         anomaly = self.ui.methodAnomalyCheckBox.checked
-        self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentText == FILE_ITEM
+        self.ui.modelPathLineEdit.enabled = self.ui.modelComboBox.currentText == desktop.MODEL_FILE_ITEM
         self.ui.anomalyModelComboBox.enabled = anomaly
-        self.ui.anomalyModelPathLineEdit.enabled = anomaly and self.ui.anomalyModelComboBox.currentText == FILE_ITEM
+        self.ui.anomalyModelPathLineEdit.enabled = anomaly and self.ui.anomalyModelComboBox.currentText == desktop.MODEL_FILE_ITEM
         target = self.ui.targetComboBox.currentData
         self.ui.targetComboBox.clear()
         self.ui.targetComboBox.addItem("Predicted class", -1)
         texts = []
-        for path, isClassifier in ((self._path(self.ui.modelComboBox, self.ui.modelPathLineEdit), True),
+        for path, isClassifier in ((desktop.combo_model_path(self.ui.modelComboBox, self.ui.modelPathLineEdit), True),
                                    (self._anomalyPath(), False)):
             if not path:
                 continue
             try:
-                summary = mrml_logic.describe_model(path)
+                summary = model_choices.describe_model(path)
             except Exception as exc:  # shown, not raised, while browsing
-                texts.append(f"<span style='color:#c00'>{exc}</span>")
+                texts.append(desktop.error_html(exc))
                 continue
-            texts.append(mrml_logic.card_text(summary))
+            texts.append(desktop.card_html(summary))
             if isClassifier:
                 for index, name in enumerate(summary["classes"]):
                     self.ui.targetComboBox.addItem(f"{index}: {name}", index)
@@ -164,11 +154,9 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         """Methods, models and device of the last run, saved with the scene (the engine's parameters)."""
         stored = self.logic.core.get_parameters()
         self._showMethods(stored.methods)
-        mrml_logic.select_model_choice(self.ui.modelComboBox, self.ui.modelPathLineEdit, stored.model)
-        mrml_logic.select_model_choice(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
-        index = self.ui.deviceComboBox.findData(stored.device)
-        if index >= 0:
-            self.ui.deviceComboBox.currentIndex = index
+        desktop.select_model_choice(self.ui.modelComboBox, self.ui.modelPathLineEdit, stored.model)
+        desktop.select_model_choice(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
+        desktop.select_data(self.ui.deviceComboBox, stored.device)
 
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
@@ -180,7 +168,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
             raise InputError("'anomaly (generative)' is checked: choose its generative model")
         return AttributionViewerParameters(
             input_volume=p.inputVolume.GetID() if p.inputVolume else None,
-            model=self._path(self.ui.modelComboBox, self.ui.modelPathLineEdit),
+            model=desktop.combo_model_path(self.ui.modelComboBox, self.ui.modelPathLineEdit),
             anomaly_model=anomalyModel,
             target=int(self.ui.targetComboBox.currentData if self.ui.targetComboBox.currentData is not None else -1),
             methods=[m for m, box in self.methodCheckBoxes.items() if box.checked],
@@ -195,7 +183,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         self.ui.warningsLabel.text = ""  # the last run's warnings are not this run's
         with slicer.util.tryWithErrorDisplay("AttributionViewer could not start.", waitCursor=True):
             # rerun: after the user trusts a TorchScript model file the runner asks about
-            makeRun = lambda: mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
+            makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
             self._runner.start(makeRun(), self._onMapsMade, qt.QTimer(), rerun=makeRun)
 
     def _onMapsMade(self, run):
@@ -211,7 +199,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         self.ui.metricsTableView.setMRMLTableNode(node(params.metrics_table))
         self.ui.correlationTableView.setMRMLTableNode(node(params.correlation_table))
         # input warnings (reader, an image the classifier was not made for)
-        self.ui.warningsLabel.text = "<br>".join(mrml_logic.warning_lines((params.summary or {}).get("warnings")))
+        self.ui.warningsLabel.text = "<br>".join(desktop.warning_lines((params.summary or {}).get("warnings")))
 
     def onThresholdButton(self):
         mapNode = self.ui.mapSelector.currentNode()
@@ -230,9 +218,9 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
 
         def makeTask():
             inputs = core.prepare(self._engineParameters())
-            return mrml_logic.BackgroundTask(
+            return BackgroundTask(
                 lambda progress, cancel: core.randomization_rows(inputs, progress=progress, cancel=cancel),
-                lambda rows: core.add_randomization_table(inputs["image_node"], rows),
+                lambda rows: core.add_randomization_table(inputs.image_node, rows),
                 name="ClinicalAI randomised-model check",
             )
 
@@ -288,7 +276,7 @@ class AttributionViewerTest(ScriptedLoadableModuleTest):
         case = brain_case(1, pathological=True)
         image = add_volume_node(slicer.mrmlScene, case.image, "brain")
         lesion = add_segmentation_node(slicer.mrmlScene, case.lesion, "lesion", [{"name": "lesion", "value": 1}])
-        models = mrml_logic.bundled_models("classification")
+        models = model_choices.bundled_models("classification")
         self.assertTrue(models, "no bundled classifier")
         logic = AttributionViewerLogic()
         params = logic.run(

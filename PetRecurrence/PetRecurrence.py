@@ -22,9 +22,11 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from clinicalai.mrml import logic as mrml_logic  # noqa: E402
+from clinicalai import desktop  # noqa: E402
+from clinicalai.desktop import PanelWidgetMixin  # noqa: E402
+from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
-from clinicalai.mrml.panel_widget import PanelWidgetMixin  # noqa: E402
+from clinicalai.mrml.runner import BackgroundRun  # noqa: E402
 from clinicalai.mrml.pet_logic import PetRecurrenceLogic as PetRecurrenceMRMLLogic  # noqa: E402
 from clinicalai.mrml.pet_logic import PetRecurrenceParameters  # noqa: E402
 
@@ -69,7 +71,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/PetRecurrence.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        self._runner = mrml_logic.PanelRunner("PetRecurrence", self.ui, on_finished=self._checkCanApply)
+        self._runner = desktop.PanelRunner("PetRecurrence", self.ui, on_finished=self._checkCanApply)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = PetRecurrenceLogic()
 
@@ -77,8 +79,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
             self.ui.unitsComboBox.addItem(label, value)
         self.ui.modelsComboBox.addItem("Bundled fold models (synthetic demo)", "")
         self.ui.modelsComboBox.addItem("Model files below...", "files")
-        for entry in mrml_logic.device_choices():
-            self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
+        desktop.fill_device_combo(self.ui.deviceComboBox)
 
         self.observeSceneClose()
         self.ui.modelsComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -98,10 +99,8 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
     def _restoreRunChoices(self):
         """Units, fold models and device of the last run, saved with the scene (the engine's parameters)."""
         stored = self.logic.core.get_parameters()
-        for combo, value in ((self.ui.unitsComboBox, stored.units), (self.ui.deviceComboBox, stored.device)):
-            index = combo.findData(value)
-            if index >= 0:
-                combo.currentIndex = index
+        desktop.select_data(self.ui.unitsComboBox, stored.units)
+        desktop.select_data(self.ui.deviceComboBox, stored.device)
         if stored.models:
             self.ui.modelsComboBox.currentIndex = self.ui.modelsComboBox.findData("files")
             self.ui.modelsPathLineEdit.currentPath = stored.models[0]
@@ -116,7 +115,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         folder = os.path.dirname(chosen)
         stem = os.path.basename(chosen).split("fold")[0]
         cards = sorted(f for f in os.listdir(folder) if f.startswith(stem) and "fold" in f and f.endswith(".json"))
-        return [os.path.join(folder, f) for f in cards] or [mrml_logic.model_path_from_choice(chosen)]
+        return [os.path.join(folder, f) for f in cards] or [model_choices.model_path_from_choice(chosen)]
 
     def onModelChanged(self, *_):
         self.ui.modelsPathLineEdit.enabled = self.ui.modelsComboBox.currentData == "files"
@@ -127,13 +126,13 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
 
                 paths = bundled_pet_models()
             except Exception as exc:
-                self.ui.cardLabel.text = f"<span style='color:#c00'>{exc}</span>"
+                self.ui.cardLabel.text = desktop.error_html(exc)
                 return
         try:
-            text = mrml_logic.card_text(mrml_logic.describe_model(paths[0]))
+            text = desktop.card_html(model_choices.describe_model(paths[0]))
             self.ui.cardLabel.text = f"{len(paths)} fold model(s)<br>{text}"
         except Exception as exc:
-            self.ui.cardLabel.text = f"<span style='color:#c00'>{exc}</span>"
+            self.ui.cardLabel.text = desktop.error_html(exc)
 
     # ------------------------------------------------------------------ parameter node
     # ------------------------------------------------------------------ run
@@ -156,7 +155,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
             return
         with slicer.util.tryWithErrorDisplay("PetRecurrence could not start.", waitCursor=True):
             # rerun: after the user trusts a TorchScript model file the runner asks about
-            makeRun = lambda: mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
+            makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
             self._runner.start(makeRun(), self._onRunDone, qt.QTimer(), rerun=makeRun)
 
     def _onRunDone(self, run):
@@ -180,7 +179,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         voi = slicer.mrmlScene.GetNodeByID(params.lesion_voi) if params.lesion_voi else None
         if voi is not None:
             lines.append(f"Lesion VOI found (1.6 x background): {voi.GetName()}")
-        lines += mrml_logic.warning_lines(s.get("warnings"))
+        lines += desktop.warning_lines(s.get("warnings"))
         self.ui.resultLabel.text = "<br>".join(lines)
         self.ui.show3DButton.enabled = bool(params.cam_volume)
         self.ui.goToLesionButton.enabled = bool(self.logic.core.lesion_node_id(params))

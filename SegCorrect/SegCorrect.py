@@ -2,6 +2,7 @@
 the correction slice by slice. All MRML logic lives in ``clinicalai.mrml.segcorrect_logic``;
 this file is the panel."""
 
+import dataclasses
 import os
 import sys
 
@@ -23,15 +24,14 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if os.path.isdir(os.path.join(_ROOT, "clinicalai")) and _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from clinicalai.mrml import logic as mrml_logic  # noqa: E402
-from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # noqa: E402
+from clinicalai import desktop  # noqa: E402
+from clinicalai.desktop import PanelWidgetMixin  # noqa: E402
+from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
-from clinicalai.mrml.panel_widget import PanelWidgetMixin  # noqa: E402
+from clinicalai.mrml.runner import BackgroundRun  # noqa: E402
+from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
-
-FILE_ITEM = mrml_logic.MODEL_FILE_ITEM
-
 
 class SegCorrect(ScriptedLoadableModule):
     def __init__(self, parent):
@@ -50,7 +50,8 @@ class SegCorrect(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class SegCorrectParameterNode:
-    """GUI state; the run's state (models, outputs, decisions) is SegCorrectParameters in the same node."""
+    """The GUI's view of the module's parameter node. Its node references are the very ones
+    of SegCorrectParameters (the logic's state: models, outputs, decisions), stored once."""
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
@@ -71,14 +72,13 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/SegCorrect.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        self._runner = mrml_logic.PanelRunner("SegCorrect", self.ui, on_finished=self._checkCanApply)
+        self._runner = desktop.PanelRunner("SegCorrect", self.ui, on_finished=self._checkCanApply)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = SegCorrectLogic()
 
-        self._fillModelChoices(self.ui.segmenterComboBox, "segmentation", DEFAULT_SEGMENTER)
-        self._fillModelChoices(self.ui.correctorComboBox, "mask-correction", DEFAULT_CORRECTOR)
-        for entry in mrml_logic.device_choices():
-            self.ui.deviceComboBox.addItem(entry["label"], entry["value"])
+        desktop.fill_model_combo(self.ui.segmenterComboBox, "segmentation", DEFAULT_SEGMENTER)
+        desktop.fill_model_combo(self.ui.correctorComboBox, "mask-correction", DEFAULT_CORRECTOR)
+        desktop.fill_device_combo(self.ui.deviceComboBox)
 
         self.observeSceneClose()
         self.ui.segmenterComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -100,51 +100,41 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         self.onModelChanged()
 
     def _restoreRunChoices(self):
-        """Models and device of the last run, saved with the scene (the engine's parameters)."""
+        """Show the models and device of the last run, saved with the scene (the logic's parameters)."""
         stored = self.logic.core.get_parameters()
-        mrml_logic.select_model_choice(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit, stored.segmenter_model)
-        mrml_logic.select_model_choice(self.ui.correctorComboBox, self.ui.correctorPathLineEdit, stored.corrector_model)
-        index = self.ui.deviceComboBox.findData(stored.device)
-        if index >= 0:
-            self.ui.deviceComboBox.currentIndex = index
+        desktop.select_model_choice(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit, stored.segmenter_model)
+        desktop.select_model_choice(self.ui.correctorComboBox, self.ui.correctorPathLineEdit, stored.corrector_model)
+        desktop.select_data(self.ui.deviceComboBox, stored.device)
 
     # ------------------------------------------------------------------ model chooser
-    def _fillModelChoices(self, combo, task, default=None):
-        for entry in mrml_logic.bundled_models(task, default):
-            combo.addItem(entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else ""), entry["path"])
-        combo.addItem(FILE_ITEM, "")
+    def _segmenterPath(self):
+        return desktop.combo_model_path(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit)
 
-    def _modelPath(self, combo, pathLineEdit):
-        if combo.currentText == FILE_ITEM:
-            return mrml_logic.model_path_from_choice(pathLineEdit.currentPath) if pathLineEdit.currentPath else ""
-        return combo.currentData or ""
+    def _correctorPath(self):
+        return desktop.combo_model_path(self.ui.correctorComboBox, self.ui.correctorPathLineEdit)
 
     def onModelChanged(self, *_):
-        self.ui.segmenterPathLineEdit.enabled = self.ui.segmenterComboBox.currentText == FILE_ITEM
-        self.ui.correctorPathLineEdit.enabled = self.ui.correctorComboBox.currentText == FILE_ITEM
+        self.ui.segmenterPathLineEdit.enabled = self.ui.segmenterComboBox.currentText == desktop.MODEL_FILE_ITEM
+        self.ui.correctorPathLineEdit.enabled = self.ui.correctorComboBox.currentText == desktop.MODEL_FILE_ITEM
         texts = []
-        for path in (self._modelPath(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit),
-                     self._modelPath(self.ui.correctorComboBox, self.ui.correctorPathLineEdit)):
+        for path in (self._segmenterPath(), self._correctorPath()):
             if not path:
                 continue
             try:
-                texts.append(mrml_logic.card_text(mrml_logic.describe_model(path)))
+                texts.append(desktop.card_html(model_choices.describe_model(path)))
             except Exception as exc:  # a bad card is shown, not raised, while browsing
-                texts.append(f"<span style='color:#c00'>{exc}</span>")
+                texts.append(desktop.error_html(exc))
         self.ui.cardLabel.text = "<hr>".join(texts) or "No model chosen."
 
-    # ------------------------------------------------------------------ parameter node
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
-        p = self._parameterNode
-        return SegCorrectParameters(
-            input_volume=p.inputVolume.GetID() if p.inputVolume else None,
-            input_segmentation=p.inputSegmentation.GetID() if p.inputSegmentation else None,
-            output_segmentation=p.outputSegmentation.GetID() if p.outputSegmentation else None,
-            segmenter_model=self._modelPath(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit),
-            corrector_model=self._modelPath(self.ui.correctorComboBox, self.ui.correctorPathLineEdit),
+        """The logic's parameters as stored (the nodes and the "correct" switch the GUI edits
+        are the same values) with the choosers' models and device."""
+        return dataclasses.replace(
+            self.logic.core.get_parameters(),
+            segmenter_model=self._segmenterPath(),
+            corrector_model=self._correctorPath(),
             device=self.ui.deviceComboBox.currentData or "auto",
-            correct=bool(p.correct),
         )
 
     def onApplyButton(self):
@@ -153,12 +143,11 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         self.ui.warningsLabel.text = ""  # the last run's warnings are not this run's
         with slicer.util.tryWithErrorDisplay("SegCorrect could not start.", waitCursor=True):
             # rerun: after the user trusts a TorchScript model file the runner asks about
-            makeRun = lambda: mrml_logic.BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
+            makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
             self._runner.start(makeRun(), self._onRunDone, qt.QTimer(), rerun=makeRun)
 
     def _onRunDone(self, run):
-        final = slicer.mrmlScene.GetNodeByID(run.params.output_segmentation)
-        self._parameterNode.outputSegmentation = final
+        # the output segmentation the run made is already the GUI's (the same node reference)
         slicer.util.setSliceViewerLayers(background=self._parameterNode.inputVolume, fit=True)
         self._showLastResult()
 
@@ -166,7 +155,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
     def _showLastResult(self):
         params = self.logic.core.get_parameters()
         # input warnings (DICOM slice-position jitter, an image the model was not made for)
-        self.ui.warningsLabel.text = "<br>".join(mrml_logic.warning_lines(params.warnings))
+        self.ui.warningsLabel.text = "<br>".join(desktop.warning_lines(params.warnings))
         table = slicer.mrmlScene.GetNodeByID(params.slice_table) if params.slice_table else None
         self.ui.sliceTableView.setMRMLTableNode(table)
         has = table is not None

@@ -124,12 +124,12 @@ def test_names_and_paths_resolve_and_unknown_names_list_the_known_ones(user_dir,
         assert UNKNOWN in msg and "cardiac-unet" in msg and "pet-cnn3d-fold0" in msg and "\n" not in msg
         assert str(user_dir) in msg and "clinicalai models import" in msg
     # the Slicer / browser helpers go through the same resolver and error
-    from clinicalai.mrml.logic import read_model_card, resolve_model_path
+    from clinicalai.mrml.model_choices import chosen_model_path, model_card
 
-    assert resolve_model_path("", "cardiac-nvae") == BUNDLED_MODELS_DIR / "cardiac-nvae.json"
-    assert read_model_card("cardiac-nvae").task == "mask-correction"
+    assert chosen_model_path("", "cardiac-nvae") == BUNDLED_MODELS_DIR / "cardiac-nvae.json"
+    assert model_card("cardiac-nvae").task == "mask-correction"
     with pytest.raises(ModelError, match=UNKNOWN):
-        resolve_model_path("no-such-model", "cardiac-unet")
+        chosen_model_path("no-such-model", "cardiac-unet")
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_import_a_state_dict_model_lists_loads_and_checks_sha256(user_dir, tmp_p
     assert main(["models", "list"]) == 0
     table = capsys.readouterr().out
     assert "SOURCE" in table and any(ln.startswith("my-unet") and " user " in ln for ln in table.splitlines())
-    from clinicalai.mrml.logic import bundled_models
+    from clinicalai.mrml.model_choices import bundled_models
     from clinicalai.web.panels.common import model_choices
 
     entry = next(m for m in bundled_models("segmentation") if m["name"] == "my-unet")

@@ -105,7 +105,7 @@ def test_cancelled_and_failing_runs_add_no_node(ctx, classifier, brain, node_ids
 def test_background_run_computes_in_a_thread_and_applies_on_poll(ctx, classifier, brain, node_ids):
     import threading
 
-    from clinicalai.mrml.logic import BackgroundRun
+    from clinicalai.mrml.runner import BackgroundRun
 
     image, _ = _scene_inputs(ctx, brain)
     logic = AttributionViewerLogic(ctx)

@@ -46,7 +46,7 @@ def test_panel_helpers_work_before_the_engine_packages_are_installed(monkeypatch
     auto / CPU devices) and offer the installation on first use."""
     import builtins
 
-    from clinicalai.mrml import logic
+    from clinicalai.mrml import model_choices as logic
 
     real_import = builtins.__import__
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from clinicalai.errors import Cancelled, InputError
-from clinicalai.mrml import logic
+from clinicalai import desktop
+from clinicalai.mrml import model_choices, runner
 from clinicalai.mrml.tables import add_table_node, table_row_of_view_row, table_rows
 from clinicalai.mrml.volumes import add_volume_node
 from clinicalai.progress import check_cancel
@@ -31,21 +32,21 @@ def test_bundled_models_of_a_task_start_on_the_default_and_show_the_demo_warning
 
     if not (BUNDLED_MODELS_DIR / "cardiac-nvae.json").is_file():
         pytest.skip("bundled models not installed (make models)")
-    correctors = logic.bundled_models("mask-correction", "cardiac-nvae")
+    correctors = model_choices.bundled_models("mask-correction", "cardiac-nvae")
     assert correctors and all(m["task"] == "mask-correction" for m in correctors)
     assert correctors[0]["name"] == "cardiac-nvae"
-    summary = logic.describe_model(correctors[0]["path"])
+    summary = model_choices.describe_model(correctors[0]["path"])
     assert summary["task"] == "mask-correction" and summary["labels"] == ["RV", "MYO", "LV"]
     assert summary["synthetic_demo"] and "not for clinical use" in summary["warning"]
-    text = logic.card_text(summary)
+    text = desktop.card_html(summary)
     assert text.startswith("<b style='color:#c00'>Synthetic demo model")  # the warning first, in red
     assert "Labels: RV, MYO, LV" in text and "mask-correction" in text
 
 
-def test_card_text_escapes_and_omits_the_warning_for_real_models():
+def test_card_html_escapes_and_omits_the_warning_for_real_models():
     summary = {"name": "net <v2>", "version": "1.0", "task": "classification", "labels": [], "classes": ["a&b", "c"],
                "intended_use": "research", "synthetic_demo": False, "warning": ""}
-    text = logic.card_text(summary)
+    text = desktop.card_html(summary)
     assert "color:#c00" not in text and "net &lt;v2&gt;" in text and "Classes: a&amp;b, c" in text
 
 
@@ -76,9 +77,9 @@ def _tiny_bundle(root: Path) -> Path:
 def test_file_dialog_choice_of_a_monai_bundle_shows_its_card(tmp_path):
     folder = _tiny_bundle(tmp_path / "heart")
     # the file dialog returns the bundle's metadata.json: the chooser uses the folder
-    assert logic.model_path_from_choice(str(folder / "configs" / "metadata.json")) == str(folder)
-    assert logic.model_path_from_choice(str(tmp_path / "net.pt")) == str(tmp_path / "net.pt")
-    summary = logic.describe_model(logic.model_path_from_choice(str(folder / "configs" / "metadata.json")))
+    assert model_choices.model_path_from_choice(str(folder / "configs" / "metadata.json")) == str(folder)
+    assert model_choices.model_path_from_choice(str(tmp_path / "net.pt")) == str(tmp_path / "net.pt")
+    summary = model_choices.describe_model(model_choices.model_path_from_choice(str(folder / "configs" / "metadata.json")))
     assert summary["name"] == "Tiny heart bundle" and summary["task"] == "segmentation"
     assert summary["labels"] == ["RV", "LV"] and not summary["synthetic_demo"]
 
@@ -87,7 +88,7 @@ def test_file_dialog_choice_of_a_monai_bundle_shows_its_card(tmp_path):
 def test_device_choices_match_this_machine():
     import torch
 
-    values = [d["value"] for d in logic.device_choices()]
+    values = [d["value"] for d in model_choices.device_choices()]
     assert values[0] == "auto" and values[-1] == "cpu"
     assert ("cuda" in values) == torch.cuda.is_available()
 
@@ -98,7 +99,7 @@ def test_device_choices_show_the_gpu_name_and_free_memory(monkeypatch):
 
     monkeypatch.setattr(clinicalai.models, "device_summary",
                         lambda: {"cuda": True, "name": "NVIDIA H200", "free_bytes": 130 * 2**30 + 2**29, "total_bytes": 141 * 2**30})
-    choices = {d["value"]: d["label"] for d in logic.device_choices()}
+    choices = {d["value"]: d["label"] for d in model_choices.device_choices()}
     assert list(choices) == ["auto", "cuda", "cpu"]
     assert choices["cuda"] == "CUDA: NVIDIA H200, 130.5 GiB free"
     assert "NVIDIA H200" in choices["auto"]
@@ -186,7 +187,7 @@ _FRESH_SLICER = textwrap.dedent(
     sys.path.insert(0, HERE)
     from slicer_stand_ins import stand_in_modules
     sys.modules.update(stand_in_modules())
-    from clinicalai.mrml import logic
+    from clinicalai.mrml import model_choices as logic
     for name in MODULES:
         spec = importlib.util.spec_from_file_location(name, f"{ROOT}/{name}/{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -216,13 +217,13 @@ def test_error_report_keeps_engine_messages_and_gives_the_traceback():
     try:
         raise InputError("the PET volume is not 3D")
     except InputError as exc:
-        message, details = logic.error_report(exc)
+        message, details = desktop.error_report(exc)
     assert message == "the PET volume is not 3D"
     assert "Traceback" in details and "InputError: the PET volume is not 3D" in details
     try:
         {}["missing"]
     except KeyError as exc:
-        message, details = logic.error_report(exc)
+        message, details = desktop.error_report(exc)
     assert message == "Unexpected error: KeyError: 'missing'" and "KeyError" in details
 
 
@@ -240,7 +241,7 @@ def test_table_view_rows_map_to_table_rows(ctx):
 
 
 def test_segcorrect_slice_table_is_a_header_table(ctx):
-    from clinicalai.mrml.segcorrect_logic import SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
+    from clinicalai.mrml.segcorrect_logic import SegCorrectInputs, SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
     from clinicalai.phantoms.cardiac import cardiac_case, cardiac_segments
     from clinicalai.segcorrect.pipeline import SliceDecision
 
@@ -249,7 +250,7 @@ def test_segcorrect_slice_table_is_a_header_table(ctx):
     slices = [SliceDecision(index=k, valid_before=True, valid_after=True, criteria_before={}, criteria_after={},
                             dice_raw_vs_corrected=1.0, decision="kept raw", reason="test") for k in range(3)]
     outcome = SegCorrectOutcome(case.labels, case.labels, case.labels, slices, cardiac_segments())
-    params = SegCorrectLogic(ctx).finish(SegCorrectParameters(input_volume=image.GetID()), {"image_node": image, "image": case.image, "mask": None}, outcome)
+    params = SegCorrectLogic(ctx).finish(SegCorrectParameters(input_volume=image.GetID()), SegCorrectInputs(image_node=image, image=case.image), outcome)
     table = ctx.scene.GetNodeByID(params.slice_table)
     # clicking view row 2 is slice 2 (no column-name row in front)
     assert table_rows(table)[table_row_of_view_row(table, 2)]["slice"] == 2
@@ -294,9 +295,9 @@ def test_randomization_check_runs_in_the_background_and_cancel_adds_no_node(ctx,
     inputs = core.prepare(AttributionViewerParameters(input_volume=image.GetID(), model=classifier, methods=["gradient"], device="cpu"))
 
     def task():
-        return logic.BackgroundTask(
+        return runner.BackgroundTask(
             lambda progress, cancel: core.randomization_rows(inputs, progress=progress, cancel=cancel),
-            lambda rows: core.add_randomization_table(inputs["image_node"], rows),
+            lambda rows: core.add_randomization_table(inputs.image_node, rows),
             scene=ctx.scene,
         )
 
@@ -325,7 +326,7 @@ def test_a_failing_apply_step_removes_what_it_added(ctx, node_ids):
         ctx.scene.AddNewNodeByClass("vtkMRMLTableNode", "half made")
         raise InputError("bad result")
 
-    task = logic.BackgroundTask(lambda progress, cancel: 1, apply, scene=ctx.scene)
+    task = runner.BackgroundTask(lambda progress, cancel: 1, apply, scene=ctx.scene)
     while not task.poll(wait=0.05):
         pass
     assert isinstance(task.error, InputError) and node_ids(ctx.scene) == before
@@ -341,7 +342,7 @@ def _run_to_end(timer):
 
 def test_panel_runner_follows_a_task_to_its_result_and_re_enables_the_panel():
     ui, timer, done, finished = _panel_ui(), _Timer(), [], []
-    runner = logic.PanelRunner("Demo", ui, busy_widgets=("randomizationButton",), on_finished=lambda: finished.append(1))
+    panel_runner = desktop.PanelRunner("Demo", ui, busy_widgets=("randomizationButton",), on_finished=lambda: finished.append(1))
     release = threading.Event()
 
     def work(progress, cancel):
@@ -349,23 +350,23 @@ def test_panel_runner_follows_a_task_to_its_result_and_re_enables_the_panel():
         release.wait(10)
         return 7
 
-    task = logic.BackgroundTask(work, lambda value: value * 6)
-    runner.start(task, done.append, timer)
+    task = runner.BackgroundTask(work, lambda value: value * 6)
+    panel_runner.start(task, done.append, timer)
     assert timer.calls[:3] == [("interval", 100), ("connect", "timeout()"), ("start",)]
-    assert runner.running and not ui.applyButton.enabled and not ui.randomizationButton.enabled
+    assert panel_runner.running and not ui.applyButton.enabled and not ui.randomizationButton.enabled
     assert ui.cancelButton.enabled and ui.progressBar.visible
     while task.fraction < 0.4:
         threading.Event().wait(0.01)
     assert timer.tick() is False  # still working: the bar and the status line follow it
     assert (ui.progressBar.value, ui.statusLabel.text) == (40, "segmenting")
-    second = logic.BackgroundTask(lambda progress, cancel: cancel.wait(10) or check_cancel(cancel), lambda value: value)
+    second = runner.BackgroundTask(lambda progress, cancel: cancel.wait(10) or check_cancel(cancel), lambda value: value)
     with pytest.raises(InputError, match="already running"):
-        runner.start(second, done.append, _Timer())
+        panel_runner.start(second, done.append, _Timer())
     assert second.poll(wait=5) and isinstance(second.error, Cancelled)  # the refused task does not run on
     release.set()
     _run_to_end(timer)
     assert done == [task] and task.result == 42 and finished == [1]
-    assert timer.calls[-1] == ("stop",) and not runner.running
+    assert timer.calls[-1] == ("stop",) and not panel_runner.running
     assert ui.applyButton.enabled and ui.randomizationButton.enabled and not ui.cancelButton.enabled and not ui.progressBar.visible
     assert ui.statusLabel.text == "Done."
 
@@ -373,7 +374,7 @@ def test_panel_runner_follows_a_task_to_its_result_and_re_enables_the_panel():
 @pytest.mark.parametrize("outcome", ["cancel", "engine error", "unexpected error"])
 def test_panel_runner_reports_cancel_and_failures_and_applies_nothing(outcome, ctx, node_ids):
     ui, timer, done, errors = _panel_ui(), _Timer(), [], []
-    runner = logic.PanelRunner("Demo", ui, show_error=lambda message, details: errors.append((message, details)))
+    panel_runner = desktop.PanelRunner("Demo", ui, show_error=lambda message, details: errors.append((message, details)))
     before = node_ids(ctx.scene)
 
     def work(progress, cancel):
@@ -387,9 +388,9 @@ def test_panel_runner_reports_cancel_and_failures_and_applies_nothing(outcome, c
     def apply(value):
         return ctx.scene.AddNewNodeByClass("vtkMRMLTableNode", "result")
 
-    runner.start(logic.BackgroundTask(work, apply, scene=ctx.scene), done.append, timer)
+    panel_runner.start(runner.BackgroundTask(work, apply, scene=ctx.scene), done.append, timer)
     if outcome == "cancel":
-        runner.cancel()
+        panel_runner.cancel()
         assert ui.statusLabel.text == "Cancelling..."
     _run_to_end(timer)
     assert done == [] and node_ids(ctx.scene) == before and ui.applyButton.enabled and not ui.cancelButton.enabled
@@ -437,7 +438,7 @@ def test_panel_widget_mixin_keeps_apply_in_step_with_the_parameter_node_and_the_
     from slicer.util import VTKObservationMixin
 
     from clinicalai.mrml.headless import install_slicer_stand_ins
-    from clinicalai.mrml.panel_widget import PanelWidgetMixin
+    from clinicalai.desktop import PanelWidgetMixin
     from clinicalai.mrml.parameters import get_parameter_node
     from clinicalai.phantoms.brain import brain_case
 
@@ -453,7 +454,7 @@ def test_panel_widget_mixin_keeps_apply_in_step_with_the_parameter_node_and_the_
             self.parent = types.SimpleNamespace(isEntered=True)
             self.ui = _panel_ui()
             self.logic = types.SimpleNamespace(getParameterNode=lambda: _ParameterNodeWrapper(node))
-            self._runner = logic.PanelRunner("MixinDemo", self.ui, on_finished=self._checkCanApply)
+            self._runner = desktop.PanelRunner("MixinDemo", self.ui, on_finished=self._checkCanApply)
             self.shown = 0
             self.observeSceneClose()
 
@@ -473,7 +474,7 @@ def test_panel_widget_mixin_keeps_apply_in_step_with_the_parameter_node_and_the_
     assert widget._parameterNode.inputVolume.GetID() == volume.GetID() and widget.ui.applyButton.enabled and widget.shown == 2
     # a run keeps Apply off until it is over; Cancel stops it
     timer = _Timer()
-    widget._runner.start(logic.BackgroundTask(lambda progress, cancel: cancel.wait(10) or check_cancel(cancel), lambda v: v), list.append, timer)
+    widget._runner.start(runner.BackgroundTask(lambda progress, cancel: cancel.wait(10) or check_cancel(cancel), lambda v: v), list.append, timer)
     node.Modified()
     assert not widget.ui.applyButton.enabled
     widget.onCancelButton()
@@ -491,7 +492,7 @@ def test_the_three_widgets_share_the_panel_mixin_and_runner():
     """One Apply / Cancel / progress cycle and one parameter-node lifecycle for all panels."""
     for module in MODULES:
         source = (ROOT / module / f"{module}.py").read_text()
-        assert f"class {module}Widget(PanelWidgetMixin, " in source and "mrml_logic.PanelRunner(" in source, module
+        assert f"class {module}Widget(PanelWidgetMixin, " in source and "desktop.PanelRunner(" in source, module
         assert "qt.QTimer()" in source and "_onTimer" not in source and "def setParameterNode" not in source, module
 
 
@@ -543,7 +544,7 @@ def test_only_the_mrml_layer_and_the_guis_import_slicer_vtk_or_qt():
     for path in sorted(package.rglob("*.py")):
         area = path.relative_to(package).parts[0]
         imported = _top_level_imports(path)
-        if area == "web":  # the browser GUI
+        if area in ("web", "desktop"):  # the browser GUI; the desktop panels' helpers (module folders only)
             continue
         forbidden = qt_side if area == "mrml" else slicer_side
         assert not imported & forbidden, f"{path.relative_to(ROOT)} imports {sorted(imported & forbidden)}"
@@ -554,7 +555,8 @@ def test_only_the_mrml_layer_and_the_guis_import_slicer_vtk_or_qt():
 def test_model_chooser_is_put_back_on_the_saved_model(tmp_path):
     """The panels restore the model of the last run: its bundled entry, or the file entry with
     the path in the file chooser (a plain combo-like object stands in for QComboBox here)."""
-    from clinicalai.mrml.logic import MODEL_FILE_ITEM, bundled_models, select_model_choice
+    from clinicalai.desktop import MODEL_FILE_ITEM, select_model_choice
+    from clinicalai.mrml.model_choices import bundled_models
 
     class Combo:
         def __init__(self, items):

@@ -8,8 +8,8 @@ import pytest
 
 from clinicalai.errors import InputError
 from clinicalai.mrml.display import HEAT_TABLE
-from clinicalai.mrml.logic import mask_from_node
-from clinicalai.mrml.pet_logic import LESION_VOI_COLOR, PetOutcome, PetRecurrenceLogic, PetRecurrenceParameters
+from clinicalai.mrml.scene import mask_from_node
+from clinicalai.mrml.pet_logic import LESION_VOI_COLOR, PetInputs, PetOutcome, PetRecurrenceLogic, PetRecurrenceParameters
 from clinicalai.mrml.segmentations import add_segmentation_node, segmentation_to_labels
 from clinicalai.mrml.tables import table_rows
 from clinicalai.mrml.volumes import add_volume_node, ijk_to_ras, node_to_volume
@@ -71,7 +71,7 @@ def test_found_lesion_voi_becomes_a_new_segmentation_on_the_pet_grid(ctx, pet):
     image = add_volume_node(ctx.scene, pet.suv, "pet")
     logic = PetRecurrenceLogic(ctx)
     found = _found_voi(pet)
-    params = logic.finish(PetRecurrenceParameters(input_volume=image.GetID()), {"image_node": image, "pet": pet.suv},
+    params = logic.finish(PetRecurrenceParameters(input_volume=image.GetID()), PetInputs(image_node=image, pet=pet.suv),
                           _outcome(pet, found))
     node = ctx.scene.GetNodeByID(params.lesion_voi)
     assert node is not None and node.IsA("vtkMRMLSegmentationNode") and node.GetName() == "pet lesion VOI"
@@ -118,7 +118,7 @@ def test_a_users_lesion_voi_is_left_alone_and_no_voi_node_is_added(ctx, pet, nod
     logic = PetRecurrenceLogic(ctx)
     params = logic.finish(
         PetRecurrenceParameters(input_volume=image.GetID(), lesion=user.GetID()),
-        {"image_node": image, "pet": pet.suv},
+        PetInputs(image_node=image, pet=pet.suv),
         _outcome(pet, _found_voi(pet)),  # the engine hands the VOI it used back: not a new node
     )
     assert params.lesion_voi is None and logic.get_parameters().lesion == user.GetID()
@@ -142,7 +142,7 @@ def test_apply_makes_table_and_cam_foreground_and_display_controls(ctx, pet):
     image = add_volume_node(ctx.scene, pet.suv, "pet")
     logic = PetRecurrenceLogic(ctx)
     params = logic.finish(PetRecurrenceParameters(input_volume=image.GetID(), cam_opacity=0.3, cam_threshold=0.25),
-                          {"image_node": image, "pet": pet.suv}, _outcome(pet))
+                          PetInputs(image_node=image, pet=pet.suv), _outcome(pet))
     cam = ctx.scene.GetNodeByID(params.cam_volume)
     assert cam.GetName() == "pet Grad-CAM" and node_to_volume(cam).same_grid(pet.suv)
     display = cam.GetDisplayNode()
@@ -168,11 +168,11 @@ def test_cam_off_the_pet_grid_adds_no_node(ctx, pet, node_ids):
     bad = _outcome(pet, _found_voi(pet))  # the VOI node is added before the map fails: removed again
     bad.cam = bad.cam.with_array(bad.cam.array, spacing=(9.0, 9.0, 9.0))
     with pytest.raises(InputError, match="Grad-CAM map is not on the PET grid"):
-        PetRecurrenceLogic(ctx).finish(PetRecurrenceParameters(input_volume=image.GetID()), {"image_node": image, "pet": pet.suv}, bad)
+        PetRecurrenceLogic(ctx).finish(PetRecurrenceParameters(input_volume=image.GetID()), PetInputs(image_node=image, pet=pet.suv), bad)
     assert node_ids(ctx.scene) == before
     off = _outcome(pet, _found_voi(pet).with_array(_found_voi(pet).array, origin=(5.0, 5.0, 5.0)))
     with pytest.raises(InputError, match="lesion VOI is not on the PET grid"):
-        PetRecurrenceLogic(ctx).finish(PetRecurrenceParameters(input_volume=image.GetID()), {"image_node": image, "pet": pet.suv}, off)
+        PetRecurrenceLogic(ctx).finish(PetRecurrenceParameters(input_volume=image.GetID()), PetInputs(image_node=image, pet=pet.suv), off)
     assert node_ids(ctx.scene) == before
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from clinicalai.errors import Cancelled, InputError
-from clinicalai.mrml.segcorrect_logic import SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
+from clinicalai.mrml.segcorrect_logic import SegCorrectInputs, SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
 from clinicalai.mrml.segmentations import add_segmentation_node, segmentation_to_labels
 from clinicalai.mrml.tables import table_rows
 from clinicalai.mrml.volumes import add_volume_node
@@ -43,7 +43,7 @@ def _outcome(case):
 
 def _inputs(ctx, case):
     image = add_volume_node(ctx.scene, case.image, "heart")
-    return image, {"image_node": image, "image": case.image, "mask": None}
+    return image, SegCorrectInputs(image_node=image, image=case.image)
 
 
 def test_apply_makes_raw_corrected_final_and_table(ctx, case):
@@ -189,3 +189,24 @@ def test_input_warnings_reach_the_panel_state(ctx, phantom):
     assert any("is CT but model cardiac-unet was made for MR" in w for w in params.warnings), params.warnings
     fitting = add_volume_node(ctx.scene, phantom.image, "mr heart")
     assert SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=fitting.GetID(), correct=False, device="cpu")).warnings == []
+
+
+def test_gui_and_logic_keep_one_copy_of_the_panel_state(ctx, case):
+    """SegCorrect's node references and its "correct" switch are the very values the desktop
+    panel's parameterNodeWrapper edits (Slicer's NodeSerializer: the reference and a "" parameter
+    under the field's name; its BoolSerializer: "True" / "False"): neither side copies the other."""
+    logic = SegCorrectLogic(ctx)
+    image = add_volume_node(ctx.scene, case.image, "heart")
+    node = logic.parameter_node()
+    logic.set_parameters(SegCorrectParameters(input_volume=image.GetID(), correct=False))
+    assert node.HasParameter("inputVolume") and node.GetNodeReferenceID("inputVolume") == image.GetID()
+    assert node.GetParameter("correct") == "False"
+    # what the wrapper writes, the logic reads
+    mine = add_segmentation_node(ctx.scene, case.labels, "mine")
+    node.SetParameter("outputSegmentation", "")
+    node.SetNodeReferenceID("outputSegmentation", mine.GetID())
+    node.SetParameter("correct", "True")
+    params = logic.get_parameters()
+    assert (params.input_volume, params.output_segmentation, params.correct) == (image.GetID(), mine.GetID(), True)
+    node.SetParameter("correct", "false")  # a scene saved before: JSON
+    assert logic.get_parameters().correct is False

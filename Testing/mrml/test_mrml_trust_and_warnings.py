@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from test_slicer_module_selftests import _load, stand_ins  # noqa: F401 - the Qt stand-ins fixture
 
-from clinicalai.mrml import logic
+from clinicalai import desktop
+from clinicalai.mrml.runner import BackgroundRun
 from slicer_stand_ins import PanelTimer as _Timer, panel_ui as _panel_ui
 from clinicalai.mrml.volumes import add_volume_node
 
@@ -76,7 +77,7 @@ class _Panel:
         self.core = AttributionViewerLogic(ctx)  # one logic (and model cache) for every Apply, as in Slicer
         self.questions, self.errors, self.done, self.answers = [], [], [], list(answers)
         self.ui = _panel_ui()
-        self.runner = logic.PanelRunner("AttributionViewer", self.ui, confirm=self._confirm,
+        self.runner = desktop.PanelRunner("AttributionViewer", self.ui, confirm=self._confirm,
                                         show_error=lambda message, details: self.errors.append(message))
 
     def _confirm(self, question: str) -> bool:
@@ -84,7 +85,7 @@ class _Panel:
         return self.answers.pop(0)
 
     def apply(self, params) -> None:
-        make_run = lambda: logic.BackgroundRun(self.core, params)  # noqa: E731
+        make_run = lambda: BackgroundRun(self.core, params)  # noqa: E731
         timer = _Timer()
         self.runner.start(make_run(), self.done.append, timer, rerun=make_run)
         _run_to_end(timer)
@@ -172,7 +173,7 @@ def test_a_runner_without_rerun_reports_untrusted_models_without_asking(ctx, bra
     model = _torchscript_classifier(tmp_path, 0, tmp_path / "mine.pt")
     panel = _Panel(ctx, answers=[True])
     timer = _Timer()
-    panel.runner.start(logic.BackgroundRun(panel.core, _params(brain_node, model)), panel.done.append, timer)
+    panel.runner.start(BackgroundRun(panel.core, _params(brain_node, model)), panel.done.append, timer)
     _run_to_end(timer)
     assert panel.questions == [] and "is not trusted" in panel.errors[0] and _trusted(user_models) == {}
 
@@ -195,9 +196,9 @@ def test_three_widgets_pass_rerun_so_a_trusted_file_is_one_click_away():
 
 # ----------------------------------------------------------------------------- warnings in the desktop panels
 def test_warning_lines_are_red_and_escaped():
-    (line,) = logic.warning_lines(["the image is CT but model <b>x</b> was made for MR"])
+    (line,) = desktop.warning_lines(["the image is CT but model <b>x</b> was made for MR"])
     assert "color:#c00" in line and "&lt;b&gt;x&lt;/b&gt;" in line and "<b>" not in line
-    assert logic.warning_lines(None) == [] and logic.warning_lines([]) == []
+    assert desktop.warning_lines(None) == [] and desktop.warning_lines([]) == []
 
 
 def _widget(module: str):

@@ -33,8 +33,8 @@ def _use_small_models(module, monkeypatch, classifier, pet_models, corrector_mod
             pytest.skip("bundled cardiac-unet not installed (make models)")
         from clinicalai.mrml import segcorrect_logic
 
-        original = segcorrect_logic.resolve_model_path
-        monkeypatch.setattr(segcorrect_logic, "resolve_model_path",
+        original = segcorrect_logic.chosen_model_path
+        monkeypatch.setattr(segcorrect_logic, "chosen_model_path",
                             lambda path, default: Path(corrector_model) if default == "cardiac-nvae" and not path else original(path, default))
     elif module == "PetRecurrence":
         pytest.importorskip("clinicalai.pet.workflow")
@@ -42,9 +42,9 @@ def _use_small_models(module, monkeypatch, classifier, pet_models, corrector_mod
 
         monkeypatch.setattr(pet_logic, "bundled_pet_models", lambda: list(pet_models))
     else:
-        from clinicalai.mrml import logic
+        from clinicalai.mrml import model_choices
 
-        monkeypatch.setattr(logic, "bundled_models", lambda task=None: [{"name": "tiny", "path": classifier, "task": task, "synthetic_demo": True}])
+        monkeypatch.setattr(model_choices, "bundled_models", lambda task=None: [{"name": "tiny", "path": classifier, "task": task, "synthetic_demo": True}])
 
 
 @pytest.fixture

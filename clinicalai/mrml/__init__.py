@@ -1,8 +1,10 @@
 """MRML logic of both GUIs (desktop Slicer modules and the browser app): MRML nodes to and
 from :class:`clinicalai.volume.Volume` (the one RAS <-> LPS place), results into segmentation
-nodes / heat-map volumes with their display, tables, parameter dataclasses, and the three
-module logics. Imports ``slicer`` / ``vtk`` (never ``qt``); runs in desktop Slicer and on
-``slicer-core``.
+nodes / heat-map volumes with their display, tables, parameter dataclasses, scene helpers
+(:mod:`.scene`), what the model choosers offer (:mod:`.model_choices`), the one background
+runner (:mod:`.runner`) and the three module logics on their typed base (:mod:`.workflow`).
+Imports ``slicer`` / ``vtk`` (never ``qt``: the desktop panels' Qt-side helpers are in
+:mod:`clinicalai.desktop`); runs in desktop Slicer and on ``slicer-core``.
 
 Import the submodules (``clinicalai.mrml.volumes``, ``.segcorrect_logic``, ...); the names
 below are re-exported lazily so ``import clinicalai.mrml`` does not load VTK.
@@ -33,11 +35,11 @@ _EXPORTS = {
     "get_parameter_node": "parameters",
     "read_parameters": "parameters",
     "write_parameters": "parameters",
-    "scene_transaction": "logic",
-    "jump_to_slice": "logic",
-    "bundled_models": "logic",
-    "describe_model": "logic",
-    "device_choices": "logic",
+    "scene_transaction": "scene",
+    "jump_to_slice": "scene",
+    "bundled_models": "model_choices",
+    "describe_model": "model_choices",
+    "device_choices": "model_choices",
     "SegCorrectLogic": "segcorrect_logic",
     "SegCorrectParameters": "segcorrect_logic",
     "PetRecurrenceLogic": "pet_logic",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -14,12 +14,18 @@ from ..attribution.metrics import SCORE_KEYS
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
-from .display import MAP_KIND_ATTRIBUTE, add_heatmap_node, slice_composite_nodes
-from .logic import WorkflowLogic, mask_from_node, node_by_id, resolve_model_path
-from .parameters import node_field, nodes_field
+from .display import MAP_KIND_ATTRIBUTE, add_heatmap_node, set_side_by_side_layout, slice_composite_nodes
+from .model_choices import chosen_model_path
+from .parameters import jsonable, node_field, nodes_field
+from .scene import mask_from_node, node_by_id, scene_transaction
 from .segmentations import add_segmentation_node
 from .tables import add_table_node
 from .volumes import node_to_volume
+from .workflow import WorkflowLogic
+
+if TYPE_CHECKING:  # pragma: no cover - typing only: the engines need torch
+    from ..attribution import AttributionMap, RandomizationCheck
+    from ..generative import AnomalyResult
 
 #: attribute on a map node: the method (or "anomaly") that made it
 METHOD_ATTRIBUTE = "ClinicalAI.Method"
@@ -48,103 +54,150 @@ class AttributionViewerParameters:
     summary: Dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class AttributionInputs:
+    """What :meth:`AttributionViewerLogic.prepare` read from the nodes (main thread) for ``compute``.
+
+    Attributes:
+        image_node: the input volume node (maps are named after it).
+        image: the input volume ``(Z, Y, X)``.
+        lesion: the reference lesion, 0/1 on the image grid; ``None`` without one.
+        model: the classifier's path; ``""`` = none (then ``methods`` is empty).
+        anomaly_model: the generative model (path or name); ``""`` = no anomaly map.
+        methods: attribution method names (``clinicalai.attribution.METHODS``).
+        target: the class explained; ``None`` = the predicted class.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    image_node: Any
+    image: Volume
+    lesion: Optional[Volume] = None
+    model: str = ""
+    anomaly_model: str = ""
+    methods: Tuple[str, ...] = ()
+    target: Optional[int] = None
+    device: str = "auto"
+
+
 @dataclass
 class AttributionOutcome:
-    maps: Dict[str, Volume]  # method -> map on the input grid
-    signed: Dict[str, bool]
-    metrics: List[Dict[str, Any]]
-    correlations: List[Dict[str, Any]]
-    summary: Dict[str, Any] = field(default_factory=dict)
+    """What ``compute`` hands to ``apply``: the engines' own results and the tables.
+
+    Attributes:
+        attributions: method -> the engine's ``AttributionMap`` (on the input grid).
+        anomaly: the generative model's ``AnomalyResult``; ``None`` without one.
+        metrics: one row per map against the reference lesion (empty without one).
+        correlations: Spearman correlation of every pair of maps.
+    """
+
+    attributions: Dict[str, "AttributionMap"]
+    anomaly: Optional["AnomalyResult"]
+    metrics: List[Dict[str, Any]] = field(default_factory=list)
+    correlations: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def maps(self) -> Dict[str, Volume]:
+        """Map name (method, or ``"anomaly"``) -> the map volume, in the order they were made."""
+        maps = {method: a.volume for method, a in self.attributions.items()}
+        if self.anomaly is not None:
+            maps["anomaly"] = self.anomaly.map
+        return maps
+
+    @property
+    def signed(self) -> Dict[str, bool]:
+        """Map name -> whether its values are signed (an anomaly map never is)."""
+        signed = {method: bool(a.signed) for method, a in self.attributions.items()}
+        if self.anomaly is not None:
+            signed["anomaly"] = False
+        return signed
+
+    @property
+    def summary(self) -> Dict[str, Any]:
+        """The run as the scene keeps it: explained class, the model's prediction and input
+        warnings (from the first map), the anomaly score."""
+        summary: Dict[str, Any] = {}
+        first = next(iter(self.attributions.values()), None)
+        if first is not None:
+            summary.update(target=first.target, target_name=first.target_name, prediction=jsonable(first.prediction),
+                           warnings=list(first.warnings))
+        if self.anomaly is not None:
+            summary.update(anomaly_score=float(self.anomaly.score), anomaly_score_name=str(self.anomaly.score_name))
+        return summary
 
 
-def _map_volume(result: Any) -> Volume:
-    return result if isinstance(result, Volume) else (getattr(result, "volume", None) or getattr(result, "map"))
-
-
-class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters]):
+class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, AttributionInputs, AttributionOutcome]):
     """AttributionViewer's MRML logic (desktop module and browser app)."""
 
     module_name = "AttributionViewer"
     parameters_class = AttributionViewerParameters
 
-    def prepare(self, params: AttributionViewerParameters) -> Dict[str, Any]:
+    def prepare(self, params: AttributionViewerParameters) -> AttributionInputs:
         node, image = self.input_volume(params.input_volume)
         image.require_volumetric().require_finite()
         if not params.model and not params.anomaly_model:
             raise InputError("choose a classifier model (and/or a generative model for an anomaly map)")
         if params.model and not params.methods:
             raise InputError("choose at least one attribution method")
-        return {
-            "image_node": node,
-            "image": image,
-            "lesion": mask_from_node(self.scene, params.lesion, image, "reference lesion"),
-            "model": str(resolve_model_path(params.model, "")) if params.model else "",
-            "anomaly_model": params.anomaly_model,
-            "methods": list(params.methods) if params.model else [],
-            "target": None if params.target is None or params.target < 0 else int(params.target),
-            "device": params.device,
-        }
+        return AttributionInputs(
+            image_node=node,
+            image=image,
+            lesion=mask_from_node(self.scene, params.lesion, image, "reference lesion"),
+            model=str(chosen_model_path(params.model, "")) if params.model else "",
+            anomaly_model=params.anomaly_model,
+            methods=tuple(params.methods) if params.model else (),
+            target=None if params.target is None or params.target < 0 else int(params.target),
+            device=params.device,
+        )
 
     def compute(
-        self, inputs: Dict[str, Any], progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
+        self, inputs: AttributionInputs, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
     ) -> AttributionOutcome:
-        from ..attribution.metrics import map_correlation, score_map
-
-        maps: Dict[str, Volume] = {}
-        signed: Dict[str, bool] = {}
-        summary: Dict[str, Any] = {}
-        lesion_scores: Optional[Dict[str, Any]] = None
-        steps = len(inputs["methods"]) + (1 if inputs["anomaly_model"] else 0)
-        if inputs["methods"]:
-            from ..attribution import attribute
-
-            report(progress, 0.0, "loading classifier")
-            model = self.models.get(inputs["model"], inputs["device"])
-            for i, method in enumerate(inputs["methods"]):
-                check_cancel(cancel)
-                report(progress, i / steps, f"{method}")
-                result = attribute(model, inputs["image"], method, target=inputs["target"], progress=scaled(progress, i / steps, (i + 1) / steps), cancel=cancel)
-                maps[method] = _map_volume(result)
-                signed[method] = bool(getattr(result, "signed", np.nanmin(maps[method].array) < 0))
-                if not summary and hasattr(result, "prediction"):
-                    summary.update(target=result.target, target_name=result.target_name, prediction=_plain(result.prediction),
-                                   warnings=list(result.warnings))
-        if inputs["anomaly_model"]:
-            from ..generative import anomaly
-
-            check_cancel(cancel)
-            report(progress, (steps - 1) / steps, "anomaly map")
-            generative = self.models.get(inputs["anomaly_model"], inputs["device"])
-            result = anomaly(inputs["image"], generative, progress=scaled(progress, (steps - 1) / steps, 1.0), cancel=cancel,
-                             lesion=inputs["lesion"])
-            maps["anomaly"] = _map_volume(result)
-            # scored by the engine with the card's own map threshold (the generative area's choice)
-            lesion_scores = getattr(result, "lesion_scores", None)
-            signed["anomaly"] = False
-            summary.update(anomaly_score=float(result.score), anomaly_score_name=str(getattr(result, "score_name", "")))
-        for name, vol in maps.items():
-            if not vol.same_grid(inputs["image"], atol=1e-4):
+        steps = len(inputs.methods) + (1 if inputs.anomaly_model else 0)
+        attributions = self._attribution_maps(inputs, steps, progress, cancel)
+        anomaly = self._anomaly_map(inputs, steps, progress, cancel)
+        outcome = AttributionOutcome(attributions, anomaly)
+        for name, vol in outcome.maps.items():
+            if not vol.same_grid(inputs.image, atol=1e-4):
                 raise InputError(f"the {name} map is not on the input grid (engine bug)")
         check_cancel(cancel)
-        metrics = []
-        if inputs["lesion"] is not None:
-            for name, vol in maps.items():
-                if name == "anomaly" and lesion_scores:
-                    scores = lesion_scores
-                else:
-                    # as `clinicalai explain --lesion` scores it (the map as it is: positive =
-                    # evidence for the target class), so the table and the CLI agree
-                    scores = score_map(vol.array, inputs["lesion"].array)
-                metrics.append({"map": name, **{k: scores.get(k) for k in METRIC_KEYS}})
-        correlations = [
-            {"map A": a, "map B": b, "spearman": map_correlation(maps[a].array, maps[b].array, method="spearman")}
-            for a, b in itertools.combinations(maps, 2)
-        ]
+        outcome.metrics = _metric_rows(outcome, inputs.lesion)
+        outcome.correlations = _correlation_rows(outcome.maps)
         report(progress, 1.0, "done")
-        return AttributionOutcome(maps, signed, metrics, correlations, summary)
+        return outcome
 
-    def apply(self, params: AttributionViewerParameters, inputs: Dict[str, Any], result: AttributionOutcome) -> AttributionViewerParameters:
-        image_node = inputs["image_node"]
+    def _attribution_maps(self, inputs: AttributionInputs, steps: int, progress: Optional[ProgressCallback],
+                          cancel: Optional[CancelToken]) -> Dict[str, "AttributionMap"]:
+        """One map per method, each its share ``1 / steps`` of the progress."""
+        if not inputs.methods:
+            return {}
+        from ..attribution import attribute  # heavy (torch): loaded on the first run
+
+        report(progress, 0.0, "loading classifier")
+        model = self.models.get(inputs.model, inputs.device)
+        out: Dict[str, "AttributionMap"] = {}
+        for i, method in enumerate(inputs.methods):
+            check_cancel(cancel)
+            report(progress, i / steps, f"{method}")
+            out[method] = attribute(model, inputs.image, method, target=inputs.target,
+                                    progress=scaled(progress, i / steps, (i + 1) / steps), cancel=cancel)
+        return out
+
+    def _anomaly_map(self, inputs: AttributionInputs, steps: int, progress: Optional[ProgressCallback],
+                     cancel: Optional[CancelToken]) -> Optional["AnomalyResult"]:
+        """The generative model's anomaly map (the last step), scored against the lesion by
+        the engine with the card's own threshold; ``None`` without a generative model."""
+        if not inputs.anomaly_model:
+            return None
+        from ..generative import anomaly  # heavy (torch): loaded on the first run
+
+        check_cancel(cancel)
+        report(progress, (steps - 1) / steps, "anomaly map")
+        generative = self.models.get(inputs.anomaly_model, inputs.device)
+        return anomaly(inputs.image, generative, progress=scaled(progress, (steps - 1) / steps, 1.0), cancel=cancel,
+                       lesion=inputs.lesion)
+
+    def apply(self, params: AttributionViewerParameters, inputs: AttributionInputs, result: AttributionOutcome) -> AttributionViewerParameters:
+        image_node = inputs.image_node
         nodes = []
         for name, vol in result.maps.items():
             node = add_heatmap_node(self.scene, vol, self.output_name(image_node, name), signed=result.signed[name])
@@ -176,8 +229,6 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters]):
             raise InputError(f"{map_node.GetName()} has no positive values to threshold")
         mask = (values >= fraction * peak).astype(np.uint8)
         with_name = f"{map_node.GetName()} >= {fraction:g}"
-        from .logic import scene_transaction
-
         with scene_transaction(self.scene):
             seg = add_segmentation_node(self.scene, vol.with_array(mask), with_name, [{"name": with_name, "value": 1, "color": (1.0, 0.8, 0.0)}])
         params.threshold = fraction
@@ -186,25 +237,23 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters]):
         return seg
 
     def randomization_rows(
-        self, inputs: Dict[str, Any], method: Optional[str] = None,
+        self, inputs: AttributionInputs, method: Optional[str] = None,
         progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None,
     ) -> List[Dict[str, Any]]:
         """The randomised-model sanity check (Adebayo et al. 2018) of ``method`` (default: the
         first chosen) as table rows; no MRML (a worker thread may run it). ``inputs`` from
         :meth:`prepare`."""
-        from ..attribution import randomization_check
+        from ..attribution import randomization_check  # heavy (torch): loaded on first use
 
-        if not inputs["methods"]:
+        if not inputs.methods:
             raise InputError("the randomised-model check needs a classifier and a method")
-        method = method or inputs["methods"][0]
-        model = self.models.get(inputs["model"], inputs["device"])
-        result = randomization_check(model, inputs["image"], method, target=inputs["target"], progress=progress, cancel=cancel)
-        return _rows_of(result, method)
+        method = method or inputs.methods[0]
+        model = self.models.get(inputs.model, inputs.device)
+        result = randomization_check(model, inputs.image, method, target=inputs.target, progress=progress, cancel=cancel)
+        return randomization_table_rows(result)
 
     def add_randomization_table(self, image_node: Any, rows: List[Dict[str, Any]]) -> Any:
         """A table node of :meth:`randomization_rows` (main thread); returns it."""
-        from .logic import scene_transaction
-
         method = rows[0].get("method", "map") if rows else "map"
         with scene_transaction(self.scene):
             table = add_table_node(self.scene, rows, self.output_name(image_node, f"{method} randomisation check"))
@@ -218,41 +267,46 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters]):
         inputs = self.prepare(self.get_parameters())
         rows = self.randomization_rows(inputs, method, progress, cancel)
         check_cancel(cancel)
-        return self.add_randomization_table(inputs["image_node"], rows)
+        return self.add_randomization_table(inputs.image_node, rows)
 
 
-def _plain(value: Any) -> Any:
-    """JSON-able copy (numpy scalars and arrays to Python) for the parameter node."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def randomization_table_rows(check: "RandomizationCheck") -> List[Dict[str, Any]]:
+    """The table rows of a randomised-model check: one row (method, correlations, SSIM,
+    threshold, passed)."""
+    return [check.to_dict()]
 
 
-def _rows_of(result: Any, method: str) -> List[Dict[str, Any]]:
-    """Table rows of a randomisation-check result (a dict, a dataclass, or a list of rows)."""
-    if isinstance(result, list):
-        return [dict(r) if isinstance(r, dict) else dict(vars(r)) for r in result]
-    if hasattr(result, "to_dict"):
-        result = result.to_dict()
-    d = result if isinstance(result, dict) else dict(vars(result))
-    rows = d.get("rows") or d.get("layers")
-    if isinstance(rows, list) and rows and isinstance(rows[0], dict):
-        return rows
-    return [{"method": method, **{k: v for k, v in d.items() if isinstance(v, (int, float, str, bool)) or v is None}}]
+def _metric_rows(outcome: AttributionOutcome, lesion: Optional[Volume]) -> List[Dict[str, Any]]:
+    """One row per map of its scores against the reference lesion (none without one)."""
+    from ..attribution.metrics import score_map  # heavy: clinicalai.attribution loads torch
+
+    if lesion is None:
+        return []
+    rows = []
+    for name, vol in outcome.maps.items():
+        scores = outcome.anomaly.lesion_scores if name == "anomaly" and outcome.anomaly is not None else None
+        if not scores:
+            # as `clinicalai explain --lesion` scores it (the map as it is: positive = evidence
+            # for the target class), so the table and the CLI agree
+            scores = score_map(vol.array, lesion.array)
+        rows.append({"map": name, **{k: scores.get(k) for k in METRIC_KEYS}})
+    return rows
+
+
+def _correlation_rows(maps: Dict[str, Volume]) -> List[Dict[str, Any]]:
+    """The Spearman correlation of every pair of maps."""
+    from ..attribution.metrics import map_correlation  # heavy: clinicalai.attribution loads torch
+
+    return [
+        {"map A": a, "map B": b, "spearman": map_correlation(maps[a].array, maps[b].array, method="spearman")}
+        for a, b in itertools.combinations(maps, 2)
+    ]
 
 
 def show_side_by_side(scene: Any, image_node: Any, map_nodes: List[Any]) -> int:
     """Each map as foreground over the image in its own slice view, linked so they pan / zoom /
     scroll together: the side-by-side layout's views in a GUI with a layout, else the scene's
     slice views in layout-name order. Returns how many views got a map."""
-    from .display import set_side_by_side_layout
-
     names = set_side_by_side_layout(scene, len(map_nodes))
     composites = sorted(slice_composite_nodes(scene), key=lambda c: c.GetLayoutName() or "")
     if names:

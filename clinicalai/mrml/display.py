@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from ..volume import Volume
-from .volumes import add_volume_node, update_node_from_volume
+from .volumes import add_volume_node, array_from_image_data, update_node_from_volume
 
 HEAT_TABLE = "ClinicalAI Heat"
 DIVERGING_TABLE = "ClinicalAI Diverging"
@@ -82,8 +82,6 @@ def style_heatmap(node: Any, signed: bool, threshold: Optional[float] = None, wi
         threshold: values below it are transparent (positive maps only; ``None`` = none).
         window: display range; default :func:`map_window` of the node's voxels.
     """
-    from .volumes import array_from_image_data
-
     scene = node.GetScene()
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()

@@ -13,15 +13,44 @@ import dataclasses
 import json
 from typing import Any, List, Optional, Type, TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 _NODE = "clinicalai_node"
 _NODES = "clinicalai_nodes"
+_ROLE = "clinicalai_role"
+_GUI_FLAG = "clinicalai_gui_flag"
 
 
-def node_field(default: Optional[str] = None) -> Any:
-    """A dataclass field holding one MRML node ID (stored as a node reference)."""
-    return dataclasses.field(default=default, metadata={_NODE: True})
+def jsonable(value: Any) -> Any:
+    """A JSON-able copy of an engine value for a parameter: numpy scalars and arrays become
+    Python numbers and lists, tuples lists, dict keys strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def node_field(default: Optional[str] = None, role: Optional[str] = None) -> Any:
+    """A dataclass field holding one MRML node ID (stored as a node reference).
+
+    ``role``: the reference role, default ``ClinicalAI.<field name>``. A desktop panel gives
+    the name of its ``parameterNodeWrapper`` field, so the GUI and the logic share one
+    reference in the node instead of keeping two copies in step."""
+    return dataclasses.field(default=default, metadata={_NODE: True, **({_ROLE: role} if role else {})})
+
+
+def gui_flag_field(default: bool) -> Any:
+    """A bool the desktop panel's ``parameterNodeWrapper`` edits under the same name: stored
+    as Slicer's wrapper stores a bool (``"True"`` / ``"False"``), so GUI and logic read one
+    value (JSON ``true`` / ``false`` of older scenes is read too)."""
+    return dataclasses.field(default=default, metadata={_GUI_FLAG: True})
 
 
 def nodes_field() -> Any:
@@ -43,8 +72,8 @@ def get_parameter_node(scene: Any, module_name: str) -> Any:
     return scene.AddNode(node)
 
 
-def _role(name: str) -> str:
-    return f"ClinicalAI.{name}"
+def _role(f: "dataclasses.Field[Any]") -> str:
+    return f.metadata.get(_ROLE) or f"ClinicalAI.{f.name}"
 
 
 def write_parameters(node: Any, params: Any) -> Any:
@@ -54,11 +83,17 @@ def write_parameters(node: Any, params: Any) -> Any:
         for f in dataclasses.fields(params):
             value = getattr(params, f.name)
             if f.metadata.get(_NODE):
-                node.SetNodeReferenceID(_role(f.name), value or None)
+                if f.metadata.get(_ROLE):
+                    # the wrapper's mark that the parameter is set (its NodeSerializer writes
+                    # "" beside the reference; without it the wrapper would reset the reference)
+                    node.SetParameter(_role(f), "")
+                node.SetNodeReferenceID(_role(f), value or None)
+            elif f.metadata.get(_GUI_FLAG):
+                node.SetParameter(f.name, "True" if value else "False")
             elif f.metadata.get(_NODES):
-                node.RemoveNodeReferenceIDs(_role(f.name))
+                node.RemoveNodeReferenceIDs(_role(f))
                 for node_id in value or []:
-                    node.AddNodeReferenceID(_role(f.name), node_id)
+                    node.AddNodeReferenceID(_role(f), node_id)
             else:
                 node.SetParameter(f.name, json.dumps(value))
     finally:
@@ -72,14 +107,18 @@ def read_parameters(node: Any, cls: Type[T]) -> T:
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.metadata.get(_NODE):
-            node_id = node.GetNodeReferenceID(_role(f.name))
+            node_id = node.GetNodeReferenceID(_role(f))
             if node_id:
                 values[f.name] = node_id
         elif f.metadata.get(_NODES):
             ids: List[str] = [
-                node.GetNthNodeReferenceID(_role(f.name), i) for i in range(node.GetNumberOfNodeReferences(_role(f.name)))
+                node.GetNthNodeReferenceID(_role(f), i) for i in range(node.GetNumberOfNodeReferences(_role(f)))
             ]
             values[f.name] = [i for i in ids if i]
+        elif f.metadata.get(_GUI_FLAG) and node.HasParameter(f.name):
+            text = node.GetParameter(f.name).lower()
+            if text in ("true", "false"):
+                values[f.name] = text == "true"
         elif node.HasParameter(f.name):
             try:
                 values[f.name] = json.loads(node.GetParameter(f.name))

@@ -5,18 +5,24 @@ found (1.6 x background) as a segmentation when the user gave none."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
+from ..volume.io import read_pet_tags
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
-from .logic import WorkflowLogic, jump_to_mask, mask_from_node, node_by_id
-from .parameters import node_field
+from .parameters import jsonable, node_field
+from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node
 from .tables import add_table_node
+from .volumes import array_from_image_data, volume_grid_of_node
+from .workflow import WorkflowLogic
+
+if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
+    from ..pet.workflow import PetResult
 
 #: colour of the computed lesion VOI segment (cyan: apart from the heat map's red-yellow and
 #: from the grey PET)
@@ -51,30 +57,9 @@ class PetRecurrenceParameters:
 
 def bundled_pet_models() -> List[str]:
     """The bundled fold models, as the engine finds them (``clinicalai.pet.workflow``)."""
-    from ..pet.workflow import bundled_pet_models as engine_bundled
+    from ..pet.workflow import bundled_pet_models as engine_bundled  # heavy (torch): on first use
 
     return [str(p) for p in engine_bundled()]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
-
-
-def _as_dict(value: Any) -> Dict[str, Any]:
-    """The engine's static figures as a dict (``to_dict()`` of its dataclass, or a dict)."""
-    if value is None:
-        return {}
-    if hasattr(value, "to_dict"):
-        return dict(value.to_dict())
-    return dict(value)
 
 
 def _fmt(value: Any) -> str:
@@ -85,12 +70,51 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-@dataclass
-class PetOutcome:
-    """What :meth:`PetRecurrenceLogic.compute` hands to ``apply`` (no MRML).
+@dataclass(frozen=True)
+class PetInputs:
+    """What :meth:`PetRecurrenceLogic.prepare` read from the nodes (main thread) for ``compute``.
 
     Attributes:
-        summary: probability, label, spread, fold probabilities, warnings, static figures.
+        image_node: the PET node (results are named after it).
+        pet: the PET volume ``(Z, Y, X)``.
+        brain_mask, lesion: 0/1 masks on the PET grid; ``None`` = found by the engine.
+        units: ``"suv"`` / ``"bqml"`` for a PET without units in its header; ``None`` = from the data.
+        models: fold model paths.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        cam: whether to compute Grad-CAM.
+    """
+
+    image_node: Any
+    pet: Volume
+    brain_mask: Optional[Volume] = None
+    lesion: Optional[Volume] = None
+    units: Optional[str] = None
+    models: Tuple[str, ...] = ()
+    device: str = "auto"
+    cam: bool = True
+
+
+def pet_summary(result: "PetResult") -> Dict[str, Any]:
+    """The JSON-able summary of a prediction the panels show and the scene keeps: probability,
+    label, spread, fold probabilities, warnings, static figures, Grad-CAM inside the brain."""
+    return {
+        "probability": float(result.probability),
+        "label": str(result.label),
+        "spread": jsonable(result.spread),
+        "fold_probabilities": jsonable(list(result.fold_probabilities)),
+        "warnings": [str(w) for w in result.warnings],
+        "static": jsonable(result.static.to_dict()),
+        "cam_inside_brain_fraction": jsonable(result.cam_inside_brain_fraction),
+    }
+
+
+@dataclass
+class PetOutcome:
+    """What :meth:`PetRecurrenceLogic.compute` hands to ``apply`` (no MRML): the engine's
+    ``PetResult`` as the scene keeps it.
+
+    Attributes:
+        summary: :func:`pet_summary` of the result.
         cam: Grad-CAM in [0, 1] on the PET grid, array ``(Z, Y, X)``; ``None`` without it.
         lesion_mask: the lesion VOI the static figures used, 0/1 uint8 on the PET grid
             ``(Z, Y, X)`` (the user's VOI, or the one found by the 1.6 x background
@@ -101,27 +125,31 @@ class PetOutcome:
     cam: Optional[Volume]
     lesion_mask: Optional[Volume] = None
 
+    @classmethod
+    def of(cls, result: "PetResult", with_cam: bool) -> "PetOutcome":
+        return cls(pet_summary(result), result.cam if with_cam else None, result.lesion_mask)
 
-class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
+
+class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOutcome]):
     """PetRecurrence's MRML logic (desktop module and browser app)."""
 
     module_name = "PetRecurrence"
     parameters_class = PetRecurrenceParameters
 
-    def prepare(self, params: PetRecurrenceParameters) -> Dict[str, Any]:
+    def prepare(self, params: PetRecurrenceParameters) -> PetInputs:
         node, pet = self.input_volume(params.input_volume, "PET volume")
         pet.require_volumetric("PET").require_finite("PET")
         self._add_dicom_pet_tags(node, pet)
-        return {
-            "image_node": node,
-            "pet": pet,
-            "brain_mask": mask_from_node(self.scene, params.brain_mask, pet, "brain mask"),
-            "lesion": mask_from_node(self.scene, params.lesion, pet, "lesion VOI"),
-            "units": params.units or None,
-            "models": list(params.models) or bundled_pet_models(),
-            "device": params.device,
-            "cam": bool(params.compute_cam),
-        }
+        return PetInputs(
+            image_node=node,
+            pet=pet,
+            brain_mask=mask_from_node(self.scene, params.brain_mask, pet, "brain mask"),
+            lesion=mask_from_node(self.scene, params.lesion, pet, "lesion VOI"),
+            units=params.units or None,
+            models=tuple(params.models) or tuple(bundled_pet_models()),
+            device=params.device,
+            cam=bool(params.compute_cam),
+        )
 
     @staticmethod
     def _add_dicom_pet_tags(node: Any, pet: Volume) -> None:
@@ -136,73 +164,52 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
         except Exception:  # no DICOM database here (browser, tests)
             return
         if path:
-            from ..volume.io import read_pet_tags
-
             pet.metadata["pet"] = read_pet_tags(path)
             pet.modality = "PT"
 
     def compute(
-        self, inputs: Dict[str, Any], progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
+        self, inputs: PetInputs, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
     ) -> PetOutcome:
-        from ..pet.workflow import predict_pet
+        from ..pet.workflow import predict_pet  # heavy (torch): loaded on the first run
 
         report(progress, 0.0, "loading models")
-        models = [self.models.get(p, inputs["device"]) for p in inputs["models"]]
+        models = [self.models.get(p, inputs.device) for p in inputs.models]
         result = predict_pet(
-            inputs["pet"],
+            inputs.pet,
             models,
-            units=inputs["units"],
-            brain_mask=inputs["brain_mask"],
-            lesion=inputs["lesion"],
-            cam=inputs["cam"],
+            units=inputs.units,
+            brain_mask=inputs.brain_mask,
+            lesion=inputs.lesion,
+            cam=inputs.cam,
             progress=scaled(progress, 0.05, 1.0),
             cancel=cancel,
         )
-        summary = {
-            "probability": float(result.probability),
-            "label": str(result.label),
-            "spread": _jsonable(getattr(result, "spread", None)),
-            "fold_probabilities": _jsonable(list(getattr(result, "fold_probabilities", []) or [])),
-            "warnings": [str(w) for w in (getattr(result, "warnings", None) or [])],
-            "static": _jsonable(_as_dict(getattr(result, "static", None))),
-            "cam_inside_brain_fraction": _jsonable(getattr(result, "cam_inside_brain_fraction", None)),
-        }
-        return PetOutcome(
-            summary, getattr(result, "cam", None) if inputs["cam"] else None, getattr(result, "lesion_mask", None)
-        )
+        return PetOutcome.of(result, inputs.cam)
 
-    def apply(self, params: PetRecurrenceParameters, inputs: Dict[str, Any], result: PetOutcome) -> PetRecurrenceParameters:
-        image_node = inputs["image_node"]
-        rows = [{"quantity": "P(recurrence)", "value": result.summary["probability"]},
-                {"quantity": "label", "value": result.summary["label"]}]
-        if result.summary.get("spread") is not None:
-            rows.append({"quantity": "spread across folds", "value": result.summary["spread"]})
-        for i, p in enumerate(result.summary.get("fold_probabilities") or []):
-            rows.append({"quantity": f"fold {i}", "value": p})
-        for key, value in (result.summary.get("static") or {}).items():
-            rows.append({"quantity": key, "value": value})
-        for w in result.summary.get("warnings") or []:
-            rows.append({"quantity": "warning", "value": w})
-        rows = [{"quantity": r["quantity"], "value": _fmt(r["value"])} for r in rows]
-        params.results_table = add_table_node(self.scene, rows, self.output_name(image_node, "recurrence")).GetID()
+    def apply(self, params: PetRecurrenceParameters, inputs: PetInputs, result: PetOutcome) -> PetRecurrenceParameters:
+        image_node = inputs.image_node
+        params.results_table = add_table_node(self.scene, _result_rows(result.summary), self.output_name(image_node, "recurrence")).GetID()
         params.lesion_voi = None
         if not params.lesion and result.lesion_mask is not None:
             # the VOI the engine found: a new node (the user's VOI node, when given, is left alone)
-            params.lesion_voi = self._add_lesion_voi_node(image_node, inputs["pet"], result.lesion_mask).GetID()
+            params.lesion_voi = self._add_lesion_voi_node(image_node, inputs.pet, result.lesion_mask).GetID()
         params.cam_volume = None
         if result.cam is not None:
-            cam = result.cam
-            if not cam.same_grid(inputs["pet"], atol=1e-4):
-                raise InputError("the Grad-CAM map is not on the PET grid (engine bug)")
-            peak = float(np.nanmax(cam.array)) if cam.array.size else 0.0
-            node = add_heatmap_node(
-                self.scene, cam, self.output_name(image_node, "Grad-CAM"), signed=False,
-                threshold=params.cam_threshold * peak if peak > 0 else None, window=(0.0, peak if peak > 0 else 1.0),
-            )
+            node = self._add_cam_node(image_node, inputs.pet, result.cam, params.cam_threshold)
             params.cam_volume = node.GetID()
             show_in_slice_views(self.scene, background=image_node, foreground=node, opacity=params.cam_opacity)
         params.summary = result.summary
         return params
+
+    def _add_cam_node(self, image_node: Any, pet: Volume, cam: Volume, threshold: float) -> Any:
+        """A heat-map node "<PET name> Grad-CAM", values below ``threshold`` x its maximum transparent."""
+        if not cam.same_grid(pet, atol=1e-4):
+            raise InputError("the Grad-CAM map is not on the PET grid (engine bug)")
+        peak = float(np.nanmax(cam.array)) if cam.array.size else 0.0
+        return add_heatmap_node(
+            self.scene, cam, self.output_name(image_node, "Grad-CAM"), signed=False,
+            threshold=threshold * peak if peak > 0 else None, window=(0.0, peak if peak > 0 else 1.0),
+        )
 
     def _add_lesion_voi_node(self, image_node: Any, pet: Volume, lesion: Volume) -> Any:
         """A segmentation node "<PET name> lesion VOI" with one segment "lesion" (cyan) holding
@@ -225,7 +232,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
         params = params if params is not None else self.get_parameters()
         return params.lesion or params.lesion_voi or None
 
-    def jump_to_lesion(self, node_id: Optional[str] = None, grid_node: Any = None) -> Tuple[float, float, float]:
+    def jump_to_lesion(self, node_id: Optional[str] = None, grid_node: Any = None) -> RASPoint:
         """Centre every slice view on a lesion VOI (a "go to lesion VOI" button).
 
         Args:
@@ -239,8 +246,6 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
         Raises:
             InputError: no VOI, no PET, or the VOI is empty on the PET grid.
         """
-        from .volumes import volume_grid_of_node
-
         params = self.get_parameters()
         node_id = node_id or self.lesion_node_id(params)
         if not node_id:
@@ -262,8 +267,21 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters]):
         if threshold is not None:
             params.cam_threshold = float(threshold)
             node = node_by_id(self.scene, params.cam_volume, "Grad-CAM volume")
-            from .volumes import array_from_image_data
-
             peak = float(np.nanmax(array_from_image_data(node.GetImageData())))
             set_heatmap_threshold(node, params.cam_threshold * peak if peak > 0 else None)
         self.set_parameters(params)
+
+
+def _result_rows(summary: Dict[str, Any]) -> List[Dict[str, str]]:
+    """The results table of a :func:`pet_summary`: ``[{"quantity", "value"}]``, values as text."""
+    rows = [{"quantity": "P(recurrence)", "value": summary["probability"]},
+            {"quantity": "label", "value": summary["label"]}]
+    if summary.get("spread") is not None:
+        rows.append({"quantity": "spread across folds", "value": summary["spread"]})
+    for i, p in enumerate(summary.get("fold_probabilities") or []):
+        rows.append({"quantity": f"fold {i}", "value": p})
+    for key, value in (summary.get("static") or {}).items():
+        rows.append({"quantity": key, "value": value})
+    for w in summary.get("warnings") or []:
+        rows.append({"quantity": "warning", "value": w})
+    return [{"quantity": r["quantity"], "value": _fmt(r["value"])} for r in rows]

@@ -4,37 +4,53 @@ segmentation nodes and a per-slice table; accept or reject the correction per sl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, report, scaled
-from ..volume import Volume
-from .logic import WorkflowLogic, jump_to_slice, node_by_id, read_model_card, resolve_model_path
-from .parameters import node_field
-from .segmentations import add_segmentation_node, fill_segmentation_node, segmentation_to_labels, segments_from_card
 from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # cheap: names only
+from ..volume import Volume
+from .model_choices import chosen_model_path, model_card
+from .parameters import gui_flag_field, node_field
+from .scene import RASPoint, jump_to_slice, node_by_id
+from .segmentations import add_segmentation_node, fill_segmentation_node, segmentation_to_labels, segments_from_card
 from .tables import add_table_node, fill_table_node, table_rows
+from .volumes import volume_grid_of_node
+from .workflow import WorkflowLogic
 
-#: per-slice decisions, in the words of clinicalai.segcorrect.pipeline (CORRECTED, KEPT_RAW);
-#: not imported from there so that loading the Slicer module needs no scipy / torch yet
-CORRECTED, RAW = "corrected", "kept raw"
+if TYPE_CHECKING:  # pragma: no cover - typing only: the pipeline needs scipy / torch
+    from ..models import ModelCard
+    from ..segcorrect.pipeline import CorrectionResult, SegCorrectResult, SliceDecision
+
+
+def _decision_words() -> "tuple[str, str]":
+    """The engine's per-slice decisions ``(CORRECTED, KEPT_RAW)``. Imported when used:
+    ``clinicalai.segcorrect.pipeline`` needs scipy, and the Slicer modules load this file
+    before the engine's packages are installed."""
+    from ..segcorrect.pipeline import CORRECTED, KEPT_RAW
+
+    return CORRECTED, KEPT_RAW
 
 
 @dataclass
 class SegCorrectParameters:
     """SegCorrect panel state (saved with the scene)."""
 
-    input_volume: Optional[str] = node_field()
+    # the three node references (and ``correct``) are those of the desktop panel's
+    # parameterNodeWrapper (SegCorrect/SegCorrect.py): one value each in the node, shared by
+    # GUI and logic
+    input_volume: Optional[str] = node_field(role="inputVolume")
     #: a mask made by any tool: when set, it is corrected instead of running the segmenter
-    input_segmentation: Optional[str] = node_field()
+    input_segmentation: Optional[str] = node_field(role="inputSegmentation")
     segmenter_model: str = ""  # "" = bundled cardiac-unet
     corrector_model: str = ""  # "" = bundled cardiac-nvae
     device: str = "auto"
-    correct: bool = True
+    #: correct the mask with the corrector; the desktop panel's "correct" check box edits it
+    correct: bool = gui_flag_field(True)
     #: final segmentation; a node the user picked, or made by the run
-    output_segmentation: Optional[str] = node_field()
+    output_segmentation: Optional[str] = node_field(role="outputSegmentation")
     raw_segmentation: Optional[str] = node_field()
     corrected_segmentation: Optional[str] = node_field()
     slice_table: Optional[str] = node_field()
@@ -44,94 +60,111 @@ class SegCorrectParameters:
     warnings: List[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class SegCorrectInputs:
+    """What :meth:`SegCorrectLogic.prepare` read from the nodes (main thread) for ``compute``.
+
+    Attributes:
+        image_node: the input volume node (results are named after it and reference it).
+        image: the input volume ``(Z, Y, X)``.
+        mask: a mask made by any tool, label values as in the corrector's card, on the
+            image grid; ``None``: the segmenter makes one.
+        segmenter, corrector: model paths; ``""`` = not used.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    image_node: Any
+    image: Volume
+    mask: Optional[Volume] = None
+    segmenter: str = ""
+    corrector: str = ""
+    device: str = "auto"
+
+
 @dataclass
 class SegCorrectOutcome:
-    """The engine's result as the logic needs it (whatever the engine's own result class)."""
+    """What ``compute`` hands to ``apply``: the engine's masks and per-slice decisions (from a
+    ``SegCorrectResult`` or, for a user's mask, a ``CorrectionResult``) and the segments.
+
+    Attributes:
+        raw: the segmenter's (or the user's) mask on the image grid.
+        corrected: the corrector's proposal; ``None`` without correction.
+        final: the gated result.
+        slices: the engine's :class:`~clinicalai.segcorrect.pipeline.SliceDecision` per slice.
+        segments: ``[{"name", "value", "color"}]`` of the labels.
+        warnings: sentences about the input (reader, model fit).
+    """
 
     raw: Volume
     corrected: Optional[Volume]
     final: Volume
-    slices: List[Any]  # the engine's per-slice decisions (objects or dicts with "index")
+    slices: List["SliceDecision"]
     segments: List[Dict[str, Any]]
     warnings: List[str] = field(default_factory=list)
 
+    @classmethod
+    def of_correction(cls, result: "CorrectionResult", segments: List[Dict[str, Any]]) -> "SegCorrectOutcome":
+        """A user's mask corrected (no segmenter, no input warnings)."""
+        return cls(result.raw, result.corrected, result.final, list(result.slices), segments)
 
-def _slice_row(s: Any) -> Dict[str, Any]:
-    """One row of the per-slice table: the engine's own ``table_row()`` when it has one."""
-    if hasattr(s, "table_row"):
-        row = dict(s.table_row())
-    else:
-        d = dict(s) if isinstance(s, dict) else dict(vars(s))
-        row = {"slice": d.pop("index") if "index" in d else d.pop("slice")}
-        row.update({k: v for k, v in d.items() if isinstance(v, (bool, int, float, str, np.generic))})
-    row["slice"] = int(row["slice"])
-    row = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-    row["decision"] = CORRECTED if str(row.get("decision", RAW)).lower().startswith(CORRECTED) else RAW
-    return row
+    @classmethod
+    def of_segmentation(cls, result: "SegCorrectResult", segments: List[Dict[str, Any]]) -> "SegCorrectOutcome":
+        """The segmenter's mask and its correction (``None`` when switched off)."""
+        correction = result.correction
+        corrected = correction.corrected if correction is not None else None
+        slices = list(correction.slices) if correction is not None else []
+        return cls(result.raw, corrected, result.final, slices, segments, list(result.warnings))
 
 
-class SegCorrectLogic(WorkflowLogic[SegCorrectParameters]):
+class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegCorrectOutcome]):
     """SegCorrect's MRML logic (desktop module and browser app)."""
 
     module_name = "SegCorrect"
     parameters_class = SegCorrectParameters
 
-    def prepare(self, params: SegCorrectParameters) -> Dict[str, Any]:
+    def prepare(self, params: SegCorrectParameters) -> SegCorrectInputs:
         image_node, image = self.input_volume(params.input_volume)
         image.require_volumetric().require_finite()
-        mask = None
         if params.input_segmentation and params.output_segmentation == params.input_segmentation:
             raise InputError("the output segmentation must not be the input segmentation (it would be overwritten)")
-        corrector = str(resolve_model_path(params.corrector_model, DEFAULT_CORRECTOR)) if params.correct or params.input_segmentation else ""
-        if params.input_segmentation:
-            mask_node = node_by_id(self.scene, params.input_segmentation, "input segmentation")
-            # segments named like the corrector's labels (RV, MYO, LV) get their values
-            names = {lab.name: lab.value for lab in read_model_card(corrector).labels}
-            mask = segmentation_to_labels(mask_node, image, label_names=names)
+        use_corrector = params.correct or params.input_segmentation
+        corrector = str(chosen_model_path(params.corrector_model, DEFAULT_CORRECTOR)) if use_corrector else ""
+        mask = self._input_mask(params.input_segmentation, image, corrector)
         if params.output_segmentation:
             out = node_by_id(self.scene, params.output_segmentation, "output segmentation")
             if not out.IsA("vtkMRMLSegmentationNode"):
                 raise InputError(f"the output {out.GetName()} is not a segmentation")
-        return {
-            "image_node": image_node,
-            "image": image,
-            "mask": mask,
-            "segmenter": "" if mask is not None else str(resolve_model_path(params.segmenter_model, DEFAULT_SEGMENTER)),
-            "corrector": corrector,
-            "device": params.device,
-        }
+        segmenter = "" if mask is not None else str(chosen_model_path(params.segmenter_model, DEFAULT_SEGMENTER))
+        return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device)
+
+    def _input_mask(self, node_id: Optional[str], image: Volume, corrector: str) -> Optional[Volume]:
+        """The user's segmentation as labels on the image grid, segments named like the
+        corrector's labels (RV, MYO, LV) getting their values; ``None`` without one."""
+        if not node_id:
+            return None
+        mask_node = node_by_id(self.scene, node_id, "input segmentation")
+        names = {lab.name: lab.value for lab in model_card(corrector).labels}
+        return segmentation_to_labels(mask_node, image, label_names=names)
 
     def compute(
-        self, inputs: Dict[str, Any], progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
+        self, inputs: SegCorrectInputs, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
     ) -> SegCorrectOutcome:
-        from ..segcorrect import pipeline
+        from ..segcorrect import pipeline  # heavy (scipy / torch): loaded on the first run
 
         report(progress, 0.0, "loading models")
-        corrector = self.models.get(inputs["corrector"], inputs["device"]) if inputs["corrector"] else None
-        if inputs["mask"] is not None:
-            result = pipeline.correct_mask(inputs["mask"], corrector, image=inputs["image"], progress=scaled(progress, 0.05, 1.0), cancel=cancel)
-            segments = list(inputs["mask"].metadata.get("segments") or [])
-            card = corrector.card  # a mask-correction card names the labels too
-        else:
-            segmenter = self.models.get(inputs["segmenter"], inputs["device"])
-            result = pipeline.run_segcorrect(inputs["image"], segmenter, corrector, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
-            card = segmenter.card
-            segments = []
-        return self._outcome(result, card, segments)
+        corrector = self.models.get(inputs.corrector, inputs.device) if inputs.corrector else None
+        if inputs.mask is not None:
+            correction = pipeline.correct_mask(inputs.mask, corrector, image=inputs.image, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
+            # a mask-correction card names the labels too
+            segments = _segments(corrector.card, correction.raw) or list(inputs.mask.metadata.get("segments") or [])
+            return SegCorrectOutcome.of_correction(correction, segments)
+        segmenter = self.models.get(inputs.segmenter, inputs.device)
+        result = pipeline.run_segcorrect(inputs.image, segmenter, corrector, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
+        return SegCorrectOutcome.of_segmentation(result, _segments(segmenter.card, result.raw))
 
-    @staticmethod
-    def _outcome(result: Any, card: Any, segments: List[Dict[str, Any]]) -> SegCorrectOutcome:
-        """From a ``SegCorrectResult`` (segmenter + optional correction) or a ``CorrectionResult``."""
-        correction = result.correction if hasattr(result, "segmentation") else result
-        raw, final = result.raw, result.final
-        corrected = correction.corrected if correction is not None else None
-        slices = list(correction.slices) if correction is not None else []
-        segments = segments_from_card(card) or list(raw.metadata.get("segments") or []) or segments
-        warnings = list(result.warnings) if hasattr(result, "segmentation") else []  # a correction alone: none
-        return SegCorrectOutcome(raw, corrected, final, slices, segments, warnings)
-
-    def apply(self, params: SegCorrectParameters, inputs: Dict[str, Any], result: SegCorrectOutcome) -> SegCorrectParameters:
-        image_node = inputs["image_node"]
+    def apply(self, params: SegCorrectParameters, inputs: SegCorrectInputs, result: SegCorrectOutcome) -> SegCorrectParameters:
+        corrected, kept_raw = _decision_words()
+        image_node = inputs.image_node
         name = image_node.GetName()
         segs = result.segments or None
         raw = add_segmentation_node(self.scene, result.raw, f"{name} raw", segs, reference_node=image_node)
@@ -139,13 +172,13 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters]):
         params.raw_segmentation = raw.GetID()
         params.corrected_segmentation = None
         if result.corrected is not None:
-            corrected = add_segmentation_node(self.scene, result.corrected, f"{name} corrected", segs, reference_node=image_node)
-            corrected.GetDisplayNode().SetVisibility(False)
-            params.corrected_segmentation = corrected.GetID()
-        rows = [_slice_row(s) for s in result.slices]
-        decisions = [RAW] * result.raw.shape[0]
-        for row in rows:
-            decisions[row["slice"]] = row["decision"]
+            node = add_segmentation_node(self.scene, result.corrected, f"{name} corrected", segs, reference_node=image_node)
+            node.GetDisplayNode().SetVisibility(False)
+            params.corrected_segmentation = node.GetID()
+        rows = [_table_row(s) for s in result.slices]
+        decisions = [kept_raw] * result.raw.shape[0]
+        for s in result.slices:
+            decisions[s.index] = corrected if s.decision == corrected else kept_raw
         params.decisions = decisions
         params.warnings = list(result.warnings)
         params.slice_table = add_table_node(self.scene, rows, f"{name} slices").GetID() if rows else None
@@ -166,42 +199,66 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters]):
             raise InputError("run SegCorrect first")
         if accept and not params.corrected_segmentation:
             raise InputError("this run made no corrected segmentation")
-        image_node = node_by_id(self.scene, params.input_volume, "input volume")
-        from .volumes import volume_grid_of_node
-
-        grid = volume_grid_of_node(image_node)
-        n = grid.shape[0]
-        chosen = range(n) if slices is None else [int(k) for k in slices]
-        decisions = list(params.decisions) or [RAW] * n
-        for k in chosen:
-            if not 0 <= k < n:
-                raise InputError(f"slice {k} is outside the volume (0..{n - 1})")
-            decisions[k] = CORRECTED if accept else RAW
-        raw_node = node_by_id(self.scene, params.raw_segmentation, "raw segmentation")
-        raw = segmentation_to_labels(raw_node, grid)
-        # the rule of CorrectionResult.with_choices, applied to the nodes (they are the state
-        # that is saved with the scene, and the user may have edited them)
-        final = raw.array.copy()
-        if params.corrected_segmentation:
-            corrected = segmentation_to_labels(node_by_id(self.scene, params.corrected_segmentation, "corrected segmentation"), grid)
-            use = np.array([d == CORRECTED for d in decisions])
-            final[use] = corrected.array[use]
-        segs = raw.metadata["segments"]
-        fill_segmentation_node(node_by_id(self.scene, params.output_segmentation, "output segmentation"), raw.with_array(final), segs)
-        params.decisions = decisions
-        if params.slice_table:
-            table = node_by_id(self.scene, params.slice_table, "slice table", required=False)
-            if table is not None:
-                rows = table_rows(table)
-                for row in rows:
-                    row["decision"] = decisions[int(row["slice"])]
-                fill_table_node(table, rows)
+        grid = volume_grid_of_node(node_by_id(self.scene, params.input_volume, "input volume"))
+        params.decisions = _decide(list(params.decisions), grid.shape[0], accept, slices)
+        self._fill_final(params, grid)
+        self._update_slice_table(params)
         self.set_parameters(params)
         return params
 
-    def jump_to_row(self, row: int, params: Optional[SegCorrectParameters] = None):
+    def _fill_final(self, params: SegCorrectParameters, grid: Any) -> None:
+        """The final segmentation from the raw and corrected nodes by ``params.decisions``: the
+        rule of ``CorrectionResult.with_choices``, applied to the nodes (they are the state
+        that is saved with the scene, and the user may have edited them)."""
+        corrected_word, _ = _decision_words()
+        raw = segmentation_to_labels(node_by_id(self.scene, params.raw_segmentation, "raw segmentation"), grid)
+        final = raw.array.copy()
+        if params.corrected_segmentation:
+            corrected = segmentation_to_labels(node_by_id(self.scene, params.corrected_segmentation, "corrected segmentation"), grid)
+            use = np.array([d == corrected_word for d in params.decisions])
+            final[use] = corrected.array[use]
+        output = node_by_id(self.scene, params.output_segmentation, "output segmentation")
+        fill_segmentation_node(output, raw.with_array(final), raw.metadata["segments"])
+
+    def _update_slice_table(self, params: SegCorrectParameters) -> None:
+        """The decision column of the slice table (when it is still there) from ``params.decisions``."""
+        if not params.slice_table:
+            return
+        table = node_by_id(self.scene, params.slice_table, "slice table", required=False)
+        if table is None:
+            return
+        rows = table_rows(table)
+        for row in rows:
+            row["decision"] = params.decisions[int(row["slice"])]
+        fill_table_node(table, rows)
+
+    def jump_to_row(self, row: int, params: Optional[SegCorrectParameters] = None) -> RASPoint:
         """Centre the slice views on the slice of table row ``row``; returns the RAS point."""
         params = params or self.get_parameters()
         table = node_by_id(self.scene, params.slice_table, "slice table")
         k = int(table_rows(table)[row]["slice"])
         return jump_to_slice(self.scene, node_by_id(self.scene, params.input_volume, "input volume"), k)
+
+
+def _table_row(decision: "SliceDecision") -> Dict[str, Any]:
+    """The engine's table row of a slice, its slice index a plain int (the table's key)."""
+    row = decision.table_row()
+    row["slice"] = int(row["slice"])
+    return row
+
+
+def _segments(card: "ModelCard", raw: Volume) -> List[Dict[str, Any]]:
+    """The segments of a result: the card's labels, else those the raw mask carries."""
+    return segments_from_card(card) or list(raw.metadata.get("segments") or [])
+
+
+def _decide(decisions: List[str], n: int, accept: bool, slices: Optional[Sequence[int]]) -> List[str]:
+    """``decisions`` (one per slice, ``n`` slices; empty = all kept raw) with ``slices`` (all
+    when ``None``) set to corrected (``accept``) or kept raw."""
+    corrected, kept_raw = _decision_words()
+    out = decisions or [kept_raw] * n
+    for k in range(n) if slices is None else [int(k) for k in slices]:
+        if not 0 <= k < n:
+            raise InputError(f"slice {k} is outside the volume (0..{n - 1})")
+        out[k] = corrected if accept else kept_raw
+    return out

@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 from ..volume.core import Grid
+from ..volume.integrity import check_image_file
 
 #: diag(-1, -1, 1, 1): LPS -> RAS and back (its own inverse)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -217,8 +218,6 @@ def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelm
             file_list.InsertNextValue(f)
         node = context.volumes_logic.AddArchetypeVolume(files[0], stem, options, file_list)
     else:
-        from ..volume.integrity import check_image_file
-
         check_image_file(p)  # cut-off, oversized or pointing-elsewhere files never reach Slicer's reader
         node = context.volumes_logic.AddArchetypeVolume(str(p), stem, options)
     if node is None:

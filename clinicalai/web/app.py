@@ -21,7 +21,16 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ..errors import ClinicalAIError
+from ..mrml.context import MRMLContext
+from ..mrml.segmentations import segmentation_to_labels
+from ..mrml.volumes import volume_grid_of_node
+from . import http as web_http
 from . import security
+from .panels.attribution import AttributionPanel, register_side_by_side_layout
+from .panels.data import DataPanel
+from .panels.display import DisplayPanel
+from .panels.pet import PetPanel
+from .panels.segcorrect import SegCorrectPanel
 from .probe import FileProber
 from .security import DataRoot
 
@@ -61,12 +70,12 @@ class ClinicalAIWebApp(TrameApp):
 
     def __init__(self, server=None, config: Optional[WebConfig] = None):
         super().__init__(server)
+        # trame-slicer loads VTK and Slicer's libraries (seconds): when an app is made, not
+        # when the module is imported (``clinicalai web --help``, the launcher)
         from trame_slicer import module as trame_slicer_module
         from trame_slicer.app.logic import LayoutButtonLogic, SegmentEditorLogic
         from trame_slicer.core import SlicerApp
         from trame_slicer.rca_view import register_rca_factories
-
-        from ..mrml.context import MRMLContext
 
         if config is None:
             raise ValueError("a WebConfig is required")
@@ -91,8 +100,6 @@ class ClinicalAIWebApp(TrameApp):
         # views first: an effect pipeline made for a view that is still being built gets no
         # view (trame-slicer 2.0), and the segment editor adds its effects' nodes at once
         self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
-        from .panels.attribution import register_side_by_side_layout
-
         register_side_by_side_layout(self.layout_logic.layout_manager)
         self.segment_editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
         self.volume_node = None
@@ -103,12 +110,6 @@ class ClinicalAIWebApp(TrameApp):
         self._undo_connected = False
         #: ``listener(segmentation_node)`` after the edited segmentation changed
         self.segmentation_listeners: List[Any] = []
-
-        from .panels.data import DataPanel
-        from .panels.display import DisplayPanel
-        from .panels.segcorrect import SegCorrectPanel
-        from .panels.pet import PetPanel
-        from .panels.attribution import AttributionPanel
 
         self.panels: Dict[str, Any] = {}
         for cls in (DataPanel, SegCorrectPanel, PetPanel, AttributionPanel, DisplayPanel):
@@ -229,9 +230,6 @@ class ClinicalAIWebApp(TrameApp):
         self.event_loop().call_later(0.3, self._count_edit_voxels)
 
     def _count_edit_voxels(self) -> None:
-        from ..mrml.segmentations import segmentation_to_labels
-        from ..mrml.volumes import volume_grid_of_node
-
         self._edit_count_pending = False
         node = self._edited_node
         if node is None or self.volume_node is None or self.context.scene.GetNodeByID(node.GetID()) is None:
@@ -356,8 +354,6 @@ def limit_websocket_messages(server) -> None:
 def create_app(config: WebConfig, server=None) -> ClinicalAIWebApp:
     """The app on ``server`` (a new trame server by default) with the HTTP guard installed."""
     from trame.app import get_server
-
-    from . import http as web_http
 
     server = server or get_server("clinicalai", client_type="vue3")
     limit_websocket_messages(server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import InputError
 from . import security
 
 
@@ -63,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.users:
         if not args.multi_user:
             raise security.AccessError("--users needs --multi-user")
-        from .launcher import read_users
+        from .launcher import read_users  # aiohttp: only for the multi-user launcher
 
         users = read_users(args.users)
     # refuse a bad binding before importing trame / Slicer (seconds) so the message is immediate
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         # a server has no X display: render offscreen with EGL straight away (Mesa llvmpipe
         # without a GPU) instead of VTK trying X first
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
-    from .app import WebConfig, serve
+    from .app import WebConfig, serve  # trame + Slicer: after the checks above, so their errors come at once
 
     serve(WebConfig(data=data, host=args.host, port=args.port, token=token, max_upload_mb=args.max_upload_mb,
                     quota_gb=args.quota_gb or None, idle_timeout_s=max(0, args.idle_exit_s)))
@@ -101,7 +102,7 @@ def _read_secret_file(path: str) -> str:
 
 
 def _run_multi_user(args: argparse.Namespace, data, token, users) -> int:
-    from .launcher import LauncherConfig, parse_ports, serve_multi_user
+    from .launcher import LauncherConfig, parse_ports, serve_multi_user  # aiohttp: only for this command
 
     if args.max_sessions < 1:
         raise security.AccessError("--max-sessions must be at least 1")
@@ -120,8 +121,6 @@ def _run_multi_user(args: argparse.Namespace, data, token, users) -> int:
 def _check_port_free(host: str, port: int) -> None:
     """A clear message instead of a traceback deep in aiohttp when the port is taken."""
     import socket
-
-    from ..errors import InputError
 
     if port == 0:
         return

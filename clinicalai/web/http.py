@@ -19,13 +19,14 @@ files only through an explicit download.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -115,90 +116,114 @@ def make_middleware(config: HttpConfig):
 
 
 def make_routes(config: HttpConfig):
-    async def upload(request: web.Request) -> web.Response:
-        try:
-            name = security.check_upload_name(request.query.get("name", ""))
-        except AccessError as exc:
-            await _drain(request)
-            return _error(400, str(exc))
-        left = security.quota_left(config.data, config.quota_bytes)
-        limit = config.max_upload_bytes if left is None else min(config.max_upload_bytes, left)
-        if request.content_length is not None and request.content_length > limit:
-            # read and drop the body (nothing is stored) so the browser gets the message
-            # instead of a reset connection
-            await _drain(request)
-            return _error(413, _too_large(name, request.content_length, config, left))
-        uploads = config.data.folder(security.UPLOAD_DIR)
-        target = config.data.resolve(f"{security.UPLOAD_DIR}/{name}")
-        # hidden staging names that keep the image suffix (Slicer's readers go by it)
-        tmp = tempfile.NamedTemporaryFile(dir=uploads, prefix=".upload-", suffix=f"-{name}", delete=False)
-        staging: Optional[Path] = None
-        size, head = 0, b""
-        try:
-            with tmp:
-                async for chunk in request.content.iter_chunked(1 << 20):
-                    size += len(chunk)
-                    if size > limit:
-                        raise TooLarge(_too_large(name, size, config, left))
-                    if len(head) < 512:
-                        head += chunk[: 512 - len(head)]
-                    tmp.write(chunk)
-            security.sniff_upload(name, head)
-            if name.lower().endswith(".zip"):
-                folder = config.data.resolve(f"{security.UPLOAD_DIR}/{name[:-4]}")
-                staging = Path(tempfile.mkdtemp(dir=uploads, prefix=".unzip-"))
-                # the archive is deleted after: what it expands to must fit the limit and the quota
-                expand_limit = config.max_upload_bytes if left is None else min(config.max_upload_bytes, left)
-                security.safe_extract_zip(Path(tmp.name), staging, expand_limit)
-                await _probe(config, security.series_folder(staging), "dicom", name)
-                if folder.exists():
-                    shutil.rmtree(folder)  # an earlier upload of the same name (uploads/ is the server's)
-                staging.rename(folder)
-                staging = None
-                Path(tmp.name).unlink(missing_ok=True)
-                relative = config.data.relative(security.series_folder(folder))
-                kind = "dicom"
-            else:
-                low = name.lower()
-                await _probe(config, Path(tmp.name), "segmentation" if low.endswith(".seg.nrrd") else "volume", name)
-                Path(tmp.name).replace(target)
-                relative = config.data.relative(target)
-                kind = "segmentation" if low.endswith(".seg.nrrd") else "file"
-        except TooLarge as exc:
-            return _error(413, str(exc))
-        except AccessError as exc:
-            return _error(400, str(exc))
-        except security.ClinicalAIError as exc:  # the probe's verdict ("refused upload 'F': why")
-            return _error(400, str(exc))
-        except Exception as exc:  # a broken zip and the like: the user's file, one line
-            return _error(400, f"refused upload {name!r}: {exc}")
-        finally:
-            Path(tmp.name).unlink(missing_ok=True)
-            if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
-        if config.on_upload is not None:
-            config.on_upload(relative)
-        return web.json_response({"path": relative, "kind": kind, "bytes": size})
-
-    async def download(request: web.Request) -> web.StreamResponse:
-        relative = request.query.get("path", "")
-        try:
-            path = config.data.existing(relative)
-            results = config.data.resolve(security.RESULTS_DIR)
-            if results not in path.parents or not path.is_file():
-                raise AccessError(f"refused {relative!r}: only saved results ({security.RESULTS_DIR}/...) can be downloaded")
-        except AccessError as exc:
-            return _error(403 if "refused" in str(exc) else 404, str(exc))
-        return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
-
-    async def files(request: web.Request) -> web.Response:
-        return web.Response(text=json.dumps(config.data.list_images()), content_type="application/json")
-
+    """The file routes: upload (:func:`_upload`), download of a saved result, the image list."""
     return [
-        web.post("/api/upload", upload),
-        web.get("/api/download", download),
-        web.get("/api/files", files),
+        web.post("/api/upload", functools.partial(_upload, config)),
+        web.get("/api/download", functools.partial(_download, config)),
+        web.get("/api/files", functools.partial(_files, config)),
     ]
+
+
+async def _upload(config: HttpConfig, request: web.Request) -> web.Response:
+    """``POST /api/upload?name=F``: check the name and the size, receive the body into a
+    hidden staging file, keep it if it loads (:func:`_keep_upload`); one JSON error line else."""
+    try:
+        name = security.check_upload_name(request.query.get("name", ""))
+    except AccessError as exc:
+        await _drain(request)
+        return _error(400, str(exc))
+    left = security.quota_left(config.data, config.quota_bytes)
+    limit = config.max_upload_bytes if left is None else min(config.max_upload_bytes, left)
+    if request.content_length is not None and request.content_length > limit:
+        # read and drop the body (nothing is stored) so the browser gets the message
+        # instead of a reset connection
+        await _drain(request)
+        return _error(413, _too_large(name, request.content_length, config, left))
+    uploads = config.data.folder(security.UPLOAD_DIR)
+    target = config.data.resolve(f"{security.UPLOAD_DIR}/{name}")
+    # hidden staging names that keep the image suffix (Slicer's readers go by it)
+    tmp = tempfile.NamedTemporaryFile(dir=uploads, prefix=".upload-", suffix=f"-{name}", delete=False)
+    try:
+        size = await _receive(request, tmp, name, limit, lambda n: _too_large(name, n, config, left))
+        relative, kind = await _keep_upload(config, Path(tmp.name), name, target, limit)
+    except TooLarge as exc:
+        return _error(413, str(exc))
+    except AccessError as exc:
+        return _error(400, str(exc))
+    except security.ClinicalAIError as exc:  # the probe's verdict ("refused upload 'F': why")
+        return _error(400, str(exc))
+    except Exception as exc:  # a broken zip and the like: the user's file, one line
+        return _error(400, f"refused upload {name!r}: {exc}")
+    finally:
+        Path(tmp.name).unlink(missing_ok=True)
+    if config.on_upload is not None:
+        config.on_upload(relative)
+    return web.json_response({"path": relative, "kind": kind, "bytes": size})
+
+
+async def _receive(request: web.Request, tmp: Any, name: str, limit: int, too_large: Callable[[int], str]) -> int:
+    """Stream the body into ``tmp`` (closed after), at most ``limit`` bytes (else
+    :class:`TooLarge` with ``too_large(size)``); its first bytes must look like ``name``'s
+    type. Returns the size in bytes."""
+    size, head = 0, b""
+    with tmp:
+        async for chunk in request.content.iter_chunked(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(too_large(size))
+            if len(head) < 512:
+                head += chunk[: 512 - len(head)]
+            tmp.write(chunk)
+    security.sniff_upload(name, head)
+    return size
+
+
+async def _keep_upload(config: HttpConfig, staged: Path, name: str, target: Path, limit: int) -> Tuple[str, str]:
+    """Keep a received file once it loads in the probe: a zip as the DICOM series folder it
+    holds, else the file as ``target``. Returns ``(path relative to the data folder, kind)``."""
+    if name.lower().endswith(".zip"):
+        return await _keep_dicom_zip(config, staged, name, limit), "dicom"
+    is_segmentation = name.lower().endswith(".seg.nrrd")
+    await _probe(config, staged, "segmentation" if is_segmentation else "volume", name)
+    staged.replace(target)
+    return config.data.relative(target), "segmentation" if is_segmentation else "file"
+
+
+async def _keep_dicom_zip(config: HttpConfig, archive: Path, name: str, limit: int) -> str:
+    """Expand a zip of DICOM files into ``uploads/<name without .zip>`` (what it expands to
+    must fit ``limit``: the archive is deleted after), once its series loads in the probe.
+    Returns the series folder relative to the data folder."""
+    folder = config.data.resolve(f"{security.UPLOAD_DIR}/{name[:-4]}")
+    staging = Path(tempfile.mkdtemp(dir=config.data.folder(security.UPLOAD_DIR), prefix=".unzip-"))
+    try:
+        security.safe_extract_zip(archive, staging, limit)
+        await _probe(config, security.series_folder(staging), "dicom", name)
+        if folder.exists():
+            shutil.rmtree(folder)  # an earlier upload of the same name (uploads/ is the server's)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    archive.unlink(missing_ok=True)
+    return config.data.relative(security.series_folder(folder))
+
+
+async def _download(config: HttpConfig, request: web.Request) -> web.StreamResponse:
+    """``GET /api/download?path=results/F``: a saved result, as an attachment."""
+    relative = request.query.get("path", "")
+    try:
+        path = config.data.existing(relative)
+        results = config.data.resolve(security.RESULTS_DIR)
+        if results not in path.parents or not path.is_file():
+            raise AccessError(f"refused {relative!r}: only saved results ({security.RESULTS_DIR}/...) can be downloaded")
+    except AccessError as exc:
+        return _error(403 if "refused" in str(exc) else 404, str(exc))
+    return web.FileResponse(path, headers={"Content-Disposition": f'attachment; filename="{path.name}"'})
+
+
+async def _files(config: HttpConfig, request: web.Request) -> web.Response:
+    """``GET /api/files``: the images in the data folder."""
+    return web.Response(text=json.dumps(config.data.list_images()), content_type="application/json")
 
 
 async def _drain(request: web.Request) -> None:

@@ -1,11 +1,12 @@
-"""Long work off the server loop, results back on it.
+"""Long work off the server loop, results back on it: the browser's side of the one
+background runner (:class:`clinicalai.mrml.runner.BackgroundTask`).
 
 A panel's Run button starts :class:`Job`: ``compute(progress, cancel)`` runs in a worker
-thread (the engine, on ``Volume`` objects: no MRML there), progress is forwarded to the page
-through the server's event loop, and ``apply(result)`` runs on that loop, where MRML nodes
-may be created and views re-rendered. Cancel sets the shared
+thread (the engine, on ``Volume`` objects: no MRML there), progress is posted to the server's
+asyncio loop (at most ~10 page updates a second) and ``apply(result)`` runs on that loop,
+where MRML nodes may be created and views re-rendered. Cancel sets the shared
 :class:`~clinicalai.progress.CancelToken`; the workflow stops at its next step and ``apply``
-is never called, so the scene stays as it was.
+is never called, so the scene stays as it was. Errors become one line for the page.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ..errors import ClinicalAIError
+from ..mrml.runner import BackgroundTask
 from ..progress import CancelToken
 
 log = logging.getLogger(__name__)
+
+#: the least time between two progress updates sent to the page (seconds)
+PROGRESS_INTERVAL_S = 0.1
 
 
 @dataclass
@@ -33,12 +38,22 @@ class JobStatus:
     started: float = field(default_factory=time.monotonic)
 
 
+def error_line(error: BaseException) -> str:
+    """A failed job's one line for the page: an engine error's own message (``Cancelled``
+    included), anything else as an internal error (logged with its traceback)."""
+    if isinstance(error, ClinicalAIError):
+        return str(error)
+    log.error("background job failed", exc_info=(type(error), error, error.__traceback__))
+    return f"internal error: {type(error).__name__}: {error}"
+
+
 class Job:
-    """One background run.
+    """One background run on the server loop.
 
     :param compute: ``compute(progress, cancel) -> result`` (worker thread)
     :param apply: ``apply(result)`` (server loop)
     :param on_status: ``on_status(JobStatus)`` (server loop) after every change
+    :param loop: the server's event loop (default: the current one)
     """
 
     def __init__(
@@ -54,15 +69,20 @@ class Job:
         self._loop = loop or asyncio.get_event_loop()
         self.cancel_token = CancelToken()
         self.status = JobStatus()
-        self._thread: Optional[threading.Thread] = None
-        self._last_report = 0.0
-        self.done = threading.Event()
+        self.task: Optional[BackgroundTask] = None
+
+    @property
+    def done(self) -> threading.Event:
+        """Set once the job is over (its status sent with ``running`` false)."""
+        return self.task.done if self.task is not None else threading.Event()
 
     def start(self) -> "Job":
         self.status = JobStatus(running=True, message="starting")
         self._on_status(self.status)
-        self._thread = threading.Thread(target=self._run, name="clinicalai-web-job", daemon=True)
-        self._thread.start()
+        self.task = BackgroundTask(
+            self._compute, self._apply, name="clinicalai-web-job", post=self._loop.call_soon_threadsafe,
+            on_change=self._changed, token=self.cancel_token, min_interval_s=PROGRESS_INTERVAL_S,
+        )
         return self
 
     def cancel(self) -> None:
@@ -72,63 +92,18 @@ class Job:
     def running(self) -> bool:
         return self.status.running
 
-    def _post(self, fn: Callable[[], None]) -> None:
-        try:
-            self._loop.call_soon_threadsafe(fn)
-        except RuntimeError:  # loop closed: the server is stopping
-            pass
-
-    def _progress(self, fraction: float, message: str) -> None:
-        now = time.monotonic()
-        if fraction < 1.0 and now - self._last_report < 0.1:  # at most ~10 page updates a second
-            return
-        self._last_report = now
-
-        def update() -> None:
+    def _changed(self, task: BackgroundTask) -> None:
+        """The task's news on the loop: progress while it runs, then its outcome."""
+        if not task.over:
             if self.status.running:
-                self.status.fraction, self.status.message = float(fraction), message
+                self.status.fraction, self.status.message = task.fraction, task.message
                 self._on_status(self.status)
-
-        self._post(update)
-
-    def _run(self) -> None:
-        started = time.monotonic()
-        try:
-            result = self._compute(self._progress, self.cancel_token)
-        except ClinicalAIError as exc:  # Cancelled included; the message is bound now (exc dies with the block)
-            message = str(exc)
-            self._post(lambda: self._finish(error=message, started=started))
             return
-        except Exception as exc:  # a bug: keep the server alive, say what happened
-            log.exception("background job failed")
-            message = f"internal error: {type(exc).__name__}: {exc}"
-            self._post(lambda: self._finish(error=message, started=started))
-            return
-
-        def apply() -> None:
-            if self.cancel_token.cancelled:
-                self._finish(error="cancelled by the user; nothing was changed", started=started)
-                return
-            try:
-                self._apply(result)
-            except ClinicalAIError as exc:
-                self._finish(error=str(exc), started=started)
-                return
-            except Exception as exc:
-                log.exception("applying results failed")
-                self._finish(error=f"internal error: {type(exc).__name__}: {exc}", started=started)
-                return
-            self._finish(error="", started=started)
-
-        self._post(apply)
-
-    def _finish(self, error: str, started: float) -> None:
         self.status.running = False
-        self.status.error = error
-        self.status.seconds = time.monotonic() - started
-        if not error:
+        self.status.error = "" if task.error is None else error_line(task.error)
+        self.status.seconds = time.monotonic() - self.status.started
+        if not self.status.error:
             self.status.fraction, self.status.message = 1.0, "done"
         else:
-            self.status.message = error
+            self.status.message = self.status.error
         self._on_status(self.status)
-        self.done.set()

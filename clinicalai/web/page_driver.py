@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
+from .security import TOKEN_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 #: the browser: Debian's chromium (``apt-get install chromium``)
@@ -49,8 +50,6 @@ def launch_server(data: Path, port: int, log_path: Path, args: Sequence[str] = (
     """``python -m clinicalai web --port port --data data *args`` from this checkout, its
     output in ``log_path``; returns at once (see :func:`wait_for_server`). Without ``--token``
     in ``args`` the server runs on loopback without one (the token variable is dropped)."""
-    from .security import TOKEN_ENV
-
     env = dict(os.environ if env is None else env, PYTHONUNBUFFERED="1")
     env.pop(TOKEN_ENV, None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)

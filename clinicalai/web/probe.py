@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ..errors import InputError
+from ..errors import ClinicalAIError, InputError
 
 KINDS = ("volume", "segmentation", "dicom")
 #: seconds a probe may take (a large DICOM series is read in a few seconds)
@@ -108,7 +108,10 @@ class FileProber:
 
 
 def _probe(kind: str, path: Path) -> None:
-    """What the server will do with the file, here where a crash harms nobody."""
+    """What the server will do with the file, here where a crash harms nobody.
+
+    Imports inside: this runs in the probe process only; the server that imports this module
+    for :class:`FileProber` needs neither the readers nor a headless scene."""
     from ..volume import read_volume
 
     read_volume(path)  # the engine's reader first: its messages are the clearest
@@ -128,8 +131,6 @@ def _probe(kind: str, path: Path) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    from ..errors import ClinicalAIError
-
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2 or args[0] not in KINDS:
         print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom} PATH"}))

@@ -32,6 +32,7 @@ def write_sample_data(folder: Path) -> Dict[str, Any]:
     Returns ``{"cardiac": CardiacCase, "pet": PetCase, "brain": BrainCase}``, the phantoms
     written.
     """
+    # the phantoms and the corruptions need scipy: loaded when sample data is asked for
     from ..phantoms.brain import brain_case
     from ..phantoms.cardiac import cardiac_case, cardiac_segments
     from ..phantoms.pet import pet_case

@@ -11,7 +11,10 @@ from trame.widgets import vuetify3 as v3
 
 from ...attribution.metrics import HEADLINE_KEYS
 from ...errors import ClinicalAIError
+from ...mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters
+from ...mrml.volumes import node_to_volume
 from ...outputs import write_json
+from ...volume.io import write_volume
 from . import common
 from .base import Panel
 
@@ -40,8 +43,6 @@ class AttributionPanel(Panel):
 
     def __init__(self, app) -> None:
         super().__init__(app)
-        from ...mrml.attribution_logic import AttributionViewerLogic
-
         self.logic = AttributionViewerLogic(app.context)
         self.params = None
         self._tables: Dict[str, List[Dict[str, Any]]] = {"metrics": [], "correlations": [], "randomization": []}
@@ -120,7 +121,7 @@ class AttributionPanel(Panel):
         except ClinicalAIError as exc:
             self.set(card=str(exc))
             return
-        self.set(card=common.card_text(model))
+        self.set(card=common.card_line(model))
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
         super().on_segmentation_opened(relative, node)
@@ -131,8 +132,6 @@ class AttributionPanel(Panel):
         self.set(warnings=[])  # they were about the previous image
 
     def _parameters(self):
-        from ...mrml.attribution_logic import AttributionViewerParameters
-
         methods = self.choices("methods", "methods_all", "attribution method")
         try:
             target = int(self.get("target") if self.get("target") not in (None, "") else -1)
@@ -249,18 +248,12 @@ class AttributionPanel(Panel):
         except ClinicalAIError as exc:
             self.set(error=str(exc))
             return
-        if not inputs["methods"]:
+        if not inputs.methods:
             self.set(error="the randomised-model check needs a classifier and a method")
             return
 
         def compute(progress, cancel):
-            from ...attribution import randomization_check
-            from ...mrml.attribution_logic import _rows_of
-
-            model = self.logic.models.get(inputs["model"], inputs["device"])
-            method = inputs["methods"][0]
-            result = randomization_check(model, inputs["image"], method, target=inputs["target"], progress=progress, cancel=cancel)
-            return _rows_of(result, method)
+            return self.logic.randomization_rows(inputs, progress=progress, cancel=cancel)
 
         def apply(rows: List[Dict[str, Any]]) -> None:
             self._tables["randomization"] = [{k: common.fmt(v) for k, v in r.items()} for r in rows]
@@ -269,9 +262,6 @@ class AttributionPanel(Panel):
         self.start_job(compute, apply)
 
     def save(self) -> None:
-        from ...mrml.volumes import node_to_volume
-        from ...volume.io import write_volume
-
         if self.params is None:
             self.set(error="run AttributionViewer first")
             return

@@ -1,26 +1,70 @@
 """What every drawer panel shares: its state prefix, a Run / Cancel row with a progress bar,
-and the background job plumbing (:class:`clinicalai.web.jobs.Job`)."""
+and the background job plumbing (:class:`clinicalai.web.jobs.Job`).
+
+A panel knows the app that holds it only as a :class:`PanelHost` (what it calls), so the
+panels import nothing of :mod:`clinicalai.web.app`, which imports them."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...mrml.context import MRMLContext
 from ..jobs import Job, JobStatus
+from ..security import DataRoot, OfferedChoices
+from .common import segmentation_items
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ..app import ClinicalAIWebApp
+
+class PanelHost(Protocol):
+    """What the panels use of the browser app (``clinicalai.web.app.ClinicalAIWebApp``).
+
+    Attributes:
+        server, state: the trame server and its shared state.
+        context: the scene and module logics (:class:`~clinicalai.mrml.context.MRMLContext`).
+        choices: the choice lists offered to the page, to check what it sends back.
+        config: the server's ``WebConfig``; data_root: the data folder the page may use.
+        volume_node: the volume on show (``None`` before one is opened).
+        slicer_app, layout_logic: trame-slicer's app and layout buttons.
+        panels: the panels by key; prober: the upload file prober.
+        segmentation_listeners: ``listener(segmentation_node)`` after an edit.
+    """
+
+    server: Any
+    state: Any
+    context: MRMLContext
+    choices: OfferedChoices
+    config: Any
+    data_root: DataRoot
+    volume_node: Any
+    slicer_app: Any
+    layout_logic: Any
+    panels: Dict[str, Any]
+    prober: Any
+    segmentation_listeners: List[Any]
+
+    def event_loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def render_views(self) -> None: ...
+
+    def error(self, message: str) -> None: ...
+
+    def info(self, message: str) -> None: ...
+
+    def show_volume(self, node: Any) -> None: ...
+
+    def edit_segmentation(self, segmentation_node: Any, open_editor: bool = True) -> None: ...
 
 
 class Panel:
     key = "panel"
     title = "Panel"
 
-    def __init__(self, app: "ClinicalAIWebApp") -> None:
+    def __init__(self, app: PanelHost) -> None:
         self.app = app
         self.job: Optional[Job] = None
         #: monotonic seconds when the last result was applied (the benchmark reads it)
@@ -161,8 +205,6 @@ class Panel:
     def refresh_inputs(self) -> None:
         """Offer the scene's segmentations (a volume or a segmentation was opened, one added)."""
         if self.segmentation_choices:
-            from .common import segmentation_items
-
             self.offer(**{self.segmentation_choices: segmentation_items(self.app.context.scene)})
 
     def on_volume_changed(self, node: Any) -> None:

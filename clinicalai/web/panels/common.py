@@ -12,38 +12,35 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
+from ...mrml.scene import RASPoint, jump_to_mask
+from ...mrml.segmentations import segmentation_to_labels
+from ...mrml.volumes import volume_grid_of_node
 from .. import security
 
 
 def model_choices(task: Optional[str], default: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"title", "value"}]`` of the models of ``task`` known by name, bundled and the server
     user's imported ones (value = card path or bundle folder), the model named ``default`` first."""
-    from ...mrml.logic import bundled_models
-
-    def title(m: Dict[str, Any]) -> str:
-        return m["name"] + (" (synthetic demo)" if m["synthetic_demo"] else "") + (" (user)" if m["source"] == "user" else "")
-
     try:
-        return [{"title": title(m), "value": m["path"]} for m in bundled_models(task, default)]
+        return [{"title": model_title(m, with_source=True), "value": m["path"]} for m in bundled_models(task, default)]
     except ClinicalAIError:
         return []
 
 
 def device_items() -> List[Dict[str, Any]]:
-    from ...mrml.logic import device_choices
-
+    """``[{"title", "value"}]`` of the device selector (auto, cuda when there is one, cpu)."""
     try:
         return [{"title": d["label"], "value": d["value"]} for d in device_choices()]
     except Exception:  # no torch device query possible: CPU only
         return [{"title": "CPU", "value": "cpu"}]
 
 
-def card_text(path: str) -> str:
-    """One line about a model card (task, classes / labels, the synthetic-demo warning)."""
+def card_line(path: str) -> str:
+    """One line of plain text about the card of the model at ``path`` (task, classes /
+    labels, the synthetic-demo warning); the card's error when it cannot be read."""
     if not path:
         return ""
-    from ...mrml.logic import describe_model
-
     try:
         card = describe_model(path)
     except ClinicalAIError as exc:
@@ -165,7 +162,7 @@ def show_in_3d(app: Any, node: Any, visible: bool) -> None:
         vr.get_vr_display_node(node).SetVisibility(False)
 
 
-def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> tuple:
+def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> RASPoint:
     """Centre every slice view on the segmentation ``node_id`` (e.g. a lesion VOI).
 
     The point is the mask voxel nearest to the mask's centre of mass (a curved mask's centre
@@ -173,10 +170,6 @@ def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> 
     :class:`ClinicalAIError` when there is no such node, no volume open or the mask is empty
     on the open volume's grid.
     """
-    from ...mrml.logic import jump_to_mask
-    from ...mrml.segmentations import segmentation_to_labels
-    from ...mrml.volumes import volume_grid_of_node
-
     node = app.context.scene.GetNodeByID(node_id) if node_id else None
     if node is None:
         raise ClinicalAIError(f"choose a {what} first")

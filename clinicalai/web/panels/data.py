@@ -13,6 +13,8 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError, InputError
+from ...mrml import segmentations as mseg, volumes as mvol
+from ...volume.io import read_volume
 from .. import security
 from .base import Panel
 
@@ -127,13 +129,8 @@ class DataPanel(Panel):
 
     def _open(self, relative: str, path: Any, kind: str) -> Any:
         """Load ``path`` (probed already) into the scene as ``kind``."""
-        from ...mrml import segmentations as mseg
-        from ...mrml import volumes as mvol
-
         name = path.name
         if kind == "dicom":
-            from ...volume.io import read_volume
-
             volume = read_volume(path)
             node = mvol.add_volume_node(self.app.context.scene, volume, name)
             self.app.show_volume(node)

@@ -11,7 +11,12 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters
+from ...mrml.scene import jump_to_voxel
+from ...mrml.segmentations import segmentation_to_labels
+from ...mrml.volumes import array_from_image_data, node_to_volume, volume_grid_of_node
 from ...outputs import write_json
+from ...volume.io import write_volume
 from . import common
 from .base import Panel
 
@@ -23,8 +28,6 @@ class PetPanel(Panel):
 
     def __init__(self, app) -> None:
         super().__init__(app)
-        from ...mrml.pet_logic import PetRecurrenceLogic
-
         self.logic = PetRecurrenceLogic(app.context)
         self.params = None
         # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
@@ -100,8 +103,6 @@ class PetPanel(Panel):
                     common.saved_list(self.k("saved"), "pet-saved")
 
     def run(self) -> None:
-        from ...mrml.pet_logic import PetRecurrenceParameters
-
         if self.app.volume_node is None:
             self.set(error="open a PET volume first")
             return
@@ -172,9 +173,6 @@ class PetPanel(Panel):
         """Centre the slice views on the Grad-CAM maximum (where the network looked most)."""
         import numpy as np
 
-        from ...mrml.logic import jump_to_voxel
-        from ...mrml.volumes import array_from_image_data, volume_grid_of_node
-
         if self.params is None or not self.params.cam_volume:
             return
         node = self.app.context.scene.GetNodeByID(self.params.cam_volume)
@@ -203,9 +201,6 @@ class PetPanel(Panel):
         common.show_in_3d(self.app, node, bool(self.get("vr")))
 
     def save(self) -> None:
-        from ...mrml.volumes import node_to_volume
-        from ...volume.io import write_volume
-
         if self.params is None:
             self.set(error="run PetRecurrence first")
             return
@@ -220,9 +215,6 @@ class PetPanel(Panel):
                 paths.append(cam_path)
             voi = self.app.context.scene.GetNodeByID(self.params.lesion_voi) if self.params.lesion_voi else None
             if voi is not None:
-                from ...mrml.segmentations import segmentation_to_labels
-                from ...mrml.volumes import volume_grid_of_node
-
                 labels = segmentation_to_labels(voi, volume_grid_of_node(image))
                 voi_path = folder / f"{stem}_lesion_voi.seg.nrrd"
                 write_volume(labels, voi_path, segments=[{k: x[k] for k in ("name", "value", "color")} for x in labels.metadata["segments"]])

@@ -10,7 +10,14 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...mrml.scene import jump_to_slice
+from ...mrml.segcorrect_logic import SegCorrectLogic, SegCorrectParameters
+from ...mrml.segmentations import segmentation_to_labels
+from ...mrml.tables import table_rows
+from ...mrml.volumes import volume_grid_of_node
 from ...outputs import write_json
+from ...segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
+from ...volume.io import write_volume
 from . import common
 from .base import Panel
 
@@ -25,9 +32,6 @@ class SegCorrectPanel(Panel):
 
     def __init__(self, app) -> None:
         super().__init__(app)
-        from ...mrml.segcorrect_logic import SegCorrectLogic
-        from ...segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
-
         self.logic = SegCorrectLogic(app.context)
         self.params = None
         app.segmentation_listeners.append(self._on_segmentation_edited)
@@ -101,12 +105,10 @@ class SegCorrectPanel(Panel):
         except ClinicalAIError as exc:
             self.set(card=str(exc))
             return
-        self.set(card=common.card_text(model))
+        self.set(card=common.card_line(model))
 
     # run ----------------------------------------------------------------------
     def run(self) -> None:
-        from ...mrml.segcorrect_logic import SegCorrectParameters
-
         if self.app.volume_node is None:
             self.set(error="open a volume first")
             return
@@ -156,9 +158,6 @@ class SegCorrectPanel(Panel):
         return self.app.context.scene.GetNodeByID(self.params.output_segmentation)
 
     def _final_labels(self):
-        from ...mrml.segmentations import segmentation_to_labels
-        from ...mrml.volumes import volume_grid_of_node
-
         node = self._final_node()
         image = self.app.context.scene.GetNodeByID(self.params.input_volume)
         return segmentation_to_labels(node, volume_grid_of_node(image))
@@ -166,8 +165,6 @@ class SegCorrectPanel(Panel):
     def _refresh_rows(self) -> None:
         """The logic's per-slice table (its columns), the current decision and the voxels of
         the final segmentation on each slice (so accept / reject shows its effect)."""
-        from ...mrml.tables import table_rows
-
         if self.params is None:
             return
         labels = self._final_labels()
@@ -245,8 +242,6 @@ class SegCorrectPanel(Panel):
         self._set_correction(False, None)
 
     def jump(self, i: int) -> None:
-        from ...mrml.logic import jump_to_slice
-
         if self.params is None:
             return
         try:
@@ -265,8 +260,6 @@ class SegCorrectPanel(Panel):
 
     # save ---------------------------------------------------------------------
     def save(self) -> None:
-        from ...volume.io import write_volume
-
         if self.params is None:
             self.set(error="run SegCorrect first")
             return

@@ -15,7 +15,7 @@ class PanelWidgetMixin:
     Mix in first: ``class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget,
     VTKObservationMixin)``. The Widget sets ``self.logic`` (its ``getParameterNode()`` returns
     the parameter node wrapper, which has ``inputVolume``), ``self.ui`` (with ``applyButton``)
-    and ``self._runner`` (a :class:`~clinicalai.mrml.logic.PanelRunner`), and defines
+    and ``self._runner`` (a :class:`~clinicalai.desktop.panel_runner.PanelRunner`), and defines
     ``_showLastResult()``: what the panel shows of the run saved with the scene.
     """
 

@@ -1,0 +1,101 @@
+"""Scene helpers the module logics and both GUIs share: a transaction that leaves the scene as
+it was when a step fails, node look-up with one clear error, a chosen mask on a grid, and
+centring the slice views on a slice, a voxel or a mask."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..volume import Volume, resample_to_grid
+from .segmentations import segmentation_to_labels
+from .volumes import ijk_to_ras, node_to_volume, volume_grid_of_node
+
+#: a point in Slicer's world frame, RAS millimetres
+RASPoint = Tuple[float, float, float]
+
+
+@contextlib.contextmanager
+def scene_transaction(scene: Any) -> Iterator[None]:
+    """Remove every node added inside the block when the block raises (cancel or failure),
+    so a failed run leaves the scene as it was. Existing nodes must only be modified as the
+    block's last step (after everything that can fail)."""
+    before = {scene.GetNthNode(i).GetID() for i in range(scene.GetNumberOfNodes())}
+    try:
+        yield
+    except BaseException:
+        added = [scene.GetNthNode(i) for i in range(scene.GetNumberOfNodes())]
+        for node in reversed([n for n in added if n.GetID() not in before]):
+            if scene.IsNodePresent(node):
+                scene.RemoveNode(node)
+        raise
+
+
+def node_by_id(scene: Any, node_id: Optional[str], what: str, required: bool = True) -> Any:
+    """The node with ``node_id``, or a clear :class:`InputError` naming ``what``."""
+    node = scene.GetNodeByID(node_id) if node_id else None
+    if node is None and required:
+        raise InputError(f"no {what} is selected" if not node_id else f"the {what} ({node_id}) is no longer in the scene")
+    return node
+
+
+def mask_from_node(scene: Any, node_id: Optional[str], grid: Any, what: str) -> Optional[Volume]:
+    """A 0/1 uint8 mask ``(Z, Y, X)`` on ``grid`` from a segmentation, labelmap or scalar
+    volume node (non-zero = inside); ``None`` when no node is chosen. A volume node on another
+    grid is resampled (nearest neighbour) onto ``grid``."""
+    node = node_by_id(scene, node_id, what, required=False)
+    if node is None:
+        return None
+    if node.IsA("vtkMRMLSegmentationNode"):
+        labels = segmentation_to_labels(node, grid)
+    else:
+        labels = node_to_volume(node)
+        if not labels.same_grid(grid, atol=1e-4):
+            labels = resample_to_grid(labels, grid.grid if isinstance(grid, Volume) else grid, interpolator="nearest")
+    mask = (np.asarray(labels.array) > 0).astype(np.uint8)
+    if not mask.any():
+        raise InputError(f"the {what} ({node.GetName()}) is empty")
+    return labels.with_array(mask, modality="SEG", units="label")
+
+
+def slice_center_ras(node: Any, k: int) -> RASPoint:
+    """RAS position (mm) of the centre of slice ``k`` (third voxel axis) of a volume node."""
+    grid = volume_grid_of_node(node)
+    z, y, x = grid.shape
+    if not 0 <= k < z:
+        raise InputError(f"slice {k} is outside the volume (0..{z - 1})")
+    ras = ijk_to_ras(grid) @ np.array([(x - 1) / 2.0, (y - 1) / 2.0, float(k), 1.0])
+    return (float(ras[0]), float(ras[1]), float(ras[2]))
+
+
+def _jump_all_slices(scene: Any, point: RASPoint) -> RASPoint:
+    import slicer
+
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *point, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+    return point
+
+
+def jump_to_slice(scene: Any, node: Any, k: int) -> RASPoint:
+    """Centre every slice view on slice ``k`` of ``node`` (a table row click); returns the RAS point."""
+    return _jump_all_slices(scene, slice_center_ras(node, k))
+
+
+def jump_to_voxel(scene: Any, grid: Any, kji: Tuple[int, int, int]) -> RASPoint:
+    """Centre every slice view on voxel ``(k, j, i)`` of ``grid`` (a node's volume grid); the RAS point (mm)."""
+    k, j, i = (int(v) for v in kji)
+    r, a, s = (ijk_to_ras(grid) @ np.array([i, j, k, 1.0]))[:3]
+    return _jump_all_slices(scene, (float(r), float(a), float(s)))
+
+
+def jump_to_mask(scene: Any, grid: Any, mask_zyx: np.ndarray) -> Optional[RASPoint]:
+    """Centre every slice view on a mask ``(Z, Y, X)`` (a lesion VOI, a reference lesion) on
+    ``grid``: on its voxel nearest to its centre of mass (a curved mask's centre can lie
+    outside it). The RAS point (mm), or ``None`` (nothing moved) when the mask is empty."""
+    voxels = np.argwhere(np.asarray(mask_zyx) > 0)  # (n, 3) as (k, j, i)
+    if voxels.size == 0:
+        return None
+    centre = voxels.mean(axis=0)
+    return jump_to_voxel(scene, grid, tuple(voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]))

@@ -1,0 +1,86 @@
+"""The base of the three module logics: parameters in the scene, loaded models, and a run in
+three typed steps so a GUI can keep responsive and a failure changes nothing.
+
+A run is ``prepare`` (main thread: read the input nodes into a frozen inputs dataclass of
+:class:`~clinicalai.volume.Volume` objects), ``compute`` (any thread: the engine, no MRML;
+reports progress, stops on cancel; returns the engine's own result, or a small typed wrapper
+of it) and ``apply`` (main thread: result nodes, inside :func:`scene_transaction`). ``run``
+does all three; the desktop widget and the browser app run ``compute`` in a worker thread
+and ``apply`` back on the main thread (:mod:`clinicalai.mrml.runner`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Generic, Optional, Tuple, Type, TypeVar
+
+from ..progress import CancelToken, ProgressCallback, check_cancel
+from ..volume import Volume
+from .context import MRMLContext
+from .model_choices import ModelCache
+from .parameters import get_parameter_node, read_parameters, write_parameters
+from .scene import node_by_id, scene_transaction
+from .volumes import node_to_volume
+
+P = TypeVar("P")  # the panel's parameters dataclass (saved in the scene)
+I = TypeVar("I")  # noqa: E741 - the frozen inputs dataclass prepare() reads from the nodes
+R = TypeVar("R")  # what compute() returns: the engine's result (or a typed wrapper of it)
+
+
+class WorkflowLogic(Generic[P, I, R]):
+    """Base of the module logics: parameter node, models and the prepare / compute / apply run."""
+
+    module_name = ""
+    parameters_class: Type[Any] = object
+
+    def __init__(self, context: Optional[MRMLContext] = None) -> None:
+        self.context = context or MRMLContext.from_slicer()
+        self.models = ModelCache()
+
+    @property
+    def scene(self) -> Any:
+        return self.context.scene
+
+    # ---------------------------------------------------------------- parameters
+    def parameter_node(self) -> Any:
+        return get_parameter_node(self.scene, self.module_name)
+
+    def get_parameters(self) -> P:
+        return read_parameters(self.parameter_node(), self.parameters_class)
+
+    def set_parameters(self, params: P) -> None:
+        write_parameters(self.parameter_node(), params)
+
+    # ---------------------------------------------------------------- runs
+    def prepare(self, params: P) -> I:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def compute(self, inputs: I, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> R:  # pragma: no cover
+        raise NotImplementedError
+
+    def apply(self, params: P, inputs: I, result: R) -> P:  # pragma: no cover
+        raise NotImplementedError
+
+    def run(self, params: Optional[P] = None, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None) -> P:
+        """Prepare, compute and apply; returns the parameters with the output node IDs (also
+        stored in the parameter node). Raises the engine's errors (``Cancelled`` included)
+        with the scene unchanged."""
+        params = params if params is not None else self.get_parameters()
+        inputs = self.prepare(params)
+        result = self.compute(inputs, progress, cancel)
+        return self.finish(params, inputs, result, cancel)
+
+    def finish(self, params: P, inputs: I, result: R, cancel: Optional[CancelToken] = None) -> P:
+        """The ``apply`` step, transactional; the GUI calls it on the main thread."""
+        check_cancel(cancel)
+        with scene_transaction(self.scene):
+            params = self.apply(dataclasses.replace(params), inputs, result)
+        self.set_parameters(params)
+        return params
+
+    def input_volume(self, node_id: Optional[str], what: str = "input volume") -> Tuple[Any, Volume]:
+        node = node_by_id(self.scene, node_id, what)
+        return node, node_to_volume(node)
+
+    def output_name(self, input_node: Any, suffix: str) -> str:
+        return f"{input_node.GetName()} {suffix}"
