@@ -10,6 +10,7 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 from ..volume.core import Grid
+from ..volume.formats import SEGMENT_COLORS
 from .volumes import array_from_image_data, image_data_from_array, ijk_to_ras, unique_name, vtk_matrix
 
 #: segment tag holding the label value, so a segmentation goes back to the card's labels
@@ -100,7 +101,7 @@ def fill_segmentation_node(
         slicer.vtkSegmentationConverter.SerializeImageGeometry(reference),
     )
     segmentation.SetSourceRepresentationName(slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName())
-    default_colors = _palette()
+    default_colors = SEGMENT_COLORS  # one palette for files and nodes
     for i, seg in enumerate(segs):
         value = int(seg["value"])
         segment_id = f"Segment_{value}"
@@ -218,9 +219,3 @@ def load_segmentation_file(context: Any, path: str, name: Optional[str] = None) 
     if node is None:
         raise InputError(f"{path}: Slicer cannot read it as a segmentation")
     return node
-
-
-def _palette():
-    from ..volume.io import _DEFAULT_COLORS  # one palette for files and nodes
-
-    return _DEFAULT_COLORS

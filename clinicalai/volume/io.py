@@ -301,10 +301,6 @@ def write_volume(
     return p
 
 
-#: the palette's former name here (``clinicalai.mrml.segmentations`` imports it)
-_DEFAULT_COLORS = SEGMENT_COLORS
-
-
 def seg_nrrd_header(segments: Sequence[Mapping[str, Any]], shape: Tuple[int, int, int]) -> Dict[str, str]:
     """The key/value pairs Slicer's segmentation reader expects in a ``.seg.nrrd`` header."""
     z, y, x = shape
