@@ -78,10 +78,29 @@ def default_workers(threads_per_worker: int, device: str = "auto") -> int:
     return max(1, cores // max(1, threads_per_worker))
 
 
+def local_worker_config(threads_per_worker: int) -> Dict[str, Any]:
+    """Dask settings for the worker processes of our LocalCluster, so that a worker computes a
+    case as fast as a plain Python process does (measured in ``benchmarks/bench_batch.py``):
+
+    - no stack sampler: Dask's profiler walks every thread's stack each 10 ms under the GIL,
+      which costs ~10 % on Python-heavy cases (per-slice validity checks, scipy.ndimage);
+    - glibc's own malloc tuning: Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` also freezes the mmap
+      threshold, so every array over 128 KiB is mapped and unmapped anew (page faults, ~10 %);
+    - OpenMP / MKL / OpenBLAS threads = ``threads_per_worker`` (Dask's default is 1), so
+      libraries other than torch follow ``--threads-per-worker`` too.
+    """
+    threads = str(max(1, threads_per_worker))
+    env = "distributed.nanny.pre-spawn-environ"
+    return {"distributed.worker.profile.enabled": False, f"{env}.MALLOC_TRIM_THRESHOLD_": None,
+            f"{env}.OMP_NUM_THREADS": threads, f"{env}.MKL_NUM_THREADS": threads,
+            f"{env}.OPENBLAS_NUM_THREADS": threads}
+
+
 @contextlib.contextmanager
-def dask_client(scheduler: Optional[str], workers: int) -> Iterator[Any]:
+def dask_client(scheduler: Optional[str], workers: int, threads_per_worker: int = 1) -> Iterator[Any]:
     """A ``distributed.Client`` on ``scheduler`` (waiting a bounded time for a worker), or on
-    a new LocalCluster of ``workers`` processes, closed on exit."""
+    a new LocalCluster of ``workers`` processes (:func:`local_worker_config`), closed on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -103,9 +122,12 @@ def dask_client(scheduler: Optional[str], workers: int) -> Iterator[Any]:
             client.close()
         return
     # one Dask thread per worker process: a worker runs one case at a time and gives its
-    # cores to torch (--threads-per-worker); processes, not threads, scale across cases
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    # cores to torch (--threads-per-worker); processes, not threads, scale across cases.
+    # Each nanny takes its worker's config and environment when it is made (also for a
+    # worker it restarts), so the settings need to hold only while the cluster starts.
+    with dask.config.set(local_worker_config(threads_per_worker)):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
     client = Client(cluster)
     try:
         yield client
@@ -170,7 +192,7 @@ def run_batch(opts: BatchOptions, client: Any = None, stream: Optional[TextIO] =
                 _run_cases(client, todo, opts, rows, progress)
             else:
                 workers = opts.workers or default_workers(opts.threads_per_worker, str(opts.options.get("device")))
-                with dask_client(opts.scheduler, min(workers, len(todo))) as own:
+                with dask_client(opts.scheduler, min(workers, len(todo)), opts.threads_per_worker) as own:
                     _run_cases(own, todo, opts, rows, progress)
     except KeyboardInterrupt:
         _write_summary(out, opts, cases, rows, interrupted=True)
@@ -250,7 +272,8 @@ def _check_workers_see(client: Any, out: str, opts: BatchOptions) -> None:
     and import clinicalai; each imports the workflow now, all at once (:func:`warm_up`)."""
     try:
         seen = client.run(can_see, out)
-        client.run(warm_up, opts.func, opts.threads_per_worker, opts.scheduler is None)
+        client.run(warm_up, opts.func, opts.threads_per_worker, opts.scheduler is None,
+                   WORKFLOWS[opts.workflow].imports)
     except Exception as exc:  # noqa: BLE001 - e.g. a worker without clinicalai installed
         raise InputError(f"the Dask workers cannot run clinicalai ({one_line(exc)}); install it in their environment") from None
     blind = sorted(w for w, ok in seen.items() if not ok)

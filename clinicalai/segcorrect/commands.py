@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..batch.parallel import add_evaluate_cluster_args, case_mapper
 from ..errors import InputError
 from ..models.device import add_device_arg
 from . import DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, MIN_AGREEMENT, STRATEGIES
@@ -196,7 +197,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         name = m.card.name if m.card.name not in correctors else f"{m.card.name} ({m.path.name})"
         correctors[name] = m
     report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
-                                 min_agreement=args.min_agreement, strategy=args.strategy)
+                                 min_agreement=args.min_agreement, strategy=args.strategy, map_cases=case_mapper(args))
     report["command"] = args.command_line
     md = markdown_table(report)
     if args.json:
@@ -218,7 +219,8 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
     segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
-                                max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress())
+                                max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress(),
+                                map_cases=case_mapper(args))
     report["command"] = args.command_line
     if args.json:
         write_json(report, args.json)
@@ -301,6 +303,7 @@ def register(commands) -> None:
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")
+    add_evaluate_cluster_args(p, "phantoms")
     p.set_defaults(func=_run_evaluate)
 
     p = commands.evaluate.add_parser(
@@ -318,6 +321,7 @@ def register(commands) -> None:
     p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
+    add_evaluate_cluster_args(p, "phantoms")
     p.set_defaults(func=_run_evaluate_segmenter)
 
     try:
