@@ -80,18 +80,22 @@ def default_workers(threads_per_worker: int, device: str = "auto") -> int:
 
 def local_worker_config(threads_per_worker: int) -> Dict[str, Any]:
     """Dask settings for the worker processes of our LocalCluster, so that a worker computes a
-    case as fast as a plain Python process does (measured in ``benchmarks/bench_batch.py``):
+    case as fast as a plain Python process does (measured: docs/batch.md, "Throughput"):
 
     - no stack sampler: Dask's profiler walks every thread's stack each 10 ms under the GIL,
       which costs ~10 % on Python-heavy cases (per-slice validity checks, scipy.ndimage);
-    - glibc's own malloc tuning: Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` also freezes the mmap
-      threshold, so every array over 128 KiB is mapped and unmapped anew (page faults, ~10 %);
+    - glibc's own malloc tuning: Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` also switches off
+      glibc's dynamic mmap threshold (mallopt(3)), so every array over 128 KiB is mapped and
+      unmapped anew (page faults; ~10 % of a cardiac case);
     - OpenMP / MKL / OpenBLAS threads = ``threads_per_worker`` (Dask's default is 1), so
-      libraries other than torch follow ``--threads-per-worker`` too.
+      libraries other than torch follow ``--threads-per-worker`` too;
+    - a case goes to a worker only when it is free (saturation 1.0; Dask's 1.1 queues a second
+      case on a busy worker, which can leave another worker idle at the end of a run).
     """
     threads = str(max(1, threads_per_worker))
     env = "distributed.nanny.pre-spawn-environ"
-    return {"distributed.worker.profile.enabled": False, f"{env}.MALLOC_TRIM_THRESHOLD_": None,
+    return {"distributed.worker.profile.enabled": False, "distributed.scheduler.worker-saturation": 1.0,
+            f"{env}.MALLOC_TRIM_THRESHOLD_": None,
             f"{env}.OMP_NUM_THREADS": threads, f"{env}.MKL_NUM_THREADS": threads,
             f"{env}.OPENBLAS_NUM_THREADS": threads}
 
