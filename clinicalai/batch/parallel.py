@@ -4,8 +4,8 @@
 *shared)`` for every item on a LocalCluster of ``--workers`` processes, or on the cluster of
 ``--scheduler``, and returns the results in item order, as the in-process loop
 (:func:`clinicalai.casemap.serial_map`) does: with one local worker it *is* that loop. Models
-in the items or in ``shared`` travel as their file (:class:`ModelHandle`) and each worker loads each of them
-once (the batch model cache), instead of pickling networks into every task.
+in the items or in ``shared`` travel as their file (:class:`ModelHandle`) and each worker loads
+each of them once (the batch model cache), instead of pickling networks into every task.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..casemap import CaseMapper, serial_map
 from ..errors import InputError
 from .run import dask_client, default_workers
 from .worker import _CASE_LOCK, setup_worker, warm_up
+from .workflows import NETWORKS
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def map_on_dask(fn: Callable[..., Any], items: Sequence[Any], options: ClusterOp
     shipped = _ship(tuple(shared))
     pin_gpu = options.scheduler is None
     with dask_client(options.scheduler, min(workers, len(items)), threads) as client:
-        client.run(warm_up, fn, threads, pin_gpu)
+        client.run(warm_up, fn, threads, pin_gpu, NETWORKS)  # every worker at once, before its first case
         tag = os.urandom(4).hex()
         futures = [client.submit(run_item, fn, _ship(item), shipped, threads, pin_gpu, pure=False,
                                  key=f"clinicalai-case-{i}-{tag}") for i, item in enumerate(items)]
