@@ -9,6 +9,10 @@ threads (one per core), load the segmenter and the corrector once, then ``read_v
 loop. A second loop row with 1 torch thread shows how much of a case torch's threads speed up
 (little: most of a case is single-threaded numpy / scipy validity checks).
 
+The third row is two such loops at once in two processes (1 torch thread each, half the cases
+each, started together after their imports): what the machine gives two processes without
+Dask, the ceiling of the 2-worker row (on a shared machine it is well under 2x).
+
 The batch rows run ``run_batch`` (the code of ``clinicalai batch segment``, which also writes a
 report, a case record and the summary per case) on a LocalCluster of N worker processes with
 ``--threads`` torch threads each. Their ``run s`` counts from the cluster being up: it includes
@@ -40,7 +44,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -53,9 +57,10 @@ def make_cohort(folder: Path, n: int) -> None:
         write_volume(cardiac_case(100 + i, n_slices=6, size=(96, 96)).image, folder / f"case{i:03d}.nii.gz")
 
 
-def plain_loop(cohort: Path, out: Path, threads: Optional[int] = None) -> Dict[str, float]:
-    """The single-case API over every case, models loaded once; ``threads`` torch threads
-    (``None``: torch's default). Returns ``{"run", "load", "case"}`` seconds."""
+def plain_loop(cohort: "Path | List[Path]", out: Path, threads: Optional[int] = None) -> Dict[str, float]:
+    """The single-case API over every case of ``cohort`` (a folder, or a list of files), models
+    loaded once; ``threads`` torch threads (``None``: torch's default). Returns ``{"run",
+    "load", "case"}`` seconds."""
     import torch
 
     from clinicalai.models import load_model
@@ -66,7 +71,7 @@ def plain_loop(cohort: Path, out: Path, threads: Optional[int] = None) -> Dict[s
     default = torch.get_num_threads()
     torch.set_num_threads(threads or default)
     try:
-        paths = sorted(cohort.glob("*.nii.gz"))
+        paths = sorted(cohort.glob("*.nii.gz")) if isinstance(cohort, Path) else list(cohort)
         start = time.perf_counter()
         segmenter, corrector = load_model(DEFAULT_SEGMENTER), load_model(DEFAULT_CORRECTOR)
         loaded = time.perf_counter()
@@ -77,6 +82,39 @@ def plain_loop(cohort: Path, out: Path, threads: Optional[int] = None) -> Dict[s
     finally:
         torch.set_num_threads(default)
     return {"run": end - start, "load": loaded - start, "case": (end - loaded) / len(paths)}
+
+
+def _loop_process(paths: List[Path], out: Path, barrier, results) -> None:
+    """A spawned process: imports first (as a worker's warm-up), then at the barrier the loop."""
+    import importlib
+
+    from clinicalai.batch.workflows import WORKFLOWS
+
+    for name in WORKFLOWS["segment"].imports:  # what a batch worker imports before its first case
+        importlib.import_module(name)
+    barrier.wait()
+    results.put(plain_loop(paths, out, 1))
+
+
+def parallel_loops(cohort: Path, out: Path, processes: int = 2) -> Dict[str, float]:
+    """``processes`` plain loops at once (1 torch thread each, models loaded once each, the
+    cases dealt out in turn), started together after their imports: what the machine gives two
+    processes without Dask, the ceiling of the batch run. ``run``: the slowest one's seconds."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    paths = sorted(cohort.glob("*.nii.gz"))
+    barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
+    procs = [ctx.Process(target=_loop_process, args=(paths[i::processes], out, barrier, results))
+             for i in range(processes)]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    runs = [results.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return {"run": max(r["run"] for r in runs), "load": max(r["load"] for r in runs),
+            "case": statistics.median(r["case"] for r in runs)}
 
 
 def batch_run(cohort: Path, out: Path, workers: int, threads: int) -> Dict[str, float]:
@@ -138,6 +176,7 @@ def main() -> int:
         for rep in range(args.repeat):
             for name, threads in loops:
                 keep({"name": name, **plain_loop(cohort, tmp / f"loop{threads}", threads)})
+            keep({"name": "2 plain loops at once, 1 thread (ceiling)", **parallel_loops(cohort, tmp / "loopNone")})
             for workers in (1, 2):
                 r = batch_run(cohort, tmp / f"batch{workers}.{rep}", workers, args.threads)
                 assert r["ok"] == n, f"{n - r['ok']} cases failed"
