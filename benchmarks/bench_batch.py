@@ -7,11 +7,12 @@ The reference is what a user would write without ``batch``: one process, torch's
 threads (one per core), load the segmenter and the corrector once, then ``read_volume`` ->
 ``run_segcorrect`` -> ``write_volume`` per case. The ratio ``x loop`` of every row is to that
 loop. A second loop row with 1 torch thread shows how much of a case torch's threads speed up
-(little: most of a case is single-threaded numpy / scipy validity checks).
+(little: most of a case is single-threaded numpy / scipy validity checks). The third row is two
+such loops at once in two processes (1 torch thread each, the cases dealt out): what the machine
+gives two processes without Dask, the ceiling of the 2-worker row (under 2x on a shared machine).
 
-The third row is two such loops at once in two processes (1 torch thread each, half the cases
-each, started together after their imports): what the machine gives two processes without
-Dask, the ceiling of the 2-worker row (on a shared machine it is well under 2x).
+Every loop runs in a fresh process, timed from after its imports, as a batch worker's cases
+are: it pays its model loading and the first calls of torch's kernels, as each worker does.
 
 The batch rows run ``run_batch`` (the code of ``clinicalai batch segment``, which also writes a
 report, a case record and the summary per case) on a LocalCluster of N worker processes with
@@ -20,11 +21,11 @@ the driver's checks, each worker loading the models once (in parallel), every ca
 results' way back; what a cohort run pays once per run is printed apart:
 
 - ``start s``: LocalCluster up, torch and clinicalai imported on every worker;
-- ``load s``: loading the two models in one process (each worker pays it once, inside run s);
-- ``case s``: median seconds of one case on a worker (the loop's: its per-case mean);
+- ``load s``: loading the two models (each worker pays it once, inside run s);
+- ``case s``: mean seconds of a case (on a worker: inside ``run_case``, its first case with the
+  model loading);
 - ``overhead s/case``: worker time not spent inside a case, ``(run s x workers - sum of case
-  seconds) / cases``: scheduling, the driver's checks, idle workers at the end. The first case
-  of each worker includes its model loading, so the overhead does not.
+  seconds) / cases``: scheduling, the driver's checks, idle workers at the end;
 - ``x loop +start``: the ratio when the cluster start counts too (a short cohort's worst case).
 
 Every row runs ``--repeat`` times, the rows in turn; each row shows its fastest run (a loop with
@@ -84,8 +85,8 @@ def plain_loop(cohort: "Path | List[Path]", out: Path, threads: Optional[int] = 
     return {"run": end - start, "load": loaded - start, "case": (end - loaded) / len(paths)}
 
 
-def _loop_process(paths: List[Path], out: Path, barrier, results) -> None:
-    """A spawned process: imports first (as a worker's warm-up), then at the barrier the loop."""
+def _loop_process(paths: List[Path], out: Path, threads: Optional[int], barrier, results) -> None:
+    """A spawned process: imports first (as a batch worker's warm-up), then at the barrier the loop."""
     import importlib
 
     from clinicalai.batch.workflows import WORKFLOWS
@@ -93,19 +94,21 @@ def _loop_process(paths: List[Path], out: Path, barrier, results) -> None:
     for name in WORKFLOWS["segment"].imports:  # what a batch worker imports before its first case
         importlib.import_module(name)
     barrier.wait()
-    results.put(plain_loop(paths, out, 1))
+    results.put(plain_loop(paths, out, threads))
 
 
-def parallel_loops(cohort: Path, out: Path, processes: int = 2) -> Dict[str, float]:
-    """``processes`` plain loops at once (1 torch thread each, models loaded once each, the
-    cases dealt out in turn), started together after their imports: what the machine gives two
-    processes without Dask, the ceiling of the batch run. ``run``: the slowest one's seconds."""
+def plain_loops(cohort: Path, out: Path, processes: int = 1, threads: Optional[int] = None) -> Dict[str, float]:
+    """:func:`plain_loop` in ``processes`` fresh processes at once (the cases dealt out in turn),
+    started together after their imports, as the batch workers start; ``threads`` torch threads
+    each (``None``: torch's default). ``run``: the slowest process's seconds; ``case``: mean
+    seconds per case. A fresh process pays what a cohort run pays once (first calls of torch's
+    kernels, lazy imports), as a batch worker does."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
     paths = sorted(cohort.glob("*.nii.gz"))
     barrier, results = ctx.Barrier(processes + 1), ctx.Queue()
-    procs = [ctx.Process(target=_loop_process, args=(paths[i::processes], out, barrier, results))
+    procs = [ctx.Process(target=_loop_process, args=(paths[i::processes], out, threads, barrier, results))
              for i in range(processes)]
     for p in procs:
         p.start()
@@ -114,12 +117,13 @@ def parallel_loops(cohort: Path, out: Path, processes: int = 2) -> Dict[str, flo
     for p in procs:
         p.join()
     return {"run": max(r["run"] for r in runs), "load": max(r["load"] for r in runs),
-            "case": statistics.median(r["case"] for r in runs)}
+            "case": statistics.mean(r["case"] for r in runs)}
 
 
 def batch_run(cohort: Path, out: Path, workers: int, threads: int) -> Dict[str, float]:
     """``batch segment`` on a fresh LocalCluster: ``{"start", "run", "inside", "case", "ok",
-    "loads"}`` (``inside``: sum of case seconds; ``loads``: models loaded per worker)."""
+    "loads"}`` (``inside``: sum of case seconds; ``case``: their mean; ``loads``: models loaded
+    per worker)."""
     from clinicalai.batch.commands import single_case_options
     from clinicalai.batch.run import BatchOptions, dask_client, run_batch
     from clinicalai.batch.worker import cache_stats, warm_up
@@ -141,7 +145,7 @@ def batch_run(cohort: Path, out: Path, workers: int, threads: int) -> Dict[str, 
         run = time.perf_counter() - t1
         loads = [s["loads"] for s in client.run(cache_stats).values()]
     seconds = [float(r["seconds"]) for r in result.rows]
-    return {"start": up, "run": run, "inside": sum(seconds), "case": statistics.median(seconds),
+    return {"start": up, "run": run, "inside": sum(seconds), "case": statistics.mean(seconds),
             "ok": result.counts["ok"], "loads": max(loads)}
 
 
@@ -151,8 +155,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each worker (default 1)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of every row, the fastest kept (default 2)")
     args = parser.parse_args()
-    import torch
-
     n = args.cases
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch."))
     best: Dict[str, Dict[str, object]] = {}  # row name -> its fastest repeat
@@ -166,17 +168,16 @@ def main() -> int:
         cohort = tmp / "cohort"
         cohort.mkdir()
         make_cohort(cohort, n)
-        loops = ((f"plain loop, torch default ({torch.get_num_threads()} threads)", None), ("plain loop, 1 torch thread", 1))
-        for name, threads in loops:
-            folder = tmp / f"loop{threads}"
-            folder.mkdir()
-            plain_loop(cohort, folder, threads)  # a first pass warms the file cache and torch's kernels
+        import torch
+
+        loops = ((f"plain loop, torch default ({torch.get_num_threads()} threads)", 1, None),
+                 ("plain loop, 1 torch thread", 1, 1), ("2 plain loops at once, 1 thread (ceiling)", 2, 1))
+        (tmp / "loop").mkdir()
         # the rows in turn, --repeat times: a busy spell of the machine hits every row alike,
         # and the fastest repeat of each row is the one least disturbed
         for rep in range(args.repeat):
-            for name, threads in loops:
-                keep({"name": name, **plain_loop(cohort, tmp / f"loop{threads}", threads)})
-            keep({"name": "2 plain loops at once, 1 thread (ceiling)", **parallel_loops(cohort, tmp / "loopNone")})
+            for name, processes, threads in loops:
+                keep({"name": name, **plain_loops(cohort, tmp / "loop", processes, threads)})
             for workers in (1, 2):
                 r = batch_run(cohort, tmp / f"batch{workers}.{rep}", workers, args.threads)
                 assert r["ok"] == n, f"{n - r['ok']} cases failed"
