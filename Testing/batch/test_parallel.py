@@ -82,8 +82,17 @@ def test_local_workers_run_without_the_profiler_and_with_glibc_malloc_defaults()
         return (dask.config.get("distributed.worker.profile.enabled"), os.environ.get("MALLOC_TRIM_THRESHOLD_"),
                 os.environ.get("OMP_NUM_THREADS"))
 
-    with dask_client(None, 1, threads_per_worker=2) as client:
-        assert list(client.run(settings).values()) == [(False, None, "2")]
+    # what a LocalCluster with Dask's defaults (another test, another library) left in this
+    # process's environment must not reach our workers, and ours must not stay here
+    before = dict(os.environ)
+    os.environ.update(MALLOC_TRIM_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    try:
+        with dask_client(None, 1, threads_per_worker=2) as client:
+            assert list(client.run(settings).values()) == [(False, None, "2")]
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536" and os.environ["OMP_NUM_THREADS"] == "1"
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 # ---------------------------------------------------------------------------- the same reports on 2 workers

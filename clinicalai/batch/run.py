@@ -100,6 +100,33 @@ def local_worker_config(threads_per_worker: int) -> Dict[str, Any]:
             f"{env}.OPENBLAS_NUM_THREADS": threads}
 
 
+#: what Dask's nannies write into *this* process's environment before spawning a worker (and
+#: leave there: a later cluster's workers inherit it, and a variable already set wins over the
+#: config); :func:`_spawn_environment` puts them back
+_SPAWN_VARS = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")
+#: the user's own MALLOC_TRIM_THRESHOLD_, read before any Dask cluster of this process set one
+_USER_MALLOC_TRIM = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
+@contextlib.contextmanager
+def _spawn_environment() -> Iterator[None]:
+    """While a LocalCluster starts: no thread counts and no malloc setting left in this
+    process's environment by an earlier cluster (so :func:`local_worker_config` applies), and
+    the previous values back afterwards (the driver's environment stays as it was)."""
+    before = {k: os.environ.get(k) for k in _SPAWN_VARS}
+    for k in _SPAWN_VARS:
+        if k != "MALLOC_TRIM_THRESHOLD_" or _USER_MALLOC_TRIM is None:
+            os.environ.pop(k, None)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @contextlib.contextmanager
 def dask_client(scheduler: Optional[str], workers: int, threads_per_worker: int = 1) -> Iterator[Any]:
     """A ``distributed.Client`` on ``scheduler`` (waiting a bounded time for a worker), or on
@@ -129,7 +156,7 @@ def dask_client(scheduler: Optional[str], workers: int, threads_per_worker: int 
     # cores to torch (--threads-per-worker); processes, not threads, scale across cases.
     # Each nanny takes its worker's config and environment when it is made (also for a
     # worker it restarts), so the settings need to hold only while the cluster starts.
-    with dask.config.set(local_worker_config(threads_per_worker)):
+    with _spawn_environment(), dask.config.set(local_worker_config(threads_per_worker)):
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                                silence_logs=logging.ERROR)
     client = Client(cluster)
