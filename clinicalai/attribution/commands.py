@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..batch.parallel import add_evaluate_cluster_args, case_mapper
 from ..cli import add_common_model_args
 from ..errors import InputError, argument_errors_as_input_errors
 from ..outputs import write_json
@@ -74,6 +75,7 @@ def register(commands) -> None:
     e.add_argument("--n-test", type=int, default=10)
     e.add_argument("--seed", type=int, default=1000)
     e.add_argument("--json", type=Path, metavar="R.json", help="write every number as JSON")
+    add_evaluate_cluster_args(e, "models")
     e.set_defaults(func=cmd_evaluate)
     for parser in (p, t, e):
         argument_errors_as_input_errors(parser)
@@ -191,7 +193,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         models[stem if stem not in models else str(spec)] = m
     methods = {name: args.method for name in models} if args.method else None
     results = evaluate_models(models, n_val=args.n_val, n_test=args.n_test, seed=args.seed, methods=methods,
-                              progress=ConsoleProgress())
+                              progress=ConsoleProgress(), map_cases=case_mapper(args))
     print(format_table(results))
     if args.json:
         write_json(results, args.json)

@@ -31,10 +31,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..casemap import CaseMapper, serial_map
 from ..errors import InputError
 from ..networks import build_network
 from ..phantoms.brain import brain_case, brain_dataset
@@ -357,8 +358,10 @@ def evaluate_models(
     seed: int = 1000,
     methods: Optional[Dict[str, str]] = None,
     progress: Optional[ProgressCallback] = None,
+    map_cases: CaseMapper = serial_map,
 ) -> Dict[str, Dict[str, Any]]:
-    """Lesion segmentation from attribution maps, per model.
+    """Lesion segmentation from attribution maps, per model (``map_cases`` runs the models:
+    default one after the other here; ``clinicalai.batch`` gives one for Dask workers).
 
     ``models``: name -> ``LoadedModel`` (or ``(module, card dict)``). For each, the map
     threshold is the precision/recall operating point on ``n_val`` pathological validation
@@ -370,26 +373,36 @@ def evaluate_models(
     val = [phantom(seed + i, pathological=True) for i in range(n_val)]
     test = [phantom(seed + 5000 + i, pathological=True) for i in range(n_test)]
     test_healthy = [phantom(seed + 9000 + i, pathological=False) for i in range(n_test)]
-    results: Dict[str, Dict[str, Any]] = {}
-    for mi, (name, model) in enumerate(models.items()):
-        module, card = (model.module, model.card) if hasattr(model, "card") else model
-        card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card)
-        input_mode = (card_dict.get("input") or {}).get("input_mode", "intensity")
-        constraint = (card_dict.get("training") or {}).get("constraint", "none")
-        method = (methods or {}).get(name) or ("expected-gradients" if constraint == "expected-gradients" else "gradient")
-        report(progress, mi / len(models), f"{name}: validation maps")
-        v_maps = lesion_maps(module, val, method, input_mode, card=card)
-        thr = choose_threshold([np.clip(m, 0, None) for m in v_maps], [c.lesion for c in val], [c.brain_mask for c in val])
-        report(progress, (mi + 0.5) / len(models), f"{name}: test maps")
-        t_maps = lesion_maps(module, test, method, input_mode, card=card)
-        scores = [score_map(m, c.lesion, mask=c.brain_mask, threshold=thr) for m, c in zip(t_maps, test)]
-        auc = slice_auc(module, slice_dataset(test + test_healthy, input_mode))
-        results[name] = {
-            "method": method, "constraint": constraint, "input_mode": input_mode, "threshold": thr,
-            "slice_auc": auc, "summary": summarize_scores(scores), "per_case": scores,
-        }
+    items = list(models.items())
+
+    def done(i: int) -> None:
+        report(progress, i / len(items), f"{i}/{len(items)} models evaluated")
+
+    scored = map_cases(_evaluate_one, items, (val, test, test_healthy, methods), done)
+    results: Dict[str, Dict[str, Any]] = {name: r for (name, _), r in zip(items, scored)}
     report(progress, 1.0, "done")
     return results
+
+
+def _evaluate_one(item: Tuple[str, Any], val, test, test_healthy, methods: Optional[Dict[str, str]]) -> Dict[str, Any]:
+    """One (name, model) of :func:`evaluate_models`: threshold on ``val``, scores on ``test``."""
+    from .metrics import choose_threshold, score_map, summarize_scores
+
+    name, model = item
+    module, card = (model.module, model.card) if hasattr(model, "card") else model
+    card_dict = card.to_dict() if hasattr(card, "to_dict") else dict(card)
+    input_mode = (card_dict.get("input") or {}).get("input_mode", "intensity")
+    constraint = (card_dict.get("training") or {}).get("constraint", "none")
+    method = (methods or {}).get(name) or ("expected-gradients" if constraint == "expected-gradients" else "gradient")
+    v_maps = lesion_maps(module, val, method, input_mode, card=card)
+    thr = choose_threshold([np.clip(m, 0, None) for m in v_maps], [c.lesion for c in val], [c.brain_mask for c in val])
+    t_maps = lesion_maps(module, test, method, input_mode, card=card)
+    scores = [score_map(m, c.lesion, mask=c.brain_mask, threshold=thr) for m, c in zip(t_maps, test)]
+    auc = slice_auc(module, slice_dataset(test + test_healthy, input_mode))
+    return {
+        "method": method, "constraint": constraint, "input_mode": input_mode, "threshold": thr,
+        "slice_auc": auc, "summary": summarize_scores(scores), "per_case": scores,
+    }
 
 
 def format_table(results: Dict[str, Dict[str, Any]]) -> str:

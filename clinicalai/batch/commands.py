@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any, Dict
 
-from ..errors import InputError
+from .parallel import ClusterOptions, add_cluster_args
 from .workflows import WORKFLOWS, Workflow
 
 DESCRIPTION = (
@@ -38,13 +38,7 @@ def register(commands) -> None:
                             "with a 'path' column (relative to the CSV) and optional per-case columns")
         b.add_argument("--out", dest="batch_out", required=True, metavar="DIR",
                        help="output folder: DIR/<case>/ per case, DIR/summary.csv, DIR/summary.json")
-        b.add_argument("--workers", dest="batch_workers", type=int, metavar="N",
-                       help="local worker processes (default: one per GPU, else cores / threads per worker)")
-        b.add_argument("--threads-per-worker", dest="batch_threads", type=int, default=1, metavar="T",
-                       help="torch threads of each worker (default 1)")
-        b.add_argument("--scheduler", dest="batch_scheduler", metavar="ADDRESS",
-                       help="submit to this Dask scheduler (tcp://host:port) instead of a local cluster; the "
-                            "workers must see INPUTS and DIR at the same paths")
+        add_cluster_args(b)
         b.add_argument("--force", dest="batch_force", action="store_true",
                        help="recompute every case, also those already complete in DIR")
         _copy_options(single, b, wf)
@@ -93,12 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from .run import BatchOptions, run_batch
 
     wf = WORKFLOWS[args.batch_workflow]
-    if args.batch_workers is not None and args.batch_workers < 1:
-        raise InputError("--workers must be at least 1")
-    if args.batch_threads < 1:
-        raise InputError("--threads-per-worker must be at least 1")
-    if args.batch_scheduler and args.batch_workers:
-        raise InputError("--workers starts a local cluster; with --scheduler the cluster's own workers run the cases")
+    ClusterOptions.from_args(args)  # checks the counts
     opts = BatchOptions(
         workflow=wf.name, inputs=args.inputs, out=args.batch_out, func=args.batch_single.get_default("func"),
         options=single_case_options(args), wanted={d: bool(getattr(args, f"want_{d}")) for d in wf.optional_outputs},

@@ -78,10 +78,60 @@ def default_workers(threads_per_worker: int, device: str = "auto") -> int:
     return max(1, cores // max(1, threads_per_worker))
 
 
+def local_worker_config(threads_per_worker: int) -> Dict[str, Any]:
+    """Dask settings for the worker processes of our LocalCluster, so that a worker computes a
+    case as fast as a plain Python process does (measured: docs/batch.md, "Throughput"):
+
+    - no stack sampler: Dask's profiler walks every thread's stack each 10 ms under the GIL,
+      which costs ~10 % on Python-heavy cases (per-slice validity checks, scipy.ndimage);
+    - glibc's own malloc tuning: Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` also switches off
+      glibc's dynamic mmap threshold (mallopt(3)), so every array over 128 KiB is mapped and
+      unmapped anew (page faults; ~10 % of a cardiac case);
+    - OpenMP / MKL / OpenBLAS threads = ``threads_per_worker`` (Dask's default is 1), so
+      libraries other than torch follow ``--threads-per-worker`` too;
+    - a case goes to a worker only when it is free (saturation 1.0; Dask's 1.1 queues a second
+      case on a busy worker, which can leave another worker idle at the end of a run).
+    """
+    threads = str(max(1, threads_per_worker))
+    env = "distributed.nanny.pre-spawn-environ"
+    return {"distributed.worker.profile.enabled": False, "distributed.scheduler.worker-saturation": 1.0,
+            f"{env}.MALLOC_TRIM_THRESHOLD_": None,
+            f"{env}.OMP_NUM_THREADS": threads, f"{env}.MKL_NUM_THREADS": threads,
+            f"{env}.OPENBLAS_NUM_THREADS": threads}
+
+
+#: what Dask's nannies write into *this* process's environment before spawning a worker (and
+#: leave there: a later cluster's workers inherit it, and a variable already set wins over the
+#: config); :func:`_spawn_environment` puts them back
+_SPAWN_VARS = ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "PYTHONHASHSEED")
+#: the user's own MALLOC_TRIM_THRESHOLD_, read before any Dask cluster of this process set one
+_USER_MALLOC_TRIM = os.environ.get("MALLOC_TRIM_THRESHOLD_")
+
+
 @contextlib.contextmanager
-def dask_client(scheduler: Optional[str], workers: int) -> Iterator[Any]:
+def _spawn_environment() -> Iterator[None]:
+    """While a LocalCluster starts: no thread counts and no malloc setting left in this
+    process's environment by an earlier cluster (so :func:`local_worker_config` applies), and
+    the previous values back afterwards (the driver's environment stays as it was)."""
+    before = {k: os.environ.get(k) for k in _SPAWN_VARS}
+    for k in _SPAWN_VARS:
+        if k != "MALLOC_TRIM_THRESHOLD_" or _USER_MALLOC_TRIM is None:
+            os.environ.pop(k, None)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: Optional[str], workers: int, threads_per_worker: int = 1) -> Iterator[Any]:
     """A ``distributed.Client`` on ``scheduler`` (waiting a bounded time for a worker), or on
-    a new LocalCluster of ``workers`` processes, closed on exit."""
+    a new LocalCluster of ``workers`` processes (:func:`local_worker_config`), closed on exit."""
+    import dask
     from distributed import Client, LocalCluster
 
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -103,9 +153,12 @@ def dask_client(scheduler: Optional[str], workers: int) -> Iterator[Any]:
             client.close()
         return
     # one Dask thread per worker process: a worker runs one case at a time and gives its
-    # cores to torch (--threads-per-worker); processes, not threads, scale across cases
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR)
+    # cores to torch (--threads-per-worker); processes, not threads, scale across cases.
+    # Each nanny takes its worker's config and environment when it is made (also for a
+    # worker it restarts), so the settings need to hold only while the cluster starts.
+    with _spawn_environment(), dask.config.set(local_worker_config(threads_per_worker)):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               silence_logs=logging.ERROR)
     client = Client(cluster)
     try:
         yield client
@@ -170,7 +223,7 @@ def run_batch(opts: BatchOptions, client: Any = None, stream: Optional[TextIO] =
                 _run_cases(client, todo, opts, rows, progress)
             else:
                 workers = opts.workers or default_workers(opts.threads_per_worker, str(opts.options.get("device")))
-                with dask_client(opts.scheduler, min(workers, len(todo))) as own:
+                with dask_client(opts.scheduler, min(workers, len(todo)), opts.threads_per_worker) as own:
                     _run_cases(own, todo, opts, rows, progress)
     except KeyboardInterrupt:
         _write_summary(out, opts, cases, rows, interrupted=True)
@@ -250,7 +303,8 @@ def _check_workers_see(client: Any, out: str, opts: BatchOptions) -> None:
     and import clinicalai; each imports the workflow now, all at once (:func:`warm_up`)."""
     try:
         seen = client.run(can_see, out)
-        client.run(warm_up, opts.func, opts.threads_per_worker, opts.scheduler is None)
+        client.run(warm_up, opts.func, opts.threads_per_worker, opts.scheduler is None,
+                   WORKFLOWS[opts.workflow].imports)
     except Exception as exc:  # noqa: BLE001 - e.g. a worker without clinicalai installed
         raise InputError(f"the Dask workers cannot run clinicalai ({one_line(exc)}); install it in their environment") from None
     blind = sorted(w for w, ok in seen.items() if not ok)

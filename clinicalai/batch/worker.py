@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..errors import ClinicalAIError, InputError
 from .inputs import Case
@@ -186,12 +186,15 @@ def read_case_record(folder: Path) -> Optional[Dict[str, Any]]:
     return record
 
 
-def warm_up(func: Callable[..., int], threads: int, pin_gpu: bool) -> bool:
-    """Import torch and the single-case command's module on this worker (``client.run`` on
-    every worker at once, before the first case), so that no case's time includes them."""
+def warm_up(func: Callable[..., int], threads: int, pin_gpu: bool, modules: Sequence[str] = ()) -> bool:
+    """Import torch, the single-case command's module and ``modules`` (what its first call
+    would import: :attr:`Workflow.imports`) on this worker, before the first case
+    (``client.run`` on every worker at once), so that no case's time includes them."""
     import importlib
 
     importlib.import_module(func.__module__)
+    for name in modules:
+        importlib.import_module(name)
     setup_worker(threads, pin_gpu)
     return True
 

@@ -29,7 +29,9 @@ class Workflow:
     file name in the case folder, always written (the JSON among them is ``report``, where the
     summary's figures come from). ``optional_outputs``: the same, written when the batch
     command gets the flag of that option. ``exclude``: dests that are not batch options
-    (outputs, per-case files). ``columns``: the summary's headline columns.
+    (outputs, per-case files). ``columns``: the summary's headline columns. ``imports``: the
+    modules its function imports on its first call (imported by every worker before the first
+    case, so that no case pays them; ``monai`` alone takes seconds).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Workflow:
     figures: Callable[[Dict[str, Any], Case, Path], Figures]
     optional_outputs: Dict[str, str] = field(default_factory=dict)
     exclude: Tuple[str, ...] = ()
+    imports: Tuple[str, ...] = ()
 
     def excluded(self) -> Tuple[str, ...]:
         """Dests of the single-case parser that the batch parser does not copy."""
@@ -167,29 +170,35 @@ def _anomaly_figures(report: Dict[str, Any], case: Case, folder: Path) -> Figure
             **_scores(report.get("lesion_scores"))}
 
 
+#: what every workflow imports to build its networks (model cards name monai.networks.nets.*)
+NETWORKS = ("monai.networks.nets", "clinicalai.networks")
+SEGCORRECT_IMPORTS = ("clinicalai.segcorrect.pipeline", "clinicalai.volume", *NETWORKS)
 SEGCORRECT_COLUMNS = ("slices", "valid_raw", "valid_final", "corrected", "validity_final", "dice_reference")
 
 WORKFLOWS: Dict[str, Workflow] = {
     "segment": Workflow(
         "segment", "image", {"output": "mask.nii.gz", "report": "report.json"}, "report.json", SEGCORRECT_COLUMNS,
-        _segment_args, _segcorrect_figures, optional_outputs={"raw_output": "raw.nii.gz"}),
+        _segment_args, _segcorrect_figures, optional_outputs={"raw_output": "raw.nii.gz"}, imports=SEGCORRECT_IMPORTS),
     "correct": Workflow(
         "correct", "mask", {"output": "mask.nii.gz", "report": "report.json"}, "report.json", SEGCORRECT_COLUMNS,
-        _correct_args, _segcorrect_figures, optional_outputs={"raw_output": "raw.nii.gz"}, exclude=("image",)),
+        _correct_args, _segcorrect_figures, optional_outputs={"raw_output": "raw.nii.gz"}, exclude=("image",),
+        imports=SEGCORRECT_IMPORTS),
     "pet": Workflow(
         "pet", "image", {"json": "pet.json"}, "pet.json",
         ("probability", "predicted", "spread", "SUVmax", "TBRmax", "label"),
         _pet_args, _pet_figures, optional_outputs={"cam": "cam.nii.gz", "voi_out": "voi.seg.nrrd"},
-        exclude=("brain_mask", "lesion")),
+        exclude=("brain_mask", "lesion"), imports=("clinicalai.pet.workflow", "clinicalai.volume", *NETWORKS)),
     "explain": Workflow(
         "explain", "image", {"out": "map.nii.gz", "json": "explain.json"}, "explain.json",
         ("predicted", "probability", "target", "dice", "auroc"),
-        _explain_args, _explain_figures, exclude=("lesion", "brain_mask")),
+        _explain_args, _explain_figures, exclude=("lesion", "brain_mask"),
+        imports=("clinicalai.attribution.core", "clinicalai.attribution.metrics", "clinicalai.volume", *NETWORKS)),
     "anomaly": Workflow(
         "anomaly", "image", {"output": "map.nii.gz", "json": "anomaly.json"}, "anomaly.json",
         ("score", "score_name", "dice", "auroc"),
         _lesion_args, _anomaly_figures,
-        optional_outputs={"reconstruction": "reconstruction.nii.gz"}, exclude=("lesion", "brain_mask")),
+        optional_outputs={"reconstruction": "reconstruction.nii.gz"}, exclude=("lesion", "brain_mask"),
+        imports=("clinicalai.generative.anomaly", "clinicalai.volume", *NETWORKS)),
 }
 
 

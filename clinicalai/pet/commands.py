@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+from ..batch.parallel import add_evaluate_cluster_args, case_mapper
+from ..casemap import CaseMapper, serial_map
 from ..cli import add_common_model_args
 from ..errors import InputError
 from ..models.device import add_device_arg
@@ -66,6 +68,7 @@ def register(commands) -> None:
     e.add_argument("--out", metavar="DIR", help="write predictions.csv and metrics.json here (a new, or empty, folder)")
     add_overwrite_arg(e)
     e.add_argument("--json", metavar="R", help="write the metrics as JSON here")
+    add_evaluate_cluster_args(e, "rows")
     e.set_defaults(func=_run_evaluate)
 
 
@@ -166,11 +169,12 @@ def _run_train(args) -> int:
 
 
 def evaluate_csv(csv_path, model_paths: Optional[List[str]] = None, split: str = "test", units: Optional[str] = None,
-                 device: str = "auto", n_boot: int = 1000, progress=None):
-    """Predict every selected row of a PET CSV with the fold ensemble; ``(rows, probabilities, metrics)``."""
-    from ..volume import read_volume
+                 device: str = "auto", n_boot: int = 1000, progress=None, map_cases: CaseMapper = serial_map):
+    """Predict every selected row of a PET CSV with the fold ensemble; ``(rows, probabilities, metrics)``.
+    ``map_cases`` runs the rows (default: one after the other here; ``clinicalai.batch`` gives
+    one for Dask workers, same results)."""
     from .train import bootstrap_metrics, read_pet_csv
-    from .workflow import load_pet_models, predict_pet
+    from .workflow import load_pet_models
 
     rows = read_pet_csv(csv_path, units=units)
     if split != "all" and any(r.split == "test" for r in rows):
@@ -178,15 +182,19 @@ def evaluate_csv(csv_path, model_paths: Optional[List[str]] = None, split: str =
     if not rows:
         raise InputError(f"no rows with split '{split}' in {Path(csv_path).name}")
     models = load_pet_models(model_paths, device=device)
-    probs = []
-    for i, r in enumerate(rows):
-        pet = read_volume(r.path)
-        mask = read_volume(r.brain_mask) if r.brain_mask else None
-        res = predict_pet(pet, models, units=None if pet.metadata.get("pet") else r.units, brain_mask=mask, tags=r.tags)
-        probs.append(res.probability)
-        report(progress, (i + 1) / len(rows), f"case {i + 1}/{len(rows)}")
+    probs = map_cases(_predict_row, rows, (models,), lambda i: report(progress, i / len(rows), f"case {i}/{len(rows)}"))
     metrics = bootstrap_metrics([r.label for r in rows], probs, n_boot=n_boot)
     return rows, probs, metrics
+
+
+def _predict_row(r, models) -> float:
+    """P(recurrence) of one row of :func:`evaluate_csv`."""
+    from ..volume import read_volume
+    from .workflow import predict_pet
+
+    pet = read_volume(r.path)
+    mask = read_volume(r.brain_mask) if r.brain_mask else None
+    return predict_pet(pet, models, units=None if pet.metadata.get("pet") else r.units, brain_mask=mask, tags=r.tags).probability
 
 
 def _run_evaluate(args) -> int:
@@ -194,7 +202,7 @@ def _run_evaluate(args) -> int:
     if args.out:
         check_output_folder(args.out, args.overwrite)
     rows, probs, metrics = evaluate_csv(args.csv, args.model, args.split, args.units, args.device, args.bootstrap,
-                                        progress=ConsoleProgress())
+                                        progress=ConsoleProgress(), map_cases=case_mapper(args))
     summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics}
     if args.out:
         with atomic_output(args.out, directory=True, overwrite=args.overwrite) as tmp:

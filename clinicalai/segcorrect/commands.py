@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from ..batch.parallel import add_evaluate_cluster_args, case_mapper
 from ..errors import InputError
 from ..models import BUNDLED_MODELS_DIR, check_model_output, load_model
 from ..models.device import add_device_arg
@@ -195,7 +196,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         name = m.card.name if m.card.name not in correctors else f"{m.card.name} ({m.path.name})"
         correctors[name] = m
     report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
-                                 min_agreement=args.min_agreement, strategy=args.strategy)
+                                 min_agreement=args.min_agreement, strategy=args.strategy, map_cases=case_mapper(args))
     report["command"] = args.command_line
     md = markdown_table(report)
     if args.json:
@@ -215,7 +216,8 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
     segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
-                                max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress())
+                                max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress(),
+                                map_cases=case_mapper(args))
     report["command"] = args.command_line
     if args.json:
         write_json(report, args.json)
@@ -314,6 +316,7 @@ def _add_evaluate_segcorrect(evaluate) -> None:
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     p.add_argument("--markdown", metavar="T.md", help="write the table as Markdown")
+    add_evaluate_cluster_args(p, "phantoms")
     p.set_defaults(func=_run_evaluate)
 
 
@@ -333,4 +336,5 @@ def _add_evaluate_segmenter(evaluate) -> None:
     p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
+    add_evaluate_cluster_args(p, "phantoms")
     p.set_defaults(func=_run_evaluate_segmenter)

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..casemap import CaseMapper, serial_map
 from ..phantoms.cardiac import cardiac_case
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from . import MIN_AGREEMENT
@@ -106,9 +107,12 @@ def evaluate_correctors(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
+    map_cases: CaseMapper = serial_map,
 ) -> Dict[str, Any]:
     """Score each corrector on ``n_cases`` held-out corrupted phantoms (seeds ``seed..seed+n-1``);
-    ``strategy`` as :func:`.pipeline.correct_mask` (the "gated" rows use it).
+    ``strategy`` as :func:`.pipeline.correct_mask` (the "gated" rows use it); ``map_cases``
+    runs the (corrector, case) pairs (default: one after the other here; ``clinicalai.batch``
+    gives one for Dask workers, same results).
 
     Returns a JSON-able report: ``{"data", "variants": {name: {"raw"|"ungated"|"gated": {...}}}}``.
     """
@@ -119,13 +123,14 @@ def evaluate_correctors(
     # single-threaded (no thread-pool hand-offs); restored afterwards
     torch.set_num_threads(1)
     try:
-        return _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel, strategy)
+        return _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel, strategy,
+                         map_cases)
     finally:
         torch.set_num_threads(threads)
 
 
 def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel,
-              strategy: str = "gate") -> Dict[str, Any]:
+              strategy: str = "gate", map_cases: CaseMapper = serial_map) -> Dict[str, Any]:
     t0 = time.perf_counter()
     cases = []
     for i in range(n_cases):
@@ -142,28 +147,26 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
         "strategy": strategy,
         "variants": {},
     }
-    total = len(correctors) * n_cases
-    step = 0
+    items = [(name, c) for name in correctors for c in cases]
+
+    def done(step: int) -> None:
+        check_cancel(cancel)
+        report(progress, step / len(items), f"{items[step - 1][0]}: case {step}")
+
+    check_cancel(cancel)
+    scored = iter(map_cases(_score_correction, items, (correctors, min_agreement, strategy), done))
     for name, model in correctors.items():
         vols: Dict[str, List[Dict[str, Dict[str, float]]]] = {"raw": [], "ungated": [], "gated": []}
         slice_dice: Dict[str, List[float]] = {"raw": [], "ungated": [], "gated": []}
         valid: Dict[str, List[bool]] = {"raw": [], "ungated": [], "gated": []}
         seconds = []
-        for case, noisy, _ in cases:
-            check_cancel(cancel)
-            truth = case.labels.array.astype(np.int64)
-            res = correct_mask(noisy, model, min_agreement=min_agreement, strategy=strategy)
-            seconds.append(res.timings.get("total_s", 0.0))
-            masks = {"raw": res.raw.array, "ungated": res.network.array, "gated": res.final.array}
-            for mode, m in masks.items():
-                m = m.astype(np.int64)
-                vols[mode].append(volume_metrics(m, truth, case.labels.spacing))
-                for z in range(truth.shape[0]):
-                    if truth[z].any() or masks["raw"][z].any():
-                        slice_dice[mode].append(label_dice(m[z], truth[z], _VALUES))
-                        valid[mode].append(check_slice(m[z]).valid)
-            step += 1
-            report(progress, step / total, f"{name}: case {step}")
+        for _ in cases:
+            case_seconds, case_vols, case_dice, case_valid = next(scored)
+            seconds.append(case_seconds)
+            for mode in vols:
+                vols[mode].append(case_vols[mode])
+                slice_dice[mode].extend(case_dice[mode])
+                valid[mode].extend(case_valid[mode])
         variant: Dict[str, Any] = {"context_slices": bool(model.card.input.channels == 12),
                                    "seconds_per_volume": float(np.mean(seconds))}
         before = np.asarray(slice_dice["raw"])
@@ -177,6 +180,26 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
         report_["variants"][name] = variant
     report_["seconds"] = time.perf_counter() - t0
     return report_
+
+
+def _score_correction(item, correctors: Mapping[str, Any], min_agreement: float, strategy: str):
+    """One (corrector name, (case, corrupted mask, kinds)) of :func:`evaluate_correctors`:
+    ``(seconds, volume metrics, slice Dice, slice validity)``, each per mask (raw, ungated, gated)."""
+    name, (case, noisy, _) = item
+    truth = case.labels.array.astype(np.int64)
+    res = correct_mask(noisy, correctors[name], min_agreement=min_agreement, strategy=strategy)
+    masks = {"raw": res.raw.array, "ungated": res.network.array, "gated": res.final.array}
+    vols: Dict[str, Dict[str, Dict[str, float]]] = {}
+    slice_dice: Dict[str, List[float]] = {mode: [] for mode in masks}
+    valid: Dict[str, List[bool]] = {mode: [] for mode in masks}
+    for mode, m in masks.items():
+        m = m.astype(np.int64)
+        vols[mode] = volume_metrics(m, truth, case.labels.spacing)
+        for z in range(truth.shape[0]):
+            if truth[z].any() or masks["raw"][z].any():
+                slice_dice[mode].append(label_dice(m[z], truth[z], _VALUES))
+                valid[mode].append(check_slice(m[z]).valid)
+    return res.timings.get("total_s", 0.0), vols, slice_dice, valid
 
 
 def markdown_table(report_: Mapping[str, Any]) -> str:

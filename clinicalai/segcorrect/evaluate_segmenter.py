@@ -11,10 +11,11 @@ anatomical validity (:func:`.validity.check_slice`).
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ..casemap import CaseMapper, serial_map
 from ..errors import InputError
 from ..phantoms.cardiac import cardiac_case
 from ..phantoms.cardiac_heldout import heldout_cardiac_case
@@ -47,8 +48,11 @@ def evaluate_segmenter(
     strategy: str = "gate",
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    map_cases: CaseMapper = serial_map,
 ) -> Dict[str, Any]:
-    """Score ``segmenter`` (and the gated ``corrector``, when given) on ``n_cases`` phantoms.
+    """Score ``segmenter`` (and the gated ``corrector``, when given) on ``n_cases`` phantoms;
+    ``map_cases`` runs the cases (default: one after the other here; ``clinicalai.batch``
+    gives one for Dask workers, same results).
 
     Returns ``{"data": ..., "raw": summary, "final": summary (with a corrector),
     "per_case": [...], "seconds": s}``; a summary holds mean Dice / HD95 / ASSD per structure
@@ -61,24 +65,19 @@ def evaluate_segmenter(
     vols: Dict[str, List[Dict[str, Dict[str, float]]]] = {m: [] for m in modes}
     valid: Dict[str, List[bool]] = {m: [] for m in modes}
     per_case: List[Dict[str, Any]] = []
-    for i in range(n_cases):
+
+    def done(i: int) -> None:
         check_cancel(cancel)
-        case = family_case(family, seed + i, max_rotation_deg)
-        result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy)
-        truth = case.labels.array.astype(np.int64)
-        row: Dict[str, Any] = {"seed": seed + i, "shape": list(case.image.shape)}
-        for mode, mask in (("raw", result.raw), ("final", result.final)):
-            if mode not in modes:
-                continue
-            m = mask.array.astype(np.int64)
-            metrics = volume_metrics(m, truth, case.labels.spacing)
-            vols[mode].append(metrics)
-            checks = [check_slice(m[z]).valid for z in range(m.shape[0]) if m[z].any() or truth[z].any()]
-            valid[mode].extend(checks)
-            row[mode] = {"dice": {k: round(v, 4) for k, v in metrics["dice"].items()},
-                         "valid_slices": int(sum(checks)), "slices": len(checks)}
+        report(progress, i / n_cases, f"case {i}/{n_cases}")
+
+    check_cancel(cancel)
+    settings = (family, max_rotation_deg, strategy, modes, cancel)
+    for row, metrics, checks in map_cases(_score_case, [seed + i for i in range(n_cases)],
+                                          (segmenter, corrector, settings), done):
+        for mode in modes:
+            vols[mode].append(metrics[mode])
+            valid[mode].extend(checks[mode])
         per_case.append(row)
-        report(progress, (i + 1) / n_cases, f"case {i + 1}/{n_cases}")
     out: Dict[str, Any] = {
         "data": {"family": family, "synthetic": True, "cases": n_cases, "seeds": [seed, seed + n_cases - 1],
                  "max_rotation_deg": max_rotation_deg if family == "heldout" else None,
@@ -94,6 +93,30 @@ def evaluate_segmenter(
         out[mode] = summary
     out["seconds"] = time.perf_counter() - t0
     return out
+
+
+def _score_case(case_seed: int, segmenter, corrector,
+                settings) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, List[bool]]]:
+    """One phantom of :func:`evaluate_segmenter`: ``(per-case row, volume metrics per mode,
+    slice validity per mode)``."""
+    from .pipeline import run_segcorrect
+
+    family, max_rotation_deg, strategy, modes, cancel = settings
+    case = family_case(family, case_seed, max_rotation_deg)
+    result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy)
+    truth = case.labels.array.astype(np.int64)
+    row: Dict[str, Any] = {"seed": case_seed, "shape": list(case.image.shape)}
+    metrics: Dict[str, Any] = {}
+    checks: Dict[str, List[bool]] = {}
+    for mode, mask in (("raw", result.raw), ("final", result.final)):
+        if mode not in modes:
+            continue
+        m = mask.array.astype(np.int64)
+        metrics[mode] = volume_metrics(m, truth, case.labels.spacing)
+        checks[mode] = [check_slice(m[z]).valid for z in range(m.shape[0]) if m[z].any() or truth[z].any()]
+        row[mode] = {"dice": {k: round(v, 4) for k, v in metrics[mode]["dice"].items()},
+                     "valid_slices": int(sum(checks[mode])), "slices": len(checks[mode])}
+    return row, metrics, checks
 
 
 def markdown_rows(report_: Mapping[str, Any]) -> str:
