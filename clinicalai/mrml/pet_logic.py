@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..pet.suv import SuvConversion, UserDecayData, uptake_conversion
+from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_conversion
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
 from ..volume.bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
@@ -205,6 +205,21 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         decay = UserDecayData.parse(params.weight_kg, params.injected_mbq, params.injection_time, params.scan_time)
         return self._uptake(decay.apply_to(self.file_pet_tags(node)), params.units or None,
                             node.GetAttribute(UNITS_ATTRIBUTE) or None)
+
+    def known_from_file(self, node_id: Optional[str]) -> Dict[str, str]:
+        """What the PET's file says of units and SUV inputs, as text for the panels' fields:
+        ``source`` ("DICOM", "BIDS sidecar <name>"; "" when the file says nothing), ``units``
+        (``BQML``, ``GML``...; "" unknown), and ``weight_kg``, ``injected_mbq``,
+        ``injection_time``, ``scan_time`` when the file has them.
+
+        Raises:
+            InputError: no such node, or its sidecar cannot be read.
+        """
+        tags = self.file_pet_tags(node_by_id(self.scene, node_id, "PET volume"))
+        if not tags:
+            return {"source": "", "units": ""}
+        return {"source": str(tags.get("TagSource") or "DICOM"), "units": str(tags.get("Units") or ""),
+                **known_decay_data(tags)}
 
     @staticmethod
     def _uptake(tags: Dict[str, Any], units: Optional[str], image_units: Optional[str]) -> SuvConversion:

@@ -67,7 +67,7 @@ class StaticParameters:
             **background, "lesion_voi": self.lesion_voi,
             "lesion_volume_ml": r(self.lesion_volume_ml),
             "background": "healthy-appearing contralateral hemisphere, striatum excluded",
-            "uptake": self.quantity,
+            "uptake_units": self.quantity,
         }
 
 

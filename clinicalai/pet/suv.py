@@ -78,6 +78,19 @@ class SuvConversion:
             return SUVBW_FORMULA if self.units == "BQML" else f"{SUVBW} (the image's values, units {self.units})"
         return f"{BQML} (no SUV: {self.details.get('why_not_suv', 'its inputs are not known')})"
 
+    @property
+    def description(self) -> str:
+        """:attr:`label` and, for SUVbw from Bq/mL, the values that went into it (one line)."""
+        d = self.details
+        if self.quantity != SUVBW or self.units != "BQML":
+            return self.label
+        parts = [f"weight {d['weight_kg']:g} kg", f"dose {d['injected_dose_bq'] / 1e6:.4g} MBq"]
+        if "elapsed_s" in d:
+            parts.append(f"scan {d['elapsed_s'] / 60:.1f} min after injection, T_half {d['half_life_s'] / 60:.1f} min")
+        else:
+            parts.append("values decay-corrected to the injection")
+        return f"{self.label}: {', '.join(parts)}"
+
 
 def _need(tags: Mapping[str, Any], key: str, why: str) -> Any:
     value = tags.get(key)
@@ -429,3 +442,28 @@ def parse_user_time(value: str, what: str, day: dt.datetime) -> dt.datetime:
     except ValueError:
         raise InputError(f"the {what} must be a date-time such as 2024-03-01T09:30 or a time such as 09:30, "
                          f"got {value!r}") from None
+
+
+def known_decay_data(tags: Mapping[str, Any]) -> Dict[str, str]:
+    """What a file's PET ``tags`` say of the values a user could type, as text for a form
+    (``weight_kg``, ``injected_mbq``, ``injection_time``, ``scan_time``); absent or unreadable
+    ones are left out."""
+    out: Dict[str, str] = {}
+    for key, tag, scale in (("weight_kg", "PatientWeight", 1.0), ("injected_mbq", "RadionuclideTotalDose", 1e-6)):
+        try:
+            out[key] = f"{float(tags[tag]) * scale:g}"
+        except (KeyError, TypeError, ValueError):
+            pass
+    try:
+        out["injection_time"] = injection_datetime(tags).isoformat(sep=" ", timespec="seconds")
+    except InputError:
+        pass
+    for date_key, time_key in (("SeriesDate", "SeriesTime"), ("AcquisitionDate", "AcquisitionTime")):
+        if tags.get(date_key) and tags.get(time_key):
+            try:
+                out["scan_time"] = parse_dicom_datetime(tags[date_key], tags[time_key], time_key).isoformat(
+                    sep=" ", timespec="seconds")
+                break
+            except InputError:
+                pass
+    return out
