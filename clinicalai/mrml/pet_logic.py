@@ -78,6 +78,20 @@ def node_to_volume_tags(node: Any) -> Dict[str, Any]:
     return dict(json.loads(text)) if text else {}
 
 
+def typed_decay_fields(weight_kg: Any = None, injected_mbq: Any = None, injection_time: Any = None,
+                       scan_time: Any = None) -> Dict[str, Any]:
+    """The :class:`PetRecurrenceParameters` fields of what a GUI's fields hold (text or numbers;
+    "" = from the file), checked by :meth:`UserDecayData.parse`.
+
+    Raises:
+        InputError: one sentence for the first wrong value (not a number, not positive, not a
+            time, the scan before the injection).
+    """
+    typed = UserDecayData.parse(weight_kg, injected_mbq, injection_time, scan_time)
+    return {"weight_kg": typed.weight_kg, "injected_mbq": typed.injected_mbq,
+            "injection_time": typed.injection_time or "", "scan_time": typed.scan_time or ""}
+
+
 def bundled_pet_models() -> List[str]:
     """The bundled fold models, as the engine finds them (``clinicalai.pet.workflow``)."""
     from ..pet.workflow import bundled_pet_models as engine_bundled  # heavy (torch): on first use

@@ -37,9 +37,12 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import InputError
-from ..phantoms.pet import F18_HALF_LIFE_S, pet_tags
 from ..volume import Volume
-from ..volume.bids_pet import BIDS_FIELD_OF_TAG, BIDS_SOURCE
+from ..volume.bids_pet import BIDS_FIELD_OF_TAG, BIDS_SOURCE, HALF_LIFE_S
+
+# the GUIs' MRML logic imports this module in a fresh Slicer (numpy only: no scipy, so no
+# clinicalai.phantoms at import time)
+F18_HALF_LIFE_S = HALF_LIFE_S["F18"]
 
 UNITS = ("suv", "bqml")
 #: the quantity of SUV body weight, as results label it
@@ -308,6 +311,8 @@ def pet_tags_from_options(
             return dt.datetime.fromisoformat(str(value))
         except ValueError:
             raise InputError(f"{name} must be an ISO date-time such as 2024-03-01T09:30:00, got {value!r}") from None
+
+    from ..phantoms.pet import pet_tags  # the tag layout of a scan (scipy: imported on use)
 
     inj, scan = iso(injection_time, "--injection-time"), iso(scan_time, "--scan-time")
     tags = pet_tags(float(weight_kg), float(dose_mbq) * 1e6, inj, scan, decay_correction=decay_correction.upper())

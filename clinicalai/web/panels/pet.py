@@ -16,8 +16,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
-from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters
-from ...pet.suv import UserDecayData
+from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters, typed_decay_fields
 from ...mrml.scene import jump_to_voxel
 from ...mrml.segmentations import segmentation_to_labels
 from ...mrml.volumes import array_from_image_data, node_to_volume, volume_grid_of_node
@@ -136,15 +135,10 @@ class PetPanel(Panel):
                     common.saved_list(self.k("saved"), "pet-saved")
 
     # units and SUV inputs -----------------------------------------------------------
-    def _typed(self) -> UserDecayData:
-        """The typed weight, dose and times, checked here (the page's values are untrusted)."""
-        return UserDecayData.parse(self.get("weight_kg"), self.get("injected_mbq"), self.get("injection_time"), self.get("scan_time"))
-
     def _uptake_params(self) -> Dict[str, Any]:
-        typed = self._typed()
-        return {"units": self.choice("units", "unit_items", "units"), "weight_kg": typed.weight_kg,
-                "injected_mbq": typed.injected_mbq, "injection_time": typed.injection_time or "",
-                "scan_time": typed.scan_time or ""}
+        """Units and the typed weight, dose and times, checked here (the page's values are untrusted)."""
+        typed = typed_decay_fields(self.get("weight_kg"), self.get("injected_mbq"), self.get("injection_time"), self.get("scan_time"))
+        return {"units": self.choice("units", "unit_items", "units"), **typed}
 
     def _show_uptake(self) -> None:
         """The line above Run: SUVbw (formula, values) or Bq/mL and why, or what is wrong."""
