@@ -152,3 +152,34 @@ def test_without_decay_data_suv_is_refused_and_bqml_is_labelled(nifti_pet):
 def test_bad_user_values_are_one_clear_error(fields, message):
     with pytest.raises(InputError, match=message):
         UserDecayData.parse(**fields)
+
+
+def test_cli_reads_a_bids_sidecar_and_takes_the_same_values_as_options(tmp_path, trained, capsys):
+    from clinicalai.cli import main
+    from clinicalai.phantoms.pet import pet_case
+
+    model = str(trained[0].model_paths[0])
+    pet = pet_case(64, spacing=(4.0, 4.0, 4.0), shape=(36, 54, 48)).image
+    write_volume(pet.with_array(pet.array, metadata={}), tmp_path / "sub-01_pet.nii.gz")
+    (tmp_path / "sub-01_pet.json").write_text(json.dumps(_sidecar()))
+
+    def run(image, *options):
+        out = tmp_path / "r.json"
+        out.unlink(missing_ok=True)
+        code = main(["pet", str(tmp_path / image), "--model", model, "--json", str(out), *options])
+        assert code == 0, capsys.readouterr().err
+        return json.loads(out.read_text())["suv_conversion"]
+
+    factor = SUV_HOT / C
+    from_sidecar = run("sub-01_pet.nii.gz")  # no --units: the sidecar says them
+    assert from_sidecar["quantity"] == SUVBW and from_sidecar["factor"] == pytest.approx(factor, rel=1e-9)
+    heavier = run("sub-01_pet.nii.gz", "--weight-kg", str(2 * WEIGHT_KG))  # an option replaces the file's value
+    assert heavier["factor"] == pytest.approx(2 * factor, rel=1e-9)
+    # the same values as options for a NIfTI without a sidecar
+    write_volume(pet.with_array(pet.array, metadata={}), tmp_path / "scan.nii.gz")
+    typed = run("scan.nii.gz", "--units", "bqml", "--weight-kg", str(WEIGHT_KG), "--injected-mbq", str(DOSE_MBQ),
+                "--injection-time", INJ.isoformat(), "--scan-time", SCAN.isoformat())
+    assert typed["factor"] == pytest.approx(factor, rel=1e-9)
+    # a bad option value: one line, exit 1
+    assert main(["pet", str(tmp_path / "sub-01_pet.nii.gz"), "--model", model, "--weight-kg", "-3"]) == 1
+    assert "body weight (kg) must be positive" in capsys.readouterr().err
