@@ -95,13 +95,17 @@ class SuvConversion:
         return f"{self.label}: {', '.join(parts)}"
 
 
+class MissingSuvInput(InputError):
+    """An input of SUV (weight, dose, a time...) is absent, as opposed to present and wrong."""
+
+
 def _need(tags: Mapping[str, Any], key: str, why: str) -> Any:
     value = tags.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         source = str(tags.get("TagSource") or "")
         if source.startswith(BIDS_SOURCE) and key in BIDS_FIELD_OF_TAG:
-            raise InputError(f"cannot compute SUV: the {source} has no {BIDS_FIELD_OF_TAG[key]} ({why})")
-        raise InputError(f"cannot compute SUV: the PET has no {key} tag ({why})")
+            raise MissingSuvInput(f"cannot compute SUV: the {source} has no {BIDS_FIELD_OF_TAG[key]} ({why})")
+        raise MissingSuvInput(f"cannot compute SUV: the PET has no {key} tag ({why})")
     return value
 
 
@@ -250,16 +254,10 @@ def uptake_conversion(tags: Mapping[str, Any], units: Optional[str] = None) -> S
     """
     try:
         return suv_conversion(tags, units)
-    except InputError as exc:
-        u = str(tags.get("Units") or units or "").strip().upper()
-        if u != "BQML" or not _only_missing(exc):
+    except MissingSuvInput as exc:
+        if str(tags.get("Units") or units or "").strip().upper() != "BQML":
             raise
         return SuvConversion(1.0, "BQML", {"why_not_suv": str(exc).removeprefix("cannot compute SUV: ")}, quantity=BQML)
-
-
-def _only_missing(exc: InputError) -> bool:
-    """Whether ``exc`` says an input of SUV is absent (not that one present is wrong)."""
-    return " has no " in str(exc)
 
 
 def to_suv(volume: Volume, units: Optional[str] = None, tags: Optional[Mapping[str, Any]] = None,
