@@ -28,9 +28,13 @@ from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 from clinicalai.mrml.runner import BackgroundRun  # noqa: E402
 from clinicalai.mrml.pet_logic import PetRecurrenceLogic as PetRecurrenceMRMLLogic  # noqa: E402
-from clinicalai.mrml.pet_logic import PetRecurrenceParameters  # noqa: E402
+from clinicalai.mrml.pet_logic import PetRecurrenceParameters, typed_decay_fields  # noqa: E402
 
-UNITS = [("From the data (DICOM)", ""), ("SUV", "suv"), ("Bq/mL", "bqml")]
+# no default: "" is what the file says (DICOM, BIDS sidecar); a NIfTI without one needs a choice
+UNITS = [("From the file (DICOM / BIDS sidecar)", ""), ("Bq/mL", "bqml"), ("SUV (values already SUVbw)", "suv")]
+#: the typed SUV inputs: (line edit, PetRecurrenceParameters field, key of known_from_file)
+DECAY_FIELDS = (("weightLineEdit", "weight_kg"), ("doseLineEdit", "injected_mbq"),
+                ("injectionTimeLineEdit", "injection_time"), ("scanTimeLineEdit", "scan_time"))
 
 
 class PetRecurrence(ScriptedLoadableModule):
@@ -90,17 +94,25 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         self.ui.camThresholdSlider.connect("valueChanged(double)", self.onDisplayChanged)
         self.ui.show3DButton.connect("clicked(bool)", self.onShow3D)
         self.ui.goToLesionButton.connect("clicked(bool)", self.onGoToLesion)
+        self.ui.unitsComboBox.connect("currentIndexChanged(int)", self.onUptakeInputsChanged)
+        for edit, _ in DECAY_FIELDS:
+            getattr(self.ui, edit).connect("textChanged(QString)", self.onUptakeInputsChanged)
+        self.ui.inputVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputVolumeChanged)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
         self.initializeParameterNode()
         self._restoreRunChoices()
         self.onModelChanged()
+        self.onUptakeInputsChanged()
 
     def _restoreRunChoices(self):
         """Units, fold models and device of the last run, saved with the scene (the engine's parameters)."""
         stored = self.logic.core.get_parameters()
         desktop.select_data(self.ui.unitsComboBox, stored.units)
         desktop.select_data(self.ui.deviceComboBox, stored.device)
+        for edit, name in DECAY_FIELDS:
+            value = getattr(stored, name)
+            getattr(self.ui, edit).text = "" if value in (None, "") else f"{value:g}" if isinstance(value, float) else str(value)
         if stored.models:
             self.ui.modelsComboBox.currentIndex = self.ui.modelsComboBox.findData("files")
             self.ui.modelsPathLineEdit.currentPath = stored.models[0]
@@ -134,15 +146,55 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         except Exception as exc:
             self.ui.cardLabel.text = desktop.error_html(exc)
 
-    # ------------------------------------------------------------------ parameter node
+    # ------------------------------------------------------------------ units and SUV inputs
+    def _typedFields(self):
+        """The typed weight, dose and times as parameters (checked: raises InputError)."""
+        return typed_decay_fields(*(getattr(self.ui, edit).text for edit, _ in DECAY_FIELDS))
+
+    def onInputVolumeChanged(self, node=None):
+        """Another PET: the typed values were the previous patient's; show what its file says."""
+        known = {}
+        if node is not None:
+            try:
+                known = self.logic.core.known_from_file(node.GetID())
+            except Exception as exc:  # an unreadable sidecar: said in the uptake line
+                known = {"error": str(exc)}
+        for edit, name in DECAY_FIELDS:
+            getattr(self.ui, edit).text = ""
+            # what the file says shows greyed in the empty field
+            getattr(self.ui, edit).placeholderText = known.get(name) or ("hh:mm" if name.endswith("time") else "")
+        self.ui.resultLabel.text = "No result yet."
+        self.onUptakeInputsChanged()
+
+    def onUptakeInputsChanged(self, *_):
+        """The line above Apply: SUVbw (formula and values), Bq/mL and why, or what is wrong."""
+        node = self._parameterNode.inputVolume if self._parameterNode else None
+        if node is None:
+            self.ui.uptakeLabel.text = ""
+            return
+        try:
+            typed = self._typedFields()
+            conversion = self.logic.core.uptake(PetRecurrenceParameters(
+                input_volume=node.GetID(), units=self.ui.unitsComboBox.currentData or "",
+                weight_kg=typed["weight_kg"], injected_mbq=typed["injected_mbq"],
+                injection_time=typed["injection_time"], scan_time=typed["scan_time"]))
+            self.ui.uptakeLabel.text = f"Uptake shown as: {conversion.description}"
+        except Exception as exc:
+            self.ui.uptakeLabel.text = desktop.error_html(exc)
+
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
         p = self._parameterNode
+        typed = self._typedFields()
         return PetRecurrenceParameters(
             input_volume=p.inputVolume.GetID() if p.inputVolume else None,
             brain_mask=p.brainMask.GetID() if p.brainMask else None,
             lesion=p.lesion.GetID() if p.lesion else None,
             units=self.ui.unitsComboBox.currentData or "",
+            weight_kg=typed["weight_kg"],
+            injected_mbq=typed["injected_mbq"],
+            injection_time=typed["injection_time"],
+            scan_time=typed["scan_time"],
             models=self._modelPaths(),
             device=self.ui.deviceComboBox.currentData or "auto",
             compute_cam=bool(p.computeCam),
@@ -153,6 +205,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
     def onApplyButton(self):
         if not ensureDependencies():
             return
+        self.ui.resultLabel.text = "No result yet."  # a failed run leaves no earlier result on screen
         with slicer.util.tryWithErrorDisplay("PetRecurrence could not start.", waitCursor=True):
             # rerun: after the user trusts a TorchScript model file the runner asks about
             makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
@@ -171,6 +224,8 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
             self.ui.goToLesionButton.enabled = False
             return
         lines = [f"<b>P(recurrence) = {s['probability']:.2f}</b> &mdash; {s['label']}"]
+        if s.get("uptake"):
+            lines.append(f"Uptake: {s['uptake']}")
         if s.get("spread") is not None:
             lines.append(f"Spread across folds: {s['spread']}")
         static = s.get("static") or {}

@@ -111,6 +111,7 @@ def shoot_pet(page) -> None:
     wait_text(page, "#volume-name", "pet")
     open_file(page, "pet_lesion.seg.nrrd")
     open_tool(page, "pet")
+    set_state(page, "ca_pet_units", "suv")  # the sample PET is in SUV; a NIfTI does not say it
     set_state(page, "ca_pet_lesion", segmentation_id(page, "ca_pet_masks", "pet_lesion"))
     run_panel(page, "pet")
     wait_text(page, "#pet-probability", r"\d")

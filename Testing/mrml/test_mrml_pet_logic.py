@@ -229,3 +229,101 @@ def test_end_to_end_with_fold_models(ctx, pet, pet_models, node_ids):
     with pytest.raises(Cancelled):
         logic.run(PetRecurrenceParameters(input_volume=image.GetID(), units="suv", models=models, device="cpu"), cancel=token)
     assert node_ids(ctx.scene) == before
+
+
+# ---------------------------------------------------------------------------- uptake units
+# 72.5 kg, 187 MBq F-18, scan 1800 s after injection; by hand (SUVbw formula with decay):
+HAND_FACTOR = 72.5 * 1000.0 / (187e6 * 2.0 ** (-1800.0 / 6586.2))
+BIDS = {"Units": "Bq/mL", "BodyWeight": 72.5, "InjectedRadioactivity": 187, "InjectedRadioactivityUnits": "MBq",
+        "TracerRadionuclide": "F18", "TimeZero": "09:12:30", "InjectionStart": 0, "ScanStart": 1800,
+        "ImageDecayCorrected": True, "ImageDecayCorrectionTime": 1800, "AttenuationCorrection": "CT-based"}
+USER = {"weight_kg": 72.5, "injected_mbq": 187.0, "injection_time": "09:12:30", "scan_time": "09:42:30"}
+
+
+def _bqml_nifti(folder, pet, name, sidecar=None):
+    """The phantom's Bq/mL image as a NIfTI read by Slicer's own reader (no tags in its header)."""
+    import json
+
+    from clinicalai.volume import write_volume
+
+    path = folder / f"{name}.nii.gz"
+    write_volume(pet.image.with_array(pet.image.array, metadata={}), path)
+    if sidecar is not None:
+        (folder / f"{name}.json").write_text(json.dumps(sidecar))
+    return path
+
+
+def test_uptake_is_suvbw_from_a_bids_sidecar_beside_a_nifti_slicer_read(ctx, pet, tmp_path):
+    from clinicalai.mrml.volumes import load_volume_file
+
+    node = load_volume_file(ctx, str(_bqml_nifti(tmp_path, pet, "sub-01_pet", BIDS)))
+    logic = PetRecurrenceLogic(ctx)
+    uptake = logic.uptake(PetRecurrenceParameters(input_volume=node.GetID()))  # units from the sidecar
+    assert uptake.quantity == "SUVbw" and "2^(-(t_scan - t_inj) / T_half)" in uptake.label
+    assert uptake.factor == pytest.approx(HAND_FACTOR, rel=1e-9)
+    # the typed weight overrides the file's
+    heavier = logic.uptake(PetRecurrenceParameters(input_volume=node.GetID(), weight_kg=145.0))
+    assert heavier.factor == pytest.approx(2 * HAND_FACTOR, rel=1e-9)
+
+
+def test_uptake_without_a_sidecar_needs_units_then_fields(ctx, pet, tmp_path):
+    from clinicalai.mrml.volumes import load_volume_file
+
+    node = load_volume_file(ctx, str(_bqml_nifti(tmp_path, pet, "scan")))
+    logic = PetRecurrenceLogic(ctx)
+    with pytest.raises(InputError, match="does not say its units.*choose Bq/mL or SUV"):
+        logic.uptake(PetRecurrenceParameters(input_volume=node.GetID()))  # no default
+    bqml = logic.uptake(PetRecurrenceParameters(input_volume=node.GetID(), units="bqml"))
+    assert bqml.quantity == "Bq/mL" and bqml.factor == 1.0 and "PatientWeight" in bqml.label
+    suv = logic.uptake(PetRecurrenceParameters(input_volume=node.GetID(), units="bqml", **USER))
+    assert suv.quantity == "SUVbw" and suv.factor == pytest.approx(HAND_FACTOR, rel=1e-9)
+
+
+def test_dicom_tags_travel_with_the_node(ctx, pet, tmp_path):
+    from clinicalai.phantoms.pet import write_pet_dicom
+    from clinicalai.volume import read_volume
+
+    image = read_volume(write_pet_dicom(pet.image, tmp_path / "series"))
+    node = add_volume_node(ctx.scene, image, "pet dicom")
+    uptake = PetRecurrenceLogic(ctx).uptake(PetRecurrenceParameters(input_volume=node.GetID()))
+    assert uptake.quantity == "SUVbw" and uptake.details["weight_kg"] == pet.image.metadata["pet"]["PatientWeight"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"weight_kg": -70.0}, "must be positive"),
+    ({"injected_mbq": "lots"}, "must be a number"),
+    ({"injection_time": "10:00", "scan_time": "09:00"}, "before the injection"),
+])
+def test_bad_typed_values_are_one_error_and_change_nothing(ctx, pet, tmp_path, node_ids, bad, message):
+    from clinicalai.mrml.volumes import load_volume_file
+
+    node = load_volume_file(ctx, str(_bqml_nifti(tmp_path, pet, "scan")))
+    logic = PetRecurrenceLogic(ctx)
+    before_params, before_nodes = logic.get_parameters(), node_ids(ctx.scene)
+    params = PetRecurrenceParameters(input_volume=node.GetID(), units="bqml", **{**USER, **bad})
+    with pytest.raises(InputError, match=message):
+        logic.uptake(params)
+    with pytest.raises(InputError, match=message):
+        logic.run(params)
+    assert node_ids(ctx.scene) == before_nodes and logic.get_parameters() == before_params
+
+
+def test_end_to_end_bqml_is_labelled_and_suvbw_only_with_its_inputs(ctx, pet, pet_models, tmp_path):
+    """The same Bq/mL NIfTI run without and with the typed weight, dose and times: P(recurrence)
+    and TBR do not change; the peak is Bq/mL (never called SUV), then SUVbw = Bq/mL x the factor."""
+    from clinicalai.mrml.volumes import load_volume_file
+
+    pytest.importorskip("clinicalai.pet.workflow")
+    node = load_volume_file(ctx, str(_bqml_nifti(tmp_path, pet, "scan")))
+    logic = PetRecurrenceLogic(ctx)
+    common = dict(input_volume=node.GetID(), units="bqml", models=pet_models, device="cpu", compute_cam=False)
+    bqml = logic.run(PetRecurrenceParameters(**common)).summary
+    assert bqml["uptake_quantity"] == "Bq/mL" and bqml["uptake"].startswith("Bq/mL (no SUV")
+    assert "SUVmax" not in bqml["static"] and "background_SUVmean" not in bqml["static"]
+    rows = {r["quantity"]: r["value"] for r in table_rows(ctx.scene.GetNodeByID(logic.get_parameters().results_table))}
+    assert rows["uptake"].startswith("Bq/mL") and "max_Bq/mL" in rows
+    suv = logic.run(PetRecurrenceParameters(**common, **USER)).summary
+    assert suv["uptake_quantity"] == "SUVbw" and suv["uptake"].startswith("SUVbw = C[Bq/mL] x weight[g]")
+    assert suv["probability"] == pytest.approx(bqml["probability"], abs=1e-5)
+    assert suv["static"]["TBRmax"] == pytest.approx(bqml["static"]["TBRmax"], rel=1e-4)
+    assert suv["static"]["SUVmax"] == pytest.approx(bqml["static"]["max_Bq/mL"] * HAND_FACTOR, rel=1e-4)

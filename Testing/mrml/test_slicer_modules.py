@@ -31,7 +31,7 @@ SUFFIX_CLASSES = {
     "TableView": {"qMRMLTableView"},
     "Widget": {"QWidget"},
 }
-QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QToolButton", "QCheckBox", "QComboBox", "QProgressBar", "QTableView"}
+QT_CLASSES = {"QWidget", "QLabel", "QPushButton", "QToolButton", "QCheckBox", "QComboBox", "QProgressBar", "QTableView", "QLineEdit"}
 
 
 def _ui(module):

@@ -320,6 +320,7 @@ def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
     wait_text(page, "#volume-name", "pet")
     open_file(page, "pet_lesion.seg.nrrd")  # the lesion VOI (grey: colour can only be the heat map)
     open_tool(page, "pet")
+    set_state(page, "ca_pet_units", "suv")  # the sample PET is in SUV; a NIfTI does not say it
     set_state(page, "ca_pet_lesion", segmentation_id(page, "ca_pet_masks", "pet_lesion"))
     page.click("#pet-lesion-go")
     page.wait_for_timeout(1000)
@@ -379,6 +380,7 @@ def test_pet_without_a_voi_adds_the_found_voi_and_goes_to_it(page, web_server):
     open_file(page, "pet.nii.gz")
     pet_name = wait_text(page, "#volume-name", "pet").strip()  # "pet", or "pet_1" after an earlier test
     open_tool(page, "pet")
+    set_state(page, "ca_pet_units", "suv")
     set_state(page, "ca_pet_lesion", "")
     run_panel(page, "pet")
     assert f"{pet_name} lesion VOI" in wait_text(page, "#pet-lesion-voi", "lesion VOI")

@@ -1,6 +1,11 @@
 """PetRecurrence on MRML nodes: P(recurrence) from the fold ensemble, static uptake figures,
 the Grad-CAM map as a heat-coloured foreground over the PET, and the lesion VOI the engine
-found (1.6 x background) as a segmentation when the user gave none."""
+found (1.6 x background) as a segmentation when the user gave none.
+
+Uptake units: what SUV needs comes from the file (DICOM tags, a BIDS ``*_pet.json`` sidecar
+beside a NIfTI) and from what the user typed (:class:`~clinicalai.pet.suv.UserDecayData`, over
+the file's values). The figures are SUVbw, labelled with its formula, only when all of it is
+known; a Bq/mL PET without it is reported in Bq/mL, labelled so. Units are never guessed."""
 
 from __future__ import annotations
 
@@ -10,15 +15,17 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_conversion
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
+from ..volume.bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
 from ..volume.io import read_pet_tags
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
 from .parameters import jsonable, node_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node
 from .tables import add_table_node
-from .volumes import array_from_image_data, volume_grid_of_node
+from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, array_from_image_data, volume_grid_of_node
 from .workflow import WorkflowLogic
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
@@ -36,8 +43,16 @@ class PetRecurrenceParameters:
     input_volume: Optional[str] = node_field()
     brain_mask: Optional[str] = node_field()
     lesion: Optional[str] = node_field()
-    #: units of a NIfTI / NRRD PET ("suv" or "bqml"); DICOM carries its own; "" = from the data
+    #: units of a NIfTI / NRRD PET ("suv" or "bqml"); DICOM and a BIDS sidecar carry their own;
+    #: "" = from the file (no default: a file that does not say them cannot be run)
     units: str = ""
+    #: what SUV needs, typed by the user (fills in or overrides the file's): body weight (kg),
+    #: injected dose (MBq), injection and scan times (ISO date-time, or hh:mm on the scan's day);
+    #: ``None`` / "" = from the file
+    weight_kg: Optional[float] = None
+    injected_mbq: Optional[float] = None
+    injection_time: str = ""
+    scan_time: str = ""
     #: fold model files; empty = the bundled pet-*-fold* models
     models: List[str] = field(default_factory=list)
     device: str = "auto"
@@ -53,6 +68,28 @@ class PetRecurrenceParameters:
     results_table: Optional[str] = node_field()
     #: the last result (probability, label, spread, fold probabilities, warnings, static figures)
     summary: Dict[str, Any] = field(default_factory=dict)
+
+
+def node_to_volume_tags(node: Any) -> Dict[str, Any]:
+    """The PET tags a reader stored on ``node`` (:data:`PET_TAGS_ATTRIBUTE`); ``{}`` when none."""
+    import json
+
+    text = node.GetAttribute(PET_TAGS_ATTRIBUTE) if hasattr(node, "GetAttribute") else None
+    return dict(json.loads(text)) if text else {}
+
+
+def typed_decay_fields(weight_kg: Any = None, injected_mbq: Any = None, injection_time: Any = None,
+                       scan_time: Any = None) -> Dict[str, Any]:
+    """The :class:`PetRecurrenceParameters` fields of what a GUI's fields hold (text or numbers;
+    "" = from the file), checked by :meth:`UserDecayData.parse`.
+
+    Raises:
+        InputError: one sentence for the first wrong value (not a number, not positive, not a
+            time, the scan before the injection).
+    """
+    typed = UserDecayData.parse(weight_kg, injected_mbq, injection_time, scan_time)
+    return {"weight_kg": typed.weight_kg, "injected_mbq": typed.injected_mbq,
+            "injection_time": typed.injection_time or "", "scan_time": typed.scan_time or ""}
 
 
 def bundled_pet_models() -> List[str]:
@@ -82,6 +119,9 @@ class PetInputs:
         models: fold model paths.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         cam: whether to compute Grad-CAM.
+        decay: weight, dose and times the user typed (checked); ``None`` = none typed.
+        tags: the PET tags the run uses: the file's with ``decay`` over them.
+        uptake: what the uptake figures will be (SUVbw and its formula, or Bq/mL and why).
     """
 
     image_node: Any
@@ -92,6 +132,9 @@ class PetInputs:
     models: Tuple[str, ...] = ()
     device: str = "auto"
     cam: bool = True
+    decay: Optional[UserDecayData] = None
+    tags: Optional[Dict[str, Any]] = None
+    uptake: Optional[SuvConversion] = None
 
 
 def pet_summary(result: "PetResult") -> Dict[str, Any]:
@@ -105,6 +148,9 @@ def pet_summary(result: "PetResult") -> Dict[str, Any]:
         "warnings": [str(w) for w in result.warnings],
         "static": jsonable(result.static.to_dict()),
         "cam_inside_brain_fraction": jsonable(result.cam_inside_brain_fraction),
+        # what the uptake figures are: SUVbw with the formula used, or Bq/mL and why not SUV
+        "uptake": str(result.suv_conversion.get("label") or ""),
+        "uptake_quantity": str(result.suv_conversion.get("quantity") or ""),
     }
 
 
@@ -139,33 +185,89 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
     def prepare(self, params: PetRecurrenceParameters) -> PetInputs:
         node, pet = self.input_volume(params.input_volume, "PET volume")
         pet.require_volumetric("PET").require_finite("PET")
-        self._add_dicom_pet_tags(node, pet)
+        decay = UserDecayData.parse(params.weight_kg, params.injected_mbq, params.injection_time, params.scan_time)
+        file_tags = self.file_pet_tags(node)
+        if file_tags:
+            pet.metadata["pet"] = file_tags
+            pet.modality = "PT"
+        tags = decay.apply_to(file_tags)
+        units = params.units or None
         return PetInputs(
             image_node=node,
             pet=pet,
             brain_mask=mask_from_node(self.scene, params.brain_mask, pet, "brain mask"),
             lesion=mask_from_node(self.scene, params.lesion, pet, "lesion VOI"),
-            units=params.units or None,
+            units=units,
             models=tuple(params.models) or tuple(bundled_pet_models()),
             device=params.device,
             cam=bool(params.compute_cam),
+            decay=None if decay.empty else decay,
+            tags=tags,
+            uptake=self._uptake(tags, units, pet.units),
         )
 
-    @staticmethod
-    def _add_dicom_pet_tags(node: Any, pet: Volume) -> None:
-        """PET read by Slicer's DICOM module: SUV tags from its first file (desktop only)."""
-        uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
-        if not uids:
-            return
-        try:
-            import slicer
+    def uptake(self, params: PetRecurrenceParameters) -> SuvConversion:
+        """What a run with ``params`` would report: SUVbw (``quantity``, ``label`` with the
+        formula, ``details`` with weight, dose, times) or Bq/mL and why not SUV. For the panels
+        to show before a run what is known, and which fields are missing.
 
-            path = slicer.dicomDatabase.fileForInstance(uids[0])
-        except Exception:  # no DICOM database here (browser, tests)
-            return
-        if path:
-            pet.metadata["pet"] = read_pet_tags(path)
-            pet.modality = "PT"
+        Raises:
+            InputError: no PET, units unknown (neither the file nor ``params.units`` says them),
+                or a wrong value (typed or in the file).
+        """
+        node = node_by_id(self.scene, params.input_volume, "PET volume")
+        decay = UserDecayData.parse(params.weight_kg, params.injected_mbq, params.injection_time, params.scan_time)
+        return self._uptake(decay.apply_to(self.file_pet_tags(node)), params.units or None,
+                            node.GetAttribute(UNITS_ATTRIBUTE) or None)
+
+    def known_from_file(self, node_id: Optional[str]) -> Dict[str, str]:
+        """What the PET's file says of units and SUV inputs, as text for the panels' fields:
+        ``source`` ("DICOM", "BIDS sidecar <name>"; "" when the file says nothing), ``units``
+        (``BQML``, ``GML``...; "" unknown), and ``weight_kg``, ``injected_mbq``,
+        ``injection_time``, ``scan_time`` when the file has them.
+
+        Raises:
+            InputError: no such node, or its sidecar cannot be read.
+        """
+        tags = self.file_pet_tags(node_by_id(self.scene, node_id, "PET volume"))
+        if not tags:
+            return {"source": "", "units": ""}
+        return {"source": str(tags.get("TagSource") or "DICOM"), "units": str(tags.get("Units") or ""),
+                **known_decay_data(tags)}
+
+    @staticmethod
+    def _uptake(tags: Dict[str, Any], units: Optional[str], image_units: Optional[str]) -> SuvConversion:
+        if not tags.get("Units") and not units and not image_units:
+            raise InputError("this PET does not say its units (a NIfTI / NRRD without a BIDS *_pet.json sidecar): "
+                             "choose Bq/mL or SUV")
+        return uptake_conversion(tags, units or (None if tags.get("Units") else image_units))
+
+    @staticmethod
+    def file_pet_tags(node: Any) -> Dict[str, Any]:
+        """The PET tags (DICOM keywords) of the file ``node`` was read from; ``{}`` when none.
+
+        From, in order: the node's attribute (a PET read by :func:`clinicalai.volume.read_volume`,
+        DICOM or NIfTI with a sidecar); the first file of a series read by Slicer's DICOM module
+        (desktop); the BIDS-PET sidecar beside a NIfTI read by Slicer's reader.
+        """
+        pet = node_to_volume_tags(node)
+        if pet:
+            return pet
+        uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+        if uids:
+            try:
+                import slicer
+
+                path = slicer.dicomDatabase.fileForInstance(uids[0])
+            except Exception:  # no DICOM database here (browser, tests)
+                path = None
+            if path:
+                return read_pet_tags(path)
+        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+        sidecar = bids_pet_sidecar(storage.GetFileName()) if storage is not None and storage.GetFileName() else None
+        if sidecar is not None:
+            return read_bids_pet_sidecar(sidecar)[0]
+        return {}
 
     def compute(
         self, inputs: PetInputs, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
@@ -183,6 +285,8 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
             cam=inputs.cam,
             progress=scaled(progress, 0.05, 1.0),
             cancel=cancel,
+            tags=inputs.tags,
+            bqml_fallback=True,  # no SUV inputs: Bq/mL, labelled so (prepare refused unknown units)
         )
         return PetOutcome.of(result, inputs.cam)
 
@@ -274,7 +378,8 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
 
 def _result_rows(summary: Dict[str, Any]) -> List[Dict[str, str]]:
     """The results table of a :func:`pet_summary`: ``[{"quantity", "value"}]``, values as text."""
-    rows = [{"quantity": "P(recurrence)", "value": summary["probability"]},
+    rows = [{"quantity": "uptake", "value": summary.get("uptake") or "n/a"},
+            {"quantity": "P(recurrence)", "value": summary["probability"]},
             {"quantity": "label", "value": summary["label"]}]
     if summary.get("spread") is not None:
         rows.append({"quantity": "spread across folds", "value": summary["spread"]})

@@ -8,6 +8,7 @@ origin 0 / spacing 1; RAS = diag(-1, -1, 1) @ LPS. Voxel memory order is the sam
 
 from __future__ import annotations
 
+import json
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -26,6 +27,8 @@ MODALITY_ATTRIBUTE = "ClinicalAI.Modality"
 #: panels can report them with the model-fit warnings after the node is all that is left
 WARNINGS_ATTRIBUTE = "ClinicalAI.ReaderWarnings"
 UNITS_ATTRIBUTE = "ClinicalAI.Units"
+#: the PET tags a reader found (DICOM, BIDS sidecar) as JSON: what SUV needs travels with the node
+PET_TAGS_ATTRIBUTE = "ClinicalAI.PetTags"
 
 
 # ---------------------------------------------------------------------- matrices
@@ -136,6 +139,8 @@ def node_to_volume(node: Any) -> Volume:
     reader_warnings = node.GetAttribute(WARNINGS_ATTRIBUTE)
     if reader_warnings:
         volume.metadata["warnings"] = reader_warnings.split("\n")
+    if node.GetAttribute(PET_TAGS_ATTRIBUTE):
+        volume.metadata["pet"] = json.loads(node.GetAttribute(PET_TAGS_ATTRIBUTE))
     volume.metadata["mrml_node_id"] = node.GetID()
     volume.metadata["name"] = node.GetName()
     storage = node.GetStorageNode()
@@ -154,6 +159,9 @@ def update_node_from_volume(node: Any, volume: Volume) -> Any:
         node.SetAttribute(UNITS_ATTRIBUTE, str(volume.units))
     if volume.metadata.get("warnings"):
         node.SetAttribute(WARNINGS_ATTRIBUTE, "\n".join(" ".join(str(w).split()) for w in volume.metadata["warnings"]))
+    if volume.metadata.get("pet") and volume.modality == "PT" and volume.units != "SUV":
+        # the tags describe the values as read (not an SUV image made from them, nor a map)
+        node.SetAttribute(PET_TAGS_ATTRIBUTE, json.dumps(volume.metadata["pet"], default=str))
     return node
 
 

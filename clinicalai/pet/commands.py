@@ -21,7 +21,8 @@ from ..progress import ConsoleProgress, print_warnings, report
 
 def register(commands) -> None:
     p = commands.top.add_parser("pet", help="FDOPA PET: P(recurrence) from a fold ensemble, Grad-CAM, SUVmax/TBR")
-    p.add_argument("image", help="PET: DICOM series folder (Bq/mL with tags) or NIfTI / NRRD (give --units)")
+    p.add_argument("image", help="PET: DICOM series folder (Bq/mL with tags), NIfTI with a BIDS *_pet.json sidecar, "
+                                     "or NIfTI / NRRD (give --units)")
     p.add_argument("--units", choices=("suv", "bqml"), help="units of a NIfTI / NRRD PET (DICOM carries its own)")
     add_common_model_args(p, multiple=True)
     p.add_argument("--cam", metavar="CAM", help="write the fold-averaged Grad-CAM on the PET grid here (.nii.gz, .nrrd)")
@@ -73,9 +74,10 @@ def register(commands) -> None:
 
 
 def _add_bqml_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("Bq/mL NIfTI (no DICOM tags): what SUV needs")
-    g.add_argument("--weight", type=float, metavar="KG", help="body weight (kg)")
-    g.add_argument("--dose", type=float, metavar="MBQ", help="injected dose (MBq)")
+    g = p.add_argument_group("Bq/mL PET: what SUV needs when the file does not say it (DICOM tags or a BIDS *_pet.json "
+                             "sidecar beside a NIfTI are read by themselves; these fill in or override them)")
+    g.add_argument("--weight", "--weight-kg", dest="weight", type=float, metavar="KG", help="body weight (kg)")
+    g.add_argument("--dose", "--injected-mbq", dest="dose", type=float, metavar="MBQ", help="injected dose (MBq)")
     g.add_argument("--injection-time", metavar="ISO", help="injection date-time, e.g. 2024-03-01T09:30:00")
     g.add_argument("--scan-time", metavar="ISO", help="scan start date-time")
     g.add_argument("--decay-correction", default="START", choices=("START", "ADMIN", "NONE"),
@@ -83,10 +85,14 @@ def _add_bqml_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tags_from_args(args, pet) -> Optional[dict]:
-    from .suv import pet_tags_from_options
+    """The PET tags to use instead of the image's: the options over the file's tags (DICOM or a
+    BIDS sidecar) when both are given, the options alone for a Bq/mL image without tags;
+    ``None``: the image's own."""
+    from .suv import UserDecayData, pet_tags_from_options
 
+    user = UserDecayData.parse(args.weight, args.dose, args.injection_time, args.scan_time)
     if pet.metadata.get("pet"):
-        return None
+        return None if user.empty else user.apply_to(pet.metadata["pet"])
     if (args.units or "").lower() == "bqml":
         return pet_tags_from_options(args.weight, args.dose, args.injection_time, args.scan_time, args.decay_correction)
     return None

@@ -129,6 +129,7 @@ def preprocess_pet(
     size_xyz: Sequence[int] = FULL_SIZE_XYZ,
     tags: Optional[Mapping[str, Any]] = None,
     mask_outside: bool = False,
+    bqml_fallback: bool = False,
 ) -> PetPreprocessed:
     """The network input of ``pet`` and its inverse (module docstring).
 
@@ -140,9 +141,12 @@ def preprocess_pet(
         size_xyz: network input size (x, y, z) voxels.
         tags: PET tags for a Bq/mL NIfTI (:func:`clinicalai.pet.suv.pet_tags_from_options`).
         mask_outside: zero everything outside the brain mask before min-max (the study kept it).
+        bqml_fallback: a Bq/mL PET without what SUV needs stays in Bq/mL (``suv`` then holds
+            Bq/mL, ``conversion.quantity`` says so): the min-max normalisation and the
+            brain-mask threshold are relative, so the network input is the same.
     """
     check_pet(pet)
-    suv, conversion = to_suv(pet, units=units, tags=tags)
+    suv, conversion = to_suv(pet, units=units, tags=tags, bqml_fallback=bqml_fallback)
     pipe = SpatialPipeline()
     v = pipe.apply(reorient_to_lps, suv)
     v = pipe.apply(resample_to_spacing, v, tuple(float(s) for s in spacing_mm), "linear")

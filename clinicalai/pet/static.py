@@ -43,6 +43,8 @@ class StaticParameters:
         lesion_voi: ``"user"``, ``"threshold 1.6 x background"`` or ``"none above 1.6 x background"``.
         lesion_volume_ml: volume of the VOI.
         lesion_mask: the VOI on the PET grid (``None`` without a lesion).
+        quantity: what ``suv_max`` and ``background_suv`` are: ``"SUVbw"``, or ``"Bq/mL"``
+            for a PET whose SUV inputs are unknown (the keys of :meth:`to_dict` say it then).
     """
 
     suv_max: float
@@ -52,14 +54,20 @@ class StaticParameters:
     lesion_voi: str
     lesion_volume_ml: float
     lesion_mask: Optional[Volume] = None
+    quantity: str = "SUVbw"
 
     def to_dict(self) -> Dict[str, Any]:
         r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+        if self.quantity == "SUVbw":
+            peak, background = {"SUVmax": r(self.suv_max)}, {"background_SUVmean": r(self.background_suv)}
+        else:  # never call a Bq/mL value SUV
+            peak, background = {"max_Bq/mL": r(self.suv_max)}, {"background_mean_Bq/mL": r(self.background_suv)}
         return {
-            "SUVmax": r(self.suv_max), "TBRmax": r(self.tbr_max), "TBRmean": r(self.tbr_mean),
-            "background_SUVmean": r(self.background_suv), "lesion_voi": self.lesion_voi,
+            **peak, "TBRmax": r(self.tbr_max), "TBRmean": r(self.tbr_mean),
+            **background, "lesion_voi": self.lesion_voi,
             "lesion_volume_ml": r(self.lesion_volume_ml),
             "background": "healthy-appearing contralateral hemisphere, striatum excluded",
+            "uptake_units": self.quantity,
         }
 
 
@@ -80,13 +88,16 @@ def _background(suv: np.ndarray, brain: np.ndarray, side: Optional[np.ndarray]) 
     return bg
 
 
-def static_parameters(suv: Volume, brain_mask: Volume, lesion: Optional[Volume] = None) -> StaticParameters:
+def static_parameters(suv: Volume, brain_mask: Volume, lesion: Optional[Volume] = None,
+                      quantity: str = "SUVbw") -> StaticParameters:
     """SUVmax, TBRmax and TBRmean of ``suv`` (an SUV volume) with its ``brain_mask``.
 
     ``lesion`` (a VOI on any grid) is used as given; otherwise it is found by the 1.6 x
-    background threshold (module docstring).
+    background threshold (module docstring). ``quantity="Bq/mL"``: ``suv`` is a Bq/mL PET
+    (``units`` BQML) whose SUV inputs are unknown; the thresholds are ratios, so the VOI and TBR
+    are the same, the peak and background are in Bq/mL.
     """
-    if suv.units != "SUV":
+    if suv.units != ("SUV" if quantity == "SUVbw" else "BQML"):
         raise InputError("static parameters need the PET in SUV (convert it first)")
     brain_lps, _ = reorient_to_lps(suv.with_array(_on_grid(brain_mask, suv, "brain mask").astype(np.uint8)))
     v, inverse = reorient_to_lps(suv)
@@ -123,7 +134,7 @@ def static_parameters(suv: Volume, brain_mask: Volume, lesion: Optional[Volume] 
         source = "threshold 1.6 x background" if voi.any() else "none above 1.6 x background"
     if not voi.any():
         bg = _background(a, brain, None)
-        return StaticParameters(float(a[brain].max()), None, None, bg, source, 0.0, None)
+        return StaticParameters(float(a[brain].max()), None, None, bg, source, 0.0, None, quantity)
     lesion_left = float(ndimage.center_of_mass(voi)[2]) > cx
     contralateral = (xs < cx) if lesion_left else (xs > cx)
     bg = _background(a, brain & ~voi, np.broadcast_to(contralateral, a.shape))
@@ -132,5 +143,5 @@ def static_parameters(suv: Volume, brain_mask: Volume, lesion: Optional[Volume] 
     mask_back.metadata = {"segments": [{"name": "lesion VOI", "value": 1, "color": (1.0, 0.3, 0.1)}]}
     return StaticParameters(
         suv_max=suv_max, tbr_max=suv_max / bg, tbr_mean=float(a[voi].mean()) / bg, background_suv=bg,
-        lesion_voi=source, lesion_volume_ml=float(voi.sum()) * voxel_ml, lesion_mask=mask_back,
+        lesion_voi=source, lesion_volume_ml=float(voi.sum()) * voxel_ml, lesion_mask=mask_back, quantity=quantity,
     )

@@ -16,9 +16,15 @@ and ``D_ref`` the injected dose in Bq decayed to the time the voxel values refer
 - ``CNTS``: Philips private SUV scale factor (7053,1000), applied to the rescaled values.
 - ``SUV``: stated by the user for a NIfTI / NRRD; factor 1.
 
-A NIfTI / NRRD has no units: the caller states them (``units="suv"`` or ``"bqml"`` with weight,
-dose and times from :func:`pet_tags_from_options`). Any missing piece is an :class:`InputError`
-naming the tag; nothing is guessed.
+A NIfTI / NRRD has no units: a BIDS-PET sidecar beside it (``*_pet.json``, read into the same
+tags by :mod:`clinicalai.volume.bids_pet`) says them, or the caller does (``units="suv"`` or
+``"bqml"`` with weight, dose and times from :func:`pet_tags_from_options` or
+:class:`UserDecayData`, which also fill in or override what a file says). Any missing piece is
+an :class:`InputError` naming the tag (or the sidecar's field); nothing is guessed.
+
+The GUIs show SUV only when it can be computed: :func:`uptake_conversion` falls back to the
+image's own Bq/mL (factor 1, ``quantity="Bq/mL"``) when an input of SUVbw is missing; the
+command line keeps refusing (:func:`suv_conversion`).
 """
 
 from __future__ import annotations
@@ -31,10 +37,25 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from ..errors import InputError
-from ..phantoms.pet import F18_HALF_LIFE_S, pet_tags
 from ..volume import Volume
+from ..volume.bids_pet import BIDS_FIELD_OF_TAG, BIDS_SOURCE, HALF_LIFE_S
+
+# the GUIs' MRML logic imports this module in a fresh Slicer (numpy only: no scipy, so no
+# clinicalai.phantoms at import time)
+F18_HALF_LIFE_S = HALF_LIFE_S["F18"]
 
 UNITS = ("suv", "bqml")
+#: the quantity of SUV body weight, as results label it
+SUVBW = "SUVbw"
+#: the quantity of an image left in its activity concentration
+BQML = "Bq/mL"
+#: how the GUIs label SUVbw values: the formula, with the decay of the dose to the scan
+SUVBW_FORMULA = "SUVbw = C[Bq/mL] x weight[g] / (dose[Bq] x 2^(-(t_scan - t_inj) / T_half))"
+#: the tags' ``TagSource`` when the user typed weight, dose or times
+USER_SOURCE = "user"
+#: plausible limits of what a user types (beyond them: a typo or the wrong unit)
+MAX_WEIGHT_KG = 700.0
+MAX_DOSE_MBQ = 100000.0
 
 
 @dataclass(frozen=True)
@@ -50,12 +71,41 @@ class SuvConversion:
     factor: float
     units: str
     details: Dict[str, Any] = field(default_factory=dict)
+    #: what the converted values are: :data:`SUVBW`, or :data:`BQML` (SUV could not be computed)
+    quantity: str = SUVBW
+
+    @property
+    def label(self) -> str:
+        """How a GUI labels the values: the SUVbw formula, or Bq/mL and why not SUV."""
+        if self.quantity == SUVBW:
+            return SUVBW_FORMULA if self.units == "BQML" else f"{SUVBW} (the image's values, units {self.units})"
+        return f"{BQML} (no SUV: {self.details.get('why_not_suv', 'its inputs are not known')})"
+
+    @property
+    def description(self) -> str:
+        """:attr:`label` and, for SUVbw from Bq/mL, the values that went into it (one line)."""
+        d = self.details
+        if self.quantity != SUVBW or self.units != "BQML":
+            return self.label
+        parts = [f"weight {d['weight_kg']:g} kg", f"dose {d['injected_dose_bq'] / 1e6:.4g} MBq"]
+        if "elapsed_s" in d:
+            parts.append(f"scan {d['elapsed_s'] / 60:.1f} min after injection, T_half {d['half_life_s'] / 60:.1f} min")
+        else:
+            parts.append("values decay-corrected to the injection")
+        return f"{self.label}: {', '.join(parts)}"
+
+
+class MissingSuvInput(InputError):
+    """An input of SUV (weight, dose, a time...) is absent, as opposed to present and wrong."""
 
 
 def _need(tags: Mapping[str, Any], key: str, why: str) -> Any:
     value = tags.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(f"cannot compute SUV: the PET has no {key} tag ({why})")
+        source = str(tags.get("TagSource") or "")
+        if source.startswith(BIDS_SOURCE) and key in BIDS_FIELD_OF_TAG:
+            raise MissingSuvInput(f"cannot compute SUV: the {source} has no {BIDS_FIELD_OF_TAG[key]} ({why})")
+        raise MissingSuvInput(f"cannot compute SUV: the PET has no {key} tag ({why})")
     return value
 
 
@@ -193,18 +243,39 @@ def suv_conversion(tags: Mapping[str, Any], units: Optional[str] = None) -> SuvC
     return SuvConversion(factor, u, details)
 
 
-def to_suv(volume: Volume, units: Optional[str] = None, tags: Optional[Mapping[str, Any]] = None) -> tuple[Volume, SuvConversion]:
+def uptake_conversion(tags: Mapping[str, Any], units: Optional[str] = None) -> SuvConversion:
+    """:func:`suv_conversion` when SUVbw can be computed; for a Bq/mL image whose weight, dose
+    or times are missing, the image's own values instead (factor 1, ``quantity`` Bq/mL, the
+    reason in ``details["why_not_suv"]``), so that nothing in Bq/mL is called SUV.
+
+    Raises:
+        InputError: the units are unknown or not convertible (as :func:`suv_conversion`), or a
+            value that is there is wrong (a negative weight, the scan before the injection...).
+    """
+    try:
+        return suv_conversion(tags, units)
+    except MissingSuvInput as exc:
+        if str(tags.get("Units") or units or "").strip().upper() != "BQML":
+            raise
+        return SuvConversion(1.0, "BQML", {"why_not_suv": str(exc).removeprefix("cannot compute SUV: ")}, quantity=BQML)
+
+
+def to_suv(volume: Volume, units: Optional[str] = None, tags: Optional[Mapping[str, Any]] = None,
+           bqml_fallback: bool = False) -> tuple[Volume, SuvConversion]:
     """``volume`` converted to SUV body weight (float32, ``units="SUV"``), and the conversion used.
 
     ``tags`` default to ``volume.metadata["pet"]``; ``units`` as in :func:`suv_conversion`.
+    ``bqml_fallback``: a Bq/mL image without what SUV needs is returned in Bq/mL
+    (:func:`uptake_conversion`; ``units="BQML"``, the conversion's ``quantity`` says it).
     """
     tags = dict(volume.metadata.get("pet") or {}) if tags is None else dict(tags)
     if units is None and not tags.get("Units") and volume.units:
         units = volume.units
-    conversion = suv_conversion(tags, units)
+    conversion = uptake_conversion(tags, units) if bqml_fallback else suv_conversion(tags, units)
     arr = volume.array.astype(np.float32) * np.float32(conversion.factor)
-    meta = {"suv_conversion": {"factor": conversion.factor, "from_units": conversion.units, **conversion.details}}
-    out = volume.with_array(arr, units="SUV", modality=volume.modality or "PT")
+    meta = {"suv_conversion": {"factor": conversion.factor, "from_units": conversion.units,
+                               "quantity": conversion.quantity, **conversion.details}}
+    out = volume.with_array(arr, units="SUV" if conversion.quantity == SUVBW else "BQML", modality=volume.modality or "PT")
     out.metadata.update(meta)
     return out, conversion
 
@@ -239,8 +310,163 @@ def pet_tags_from_options(
         except ValueError:
             raise InputError(f"{name} must be an ISO date-time such as 2024-03-01T09:30:00, got {value!r}") from None
 
+    from ..phantoms.pet import pet_tags  # the tag layout of a scan (scipy: imported on use)
+
     inj, scan = iso(injection_time, "--injection-time"), iso(scan_time, "--scan-time")
     tags = pet_tags(float(weight_kg), float(dose_mbq) * 1e6, inj, scan, decay_correction=decay_correction.upper())
     tags["RadionuclideHalfLife"] = F18_HALF_LIFE_S
     tags.pop("Manufacturer", None)
     return tags
+
+
+# ---------------------------------------------------------------------------- what a user types
+@dataclass(frozen=True)
+class UserDecayData:
+    """Body weight, injected dose and times typed by the user (a GUI's fields, the CLI's options).
+
+    Every field is optional: given ones fill in, or override, what the file says (DICOM tags,
+    BIDS sidecar). Build it with :meth:`parse`, which checks every value.
+
+    Attributes:
+        weight_kg: body weight (kg), > 0.
+        injected_mbq: injected dose (MBq) at the injection time, > 0.
+        injection_time, scan_time: ISO date-times (``2024-03-01T09:30:00``), or times of day
+            (``09:30``, ``09:30:15``) on the date of the file's series (else one same day).
+    """
+
+    weight_kg: Optional[float] = None
+    injected_mbq: Optional[float] = None
+    injection_time: Optional[str] = None
+    scan_time: Optional[str] = None
+
+    @classmethod
+    def parse(cls, weight_kg: Any = None, injected_mbq: Any = None, injection_time: Any = None,
+              scan_time: Any = None) -> "UserDecayData":
+        """Checked values from anything a page or a command line sends (``None`` / ``""`` = not given).
+
+        Raises:
+            InputError: one sentence for the first wrong value: not a number, not positive,
+                implausibly large, not a time, or the scan before the injection.
+        """
+        data = cls(
+            weight_kg=_user_number(weight_kg, "body weight (kg)", MAX_WEIGHT_KG),
+            injected_mbq=_user_number(injected_mbq, "injected dose (MBq)", MAX_DOSE_MBQ),
+            injection_time=_user_text(injection_time, "injection time"),
+            scan_time=_user_text(scan_time, "scan time"),
+        )
+        day = dt.datetime(2000, 1, 1)
+        inj = parse_user_time(data.injection_time, "injection time", day) if data.injection_time else None
+        scan = parse_user_time(data.scan_time, "scan time", day) if data.scan_time else None
+        if inj is not None and scan is not None and scan < inj:
+            raise InputError(f"the scan time ({data.scan_time}) is before the injection time ({data.injection_time})")
+        return data
+
+    @property
+    def empty(self) -> bool:
+        return all(v is None for v in (self.weight_kg, self.injected_mbq, self.injection_time, self.scan_time))
+
+    def apply_to(self, tags: Mapping[str, Any]) -> Dict[str, Any]:
+        """``tags`` (a file's; may be empty) with these values filled in or overriding them.
+
+        Times of day take the date of the file's series (else 2000-01-01). A Bq/mL image
+        without a file's DecayCorrection / CorrectedImage is taken as decay-corrected to the
+        scan start and attenuation-corrected, as every vendor reconstruction is.
+        """
+        out = dict(tags)
+        if self.empty:
+            return out
+        day = _file_day(out)
+        if self.weight_kg is not None:
+            out["PatientWeight"] = self.weight_kg
+        if self.injected_mbq is not None:
+            out["RadionuclideTotalDose"] = self.injected_mbq * 1e6
+        if self.injection_time:
+            inj = parse_user_time(self.injection_time, "injection time", day)
+            out["RadiopharmaceuticalStartDateTime"] = inj.strftime("%Y%m%d%H%M%S.%f")
+            out["RadiopharmaceuticalStartTime"] = inj.strftime("%H%M%S.%f")
+        if self.scan_time:
+            scan = parse_user_time(self.scan_time, "scan time", day)
+            for date_key, time_key in (("SeriesDate", "SeriesTime"), ("AcquisitionDate", "AcquisitionTime")):
+                out[date_key], out[time_key] = scan.strftime("%Y%m%d"), scan.strftime("%H%M%S.%f")
+        out.setdefault("DecayCorrection", "START")
+        out.setdefault("CorrectedImage", ["ATTN", "DECY"])
+        out.setdefault("RadionuclideHalfLife", F18_HALF_LIFE_S)  # FDOPA: fluorine-18
+        sources = [str(tags.get("TagSource"))] if tags.get("TagSource") else []
+        out["TagSource"] = " + ".join(sources + [USER_SOURCE])
+        return out
+
+
+def _user_number(value: Any, what: str, most: float) -> Optional[float]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise InputError(f"the {what} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise InputError(f"the {what} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise InputError(f"the {what} must be positive, got {value!r}")
+    if number > most:
+        raise InputError(f"the {what} is {number:g}, more than {most:g}: check the value and its unit")
+    return number
+
+
+def _user_text(value: Any, what: str) -> Optional[str]:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"the {what} must be a date-time such as 2024-03-01T09:30 or a time such as 09:30")
+    return value.strip() or None
+
+
+def _file_day(tags: Mapping[str, Any]) -> dt.datetime:
+    for key in ("SeriesDate", "AcquisitionDate"):
+        if tags.get(key):
+            try:
+                return dt.datetime.strptime(str(tags[key]).strip()[:8], "%Y%m%d")
+            except ValueError:
+                pass
+    return dt.datetime(2000, 1, 1)
+
+
+def parse_user_time(value: str, what: str, day: dt.datetime) -> dt.datetime:
+    """``2024-03-01T09:30[:00]`` (or with a space) -> that date-time; ``09:30[:00]`` -> on ``day``.
+
+    Raises:
+        InputError: neither.
+    """
+    s = str(value).strip()
+    try:
+        if len(s) <= 15 and ":" in s and "-" not in s:
+            t = dt.time.fromisoformat(s)
+            return day.replace(hour=t.hour, minute=t.minute, second=t.second, microsecond=t.microsecond)
+        return dt.datetime.fromisoformat(s).replace(tzinfo=None)
+    except ValueError:
+        raise InputError(f"the {what} must be a date-time such as 2024-03-01T09:30 or a time such as 09:30, "
+                         f"got {value!r}") from None
+
+
+def known_decay_data(tags: Mapping[str, Any]) -> Dict[str, str]:
+    """What a file's PET ``tags`` say of the values a user could type, as text for a form
+    (``weight_kg``, ``injected_mbq``, ``injection_time``, ``scan_time``); absent or unreadable
+    ones are left out."""
+    out: Dict[str, str] = {}
+    for key, tag, scale in (("weight_kg", "PatientWeight", 1.0), ("injected_mbq", "RadionuclideTotalDose", 1e-6)):
+        try:
+            out[key] = f"{float(tags[tag]) * scale:g}"
+        except (KeyError, TypeError, ValueError):
+            pass
+    try:
+        out["injection_time"] = injection_datetime(tags).isoformat(sep=" ", timespec="seconds")
+    except InputError:
+        pass
+    for date_key, time_key in (("SeriesDate", "SeriesTime"), ("AcquisitionDate", "AcquisitionTime")):
+        if tags.get(date_key) and tags.get(time_key):
+            try:
+                out["scan_time"] = parse_dicom_datetime(tags[date_key], tags[time_key], time_key).isoformat(
+                    sep=" ", timespec="seconds")
+                break
+            except InputError:
+                pass
+    return out

@@ -173,6 +173,7 @@ def predict_pet(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     tags: Optional[Mapping[str, Any]] = None,
+    bqml_fallback: bool = False,
 ) -> PetResult:
     """Classify one FDOPA PET as recurrence vs treatment-related change.
 
@@ -184,6 +185,9 @@ def predict_pet(
         lesion: lesion VOI for the static parameters; ``None``: 1.6 x background threshold.
         cam: compute Grad-CAM (card ``cam_layer`` or the last conv block), averaged over folds.
         tags: PET tags for a Bq/mL NIfTI (:func:`clinicalai.pet.suv.pet_tags_from_options`).
+        bqml_fallback: for a Bq/mL PET whose weight, dose or times are unknown, report the
+            uptake figures in Bq/mL (labelled so) instead of refusing; P(recurrence) and TBR do
+            not depend on the scale (min-max input, ratios). The GUIs use it; the CLI does not.
 
     Raises:
         InputError: no units, 2D image, NaN, missing SUV tags, empty masks.
@@ -194,7 +198,7 @@ def predict_pet(
     timings: Dict[str, float] = {}
     report(progress, 0.0, "preprocessing")
     t = time.perf_counter()
-    per_model = _preprocess_per_card(pet, models, units, brain_mask, tags, cancel)
+    per_model = _preprocess_per_card(pet, models, units, brain_mask, tags, cancel, bqml_fallback)
     first = per_model[0]
     timings["preprocess"] = time.perf_counter() - t
 
@@ -222,7 +226,7 @@ def predict_pet(
 
     report(progress, 0.9, "SUVmax / TBR")
     t = time.perf_counter()
-    static = static_parameters(first.suv, first.brain_mask, lesion)
+    static = static_parameters(first.suv, first.brain_mask, lesion, quantity=first.conversion.quantity)
     timings["static"] = time.perf_counter() - t
     spread = float(max(probs) - min(probs))
     warnings.extend(_result_warnings(probs, spread, models, first))
@@ -234,7 +238,7 @@ def predict_pet(
         cam=cam_volume, cam_inside_brain_fraction=inside, warnings=warnings, static=static, suv=first.suv,
         brain_mask=first.brain_mask, timings=timings, models=[m.card.name for m in models],
         brain_mask_source=first.brain_mask_source,
-        suv_conversion={"from_units": conv.units, "factor": conv.factor,
+        suv_conversion={"from_units": conv.units, "factor": conv.factor, "quantity": conv.quantity, "label": conv.label,
                         **{k: v for k, v in conv.details.items() if isinstance(v, (int, float, str))}},
     )
 
@@ -242,7 +246,7 @@ def predict_pet(
 # ---------------------------------------------------------------------------- steps of predict_pet
 def _preprocess_per_card(pet: Volume, models: Sequence[LoadedModel], units: Optional[str],
                          brain_mask: Optional[Volume], tags: Optional[Mapping[str, Any]],
-                         cancel: Optional[CancelToken]) -> List[PetPreprocessed]:
+                         cancel: Optional[CancelToken], bqml_fallback: bool = False) -> List[PetPreprocessed]:
     """The network input of each model; models whose cards ask for the same grid and masking
     share one preprocessed object (the same instance)."""
     prepared: Dict[tuple, PetPreprocessed] = {}
@@ -251,7 +255,8 @@ def _preprocess_per_card(pet: Volume, models: Sequence[LoadedModel], units: Opti
         key = (tuple(m.card.input.spacing_mm or ()), tuple(m.card.input.size or ()), bool(m.card.extra_get("mask_outside", False)))
         if key not in prepared:
             check_cancel(cancel)
-            prepared[key] = preprocess_from_card(pet, m.card, units=units, brain_mask=brain_mask, tags=tags)
+            prepared[key] = preprocess_from_card(pet, m.card, units=units, brain_mask=brain_mask, tags=tags,
+                                                 bqml_fallback=bqml_fallback)
         per_model.append(prepared[key])
     return per_model
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..outputs import atomic_output
+from .bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
 from .core import Volume
 from .dicom_checks import SLICE_GAP_MAX_TOLERANCE, check_left_out_files, check_series
 from .dicom_writer import write_dicom_series
@@ -110,7 +111,30 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         volume.metadata["segments"] = _read_segment_metadata(reader)
         volume.modality = "SEG"
         volume.units = "label"
+    else:
+        add_bids_pet_tags(volume, p)
     return volume
+
+
+def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
+    """A NIfTI PET with a BIDS-PET sidecar (``*_pet.json``): its units, weight, dose and times
+    into ``volume.metadata["pet"]`` as a DICOM PET has them (:mod:`.bids_pet`), the sidecar's
+    path in ``metadata["pet_sidecar"]``. ``True`` when there was one.
+
+    Raises:
+        InputError: the sidecar is there but is not a JSON object.
+    """
+    sidecar = bids_pet_sidecar(image)
+    if sidecar is None:
+        return False
+    tags, warnings = read_bids_pet_sidecar(sidecar)
+    volume.metadata["pet"] = tags
+    volume.metadata["pet_sidecar"] = str(sidecar)
+    if warnings:
+        volume.metadata.setdefault("warnings", []).extend(warnings)
+    volume.modality = "PT"
+    volume.units = tags.get("Units") or volume.units
+    return True
 
 
 def _series_uid_of(dicom_file: Path) -> Optional[str]:

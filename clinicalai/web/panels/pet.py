@@ -1,7 +1,12 @@
 """PetRecurrence panel: P(recurrence) from the fold ensemble, static uptake figures, the
 Grad-CAM heat map over the PET with opacity / threshold, the lesion VOI (the user's, or the
 one the engine found by the 1.6 x background threshold) to centre the views on, save / download.
-All work is :class:`PetRecurrenceLogic`'s."""
+All work is :class:`PetRecurrenceLogic`'s.
+
+Units: no default. The panel shows what the file says (DICOM, BIDS ``*_pet.json`` sidecar) and
+has fields for weight, injected dose, injection and scan time (checked on the server); the
+line above Run says what the figures will be: SUVbw with its formula when all of it is known,
+Bq/mL otherwise. A run that fails leaves no earlier result on screen."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
-from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters
+from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters, typed_decay_fields
 from ...mrml.scene import jump_to_voxel
 from ...mrml.segmentations import segmentation_to_labels
 from ...mrml.volumes import array_from_image_data, node_to_volume, volume_grid_of_node
@@ -32,12 +37,22 @@ class PetPanel(Panel):
         self.params = None
         # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
         self.offer(
-            unit_items=[{"title": "SUV", "value": "suv"}, {"title": "Bq/mL", "value": "bqml"}, {"title": "from the data (DICOM)", "value": ""}],
+            unit_items=_unit_items(""),
             devices=common.device_items(),
             masks=[{"title": "(none)", "value": ""}],
         )
         self.set(
-            units="suv",
+            # no default: "" = what the file says; a file that says nothing cannot run
+            units="",
+            # what SUV needs, typed (text: checked on the server); placeholders show the file's
+            weight_kg="",
+            injected_mbq="",
+            injection_time="",
+            scan_time="",
+            known={},
+            # what the figures will be ("SUVbw" / "Bq/mL"; "" = cannot run) and why, in words
+            uptake_quantity="",
+            uptake_text="",
             device="auto",
             cam=True,
             brain_mask="",
@@ -61,6 +76,8 @@ class PetPanel(Panel):
         self.state.change(self.k("opacity"))(lambda **_: self._display(opacity=True))
         self.state.change(self.k("threshold"))(lambda **_: self._display(threshold=True))
         self.state.change(self.k("vr"))(lambda **_: self._show_3d())
+        for name in ("units", "weight_kg", "injected_mbq", "injection_time", "scan_time"):
+            self.state.change(self.k(name))(lambda **_: self._show_uptake())
 
     def build_ui(self) -> None:
         with v3.VCard(variant="flat"):
@@ -68,8 +85,22 @@ class PetPanel(Panel):
             v3.VCardSubtitle("18F-FDOPA PET: recurrence vs treatment-related change")
             with v3.VCardText():
                 with html.Div(classes="d-flex"):
-                    v3.VSelect(label="units", items=(self.k("unit_items"),), v_model=(self.k("units"),), density="compact", hide_details=True, classes="mr-2", id="pet-units")
+                    v3.VSelect(label="image units", items=(self.k("unit_items"),), v_model=(self.k("units"),), density="compact", hide_details=True, classes="mr-2", id="pet-units")
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
+                html.Div("for SUV (typed values replace the file's):", classes="text-caption mt-1")
+                with html.Div(classes="d-flex"):
+                    for name, label, field_id in (("weight_kg", "weight (kg)", "pet-weight"), ("injected_mbq", "injected dose (MBq)", "pet-dose")):
+                        v3.VTextField(label=label, v_model=(self.k(name),), placeholder=(f"{self.k('known')}.{name} || ''",),
+                                      persistent_placeholder=True, density="compact", hide_details=True, classes="mr-1", id=field_id)
+                with html.Div(classes="d-flex mt-1"):
+                    for name, label, field_id in (("injection_time", "injection time", "pet-injection-time"), ("scan_time", "scan time", "pet-scan-time")):
+                        v3.VTextField(label=label, v_model=(self.k(name),), placeholder=(f"{self.k('known')}.{name} || 'hh:mm or YYYY-MM-DD hh:mm'",),
+                                      persistent_placeholder=True, density="compact", hide_details=True, classes="mr-1", id=field_id)
+                html.Div(
+                    f"uptake shown as: {{{{ {self.k('uptake_text')} }}}}",
+                    id="pet-uptake",
+                    classes=(f"'text-caption mt-1 ' + ({self.k('uptake_quantity')} ? '' : 'text-error')",),
+                )
                 v3.VSelect(label="brain mask", items=(self.k("masks"),), v_model=(self.k("brain_mask"),), density="compact", hide_details=True, classes="mt-1")
                 with html.Div(classes="d-flex align-center mt-1"):
                     v3.VSelect(label="lesion VOI", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mr-1")
@@ -86,6 +117,7 @@ class PetPanel(Panel):
                         classes="text-h6 mt-2",
                     )
                     html.Div(f"{{{{ {self.k('label')} }}}}", id="pet-label", classes="text-body-1")
+                    html.Div(f"uptake: {{{{ {self.k('result_uptake')} }}}}", id="pet-result-uptake", classes="text-caption")
                     html.Div(f"spread across folds: {{{{ {self.k('spread')} }}}}; folds: {{{{ {self.k('folds')} }}}}", classes="text-caption")
                     html.Div(
                         f"lesion VOI found (1.6 x background): {{{{ {self.k('lesion_voi_name')} }}}}",
@@ -102,7 +134,47 @@ class PetPanel(Panel):
                     v3.VBtn("Save", click=self.save, size="small", color="secondary", id="pet-save")
                     common.saved_list(self.k("saved"), "pet-saved")
 
+    # units and SUV inputs -----------------------------------------------------------
+    def _uptake_params(self) -> Dict[str, Any]:
+        """Units and the typed weight, dose and times, checked here (the page's values are untrusted)."""
+        typed = typed_decay_fields(self.get("weight_kg"), self.get("injected_mbq"), self.get("injection_time"), self.get("scan_time"))
+        return {"units": self.choice("units", "unit_items", "units"), **typed}
+
+    def _show_uptake(self) -> None:
+        """The line above Run: SUVbw (formula, values) or Bq/mL and why, or what is wrong."""
+        node = self.app.volume_node
+        if node is None:
+            self.set(uptake_quantity="", uptake_text="open a PET volume first")
+            return
+        try:
+            conversion = self.logic.uptake(PetRecurrenceParameters(input_volume=node.GetID(), **self._uptake_params()))
+        except ClinicalAIError as exc:
+            self.set(uptake_quantity="", uptake_text=str(exc))
+            return
+        self.set(uptake_quantity=conversion.quantity, uptake_text=conversion.description)
+
+    def on_volume_changed(self, node: Any) -> None:
+        super().on_volume_changed(node)
+        self._clear_result()
+        known: Dict[str, str] = {}
+        if node is not None:
+            try:
+                known = self.logic.known_from_file(node.GetID())
+            except ClinicalAIError as exc:
+                known = {"source": "", "units": "", "error": str(exc)}
+        self.offer(unit_items=_unit_items(_file_units_title(known)))
+        # the typed values belonged to the previous patient
+        self.set(known=known, units="", weight_kg="", injected_mbq="", injection_time="", scan_time="")
+        self._show_uptake()
+
+    def _clear_result(self) -> None:
+        """No result on screen: before a run (so a failed run leaves none) and for a new volume."""
+        self.params = None
+        self.set(has_result=False, probability=-1.0, probability_text="", label="", spread="", folds="", warnings=[],
+                 static_rows=[], saved=[], lesion_voi="", lesion_voi_name="", result_uptake="", vr=False)
+
     def run(self) -> None:
+        self._clear_result()
         if self.app.volume_node is None:
             self.set(error="open a PET volume first")
             return
@@ -111,7 +183,7 @@ class PetPanel(Panel):
                 input_volume=self.app.volume_node.GetID(),
                 brain_mask=self.choice("brain_mask", "masks", "brain mask") or None,
                 lesion=self.choice("lesion", "masks", "lesion VOI") or None,
-                units=self.choice("units", "unit_items", "units"),
+                **self._uptake_params(),
                 device=self.choice("device", "devices", "device"),
                 compute_cam=bool(self.get("cam")),
                 cam_opacity=self.number("opacity", "opacity", 0.0, 1.0),
@@ -141,7 +213,8 @@ class PetPanel(Panel):
             spread = ", ".join(f"{k} {common.fmt(v)}" for k, v in spread.items())
         elif isinstance(spread, (int, float)):
             spread = f"{spread:.3f}"
-        rows: List[Dict[str, Any]] = [{"quantity": k, "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
+        rows: List[Dict[str, Any]] = [{"quantity": "uptake", "value": summary.get("uptake") or "n/a"}]
+        rows += [{"quantity": k, "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
         if summary.get("cam_inside_brain_fraction") is not None:
             rows.append({"quantity": "Grad-CAM inside brain", "value": common.fmt(summary["cam_inside_brain_fraction"])})
         self.set(
@@ -153,6 +226,7 @@ class PetPanel(Panel):
             folds=", ".join(f"{float(x):.3f}" for x in summary.get("fold_probabilities") or []),
             warnings=list(summary.get("warnings") or []),
             static_rows=rows,
+            result_uptake=summary.get("uptake") or "n/a",
             saved=[],
             vr=False,
         )
@@ -227,3 +301,20 @@ class PetPanel(Panel):
             return
         self.set(saved=common.saved_links(paths, self.app), error="")
         self.app.panels["data"].refresh()
+
+
+def _file_units_title(known: Dict[str, str]) -> str:
+    """The title of the "from the file" units item: what the file says, or that it says nothing."""
+    if known.get("error"):
+        return f"from the file: {known['error']}"
+    if known.get("units"):
+        return f"from the file: {known['units']} ({known.get('source') or 'DICOM'})"
+    return "from the file: not stated (choose)"
+
+
+def _unit_items(file_title: str) -> List[Dict[str, str]]:
+    return [
+        {"title": file_title or "from the file (DICOM / BIDS sidecar)", "value": ""},
+        {"title": "Bq/mL (activity concentration)", "value": "bqml"},
+        {"title": "SUV (the values are already SUVbw)", "value": "suv"},
+    ]
