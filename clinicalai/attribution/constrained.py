@@ -386,7 +386,6 @@ def evaluate_models(
 
 def _evaluate_one(item: Tuple[str, Any], val, test, test_healthy, methods: Optional[Dict[str, str]]) -> Dict[str, Any]:
     """One (name, model) of :func:`evaluate_models`: threshold on ``val``, scores on ``test``."""
-    from .metrics import choose_threshold, score_map, summarize_scores
 
     name, model = item
     module, card = (model.module, model.card) if hasattr(model, "card") else model

@@ -14,6 +14,7 @@ import sys
 from typing import Any, Dict
 
 from .parallel import ClusterOptions, add_cluster_args
+from .run import BatchOptions, run_batch
 from .workflows import WORKFLOWS, Workflow
 
 DESCRIPTION = (
@@ -84,7 +85,6 @@ def single_case_options(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .run import BatchOptions, run_batch
 
     wf = WORKFLOWS[args.batch_workflow]
     ClusterOptions.from_args(args)  # checks the counts

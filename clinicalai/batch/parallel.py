@@ -17,6 +17,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..casemap import CaseMapper, serial_map
 from ..errors import InputError
+from ..models import load_model
+from ..models.package import LoadedModel
+from ..models.registry import code_trust_allowed
+from ..progress import CancelToken
 from .run import dask_client, default_workers
 from .worker import _CASE_LOCK, setup_worker, warm_up
 from .workflows import NETWORKS
@@ -94,7 +98,6 @@ class ModelHandle:
     trust_code: bool = False
 
     def load(self) -> Any:
-        from ..models import load_model
 
         return load_model(self.path, device=self.device, trust_code=self.trust_code)
 
@@ -103,9 +106,6 @@ def _ship(obj: Any) -> Any:
     """``obj`` with every :class:`~clinicalai.models.LoadedModel` in it (also in lists, tuples
     and dict values) as a :class:`ModelHandle`, and every cancel token as ``None`` (a worker
     cannot see the driver's flag; the driver checks it between cases)."""
-    from ..models.package import LoadedModel
-    from ..models.registry import code_trust_allowed
-    from ..progress import CancelToken
 
     if isinstance(obj, CancelToken):
         return None

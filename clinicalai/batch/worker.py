@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from ..errors import ClinicalAIError, InputError
+from ..models.package import enable_model_cache, model_cache_stats
+from ..models.registry import trust_code_scope
 from .inputs import Case
 from .workflows import WORKFLOWS, read_report
 
@@ -83,7 +85,6 @@ def setup_worker(threads: int, pin_gpu: bool) -> None:
     global _SETUP_DONE
     import torch
 
-    from ..models.package import enable_model_cache
 
     if not _SETUP_DONE:
         enable_model_cache()
@@ -126,7 +127,6 @@ def case_options(task: CaseTask, folder: Path) -> argparse.Namespace:
 
 
 def _compute(task: CaseTask, start: float):
-    from ..models.registry import trust_code_scope
 
     wf = WORKFLOWS[task.workflow]
     out = Path(task.out_dir)
@@ -201,7 +201,6 @@ def warm_up(func: Callable[..., int], threads: int, pin_gpu: bool, modules: Sequ
 
 def cache_stats() -> Dict[str, int]:
     """This worker's model cache counters (``client.run(cache_stats)`` from the driver)."""
-    from ..models.package import model_cache_stats
 
     return model_cache_stats()
 

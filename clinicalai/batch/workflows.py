@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from ..errors import InputError
+from ..segcorrect.validity import label_dice
+from ..volume import read_volume
 from .inputs import Case, column
 
 Figures = Dict[str, Any]
@@ -121,11 +125,6 @@ def _reference_dice(case: Case, folder: Path) -> Optional[float]:
     ref = column(case, "reference")
     if ref is None:
         return None
-    import numpy as np
-
-    from ..segcorrect.pipeline import label_dice
-    from ..volume import read_volume
-
     mask, reference = read_volume(folder / "mask.nii.gz"), read_volume(ref)
     if mask.array.shape != reference.array.shape:
         raise InputError(f"the reference mask {Path(ref).name} is not on the image's grid")

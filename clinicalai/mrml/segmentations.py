@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..volume import Volume
 from ..volume.core import Grid
 from ..volume.formats import SEGMENT_COLORS
+from ..volume.integrity import check_image_file
 from .volumes import array_from_image_data, image_data_from_array, ijk_to_ras, unique_name, vtk_matrix
 
 #: segment tag holding the label value, so a segmentation goes back to the card's labels
@@ -212,7 +213,6 @@ def segmentation_to_labels(
 
 def load_segmentation_file(context: Any, path: str, name: Optional[str] = None) -> Any:
     """Load a ``.seg.nrrd`` (or labelmap) through Slicer's segmentations logic."""
-    from ..volume.integrity import check_image_file
 
     check_image_file(path)  # a malformed, cut-off or oversized file never reaches the native reader
     node = context.segmentations_logic.LoadSegmentationFromFile(str(path), True, name or "")

@@ -99,7 +99,6 @@ def _score_case(case_seed: int, segmenter, corrector,
                 settings) -> Tuple[Dict[str, Any], Dict[str, Any], Dict[str, List[bool]]]:
     """One phantom of :func:`evaluate_segmenter`: ``(per-case row, volume metrics per mode,
     slice validity per mode)``."""
-    from .pipeline import run_segcorrect
 
     family, max_rotation_deg, strategy, modes, cancel = settings
     case = family_case(family, case_seed, max_rotation_deg)
