@@ -47,7 +47,7 @@ HALF_LIFE_S = {
     "ZR89": 282276.0, "RB82": 76.38, "I124": 360806.4,
 }
 #: BIDS activity units -> Bq
-ACTIVITY_UNITS_BQ = {"BQ": 1.0, "KBQ": 1e3, "MBQ": 1e6, "GBQ": 1e9, "UCI": 3.7e4, "µCI": 3.7e4, "MCI": 3.7e7}
+ACTIVITY_UNITS_BQ = {"BQ": 1.0, "KBQ": 1e3, "MBQ": 1e6, "GBQ": 1e9, "UCI": 3.7e4, "\u00b5CI": 3.7e4, "MCI": 3.7e7}
 #: BIDS body-weight units -> kg
 WEIGHT_UNITS_KG = {"KG": 1.0, "G": 1e-3, "LB": 0.45359237, "LBS": 0.45359237}
 #: image units -> the DICOM Units code
