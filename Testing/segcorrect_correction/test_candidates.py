@@ -84,3 +84,34 @@ def test_on_the_heldout_family_evidence_makes_slices_valid_and_better():
     assert report["raw"]["validity_rate"] < 0.5
     assert report["final"]["validity_rate"] >= 0.95
     assert report["final"]["dice"]["mean"] > report["raw"]["dice"]["mean"]
+
+
+def test_the_next_best_candidate_of_a_slice_can_be_taken_from_the_result():
+    """A panel offers the runner-up: ``result.candidate(z, k)`` is the k-th reported candidate's
+    mask, ``with_candidate`` the final mask with it; a valid slice has no candidates."""
+    from clinicalai.models import load_model
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.segcorrect.pipeline import correct_mask
+
+    corrector = load_model("cardiac-nvae", device="cpu")
+    case = cardiac_case(7, size=(96, 96), n_slices=5)
+    noisy = case.labels.array.copy()
+    z = next(i for i in range(noisy.shape[0]) if (noisy[i] == 2).sum() > 50)
+    rows, cols = np.nonzero(noisy[z] == 1)
+    noisy[z, rows[0]:rows[0] + 3, cols[0]:cols[0] + 3] = 3  # an LV island at the RV's edge
+    assert not check_slice(noisy[z]).valid
+    result = correct_mask(case.labels.with_array(noisy), corrector, strategy="evidence")
+    reported = result.slices[z].candidates
+    assert len(reported) >= 2
+    np.testing.assert_array_equal(result.candidate(z, 0), result.final.array[z])
+    second = result.candidate(z, 1)
+    assert second.shape == noisy[z].shape and check_slice(second).valid == reported[1]["valid"]
+    swapped = result.with_candidate(z, 1)
+    np.testing.assert_array_equal(swapped.array[z], second)
+    np.testing.assert_array_equal(np.delete(swapped.array, z, 0), np.delete(result.final.array, z, 0))
+    valid_z = next(s.index for s in result.slices if s.valid_before)
+    with pytest.raises(InputError, match="no candidate"):
+        result.candidate(valid_z, 0)
+    with pytest.raises(InputError, match="outside the mask"):
+        result.candidate(99, 1)
+    assert "ranking" not in result.slices[z].to_dict()

@@ -72,6 +72,9 @@ class SliceDecision:
     source: Optional[str] = None
     score: Optional[float] = None
     candidates: List[Dict[str, Any]] = field(default_factory=list)
+    #: the masks of ``candidates``, same order (not in the JSON report): what a panel offers
+    #: as "next best" (:meth:`CorrectionResult.candidate`)
+    ranking: List[Candidate] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def corrected(self) -> bool:
@@ -179,6 +182,27 @@ class CorrectionResult:
             if not 0 <= int(z) < out.shape[0]:
                 raise InputError(f"slice {z} is outside the mask (0..{out.shape[0] - 1})")
             out[int(z)] = (self.corrected if use_corrected else self.raw).array[int(z)]
+        return self.final.with_array(out)
+
+    def candidate(self, z: int, k: int = 1) -> np.ndarray:
+        """The mask ``(y, x)`` of the ``k``-th candidate of slice ``z`` (``strategy="evidence"``):
+        ``k`` indexes the slice's reported ``candidates`` (0 the best, 1 the next best, ...).
+
+        Raises:
+            InputError: ``z`` outside the mask, or slice ``z`` has no ``k``-th candidate (a
+                valid raw slice has none; the report keeps the best five).
+        """
+        if not 0 <= int(z) < len(self.slices):
+            raise InputError(f"slice {z} is outside the mask (0..{len(self.slices) - 1})")
+        ranking = self.slices[int(z)].ranking
+        if not 0 <= int(k) < len(ranking):
+            raise InputError(f"slice {z} has {len(ranking)} candidates; no candidate {k}")
+        return ranking[int(k)].labels.astype(self.final.array.dtype)
+
+    def with_candidate(self, z: int, k: int = 1) -> Volume:
+        """The final mask with slice ``z`` replaced by its ``k``-th candidate (:meth:`candidate`)."""
+        out = self.final.array.copy()
+        out[int(z)] = self.candidate(z, k)
         return self.final.with_array(out)
 
 
@@ -570,7 +594,7 @@ def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: Gate
     return SliceDecision(index, before.valid, after.valid, dict(before.criteria), dict(after.criteria),
                          dice, decision, reason, confidence, changed,
                          source=best.source if best else None, score=best.score if best else None,
-                         candidates=[c.to_dict() for c in ranking[:5]]), proposal
+                         candidates=[c.to_dict() for c in ranking[:5]], ranking=list(ranking[:5])), proposal
 
 
 def _correction_result(mask: Volume, arr: np.ndarray, network_arr: np.ndarray, corrected_arr: np.ndarray,
