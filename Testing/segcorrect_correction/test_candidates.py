@@ -115,3 +115,27 @@ def test_the_next_best_candidate_of_a_slice_can_be_taken_from_the_result():
     with pytest.raises(InputError, match="outside the mask"):
         result.candidate(99, 1)
     assert "ranking" not in result.slices[z].to_dict()
+
+
+def test_without_probabilities_a_redrawing_candidate_is_offered_for_review_not_applied():
+    """A basal slice (MYO disc, no LV) with a small hole: the only valid candidate turns the hole
+    into an LV cavity, a new structure (Dice with raw ~0.67). Nothing but the raw mask speaks for
+    it, so the raw slice is kept and the candidate offered; with probabilities that support it,
+    it is applied."""
+    from clinicalai.segcorrect.candidates import REVIEW_AGREEMENT, needs_review
+    from clinicalai.segcorrect.pipeline import CORRECTED, KEPT_RAW, GateSettings, judge_slice
+    from clinicalai.models import load_model
+
+    raw = _heart()
+    raw[raw == 3] = 2  # no cavity: a basal slice
+    raw[31:33, 35:37] = 0  # a hole in the myocardium
+    assert not check_slice(raw).valid
+    settings = GateSettings.of(load_model("cardiac-nvae", device="cpu"), True, None, 0.96, "evidence")
+    decision, proposal = judge_slice(0, raw, raw.copy(), settings)
+    assert decision.decision == KEPT_RAW and "for review" in decision.reason
+    assert check_slice(proposal).valid and decision.score < REVIEW_AGREEMENT  # offered: corrected holds it
+    assert needs_review(decision.ranking[0], Evidence((1, 2, 3), None, raw))
+    supported = proposal.copy()
+    decision, _ = judge_slice(0, raw, raw.copy(), settings, probabilities=_probabilities(supported))
+    assert decision.decision == CORRECTED
+    assert not needs_review(decision.ranking[0], Evidence((1, 2, 3), _probabilities(supported), raw))

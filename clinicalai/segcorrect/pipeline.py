@@ -37,7 +37,7 @@ from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
 from . import MIN_AGREEMENT, STRATEGIES
-from .candidates import Candidate, Evidence, candidates_for_slice
+from .candidates import Candidate, Evidence, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
 from .preprocess import NETWORK_SIZE, frame_from_mask, from_network, to_network
@@ -336,9 +336,10 @@ def gate_slice(
 
 
 def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence: Optional[float],
-                       confidence_threshold: Optional[float]) -> Tuple[str, str]:
+                       confidence_threshold: Optional[float], review: bool = False) -> Tuple[str, str]:
     """``(decision, reason)`` of ``strategy="evidence"`` for an invalid slice: its best valid
-    candidate, unless the segmenter is confident in the raw slice."""
+    candidate, unless the segmenter is confident in the raw slice or ``review``
+    (:func:`~.candidates.needs_review`: the candidate is offered, the raw slice kept)."""
     failed = ", ".join(before.failed)
     if confidence_threshold is not None and confidence is not None and confidence >= confidence_threshold:
         return KEPT_RAW, f"segmenter confident ({confidence:.3f} >= {confidence_threshold:.3f}); raw kept although invalid ({failed})"
@@ -347,6 +348,9 @@ def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence
         return KEPT_RAW, f"no valid candidate among {len(ranking)} ({', '.join(best.validity.failed)} still fail)"
     runner = next((c for c in ranking[1:] if c.validity.valid), None)
     versus = f"; next: {runner.source} {runner.score:.3f}" if runner is not None else ""
+    if review:
+        return KEPT_RAW, (f"raw invalid ({failed}); for review: the closest valid candidate, {best.source}, "
+                          f"redraws the slice (Dice with raw {best.score:.3f}{versus}); offered, not applied")
     return CORRECTED, f"raw invalid ({failed}); {best.source} chosen (score {best.score:.3f}{versus})"
 
 
@@ -582,7 +586,8 @@ def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: Gate
     dice = label_dice(raw, proposal, settings.values)
     changed = int(np.count_nonzero(raw != proposal))
     if settings.gate and ranking:
-        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold)
+        review = ranking[0].validity.valid and needs_review(ranking[0], Evidence(settings.values, probabilities, raw))
+        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold, review)
     elif settings.gate:
         decision, reason = gate_slice(before, after, dice, not raw.any(), not proposal.any(),
                                       confidence, settings.confidence_threshold, settings.min_agreement)
