@@ -84,3 +84,58 @@ def test_on_the_heldout_family_evidence_makes_slices_valid_and_better():
     assert report["raw"]["validity_rate"] < 0.5
     assert report["final"]["validity_rate"] >= 0.95
     assert report["final"]["dice"]["mean"] > report["raw"]["dice"]["mean"]
+
+
+def test_the_next_best_candidate_of_a_slice_can_be_taken_from_the_result():
+    """A panel offers the runner-up: ``result.candidate(z, k)`` is the k-th reported candidate's
+    mask, ``with_candidate`` the final mask with it; a valid slice has no candidates."""
+    from clinicalai.models import load_model
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.segcorrect.pipeline import correct_mask
+
+    corrector = load_model("cardiac-nvae", device="cpu")
+    case = cardiac_case(7, size=(96, 96), n_slices=5)
+    noisy = case.labels.array.copy()
+    z = next(i for i in range(noisy.shape[0]) if (noisy[i] == 2).sum() > 50)
+    rows, cols = np.nonzero(noisy[z] == 1)
+    noisy[z, rows[0]:rows[0] + 3, cols[0]:cols[0] + 3] = 3  # an LV island at the RV's edge
+    assert not check_slice(noisy[z]).valid
+    result = correct_mask(case.labels.with_array(noisy), corrector, strategy="evidence")
+    reported = result.slices[z].candidates
+    assert len(reported) >= 2
+    np.testing.assert_array_equal(result.candidate(z, 0), result.final.array[z])
+    second = result.candidate(z, 1)
+    assert second.shape == noisy[z].shape and check_slice(second).valid == reported[1]["valid"]
+    swapped = result.with_candidate(z, 1)
+    np.testing.assert_array_equal(swapped.array[z], second)
+    np.testing.assert_array_equal(np.delete(swapped.array, z, 0), np.delete(result.final.array, z, 0))
+    valid_z = next(s.index for s in result.slices if s.valid_before)
+    with pytest.raises(InputError, match="no candidate"):
+        result.candidate(valid_z, 0)
+    with pytest.raises(InputError, match="outside the mask"):
+        result.candidate(99, 1)
+    assert "ranking" not in result.slices[z].to_dict()
+
+
+def test_without_probabilities_a_redrawing_candidate_is_offered_for_review_not_applied():
+    """A basal slice (MYO disc, no LV) with a small hole: the only valid candidate turns the hole
+    into an LV cavity, a new structure (Dice with raw ~0.67). Nothing but the raw mask speaks for
+    it, so the raw slice is kept and the candidate offered; with probabilities that support it,
+    it is applied."""
+    from clinicalai.segcorrect.candidates import REVIEW_AGREEMENT, needs_review
+    from clinicalai.segcorrect.pipeline import CORRECTED, KEPT_RAW, GateSettings, judge_slice
+    from clinicalai.models import load_model
+
+    raw = _heart()
+    raw[raw == 3] = 2  # no cavity: a basal slice
+    raw[31:33, 35:37] = 0  # a hole in the myocardium
+    assert not check_slice(raw).valid
+    settings = GateSettings.of(load_model("cardiac-nvae", device="cpu"), True, None, 0.96, "evidence")
+    decision, proposal = judge_slice(0, raw, raw.copy(), settings)
+    assert decision.decision == KEPT_RAW and "for review" in decision.reason
+    assert check_slice(proposal).valid and decision.score < REVIEW_AGREEMENT  # offered: corrected holds it
+    assert needs_review(decision.ranking[0], Evidence((1, 2, 3), None, raw))
+    supported = proposal.copy()
+    decision, _ = judge_slice(0, raw, raw.copy(), settings, probabilities=_probabilities(supported))
+    assert decision.decision == CORRECTED
+    assert not needs_review(decision.ranking[0], Evidence((1, 2, 3), _probabilities(supported), raw))

@@ -33,6 +33,10 @@ _EIGHT = np.ones((3, 3), bool)
 _FOUR = ndimage.generate_binary_structure(2, 1)
 #: probabilities are clipped here before the log (a label the segmenter rules out costs ~14)
 _EPS = 1e-6
+#: without probabilities, a best candidate agreeing less than this (mean Dice) with the raw
+#: slice is offered for review, not applied: on corrupted phantoms such redraws lost more
+#: than 0.02 Dice on most of the slices they touched (docs/segcorrect.md, chosen on seeds 1000-1019)
+REVIEW_AGREEMENT = 0.9
 
 
 @dataclass
@@ -81,6 +85,14 @@ class Evidence:
             chosen = np.take_along_axis(self.probabilities, index[labels][None], axis=0)[0]
             return float(np.mean(np.log(np.clip(chosen[region], _EPS, 1.0))))
         return label_dice(labels, self.raw, [int(v) for v in self.values]) if self.raw is not None else 0.0
+
+
+def needs_review(best: Candidate, evidence: Evidence, min_agreement: float = REVIEW_AGREEMENT) -> bool:
+    """Whether the best valid candidate should be offered rather than applied: only without
+    the segmenter's probabilities, when it agrees with the raw slice less than ``min_agreement``
+    (mean Dice over labels). Nothing but the raw mask speaks for such a redraw, and the raw
+    mask speaks against it: "never worse where the raw mask was right"."""
+    return evidence.probabilities is None and evidence.raw is not None and best.score < min_agreement
 
 
 # ------------------------------------------------------------------------------- repairs
@@ -244,5 +256,5 @@ def candidates_for_slice(
     return out
 
 
-__all__ = ["Candidate", "Evidence", "candidates_for_slice", "close_ring", "fill_holes", "keep_largest_components",
+__all__ = ["REVIEW_AGREEMENT", "Candidate", "Evidence", "candidates_for_slice", "needs_review", "close_ring", "fill_holes", "keep_largest_components",
            "rebuild_ring", "topological_repairs"]

@@ -37,7 +37,7 @@ from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
 from . import MIN_AGREEMENT, STRATEGIES
-from .candidates import Candidate, Evidence, candidates_for_slice
+from .candidates import Candidate, Evidence, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
 from .preprocess import NETWORK_SIZE, frame_from_mask, from_network, to_network
@@ -72,6 +72,9 @@ class SliceDecision:
     source: Optional[str] = None
     score: Optional[float] = None
     candidates: List[Dict[str, Any]] = field(default_factory=list)
+    #: the masks of ``candidates``, same order (not in the JSON report): what a panel offers
+    #: as "next best" (:meth:`CorrectionResult.candidate`)
+    ranking: List[Candidate] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def corrected(self) -> bool:
@@ -179,6 +182,27 @@ class CorrectionResult:
             if not 0 <= int(z) < out.shape[0]:
                 raise InputError(f"slice {z} is outside the mask (0..{out.shape[0] - 1})")
             out[int(z)] = (self.corrected if use_corrected else self.raw).array[int(z)]
+        return self.final.with_array(out)
+
+    def candidate(self, z: int, k: int = 1) -> np.ndarray:
+        """The mask ``(y, x)`` of the ``k``-th candidate of slice ``z`` (``strategy="evidence"``):
+        ``k`` indexes the slice's reported ``candidates`` (0 the best, 1 the next best, ...).
+
+        Raises:
+            InputError: ``z`` outside the mask, or slice ``z`` has no ``k``-th candidate (a
+                valid raw slice has none; the report keeps the best five).
+        """
+        if not 0 <= int(z) < len(self.slices):
+            raise InputError(f"slice {z} is outside the mask (0..{len(self.slices) - 1})")
+        ranking = self.slices[int(z)].ranking
+        if not 0 <= int(k) < len(ranking):
+            raise InputError(f"slice {z} has {len(ranking)} candidates; no candidate {k}")
+        return ranking[int(k)].labels.astype(self.final.array.dtype)
+
+    def with_candidate(self, z: int, k: int = 1) -> Volume:
+        """The final mask with slice ``z`` replaced by its ``k``-th candidate (:meth:`candidate`)."""
+        out = self.final.array.copy()
+        out[int(z)] = self.candidate(z, k)
         return self.final.with_array(out)
 
 
@@ -312,9 +336,10 @@ def gate_slice(
 
 
 def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence: Optional[float],
-                       confidence_threshold: Optional[float]) -> Tuple[str, str]:
+                       confidence_threshold: Optional[float], review: bool = False) -> Tuple[str, str]:
     """``(decision, reason)`` of ``strategy="evidence"`` for an invalid slice: its best valid
-    candidate, unless the segmenter is confident in the raw slice."""
+    candidate, unless the segmenter is confident in the raw slice or ``review``
+    (:func:`~.candidates.needs_review`: the candidate is offered, the raw slice kept)."""
     failed = ", ".join(before.failed)
     if confidence_threshold is not None and confidence is not None and confidence >= confidence_threshold:
         return KEPT_RAW, f"segmenter confident ({confidence:.3f} >= {confidence_threshold:.3f}); raw kept although invalid ({failed})"
@@ -323,6 +348,9 @@ def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence
         return KEPT_RAW, f"no valid candidate among {len(ranking)} ({', '.join(best.validity.failed)} still fail)"
     runner = next((c for c in ranking[1:] if c.validity.valid), None)
     versus = f"; next: {runner.source} {runner.score:.3f}" if runner is not None else ""
+    if review:
+        return KEPT_RAW, (f"raw invalid ({failed}); for review: the closest valid candidate, {best.source}, "
+                          f"redraws the slice (Dice with raw {best.score:.3f}{versus}); offered, not applied")
     return CORRECTED, f"raw invalid ({failed}); {best.source} chosen (score {best.score:.3f}{versus})"
 
 
@@ -558,7 +586,8 @@ def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: Gate
     dice = label_dice(raw, proposal, settings.values)
     changed = int(np.count_nonzero(raw != proposal))
     if settings.gate and ranking:
-        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold)
+        review = ranking[0].validity.valid and needs_review(ranking[0], Evidence(settings.values, probabilities, raw))
+        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold, review)
     elif settings.gate:
         decision, reason = gate_slice(before, after, dice, not raw.any(), not proposal.any(),
                                       confidence, settings.confidence_threshold, settings.min_agreement)
@@ -570,7 +599,7 @@ def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: Gate
     return SliceDecision(index, before.valid, after.valid, dict(before.criteria), dict(after.criteria),
                          dice, decision, reason, confidence, changed,
                          source=best.source if best else None, score=best.score if best else None,
-                         candidates=[c.to_dict() for c in ranking[:5]]), proposal
+                         candidates=[c.to_dict() for c in ranking[:5]], ranking=list(ranking[:5])), proposal
 
 
 def _correction_result(mask: Volume, arr: np.ndarray, network_arr: np.ndarray, corrected_arr: np.ndarray,
