@@ -129,6 +129,8 @@ def _run_pet(args) -> int:
     tbr = "n/a" if s["TBRmax"] is None else f"{s['TBRmax']:.2f}"
     print(f"P(recurrence) = {result.probability:.3f} -> {result.label} "
           f"(folds {', '.join(f'{p:.2f}' for p in result.fold_probabilities)}; spread {result.spread:.2f})")
+    if result.uncertain:
+        print("UNCERTAIN: " + "; ".join(result.uncertain_reasons))
     print(f"SUVmax {s['SUVmax']:.2f}, TBRmax {tbr}, lesion VOI: {s['lesion_voi']}"
           + (f"; Grad-CAM inside brain {100 * result.cam_inside_brain_fraction:.0f}%" if result.cam_inside_brain_fraction is not None else ""))
     print_warnings(result.warnings)
