@@ -211,7 +211,11 @@ def _run_evaluate(args) -> int:
         check_output_folder(args.out, args.overwrite)
     rows, probs, metrics = evaluate_csv(args.csv, args.model, args.split, args.units, args.device, args.bootstrap,
                                         progress=ConsoleProgress(), map_cases=case_mapper(args))
-    summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics}
+    from .calibration import calibration_report
+
+    # calibration next to discrimination: does P(recurrence) read as a frequency on these rows
+    summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics,
+               "calibration": calibration_report([r.label for r in rows], probs)}
     if args.out:
         with atomic_output(args.out, directory=True, overwrite=args.overwrite) as tmp:
             with open(tmp / "predictions.csv", "w") as f:
@@ -224,5 +228,6 @@ def _run_evaluate(args) -> int:
     auc = metrics["auc"]
     print(f"{len(rows)} cases: AUC {auc['value']} (95% CI {auc['ci95'][0]}-{auc['ci95'][1]}), "
           f"accuracy {metrics['accuracy']['value']}, sensitivity {metrics['sensitivity']['value']}, "
-          f"specificity {metrics['specificity']['value']}")
+          f"specificity {metrics['specificity']['value']}; Brier {summary['calibration']['brier']}, "
+          f"ECE {summary['calibration']['ece']}")
     return 0
