@@ -65,13 +65,14 @@ def pet_figures(n: int, seed: int, calibration_n: int = 20) -> Dict[str, object]
     from clinicalai.phantoms.mni import mni_pet_case
 
     models = load_pet_models(device="cpu")
-    labels, probs, kinds, dists, folds = [], [], [], [], []
+    labels, probs, kinds, dists, folds, uncertain = [], [], [], [], [], []
     for i in range(n):
         case = mni_pet_case(seed + i, recurrence=bool(i % 2))
         res = predict_pet(case.image, models, brain_mask=case.brain_mask, cam=True)
         labels.append(case.label)
         probs.append(res.probability)
         folds.append(res.fold_probabilities)
+        uncertain.append(res.uncertain)
         kinds.append(case.info["kind"])
         if case.label == 1:
             dists.append(cam_max_distance_mm(res.cam.array, case.lesion.array, case.image.spacing))
@@ -85,7 +86,19 @@ def pet_figures(n: int, seed: int, calibration_n: int = 20) -> Dict[str, object]
             "cam_inside": float(np.mean([d == 0 for d in dists])) if dists else None,
             "cam_median_mm": float(np.median(dists)) if dists else None,
             "per_kind": {k: float(np.mean([p for p, kk in zip(probs, kinds) if kk == k])) for k in sorted(set(kinds))},
+            "uncertain": _uncertain_figures(labels, probs, uncertain),
             "calibration": pet_calibration(models, labels, folds, calibration_n)}
+
+
+def _uncertain_figures(labels: Sequence[int], probs: Sequence[float], uncertain: Sequence[bool]) -> Dict[str, object]:
+    """How many results the workflow marked uncertain, and the accuracy (threshold 0.5) of the
+    marked and unmarked ones: the state is useful when the errors gather in it."""
+    right = [(p >= 0.5) == (y == 1) for p, y in zip(probs, labels)]
+    sure = [r for r, u in zip(right, uncertain) if not u]
+    unsure = [r for r, u in zip(right, uncertain) if u]
+    return {"n": int(sum(uncertain)), "accuracy_certain": float(np.mean(sure)) if sure else None,
+            "accuracy_uncertain": float(np.mean(unsure)) if unsure else None,
+            "errors_in_uncertain": int(len(unsure) - sum(unsure)), "errors": int(len(right) - sum(right))}
 
 
 def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[float]], n_fit: int) -> Dict[str, object]:
@@ -93,7 +106,8 @@ def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[floa
     scaling. The temperature is fitted on ``n_fit`` phantoms of the TRAINING family
     (``clinicalai.phantoms.pet``, seeds 900000.., none of the demo's training seeds), never on
     the held-out family: every fold's logit on every case, one shared T."""
-    from clinicalai.pet.calibration import apply_temperature, calibration_report, fit_temperature, logit
+    from clinicalai.pet.calibration import (apply_temperature, brier_difference, calibration_report, fit_temperature,
+                                            logit)
     from clinicalai.pet.workflow import predict_pet
     from clinicalai.phantoms.pet import pet_case
 
@@ -105,11 +119,14 @@ def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[floa
         fit_labels += [case.label] * len(res.fold_probabilities)
     t = fit_temperature(fit_logits, fit_labels)
     scaled = [float(np.mean(apply_temperature(logit(f), t))) for f in folds]
-    out = {"n_fit": n_fit, "temperature": t, "bundled": calibration_report(labels, [float(np.mean(f)) for f in folds]),
+    bundled = [float(np.mean(f)) for f in folds]
+    out = {"n_fit": n_fit, "temperature": t, "bundled": calibration_report(labels, bundled),
            "scaled": calibration_report(labels, scaled),
+           "brier_scaled_minus_bundled": brier_difference(labels, bundled, scaled),
            "scaled_neg_below_half": float(np.mean([p < 0.5 for p, y in zip(scaled, labels) if y == 0]))}
     print(f"  PET calibration: T={t:.3f} (fitted on {n_fit} training-family phantoms); held-out Brier "
-          f"{out['bundled']['brier']} -> {out['scaled']['brier']}, ECE {out['bundled']['ece']} -> {out['scaled']['ece']}",
+          f"{out['bundled']['brier']} -> {out['scaled']['brier']}, ECE {out['bundled']['ece']} -> {out['scaled']['ece']}; "
+          f"difference {out['brier_scaled_minus_bundled']}",
           file=sys.stderr)
     return out
 

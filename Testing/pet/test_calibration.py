@@ -90,3 +90,12 @@ def test_uncertain_state_from_a_real_ensemble_run(tmp_path):
     assert any("threshold" in r for r in hot.uncertain_reasons)
     # temperature keeps the side of 0.5 of every fold
     assert [p > 0.5 for p in hot.fold_probabilities] == [p > 0.5 for p in res.fold_probabilities]
+
+
+def test_paired_brier_difference():
+    from clinicalai.pet.calibration import brier_difference
+
+    better = [0.0, 0.1, 0.9, 1.0, 1.0, 0.2]
+    d = brier_difference(LABELS, PROBS, better, n_boot=500)
+    assert d["value"] == pytest.approx(round(brier_score(LABELS, better) - brier_score(LABELS, PROBS), 4), abs=1e-4)
+    assert d["ci95"][0] <= d["value"] <= d["ci95"][1]

@@ -79,6 +79,19 @@ def calibration_report(labels: Sequence[int], probs: Sequence[float], n_bins: in
             "reliability": reliability_table(labels, probs, n_bins)}
 
 
+def brier_difference(labels: Sequence[int], probs_a: Sequence[float], probs_b: Sequence[float],
+                     n_boot: int = 2000, seed: int = 0) -> Dict[str, Any]:
+    """Brier(b) - Brier(a) on the same cases with a paired bootstrap 95% interval: ``value`` and
+    ``ci95`` (negative: ``b`` is better). Says whether a small change is more than case noise."""
+    y, pa = _as_arrays(labels, probs_a)
+    _, pb = _as_arrays(labels, probs_b)
+    d = (pb - y) ** 2 - (pa - y) ** 2
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, d.size, (n_boot, d.size))].mean(axis=1)
+    return {"value": round(float(d.mean()), 4),
+            "ci95": [round(float(np.percentile(boots, 2.5)), 4), round(float(np.percentile(boots, 97.5)), 4)]}
+
+
 def logit(probs: "Sequence[float] | np.ndarray") -> np.ndarray:
     """``log(p / (1 - p))`` with ``p`` clipped to [1e-6, 1 - 1e-6]."""
     p = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS)
