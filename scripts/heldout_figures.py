@@ -184,6 +184,26 @@ def anomaly_figures(n: int, seed: int) -> Dict[str, Dict[str, object]]:
     return out
 
 
+def pet_calibration_markdown(pet: Dict[str, object]) -> List[str]:
+    """The reliability tables (bundled, temperature-scaled) and the uncertain-state line."""
+    cal, unc = pet["calibration"], pet["uncertain"]
+    b, sc = cal["bundled"], cal["scaled"]
+    d = cal["brier_scaled_minus_bundled"]
+    lines = [f"**PET calibration** (held-out cases; temperature T = {cal['temperature']:.3f} fitted on "
+             f"{cal['n_fit']} training-family phantoms)", "",
+             "| P bin | cases | bundled: mean P | bundled: fraction recurrence | scaled: cases | scaled: mean P "
+             "| scaled: fraction recurrence |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for rb, rs in zip(b["reliability"], sc["reliability"]):
+        lines.append(f"| {rb['lo']:.1f}-{rb['hi']:.1f} | {rb['n']} | {_fmt(rb['mean_probability'])} "
+                     f"| {_fmt(rb['fraction_positive'])} | {rs['n']} | {_fmt(rs['mean_probability'])} "
+                     f"| {_fmt(rs['fraction_positive'])} |")
+    lines += ["", f"Brier {b['brier']} bundled, {sc['brier']} scaled (difference {d['value']}, paired bootstrap 95 % "
+              f"CI {d['ci95'][0]} to {d['ci95'][1]}); ECE {b['ece']} bundled, {sc['ece']} scaled. Uncertain results: "
+              f"{unc['n']} of {pet['n']}, holding {unc['errors_in_uncertain']} of the {unc['errors']} errors "
+              f"(accuracy {_fmt(unc['accuracy_uncertain'])} uncertain, {_fmt(unc['accuracy_certain'])} certain)."]
+    return lines
+
+
 def markdown(pet: Dict[str, object], clf: Dict[str, Dict[str, List[float]]], anom: Dict[str, Dict[str, object]]) -> str:
     """The three tables."""
     lines = [
@@ -197,6 +217,8 @@ def markdown(pet: Dict[str, object], clf: Dict[str, Dict[str, List[float]]], ano
         f"| {_fmt(pet['cam_median_mm'], 1)} |",
         "",
         "Mean P(recurrence) per kind: " + ", ".join(f"{k} {v:.3f}" for k, v in pet["per_kind"].items()) + ".",
+        "",
+        *pet_calibration_markdown(pet),
         "",
         "**Brain-lesion classifier** (bundled `brain-lesion-classifier`, attribution AUROC against the lesion "
         "mask inside the brain, mean +/- sd over cases)",
