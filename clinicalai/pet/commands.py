@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
 from ..progress import ConsoleProgress, print_warnings, report
+from .calibration import calibration_report  # numpy only: keeps --help fast
 
 # The workflows are imported inside the handlers: the command line imports every
 # area's commands module to build ``clinicalai --help``, which stays fast that way.
@@ -211,8 +212,6 @@ def _run_evaluate(args) -> int:
         check_output_folder(args.out, args.overwrite)
     rows, probs, metrics = evaluate_csv(args.csv, args.model, args.split, args.units, args.device, args.bootstrap,
                                         progress=ConsoleProgress(), map_cases=case_mapper(args))
-    from .calibration import calibration_report
-
     # calibration next to discrimination: does P(recurrence) read as a frequency on these rows
     summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics,
                "calibration": calibration_report([r.label for r in rows], probs)}

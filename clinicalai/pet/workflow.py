@@ -255,8 +255,7 @@ def predict_pet(
     warnings.extend(_result_warnings(probs, spread, models, first))
     timings["total"] = time.perf_counter() - t_all
     report(progress, 1.0, "done")
-    conv = first.conversion
-    unc = uncertainty(probability, probs)
+    conv, unc = first.conversion, uncertainty(probability, probs)
     return PetResult(
         probability=probability, label=label, fold_probabilities=[float(p) for p in probs], spread=spread,
         cam=cam_volume, cam_inside_brain_fraction=inside, warnings=warnings, static=static, suv=first.suv,
