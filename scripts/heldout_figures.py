@@ -19,6 +19,7 @@ Synthetic phantoms on a real template; demo models; not clinical. Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import Dict, List, Optional, Sequence
@@ -58,18 +59,20 @@ def cam_max_distance_mm(cam: np.ndarray, lesion: np.ndarray, spacing_xyz: Sequen
     return float(dist[np.unravel_index(int(np.argmax(cam)), cam.shape)])
 
 
-def pet_figures(n: int, seed: int) -> Dict[str, object]:
+def pet_figures(n: int, seed: int, calibration_n: int = 20) -> Dict[str, object]:
     """The PET ensemble on ``n`` MNI PET phantoms (alternately not recurrence / recurrence)."""
     from clinicalai.pet.workflow import load_pet_models, predict_pet
     from clinicalai.phantoms.mni import mni_pet_case
 
     models = load_pet_models(device="cpu")
-    labels, probs, kinds, dists = [], [], [], []
+    labels, probs, kinds, dists, folds, uncertain = [], [], [], [], [], []
     for i in range(n):
         case = mni_pet_case(seed + i, recurrence=bool(i % 2))
         res = predict_pet(case.image, models, brain_mask=case.brain_mask, cam=True)
         labels.append(case.label)
         probs.append(res.probability)
+        folds.append(res.fold_probabilities)
+        uncertain.append(res.uncertain)
         kinds.append(case.info["kind"])
         if case.label == 1:
             dists.append(cam_max_distance_mm(res.cam.array, case.lesion.array, case.image.spacing))
@@ -82,7 +85,50 @@ def pet_figures(n: int, seed: int) -> Dict[str, object]:
             "cam_within": float(np.mean([d <= CAM_TOLERANCE_MM for d in dists])) if dists else None,
             "cam_inside": float(np.mean([d == 0 for d in dists])) if dists else None,
             "cam_median_mm": float(np.median(dists)) if dists else None,
-            "per_kind": {k: float(np.mean([p for p, kk in zip(probs, kinds) if kk == k])) for k in sorted(set(kinds))}}
+            "per_kind": {k: float(np.mean([p for p, kk in zip(probs, kinds) if kk == k])) for k in sorted(set(kinds))},
+            "uncertain": _uncertain_figures(labels, probs, uncertain),
+            "calibration": pet_calibration(models, labels, folds, calibration_n)}
+
+
+def _uncertain_figures(labels: Sequence[int], probs: Sequence[float], uncertain: Sequence[bool]) -> Dict[str, object]:
+    """How many results the workflow marked uncertain, and the accuracy (threshold 0.5) of the
+    marked and unmarked ones: the state is useful when the errors gather in it."""
+    right = [(p >= 0.5) == (y == 1) for p, y in zip(probs, labels)]
+    sure = [r for r, u in zip(right, uncertain) if not u]
+    unsure = [r for r, u in zip(right, uncertain) if u]
+    return {"n": int(sum(uncertain)), "accuracy_certain": float(np.mean(sure)) if sure else None,
+            "accuracy_uncertain": float(np.mean(unsure)) if unsure else None,
+            "errors_in_uncertain": int(len(unsure) - sum(unsure)), "errors": int(len(right) - sum(right))}
+
+
+def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[float]], n_fit: int) -> Dict[str, object]:
+    """Calibration of the ensemble on the held-out cases, as bundled and after temperature
+    scaling. The temperature is fitted on ``n_fit`` phantoms of the TRAINING family
+    (``clinicalai.phantoms.pet``, seeds 900000.., none of the demo's training seeds), never on
+    the held-out family: every fold's logit on every case, one shared T."""
+    from clinicalai.pet.calibration import (apply_temperature, brier_difference, calibration_report, fit_temperature,
+                                            logit)
+    from clinicalai.pet.workflow import predict_pet
+    from clinicalai.phantoms.pet import pet_case
+
+    fit_logits, fit_labels = [], []
+    for i in range(n_fit):
+        case = pet_case(900_000 + i, recurrence=bool(i % 2))
+        res = predict_pet(case.image, models, brain_mask=case.brain_mask)
+        fit_logits += list(logit(res.fold_probabilities))
+        fit_labels += [case.label] * len(res.fold_probabilities)
+    t = fit_temperature(fit_logits, fit_labels)
+    scaled = [float(np.mean(apply_temperature(logit(f), t))) for f in folds]
+    bundled = [float(np.mean(f)) for f in folds]
+    out = {"n_fit": n_fit, "temperature": t, "bundled": calibration_report(labels, bundled),
+           "scaled": calibration_report(labels, scaled),
+           "brier_scaled_minus_bundled": brier_difference(labels, bundled, scaled),
+           "scaled_neg_below_half": float(np.mean([p < 0.5 for p, y in zip(scaled, labels) if y == 0]))}
+    print(f"  PET calibration: T={t:.3f} (fitted on {n_fit} training-family phantoms); held-out Brier "
+          f"{out['bundled']['brier']} -> {out['scaled']['brier']}, ECE {out['bundled']['ece']} -> {out['scaled']['ece']}; "
+          f"difference {out['brier_scaled_minus_bundled']}",
+          file=sys.stderr)
+    return out
 
 
 def classifier_figures(n: int, seed: int) -> Dict[str, Dict[str, List[float]]]:
@@ -138,6 +184,26 @@ def anomaly_figures(n: int, seed: int) -> Dict[str, Dict[str, object]]:
     return out
 
 
+def pet_calibration_markdown(pet: Dict[str, object]) -> List[str]:
+    """The reliability tables (bundled, temperature-scaled) and the uncertain-state line."""
+    cal, unc = pet["calibration"], pet["uncertain"]
+    b, sc = cal["bundled"], cal["scaled"]
+    d = cal["brier_scaled_minus_bundled"]
+    lines = [f"**PET calibration** (held-out cases; temperature T = {cal['temperature']:.3f} fitted on "
+             f"{cal['n_fit']} training-family phantoms)", "",
+             "| P bin | cases | bundled: mean P | bundled: fraction recurrence | scaled: cases | scaled: mean P "
+             "| scaled: fraction recurrence |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for rb, rs in zip(b["reliability"], sc["reliability"]):
+        lines.append(f"| {rb['lo']:.1f}-{rb['hi']:.1f} | {rb['n']} | {_fmt(rb['mean_probability'])} "
+                     f"| {_fmt(rb['fraction_positive'])} | {rs['n']} | {_fmt(rs['mean_probability'])} "
+                     f"| {_fmt(rs['fraction_positive'])} |")
+    lines += ["", f"Brier {b['brier']} bundled, {sc['brier']} scaled (difference {d['value']}, paired bootstrap 95 % "
+              f"CI {d['ci95'][0]} to {d['ci95'][1]}); ECE {b['ece']} bundled, {sc['ece']} scaled. Uncertain results: "
+              f"{unc['n']} of {pet['n']}, holding {unc['errors_in_uncertain']} of the {unc['errors']} errors "
+              f"(accuracy {_fmt(unc['accuracy_uncertain'])} uncertain, {_fmt(unc['accuracy_certain'])} certain)."]
+    return lines
+
+
 def markdown(pet: Dict[str, object], clf: Dict[str, Dict[str, List[float]]], anom: Dict[str, Dict[str, object]]) -> str:
     """The three tables."""
     lines = [
@@ -151,6 +217,8 @@ def markdown(pet: Dict[str, object], clf: Dict[str, Dict[str, List[float]]], ano
         f"| {_fmt(pet['cam_median_mm'], 1)} |",
         "",
         "Mean P(recurrence) per kind: " + ", ".join(f"{k} {v:.3f}" for k, v in pet["per_kind"].items()) + ".",
+        "",
+        *pet_calibration_markdown(pet),
         "",
         "**Brain-lesion classifier** (bundled `brain-lesion-classifier`, attribution AUROC against the lesion "
         "mask inside the brain, mean +/- sd over cases)",
@@ -180,12 +248,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8, help="cases per table (anomaly: n healthy + n lesioned)")
     parser.add_argument("--seed", type=int, default=0, help="first seed of the MNI family's own seed space")
+    parser.add_argument("--calibration-n", type=int, default=20,
+                        help="training-family PET phantoms the calibration temperature is fitted on")
+    parser.add_argument("--pet-only", action="store_true", help="only the PET table and its calibration")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)  # small networks on a shared CPU
     t0 = time.perf_counter()
-    pet = pet_figures(args.n, args.seed)
+    pet = pet_figures(args.n, args.seed, args.calibration_n)
+    if args.pet_only:
+        print(json.dumps(pet, indent=2))
+        return 0
     clf = classifier_figures(args.n, args.seed)
     anom = anomaly_figures(args.n, args.seed)
     print(markdown(pet, clf, anom))

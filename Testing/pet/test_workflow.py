@@ -67,6 +67,7 @@ def test_cli_writes_json_and_cam(tmp_path, trained, capsys):
     assert main(args) == 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert 0 <= report["probability_recurrence"] <= 1 and len(report["fold_probabilities"]) == 2
+    assert isinstance(report["uncertain"], bool) and report["temperature"] == 1.0
     from clinicalai.volume import read_volume
 
     assert read_volume(tmp_path / "cam.nii.gz").same_grid(case.suv, atol=1e-4)
@@ -196,6 +197,8 @@ def test_cli_trains_and_evaluates_from_a_csv(tmp_path, pet_cases, capsys):
         assert ev_pred[k] == pytest.approx(test_pred[k], abs=1e-4)
     summary = json.loads((ev / "metrics.json").read_text())
     assert summary["metrics"]["n"]["value"] == 2 and "ci95" in summary["metrics"]["auc"]
+    cal = summary["calibration"]
+    assert cal["n"] == 2 and sum(r["n"] for r in cal["reliability"]) == 2 and 0 <= cal["brier"] <= 1
 
 
 def test_csv_errors_name_the_line(tmp_path):

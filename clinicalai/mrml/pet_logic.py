@@ -146,6 +146,9 @@ def pet_summary(result: "PetResult") -> Dict[str, Any]:
         "spread": jsonable(result.spread),
         "fold_probabilities": jsonable(list(result.fold_probabilities)),
         "warnings": [str(w) for w in result.warnings],
+        # folds disagree or P near 0.5 (clinicalai.pet.calibration): the panels say "uncertain"
+        "uncertain": bool(getattr(result, "uncertain", False)),
+        "uncertain_reasons": [str(r) for r in getattr(result, "uncertain_reasons", [])],
         "static": jsonable(result.static.to_dict()),
         "cam_inside_brain_fraction": jsonable(result.cam_inside_brain_fraction),
         # what the uptake figures are: SUVbw with the formula used, or Bq/mL and why not SUV
@@ -381,6 +384,8 @@ def _result_rows(summary: Dict[str, Any]) -> List[Dict[str, str]]:
     rows = [{"quantity": "uptake", "value": summary.get("uptake") or "n/a"},
             {"quantity": "P(recurrence)", "value": summary["probability"]},
             {"quantity": "label", "value": summary["label"]}]
+    if summary.get("uncertain"):
+        rows.append({"quantity": "uncertain", "value": "; ".join(summary.get("uncertain_reasons") or []) or "yes"})
     if summary.get("spread") is not None:
         rows.append({"quantity": "spread across folds", "value": summary["spread"]})
     for i, p in enumerate(summary.get("fold_probabilities") or []):

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
 from ..progress import ConsoleProgress, print_warnings, report
+from .calibration import calibration_report  # numpy only: keeps --help fast
 
 # The workflows are imported inside the handlers: the command line imports every
 # area's commands module to build ``clinicalai --help``, which stays fast that way.
@@ -129,6 +130,8 @@ def _run_pet(args) -> int:
     tbr = "n/a" if s["TBRmax"] is None else f"{s['TBRmax']:.2f}"
     print(f"P(recurrence) = {result.probability:.3f} -> {result.label} "
           f"(folds {', '.join(f'{p:.2f}' for p in result.fold_probabilities)}; spread {result.spread:.2f})")
+    if result.uncertain:
+        print("UNCERTAIN: " + "; ".join(result.uncertain_reasons))
     print(f"SUVmax {s['SUVmax']:.2f}, TBRmax {tbr}, lesion VOI: {s['lesion_voi']}"
           + (f"; Grad-CAM inside brain {100 * result.cam_inside_brain_fraction:.0f}%" if result.cam_inside_brain_fraction is not None else ""))
     print_warnings(result.warnings)
@@ -209,7 +212,9 @@ def _run_evaluate(args) -> int:
         check_output_folder(args.out, args.overwrite)
     rows, probs, metrics = evaluate_csv(args.csv, args.model, args.split, args.units, args.device, args.bootstrap,
                                         progress=ConsoleProgress(), map_cases=case_mapper(args))
-    summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics}
+    # calibration next to discrimination: does P(recurrence) read as a frequency on these rows
+    summary = {"csv": str(args.csv), "split": args.split, "metrics": metrics,
+               "calibration": calibration_report([r.label for r in rows], probs)}
     if args.out:
         with atomic_output(args.out, directory=True, overwrite=args.overwrite) as tmp:
             with open(tmp / "predictions.csv", "w") as f:
@@ -222,5 +227,6 @@ def _run_evaluate(args) -> int:
     auc = metrics["auc"]
     print(f"{len(rows)} cases: AUC {auc['value']} (95% CI {auc['ci95'][0]}-{auc['ci95'][1]}), "
           f"accuracy {metrics['accuracy']['value']}, sensitivity {metrics['sensitivity']['value']}, "
-          f"specificity {metrics['specificity']['value']}")
+          f"specificity {metrics['specificity']['value']}; Brier {summary['calibration']['brier']}, "
+          f"ECE {summary['calibration']['ece']}")
     return 0

@@ -21,14 +21,16 @@ from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model
 from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
+from .calibration import UNCERTAIN_SPREAD, uncertainty
 from .classes import CLASSES, POSITIVE_CLASS
 from .preprocess import PetPreprocessed, preprocess_from_card
 from .static import StaticParameters, static_parameters
 
 #: below this share of Grad-CAM energy inside the brain, the result carries a warning
 CAM_INSIDE_BRAIN_WARNING = 0.5
-#: fold models disagreeing by more than this (max - min probability) get a warning
-SPREAD_WARNING = 0.3
+#: fold models disagreeing by more than this (max - min probability) get a warning (and the
+#: result is uncertain: :mod:`clinicalai.pet.calibration` holds the thresholds)
+SPREAD_WARNING = UNCERTAIN_SPREAD
 #: brain volumes (mL) a brain PET's brain mask falls in; outside, the input is probably no brain
 #: PET (a cube of noise gives ~6,000 mL, a binary mask ~0); adult brains are ~1,000-1,800 mL
 PLAUSIBLE_BRAIN_ML = (700.0, 2500.0)
@@ -51,6 +53,11 @@ class PetResult:
         brain_mask: the brain mask on the input grid (given or computed).
         timings: seconds per step (``preprocess``, ``inference``, ``gradcam``, ``static``, ``total``).
         models: names of the fold models.
+        uncertain: the folds disagree (spread > ``calibration.UNCERTAIN_SPREAD``) or the
+            probability lies within ``calibration.UNCERTAIN_MARGIN`` of 0.5: read the label as
+            "undecided", whatever side of 0.5 it falls.
+        uncertain_reasons: the sentences saying why (empty when not uncertain).
+        temperature: the calibration temperature applied to the fold logits (1.0: none in the cards).
     """
 
     probability: float
@@ -67,6 +74,9 @@ class PetResult:
     models: List[str] = field(default_factory=list)
     brain_mask_source: str = "computed"
     suv_conversion: Dict[str, Any] = field(default_factory=dict)
+    uncertain: bool = False
+    uncertain_reasons: List[str] = field(default_factory=list)
+    temperature: float = 1.0
 
     @property
     def lesion_mask(self) -> Optional[Volume]:
@@ -79,6 +89,9 @@ class PetResult:
             "label": self.label,
             "fold_probabilities": [round(p, 4) for p in self.fold_probabilities],
             "spread": round(self.spread, 4),
+            "uncertain": self.uncertain,
+            "uncertain_reasons": list(self.uncertain_reasons),
+            "temperature": self.temperature,
             "cam_inside_brain_fraction": None if self.cam_inside_brain_fraction is None else round(self.cam_inside_brain_fraction, 4),
             "static": self.static.to_dict(),
             "warnings": list(self.warnings),
@@ -134,8 +147,18 @@ def _positive_index(card) -> int:
     return names.index(POSITIVE_CLASS) if POSITIVE_CLASS in names else 1
 
 
+def card_temperature(card) -> float:
+    """The calibration temperature of a fold card (``calibration.temperature``; 1.0 without one)."""
+    cal = card.extra_get("calibration", None) or {}
+    t = float(cal.get("temperature", 1.0)) if isinstance(cal, Mapping) else 1.0
+    if not t > 0:
+        raise ModelError(f"model {card.name}: calibration temperature must be > 0, got {t}")
+    return t
+
+
 def _probability(logits: np.ndarray, card) -> float:
-    z = np.asarray(logits, dtype=np.float64).reshape(-1)
+    # temperature scaling divides the logits; softmax and sigmoid keep their ranking
+    z = np.asarray(logits, dtype=np.float64).reshape(-1) / card_temperature(card)
     if z.size == 1:
         return float(1.0 / (1.0 + np.exp(-z[0])))
     e = np.exp(z - z.max())
@@ -232,7 +255,7 @@ def predict_pet(
     warnings.extend(_result_warnings(probs, spread, models, first))
     timings["total"] = time.perf_counter() - t_all
     report(progress, 1.0, "done")
-    conv = first.conversion
+    conv, unc = first.conversion, uncertainty(probability, probs)
     return PetResult(
         probability=probability, label=label, fold_probabilities=[float(p) for p in probs], spread=spread,
         cam=cam_volume, cam_inside_brain_fraction=inside, warnings=warnings, static=static, suv=first.suv,
@@ -240,6 +263,8 @@ def predict_pet(
         brain_mask_source=first.brain_mask_source,
         suv_conversion={"from_units": conv.units, "factor": conv.factor, "quantity": conv.quantity, "label": conv.label,
                         **{k: v for k, v in conv.details.items() if isinstance(v, (int, float, str))}},
+        uncertain=unc.uncertain, uncertain_reasons=unc.reasons,
+        temperature=float(np.mean([card_temperature(m.card) for m in models])),
     )
 
 

@@ -69,6 +69,7 @@ class PetPanel(Panel):
             spread="",
             folds="",
             warnings=[],
+            uncertain="",
             static_rows=[],
             saved=[],
             vr=False,
@@ -117,6 +118,8 @@ class PetPanel(Panel):
                         classes="text-h6 mt-2",
                     )
                     html.Div(f"{{{{ {self.k('label')} }}}}", id="pet-label", classes="text-body-1")
+                    html.Div(f"uncertain: {{{{ {self.k('uncertain')} }}}}", v_if=(self.k("uncertain"),),
+                             id="pet-uncertain", classes="text-body-2 text-warning")
                     html.Div(f"uptake: {{{{ {self.k('result_uptake')} }}}}", id="pet-result-uptake", classes="text-caption")
                     html.Div(f"spread across folds: {{{{ {self.k('spread')} }}}}; folds: {{{{ {self.k('folds')} }}}}", classes="text-caption")
                     html.Div(
@@ -170,7 +173,7 @@ class PetPanel(Panel):
     def _clear_result(self) -> None:
         """No result on screen: before a run (so a failed run leaves none) and for a new volume."""
         self.params = None
-        self.set(has_result=False, probability=-1.0, probability_text="", label="", spread="", folds="", warnings=[],
+        self.set(has_result=False, probability=-1.0, probability_text="", label="", spread="", folds="", warnings=[], uncertain="",
                  static_rows=[], saved=[], lesion_voi="", lesion_voi_name="", result_uptake="", vr=False)
 
     def run(self) -> None:
@@ -225,6 +228,8 @@ class PetPanel(Panel):
             spread=spread if spread is not None else "n/a",
             folds=", ".join(f"{float(x):.3f}" for x in summary.get("fold_probabilities") or []),
             warnings=list(summary.get("warnings") or []),
+            # a non-empty text shows the "uncertain" line (folds disagree or P near 0.5)
+            uncertain="; ".join(summary.get("uncertain_reasons") or []) if summary.get("uncertain") else "",
             static_rows=rows,
             result_uptake=summary.get("uptake") or "n/a",
             saved=[],
