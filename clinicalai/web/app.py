@@ -58,13 +58,14 @@ def _view_marker_ui(server, view_id, view):
     from trame_slicer.views import SliceView
 
     html.Span(classes=f"ca-view-marker ca-view-{view_id}", style="display:none")
-    # the name of the map the view shows (side-by-side maps), set by the panel that put it there
+    # the name of the map the view shows (side-by-side maps), set by the panel that put it
+    # there; centred at the top, clear of trame-slicer's buttons in the left corner
     html.Div(
         f"{{{{ ca_view_labels['{view_id}'] }}}}",
         v_if=(f"ca_view_labels && ca_view_labels['{view_id}']",),
         id=f"view-label-{view_id}",
         classes="ca-view-label text-caption px-1",
-        style="position:absolute; top:2px; left:2px; z-index:2; background:rgba(0,0,0,0.6); color:#fff; pointer-events:none;",
+        style="position:absolute; top:2px; left:50%; transform:translateX(-50%); z-index:2; background:rgba(0,0,0,0.6); color:#fff; pointer-events:none;",
     )
     if isinstance(view, SliceView):
         create_vertical_slice_view_gutter_ui(server, view_id, view)

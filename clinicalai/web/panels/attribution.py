@@ -108,11 +108,11 @@ class AttributionPanel(Panel):
                     html.Div(f"prediction: {{{{ {self.k('prediction')} }}}}", v_if=(self.k("prediction"),),
                              id="attribution-prediction", classes="text-body-1 mt-2")
                     html.Div("map in each view (left to right)", classes="text-subtitle-2 mt-2")
-                    with html.Div(classes="d-flex", id="attribution-view-maps"):
+                    with html.Div(id="attribution-view-maps"):  # one per row: map names are long
                         for i in range(len(MAP_VIEWS)):
                             v3.VSelect(label=f"view {i + 1}", items=(f"[{{title: '(none)', value: ''}}, ...{self.k('maps')}]",),
                                        v_model=(self.k(f"view_map_{i}"),), density="compact", hide_details=True,
-                                       classes="mr-1", id=f"attribution-view-map-{i}")
+                                       classes="mb-1", id=f"attribution-view-map-{i}")
                     v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact")
                     html.Div("metrics against the reference lesion", classes="text-subtitle-2 mt-2")
                     common.table(self.k("metrics"), METRIC_COLUMNS, "attribution-metrics")
