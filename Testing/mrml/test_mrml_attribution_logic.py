@@ -2,11 +2,13 @@
 saved as a model package: map nodes on the input grid, metrics and correlation tables,
 threshold -> segmentation, randomised-model check, and a cancelled run adds no node."""
 
+import re
+
 import numpy as np
 import pytest
 
 from clinicalai.errors import Cancelled, InputError
-from clinicalai.mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters
+from clinicalai.mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters, prediction_text
 from clinicalai.mrml.display import DIVERGING_TABLE, HEAT_TABLE
 from clinicalai.mrml.segmentations import add_segmentation_node, segmentation_to_labels
 from clinicalai.mrml.tables import table_rows
@@ -47,6 +49,8 @@ def test_maps_tables_threshold_and_randomization(ctx, classifier, brain):
     assert all(0.0 <= r["dice"] <= 1.0 and 0.0 <= r["auroc"] <= 1.0 for r in metrics)
     assert params.summary["target"] in (0, 1) and params.summary["target_name"] in ("healthy", "lesion")
     assert logic.get_parameters().summary == params.summary  # stored with the scene
+    # the classifier's prediction in words (shown by the panels): a class and its probability
+    assert re.fullmatch(r"(healthy|lesion) \((P|highest P over slices) = [01]\.\d{3}\)", prediction_text(params.summary))
     corr = table_rows(ctx.scene.GetNodeByID(params.correlation_table))
     assert len(corr) == 1 and -1.0 <= corr[0]["spearman"] <= 1.0
 

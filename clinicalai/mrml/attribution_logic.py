@@ -318,3 +318,23 @@ def show_side_by_side(scene: Any, image_node: Any, map_nodes: List[Any]) -> int:
         composite.SetForegroundOpacity(0.6)
         composite.SetLinkedControl(True)
     return min(len(composites), len(map_nodes))
+
+
+def prediction_text(summary: Dict[str, Any]) -> str:
+    """The classifier's prediction of the last run in words: the most probable class and its
+    probability, e.g. ``"recurrence (P = 0.873)"``; a slice model's is the highest over slices
+    (said so). ``""`` when the run had no classifier (an anomaly map only)."""
+    prediction = (summary or {}).get("prediction") or {}
+    classes, probs = list(prediction.get("classes") or []), list(prediction.get("probabilities") or [])
+    if not classes or len(classes) != len(probs):
+        return ""
+    best = max(range(len(probs)), key=lambda i: probs[i])
+    what = "highest P over slices" if prediction.get("per_slice_max") else "P"
+    return f"{classes[best]} ({what} = {float(probs[best]):.3f})"
+
+
+def maps_per_view(map_ids: List[str], n_views: int) -> List[str]:
+    """The map node IDs the ``n_views`` side-by-side views show at first: one map per view in
+    run order, ``""`` for a view without one. Maps beyond the views are reached by the view's
+    map selector (3 methods + an anomaly map in 3 views: the anomaly map is the 4th)."""
+    return [map_ids[i] if i < len(map_ids) else "" for i in range(n_views)]

@@ -204,3 +204,40 @@ def set_side_by_side_layout(scene: Any, n: int) -> list:
         layout.AddLayoutDescription(layout_id, side_by_side_layout_xml(n))
     layout.SetViewArrangement(layout_id)
     return [SIDE_BY_SIDE_VIEW.format(i + 1) for i in range(n)]
+
+
+def hide_results_of_other_volumes(scene: Any, volume_node: Any) -> int:
+    """Hide what was drawn for another image when ``volume_node`` is shown: every segmentation
+    whose reference geometry is not ``volume_node`` (a SegCorrect mask of a cardiac MRI must not
+    float over a brain), and every slice view's label layer of another grid. A result belongs to
+    the volume it was made on and leaves the screen with it; nothing is deleted. Returns the
+    number of overlays hidden."""
+    hidden = 0
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        seg = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        display = seg.GetDisplayNode()
+        reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
+        if display is not None and reference is not volume_node and display.GetVisibility():
+            display.SetVisibility(False)
+            hidden += 1
+    for composite in slice_composite_nodes(scene):
+        label = scene.GetNodeByID(composite.GetLabelVolumeID()) if composite.GetLabelVolumeID() else None
+        if label is not None and not same_grid(label, volume_node):
+            composite.SetLabelVolumeID(None)
+            hidden += 1
+    return hidden
+
+
+def same_grid(a: Any, b: Any) -> bool:
+    """Whether the volume nodes ``a`` and ``b`` have the same voxel grid: dimensions and
+    IJK -> RAS matrix (1e-4 mm / direction cosine): a mask of one image drawn on another."""
+    if a is None or b is None or a.GetImageData() is None or b.GetImageData() is None:
+        return False
+    if tuple(a.GetImageData().GetDimensions()) != tuple(b.GetImageData().GetDimensions()):
+        return False
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    ma, mb = vtkMatrix4x4(), vtkMatrix4x4()
+    a.GetIJKToRASMatrix(ma)
+    b.GetIJKToRASMatrix(mb)
+    return all(abs(ma.GetElement(i, j) - mb.GetElement(i, j)) < 1e-4 for i in range(3) for j in range(4))

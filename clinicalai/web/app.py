@@ -22,6 +22,7 @@ from trame.widgets import vuetify3 as v3
 
 from ..errors import ClinicalAIError
 from ..mrml.context import MRMLContext
+from ..mrml.display import hide_results_of_other_volumes
 from ..mrml.segmentations import segmentation_to_labels
 from ..mrml.volumes import volume_grid_of_node
 from . import http as web_http
@@ -57,6 +58,15 @@ def _view_marker_ui(server, view_id, view):
     from trame_slicer.views import SliceView
 
     html.Span(classes=f"ca-view-marker ca-view-{view_id}", style="display:none")
+    # the name of the map the view shows (side-by-side maps), set by the panel that put it
+    # there; centred at the top, clear of trame-slicer's buttons in the left corner
+    html.Div(
+        f"{{{{ ca_view_labels['{view_id}'] }}}}",
+        v_if=(f"ca_view_labels && ca_view_labels['{view_id}']",),
+        id=f"view-label-{view_id}",
+        classes="ca-view-label text-caption px-1",
+        style="position:absolute; top:2px; left:50%; transform:translateX(-50%); z-index:2; background:rgba(0,0,0,0.6); color:#fff; pointer-events:none;",
+    )
     if isinstance(view, SliceView):
         create_vertical_slice_view_gutter_ui(server, view_id, view)
     else:
@@ -124,6 +134,10 @@ class ClinicalAIWebApp(TrameApp):
         state.ca_volume_name = ""
         state.ca_message = ""
         state.ca_error = ""
+        #: the tool whose message ca_message / ca_error is: shown in that tool's drawer only
+        state.ca_message_tool = "data"
+        #: slice view tag -> the name of the map it shows ("" / absent: none)
+        state.ca_view_labels = {}
         state.ca_edit_name = ""
         state.ca_edit_voxels = -1
         self.server.controller.on_server_ready.add(self._on_ready)
@@ -139,15 +153,19 @@ class ClinicalAIWebApp(TrameApp):
         return self.loop
 
     # ------------------------------------------------------------------ messages
-    def error(self, message: str) -> None:
+    def error(self, message: str, tool: str = "data") -> None:
+        """An error shown in the drawer of ``tool`` only, until closed or replaced."""
         with self.state:
             self.state.ca_error = message
             self.state.ca_message = ""
+            self.state.ca_message_tool = tool
 
-    def info(self, message: str) -> None:
+    def info(self, message: str, tool: str = "data") -> None:
+        """A message shown in the drawer of ``tool`` only, until closed or replaced."""
         with self.state:
             self.state.ca_message = message
             self.state.ca_error = ""
+            self.state.ca_message_tool = tool
 
     # ------------------------------------------------------------------ scene
     def show_volume(self, node) -> None:
@@ -156,18 +174,13 @@ class ClinicalAIWebApp(TrameApp):
         dm = self.slicer_app.display_manager
         dm.show_volume_in_slice_background(node)
         dm.show_volume_in_slice_foreground(None)
-        # segmentations drawn on another image would float over this one: hide them
-        scene = self.context.scene
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-            seg = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
-            display = seg.GetDisplayNode()
-            reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
-            if display is not None and reference is not node:
-                display.SetVisibility(False)
+        # segmentations and label layers drawn on another image would float over this one
+        hide_results_of_other_volumes(self.context.scene, node)
         dm.reset_views()
         with self.state:
             self.state.ca_volume_loaded = True
             self.state.ca_volume_name = node.GetName()
+            self.state.ca_view_labels = {}  # no map is shown over the new volume
         for panel in self.panels.values():
             panel.on_volume_changed(node)
 
@@ -275,7 +288,7 @@ class ClinicalAIWebApp(TrameApp):
             with layout.drawer:
                 with html.Div(classes="pa-2"):
                     v3.VAlert(
-                        v_if="ca_error",
+                        v_if="ca_error && ca_message_tool === ca_tool",
                         text=("ca_error",),
                         type="error",
                         density="compact",
@@ -285,10 +298,12 @@ class ClinicalAIWebApp(TrameApp):
                         click_close="ca_error = ''",
                     )
                     v3.VAlert(
-                        v_if="ca_message",
+                        v_if="ca_message && ca_message_tool === ca_tool",
                         text=("ca_message",),
                         type="info",
                         density="compact",
+                        closable=True,
+                        click_close="ca_message = ''",
                         id="info-alert",
                         classes="mb-2",
                     )

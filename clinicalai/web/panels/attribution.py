@@ -11,7 +11,7 @@ from trame.widgets import vuetify3 as v3
 
 from ...attribution.metrics import HEADLINE_KEYS
 from ...errors import ClinicalAIError
-from ...mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters
+from ...mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters, maps_per_view, prediction_text
 from ...mrml.volumes import node_to_volume
 from ...outputs import write_json
 from ...volume.io import write_volume
@@ -66,6 +66,10 @@ class AttributionPanel(Panel):
             lesion="",
             device="auto",
             has_result=False,
+            # the classifier's prediction on the input, in words ("" = no classifier ran)
+            prediction="",
+            # the map node ID each side-by-side view shows ("" = none), chosen per view
+            **{f"view_map_{i}": "" for i in range(len(MAP_VIEWS))},
             map_choice="",
             threshold=0.5,
             opacity=0.6,
@@ -79,6 +83,8 @@ class AttributionPanel(Panel):
         self._update_card()
         self.state.change(self.k("model"))(lambda **_: self._update_card())
         self.state.change(self.k("opacity"))(lambda **_: self._apply_opacity())
+        for i in range(len(MAP_VIEWS)):
+            self.state.change(self.k(f"view_map_{i}"))(lambda i=i, **_: self._on_view_map(i))
 
     def build_ui(self) -> None:
         with v3.VCard(variant="flat"):
@@ -99,17 +105,30 @@ class AttributionPanel(Panel):
                 self.run_row(self.run)
                 common.warning_alerts(self.k("warnings"), "attribution-warnings")
                 with html.Div(v_if=(self.k("has_result"),)):
+                    html.Div(f"prediction: {{{{ {self.k('prediction')} }}}}", v_if=(self.k("prediction"),),
+                             id="attribution-prediction", classes="text-body-1 mt-2")
+                    html.Div("map in each view (left to right)", classes="text-subtitle-2 mt-2")
+                    with html.Div(id="attribution-view-maps"):  # one per row: map names are long
+                        for i in range(len(MAP_VIEWS)):
+                            v3.VSelect(label=f"view {i + 1}", items=(f"[{{title: '(none)', value: ''}}, ...{self.k('maps')}]",),
+                                       v_model=(self.k(f"view_map_{i}"),), density="compact", hide_details=True,
+                                       classes="mb-1", id=f"attribution-view-map-{i}")
                     v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact")
                     html.Div("metrics against the reference lesion", classes="text-subtitle-2 mt-2")
                     common.table(self.k("metrics"), METRIC_COLUMNS, "attribution-metrics")
                     html.Div("correlation between maps", classes="text-subtitle-2 mt-2")
                     common.table(self.k("correlations"), ["map A", "map B", "spearman"], "attribution-correlations")
-                    with html.Div(classes="d-flex align-center mt-2"):
-                        v3.VSelect(label="map", items=(self.k("maps"),), v_model=(self.k("map_choice"),), density="compact", hide_details=True, classes="mr-2")
-                        v3.VSlider(label="threshold", v_model=(self.k("threshold"),), min=0.05, max=1, step=0.05, hide_details=True, density="compact", thumb_label=True)
-                    with html.Div(classes="d-flex mt-1"):
-                        v3.VBtn("Threshold -> segmentation", click=self.threshold_map, size="small", variant="tonal", classes="mr-1", id="attribution-threshold")
-                        v3.VBtn("Randomised-model check", click=self.randomization, size="small", variant="tonal", classes="mr-1", id="attribution-random",
+                    html.Div("weak segmentation from a map", classes="text-subtitle-2 mt-2")
+                    v3.VSelect(label="map", items=(self.k("maps"),), v_model=(self.k("map_choice"),), density="compact", hide_details=True)
+                    # full width, its value beside it: the fraction of the map's maximum kept
+                    with html.Div(classes="d-flex align-center mt-1"):
+                        with html.Div(classes="flex-grow-1", id="attribution-threshold-slider"):
+                            v3.VSlider(label="threshold", v_model=(self.k("threshold"),), min=0.05, max=1, step=0.05, hide_details=True, density="compact")
+                        html.Span(f"{{{{ Number({self.k('threshold')}).toFixed(2) }}}}", id="attribution-threshold-value", classes="text-body-2 ml-2")
+                    # wraps inside the drawer: Save is never pushed past its edge
+                    with html.Div(classes="d-flex flex-wrap mt-1", style="gap: 4px;"):
+                        v3.VBtn("Threshold -> segmentation", click=self.threshold_map, size="small", variant="tonal", id="attribution-threshold")
+                        v3.VBtn("Randomised-model check", click=self.randomization, size="small", variant="tonal", id="attribution-random",
                                 disabled=(f"{self.k('running')}",))
                         v3.VBtn("Save", click=self.save, size="small", color="secondary", id="attribution-save")
                     common.table(self.k("randomization"), ["method", "layer", "spearman", "ssim"], "attribution-randomization")
@@ -130,6 +149,17 @@ class AttributionPanel(Panel):
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
         self.set(warnings=[])  # they were about the previous image
+        if self.params is not None and (node is None or self.params.input_volume != node.GetID()):
+            self._clear_result()
+
+    def _clear_result(self) -> None:
+        """No maps, prediction or tables on screen (the maps of another volume: they stay in
+        the scene, shown in no view)."""
+        self.params = None
+        self._tables = {"metrics": [], "correlations": [], "randomization": []}
+        self.offer(maps=[])
+        self.set(has_result=False, prediction="", map_choice="", saved=[], **self._tables,
+                 **{f"view_map_{i}": "" for i in range(len(MAP_VIEWS))})
 
     def _parameters(self):
         methods = self.choices("methods", "methods_all", "attribution method")
@@ -175,14 +205,13 @@ class AttributionPanel(Panel):
             self.state["LayoutButtonState__current_layout_id"] = SIDE_BY_SIDE
         lm.set_layout(SIDE_BY_SIDE)
         vm = self.app.slicer_app.view_manager
-        for tag, node in zip(MAP_VIEWS, nodes):
-            view = vm.get_view(tag)
-            if view is None:
-                continue
-            view.set_background_volume_id(self.params.input_volume)
-            view.set_foreground_volume_id(node.GetID())
-            view.set_foreground_opacity(self._opacity())
-            view.reset_view()
+        shown = maps_per_view(self.params.maps, len(MAP_VIEWS))
+        self.offer(maps=[{"title": n.GetName(), "value": n.GetID()} for n in nodes])
+        for i, node_id in enumerate(shown):
+            self._show_in_view(i, node_id)
+            view = vm.get_view(MAP_VIEWS[i])
+            if view is not None:
+                view.reset_view()
 
         def fit() -> None:  # again once the page has laid the new views out
             for tag in MAP_VIEWS:
@@ -192,9 +221,10 @@ class AttributionPanel(Panel):
 
         for delay in (1.0, 3.0):
             self.app.event_loop().call_later(delay, fit)
-        self.offer(maps=[{"title": n.GetName(), "value": n.GetID()} for n in nodes])
         self.set(
             has_result=True,
+            prediction=prediction_text(self.params.summary),
+            **{f"view_map_{i}": node_id for i, node_id in enumerate(shown)},
             map_choice=nodes[0].GetID() if nodes else "",
             saved=[],
             warnings=[str(w) for w in (self.params.summary or {}).get("warnings") or []],
@@ -206,6 +236,33 @@ class AttributionPanel(Panel):
             "randomization": [],
         }
         self.set(**self._tables)
+
+    def _show_in_view(self, i: int, map_id: str) -> None:
+        """The map ``map_id`` ("" = none) over the input in side-by-side view ``i``, and the
+        view labelled with the map's name."""
+        view = self.app.slicer_app.view_manager.get_view(MAP_VIEWS[i])
+        if view is None or self.params is None:
+            return
+        view.set_background_volume_id(self.params.input_volume)
+        view.set_foreground_volume_id(map_id or None)
+        view.set_foreground_opacity(self._opacity())
+        node = self.app.context.scene.GetNodeByID(map_id) if map_id else None
+        with self.state:
+            labels = dict(self.state["ca_view_labels"] or {})
+            labels[MAP_VIEWS[i]] = node.GetName() if node is not None else ""
+            self.state["ca_view_labels"] = labels
+
+    def _on_view_map(self, i: int) -> None:
+        """The page chose another map for view ``i`` (one the server offered, or none)."""
+        if self.params is None:
+            return
+        try:
+            map_id = self.choice(f"view_map_{i}", "maps", "map")
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self._show_in_view(i, map_id)
+        self.app.render_views()
 
     def _opacity(self) -> float:
         try:
@@ -235,7 +292,7 @@ class AttributionPanel(Panel):
             self.set(error=str(exc))
             return
         self.refresh_inputs()
-        self.app.info(f"made segmentation '{seg.GetName()}'")
+        self.app.info(f"made segmentation '{seg.GetName()}'", tool=self.key)
 
     def randomization(self) -> None:
         """The randomised-model check in the background. AttributionViewerLogic's

@@ -51,9 +51,9 @@ class PanelHost(Protocol):
 
     def render_views(self) -> None: ...
 
-    def error(self, message: str) -> None: ...
+    def error(self, message: str, tool: str = "data") -> None: ...
 
-    def info(self, message: str) -> None: ...
+    def info(self, message: str, tool: str = "data") -> None: ...
 
     def show_volume(self, node: Any) -> None: ...
 
@@ -162,11 +162,16 @@ class Panel:
             id=f"{self.key}-status",
             classes="text-caption",
         )
-        html.Div(
-            f"{{{{ {self.k('error')} }}}}",
+        # this panel's error, in this panel only, until closed, the next run or another volume
+        v3.VAlert(
             v_if=(self.k("error"),),
+            text=(self.k("error"),),
+            type="error",
+            density="compact",
+            closable=True,
+            click_close=f"{self.k('error')} = ''",
             id=f"{self.key}-error",
-            classes="text-caption text-error",
+            classes="text-caption my-1",
         )
 
     # jobs ----------------------------------------------------------------------
@@ -174,8 +179,14 @@ class Panel:
         if self.job is not None and self.job.running:
             return
         self.set(error="")
+        # a result belongs to the volume it was computed on: one that comes back after another
+        # volume was opened is not shown over it
+        volume = self.app.volume_node
 
         def applied(result: Any) -> None:
+            if self.app.volume_node is not volume:
+                self.set(status="result discarded: another volume was opened during the run")
+                return
             apply(result)
             self.app.render_views()
             self.applied_at = time.monotonic()
@@ -208,6 +219,9 @@ class Panel:
             self.offer(**{self.segmentation_choices: segmentation_items(self.app.context.scene)})
 
     def on_volume_changed(self, node: Any) -> None:
+        """Another volume is shown: the panel's choosers offer its masks, and the panel's
+        message (about the previous volume or run) goes."""
+        self.set(error="")
         self.refresh_inputs()
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:

@@ -151,6 +151,11 @@ class SegCorrectPanel(Panel):
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
         self.set(warnings=[])  # they were about the previous image
+        if self.params is not None and (node is None or self.params.input_volume != node.GetID()):
+            # the review belongs to the image it was made on (its masks stay in the scene, hidden)
+            self.params = None
+            self._rows = []
+            self.set(has_result=False, rows=[], final_voxels=-1, saved=[])
 
     def _final_node(self):
         if self.params is None or not self.params.output_segmentation:
