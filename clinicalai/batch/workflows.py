@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..pet.suv import UNITS
 from ..segcorrect.validity import label_dice
 from ..volume import read_volume
 from .inputs import Case, column
@@ -90,7 +91,7 @@ def _pet_args(case: Case, options: Dict[str, Any]) -> Dict[str, Any]:
     args: Dict[str, Any] = {"image": case.input, "brain_mask": column(case, "brain_mask"), "lesion": column(case, "lesion")}
     if column(case, "units"):
         units = column(case, "units").lower()
-        if units not in ("suv", "bqml"):
+        if units not in UNITS:
             raise InputError(f"column 'units' must be suv or bqml, not {units!r}")
         args["units"] = units
     # the columns 'clinicalai synth pet' writes (and 'train pet' reads): dose in Bq, the option in MBq

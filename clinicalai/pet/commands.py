@@ -15,6 +15,7 @@ from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
 from ..progress import ConsoleProgress, print_warnings, report
 from .calibration import calibration_report  # numpy only: keeps --help fast
+from .suv import UNITS
 
 # The workflows are imported inside the handlers: the command line imports every
 # area's commands module to build ``clinicalai --help``, which stays fast that way.
@@ -24,7 +25,7 @@ def register(commands) -> None:
     p = commands.top.add_parser("pet", help="FDOPA PET: P(recurrence) from a fold ensemble, Grad-CAM, SUVmax/TBR")
     p.add_argument("image", help="PET: DICOM series folder (Bq/mL with tags), NIfTI with a BIDS *_pet.json sidecar, "
                                      "or NIfTI / NRRD (give --units)")
-    p.add_argument("--units", choices=("suv", "bqml"), help="units of a NIfTI / NRRD PET (DICOM carries its own)")
+    p.add_argument("--units", choices=UNITS, help="units of a NIfTI / NRRD PET (DICOM carries its own)")
     add_common_model_args(p, multiple=True)
     p.add_argument("--cam", metavar="CAM", help="write the fold-averaged Grad-CAM on the PET grid here (.nii.gz, .nrrd)")
     p.add_argument("--brain-mask", metavar="B", help="brain mask (any grid; default: computed from the PET)")
@@ -52,7 +53,7 @@ def register(commands) -> None:
     t.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"), help="network voxel size mm (default 2 2 2)")
     t.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="network input voxels (default 128 128 82)")
     t.add_argument("--reduced", action="store_true", help="64x64x41 voxels of 4 mm (CPU demos)")
-    t.add_argument("--units", choices=("suv", "bqml"), help="units of NIfTI rows without a units column")
+    t.add_argument("--units", choices=UNITS, help="units of NIfTI rows without a units column")
     t.add_argument("--seed", type=int, default=0)
     add_device_arg(t)
     t.add_argument("--name", help="model name stem (default pet-<arch>)")
@@ -65,7 +66,7 @@ def register(commands) -> None:
     e.add_argument("--csv", required=True)
     add_common_model_args(e, multiple=True)
     e.add_argument("--split", default="test", choices=("test", "train", "all"), help="rows to evaluate (default test; all when the CSV has no split)")
-    e.add_argument("--units", choices=("suv", "bqml"))
+    e.add_argument("--units", choices=UNITS)
     e.add_argument("--bootstrap", type=int, default=1000)
     e.add_argument("--out", metavar="DIR", help="write predictions.csv and metrics.json here (a new, or empty, folder)")
     add_overwrite_arg(e)

@@ -39,9 +39,8 @@ from ..volume import read_volume
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from .classes import CLASSES, LABELS
 from .preprocess import REDUCED_SIZE_XYZ, REDUCED_SPACING_MM, describe_input, preprocess_pet
-from .suv import pet_tags_from_options
+from .suv import UNITS, pet_tags_from_options
 
-UNITS_WORDS = ("suv", "bqml")
 LABEL_WORDS = {"1": 1, "0": 0, **{name: k for k, name in LABELS.items()}, "trc": 0, "true": 1, "false": 0}
 
 
@@ -87,7 +86,7 @@ def read_pet_csv(csv_path: "str | Path", units: Optional[str] = None) -> List[Pe
         if mask is not None and not mask.exists():
             raise InputError(f"{csv_path.name} line {n}: brain mask {r['brain_mask']} does not exist")
         row_units = (r.get("units") or units or None)
-        if row_units and row_units.lower() not in UNITS_WORDS:
+        if row_units and row_units.lower() not in UNITS:
             raise InputError(f"{csv_path.name} line {n}: units {row_units!r} is not suv or bqml")
         tags = None
         if row_units and row_units.lower() == "bqml" and r.get("weight_kg"):
