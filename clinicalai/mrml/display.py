@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from ..volume import Volume
-from .volumes import add_volume_node, array_from_image_data, update_node_from_volume
+from .volumes import add_volume_node, array_from_image_data, update_node_from_volume, volume_grid_of_node
 
 HEAT_TABLE = "ClinicalAI Heat"
 DIVERGING_TABLE = "ClinicalAI Diverging"
@@ -229,15 +229,9 @@ def hide_results_of_other_volumes(scene: Any, volume_node: Any) -> int:
 
 
 def same_grid(a: Any, b: Any) -> bool:
-    """Whether the volume nodes ``a`` and ``b`` have the same voxel grid: dimensions and
-    IJK -> RAS matrix (1e-4 mm / direction cosine): a mask of one image drawn on another."""
+    """Whether the volume nodes ``a`` and ``b`` have the same voxel grid (shape, spacing,
+    origin, direction within 1e-4, the tolerance of every other grid check in this package):
+    a mask of one image drawn on another."""
     if a is None or b is None or a.GetImageData() is None or b.GetImageData() is None:
         return False
-    if tuple(a.GetImageData().GetDimensions()) != tuple(b.GetImageData().GetDimensions()):
-        return False
-    from vtkmodules.vtkCommonMath import vtkMatrix4x4
-
-    ma, mb = vtkMatrix4x4(), vtkMatrix4x4()
-    a.GetIJKToRASMatrix(ma)
-    b.GetIJKToRASMatrix(mb)
-    return all(abs(ma.GetElement(i, j) - mb.GetElement(i, j)) < 1e-4 for i in range(3) for j in range(4))
+    return volume_grid_of_node(a).allclose(volume_grid_of_node(b), atol=1e-4)
