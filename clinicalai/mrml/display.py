@@ -163,16 +163,124 @@ def set_foreground_opacity(scene: Any, opacity: float) -> int:
     return show_in_slice_views(scene, opacity=opacity)
 
 
-def show_volume_rendering(volume_rendering_logic: Any, node: Any) -> Any:
-    """"Show in 3D": volume rendering of ``node`` with a default transfer function (desktop:
-    ``slicer.modules.volumerendering.logic()``; headless: a ``vtkSlicerVolumeRenderingLogic``
-    registered with the scene). Returns the volume rendering display node."""
+#: percentiles of an image's voxels between which its volume rendering goes from transparent
+#: to its highest opacity: the background and soft tissue that fill most of a volume (MR, PET)
+#: stay transparent, so the rendering is never the opaque box / cylinder of the field of view
+IMAGE_RENDERING_PERCENTILES = (70.0, 99.5)
+#: fraction of a heat map's largest |value| below which its rendering is transparent (the
+#: "iso-surface" of the map's hot region; 0.5 = half maximum, as a Grad-CAM region is read)
+MAP_RENDERING_LEVEL = 0.5
+RENDERING_MAX_OPACITY = 0.8
+
+
+def rendering_points(node: Any) -> Tuple[list, list]:
+    """Scalar-opacity and colour points ``([(value, opacity)], [(value, r, g, b)])`` of the
+    volume rendering of ``node``, chosen from its own intensities: images (grey) transparent up
+    to :data:`IMAGE_RENDERING_PERCENTILES` [0], opaque at [1]; heat maps (their slice colour
+    table and window) transparent below :data:`MAP_RENDERING_LEVEL` of their largest value,
+    both signs for signed maps."""
+    array = array_from_image_data(node.GetImageData())
+    finite = np.asarray(array, dtype=float)[np.isfinite(array)]
+    if finite.size == 0:
+        finite = np.zeros(1)
+    kind = node.GetAttribute(MAP_KIND_ATTRIBUTE)
+    top = RENDERING_MAX_OPACITY
+    if kind is None:
+        lo, hi = (float(v) for v in np.percentile(finite, IMAGE_RENDERING_PERCENTILES))
+        vmin, vmax = float(finite.min()), float(finite.max())
+        hi = hi if hi > lo else lo + 1e-6
+        opacity = [(min(vmin, lo - 1e-6), 0.0), (lo, 0.0), (hi, top), (max(vmax, hi + 1e-6), top)]
+        return opacity, [(lo, 0.0, 0.0, 0.0), (hi, 1.0, 1.0, 1.0)]
+    display = node.GetDisplayNode()
+    wlo, whi = display.GetWindowLevelMin(), display.GetWindowLevelMax()
+    m = float(np.max(np.abs(finite))) or 1.0
+    level = MAP_RENDERING_LEVEL * m
+    if kind == "signed":
+        opacity = [(-m, top), (-level, top), (-level + 1e-6 * m, 0.0), (level - 1e-6 * m, 0.0), (level, top), (m, top)]
+    else:
+        opacity = [(min(wlo, level) - 1e-6 * m, 0.0), (level - 1e-6 * m, 0.0), (level, top), (max(m, whi), top)]
+    ramp = _diverging if kind == "signed" else _heat
+    colours = [(wlo + (whi - wlo) * t, *ramp(t)) for t in np.linspace(0.0, 1.0, 9)]
+    return opacity, colours
+
+
+def apply_rendering_points(display: Any, node: Any) -> None:
+    """Set the volume property of a volume rendering display node to :func:`rendering_points`."""
+    opacity, colours = rendering_points(node)
+    prop = display.GetVolumePropertyNode().GetVolumeProperty()
+    scalar = prop.GetScalarOpacity()
+    scalar.RemoveAllPoints()
+    for value, a in opacity:
+        scalar.AddPoint(float(value), float(a))
+    colour = prop.GetRGBTransferFunction()
+    colour.RemoveAllPoints()
+    for value, r, g, b in colours:
+        colour.AddRGBPoint(float(value), r, g, b)
+    prop.ShadeOn()
+
+
+def volume_rendering_displays(scene: Any) -> list:
+    """Every volume rendering display node of the scene."""
+    cls = "vtkMRMLVolumeRenderingDisplayNode"
+    return [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
+
+
+def show_volume_rendering(volume_rendering_logic: Any, node: Any, visible: bool = True) -> Any:
+    """"Show in 3D": volume rendering of ``node`` on or off (desktop:
+    ``slicer.modules.volumerendering.logic()``; headless / browser: a
+    ``vtkSlicerVolumeRenderingLogic`` registered with the scene). Made on first use, with
+    transfer functions from the node's own intensities (:func:`rendering_points`): a preset
+    made for CT rendered MR as an opaque cylinder and a [0, 1] Grad-CAM as nothing. Returns the
+    volume rendering display node (``None`` when turned off before any was made)."""
     display = volume_rendering_logic.GetFirstVolumeRenderingDisplayNode(node)
     if display is None:
+        if not visible:
+            return None
         display = volume_rendering_logic.CreateDefaultVolumeRenderingNodes(node)
-    volume_rendering_logic.UpdateDisplayNodeFromVolumeNode(display, node)
-    display.SetVisibility(True)
+        volume_rendering_logic.UpdateDisplayNodeFromVolumeNode(display, node)
+        apply_rendering_points(display, node)
+    display.SetVisibility(bool(visible))
     return display
+
+
+def show_segments_in_3d(segmentation_node: Any, visible: bool = True) -> int:
+    """Segment surfaces of ``segmentation_node`` in the 3D view on or off: the closed-surface
+    representation is made from the labelmap (Slicer's converter) when missing, the display's
+    3D visibility set. Returns the number of segments with a non-empty surface."""
+    if segmentation_node.GetDisplayNode() is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+    display = segmentation_node.GetDisplayNode()
+    if visible:
+        segmentation_node.CreateClosedSurfaceRepresentation()
+        display.SetVisibility(True)
+    display.SetVisibility3D(bool(visible))
+    segmentation = segmentation_node.GetSegmentation()
+    name = "Closed surface"
+    count = 0
+    for i in range(segmentation.GetNumberOfSegments()):
+        surface = segmentation.GetNthSegment(i).GetRepresentation(name)
+        count += int(surface is not None and surface.GetNumberOfPoints() > 0)
+    return count
+
+
+def color_bar(node: Any, stops: int = 9) -> dict:
+    """What a colour bar of the heat map ``node`` shows: ``{"min", "max", "signed",
+    "colors": [css "#rrggbb" from min to max], "unit"}`` from its display node's window and
+    colour table (the same the slice views use); ``{}`` for a node without heat-map display."""
+    display = node.GetDisplayNode() if node is not None else None
+    kind = node.GetAttribute(MAP_KIND_ATTRIBUTE) if node is not None else None
+    if display is None or kind is None or display.GetColorNode() is None:
+        return {}
+    table = display.GetColorNode()
+    n = table.GetNumberOfColors()
+    colors = []
+    for t in np.linspace(0.0, 1.0, stops):
+        rgba = [0.0, 0.0, 0.0, 0.0]
+        table.GetColor(int(round(t * (n - 1))), rgba)
+        colors.append("#" + "".join(f"{int(round(255 * c)):02x}" for c in rgba[:3]))
+    unit = node.GetVoxelValueUnits().GetCodeValue() if node.GetVoxelValueUnits() is not None else ""
+    return {"min": float(display.GetWindowLevelMin()), "max": float(display.GetWindowLevelMax()),
+            "signed": kind == "signed", "colors": colors, "unit": unit or ""}
 
 
 #: layout id of the side-by-side map views (outside Slicer's built-in ids)
@@ -209,10 +317,15 @@ def set_side_by_side_layout(scene: Any, n: int) -> list:
 def hide_results_of_other_volumes(scene: Any, volume_node: Any) -> int:
     """Hide what was drawn for another image when ``volume_node`` is shown: every segmentation
     whose reference geometry is not ``volume_node`` (a SegCorrect mask of a cardiac MRI must not
-    float over a brain), and every slice view's label layer of another grid. A result belongs to
+    float over a brain), every slice view's label layer of another grid and every volume rendering
+    of another volume (the 3D view must not go on showing the previous patient). A result belongs to
     the volume it was made on and leaves the screen with it; nothing is deleted. Returns the
     number of overlays hidden."""
     hidden = 0
+    for display in volume_rendering_displays(scene):
+        if display.GetVolumeNodeID() != volume_node.GetID() and display.GetVisibility():
+            display.SetVisibility(False)  # a previous patient's rendering (or its maps')
+            hidden += 1
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
         seg = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
         display = seg.GetDisplayNode()

@@ -1,6 +1,7 @@
 """Scene helpers the module logics and both GUIs share: a transaction that leaves the scene as
 it was when a step fails, node look-up with one clear error, a chosen mask on a grid, and
-centring the slice views on a slice, a voxel or a mask."""
+centring the slice views on a slice, a voxel or a mask, and what a slice view's corner
+annotations say (orientation, slice, value under the cursor)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,54 @@ def jump_to_mask(scene: Any, grid: Any, mask_zyx: np.ndarray) -> Optional[RASPoi
         return None
     centre = voxels.mean(axis=0)
     return jump_to_voxel(scene, grid, tuple(voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]))
+
+
+#: RAS axis letters of the positive and the negative direction (the orientation labels)
+_POSITIVE = ("R", "A", "S")
+_NEGATIVE = ("L", "P", "I")
+
+
+def direction_letter(vector: Any) -> str:
+    """Anatomical direction (R/L, A/P, S/I) of a RAS vector: of its largest component."""
+    v = np.asarray(vector, dtype=float)[:3]
+    axis = int(np.argmax(np.abs(v)))
+    return _POSITIVE[axis] if v[axis] >= 0 else _NEGATIVE[axis]
+
+
+def slice_annotation(slice_node: Any, volume_node: Any) -> dict:
+    """What a slice view's corner annotations say, as Slicer's do: the patient direction at
+    each edge (``{"left", "right", "top", "bottom"}`` from the view's slice-to-RAS axes),
+    the slice offset along the view normal (``"offset_mm"``, Slicer's slider value) and the
+    slice of ``volume_node`` shown (``"index"`` 0-based, of ``"count"``: along the voxel axis
+    nearest to the view normal; ``None`` without a volume or outside it)."""
+    m = np.array([[slice_node.GetSliceToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+    out = {"left": direction_letter(-m[:3, 0]), "right": direction_letter(m[:3, 0]),
+           "top": direction_letter(m[:3, 1]), "bottom": direction_letter(-m[:3, 1]),
+           "offset_mm": float(m[:3, 2] @ m[:3, 3]), "index": None, "count": None}
+    if volume_node is None or volume_node.GetImageData() is None:
+        return out
+    grid = volume_grid_of_node(volume_node)
+    to_ras = ijk_to_ras(grid)
+    axes = to_ras[:3, :3] / np.linalg.norm(to_ras[:3, :3], axis=0)
+    axis = int(np.argmax(np.abs(axes.T @ m[:3, 2])))  # voxel axis i/j/k nearest to the normal
+    ijk = np.linalg.solve(to_ras, np.append(m[:3, 3], 1.0))[:3]
+    count = grid.shape[2 - axis]  # shape is (z, y, x) = (k, j, i)
+    index = int(np.round(ijk[axis]))
+    out["count"] = int(count)
+    out["index"] = index if 0 <= index < count else None
+    return out
+
+
+def voxel_at(volume_node: Any, ras: RASPoint) -> Optional[dict]:
+    """The voxel of ``volume_node`` at the RAS point ``ras`` (mm): ``{"ijk": (i, j, k),
+    "value": float}`` (nearest voxel centre, first component), or ``None`` outside the volume."""
+    if volume_node is None or volume_node.GetImageData() is None:
+        return None
+    grid = volume_grid_of_node(volume_node)
+    ijk = np.linalg.solve(ijk_to_ras(grid), np.append(np.asarray(ras, dtype=float), 1.0))[:3]
+    i, j, k = (int(v) for v in np.round(ijk))
+    z, y, x = grid.shape
+    if not (0 <= i < x and 0 <= j < y and 0 <= k < z):
+        return None
+    # one voxel read, not an array copy: this runs on every mouse move over a view
+    return {"ijk": (i, j, k), "value": float(volume_node.GetImageData().GetScalarComponentAsDouble(i, j, k, 0))}
