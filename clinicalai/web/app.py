@@ -26,6 +26,7 @@ from ..mrml.display import hide_results_of_other_volumes
 from ..mrml.segmentations import segmentation_to_labels
 from ..mrml.volumes import volume_grid_of_node
 from . import http as web_http
+from .annotations import ViewAnnotations
 from . import security
 from .panels.attribution import AttributionPanel, register_side_by_side_layout
 from .panels.data import DataPanel
@@ -68,9 +69,53 @@ def _view_marker_ui(server, view_id, view):
         style="position:absolute; top:2px; left:50%; transform:translateX(-50%); z-index:2; background:rgba(0,0,0,0.6); color:#fff; pointer-events:none;",
     )
     if isinstance(view, SliceView):
+        _corner_annotations_ui(view_id)
+        _color_bar_ui(view_id)
         create_vertical_slice_view_gutter_ui(server, view_id, view)
     else:
         create_vertical_view_gutter_ui(server, view_id, view)
+
+
+#: look of the text drawn over a view: readable on black and on a bright image, never catching
+#: the mouse (the view under it takes the drag, wheel and hover)
+_OVERLAY = "position:absolute; z-index:2; color:#ffd; text-shadow:0 0 2px #000,0 0 2px #000; pointer-events:none; font-size:12px;"
+
+
+def _corner_annotations_ui(view_id: str) -> None:
+    """Slicer's corner annotations of a slice view, from the server state ``ca_annotations``
+    (:mod:`clinicalai.web.annotations`): patient direction at each edge's middle, slice number
+    and offset at the bottom left, the voxel value under the mouse above it."""
+    ann = f"ca_annotations['{view_id}']"
+    where = {"left": "left:44px; top:50%;", "right": "right:6px; top:50%;",
+             "top": "top:2px; left:35%;", "bottom": "bottom:30px; left:50%;"}
+    with html.Div(v_if=(f"ca_annotations && {ann}",), classes=f"ca-annotations ca-annotations-{view_id}"):
+        for edge, place in where.items():
+            html.Div(f"{{{{ {ann}.{edge} }}}}", id=f"view-orient-{edge}-{view_id}", style=_OVERLAY + place)
+        html.Div(f"{{{{ {ann}.value }}}}", id=f"view-value-{view_id}", style=_OVERLAY + "left:44px; bottom:46px;")
+        html.Div(f"{{{{ {ann}.slice }}}}", id=f"view-slice-{view_id}", style=_OVERLAY + "left:44px; bottom:30px;")
+
+
+def _color_bar_ui(view_id: str) -> None:
+    """A colour bar of the heat map a slice view shows (``ca_colorbars``): its colours from
+    min (bottom) to max (top), the range and unit, "0" in the middle of a signed map's bar."""
+    bar = f"ca_colorbars['{view_id}']"
+    with html.Div(
+        v_if=(f"ca_colorbars && {bar}",),
+        id=f"view-colorbar-{view_id}",
+        classes="ca-colorbar",
+        style=_OVERLAY + "right:22px; top:28px; bottom:48px; width:64px;",
+        title=(f"{bar}.name",),
+    ):
+        html.Div(f"{{{{ {bar}.signed ? '+' : '' }}}}{{{{ {bar}.max.toPrecision(3) }}}} {{{{ {bar}.unit }}}}", classes="ca-colorbar-max",
+                 style="position:absolute; top:0; right:16px; text-align:right;")
+        html.Div(
+            style=(f"'position:absolute; right:0; top:0; bottom:0; width:12px; border:1px solid #888; "
+                   f"background:linear-gradient(to top,' + {bar}.colors.join(',') + ')'",),
+        )
+        html.Div("0", v_if=(f"{bar}.signed",), classes="ca-colorbar-zero",
+                 style="position:absolute; top:50%; right:16px; text-align:right;")
+        html.Div(f"{{{{ {bar}.min.toPrecision(3) }}}} {{{{ {bar}.unit }}}}", classes="ca-colorbar-min",
+                 style="position:absolute; bottom:0; right:16px; text-align:right;")
 
 
 class ClinicalAIWebApp(TrameApp):
@@ -121,6 +166,8 @@ class ClinicalAIWebApp(TrameApp):
         #: ``listener(segmentation_node)`` after the edited segmentation changed
         self.segmentation_listeners: List[Any] = []
 
+        #: corner annotations and colour bars of the slice views (clinicalai.web.annotations)
+        self.annotations = ViewAnnotations(self)
         self.panels: Dict[str, Any] = {}
         for cls in (DataPanel, SegCorrectPanel, PetPanel, AttributionPanel, DisplayPanel):
             panel = cls(self)
@@ -141,6 +188,8 @@ class ClinicalAIWebApp(TrameApp):
         state.ca_edit_name = ""
         state.ca_edit_voxels = -1
         self.server.controller.on_server_ready.add(self._on_ready)
+        self.state.change("ca_tool")(self._on_tool)
+        self._on_tool(ca_tool=state.ca_tool)
         self._build_ui()
 
     # ------------------------------------------------------------------ life cycle
@@ -151,6 +200,14 @@ class ClinicalAIWebApp(TrameApp):
         if self.loop is None:
             self.loop = asyncio.get_event_loop()
         return self.loop
+
+    def _on_tool(self, ca_tool: str = "", **_: Any) -> None:
+        """Left-button drag in a slice view adjusts window / level, as in Slicer (Slicer's
+        window-level widget acts in the interaction node's AdjustWindowLevel mode only), except
+        in the segment editor, where that drag paints / erases / cuts."""
+        node = self.context.scene.GetFirstNodeByClass("vtkMRMLInteractionNode")
+        if node is not None:
+            node.SetCurrentInteractionMode(node.ViewTransform if ca_tool == "editor" else node.AdjustWindowLevel)
 
     # ------------------------------------------------------------------ messages
     def error(self, message: str, tool: str = "data") -> None:
@@ -202,6 +259,7 @@ class ClinicalAIWebApp(TrameApp):
             loop.call_later(delay, self._render_all)
 
     def _render_all(self) -> None:
+        self.annotations.schedule()
         for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 

@@ -113,7 +113,7 @@ class AttributionPanel(Panel):
                             v3.VSelect(label=f"view {i + 1}", items=(f"[{{title: '(none)', value: ''}}, ...{self.k('maps')}]",),
                                        v_model=(self.k(f"view_map_{i}"),), density="compact", hide_details=True,
                                        classes="mb-1", id=f"attribution-view-map-{i}")
-                    v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact")
+                    common.slider("opacity", self.k("opacity"), 0, 1, 0.05, "attribution-opacity")
                     html.Div("metrics against the reference lesion", classes="text-subtitle-2 mt-2")
                     common.table(self.k("metrics"), METRIC_COLUMNS, "attribution-metrics")
                     html.Div("correlation between maps", classes="text-subtitle-2 mt-2")

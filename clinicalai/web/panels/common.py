@@ -12,6 +12,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...mrml.display import show_volume_rendering
 from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
 from ...mrml.scene import RASPoint, jump_to_mask
 from ...mrml.segmentations import segmentation_to_labels
@@ -153,13 +154,24 @@ def saved_list(key: str, list_id: str) -> None:
 
 
 def show_in_3d(app: Any, node: Any, visible: bool) -> None:
-    """Volume rendering of ``node`` in the 3D view on or off (its display node made on first use)."""
-    vr = app.slicer_app.volume_rendering
+    """Volume rendering of ``node`` in the 3D view on or off (:func:`clinicalai.mrml.display.show_volume_rendering`:
+    made on first use, transfer functions from the node's intensities); the 3D camera is fitted
+    to what is shown, so a volume far from the origin is in view."""
+    if node is None:
+        return
+    show_volume_rendering(app.slicer_app.volume_rendering, node, visible)
     if visible:
-        display = vr.get_vr_display_node(node) if vr.has_vr_display_node(node) else vr.create_display_node(node, "")
-        display.SetVisibility(True)
-    elif vr.has_vr_display_node(node):
-        vr.get_vr_display_node(node).SetVisibility(False)
+        for view in app.slicer_app.view_manager.get_threed_views():
+            view.fit_view_to_content()
+    app.render_views()
+
+
+def slider(label: str, key: str, lo: float, hi: float, step: float, element_id: str, digits: int = 2) -> None:
+    """A compact slider with its value written beside it (a bare slider gave no number)."""
+    with html.Div(classes="d-flex align-center"):
+        v3.VSlider(label=label, v_model=(key,), min=lo, max=hi, step=step, hide_details=True, density="compact",
+                   id=element_id, classes="flex-grow-1")
+        html.Span(f"{{{{ Number({key}).toFixed({digits}) }}}}", id=f"{element_id}-value", classes="text-body-2 ml-2")
 
 
 def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> RASPoint:

@@ -83,7 +83,7 @@ class SegCorrectPanel(Panel):
                         id="segcorrect-voxels",
                         classes="text-body-2 my-1",
                     )
-                    v3.VSlider(label="opacity", v_model=(self.k("opacity"),), min=0, max=1, step=0.05, hide_details=True, density="compact", id="segcorrect-opacity")
+                    common.slider("opacity", self.k("opacity"), 0, 1, 0.05, "segcorrect-opacity")
                     with html.Div(classes="d-flex my-1"):
                         v3.VBtn("Accept all", click=self.accept_all, size="small", variant="tonal", classes="mr-1", id="segcorrect-accept-all")
                         v3.VBtn("Reject all", click=self.reject_all, size="small", variant="tonal", classes="mr-1", id="segcorrect-reject-all")

@@ -1,0 +1,92 @@
+"""Issue #16, item 7, in a real browser: the viewer basics a clinician expects from Slicer.
+Corner annotations (patient direction at the edges, slice number and mm that follow the slider,
+the voxel value under the mouse), window / level by dragging in a slice view, values beside
+the sliders, and a colour bar with range and sign for each heat map shown."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from clinicalai.web.page_driver import open_file, open_tool, run_panel, set_state, view_box, wait_text
+
+pytestmark = pytest.mark.browser
+
+
+def state(page, key: str):
+    return page.evaluate(f"() => window.trame.state.get('{key}')")
+
+
+def _centre(page, tag: str):
+    box = view_box(page, tag).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_corner_annotations_follow_slider_and_mouse_and_drag_sets_window_level(page, web_server):
+    assert open_file(page, "cardiac.nii.gz") == ""
+    # radiological convention in the axial (Red) view, as Slicer: patient right on the left
+    for edge, letter in (("left", "R"), ("right", "L"), ("top", "A"), ("bottom", "P")):
+        assert wait_text(page, f"#view-orient-{edge}-Red", letter).strip() == letter
+    wait_text(page, "#view-slice-Red", r"slice \d+/\d+\s+S -?\d+\.\d mm")
+    text = "() => document.querySelector('#view-slice-Red').textContent"
+    first = page.evaluate(text)
+    # the slice number and mm follow the view's slider
+    track = view_box(page, "Red").locator(".slice-slider").first.bounding_box()
+    page.mouse.click(track["x"] + 0.1 * track["width"], track["y"] + track["height"] / 2)
+    page.wait_for_function(
+        "(t) => { const e = document.querySelector('#view-slice-Red'); return e && e.textContent.trim() !== t; }",
+        arg=first.strip(),
+    )
+    moved = page.evaluate(text)
+    n_first, n_moved = (int(re.search(r"slice (\d+)/", t).group(1)) for t in (first, moved))
+    assert n_moved != n_first and re.search(r"S -?\d+\.\d mm", moved)
+
+    # the value under the mouse: voxel indices and value once the mouse is over the view
+    x, y = _centre(page, "Red")
+    page.mouse.move(x - 5, y - 5)
+    page.mouse.move(x, y, steps=3)
+    value = wait_text(page, "#view-value-Red", r"\(\d+, \d+, \d+\)\s+-?\d")
+    assert re.search(r"\((\d+), (\d+), (\d+)\)", value)
+
+    # window / level: a left-button drag in the view changes the display node's range, and the
+    # Display panel's slider (server state from the display node) shows it
+    open_tool(page, "display")
+    before = state(page, "ca_display_wl")
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 40, steps=8)
+    page.mouse.up()
+    page.wait_for_function("(b) => JSON.stringify(window.trame.state.get('ca_display_wl')) !== JSON.stringify(b)", arg=before)
+    after = state(page, "ca_display_wl")
+    assert after[1] - after[0] != pytest.approx(before[1] - before[0]) or after[0] != pytest.approx(before[0])
+    wait_text(page, "#display-wl-text", re.escape(f"{after[0]:.1f}"))
+
+
+def test_colour_bar_with_range_and_sign_after_an_attribution_run(page, web_server):
+    assert open_file(page, "brain.nii.gz") == ""
+    open_tool(page, "attribution")
+    set_state(page, "ca_attribution_methods", ["gradient", "gradcam"])
+    assert run_panel(page, "attribution", timeout_ms=240_000) == ""
+    page.wait_for_function("() => Object.keys(window.trame.state.get('ca_colorbars') || {}).length >= 2")
+    bars = state(page, "ca_colorbars")
+    # the signed gradient map: a diverging bar symmetric around 0, the sign written; the
+    # Grad-CAM: a positive heat bar
+    signed = [b for b in bars.values() if b["signed"]]
+    positive = [b for b in bars.values() if not b["signed"]]
+    assert signed and positive, bars
+    assert signed[0]["min"] == pytest.approx(-signed[0]["max"]) and signed[0]["max"] > 0
+    assert positive[0]["max"] > positive[0]["min"] >= 0 - 1e-6
+    tag = next(t for t, b in bars.items() if b["signed"])
+    bar = page.locator(f"#view-colorbar-{tag}")
+    assert bar.is_visible()
+    assert bar.locator(".ca-colorbar-max").inner_text().strip().startswith("+")
+    assert bar.locator(".ca-colorbar-min").inner_text().strip().startswith("-")
+    assert bar.locator(".ca-colorbar-zero").inner_text().strip() == "0"
+    # every panel slider shows its value
+    open_tool(page, "attribution")
+    assert re.fullmatch(r"\d\.\d\d", page.locator("#attribution-opacity-value").inner_text().strip())
+    # another volume: no map, no colour bar
+    assert open_file(page, "cardiac.nii.gz") == ""
+    page.wait_for_function("() => Object.keys(window.trame.state.get('ca_colorbars') || {}).length === 0")
+    assert page.locator(".ca-colorbar").count() == 0
