@@ -83,6 +83,11 @@ def test_colour_bar_with_range_and_sign_after_an_attribution_run(page, web_serve
     assert bar.locator(".ca-colorbar-max").inner_text().strip().startswith("+")
     assert bar.locator(".ca-colorbar-min").inner_text().strip().startswith("-")
     assert bar.locator(".ca-colorbar-zero").inner_text().strip() == "0"
+    # the value under the mouse: the image's and the map's
+    x, y = _centre(page, tag)
+    page.mouse.move(x - 5, y - 5)
+    page.mouse.move(x, y, steps=3)
+    wait_text(page, f"#view-value-{tag}", r"\(\d+, \d+, \d+\)\s+-?\d\S*\s+map -?\d")
     # every panel slider shows its value
     open_tool(page, "attribution")
     assert re.fullmatch(r"\d\.\d\d", page.locator("#attribution-opacity-value").inner_text().strip())

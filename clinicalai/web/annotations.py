@@ -92,6 +92,21 @@ class ViewAnnotations:
         xyz = [0.0, 0.0, 0.0]
         return crosshair.GetCursorPositionXYZ(xyz), voxel_at(self.app.volume_node, tuple(ras))
 
+    def _map_value(self, layout_name: str) -> str:
+        """"  map <value>": the heat map over the view ``layout_name`` under the mouse ("" without one)."""
+        scene = self.app.context.scene
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
+            if composite.GetLayoutName() != layout_name or not composite.GetForegroundVolumeID():
+                continue
+            foreground = scene.GetNodeByID(composite.GetForegroundVolumeID())
+            ras = [0.0, 0.0, 0.0]
+            scene.GetFirstNodeByClass("vtkMRMLCrosshairNode").GetCursorPositionRAS(ras)
+            there = voxel_at(foreground, tuple(ras))
+            if there is not None:
+                return f"  map {_number(there['value'])}"
+        return ""
+
     def refresh(self) -> None:
         """Recompute every slice view's corner texts and colour bar now."""
         self._pending = False
@@ -105,6 +120,8 @@ class ViewAnnotations:
             if self.app.volume_node is not None:
                 here = probe if cursor_slice is not None and cursor_slice.GetID() == node.GetID() else None
                 annotations[name] = view_texts(node, self.app.volume_node, here)
+                if here is not None:
+                    annotations[name]["value"] += self._map_value(name)
         for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
             composite = scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode")
             foreground = scene.GetNodeByID(composite.GetForegroundVolumeID() or "")

@@ -83,16 +83,17 @@ _OVERLAY = "position:absolute; z-index:2; color:#ffd; text-shadow:0 0 2px #000,0
 
 def _corner_annotations_ui(view_id: str) -> None:
     """Slicer's corner annotations of a slice view, from the server state ``ca_annotations``
-    (:mod:`clinicalai.web.annotations`): patient direction at each edge's middle, slice number
-    and offset at the bottom left, the voxel value under the mouse above it."""
+    (:mod:`clinicalai.web.annotations`): patient direction at each edge's middle (the top one
+    under the view's map label), slice number and offset at the bottom left above the slice
+    slider, the voxel value under the mouse above it."""
     ann = f"ca_annotations['{view_id}']"
     where = {"left": "left:44px; top:50%;", "right": "right:6px; top:50%;",
-             "top": "top:2px; left:35%;", "bottom": "bottom:30px; left:50%;"}
+             "top": "top:22px; left:50%;", "bottom": "bottom:30px; left:50%;"}
     with html.Div(v_if=(f"ca_annotations && {ann}",), classes=f"ca-annotations ca-annotations-{view_id}"):
         for edge, place in where.items():
             html.Div(f"{{{{ {ann}.{edge} }}}}", id=f"view-orient-{edge}-{view_id}", style=_OVERLAY + place)
-        html.Div(f"{{{{ {ann}.value }}}}", id=f"view-value-{view_id}", style=_OVERLAY + "left:44px; bottom:46px;")
-        html.Div(f"{{{{ {ann}.slice }}}}", id=f"view-slice-{view_id}", style=_OVERLAY + "left:44px; bottom:30px;")
+        html.Div(f"{{{{ {ann}.value }}}}", id=f"view-value-{view_id}", style=_OVERLAY + "left:44px; bottom:62px;")
+        html.Div(f"{{{{ {ann}.slice }}}}", id=f"view-slice-{view_id}", style=_OVERLAY + "left:44px; bottom:46px;")
 
 
 def _color_bar_ui(view_id: str) -> None:
