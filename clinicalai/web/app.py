@@ -78,7 +78,7 @@ def _view_marker_ui(server, view_id, view):
 
 #: look of the text drawn over a view: readable on black and on a bright image, never catching
 #: the mouse (the view under it takes the drag, wheel and hover)
-_OVERLAY = "position:absolute; z-index:2; color:#ffd; text-shadow:0 0 2px #000,0 0 2px #000; pointer-events:none; font-size:12px;"
+_OVERLAY = "position:absolute; z-index:2; color:#fff; text-shadow:0 0 2px #000,0 0 2px #000; pointer-events:none; font-size:12px;"
 
 
 def _corner_annotations_ui(view_id: str) -> None:
