@@ -315,7 +315,7 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
 
     p = Path(path)
     series, seg_file = p.is_dir(), p.name.lower().endswith(".seg.nrrd")
-    stem = name or (p.name[: -len(".seg.nrrd")] if seg_file else p.name.split(".")[0])
+    stem = name or (p.name if series else p.name[: -len(".seg.nrrd")] if seg_file else p.name.split(".")[0])
     volume = read_volume(p)  # dtype, values and grid: what the guess needs
     matches = [] if series else images_on_grid(context.scene, volume.grid, prefer=current)
     guess = guess_open_as(content_summary(volume.array), bool(matches) if image_nodes(context.scene) else None)
