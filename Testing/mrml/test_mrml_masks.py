@@ -121,3 +121,74 @@ def test_a_refused_choice_leaves_the_scene_as_it_was(ctx, files, node_ids):
     with pytest.raises(InputError, match="segmentation"):
         open_file_as(ctx, files["heart_seg"], OPEN_AS_IMAGE, current=brain.node)
     assert node_ids(ctx.scene) == before
+
+
+def test_a_segmentation_added_without_a_reference_is_matched_by_its_voxels(ctx, files):
+    """A .seg.nrrd opened by Slicer's "Add data" (desktop): no reference geometry, labelmaps
+    possibly cropped; it is offered for the image whose voxels it lies on, and only for it."""
+    from clinicalai.mrml.segmentations import load_segmentation_file
+
+    brain = open_file_as(ctx, files["brain"]).node
+    heart = open_file_as(ctx, files["heart"], OPEN_AS_IMAGE).node
+    lesion = load_segmentation_file(ctx, str(files["lesion_seg"]), name="added lesion")
+    heart_seg = load_segmentation_file(ctx, str(files["heart_seg"]), name="added heart")
+    assert masks_for_image(ctx.scene, brain)[0] == [lesion]
+    assert masks_for_image(ctx.scene, heart)[0] == [heart_seg]
+
+
+# ---------------------------------------------------------------------- the desktop choosers
+class _ProxyModel:
+    """Stands in for ``qMRMLSortFilterProxyModel`` (its ``hiddenNodeIDs`` property)."""
+
+    hiddenNodeIDs: list = []
+
+
+class _NodeComboBox:
+    """Stands in for a ``qMRMLNodeComboBox`` (desktop Qt cannot run here)."""
+
+    def __init__(self, current=None):
+        self.proxy, self.current, self.noneDisplay = _ProxyModel(), current, "None"
+
+    def sortFilterProxyModel(self):
+        return self.proxy
+
+    def currentNode(self):
+        return self.current
+
+    def setCurrentNode(self, node):
+        self.current = node
+
+
+def test_desktop_mask_chooser_hides_the_masks_of_other_grids(ctx, files):
+    from clinicalai.desktop import restrict_mask_selector
+
+    brain = open_file_as(ctx, files["brain"]).node
+    lesion = open_file_as(ctx, files["lesion"], current=brain).node
+    heart = open_file_as(ctx, files["heart"], current=brain).node
+    selector = _NodeComboBox(current=heart)  # chosen before the input changed
+    note = restrict_mask_selector(selector, ctx.scene, brain)
+    assert selector.proxy.hiddenNodeIDs == [heart.GetID()] and lesion.GetID() not in selector.proxy.hiddenNodeIDs
+    assert selector.current is None, "a mask of another grid is no longer the choice"
+    assert selector.noneDisplay == "None" and "1 on another image's grid" in note
+    empty = _NodeComboBox(current=lesion)
+    restrict_mask_selector(empty, ctx.scene, None)  # no input volume: nothing is offered, and it says why
+    assert set(empty.proxy.hiddenNodeIDs) == {lesion.GetID(), heart.GetID()} and empty.current is None
+    assert empty.noneDisplay.startswith("None (no image open")
+
+
+def test_mask_selectors_named_by_the_widgets_exist_in_their_ui():
+    import ast
+    import xml.etree.ElementTree as ET
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for module in ("PetRecurrence", "AttributionViewer"):
+        tree = ast.parse((root / module / f"{module}.py").read_text(encoding="utf-8"))
+        (names,) = [ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "maskSelectors" for t in n.targets)]
+        widgets = {w.get("name"): w for w in ET.parse(root / module / "Resources" / "UI" / f"{module}.ui").iter("widget")}
+        assert names and all(widgets[n].get("class") == "qMRMLNodeComboBox" for n in names), module
+        for n in names:  # label maps and segmentations, "None" allowed (its text says why it is alone)
+            props = {p.get("name"): p for p in widgets[n].findall("property")}
+            assert [s.text for s in props["nodeTypes"].iter("string")] == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
+            assert props["noneEnabled"].findtext("bool") == "true"

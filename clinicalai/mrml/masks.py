@@ -209,8 +209,44 @@ def mask_on_image(mask_node: Any, image_node: Any) -> bool:
         if mask_node.GetNodeReference(mask_node.GetReferenceImageGeometryReferenceRole()) is image_node:
             return True
         grid = _segmentation_grid(mask_node)
-        return grid is not None and grid.allclose(volume_grid_of_node(image_node), atol=1e-4)
+        if grid is not None:
+            return grid.allclose(volume_grid_of_node(image_node), atol=1e-4)
+        return _segments_on_lattice(mask_node, volume_grid_of_node(image_node))
     return same_grid(mask_node, image_node)
+
+
+def _segments_on_lattice(node: Any, grid: Grid) -> bool:
+    """Whether a segmentation with no reference geometry (a ``.seg.nrrd`` from Slicer's "Add
+    data") holds its labelmaps on the voxels of ``grid``: same axes and voxel size, a whole
+    number of voxels apart, inside the grid. Its labelmaps may be cropped to the segments, so
+    the grids themselves differ."""
+    import slicer
+
+    from vtkmodules.vtkCommonMath import vtkMatrix4x4
+
+    from .volumes import ijk_to_ras
+
+    segmentation = node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        return False
+    to_index = np.linalg.inv(ijk_to_ras(grid))
+    for i in range(segmentation.GetNumberOfSegments()):
+        labelmap = slicer.vtkOrientedImageData()
+        if not slicer.vtkSlicerSegmentationsModuleLogic.GetSegmentBinaryLabelmapRepresentation(
+                node, segmentation.GetNthSegmentID(i), labelmap, False):
+            return False
+        x0, x1, y0, y1, z0, z1 = labelmap.GetExtent()
+        if x1 < x0 or y1 < y0 or z1 < z0:
+            continue  # an empty segment lies on every grid
+        m = vtkMatrix4x4()
+        labelmap.GetImageToWorldMatrix(m)
+        index = to_index @ numpy_matrix(m)  # the segment's voxel (i, j, k) -> the grid's
+        corners = index @ np.array([[x0, y0, z0, 1.0], [x1, y1, z1, 1.0]]).T
+        if not (np.allclose(index[:3, :3], np.eye(3), atol=1e-4) and np.allclose(index[:3, 3], np.round(index[:3, 3]), atol=1e-3)):
+            return False
+        if np.any(corners[:3].min(axis=1) < -1e-3) or np.any(corners[:3].max(axis=1) > np.array(grid.shape[::-1]) - 1 + 1e-3):
+            return False
+    return True
 
 
 def mask_nodes(scene: Any) -> List[Any]:
