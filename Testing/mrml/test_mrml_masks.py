@@ -192,3 +192,51 @@ def test_mask_selectors_named_by_the_widgets_exist_in_their_ui():
             props = {p.get("name"): p for p in widgets[n].findall("property")}
             assert [s.text for s in props["nodeTypes"].iter("string")] == ["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"]
             assert props["noneEnabled"].findtext("bool") == "true"
+
+
+def test_panel_mixin_filters_its_mask_choosers_on_input_change_and_node_added(ctx, files):
+    """The desktop widgets' path: a new input volume, and a mask added to the scene later (Add
+    data), re-filter the choosers named in ``maskSelectors``."""
+    import types
+
+    from slicer.util import VTKObservationMixin
+    from test_mrml_panels import _ParameterNodeWrapper
+
+    from clinicalai.desktop import PanelWidgetMixin
+    from clinicalai.mrml.headless import install_slicer_stand_ins
+    from clinicalai.mrml.parameters import get_parameter_node
+
+    install_slicer_stand_ins(ctx)  # slicer.mrmlScene is this scene
+    node = get_parameter_node(ctx.scene, "MaskDemo")
+    node.RemoveNodeReferenceIDs("inputVolume")
+    brain = open_file_as(ctx, files["brain"]).node
+    heart = open_file_as(ctx, files["heart"], OPEN_AS_IMAGE).node
+    heart_mask = open_file_as(ctx, files["heart"], OPEN_AS_LABELMAP, current=heart).node
+    deferred = []
+
+    class Widget(PanelWidgetMixin, VTKObservationMixin):
+        maskSelectors = ("lesionSelector",)
+
+        def __init__(self):
+            VTKObservationMixin.__init__(self)
+            self.ui = types.SimpleNamespace(lesionSelector=_NodeComboBox(), applyButton=types.SimpleNamespace(enabled=False))
+            self.logic = types.SimpleNamespace(getParameterNode=lambda: _ParameterNodeWrapper(node))
+            self.observeMasks(deferred.append)
+
+        def _showLastResult(self):
+            pass
+
+    widget = Widget()
+    widget.setParameterNode(widget.logic.getParameterNode())
+    widget._parameterNode.inputVolume = heart
+    assert widget.ui.lesionSelector.proxy.hiddenNodeIDs == []
+    widget._parameterNode.inputVolume = brain  # another input: the heart's mask is hidden
+    assert widget.ui.lesionSelector.proxy.hiddenNodeIDs == [heart_mask.GetID()]
+    assert "no mask on the grid of brain" in widget.ui.lesionSelector.noneDisplay
+    lesion = open_file_as(ctx, files["lesion"], current=brain).node  # added later: filtered once loaded
+    assert deferred, "a node added to the scene asks for the choosers to be filtered again"
+    for call in deferred:
+        call()
+    assert widget.ui.lesionSelector.proxy.hiddenNodeIDs == [heart_mask.GetID()] and widget.ui.lesionSelector.noneDisplay == "None"
+    assert lesion.GetID() not in widget.ui.lesionSelector.proxy.hiddenNodeIDs
+    widget.cleanup()
