@@ -337,12 +337,14 @@ class OpenedFile:
     message: str
 
 
-def open_file_as(context: Any, path: "str | Path", choice: str = "", current: Any = None, name: Optional[str] = None) -> OpenedFile:
+def open_file_as(context: Any, path: "str | Path", choice: str = "", current: Any = None, name: Optional[str] = None,
+                 shown: Optional[str] = None) -> OpenedFile:
     """Open a NIfTI / NRRD / ``.seg.nrrd`` file or a DICOM series folder as the user's ``choice``
     (one of :data:`OPEN_AS_KINDS`, "" = :func:`guess_open_as`). A mask is attached to the open
     image whose grid it shares (``current``, the image on show, first) and never becomes an
     image; one on no open image's grid is opened anyway and the message says so. Nothing is
-    added to the scene when it fails.
+    added to the scene when it fails. ``name``: the new node's (default the file's stem);
+    ``shown``: the file as the message names it (default its name; a browser's relative path).
 
     Raises:
         InputError: unreadable file, a choice the file cannot be (fractional values as a mask).
@@ -357,10 +359,11 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     guess = guess_open_as(content_summary(volume.array), bool(matches) if image_nodes(context.scene) else None)
     kind = resolve_open_as(choice, guess, seg_file, series)
     how = "as chosen" if choice else f"guessed: {guess.reason}"
+    shown = shown or p.name
     with scene_transaction(context.scene):
         if kind == OPEN_AS_IMAGE:
             node = add_volume_node(context.scene, volume, stem) if series else load_volume_file(context, str(p), name=stem)
-            return OpenedFile(node, kind, None, f"opened {p.name} as an image ({how})")
+            return OpenedFile(node, kind, None, f"opened {shown} as an image ({how})")
         image = matches[0] if matches else None
         if seg_file:
             node = load_segmentation_file(context, str(p), name=stem)
@@ -372,6 +375,6 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
             node = add_mask_node(context.scene, volume, stem, kind, image)
     what = OPEN_AS_TITLES[kind]
     if image is None:
-        return OpenedFile(node, kind, None, f"opened {p.name} as a {what} ({how}), but it is on no open image's grid "
+        return OpenedFile(node, kind, None, f"opened {shown} as a {what} ({how}), but it is on no open image's grid "
                           f"({grid_text(volume.grid)}): it is not shown, and no mask chooser offers it")
-    return OpenedFile(node, kind, image, f"opened {p.name} as a {what} of {image.GetName()} ({how})")
+    return OpenedFile(node, kind, image, f"opened {shown} as a {what} of {image.GetName()} ({how})")

@@ -143,7 +143,7 @@ class DataPanel(Panel):
     def _open(self, relative: str, path: Any, open_as: str) -> masks.OpenedFile:
         """Load ``path`` (probed already) into the scene as ``open_as`` ("" = guessed): an image
         is shown; a mask is drawn over the image on show when it is one of its masks."""
-        opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node)
+        opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative)
         if opened.kind == masks.OPEN_AS_IMAGE:
             self.app.show_volume(opened.node)
             return opened
