@@ -73,6 +73,9 @@ class AttributionViewerParameterNode:
 
 
 class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    #: mask choosers: the masks on the input volume's grid only (PanelWidgetMixin.restrictMaskSelectors)
+    maskSelectors = ("lesionSelector",)
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -96,6 +99,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         desktop.fill_device_combo(self.ui.deviceComboBox)
 
         self.observeSceneClose()
+        self.observeMasks(lambda f: qt.QTimer.singleShot(0, f))
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.modelPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
         self.ui.anomalyModelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)

@@ -65,6 +65,9 @@ class PetRecurrenceParameterNode:
 
 
 class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    #: mask choosers: the masks on the input volume's grid only (PanelWidgetMixin.restrictMaskSelectors)
+    maskSelectors = ("brainMaskSelector", "lesionSelector")
+
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -86,6 +89,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
         desktop.fill_device_combo(self.ui.deviceComboBox)
 
         self.observeSceneClose()
+        self.observeMasks(lambda f: qt.QTimer.singleShot(0, f))
         self.ui.modelsComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.modelsPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)

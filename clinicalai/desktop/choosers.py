@@ -1,5 +1,5 @@
-"""The desktop panels' model and device choosers (``QComboBox`` + ``ctkPathLineEdit``) and the
-HTML they put in their labels. The Qt widgets are duck-typed (``addItem``, ``findData``,
+"""The desktop panels' model, device and mask choosers (``QComboBox`` + ``ctkPathLineEdit``;
+``qMRMLNodeComboBox``) and the HTML they put in their labels. The Qt widgets are duck-typed (``addItem``, ``findData``,
 ``findText``, ``currentIndex``, ``currentText``, ``currentData``; ``currentPath``), so a
 plain object stands in for them in the tests."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from typing import Any, Dict, Iterable, List, Optional
 
-from ..mrml import model_choices
+from ..mrml import masks, model_choices
 
 #: the model chooser's last entry: the model comes from the file chooser beside it
 MODEL_FILE_ITEM = "Model file below..."
@@ -58,6 +58,21 @@ def select_data(combo: Any, value: Any) -> None:
     index = combo.findData(value)
     if index >= 0:
         combo.currentIndex = index
+
+
+def restrict_mask_selector(selector: Any, scene: Any, image_node: Any) -> str:
+    """Make a brain-mask / reference-lesion ``qMRMLNodeComboBox`` (label maps and segmentations)
+    offer the masks of ``image_node`` only (:func:`clinicalai.mrml.masks.masks_for_image`): the
+    others are hidden through its proxy model's ``hiddenNodeIDs``, a hidden current choice is
+    dropped, and the "None" entry says why nothing is offered. Returns the chooser's note."""
+    offered, others = masks.masks_for_image(scene, image_node)
+    note = masks.mask_chooser_note(image_node, offered, others)
+    selector.sortFilterProxyModel().hiddenNodeIDs = [node.GetID() for node in others]
+    selector.noneDisplay = "None" if offered else f"None ({note})"
+    current = selector.currentNode()
+    if current is not None and current.GetID() not in {node.GetID() for node in offered}:
+        selector.setCurrentNode(None)
+    return note
 
 
 def card_html(summary: Dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ Imports nothing at module level: the class is mixed into a Widget in Slicer's Py
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 
 class PanelWidgetMixin:
@@ -21,6 +21,9 @@ class PanelWidgetMixin:
 
     #: the Apply button's tool tip when it can run and when it cannot (``None``: left alone)
     applyToolTips: Optional[Tuple[str, str]] = None
+    #: the ``self.ui`` names of the panel's mask choosers (brain mask, reference lesion): they
+    #: offer the label maps and segmentations of the input volume only
+    maskSelectors: Tuple[str, ...] = ()
     _parameterNode: Any = None
     _parameterNodeGuiTag: Any = None
     _runner: Any = None
@@ -48,6 +51,25 @@ class PanelWidgetMixin:
     def onSceneEndClose(self, caller: Any, event: Any) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+
+    def observeMasks(self, defer: Callable[[Callable[[], None]], None]) -> None:
+        """Filter the mask choosers again when a node is added to or removed from the scene;
+        ``defer(f)`` calls ``f`` once the loading is over (the widget's
+        ``lambda f: qt.QTimer.singleShot(0, f)``): a volume is added before its voxels are set."""
+        import slicer
+
+        for event in (slicer.mrmlScene.NodeAddedEvent, slicer.mrmlScene.NodeRemovedEvent):
+            self.addObserver(slicer.mrmlScene, event, lambda *_: defer(self.restrictMaskSelectors))
+
+    def restrictMaskSelectors(self) -> None:
+        """The mask choosers offer the masks on the input volume's grid, and say why no more."""
+        import slicer
+
+        from .choosers import restrict_mask_selector
+
+        image = self._parameterNode.inputVolume if self._parameterNode else None
+        for name in self.maskSelectors:
+            restrict_mask_selector(getattr(self.ui, name), slicer.mrmlScene, image)
 
     def initializeParameterNode(self) -> None:
         """The module's parameter node, with the first scalar volume as input when none is set."""
@@ -80,6 +102,7 @@ class PanelWidgetMixin:
         """Apply is enabled with an input volume and no run going on."""
         ready = bool(self._parameterNode and self._parameterNode.inputVolume) and not (self._runner and self._runner.running)
         self.ui.applyButton.enabled = ready
+        self.restrictMaskSelectors()  # the input volume may have changed
         if self.applyToolTips:
             self.ui.applyButton.toolTip = self.applyToolTips[0] if ready else self.applyToolTips[1]
 

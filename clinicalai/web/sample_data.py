@@ -27,7 +27,10 @@ def write_sample_data(folder: Path) -> Dict[str, Any]:
     * ``pet.nii.gz``: brain 18F-FDOPA PET in SUV with a recurrence lesion (``pet_case(3)``);
       ``pet_lesion.seg.nrrd``: its lesion VOI (grey);
     * ``brain.nii.gz``: brain MRI with a lesion (``brain_case(1)``); ``brain_lesion.seg.nrrd``:
-      the lesion mask (grey).
+      the lesion mask (grey);
+    * masks as plain NIfTI, as other tools write them ("Open as" guesses them):
+      ``brain_lesion_mask.nii.gz``, the brain lesion as 0.0 / 1.0 float32 on the brain's grid;
+      ``cardiac_labels.nii.gz``, the cardiac RV / MYO / LV labels (uint8 1 / 2 / 3).
 
     Returns ``{"cardiac": CardiacCase, "pet": PetCase, "brain": BrainCase}``, the phantoms
     written.
@@ -55,4 +58,6 @@ def write_sample_data(folder: Path) -> Dict[str, Any]:
     write_volume(brain.image, folder / "brain.nii.gz")
     lesion = brain.image.with_array((np.asarray(brain.lesion.array) > 0).astype(np.uint8))
     write_volume(lesion, folder / "brain_lesion.seg.nrrd", segments=GREY_LESION)
+    write_volume(lesion.with_array(lesion.array.astype(np.float32)), folder / "brain_lesion_mask.nii.gz")
+    write_volume(cardiac.labels.with_array(np.asarray(cardiac.labels.array).astype(np.uint8)), folder / "cardiac_labels.nii.gz")
     return {"cardiac": cardiac, "pet": pet, "brain": brain}

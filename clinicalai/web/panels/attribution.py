@@ -40,6 +40,7 @@ class AttributionPanel(Panel):
     key = "attribution"
     title = "AttributionViewer"
     segmentation_choices = "masks"
+    mask_keys = ("lesion",)
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -64,6 +65,7 @@ class AttributionPanel(Panel):
             methods=["gradient", "gradcam"],
             target=-1,
             lesion="",
+            masks_note="",
             device="auto",
             has_result=False,
             # the classifier's prediction on the input, in words ("" = no classifier ran)
@@ -102,6 +104,7 @@ class AttributionPanel(Panel):
                     v3.VSelect(label="reference lesion", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mr-1", id="attribution-lesion")
                     v3.VBtn(icon="mdi-crosshairs-gps", click=self.go_to_lesion, size="small", variant="text", id="attribution-lesion-go",
                             title="centre the views on the reference lesion", disabled=(f"!{self.k('lesion')}",))
+                html.Div(f"{{{{ {self.k('masks_note')} }}}}", id="attribution-masks-note", classes="text-caption")
                 self.run_row(self.run)
                 common.warning_alerts(self.k("warnings"), "attribution-warnings")
                 with html.Div(v_if=(self.k("has_result"),)):
@@ -144,7 +147,8 @@ class AttributionPanel(Panel):
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
         super().on_segmentation_opened(relative, node)
-        self.set(lesion=node.GetID())
+        if node.GetID() in self.app.choices.offered(self.k("masks")):  # a mask of the image on show
+            self.set(lesion=node.GetID())
 
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Callable, Dict, List, Optional, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
@@ -17,7 +17,7 @@ from ...errors import ClinicalAIError
 from ...mrml.context import MRMLContext
 from ..jobs import Job, JobStatus
 from ..security import DataRoot, OfferedChoices
-from .common import segmentation_items
+from .common import mask_items, segmentation_items
 
 
 class PanelHost(Protocol):
@@ -212,10 +212,19 @@ class Panel:
     #: the state key (without the panel prefix) of the list of the scene's segmentations its
     #: mask choosers offer; "" = the panel has none
     segmentation_choices = ""
+    #: the state keys of the panel's mask choosers (brain mask, reference lesion), if its
+    #: choosers are those: they then offer the label maps and segmentations of the image on
+    #: show only, ``masks_note`` says why, and a choice no longer offered is dropped
+    mask_keys: Tuple[str, ...] = ()
 
     def refresh_inputs(self) -> None:
         """Offer the scene's segmentations (a volume or a segmentation was opened, one added)."""
-        if self.segmentation_choices:
+        if self.segmentation_choices and self.mask_keys:
+            items, note = mask_items(self.app.context.scene, self.app.volume_node)
+            self.offer(**{self.segmentation_choices: items})
+            offered = {item["value"] for item in items}
+            self.set(masks_note=note, **{key: "" for key in self.mask_keys if self.get(key) not in offered})
+        elif self.segmentation_choices:
             self.offer(**{self.segmentation_choices: segmentation_items(self.app.context.scene)})
 
     def on_volume_changed(self, node: Any) -> None:
@@ -225,4 +234,5 @@ class Panel:
         self.refresh_inputs()
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:
+        """A mask (segmentation or label map node) was opened from ``relative``."""
         self.refresh_inputs()

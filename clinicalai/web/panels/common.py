@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from trame.widgets import html
@@ -13,9 +13,9 @@ from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
 from ...mrml.display import show_volume_rendering
+from ...mrml.masks import mask_chooser_note, masks_for_image
 from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
-from ...mrml.scene import RASPoint, jump_to_mask
-from ...mrml.segmentations import segmentation_to_labels
+from ...mrml.scene import RASPoint, jump_to_mask, mask_from_node
 from ...mrml.volumes import volume_grid_of_node
 from .. import security
 
@@ -69,6 +69,19 @@ def segmentation_items(scene: Any) -> List[Dict[str, Any]]:
             continue
         items.append({"title": node.GetName(), "value": node.GetID()})
     return items
+
+
+def mask_items(scene: Any, image_node: Any) -> Tuple[List[Dict[str, Any]], str]:
+    """``([{"title", "value"}], note)``: the brain-mask / reference-lesion chooser's entries, the
+    label maps and segmentations of the image on show only (a mask of another patient is never
+    offered), and a line saying why no more; the "(none)" entry says it too when it is alone."""
+    offered, others = masks_for_image(scene, image_node)
+    note = mask_chooser_note(image_node, offered, others)
+    items = [{"title": "(none)" if offered else f"(none: {note})", "value": ""}]
+    for node in offered:
+        what = "label map" if node.IsA("vtkMRMLLabelMapVolumeNode") else "segmentation"
+        items.append({"title": f"{node.GetName()} ({what})", "value": node.GetID()})
+    return items, note
 
 
 def table(rows_key: str, columns: Sequence[str], table_id: str, row_click=None, actions=None, headers=None) -> None:
@@ -175,7 +188,7 @@ def slider(label: str, key: str, lo: float, hi: float, step: float, element_id: 
 
 
 def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> RASPoint:
-    """Centre every slice view on the segmentation ``node_id`` (e.g. a lesion VOI).
+    """Centre every slice view on the segmentation or label map ``node_id`` (e.g. a lesion VOI).
 
     The point is the mask voxel nearest to the mask's centre of mass (a curved mask's centre
     can lie outside it), in RAS millimetres; returned as ``(r, a, s)``. Raises
@@ -188,8 +201,7 @@ def jump_to_segmentation(app: Any, node_id: str, what: str = "segmentation") -> 
     if app.volume_node is None:
         raise ClinicalAIError("open a volume first")
     grid = volume_grid_of_node(app.volume_node)
-    point = jump_to_mask(app.context.scene, grid, segmentation_to_labels(node, grid).array)
-    if point is None:
-        raise ClinicalAIError(f"the {what} '{node.GetName()}' is empty on '{app.volume_node.GetName()}'")
+    mask = mask_from_node(app.context.scene, node_id, grid, what)  # raises when it is empty on the grid
+    point = jump_to_mask(app.context.scene, grid, mask.array)
     app.render_views()
     return point

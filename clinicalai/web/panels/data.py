@@ -1,4 +1,8 @@
-"""Data panel: open a volume from the ``--data`` folder or upload one.
+"""Data panel: open a volume from the ``--data`` folder or upload one, as an image, a label map /
+mask or a segmentation ("Open as": the user's choice, checked on the server, else guessed from
+the content by :func:`clinicalai.mrml.masks.open_file_as`). A mask never replaces the image on
+show: it is attached to the image whose grid it shares and drawn over it when that is the image
+on show.
 
 Every file is first tried in a throw-away process (:mod:`clinicalai.web.probe`): a malformed
 file that would crash Slicer's native reader is refused with a message instead of taking the
@@ -13,8 +17,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError, InputError
-from ...mrml import segmentations as mseg, volumes as mvol
-from ...volume.io import read_volume
+from ...mrml import masks
 from .. import security
 from .base import Panel
 
@@ -27,8 +30,10 @@ class DataPanel(Panel):
 
     def __init__(self, app) -> None:
         super().__init__(app)
-        self.set(files=[], path="", uploading=False)
-        #: segmentation nodes opened from files, by relative path (reference masks / lesions)
+        self.set(files=[], path="", uploading=False, open_as="")
+        # what a file can be opened as: recorded on the server too (Panel.offer / Panel.choice)
+        self.offer(open_as_items=[{"title": t, "value": v} for v, t in masks.OPEN_AS_TITLES.items()])
+        #: mask nodes (segmentations, label maps) opened from files, by relative path
         self.segmentations: dict = {}
         self.refresh()
 
@@ -50,6 +55,15 @@ class DataPanel(Panel):
                         classes="mr-2",
                     )
                     v3.VBtn("Open", id="data-open", click=self.open_typed, color="primary")
+                v3.VSelect(
+                    label="open as",
+                    items=(self.k("open_as_items"),),
+                    v_model=(self.k("open_as"),),
+                    density="compact",
+                    hide_details=True,
+                    id="data-open-as",
+                    classes="mt-2",
+                )
                 with v3.VList(density="compact", max_height="40vh", style="overflow-y:auto", id="data-files"):
                     v3.VListItem(
                         v_for=f"item in {self.k('files')}",
@@ -100,19 +114,20 @@ class DataPanel(Panel):
             if not isinstance(relative, str):
                 raise InputError("give the path of a file inside the data folder")
             path, kind = self._kind(relative)
+            open_as = self.choice("open_as", "open_as_items", "open as")
             # the probe (seconds, a child process) runs on a worker thread: the page stays live
             await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative)
             # again, now: cached (instant) unless the file was replaced while it was probed
             self.app.prober.check(path, kind, relative)
-            node = self._open(relative, path, kind)
+            opened = self._open(relative, path, open_as)
         except ClinicalAIError as exc:
             self.app.error(str(exc))
             return None
         except Exception as exc:  # a reader error on a user's file: one line, server stays up
             self.app.error(f"{relative}: cannot be opened ({type(exc).__name__}: {exc})")
             return None
-        self.app.info(f"opened {relative}")
-        return node
+        self.app.info(opened.message)
+        return opened.node
 
     def _kind(self, relative: str) -> tuple:
         """``(path, probe kind)`` of ``relative``, or why this app does not open it."""
@@ -122,29 +137,23 @@ class DataPanel(Panel):
         if security.image_suffix(path.name) in (None, ".zip"):
             raise InputError(f"{relative}: not an image this app opens (.nii, .nii.gz, .nrrd, .seg.nrrd or a DICOM folder)")
         if path.name.lower().endswith(".seg.nrrd"):
-            if self.app.volume_node is None:
-                raise InputError("open the image first, then its segmentation")
             return path, "segmentation"
         return path, "volume"
 
-    def _open(self, relative: str, path: Any, kind: str) -> Any:
-        """Load ``path`` (probed already) into the scene as ``kind``."""
-        name = path.name
-        if kind == "dicom":
-            volume = read_volume(path)
-            node = mvol.add_volume_node(self.app.context.scene, volume, name)
-            self.app.show_volume(node)
-            return node
-        if kind == "segmentation":
-            if self.app.volume_node is None:
-                raise InputError("open the image first, then its segmentation")
-            seg = mseg.load_segmentation_file(self.app.context, str(path), name=name[: -len(".seg.nrrd")])
-            seg.SetReferenceImageGeometryParameterFromVolumeNode(self.app.volume_node)
-            self.segmentations[relative] = seg
-            self.app.edit_segmentation(seg, open_editor=False)
-            for panel in self.app.panels.values():
-                panel.on_segmentation_opened(relative, seg)
-            return seg
-        node = mvol.load_volume_file(self.app.context, str(path), name=name.split(".")[0])
-        self.app.show_volume(node)
-        return node
+    def _open(self, relative: str, path: Any, open_as: str) -> masks.OpenedFile:
+        """Load ``path`` (probed already) into the scene as ``open_as`` ("" = guessed): an image
+        is shown; a mask is drawn over the image on show when it is one of its masks."""
+        opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative)
+        if opened.kind == masks.OPEN_AS_IMAGE:
+            self.app.show_volume(opened.node)
+            return opened
+        self.segmentations[relative] = opened.node
+        if opened.image is not None and opened.image is self.app.volume_node:
+            if opened.kind == masks.OPEN_AS_SEGMENTATION:
+                self.app.edit_segmentation(opened.node, open_editor=False)
+            else:
+                masks.show_label_outline(self.app.context.scene, opened.node)
+            self.app.render_views()
+        for panel in self.app.panels.values():
+            panel.on_segmentation_opened(relative, opened.node)
+        return opened

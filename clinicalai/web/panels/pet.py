@@ -30,6 +30,7 @@ class PetPanel(Panel):
     key = "pet"
     title = "PetRecurrence"
     segmentation_choices = "masks"
+    mask_keys = ("brain_mask", "lesion")
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -41,6 +42,7 @@ class PetPanel(Panel):
             devices=common.device_items(),
             masks=[{"title": "(none)", "value": ""}],
         )
+        self.set(masks_note="")
         self.set(
             # no default: "" = what the file says; a file that says nothing cannot run
             units="",
@@ -102,12 +104,13 @@ class PetPanel(Panel):
                     id="pet-uptake",
                     classes=(f"'text-caption mt-1 ' + ({self.k('uptake_quantity')} ? '' : 'text-error')",),
                 )
-                v3.VSelect(label="brain mask", items=(self.k("masks"),), v_model=(self.k("brain_mask"),), density="compact", hide_details=True, classes="mt-1")
+                v3.VSelect(label="brain mask", items=(self.k("masks"),), v_model=(self.k("brain_mask"),), density="compact", hide_details=True, classes="mt-1", id="pet-brain-mask")
                 with html.Div(classes="d-flex align-center mt-1"):
                     v3.VSelect(label="lesion VOI", items=(self.k("masks"),), v_model=(self.k("lesion"),), density="compact", hide_details=True, classes="mr-1")
                     v3.VBtn(icon="mdi-crosshairs-gps", click=self.go_to_lesion, size="small", variant="text", id="pet-lesion-go",
                             title="centre the views on the lesion VOI (the one chosen, else the one the run found)",
                             disabled=(f"!{self.k('lesion')} && !{self.k('lesion_voi')}",))
+                html.Div(f"{{{{ {self.k('masks_note')} }}}}", id="pet-masks-note", classes="text-caption")
                 v3.VCheckbox(label="Grad-CAM map", v_model=(self.k("cam"),), density="compact", hide_details=True)
                 html.Div("bundled fold models: synthetic demo, not for clinical use", classes="text-caption text-warning")
                 self.run_row(self.run)
