@@ -99,3 +99,19 @@ def jump_to_mask(scene: Any, grid: Any, mask_zyx: np.ndarray) -> Optional[RASPoi
         return None
     centre = voxels.mean(axis=0)
     return jump_to_voxel(scene, grid, tuple(voxels[int(np.argmin(((voxels - centre) ** 2).sum(axis=1)))]))
+
+
+def slice_index_shown(slice_node: Any, volume_node: Any) -> Optional[int]:
+    """The slice ``k`` (third voxel axis, 0-based) of ``volume_node`` a slice view shows, so a
+    per-slice table can mark the row on screen; ``None`` when the view's plane is not a slice
+    of that axis (its normal more than ~8 degrees off the ``k`` axis) or lies outside the volume."""
+    to_slice = slice_node.GetSliceToRAS()
+    m = np.array([[to_slice.GetElement(r, c) for c in range(4)] for r in range(4)])
+    grid = volume_grid_of_node(volume_node)
+    to_ras = ijk_to_ras(grid)
+    k_axis = to_ras[:3, 2] / np.linalg.norm(to_ras[:3, 2])
+    normal = m[:3, 2] / np.linalg.norm(m[:3, 2])
+    if abs(float(k_axis @ normal)) < 0.99:
+        return None
+    k = int(np.round(np.linalg.solve(to_ras, np.append(m[:3, 3], 1.0))[2]))
+    return k if 0 <= k < grid.shape[0] else None
