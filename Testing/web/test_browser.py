@@ -309,7 +309,9 @@ def test_segcorrect_run_review_and_save(page, web_server):
     names = page.locator("#segcorrect-saved a").all_inner_texts()
     assert {Path(n).suffix for n in names} >= {".nrrd", ".gz", ".json"}
     report = json.loads((web_server["data"] / [n for n in names if n.endswith(".json")][0]).read_text())
-    assert report["decisions"][rows[i]["slice"]] == after["decision"]
+    assert rows[i]["slice"] == i + 1, "rows are numbered from 1, as the slice views number slices"
+    assert report["decisions"][rows[i]["slice"] - 1] == after["decision"]
+    assert [r["slice"] for r in report["slices"]] == list(range(len(rows))), "the report keeps the voxel index"
     with page.expect_download() as info:
         page.locator("#segcorrect-saved a", has_text=".json").click()
     assert json.loads(Path(info.value.path()).read_text())["final_voxels"] == report["final_voxels"]

@@ -97,7 +97,8 @@ class ClinicalAIWebApp(TrameApp):
         self.prober = FileProber()
         self.server.enable_module(trame_slicer_module)
         self.server.enable_module(
-            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"]}
+            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"],
+             "styles": ["clinicalai_web/panels.css"]}
         )
         self.slicer_app = SlicerApp()
         self.context = MRMLContext.from_slicer_app(self.slicer_app)
