@@ -390,7 +390,7 @@ def test_pet_without_a_voi_adds_the_found_voi_and_goes_to_it(page, web_server):
     assert voi_id and voi_id == segmentation_id(page, "ca_pet_masks", f"{pet_name} lesion VOI")
     assert page.evaluate("() => window.trame.state.get('ca_pet_lesion')") == "", "the VOI choice is left as the user set it"
     static = {r["quantity"]: r["value"] for r in page.evaluate("() => window.trame.state.get('ca_pet_static_rows')")}
-    assert static["lesion_voi"] == "threshold 1.6 x background"
+    assert static["lesion VOI"] == "threshold 1.6 x background"
     # the saved VOI is the engine's, voxel for voxel (the command line on the same file)
     page.click("#pet-save")
     page.wait_for_selector("#pet-saved a")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..labels import label
 from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_conversion
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
@@ -391,7 +392,7 @@ def _result_rows(summary: Dict[str, Any]) -> List[Dict[str, str]]:
     for i, p in enumerate(summary.get("fold_probabilities") or []):
         rows.append({"quantity": f"fold {i}", "value": p})
     for key, value in (summary.get("static") or {}).items():
-        rows.append({"quantity": key, "value": value})
+        rows.append({"quantity": label(key), "value": value})
     for w in summary.get("warnings") or []:
         rows.append({"quantity": "warning", "value": w})
     return [{"quantity": r["quantity"], "value": _fmt(r["value"])} for r in rows]

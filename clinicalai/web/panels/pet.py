@@ -16,6 +16,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...labels import label
 from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters, typed_decay_fields
 from ...mrml.scene import jump_to_voxel
 from ...mrml.segmentations import segmentation_to_labels
@@ -217,7 +218,7 @@ class PetPanel(Panel):
         elif isinstance(spread, (int, float)):
             spread = f"{spread:.3f}"
         rows: List[Dict[str, Any]] = [{"quantity": "uptake", "value": summary.get("uptake") or "n/a"}]
-        rows += [{"quantity": k, "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
+        rows += [{"quantity": label(k), "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
         if summary.get("cam_inside_brain_fraction") is not None:
             rows.append({"quantity": "Grad-CAM inside brain", "value": common.fmt(summary["cam_inside_brain_fraction"])})
         self.set(

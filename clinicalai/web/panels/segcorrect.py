@@ -58,6 +58,7 @@ class SegCorrectPanel(Panel):
             input_seg="",
             rows=[],
             columns=[],
+            titles={},
             final_voxels=-1,
             opacity=0.5,
             # which of the run's segmentations the views draw (one of the offered "layers")
@@ -112,7 +113,7 @@ class SegCorrectPanel(Panel):
                         v3.VBtn(icon="mdi-close", size="x-small", variant="text", color="error", click=(self.reject_row, "[i]"), id=("`segcorrect-reject-${i}`",), title="reject the correction")
 
                     common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions,
-                                         current=f"row.slice === {self.k('shown_slice')}")
+                                         current=f"row.slice === {self.k('shown_slice')}", titles_key=self.k("titles"))
 
     def _review_ui(self) -> None:
         """Which segmentation the views draw (raw / corrected / final) and the segments' colours."""
@@ -228,7 +229,7 @@ class SegCorrectPanel(Panel):
             # keeps the voxel index (the decisions and the JSON report are indexed by it)
             page.append({**kept, "slice": k + 1})
         self._rows = rows
-        self.set(rows=page, columns=columns, final_voxels=int(per_slice.sum()))
+        self.set(rows=page, columns=columns, titles=common.column_titles(columns), final_voxels=int(per_slice.sum()))
 
     def _on_segmentation_edited(self, node) -> None:
         final = self._final_node()
