@@ -76,6 +76,8 @@ def test_found_lesion_voi_becomes_a_new_segmentation_on_the_pet_grid(ctx, pet):
     node = ctx.scene.GetNodeByID(params.lesion_voi)
     assert node is not None and node.IsA("vtkMRMLSegmentationNode") and node.GetName() == "pet lesion VOI"
     assert logic.get_parameters().lesion_voi == node.GetID() and logic.lesion_node_id() == node.GetID()
+    # an outline, not a fill: the Grad-CAM peak inside the VOI stays visible (issue #16 item 9)
+    assert node.GetDisplayNode().GetVisibility2DOutline() and not node.GetDisplayNode().GetVisibility2DFill()
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1
     segment = segmentation.GetNthSegment(0)

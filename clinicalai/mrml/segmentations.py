@@ -136,6 +136,18 @@ def add_segmentation_node(
     return node
 
 
+def show_outline_only(node: Any) -> Any:
+    """Draw a segmentation as its outline in the slice views, no fill: a lesion VOI over a
+    heat map must not hide the map's peak inside it (the fill covered the Grad-CAM maximum)."""
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    display.SetVisibility2DFill(False)
+    display.SetVisibility2DOutline(True)
+    return node
+
+
 def segment_legend(node: Any) -> List[Dict[str, Any]]:
     """``[{"name", "color"}]`` of a segmentation's segments in order, ``color`` as ``#rrggbb``
     (the colour the slice views draw it in): a legend the panels show beside the views."""
