@@ -324,6 +324,9 @@ def test_end_to_end_bqml_is_labelled_and_suvbw_only_with_its_inputs(ctx, pet, pe
     assert "SUVmax" not in bqml["static"] and "background_SUVmean" not in bqml["static"]
     rows = {r["quantity"]: r["value"] for r in table_rows(ctx.scene.GetNodeByID(logic.get_parameters().results_table))}
     assert rows["uptake"].startswith("Bq/mL") and "max (Bq/mL)" in rows  # the key's label (clinicalai.labels)
+    # no brain mask given: the warning says so in words for any front end (no CLI option in a panel)
+    computed = [w for w in bqml["warnings"] if "brain mask computed" in w]
+    assert computed and not any("--" in w for w in computed), bqml["warnings"]
     suv = logic.run(PetRecurrenceParameters(**common, **USER)).summary
     assert suv["uptake_quantity"] == "SUVbw" and suv["uptake"].startswith("SUVbw = C[Bq/mL] x weight[g]")
     assert suv["probability"] == pytest.approx(bqml["probability"], abs=1e-5)
