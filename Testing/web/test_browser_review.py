@@ -169,3 +169,17 @@ def test_raw_corrected_final_toggle_changes_the_view(review_page, reviewed):
     page.wait_for_function("() => (document.querySelector('#segcorrect-error') || {}).textContent?.includes('not one of the choices')")
     page.click("#segcorrect-layer-final")
     wait_state(page, "s.get('ca_segcorrect_layer') === 'final'")
+
+
+def test_about_box_is_clinicalais_own_without_images(review_page):
+    page = review_page
+    assert page.locator("[title='About trame-slicer']").count() == 0
+    page.click("#about-button")
+    dialog = page.locator("#about-dialog")
+    dialog.wait_for(state="visible")
+    text = dialog.inner_text()
+    assert "ClinicalAI" in text and "not for clinical use" in text
+    assert "trame-slicer v" not in text
+    assert dialog.locator("img").count() == 0, "no image fetched from outside the server"
+    page.click("#about-close")
+    dialog.wait_for(state="hidden")
