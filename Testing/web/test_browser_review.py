@@ -183,3 +183,22 @@ def test_about_box_is_clinicalais_own_without_images(review_page):
     assert dialog.locator("img").count() == 0, "no image fetched from outside the server"
     page.click("#about-close")
     dialog.wait_for(state="hidden")
+
+
+def test_typed_path_opens_whole_with_open_and_with_enter(review_page):
+    """Typed as a user types, Open at once: the whole path is opened (it was cut short); Enter opens too."""
+    page = review_page
+    open_tool(page, "data")
+    for submit in ("click", "enter"):
+        set_state(page, "ca_message", "")
+        set_state(page, "ca_error", "")
+        set_state(page, "ca_data_path", "")
+        field = page.locator("#data-path")
+        field.press_sequentially("heart48_bad.seg.nrrd", delay=0)
+        if submit == "click":
+            page.click("#data-open")
+        else:
+            field.press("Enter")
+        wait_state(page, "s.get('ca_message') || s.get('ca_error')")
+        assert not state(page, "ca_error"), (submit, state(page, "ca_error"))
+        assert "heart48_bad.seg.nrrd" in state(page, "ca_message"), submit

@@ -41,6 +41,9 @@ class DataPanel(Panel):
             v3.VCardSubtitle(f"from {self.app.data_root.root}")
             with v3.VCardText():
                 with html.Div(classes="d-flex align-center"):
+                    # Open and Enter send the text as the page has it: the state sync of the
+                    # field lags behind typing, and Open sent a path cut short
+                    typed = (self.open_clicked, f"[{self.k('path')}]")
                     v3.VTextField(
                         v_model=(self.k("path"),),
                         label="path inside the data folder",
@@ -48,8 +51,9 @@ class DataPanel(Panel):
                         hide_details=True,
                         id="data-path",
                         classes="mr-2",
+                        v_on_keyup_enter=typed,
                     )
-                    v3.VBtn("Open", id="data-open", click=self.open_typed, color="primary")
+                    v3.VBtn("Open", id="data-open", click=typed, color="primary")
                 with v3.VList(density="compact", max_height="40vh", style="overflow-y:auto", id="data-files"):
                     v3.VListItem(
                         v_for=f"item in {self.k('files')}",
@@ -79,9 +83,6 @@ class DataPanel(Panel):
     # actions -----------------------------------------------------------------
     def refresh(self) -> None:
         self.set(files=self.app.data_root.list_images())
-
-    def open_typed(self) -> None:
-        self._schedule_open(self.get("path"))
 
     def open_clicked(self, relative: str) -> None:
         self._schedule_open(relative)
