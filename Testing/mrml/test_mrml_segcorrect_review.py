@@ -103,3 +103,38 @@ def test_slice_index_shown_follows_the_view(ctx, case):
     green.SetLayoutName("Green")
     green.SetSliceToRASByNTP(*axes[:, 0], *axes[:, 1], 0, 0, 0, 0)
     assert slice_index_shown(green, image) is None
+
+
+def test_slice_views_kept_across_a_run_and_new_views_start_like_red(ctx, case):
+    """A run's apply (new nodes, a layout switch) must not move the user's views: their plane,
+    zoom and pan are put back; a view the run brought (side-by-side maps) starts like Red."""
+    from clinicalai.mrml.scene import restore_slice_views, slice_view_states
+
+    image = add_volume_node(ctx.scene, case.image, "heart")
+    red = ctx.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetLayoutName("Red")
+    red.SetOrientationToAxial()
+    jump_to_slice(ctx.scene, image, 1)
+    red.SetFieldOfView(123.0, 98.0, 1.0)
+    red.SetXYZOrigin(4.0, -3.0, 0.0)
+    red.UpdateMatrices()
+    before = slice_view_states(ctx.scene)
+    offset = red.GetSliceOffset()
+
+    # what a run may do: move the views back to the middle, zoom to fit, add a new view
+    jump_to_slice(ctx.scene, image, case.image.shape[0] // 2)
+    red.SetFieldOfView(300.0, 240.0, 1.0)
+    red.UpdateMatrices()
+    assert red.GetSliceOffset() != pytest.approx(offset)
+    new = ctx.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    new.SetLayoutName("Map2")
+    new.SetOrientationToSagittal()
+
+    assert restore_slice_views(ctx.scene, before) >= 2
+    assert red.GetSliceOffset() == pytest.approx(offset)
+    assert tuple(red.GetFieldOfView()) == pytest.approx((123.0, 98.0, 1.0))
+    assert tuple(red.GetXYZOrigin()) == pytest.approx((4.0, -3.0, 0.0))
+    # the new view: Red's plane and zoom (linked views at one zoom, on the user's slice)
+    states = slice_view_states(ctx.scene)
+    np.testing.assert_allclose(states["Map2"].slice_to_ras, states["Red"].slice_to_ras)
+    assert states["Map2"].fov == pytest.approx(states["Red"].fov)

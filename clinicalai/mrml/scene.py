@@ -5,7 +5,8 @@ centring the slice views on a slice, a voxel or a mask."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -81,6 +82,56 @@ def _jump_all_slices(scene: Any, point: RASPoint) -> RASPoint:
 def jump_to_slice(scene: Any, node: Any, k: int) -> RASPoint:
     """Centre every slice view on slice ``k`` of ``node`` (a table row click); returns the RAS point."""
     return _jump_all_slices(scene, slice_center_ras(node, k))
+
+
+@dataclass(frozen=True)
+class SliceViewState:
+    """Where a slice view looks: its plane (``slice_to_ras`` 4x4, RAS mm, the offset included),
+    its zoom (``fov``, mm) and its pan (``xyz_origin``)."""
+
+    slice_to_ras: np.ndarray
+    fov: Tuple[float, float, float]
+    xyz_origin: Tuple[float, float, float]
+
+
+def _matrix(vtk_matrix: Any) -> np.ndarray:
+    return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def slice_view_states(scene: Any) -> Dict[str, SliceViewState]:
+    """``{view name: state}`` of every slice view (see :func:`restore_slice_views`)."""
+    out = {}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        out[node.GetLayoutName()] = SliceViewState(_matrix(node.GetSliceToRAS()), tuple(node.GetFieldOfView()),
+                                                   tuple(node.GetXYZOrigin()))
+    return out
+
+
+def _set_view(node: Any, state: SliceViewState) -> None:
+    to_ras = node.GetSliceToRAS()
+    for r in range(4):
+        for c in range(4):
+            to_ras.SetElement(r, c, float(state.slice_to_ras[r, c]))
+    node.SetFieldOfView(*state.fov)
+    node.SetXYZOrigin(*state.xyz_origin)
+    node.UpdateMatrices()
+
+
+def restore_slice_views(scene: Any, states: Dict[str, SliceViewState], like: str = "Red") -> int:
+    """Put every slice view back where ``states`` says (taken before a run: a run's new nodes
+    and layout must not send the user's views back to the middle slice), and give the views
+    not in ``states`` (a layout the run switched to, e.g. side-by-side maps) the state of the
+    view ``like``, so linked views start on the same slice at the same zoom. Returns the
+    number of views set."""
+    count = 0
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        state = states.get(node.GetLayoutName(), states.get(like))
+        if state is not None:
+            _set_view(node, state)
+            count += 1
+    return count
 
 
 def jump_to_voxel(scene: Any, grid: Any, kji: Tuple[int, int, int]) -> RASPoint:

@@ -15,6 +15,7 @@ from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
 from ...mrml.context import MRMLContext
+from ...mrml.scene import restore_slice_views, slice_view_states
 from ..jobs import Job, JobStatus
 from ..security import DataRoot, OfferedChoices
 from .common import segmentation_items
@@ -187,7 +188,10 @@ class Panel:
             if self.app.volume_node is not volume:
                 self.set(status="result discarded: another volume was opened during the run")
                 return
+            views = slice_view_states(self.app.context.scene)
             apply(result)
+            # the user's slice, zoom and pan stay; a layout the run opened starts like Red
+            restore_slice_views(self.app.context.scene, views)
             self.app.render_views()
             self.applied_at = time.monotonic()
             self.set(runs=self.get("runs") + 1)
