@@ -27,6 +27,18 @@ LABELS: Dict[str, str] = {
     "lesion_voi": "lesion VOI",
     "lesion_volume_ml": "lesion volume (mL)",
     "uptake_units": "uptake units",
+    # attribution methods (DESIGN.md names, clinicalai.attribution.methods.METHODS) and the
+    # anomaly map: the names of the map nodes ("<image> - Integrated gradients")
+    "gradient": "Gradient",
+    "gradient-x-input": "Gradient x input",
+    "integrated-gradients": "Integrated gradients",
+    "expected-gradients": "Expected gradients",
+    "smoothgrad": "SmoothGrad",
+    "guided-backprop": "Guided backprop",
+    "gradcam": "Grad-CAM",
+    "gradcam++": "Grad-CAM++",
+    "occlusion": "Occlusion",
+    "anomaly": "anomaly map",
     # SegCorrect's per-slice table (clinicalai.segcorrect.pipeline.SliceDecision.table_row)
     "Dice raw vs corrected": "Dice raw / corrected",
 }

@@ -23,3 +23,11 @@ def test_labels_file_is_ascii():
     import clinicalai.labels as module
 
     open(module.__file__, encoding="ascii").read()
+
+
+def test_every_attribution_method_has_a_title():
+    from clinicalai.attribution.methods import METHODS
+
+    for name in METHODS:
+        assert name in LABELS and LABELS[name] != name, name
+    assert label("integrated-gradients") == "Integrated gradients"
