@@ -138,3 +138,12 @@ def test_slice_views_kept_across_a_run_and_new_views_start_like_red(ctx, case):
     states = slice_view_states(ctx.scene)
     np.testing.assert_allclose(states["Map2"].slice_to_ras, states["Red"].slice_to_ras)
     assert states["Map2"].fov == pytest.approx(states["Red"].fov)
+
+    # a view that existed before but was never fitted (a hidden side-by-side view) follows Red
+    new.SetFieldOfView(500.0, 500.0, 1.0)
+    new.UpdateMatrices()
+    before = slice_view_states(ctx.scene)
+    restore_slice_views(ctx.scene, before)
+    assert tuple(new.GetFieldOfView()) == pytest.approx((500.0, 500.0, 1.0)), "kept as it was without follow"
+    restore_slice_views(ctx.scene, before, follow=("Map2",))
+    assert tuple(new.GetFieldOfView()) == pytest.approx(tuple(red.GetFieldOfView()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -118,16 +118,18 @@ def _set_view(node: Any, state: SliceViewState) -> None:
     node.UpdateMatrices()
 
 
-def restore_slice_views(scene: Any, states: Dict[str, SliceViewState], like: str = "Red") -> int:
+def restore_slice_views(scene: Any, states: Dict[str, SliceViewState], like: str = "Red",
+                        follow: Sequence[str] = ()) -> int:
     """Put every slice view back where ``states`` says (taken before a run: a run's new nodes
     and layout must not send the user's views back to the middle slice), and give the views
-    not in ``states`` (a layout the run switched to, e.g. side-by-side maps) the state of the
-    view ``like``, so linked views start on the same slice at the same zoom. Returns the
-    number of views set."""
+    not in ``states`` or named in ``follow`` (a layout the run switched to, e.g. side-by-side
+    maps, whose views were never fitted to the image) the state of the view ``like``, so
+    linked views start on the same slice at the same zoom. Returns the number of views set."""
     count = 0
     for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
         node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-        state = states.get(node.GetLayoutName(), states.get(like))
+        name = node.GetLayoutName()
+        state = states.get(like) if name in follow else states.get(name, states.get(like))
         if state is not None:
             _set_view(node, state)
             count += 1

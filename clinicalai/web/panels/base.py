@@ -64,6 +64,8 @@ class PanelHost(Protocol):
 class Panel:
     key = "panel"
     title = "Panel"
+    #: slice views a run of this panel shows that start where Red is (same slice and zoom)
+    views_like_red: tuple = ()
 
     def __init__(self, app: PanelHost) -> None:
         self.app = app
@@ -190,8 +192,8 @@ class Panel:
                 return
             views = slice_view_states(self.app.context.scene)
             apply(result)
-            # the user's slice, zoom and pan stay; a layout the run opened starts like Red
-            restore_slice_views(self.app.context.scene, views)
+            # the user's slice, zoom and pan stay; the views of a layout the run opens start like Red
+            restore_slice_views(self.app.context.scene, views, follow=self.views_like_red)
             self.app.render_views()
             self.applied_at = time.monotonic()
             self.set(runs=self.get("runs") + 1)
