@@ -118,6 +118,17 @@ def test_rows_numbered_from_one_and_go_links_both_ways(review_page, reviewed):
     j = state(page, "ca_segcorrect_shown_slice") - 1
     page.wait_for_function(f"() => document.querySelector('#segcorrect-table .ca-row-{j}').classList.contains('ca-row-current')")
     assert "ca-row-current" not in page.locator(f"#segcorrect-table .ca-row-{i}").get_attribute("class")
+    # the slider to its far end: the marked row is scrolled into the table's view
+    thumb.focus()
+    page.keyboard.press("Home")
+    wait_state(page, f"[1, {N_SLICES}].includes(s.get('ca_segcorrect_shown_slice'))")
+    j = state(page, "ca_segcorrect_shown_slice") - 1
+    page.wait_for_function(
+        """(j) => { const w = document.querySelector('#segcorrect-table .v-table__wrapper').getBoundingClientRect();
+                    const r = document.querySelector('#segcorrect-table .ca-row-' + j);
+                    if (!r || !r.classList.contains('ca-row-current')) return false;
+                    const b = r.getBoundingClientRect();
+                    return b.top >= w.top - 1 && b.bottom <= w.bottom + 1; }""", arg=j)
 
 
 def test_accept_reject_inside_the_drawer_on_48_slices(review_page, reviewed):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
@@ -27,6 +27,11 @@ HIDDEN = ("reason",)
 LAYER_TITLES = {"final": "final", "raw": "raw", "corrected": "corrected"}
 #: seconds the slice-on-screen mark waits for more slider moves (a drag sends many)
 SLICE_MARK_DELAY_S = 0.15
+#: page code: scroll the table to the row of the slice on screen ("nearest": no move when shown)
+SCROLL_TO_CURRENT_ROW = (
+    "window.setTimeout(() => { const r = window.document.querySelector('#segcorrect-table .ca-row-current');"
+    " if (r) r.scrollIntoView({block: 'nearest'}); }, 50)"
+)
 
 
 class SegCorrectPanel(Panel):
@@ -114,6 +119,8 @@ class SegCorrectPanel(Panel):
 
                     common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions,
                                          current=f"row.slice === {self.k('shown_slice')}", titles_key=self.k("titles"))
+                    # the row of the slice on screen scrolled into the table's view (after Vue drew its mark)
+                    client.ClientStateChange(value=self.k("shown_slice"), change=SCROLL_TO_CURRENT_ROW)
 
     def _review_ui(self) -> None:
         """Which segmentation the views draw (raw / corrected / final) and the segments' colours."""
