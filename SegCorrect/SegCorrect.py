@@ -29,7 +29,7 @@ from clinicalai.desktop import PanelWidgetMixin  # noqa: E402
 from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 from clinicalai.mrml.runner import BackgroundRun  # noqa: E402
-from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # noqa: E402
+from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, REVIEW_LAYERS  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
 
@@ -93,6 +93,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         self.ui.rejectAllButton.connect("clicked(bool)", lambda: self.onDecision(False, selected=False))
         self.ui.editButton.connect("clicked(bool)", self.onEditButton)
         self.ui.sliceTableView.connect("clicked(QModelIndex)", self.onTableClicked)
+        self.ui.layerComboBox.connect("currentIndexChanged(int)", self.onLayerChanged)
         self.ui.cancelButton.enabled = False
         self.ui.progressBar.visible = False
         self.initializeParameterNode()
@@ -160,8 +161,34 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         self.ui.sliceTableView.setMRMLTableNode(table)
         has = table is not None
         for button in (self.ui.acceptSliceButton, self.ui.rejectSliceButton, self.ui.acceptAllButton,
-                       self.ui.rejectAllButton, self.ui.editButton):
+                       self.ui.rejectAllButton, self.ui.editButton, self.ui.layerComboBox):
             button.enabled = has
+        # the run's raw / corrected / final segmentations, one shown at a time (the final first)
+        nodes = self.logic.core.review_nodes(params) if has else {}
+        wasBlocked = self.ui.layerComboBox.blockSignals(True)
+        self.ui.layerComboBox.clear()
+        for layer in REVIEW_LAYERS:
+            if layer in nodes:
+                self.ui.layerComboBox.addItem(layer, layer)
+        self.ui.layerComboBox.blockSignals(wasBlocked)
+        if "final" in nodes:
+            self.logic.core.show_layer("final", params)
+            self._showLegend(nodes["final"])
+
+    def onLayerChanged(self, _index):
+        layer = self.ui.layerComboBox.currentData
+        if not layer:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not show that segmentation."):
+            self._showLegend(self.logic.core.show_layer(layer))
+
+    def _showLegend(self, node):
+        """The segments' names on their colours (the colours the slice views draw)."""
+        from clinicalai.mrml.segmentations import segment_legend
+
+        self.ui.legendLabel.text = " ".join(
+            f'<span style="background-color:{s["color"]}">&nbsp;&nbsp;&nbsp;</span>&nbsp;{s["name"]}' for s in segment_legend(node)
+        )
 
     def _tableRows(self, indexes):
         """Rows of the table node behind view indexes (through the view's sort proxy, and

@@ -38,7 +38,7 @@ def test_maps_tables_threshold_and_randomization(ctx, classifier, brain):
     params = logic.run(AttributionViewerParameters(
         input_volume=image.GetID(), model=classifier, methods=["gradient", "gradcam"], lesion=lesion.GetID(), device="cpu"))
     maps = [ctx.scene.GetNodeByID(i) for i in params.maps]
-    assert [m.GetName() for m in maps] == ["brain gradient", "brain gradcam"]
+    assert [m.GetName() for m in maps] == ["brain - Gradient", "brain - Grad-CAM"]
     for node in maps:
         assert node_to_volume(node).same_grid(brain.image, atol=1e-4)
         assert np.isfinite(node_to_volume(node).array).all()
@@ -128,7 +128,7 @@ def test_background_run_computes_in_a_thread_and_applies_on_poll(ctx, classifier
     assert run.error is None and threads and threads[0] is not threading.main_thread()
     assert run.fraction == pytest.approx(1.0)
     added = [i for i in node_ids(ctx.scene) if i not in before]
-    assert run.params.maps[0] in added and ctx.scene.GetNodeByID(run.params.maps[0]).GetName() == "brain gradient"
+    assert run.params.maps[0] in added and ctx.scene.GetNodeByID(run.params.maps[0]).GetName() == "brain - Gradient"
 
 
 def test_anomaly_map_from_a_generative_model(ctx, brain, classifier, anomaly_model):
@@ -137,7 +137,7 @@ def test_anomaly_map_from_a_generative_model(ctx, brain, classifier, anomaly_mod
     params = logic.run(AttributionViewerParameters(
         input_volume=image.GetID(), model=classifier, methods=["gradient"], anomaly_model=anomaly_model, lesion=lesion.GetID(), device="cpu"))
     nodes = [ctx.scene.GetNodeByID(i) for i in params.maps]
-    assert [n.GetName() for n in nodes] == ["brain gradient", "brain anomaly"]
+    assert [n.GetName() for n in nodes] == ["brain - Gradient", "brain - anomaly map"]
     assert nodes[1].GetDisplayNode().GetColorNode().GetName() == HEAT_TABLE
     assert node_to_volume(nodes[1]).same_grid(brain.image, atol=1e-4)
     assert np.isfinite(params.summary["anomaly_score"]) and params.summary["anomaly_score_name"]

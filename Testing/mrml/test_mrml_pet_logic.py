@@ -76,6 +76,8 @@ def test_found_lesion_voi_becomes_a_new_segmentation_on_the_pet_grid(ctx, pet):
     node = ctx.scene.GetNodeByID(params.lesion_voi)
     assert node is not None and node.IsA("vtkMRMLSegmentationNode") and node.GetName() == "pet lesion VOI"
     assert logic.get_parameters().lesion_voi == node.GetID() and logic.lesion_node_id() == node.GetID()
+    # an outline, not a fill: the Grad-CAM peak inside the VOI stays visible (issue #16 item 9)
+    assert node.GetDisplayNode().GetVisibility2DOutline() and not node.GetDisplayNode().GetVisibility2DFill()
     segmentation = node.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 1
     segment = segmentation.GetNthSegment(0)
@@ -321,7 +323,10 @@ def test_end_to_end_bqml_is_labelled_and_suvbw_only_with_its_inputs(ctx, pet, pe
     assert bqml["uptake_quantity"] == "Bq/mL" and bqml["uptake"].startswith("Bq/mL (no SUV")
     assert "SUVmax" not in bqml["static"] and "background_SUVmean" not in bqml["static"]
     rows = {r["quantity"]: r["value"] for r in table_rows(ctx.scene.GetNodeByID(logic.get_parameters().results_table))}
-    assert rows["uptake"].startswith("Bq/mL") and "max_Bq/mL" in rows
+    assert rows["uptake"].startswith("Bq/mL") and "max (Bq/mL)" in rows  # the key's label (clinicalai.labels)
+    # no brain mask given: the warning says so in words for any front end (no CLI option in a panel)
+    computed = [w for w in bqml["warnings"] if "brain mask computed" in w]
+    assert computed and not any("--" in w for w in computed), bqml["warnings"]
     suv = logic.run(PetRecurrenceParameters(**common, **USER)).summary
     assert suv["uptake_quantity"] == "SUVbw" and suv["uptake"].startswith("SUVbw = C[Bq/mL] x weight[g]")
     assert suv["probability"] == pytest.approx(bqml["probability"], abs=1e-5)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..attribution.metrics import SCORE_KEYS
 from ..errors import InputError
+from ..labels import label
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
 from .display import MAP_KIND_ATTRIBUTE, add_heatmap_node, set_side_by_side_layout, slice_composite_nodes
@@ -200,7 +201,8 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
         image_node = inputs.image_node
         nodes = []
         for name, vol in result.maps.items():
-            node = add_heatmap_node(self.scene, vol, self.output_name(image_node, name), signed=result.signed[name])
+            # named for a reader: the image and the method in words ("brain - Integrated gradients")
+            node = add_heatmap_node(self.scene, vol, f"{image_node.GetName()} - {label(name)}", signed=result.signed[name])
             node.SetAttribute(METHOD_ATTRIBUTE, name)
             nodes.append(node)
         params.maps = [n.GetID() for n in nodes]

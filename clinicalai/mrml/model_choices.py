@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from ..errors import ClinicalAIError
+from ..progress import ProgressCallback, report
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the engine's model package is heavy
     from ..models import LoadedModel, ModelCard
@@ -127,14 +128,19 @@ class ModelCache:
     def __init__(self) -> None:
         self._models: Dict[Tuple[str, str], Tuple[Any, "LoadedModel"]] = {}
 
-    def get(self, path: "str | Path", device: str) -> "LoadedModel":
+    def get(self, path: "str | Path", device: str, progress: Optional[ProgressCallback] = None) -> "LoadedModel":
+        """The model at ``path`` on ``device``, loaded unless cached; ``progress`` hears
+        "loading <name>" (0) before the weights are read and "<name> loaded" (1) after."""
         from ..models import load_model  # heavy (torch): see the module docstring
 
+        name = Path(path).stem if Path(path).suffix else Path(path).name
+        report(progress, 0.0, f"loading model {name}")
         key = (str(Path(path).resolve()), device)
         stamp = _model_files_stamp(path)
         cached = self._models.get(key)
         if cached is None or cached[0] != stamp:
             self._models[key] = (stamp, load_model(path, device=device))
+        report(progress, 1.0, f"model {name} loaded")
         return self._models[key][1]
 
 

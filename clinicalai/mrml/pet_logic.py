@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..errors import InputError
+from ..labels import label
 from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_conversion
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
@@ -23,7 +24,7 @@ from ..volume.io import read_pet_tags
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
 from .parameters import jsonable, node_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
-from .segmentations import add_segmentation_node
+from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
 from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, array_from_image_data, volume_grid_of_node
 from .workflow import WorkflowLogic
@@ -320,17 +321,18 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
 
     def _add_lesion_voi_node(self, image_node: Any, pet: Volume, lesion: Volume) -> Any:
         """A segmentation node "<PET name> lesion VOI" with one segment "lesion" (cyan) holding
-        ``lesion`` (non-zero = inside), on the PET grid and referencing the PET node."""
+        ``lesion`` (non-zero = inside), on the PET grid and referencing the PET node; drawn as
+        an outline so the Grad-CAM inside it stays visible."""
         if not lesion.same_grid(pet, atol=1e-4):
             raise InputError("the lesion VOI is not on the PET grid (engine bug)")
         mask = (np.asarray(lesion.array) > 0).astype(np.uint8)
-        return add_segmentation_node(
+        return show_outline_only(add_segmentation_node(
             self.scene,
             pet.with_array(mask, modality="SEG", units="label"),
             self.output_name(image_node, "lesion VOI"),
             [{"name": "lesion", "value": 1, "color": LESION_VOI_COLOR}],
             reference_node=image_node,
-        )
+        ))
 
     # ---------------------------------------------------------------- lesion VOI
     def lesion_node_id(self, params: Optional[PetRecurrenceParameters] = None) -> Optional[str]:
@@ -391,7 +393,7 @@ def _result_rows(summary: Dict[str, Any]) -> List[Dict[str, str]]:
     for i, p in enumerate(summary.get("fold_probabilities") or []):
         rows.append({"quantity": f"fold {i}", "value": p})
     for key, value in (summary.get("static") or {}).items():
-        rows.append({"quantity": key, "value": value})
+        rows.append({"quantity": label(key), "value": value})
     for w in summary.get("warnings") or []:
         rows.append({"quantity": "warning", "value": w})
     return [{"quantity": r["quantity"], "value": _fmt(r["value"])} for r in rows]

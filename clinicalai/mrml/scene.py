@@ -6,7 +6,8 @@ annotations say (orientation, slice, value under the cursor)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -84,6 +85,58 @@ def jump_to_slice(scene: Any, node: Any, k: int) -> RASPoint:
     return _jump_all_slices(scene, slice_center_ras(node, k))
 
 
+@dataclass(frozen=True)
+class SliceViewState:
+    """Where a slice view looks: its plane (``slice_to_ras`` 4x4, RAS mm, the offset included),
+    its zoom (``fov``, mm) and its pan (``xyz_origin``)."""
+
+    slice_to_ras: np.ndarray
+    fov: Tuple[float, float, float]
+    xyz_origin: Tuple[float, float, float]
+
+
+def _matrix(vtk_matrix: Any) -> np.ndarray:
+    return np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def slice_view_states(scene: Any) -> Dict[str, SliceViewState]:
+    """``{view name: state}`` of every slice view (see :func:`restore_slice_views`)."""
+    out = {}
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        out[node.GetLayoutName()] = SliceViewState(_matrix(node.GetSliceToRAS()), tuple(node.GetFieldOfView()),
+                                                   tuple(node.GetXYZOrigin()))
+    return out
+
+
+def _set_view(node: Any, state: SliceViewState) -> None:
+    to_ras = node.GetSliceToRAS()
+    for r in range(4):
+        for c in range(4):
+            to_ras.SetElement(r, c, float(state.slice_to_ras[r, c]))
+    node.SetFieldOfView(*state.fov)
+    node.SetXYZOrigin(*state.xyz_origin)
+    node.UpdateMatrices()
+
+
+def restore_slice_views(scene: Any, states: Dict[str, SliceViewState], like: str = "Red",
+                        follow: Sequence[str] = ()) -> int:
+    """Put every slice view back where ``states`` says (taken before a run: a run's new nodes
+    and layout must not send the user's views back to the middle slice), and give the views
+    not in ``states`` or named in ``follow`` (a layout the run switched to, e.g. side-by-side
+    maps, whose views were never fitted to the image) the state of the view ``like``, so
+    linked views start on the same slice at the same zoom. Returns the number of views set."""
+    count = 0
+    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+        name = node.GetLayoutName()
+        state = states.get(like) if name in follow else states.get(name, states.get(like))
+        if state is not None:
+            _set_view(node, state)
+            count += 1
+    return count
+
+
 def jump_to_voxel(scene: Any, grid: Any, kji: Tuple[int, int, int]) -> RASPoint:
     """Centre every slice view on voxel ``(k, j, i)`` of ``grid`` (a node's volume grid); the RAS point (mm)."""
     k, j, i = (int(v) for v in kji)
@@ -151,3 +204,19 @@ def voxel_at(volume_node: Any, ras: RASPoint) -> Optional[dict]:
         return None
     # one voxel read, not an array copy: this runs on every mouse move over a view
     return {"ijk": (i, j, k), "value": float(volume_node.GetImageData().GetScalarComponentAsDouble(i, j, k, 0))}
+
+
+def slice_index_shown(slice_node: Any, volume_node: Any) -> Optional[int]:
+    """The slice ``k`` (third voxel axis, 0-based) of ``volume_node`` a slice view shows, so a
+    per-slice table can mark the row on screen; ``None`` when the view's plane is not a slice
+    of that axis (its normal more than ~8 degrees off the ``k`` axis) or lies outside the volume."""
+    to_slice = slice_node.GetSliceToRAS()
+    m = np.array([[to_slice.GetElement(r, c) for c in range(4)] for r in range(4)])
+    grid = volume_grid_of_node(volume_node)
+    to_ras = ijk_to_ras(grid)
+    k_axis = to_ras[:3, 2] / np.linalg.norm(to_ras[:3, 2])
+    normal = m[:3, 2] / np.linalg.norm(m[:3, 2])
+    if abs(float(k_axis @ normal)) < 0.99:
+        return None
+    k = int(np.round(np.linalg.solve(to_ras, np.append(m[:3, 3], 1.0))[2]))
+    return k if 0 <= k < grid.shape[0] else None

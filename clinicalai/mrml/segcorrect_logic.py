@@ -24,6 +24,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only: the pipeline needs scipy / 
     from ..models import ModelCard
     from ..segcorrect.pipeline import CorrectionResult, SegCorrectResult, SliceDecision
 
+#: the segmentations a run leaves for review, by the name the GUIs show: the segmenter's (or
+#: the user's) mask, the corrector's proposal, and the result of the per-slice decisions
+REVIEW_LAYERS = ("final", "raw", "corrected")
+
 
 def _decision_words() -> "tuple[str, str]":
     """The engine's per-slice decisions ``(CORRECTED, KEPT_RAW)``. Imported when used:
@@ -149,16 +153,19 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
     def compute(
         self, inputs: SegCorrectInputs, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None
     ) -> SegCorrectOutcome:
+        # the first run imports PyTorch / MONAI and reads the weights (seconds): each step is
+        # reported, so the bar moves and says what it waits for instead of sitting at 0 %
+        report(progress, 0.01, "loading the engine (PyTorch, MONAI)")
         from ..segcorrect import pipeline  # heavy (scipy / torch): loaded on the first run
 
-        report(progress, 0.0, "loading models")
-        corrector = self.models.get(inputs.corrector, inputs.device) if inputs.corrector else None
+        load_span = (0.02, 0.035) if inputs.mask is None else (0.02, 0.05)
+        corrector = self.models.get(inputs.corrector, inputs.device, scaled(progress, *load_span)) if inputs.corrector else None
         if inputs.mask is not None:
             correction = pipeline.correct_mask(inputs.mask, corrector, image=inputs.image, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
             # a mask-correction card names the labels too
             segments = _segments(corrector.card, correction.raw) or list(inputs.mask.metadata.get("segments") or [])
             return SegCorrectOutcome.of_correction(correction, segments)
-        segmenter = self.models.get(inputs.segmenter, inputs.device)
+        segmenter = self.models.get(inputs.segmenter, inputs.device, scaled(progress, 0.035, 0.05))
         result = pipeline.run_segcorrect(inputs.image, segmenter, corrector, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
         return SegCorrectOutcome.of_segmentation(result, _segments(segmenter.card, result.raw))
 
@@ -231,6 +238,36 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         for row in rows:
             row["decision"] = params.decisions[int(row["slice"])]
         fill_table_node(table, rows)
+
+    def review_nodes(self, params: Optional[SegCorrectParameters] = None) -> Dict[str, Any]:
+        """``{layer: segmentation node}`` of the run's :data:`REVIEW_LAYERS` still in the
+        scene (no ``"corrected"`` for a run without correction)."""
+        params = params or self.get_parameters()
+        ids = {"final": params.output_segmentation, "raw": params.raw_segmentation,
+               "corrected": params.corrected_segmentation}
+        nodes = {layer: node_by_id(self.scene, ids[layer], f"{layer} segmentation", required=False) for layer in REVIEW_LAYERS}
+        return {layer: node for layer, node in nodes.items() if node is not None}
+
+    def show_layer(self, layer: str, params: Optional[SegCorrectParameters] = None) -> Any:
+        """Show the run's ``layer`` segmentation (one of :data:`REVIEW_LAYERS`) in the views and
+        hide the other two, so the user sees what the segmenter made, what the corrector
+        proposed and what is kept, one at a time over the same image; the node shown.
+
+        Raises:
+            InputError: an unknown layer, no run, or a layer this run did not make.
+        """
+        if layer not in REVIEW_LAYERS:
+            raise InputError(f"no segmentation {str(layer)[:20]!r} to show (one of {', '.join(REVIEW_LAYERS)})")
+        nodes = self.review_nodes(params)
+        if layer not in nodes:
+            raise InputError("run SegCorrect first" if not nodes else f"this run made no {layer} segmentation")
+        for name, node in nodes.items():
+            display = node.GetDisplayNode()
+            if display is None:
+                node.CreateDefaultDisplayNodes()
+                display = node.GetDisplayNode()
+            display.SetVisibility(name == layer)
+        return nodes[layer]
 
     def jump_to_row(self, row: int, params: Optional[SegCorrectParameters] = None) -> RASPoint:
         """Centre the slice views on the slice of table row ``row``; returns the RAS point."""

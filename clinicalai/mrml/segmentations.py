@@ -136,6 +136,30 @@ def add_segmentation_node(
     return node
 
 
+def show_outline_only(node: Any) -> Any:
+    """Draw a segmentation as its outline in the slice views, no fill: a lesion VOI over a
+    heat map must not hide the map's peak inside it (the fill covered the Grad-CAM maximum)."""
+    display = node.GetDisplayNode()
+    if display is None:
+        node.CreateDefaultDisplayNodes()
+        display = node.GetDisplayNode()
+    display.SetVisibility2DFill(False)
+    display.SetVisibility2DOutline(True)
+    return node
+
+
+def segment_legend(node: Any) -> List[Dict[str, Any]]:
+    """``[{"name", "color"}]`` of a segmentation's segments in order, ``color`` as ``#rrggbb``
+    (the colour the slice views draw it in): a legend the panels show beside the views."""
+    segmentation = node.GetSegmentation()
+    out = []
+    for i in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(i)
+        rgb = [min(255, max(0, int(round(255 * c)))) for c in segment.GetColor()[:3]]
+        out.append({"name": segment.GetName(), "color": "#{:02x}{:02x}{:02x}".format(*rgb)})
+    return out
+
+
 def segment_tag(segment: Any, name: str) -> str:
     """A segment's tag value ("" when it has none)."""
     from vtkmodules.vtkCommonCore import reference

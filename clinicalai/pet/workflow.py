@@ -339,7 +339,8 @@ def _result_warnings(probs: Sequence[float], spread: float, models: Sequence[Loa
     if any(m.card.synthetic_demo for m in models):
         warnings.append("demo models trained on synthetic phantoms: not for clinical use")
     if first.brain_mask_source == "computed":
-        warnings.append("brain mask computed from the PET (threshold); give --brain-mask for a reviewed one")
+        # worded for every front end: the CLI's --brain-mask and the panels' "brain mask" chooser
+        warnings.append("brain mask computed from the PET (threshold), not a reviewed one: give a brain mask to use yours")
     brain_ml = float(first.brain_mask.array.sum()) * float(np.prod(first.brain_mask.spacing)) / 1000.0
     if not PLAUSIBLE_BRAIN_ML[0] <= brain_ml <= PLAUSIBLE_BRAIN_ML[1]:
         warnings.append(f"the brain found in this image is {brain_ml:,.0f} mL (a brain is about 1,000 to 1,800 mL): "

@@ -26,6 +26,7 @@ from ..mrml.display import hide_results_of_other_volumes
 from ..mrml.segmentations import segmentation_to_labels
 from ..mrml.volumes import volume_grid_of_node
 from . import http as web_http
+from .about import viewer_layout
 from .annotations import ViewAnnotations
 from . import security
 from .panels.attribution import AttributionPanel, register_side_by_side_layout
@@ -143,7 +144,8 @@ class ClinicalAIWebApp(TrameApp):
         self.prober = FileProber()
         self.server.enable_module(trame_slicer_module)
         self.server.enable_module(
-            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"]}
+            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"],
+             "styles": ["clinicalai_web/panels.css"]}
         )
         self.slicer_app = SlicerApp()
         self.context = MRMLContext.from_slicer_app(self.slicer_app)
@@ -330,9 +332,9 @@ class ClinicalAIWebApp(TrameApp):
         )
 
     def _build_ui(self) -> None:
-        from trame_slicer.app.ui import LayoutButton, SegmentEditorUI, SegmentEditorUndoRedoUI, ViewerLayout
+        from trame_slicer.app.ui import LayoutButton, SegmentEditorUI, SegmentEditorUndoRedoUI
 
-        with ViewerLayout(self.server, title="ClinicalAI") as layout:
+        with viewer_layout(self.server, title="ClinicalAI") as layout:
             self.ui_layout = layout
             layout.title.set_text("ClinicalAI")
             with layout.appbar:

@@ -41,6 +41,8 @@ class AttributionPanel(Panel):
     title = "AttributionViewer"
     segmentation_choices = "masks"
     mask_keys = ("lesion",)
+    # the map views beside Red: linked, so they must start on Red's slice at Red's zoom
+    views_like_red = tuple(MAP_VIEWS[1:])
 
     def __init__(self, app) -> None:
         super().__init__(app)

@@ -15,6 +15,7 @@ from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
 from ...mrml.context import MRMLContext
+from ...mrml.scene import restore_slice_views, slice_view_states
 from ..jobs import Job, JobStatus
 from ..security import DataRoot, OfferedChoices
 from .common import mask_items, segmentation_items
@@ -63,6 +64,8 @@ class PanelHost(Protocol):
 class Panel:
     key = "panel"
     title = "Panel"
+    #: slice views a run of this panel shows that start where Red is (same slice and zoom)
+    views_like_red: tuple = ()
 
     def __init__(self, app: PanelHost) -> None:
         self.app = app
@@ -187,7 +190,10 @@ class Panel:
             if self.app.volume_node is not volume:
                 self.set(status="result discarded: another volume was opened during the run")
                 return
+            views = slice_view_states(self.app.context.scene)
             apply(result)
+            # the user's slice, zoom and pan stay; the views of a layout the run opens start like Red
+            restore_slice_views(self.app.context.scene, views, follow=self.views_like_red)
             self.app.render_views()
             self.applied_at = time.monotonic()
             self.set(runs=self.get("runs") + 1)

@@ -12,6 +12,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...labels import label
 from ...mrml.display import show_volume_rendering
 from ...mrml.masks import mask_chooser_note, masks_for_image
 from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
@@ -86,7 +87,8 @@ def mask_items(scene: Any, image_node: Any) -> Tuple[List[Dict[str, Any]], str]:
 
 def table(rows_key: str, columns: Sequence[str], table_id: str, row_click=None, actions=None, headers=None) -> None:
     """A dense HTML table of the state list ``rows_key`` (dicts) with ``columns`` (shown as
-    ``headers``, default the column keys)."""
+    ``headers``, default the keys' labels, :func:`clinicalai.labels.label`)."""
+    headers = headers or [label(c) for c in columns]
     with v3.VTable(density="compact", id=table_id, fixed_header=True, height="280px", classes="text-caption ca-table"):
         with html.Thead():
             with html.Tr():
@@ -108,21 +110,38 @@ def table(rows_key: str, columns: Sequence[str], table_id: str, row_click=None, 
                         actions()
 
 
-def dynamic_table(rows_key: str, columns_key: str, table_id: str, actions=None) -> None:
+def dynamic_table(rows_key: str, columns_key: str, table_id: str, actions=None, current: str = "",
+                  actions_width: int = 96, titles_key: str = "") -> None:
     """Like :func:`table`, the columns being the state list ``columns_key`` (the logic's own
-    table columns, whatever they are)."""
-    with v3.VTable(density="compact", id=table_id, fixed_header=True, height="280px", classes="text-caption ca-table"):
+    table columns, whatever they are). The actions come first and a long cell is cut (its
+    text on hover), so the buttons stay inside the drawer however wide the columns are; ``current`` (a JavaScript
+    expression of ``row``) marks the rows it is true of (``ca-row-current``, highlighted);
+    ``actions_width``: pixels of the actions' column; ``titles_key``: a state dict column ->
+    header (:func:`column_titles`), default the column keys."""
+    row_class = f"`ca-row ca-row-${{i}}` + (({current}) ? ' ca-row-current' : '')" if current else "`ca-row ca-row-${i}`"
+    # a fixed layout (serve/panels.css): the columns share the panel's width, the actions'
+    # column keeps its own
+    with v3.VTable(density="compact", id=table_id, fixed_header=True, height="280px", classes="text-caption ca-table ca-table-fit"):
         with html.Thead():
             with html.Tr():
-                html.Th("{{ c }}", v_for=f"c in {columns_key}", key="c", classes="px-1")
                 if actions:
-                    html.Th("")
+                    html.Th("", style=f"width: {actions_width}px;")
+                html.Th(f"{{{{ ({titles_key} || {{}})[c] || c }}}}" if titles_key else "{{ c }}", v_for=f"c in {columns_key}", key="c",
+                        classes="px-1", title=("c",),
+                        style="white-space: normal; overflow-wrap: anywhere;")
         with html.Tbody():
-            with html.Tr(v_for=f"(row, i) in {rows_key}", key="i", classes=("`ca-row ca-row-${i}`",)):
-                html.Td("{{ row[c] }}", v_for=f"c in {columns_key}", key="c", classes="px-1")
+            with html.Tr(v_for=f"(row, i) in {rows_key}", key="i", classes=(row_class,)):
                 if actions:
                     with html.Td(classes="px-0 text-no-wrap"):
                         actions()
+                # one line per row, a long cell cut with its whole text on hover
+                html.Td("{{ row[c] }}", v_for=f"c in {columns_key}", key="c", classes="px-1", title=("row[c]",),
+                        style="overflow: hidden; text-overflow: ellipsis; white-space: nowrap;")
+
+
+def column_titles(columns: Sequence[str]) -> Dict[str, str]:
+    """``{column: header}`` of a :func:`dynamic_table` (:func:`clinicalai.labels.label`)."""
+    return {c: label(c) for c in columns}
 
 
 def fmt(value: Any) -> Any:

@@ -46,6 +46,9 @@ class DataPanel(Panel):
             v3.VCardSubtitle(f"from {self.app.data_root.root}")
             with v3.VCardText():
                 with html.Div(classes="d-flex align-center"):
+                    # Open and Enter send the text as the page has it: the state sync of the
+                    # field lags behind typing, and Open sent a path cut short
+                    typed = (self.open_clicked, f"[{self.k('path')}]")
                     v3.VTextField(
                         v_model=(self.k("path"),),
                         label="path inside the data folder",
@@ -53,8 +56,9 @@ class DataPanel(Panel):
                         hide_details=True,
                         id="data-path",
                         classes="mr-2",
+                        v_on_keyup_enter=typed,
                     )
-                    v3.VBtn("Open", id="data-open", click=self.open_typed, color="primary")
+                    v3.VBtn("Open", id="data-open", click=typed, color="primary")
                 v3.VSelect(
                     label="open as",
                     items=(self.k("open_as_items"),),
@@ -93,9 +97,6 @@ class DataPanel(Panel):
     # actions -----------------------------------------------------------------
     def refresh(self) -> None:
         self.set(files=self.app.data_root.list_images())
-
-    def open_typed(self) -> None:
-        self._schedule_open(self.get("path"))
 
     def open_clicked(self, relative: str) -> None:
         self._schedule_open(relative)

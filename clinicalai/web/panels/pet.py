@@ -16,6 +16,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
+from ...labels import label
 from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters, typed_decay_fields
 from ...mrml.scene import jump_to_voxel
 from ...mrml.segmentations import segmentation_to_labels
@@ -92,12 +93,12 @@ class PetPanel(Panel):
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
                 html.Div("for SUV (typed values replace the file's):", classes="text-caption mt-1")
                 with html.Div(classes="d-flex"):
-                    for name, label, field_id in (("weight_kg", "weight (kg)", "pet-weight"), ("injected_mbq", "injected dose (MBq)", "pet-dose")):
-                        v3.VTextField(label=label, v_model=(self.k(name),), placeholder=(f"{self.k('known')}.{name} || ''",),
+                    for name, title, field_id in (("weight_kg", "weight (kg)", "pet-weight"), ("injected_mbq", "injected dose (MBq)", "pet-dose")):
+                        v3.VTextField(label=title, v_model=(self.k(name),), placeholder=(f"{self.k('known')}.{name} || ''",),
                                       persistent_placeholder=True, density="compact", hide_details=True, classes="mr-1", id=field_id)
                 with html.Div(classes="d-flex mt-1"):
-                    for name, label, field_id in (("injection_time", "injection time", "pet-injection-time"), ("scan_time", "scan time", "pet-scan-time")):
-                        v3.VTextField(label=label, v_model=(self.k(name),), placeholder=(f"{self.k('known')}.{name} || 'hh:mm or YYYY-MM-DD hh:mm'",),
+                    for name, title, field_id in (("injection_time", "injection time", "pet-injection-time"), ("scan_time", "scan time", "pet-scan-time")):
+                        v3.VTextField(label=title, v_model=(self.k(name),), placeholder=(f"{self.k('known')}.{name} || 'hh:mm or YYYY-MM-DD hh:mm'",),
                                       persistent_placeholder=True, density="compact", hide_details=True, classes="mr-1", id=field_id)
                 html.Div(
                     f"uptake shown as: {{{{ {self.k('uptake_text')} }}}}",
@@ -220,7 +221,7 @@ class PetPanel(Panel):
         elif isinstance(spread, (int, float)):
             spread = f"{spread:.3f}"
         rows: List[Dict[str, Any]] = [{"quantity": "uptake", "value": summary.get("uptake") or "n/a"}]
-        rows += [{"quantity": k, "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
+        rows += [{"quantity": label(k), "value": common.fmt(v)} for k, v in (summary.get("static") or {}).items()]
         if summary.get("cam_inside_brain_fraction") is not None:
             rows.append({"quantity": "Grad-CAM inside brain", "value": common.fmt(summary["cam_inside_brain_fraction"])})
         self.set(

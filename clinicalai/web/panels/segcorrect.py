@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from trame.widgets import html
+from trame.widgets import client, html
 from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
-from ...mrml.scene import jump_to_slice
-from ...mrml.segcorrect_logic import SegCorrectLogic, SegCorrectParameters
-from ...mrml.segmentations import segmentation_to_labels
+from ...mrml.scene import jump_to_slice, slice_index_shown
+from ...mrml.segcorrect_logic import REVIEW_LAYERS, SegCorrectLogic, SegCorrectParameters
+from ...mrml.segmentations import segment_legend, segmentation_to_labels
 from ...mrml.tables import table_rows
 from ...mrml.volumes import volume_grid_of_node
 from ...outputs import write_json
@@ -23,6 +23,15 @@ from .base import Panel
 
 #: columns of the per-slice table the logic makes that the panel shows (others: the JSON report)
 HIDDEN = ("reason",)
+#: what the review toggle says of each of the run's segmentations (REVIEW_LAYERS)
+LAYER_TITLES = {"final": "final", "raw": "raw", "corrected": "corrected"}
+#: seconds the slice-on-screen mark waits for more slider moves (a drag sends many)
+SLICE_MARK_DELAY_S = 0.15
+#: page code: scroll the table to the row of the slice on screen ("nearest": no move when shown)
+SCROLL_TO_CURRENT_ROW = (
+    "window.setTimeout(() => { const r = window.document.querySelector('#segcorrect-table .ca-row-current');"
+    " if (r) r.scrollIntoView({block: 'nearest'}); }, 50)"
+)
 
 
 class SegCorrectPanel(Panel):
@@ -39,9 +48,12 @@ class SegCorrectPanel(Panel):
         correctors = common.model_choices("mask-correction", DEFAULT_CORRECTOR)
         #: the per-slice rows shown, as the server made them (the page's copy is not trusted)
         self._rows: List[Dict[str, Any]] = []
+        #: slice nodes observed for the slice on screen: node ID -> (node, observer tag)
+        self._slice_observers: Dict[str, Any] = {}
+        self._mark_pending = False
         # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
         self.offer(segmenters=segmenters, correctors=correctors, devices=common.device_items(),
-                   input_segs=[{"title": "(none)", "value": ""}])
+                   input_segs=[{"title": "(none)", "value": ""}], layers=[])
         self.set(
             segmenter=segmenters[0]["value"] if segmenters else "",
             corrector=correctors[0]["value"] if correctors else "",
@@ -51,16 +63,24 @@ class SegCorrectPanel(Panel):
             input_seg="",
             rows=[],
             columns=[],
+            titles={},
             final_voxels=-1,
             opacity=0.5,
+            # which of the run's segmentations the views draw (one of the offered "layers")
+            layer="final",
+            # [{"name", "color": "#rrggbb"}] of the segments drawn
+            legend=[],
+            # the slice on screen (1-based, as the rows are numbered); 0: none of the rows
+            shown_slice=0,
             has_result=False,
             # the last run's warnings about its input (reader, model fit), one sentence each
             warnings=[],
             saved=[],
         )
         self._update_card()
-        self.state.change(self.k("segmenter"), self.k("corrector"))(lambda **_: self._update_card())
+        self.state.change(self.k("segmenter"), self.k("corrector"), self.k("input_seg"))(lambda **_: self._update_card())
         self.state.change(self.k("opacity"))(lambda **_: self._apply_opacity())
+        self.state.change(self.k("layer"))(lambda **_: self._show_layer())
 
     # UI -----------------------------------------------------------------------
     def build_ui(self) -> None:
@@ -83,6 +103,7 @@ class SegCorrectPanel(Panel):
                         id="segcorrect-voxels",
                         classes="text-body-2 my-1",
                     )
+                    self._review_ui()
                     common.slider("opacity", self.k("opacity"), 0, 1, 0.05, "segcorrect-opacity")
                     with html.Div(classes="d-flex my-1"):
                         v3.VBtn("Accept all", click=self.accept_all, size="small", variant="tonal", classes="mr-1", id="segcorrect-accept-all")
@@ -96,7 +117,24 @@ class SegCorrectPanel(Panel):
                         v3.VBtn(icon="mdi-check", size="x-small", variant="text", color="success", click=(self.accept_row, "[i]"), id=("`segcorrect-accept-${i}`",), title="accept the correction")
                         v3.VBtn(icon="mdi-close", size="x-small", variant="text", color="error", click=(self.reject_row, "[i]"), id=("`segcorrect-reject-${i}`",), title="reject the correction")
 
-                    common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions)
+                    common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions,
+                                         current=f"row.slice === {self.k('shown_slice')}", titles_key=self.k("titles"))
+                    # the row of the slice on screen scrolled into the table's view (after Vue drew its mark)
+                    client.ClientStateChange(value=self.k("shown_slice"), change=SCROLL_TO_CURRENT_ROW)
+
+    def _review_ui(self) -> None:
+        """Which segmentation the views draw (raw / corrected / final) and the segments' colours."""
+        with html.Div(classes="d-flex align-center flex-wrap my-1"):
+            html.Span("show", classes="text-body-2 mr-2")
+            with v3.VBtnToggle(v_model=(self.k("layer"),), mandatory=True, density="compact", divided=True,
+                               variant="outlined", id="segcorrect-layer"):
+                v3.VBtn("{{ l.title }}", v_for=f"l in {self.k('layers')}", key="l.value", value=("l.value",),
+                        size="small", id=("`segcorrect-layer-${l.value}`",))
+        with html.Div(id="segcorrect-legend", classes="d-flex flex-wrap text-body-2 my-1"):
+            with html.Span(v_for=f"s in {self.k('legend')}", key="s.name", classes="ca-legend-item d-flex align-center mr-3"):
+                html.Span(classes="ca-legend-swatch mr-1",
+                          style=("`display:inline-block; width:12px; height:12px; border:1px solid #666; background:${s.color}`",))
+                html.Span("{{ s.name }}", classes="ca-legend-name")
 
     def _update_card(self) -> None:
         try:  # only a model the server offered is ever described (the card is read from disk)
@@ -143,10 +181,16 @@ class SegCorrectPanel(Panel):
         if source and source is not self._final_node() and source.GetDisplayNode() is not None:
             source.GetDisplayNode().SetVisibility(False)
         self.app.edit_segmentation(self._final_node(), open_editor=False)
+        nodes = self.logic.review_nodes(self.params)
+        self.offer(layers=[{"title": LAYER_TITLES[k], "value": k} for k in REVIEW_LAYERS if k in nodes])
+        self.logic.show_layer("final", self.params)
         self._apply_opacity()
         self.refresh_inputs()
-        self.set(has_result=True, saved=[], warnings=list(self.params.warnings or []))
+        self.set(has_result=True, saved=[], warnings=list(self.params.warnings or []), layer="final",
+                 legend=segment_legend(self._final_node()))
         self._refresh_rows()
+        self._observe_slices()
+        self._mark_shown_slice()
 
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
@@ -155,7 +199,7 @@ class SegCorrectPanel(Panel):
             # the review belongs to the image it was made on (its masks stay in the scene, hidden)
             self.params = None
             self._rows = []
-            self.set(has_result=False, rows=[], final_voxels=-1, saved=[])
+            self.set(has_result=False, rows=[], final_voxels=-1, saved=[], layer="final", legend=[], shown_slice=0)
 
     def _final_node(self):
         if self.params is None or not self.params.output_segmentation:
@@ -177,18 +221,22 @@ class SegCorrectPanel(Panel):
         table = self.app.context.scene.GetNodeByID(self.params.slice_table) if self.params.slice_table else None
         source = table_rows(table) if table is not None else [{"slice": k} for k in range(labels.shape[0])]
         rows: List[Dict[str, Any]] = []
+        page: List[Dict[str, Any]] = []
         columns: List[str] = []
         for row in source:
             k = int(row["slice"])
-            shown = {c: common.fmt(v) for c, v in row.items() if c not in HIDDEN}
-            shown["slice"] = k
+            kept = {c: common.fmt(v) for c, v in row.items() if c not in HIDDEN}
+            kept["slice"] = k
             if k < len(self.params.decisions):
-                shown["decision"] = self.params.decisions[k]
-            shown["voxels"] = int(per_slice[k])
-            columns.extend(c for c in shown if c not in columns)
-            rows.append(shown)
+                kept["decision"] = self.params.decisions[k]
+            kept["voxels"] = int(per_slice[k])
+            columns.extend(c for c in kept if c not in columns)
+            rows.append(kept)
+            # the page numbers slices from 1, as the slice views' annotations do; the server
+            # keeps the voxel index (the decisions and the JSON report are indexed by it)
+            page.append({**kept, "slice": k + 1})
         self._rows = rows
-        self.set(rows=rows, columns=columns, final_voxels=int(per_slice.sum()))
+        self.set(rows=page, columns=columns, titles=common.column_titles(columns), final_voxels=int(per_slice.sum()))
 
     def _on_segmentation_edited(self, node) -> None:
         final = self._final_node()
@@ -196,15 +244,62 @@ class SegCorrectPanel(Panel):
             self._refresh_rows()
 
     def _apply_opacity(self) -> None:
-        node = self._final_node()
-        if node is not None and node.GetDisplayNode() is not None:
-            try:
-                opacity = self.number("opacity", "opacity", 0.0, 1.0)
-            except ClinicalAIError as exc:
-                self.set(error=str(exc))
-                return
-            node.GetDisplayNode().SetOpacity(opacity)
-            self.app.render_views()
+        """The opacity slider's value on every segmentation of the run (whichever is shown)."""
+        if self.params is None:
+            return
+        try:
+            opacity = self.number("opacity", "opacity", 0.0, 1.0)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        for node in self.logic.review_nodes(self.params).values():
+            if node.GetDisplayNode() is not None:
+                node.GetDisplayNode().SetOpacity(opacity)
+        self.app.render_views()
+
+    def _show_layer(self) -> None:
+        """Draw the segmentation the toggle chose (checked against those offered), the others hidden."""
+        if self.params is None:
+            return
+        try:
+            layer = self.choice("layer", "layers", "segmentation to show") or "final"
+            node = self.logic.show_layer(layer, self.params)
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self.set(error="", legend=segment_legend(node))
+        self.app.render_views()
+
+    # the slice on screen, marked in the table ------------------------------------
+    def _observe_slices(self) -> None:
+        """Watch the slice views (slider, scroll, jump) to mark the row of the slice shown."""
+        scene = self.app.context.scene
+        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+            if node.GetID() not in self._slice_observers:
+                self._slice_observers[node.GetID()] = (node, node.AddObserver("ModifiedEvent", self._schedule_mark))
+
+    def _schedule_mark(self, *_: Any) -> None:
+        if self._mark_pending or self.params is None:
+            return
+        self._mark_pending = True
+        self.app.event_loop().call_later(SLICE_MARK_DELAY_S, self._mark_shown_slice)
+
+    def _mark_shown_slice(self) -> None:
+        """``shown_slice``: the 1-based slice of the run's image in the first slice view that
+        shows one of its slices (Red first), 0 when none does."""
+        self._mark_pending = False
+        image = self.app.context.scene.GetNodeByID(self.params.input_volume) if self.params is not None else None
+        shown = 0
+        if image is not None:
+            views = sorted((node for node, _ in self._slice_observers.values()), key=lambda n: n.GetLayoutName() != "Red")
+            for node in views:
+                k = slice_index_shown(node, image)
+                if k is not None:
+                    shown = k + 1
+                    break
+        if shown != self.get("shown_slice"):
+            self.set(shown_slice=shown)
 
     # review -------------------------------------------------------------------
     def _set_correction(self, accept: bool, slices: Optional[List[int]]) -> None:
