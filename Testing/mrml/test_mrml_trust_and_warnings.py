@@ -126,7 +126,7 @@ def test_untrusted_torchscript_asks_once_then_runs_and_a_changed_file_asks_again
     assert panel.errors == [] and len(panel.done) == 1 and panel.ui.statusLabel.text == "Done."
     assert _trusted(user_models)[digest]["name"] == "my-scripted-classifier"
     maps = panel.done[0].params.maps
-    assert len(maps) == 1 and ctx.scene.GetNodeByID(maps[0]).GetName() == "brain gradient"
+    assert len(maps) == 1 and ctx.scene.GetNodeByID(maps[0]).GetName() == "brain - Gradient"
     assert panel.ui.applyButton.enabled and not panel.ui.cancelButton.enabled
 
     # one click away from now on: the same file runs without a question
