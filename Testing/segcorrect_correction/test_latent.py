@@ -122,3 +122,23 @@ def test_the_context_nvae_competes_as_one_more_source():
     settings = GateSettings.of(_corrector(), True, None, 0.96, "evidence")
     srcs, latent = _evidence_sources(noisy, case.labels, _corrector(), None, settings, probs, ctx, 0, 0, {}, None)
     assert list(srcs) == ["context NVAE"] and srcs["context NVAE"].shape == noisy.shape and latent == {}
+
+
+def test_cli_correct_with_the_context_corrector_reports_winners_and_runners_up(tmp_path, capsys):
+    from clinicalai.cli import main
+    from clinicalai.volume import read_volume, write_volume
+
+    case, truth, noisy, z, probs = _broken_case()
+    src = tmp_path / "mask.nii.gz"
+    write_volume(case.labels.with_array(noisy.astype(np.uint8)), src)
+    out, rep = tmp_path / "out.nii.gz", tmp_path / "r.json"
+    assert main(["correct", str(src), "-o", str(out), "--context-corrector", "cardiac-nvae-context"]) != 0
+    assert "needs --strategy evidence" in capsys.readouterr().err and not out.exists()
+    assert main(["correct", str(src), "-o", str(out), "--strategy", "evidence", "--context-corrector",
+                 "cardiac-nvae-context", "--report", str(rep)]) == 0
+    import json
+
+    row = json.loads(rep.read_text())["slices"][z]
+    assert row["candidates"] and row["source"] == row["candidates"][0]["source"]
+    assert row["source"] in row["reason"] and "next:" in row["reason"]
+    assert check_slice(read_volume(out).array[z].astype(np.int64)).valid or row["decision"] == "kept raw"

@@ -719,11 +719,12 @@ def run_segcorrect(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
+    context_corrector: Optional[Any] = None,
 ) -> SegCorrectResult:
     """Segment a short-axis stack and correct the mask with the gate (``corrector=None``: no correction).
 
     ``strategy="evidence"`` judges the candidates of each invalid slice by the segmenter's own
-    probabilities (:func:`correct_mask`).
+    probabilities (:func:`correct_mask`), with ``context_corrector``'s output as one more source.
 
     Args:
         image: MR volume ``(z, y, x)``.
@@ -749,7 +750,8 @@ def run_segcorrect(
         correction = correct_mask(seg.labels, corrector, image=image, gate=gate, confidence=seg.slice_confidence,
                                   confidence_threshold=confidence_threshold, min_agreement=min_agreement,
                                   progress=scaled(progress, 0.6, 1.0), cancel=cancel, strategy=strategy,
-                                  probabilities=seg.probabilities if strategy == "evidence" else None)
+                                  probabilities=seg.probabilities if strategy == "evidence" else None,
+                                  context_corrector=context_corrector)
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")
