@@ -459,6 +459,20 @@ def correct_mask(
     # ---- the gate, judged on the input grid
     t = time.perf_counter()
     report(progress, 0.85, "judging anatomical validity")
+    corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
+                                                     latent, cancel)
+    timings["gate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
+    return _correction_result(mask, arr, network_arr, corrected_arr, final_arr, decisions, timings, corrector.card,
+                              settings)
+
+
+def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings", confidence: Optional[np.ndarray],
+               probabilities: Optional[np.ndarray], sources: Mapping[str, np.ndarray],
+               latent: Mapping[int, Sequence[Tuple[str, np.ndarray]]], cancel: Optional[CancelToken],
+               ) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
+    """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``."""
     corrected_arr = network_arr.copy()
     final_arr = arr.astype(network_arr.dtype)
     decisions: List[SliceDecision] = []
@@ -472,11 +486,7 @@ def correct_mask(
         if decision.corrected:
             final_arr[z] = proposal
         decisions.append(decision)
-    timings["gate_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_start
-    report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
-    return _correction_result(mask, arr, network_arr, corrected_arr, final_arr, decisions, timings, corrector.card,
-                              settings)
+    return corrected_arr, final_arr, decisions
 
 
 def _evidence_sources(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, settings: "GateSettings",
