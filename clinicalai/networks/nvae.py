@@ -219,9 +219,17 @@ class NVAE(nn.Module):
         ``(N, 1, 1, 1)`` per sample (the latent-space search draws at growing radii);
         ``generator``: the noise's source, for reproducible draws.
         """
+        sample = self.training if sample is None else sample
+        return self.decode(self.encode(x), sample, temperature, generator)
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The bottom-up features of every latent group, coarsest first (decoding order).
+
+        Kept apart from :meth:`decode` so that several draws around one input (the latent-space
+        search) pay for the encoder once.
+        """
         if x.shape[-1] % self.downsampling or x.shape[-2] % self.downsampling:
             raise ValueError(f"NVAE needs H and W divisible by {self.downsampling}, got {tuple(x.shape[-2:])}")
-        sample = self.training if sample is None else sample
         h = self.pre(self.stem(x))
         n_scales = len(self.groups_per_scale)
         enc_features: List[torch.Tensor] = []  # finest first
@@ -233,7 +241,13 @@ class NVAE(nn.Module):
                 h = self.enc_down[s](h)
         enc_features[-1] = self.enc_top(enc_features[-1])
         enc_features.reverse()  # coarsest first, in decoding order
+        return enc_features
 
+    def decode(self, enc_features: List[torch.Tensor], sample: bool = False, temperature: float | torch.Tensor = 1.0,
+               generator: torch.Generator | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Top-down pass over :meth:`encode`'s features: as :meth:`elbo_terms`."""
+        x = enc_features[0]
+        n_scales = len(self.groups_per_scale)
         kl_per_scale: List[torch.Tensor] = []
         state = None
         k = 0

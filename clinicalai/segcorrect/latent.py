@@ -34,9 +34,9 @@ PROBABILITIES_SOURCE = "latent search: segmenter probabilities"
 
 
 def supports_latent_search(module: Any) -> bool:
-    """Whether ``module`` exposes the NVAE's posterior (:meth:`~clinicalai.networks.nvae.NVAE.elbo_terms`
-    with a temperature): a TorchScript or foreign corrector does not, and is left out."""
-    return callable(getattr(module, "elbo_terms", None)) and hasattr(module, "groups_per_scale")
+    """Whether ``module`` exposes the NVAE's posterior (:meth:`~clinicalai.networks.nvae.NVAE.encode` /
+    ``decode`` with a temperature): a TorchScript or foreign corrector does not, and is left out."""
+    return all(callable(getattr(module, name, None)) for name in ("encode", "decode")) and hasattr(module, "groups_per_scale")
 
 
 def _plan(n_decodes: int, with_probabilities: bool) -> List[Tuple[str, float]]:
@@ -80,18 +80,21 @@ def latent_decodings(
     one_hot = one_hot_stack(classes, num_classes, context)  # (n, C_in, H, W)
     soft = np.moveaxis(probabilities, 0, 1).astype(np.float32) if with_probs else None
     n = one_hot.shape[0]
-    x = np.concatenate([soft if (with_probs and t == 0.0) else one_hot for _, t in plan], axis=0)
+    # the encoder runs once per distinct input (one-hot, probabilities); each decode indexes it
+    inputs = np.concatenate([one_hot, soft], axis=0) if with_probs else one_hot
+    src = np.concatenate([np.arange(n) + (n if (with_probs and t == 0.0) else 0) for _, t in plan])
     temps = np.repeat(np.array([t for _, t in plan], np.float32), n)
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    out = np.empty((x.shape[0], num_classes) + x.shape[2:], np.float32)
+    out = np.empty((src.shape[0], num_classes) + one_hot.shape[2:], np.float32)
     module.eval()
     with torch.inference_mode():
-        for s in range(0, x.shape[0], batch_size):
-            xb = torch.from_numpy(x[s:s + batch_size]).to(device)
+        features = module.encode(torch.from_numpy(inputs).to(device))
+        for s in range(0, src.shape[0], batch_size):
+            index = torch.from_numpy(src[s:s + batch_size]).to(device)
             tb = torch.from_numpy(temps[s:s + batch_size]).to(device).view(-1, 1, 1, 1)
-            logits = module.elbo_terms(xb, sample=True, temperature=tb, generator=generator)[0]
+            logits = module.decode([f[index] for f in features], sample=True, temperature=tb, generator=generator)[0]
             out[s:s + batch_size] = torch.softmax(logits.float(), dim=1).cpu().numpy()
-    out = out.reshape((len(plan), n, num_classes) + x.shape[2:])
+    out = out.reshape((len(plan), n, num_classes) + one_hot.shape[2:])
     return [name for name, _ in plan], np.moveaxis(out, 2, 1)
 
 
