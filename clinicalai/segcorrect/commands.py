@@ -229,7 +229,7 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
                                 max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress(),
-                                map_cases=case_mapper(args))
+                                map_cases=case_mapper(args), context_corrector=_context(args))
     report["command"] = args.command_line
     if args.json:
         write_json(report, args.json)
@@ -346,6 +346,8 @@ def _add_evaluate_segmenter(evaluate) -> None:
     p.add_argument("--corrector", metavar="C", help=f"corrector (default: bundled {DEFAULT_CORRECTOR})")
     p.add_argument("--no-correct", action="store_true", help="score the segmenter alone")
     p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
+    p.add_argument("--context-corrector", metavar="C", default=None,
+                   help="with --strategy evidence: the context corrector's output as one more candidate source")
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     add_evaluate_cluster_args(p, "phantoms")
