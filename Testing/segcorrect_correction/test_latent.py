@@ -7,7 +7,7 @@ import numpy as np
 from clinicalai.segcorrect.candidates import Evidence, candidates_for_slice
 from clinicalai.segcorrect.validity import CARDIAC_VALUES, check_slice
 
-from .test_candidates import _heart, _probabilities
+from .test_candidates import _probabilities
 
 V = CARDIAC_VALUES
 
