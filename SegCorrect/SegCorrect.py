@@ -92,6 +92,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         self.ui.acceptAllButton.connect("clicked(bool)", lambda: self.onDecision(True, selected=False))
         self.ui.rejectAllButton.connect("clicked(bool)", lambda: self.onDecision(False, selected=False))
         self.ui.editButton.connect("clicked(bool)", self.onEditButton)
+        self.ui.nextBestButton.connect("clicked(bool)", self.onNextBest)
         self.ui.sliceTableView.connect("clicked(QModelIndex)", self.onTableClicked)
         self.ui.layerComboBox.connect("currentIndexChanged(int)", self.onLayerChanged)
         self.ui.cancelButton.enabled = False
@@ -161,7 +162,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         self.ui.sliceTableView.setMRMLTableNode(table)
         has = table is not None
         for button in (self.ui.acceptSliceButton, self.ui.rejectSliceButton, self.ui.acceptAllButton,
-                       self.ui.rejectAllButton, self.ui.editButton, self.ui.layerComboBox):
+                       self.ui.rejectAllButton, self.ui.editButton, self.ui.layerComboBox, self.ui.nextBestButton):
             button.enabled = has
         # the run's raw / corrected / final segmentations, one shown at a time (the final first)
         nodes = self.logic.core.review_nodes(params) if has else {}
@@ -223,6 +224,14 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
                 slicer.util.warningDisplay("Select one or more rows of the slice table first.")
                 return
             self.logic.core.set_correction(accept, slices)
+
+    def onNextBest(self):
+        with slicer.util.tryWithErrorDisplay("Could not show the next-best candidate.", waitCursor=True):
+            slices = self._selectedSlices()
+            if len(slices) != 1:
+                slicer.util.warningDisplay("Select one row of the slice table first.")
+                return
+            self.logic.core.next_best(slices[0])
 
     def onTableClicked(self, index):
         rows = self._tableRows([index])

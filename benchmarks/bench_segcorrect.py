@@ -7,7 +7,10 @@ A synthetic short-axis volume of 10 slices of 256 x 256 goes through
   mapping back: the reference cost of the network alone);
 - ``segment``: :func:`~clinicalai.segcorrect.segmenter.segment_volume` (two passes, exact inverse);
 - ``correct``: :func:`~clinicalai.segcorrect.pipeline.correct_mask` on the segmenter's mask;
-- ``pipeline``: :func:`~clinicalai.segcorrect.pipeline.run_segcorrect` (segment + correct).
+- ``pipeline``: :func:`~clinicalai.segcorrect.pipeline.run_segcorrect` (segment + correct);
+- ``correct, evidence``: ``correct_mask(strategy="evidence")`` with the segmenter's probabilities
+  on a held-out-family stack (10 slices, most of them invalid: the worst case for the candidate
+  search), without and with the latent-space search (:mod:`clinicalai.segcorrect.latent`).
 
 Timings are medians of ``--repeat`` runs, reported as ratios to the baseline measured in the
 same process; peak memory is the Python-heap peak (``tracemalloc``) plus, on CUDA, the peak
@@ -67,6 +70,9 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     segmenter = load_model(bundled_model("cardiac-unet"), device=args.device)
     corrector = load_model(args.corrector or bundled_model("cardiac-nvae"), device=args.device)
     mask = segment_volume(image, segmenter).labels
+    from clinicalai.phantoms.cardiac_heldout import heldout_cardiac_case
+
+    hard = segment_volume(heldout_cardiac_case(0, n_slices=10).image, segmenter)
 
     net = segmenter.module
     x = torch.rand(image.shape[0], 1, 128, 128, device=args.device)
@@ -81,6 +87,10 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
         "segment": lambda: segment_volume(image, segmenter),
         "correct": lambda: correct_mask(mask, corrector),
         "pipeline (segment + correct)": lambda: run_segcorrect(image, segmenter, corrector),
+        "correct, evidence, no latent": lambda: correct_mask(hard.labels, corrector, strategy="evidence",
+                                                             probabilities=hard.probabilities, latent_decodes=0),
+        "correct, evidence + latent": lambda: correct_mask(hard.labels, corrector, strategy="evidence",
+                                                           probabilities=hard.probabilities),
     }
     results: Dict[str, Dict[str, float]] = {}
     for name, fn in rows.items():
@@ -92,6 +102,8 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     for name, r in results.items():
         print(f"{name:<30} {r['seconds']:9.3f} {r['seconds'] / base:11.1f} {r['peak_mib']:9.1f} {r['gpu_peak_mib']:8.1f}")
         r["ratio_to_baseline"] = r["seconds"] / base
+    latent = results["correct, evidence + latent"]["seconds"] / results["correct, evidence, no latent"]["seconds"]
+    print(f"latent-space search: evidence correction x {latent:.2f} of the same without it")
     return results
 
 

@@ -210,3 +210,42 @@ def test_gui_and_logic_keep_one_copy_of_the_panel_state(ctx, case):
     assert (params.input_volume, params.output_segmentation, params.correct) == (image.GetID(), mine.GetID(), True)
     node.SetParameter("correct", "false")  # a scene saved before: JSON
     assert logic.get_parameters().correct is False
+
+
+def test_next_best_swaps_a_slice_to_its_runner_up(ctx, case):
+    """With the evidence strategy's ranking, "next best" puts the slice's runner-up into the
+    corrected and final segmentations, accepts that slice only, and cycles back to the best."""
+    from clinicalai.segcorrect.candidates import Evidence, candidates_for_slice
+    from clinicalai.segcorrect.validity import CARDIAC_VALUES
+
+    logic = SegCorrectLogic(ctx)
+    image, inputs = _inputs(ctx, case)
+    outcome = _outcome(case)
+    raw1 = outcome.raw.array[1].astype(np.int64)
+    ranking = candidates_for_slice(raw1, {"network": case.labels.array[1].astype(np.int64)}, CARDIAC_VALUES,
+                                   Evidence((1, 2, 3), None, raw1))
+    valid = [c for c in ranking if c.validity.valid]
+    assert len(valid) >= 2 and not np.array_equal(valid[0].labels, valid[1].labels)
+    outcome.slices[1].ranking = ranking
+    params = logic.finish(SegCorrectParameters(input_volume=image.GetID()), inputs, outcome)
+    with pytest.raises(InputError, match="no next best"):
+        logic.next_best(0, params)  # a valid slice: no candidates
+    with pytest.raises(InputError, match="outside the volume"):
+        logic.next_best(99, params)
+    logic.set_correction(False, [1], params)
+    before = segmentation_to_labels(ctx.scene.GetNodeByID(params.output_segmentation), case.image).array
+    shown = logic.next_best(1, params)
+    assert shown["rank"] == 1 and shown["source"] == valid[1].source
+    final = segmentation_to_labels(ctx.scene.GetNodeByID(params.output_segmentation), case.image).array
+    corrected = segmentation_to_labels(ctx.scene.GetNodeByID(params.corrected_segmentation), case.image).array
+    np.testing.assert_array_equal(final[1], valid[1].labels)
+    np.testing.assert_array_equal(corrected[1], valid[1].labels)
+    np.testing.assert_array_equal(np.delete(final, 1, 0), np.delete(before, 1, 0))
+    assert logic.get_parameters().decisions[1] == "corrected"
+    rows = table_rows(ctx.scene.GetNodeByID(params.slice_table))
+    assert rows[1]["decision"] == "corrected"
+    for _ in range(len(valid) - 1):
+        shown = logic.next_best(1, params)
+    assert shown["rank"] == 0  # after the last, the best again
+    np.testing.assert_array_equal(
+        segmentation_to_labels(ctx.scene.GetNodeByID(params.output_segmentation), case.image).array[1], valid[0].labels)

@@ -211,7 +211,7 @@ def _widget(module: str):
     view = lambda: types.SimpleNamespace(table=None, setMRMLTableNode=lambda node: None)  # noqa: E731
     widget.ui = types.SimpleNamespace(
         warningsLabel=plain(), sliceTableView=view(), metricsTableView=view(), correlationTableView=view(),
-        **{name: plain() for name in ("acceptSliceButton", "rejectSliceButton", "acceptAllButton", "rejectAllButton", "editButton")},
+        **{name: plain() for name in ("acceptSliceButton", "rejectSliceButton", "acceptAllButton", "rejectAllButton", "editButton", "nextBestButton")},
     )
     return widget
 

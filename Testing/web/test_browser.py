@@ -303,6 +303,9 @@ def test_segcorrect_run_review_and_save(page, web_server):
     )
     after = page.evaluate(f"() => window.trame.state.get('ca_segcorrect_rows')[{i}]")
     assert after["voxels"] != before["voxels"], "accept / reject must change the final segmentation on that slice"
+    # "next best" reaches the logic: the panel's gate strategy ranks no candidates, so it says so
+    page.click(f"#segcorrect-next-{i}")
+    assert "no next best" in wait_text(page, "#segcorrect-error", "no next best")
     # save: .seg.nrrd, NIfTI and the JSON report land in <data>/results, downloadable
     page.click("#segcorrect-save")
     page.wait_for_selector("#segcorrect-saved a")

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, report, scaled
-from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER  # cheap: names only
+from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, STRATEGIES  # cheap: names only
 from ..volume import Volume
 from .model_choices import chosen_model_path, model_card
 from .parameters import gui_flag_field, node_field
@@ -51,6 +51,9 @@ class SegCorrectParameters:
     segmenter_model: str = ""  # "" = bundled cardiac-unet
     corrector_model: str = ""  # "" = bundled cardiac-nvae
     device: str = "auto"
+    #: the correction strategy (``clinicalai.segcorrect.STRATEGIES``): "evidence" ranks valid
+    #: candidates per invalid slice, which :meth:`SegCorrectLogic.next_best` steps through
+    strategy: str = "gate"
     #: correct the mask with the corrector; the desktop panel's "correct" check box edits it
     correct: bool = gui_flag_field(True)
     #: final segmentation; a node the user picked, or made by the run
@@ -83,6 +86,7 @@ class SegCorrectInputs:
     segmenter: str = ""
     corrector: str = ""
     device: str = "auto"
+    strategy: str = "gate"
 
 
 @dataclass
@@ -139,7 +143,9 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
             if not out.IsA("vtkMRMLSegmentationNode"):
                 raise InputError(f"the output {out.GetName()} is not a segmentation")
         segmenter = "" if mask is not None else str(chosen_model_path(params.segmenter_model, DEFAULT_SEGMENTER))
-        return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device)
+        if params.strategy not in STRATEGIES:
+            raise InputError(f"correction strategy must be one of {', '.join(STRATEGIES)}, got {params.strategy!r}")
+        return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device, params.strategy)
 
     def _input_mask(self, node_id: Optional[str], image: Volume, corrector: str) -> Optional[Volume]:
         """The user's segmentation as labels on the image grid, segments named like the
@@ -161,12 +167,14 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         load_span = (0.02, 0.035) if inputs.mask is None else (0.02, 0.05)
         corrector = self.models.get(inputs.corrector, inputs.device, scaled(progress, *load_span)) if inputs.corrector else None
         if inputs.mask is not None:
-            correction = pipeline.correct_mask(inputs.mask, corrector, image=inputs.image, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
+            correction = pipeline.correct_mask(inputs.mask, corrector, image=inputs.image, progress=scaled(progress, 0.05, 1.0),
+                                               cancel=cancel, strategy=inputs.strategy)
             # a mask-correction card names the labels too
             segments = _segments(corrector.card, correction.raw) or list(inputs.mask.metadata.get("segments") or [])
             return SegCorrectOutcome.of_correction(correction, segments)
         segmenter = self.models.get(inputs.segmenter, inputs.device, scaled(progress, 0.035, 0.05))
-        result = pipeline.run_segcorrect(inputs.image, segmenter, corrector, progress=scaled(progress, 0.05, 1.0), cancel=cancel)
+        result = pipeline.run_segcorrect(inputs.image, segmenter, corrector, progress=scaled(progress, 0.05, 1.0), cancel=cancel,
+                                         strategy=inputs.strategy)
         return SegCorrectOutcome.of_segmentation(result, _segments(segmenter.card, result.raw))
 
     def apply(self, params: SegCorrectParameters, inputs: SegCorrectInputs, result: SegCorrectOutcome) -> SegCorrectParameters:
@@ -187,6 +195,10 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         for s in result.slices:
             decisions[s.index] = corrected if s.decision == corrected else kept_raw
         params.decisions = decisions
+        # the valid candidates of each slice, best first, for next_best (kept with the logic:
+        # arrays, not panel state); shown[z] is the rank the corrected node holds now
+        self._candidates = {s.index: [c for c in s.ranking if c.validity.valid] for s in result.slices}
+        self._shown: Dict[int, int] = {}
         params.warnings = list(result.warnings)
         params.slice_table = add_table_node(self.scene, rows, f"{name} slices").GetID() if rows else None
         if params.output_segmentation:  # a node the user picked: filled as the very last step
@@ -212,6 +224,40 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         self._update_slice_table(params)
         self.set_parameters(params)
         return params
+
+    def next_best(self, slice_index: int, params: Optional[SegCorrectParameters] = None) -> Dict[str, Any]:
+        """Put the next-best valid candidate of slice ``slice_index`` (``strategy="evidence"``;
+        after the last, the best again) into the corrected segmentation and accept it there.
+
+        Returns ``{"slice", "rank" (0 = best), "source", "score"}`` of the candidate shown.
+
+        Raises:
+            InputError: no run yet, the slice outside the volume, or it has fewer than two
+                valid candidates (a valid raw slice has none); nothing is changed then.
+        """
+        params = params or self.get_parameters()
+        if not params.raw_segmentation or not params.output_segmentation or not params.corrected_segmentation:
+            raise InputError("run SegCorrect with correction first")
+        grid = volume_grid_of_node(node_by_id(self.scene, params.input_volume, "input volume"))
+        z = int(slice_index)
+        if not 0 <= z < grid.shape[0]:
+            raise InputError(f"slice {z} is outside the volume (0..{grid.shape[0] - 1})")
+        ranking = getattr(self, "_candidates", {}).get(z, [])
+        if len(ranking) < 2:
+            raise InputError(f"slice {z} has {len(ranking)} valid candidate(s), no next best "
+                             "(only invalid slices corrected with the evidence strategy have candidates)")
+        rank = (self._shown.get(z, 0) + 1) % len(ranking)
+        node = node_by_id(self.scene, params.corrected_segmentation, "corrected segmentation")
+        corrected = segmentation_to_labels(node, grid)
+        out = corrected.array.copy()
+        out[z] = ranking[rank].labels
+        fill_segmentation_node(node, corrected.with_array(out), corrected.metadata["segments"])
+        self._shown[z] = rank
+        params.decisions = _decide(list(params.decisions), grid.shape[0], True, [z])
+        self._fill_final(params, grid)
+        self._update_slice_table(params)
+        self.set_parameters(params)
+        return {"slice": z, "rank": rank, "source": ranking[rank].source, "score": float(ranking[rank].score)}
 
     def _fill_final(self, params: SegCorrectParameters, grid: Any) -> None:
         """The final segmentation from the raw and corrected nodes by ``params.decisions``: the

@@ -210,14 +210,26 @@ class NVAE(nn.Module):
         self.head = nn.Sequential(nn.ELU(), nn.Conv2d(c0, out_channels, 3, padding=1))
 
     # ------------------------------------------------------------------ forward
-    def elbo_terms(self, x: torch.Tensor, sample: bool | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def elbo_terms(self, x: torch.Tensor, sample: bool | None = None, temperature: float | torch.Tensor = 1.0,
+                   generator: torch.Generator | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """``(logits (N, out, H, W), [KL of each scale, coarsest first])``.
 
         ``sample``: draw z from the posterior (default: while training); otherwise decode its mean.
+        ``temperature``: scale of the posterior's standard deviation when sampling, a number or
+        ``(N, 1, 1, 1)`` per sample (the latent-space search draws at growing radii);
+        ``generator``: the noise's source, for reproducible draws.
+        """
+        sample = self.training if sample is None else sample
+        return self.decode(self.encode(x), sample, temperature, generator)
+
+    def encode(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """The bottom-up features of every latent group, coarsest first (decoding order).
+
+        Kept apart from :meth:`decode` so that several draws around one input (the latent-space
+        search) pay for the encoder once.
         """
         if x.shape[-1] % self.downsampling or x.shape[-2] % self.downsampling:
             raise ValueError(f"NVAE needs H and W divisible by {self.downsampling}, got {tuple(x.shape[-2:])}")
-        sample = self.training if sample is None else sample
         h = self.pre(self.stem(x))
         n_scales = len(self.groups_per_scale)
         enc_features: List[torch.Tensor] = []  # finest first
@@ -229,7 +241,13 @@ class NVAE(nn.Module):
                 h = self.enc_down[s](h)
         enc_features[-1] = self.enc_top(enc_features[-1])
         enc_features.reverse()  # coarsest first, in decoding order
+        return enc_features
 
+    def decode(self, enc_features: List[torch.Tensor], sample: bool = False, temperature: float | torch.Tensor = 1.0,
+               generator: torch.Generator | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Top-down pass over :meth:`encode`'s features: as :meth:`elbo_terms`."""
+        x = enc_features[0]
+        n_scales = len(self.groups_per_scale)
         kl_per_scale: List[torch.Tensor] = []
         state = None
         k = 0
@@ -249,7 +267,11 @@ class NVAE(nn.Module):
                 d_mu, d_ls = _gaussian_params(self.enc_samplers[k](q_in))
                 # residual posterior (NVAE eq. 2): q is expressed relative to the prior
                 mu_q, ls_q = mu_p + d_mu, ls_p + d_ls
-                z = mu_q + torch.exp(ls_q) * torch.randn_like(mu_q) if sample else mu_q
+                if sample:
+                    noise = torch.randn(mu_q.shape, generator=generator, device=mu_q.device, dtype=mu_q.dtype)
+                    z = mu_q + temperature * torch.exp(ls_q) * noise
+                else:
+                    z = mu_q
                 kl_scale = kl_scale + _kl(mu_q, ls_q, mu_p, ls_p).sum(dim=(1, 2, 3)).mean()
                 state = self.dec_combiners[k](torch.cat([state, z], dim=1))
                 k += 1

@@ -15,8 +15,8 @@ the raw mask >= 0.96), so it can never fix a badly wrong one. Here, for an inval
    probabilities, closeness to the raw mask is not the rule, so a repair that redraws a badly
    wrong slice can win when the segmenter's probabilities support it.
 
-Anatomical priors beyond validity (Painchaud et al. 2020's latent-space search) are left to a
-later step; the sources are a list, so one more is one more entry.
+Anatomical priors beyond validity come from Painchaud et al. 2020's latent-space search
+(:mod:`.latent`), whose valid decodings join the list as candidates of their own.
 """
 
 from __future__ import annotations
@@ -222,11 +222,14 @@ def candidates_for_slice(
     proposals: Mapping[str, np.ndarray],
     values: Mapping[str, int],
     evidence: Evidence,
+    extra: Sequence[Tuple[str, np.ndarray]] = (),
 ) -> List[Candidate]:
     """Every candidate for an invalid ``raw`` slice, scored, best valid first (invalid last).
 
-    ``proposals``: other sources' slices by name (the network output, its smallest repair);
-    each is also repaired topologically. Candidates equal to ``raw`` or to an earlier one are
+    ``proposals``: other sources' slices by name (the network output, its smallest repair,
+    the context NVAE's output); each is also repaired topologically. ``extra``: candidates
+    taken as they are, unrepaired (the latent search's valid decodings, :mod:`.latent`).
+    Candidates equal to ``raw`` or to an earlier one are
     dropped. Scores are taken over the union of every candidate's heart, grown by 3 pixels,
     so all candidates of a slice are judged on the same pixels.
     """
@@ -239,6 +242,7 @@ def candidates_for_slice(
     for pname, proposal in proposals.items():
         for name, repaired in topological_repairs(np.asarray(proposal), values, probs)[-3:]:
             pool.append((f"{pname}, {name}", repaired))
+    pool.extend((name, np.asarray(lab)) for name, lab in extra)
     unique: List[Tuple[str, np.ndarray]] = []
     for name, lab in pool:
         if np.array_equal(lab, raw) or any(np.array_equal(lab, u) for _, u in unique):

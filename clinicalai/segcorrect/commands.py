@@ -81,6 +81,9 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
                    help="how an invalid slice is corrected: 'gate' (default: only a small repair that agrees with "
                         "the raw slice) or 'evidence' (the valid candidate the segmenter's probabilities support "
                         "best; for 'correct', the one closest to the given mask)")
+    p.add_argument("--context-corrector", metavar="C", default=None,
+                   help="with --strategy evidence: a context corrector (previous/current/next slice, e.g. "
+                        "cardiac-nvae-context) whose output competes as one more candidate source")
 
 
 # ---------------------------------------------------------------------------- segment
@@ -97,7 +100,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = run_segcorrect(image, segmenter, corrector, gate=not args.no_gate,
                             confidence_threshold=args.confidence_threshold, min_agreement=args.min_agreement,
-                            strategy=args.strategy,
+                            strategy=args.strategy, context_corrector=_context(args),
                             progress=ConsoleProgress())
     report = {"image": str(args.image), "segmenter": segmenter.card.name,
               "corrector": corrector.card.name if corrector else None, **result.to_dict()}
@@ -105,6 +108,15 @@ def _run_segment(args: argparse.Namespace) -> int:
     print(_summary_line(out, result.correction))
     print_warnings(result.warnings)
     return 0
+
+
+def _context(args: argparse.Namespace):
+    """The ``--context-corrector`` model, or None; only the evidence strategy uses one."""
+    if not args.context_corrector:
+        return None
+    if args.strategy != "evidence":
+        raise InputError("--context-corrector needs --strategy evidence (it is a candidate source of that strategy)")
+    return _load(args.context_corrector, DEFAULT_CORRECTOR, args.device)
 
 
 def _summary_line(out: Path, correction) -> str:
@@ -128,7 +140,7 @@ def _run_correct(args: argparse.Namespace) -> int:
     image = read_volume(args.image) if args.image else None
     corrector = _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = correct_mask(mask, corrector, image=image, gate=not args.no_gate, min_agreement=args.min_agreement,
-                          strategy=args.strategy,
+                          strategy=args.strategy, context_corrector=_context(args),
                           progress=ConsoleProgress())
     report = {"mask": str(args.mask), "image": args.image, **result.to_dict()}
     _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
@@ -217,7 +229,7 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
                                 max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress(),
-                                map_cases=case_mapper(args))
+                                map_cases=case_mapper(args), context_corrector=_context(args))
     report["command"] = args.command_line
     if args.json:
         write_json(report, args.json)
@@ -334,6 +346,8 @@ def _add_evaluate_segmenter(evaluate) -> None:
     p.add_argument("--corrector", metavar="C", help=f"corrector (default: bundled {DEFAULT_CORRECTOR})")
     p.add_argument("--no-correct", action="store_true", help="score the segmenter alone")
     p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
+    p.add_argument("--context-corrector", metavar="C", default=None,
+                   help="with --strategy evidence: the context corrector's output as one more candidate source")
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     add_evaluate_cluster_args(p, "phantoms")

@@ -49,10 +49,12 @@ def evaluate_segmenter(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     map_cases: CaseMapper = serial_map,
+    context_corrector: Optional[Any] = None,
 ) -> Dict[str, Any]:
     """Score ``segmenter`` (and the gated ``corrector``, when given) on ``n_cases`` phantoms;
     ``map_cases`` runs the cases (default: one after the other here; ``clinicalai.batch``
-    gives one for Dask workers, same results).
+    gives one for Dask workers, same results); ``context_corrector``: with
+    ``strategy="evidence"``, the context NVAE as one more candidate source.
 
     Returns ``{"data": ..., "raw": summary, "final": summary (with a corrector),
     "per_case": [...], "seconds": s}``; a summary holds mean Dice / HD95 / ASSD per structure
@@ -71,7 +73,7 @@ def evaluate_segmenter(
         report(progress, i / n_cases, f"case {i}/{n_cases}")
 
     check_cancel(cancel)
-    settings = (family, max_rotation_deg, strategy, modes, cancel)
+    settings = (family, max_rotation_deg, strategy, modes, cancel, context_corrector)
     for row, metrics, checks in map_cases(_score_case, [seed + i for i in range(n_cases)],
                                           (segmenter, corrector, settings), done):
         for mode in modes:
@@ -85,6 +87,7 @@ def evaluate_segmenter(
         "segmenter": segmenter.card.name,
         "corrector": corrector.card.name if corrector is not None else None,
         "strategy": strategy,
+        "context_corrector": context_corrector.card.name if context_corrector is not None else None,
         "per_case": per_case,
     }
     for mode in modes:
@@ -100,9 +103,9 @@ def _score_case(case_seed: int, segmenter, corrector,
     """One phantom of :func:`evaluate_segmenter`: ``(per-case row, volume metrics per mode,
     slice validity per mode)``."""
 
-    family, max_rotation_deg, strategy, modes, cancel = settings
+    family, max_rotation_deg, strategy, modes, cancel, context = settings
     case = family_case(family, case_seed, max_rotation_deg)
-    result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy)
+    result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy, context_corrector=context)
     truth = case.labels.array.astype(np.int64)
     row: Dict[str, Any] = {"seed": case_seed, "shape": list(case.image.shape)}
     metrics: Dict[str, Any] = {}

@@ -39,8 +39,9 @@ from ..volume import Volume
 from . import MIN_AGREEMENT, STRATEGIES
 from .candidates import Candidate, Evidence, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices
+from .latent import LATENT_DECODES, latent_decodings, supports_latent_search, valid_decodings
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
-from .preprocess import NETWORK_SIZE, frame_from_mask, from_network, to_network
+from .preprocess import NETWORK_SIZE, SliceFrame, frame_from_mask, from_network, to_network
 from .segmenter import segment_volume
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
 
@@ -400,6 +401,9 @@ def correct_mask(
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
     probabilities: Optional[np.ndarray] = None,
+    context_corrector: Optional[Any] = None,
+    latent_decodes: int = LATENT_DECODES,
+    seed: int = 0,
 ) -> CorrectionResult:
     """Correct a label mask made by any tool, slice by slice, with the anatomical gate.
 
@@ -422,6 +426,12 @@ def correct_mask(
         probabilities: the segmenter's softmax ``(C, z, y, x)`` on the mask's grid (channel 0
             background, then the card's labels in order): the evidence of ``"evidence"``;
             without it, agreement with the raw slice.
+        context_corrector: with ``"evidence"``, a second corrector (the context NVAE, which
+            sees the previous, current and next slice) whose output competes as one more
+            source, "context NVAE", judged by the same evidence.
+        latent_decodes: with ``"evidence"``, decodes per invalid slice of the latent-space
+            search (:mod:`.latent`; 0: none); its valid decodings compete as candidates.
+        seed: the latent search's noise seed (same seed, same result).
 
     Returns:
         :class:`CorrectionResult` (volumes on ``mask``'s grid, per-slice decisions, timings).
@@ -443,10 +453,26 @@ def correct_mask(
                          f"{(n_classes,) + arr.shape} (background + {len(settings.values)} labels on the mask's grid)")
     timings: Dict[str, float] = {}
     network_arr = _network_correction(arr, mask, corrector, module, timings, progress, cancel)
+    sources, latent = _evidence_sources(arr, mask, corrector, module, settings, probabilities, context_corrector,
+                                        latent_decodes, seed, timings, cancel)
 
     # ---- the gate, judged on the input grid
     t = time.perf_counter()
     report(progress, 0.85, "judging anatomical validity")
+    corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
+                                                     latent, cancel)
+    timings["gate_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+    report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
+    return _correction_result(mask, arr, network_arr, corrected_arr, final_arr, decisions, timings, corrector.card,
+                              settings)
+
+
+def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings", confidence: Optional[np.ndarray],
+               probabilities: Optional[np.ndarray], sources: Mapping[str, np.ndarray],
+               latent: Mapping[int, Sequence[Tuple[str, np.ndarray]]], cancel: Optional[CancelToken],
+               ) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
+    """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``."""
     corrected_arr = network_arr.copy()
     final_arr = arr.astype(network_arr.dtype)
     decisions: List[SliceDecision] = []
@@ -454,16 +480,36 @@ def correct_mask(
         check_cancel(cancel)
         decision, proposal = judge_slice(
             z, arr[z], network_arr[z], settings, None if confidence is None else float(confidence[z]),
-            None if probabilities is None else probabilities[:, z])
+            None if probabilities is None else probabilities[:, z],
+            {name: a[z] for name, a in sources.items()}, latent.get(z, ()))
         corrected_arr[z] = proposal
         if decision.corrected:
             final_arr[z] = proposal
         decisions.append(decision)
-    timings["gate_s"] = time.perf_counter() - t
-    timings["total_s"] = time.perf_counter() - t_start
-    report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
-    return _correction_result(mask, arr, network_arr, corrected_arr, final_arr, decisions, timings, corrector.card,
-                              settings)
+    return corrected_arr, final_arr, decisions
+
+
+def _evidence_sources(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, settings: "GateSettings",
+                     probabilities: Optional[np.ndarray], context_corrector: Optional[Any], latent_decodes: int,
+                     seed: int, timings: Dict[str, float], cancel: Optional[CancelToken],
+                     ) -> Tuple[Dict[str, np.ndarray], Dict[int, List[Tuple[str, np.ndarray]]]]:
+    """The ``"evidence"`` strategy's extra sources: ``({"context NVAE": (z, y, x)} or {},
+    {z: latent decodings}`` of the invalid slices); nothing for other strategies. Fills
+    ``context_s`` and ``latent_s``."""
+    if settings.strategy != "evidence" or not settings.gate:
+        return {}, {}
+    sources: Dict[str, np.ndarray] = {}
+    if context_corrector is not None:
+        check_corrector(context_corrector)
+        check_label_match(corrector, context_corrector)
+        sources["context NVAE"] = _network_correction(
+            arr, mask, context_corrector, context_corrector.torch_module("mask correction"), {}, None, cancel)
+    check_cancel(cancel)
+    t = time.perf_counter()
+    invalid = [z for z in range(arr.shape[0]) if not check_slice(arr[z], settings.gate_values).valid]
+    latent = _latent_search(arr, mask, corrector, module, invalid, probabilities, latent_decodes, seed)
+    timings["latent_s"] = time.perf_counter() - t
+    return sources, latent
 
 
 @dataclass(frozen=True)
@@ -510,6 +556,45 @@ def _check_inputs(mask: Volume, corrector: Any, image: Optional[Volume],
     return arr, confidence
 
 
+def _network_frame(arr: np.ndarray, mask: Volume, card: Any) -> Tuple[np.ndarray, SliceFrame]:
+    """``(class indices (z, y, x) in card label order, the network frame)`` of a mask: how
+    the corrector network sees it (framed like training)."""
+    values = [lab.value for lab in card.labels]
+    to_class = np.zeros(max(values) + 1, np.uint8)
+    for i, v in enumerate(values):
+        to_class[v] = i + 1
+    classes = to_class[arr]
+    return classes, frame_from_mask(classes, spacing=mask.spacing, out_size=tuple(card.input.size or NETWORK_SIZE))
+
+
+def _latent_search(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, slices: Sequence[int],
+                   probabilities: Optional[np.ndarray], n_decodes: int,
+                   seed: int) -> Dict[int, List[Tuple[str, np.ndarray]]]:
+    """The latent search's decodings (:mod:`.latent`) of each slice in ``slices``, on the
+    mask's grid, card label values: ``{z: [(source, (y, x))]}``, ``n_decodes`` per slice in
+    one batched pass. Empty when the corrector exposes no posterior or no slice is asked."""
+    if not slices or n_decodes <= 0 or not supports_latent_search(module):
+        return {}
+    card = corrector.card
+    values = [lab.value for lab in card.labels]
+    n_classes = len(values) + 1
+    classes, frame = _network_frame(arr, mask, card)
+    sel = np.asarray(list(slices), int)
+    net = to_network(classes[sel], frame, kind="labels")
+    soft = None
+    if probabilities is not None:
+        # bilinear like the image; outside the image box the background takes what is left
+        soft = np.stack([to_network(probabilities[c][sel], frame, kind="image", normalize=False)
+                         for c in range(n_classes)])
+        soft[0] = np.clip(1.0 - soft[1:].sum(0), 0.0, 1.0)
+    names, dec = latent_decodings(module, net, n_classes, soft, n_decodes, seed, corrector.device)
+    k, n = dec.shape[0], dec.shape[2]
+    flat = np.moveaxis(dec, 0, 1).reshape((n_classes, k * n) + dec.shape[3:])
+    back = from_network(flat, frame, (k * n,) + arr.shape[1:], kind="probabilities", num_classes=n_classes).argmax(0)
+    labels = np.array([0] + values, dtype=arr.dtype)[back].reshape((k, n) + arr.shape[1:])
+    return {int(z): [(names[j], labels[j, i]) for j in range(k)] for i, z in enumerate(sel)}
+
+
 def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, timings: Dict[str, float],
                         progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> np.ndarray:
     """The corrector network's output on every slice of ``arr`` ``(z, y, x)`` (card label
@@ -521,11 +606,7 @@ def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: A
     values = [lab.value for lab in card.labels]
     n_classes = len(values) + 1
     t = time.perf_counter()
-    to_class = np.zeros(max(values) + 1, np.uint8)
-    for i, v in enumerate(values):
-        to_class[v] = i + 1
-    classes = to_class[arr]
-    frame = frame_from_mask(classes, spacing=mask.spacing, out_size=tuple(card.input.size or NETWORK_SIZE))
+    classes, frame = _network_frame(arr, mask, card)
     net = to_network(classes, frame, kind="labels")
     timings["preprocess_s"] = time.perf_counter() - t
     check_cancel(cancel)
@@ -548,14 +629,18 @@ def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: A
 
 def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
                   probabilities: Optional[np.ndarray] = None,
-                  raw_validity: Optional[SliceValidity] = None) -> Tuple[np.ndarray, SliceValidity, List[Candidate]]:
+                  raw_validity: Optional[SliceValidity] = None,
+                  sources: Optional[Mapping[str, np.ndarray]] = None,
+                  latent: Sequence[Tuple[str, np.ndarray]] = ()) -> Tuple[np.ndarray, SliceValidity, List[Candidate]]:
     """The correction proposed for one ``(y, x)`` slice: ``(proposal, its validity, ranking)``.
 
     A valid raw slice (or gating off) gets the network's output; an invalid one its smallest
     repair when that is valid, and with ``strategy="evidence"`` the best valid candidate of
     :func:`~.candidates.candidates_for_slice` (``ranking``, best first; empty otherwise).
     ``probabilities``: the segmenter's softmax ``(C, y, x)`` for the evidence; ``raw_validity``:
-    :func:`~.validity.check_slice` of ``raw`` when the caller has it already.
+    :func:`~.validity.check_slice` of ``raw`` when the caller has it already; ``sources``:
+    more proposals by name (the context NVAE's slice), repaired like the network's;
+    ``latent``: the latent search's decodings ``[(name, (y, x))]``, of which the valid ones compete.
     """
     proposal, after = network, check_slice(network, settings.gate_values)
     ranking: List[Candidate] = []
@@ -570,8 +655,10 @@ def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
         proposals = {"network": network}
         if repaired_validity.valid:
             proposals["smallest repair"] = repaired
+        proposals.update(sources or {})
         evidence = Evidence(list(settings.values), probabilities, raw)
-        ranking = candidates_for_slice(raw, proposals, settings.gate_values, evidence)
+        ranking = candidates_for_slice(raw, proposals, settings.gate_values, evidence,
+                                       extra=valid_decodings(latent, settings.gate_values, raw))
         if ranking and ranking[0].validity.valid:
             proposal, after = ranking[0].labels.astype(network.dtype), ranking[0].validity
     return proposal, after, ranking
@@ -579,10 +666,12 @@ def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
 
 def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: GateSettings,
                 confidence: Optional[float] = None,
-                probabilities: Optional[np.ndarray] = None) -> Tuple[SliceDecision, np.ndarray]:
+                probabilities: Optional[np.ndarray] = None,
+                sources: Optional[Mapping[str, np.ndarray]] = None,
+                latent: Sequence[Tuple[str, np.ndarray]] = ()) -> Tuple[SliceDecision, np.ndarray]:
     """The gate's decision on slice ``index`` and the correction it judged (:func:`propose_slice`)."""
     before = check_slice(raw, settings.gate_values)
-    proposal, after, ranking = propose_slice(raw, network, settings, probabilities, before)
+    proposal, after, ranking = propose_slice(raw, network, settings, probabilities, before, sources, latent)
     dice = label_dice(raw, proposal, settings.values)
     changed = int(np.count_nonzero(raw != proposal))
     if settings.gate and ranking:
@@ -640,11 +729,12 @@ def run_segcorrect(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
+    context_corrector: Optional[Any] = None,
 ) -> SegCorrectResult:
     """Segment a short-axis stack and correct the mask with the gate (``corrector=None``: no correction).
 
     ``strategy="evidence"`` judges the candidates of each invalid slice by the segmenter's own
-    probabilities (:func:`correct_mask`).
+    probabilities (:func:`correct_mask`), with ``context_corrector``'s output as one more source.
 
     Args:
         image: MR volume ``(z, y, x)``.
@@ -670,7 +760,8 @@ def run_segcorrect(
         correction = correct_mask(seg.labels, corrector, image=image, gate=gate, confidence=seg.slice_confidence,
                                   confidence_threshold=confidence_threshold, min_agreement=min_agreement,
                                   progress=scaled(progress, 0.6, 1.0), cancel=cancel, strategy=strategy,
-                                  probabilities=seg.probabilities if strategy == "evidence" else None)
+                                  probabilities=seg.probabilities if strategy == "evidence" else None,
+                                  context_corrector=context_corrector)
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")

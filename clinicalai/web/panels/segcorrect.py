@@ -116,6 +116,7 @@ class SegCorrectPanel(Panel):
                         v3.VBtn(icon="mdi-crosshairs-gps", size="x-small", variant="text", click=(self.jump, "[i]"), id=("`segcorrect-go-${i}`",), title="show this slice")
                         v3.VBtn(icon="mdi-check", size="x-small", variant="text", color="success", click=(self.accept_row, "[i]"), id=("`segcorrect-accept-${i}`",), title="accept the correction")
                         v3.VBtn(icon="mdi-close", size="x-small", variant="text", color="error", click=(self.reject_row, "[i]"), id=("`segcorrect-reject-${i}`",), title="reject the correction")
+                        v3.VBtn(icon="mdi-skip-next", size="x-small", variant="text", click=(self.next_best_row, "[i]"), id=("`segcorrect-next-${i}`",), title="next best candidate")
 
                     common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions,
                                          current=f"row.slice === {self.k('shown_slice')}", titles_key=self.k("titles"))
@@ -334,6 +335,19 @@ class SegCorrectPanel(Panel):
             self.set(error=str(exc))
             return
         self._set_correction(accept, [k])
+
+    def next_best_row(self, i: Any) -> None:
+        """The slice of row ``i`` takes its next-best valid candidate (:meth:`SegCorrectLogic.next_best`)."""
+        if self.params is None:
+            self.set(error="run SegCorrect first")
+            return
+        try:
+            self.logic.next_best(self._row_slice(i), self.params)  # updates self.params' decisions in place
+        except ClinicalAIError as exc:
+            self.set(error=str(exc))
+            return
+        self.set(error="")
+        self._refresh_rows()
 
     def accept_all(self) -> None:
         self._set_correction(True, None)
