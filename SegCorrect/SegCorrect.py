@@ -29,7 +29,7 @@ from clinicalai.desktop import PanelWidgetMixin  # noqa: E402
 from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 from clinicalai.mrml.runner import BackgroundRun  # noqa: E402
-from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, REVIEW_LAYERS  # noqa: E402
+from clinicalai.mrml.segcorrect_logic import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, REVIEW_LAYERS, STRATEGY_TITLES  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectLogic as SegCorrectMRMLLogic  # noqa: E402
 from clinicalai.mrml.segcorrect_logic import SegCorrectParameters  # noqa: E402
 
@@ -79,6 +79,8 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         desktop.fill_model_combo(self.ui.segmenterComboBox, "segmentation", DEFAULT_SEGMENTER)
         desktop.fill_model_combo(self.ui.correctorComboBox, "mask-correction", DEFAULT_CORRECTOR)
         desktop.fill_device_combo(self.ui.deviceComboBox)
+        for strategy, title in STRATEGY_TITLES.items():
+            self.ui.strategyComboBox.addItem(title, strategy)
 
         self.observeSceneClose()
         self.ui.segmenterComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
@@ -107,6 +109,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
         desktop.select_model_choice(self.ui.segmenterComboBox, self.ui.segmenterPathLineEdit, stored.segmenter_model)
         desktop.select_model_choice(self.ui.correctorComboBox, self.ui.correctorPathLineEdit, stored.corrector_model)
         desktop.select_data(self.ui.deviceComboBox, stored.device)
+        desktop.select_data(self.ui.strategyComboBox, stored.strategy)
 
     # ------------------------------------------------------------------ model chooser
     def _segmenterPath(self):
@@ -137,6 +140,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
             segmenter_model=self._segmenterPath(),
             corrector_model=self._correctorPath(),
             device=self.ui.deviceComboBox.currentData or "auto",
+            strategy=self.ui.strategyComboBox.currentData or "gate",
         )
 
     def onApplyButton(self):

@@ -249,3 +249,17 @@ def test_next_best_swaps_a_slice_to_its_runner_up(ctx, case):
     assert shown["rank"] == 0  # after the last, the best again
     np.testing.assert_array_equal(
         segmentation_to_labels(ctx.scene.GetNodeByID(params.output_segmentation), case.image).array[1], valid[0].labels)
+
+
+def test_strategy_titles_name_every_engine_strategy_and_a_bad_one_is_refused(ctx, case):
+    """The panels' correction selector (desktop and browser) lists the engine's strategies, in
+    its order, and a strategy the engine does not know stops before anything is added."""
+    from clinicalai.mrml.segcorrect_logic import STRATEGY_TITLES
+    from clinicalai.segcorrect import STRATEGIES
+
+    assert tuple(STRATEGY_TITLES) == STRATEGIES
+    image, _ = _inputs(ctx, case)
+    nodes = ctx.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="correction strategy must be one of"):
+        SegCorrectLogic(ctx).prepare(SegCorrectParameters(input_volume=image.GetID(), strategy="everything"))
+    assert ctx.scene.GetNumberOfNodes() == nodes

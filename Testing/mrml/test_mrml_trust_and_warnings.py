@@ -209,8 +209,12 @@ def _widget(module: str):
     widget.logic = getattr(mod, f"{module}Logic")()
     plain = lambda **kw: types.SimpleNamespace(**{"enabled": True, "text": "", **kw})  # noqa: E731
     view = lambda: types.SimpleNamespace(table=None, setMRMLTableNode=lambda node: None)  # noqa: E731
+    items = []  # the review combo box's entries (SegCorrect: raw / corrected / final)
+    combo = plain(items=items, blockSignals=lambda block: False, clear=items.clear,
+                  addItem=lambda text, data: items.append(data))
     widget.ui = types.SimpleNamespace(
-        warningsLabel=plain(), sliceTableView=view(), metricsTableView=view(), correlationTableView=view(),
+        warningsLabel=plain(), legendLabel=plain(), sliceTableView=view(), metricsTableView=view(), correlationTableView=view(),
+        layerComboBox=combo,
         **{name: plain() for name in ("acceptSliceButton", "rejectSliceButton", "acceptAllButton", "rejectAllButton", "editButton", "nextBestButton")},
     )
     return widget

@@ -182,6 +182,38 @@ def test_raw_corrected_final_toggle_changes_the_view(review_page, reviewed):
     wait_state(page, "s.get('ca_segcorrect_layer') === 'final'")
 
 
+def test_evidence_strategy_offers_next_best_from_the_panel(review_page, reviewed):
+    """The panel's correction selector reaches the engine: with "evidence" an invalid slice
+    has ranked candidates and the row's "next best" swaps it in (with "gate" it says there is
+    none); a strategy the server did not offer is refused before any run."""
+    page = review_page
+    assert [item["value"] for item in state(page, "ca_segcorrect_strategies")] == ["gate", "evidence"]
+    runs = state(page, "ca_segcorrect_runs")
+    set_state(page, "ca_segcorrect_strategy", "everything")
+    page.click("#segcorrect-run")
+    page.wait_for_function("() => (document.querySelector('#segcorrect-error') || {}).textContent?.includes('not one of the choices')")
+    assert state(page, "ca_segcorrect_runs") == runs
+    set_state(page, "ca_segcorrect_strategy", "evidence")
+    page.click("#segcorrect-run")
+    wait_state(page, f"s.get('ca_segcorrect_runs') > {runs} || s.get('ca_segcorrect_error')", timeout_ms=300_000)
+    assert not state(page, "ca_segcorrect_error")
+    rows = state(page, "ca_segcorrect_rows")
+    dice = next(c for c in rows[0] if "dice" in c.lower())
+    swapped = None
+    for i in [k for k, r in enumerate(rows) if r[dice] not in ("", None)]:
+        set_state(page, "ca_segcorrect_error", "waiting")
+        page.locator(f"#segcorrect-next-{i}").scroll_into_view_if_needed()
+        page.click(f"#segcorrect-next-{i}")
+        wait_state(page, "s.get('ca_segcorrect_error') !== 'waiting'")
+        if not state(page, "ca_segcorrect_error"):
+            swapped = i
+            break
+        assert "no next best" in state(page, "ca_segcorrect_error")
+    assert swapped is not None, "no corrected slice had a runner-up candidate"
+    assert state(page, "ca_segcorrect_rows")[swapped]["decision"] == "corrected"
+    set_state(page, "ca_segcorrect_strategy", "gate")
+
+
 def test_about_box_is_clinicalais_own_without_images(review_page):
     page = review_page
     assert page.locator("[title='About trame-slicer']").count() == 0

@@ -29,6 +29,13 @@ if TYPE_CHECKING:  # pragma: no cover - typing only: the pipeline needs scipy / 
 REVIEW_LAYERS = ("final", "raw", "corrected")
 
 
+#: what the panels (desktop and browser) call each correction strategy, in the engine's order
+STRATEGY_TITLES = {
+    "gate": "gate: keep raw unless a small repair fixes it (default)",
+    "evidence": "evidence: best valid candidate by the segmenter's probabilities (next best per slice)",
+}
+
+
 def _decision_words() -> "tuple[str, str]":
     """The engine's per-slice decisions ``(CORRECTED, KEPT_RAW)``. Imported when used:
     ``clinicalai.segcorrect.pipeline`` needs scipy, and the Slicer modules load this file

@@ -11,7 +11,7 @@ from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError
 from ...mrml.scene import jump_to_slice, slice_index_shown
-from ...mrml.segcorrect_logic import REVIEW_LAYERS, SegCorrectLogic, SegCorrectParameters
+from ...mrml.segcorrect_logic import REVIEW_LAYERS, STRATEGY_TITLES, SegCorrectLogic, SegCorrectParameters
 from ...mrml.segmentations import segment_legend, segmentation_to_labels
 from ...mrml.tables import table_rows
 from ...mrml.volumes import volume_grid_of_node
@@ -53,13 +53,14 @@ class SegCorrectPanel(Panel):
         self._mark_pending = False
         # lists the page chooses from: recorded on the server too (Panel.offer / Panel.choice)
         self.offer(segmenters=segmenters, correctors=correctors, devices=common.device_items(),
-                   input_segs=[{"title": "(none)", "value": ""}], layers=[])
+                   input_segs=[{"title": "(none)", "value": ""}], layers=[], strategies=[{"title": t, "value": v} for v, t in STRATEGY_TITLES.items()])
         self.set(
             segmenter=segmenters[0]["value"] if segmenters else "",
             corrector=correctors[0]["value"] if correctors else "",
             card="",
             device="auto",
             correct=True,
+            strategy="gate",
             input_seg="",
             rows=[],
             columns=[],
@@ -94,6 +95,8 @@ class SegCorrectPanel(Panel):
                 with html.Div(classes="d-flex"):
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True, classes="mr-2")
                     v3.VCheckbox(label="correct", v_model=(self.k("correct"),), density="compact", hide_details=True)
+                v3.VSelect(label="correction", items=(self.k("strategies"),), v_model=(self.k("strategy"),), density="compact",
+                           hide_details=True, classes="mb-1", id="segcorrect-strategy")
                 html.Div(f"{{{{ {self.k('card')} }}}}", classes="text-caption text-warning", id="segcorrect-card")
                 self.run_row(self.run)
                 common.warning_alerts(self.k("warnings"), "segcorrect-warnings")
@@ -159,6 +162,7 @@ class SegCorrectPanel(Panel):
                 corrector_model=self.choice("corrector", "correctors", "corrector"),
                 device=self.choice("device", "devices", "device"),
                 correct=bool(self.get("correct")),
+                strategy=self.choice("strategy", "strategies", "correction strategy") or "gate",
             )
             inputs = self.logic.prepare(params)
         except ClinicalAIError as exc:
