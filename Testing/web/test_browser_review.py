@@ -194,6 +194,7 @@ def test_evidence_strategy_offers_next_best_from_the_panel(review_page, reviewed
     page.wait_for_function("() => (document.querySelector('#segcorrect-error') || {}).textContent?.includes('not one of the choices')")
     assert state(page, "ca_segcorrect_runs") == runs
     set_state(page, "ca_segcorrect_strategy", "evidence")
+    set_state(page, "ca_segcorrect_error", "")  # the refusal above is read; the wait below is for this run
     page.click("#segcorrect-run")
     wait_state(page, f"s.get('ca_segcorrect_runs') > {runs} || s.get('ca_segcorrect_error')", timeout_ms=300_000)
     assert not state(page, "ca_segcorrect_error")
