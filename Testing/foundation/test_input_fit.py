@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from clinicalai.models import parse_card
-from clinicalai.models.fit import input_fit_warnings, input_warnings
+from clinicalai.models.fit import check_fit, input_fit_warnings, input_warnings
 from clinicalai.volume import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_each_kind_of_misfit_is_named_and_a_fitting_input_is_quiet():
 
 
 def test_reader_warnings_come_first_and_are_not_repeated():
-    v = Volume(np.zeros((4, 8, 8), np.float32), modality="MR",
+    v = Volume(np.random.default_rng(1).uniform(0, 1, (4, 8, 8)).astype(np.float32), modality="MR",
                metadata={"warnings": ["slice gaps vary by 1.4 % (rounded positions)"]})
     card = _card(modality="CT")
     got = input_warnings(v, [card, card])
@@ -79,3 +79,18 @@ def test_segment_report_carries_the_warning(tmp_path):
     warnings = json.loads(report.read_text())["warnings"]
     assert any("is CT but model cardiac-unet was made for MR" in w for w in warnings), warnings
     assert "warning: the image is CT" in proc.stderr
+
+
+def test_check_fit_codes_binary_mask_single_slice_and_unknown_modality():
+    """A binary mask is not an image (code "binary"); a 3D model on one slice is "dims";
+    an untagged image (NIfTI) raises no modality alarm."""
+    card = _card(modality="PT", fov_mm=[256, 256, 168])
+    rng = np.random.default_rng(2)
+    mask = Volume((rng.uniform(0, 1, (84, 128, 128)) > 0.5).astype(np.float32), spacing=(2, 2, 2))
+    assert [p.code for p in check_fit(card, mask)] == ["binary"]
+    image = Volume(rng.uniform(0, 6, (84, 128, 128)).astype(np.float32), spacing=(2, 2, 2))
+    assert check_fit(card, image) == []
+    one_slice = Volume(rng.uniform(0, 6, (1, 128, 128)).astype(np.float32), spacing=(2, 2, 2), modality="PT")
+    assert "dims" in [p.code for p in check_fit(card, one_slice)]
+    mr = image.with_array(image.array, modality="MR")
+    assert [p.code for p in check_fit(card, mr)] == ["modality"]

@@ -580,3 +580,15 @@ def test_model_chooser_is_put_back_on_the_saved_model(tmp_path):
     assert combo.currentIndex == len(entries) and edit.currentPath == str(tmp_path / "mine.pt")
     select_model_choice(combo, edit, "")  # the default: left as it is
     assert combo.currentIndex == len(entries)
+
+
+def test_classifier_chooser_puts_models_of_the_image_modality_first_and_marks_the_others():
+    """Issue 16 item 6: the classifier list offered PET fold models for a brain MR."""
+    from clinicalai.mrml.model_choices import bundled_models, model_title
+
+    entries = bundled_models("classification", modality="MR")
+    fits = [e["fits"] for e in entries]
+    assert fits == sorted(fits, reverse=True)  # every fitting model before every other
+    pet = [e for e in entries if e["modality"] == "PT"]
+    assert pet and all(not e["fits"] and model_title(e).endswith("(PT model)") for e in pet)
+    assert all(e["fits"] for e in bundled_models("classification"))  # no image modality: no marks

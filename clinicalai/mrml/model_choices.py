@@ -67,13 +67,16 @@ def describe_model(path: str) -> Dict[str, Any]:
     return card_summary(model_card(path))
 
 
-def bundled_models(task: Optional[str] = None, default: Optional[str] = None) -> List[Dict[str, Any]]:
-    """``[{"name", "path", "task", "synthetic_demo", "source"}]`` of the models known by name
+def bundled_models(task: Optional[str] = None, default: Optional[str] = None,
+                   modality: Optional[str] = None) -> List[Dict[str, Any]]:
+    """``[{"name", "path", "task", "synthetic_demo", "source", "modality", "fits"}]`` of the models known by name
     (bundled demo models, then the user's imported ones, ``source`` ``"bundled"`` / ``"user"``;
     optionally of one task), the model named ``default`` first so choosers start on the
     engine's default; ``path`` is the card or bundle folder. Empty while the engine's packages
     (pydantic) are not installed yet, so a panel still opens in a fresh Slicer and offers the
-    installation on first use."""
+    installation on first use. With the open image's ``modality`` (DICOM code, e.g. "MR"),
+    models made for another modality get ``fits`` False and come after those that fit (a card
+    or image without a modality fits: no false alarms on untagged NIfTI)."""
     try:
         from ..models import known_models, read_model_card
     except ImportError:
@@ -88,14 +91,19 @@ def bundled_models(task: Optional[str] = None, default: Optional[str] = None) ->
         if task and card.task != task:
             continue
         out.append({"name": entry.name, "path": str(entry.path), "task": card.task,
-                    "synthetic_demo": card.synthetic_demo, "source": entry.source})
-    return sorted(out, key=lambda m: m["name"] != default)  # stable: the rest keep their order
+                    "synthetic_demo": card.synthetic_demo, "source": entry.source,
+                    "modality": card.input.modality,
+                    "fits": not (modality and card.input.modality and card.input.modality != modality)})
+    # stable: the default first, then those that fit, each group in its own order
+    return sorted(out, key=lambda m: (m["name"] != default, not m["fits"]))
 
 
 def model_title(entry: Dict[str, Any], with_source: bool = False) -> str:
     """A chooser's text for an entry of :func:`bundled_models`: its name, marked
-    "(synthetic demo)" and, ``with_source``, "(user)" for a model the user imported."""
+    "(synthetic demo)", "(PT model)" when made for another modality than the image's and, ``with_source``, "(user)" for a model the user imported."""
     title = entry["name"] + (" (synthetic demo)" if entry["synthetic_demo"] else "")
+    if entry.get("fits") is False:
+        title += f" ({entry['modality']} model)"
     return title + (" (user)" if with_source and entry.get("source") == "user" else "")
 
 
