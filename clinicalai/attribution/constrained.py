@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..augment import augment_batch, image_augmenter
 from ..casemap import CaseMapper, serial_map
 from ..errors import InputError
 from ..networks import build_network
@@ -190,13 +191,16 @@ def train_classifier(
     constraint_batch: int = 8,
     shape: Sequence[int] = DEFAULT_SHAPE,
     data: Optional[SliceSet] = None,
+    augmentation: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> TrainResult:
     """Train a healthy-vs-lesion slice classifier, constrained or not (``constraint="none"``).
 
     Returns the trained module (eval mode, CPU) and its model card (without sha256; save with
-    :func:`clinicalai.models.save_model`).
+    :func:`clinicalai.models.save_model`). ``augmentation``: a :mod:`clinicalai.augment` preset
+    (``strong`` / ``mild``) applied to each training slice (every channel), or ``None`` (the
+    bundled classifiers were trained without).
     """
     import torch
 
@@ -218,6 +222,7 @@ def train_classifier(
     pos_weight = torch.tensor((len(y_all) - n_pos) / n_pos)
     step = _Step(module, opt, torch.nn.BCEWithLogitsLoss(pos_weight=pos_weight), constraint, alpha, t,
                  constraint_batch, x_all[y_all == 0])
+    aug = image_augmenter(augmentation, seed, spatial_dims=2) if augmentation is not None else None
     history = []
     steps_per_epoch = max(1, math.ceil(len(y_all) / batch_size))
     for epoch in range(epochs):
@@ -227,7 +232,7 @@ def train_classifier(
         for s in range(steps_per_epoch):
             check_cancel(cancel)
             idx = torch.from_numpy(order[s * batch_size:(s + 1) * batch_size])
-            for k, v in step(x_all[idx], y_all[idx]).items():
+            for k, v in step(augment_batch(aug, x_all[idx]), y_all[idx]).items():
                 sums[k] += v
             report(progress, (epoch + (s + 1) / steps_per_epoch) / epochs, f"epoch {epoch + 1}/{epochs}")
         history.append({k: v / steps_per_epoch for k, v in sums.items()} | {"epoch": epoch + 1})
@@ -235,7 +240,8 @@ def train_classifier(
     seconds = time.perf_counter() - started
     card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode, n_cases, shape, seed, len(y_all),
                             int(n_pos), {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size,
-                                         "constraint_batch": constraint_batch, "lr": lr},
+                                         "constraint_batch": constraint_batch, "lr": lr,
+                                         "augmentation": aug.params if aug is not None else None},
                             seconds, history)
     return TrainResult(module, card, history, seconds)
 
@@ -311,6 +317,7 @@ def _classifier_card(arch: Dict[str, Any], channels: int, constraint: str, input
             "constraint": constraint, "alpha": hyper["alpha"], "t": hyper["t"], "epochs": hyper["epochs"],
             "batch_size": hyper["batch_size"], "constraint_batch": hyper["constraint_batch"], "input_mode": input_mode,
             "lr": hyper["lr"], "seed": seed, "seconds": round(seconds, 1),
+            "augmentation": hyper.get("augmentation"),
             "final": history[-1] if history else {},
         },
     }

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from ..augment import augment_batch, image_augmenter
 from ..errors import InputError
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from .data import GridSpec
@@ -63,6 +64,9 @@ class TrainConfig:
     perceptual_weight: float = 0.0
     seed: int = 0
     max_seconds: Optional[float] = None
+    #: a :mod:`clinicalai.augment` preset (``strong`` / ``mild``) on each intensity volume, or
+    #: None (the bundled generative models were trained without; label maps cannot take it)
+    augmentation: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -133,6 +137,9 @@ def train_generative(
         raise InputError("training needs at least 2 volumes")
     if config.kind == "cyclegan" and (pathological is None or len(pathological) < 2):
         raise InputError("a CycleGAN needs pathological volumes too (at least 2)")
+    if config.augmentation is not None and spec.input_kind == "labels":
+        raise InputError("augmentation changes intensities; label-map models cannot take it")
+    aug = image_augmenter(config.augmentation, config.seed, spatial_dims=3) if config.augmentation else None
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     module, name, kwargs = build(config.kind, spec, config.latent_size, config.channels, config.strides,
@@ -155,7 +162,7 @@ def train_generative(
         sums: Dict[str, float] = {}
         count = 0
         for idx in _batches(len(x_all), config.batch_size, rng):
-            x = x_all[idx]
+            x = augment_batch(aug, x_all[idx])
             p = p_all[rng.integers(0, len(p_all), len(idx))] if p_all is not None else None
             for k, v in step(x, p, phase).items():
                 sums[k] = sums.get(k, 0.0) + float(v)

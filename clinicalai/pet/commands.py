@@ -49,7 +49,9 @@ def register(commands) -> None:
     t.add_argument("--sce-beta", type=float, default=1.0)
     t.add_argument("--patience", type=int, default=15)
     t.add_argument("--factor", type=float, default=0.5)
-    t.add_argument("--no-augment", action="store_true", help="switch off the nnU-Net-like augmentation")
+    t.add_argument("--no-augment", action="store_true", help="switch off the augmentation")
+    t.add_argument("--augmentation", choices=("nnunet", "strong", "mild"), default="nnunet",
+                   help="nnunet: the study's (default); strong / mild: clinicalai.augment presets")
     t.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("X", "Y", "Z"), help="network voxel size mm (default 2 2 2)")
     t.add_argument("--size", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="network input voxels (default 128 128 82)")
     t.add_argument("--reduced", action="store_true", help="64x64x41 voxels of 4 mm (CPU demos)")
@@ -158,7 +160,7 @@ def _run_train(args) -> int:
     cfg = TrainConfig(
         arch=args.arch, arch_kwargs=arch_kwargs, folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, weight_decay=args.weight_decay, loss=args.loss, sce_alpha=args.sce_alpha, sce_beta=args.sce_beta,
-        patience=args.patience, factor=args.factor, augment=not args.no_augment, spacing_mm=spacing, size_xyz=size,
+        patience=args.patience, factor=args.factor, augment=not args.no_augment, augmentation=args.augmentation, spacing_mm=spacing, size_xyz=size,
         seed=args.seed, device=args.device, name=args.name, synthetic_demo=args.synthetic_demo, command=command,
     )
     from ..networks.pet_cnns import pet_architecture

@@ -186,6 +186,27 @@ def augmentation(prob: float = 0.2, elastic: bool = True):
     return T.Compose(steps)
 
 
+def fold_augmenter(cfg: "TrainConfig"):
+    """The per-case augmentation of :func:`train_folds` (``None`` when ``cfg.augment`` is off),
+    seeded with ``cfg.seed``: the study's nnU-Net-like one, or a :mod:`clinicalai.augment`
+    preset on the ``(1, X, Y, Z)`` inputs (MONAI layout, rotation in the axial X-Y plane).
+
+    Raises:
+        InputError: an unknown ``cfg.augmentation``.
+    """
+    if not cfg.augment:
+        return None
+    if cfg.augmentation == "nnunet":
+        aug = augmentation()
+        aug.set_random_state(seed=cfg.seed)  # MONAI transforms keep their own generator: seed it, or runs differ
+        return aug
+    from ..augment import PRESETS, image_augmenter
+
+    if cfg.augmentation not in PRESETS:
+        raise InputError(f"PET augmentation must be nnunet or one of {', '.join(PRESETS)}, got {cfg.augmentation!r}")
+    return image_augmenter(cfg.augmentation, cfg.seed, spatial_dims=3, layout="xyz")
+
+
 # ----------------------------------------------------------------------------------- metrics
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC as the Mann-Whitney statistic (ties count one half): scikit-learn's value."""
@@ -295,6 +316,9 @@ class TrainConfig:
     patience: int = 15
     factor: float = 0.5
     augment: bool = True
+    #: ``nnunet`` (the study's, :func:`augmentation`) or a :mod:`clinicalai.augment` preset
+    #: (``strong`` / ``mild``: in-plane rotation of any angle, bias field, histogram shift ...)
+    augmentation: str = "nnunet"
     spacing_mm: Tuple[float, float, float] = (2.0, 2.0, 2.0)
     size_xyz: Tuple[int, int, int] = (128, 128, 82)
     seed: int = 0
@@ -400,9 +424,7 @@ def train_folds(
                      np.array([i for i, r in enumerate(rows) if r.split != "test"]),
                      np.array([i for i, r in enumerate(rows) if r.split == "test"]))
     folds = stratified_folds(data.labels[data.train_idx], [rows[i].scanner for i in data.train_idx], cfg.folds, cfg.seed)
-    aug = augmentation() if cfg.augment else None
-    if aug is not None:
-        aug.set_random_state(seed=cfg.seed)  # MONAI transforms keep their own generator: seed it, or runs differ
+    aug = fold_augmenter(cfg)
     oof = np.full(len(rows), np.nan)
     curves = np.full((len(rows), cfg.epochs), np.nan)
     fold_info = []

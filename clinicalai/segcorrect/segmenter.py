@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from ..augment import augmentation_params, make_augmenter
 from ..errors import InputError, ModelError
 from ..models import LoadedModel, parse_card, resolve_device, save_model
 from ..models.layout import apply_spatial_steps
@@ -79,28 +80,6 @@ def architecture_spec(arch: str, channels: Optional[Sequence[int]] = None, num_c
 
 
 # ------------------------------------------------------------------------------------ training
-def _augmenter(seed: int):
-    """MONAI dictionary transforms for one (image, label) slice pair (channel-first 2D)."""
-    from monai.transforms import (
-        Compose,
-        RandAdjustContrastd,
-        RandAffined,
-        RandGaussianNoised,
-        RandScaleIntensityd,
-    )
-
-    t = Compose([
-        RandAffined(keys=("image", "label"), mode=("bilinear", "nearest"), prob=0.7,
-                    rotate_range=(np.pi / 12,), scale_range=(0.1, 0.1), translate_range=(6, 6),
-                    padding_mode="zeros"),
-        RandScaleIntensityd(keys="image", factors=0.15, prob=0.5),
-        RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
-        RandGaussianNoised(keys="image", std=0.03, prob=0.3),
-    ])
-    t.set_random_state(seed)
-    return t
-
-
 def _dice_on(module, images: np.ndarray, labels: np.ndarray, device: str, batch_size: int = 32) -> Dict[str, float]:
     """Mean foreground Dice (MONAI ``DiceMetric``) and per class on network-space slices."""
     import torch
@@ -136,6 +115,7 @@ def train_segmenter(
     seed: int = 0,
     out_size: Sequence[int] = NETWORK_SIZE,
     augment: bool = True,
+    augmentation: "str | Dict[str, Any]" = "strong",
     max_seconds: Optional[float] = None,
     device: str = "cpu",
     name: Optional[str] = None,
@@ -152,6 +132,9 @@ def train_segmenter(
             a whole-slice view).
         out_path: ``.pt`` path for :func:`clinicalai.models.save_model` (card beside it).
         channels: feature channels per level (default :data:`DEFAULT_CHANNELS`).
+        augment: switch augmentation on / off.
+        augmentation: preset name or parameters for :func:`clinicalai.augment.make_augmenter`
+            (stored in the card's ``training.augmentation``).
         max_seconds: stop after this much training time (the best checkpoint is kept).
         device: ``cpu`` / ``cuda`` / ``auto``.
     """
@@ -169,8 +152,9 @@ def train_segmenter(
     train_slices = build_slices(train_cases, seed=seed, out_size=out_size)
     val_slices = build_slices(val_cases, seed=seed + 1, out_size=out_size, exact=True)
     module = build_network(spec["name"], spec["kwargs"]).to(dev)
+    aug_params = augmentation_params(augmentation) if augment else None
     fit = _fit(module, train_cases, train_slices, val_slices, epochs=epochs, batch_size=batch_size, lr=lr,
-               seed=seed, out_size=out_size, augment=augment, max_seconds=max_seconds, t_start=t_start, device=dev,
+               seed=seed, out_size=out_size, augmentation=aug_params, max_seconds=max_seconds, t_start=t_start, device=dev,
                progress=progress, cancel=cancel)
     report(progress, 1.0, "validating the whole pipeline on the held-out cases")
     volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev)
@@ -180,7 +164,7 @@ def train_segmenter(
         "arch": arch, "epochs_run": len(fit.history), "epochs_max": epochs, "batch_size": batch_size,
         "optimizer": f"Adam lr {lr}", "loss": "monai.losses.DiceCELoss", "seed": seed,
         "n_train_cases": len(train_cases), "n_val_cases": len(val_cases),
-        "n_train_slices": fit.n_train_slices, "augmentation": bool(augment),
+        "n_train_slices": fit.n_train_slices, "augmentation": aug_params or False,
         "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in fit.history]))),
     }
     card = segmenter_card(spec, name=name or f"cardiac-{arch}", synthetic=not isinstance(data, (str, Path)),
@@ -204,7 +188,7 @@ class _Fit:
 
 def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.ndarray],
          val_slices: Tuple[np.ndarray, np.ndarray], *, epochs: int, batch_size: int, lr: float, seed: int,
-         out_size: Sequence[int], augment: bool, max_seconds: Optional[float], t_start: float, device: str,
+         out_size: Sequence[int], augmentation: Optional[Dict[str, Any]], max_seconds: Optional[float], t_start: float, device: str,
          progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> _Fit:
     """The epochs of :func:`train_segmenter`: Adam + Dice-CE on ``train_slices`` (crop jitter
     redrawn every 5th epoch), validation Dice on ``val_slices`` after each; the module ends
@@ -214,7 +198,7 @@ def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-    aug = _augmenter(seed) if augment else None
+    aug = make_augmenter(augmentation, seed) if augmentation is not None else None
     rng = np.random.default_rng(seed)
     fit = _Fit(state=copy.deepcopy(module.state_dict()))
     tr_img, tr_lab = train_slices

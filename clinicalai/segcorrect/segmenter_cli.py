@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..augment import PRESETS
 from ..errors import ClinicalAIError, InputError
 from ..models import check_model_output
 from ..models.device import add_device_arg
@@ -23,7 +24,7 @@ from . import ARCHITECTURES
 # training needs.
 
 DEMO_COMMAND = (
-    "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
+    "clinicalai train segmenter --phantoms 48 --arch unet --epochs 60 --max-minutes 28 "
     "--lr 0.003 --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
 )
 
@@ -51,6 +52,8 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of patients held out for validation")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time (best checkpoint kept)")
     p.add_argument("--no-augment", action="store_true", help="no MONAI augmentation")
+    p.add_argument("--augmentation", choices=sorted(PRESETS), default="strong",
+                   help="augmentation preset of clinicalai.augment (default: strong; parameters go in the card)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="model name in the card (default: cardiac-ARCH)")
     add_device_arg(p, "cpu", "training device")
@@ -78,6 +81,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.seed,
         augment=not args.no_augment,
+        augmentation=args.augmentation,
         max_seconds=None if args.max_minutes is None else 60.0 * args.max_minutes,
         device=args.device,
         name=args.name,
