@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clinicalai.web.page_driver import CHROMIUM, CHROMIUM_ARGS, free_port, launch_server, stop_server, wait_for_server
+from clinicalai.web.page_driver import CHROMIUM, CHROMIUM_ARGS, free_port, launch_server, open_app_page, stop_server, wait_for_server
 
 TOKEN = "test-token-0123456789abcdef"
 MAX_UPLOAD_MB = 4
@@ -82,10 +82,6 @@ def browser():
 @pytest.fixture(scope="session")
 def page(browser, web_server):
     """One page on the app, logged in with the token (the cookie it sets)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900}, accept_downloads=True)
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.goto(web_server["url"] + f"?token={web_server['token']}")
-    pg.wait_for_selector("#data-files .ca-data-file")
+    context, pg = open_app_page(browser, web_server["url"], web_server["token"], accept_downloads=True)
     yield pg
     context.close()

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from clinicalai.web.page_driver import (free_port, launch_server, open_file, open_tool, segmentation_id, set_state, stop_server,
+from clinicalai.web.page_driver import (free_port, launch_server, open_app_page, open_file, open_tool, segmentation_id, set_state, stop_server,
                                         view_box, view_pixels, wait_for_server)
 
 pytestmark = pytest.mark.browser
@@ -46,11 +46,7 @@ def review_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def review_page(browser, review_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    pg.goto(review_server["url"] + f"?token={TOKEN}")
-    pg.wait_for_selector("#data-files .ca-data-file")
+    context, pg = open_app_page(browser, review_server["url"], TOKEN)
     yield pg
     context.close()
 

@@ -89,6 +89,17 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 # ---------------------------------------------------------------------- page state and panels
+def open_app_page(browser: Any, url: str, token: str, **context_options: Any) -> tuple:
+    """A new browser context and page on the app at ``url``, logged in with ``token`` (the cookie
+    it sets), once the data list is shown; ``(context, page)``: close the context when done."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, **context_options)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(url + f"?token={token}")
+    page.wait_for_selector("#data-files .ca-data-file")
+    return context, page
+
+
 def set_state(page: Any, key: str, value: Any) -> None:
     """Set a state value as a page control would, and make sure the server has it before the
     next click (the client batches state updates; triggers go out at once)."""
