@@ -121,7 +121,7 @@ class SegCorrectPanel(Panel):
                         v3.VBtn(icon="mdi-close", size="x-small", variant="text", color="error", click=(self.reject_row, "[i]"), id=("`segcorrect-reject-${i}`",), title="reject the correction")
                         v3.VBtn(icon="mdi-skip-next", size="x-small", variant="text", click=(self.next_best_row, "[i]"), id=("`segcorrect-next-${i}`",), title="next best candidate")
 
-                    common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions,
+                    common.dynamic_table(self.k("rows"), self.k("columns"), "segcorrect-table", actions=actions, actions_width=128,
                                          current=f"row.slice === {self.k('shown_slice')}", titles_key=self.k("titles"))
                     # the row of the slice on screen scrolled into the table's view (after Vue drew its mark)
                     client.ClientStateChange(value=self.k("shown_slice"), change=SCROLL_TO_CURRENT_ROW)
