@@ -45,6 +45,10 @@ def _check_open_as(page) -> None:
     message = state(page, "ca_message")
     assert f"as a label map / mask of {brain} " in message and "guessed" in message, message
     assert page.locator("#volume-name").inner_text() == brain
+    # the file list says what each file was opened as; one never opened, what it is before that
+    kinds = {item["path"]: item["kind"] for item in state(page, "ca_data_files")}
+    assert kinds["brain.nii.gz"] == "opened as image" and kinds["brain_lesion_mask.nii.gz"] == "opened as label map / mask"
+    assert kinds["open_as/lonely_labels.nii.gz"] == "volume: image or mask, guessed when opened"
     # a cardiac label map: a mask too (of the cardiac image when another test opened it)
     assert open_file(page, "cardiac_labels.nii.gz") == ""
     assert "as a label map / mask" in state(page, "ca_message")

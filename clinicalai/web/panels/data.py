@@ -24,6 +24,13 @@ from .base import Panel
 _UPLOAD_JS = "window.clinicalaiUpload($event.target)"  # serve/upload.js
 
 
+#: what the file list says of each entry (``DataRoot.list_images`` kinds) before it is opened:
+#: whether a NIfTI / NRRD volume is an image or a mask is known only from its voxels, read (in
+#: the probe's child process) when it is opened, not for every file listed
+LISTED_KIND_TITLES = {"dicom": "DICOM series", "segmentation": "segmentation (.seg.nrrd)",
+                      "file": "volume: image or mask, guessed when opened"}
+
+
 class DataPanel(Panel):
     key = "data"
     title = "Open data"
@@ -35,6 +42,8 @@ class DataPanel(Panel):
         self.offer(open_as_items=[{"title": t, "value": v} for v, t in masks.OPEN_AS_TITLES.items()])
         #: mask nodes (segmentations, label maps) opened from files, by relative path
         self.segmentations: dict = {}
+        #: what each file opened so far was opened as (an OPEN_AS_* kind), by relative path
+        self.opened_as: dict = {}
         self.refresh()
 
     def build_ui(self) -> None:
@@ -96,7 +105,11 @@ class DataPanel(Panel):
 
     # actions -----------------------------------------------------------------
     def refresh(self) -> None:
-        self.set(files=self.app.data_root.list_images())
+        files = self.app.data_root.list_images()
+        for item in files:
+            known = self.opened_as.get(item["path"])
+            item["kind"] = f"opened as {masks.OPEN_AS_TITLES[known]}" if known else LISTED_KIND_TITLES[item["kind"]]
+        self.set(files=files)
 
     def open_clicked(self, relative: str) -> None:
         self._schedule_open(relative)
@@ -145,6 +158,8 @@ class DataPanel(Panel):
         """Load ``path`` (probed already) into the scene as ``open_as`` ("" = guessed): an image
         is shown; a mask is drawn over the image on show when it is one of its masks."""
         opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative)
+        self.opened_as[relative] = opened.kind
+        self.refresh()
         if opened.kind == masks.OPEN_AS_IMAGE:
             self.app.show_volume(opened.node)
             return opened
