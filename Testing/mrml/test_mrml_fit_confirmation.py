@@ -105,3 +105,42 @@ def test_a_fitting_input_runs_without_asking(ctx, pet_models):
     inputs = PetRecurrenceLogic(ctx).prepare(PetRecurrenceParameters(input_volume=node.GetID(), units="suv",
                                                                       models=list(pet_models)))
     assert inputs.fit_warnings == ()
+
+
+# ----------------------------------------------------------------------------- desktop: one question, then the run
+def _desktop_apply(ctx, params, answers):
+    """SegCorrect's Apply as the desktop widget does it (PanelRunner.start_checked), the
+    OK / Cancel question answered from ``answers``; ``(questions, done runs, runner)``."""
+    import dataclasses
+    import threading
+
+    from slicer_stand_ins import PanelTimer, panel_ui
+
+    from clinicalai import desktop
+    from clinicalai.mrml.runner import BackgroundRun
+
+    logic, questions, done = SegCorrectLogic(ctx), [], []
+    runner = desktop.PanelRunner("SegCorrect", panel_ui(), confirm=lambda q: questions.append(q) or answers.pop(0),
+                                 show_error=lambda message, details: pytest.fail(message))
+    make_run = lambda confirmed: BackgroundRun(logic, dataclasses.replace(params, confirmed_fit=confirmed))  # noqa: E731
+    timer = PanelTimer()
+    if runner.start_checked(make_run, done.append, timer):
+        for _ in range(12000):
+            if timer.tick():
+                break
+            threading.Event().wait(0.01)
+    return questions, done, runner
+
+
+def test_desktop_cancel_changes_nothing_and_ok_runs_with_the_warning(ctx, brain):
+    node = add_volume_node(ctx.scene, brain.image, "brain")
+    params = SegCorrectParameters(input_volume=node.GetID(), segmenter_model=CT_SEGMENTER, correct=False)
+    before = _count(ctx.scene)
+    questions, done, runner = _desktop_apply(ctx, params, [False])
+    assert len(questions) == 1 and "was made for CT" in questions[0]
+    assert done == [] and _count(ctx.scene) == before and not runner.running
+    assert runner.ui.statusLabel.text == "Not run; nothing was changed."
+    questions, done, runner = _desktop_apply(ctx, params, [True])
+    assert len(questions) == 1 and len(done) == 1
+    assert any("was made for CT" in w for w in done[0].params.warnings)
+    assert _count(ctx.scene) > before
