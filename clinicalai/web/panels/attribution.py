@@ -184,12 +184,16 @@ class AttributionPanel(Panel):
             device=self.choice("device", "devices", "device"),
         )
 
-    def run(self) -> None:
+    def run(self, confirmed: bool = False) -> None:
+        """Run on the volume on show; ``confirmed``: the user answered "Run anyway" (checked
+        against the server's pending question, :meth:`prepare_or_ask`)."""
         try:
             params = self._parameters()
-            inputs = self.logic.prepare(params)
+            params, inputs = self.prepare_or_ask(params, self.run, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:  # the input does not fit the model: the dialog asks
             return
 
         def compute(progress, cancel):
@@ -300,16 +304,19 @@ class AttributionPanel(Panel):
         self.refresh_inputs()
         self.app.info(f"made segmentation '{seg.GetName()}'", tool=self.key)
 
-    def randomization(self) -> None:
+    def randomization(self, confirmed: bool = False) -> None:
         """The randomised-model check in the background. AttributionViewerLogic's
         ``randomization_check`` runs in one step (fine on the desktop's main thread); here the
-        engine call runs on the worker and only the table rows come back to the page."""
+        engine call runs on the worker and only the table rows come back to the page.
+        ``confirmed``: as :meth:`run`'s (an input that does not fit the model asks first)."""
         if self.params is None:
             return
         try:
-            inputs = self.logic.prepare(self._parameters())
+            _, inputs = self.prepare_or_ask(self._parameters(), self.randomization, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:
             return
         if not inputs.methods:
             self.set(error="the randomised-model check needs a classifier and a method")

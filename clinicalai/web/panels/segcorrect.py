@@ -150,7 +150,9 @@ class SegCorrectPanel(Panel):
         self.set(card=common.card_line(model))
 
     # run ----------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, confirmed: bool = False) -> None:
+        """Run on the volume on show; ``confirmed``: the user answered "Run anyway" (checked
+        against the server's pending question, :meth:`prepare_or_ask`)."""
         if self.app.volume_node is None:
             self.set(error="open a volume first")
             return
@@ -164,9 +166,11 @@ class SegCorrectPanel(Panel):
                 correct=bool(self.get("correct")),
                 strategy=self.choice("strategy", "strategies", "correction strategy") or "gate",
             )
-            inputs = self.logic.prepare(params)
+            params, inputs = self.prepare_or_ask(params, self.run, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:  # the input does not fit the model: the dialog asks
             return
 
         def compute(progress, cancel):
