@@ -72,3 +72,16 @@ def test_a_fitting_input_runs_without_a_question(page, web_server):
                            timeout=180_000)
     assert not state(page, "ca_pet_error") and not state(page, "ca_pet_fit_dialog")
     assert page.locator("#fit-dialog").count() == 0
+
+
+def test_classifier_list_puts_models_of_another_modality_last_for_a_dicom_mr(page, web_server):
+    """Item 6's third point: an MR (the cardiac DICOM series says MR) is not offered the PET
+    fold models first; they come last, marked "(PT model)"."""
+    assert open_file(page, "cardiac_dicom") == ""
+    open_tool(page, "attribution")
+    page.wait_for_function("() => window.trame.state.get('ca_attribution_models').some(m => m.title.includes('(PT model)'))")
+    titles = [m["title"] for m in state(page, "ca_attribution_models")][1:]  # after "(none)"
+    marked = [t for t in titles if "(PT model)" in t]
+    assert marked and all(t.startswith("pet-") for t in marked), titles
+    assert titles[-len(marked):] == marked, titles
+    assert not any("(PT model)" in t for t in titles[:-len(marked)])

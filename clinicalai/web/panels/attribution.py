@@ -154,6 +154,11 @@ class AttributionPanel(Panel):
 
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
+        # the models made for this image's modality first, the others marked "(PT model)"...
+        # (the same models: the choice stays)
+        modality, none = common.node_modality(node), [{"title": "(none)", "value": ""}]
+        self.offer(models=none + common.model_choices("classification", modality=modality),
+                   anomaly_models=none + common.model_choices("anomaly-detection", modality=modality))
         self.set(warnings=[])  # they were about the previous image
         if self.params is not None and (node is None or self.params.input_volume != node.GetID()):
             self._clear_result()

@@ -203,6 +203,8 @@ class SegCorrectPanel(Panel):
 
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
+        # the segmenters made for this image's modality first (same models: the choice stays)
+        self.offer(segmenters=common.model_choices("segmentation", DEFAULT_SEGMENTER, common.node_modality(node)))
         self.set(warnings=[])  # they were about the previous image
         if self.params is not None and (node is None or self.params.input_volume != node.GetID()):
             # the review belongs to the image it was made on (its masks stay in the scene, hidden)
