@@ -3,6 +3,7 @@ by side, compare with a generative model's anomaly map, turn a map into a segmen
 score it against a manual lesion. All MRML logic lives in
 ``clinicalai.mrml.attribution_logic``; this file is the panel."""
 
+import dataclasses
 import os
 import sys
 from typing import Annotated, Union
@@ -186,9 +187,11 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
             return
         self.ui.warningsLabel.text = ""  # the last run's warnings are not this run's
         with slicer.util.tryWithErrorDisplay("AttributionViewer could not start.", waitCursor=True):
-            # rerun: after the user trusts a TorchScript model file the runner asks about
-            makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
-            self._runner.start(makeRun(), self._onMapsMade, qt.QTimer(), rerun=makeRun)
+            # asks first when the input does not fit the model (OK: the run with confirmed_fit);
+            # rerun after the user trusts a TorchScript model file, with the same answer
+            makeRun = lambda confirmed: BackgroundRun(  # noqa: E731
+                self.logic.core, dataclasses.replace(self._engineParameters(), confirmed_fit=confirmed))
+            self._runner.start_checked(makeRun, self._onMapsMade, qt.QTimer())
 
     def _onMapsMade(self, run):
         self.ui.statusLabel.text = f"{len(run.params.maps)} map(s) made."
@@ -220,8 +223,8 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
             return
         core = self.logic.core
 
-        def makeTask():
-            inputs = core.prepare(self._engineParameters())
+        def makeTask(confirmed):
+            inputs = core.prepare(dataclasses.replace(self._engineParameters(), confirmed_fit=confirmed))
             return BackgroundTask(
                 lambda progress, cancel: core.randomization_rows(inputs, progress=progress, cancel=cancel),
                 lambda rows: core.add_randomization_table(inputs.image_node, rows),
@@ -229,8 +232,8 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
             )
 
         with slicer.util.tryWithErrorDisplay("The randomised-model check could not start.", waitCursor=True):
-            # rerun: after the user trusts a TorchScript model file the runner asks about
-            self._runner.start(makeTask(), self._onRandomizationDone, qt.QTimer(), rerun=makeTask)
+            # asks first when the input does not fit the model; reruns after a trust question
+            self._runner.start_checked(makeTask, self._onRandomizationDone, qt.QTimer())
 
     def _onRandomizationDone(self, task):
         self.ui.statusLabel.text = "Randomised-model check done."

@@ -2,6 +2,7 @@
 ensemble of fold models, static uptake figures, and a Grad-CAM map over the PET. All MRML
 logic lives in ``clinicalai.mrml.pet_logic``; this file is the panel."""
 
+import dataclasses
 import os
 import sys
 from typing import Annotated, Union
@@ -211,9 +212,11 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
             return
         self.ui.resultLabel.text = "No result yet."  # a failed run leaves no earlier result on screen
         with slicer.util.tryWithErrorDisplay("PetRecurrence could not start.", waitCursor=True):
-            # rerun: after the user trusts a TorchScript model file the runner asks about
-            makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
-            self._runner.start(makeRun(), self._onRunDone, qt.QTimer(), rerun=makeRun)
+            # asks first when the input does not fit the model (OK: the run with confirmed_fit);
+            # rerun after the user trusts a TorchScript model file, with the same answer
+            makeRun = lambda confirmed: BackgroundRun(  # noqa: E731
+                self.logic.core, dataclasses.replace(self._engineParameters(), confirmed_fit=confirmed))
+            self._runner.start_checked(makeRun, self._onRunDone, qt.QTimer())
 
     def _onRunDone(self, run):
         self._showLastResult()

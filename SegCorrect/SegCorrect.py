@@ -148,9 +148,11 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
             return
         self.ui.warningsLabel.text = ""  # the last run's warnings are not this run's
         with slicer.util.tryWithErrorDisplay("SegCorrect could not start.", waitCursor=True):
-            # rerun: after the user trusts a TorchScript model file the runner asks about
-            makeRun = lambda: BackgroundRun(self.logic.core, self._engineParameters())  # noqa: E731
-            self._runner.start(makeRun(), self._onRunDone, qt.QTimer(), rerun=makeRun)
+            # asks first when the input does not fit the model (OK: the run with confirmed_fit);
+            # rerun after the user trusts a TorchScript model file, with the same answer
+            makeRun = lambda confirmed: BackgroundRun(  # noqa: E731
+                self.logic.core, dataclasses.replace(self._engineParameters(), confirmed_fit=confirmed))
+            self._runner.start_checked(makeRun, self._onRunDone, qt.QTimer())
 
     def _onRunDone(self, run):
         # the output segmentation the run made is already the GUI's (the same node reference)

@@ -17,6 +17,22 @@ class InputError(ClinicalAIError):
     """An image, mask or table the user gave cannot be used."""
 
 
+class FitNotConfirmed(InputError):
+    """The input is far from what the chosen model was made for (a brain MR given to the
+    cardiac segmenter, a mask given to the PET ensemble), and the user has not said to run
+    anyway. Raised before anything in the scene changes; a GUI asks for confirmation and
+    reruns with ``confirmed_fit=True``.
+
+    Attributes:
+        problems: the :class:`clinicalai.models.fit.FitProblem` s (``code``, ``message``).
+    """
+
+    def __init__(self, problems) -> None:
+        self.problems = list(problems)
+        lines = "; ".join(p.message for p in self.problems)
+        super().__init__(f"the input may not fit the model: {lines}. Run anyway?")
+
+
 class ModelError(ClinicalAIError):
     """A model file or its card cannot be used (missing, mismatched, untrusted)."""
 

@@ -184,9 +184,11 @@ def test_input_warnings_reach_the_panel_state(ctx, phantom):
     ct.metadata["warnings"] = ["slice positions are rounded: gaps vary by 1.4 %"]
     image = add_volume_node(ctx.scene, ct, "ct heart")
     assert node_to_volume(image).metadata["warnings"] == ct.metadata["warnings"]
-    params = SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=image.GetID(), correct=False, device="cpu"))
+    # a CT for the MR segmenter: run only once the user said so (issue 16 item 6), then reported once
+    params = SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=image.GetID(), correct=False, device="cpu",
+                                                           confirmed_fit=True))
     assert params.warnings[0] == "slice positions are rounded: gaps vary by 1.4 %"
-    assert any("is CT but model cardiac-unet was made for MR" in w for w in params.warnings), params.warnings
+    assert sum("is CT but model cardiac-unet was made for MR" in w for w in params.warnings) == 1, params.warnings
     fitting = add_volume_node(ctx.scene, phantom.image, "mr heart")
     assert SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=fitting.GetID(), correct=False, device="cpu")).warnings == []
 

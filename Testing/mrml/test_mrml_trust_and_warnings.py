@@ -188,10 +188,13 @@ def test_the_browser_app_has_no_way_to_trust_code():
 
 
 def test_three_widgets_pass_rerun_so_a_trusted_file_is_one_click_away():
+    """Every run starts through PanelRunner.start_checked, which passes ``rerun`` (and asks
+    about an input that does not fit the model)."""
     for module in ("SegCorrect", "PetRecurrence", "AttributionViewer"):
         source = (ROOT / module / f"{module}.py").read_text()
-        assert "rerun=" in source and "import qt" in source, module
-    assert "rerun=makeTask" in (ROOT / "AttributionViewer" / "AttributionViewer.py").read_text()
+        assert "start_checked(makeRun" in source and "confirmed_fit=confirmed" in source and "import qt" in source, module
+        assert "_runner.start(" not in source, module
+    assert "start_checked(makeTask" in (ROOT / "AttributionViewer" / "AttributionViewer.py").read_text()
 
 
 # ----------------------------------------------------------------------------- warnings in the desktop panels

@@ -7,7 +7,7 @@ import logging
 import traceback
 from typing import Any, Callable, Optional, Set, Tuple
 
-from ..errors import Cancelled, ClinicalAIError, InputError
+from ..errors import Cancelled, ClinicalAIError, FitNotConfirmed, InputError
 from ..mrml.runner import BackgroundTask
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,33 @@ class PanelRunner:
         timer.setInterval(interval_ms)
         timer.connect("timeout()", self.poll)
         timer.start()
+
+    def start_checked(self, make_run: Callable[[bool], BackgroundTask], on_done: Callable[[BackgroundTask], None],
+                      timer: Any, interval_ms: int = 100) -> bool:
+        """:meth:`start` a run made by ``make_run(confirmed_fit)``, asking first when the input
+        does not fit the model: ``make_run(False)`` (its ``prepare``) raising
+        :class:`~clinicalai.errors.FitNotConfirmed` shows its problems with OK / Cancel
+        (``slicer.util.confirmOkCancelDisplay``, or ``confirm``); OK makes the run again with
+        ``confirmed_fit=True`` (and so does a rerun after a trust question), Cancel changes
+        nothing. ``True`` when a run was started."""
+        confirmed = False
+        try:
+            task = make_run(False)
+        except FitNotConfirmed as err:
+            if not self._ask_fit(str(err)):
+                self.ui.statusLabel.text = "Not run; nothing was changed."
+                return False
+            confirmed = True
+            task = make_run(True)
+        self.start(task, on_done, timer, interval_ms, rerun=lambda: make_run(confirmed))
+        return True
+
+    def _ask_fit(self, message: str) -> bool:
+        if self.confirm is not None:
+            return bool(self.confirm(message))
+        import slicer
+
+        return bool(slicer.util.confirmOkCancelDisplay(message, windowTitle="Input does not fit the model"))
 
     def cancel(self) -> None:
         if self.task is not None:

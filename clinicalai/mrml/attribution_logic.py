@@ -17,12 +17,12 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report, scal
 from ..volume import Volume
 from .display import MAP_KIND_ATTRIBUTE, add_heatmap_node, set_side_by_side_layout, slice_composite_nodes
 from .model_choices import chosen_model_path
-from .parameters import jsonable, node_field, nodes_field
+from .parameters import jsonable, node_field, nodes_field, transient_field
 from .scene import mask_from_node, node_by_id, scene_transaction
 from .segmentations import add_segmentation_node
 from .tables import add_table_node
 from .volumes import node_to_volume
-from .workflow import WorkflowLogic
+from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the engines need torch
     from ..attribution import AttributionMap, RandomizationCheck
@@ -53,6 +53,8 @@ class AttributionViewerParameters:
     threshold_segmentation: Optional[str] = node_field()
     #: the last run: explained class, the model's prediction, the anomaly score
     summary: Dict[str, Any] = field(default_factory=dict)
+    #: the user said "run anyway" to the input's fit problems, for this one run (never stored)
+    confirmed_fit: bool = transient_field(False)
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class AttributionInputs:
         methods: attribution method names (``clinicalai.attribution.METHODS``).
         target: the class explained; ``None`` = the predicted class.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        fit_warnings: the fit problems the user accepted before the run (messages).
     """
 
     image_node: Any
@@ -78,6 +81,7 @@ class AttributionInputs:
     methods: Tuple[str, ...] = ()
     target: Optional[int] = None
     device: str = "auto"
+    fit_warnings: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -139,15 +143,18 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             raise InputError("choose a classifier model (and/or a generative model for an anomaly map)")
         if params.model and not params.methods:
             raise InputError("choose at least one attribution method")
+        lesion = mask_from_node(self.scene, params.lesion, image, "reference lesion")
+        model = str(chosen_model_path(params.model, "")) if params.model else ""
         return AttributionInputs(
             image_node=node,
             image=image,
-            lesion=mask_from_node(self.scene, params.lesion, image, "reference lesion"),
-            model=str(chosen_model_path(params.model, "")) if params.model else "",
+            lesion=lesion,
+            model=model,
             anomaly_model=params.anomaly_model,
             methods=tuple(params.methods) if params.model else (),
             target=None if params.target is None or params.target < 0 else int(params.target),
             device=params.device,
+            fit_warnings=self.require_fit(params, image, [model, params.anomaly_model]),
         )
 
     def compute(
@@ -211,7 +218,9 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             add_table_node(self.scene, result.correlations, self.output_name(image_node, "map correlation")).GetID() if result.correlations else None
         )
         show_side_by_side(self.scene, image_node, nodes)
-        params.summary = result.summary
+        summary = result.summary
+        summary["warnings"] = with_warnings(summary.get("warnings") or [], inputs.fit_warnings)
+        params.summary = summary
         return params
 
     # ---------------------------------------------------------------- follow-up actions

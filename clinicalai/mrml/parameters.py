@@ -21,6 +21,7 @@ _NODE = "clinicalai_node"
 _NODES = "clinicalai_nodes"
 _ROLE = "clinicalai_role"
 _GUI_FLAG = "clinicalai_gui_flag"
+_TRANSIENT = "clinicalai_transient"
 
 
 def jsonable(value: Any) -> Any:
@@ -53,6 +54,13 @@ def gui_flag_field(default: bool) -> Any:
     return dataclasses.field(default=default, metadata={_GUI_FLAG: True})
 
 
+def transient_field(default: Any) -> Any:
+    """A field that lives for one call and is never stored in (nor read from) the parameter
+    node: e.g. ``confirmed_fit``, the user's "run anyway" for one run, which a saved scene or
+    the next run must not inherit."""
+    return dataclasses.field(default=default, metadata={_TRANSIENT: True})
+
+
 def nodes_field() -> Any:
     """A dataclass field holding a list of MRML node IDs (stored as node references)."""
     return dataclasses.field(default_factory=list, metadata={_NODES: True})
@@ -82,6 +90,8 @@ def write_parameters(node: Any, params: Any) -> Any:
     try:
         for f in dataclasses.fields(params):
             value = getattr(params, f.name)
+            if f.metadata.get(_TRANSIENT):
+                continue
             if f.metadata.get(_NODE):
                 if f.metadata.get(_ROLE):
                     # the wrapper's mark that the parameter is set (its NodeSerializer writes
@@ -106,6 +116,8 @@ def read_parameters(node: Any, cls: Type[T]) -> T:
     dataclass default (a scene saved by an older version still opens)."""
     values = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.metadata.get(_TRANSIENT):
+            continue
         if f.metadata.get(_NODE):
             node_id = node.GetNodeReferenceID(_role(f))
             if node_id:

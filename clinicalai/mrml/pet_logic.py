@@ -22,12 +22,12 @@ from ..volume import Volume
 from ..volume.bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
 from ..volume.io import read_pet_tags
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
-from .parameters import jsonable, node_field
+from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
 from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, array_from_image_data, volume_grid_of_node
-from .workflow import WorkflowLogic
+from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
     from ..pet.workflow import PetResult
@@ -69,6 +69,8 @@ class PetRecurrenceParameters:
     results_table: Optional[str] = node_field()
     #: the last result (probability, label, spread, fold probabilities, warnings, static figures)
     summary: Dict[str, Any] = field(default_factory=dict)
+    #: the user said "run anyway" to the input's fit problems, for this one run (never stored)
+    confirmed_fit: bool = transient_field(False)
 
 
 def node_to_volume_tags(node: Any) -> Dict[str, Any]:
@@ -123,6 +125,7 @@ class PetInputs:
         decay: weight, dose and times the user typed (checked); ``None`` = none typed.
         tags: the PET tags the run uses: the file's with ``decay`` over them.
         uptake: what the uptake figures will be (SUVbw and its formula, or Bq/mL and why).
+        fit_warnings: the fit problems the user accepted before the run (messages).
     """
 
     image_node: Any
@@ -136,6 +139,7 @@ class PetInputs:
     decay: Optional[UserDecayData] = None
     tags: Optional[Dict[str, Any]] = None
     uptake: Optional[SuvConversion] = None
+    fit_warnings: Tuple[str, ...] = ()
 
 
 def pet_summary(result: "PetResult") -> Dict[str, Any]:
@@ -196,18 +200,25 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
             pet.modality = "PT"
         tags = decay.apply_to(file_tags)
         units = params.units or None
+        models = tuple(params.models) or tuple(bundled_pet_models())
+        uptake = self._uptake(tags, units, pet.units)
+        brain_mask = mask_from_node(self.scene, params.brain_mask, pet, "brain mask")
+        lesion = mask_from_node(self.scene, params.lesion, pet, "lesion VOI")
+        # the first fold's card, as the engine's own warning does: the folds share one input spec
+        fit = self.require_fit(params, pet, models[:1], "the PET")
         return PetInputs(
             image_node=node,
             pet=pet,
-            brain_mask=mask_from_node(self.scene, params.brain_mask, pet, "brain mask"),
-            lesion=mask_from_node(self.scene, params.lesion, pet, "lesion VOI"),
+            brain_mask=brain_mask,
+            lesion=lesion,
             units=units,
-            models=tuple(params.models) or tuple(bundled_pet_models()),
+            models=models,
             device=params.device,
             cam=bool(params.compute_cam),
             decay=None if decay.empty else decay,
             tags=tags,
-            uptake=self._uptake(tags, units, pet.units),
+            uptake=uptake,
+            fit_warnings=fit,
         )
 
     def uptake(self, params: PetRecurrenceParameters) -> SuvConversion:
@@ -306,7 +317,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
             node = self._add_cam_node(image_node, inputs.pet, result.cam, params.cam_threshold)
             params.cam_volume = node.GetID()
             show_in_slice_views(self.scene, background=image_node, foreground=node, opacity=params.cam_opacity)
-        params.summary = result.summary
+        params.summary = dict(result.summary, warnings=with_warnings(result.summary.get("warnings") or [], inputs.fit_warnings))
         return params
 
     def _add_cam_node(self, image_node: Any, pet: Volume, cam: Volume, threshold: float) -> Any:

@@ -4,7 +4,7 @@ segmentation nodes and a per-slice table; accept or reject the correction per sl
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -13,12 +13,12 @@ from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, STRATEGIES  # cheap: names only
 from ..volume import Volume
 from .model_choices import chosen_model_path, model_card
-from .parameters import gui_flag_field, node_field
+from .parameters import gui_flag_field, node_field, transient_field
 from .scene import RASPoint, jump_to_slice, node_by_id
 from .segmentations import add_segmentation_node, fill_segmentation_node, segmentation_to_labels, segments_from_card
 from .tables import add_table_node, fill_table_node, table_rows
 from .volumes import volume_grid_of_node
-from .workflow import WorkflowLogic
+from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the pipeline needs scipy / torch
     from ..models import ModelCard
@@ -72,6 +72,8 @@ class SegCorrectParameters:
     decisions: List[str] = field(default_factory=list)
     #: the last run's warnings about its input (reader, model fit), one sentence each
     warnings: List[str] = field(default_factory=list)
+    #: the user said "run anyway" to the input's fit problems, for this one run (never stored)
+    confirmed_fit: bool = transient_field(False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class SegCorrectInputs:
             image grid; ``None``: the segmenter makes one.
         segmenter, corrector: model paths; ``""`` = not used.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        fit_warnings: the fit problems the user accepted before the run (messages).
     """
 
     image_node: Any
@@ -94,6 +97,7 @@ class SegCorrectInputs:
     corrector: str = ""
     device: str = "auto"
     strategy: str = "gate"
+    fit_warnings: Tuple[str, ...] = ()
 
 
 @dataclass
@@ -152,7 +156,9 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         segmenter = "" if mask is not None else str(chosen_model_path(params.segmenter_model, DEFAULT_SEGMENTER))
         if params.strategy not in STRATEGIES:
             raise InputError(f"correction strategy must be one of {', '.join(STRATEGIES)}, got {params.strategy!r}")
-        return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device, params.strategy)
+        # the segmenter reads the image; a user's mask goes to the corrector, which reads masks
+        fit = self.require_fit(params, image, [segmenter])
+        return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device, params.strategy, fit)
 
     def _input_mask(self, node_id: Optional[str], image: Volume, corrector: str) -> Optional[Volume]:
         """The user's segmentation as labels on the image grid, segments named like the
@@ -206,7 +212,7 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         # arrays, not panel state); shown[z] is the rank the corrected node holds now
         self._candidates = {s.index: [c for c in s.ranking if c.validity.valid] for s in result.slices}
         self._shown: Dict[int, int] = {}
-        params.warnings = list(result.warnings)
+        params.warnings = with_warnings(result.warnings, inputs.fit_warnings)
         params.slice_table = add_table_node(self.scene, rows, f"{name} slices").GetID() if rows else None
         if params.output_segmentation:  # a node the user picked: filled as the very last step
             final = node_by_id(self.scene, params.output_segmentation, "output segmentation")

@@ -12,12 +12,13 @@ and ``apply`` back on the main thread (:mod:`clinicalai.mrml.runner`).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Generic, Optional, Tuple, Type, TypeVar
+from typing import Any, Generic, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
+from ..errors import FitNotConfirmed
 from ..progress import CancelToken, ProgressCallback, check_cancel
 from ..volume import Volume
 from .context import MRMLContext
-from .model_choices import ModelCache
+from .model_choices import ModelCache, model_card
 from .parameters import get_parameter_node, read_parameters, write_parameters
 from .scene import node_by_id, scene_transaction
 from .volumes import node_to_volume
@@ -84,3 +85,35 @@ class WorkflowLogic(Generic[P, I, R]):
 
     def output_name(self, input_node: Any, suffix: str) -> str:
         return f"{input_node.GetName()} {suffix}"
+
+    def require_fit(self, params: P, volume: Volume, models: Iterable[str], what: str = "the image") -> Tuple[str, ...]:
+        """The fit problems of ``volume`` with each model (path or name; "" skipped), as
+        messages for the run's warnings, once the user has accepted them.
+
+        Called last in ``prepare`` (reads only, so a refusal changes nothing). Why a refusal and
+        not only a warning: a network answers whatever it is given (the cardiac segmenter draws
+        RV / MYO / LV over a brain), so a misfit must be seen before the run, not after.
+
+        Raises:
+            FitNotConfirmed: there are problems and ``params.confirmed_fit`` is not True.
+        """
+        from ..models.fit import check_fit  # engine side (numpy only); the cards need pydantic
+
+        problems = []
+        for path in models:
+            for problem in check_fit(model_card(path), volume, what) if path else []:
+                if problem.message not in [p.message for p in problems]:
+                    problems.append(problem)
+        if problems and getattr(params, "confirmed_fit", False) is not True:
+            raise FitNotConfirmed(problems)
+        return tuple(p.message for p in problems)
+
+
+def with_warnings(warnings: Sequence[str], extra: Iterable[str]) -> List[str]:
+    """``warnings`` then each of ``extra`` not already there (the engine reports the same fit
+    problems the user accepted before the run: shown once)."""
+    out = [str(w) for w in warnings]
+    for w in extra:
+        if str(w) not in out:
+            out.append(str(w))
+    return out

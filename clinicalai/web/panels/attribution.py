@@ -154,6 +154,11 @@ class AttributionPanel(Panel):
 
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
+        # the models made for this image's modality first, the others marked "(PT model)"...
+        # (the same models: the choice stays)
+        modality, none = common.node_modality(node), [{"title": "(none)", "value": ""}]
+        self.offer(models=none + common.model_choices("classification", modality=modality),
+                   anomaly_models=none + common.model_choices("anomaly-detection", modality=modality))
         self.set(warnings=[])  # they were about the previous image
         if self.params is not None and (node is None or self.params.input_volume != node.GetID()):
             self._clear_result()
@@ -184,12 +189,16 @@ class AttributionPanel(Panel):
             device=self.choice("device", "devices", "device"),
         )
 
-    def run(self) -> None:
+    def run(self, confirmed: bool = False) -> None:
+        """Run on the volume on show; ``confirmed``: the user answered "Run anyway" (checked
+        against the server's pending question, :meth:`prepare_or_ask`)."""
         try:
             params = self._parameters()
-            inputs = self.logic.prepare(params)
+            params, inputs = self.prepare_or_ask(params, self.run, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:  # the input does not fit the model: the dialog asks
             return
 
         def compute(progress, cancel):
@@ -300,16 +309,19 @@ class AttributionPanel(Panel):
         self.refresh_inputs()
         self.app.info(f"made segmentation '{seg.GetName()}'", tool=self.key)
 
-    def randomization(self) -> None:
+    def randomization(self, confirmed: bool = False) -> None:
         """The randomised-model check in the background. AttributionViewerLogic's
         ``randomization_check`` runs in one step (fine on the desktop's main thread); here the
-        engine call runs on the worker and only the table rows come back to the page."""
+        engine call runs on the worker and only the table rows come back to the page.
+        ``confirmed``: as :meth:`run`'s (an input that does not fit the model asks first)."""
         if self.params is None:
             return
         try:
-            inputs = self.logic.prepare(self._parameters())
+            _, inputs = self.prepare_or_ask(self._parameters(), self.randomization, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:
             return
         if not inputs.methods:
             self.set(error="the randomised-model check needs a classifier and a method")

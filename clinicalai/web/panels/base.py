@@ -7,13 +7,14 @@ panels import nothing of :mod:`clinicalai.web.app`, which imports them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
-from ...errors import ClinicalAIError
+from ...errors import ClinicalAIError, FitNotConfirmed
 from ...mrml.context import MRMLContext
 from ...mrml.scene import restore_slice_views, slice_view_states
 from ..jobs import Job, JobStatus
@@ -79,6 +80,11 @@ class Panel:
         s[self.k("error")] = ""
         s[self.k("seconds")] = 0.0
         s[self.k("runs")] = 0
+        # the input-fit question (issue 16 item 6): what the page shows; the confirmation
+        # itself is _pending_fit, on the server only (a page setting a key cannot skip the check)
+        s[self.k("fit_dialog")] = False
+        s[self.k("fit_problems")] = []
+        self._pending_fit: Optional[Tuple[Any, Callable[..., None]]] = None
 
     # state helpers --------------------------------------------------------------
     @property
@@ -176,6 +182,54 @@ class Panel:
             id=f"{self.key}-error",
             classes="text-caption my-1",
         )
+        self.fit_dialog()
+
+    def fit_dialog(self) -> None:
+        """The question asked when the input does not fit the model: its problems, "Run
+        anyway" and "Cancel" (one per panel; only the panel that asked has it open)."""
+        with v3.VDialog(model_value=(self.k("fit_dialog"),), persistent=True, max_width=520):
+            with v3.VCard(id="fit-dialog"):
+                v3.VCardTitle("The input may not fit the model")
+                with v3.VCardText():
+                    html.Div("The model's answer may mean nothing for this input:", classes="mb-2")
+                    with html.Ul(classes="ml-4"):
+                        html.Li("{{ p }}", v_for=f"p in {self.k('fit_problems')}", key="p", classes="fit-problem")
+                with v3.VCardActions():
+                    v3.VSpacer()
+                    v3.VBtn("Cancel", id="fit-cancel", variant="tonal", click=self.cancel_fit)
+                    v3.VBtn("Run anyway", id="fit-run-anyway", color="warning", click=self.run_anyway)
+
+    def prepare_or_ask(self, params: Any, action: Callable[..., None], confirmed: bool = False) -> Tuple[Any, Any]:
+        """``(params, inputs)`` of ``self.logic.prepare``; ``(params, None)`` when the input does
+        not fit the model and the user has not confirmed: the dialog is open, and the server
+        keeps ``params`` with ``action`` (the panel method that asked) as the pending question.
+
+        ``confirmed`` counts only when the pending question is for these very parameters
+        (same volume, models, options): a "Run anyway" for other inputs asks again.
+        Raises the logic's other errors (:class:`ClinicalAIError`)."""
+        pending, self._pending_fit = self._pending_fit, None
+        if confirmed and pending is not None and pending[0] == params and pending[1] == action:
+            params = dataclasses.replace(params, confirmed_fit=True)
+        try:
+            return params, self.logic.prepare(params)
+        except FitNotConfirmed as err:
+            self._pending_fit = (params, action)
+            self.set(fit_dialog=True, fit_problems=[p.message for p in err.problems])
+            return params, None
+
+    def run_anyway(self) -> None:
+        """"Run anyway": the pending action again, confirmed (asks again without one)."""
+        pending = self._pending_fit
+        self.set(fit_dialog=False)
+        if pending is None:
+            self.set(error="nothing to confirm: run again")
+            return
+        pending[1](confirmed=True)
+
+    def cancel_fit(self) -> None:
+        """"Cancel": the question goes, nothing runs, nothing in the scene changes."""
+        self._pending_fit = None
+        self.set(fit_dialog=False, fit_problems=[], status="not run; nothing was changed")
 
     # jobs ----------------------------------------------------------------------
     def start_job(self, compute: Callable, apply: Callable[[Any], None]) -> None:
@@ -235,8 +289,9 @@ class Panel:
 
     def on_volume_changed(self, node: Any) -> None:
         """Another volume is shown: the panel's choosers offer its masks, and the panel's
-        message (about the previous volume or run) goes."""
-        self.set(error="")
+        message (about the previous volume or run) goes, and so does a question about it."""
+        self._pending_fit = None
+        self.set(error="", fit_dialog=False, fit_problems=[])
         self.refresh_inputs()
 
     def on_segmentation_opened(self, relative: str, node: Any) -> None:

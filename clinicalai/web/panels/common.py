@@ -17,17 +17,25 @@ from ...mrml.display import show_volume_rendering
 from ...mrml.masks import mask_chooser_note, masks_for_image
 from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
 from ...mrml.scene import RASPoint, jump_to_mask, mask_from_node
-from ...mrml.volumes import volume_grid_of_node
+from ...mrml.volumes import MODALITY_ATTRIBUTE, volume_grid_of_node
 from .. import security
 
 
-def model_choices(task: Optional[str], default: Optional[str] = None) -> List[Dict[str, Any]]:
+def model_choices(task: Optional[str], default: Optional[str] = None, modality: Optional[str] = None) -> List[Dict[str, Any]]:
     """``[{"title", "value"}]`` of the models of ``task`` known by name, bundled and the server
-    user's imported ones (value = card path or bundle folder), the model named ``default`` first."""
+    user's imported ones (value = card path or bundle folder), the model named ``default`` first;
+    with the image's ``modality`` those made for another come last, marked (e.g. "(PT model)")."""
     try:
-        return [{"title": model_title(m, with_source=True), "value": m["path"]} for m in bundled_models(task, default)]
+        return [{"title": model_title(m, with_source=True), "value": m["path"]}
+                for m in bundled_models(task, default, modality=modality)]
     except ClinicalAIError:
         return []
+
+
+def node_modality(node: Any) -> Optional[str]:
+    """The modality (DICOM code) the reader stored on a volume node; ``None`` when unknown
+    (a NIfTI says none) or without a node."""
+    return (node.GetAttribute(MODALITY_ATTRIBUTE) or None) if node is not None else None
 
 
 def device_items() -> List[Dict[str, Any]]:

@@ -180,7 +180,9 @@ class PetPanel(Panel):
         self.set(has_result=False, probability=-1.0, probability_text="", label="", spread="", folds="", warnings=[], uncertain="",
                  static_rows=[], saved=[], lesion_voi="", lesion_voi_name="", result_uptake="", vr=False)
 
-    def run(self) -> None:
+    def run(self, confirmed: bool = False) -> None:
+        """Run on the volume on show; ``confirmed``: the user answered "Run anyway" (checked
+        against the server's pending question, :meth:`prepare_or_ask`)."""
         self._clear_result()
         if self.app.volume_node is None:
             self.set(error="open a PET volume first")
@@ -196,9 +198,11 @@ class PetPanel(Panel):
                 cam_opacity=self.number("opacity", "opacity", 0.0, 1.0),
                 cam_threshold=self.number("threshold", "threshold", 0.0, 1.0),
             )
-            inputs = self.logic.prepare(params)
+            params, inputs = self.prepare_or_ask(params, self.run, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:  # the input does not fit the model: the dialog asks
             return
 
         def compute(progress, cancel):

@@ -150,7 +150,9 @@ class SegCorrectPanel(Panel):
         self.set(card=common.card_line(model))
 
     # run ----------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, confirmed: bool = False) -> None:
+        """Run on the volume on show; ``confirmed``: the user answered "Run anyway" (checked
+        against the server's pending question, :meth:`prepare_or_ask`)."""
         if self.app.volume_node is None:
             self.set(error="open a volume first")
             return
@@ -164,9 +166,11 @@ class SegCorrectPanel(Panel):
                 correct=bool(self.get("correct")),
                 strategy=self.choice("strategy", "strategies", "correction strategy") or "gate",
             )
-            inputs = self.logic.prepare(params)
+            params, inputs = self.prepare_or_ask(params, self.run, confirmed)
         except ClinicalAIError as exc:
             self.set(error=str(exc))
+            return
+        if inputs is None:  # the input does not fit the model: the dialog asks
             return
 
         def compute(progress, cancel):
@@ -199,6 +203,8 @@ class SegCorrectPanel(Panel):
 
     def on_volume_changed(self, node: Any) -> None:
         super().on_volume_changed(node)
+        # the segmenters made for this image's modality first (same models: the choice stays)
+        self.offer(segmenters=common.model_choices("segmentation", DEFAULT_SEGMENTER, common.node_modality(node)))
         self.set(warnings=[])  # they were about the previous image
         if self.params is not None and (node is None or self.params.input_volume != node.GetID()):
             # the review belongs to the image it was made on (its masks stay in the scene, hidden)

@@ -1,0 +1,146 @@
+"""A run on an input that does not fit the model asks first (issue 16 item 6): the logics'
+``prepare`` refuses with :class:`FitNotConfirmed` (problems named, scene unchanged) unless
+the parameters carry ``confirmed_fit=True``, which is never stored in the scene; a
+confirmed run reports the accepted problems once among its warnings."""
+
+import numpy as np
+import pytest
+
+from clinicalai.errors import FitNotConfirmed, InputError
+from clinicalai.mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters
+from clinicalai.mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters
+from clinicalai.mrml.segcorrect_logic import SegCorrectLogic, SegCorrectParameters
+from clinicalai.mrml.volumes import add_volume_node
+from clinicalai.phantoms.brain import brain_case
+
+#: a segmenter made for CT (the bundled biliary-duct model) given a brain MR
+CT_SEGMENTER = "ct-ducts-unet3d"
+
+
+@pytest.fixture(scope="module")
+def brain():
+    """A tiny brain MR phantom (modality MR) and its binary brain mask."""
+    return brain_case(1, shape=(8, 24, 24), spacing=(4.0, 4.0, 4.0))
+
+
+def _count(scene):
+    return scene.GetNumberOfNodes()
+
+
+def test_segcorrect_refuses_a_brain_mr_for_a_ct_model_without_confirmation(ctx, brain):
+    logic = SegCorrectLogic(ctx)
+    node = add_volume_node(ctx.scene, brain.image, "brain")
+    params = SegCorrectParameters(input_volume=node.GetID(), segmenter_model=CT_SEGMENTER, correct=False)
+    before = _count(ctx.scene)
+    with pytest.raises(FitNotConfirmed) as err:
+        logic.run(params)
+    assert _count(ctx.scene) == before
+    assert [p.code for p in err.value.problems] == ["modality"]
+    assert isinstance(err.value, InputError)  # the GUIs' one-dialog path still catches it
+    assert "is MR but model ct-ducts-unet3d was made for CT" in str(err.value)
+
+
+def test_confirmed_segcorrect_run_goes_on_and_reports_the_problem_once(ctx, brain):
+    logic = SegCorrectLogic(ctx)
+    node = add_volume_node(ctx.scene, brain.image, "brain")
+    params = SegCorrectParameters(input_volume=node.GetID(), segmenter_model=CT_SEGMENTER, correct=False,
+                                  confirmed_fit=True)
+    out = logic.run(params)
+    assert out.output_segmentation and ctx.scene.GetNodeByID(out.output_segmentation) is not None
+    misfit = [w for w in out.warnings if "was made for CT" in w]
+    assert len(misfit) == 1, out.warnings
+    # the "run anyway" is for that run only: the scene does not keep it, the next run asks again
+    assert logic.get_parameters().confirmed_fit is False
+    assert logic.get_parameters().warnings == out.warnings
+    with pytest.raises(FitNotConfirmed):
+        logic.prepare(logic.get_parameters())
+
+
+def test_a_client_flag_in_the_parameter_node_does_not_confirm(ctx, brain):
+    """``confirmed_fit`` written into the node by hand (a scene file, a script) is not read."""
+    logic = SegCorrectLogic(ctx)
+    node = add_volume_node(ctx.scene, brain.image, "brain")
+    logic.set_parameters(SegCorrectParameters(input_volume=node.GetID(), segmenter_model=CT_SEGMENTER, correct=False))
+    logic.parameter_node().SetParameter("confirmed_fit", "true")
+    with pytest.raises(FitNotConfirmed):
+        logic.prepare(logic.get_parameters())
+
+
+def test_pet_logic_refuses_a_binary_mask_volume(ctx, brain, pet_models):
+    logic = PetRecurrenceLogic(ctx)
+    mask = brain.brain_mask.with_array(brain.brain_mask.array.astype(np.float32), modality=None, units=None)
+    node = add_volume_node(ctx.scene, mask, "brain mask as PET")
+    before = _count(ctx.scene)
+    params = PetRecurrenceParameters(input_volume=node.GetID(), units="suv", models=list(pet_models))
+    with pytest.raises(FitNotConfirmed) as err:
+        logic.run(params)
+    assert _count(ctx.scene) == before
+    assert "binary" in [p.code for p in err.value.problems]
+    assert "a mask or label map" in str(err.value)
+    params.confirmed_fit = True
+    inputs = logic.prepare(params)
+    assert any("a mask or label map" in w for w in inputs.fit_warnings)
+
+
+def test_attribution_logic_refuses_an_mr_anomaly_model_on_a_pet(ctx):
+    from clinicalai.phantoms.pet import pet_case
+
+    pet = pet_case(2, recurrence=False).suv
+    logic = AttributionViewerLogic(ctx)
+    node = add_volume_node(ctx.scene, pet, "pet")
+    assert pet.modality == "PT"
+    params = AttributionViewerParameters(input_volume=node.GetID(), anomaly_model="brain-ae-anomaly", methods=[])
+    with pytest.raises(FitNotConfirmed, match="is PT but model brain-ae-anomaly was made for MR"):
+        logic.prepare(params)
+    params.confirmed_fit = True
+    assert logic.prepare(params).fit_warnings
+
+
+def test_a_fitting_input_runs_without_asking(ctx, pet_models):
+    """The PET phantom and fold models without a modality in their card: nothing to confirm."""
+    from clinicalai.phantoms.pet import pet_case
+
+    pet = pet_case(2, recurrence=False).suv
+    node = add_volume_node(ctx.scene, pet, "pet")
+    inputs = PetRecurrenceLogic(ctx).prepare(PetRecurrenceParameters(input_volume=node.GetID(), units="suv",
+                                                                      models=list(pet_models)))
+    assert inputs.fit_warnings == ()
+
+
+# ----------------------------------------------------------------------------- desktop: one question, then the run
+def _desktop_apply(ctx, params, answers):
+    """SegCorrect's Apply as the desktop widget does it (PanelRunner.start_checked), the
+    OK / Cancel question answered from ``answers``; ``(questions, done runs, runner)``."""
+    import dataclasses
+    import threading
+
+    from slicer_stand_ins import PanelTimer, panel_ui
+
+    from clinicalai import desktop
+    from clinicalai.mrml.runner import BackgroundRun
+
+    logic, questions, done = SegCorrectLogic(ctx), [], []
+    runner = desktop.PanelRunner("SegCorrect", panel_ui(), confirm=lambda q: questions.append(q) or answers.pop(0),
+                                 show_error=lambda message, details: pytest.fail(message))
+    make_run = lambda confirmed: BackgroundRun(logic, dataclasses.replace(params, confirmed_fit=confirmed))  # noqa: E731
+    timer = PanelTimer()
+    if runner.start_checked(make_run, done.append, timer):
+        for _ in range(12000):
+            if timer.tick():
+                break
+            threading.Event().wait(0.01)
+    return questions, done, runner
+
+
+def test_desktop_cancel_changes_nothing_and_ok_runs_with_the_warning(ctx, brain):
+    node = add_volume_node(ctx.scene, brain.image, "brain")
+    params = SegCorrectParameters(input_volume=node.GetID(), segmenter_model=CT_SEGMENTER, correct=False)
+    before = _count(ctx.scene)
+    questions, done, runner = _desktop_apply(ctx, params, [False])
+    assert len(questions) == 1 and "was made for CT" in questions[0]
+    assert done == [] and _count(ctx.scene) == before and not runner.running
+    assert runner.ui.statusLabel.text == "Not run; nothing was changed."
+    questions, done, runner = _desktop_apply(ctx, params, [True])
+    assert len(questions) == 1 and len(done) == 1
+    assert any("was made for CT" in w for w in done[0].params.warnings)
+    assert _count(ctx.scene) > before
