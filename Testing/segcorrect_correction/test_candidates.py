@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -139,3 +141,23 @@ def test_without_probabilities_a_redrawing_candidate_is_offered_for_review_not_a
     decision, _ = judge_slice(0, raw, raw.copy(), settings, probabilities=_probabilities(supported))
     assert decision.decision == CORRECTED
     assert not needs_review(decision.ranking[0], Evidence((1, 2, 3), _probabilities(supported), raw))
+
+
+def test_the_cardiac_segmenter_warns_that_it_is_unsure_of_a_brain_but_not_of_a_heart():
+    """Issue #16 item 6: SegCorrect drew RV / MYO / LV over a brain MR (NIfTI, no tags, a field
+    of view like a heart's: nothing before the run tells them apart). The bundled segmenter's
+    own confidence does: its median over slices is below the card's limit on a brain phantom and
+    above it on a cardiac phantom of either family, and the run says so in its warnings."""
+    from clinicalai.models import load_model
+    from clinicalai.phantoms.brain import brain_case
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.phantoms.cardiac_heldout import heldout_cardiac_case
+    from clinicalai.segcorrect.pipeline import run_segcorrect
+
+    model = load_model(Path(__file__).resolve().parents[2] / "Resources" / "Models" / "cardiac-unet.json")
+    assert model.card.input.min_median_confidence is not None
+    brain = run_segcorrect(brain_case(0).image, model)
+    assert any("unsure of this image" in w for w in brain.warnings), brain.warnings
+    for image in (cardiac_case(5000).image, heldout_cardiac_case(0).image):
+        heart = run_segcorrect(image, model)
+        assert not any("unsure" in w for w in heart.warnings), heart.warnings

@@ -123,6 +123,10 @@ class InputSpec(_Loose):
     modality: Optional[str] = None  # DICOM Modality (MR, CT, PT)
     intensity_range: Optional[Tuple[float, float]] = None  # raw voxel values seen in training
     fov_mm: Optional[Tuple[float, ...]] = None  # physical field of view (x, y, z) of training inputs
+    #: a segmenter whose median per-slice confidence (mean max-softmax over what it drew) falls
+    #: below this is unsure of the image: a warning after the run (an image unlike its training
+    #: data, e.g. a brain given to a cardiac model, which no tag or field of view reveals)
+    min_median_confidence: Optional[float] = Field(None, gt=0.0, lt=1.0)
 
     @field_validator("spacing_mm")
     @classmethod

@@ -86,6 +86,26 @@ def slice_confidence(max_probability: np.ndarray, foreground: np.ndarray,
     return conf
 
 
+def low_confidence_warning(slice_confidence: np.ndarray, card: Any) -> Optional[str]:
+    """A sentence when the segmenter was unsure of the whole image: the median of its per-slice
+    confidence ``(z,)`` (:func:`slice_confidence`) below the card's ``input.min_median_confidence``;
+    ``None`` otherwise or when the card sets no such limit.
+
+    Why the median over slices: an image the network was made for has a few hard slices (apex,
+    base) but is confident on most; an image of other anatomy is unsure on most slices. A
+    softmax-confidence check is the classic baseline for inputs unlike the training data
+    (Hendrycks & Gimpel, ICLR 2017); it is a warning, never a refusal."""
+    limit = card.input.min_median_confidence
+    conf = np.asarray(slice_confidence, dtype=float).ravel()
+    if limit is None or conf.size == 0:
+        return None
+    median = float(np.median(conf))
+    if median >= limit:
+        return None
+    return (f"the segmenter is unsure of this image (median slice confidence {median:.2f}, below {limit:.2f} "
+            f"where its validation images lie): it may not be the kind of image {card.name} was made for; check the result")
+
+
 def card_segments(card: Any) -> List[Dict[str, Any]]:
     """``Volume.metadata["segments"]`` of a segmenter's output: the card's labels, grey
     (:data:`~.labels.UNSET_COLOR`) where the card gives no colour, no terminology."""

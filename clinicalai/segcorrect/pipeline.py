@@ -41,6 +41,7 @@ from .candidates import Candidate, Evidence, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices
 from .latent import LATENT_DECODES, latent_decodings, supports_latent_search, valid_decodings
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
+from .outputs import low_confidence_warning
 from .preprocess import NETWORK_SIZE, SliceFrame, frame_from_mask, from_network, to_network
 from .segmenter import segment_volume
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
@@ -765,4 +766,8 @@ def run_segcorrect(
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")
-    return SegCorrectResult(seg, correction, timings, warnings=input_warnings(image, [segmenter.card]))
+    warnings = input_warnings(image, [segmenter.card])
+    unsure = low_confidence_warning(seg.slice_confidence, segmenter.card)
+    if unsure:
+        warnings.append(unsure)
+    return SegCorrectResult(seg, correction, timings, warnings=warnings)
