@@ -1,5 +1,5 @@
 """Median per-slice confidence of a 2D segmenter on images it was and was not made for: the
-figures behind a card's ``input.min_median_confidence`` (the bundled ``cardiac-unet``'s 0.85).
+figures behind a card's ``input.min_median_confidence`` (the bundled ``cardiac-unet``'s 0.885).
 
 Prints one row per case: the cardiac training family (seeds 5000+, not its training seeds), the
 held-out cardiac family (``clinicalai.phantoms.cardiac_heldout``) and two brain families (the

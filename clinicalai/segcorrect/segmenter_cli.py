@@ -24,8 +24,8 @@ from . import ARCHITECTURES
 # training needs.
 
 DEMO_COMMAND = (
-    "clinicalai train segmenter --phantoms 48 --arch unet --epochs 60 --max-minutes 28 "
-    "--lr 0.003 --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
+    "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
+    "--lr 0.003 --augmentation mild --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
 )
 
 
