@@ -167,23 +167,31 @@ def direction_letter(vector: Any) -> str:
     return _POSITIVE[axis] if v[axis] >= 0 else _NEGATIVE[axis]
 
 
+def _plane_in_voxels(slice_to_ras: np.ndarray, volume_node: Any) -> Tuple[Any, np.ndarray, np.ndarray]:
+    """``(grid, axes, ijk)`` of a slice view's plane on ``volume_node``: its voxel grid, the
+    unit RAS directions of the voxel axes i / j / k as columns ``(3, 3)``, and the plane's
+    centre (the slice-to-RAS origin) in continuous voxel coordinates ``(i, j, k)``."""
+    grid = volume_grid_of_node(volume_node)
+    to_ras = ijk_to_ras(grid)
+    axes = to_ras[:3, :3] / np.linalg.norm(to_ras[:3, :3], axis=0)
+    ijk = np.linalg.solve(to_ras, np.append(slice_to_ras[:3, 3], 1.0))[:3]
+    return grid, axes, ijk
+
+
 def slice_annotation(slice_node: Any, volume_node: Any) -> dict:
     """What a slice view's corner annotations say, as Slicer's do: the patient direction at
     each edge (``{"left", "right", "top", "bottom"}`` from the view's slice-to-RAS axes),
     the slice offset along the view normal (``"offset_mm"``, Slicer's slider value) and the
     slice of ``volume_node`` shown (``"index"`` 0-based, of ``"count"``: along the voxel axis
     nearest to the view normal; ``None`` without a volume or outside it)."""
-    m = np.array([[slice_node.GetSliceToRAS().GetElement(r, c) for c in range(4)] for r in range(4)])
+    m = _matrix(slice_node.GetSliceToRAS())
     out = {"left": direction_letter(-m[:3, 0]), "right": direction_letter(m[:3, 0]),
            "top": direction_letter(m[:3, 1]), "bottom": direction_letter(-m[:3, 1]),
            "offset_mm": float(m[:3, 2] @ m[:3, 3]), "index": None, "count": None}
     if volume_node is None or volume_node.GetImageData() is None:
         return out
-    grid = volume_grid_of_node(volume_node)
-    to_ras = ijk_to_ras(grid)
-    axes = to_ras[:3, :3] / np.linalg.norm(to_ras[:3, :3], axis=0)
+    grid, axes, ijk = _plane_in_voxels(m, volume_node)
     axis = int(np.argmax(np.abs(axes.T @ m[:3, 2])))  # voxel axis i/j/k nearest to the normal
-    ijk = np.linalg.solve(to_ras, np.append(m[:3, 3], 1.0))[:3]
     count = grid.shape[2 - axis]  # shape is (z, y, x) = (k, j, i)
     index = int(np.round(ijk[axis]))
     out["count"] = int(count)
@@ -210,13 +218,10 @@ def slice_index_shown(slice_node: Any, volume_node: Any) -> Optional[int]:
     """The slice ``k`` (third voxel axis, 0-based) of ``volume_node`` a slice view shows, so a
     per-slice table can mark the row on screen; ``None`` when the view's plane is not a slice
     of that axis (its normal more than ~8 degrees off the ``k`` axis) or lies outside the volume."""
-    to_slice = slice_node.GetSliceToRAS()
-    m = np.array([[to_slice.GetElement(r, c) for c in range(4)] for r in range(4)])
-    grid = volume_grid_of_node(volume_node)
-    to_ras = ijk_to_ras(grid)
-    k_axis = to_ras[:3, 2] / np.linalg.norm(to_ras[:3, 2])
+    m = _matrix(slice_node.GetSliceToRAS())
+    grid, axes, ijk = _plane_in_voxels(m, volume_node)
     normal = m[:3, 2] / np.linalg.norm(m[:3, 2])
-    if abs(float(k_axis @ normal)) < 0.99:
+    if abs(float(axes[:, 2] @ normal)) < 0.99:
         return None
-    k = int(np.round(np.linalg.solve(to_ras, np.append(m[:3, 3], 1.0))[2]))
+    k = int(np.round(ijk[2]))
     return k if 0 <= k < grid.shape[0] else None
