@@ -28,7 +28,7 @@ from clinicalai import desktop  # noqa: E402
 from clinicalai.desktop import PanelWidgetMixin  # noqa: E402
 from clinicalai.mrml import model_choices  # noqa: E402
 from clinicalai.mrml.attribution_logic import AttributionViewerLogic as AttributionViewerMRMLLogic  # noqa: E402
-from clinicalai.mrml.attribution_logic import AttributionViewerParameters  # noqa: E402
+from clinicalai.mrml.attribution_logic import AttributionViewerParameters, prediction_text  # noqa: E402
 from clinicalai.mrml.context import MRMLContext  # noqa: E402
 from clinicalai.mrml.runner import BackgroundRun, BackgroundTask  # noqa: E402
 #: attribution method (engine name, ``clinicalai.attribution.METHODS``) -> its check box in the .ui
@@ -205,6 +205,8 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         node = lambda node_id: slicer.mrmlScene.GetNodeByID(node_id) if node_id else None  # noqa: E731
         self.ui.metricsTableView.setMRMLTableNode(node(params.metrics_table))
         self.ui.correlationTableView.setMRMLTableNode(node(params.correlation_table))
+        prediction = prediction_text(params.summary or {})
+        self.ui.predictionLabel.text = f"Prediction: {prediction}" if prediction else ""
         # input warnings (reader, an image the classifier was not made for)
         self.ui.warningsLabel.text = "<br>".join(desktop.warning_lines((params.summary or {}).get("warnings")))
 

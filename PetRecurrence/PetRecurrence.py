@@ -62,7 +62,7 @@ class PetRecurrenceParameterNode:
     lesion: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
     computeCam: bool = True
     camOpacity: Annotated[float, WithinRange(0, 1)] = 0.5
-    camThreshold: Annotated[float, WithinRange(0, 1)] = 0.2
+    camThreshold: Annotated[float, WithinRange(0, 1)] = PetRecurrenceParameters.cam_threshold  # Grad-CAM x P(recurrence)
 
 
 class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):

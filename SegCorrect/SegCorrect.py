@@ -5,10 +5,11 @@ this file is the panel."""
 import dataclasses
 import os
 import sys
+from typing import Union
 
 import qt
 import slicer
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
@@ -54,13 +55,16 @@ class SegCorrectParameterNode:
     of SegCorrectParameters (the logic's state: models, outputs, decisions), stored once."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    inputSegmentation: vtkMRMLSegmentationNode
+    inputSegmentation: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
     outputSegmentation: vtkMRMLSegmentationNode
     correct: bool = True
 
 
 class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObservationMixin):
     applyToolTips = ("Segment and correct", "Select an input volume")
+    #: the mask to correct: label maps and segmentations on the input volume's grid only
+    #: (PanelWidgetMixin.restrictMaskSelectors)
+    maskSelectors = ("inputSegmentationSelector",)
 
     def __init__(self, parent=None):
         ScriptedLoadableModuleWidget.__init__(self, parent)
@@ -83,6 +87,7 @@ class SegCorrectWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObserv
             self.ui.strategyComboBox.addItem(title, strategy)
 
         self.observeSceneClose()
+        self.observeMasks(lambda f: qt.QTimer.singleShot(0, f))
         self.ui.segmenterComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.segmenterPathLineEdit.connect("currentPathChanged(QString)", self.onModelChanged)
         self.ui.correctorComboBox.connect("currentIndexChanged(int)", self.onModelChanged)

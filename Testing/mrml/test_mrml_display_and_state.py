@@ -15,6 +15,7 @@ from clinicalai.mrml.display import (
     show_in_slice_views,
     show_volume_rendering,
 )
+from clinicalai.mrml.pet_logic import LESION_VOI_COLOR
 from clinicalai.mrml.parameters import get_parameter_node, node_field, nodes_field, read_parameters, write_parameters
 from clinicalai.mrml.tables import add_table_node, table_rows
 from clinicalai.mrml.volumes import add_volume_node, node_to_volume
@@ -40,12 +41,34 @@ def test_positive_heatmap_gets_heat_table_window_and_threshold(ctx, oblique_volu
     assert display.GetWindowLevelMax() == pytest.approx(cam.array.max(), rel=1e-5)
     assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(1.5)
     assert node_to_volume(node).same_grid(oblique_volume)
-    # the heat table goes dark -> bright: first entry black, last white
+    # the heat table starts black (0 only dims the image under the overlay) and ends a
+    # saturated red, which stays visible over a white image (issue 16: a white / yellow top
+    # vanished over the bright voxels a Grad-CAM peaks on)
     table = display.GetColorNode()
     rgba_lo, rgba_hi = [0.0] * 4, [0.0] * 4
     table.GetColor(0, rgba_lo)
     table.GetColor(table.GetNumberOfColors() - 1, rgba_hi)
-    assert rgba_lo[:3] == [0.0, 0.0, 0.0] and rgba_hi[:3] == [1.0, 1.0, 1.0]
+    assert rgba_lo[:3] == [0.0, 0.0, 0.0]
+    assert rgba_hi[0] > 0.8 and max(rgba_hi[1:3]) < 0.1
+    assert _visible_over_white_and_black(table)
+    # and never near the cyan of PetRecurrence's lesion VOI outline drawn over it
+    for i in range(table.GetNumberOfColors()):
+        table.GetColor(i, rgba_hi)
+        assert np.linalg.norm(np.subtract(rgba_hi[:3], LESION_VOI_COLOR)) > 0.5, (i, rgba_hi)
+
+
+def _visible_over_white_and_black(table, top_fraction: float = 0.1, opacity: float = 0.5) -> bool:
+    """Every entry of the table's top ``top_fraction`` (the map's peak), blended at ``opacity``
+    over a white and over a black image, differs from that image by >= 0.2 in some channel."""
+    n = table.GetNumberOfColors()
+    for i in range(int(n * (1 - top_fraction)), n):
+        rgba = [0.0] * 4
+        table.GetColor(i, rgba)
+        for background in (1.0, 0.0):
+            blended = [opacity * c + (1 - opacity) * background for c in rgba[:3]]
+            if max(abs(b - background) for b in blended) < 0.2:
+                return False
+    return True
 
 
 def test_signed_map_gets_diverging_table_symmetric_window(ctx, oblique_volume):
@@ -56,17 +79,19 @@ def test_signed_map_gets_diverging_table_symmetric_window(ctx, oblique_volume):
     assert display.GetWindowLevelMin() == pytest.approx(-m, rel=1e-5)
     assert display.GetWindowLevelMax() == pytest.approx(m, rel=1e-5)
     assert not display.GetApplyThreshold()
-    # cyan <- blue <- black (0) -> red -> yellow: a dark 0 dims the image under the map instead
-    # of washing it out, and the two signs stay apart
+    # deep blue <- light blue <- black (0) -> orange -> red: a dark 0 dims the image under the
+    # map instead of washing it out, the two signs stay apart, both extremes saturated
     table = display.GetColorNode()
     n = table.GetNumberOfColors()
     rgba = {i: [0.0] * 4 for i in (0, n // 4, n // 2, 3 * n // 4, n - 1)}
     for i, c in rgba.items():
         table.GetColor(i, c)
-    assert rgba[0][:3] == [0.0, 1.0, 1.0] and rgba[n - 1][:3] == [1.0, 1.0, 0.0]
+    assert rgba[0][2] > 0.8 and max(rgba[0][:2]) < 0.1  # most negative: deep blue
+    assert rgba[n - 1][0] > 0.8 and max(rgba[n - 1][1:3]) < 0.1  # most positive: red
     assert max(rgba[n // 2][:3]) < 0.01
     assert rgba[n // 4][2] > 0.9 and rgba[n // 4][0] == 0.0  # negative: blue
-    assert rgba[3 * n // 4][0] > 0.9 and rgba[3 * n // 4][2] == 0.0  # positive: red
+    assert rgba[3 * n // 4][0] > 0.9 and rgba[3 * n // 4][2] == 0.0  # positive: orange-red
+    assert _visible_over_white_and_black(table)
     # one table per scene, shared by every signed map
     again = add_heatmap_node(ctx.scene, oblique_volume, "signed")
     assert again.GetDisplayNode().GetColorNodeID() != display.GetColorNodeID()  # positive map: heat table

@@ -182,7 +182,7 @@ def test_mask_selectors_named_by_the_widgets_exist_in_their_ui():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    for module in ("PetRecurrence", "AttributionViewer"):
+    for module in ("PetRecurrence", "AttributionViewer", "SegCorrect"):
         tree = ast.parse((root / module / f"{module}.py").read_text(encoding="utf-8"))
         (names,) = [ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
                     and any(getattr(t, "id", None) == "maskSelectors" for t in n.targets)]

@@ -34,7 +34,8 @@ def _views(scene):
 
 
 def _outcome(pet, lesion_mask=None):
-    cam = pet.lesion.with_array(pet.lesion.array.astype(np.float32) * 2.0, units=None)
+    # as PetResult.cam_evidence gives it: Grad-CAM x P(recurrence) in [0, 1]
+    cam = pet.lesion.with_array(pet.lesion.array.astype(np.float32) * 0.8, units=None)
     summary = {"probability": 0.8, "label": "recurrence", "spread": 0.05, "fold_probabilities": [0.75, 0.85],
                "warnings": ["attention outside the brain"], "static": {"SUVmax": 3.2, "TBRmax": 2.5, "TBRmean": 1.9}}
     return PetOutcome(summary, cam, lesion_mask)
@@ -149,7 +150,10 @@ def test_apply_makes_table_and_cam_foreground_and_display_controls(ctx, pet):
     assert cam.GetName() == "pet Grad-CAM" and node_to_volume(cam).same_grid(pet.suv)
     display = cam.GetDisplayNode()
     assert display.GetColorNode().GetName() == HEAT_TABLE
-    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(0.5)  # 0.25 x max 2
+    # the threshold and the window are the map's own values, not fractions of its peak: a map
+    # weighted by a low P(recurrence) must stay dark
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == pytest.approx(0.25)
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, 1.0))
     for c in views:
         assert (c.GetBackgroundVolumeID(), c.GetForegroundVolumeID()) == (image.GetID(), cam.GetID())
         assert c.GetForegroundOpacity() == pytest.approx(0.3)
@@ -160,7 +164,7 @@ def test_apply_makes_table_and_cam_foreground_and_display_controls(ctx, pet):
 
     logic.set_cam_display(opacity=0.7, threshold=0.5)
     assert all(c.GetForegroundOpacity() == pytest.approx(0.7) for c in views)
-    assert display.GetLowerThreshold() == pytest.approx(1.0)
+    assert display.GetLowerThreshold() == pytest.approx(0.5)
     assert logic.get_parameters().cam_opacity == pytest.approx(0.7)
 
 

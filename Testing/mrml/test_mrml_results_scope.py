@@ -5,7 +5,7 @@ reachable from the side-by-side views; the classifier's prediction in words."""
 import numpy as np
 
 from clinicalai.mrml.attribution_logic import maps_per_view, prediction_text
-from clinicalai.mrml.display import hide_results_of_other_volumes, same_grid
+from clinicalai.mrml.display import hide_results_of_other_volumes, same_grid, show_results_of_volume
 from clinicalai.mrml.segmentations import add_segmentation_node
 from clinicalai.mrml.volumes import add_volume_node
 from clinicalai.volume import Volume
@@ -44,6 +44,24 @@ def test_segmentations_and_label_layers_of_another_volume_are_hidden(ctx):
     # nothing is deleted, and nothing is left to hide
     assert scene.GetNodeByID(seg_cardiac.GetID()) is not None
     assert hide_results_of_other_volumes(scene, brain_node) == 0
+    assert show_results_of_volume(scene, brain_node) == 0  # the brain's own were never hidden
+
+    # the cardiac image shown again: its mask and label map come back (in the label layer of
+    # each view left without one), the brain's go; a segmentation the user hid stays hidden
+    seg_hidden_by_user = add_segmentation_node(scene, _labels(cardiac), "hidden by user", reference_node=cardiac_node)
+    seg_hidden_by_user.GetDisplayNode().SetVisibility(False)
+    hide_results_of_other_volumes(scene, cardiac_node)
+    assert not seg_brain.GetDisplayNode().GetVisibility() and green.GetLabelVolumeID() is None
+    assert show_results_of_volume(scene, cardiac_node) == 3  # the segmentation, 2 label layers
+    assert seg_cardiac.GetDisplayNode().GetVisibility()
+    assert red.GetLabelVolumeID() == green.GetLabelVolumeID() == label_cardiac.GetID()
+    assert not seg_hidden_by_user.GetDisplayNode().GetVisibility()
+    assert show_results_of_volume(scene, cardiac_node) == 0
+    # and back to the brain: its lesion and label map return, the cardiac ones go again
+    hide_results_of_other_volumes(scene, brain_node)
+    assert show_results_of_volume(scene, brain_node) == 3
+    assert seg_brain.GetDisplayNode().GetVisibility() and not seg_cardiac.GetDisplayNode().GetVisibility()
+    assert red.GetLabelVolumeID() == green.GetLabelVolumeID() == label_brain.GetID()
 
 
 def test_same_grid_compares_dimensions_and_geometry(ctx):

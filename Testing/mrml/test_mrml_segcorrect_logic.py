@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from clinicalai.errors import Cancelled, InputError
+from clinicalai.mrml.masks import OPEN_AS_LABELMAP, add_mask_node
 from clinicalai.mrml.segcorrect_logic import SegCorrectInputs, SegCorrectLogic, SegCorrectOutcome, SegCorrectParameters
 from clinicalai.mrml.segmentations import add_segmentation_node, segmentation_to_labels
 from clinicalai.mrml.tables import table_rows
-from clinicalai.mrml.volumes import add_volume_node
+from clinicalai.mrml.volumes import add_volume_node, node_to_volume
 from clinicalai.phantoms.cardiac import cardiac_case, cardiac_segments
 from clinicalai.progress import CancelToken
 
@@ -165,6 +166,21 @@ def test_end_to_end_with_correction(ctx, phantom, node_ids, corrector_model):
     params = logic.run(SegCorrectParameters(input_volume=image.GetID(), input_segmentation=mine.GetID(), corrector_model=corrector, device="cpu"))
     np.testing.assert_array_equal(segmentation_to_labels(mine, phantom.image).array, before)
     assert params.output_segmentation != mine.GetID()
+    from_segmentation = segmentation_to_labels(ctx.scene.GetNodeByID(params.output_segmentation), phantom.image).array
+
+    # the same mask as a label map (a NIfTI opened as a mask): corrected alike, left unchanged
+    labelmap = add_mask_node(ctx.scene, phantom.labels, "manual labels", OPEN_AS_LABELMAP, image)
+    params = logic.run(SegCorrectParameters(input_volume=image.GetID(), input_segmentation=labelmap.GetID(), corrector_model=corrector, device="cpu"))
+    np.testing.assert_array_equal(segmentation_to_labels(ctx.scene.GetNodeByID(params.output_segmentation), phantom.image).array,
+                                  from_segmentation)
+    np.testing.assert_array_equal(node_to_volume(labelmap).array, phantom.labels.array)
+    # another tool's numbering (7 is no label of the corrector): refused, nothing added
+    other = add_mask_node(ctx.scene, phantom.labels.with_array(np.where(phantom.labels.array == 3, 7, phantom.labels.array)),
+                          "other numbering", OPEN_AS_LABELMAP, image)
+    ids = node_ids(ctx.scene)
+    with pytest.raises(InputError, match=r"holds values \[7\], not the labels of .*3 = LV"):
+        logic.run(SegCorrectParameters(input_volume=image.GetID(), input_segmentation=other.GetID(), corrector_model=corrector, device="cpu"))
+    assert node_ids(ctx.scene) == ids
 
     ids = node_ids(ctx.scene)
     token = CancelToken()

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from clinicalai.mrml.display import (
+    DIVERGING_STOPS,
+    HEAT_STOPS,
     add_heatmap_node,
     color_bar,
     hide_results_of_other_volumes,
@@ -77,7 +79,7 @@ def test_positive_map_rendering_shows_its_hot_region_only(ctx, vr_logic):
     assert _opacity(display, 0.1) == pytest.approx(0.0, abs=1e-6)
     assert _opacity(display, 1.0) > 0.5  # a [0, 1] Grad-CAM is no longer rendered as nothing
     rgb = display.GetVolumePropertyNode().GetVolumeProperty().GetRGBTransferFunction().GetColor(1.0)
-    assert rgb[0] > 0.9 and rgb[1] > 0.9  # the hot end of the slice views' heat table
+    assert rgb == pytest.approx(HEAT_STOPS[-1][1:])  # the hot end of the slice views' heat table
 
 
 def test_signed_map_rendering_shows_both_signs(ctx, vr_logic):
@@ -101,16 +103,20 @@ def test_segment_surfaces_are_made_and_visible(ctx):
     assert show_segments_in_3d(node, visible=False) == 2 and not display.GetVisibility3D()
 
 
+def _hex(stop) -> str:
+    return "#" + "".join(f"{int(round(255 * c)):02x}" for c in stop[1:])
+
+
 def test_colour_bar_of_a_signed_map_is_symmetric_and_diverging(ctx):
     volume = _mr_like()
     signed = np.linspace(-3.0, 1.0, volume.array.size).reshape(volume.shape).astype(np.float32)
     bar = color_bar(add_heatmap_node(ctx.scene, volume.with_array(signed), "ig", signed=True))
     assert bar["signed"] and bar["min"] == pytest.approx(-3.0) and bar["max"] == pytest.approx(3.0)
     middle = bar["colors"][len(bar["colors"]) // 2]
-    assert bar["colors"][0] == "#00ffff" and bar["colors"][-1] == "#ffff00"  # cold-hot ends
+    assert bar["colors"][0] == _hex(DIVERGING_STOPS[0]) and bar["colors"][-1] == _hex(DIVERGING_STOPS[-1])  # ends
     assert sum(int(middle[i:i + 2], 16) for i in (1, 3, 5)) < 8  # ~black at 0 (256-entry table)
     positive = color_bar(add_heatmap_node(ctx.scene, volume.with_array(np.abs(signed)), "cam"))
-    assert not positive["signed"] and positive["colors"][0] == "#000000" and positive["colors"][-1] == "#ffffff"
+    assert not positive["signed"] and positive["colors"][0] == "#000000" and positive["colors"][-1] == _hex(HEAT_STOPS[-1])
     assert color_bar(add_volume_node(ctx.scene, volume, "image")) == {}  # not a map: no bar
 
 

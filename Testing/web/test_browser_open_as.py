@@ -68,6 +68,10 @@ def _check_open_as(page) -> None:
     assert state(page, "ca_attribution_lesion") == lesion
     # PetRecurrence's brain-mask / lesion VOI choosers: the same masks of the brain only
     assert not any(t.startswith(("cardiac", "lonely")) for t in titles(page, "ca_pet_masks"))
+    # SegCorrect's "correct an existing mask": label maps too, of the image on show only
+    offered = titles(page, "ca_segcorrect_input_segs")
+    assert "brain_lesion_mask (label map)" in offered and not any(t.startswith(("cardiac", "lonely")) for t in offered), offered
+    wait_text(page, "#segcorrect-masks-note", "on another image's grid not offered")
     # the lesion outline is drawn over the brain where the views are centred on it
     page.click("#attribution-lesion-go")
     page.wait_for_timeout(2500)  # the views settle (app.render_views)

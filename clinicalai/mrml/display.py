@@ -1,5 +1,5 @@
 """Heat-map volumes (Grad-CAM, attribution, anomaly maps) and how they are shown: colour
-tables (heat for positive maps, diverging cyan-blue-black-red-yellow for signed ones), window / level,
+tables (:data:`HEAT_STOPS` for positive maps, :data:`DIVERGING_STOPS` for signed ones), window / level,
 threshold, and foreground over the image in every slice view of the layout."""
 
 from __future__ import annotations
@@ -18,20 +18,34 @@ DIVERGING_TABLE = "ClinicalAI Diverging"
 MAP_KIND_ATTRIBUTE = "ClinicalAI.MapKind"
 
 
+#: stops (t, r, g, b) of the positive map: black at 0 (a foreground overlay blends its colour
+#: in everywhere, Slicer's slice views ignore a colour table's alpha, so 0 must only dim the
+#: image), then blue, green, yellow, and a saturated red at the top. The top is red, not the
+#: white or pale yellow of a "hot" map, because a Grad-CAM peaks on the brightest voxels (a PET
+#: lesion, the striatum), where white or yellow blended over white vanished. No cyan: it is the
+#: colour of PetRecurrence's lesion VOI outline.
+HEAT_STOPS = ((0.0, 0.0, 0.0, 0.0), (0.25, 0.0, 0.0, 0.85), (0.5, 0.0, 0.75, 0.0),
+              (0.75, 1.0, 0.85, 0.0), (1.0, 0.9, 0.0, 0.0))
+#: stops of the signed map over s = 2t - 1 in [-1, 1]: black at 0 (as above), orange then a
+#: saturated red for positive values, light then deep blue for negative ones, so both
+#: extremes stay visible over white as well as over black
+DIVERGING_STOPS = ((-1.0, 0.0, 0.0, 0.9), (-0.5, 0.0, 0.7, 1.0), (0.0, 0.0, 0.0, 0.0),
+                   (0.5, 1.0, 0.6, 0.0), (1.0, 0.85, 0.0, 0.0))
+
+
+def _ramp(stops: Sequence[Tuple[float, float, float, float]], x: float) -> Tuple[float, float, float]:
+    # piecewise-linear colour between the stops (x clamped to the stops' range)
+    at = [s[0] for s in stops]
+    return tuple(float(np.interp(x, at, [s[c] for s in stops])) for c in (1, 2, 3))  # type: ignore[return-value]
+
+
 def _heat(t: float) -> Tuple[float, float, float]:
-    # black -> red -> yellow -> white (the "hot" map of PET / Grad-CAM overlays)
-    return (min(1.0, 3 * t), min(1.0, max(0.0, 3 * t - 1)), min(1.0, max(0.0, 3 * t - 2)))
+    return _ramp(HEAT_STOPS, t)
 
 
 def _diverging(t: float) -> Tuple[float, float, float]:
-    # cyan <- blue <- black (0) -> red -> yellow, symmetric around the middle entry ("cold-hot").
-    # Black, not white, at 0: a map is ~0 almost everywhere, and a foreground overlay blends
-    # its colour in everywhere (Slicer's slice views ignore a colour table's alpha), so a white
-    # 0 washed the whole image out under every signed map; black only dims it, as the heat map does
-    s = 2 * t - 1
-    if s >= 0:
-        return (min(1.0, 2 * s), max(0.0, 2 * s - 1), 0.0)
-    return (0.0, max(0.0, -2 * s - 1), min(1.0, -2 * s))
+    # t in [0, 1] over the table; 0 of the map is the middle entry
+    return _ramp(DIVERGING_STOPS, 2 * t - 1)
 
 
 def color_table_node(scene: Any, signed: bool) -> Any:
@@ -314,31 +328,69 @@ def set_side_by_side_layout(scene: Any, n: int) -> list:
     return [SIDE_BY_SIDE_VIEW.format(i + 1) for i in range(n)]
 
 
+#: attribute on a segmentation or label map node that :func:`hide_results_of_other_volumes`
+#: took off the screen (so :func:`show_results_of_volume` brings back those, not the ones the
+#: user hid)
+HIDDEN_WITH_VOLUME_ATTRIBUTE = "ClinicalAI.HiddenWithVolume"
+
+
 def hide_results_of_other_volumes(scene: Any, volume_node: Any) -> int:
     """Hide what was drawn for another image when ``volume_node`` is shown: every segmentation
     whose reference geometry is not ``volume_node`` (a SegCorrect mask of a cardiac MRI must not
     float over a brain), every slice view's label layer of another grid and every volume rendering
     of another volume (the 3D view must not go on showing the previous patient). A result belongs to
-    the volume it was made on and leaves the screen with it; nothing is deleted. Returns the
-    number of overlays hidden."""
+    the volume it was made on and leaves the screen with it; nothing is deleted, and the masks
+    come back with their image (:func:`show_results_of_volume`). Returns the number of overlays hidden."""
     hidden = 0
     for display in volume_rendering_displays(scene):
         if display.GetVolumeNodeID() != volume_node.GetID() and display.GetVisibility():
             display.SetVisibility(False)  # a previous patient's rendering (or its maps')
             hidden += 1
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-        seg = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+    for seg in _segmentation_nodes(scene):
         display = seg.GetDisplayNode()
         reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
         if display is not None and reference is not volume_node and display.GetVisibility():
             display.SetVisibility(False)
+            seg.SetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE, "1")
             hidden += 1
     for composite in slice_composite_nodes(scene):
         label = scene.GetNodeByID(composite.GetLabelVolumeID()) if composite.GetLabelVolumeID() else None
         if label is not None and not same_grid(label, volume_node):
             composite.SetLabelVolumeID(None)
+            label.SetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE, "1")
             hidden += 1
     return hidden
+
+
+def show_results_of_volume(scene: Any, volume_node: Any) -> int:
+    """The other half of :func:`hide_results_of_other_volumes`, when ``volume_node`` is shown
+    again: the segmentations it hid whose reference geometry is ``volume_node`` are visible
+    again, and a label map it hid on ``volume_node``'s grid is back in the label layer of every
+    slice view that has none (one label layer per view: the most recently added map wins).
+    Overlays the user hid stay hidden. Returns the number of overlays shown again."""
+    shown = 0
+    for seg in _segmentation_nodes(scene):
+        reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
+        if seg.GetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE) and reference is volume_node and seg.GetDisplayNode() is not None:
+            seg.GetDisplayNode().SetVisibility(True)
+            seg.RemoveAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE)
+            shown += 1
+    cls = "vtkMRMLLabelMapVolumeNode"
+    labels = [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
+    back = [n for n in labels if n.GetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE) and same_grid(n, volume_node)]
+    if back:
+        for composite in slice_composite_nodes(scene):
+            if not composite.GetLabelVolumeID():
+                composite.SetLabelVolumeID(back[-1].GetID())
+                shown += 1
+        for node in back:
+            node.RemoveAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE)
+    return shown
+
+
+def _segmentation_nodes(scene: Any) -> list:
+    cls = "vtkMRMLSegmentationNode"
+    return [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
 
 
 def same_grid(a: Any, b: Any) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..labels import label
+from ..pet.calibration import CAM_EVIDENCE_THRESHOLD
 from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_conversion
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
@@ -26,14 +27,14 @@ from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
-from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, array_from_image_data, volume_grid_of_node
+from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, volume_grid_of_node
 from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
     from ..pet.workflow import PetResult
 
-#: colour of the computed lesion VOI segment (cyan: apart from the heat map's red-yellow and
-#: from the grey PET)
+#: colour of the computed lesion VOI segment (cyan: a colour the heat map (display.HEAT_STOPS) never takes, and
+#: unlike the grey PET)
 LESION_VOI_COLOR: Tuple[float, float, float] = (0.0, 0.85, 1.0)
 
 
@@ -59,8 +60,8 @@ class PetRecurrenceParameters:
     device: str = "auto"
     compute_cam: bool = True
     cam_opacity: float = 0.5
-    #: Grad-CAM values below this fraction of its maximum are transparent
-    cam_threshold: float = 0.2
+    #: map values (Grad-CAM x P(recurrence), in [0, 1]) below this are transparent
+    cam_threshold: float = CAM_EVIDENCE_THRESHOLD
     cam_volume: Optional[str] = node_field()
     #: the segmentation node the run added with the lesion VOI the engine found by the 1.6 x
     #: background threshold (one segment "lesion", on the PET grid); ``None`` when the user
@@ -169,7 +170,8 @@ class PetOutcome:
 
     Attributes:
         summary: :func:`pet_summary` of the result.
-        cam: Grad-CAM in [0, 1] on the PET grid, array ``(Z, Y, X)``; ``None`` without it.
+        cam: the Grad-CAM as shown, ``PetResult.cam_evidence()`` (Grad-CAM x P(recurrence),
+            brain only; [0, 1]) on the PET grid, array ``(Z, Y, X)``; ``None`` without it.
         lesion_mask: the lesion VOI the static figures used, 0/1 uint8 on the PET grid
             ``(Z, Y, X)`` (the user's VOI, or the one found by the 1.6 x background
             threshold); ``None`` when there is none.
@@ -181,7 +183,7 @@ class PetOutcome:
 
     @classmethod
     def of(cls, result: "PetResult", with_cam: bool) -> "PetOutcome":
-        return cls(pet_summary(result), result.cam if with_cam else None, result.lesion_mask)
+        return cls(pet_summary(result), result.cam_evidence() if with_cam else None, result.lesion_mask)
 
 
 class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOutcome]):
@@ -321,13 +323,15 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         return params
 
     def _add_cam_node(self, image_node: Any, pet: Volume, cam: Volume, threshold: float) -> Any:
-        """A heat-map node "<PET name> Grad-CAM", values below ``threshold`` x its maximum transparent."""
+        """A heat-map node "<PET name> Grad-CAM" holding :attr:`PetOutcome.cam`, values below
+        ``threshold`` transparent. The window is [0, 1] whatever the case, not [0, peak]: the map
+        is weighted by P(recurrence), and a dim map must look dim."""
         if not cam.same_grid(pet, atol=1e-4):
             raise InputError("the Grad-CAM map is not on the PET grid (engine bug)")
         peak = float(np.nanmax(cam.array)) if cam.array.size else 0.0
         return add_heatmap_node(
             self.scene, cam, self.output_name(image_node, "Grad-CAM"), signed=False,
-            threshold=threshold * peak if peak > 0 else None, window=(0.0, peak if peak > 0 else 1.0),
+            threshold=threshold, window=(0.0, max(1.0, peak)),
         )
 
     def _add_lesion_voi_node(self, image_node: Any, pet: Volume, lesion: Volume) -> Any:
@@ -379,16 +383,15 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
 
     # ---------------------------------------------------------------- display controls
     def set_cam_display(self, opacity: Optional[float] = None, threshold: Optional[float] = None) -> None:
-        """Opacity slider (all slice views) and threshold slider (fraction of the map maximum)."""
+        """Opacity slider (all slice views) and threshold slider (Grad-CAM x P(recurrence),
+        the map's own values in [0, 1])."""
         params = self.get_parameters()
         if opacity is not None:
             params.cam_opacity = float(opacity)
             set_foreground_opacity(self.scene, params.cam_opacity)
         if threshold is not None:
             params.cam_threshold = float(threshold)
-            node = node_by_id(self.scene, params.cam_volume, "Grad-CAM volume")
-            peak = float(np.nanmax(array_from_image_data(node.GetImageData())))
-            set_heatmap_threshold(node, params.cam_threshold * peak if peak > 0 else None)
+            set_heatmap_threshold(node_by_id(self.scene, params.cam_volume, "Grad-CAM volume"), params.cam_threshold)
         self.set_parameters(params)
 
 

@@ -44,22 +44,32 @@ def node_by_id(scene: Any, node_id: Optional[str], what: str, required: bool = T
     return node
 
 
-def mask_from_node(scene: Any, node_id: Optional[str], grid: Any, what: str) -> Optional[Volume]:
-    """A 0/1 uint8 mask ``(Z, Y, X)`` on ``grid`` from a segmentation, labelmap or scalar
-    volume node (non-zero = inside); ``None`` when no node is chosen. A volume node on another
-    grid is resampled (nearest neighbour) onto ``grid``."""
+def labels_from_node(scene: Any, node_id: Optional[str], grid: Any, what: str,
+                     label_names: Optional[Dict[str, int]] = None) -> Optional[Volume]:
+    """The labels ``(Z, Y, X)`` on ``grid`` of a segmentation node (segment values as
+    :func:`~clinicalai.mrml.segmentations.segmentation_to_labels` gives them, ``label_names``
+    mapping segment names to values), or the voxel values of a labelmap / scalar volume node
+    (resampled, nearest neighbour, when on another grid); ``None`` when no node is chosen."""
     node = node_by_id(scene, node_id, what, required=False)
     if node is None:
         return None
     if node.IsA("vtkMRMLSegmentationNode"):
-        labels = segmentation_to_labels(node, grid)
-    else:
-        labels = node_to_volume(node)
-        if not labels.same_grid(grid, atol=1e-4):
-            labels = resample_to_grid(labels, grid.grid if isinstance(grid, Volume) else grid, interpolator="nearest")
+        return segmentation_to_labels(node, grid, label_names=label_names)
+    labels = node_to_volume(node)
+    if not labels.same_grid(grid, atol=1e-4):
+        labels = resample_to_grid(labels, grid.grid if isinstance(grid, Volume) else grid, interpolator="nearest")
+    return labels
+
+
+def mask_from_node(scene: Any, node_id: Optional[str], grid: Any, what: str) -> Optional[Volume]:
+    """A 0/1 uint8 mask ``(Z, Y, X)`` on ``grid`` from a segmentation, labelmap or scalar
+    volume node (non-zero = inside; :func:`labels_from_node`); ``None`` when no node is chosen."""
+    labels = labels_from_node(scene, node_id, grid, what)
+    if labels is None:
+        return None
     mask = (np.asarray(labels.array) > 0).astype(np.uint8)
     if not mask.any():
-        raise InputError(f"the {what} ({node.GetName()}) is empty")
+        raise InputError(f"the {what} ({node_by_id(scene, node_id, what).GetName()}) is empty")
     return labels.with_array(mask, modality="SEG", units="label")
 
 

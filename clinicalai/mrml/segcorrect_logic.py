@@ -14,7 +14,7 @@ from ..segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, STRATEGIES  # che
 from ..volume import Volume
 from .model_choices import chosen_model_path, model_card
 from .parameters import gui_flag_field, node_field, transient_field
-from .scene import RASPoint, jump_to_slice, node_by_id
+from .scene import RASPoint, jump_to_slice, labels_from_node, node_by_id
 from .segmentations import add_segmentation_node, fill_segmentation_node, segmentation_to_labels, segments_from_card
 from .tables import add_table_node, fill_table_node, table_rows
 from .volumes import volume_grid_of_node
@@ -161,13 +161,25 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device, params.strategy, fit)
 
     def _input_mask(self, node_id: Optional[str], image: Volume, corrector: str) -> Optional[Volume]:
-        """The user's segmentation as labels on the image grid, segments named like the
-        corrector's labels (RV, MYO, LV) getting their values; ``None`` without one."""
+        """The user's mask as labels on the image grid; ``None`` without one. A segmentation's
+        segments named like the corrector's labels (RV, MYO, LV) get their values; a label
+        map's values must be the corrector's, or nothing runs (a mask of another tool's
+        numbering would be corrected as the wrong structures)."""
         if not node_id:
             return None
-        mask_node = node_by_id(self.scene, node_id, "input segmentation")
-        names = {lab.name: lab.value for lab in model_card(corrector).labels}
-        return segmentation_to_labels(mask_node, image, label_names=names)
+        card = model_card(corrector)
+        names = {lab.name: lab.value for lab in card.labels}
+        labels = labels_from_node(self.scene, node_id, image, "input segmentation", label_names=names)
+        if node_by_id(self.scene, node_id, "input segmentation").IsA("vtkMRMLSegmentationNode"):
+            return labels
+        values = {int(v) for v in np.unique(labels.array)} - {0}
+        unknown = sorted(values - set(names.values()))
+        if unknown or np.any(np.asarray(labels.array) != np.round(labels.array)):
+            expected = ", ".join(f"{v} = {n}" for n, v in sorted(names.items(), key=lambda kv: kv[1]))
+            raise InputError(f"the label map holds values {unknown or 'that are not whole numbers'}, not "
+                             f"the labels of {card.name} ({expected}): give a mask in that numbering")
+        return labels.with_array(np.asarray(labels.array).astype(np.int32), modality="SEG", units="label",
+                                 metadata=dict(labels.metadata, segments=segments_from_card(card)))
 
     def compute(
         self, inputs: SegCorrectInputs, progress: Optional[ProgressCallback] = None, cancel: Optional[CancelToken] = None

@@ -23,6 +23,13 @@ UNCERTAIN_SPREAD = 0.3
 #: a mean P(recurrence) within this distance of 0.5 makes a result uncertain: on the held-out
 #: family the ensemble is not calibrated finely enough for a 0.4 vs 0.6 to mean different things
 UNCERTAIN_MARGIN = 0.1
+
+#: what the panels' Grad-CAM map holds (``PetResult.cam_evidence``: the Grad-CAM weighted by
+#: P(recurrence), so its brightness reads as the ensemble's confidence); its colour bar's unit
+CAM_EVIDENCE_UNITS = "Grad-CAM x P(recurrence)"
+#: the panels' default display threshold of that map: a case the ensemble calls negative
+#: shows nothing (P x Grad-CAM < 0.2 everywhere when P < 0.2) until the user lowers it
+CAM_EVIDENCE_THRESHOLD = 0.2
 #: clip probabilities this far from 0 / 1 before taking logits (finite logits for saturated folds)
 _EPS = 1e-6
 

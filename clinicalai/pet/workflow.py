@@ -21,7 +21,7 @@ from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model
 from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
-from .calibration import UNCERTAIN_SPREAD, uncertainty
+from .calibration import CAM_EVIDENCE_UNITS, UNCERTAIN_SPREAD, uncertainty
 from .classes import CLASSES, POSITIVE_CLASS
 from .preprocess import PetPreprocessed, preprocess_from_card
 from .static import StaticParameters, static_parameters
@@ -81,6 +81,25 @@ class PetResult:
     @property
     def lesion_mask(self) -> Optional[Volume]:
         return self.static.lesion_mask
+
+    def cam_evidence(self) -> Optional[Volume]:
+        """The Grad-CAM as the panels show it: ``cam`` x ``probability``, 0 outside
+        ``brain_mask``; values in [0, 1] on the PET grid; ``None`` without a Grad-CAM.
+
+        Each fold's Grad-CAM is scaled to its own peak, so a case the ensemble calls negative
+        still had a full-scale map, and a display threshold relative to the peak painted the
+        striatum, scalp and background of every negative case (``scripts/pet_cam_display.py``:
+        0.2 x peak painted about 900 mL of brain on the held-out non-recurrence phantoms).
+        Weighted by P(recurrence) the map has one scale across cases: dark where the ensemble
+        sees no recurrence, the Grad-CAM itself where it is sure. Attention outside the brain
+        is not hidden from the report: ``cam_inside_brain_fraction`` and its warning keep it.
+        """
+        if self.cam is None:
+            return None
+        inside = np.asarray(self.brain_mask.array) > 0
+        weighted = np.where(inside, np.asarray(self.cam.array, dtype=np.float32) * np.float32(self.probability), np.float32(0))
+        return self.cam.with_array(weighted.astype(np.float32), units=CAM_EVIDENCE_UNITS,
+                                   metadata=dict(self.cam.metadata, method="gradcam x P(recurrence), brain only"))
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-able summary (no volumes)."""

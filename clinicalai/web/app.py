@@ -22,7 +22,7 @@ from trame.widgets import vuetify3 as v3
 
 from ..errors import ClinicalAIError
 from ..mrml.context import MRMLContext
-from ..mrml.display import hide_results_of_other_volumes
+from ..mrml.display import hide_results_of_other_volumes, show_results_of_volume
 from ..mrml.segmentations import segmentation_to_labels
 from ..mrml.volumes import volume_grid_of_node
 from . import http as web_http
@@ -236,6 +236,7 @@ class ClinicalAIWebApp(TrameApp):
         dm.show_volume_in_slice_foreground(None)
         # segmentations and label layers drawn on another image would float over this one
         hide_results_of_other_volumes(self.context.scene, node)
+        show_results_of_volume(self.context.scene, node)  # its masks, hidden when another was shown
         dm.reset_views()
         with self.state:
             self.state.ca_volume_loaded = True

@@ -18,6 +18,7 @@ from trame.widgets import vuetify3 as v3
 from ...errors import ClinicalAIError
 from ...labels import label
 from ...mrml.pet_logic import PetRecurrenceLogic, PetRecurrenceParameters, typed_decay_fields
+from ...pet.calibration import CAM_EVIDENCE_THRESHOLD, CAM_EVIDENCE_UNITS
 from ...mrml.scene import jump_to_voxel
 from ...mrml.segmentations import segmentation_to_labels
 from ...mrml.volumes import array_from_image_data, node_to_volume, volume_grid_of_node
@@ -64,7 +65,7 @@ class PetPanel(Panel):
             lesion_voi="",
             lesion_voi_name="",
             opacity=0.5,
-            threshold=0.2,
+            threshold=CAM_EVIDENCE_THRESHOLD,
             has_result=False,
             probability=-1.0,
             probability_text="",
@@ -135,7 +136,7 @@ class PetPanel(Panel):
                     common.warning_alerts(self.k("warnings"), "pet-warnings")
                     common.table(self.k("static_rows"), ["quantity", "value"], "pet-static")
                     common.slider("opacity", self.k("opacity"), 0, 1, 0.05, "pet-opacity")
-                    common.slider("threshold", self.k("threshold"), 0, 0.95, 0.05, "pet-threshold")
+                    common.slider("threshold (Grad-CAM x P)", self.k("threshold"), 0, 0.95, 0.05, "pet-threshold")
                     v3.VSwitch(label="show Grad-CAM in 3D", v_model=(self.k("vr"),), hide_details=True, density="compact")
                     v3.VBtn("Go to Grad-CAM peak", click=self.go_to_peak, size="small", variant="tonal", classes="mr-1", id="pet-peak")
                     v3.VBtn("Save", click=self.save, size="small", color="secondary", id="pet-save")
@@ -307,7 +308,10 @@ class PetPanel(Panel):
                 write_volume(labels, voi_path, segments=[{k: x[k] for k in ("name", "value", "color")} for x in labels.metadata["segments"]])
                 paths.append(voi_path)
             json_path = folder / f"{stem}.json"
-            write_json({"input": image.GetName(), "units": self.params.units, **self.params.summary}, json_path)
+            report = {"input": image.GetName(), "units": self.params.units, **self.params.summary}
+            if self.params.cam_volume:
+                report["gradcam_map"] = CAM_EVIDENCE_UNITS + ", brain only"
+            write_json(report, json_path)
             paths.append(json_path)
         except ClinicalAIError as exc:
             self.set(error=str(exc))

@@ -38,6 +38,8 @@ class SegCorrectPanel(Panel):
     key = "segcorrect"
     title = "SegCorrect"
     segmentation_choices = "input_segs"
+    # the mask to correct: label maps and segmentations on the grid of the image on show only
+    mask_keys = ("input_seg",)
 
     def __init__(self, app) -> None:
         super().__init__(app)
@@ -62,6 +64,7 @@ class SegCorrectPanel(Panel):
             correct=True,
             strategy="gate",
             input_seg="",
+            masks_note="",
             rows=[],
             columns=[],
             titles={},
@@ -91,7 +94,9 @@ class SegCorrectPanel(Panel):
             with v3.VCardText():
                 v3.VSelect(label="segmenter", items=(self.k("segmenters"),), v_model=(self.k("segmenter"),), density="compact", hide_details=True, classes="mb-1")
                 v3.VSelect(label="corrector", items=(self.k("correctors"),), v_model=(self.k("corrector"),), density="compact", hide_details=True, classes="mb-1")
-                v3.VSelect(label="correct an existing mask instead", items=(self.k("input_segs"),), v_model=(self.k("input_seg"),), density="compact", hide_details=True, classes="mb-1")
+                v3.VSelect(label="correct an existing mask instead", items=(self.k("input_segs"),), v_model=(self.k("input_seg"),), density="compact", hide_details=True,
+                           id="segcorrect-input-seg")
+                html.Div(f"{{{{ {self.k('masks_note')} }}}}", id="segcorrect-masks-note", classes="text-caption mb-1")
                 with html.Div(classes="d-flex"):
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True, classes="mr-2")
                     v3.VCheckbox(label="correct", v_model=(self.k("correct"),), density="compact", hide_details=True)
