@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from clinicalai.web import page_driver
-from clinicalai.web.page_driver import coloured_fraction, open_file, open_tool, segmentation_id, set_state, view_box, view_pixels, wait_text
+from clinicalai.web.page_driver import (centre, coloured_fraction, open_file, open_tool, segmentation_id, set_state, view_box,
+                                        view_pixels, wait_text, wait_view)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,36 +30,6 @@ def run_panel(page, key: str, timeout: float = 120_000) -> None:
     """Run the panel ``key``; its error fails the test."""
     error = page_driver.run_panel(page, key, timeout_ms=timeout)
     assert not error, error
-
-
-def wait_view(page, tag: str, condition, message: str, timeout: float = 20_000) -> np.ndarray:
-    """Poll the slice view ``tag`` until ``condition(rgb)`` holds; its pixels then.
-
-    A change (a slider, a jump, a new overlay) reaches the page as a re-rendered, streamed
-    frame some time later, and later still on a loaded machine: a fixed wait made these checks
-    flaky, so each check waits for its own outcome (and fails with ``message`` after ``timeout`` ms).
-    """
-    deadline = time.monotonic() + timeout / 1000.0
-    while True:
-        rgb = view_pixels(page, tag)
-        if condition(rgb):
-            return rgb
-        if time.monotonic() > deadline:
-            # what the view showed, for a failure seen only in CI's log: the centre's colour and a picture
-            shot = Path("/tmp") / f"ca-failed-view-{tag}-{time.monotonic_ns()}.png"
-            page.screenshot(path=str(shot))
-            mean = centre(rgb).reshape(-1, 3).mean(axis=0).round().astype(int).tolist()
-            raise AssertionError(f"{message} (not within {timeout / 1000:.0f} s; centre mean RGB {mean}, "
-                                 f"coloured {coloured_fraction(rgb):.4f} of the view; page saved as {shot})")
-        page.wait_for_timeout(250)
-
-
-def centre(rgb: np.ndarray, half: float = 0.03) -> np.ndarray:
-    """The central patch of a view's pixels (``half`` of the shorter side each way): where a
-    point the views were centred on ("go to lesion") is drawn."""
-    h, w = rgb.shape[:2]
-    r = max(2, int(half * min(h, w)))
-    return rgb[h // 2 - r: h // 2 + r, w // 2 - r: w // 2 + r]
 
 
 def error_text(page) -> str:

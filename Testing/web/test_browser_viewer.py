@@ -1,15 +1,17 @@
-"""Issue #16, item 7, in a real browser: the viewer basics a clinician expects from Slicer.
+"""Issue #16, items 7 and 3, in a real browser: the viewer basics a clinician expects from Slicer.
 Corner annotations (patient direction at the edges, slice number and mm that follow the slider,
 the voxel value under the mouse), window / level by dragging in a slice view, values beside
-the sliders, and a colour bar with range and sign for each heat map shown."""
+the sliders, a colour bar with range and sign for each heat map shown; the 3D view belongs to
+the volume on show, and segment surfaces show in it."""
 
 from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
-from clinicalai.web.page_driver import open_file, open_tool, run_panel, set_state, view_box, wait_text
+from clinicalai.web.page_driver import open_file, open_tool, run_panel, set_state, view_box, wait_text, wait_view
 
 pytestmark = pytest.mark.browser
 
@@ -103,3 +105,37 @@ def test_colour_bar_with_range_and_sign_after_an_attribution_run(page, web_serve
     assert open_file(page, "cardiac.nii.gz") == ""
     page.wait_for_function("() => Object.keys(window.trame.state.get('ca_colorbars') || {}).length === 0")
     assert page.locator(".ca-colorbar").count() == 0
+
+
+def test_3d_view_follows_the_volume_on_show_and_shows_segment_surfaces(page, web_server):
+    """Item 3: a cardiac rendering left on stayed after a PET was opened while the switch read
+    "off"; segment surfaces showed nothing visible."""
+    assert open_file(page, "cardiac.nii.gz") == ""
+    open_tool(page, "display")
+    set_state(page, "ca_display_vr", False)
+    set_state(page, "ca_display_surfaces", False)
+    empty = wait_view(page, "ThreeD", lambda rgb: True, "the 3D view")
+
+    def differs(rgb):
+        return rgb.shape == empty.shape and (np.abs(rgb - empty).max(axis=-1) > 30).mean() > 0.01
+
+    set_state(page, "ca_display_vr", True)
+    wait_view(page, "ThreeD", differs, "the cardiac rendering in 3D", timeout=60_000)
+    # another volume opened while the rendering is on: the switch reads off and the 3D view is
+    # empty again (the cardiac rendering left with its volume)
+    assert open_file(page, "brain.nii.gz") == ""
+    wait_text(page, "#volume-name", "^brain")
+    page.wait_for_function("() => window.trame.state.get('ca_display_vr') === false")
+    wait_view(page, "ThreeD", lambda rgb: not differs(rgb), "no rendering of the previous volume in 3D", timeout=30_000)
+
+    # segment surfaces: a mask of the cardiac image, its surfaces on, visible in the 3D view
+    assert open_file(page, "cardiac.nii.gz") == ""
+    wait_text(page, "#volume-name", "^cardiac")
+    assert open_file(page, "cardiac_bad.seg.nrrd") == ""
+    wait_view(page, "ThreeD", lambda rgb: not differs(rgb), "nothing in 3D before the surfaces are on", timeout=30_000)
+    set_state(page, "ca_display_surfaces", True)
+    page.wait_for_function("() => window.trame.state.get('ca_display_surface_count') > 0")
+    surfaces = wait_view(page, "ThreeD", differs, "segment surfaces in the 3D view", timeout=60_000)
+    assert (surfaces.max(axis=-1) - surfaces.min(axis=-1) > 40).mean() > 0.005, "the surfaces are in the segments' colours"
+    set_state(page, "ca_display_surfaces", False)
+    wait_view(page, "ThreeD", lambda rgb: not differs(rgb), "surfaces off leaves the 3D view empty", timeout=30_000)

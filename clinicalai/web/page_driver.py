@@ -175,3 +175,33 @@ def coloured_fraction(rgb: np.ndarray, min_chroma: int = 25) -> float:
     """Fraction of clearly coloured pixels (a grey slice view gives ~0)."""
     rgb = np.asarray(rgb, dtype=np.int32)
     return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) >= min_chroma).mean())
+
+
+def wait_view(page: Any, tag: str, condition: Any, message: str, timeout: float = 20_000) -> np.ndarray:
+    """Poll the slice view ``tag`` until ``condition(rgb)`` holds; its pixels then.
+
+    A change (a slider, a jump, a new overlay) reaches the page as a re-rendered, streamed
+    frame some time later, and later still on a loaded machine: a fixed wait made these checks
+    flaky, so each check waits for its own outcome (and fails with ``message`` after ``timeout`` ms).
+    """
+    deadline = time.monotonic() + timeout / 1000.0
+    while True:
+        rgb = view_pixels(page, tag)
+        if condition(rgb):
+            return rgb
+        if time.monotonic() > deadline:
+            # what the view showed, for a failure seen only in CI's log: the centre's colour and a picture
+            shot = Path("/tmp") / f"ca-failed-view-{tag}-{time.monotonic_ns()}.png"
+            page.screenshot(path=str(shot))
+            mean = centre(rgb).reshape(-1, 3).mean(axis=0).round().astype(int).tolist()
+            raise AssertionError(f"{message} (not within {timeout / 1000:.0f} s; centre mean RGB {mean}, "
+                                 f"coloured {coloured_fraction(rgb):.4f} of the view; page saved as {shot})")
+        page.wait_for_timeout(250)
+
+
+def centre(rgb: np.ndarray, half: float = 0.03) -> np.ndarray:
+    """The central patch of a view's pixels (``half`` of the shorter side each way): where a
+    point the views were centred on ("go to lesion") is drawn."""
+    h, w = rgb.shape[:2]
+    r = max(2, int(half * min(h, w)))
+    return rgb[h // 2 - r: h // 2 + r, w // 2 - r: w // 2 + r]
