@@ -86,9 +86,9 @@ def test_attribution_every_map_labelled_with_prediction_save_and_threshold(page,
     save = page.locator("#attribution-save").bounding_box()
     assert save["x"] + save["width"] <= drawer["x"] + drawer["width"], (save, drawer)
     assert page.locator("#attribution-threshold-slider .v-slider-track").bounding_box()["width"] > 0.5 * drawer["width"]
-    assert page.locator("#attribution-threshold-value").inner_text().strip() == "0.50"
+    assert page.locator("#attribution-threshold-slider-value").inner_text().strip() == "0.50"
     set_state(page, "ca_attribution_threshold", 0.35)
-    wait_text(page, "#attribution-threshold-value", "0.35")
+    wait_text(page, "#attribution-threshold-slider-value", "0.35")
     # another volume: no map, label or prediction of the brain stays
     assert open_file(page, "cardiac.nii.gz") == ""
     assert not state(page, "ca_attribution_has_result") and state(page, "ca_view_labels") == {}

@@ -199,7 +199,7 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
             return SegCorrectOutcome.of_correction(correction, segments)
         segmenter = self.models.get(inputs.segmenter, inputs.device, scaled(progress, 0.035, 0.05))
         result = pipeline.run_segcorrect(inputs.image, segmenter, corrector, progress=scaled(progress, 0.05, 1.0), cancel=cancel,
-                                         strategy=inputs.strategy)
+                                         strategy=inputs.strategy, fit_warnings=inputs.fit_warnings)  # checked in prepare
         return SegCorrectOutcome.of_segmentation(result, _segments(segmenter.card, result.raw))
 
     def apply(self, params: SegCorrectParameters, inputs: SegCorrectInputs, result: SegCorrectOutcome) -> SegCorrectParameters:

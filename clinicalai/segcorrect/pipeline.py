@@ -731,6 +731,7 @@ def run_segcorrect(
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
     context_corrector: Optional[Any] = None,
+    fit_warnings: Optional[Sequence[str]] = None,
 ) -> SegCorrectResult:
     """Segment a short-axis stack and correct the mask with the gate (``corrector=None``: no correction).
 
@@ -743,6 +744,8 @@ def run_segcorrect(
         corrector: mask-correction model with the same labels, or ``None``.
         gate, confidence_threshold, min_agreement: as :func:`correct_mask` (the segmenter's
             ``slice_confidence`` is the confidence).
+        fit_warnings: how ``image`` is far from what ``segmenter`` was made for, as the caller
+            already found it (the panels check, and ask, before a run); ``None``: checked here.
 
     Raises:
         InputError / ModelError: as :func:`~.segmenter.segment_volume` and :func:`correct_mask`,
@@ -766,7 +769,10 @@ def run_segcorrect(
         timings["correct_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     report(progress, 1.0, "done")
-    warnings = input_warnings(image, [segmenter.card])
+    if fit_warnings is None:
+        warnings = input_warnings(image, [segmenter.card])
+    else:
+        warnings = input_warnings(image) + [str(w) for w in fit_warnings]  # the reader's, then the caller's
     unsure = low_confidence_warning(seg.slice_confidence, segmenter.card)
     if unsure:
         warnings.append(unsure)

@@ -125,11 +125,8 @@ class AttributionPanel(Panel):
                     common.table(self.k("correlations"), ["map A", "map B", "spearman"], "attribution-correlations")
                     html.Div("weak segmentation from a map", classes="text-subtitle-2 mt-2")
                     v3.VSelect(label="map", items=(self.k("maps"),), v_model=(self.k("map_choice"),), density="compact", hide_details=True)
-                    # full width, its value beside it: the fraction of the map's maximum kept
-                    with html.Div(classes="d-flex align-center mt-1"):
-                        with html.Div(classes="flex-grow-1", id="attribution-threshold-slider"):
-                            v3.VSlider(label="threshold", v_model=(self.k("threshold"),), min=0.05, max=1, step=0.05, hide_details=True, density="compact")
-                        html.Span(f"{{{{ Number({self.k('threshold')}).toFixed(2) }}}}", id="attribution-threshold-value", classes="text-body-2 ml-2")
+                    # the fraction of the map's maximum kept
+                    common.slider("threshold", self.k("threshold"), 0.05, 1, 0.05, "attribution-threshold-slider")
                     # wraps inside the drawer: Save is never pushed past its edge
                     with html.Div(classes="d-flex flex-wrap mt-1", style="gap: 4px;"):
                         v3.VBtn("Threshold -> segmentation", click=self.threshold_map, size="small", variant="tonal", id="attribution-threshold")

@@ -207,10 +207,11 @@ def show_in_3d(app: Any, node: Any, visible: bool) -> None:
 
 
 def slider(label: str, key: str, lo: float, hi: float, step: float, element_id: str, digits: int = 2) -> None:
-    """A compact slider with its value written beside it (a bare slider gave no number)."""
+    """A compact full-width slider (in the element ``element_id``) with its value written beside
+    it (``element_id-value``): a bare slider gave no number."""
     with html.Div(classes="d-flex align-center"):
-        v3.VSlider(label=label, v_model=(key,), min=lo, max=hi, step=step, hide_details=True, density="compact",
-                   id=element_id, classes="flex-grow-1")
+        with html.Div(classes="flex-grow-1", id=element_id):
+            v3.VSlider(label=label, v_model=(key,), min=lo, max=hi, step=step, hide_details=True, density="compact")
         html.Span(f"{{{{ Number({key}).toFixed({digits}) }}}}", id=f"{element_id}-value", classes="text-body-2 ml-2")
 
 
