@@ -20,12 +20,13 @@ MAP_KIND_ATTRIBUTE = "ClinicalAI.MapKind"
 
 #: stops (t, r, g, b) of the positive map: black at 0 (a foreground overlay blends its colour
 #: in everywhere, Slicer's slice views ignore a colour table's alpha, so 0 must only dim the
-#: image), then blue, green, yellow, and a saturated red at the top. The top is red, not the
+#: image; low values a dim blue, so a map above 0 everywhere, as a Grad-CAM is, does not wash
+#: the anatomy out), then green, yellow, and a saturated red at the top. The top is red, not the
 #: white or pale yellow of a "hot" map, because a Grad-CAM peaks on the brightest voxels (a PET
 #: lesion, the striatum), where white or yellow blended over white vanished. No cyan: it is the
 #: colour of PetRecurrence's lesion VOI outline.
-HEAT_STOPS = ((0.0, 0.0, 0.0, 0.0), (0.25, 0.0, 0.0, 0.85), (0.5, 0.0, 0.75, 0.0),
-              (0.75, 1.0, 0.85, 0.0), (1.0, 0.9, 0.0, 0.0))
+HEAT_STOPS = ((0.0, 0.0, 0.0, 0.0), (0.3, 0.0, 0.0, 0.6), (0.55, 0.0, 0.75, 0.0),
+              (0.78, 1.0, 0.85, 0.0), (1.0, 0.9, 0.0, 0.0))
 #: stops of the signed map over s = 2t - 1 in [-1, 1]: black at 0 (as above), orange then a
 #: saturated red for positive values, light then deep blue for negative ones, so both
 #: extremes stay visible over white as well as over black
