@@ -238,3 +238,27 @@ def test_the_neighbour_term_prefers_the_candidate_matching_its_neighbours():
     with_neighbours = Evidence((1, 2, 3), None, raw, SliceContext(neighbours=[left, left]))
     ranking = candidates_for_slice(raw, proposals, V, with_neighbours)
     assert np.array_equal(ranking[0].labels, left) and ranking[0].margin > 0
+
+
+def test_evaluation_with_evidence_and_the_image_makes_corrupted_phantoms_valid():
+    """Issue #14: on corrupted phantoms (validation seeds; the evaluation passes each phantom's
+    image to the correction, as `clinicalai correct --image` does) the evidence strategy
+    without probabilities makes most invalid slices valid and raises Dice, where agreement
+    with the raw mask alone kept the redraws for review."""
+    from clinicalai.models import load_model
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.segcorrect.evaluate import evaluate_correctors
+    from clinicalai.segcorrect.pipeline import correct_mask
+
+    cor = load_model("cardiac-nvae", device="cpu")
+    rep = evaluate_correctors({"cardiac-nvae": cor}, n_cases=3, seed=1000, strategy="evidence")
+    v = rep["variants"]["cardiac-nvae"]
+    raw, gated = v["raw"], v["gated"]
+    assert raw["validity_rate"] < 0.7
+    assert gated["validity_rate"] >= raw["validity_rate"] + 0.3 and gated["validity_rate"] > 0.9
+    assert gated["dice"]["mean"] > raw["dice"]["mean"] + 0.01
+    assert gated["dice_change"]["improved_0.02"] > 3 * gated["dice_change"]["degraded_0.02"]
+    # a correct mask is left as it is, image or not
+    case = cardiac_case(1000, "ED")
+    clean = correct_mask(case.labels, cor, image=case.image, strategy="evidence")
+    np.testing.assert_array_equal(clean.final.array, case.labels.array)

@@ -354,9 +354,8 @@ def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence
     versus = f"; next: {runner.source} {runner.score:.3f}" if runner is not None else ""
     if review:
         return KEPT_RAW, (f"raw invalid ({failed}); for review: the best valid candidate, {best.source}, "
-                          f"redraws the slice (Dice with raw {best.agreement:.3f}) and the image and neighbouring "
-                          f"slices do not support it more than the raw mask (score {best.score:.3f}{versus}); "
-                          "offered, not applied")
+                          f"redraws the slice (Dice with raw {best.agreement:.3f}); judged by {evidence}, nothing "
+                          f"supports it more than the raw mask (score {best.score:.3f}{versus}); offered, not applied")
     return CORRECTED, f"raw invalid ({failed}); {best.source} chosen by {evidence} (score {best.score:.3f}{versus})"
 
 
