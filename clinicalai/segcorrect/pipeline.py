@@ -465,11 +465,8 @@ def correct_mask(
     # ---- the gate, judged on the input grid
     t = time.perf_counter()
     report(progress, 0.85, "judging anatomical validity")
-    model = None
-    if image is not None and probabilities is None and settings.strategy == "evidence" and settings.gate:
-        model = IntensityModel.fit(np.asarray(image.array, dtype=np.float32), arr, settings.values)
     corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
-                                                     latent, cancel, image, model)
+                                                     latent, cancel, image)
     timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
@@ -480,13 +477,17 @@ def correct_mask(
 def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings", confidence: Optional[np.ndarray],
                probabilities: Optional[np.ndarray], sources: Mapping[str, np.ndarray],
                latent: Mapping[int, Sequence[Tuple[str, np.ndarray]]], cancel: Optional[CancelToken],
-               image: Optional[Volume] = None, model: Optional[IntensityModel] = None,
-               ) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
+               image: Optional[Volume] = None) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
     """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``.
 
     Slices are judged from the first; with ``"evidence"`` and no probabilities each sees the
-    image slice (with ``model``) and its valid neighbours: the previous slice's final mask and
-    the next slice's raw mask (final too: a valid raw slice is kept)."""
+    image slice (with its :class:`~.candidates.IntensityModel`, fitted once under ``arr``) and
+    its valid neighbours: the previous slice's final mask and the next slice's raw mask (final
+    too: a valid raw slice is kept)."""
+    evidence = settings.gate and settings.strategy == "evidence" and probabilities is None
+    model = None
+    if evidence and image is not None:
+        model = IntensityModel.fit(np.asarray(image.array, np.float32), arr, settings.values)
     corrected_arr = network_arr.copy()
     final_arr = arr.astype(network_arr.dtype)
     decisions: List[SliceDecision] = []
@@ -494,7 +495,7 @@ def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings
     for z in range(arr.shape[0]):
         check_cancel(cancel)
         context = None
-        if settings.strategy == "evidence" and probabilities is None and not valid_raw[z]:
+        if evidence and not valid_raw[z]:
             previous = z > 0 and (decisions[-1].valid_after if decisions[-1].corrected else valid_raw[z - 1])
             following = z + 1 < arr.shape[0] and valid_raw[z + 1]
             neighbours = ([final_arr[z - 1]] if previous else []) + ([arr[z + 1]] if following else [])
