@@ -12,9 +12,9 @@ the raw mask >= 0.96), so it can never fix a badly wrong one. Here, for an inval
 3. the winner is the one the **evidence** supports best (:class:`Evidence`): the mean
    log-probability of its labels under the segmenter's own softmax where there is one (a
    segmentation run); else (a mask from another tool) its agreement with the raw mask plus
-   what the image says (:class:`IntensityModel`: the mean log-likelihood of the slice's
-   intensities under the candidate's labels) and what the valid neighbouring slices say
-   (agreement with them). With the image, candidates refined on it (:func:`image_refined`)
+   what the image says (:class:`IntensityModel`: the log-likelihood of the slice's
+   intensities under the candidate's labels, per pixel of the raw heart) and what the valid
+   neighbouring slices say (agreement with them). With the image, candidates refined on it (:func:`image_refined`)
    join the pool. With probabilities, closeness to the raw mask is not the rule, so a repair
    that redraws a badly wrong slice can win when the segmenter's probabilities support it.
 
