@@ -161,3 +161,104 @@ def test_the_cardiac_segmenter_warns_that_it_is_unsure_of_a_brain_but_not_of_a_h
     for image in (cardiac_case(5000).image, heldout_cardiac_case(0).image):
         heart = run_segcorrect(image, model)
         assert not any("unsure" in w for w in heart.warnings), heart.warnings
+
+
+def _image(truth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A bright-blood slice of ``truth``: blood (RV, LV) bright, myocardium dark, background
+    in between, with noise (the phantoms' SSFP-like contrast)."""
+    level = np.array([350.0, 700.0, 250.0, 700.0])[truth]
+    return (level + np.random.default_rng(seed).normal(0, 40, truth.shape)).astype(np.float32)
+
+
+def test_the_image_term_prefers_the_right_label_for_a_wrong_patch_in_a_bright_cavity():
+    """Issue #14: without probabilities the image is evidence. A patch of the LV cavity (bright
+    blood) is labelled RV in the raw slice (invalid: RV in two pieces touching the LV). Two
+    valid candidates relabel it: as cavity (right) or as myocardium (wrong, a bump of the wall);
+    they agree with the raw mask almost equally, and agreement alone picks the wrong one. The
+    intensity model (fitted under the raw mask's interior) knows the patch is blood, not muscle."""
+    from clinicalai.segcorrect.candidates import IntensityModel, SliceContext
+
+    truth = _heart()
+    y, x = np.mgrid[:64, :64]
+    patch = (np.hypot(y - 32, x - 28) < 4) & (truth == 3)  # touches the septal wall
+    raw, wrong = truth.copy(), truth.copy()
+    raw[patch], wrong[patch] = 1, 2
+    assert not check_slice(raw).valid and check_slice(wrong).valid
+    image = _image(truth)
+    proposals = {"as myocardium": wrong, "as cavity": truth}
+    plain = candidates_for_slice(raw, proposals, V, Evidence((1, 2, 3), None, raw))
+    assert plain[0].source == "as myocardium"  # agreement alone: the wrong label
+    with_image = Evidence((1, 2, 3), None, raw, SliceContext(image, IntensityModel.fit(image[None], raw[None], (1, 2, 3))))
+    assert "image" in with_image.kind
+    ranking = candidates_for_slice(raw, proposals, V, with_image)
+    assert ranking[0].source == "as cavity" and np.array_equal(ranking[0].labels, truth)
+    scores = {c.source: c.score for c in ranking}
+    assert scores["as cavity"] > scores["as myocardium"] + 0.005
+
+
+def test_refining_on_the_image_relabels_a_wrong_patch_by_its_intensity():
+    """A myocardium bump grown into the bright cavity (valid, so no repair of the shape touches
+    it): :func:`image_refined` gives it back to the cavity, and leaves the rest as it was."""
+    from clinicalai.segcorrect.candidates import IntensityModel, image_refined, keep_largest_components
+
+    truth = _heart()
+    y, x = np.mgrid[:64, :64]
+    patch = (np.hypot(y - 32, x - 28) < 6) & (truth == 3)
+    wrong = truth.copy()
+    wrong[patch] = 2
+    # fitted on a volume: two correct slices and the wrong one (the model is per volume)
+    images = np.stack([_image(truth, 1), _image(truth, 2), _image(truth, 0)])
+    model = IntensityModel.fit(images, np.stack([truth, truth, wrong]), (1, 2, 3))
+    refined = image_refined(wrong, images[2], model)
+    assert np.mean(refined[patch] == 3) > 0.8
+    assert np.count_nonzero(refined != truth) < np.count_nonzero(wrong != truth) / 2
+    # a refinement may leave specks (noise); its topological repairs are what compete
+    assert check_slice(keep_largest_components(refined, V)).valid
+
+
+def test_the_neighbour_term_prefers_the_candidate_matching_its_neighbours():
+    """Two RVs in one slice (invalid): one where the neighbouring slices have it, one larger on
+    the far side. Agreement with the raw mask prefers the larger; the valid neighbours' masks
+    prefer the one that matches them."""
+    from clinicalai.segcorrect.candidates import SliceContext
+
+    left = _heart()
+    y, x = np.mgrid[:64, :64]
+    r = np.hypot(y - 32, x - 36)
+    right = left.copy()
+    right[right == 1] = 0
+    right[(np.hypot(y - 32, x - 50) < 14) & (r >= 13)] = 1  # a larger RV on the other side
+    assert check_slice(right).valid and np.sum(right == 1) > np.sum(left == 1)
+    raw = left.copy()
+    raw[right == 1] = 1
+    assert not check_slice(raw).valid
+    proposals = {"left RV": left, "right RV": right}
+    plain = candidates_for_slice(raw, proposals, V, Evidence((1, 2, 3), None, raw))
+    assert np.array_equal(plain[0].labels, right)
+    with_neighbours = Evidence((1, 2, 3), None, raw, SliceContext(neighbours=[left, left]))
+    ranking = candidates_for_slice(raw, proposals, V, with_neighbours)
+    assert np.array_equal(ranking[0].labels, left) and ranking[0].margin > 0
+
+
+def test_evaluation_with_evidence_and_the_image_makes_corrupted_phantoms_valid():
+    """Issue #14: on corrupted phantoms (validation seeds; the evaluation passes each phantom's
+    image to the correction, as `clinicalai correct --image` does) the evidence strategy
+    without probabilities makes most invalid slices valid and raises Dice, where agreement
+    with the raw mask alone kept the redraws for review."""
+    from clinicalai.models import load_model
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.segcorrect.evaluate import evaluate_correctors
+    from clinicalai.segcorrect.pipeline import correct_mask
+
+    cor = load_model("cardiac-nvae", device="cpu")
+    rep = evaluate_correctors({"cardiac-nvae": cor}, n_cases=3, seed=1000, strategy="evidence")
+    v = rep["variants"]["cardiac-nvae"]
+    raw, gated = v["raw"], v["gated"]
+    assert raw["validity_rate"] < 0.7
+    assert gated["validity_rate"] >= raw["validity_rate"] + 0.3 and gated["validity_rate"] > 0.9
+    assert gated["dice"]["mean"] > raw["dice"]["mean"] + 0.01
+    assert gated["dice_change"]["improved_0.02"] > 3 * gated["dice_change"]["degraded_0.02"]
+    # a correct mask is left as it is, image or not
+    case = cardiac_case(1000, "ED")
+    clean = correct_mask(case.labels, cor, image=case.image, strategy="evidence")
+    np.testing.assert_array_equal(clean.final.array, case.labels.array)

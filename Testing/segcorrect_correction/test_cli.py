@@ -116,3 +116,26 @@ def test_train_corrector_with_segmenter_outputs_records_them(tmp_path, capsys):
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["training"]["segmenter_outputs"] == {"segmenter": "cardiac-unet", "cases": 2, "share_of_samples": 0.3}
     assert "--segmenter cardiac-unet" in card["training"]["command"]
+
+
+def test_correct_with_an_image_uses_it_as_evidence(files, tmp_path, capsys):
+    """Issue #14: `clinicalai correct MASK --image IMAGE --strategy evidence` judges the
+    candidates of invalid slices with the image (and the valid neighbouring slices), and
+    says so per slice; without --image only the raw mask and the neighbours speak."""
+    from clinicalai.segcorrect.corruptions import corrupt_volume
+
+    case = cardiac_case(11, "ED", n_slices=6, size=(160, 160))
+    noisy, _ = corrupt_volume(case.labels.array, [11, 0, 7], probability=1.0, kinds=["holes", "blobs", "label_swap"])
+    write_volume(case.labels.with_array(noisy.astype(np.uint8)), tmp_path / "noisy.nii.gz")
+    reasons = {}
+    for name, extra in (("image", ["--image", str(files / "image.nii.gz")]), ("plain", [])):
+        report = tmp_path / f"{name}.json"
+        rc = main(["correct", str(tmp_path / "noisy.nii.gz"), "-o", str(tmp_path / f"{name}.nii.gz"), *extra,
+                   "--strategy", "evidence", "--report", str(report)])
+        assert rc == 0, capsys.readouterr().err
+        r = json.loads(report.read_text())
+        assert r["summary"]["valid_raw"] < r["summary"]["slices"]  # there is something to judge
+        reasons[name] = [s["reason"] for s in r["slices"] if s["candidates"]]
+    assert reasons["image"] and all("image" in why for why in reasons["image"] if "chosen by" in why)
+    assert any("chosen by" in why for why in reasons["image"])
+    assert not any("image" in why for why in reasons["plain"])

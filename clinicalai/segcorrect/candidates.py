@@ -11,9 +11,12 @@ the raw mask >= 0.96), so it can never fix a badly wrong one. Here, for an inval
 2. only **valid** candidates (every criterion of :func:`.validity.check_slice`) compete;
 3. the winner is the one the **evidence** supports best (:class:`Evidence`): the mean
    log-probability of its labels under the segmenter's own softmax where there is one (a
-   segmentation run), else agreement with the raw mask (a mask from another tool). With
-   probabilities, closeness to the raw mask is not the rule, so a repair that redraws a badly
-   wrong slice can win when the segmenter's probabilities support it.
+   segmentation run); else (a mask from another tool) its agreement with the raw mask plus
+   what the image says (:class:`IntensityModel`: the log-likelihood of the slice's
+   intensities under the candidate's labels, per pixel of the raw heart) and what the valid
+   neighbouring slices say (agreement with them). With the image, candidates refined on it (:func:`image_refined`)
+   join the pool. With probabilities, closeness to the raw mask is not the rule, so a repair
+   that redraws a badly wrong slice can win when the segmenter's probabilities support it.
 
 Anatomical priors beyond validity come from Painchaud et al. 2020's latent-space search
 (:mod:`.latent`), whose valid decodings join the list as candidates of their own.
@@ -21,7 +24,8 @@ Anatomical priors beyond validity come from Painchaud et al. 2020's latent-space
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -37,6 +41,20 @@ _EPS = 1e-6
 #: slice is offered for review, not applied: on corrupted phantoms such redraws lost more
 #: than 0.02 Dice on most of the slices they touched (docs/segcorrect.md, chosen on seeds 1000-1019)
 REVIEW_AGREEMENT = 0.9
+#: without probabilities, weights of the image's log-likelihood (nats summed over the scored
+#: pixels per pixel of the raw heart) and of the mean Dice with the valid neighbouring slices,
+#: added to the agreement with the raw slice; chosen on the validation corruptions (seeds
+#: 1000-1019, docs/segcorrect.md), never on 3000-3019
+IMAGE_WEIGHT = 0.5
+NEIGHBOUR_WEIGHT = 0.5
+#: intensity histogram bins, and the ICM smoothness weight (nats per agreeing 8-neighbour) of
+#: :func:`image_refined`; 0.5 gave the validation corruptions' best candidates (1.0, 2.0 fewer)
+HISTOGRAM_BINS = 48
+ICM_BETA = 0.5
+#: candidates (best agreement first) that are refined on the image, and how far (pixels) a
+#: refinement may move the heart's outline
+REFINED_SEEDS = 6
+REFINE_GROW = 4
 
 
 @dataclass
@@ -47,10 +65,89 @@ class Candidate:
     labels: np.ndarray
     validity: SliceValidity
     score: float = float("-inf")
+    #: mean Dice with the raw slice, and (without probabilities) how much more the image and
+    #: the neighbouring slices support this candidate than the raw slice (score units)
+    agreement: float = float("nan")
+    margin: float = 0.0
 
     def to_dict(self) -> Dict[str, object]:
         return {"source": self.source, "valid": self.validity.valid, "failed": self.validity.failed,
-                "score": round(float(self.score), 4)}
+                "score": round(float(self.score), 4), "agreement": round(float(self.agreement), 4)}
+
+
+@dataclass
+class IntensityModel:
+    """Intensity histograms per label of one image, fitted under a mask's confident interior.
+
+    Attributes:
+        edges: bin edges ``(bins + 1,)`` in image units (robust range of the fitted pixels;
+            values outside fall in the end bins).
+        log_p: log-probability ``(1 + n labels, bins)`` of a bin given the label: row 0
+            background, row i the i-th of ``values``.
+        values: the label values of rows 1..
+    """
+
+    edges: np.ndarray
+    log_p: np.ndarray
+    values: Tuple[int, ...]
+
+    @classmethod
+    def fit(cls, image: np.ndarray, labels: np.ndarray, values: Sequence[int],
+            bins: int = HISTOGRAM_BINS) -> Optional["IntensityModel"]:
+        """Fit on ``image`` / ``labels`` ``(z, y, x)`` (the raw mask): each structure's pixels
+        eroded by one (8-neighbourhood, per slice: boundaries are partial volume and the
+        corruptions sit there), and background in a band 3-8 pixels around the heart (what a
+        candidate can move into). ``None`` when the mask has no structure."""
+        values = tuple(int(v) for v in values)
+        pixels: List[List[np.ndarray]] = [[] for _ in range(len(values) + 1)]
+        for z in range(labels.shape[0]):
+            heart = np.isin(labels[z], values)
+            if not heart.any():
+                continue
+            for i, v in enumerate(values):
+                pixels[i + 1].append(image[z][ndimage.binary_erosion(labels[z] == v, _EIGHT)])
+            band = ndimage.binary_dilation(heart, _EIGHT, iterations=8) & ~ndimage.binary_dilation(heart, _EIGHT, iterations=2)
+            pixels[0].append(image[z][band])
+        flat = [np.concatenate(p) if p else np.zeros(0, image.dtype) for p in pixels]
+        every = np.concatenate(flat)
+        if every.size == 0:
+            return None
+        lo, hi = np.percentile(every, [0.5, 99.5])
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+        log_p = np.zeros((len(flat), bins))
+        for i, x in enumerate(flat):
+            counts = np.histogram(np.clip(x, edges[0], edges[-1]), edges)[0].astype(float)
+            # smoothed, and one pseudo-count per bin: a label never seen at an intensity is unlikely, not impossible
+            counts = ndimage.gaussian_filter1d(counts, 1.0) + 1.0
+            log_p[i] = np.log(counts / counts.sum())
+        return cls(edges, log_p, values)
+
+    def unary(self, image: np.ndarray) -> np.ndarray:
+        """``(1 + n labels, y, x)`` log-likelihood of each pixel of a ``(y, x)`` slice per label row."""
+        b = np.clip(np.searchsorted(self.edges, image, side="right") - 1, 0, self.log_p.shape[1] - 1)
+        return self.log_p[:, b]
+
+    def rows(self, labels: np.ndarray) -> np.ndarray:
+        """Label values ``(y, x)`` -> rows of :attr:`log_p` (unknown values count as background)."""
+        index = np.zeros(max(int(labels.max(initial=0)), max(self.values)) + 1, np.int64)
+        for i, v in enumerate(self.values):
+            index[v] = i + 1
+        return index[labels]
+
+
+@dataclass
+class SliceContext:
+    """What a slice's candidates are judged against besides the raw mask, without probabilities.
+
+    Attributes:
+        image: the image slice ``(y, x)`` the mask was drawn on, or ``None``.
+        model: the image's :class:`IntensityModel` (fitted once per volume), or ``None``.
+        neighbours: the final masks ``(y, x)`` of the adjacent slices that are valid.
+    """
+
+    image: Optional[np.ndarray] = None
+    model: Optional[IntensityModel] = None
+    neighbours: Sequence[np.ndarray] = ()
 
 
 @dataclass
@@ -63,18 +160,56 @@ class Evidence:
             background and channel i the i-th value of ``values``; the score is then the mean
             log-probability of a candidate's labels.
         raw: the raw slice; without probabilities the score is the mean Dice with it (a mask
-            from another tool). Intensity models of the image were tried as evidence for such
-            masks and chose worse candidates than agreement on the phantoms (mean Dice 0.824 vs
-            0.853 on 8 corrupted held-out cases): RV and LV share one blood intensity.
+            from another tool) plus :meth:`support`: ``IMAGE_WEIGHT`` x the image's
+            log-likelihood under the candidate per pixel of the raw heart and
+            ``NEIGHBOUR_WEIGHT`` x its mean Dice with the valid neighbours (``context``). The image alone chose worse candidates than
+            agreement (RV and LV share one blood intensity); the three together better.
+        context: image, intensity model and neighbours (:class:`SliceContext`).
     """
 
     values: Sequence[int]
     probabilities: Optional[np.ndarray] = None
     raw: Optional[np.ndarray] = None
+    context: SliceContext = field(default_factory=SliceContext)
 
     @property
     def kind(self) -> str:
-        return "segmenter probabilities" if self.probabilities is not None else "agreement with the raw mask"
+        if self.probabilities is not None:
+            return "segmenter probabilities"
+        extra = [w for w, ok in (("image", self.has_image), ("neighbouring slices", bool(self.context.neighbours))) if ok]
+        return "agreement with the raw mask" + "".join(f", {w}" for w in extra)
+
+    @property
+    def has_image(self) -> bool:
+        return self.context.image is not None and self.context.model is not None
+
+    @cached_property
+    def _unary(self) -> np.ndarray:
+        """The image slice's log-likelihood per label row (computed once per slice)."""
+        return self.context.model.unary(self.context.image)
+
+    def agreement(self, labels: np.ndarray) -> float:
+        """Mean Dice of ``labels`` with the raw slice over ``values`` (1.0 without a raw slice)."""
+        return label_dice(labels, self.raw, [int(v) for v in self.values]) if self.raw is not None else 1.0
+
+    def support(self, labels: np.ndarray, region: np.ndarray) -> float:
+        """Without probabilities, what the image and the neighbours say for ``labels`` (score units).
+
+        The image's log-likelihood is summed over ``region`` and divided by the raw slice's heart
+        pixels, not averaged over ``region``: a Dice with the raw slice moves with the changed
+        pixels over a structure's size, so this keeps the two comparable on a small apical heart
+        as on a large basal one (on the validation corruptions the mean over ``region`` let
+        agreement outvote the image on small hearts: 9 slices degraded instead of 4)."""
+        out = 0.0
+        if self.has_image:
+            rows = self.context.model.rows(labels)
+            heart = max(int(np.count_nonzero(np.isin(self.raw, [int(v) for v in self.values]))), 1)
+            ll = np.take_along_axis(self._unary, rows[None], axis=0)[0]
+            out += IMAGE_WEIGHT * float(ll[region].sum()) / heart
+        if self.context.neighbours:
+            values = [int(v) for v in self.values]
+            out += NEIGHBOUR_WEIGHT * float(np.mean([label_dice(labels, n, values) for n in self.context.neighbours]))
+        return out
 
     def score(self, labels: np.ndarray, region: np.ndarray) -> float:
         """Higher is better; compared only between candidates of one slice (same ``region``)."""
@@ -84,15 +219,20 @@ class Evidence:
                 index[int(v)] = i + 1
             chosen = np.take_along_axis(self.probabilities, index[labels][None], axis=0)[0]
             return float(np.mean(np.log(np.clip(chosen[region], _EPS, 1.0))))
-        return label_dice(labels, self.raw, [int(v) for v in self.values]) if self.raw is not None else 0.0
+        if self.raw is None:
+            return 0.0
+        return self.agreement(labels) + self.support(labels, region)
 
 
 def needs_review(best: Candidate, evidence: Evidence, min_agreement: float = REVIEW_AGREEMENT) -> bool:
     """Whether the best valid candidate should be offered rather than applied: only without
     the segmenter's probabilities, when it agrees with the raw slice less than ``min_agreement``
-    (mean Dice over labels). Nothing but the raw mask speaks for such a redraw, and the raw
-    mask speaks against it: "never worse where the raw mask was right"."""
-    return evidence.probabilities is None and evidence.raw is not None and best.score < min_agreement
+    (mean Dice over labels) and the image and the neighbouring slices do not support it more
+    than the raw slice (``best.margin <= 0``; always so without an image or valid neighbours).
+    Then nothing but the raw mask speaks for such a redraw, and the raw mask speaks against
+    it: "never worse where the raw mask was right"."""
+    return evidence.probabilities is None and evidence.raw is not None and best.agreement < min_agreement \
+        and best.margin <= 0.0
 
 
 # ------------------------------------------------------------------------------- repairs
@@ -193,6 +333,38 @@ def rebuild_ring(labels: np.ndarray, values: Mapping[str, int]) -> np.ndarray:
     return fill_holes(keep_largest_components(out, values), values)
 
 
+def image_refined(labels: np.ndarray, image: np.ndarray, model: IntensityModel,
+                  beta: float = ICM_BETA, iterations: int = 6, grow: int = REFINE_GROW) -> np.ndarray:
+    """``labels`` ``(y, x)`` redrawn on the image: iterated conditional modes, each pixel within
+    ``grow`` pixels of the heart taking the label that maximises its intensity log-likelihood
+    (``model``) plus ``beta`` per 8-neighbour of that label, for ``iterations`` sweeps
+    (simultaneous updates; stops when nothing changes). Pixels farther out keep their label.
+    Why: a mask from another tool is wrong where it disagrees with the image (a shifted or
+    eroded structure, a hole of the wrong label), and no repair of its shape alone can find
+    where the image's edges are; RV and LV share one intensity, so the smoothness term keeps
+    each where its neighbours are."""
+    heart = np.isin(labels, model.values)
+    if not heart.any():
+        return labels.copy()
+    region = ndimage.binary_dilation(heart, _EIGHT, iterations=grow)
+    ys, xs = np.nonzero(region)
+    box = (slice(max(ys.min() - 1, 0), ys.max() + 2), slice(max(xs.min() - 1, 0), xs.max() + 2))
+    unary, inside = model.unary(image[box]), region[box]
+    rows = model.rows(labels[box])
+    kernel = np.ones((3, 3))
+    kernel[1, 1] = 0
+    for _ in range(iterations):
+        votes = np.stack([ndimage.convolve((rows == r).astype(float), kernel, mode="constant")
+                          for r in range(unary.shape[0])])
+        new = np.where(inside, (unary + beta * votes).argmax(0), rows)
+        if np.array_equal(new, rows):
+            break
+        rows = new
+    out = labels.copy()
+    out[box] = np.where(inside, np.array((0,) + model.values, labels.dtype)[rows], labels[box])
+    return out
+
+
 def topological_repairs(labels: np.ndarray, values: Mapping[str, int],
                         probabilities: Optional[np.ndarray] = None) -> List[Tuple[str, np.ndarray]]:
     """``[(name, repaired slice)]``: each repair alone and the chains that combine them."""
@@ -217,6 +389,51 @@ def topological_repairs(labels: np.ndarray, values: Mapping[str, int],
     ]
 
 
+def _pool(raw: np.ndarray, proposals: Mapping[str, np.ndarray], values: Mapping[str, int],
+          probabilities: Optional[np.ndarray], extra: Sequence[Tuple[str, np.ndarray]]) -> List[Tuple[str, np.ndarray]]:
+    """The proposals, the raw slice's topological repairs, the proposals' last three, and
+    ``extra``, as ``[(source, labels)]``, in that order, without ``raw`` and duplicates."""
+    pool: List[Tuple[str, np.ndarray]] = [(name, np.asarray(p)) for name, p in proposals.items()]
+    pool.extend(topological_repairs(np.asarray(raw), values, probabilities))
+    for pname, proposal in proposals.items():
+        for name, repaired in topological_repairs(np.asarray(proposal), values, probabilities)[-3:]:
+            pool.append((f"{pname}, {name}", repaired))
+    pool.extend((name, np.asarray(lab)) for name, lab in extra)
+    return _unique(raw, pool)
+
+
+def _unique(raw: np.ndarray, pool: Sequence[Tuple[str, np.ndarray]],
+            seen: Sequence[Tuple[str, np.ndarray]] = ()) -> List[Tuple[str, np.ndarray]]:
+    unique: List[Tuple[str, np.ndarray]] = []
+    for name, lab in pool:
+        if np.array_equal(lab, raw) or any(np.array_equal(lab, u) for _, u in list(seen) + unique):
+            continue
+        unique.append((name, lab))
+    return unique
+
+
+def _refined(raw: np.ndarray, pool: Sequence[Tuple[str, np.ndarray]], values: Mapping[str, int],
+             evidence: Evidence) -> List[Tuple[str, np.ndarray]]:
+    """With an image and no probabilities: the raw slice refined on the image
+    (:func:`image_refined`) with its topological repairs, and the ``REFINED_SEEDS`` valid
+    candidates of ``pool`` closest to the raw slice refined with their last three repairs,
+    as ``[("image-refined SOURCE[, REPAIR]", labels)]`` not already in ``pool``."""
+    if evidence.probabilities is not None or not evidence.has_image:
+        return []
+    image, model = evidence.context.image, evidence.context.model
+    seeds = sorted(((n, lab) for n, lab in pool if check_slice(lab, values).valid),
+                   key=lambda c: -evidence.agreement(c[1]))[:REFINED_SEEDS]
+    out: List[Tuple[str, np.ndarray]] = []
+    refined = image_refined(np.asarray(raw), image, model)
+    out.append(("image-refined raw", refined))
+    out.extend((f"image-refined raw, {n}", lab) for n, lab in topological_repairs(refined, values))
+    for name, lab in seeds:
+        refined = image_refined(lab, image, model)
+        out.append((f"image-refined {name}", refined))
+        out.extend((f"image-refined {name}, {n}", r) for n, r in topological_repairs(refined, values)[-3:])
+    return _unique(raw, out, pool)
+
+
 def candidates_for_slice(
     raw: np.ndarray,
     proposals: Mapping[str, np.ndarray],
@@ -229,36 +446,29 @@ def candidates_for_slice(
     ``proposals``: other sources' slices by name (the network output, its smallest repair,
     the context NVAE's output); each is also repaired topologically. ``extra``: candidates
     taken as they are, unrepaired (the latent search's valid decodings, :mod:`.latent`).
-    Candidates equal to ``raw`` or to an earlier one are
+    With an image in ``evidence`` (and no probabilities), candidates refined on the image
+    join (:func:`_refined`). Candidates equal to ``raw`` or to an earlier one are
     dropped. Scores are taken over the union of every candidate's heart, grown by 3 pixels,
-    so all candidates of a slice are judged on the same pixels.
+    so all candidates of a slice (and the raw slice, for ``margin``) are judged on the same pixels.
     """
-    probs = evidence.probabilities
-    pool: List[Tuple[str, np.ndarray]] = []
-    for name, proposal in proposals.items():
-        pool.append((name, np.asarray(proposal)))
-    for name, repaired in topological_repairs(np.asarray(raw), values, probs):
-        pool.append((name, repaired))
-    for pname, proposal in proposals.items():
-        for name, repaired in topological_repairs(np.asarray(proposal), values, probs)[-3:]:
-            pool.append((f"{pname}, {name}", repaired))
-    pool.extend((name, np.asarray(lab)) for name, lab in extra)
-    unique: List[Tuple[str, np.ndarray]] = []
-    for name, lab in pool:
-        if np.array_equal(lab, raw) or any(np.array_equal(lab, u) for _, u in unique):
-            continue
-        unique.append((name, lab))
+    pool = _pool(raw, proposals, values, evidence.probabilities, extra)
+    pool += _refined(raw, pool, values, evidence)
     heart_values = list(values.values())
     union = np.isin(raw, heart_values)
-    for _, lab in unique:
+    for _, lab in pool:
         union |= np.isin(lab, heart_values)
     region = ndimage.binary_dilation(union, structure=_EIGHT, iterations=3) if union.any() else np.ones_like(union)
-    out = [Candidate(name, lab, check_slice(lab, values)) for name, lab in unique]
+    out = [Candidate(name, lab, check_slice(lab, values)) for name, lab in pool]
+    raw_support = evidence.support(np.asarray(raw), region) if evidence.probabilities is None else 0.0
     for c in out:
         c.score = evidence.score(c.labels, region)
+        c.agreement = evidence.agreement(c.labels)
+        if evidence.probabilities is None:
+            c.margin = evidence.support(c.labels, region) - raw_support
     out.sort(key=lambda c: (not c.validity.valid, -c.score))
     return out
 
 
-__all__ = ["REVIEW_AGREEMENT", "Candidate", "Evidence", "candidates_for_slice", "needs_review", "close_ring", "fill_holes", "keep_largest_components",
+__all__ = ["IMAGE_WEIGHT", "NEIGHBOUR_WEIGHT", "REVIEW_AGREEMENT", "Candidate", "Evidence", "IntensityModel", "SliceContext",
+           "image_refined", "candidates_for_slice", "needs_review", "close_ring", "fill_holes", "keep_largest_components",
            "rebuild_ring", "topological_repairs"]

@@ -277,7 +277,8 @@ def _add_correct(top) -> None:
         "where it is anatomically invalid and the correction is valid.")
     p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
-    p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (checked to share its grid)")
+    p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (checked to share its grid; with --strategy evidence, "
+                   "evidence for the candidates of invalid slices)")
     p.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     add_device_arg(p)
     p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")

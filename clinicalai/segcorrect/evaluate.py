@@ -187,7 +187,8 @@ def _score_correction(item, correctors: Mapping[str, Any], min_agreement: float,
     ``(seconds, volume metrics, slice Dice, slice validity)``, each per mask (raw, ungated, gated)."""
     name, (case, noisy, _) = item
     truth = case.labels.array.astype(np.int64)
-    res = correct_mask(noisy, correctors[name], min_agreement=min_agreement, strategy=strategy)
+    # the image is passed as with `clinicalai correct --image`: the evidence strategy uses it
+    res = correct_mask(noisy, correctors[name], image=case.image, min_agreement=min_agreement, strategy=strategy)
     masks = {"raw": res.raw.array, "ungated": res.network.array, "gated": res.final.array}
     vols: Dict[str, Dict[str, Dict[str, float]]] = {}
     slice_dice: Dict[str, List[float]] = {mode: [] for mode in masks}

@@ -37,7 +37,7 @@ from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
 from . import MIN_AGREEMENT, STRATEGIES
-from .candidates import Candidate, Evidence, candidates_for_slice, needs_review
+from .candidates import Candidate, Evidence, IntensityModel, SliceContext, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices
 from .latent import LATENT_DECODES, latent_decodings, supports_latent_search, valid_decodings
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
@@ -338,10 +338,12 @@ def gate_slice(
 
 
 def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence: Optional[float],
-                       confidence_threshold: Optional[float], review: bool = False) -> Tuple[str, str]:
+                       confidence_threshold: Optional[float], review: bool = False,
+                       evidence: str = "the evidence") -> Tuple[str, str]:
     """``(decision, reason)`` of ``strategy="evidence"`` for an invalid slice: its best valid
     candidate, unless the segmenter is confident in the raw slice or ``review``
-    (:func:`~.candidates.needs_review`: the candidate is offered, the raw slice kept)."""
+    (:func:`~.candidates.needs_review`: the candidate is offered, the raw slice kept);
+    ``evidence`` names what scored the candidates (:attr:`~.candidates.Evidence.kind`)."""
     failed = ", ".join(before.failed)
     if confidence_threshold is not None and confidence is not None and confidence >= confidence_threshold:
         return KEPT_RAW, f"segmenter confident ({confidence:.3f} >= {confidence_threshold:.3f}); raw kept although invalid ({failed})"
@@ -351,9 +353,10 @@ def _evidence_decision(before: SliceValidity, ranking: Sequence[Any], confidence
     runner = next((c for c in ranking[1:] if c.validity.valid), None)
     versus = f"; next: {runner.source} {runner.score:.3f}" if runner is not None else ""
     if review:
-        return KEPT_RAW, (f"raw invalid ({failed}); for review: the closest valid candidate, {best.source}, "
-                          f"redraws the slice (Dice with raw {best.score:.3f}{versus}); offered, not applied")
-    return CORRECTED, f"raw invalid ({failed}); {best.source} chosen (score {best.score:.3f}{versus})"
+        return KEPT_RAW, (f"raw invalid ({failed}); for review: the best valid candidate, {best.source}, "
+                          f"redraws the slice (Dice with raw {best.agreement:.3f}); judged by {evidence}, nothing "
+                          f"supports it more than the raw mask (score {best.score:.3f}{versus}); offered, not applied")
+    return CORRECTED, f"raw invalid ({failed}); {best.source} chosen by {evidence} (score {best.score:.3f}{versus})"
 
 
 def _check_mask(mask: Volume, allowed: Sequence[int], corrector_name: str, names: Mapping[int, str]) -> np.ndarray:
@@ -413,8 +416,10 @@ def correct_mask(
             slices along z are short-axis slices.
         corrector: :class:`~clinicalai.models.LoadedModel` of a ``mask-correction`` card
             (torch backend; 4 channels, or 12 with neighbouring slices).
-        image: optional image the mask was drawn on; must share the mask's grid exactly (the
-            bundled correctors read masks only; the image is checked and kept for display).
+        image: optional image the mask was drawn on; must share the mask's grid exactly. The
+            correctors read masks only; with ``strategy="evidence"`` and no ``probabilities``
+            the image is evidence: an intensity model per label fitted under the mask's
+            interior scores the candidates and refines them (:mod:`.candidates`).
         gate: gate the correction (default); ``False`` applies it to every slice (the study).
         confidence: optional per-slice segmenter confidence ``(z,)`` in [0, 1].
         confidence_threshold: never change a slice whose ``confidence`` reaches this.
@@ -426,7 +431,7 @@ def correct_mask(
             repair, topological repairs), whatever its agreement with the raw slice.
         probabilities: the segmenter's softmax ``(C, z, y, x)`` on the mask's grid (channel 0
             background, then the card's labels in order): the evidence of ``"evidence"``;
-            without it, agreement with the raw slice.
+            without it, agreement with the raw slice, the ``image`` and the valid neighbouring slices.
         context_corrector: with ``"evidence"``, a second corrector (the context NVAE, which
             sees the previous, current and next slice) whose output competes as one more
             source, "context NVAE", judged by the same evidence.
@@ -461,7 +466,7 @@ def correct_mask(
     t = time.perf_counter()
     report(progress, 0.85, "judging anatomical validity")
     corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
-                                                     latent, cancel)
+                                                     latent, cancel, image)
     timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
@@ -472,17 +477,33 @@ def correct_mask(
 def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings", confidence: Optional[np.ndarray],
                probabilities: Optional[np.ndarray], sources: Mapping[str, np.ndarray],
                latent: Mapping[int, Sequence[Tuple[str, np.ndarray]]], cancel: Optional[CancelToken],
-               ) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
-    """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``."""
+               image: Optional[Volume] = None) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
+    """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``.
+
+    Slices are judged from the first; with ``"evidence"`` and no probabilities each sees the
+    image slice (with its :class:`~.candidates.IntensityModel`, fitted once under ``arr``) and
+    its valid neighbours: the previous slice's final mask and the next slice's raw mask (final
+    too: a valid raw slice is kept)."""
+    evidence = settings.gate and settings.strategy == "evidence" and probabilities is None
+    model = None
+    if evidence and image is not None:
+        model = IntensityModel.fit(np.asarray(image.array, np.float32), arr, settings.values)
     corrected_arr = network_arr.copy()
     final_arr = arr.astype(network_arr.dtype)
     decisions: List[SliceDecision] = []
+    valid_raw = [check_slice(arr[z], settings.gate_values).valid for z in range(arr.shape[0])]
     for z in range(arr.shape[0]):
         check_cancel(cancel)
+        context = None
+        if evidence and not valid_raw[z]:
+            previous = z > 0 and (decisions[-1].valid_after if decisions[-1].corrected else valid_raw[z - 1])
+            following = z + 1 < arr.shape[0] and valid_raw[z + 1]
+            neighbours = ([final_arr[z - 1]] if previous else []) + ([arr[z + 1]] if following else [])
+            context = SliceContext(None if model is None else np.asarray(image.array[z], np.float32), model, neighbours)
         decision, proposal = judge_slice(
             z, arr[z], network_arr[z], settings, None if confidence is None else float(confidence[z]),
             None if probabilities is None else probabilities[:, z],
-            {name: a[z] for name, a in sources.items()}, latent.get(z, ()))
+            {name: a[z] for name, a in sources.items()}, latent.get(z, ()), context)
         corrected_arr[z] = proposal
         if decision.corrected:
             final_arr[z] = proposal
@@ -632,7 +653,8 @@ def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
                   probabilities: Optional[np.ndarray] = None,
                   raw_validity: Optional[SliceValidity] = None,
                   sources: Optional[Mapping[str, np.ndarray]] = None,
-                  latent: Sequence[Tuple[str, np.ndarray]] = ()) -> Tuple[np.ndarray, SliceValidity, List[Candidate]]:
+                  latent: Sequence[Tuple[str, np.ndarray]] = (),
+                  context: Optional[SliceContext] = None) -> Tuple[np.ndarray, SliceValidity, List[Candidate]]:
     """The correction proposed for one ``(y, x)`` slice: ``(proposal, its validity, ranking)``.
 
     A valid raw slice (or gating off) gets the network's output; an invalid one its smallest
@@ -641,7 +663,9 @@ def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
     ``probabilities``: the segmenter's softmax ``(C, y, x)`` for the evidence; ``raw_validity``:
     :func:`~.validity.check_slice` of ``raw`` when the caller has it already; ``sources``:
     more proposals by name (the context NVAE's slice), repaired like the network's;
-    ``latent``: the latent search's decodings ``[(name, (y, x))]``, of which the valid ones compete.
+    ``latent``: the latent search's decodings ``[(name, (y, x))]``, of which the valid ones compete;
+    ``context``: without probabilities, the image slice, its intensity model and the valid
+    neighbouring slices (:class:`~.candidates.SliceContext`), more evidence than the raw mask.
     """
     proposal, after = network, check_slice(network, settings.gate_values)
     ranking: List[Candidate] = []
@@ -657,7 +681,7 @@ def propose_slice(raw: np.ndarray, network: np.ndarray, settings: GateSettings,
         if repaired_validity.valid:
             proposals["smallest repair"] = repaired
         proposals.update(sources or {})
-        evidence = Evidence(list(settings.values), probabilities, raw)
+        evidence = Evidence(list(settings.values), probabilities, raw, context or SliceContext())
         ranking = candidates_for_slice(raw, proposals, settings.gate_values, evidence,
                                        extra=valid_decodings(latent, settings.gate_values, raw))
         if ranking and ranking[0].validity.valid:
@@ -669,15 +693,18 @@ def judge_slice(index: int, raw: np.ndarray, network: np.ndarray, settings: Gate
                 confidence: Optional[float] = None,
                 probabilities: Optional[np.ndarray] = None,
                 sources: Optional[Mapping[str, np.ndarray]] = None,
-                latent: Sequence[Tuple[str, np.ndarray]] = ()) -> Tuple[SliceDecision, np.ndarray]:
+                latent: Sequence[Tuple[str, np.ndarray]] = (),
+                context: Optional[SliceContext] = None) -> Tuple[SliceDecision, np.ndarray]:
     """The gate's decision on slice ``index`` and the correction it judged (:func:`propose_slice`)."""
     before = check_slice(raw, settings.gate_values)
-    proposal, after, ranking = propose_slice(raw, network, settings, probabilities, before, sources, latent)
+    proposal, after, ranking = propose_slice(raw, network, settings, probabilities, before, sources, latent, context)
     dice = label_dice(raw, proposal, settings.values)
     changed = int(np.count_nonzero(raw != proposal))
     if settings.gate and ranking:
-        review = ranking[0].validity.valid and needs_review(ranking[0], Evidence(settings.values, probabilities, raw))
-        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold, review)
+        evidence = Evidence(settings.values, probabilities, raw, context or SliceContext())
+        review = ranking[0].validity.valid and needs_review(ranking[0], evidence)
+        decision, reason = _evidence_decision(before, ranking, confidence, settings.confidence_threshold, review,
+                                              evidence.kind)
     elif settings.gate:
         decision, reason = gate_slice(before, after, dice, not raw.any(), not proposal.any(),
                                       confidence, settings.confidence_threshold, settings.min_agreement)
