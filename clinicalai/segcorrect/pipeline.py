@@ -731,6 +731,7 @@ def run_segcorrect(
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
     context_corrector: Optional[Any] = None,
+    keep_largest: Optional[bool] = None,
 ) -> SegCorrectResult:
     """Segment a short-axis stack and correct the mask with the gate (``corrector=None``: no correction).
 
@@ -743,6 +744,8 @@ def run_segcorrect(
         corrector: mask-correction model with the same labels, or ``None``.
         gate, confidence_threshold, min_agreement: as :func:`correct_mask` (the segmenter's
             ``slice_confidence`` is the confidence).
+        keep_largest: largest 3D component per label on the raw mask, before correction
+            (:func:`~.segmenter.segment_volume`; ``None``: as the segmenter's card says).
 
     Raises:
         InputError / ModelError: as :func:`~.segmenter.segment_volume` and :func:`correct_mask`,
@@ -752,7 +755,8 @@ def run_segcorrect(
     if corrector is not None:
         check_corrector(corrector)
         check_label_match(segmenter, corrector)
-    seg = segment_volume(image, segmenter, progress=scaled(progress, 0.0, 0.6 if corrector else 1.0), cancel=cancel)
+    seg = segment_volume(image, segmenter, progress=scaled(progress, 0.0, 0.6 if corrector else 1.0), cancel=cancel,
+                         keep_largest=keep_largest)
     timings = {"segment_s": time.perf_counter() - t0}
     correction = None
     if corrector is not None:
