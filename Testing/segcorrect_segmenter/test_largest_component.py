@@ -151,3 +151,23 @@ def test_the_trainer_writes_the_card_key():
     add_train_segmenter_arguments(p)
     assert p.parse_args(["--phantoms", "4", "-o", "m.pt", "--keep-largest-component"]).keep_largest_component
     assert not p.parse_args(["--phantoms", "4", "-o", "m.pt"]).keep_largest_component
+
+
+def test_the_3d_path_takes_the_step_too(oblique):
+    from clinicalai.models import bundled_model
+    from clinicalai.phantoms.tubular import tubular_case
+
+    model = load_model(bundled_model("ct-ducts-unet3d"), device="cpu")
+    assert not keeps_largest_component(model.card)  # a duct tree may have one part per side
+    case = tubular_case(5001, spacing=(0.9, 0.9, 1.4), direction=oblique)
+    # a short duct-dark tube where the parenchyma is farthest from the tree: a second component
+    image = case.image.array.copy()
+    far = ndimage.distance_transform_edt(case.labels.array == 0)[5:-5, 5:-5, 5:-5]
+    z, y, x = np.array(np.unravel_index(np.argmax(far), far.shape)) + 5
+    image[z - 5:z + 5, y - 2:y + 2, x - 2:x + 2] = np.median(image[case.labels.array == 1])
+    image = case.image.with_array(image)
+    off = segment_volume(image, model)
+    on = segment_volume(image, model, keep_largest=True)
+    assert _components(off.labels.array == 1) > 1
+    assert _components(on.labels.array == 1) == 1 and on.labels.same_grid(case.image)
+    np.testing.assert_array_equal(on.labels.array, keep_largest_components(off.labels, [1]).array)

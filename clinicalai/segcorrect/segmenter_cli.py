@@ -25,7 +25,7 @@ from . import ARCHITECTURES
 
 DEMO_COMMAND = (
     "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
-    "--lr 0.003 --augmentation mild --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
+    "--lr 0.003 --augmentation mild --keep-largest-component --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
 )
 
 
