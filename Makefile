@@ -33,7 +33,7 @@ test-fast: venv
 # Retrain every bundled demo model on synthetic phantoms (CPU: about an hour in all). Each
 # card records the command that made it and its validation figures on held-out phantoms.
 models: venv
-	$(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 --lr 0.003 --augmentation mild --name cardiac-unet -o Resources/Models/cardiac-unet.pt
+	$(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 --lr 0.003 --augmentation mild --keep-largest-component --name cardiac-unet -o Resources/Models/cardiac-unet.pt
 	$(PY) -m clinicalai.segcorrect.ct --phantoms 10 --epochs 60 --max-minutes 5 --lr 0.003 -o Resources/Models/ct-ducts-unet3d.pt
 	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
 	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt

@@ -82,7 +82,11 @@ def test_on_the_heldout_family_evidence_makes_slices_valid_and_better():
     from clinicalai.segcorrect.evaluate_segmenter import evaluate_segmenter
 
     seg, cor = load_model("cardiac-unet", device="cpu"), load_model("cardiac-nvae", device="cpu")
+    # the evidence strategy judges the network's own masks: the card's largest-component step (on
+    # in the bundled card, for the gate) removes RV pieces no candidate brings back, so a run with
+    # this strategy leaves it off unless asked (pipeline.keep_largest_for_run)
     report = evaluate_segmenter(seg, cor, family="heldout", n_cases=2, seed=0, strategy="evidence")
+    assert report["keep_largest_component"] is False
     assert report["raw"]["validity_rate"] < 0.5
     assert report["final"]["validity_rate"] >= 0.95
     assert report["final"]["dice"]["mean"] > report["raw"]["dice"]["mean"]
@@ -262,3 +266,15 @@ def test_evaluation_with_evidence_and_the_image_makes_corrupted_phantoms_valid()
     case = cardiac_case(1000, "ED")
     clean = correct_mask(case.labels, cor, image=case.image, strategy="evidence")
     np.testing.assert_array_equal(clean.final.array, case.labels.array)
+
+
+def test_keep_largest_follows_the_card_but_not_under_the_evidence_strategy():
+    from clinicalai.models import load_model
+    from clinicalai.segcorrect.pipeline import keep_largest_for_run
+
+    card = load_model("cardiac-unet", device="cpu").card
+    assert keep_largest_for_run(card, None, "gate", True) is True  # the bundled card asks for it
+    assert keep_largest_for_run(card, None, "evidence", False) is True  # no correction: the card decides
+    assert keep_largest_for_run(card, None, "evidence", True) is False  # the candidates hold the same repair
+    assert keep_largest_for_run(card, True, "evidence", True) is True  # asked for: done
+    assert keep_largest_for_run(card, False, "gate", True) is False

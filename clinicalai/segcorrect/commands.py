@@ -86,6 +86,14 @@ def _gate_args(p: argparse.ArgumentParser) -> None:
                         "cardiac-nvae-context) whose output competes as one more candidate source")
 
 
+def _keep_largest_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-largest-component", dest="keep_largest", action=argparse.BooleanOptionalAction,
+                   default=None,
+                   help="keep only the largest 3D connected component of each structure in the raw mask (MONAI "
+                        "KeepLargestConnectedComponent; removes islands drawn away from the heart); default: as "
+                        "the segmenter's card says (postprocessing.keep_largest_component)")
+
+
 # ---------------------------------------------------------------------------- segment
 def _run_segment(args: argparse.Namespace) -> int:
     from .pipeline import run_segcorrect
@@ -101,7 +109,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     result = run_segcorrect(image, segmenter, corrector, gate=not args.no_gate,
                             confidence_threshold=args.confidence_threshold, min_agreement=args.min_agreement,
                             strategy=args.strategy, context_corrector=_context(args),
-                            progress=ConsoleProgress())
+                            keep_largest=args.keep_largest, progress=ConsoleProgress())
     report = {"image": str(args.image), "segmenter": segmenter.card.name,
               "corrector": corrector.card.name if corrector else None, **result.to_dict()}
     _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
@@ -229,12 +237,14 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
                                 max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress(),
-                                map_cases=case_mapper(args), context_corrector=_context(args))
+                                map_cases=case_mapper(args), context_corrector=_context(args),
+                                keep_largest=args.keep_largest)
     report["command"] = args.command_line
     if args.json:
         write_json(report, args.json)
     print(f"{args.family} family, {args.phantoms} synthetic phantoms from seed {args.seed}"
-          + (f", strategy {args.strategy}" if corrector is not None else ""))
+          + (f", strategy {args.strategy}" if corrector is not None else "")
+          + (", largest component per structure" if report["keep_largest_component"] else ""))
     print(markdown_rows(report))
     return 0
 
@@ -266,6 +276,7 @@ def _add_segment(top) -> None:
     p.add_argument("--report", metavar="R.json", help="write a JSON report (per-slice decisions, timings)")
     p.add_argument("--confidence-threshold", type=float, default=None, metavar="T",
                    help="never change a slice whose segmenter confidence is at least T (0..1)")
+    _keep_largest_arg(p)
     _gate_args(p)
     p.set_defaults(func=_run_segment)
 
@@ -349,6 +360,7 @@ def _add_evaluate_segmenter(evaluate) -> None:
     p.add_argument("--strategy", choices=STRATEGIES, default="gate", help="correction strategy (default gate)")
     p.add_argument("--context-corrector", metavar="C", default=None,
                    help="with --strategy evidence: the context corrector's output as one more candidate source")
+    _keep_largest_arg(p)
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
     add_evaluate_cluster_args(p, "phantoms")

@@ -12,7 +12,7 @@ Both are scored against the phantom's ground truth.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -34,6 +34,20 @@ def _dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return round(label_dice(pred, truth, tuple(CARDIAC_VALUES.values())), 4)
 
 
+def segment_step(case: Any, segmenter: Any, corrector: Any, keep_largest: Optional[bool] = None,
+                 progress: Optional[ProgressCallback] = None) -> Tuple[Any, Dict[str, Any]]:
+    """The demo's ``segment`` step on ``case`` (a cardiac phantom with ground truth): the
+    segmenter, then the gated correction; returns the :class:`~.pipeline.SegCorrectResult` and
+    the summary the demo prints (Dice over RV / MYO / LV before and after correction, valid
+    slices). ``scripts/demo_phantom_segmenter.py`` runs it with other segmenters."""
+    res = run_segcorrect(case.image, segmenter, corrector, keep_largest=keep_largest, progress=progress)
+    truth = case.labels.array
+    s = res.correction.summary()
+    return res, {"dice_raw": _dice(res.raw.array, truth), "dice_final": _dice(res.final.array, truth),
+                 "corrected_slices": s["corrected"], "valid_raw": s["valid_raw"],
+                 "valid_final": s["valid_final"], "seconds": round(res.timings["total_s"], 2)}
+
+
 def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict[str, Any]:
     """Run both paths on one phantom into ``out_dir``; returns a JSON-able summary."""
     out_dir = Path(out_dir)
@@ -52,14 +66,10 @@ def run_demo(out_dir: Path, progress: Optional[ProgressCallback] = None) -> Dict
         segmenter = None
     if segmenter is not None:
         report(progress, 0.0, "segmenting the phantom")
-        res = run_segcorrect(case.image, segmenter, corrector, progress=scaled(progress, 0.0, 0.6))
+        res, summary["segment"] = segment_step(case, segmenter, corrector, progress=scaled(progress, 0.0, 0.6))
         write_volume(res.raw, out_dir / "segmented-raw.seg.nrrd")
         write_volume(res.final, out_dir / "segmented-final.seg.nrrd")
         write_json(res.to_dict(), out_dir / "segment-report.json")
-        s = res.correction.summary()
-        summary["segment"] = {"dice_raw": _dice(res.raw.array, truth), "dice_final": _dice(res.final.array, truth),
-                              "corrected_slices": s["corrected"], "valid_raw": s["valid_raw"],
-                              "valid_final": s["valid_final"], "seconds": round(res.timings["total_s"], 2)}
 
     report(progress, 0.6, "correcting a corrupted mask")
     noisy, _ = corrupt_volume(truth, DEMO_SEED, probability=0.8)

@@ -23,7 +23,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from . import FAMILIES
 from .evaluate import _summarise, volume_metrics
 from .labels import CARDIAC_NAMES
-from .pipeline import run_segcorrect
+from .pipeline import keep_largest_for_run, run_segcorrect
 from .validity import check_slice
 
 
@@ -50,11 +50,13 @@ def evaluate_segmenter(
     cancel: Optional[CancelToken] = None,
     map_cases: CaseMapper = serial_map,
     context_corrector: Optional[Any] = None,
+    keep_largest: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """Score ``segmenter`` (and the gated ``corrector``, when given) on ``n_cases`` phantoms;
     ``map_cases`` runs the cases (default: one after the other here; ``clinicalai.batch``
     gives one for Dask workers, same results); ``context_corrector``: with
-    ``strategy="evidence"``, the context NVAE as one more candidate source.
+    ``strategy="evidence"``, the context NVAE as one more candidate source; ``keep_largest``:
+    the largest-component step on the raw mask (``None``: as the segmenter's card says).
 
     Returns ``{"data": ..., "raw": summary, "final": summary (with a corrector),
     "per_case": [...], "seconds": s}``; a summary holds mean Dice / HD95 / ASSD per structure
@@ -73,7 +75,8 @@ def evaluate_segmenter(
         report(progress, i / n_cases, f"case {i}/{n_cases}")
 
     check_cancel(cancel)
-    settings = (family, max_rotation_deg, strategy, modes, cancel, context_corrector)
+    keep = keep_largest_for_run(segmenter.card, keep_largest, strategy, corrector is not None)
+    settings = (family, max_rotation_deg, strategy, modes, cancel, context_corrector, keep)
     for row, metrics, checks in map_cases(_score_case, [seed + i for i in range(n_cases)],
                                           (segmenter, corrector, settings), done):
         for mode in modes:
@@ -88,6 +91,7 @@ def evaluate_segmenter(
         "corrector": corrector.card.name if corrector is not None else None,
         "strategy": strategy,
         "context_corrector": context_corrector.card.name if context_corrector is not None else None,
+        "keep_largest_component": keep,
         "per_case": per_case,
     }
     for mode in modes:
@@ -103,9 +107,10 @@ def _score_case(case_seed: int, segmenter, corrector,
     """One phantom of :func:`evaluate_segmenter`: ``(per-case row, volume metrics per mode,
     slice validity per mode)``."""
 
-    family, max_rotation_deg, strategy, modes, cancel, context = settings
+    family, max_rotation_deg, strategy, modes, cancel, context, keep = settings
     case = family_case(family, case_seed, max_rotation_deg)
-    result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy, context_corrector=context)
+    result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy, context_corrector=context,
+                            keep_largest=keep)
     truth = case.labels.array.astype(np.int64)
     row: Dict[str, Any] = {"seed": case_seed, "shape": list(case.image.shape)}
     metrics: Dict[str, Any] = {}

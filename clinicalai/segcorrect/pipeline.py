@@ -43,7 +43,7 @@ from .latent import LATENT_DECODES, latent_decodings, supports_latent_search, va
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
 from .outputs import low_confidence_warning
 from .preprocess import NETWORK_SIZE, SliceFrame, frame_from_mask, from_network, to_network
-from .segmenter import segment_volume
+from .segmenter import keeps_largest_component, segment_volume
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
 
 _EIGHT = np.ones((3, 3), bool)
@@ -747,6 +747,18 @@ def check_label_match(segmenter: Any, corrector: Any) -> None:
             f"{corrector.card.name} labels ({fmt(cor)}); use models trained for the same structures")
 
 
+def keep_largest_for_run(card: Any, override: Optional[bool], strategy: str, correcting: bool) -> bool:
+    """Whether a SegCorrect run keeps only the largest 3D component of each structure of the raw
+    mask: ``override`` when given, else the segmenter card's setting
+    (:func:`~.segmenter.keeps_largest_component`), except that the evidence strategy with a
+    corrector leaves it off. That strategy has the same repair per slice among its candidates and
+    judges it by the segmenter's probabilities, while the step, run first, can drop the true piece
+    of a structure for good (held-out family: 0.672 with it off, 0.667 on; docs/segmentation.md)."""
+    if override is None and strategy == "evidence" and correcting:
+        return False
+    return keeps_largest_component(card, override)
+
+
 def run_segcorrect(
     image: Volume,
     segmenter: Any,
@@ -759,6 +771,7 @@ def run_segcorrect(
     strategy: str = "gate",
     context_corrector: Optional[Any] = None,
     fit_warnings: Optional[Sequence[str]] = None,
+    keep_largest: Optional[bool] = None,
 ) -> SegCorrectResult:
     """Segment a short-axis stack and correct the mask with the gate (``corrector=None``: no correction).
 
@@ -773,6 +786,8 @@ def run_segcorrect(
             ``slice_confidence`` is the confidence).
         fit_warnings: how ``image`` is far from what ``segmenter`` was made for, as the caller
             already found it (the panels check, and ask, before a run); ``None``: checked here.
+        keep_largest: largest 3D component per label on the raw mask, before correction
+            (:func:`~.segmenter.segment_volume`; ``None``: :func:`keep_largest_for_run`).
 
     Raises:
         InputError / ModelError: as :func:`~.segmenter.segment_volume` and :func:`correct_mask`,
@@ -782,7 +797,9 @@ def run_segcorrect(
     if corrector is not None:
         check_corrector(corrector)
         check_label_match(segmenter, corrector)
-    seg = segment_volume(image, segmenter, progress=scaled(progress, 0.0, 0.6 if corrector else 1.0), cancel=cancel)
+    keep_largest = keep_largest_for_run(segmenter.card, keep_largest, strategy, corrector is not None)
+    seg = segment_volume(image, segmenter, progress=scaled(progress, 0.0, 0.6 if corrector else 1.0), cancel=cancel,
+                         keep_largest=keep_largest)
     timings = {"segment_s": time.perf_counter() - t0}
     correction = None
     if corrector is not None:

@@ -9,7 +9,9 @@ with the best validation Dice (MONAI ``DiceMetric``) is kept.
 Inference (:func:`segment_volume`) never looks at ground truth: a coarse pass on the whole
 slice (resized to 128 x 128) finds the heart, its largest foreground component gives the
 crop (:func:`~clinicalai.segcorrect.preprocess.frame_from_mask`, the rule used for training),
-and a second pass on the crop gives the result, mapped back onto the input grid.
+and a second pass on the crop gives the result, mapped back onto the input grid. A card with
+``postprocessing: {"keep_largest_component": true}`` then keeps only the largest 3D connected
+component of each label (MONAI ``KeepLargestConnectedComponent``): islands drawn away from the heart go.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CHANNELS = (16, 32, 64, 128)
 
 INTENDED_USE_DEMO = "synthetic phantom demo; not for clinical use"
+
+#: the card key under ``postprocessing`` that switches on :func:`keep_largest_components`
+KEEP_LARGEST_KEY = "keep_largest_component"
 
 
 def architecture_spec(arch: str, channels: Optional[Sequence[int]] = None, num_classes: int = N_CLASSES) -> Dict[str, Any]:
@@ -122,6 +127,7 @@ def train_segmenter(
     command: Optional[str] = None,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    keep_largest: bool = False,
 ) -> TrainResult:
     """Train a 2D segmenter on ACDC cases or phantoms and (optionally) save its package.
 
@@ -137,6 +143,8 @@ def train_segmenter(
             (stored in the card's ``training.augmentation``).
         max_seconds: stop after this much training time (the best checkpoint is kept).
         device: ``cpu`` / ``cuda`` / ``auto``.
+        keep_largest: the card asks for the largest-component step
+            (``postprocessing.keep_largest_component``), and the card's validation uses it.
     """
     import torch
 
@@ -157,7 +165,7 @@ def train_segmenter(
                seed=seed, out_size=out_size, augmentation=aug_params, max_seconds=max_seconds, t_start=t_start, device=dev,
                progress=progress, cancel=cancel)
     report(progress, 1.0, "validating the whole pipeline on the held-out cases")
-    volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev)
+    volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev, keep_largest=keep_largest)
     training = {
         "command": command,
         "data": str(data) if isinstance(data, (str, Path)) else f"{len(cases)} cardiac phantom cases",
@@ -169,7 +177,7 @@ def train_segmenter(
     }
     card = segmenter_card(spec, name=name or f"cardiac-{arch}", synthetic=not isinstance(data, (str, Path)),
                           training=training, validation=_validation_record(len(val_cases), volume_scores, fit.scores),
-                          out_size=out_size)
+                          out_size=out_size, keep_largest=keep_largest)
     path = save_model(module, card, out_path) if out_path is not None else None
     return TrainResult(module=module, card=card, best_val_dice=float(fit.best), history=fit.history, path=path,
                        seconds=time.perf_counter() - t_start)
@@ -261,12 +269,13 @@ def _validation_record(n_cases: int, volume_scores: Dict[str, float], network_sc
 
 
 def validate_on_volumes(module, spec: Dict[str, Any], cases, out_size: Sequence[int] = NETWORK_SIZE,
-                        device: str = "cpu") -> Dict[str, float]:
-    """Mean per-class Dice (MONAI ``DiceMetric``) of :func:`segment_volume` on whole cases."""
+                        device: str = "cpu", keep_largest: bool = False) -> Dict[str, float]:
+    """Mean per-class Dice (MONAI ``DiceMetric``) of :func:`segment_volume` on whole cases
+    (``keep_largest``: with the largest-component step)."""
     import torch
     from monai.metrics import DiceMetric
 
-    card = parse_card(segmenter_card(spec, "validation", True, {}, {}, out_size), "validation card")
+    card = parse_card(segmenter_card(spec, "validation", True, {}, {}, out_size, keep_largest), "validation card")
     model = LoadedModel(card=card, backend="torch", path=Path("."), device=device, module=module)
     metric = DiceMetric(include_background=False, reduction="mean_batch", ignore_empty=True)
     for case in cases:
@@ -286,9 +295,11 @@ def segmenter_card(
     training: Dict[str, Any],
     validation: Dict[str, Any],
     out_size: Sequence[int] = NETWORK_SIZE,
+    keep_largest: bool = False,
 ) -> Dict[str, Any]:
-    """The model card of a 2D cardiac segmenter."""
-    return {
+    """The model card of a 2D cardiac segmenter (``keep_largest``: with
+    ``postprocessing: {"keep_largest_component": true}``, read by :func:`segment_volume`)."""
+    card = {
         "name": name,
         "version": "1.0.0",
         "task": "segmentation",
@@ -306,6 +317,9 @@ def segmenter_card(
         "training": training,
         "validation": validation,
     }
+    if keep_largest:
+        card["postprocessing"] = {KEEP_LARGEST_KEY: True}
+    return card
 
 
 # ----------------------------------------------------------------------------------- inference
@@ -358,6 +372,40 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return lab == (1 + int(np.argmax(sizes)))
 
 
+def keeps_largest_component(card: Any, override: Optional[bool] = None) -> bool:
+    """Whether :func:`segment_volume` keeps only the largest 3D component of each label:
+    ``override`` when given (the ``--keep-largest-component`` / ``--no-keep-largest-component``
+    options), else the card's ``postprocessing.keep_largest_component`` (default off).
+
+    Raises:
+        ModelError: the card's value is not ``true`` / ``false``.
+    """
+    if override is not None:
+        return bool(override)
+    post = card.extra_get("postprocessing", {}) or {}
+    value = post.get(KEEP_LARGEST_KEY, False) if isinstance(post, dict) else False
+    if not isinstance(value, bool):
+        raise ModelError(f"model {card.name}: postprocessing.{KEEP_LARGEST_KEY} must be true or false, got {value!r}")
+    return value
+
+
+def keep_largest_components(labels: Volume, values: Sequence[int]) -> Volume:
+    """``labels`` (uint8 ``(z, y, x)``) with every voxel of a label in ``values`` that lies
+    outside that label's largest 3D connected component set to background (0).
+
+    MONAI ``KeepLargestConnectedComponent`` (per label independently, full 26-connectivity) on
+    the whole volume: a structure is one connected body in 3D, so islands a 2D network draws
+    away from the heart go while the heart's own slices stay joined through their neighbours.
+    Geometry (spacing, origin, direction) and metadata are those of ``labels``; ``labels`` itself
+    is not changed (the MONAI transform works in place, so it gets a copy).
+    """
+    from monai.transforms import KeepLargestConnectedComponent
+
+    step = KeepLargestConnectedComponent(applied_labels=[int(v) for v in values], is_onehot=False, independent=True)
+    kept = np.asarray(step(labels.array[None].copy()))[0]
+    return labels.with_array(kept.astype(labels.array.dtype))
+
+
 def segment_volume(
     image: Volume,
     model,
@@ -366,6 +414,7 @@ def segment_volume(
     batch_size: int = 16,
     expected_labels: Optional[Sequence[str]] = None,
     two_pass: bool = True,
+    keep_largest: Optional[bool] = None,
 ) -> SegmenterOutput:
     """Segment a short-axis stack (2D model) or a CT volume (3D model) onto the input grid.
 
@@ -374,6 +423,10 @@ def segment_volume(
         model: a :class:`~clinicalai.models.LoadedModel` with a segmentation card.
         expected_labels: label names the caller needs (e.g. ``["RV", "MYO", "LV"]``).
         two_pass: crop on the heart found by a coarse pass (the trained setting).
+        keep_largest: keep only the largest 3D component per label
+            (:func:`keep_largest_components`); ``None``: as the card's
+            ``postprocessing.keep_largest_component`` says. Probabilities and slice confidence
+            stay the network's own.
 
     Raises:
         InputError: 2D image, NaN / infinite voxels, empty or constant image.
@@ -382,6 +435,20 @@ def segment_volume(
     """
     check_segmentation_model(model, expected_labels)
     _check_image(image)
+    keep = keeps_largest_component(model.card, keep_largest)  # a bad card value fails before inference
+    out = _segment_any(image, model, progress, cancel, batch_size, two_pass)
+    if keep:
+        t = time.perf_counter()
+        out.labels = keep_largest_components(out.labels, [lab.value for lab in model.card.labels])
+        spent = time.perf_counter() - t
+        out.timings["keep_largest_component_s"] = spent
+        out.timings["total_s"] = out.timings.get("total_s", 0.0) + spent
+    return out
+
+
+def _segment_any(image: Volume, model, progress, cancel, batch_size: int, two_pass: bool) -> SegmenterOutput:
+    """The network part of :func:`segment_volume`: the 3D path, a 2D MONAI-layout model on
+    its own grid and back, or the slice pipeline."""
     if model.card.spatial_dims == 3:
         return segment_ct(image, model, progress=progress, cancel=cancel)
     net_image, pipe = apply_spatial_steps(image, model.card)
@@ -485,6 +552,8 @@ __all__ = [
     "TrainResult",
     "architecture_spec",
     "check_segmentation_model",
+    "keep_largest_components",
+    "keeps_largest_component",
     "segment_volume",
     "segmenter_card",
     "validate_on_volumes",

@@ -25,7 +25,7 @@ from . import ARCHITECTURES
 
 DEMO_COMMAND = (
     "clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 "
-    "--lr 0.003 --augmentation mild --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
+    "--lr 0.003 --augmentation mild --keep-largest-component --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
 )
 
 
@@ -55,6 +55,9 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augmentation", choices=sorted(PRESETS), default="strong",
                    help="augmentation preset of clinicalai.augment (default: strong; parameters go in the card)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-largest-component", action="store_true",
+                   help="the card asks segment to keep only the largest 3D component of each structure "
+                        "(postprocessing.keep_largest_component; the card's validation uses it too)")
     p.add_argument("--name", default=None, help="model name in the card (default: cardiac-ARCH)")
     add_device_arg(p, "cpu", "training device")
 
@@ -87,6 +90,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
         name=args.name,
         command=command,
         progress=ConsoleProgress(),
+        keep_largest=args.keep_largest_component,
     )
     dice = result.card["validation"]["dice"]
     print(
