@@ -14,6 +14,10 @@ Runs the bundled demo models, as a user gets them, on phantoms of
 Synthetic phantoms on a real template; demo models; not clinical. Usage::
 
     python scripts/heldout_figures.py --n 8 --seed 0
+    python scripts/heldout_figures.py --classifier-only --n 16 --seed 0 --classifier-model M.pt [--write-card]
+
+``--classifier-only`` prints the classifier table of each ``--classifier-model`` (any file or
+model name); ``--write-card`` stores the one model's figures in its card (``heldout``).
 """
 
 from __future__ import annotations

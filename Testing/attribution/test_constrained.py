@@ -141,7 +141,17 @@ def test_mixed_family_draws_template_cases_from_the_training_stream():
         training_slices("mix", 2, 0)
 
 
-def test_classifier_learns_on_the_mixed_family():
+@pytest.fixture
+def one_thread():
+    """One torch thread, restored afterwards: CPU results are reproducible with one thread, and
+    a second one on a loaded 2-core machine ran these tests 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_classifier_learns_on_the_mixed_family(one_thread):
     """A tiny training on brain-lesion and MNI-template phantoms (both contrasts) separates lesion
     from healthy slices of unseen cases: brain-lesion phantoms and FLAIR-like template phantoms.
     T1-like template lesions are left out of the check: even the full training detects them
@@ -149,7 +159,6 @@ def test_classifier_learns_on_the_mixed_family():
     from clinicalai.attribution.constrained import concat_slices, make_mni_cases, training_slices
 
     pytest.importorskip("nilearn")
-    torch.set_num_threads(1)  # CPU results are reproducible with one thread
     data = training_slices("mix", n_cases=6, n_mni=10, seed=3)
     res = train_classifier(constraint="none", epochs=6, batch_size=16, data=data, seed=0,
                            augmentation="mild", family="mix", n_mni=10)
@@ -160,3 +169,19 @@ def test_classifier_learns_on_the_mixed_family():
     assert template.labels.sum() >= 5
     assert slice_auc(res.module, template) > 0.75  # chance is 0.5
     assert slice_auc(res.module, concat_slices([slice_dataset(make_cases(4, seed=77)), template])) > 0.8
+
+
+def test_template_figures_of_the_bundled_classifier(one_thread):
+    """The held-out template figures (docs/heldout.md, scripts/heldout_figures.py) come from one
+    function: the bundled model localises a FLAIR-like lesion, not the T1-like one of seed 1."""
+    from clinicalai.attribution.constrained import template_attribution_auroc, template_summary
+    from clinicalai.models import load_model
+
+    pytest.importorskip("nilearn")
+    lines = []
+    figs = template_attribution_auroc(load_model("brain-lesion-classifier"), n=2, seed=0, log=lines.append)
+    assert set(figs) == {"FLAIR", "T1"} and len(lines) == 4
+    assert figs["FLAIR"]["integrated-gradients"][0] > 0.95 > figs["T1"]["integrated-gradients"][0]
+    summary = template_summary(figs, 2, 0)
+    assert summary["auroc"]["T1"]["gradcam"] == {"mean": round(figs["T1"]["gradcam"][0], 4), "std": 0.0, "n": 1}
+    assert "held-out stream (seeds 0-1)" in summary["data"]

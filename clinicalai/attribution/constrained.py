@@ -192,11 +192,11 @@ def training_slices(family: str = "phantom", n_cases: int = 40, n_mni: int = 0, 
     ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`)."""
     if family not in FAMILIES:
         raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if family == "mix" and n_mni < 2:
+        raise InputError("the mix family needs at least 2 MNI-template phantoms")
     data = slice_dataset(make_cases(n_cases, seed, shape), input_mode)
     if family == "phantom":
         return data
-    if n_mni < 2:
-        raise InputError("the mix family needs at least 2 MNI-template phantoms")
     return concat_slices([data, slice_dataset(make_mni_cases(n_mni, seed), input_mode, slice_range=None)])
 
 
