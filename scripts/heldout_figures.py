@@ -135,7 +135,8 @@ def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[floa
     return out
 
 
-def classifier_figures(n: int, seed: int, model_name: str = "brain-lesion-classifier") -> Dict[str, Dict[str, List[float]]]:
+def classifier_figures(n: int, seed: int,
+                       model_name: str = "brain-lesion-classifier") -> Dict[str, Dict[str, List[float]]]:
     """Attribution AUROC of a brain-lesion classifier (default the bundled one) on ``n``
     lesioned MNI MR phantoms of the held-out stream (FLAIR-like and T1-like alternately), per
     contrast and method (``clinicalai.attribution.constrained.template_attribution_auroc``)."""

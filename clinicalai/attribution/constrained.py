@@ -318,10 +318,10 @@ def train_classifier(
         history.append({k: v / steps_per_epoch for k, v in sums.items()} | {"epoch": epoch + 1})
     module.eval()
     seconds = time.perf_counter() - started
+    hyper = {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size, "constraint_batch": constraint_batch,
+             "lr": lr, "augmentation": aug.params if aug is not None else None}
     card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode,
-                            data_description(family, n_cases, n_mni, shape, seed), len(y_all), int(n_pos), {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size,
-                                         "constraint_batch": constraint_batch, "lr": lr,
-                                         "augmentation": aug.params if aug is not None else None},
+                            data_description(family, n_cases, n_mni, shape, seed), len(y_all), int(n_pos), hyper,
                             seconds, history)
     return TrainResult(module, card, history, seconds)
 
@@ -383,9 +383,10 @@ def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int]
     if family == "mix":
         from ..phantoms.mni import MNI_LICENSE, TEMPLATE_NAME
 
-        text += (f"; {n_mni} MNI-template phantoms ({TEMPLATE_NAME}; training stream, seeds {seed}-{seed + n_mni - 1}; "
-                 f"half lesioned; T1-like and FLAIR-like; 4 mm voxels, oblique for half), one in "
-                 f"{MNI_SLICE_STEP} axial slices of those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of the largest brain section")
+        text += (f"; {n_mni} MNI-template phantoms ({TEMPLATE_NAME}; training stream, seeds "
+                 f"{seed}-{seed + n_mni - 1}; half lesioned; T1-like and FLAIR-like; 4 mm voxels, oblique for "
+                 f"half), one in {MNI_SLICE_STEP} axial slices of those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of "
+                 "the largest brain section")
         out["template_licence"] = MNI_LICENSE
     return {"data": text, **out}
 
