@@ -14,6 +14,10 @@ Runs the bundled demo models, as a user gets them, on phantoms of
 Synthetic phantoms on a real template; demo models; not clinical. Usage::
 
     python scripts/heldout_figures.py --n 8 --seed 0
+    python scripts/heldout_figures.py --classifier-only --n 16 --seed 0 --classifier-model M.pt [--write-card]
+
+``--classifier-only`` prints the classifier table of each ``--classifier-model`` (any file or
+model name); ``--write-card`` stores the one model's figures in its card (``heldout``).
 """
 
 from __future__ import annotations
@@ -131,25 +135,45 @@ def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[floa
     return out
 
 
-def classifier_figures(n: int, seed: int) -> Dict[str, Dict[str, List[float]]]:
-    """Attribution AUROC of the bundled brain-lesion classifier on ``n`` lesioned MNI MR
-    phantoms (FLAIR-like and T1-like alternately), per contrast and method."""
-    from clinicalai.attribution import attribute
-    from clinicalai.attribution.metrics import score_map
+def classifier_figures(n: int, seed: int,
+                       model_name: str = "brain-lesion-classifier") -> Dict[str, Dict[str, List[float]]]:
+    """Attribution AUROC of a brain-lesion classifier (default the bundled one) on ``n``
+    lesioned MNI MR phantoms of the held-out stream (FLAIR-like and T1-like alternately), per
+    contrast and method (``clinicalai.attribution.constrained.template_attribution_auroc``)."""
+    from clinicalai.attribution.constrained import template_attribution_auroc
     from clinicalai.models import load_model
-    from clinicalai.phantoms.mni import mni_brain_case
 
-    model = load_model("brain-lesion-classifier", device="cpu")
-    out: Dict[str, Dict[str, List[float]]] = {}
-    for i in range(n):
-        contrast = ("FLAIR", "T1")[i % 2]
-        case = mni_brain_case(seed + i, pathological=True, contrast=contrast, spacing=CLASSIFIER_SPACING)
-        for method in ("integrated-gradients", "gradcam"):
-            res = attribute(model, case.image, method, target="lesion")
-            s = score_map(res.volume, case.lesion, mask=case.brain_mask, pointing_tolerance=0)
-            out.setdefault(contrast, {}).setdefault(method, []).append(s["auroc"])
-            print(f"  classifier case {i} {contrast} {method}: AUROC {_fmt(s['auroc'])}", file=sys.stderr)
-    return out
+    model = load_model(model_name, device="cpu")
+    return template_attribution_auroc(model, n, seed, log=lambda line: print(f"  classifier {line}", file=sys.stderr))
+
+
+def classifier_markdown(name: str, clf: Dict[str, Dict[str, List[float]]]) -> List[str]:
+    """The classifier table of one model."""
+    lines = [f"**Brain-lesion classifier** (`{name}`, attribution AUROC against the lesion "
+             "mask inside the brain, mean +/- sd over cases)", "",
+             "| contrast | cases | integrated-gradients AUROC | gradcam AUROC |", "| --- | --- | --- | --- |"]
+    for contrast, per in clf.items():
+        n = len(next(iter(per.values())))
+        lines.append(f"| {contrast}-like | {n} | {_mean_sd(per.get('integrated-gradients', []))} "
+                     f"| {_mean_sd(per.get('gradcam', []))} |")
+    return lines
+
+
+def write_card_figures(model_path: str, clf: Dict[str, Dict[str, List[float]]], n: int, seed: int,
+                       command: str) -> None:
+    """Store the held-out figures in the card beside ``model_path`` (its ``heldout`` entry);
+    the weights, and so the card's sha256, are not touched."""
+    from pathlib import Path
+
+    from clinicalai.attribution.constrained import template_summary
+
+    card_path = Path(model_path).with_suffix(".json")
+    if not card_path.is_file():
+        raise SystemExit(f"--write-card needs a model file with its card beside it; no {card_path}")
+    card = json.loads(card_path.read_text())
+    card["heldout"] = {**template_summary(clf, n, seed), "command": command}
+    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    print(f"  held-out figures written to {card_path}", file=sys.stderr)
 
 
 def anomaly_figures(n: int, seed: int) -> Dict[str, Dict[str, object]]:
@@ -220,16 +244,8 @@ def markdown(pet: Dict[str, object], clf: Dict[str, Dict[str, List[float]]], ano
         "",
         *pet_calibration_markdown(pet),
         "",
-        "**Brain-lesion classifier** (bundled `brain-lesion-classifier`, attribution AUROC against the lesion "
-        "mask inside the brain, mean +/- sd over cases)",
-        "",
-        "| contrast | cases | integrated-gradients AUROC | gradcam AUROC |",
-        "| --- | --- | --- | --- |",
+        *classifier_markdown("brain-lesion-classifier", clf),
     ]
-    for contrast, per in clf.items():
-        n = len(next(iter(per.values())))
-        lines.append(f"| {contrast}-like | {n} | {_mean_sd(per.get('integrated-gradients', []))} "
-                     f"| {_mean_sd(per.get('gradcam', []))} |")
     lines += [
         "",
         "**Generative anomaly models** (bundled; FLAIR-like cases; map AUROC against the lesion inside the brain)",
@@ -251,11 +267,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--calibration-n", type=int, default=20,
                         help="training-family PET phantoms the calibration temperature is fitted on")
     parser.add_argument("--pet-only", action="store_true", help="only the PET table and its calibration")
+    parser.add_argument("--classifier-only", action="store_true",
+                        help="only the brain-lesion classifier table(s), for each --classifier-model")
+    parser.add_argument("--classifier-model", action="append", metavar="M",
+                        help="classifier for --classifier-only: file or model name (repeat; default the bundled one)")
+    parser.add_argument("--write-card", action="store_true",
+                        help="with --classifier-only and one model file: store its figures in the card's 'heldout'")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)  # small networks on a shared CPU
     t0 = time.perf_counter()
+    if args.classifier_only:
+        return classifier_only(args, argv)
     pet = pet_figures(args.n, args.seed, args.calibration_n)
     if args.pet_only:
         print(json.dumps(pet, indent=2))
@@ -264,6 +288,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     anom = anomaly_figures(args.n, args.seed)
     print(markdown(pet, clf, anom))
     print(f"\n({time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU thread)", file=sys.stderr)
+    return 0
+
+
+def classifier_only(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """``--classifier-only``: the classifier table of each ``--classifier-model``."""
+    names = args.classifier_model or ["brain-lesion-classifier"]
+    if args.write_card and len(names) != 1:
+        raise SystemExit("--write-card takes exactly one --classifier-model")
+    for name in names:
+        clf = classifier_figures(args.n, args.seed, name)
+        print("\n".join(classifier_markdown(name, clf)) + "\n")
+        if args.write_card:
+            command = "python scripts/heldout_figures.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            write_card_figures(name, clf, args.n, args.seed, command)
     return 0
 
 

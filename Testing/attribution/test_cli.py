@@ -74,3 +74,34 @@ def test_explain_lesion_on_another_grid_is_refused(model_and_case, capsys):
                str(d / "m.nii.gz"), "--lesion", str(d / "other.nii.gz"), "--device", "cpu"])
     assert rc == 1 and "grid" in capsys.readouterr().err
     assert not (d / "m.nii.gz").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--family", "mix", "--mni", "1"], "at least 2 MNI-template phantoms"),
+    (["--family", "template"], "invalid choice"),
+    (["--augmentation", "extreme"], "invalid choice"),
+])
+def test_train_classifier_family_errors_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "mix.pt"
+    rc = main(["train", "classifier", "--phantoms", "2", "--epochs", "1", "--validate", "0", "-o", str(out), *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and message in err and len(err.splitlines()) == 1
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_train_classifier_on_the_mixed_family_records_data_and_licence(tmp_path, capsys):
+    pytest.importorskip("nilearn")
+    from clinicalai.phantoms.mni import MNI_LICENSE
+
+    before = torch.get_num_threads()
+    out = tmp_path / "mix.pt"
+    try:
+        rc = main(["train", "classifier", "--constraint", "none", "--phantoms", "2", "--family", "mix", "--mni", "2",
+                   "--epochs", "1", "--augmentation", "mild", "--threads", "1", "--validate", "0", "-o", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    assert rc == 0 and out.exists()
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert training["family"] == "mix" and training["template_licence"] == MNI_LICENSE
+    assert "2 MNI-template phantoms" in training["data"] and training["augmentation"]["rotate_deg"] == 15.0
+    assert training["command"].endswith("--family mix --mni 2 --augmentation mild -o mix.pt")

@@ -133,3 +133,29 @@ def test_pet_kinds_and_labels():
     assert asym.label == 0 and 0.55 <= asym.info["striatal_asymmetry"] <= 0.85
     with pytest.raises(ValueError):
         mni_pet_case(0, recurrence=True, kind="trc")
+
+
+def test_training_and_heldout_streams_never_give_the_same_case():
+    """A trainer draws from the "train" stream, the evaluations from "heldout": no seed pair of
+    the two gives the same random stream, and the held-out cases are those of the first release."""
+    from clinicalai.phantoms.mni import MNI_SEED_TAG, STREAMS, case_rng
+
+    assert len(set(STREAMS.values())) == len(STREAMS)  # one number per (modality, stream)
+    seeds = range(200)
+    for modality in ("MR", "PET"):
+        train = {tuple(case_rng(modality, "train", s).integers(0, 2 ** 62, 2)) for s in seeds}
+        heldout = {tuple(case_rng(modality, "heldout", s).integers(0, 2 ** 62, 2)) for s in seeds}
+        assert len(train) == len(heldout) == len(seeds) and not train & heldout
+        # the held-out stream is the one docs/heldout.md measured: default_rng([tag, 1 or 2, seed])
+        first = np.random.default_rng([MNI_SEED_TAG, 1 if modality == "MR" else 2, 5]).random(3)
+        np.testing.assert_array_equal(case_rng(modality, "heldout", 5).random(3), first)
+    held, default = mni_brain_case(3, spacing=MR_SPACING, stream="heldout"), mni_brain_case(3, spacing=MR_SPACING)
+    np.testing.assert_array_equal(held.image.array, default.image.array)
+    trained = mni_brain_case(3, spacing=MR_SPACING, stream="train")
+    assert trained.image.metadata["phantom"]["stream"] == "train"
+    assert default.image.metadata["phantom"]["stream"] == "heldout"
+    assert not np.array_equal(trained.image.array, held.image.array)
+    assert mni_pet_case(3, spacing=PET_SPACING, stream="train").info["stream"] == "train"
+    for bad in (dict(stream="test"), dict(stream="train", seed=-1)):
+        with pytest.raises(ValueError):
+            case_rng("MR", bad["stream"], bad.get("seed", 0))

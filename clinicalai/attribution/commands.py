@@ -57,6 +57,14 @@ def register(commands) -> None:
     t.add_argument("--input", dest="input_mode", choices=("intensity", "tpm"), default="intensity",
                    help="input: intensities or tissue probability maps")
     t.add_argument("--phantoms", type=int, default=24, help="number of training phantoms (half with lesions)")
+    t.add_argument("--family", choices=("phantom", "mix"), default="phantom",
+                   help="training data: the brain-lesion phantoms, or mixed with MNI-template phantoms of both "
+                        "contrasts from that family's training stream (default phantom)")
+    t.add_argument("--mni", type=int, default=24, metavar="N",
+                   help="MNI-template phantoms of --family mix (half with lesions; default 24)")
+    t.add_argument("--augmentation", choices=("none", "mild", "strong"), default="none",
+                   help="MONAI augmentation preset of clinicalai.augment on every training slice (default none)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-3)
@@ -155,15 +163,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".pt":
         raise InputError("the classifier is saved as a .pt state dict; give an output path ending in .pt")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    augmentation = None if args.augmentation == "none" else args.augmentation
     result = train_classifier(constraint=args.constraint, alpha=args.alpha, t=args.t, input_mode=args.input_mode,
                               n_cases=args.phantoms, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              seed=args.seed, progress=ConsoleProgress())
+                              seed=args.seed, augmentation=augmentation, family=args.family,
+                              n_mni=args.mni if args.family == "mix" else 0, progress=ConsoleProgress())
     card = result.card
     card["name"] = args.out.stem
+    options = [("constraint", args.constraint), ("alpha", args.alpha), ("t", args.t), ("input", args.input_mode),
+               ("phantoms", args.phantoms), ("epochs", args.epochs), ("seed", args.seed)]
+    if args.family == "mix":
+        options += [("family", "mix"), ("mni", args.mni)]
+    if augmentation is not None:
+        options.append(("augmentation", augmentation))
     card["training"]["command"] = "clinicalai train classifier " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (
-            ("constraint", args.constraint), ("alpha", args.alpha), ("t", args.t), ("input", args.input_mode),
-            ("phantoms", args.phantoms), ("epochs", args.epochs), ("seed", args.seed))) + f" -o {args.out.name}"
+        f"--{k} {v}" for k, v in options) + f" -o {args.out.name}"
     if args.validate > 0:
         res = evaluate_models({"this": (result.module, card)}, n_val=args.validate, n_test=args.validate)["this"]
         card["validation"] = {

@@ -18,7 +18,10 @@ has to base its decision on the lesions, so its attribution maps of pathological
 be thresholded into lesion segmentations from image-level labels alone.
 
 Data: axial 2D slices of brain-lesion phantoms (:mod:`clinicalai.phantoms.brain`), label 1
-when the slice holds at least ``min_lesion_voxels`` lesion voxels, 0 when it holds none.
+when the slice holds at least ``min_lesion_voxels`` lesion voxels, 0 when it holds none. The
+``mix`` family adds MNI-template phantoms (:mod:`clinicalai.phantoms.mni`) of both contrasts
+(T1-like: dark lesions, FLAIR-like: bright ones) from that family's TRAINING stream, never the
+held-out evaluation's; slices of both families are padded to one size (background level).
 Input: the slice intensities (per-volume z-score), or tissue probability
 maps (``input_mode="tpm"``, :func:`tissue_probability_maps`) as in the thesis.
 
@@ -59,6 +62,12 @@ PHANTOM_SPACING = (4.0, 4.0, 4.0)
 LESION_RADIUS_MM = (5.0, 10.0)
 #: central axial slices used: the brain fills them
 SLICE_RANGE = (4, 20, 1)
+#: training data: the brain-lesion phantoms alone, or mixed with MNI-template phantoms
+FAMILIES = ("phantom", "mix")
+#: template slices used: those whose brain section is at least this share of the case's largest,
+#: every second one (neighbours 4 mm apart repeat each other; more cases for the same cost)
+MNI_MIN_BRAIN_SHARE = 0.3
+MNI_SLICE_STEP = 2
 
 
 def architecture(input_channels: int = 1) -> Dict[str, Any]:
@@ -100,16 +109,17 @@ class SliceSet:
 
 def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesion_voxels: int = 10,
                   slice_range=SLICE_RANGE) -> SliceSet:
-    """Slices of phantom ``cases`` (``BrainCase``): label 1 with >= ``min_lesion_voxels`` lesion
-    voxels, 0 with none; slices with a few lesion voxels are left out (ambiguous)."""
+    """Slices of phantom ``cases`` (``BrainCase``, all of one in-plane size): label 1 with >=
+    ``min_lesion_voxels`` lesion voxels, 0 with none; slices with a few lesion voxels are left out
+    (ambiguous). ``slice_range``: ``(start, stop, step)`` axial indices, or ``None``: every
+    :data:`MNI_SLICE_STEP`-th slice whose brain section is >= :data:`MNI_MIN_BRAIN_SHARE` of the
+    case's largest (cases of any size, e.g. MNI-template phantoms)."""
     imgs, labels, lesions, brains, case_ids = [], [], [], [], []
     for ci, case in enumerate(cases):
         ch = volume_channels(case.image.array, input_mode)
         les = case.lesion.array > 0
         brain = case.brain_mask.array > 0
-        for z in range(*slice_range):
-            if z >= les.shape[0]:
-                break
+        for z in _slice_indices(brain, slice_range):
             n = int(les[z].sum())
             if 0 < n < min_lesion_voxels:
                 continue
@@ -120,6 +130,74 @@ def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesio
             case_ids.append(ci)
     return SliceSet(np.stack(imgs).astype(np.float32), np.array(labels, np.float32), np.stack(lesions),
                     np.stack(brains), np.array(case_ids))
+
+
+def _slice_indices(brain: np.ndarray, slice_range) -> List[int]:
+    """Axial indices of ``brain`` ``(z, y, x)`` that :func:`slice_dataset` uses."""
+    if slice_range is not None:
+        return [z for z in range(*slice_range) if z < brain.shape[0]]
+    area = brain.sum(axis=(1, 2))
+    if area.max() == 0:
+        return []
+    keep = np.flatnonzero(area >= MNI_MIN_BRAIN_SHARE * area.max())
+    return [int(z) for z in keep[::MNI_SLICE_STEP]]
+
+
+def _pad_slices(data: SliceSet, size: Tuple[int, int]) -> SliceSet:
+    """``data`` centred in slices of ``size`` ``(y, x)``: images padded with the median of each
+    slice's border (its background, after normalisation), masks with 0."""
+    ny, nx = data.images.shape[-2:]
+    if (ny, nx) == tuple(size):
+        return data
+    if ny > size[0] or nx > size[1]:
+        raise ValueError(f"slices of {(ny, nx)} do not fit in {tuple(size)}")
+    y0, x0 = (size[0] - ny) // 2, (size[1] - nx) // 2
+    border = np.concatenate([data.images[..., 0, :], data.images[..., -1, :], data.images[..., :, 0],
+                             data.images[..., :, -1]], axis=-1)
+    fill = np.median(border, axis=-1)  # (N, C)
+    images = np.broadcast_to(fill[..., None, None], data.images.shape[:2] + tuple(size)).copy()
+    images[..., y0:y0 + ny, x0:x0 + nx] = data.images
+    masks = []
+    for m in (data.lesion, data.brain):
+        out = np.zeros((len(m),) + tuple(size), m.dtype)
+        out[:, y0:y0 + ny, x0:x0 + nx] = m
+        masks.append(out)
+    return SliceSet(images.astype(np.float32), data.labels, masks[0], masks[1], data.case)
+
+
+def concat_slices(parts: Sequence[SliceSet]) -> SliceSet:
+    """One :class:`SliceSet` of ``parts`` (slices of different sizes padded to the largest,
+    :func:`_pad_slices`); case numbers run on across the parts."""
+    size = (max(p.images.shape[-2] for p in parts), max(p.images.shape[-1] for p in parts))
+    padded = [_pad_slices(p, size) for p in parts]
+    offsets = np.cumsum([0] + [int(p.case.max()) + 1 if len(p) else 0 for p in parts])
+    return SliceSet(np.concatenate([p.images for p in padded]), np.concatenate([p.labels for p in padded]),
+                    np.concatenate([p.lesion for p in padded]), np.concatenate([p.brain for p in padded]),
+                    np.concatenate([p.case + o for p, o in zip(padded, offsets)]))
+
+
+def make_mni_cases(n: int, seed: int) -> list:
+    """``n`` MNI-template phantoms of the mni family's TRAINING stream (seeds ``seed..seed+n-1``
+    there; never a held-out evaluation case) at the demo's voxel size: alternately healthy and
+    lesioned, T1-like and FLAIR-like in turn within each half."""
+    from ..phantoms.mni import CONTRASTS as MNI_CONTRASTS, mni_brain_case
+
+    return [mni_brain_case(seed + i, pathological=bool(i % 2), contrast=MNI_CONTRASTS[(i // 2) % 2],
+                           spacing=PHANTOM_SPACING, stream="train") for i in range(n)]
+
+
+def training_slices(family: str = "phantom", n_cases: int = 40, n_mni: int = 0, seed: int = 0,
+                    shape: Sequence[int] = DEFAULT_SHAPE, input_mode: str = "intensity") -> SliceSet:
+    """The training slices of ``family``: ``n_cases`` brain-lesion phantoms, plus for ``mix``
+    ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`)."""
+    if family not in FAMILIES:
+        raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    if family == "mix" and n_mni < 2:
+        raise InputError("the mix family needs at least 2 MNI-template phantoms")
+    data = slice_dataset(make_cases(n_cases, seed, shape), input_mode)
+    if family == "phantom":
+        return data
+    return concat_slices([data, slice_dataset(make_mni_cases(n_mni, seed), input_mode, slice_range=None)])
 
 
 def make_cases(n: int, seed: int, shape=DEFAULT_SHAPE):
@@ -192,6 +270,8 @@ def train_classifier(
     shape: Sequence[int] = DEFAULT_SHAPE,
     data: Optional[SliceSet] = None,
     augmentation: Optional[str] = None,
+    family: str = "phantom",
+    n_mni: int = 0,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> TrainResult:
@@ -199,18 +279,18 @@ def train_classifier(
 
     Returns the trained module (eval mode, CPU) and its model card (without sha256; save with
     :func:`clinicalai.models.save_model`). ``augmentation``: a :mod:`clinicalai.augment` preset
-    (``strong`` / ``mild``) applied to each training slice (every channel), or ``None`` (the
-    bundled classifiers were trained without).
+    (``strong`` / ``mild``) applied to each training slice (every channel), or ``None``.
+    ``family``/``n_mni``: the training data when ``data`` is not given (:func:`training_slices`).
     """
     import torch
 
-    _check_training_options(constraint, input_mode, epochs, n_cases)
+    _check_training_options(constraint, input_mode, epochs, n_cases, family)
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if data is None:
         report(progress, 0.0, "making phantoms")
-        data = slice_dataset(make_cases(n_cases, seed, shape), input_mode)
+        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode)
     x_all = torch.from_numpy(data.images)
     y_all = torch.from_numpy(data.labels)
     n_pos = float(y_all.sum())
@@ -238,15 +318,17 @@ def train_classifier(
         history.append({k: v / steps_per_epoch for k, v in sums.items()} | {"epoch": epoch + 1})
     module.eval()
     seconds = time.perf_counter() - started
-    card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode, n_cases, shape, seed, len(y_all),
-                            int(n_pos), {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size,
-                                         "constraint_batch": constraint_batch, "lr": lr,
-                                         "augmentation": aug.params if aug is not None else None},
+    hyper = {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size, "constraint_batch": constraint_batch,
+             "lr": lr, "augmentation": aug.params if aug is not None else None}
+    card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode,
+                            data_description(family, n_cases, n_mni, shape, seed), len(y_all), int(n_pos), hyper,
                             seconds, history)
     return TrainResult(module, card, history, seconds)
 
 
-def _check_training_options(constraint: str, input_mode: str, epochs: int, n_cases: int) -> None:
+def _check_training_options(constraint: str, input_mode: str, epochs: int, n_cases: int, family: str) -> None:
+    if family not in FAMILIES:
+        raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if constraint not in CONSTRAINTS:
         raise InputError(f"constraint must be one of {', '.join(CONSTRAINTS)}, got {constraint!r}")
     if input_mode not in INPUT_MODES:
@@ -293,11 +375,27 @@ class _Step:
         return out
 
 
-def _classifier_card(arch: Dict[str, Any], channels: int, constraint: str, input_mode: str, n_cases: int,
-                     shape: Sequence[int], seed: int, n_slices: int, n_lesion_slices: int,
+def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int], seed: int) -> Dict[str, Any]:
+    """The card's ``training`` entries that say what :func:`training_slices` drew: ``data``,
+    ``family``, ``seed``, and for ``mix`` the template's licence (``template_licence``)."""
+    text = f"{n_cases} brain-lesion phantoms {list(shape)} (seed {seed}), axial slices"
+    out: Dict[str, Any] = {"family": family, "seed": seed}
+    if family == "mix":
+        from ..phantoms.mni import MNI_LICENSE, TEMPLATE_NAME
+
+        text += (f"; {n_mni} MNI-template phantoms ({TEMPLATE_NAME}; training stream, seeds "
+                 f"{seed}-{seed + n_mni - 1}; half lesioned; T1-like and FLAIR-like; 4 mm voxels, oblique for "
+                 f"half), one in {MNI_SLICE_STEP} axial slices of those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of "
+                 "the largest brain section")
+        out["template_licence"] = MNI_LICENSE
+    return {"data": text, **out}
+
+
+def _classifier_card(arch: Dict[str, Any], channels: int, constraint: str, input_mode: str,
+                     data: Dict[str, Any], n_slices: int, n_lesion_slices: int,
                      hyper: Dict[str, Any], seconds: float, history: List[Dict[str, float]]) -> Dict[str, Any]:
-    """The trained classifier's model card (``hyper``: alpha, t, epochs, batch_size,
-    constraint_batch, lr, recorded under ``training``)."""
+    """The trained classifier's model card (``data``: :func:`data_description`; ``hyper``:
+    alpha, t, epochs, batch_size, constraint_batch, lr, recorded under ``training``)."""
     return {
         "name": f"brain-lesion-classifier-{constraint}" + ("-tpm" if input_mode == "tpm" else ""),
         "version": "1.0.0",
@@ -312,11 +410,11 @@ def _classifier_card(arch: Dict[str, Any], channels: int, constraint: str, input
         "intended_use": "synthetic phantom demo; not for clinical use",
         "synthetic_demo": True,
         "training": {
-            "data": f"{n_cases} brain-lesion phantoms {list(shape)} (seed {seed}), axial slices",
+            **data,
             "slices": n_slices, "lesion_slices": n_lesion_slices,
             "constraint": constraint, "alpha": hyper["alpha"], "t": hyper["t"], "epochs": hyper["epochs"],
             "batch_size": hyper["batch_size"], "constraint_batch": hyper["constraint_batch"], "input_mode": input_mode,
-            "lr": hyper["lr"], "seed": seed, "seconds": round(seconds, 1),
+            "lr": hyper["lr"], "seconds": round(seconds, 1),
             "augmentation": hyper.get("augmentation"),
             "final": history[-1] if history else {},
         },
@@ -409,6 +507,43 @@ def _evaluate_one(item: Tuple[str, Any], val, test, test_healthy, methods: Optio
         "method": method, "constraint": constraint, "input_mode": input_mode, "threshold": thr,
         "slice_auc": auc, "summary": summarize_scores(scores), "per_case": scores,
     }
+
+
+#: the attribution methods of the held-out template figures (docs/heldout.md)
+TEMPLATE_METHODS = ("integrated-gradients", "gradcam")
+
+
+def template_attribution_auroc(model, n: int, seed: int = 0, methods: Sequence[str] = TEMPLATE_METHODS,
+                               log=None) -> Dict[str, Dict[str, List[float]]]:
+    """Attribution AUROC (lesion class, against the lesion mask inside the brain, :func:`score_map`)
+    of ``model`` (a ``LoadedModel``) on ``n`` lesioned MNI-template phantoms of the HELD-OUT
+    stream (seeds ``seed..seed+n-1``), FLAIR-like and T1-like alternately, at the demo's 4 mm
+    voxels. Returns ``{contrast: {method: [AUROC per case]}}``; ``log(line)`` hears each case."""
+    from ..phantoms.mni import mni_brain_case
+
+    out: Dict[str, Dict[str, List[float]]] = {}
+    for i in range(n):
+        contrast = ("FLAIR", "T1")[i % 2]
+        case = mni_brain_case(seed + i, pathological=True, contrast=contrast, spacing=PHANTOM_SPACING,
+                              stream="heldout")
+        for method in methods:
+            res = attribute(model, case.image, method, target="lesion")
+            auroc = score_map(res.volume, case.lesion, mask=case.brain_mask, pointing_tolerance=0)["auroc"]
+            out.setdefault(contrast, {}).setdefault(method, []).append(auroc)
+            if log is not None:
+                log(f"case {i} {contrast} {method}: AUROC {auroc:.3f}")
+    return out
+
+
+def template_summary(figures: Dict[str, Dict[str, List[float]]], n: int, seed: int) -> Dict[str, Any]:
+    """:func:`template_attribution_auroc`'s figures as a card's ``heldout`` entry: mean, sd and
+    count per contrast and method, with the data they came from."""
+    per = {c: {m: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4), "n": len(v)}
+               for m, v in ms.items()} for c, ms in figures.items()}
+    return {"data": f"{n} lesioned MNI-template phantoms of the held-out stream (seeds {seed}-{seed + n - 1}), "
+                    "FLAIR-like and T1-like alternately, 4 mm voxels",
+            "metric": "attribution AUROC of the lesion class against the lesion mask inside the brain",
+            "auroc": per}
 
 
 def format_table(results: Dict[str, Dict[str, Any]]) -> str:
