@@ -1,4 +1,4 @@
-"""Held-out brain phantoms on a real anatomical template (MNI ICBM152), for testing only.
+"""Brain phantoms on a real anatomical template (MNI ICBM152): held-out cases, and a training stream.
 
 A second brain family, written apart from :mod:`clinicalai.phantoms.brain` (MR) and
 :mod:`clinicalai.phantoms.pet` (FDOPA PET), which train the demo models. Those draw heads from
@@ -6,8 +6,9 @@ ellipsoids; this one starts from the grey-matter, white-matter and brain-mask te
 MNI ICBM152 2009a nonlinear symmetric atlas that nilearn ships inside its wheel
 (``nilearn.datasets.load_mni152_gm_template`` etc.; no download), so the anatomy (cortical
 folding, ventricles, deep grey matter, cerebellum) is that of a real average brain. No model
-is trained on these cases: they tell whether a demo model learned brains or learned its
-generator.
+is trained on the held-out stream's cases: they tell whether a demo model learned brains or
+learned its generator. A trainer may draw template cases from the separate ``"train"`` stream
+(the brain-lesion classifier's ``--family mix``).
 
 - **MR** (:func:`mni_brain_case`): T1-like or FLAIR-like contrast computed from the GM / WM /
   CSF probability maps (CSF = brain mask - GM - WM), skull-stripped or with a skull and scalp
@@ -31,7 +32,10 @@ across thick slices), masks are the sub-voxel majority.
 Returns the same case types as the training families (:class:`~clinicalai.phantoms.brain.BrainCase`,
 :class:`~clinicalai.phantoms.pet.PetCase`), so every evaluation takes either family.
 Deterministic per seed, in its own seed space (``numpy.random.default_rng([MNI_SEED_TAG, stream, seed])``:
-no integer seed of the training families gives the same stream). The 1 mm templates are
+no integer seed of the training families gives the same stream). Two streams per modality
+(:data:`STREAMS`): ``"heldout"`` (the default; the evaluations and README tables) and
+``"train"`` (the only one a trainer may draw from, :func:`case_rng`): their stream numbers
+differ, so no seed of one gives a case of the other. The 1 mm templates are
 block-averaged to 2 mm once per process and cached.
 
 **Licence of the templates.** nilearn (BSD-3-Clause) redistributes the MNI ICBM152 2009a
@@ -69,7 +73,10 @@ from .pet import BRAIN_COLOR, LABELS, LESION_COLOR, PetCase, PetDose, bqml_image
 
 #: first entry of every seed sequence of this family ("MNI" in ASCII)
 MNI_SEED_TAG = 0x4D4E49
-_MR_STREAM, _PET_STREAM = 1, 2
+#: stream numbers of the seed sequences, per (modality, use): the held-out evaluation's numbers
+#: are those of the first release (its cases stay as they were); training draws only from "train"
+STREAMS = {("MR", "heldout"): 1, ("PET", "heldout"): 2, ("MR", "train"): 3, ("PET", "train"): 4}
+STREAM_NAMES = ("heldout", "train")
 #: the cached template resolution (mm): 1 mm blocks of 2x2x2 averaged
 TEMPLATE_SPACING_MM = 2.0
 #: zero margin (voxels at 2 mm) added around the template so a scalp fits below the cerebellum
@@ -264,6 +271,19 @@ def _lesion_sites(tpl: Template) -> Dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- MR
+def case_rng(modality: str, stream: str, seed: int) -> np.random.Generator:
+    """The random stream of one case: ``default_rng([MNI_SEED_TAG, STREAMS[modality, stream], seed])``.
+
+    Raises:
+        ValueError: unknown ``stream`` (``"heldout"`` or ``"train"``) or negative ``seed``.
+    """
+    if stream not in STREAM_NAMES:
+        raise ValueError(f"stream must be one of {STREAM_NAMES}, got {stream!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return np.random.default_rng([MNI_SEED_TAG, STREAMS[modality, stream], int(seed)])
+
+
 def _bias_field(shape: Sequence[int], rng: np.random.Generator, strength: float) -> np.ndarray:
     """exp(second-order polynomial) over the grid, coefficients ~ N(0, strength)."""
     z, y, x = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
@@ -282,6 +302,7 @@ def mni_brain_case(
     lesion_radius_mm: Tuple[float, float] = (4.0, 14.0),
     skull: Optional[bool] = None,
     fov_mm: Sequence[float] = MR_FOV_MM,
+    stream: str = "heldout",
 ) -> BrainCase:
     """One brain MR phantom on the MNI template (module docstring).
 
@@ -295,6 +316,7 @@ def mni_brain_case(
         lesion_radius_mm: range of lesion radii (mm) before the shape noise.
         skull: add a skull and scalp shell (``None``: 50 %); else the brain is skull-stripped.
         fov_mm: field of view (mm) in the grid's frame, centred on the head.
+        stream: ``"heldout"`` (evaluation) or ``"train"`` (trainers; :func:`case_rng`).
 
     Returns:
         :class:`~clinicalai.phantoms.brain.BrainCase`: image (MR, a.u.), lesion, tissues
@@ -305,7 +327,7 @@ def mni_brain_case(
     image with skull (:func:`_mr_tissue`) -> lesions (:func:`_mr_lesions`) -> sampling onto the
     scanner grid (:func:`_render`, :func:`_tissue_labels`) -> bias and Rician noise -> volumes.
     """
-    rng = np.random.default_rng([MNI_SEED_TAG, _MR_STREAM, int(seed)])
+    rng = case_rng("MR", stream, seed)
     tpl = load_template()
     if pathological is None:
         pathological = bool(rng.random() < 0.5)
@@ -340,7 +362,7 @@ def mni_brain_case(
     sigma = float(rng.uniform(0.015, 0.05)) * mu["wm"]
     img = np.sqrt((img + rng.normal(0, sigma, img.shape)) ** 2 + rng.normal(0, sigma, img.shape) ** 2)  # Rician
     scale = float(rng.uniform(100.0, 2000.0))
-    info = {"family": "mni", "seed": int(seed), "contrast": contrast, "skull": bool(skull),
+    info = {"family": "mni", "seed": int(seed), "stream": stream, "contrast": contrast, "skull": bool(skull),
             "spacing": [float(v) for v in grid.spacing], "oblique": bool(not np.allclose(grid.direction, np.eye(3))),
             "lesions": drawn, "noise_sigma_rel_wm": sigma / mu["wm"], "template": TEMPLATE_NAME}
     return BrainCase(
@@ -449,6 +471,7 @@ def mni_pet_case(
     direction: Optional[np.ndarray] = None,
     fwhm_mm: Optional[float] = None,
     fov_mm: Sequence[float] = PET_FOV_MM,
+    stream: str = "heldout",
 ) -> PetCase:
     """One FDOPA PET phantom on the MNI template, in Bq/mL with SUV tags (module docstring).
 
@@ -460,6 +483,7 @@ def mni_pet_case(
         spacing: voxel size in mm ``(x, y, z)``; ``None``: 2-4 mm.
         direction: 3x3 direction (columns i, j, k in LPS); ``None``: oblique for half the seeds.
         fwhm_mm: PSF full width at half maximum; ``None``: 4-6 mm.
+        stream: ``"heldout"`` (evaluation) or ``"train"`` (trainers; :func:`case_rng`).
 
     Returns:
         :class:`~clinicalai.phantoms.pet.PetCase`: image (Bq/mL, ``metadata["pet"]`` tags), suv,
@@ -471,7 +495,7 @@ def mni_pet_case(
     (:func:`_pet_treated_site`) -> PSF and sampling onto the scanner grid (:func:`_render`) ->
     noise -> dose and timing (:func:`_draw_pet_dose`), Bq/mL -> volumes.
     """
-    rng = np.random.default_rng([MNI_SEED_TAG, _PET_STREAM, int(seed)])
+    rng = case_rng("PET", stream, seed)
     tpl = load_template()
     if recurrence is None:
         recurrence = bool(rng.random() < 0.5)
@@ -503,7 +527,8 @@ def mni_pet_case(
     dose = _draw_pet_dose(rng)
     tags = pet_tags(dose.weight_kg, dose.dose_bq, dose.injection, dose.scan_start,
                     manufacturer="ClinicalAI MNI-template PET phantom")
-    info = {"family": "mni", "seed": int(seed), "kind": kind, "weight_kg": dose.weight_kg, "dose_bq": dose.dose_bq,
+    info = {"family": "mni", "seed": int(seed), "stream": stream, "kind": kind, "weight_kg": dose.weight_kg,
+            "dose_bq": dose.dose_bq,
             "injection": dose.injection.isoformat(), "scan_start": dose.scan_start.isoformat(),
             "healthy_brain_suv": base, "striatum_ratio": healthy.ratio, "striatal_asymmetry": healthy.asymmetry,
             "region_radius_mm": r, "fwhm_mm": fwhm, "noise": noise,
@@ -598,5 +623,5 @@ def _draw_pet_dose(rng: np.random.Generator) -> PetDose:
     return PetDose(weight, dose, injection, scan, decayed_dose(dose, injection, scan))
 
 
-__all__ = ["CONTRASTS", "MNI_LICENSE", "MNI_SEED_TAG", "PET_KINDS", "Template", "load_template",
-           "mni_brain_case", "mni_pet_case", "random_oblique"]
+__all__ = ["CONTRASTS", "MNI_LICENSE", "MNI_SEED_TAG", "PET_KINDS", "STREAMS", "STREAM_NAMES", "Template",
+           "case_rng", "load_template", "mni_brain_case", "mni_pet_case", "random_oblique"]
