@@ -67,3 +67,17 @@ def test_mixed_writer_refuses_a_bad_share(tmp_path):
     with pytest.raises(InputError, match="mni_fraction"):
         write_mixed_pet_dataset(tmp_path / "bad", n=4, mni_fraction=1.5)
     assert not (tmp_path / "bad").exists()
+
+
+def test_train_demo_grid_keeps_the_field_of_view_and_refuses_bad_options(tmp_path, capsys):
+    """``--spacing-mm`` changes the voxel, not the 256 x 256 x 168 mm field of view (8 mm: the
+    bundled 32 x 32 x 21); a voxel or share out of range stops before any phantom is written."""
+    from clinicalai.pet.preprocess import DEMO_SIZE_XYZ
+    from clinicalai.pet.train_demo import demo_size_xyz, main
+
+    assert demo_size_xyz(8.0) == DEMO_SIZE_XYZ and demo_size_xyz(6.0) == (43, 43, 28)
+    for bad, word in ((["--spacing-mm", "1"], "--spacing-mm"), (["--family", "mix", "--mni-fraction", "2"], "--mni-fraction")):
+        with pytest.raises(SystemExit) as exc:
+            main(bad + ["--out", str(tmp_path / "out")])
+        assert exc.value.code == 2 and word in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
