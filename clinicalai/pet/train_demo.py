@@ -12,8 +12,9 @@ not for clinical use, and what the data set was (``training.data`` / ``family``)
 ``--family mix`` trains on ellipsoid and MNI-template phantoms instead
 (:func:`clinicalai.phantoms.pet_mix.write_mixed_pet_dataset`: template cases of the training
 stream only, never a held-out case; the cards then carry the template licence), and
-``--spacing-mm`` sets a finer network grid over the same field of view. Measured on the
-held-out family in ``docs/heldout.md``; the bundled folds are the ellipsoid-only ones.
+``--spacing-mm`` sets a finer network grid over the same field of view. The bundled folds:
+``--family mix --mni-fraction 0.75 --n 160 --epochs 30`` (``make models``; candidates and
+held-out figures in ``docs/heldout.md``).
 
 The network (:data:`DEMO_ARCH_KWARGS`) is chosen so that its Grad-CAM points at the lesion,
 not only so that it classifies:
