@@ -37,7 +37,7 @@ models: venv
 	$(PY) -m clinicalai.segcorrect.ct --phantoms 10 --epochs 60 --max-minutes 5 --lr 0.003 -o Resources/Models/ct-ducts-unet3d.pt
 	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
 	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt
-	$(PY) -m clinicalai.pet.train_demo
+	$(PY) -m clinicalai.pet.train_demo --family mix --mni-fraction 0.75 --n 160 --epochs 30
 	$(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 -o Resources/Models/brain-lesion-classifier.pt
 	$(PY) -m clinicalai.generative.train_demo
 

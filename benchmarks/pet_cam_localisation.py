@@ -16,7 +16,7 @@ lesion with :func:`clinicalai.attribution.metrics.score_map` (inside the true br
   the engine's ``cam_inside_brain_fraction`` (its own mask);
 - ``p``: P(recurrence).
 
-Seeds: the demo's training set is ``write_pet_dataset(seed=7)`` = phantom seeds 700021-700080.
+Seeds: the demo's training set (``train_demo --family mix --n 160``, seed 7) is phantom seeds 700021-700180.
 Prints one line per case and the means (``docs/pet.md`` quotes them).
 """
 

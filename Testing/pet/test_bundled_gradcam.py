@@ -18,7 +18,7 @@ def demo_models():
     return load_pet_models(device="cpu")
 
 
-# seeds outside the demo's training set (seed 7: 700021-700080) and the other PET tests; one per scanner
+# seeds outside the demo's training set (seed 7: 700021-700180) and the other PET tests; one per scanner
 @pytest.mark.parametrize("seed,scanner", [(8101, "A"), (8102, "B")])
 def test_bundled_models_grad_cam_points_at_the_lesion(demo_models, seed, scanner):
     case = pet_case(seed, recurrence=True, scanner=scanner, **FAST_GRID)

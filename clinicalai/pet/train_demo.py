@@ -7,7 +7,14 @@ temporary folder, runs :func:`clinicalai.pet.train.train_folds` (3 folds of a sm
 8 mm, 32 x 32 x 21 voxels, lr 1e-3, no weight decay, 20 epochs with the study's augmentation,
 about a minute or two on two CPU cores) and copies the fold models with their cards into
 ``Resources/Models`` (the run's ``metrics.json`` is printed). The cards say: synthetic demo,
-not for clinical use.
+not for clinical use, and what the data set was (``training.data`` / ``family``).
+
+``--family mix`` trains on ellipsoid and MNI-template phantoms instead
+(:func:`clinicalai.phantoms.pet_mix.write_mixed_pet_dataset`: template cases of the training
+stream only, never a held-out case; the cards then carry the template licence), and
+``--spacing-mm`` sets a finer network grid over the same field of view. The bundled folds:
+``--family mix --mni-fraction 0.75 --n 160 --epochs 30`` (``make models``; candidates and
+held-out figures in ``docs/heldout.md``).
 
 The network (:data:`DEMO_ARCH_KWARGS`) is chosen so that its Grad-CAM points at the lesion,
 not only so that it classifies:
@@ -37,14 +44,17 @@ brain, with its peak outside the brain on 14 of those 20 phantoms.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 from ..models import BUNDLED_MODELS_DIR
 from ..phantoms.pet import write_pet_dataset
+from ..phantoms.pet_mix import data_description, write_mixed_pet_dataset
 from ..progress import ConsoleProgress
 from .preprocess import DEMO_SIZE_XYZ, DEMO_SPACING_MM
 from .train import TrainConfig, train_folds
@@ -53,22 +63,60 @@ from .train import TrainConfig, train_folds
 DEMO_ARCH_KWARGS = {"channels": [16, 32], "pool_grid": [1, 1, 1], "pool": "max", "hidden": 32, "norm": "batch",
                     "dropout": 0.0}
 DEMO_EPOCHS = 20
+#: training phantom families: the ellipsoid family alone, or mixed with MNI-template cases of the
+#: "train" stream (:mod:`clinicalai.phantoms.pet_mix`)
+FAMILIES = ("ellipsoid", "mix")
+
+
+def demo_size_xyz(spacing_mm: float) -> Tuple[int, int, int]:
+    """Network grid (x, y, z voxels) covering the demo's field of view (DEMO_SIZE_XYZ x
+    DEMO_SPACING_MM: 256 x 256 x 168 mm) at ``spacing_mm``, rounded up."""
+    return tuple(int(math.ceil(n * s / spacing_mm - 1e-6)) for n, s in zip(DEMO_SIZE_XYZ, DEMO_SPACING_MM))
+
+
+def _data_entries(args: argparse.Namespace) -> Dict[str, Any]:
+    """The card's ``training`` entries that say what the data set was (not its temporary path)."""
+    if args.family == "mix":
+        return data_description(args.n, args.seed, args.mni_fraction)
+    return {"data": f"{args.n} balanced clinicalai.phantoms.pet phantoms (seed {args.seed})", "family": "ellipsoid"}
+
+
+def _copy_card(src: Path, dst: Path, training: Dict[str, Any]) -> None:
+    """Copy a fold's card with ``training`` merged into its ``training`` entry; the weights
+    (and so the card's sha256) are untouched."""
+    card = json.loads(src.read_text())
+    card["training"] = {**card.get("training", {}), **training}
+    dst.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m clinicalai.pet.train_demo", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=BUNDLED_MODELS_DIR)
     ap.add_argument("--n", type=int, default=60, help="number of phantoms (default 60, 20 %% held out as test)")
+    ap.add_argument("--family", choices=FAMILIES, default="ellipsoid",
+                    help="training phantoms: ellipsoid heads only, or mixed with MNI-template heads")
+    ap.add_argument("--mni-fraction", type=float, default=0.5, help="with --family mix: share of MNI-template cases")
+    ap.add_argument("--spacing-mm", type=float, default=DEMO_SPACING_MM[0],
+                    help="isotropic network voxel (mm); the grid keeps the demo's field of view")
     ap.add_argument("--folds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
+    if not 2.0 <= args.spacing_mm <= 16.0:
+        ap.error(f"--spacing-mm must lie in 2-16 mm, got {args.spacing_mm}")
+    if not 0.0 <= args.mni_fraction <= 1.0:
+        ap.error(f"--mni-fraction must lie in [0, 1], got {args.mni_fraction}")
     command = "python -m clinicalai.pet.train_demo " + " ".join(argv if argv is not None else sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="pet-demo-") as tmp:
-        csv_path = write_pet_dataset(Path(tmp) / "data", n=args.n, seed=args.seed, balanced=True)
+        if args.family == "mix":
+            csv_path = write_mixed_pet_dataset(Path(tmp) / "data", n=args.n, seed=args.seed,
+                                               mni_fraction=args.mni_fraction)
+        else:
+            csv_path = write_pet_dataset(Path(tmp) / "data", n=args.n, seed=args.seed, balanced=True)
         cfg = TrainConfig(
             arch="cnn3d", arch_kwargs=dict(DEMO_ARCH_KWARGS), folds=args.folds, epochs=args.epochs, batch_size=4,
-            lr=1e-3, weight_decay=0.0, augment=True, spacing_mm=DEMO_SPACING_MM, size_xyz=DEMO_SIZE_XYZ, seed=args.seed,
+            lr=1e-3, weight_decay=0.0, augment=True, spacing_mm=(args.spacing_mm,) * 3,
+            size_xyz=demo_size_xyz(args.spacing_mm), seed=args.seed,
             device="cpu", name="pet-cnn3d", synthetic_demo=True, command=command.strip(),
         )
         result = train_folds(csv_path, Path(tmp) / "run", cfg, progress=ConsoleProgress(force=True))
@@ -77,7 +125,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             old.unlink()
         for p in result.model_paths:
             shutil.copy2(p, args.out / p.name)
-            shutil.copy2(p.with_suffix(".json"), args.out / p.with_suffix(".json").name)
+            _copy_card(p.with_suffix(".json"), args.out / p.with_suffix(".json").name, _data_entries(args))
         print((Path(tmp) / "run" / "metrics.json").read_text())
     print(f"out-of-fold AUC {result.metrics['auc']}; test AUC {result.test_metrics['auc'] if result.test_metrics else None}")
     return 0

@@ -454,6 +454,7 @@ def write_pet_dataset(
     test_fraction: float = 0.2,
     balanced: bool = False,
     progress: Optional[Callable[[float, str], None]] = None,
+    make_case: Optional[Callable[[int], PetCase]] = None,
 ) -> Path:
     """Write ``n`` PET phantoms and ``out_dir/pet_cases.csv``; returns the CSV path.
 
@@ -463,7 +464,9 @@ def write_pet_dataset(
     weight_kg, dose_bq, injection_time, scan_time`` (paths relative to the CSV). ``split`` is
     ``test`` for a label- and scanner-stratified ``test_fraction`` of cases, ``train`` otherwise.
     ``balanced`` alternates the labels (else 60 % recurrence, as in the study).
-    ``progress(fraction, message)`` is called after each case.
+    ``progress(fraction, message)`` is called after each case. ``make_case(i)`` gives case ``i``
+    of another family (e.g. :func:`clinicalai.phantoms.pet_mix.write_mixed_pet_dataset`); its
+    ``scanner`` joins the label in the stratified split. Default: :func:`pet_case` of this family.
     """
     if n < 1:
         raise InputError("the number of PET phantoms must be at least 1")
@@ -473,8 +476,11 @@ def write_pet_dataset(
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for i in range(n):
-        rec = (i % 2 == 1) if balanced else None
-        case = pet_case(seed * 100_003 + i, recurrence=rec, scanner="AB"[(i // 2) % 2] if balanced else None)
+        if make_case is not None:
+            case = make_case(i)
+        else:
+            rec = (i % 2 == 1) if balanced else None
+            case = pet_case(seed * 100_003 + i, recurrence=rec, scanner="AB"[(i // 2) % 2] if balanced else None)
         stem = f"case{i:03d}"
         if fmt == "dicom":
             write_pet_dicom(case.image, out / f"{stem}_pet")
