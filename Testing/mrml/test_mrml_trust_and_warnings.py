@@ -216,7 +216,7 @@ def _widget(module: str):
     combo = plain(items=items, blockSignals=lambda block: False, clear=items.clear,
                   addItem=lambda text, data: items.append(data))
     widget.ui = types.SimpleNamespace(
-        warningsLabel=plain(), legendLabel=plain(), sliceTableView=view(), metricsTableView=view(), correlationTableView=view(),
+        warningsLabel=plain(), legendLabel=plain(), predictionLabel=plain(), sliceTableView=view(), metricsTableView=view(), correlationTableView=view(),
         layerComboBox=combo,
         **{name: plain() for name in ("acceptSliceButton", "rejectSliceButton", "acceptAllButton", "rejectAllButton", "editButton", "nextBestButton")},
     )
@@ -232,14 +232,16 @@ def test_desktop_widgets_show_the_last_runs_input_warnings(module, stand_ins):
     if module == "SegCorrect":
         params.warnings = [warning, "slice positions vary by up to 1.4 % of the spacing"]
     else:
-        params.summary = {"warnings": [warning]}
+        params.summary = {"warnings": [warning], "prediction": {"classes": ["healthy", "lesion"], "probabilities": [0.2, 0.8]}}
     core.set_parameters(params)
     widget._showLastResult()
     assert warning in widget.ui.warningsLabel.text and "color:#c00" in widget.ui.warningsLabel.text
     if module == "SegCorrect":
         assert widget.ui.warningsLabel.text.count("<br>") == 1
+    else:  # the classifier's prediction, in words (issue 16 item 4, desktop)
+        assert widget.ui.predictionLabel.text == "Prediction: lesion (P = 0.800)"
     # a run without warnings (or none yet) shows none
     params.warnings, params.summary = [], {}
     core.set_parameters(params)
     widget._showLastResult()
-    assert widget.ui.warningsLabel.text == ""
+    assert widget.ui.warningsLabel.text == "" and widget.ui.predictionLabel.text == ""

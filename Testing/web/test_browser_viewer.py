@@ -112,6 +112,9 @@ def test_3d_view_follows_the_volume_on_show_and_shows_segment_surfaces(page, web
     "off"; segment surfaces showed nothing visible."""
     assert open_file(page, "cardiac.nii.gz") == ""
     open_tool(page, "display")
+    # the layout with a 3D view (another test may have left one without)
+    set_state(page, "LayoutButtonState__current_layout_id", "Axial Primary")
+    page.wait_for_selector(".ca-view-ThreeD", state="attached")
     set_state(page, "ca_display_vr", False)
     set_state(page, "ca_display_surfaces", False)
     empty = wait_view(page, "ThreeD", lambda rgb: True, "the 3D view")
