@@ -9,6 +9,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from ..volume import Volume
+from .scene import nodes_of_class
 from .volumes import add_volume_node, array_from_image_data, update_node_from_volume, volume_grid_of_node
 
 HEAT_TABLE = "ClinicalAI Heat"
@@ -144,7 +145,7 @@ def update_heatmap_node(node: Any, heatmap: Volume, signed: bool = False, thresh
 
 def slice_composite_nodes(scene: Any) -> Sequence[Any]:
     """The scene's slice composite nodes (one per slice view; none headless without views)."""
-    return [scene.GetNthNodeByClass(i, "vtkMRMLSliceCompositeNode") for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode"))]
+    return nodes_of_class(scene, "vtkMRMLSliceCompositeNode")
 
 
 def show_in_slice_views(
@@ -236,8 +237,7 @@ def apply_rendering_points(display: Any, node: Any) -> None:
 
 def volume_rendering_displays(scene: Any) -> list:
     """Every volume rendering display node of the scene."""
-    cls = "vtkMRMLVolumeRenderingDisplayNode"
-    return [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
+    return nodes_of_class(scene, "vtkMRMLVolumeRenderingDisplayNode")
 
 
 def show_volume_rendering(volume_rendering_logic: Any, node: Any, visible: bool = True) -> Any:
@@ -347,7 +347,7 @@ def hide_results_of_other_volumes(scene: Any, volume_node: Any) -> int:
         if display.GetVolumeNodeID() != volume_node.GetID() and display.GetVisibility():
             display.SetVisibility(False)  # a previous patient's rendering (or its maps')
             hidden += 1
-    for seg in _segmentation_nodes(scene):
+    for seg in nodes_of_class(scene, "vtkMRMLSegmentationNode"):
         display = seg.GetDisplayNode()
         reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
         if display is not None and reference is not volume_node and display.GetVisibility():
@@ -370,15 +370,13 @@ def show_results_of_volume(scene: Any, volume_node: Any) -> int:
     slice view that has none (one label layer per view: the most recently added map wins).
     Overlays the user hid stay hidden. Returns the number of overlays shown again."""
     shown = 0
-    for seg in _segmentation_nodes(scene):
+    for seg in nodes_of_class(scene, "vtkMRMLSegmentationNode"):
         reference = seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole())
         if seg.GetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE) and reference is volume_node and seg.GetDisplayNode() is not None:
             seg.GetDisplayNode().SetVisibility(True)
             seg.RemoveAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE)
             shown += 1
-    cls = "vtkMRMLLabelMapVolumeNode"
-    labels = [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
-    back = [n for n in labels if n.GetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE) and same_grid(n, volume_node)]
+    back = [n for n in nodes_of_class(scene, "vtkMRMLLabelMapVolumeNode") if n.GetAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE) and same_grid(n, volume_node)]
     if back:
         for composite in slice_composite_nodes(scene):
             if not composite.GetLabelVolumeID():
@@ -387,11 +385,6 @@ def show_results_of_volume(scene: Any, volume_node: Any) -> int:
         for node in back:
             node.RemoveAttribute(HIDDEN_WITH_VOLUME_ATTRIBUTE)
     return shown
-
-
-def _segmentation_nodes(scene: Any) -> list:
-    cls = "vtkMRMLSegmentationNode"
-    return [scene.GetNthNodeByClass(i, cls) for i in range(scene.GetNumberOfNodesByClass(cls))]
 
 
 def same_grid(a: Any, b: Any) -> bool:

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..volume import Volume
 from ..volume.core import Grid
 from .display import MAP_KIND_ATTRIBUTE, same_grid
-from .scene import scene_transaction
+from .scene import nodes_of_class, scene_transaction
 from .segmentations import add_segmentation_node, load_segmentation_file
 from .volumes import add_volume_node, load_volume_file, numpy_matrix, volume_grid_of_node
 
@@ -131,13 +131,8 @@ def resolve_open_as(choice: Any, guess: OpenAsGuess, segmentation_file: bool = F
 # ---------------------------------------------------------------------- images and masks
 def image_nodes(scene: Any) -> List[Any]:
     """The scene's images: scalar volume nodes that are neither label maps nor heat maps."""
-    out = []
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")):
-        node = scene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode")
-        if node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetAttribute(MAP_KIND_ATTRIBUTE) or node.GetImageData() is None:
-            continue
-        out.append(node)
-    return out
+    return [node for node in nodes_of_class(scene, "vtkMRMLScalarVolumeNode")
+            if not (node.IsA("vtkMRMLLabelMapVolumeNode") or node.GetAttribute(MAP_KIND_ATTRIBUTE) or node.GetImageData() is None)]
 
 
 def images_on_grid(scene: Any, grid: Grid, prefer: Any = None) -> List[Any]:
@@ -252,13 +247,8 @@ def _segments_on_lattice(node: Any, grid: Grid) -> bool:
 def mask_nodes(scene: Any) -> List[Any]:
     """The scene's masks as a user sees them: labelmap volumes, then segmentations (nodes
     hidden from editors left out)."""
-    out = []
-    for cls in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode"):
-        for i in range(scene.GetNumberOfNodesByClass(cls)):
-            node = scene.GetNthNodeByClass(i, cls)
-            if not node.GetHideFromEditors():
-                out.append(node)
-    return out
+    return [node for cls in ("vtkMRMLLabelMapVolumeNode", "vtkMRMLSegmentationNode")
+            for node in nodes_of_class(scene, cls) if not node.GetHideFromEditors()]
 
 
 def masks_for_image(scene: Any, image_node: Any) -> Tuple[List[Any], List[Any]]:
@@ -320,8 +310,8 @@ def show_label_outline(scene: Any, labelmap_node: Any) -> int:
     image on show, which stays the background); returns how many views were set."""
     from .display import show_in_slice_views
 
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-        scene.GetNthNodeByClass(i, "vtkMRMLSliceNode").SetUseLabelOutline(True)
+    for node in nodes_of_class(scene, "vtkMRMLSliceNode"):
+        node.SetUseLabelOutline(True)
     return show_in_slice_views(scene, label=labelmap_node)
 
 

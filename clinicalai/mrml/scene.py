@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -34,6 +34,11 @@ def scene_transaction(scene: Any) -> Iterator[None]:
             if scene.IsNodePresent(node):
                 scene.RemoveNode(node)
         raise
+
+
+def nodes_of_class(scene: Any, class_name: str) -> List[Any]:
+    """Every node of the scene that is a ``class_name`` (subclasses included), in scene order."""
+    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]
 
 
 def node_by_id(scene: Any, node_id: Optional[str], what: str, required: bool = True) -> Any:
@@ -111,12 +116,9 @@ def _matrix(vtk_matrix: Any) -> np.ndarray:
 
 def slice_view_states(scene: Any) -> Dict[str, SliceViewState]:
     """``{view name: state}`` of every slice view (see :func:`restore_slice_views`)."""
-    out = {}
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
-        out[node.GetLayoutName()] = SliceViewState(_matrix(node.GetSliceToRAS()), tuple(node.GetFieldOfView()),
-                                                   tuple(node.GetXYZOrigin()))
-    return out
+    return {node.GetLayoutName(): SliceViewState(_matrix(node.GetSliceToRAS()), tuple(node.GetFieldOfView()),
+                                                 tuple(node.GetXYZOrigin()))
+            for node in nodes_of_class(scene, "vtkMRMLSliceNode")}
 
 
 def _set_view(node: Any, state: SliceViewState) -> None:
@@ -137,8 +139,7 @@ def restore_slice_views(scene: Any, states: Dict[str, SliceViewState], like: str
     maps, whose views were never fitted to the image) the state of the view ``like``, so
     linked views start on the same slice at the same zoom. Returns the number of views set."""
     count = 0
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
-        node = scene.GetNthNodeByClass(i, "vtkMRMLSliceNode")
+    for node in nodes_of_class(scene, "vtkMRMLSliceNode"):
         name = node.GetLayoutName()
         state = states.get(like) if name in follow else states.get(name, states.get(like))
         if state is not None:

@@ -16,7 +16,7 @@ from ...labels import label
 from ...mrml.display import show_volume_rendering
 from ...mrml.masks import mask_chooser_note, masks_for_image
 from ...mrml.model_choices import bundled_models, describe_model, device_choices, model_title
-from ...mrml.scene import RASPoint, jump_to_mask, mask_from_node
+from ...mrml.scene import RASPoint, jump_to_mask, mask_from_node, nodes_of_class
 from ...mrml.volumes import MODALITY_ATTRIBUTE, volume_grid_of_node
 from .. import security
 
@@ -72,8 +72,7 @@ def warning_alerts(warnings_key: str, element_id: str) -> None:
 
 def segmentation_items(scene: Any) -> List[Dict[str, Any]]:
     items = [{"title": "(none)", "value": ""}]
-    for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-        node = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+    for node in nodes_of_class(scene, "vtkMRMLSegmentationNode"):
         if node.GetHideFromEditors():
             continue
         items.append({"title": node.GetName(), "value": node.GetID()})

@@ -9,6 +9,7 @@ from trame.widgets import html
 from trame.widgets import vuetify3 as v3
 
 from ...mrml.display import show_segments_in_3d
+from ...mrml.scene import nodes_of_class
 from . import common
 from .base import Panel
 
@@ -139,8 +140,7 @@ class DisplayPanel(Panel):
         visible = bool(self.get("surfaces"))
         scene = self.app.context.scene
         count = 0
-        for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
-            seg = scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+        for seg in nodes_of_class(scene, "vtkMRMLSegmentationNode"):
             if seg.GetNodeReference(seg.GetReferenceImageGeometryReferenceRole()) is node:
                 count += show_segments_in_3d(seg, visible)
         self.set(surface_count=count)
