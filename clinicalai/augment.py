@@ -47,6 +47,24 @@ STRONG_AUGMENTATION: Dict[str, Any] = {
     "smooth_sigma": [0.3, 1.4],  # voxels
     "noise_prob": 0.5,
     "noise_std": 0.06,  # of the [0, 1] normalised range
+    # the steps below are off in this preset (probability 0: not even built, so the strong and
+    # mild presets draw exactly what they drew before these keys existed); ``synth`` uses them
+    "synth_prob": 0.0,  # clinicalai.label_synth.RandLabelSynthd: an image drawn from the label map
+    "synth_background_classes": [2, 6],
+    "synth_nobody_prob": 0.3,  # of the synthetic images: background one dark class (no body)
+    "synth_blood": [0.55, 1.0],
+    "synth_myo_ratio": [0.08, 0.6],  # myocardium / blood: darker than blood (bright-blood cine)
+    "synth_texture": [0.0, 0.08],
+    "synth_pv_prob": 0.3,  # thick-slice partial volume: blend with a zoomed copy
+    "synth_pv_zoom": [0.8, 1.2],
+    "synth_pv_weight": [0.15, 0.5],
+    "elastic_prob": 0.0,  # 2D only: Rand2DElasticd on image and label
+    "elastic_spacing_px": 24.0,
+    "elastic_magnitude": [0.5, 2.0],
+    "lowres_prob": 0.0,  # RandSimulateLowResolutiond: down- and up-sampling (partial volume)
+    "lowres_zoom": [0.4, 0.9],
+    "rician_prob": 0.0,  # RandRicianNoised (magnitude images)
+    "rician_std": 0.05,
 }
 
 #: the mild augmentation earlier demo models used (small rotations, intensity scale only)
@@ -57,7 +75,16 @@ MILD_AUGMENTATION: Dict[str, Any] = {
     "histogram_prob": 0.0, "smooth_prob": 0.0, "noise_prob": 0.3, "noise_std": 0.03,
 }
 
-PRESETS: Dict[str, Dict[str, Any]] = {"strong": STRONG_AUGMENTATION, "mild": MILD_AUGMENTATION}
+#: domain randomisation (SynthSeg idea): the strong steps, and half of the samples an image drawn
+#: from the label map with random intensities per structure, plus elastic deformation, low
+#: resolution and Rician noise; 2D with a label map only (the cardiac segmenter)
+SYNTH_AUGMENTATION: Dict[str, Any] = {
+    **STRONG_AUGMENTATION,
+    "synth_prob": 0.5, "elastic_prob": 0.3, "lowres_prob": 0.25, "rician_prob": 0.25,
+}
+
+PRESETS: Dict[str, Dict[str, Any]] = {"strong": STRONG_AUGMENTATION, "mild": MILD_AUGMENTATION,
+                                      "synth": SYNTH_AUGMENTATION}
 
 
 def augmentation_params(preset: "str | Mapping[str, Any]" = "strong", **overrides: Any) -> Dict[str, Any]:
@@ -162,23 +189,66 @@ def make_augmenter(params: "str | Mapping[str, Any]" = "strong", seed: int = 0, 
     else:  # (x, y, z): MONAI's third angle turns the plane of axes 0, 1
         affine_kw = dict(rotate_range=(0.0, 0.0, rot), scale_range=(sx, sy, 0.0))
     sigma = tuple(float(s) for s in p["smooth_sigma"])
+    synth = _synth_steps(p, spatial_dims, image_key, label_key, keys, modes)
     transforms = [] if label_key is None else [
         RandDropContextd(image_key, label_key, p["drop_context_prob"], p["drop_context_margin"])]
     transforms += [
         RandAffined(keys=keys, mode=modes, prob=p["affine_prob"], padding_mode="zeros",
                     translate_range=_translate(p["translate_px"], spatial_dims, layout), **affine_kw),
+        *synth["geometry"],  # elastic deformation, then the label map is final ...
+        *synth["image"],  # ... and the synthetic image is drawn from it, before bias, blur and noise
         RandBiasFieldd(keys=image_key, prob=p["bias_prob"], coeff_range=(0.0, float(p["bias_coeff"]))),
         RandAdjustContrastd(keys=image_key, prob=p["contrast_prob"], gamma=tuple(p["gamma"])),
         RandHistogramShiftd(keys=image_key, prob=p["histogram_prob"], num_control_points=tuple(p["histogram_points"])),
         # 3D: no blur across slices (the MONAI x / y / z sigmas follow the array's axis order)
         RandGaussianSmoothd(keys=image_key, prob=p["smooth_prob"], **_smooth_sigmas(sigma, spatial_dims, layout)),
+        *synth["resolution"],
         RandGaussianNoised(keys=image_key, prob=p["noise_prob"], std=float(p["noise_std"])),
+        *synth["noise"],
     ]
     t = Compose(transforms)
     t.set_random_state(seed)
     if label_key is not None:  # not a MONAI Randomizable (keeps MONAI out of this module's import): seeded here
         transforms[0].set_random_state(seed + 7919)
+    for step in synth["image"]:  # ours too, seeded the same way
+        step.set_random_state(seed + 104729)
     return _Augmenter(t, p)
+
+
+def _synth_steps(p: Mapping[str, Any], spatial_dims: int, image_key: str, label_key: Optional[str],
+                 keys: Tuple[str, ...], modes: Tuple[str, ...]) -> Dict[str, list]:
+    """The optional steps of the ``synth`` preset, by where they go in the chain: ``geometry``
+    (``Rand2DElasticd``), ``image`` (:class:`~clinicalai.label_synth.RandLabelSynthd`),
+    ``resolution`` (``RandSimulateLowResolutiond``), ``noise`` (``RandRicianNoised``). A step
+    with probability 0 is not built, so presets without it keep their random draws.
+
+    Raises:
+        InputError: label synthesis or elastic deformation asked for without a label map or in 3D.
+    """
+    from monai.transforms import Rand2DElasticd, RandRicianNoised, RandSimulateLowResolutiond
+
+    steps: Dict[str, list] = {"geometry": [], "image": [], "resolution": [], "noise": []}
+    if (p["synth_prob"] > 0 or p["elastic_prob"] > 0) and (label_key is None or spatial_dims != 2):
+        raise InputError("label synthesis and elastic deformation work on 2D slices with a label map only")
+    if p["elastic_prob"] > 0:
+        steps["geometry"].append(Rand2DElasticd(
+            keys=keys, mode=modes, prob=p["elastic_prob"], spacing=float(p["elastic_spacing_px"]),
+            magnitude_range=tuple(float(m) for m in p["elastic_magnitude"]), padding_mode="zeros"))
+    if p["synth_prob"] > 0:
+        from .label_synth import RandLabelSynthd
+
+        steps["image"].append(RandLabelSynthd(
+            image_key, label_key, p["synth_prob"], background_classes=p["synth_background_classes"],
+            nobody_prob=p["synth_nobody_prob"], blood=p["synth_blood"], myo_ratio=p["synth_myo_ratio"],
+            texture=p["synth_texture"], pv_prob=p["synth_pv_prob"], pv_zoom=p["synth_pv_zoom"],
+            pv_weight=p["synth_pv_weight"]))
+    if p["lowres_prob"] > 0:
+        steps["resolution"].append(RandSimulateLowResolutiond(
+            keys=image_key, prob=p["lowres_prob"], zoom_range=tuple(float(z) for z in p["lowres_zoom"]),
+            upsample_mode="bilinear" if spatial_dims == 2 else "trilinear"))
+    if p["rician_prob"] > 0:
+        steps["noise"].append(RandRicianNoised(keys=image_key, prob=p["rician_prob"], std=float(p["rician_std"])))
+    return steps
 
 
 class _Augmenter:
@@ -242,5 +312,5 @@ def augment_batch(aug: Optional[Callable[[Any], Any]], x: Any) -> Any:
     return torch.stack([torch.as_tensor(aug(xi)) for xi in x])
 
 
-__all__ = ["MILD_AUGMENTATION", "PRESETS", "STRONG_AUGMENTATION", "RandDropContextd", "augment_batch",
+__all__ = ["MILD_AUGMENTATION", "PRESETS", "STRONG_AUGMENTATION", "SYNTH_AUGMENTATION", "RandDropContextd", "augment_batch",
            "augmentation_params", "image_augmenter", "make_augmenter"]

@@ -128,6 +128,7 @@ def train_segmenter(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
     keep_largest: bool = False,
+    threads: Optional[int] = None,
 ) -> TrainResult:
     """Train a 2D segmenter on ACDC cases or phantoms and (optionally) save its package.
 
@@ -145,12 +146,17 @@ def train_segmenter(
         device: ``cpu`` / ``cuda`` / ``auto``.
         keep_largest: the card asks for the largest-component step
             (``postprocessing.keep_largest_component``), and the card's validation uses it.
+        threads: torch CPU threads (``None``: torch's default); recorded in the card.
     """
     import torch
 
     t_start = time.perf_counter()
     if epochs < 1:
         raise InputError("epochs must be at least 1")
+    if threads is not None:
+        if threads < 1:
+            raise InputError("threads must be at least 1")
+        torch.set_num_threads(int(threads))
     spec = architecture_spec(arch, channels)
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -174,6 +180,7 @@ def train_segmenter(
         "n_train_cases": len(train_cases), "n_val_cases": len(val_cases),
         "n_train_slices": fit.n_train_slices, "augmentation": aug_params or False,
         "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in fit.history]))),
+        "threads": torch.get_num_threads(), "device": str(dev), "seconds": round(time.perf_counter() - t_start, 1),
     }
     card = segmenter_card(spec, name=name or f"cardiac-{arch}", synthetic=not isinstance(data, (str, Path)),
                           training=training, validation=_validation_record(len(val_cases), volume_scores, fit.scores),

@@ -53,12 +53,14 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time (best checkpoint kept)")
     p.add_argument("--no-augment", action="store_true", help="no MONAI augmentation")
     p.add_argument("--augmentation", choices=sorted(PRESETS), default="strong",
-                   help="augmentation preset of clinicalai.augment (default: strong; parameters go in the card)")
+                   help="augmentation preset of clinicalai.augment (default: strong; synth: half the images drawn "
+                        "from the label maps with random intensities, SynthSeg-like; parameters go in the card)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep-largest-component", action="store_true",
                    help="the card asks segment to keep only the largest 3D component of each structure "
                         "(postprocessing.keep_largest_component; the card's validation uses it too)")
     p.add_argument("--name", default=None, help="model name in the card (default: cardiac-ARCH)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     add_device_arg(p, "cpu", "training device")
 
 
@@ -91,6 +93,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
         command=command,
         progress=ConsoleProgress(),
         keep_largest=args.keep_largest_component,
+        threads=args.threads,
     )
     dice = result.card["validation"]["dice"]
     print(
