@@ -129,6 +129,7 @@ def train_segmenter(
     cancel: Optional[CancelToken] = None,
     keep_largest: bool = False,
     threads: Optional[int] = None,
+    init_from: "str | Path | None" = None,
 ) -> TrainResult:
     """Train a 2D segmenter on ACDC cases or phantoms and (optionally) save its package.
 
@@ -147,16 +148,15 @@ def train_segmenter(
         keep_largest: the card asks for the largest-component step
             (``postprocessing.keep_largest_component``), and the card's validation uses it.
         threads: torch CPU threads (``None``: torch's default); recorded in the card.
+        init_from: a segmenter package of the same architecture to start from (a run
+            continued past a time limit); its card's training command goes into this card.
     """
     import torch
 
     t_start = time.perf_counter()
     if epochs < 1:
         raise InputError("epochs must be at least 1")
-    if threads is not None:
-        if threads < 1:
-            raise InputError("threads must be at least 1")
-        torch.set_num_threads(int(threads))
+    _set_threads(threads)
     spec = architecture_spec(arch, channels)
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -166,6 +166,7 @@ def train_segmenter(
     train_slices = build_slices(train_cases, seed=seed, out_size=out_size)
     val_slices = build_slices(val_cases, seed=seed + 1, out_size=out_size, exact=True)
     module = build_network(spec["name"], spec["kwargs"]).to(dev)
+    started_from = _warm_start(module, init_from, spec)
     aug_params = augmentation_params(augmentation) if augment else None
     fit = _fit(module, train_cases, train_slices, val_slices, epochs=epochs, batch_size=batch_size, lr=lr,
                seed=seed, out_size=out_size, augmentation=aug_params, max_seconds=max_seconds, t_start=t_start, device=dev,
@@ -181,6 +182,7 @@ def train_segmenter(
         "n_train_slices": fit.n_train_slices, "augmentation": aug_params or False,
         "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in fit.history]))),
         "threads": torch.get_num_threads(), "device": str(dev), "seconds": round(time.perf_counter() - t_start, 1),
+        **({"init_from": started_from} if started_from else {}),
     }
     card = segmenter_card(spec, name=name or f"cardiac-{arch}", synthetic=not isinstance(data, (str, Path)),
                           training=training, validation=_validation_record(len(val_cases), volume_scores, fit.scores),
@@ -188,6 +190,38 @@ def train_segmenter(
     path = save_model(module, card, out_path) if out_path is not None else None
     return TrainResult(module=module, card=card, best_val_dice=float(fit.best), history=fit.history, path=path,
                        seconds=time.perf_counter() - t_start)
+
+
+def _warm_start(module, init_from: "str | Path | None", spec: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Load the weights of the package ``init_from`` into ``module``; returns what the card
+    records of it (path, sha256, its training command), ``None`` without ``init_from``.
+
+    Raises:
+        InputError: the package's architecture is not ``spec``.
+    """
+    if init_from is None:
+        return None
+    from ..models import load_model
+
+    start = load_model(init_from, device="cpu")
+    arch = start.card.architecture
+    if arch.name != spec["name"] or dict(arch.kwargs) != dict(spec["kwargs"]):
+        raise InputError(f"{init_from}: its architecture ({arch.name} {dict(arch.kwargs)}) is not the one "
+                         f"asked for ({spec['name']} {spec['kwargs']})")
+    module.load_state_dict(start.module.state_dict())
+    return {"path": str(init_from), "sha256": start.card.sha256,
+            "command": (start.card.training or {}).get("command")}
+
+
+def _set_threads(threads: Optional[int]) -> None:
+    """torch's CPU threads for a training run (``None``: leave torch's default)."""
+    import torch
+
+    if threads is None:
+        return
+    if threads < 1:
+        raise InputError("threads must be at least 1")
+    torch.set_num_threads(int(threads))
 
 
 @dataclass

@@ -60,6 +60,8 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
                    help="the card asks segment to keep only the largest 3D component of each structure "
                         "(postprocessing.keep_largest_component; the card's validation uses it too)")
     p.add_argument("--name", default=None, help="model name in the card (default: cardiac-ARCH)")
+    p.add_argument("--init", metavar="MODEL", default=None,
+                   help="start from this segmenter's weights (same --arch / --channels): continue a run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
     add_device_arg(p, "cpu", "training device")
 
@@ -94,6 +96,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
         progress=ConsoleProgress(),
         keep_largest=args.keep_largest_component,
         threads=args.threads,
+        init_from=args.init,
     )
     dice = result.card["validation"]["dice"]
     print(
