@@ -160,13 +160,13 @@ def train_segmenter(
     spec = architecture_spec(arch, channels)
     dev = resolve_device(device)
     torch.manual_seed(seed)
+    module = build_network(spec["name"], spec["kwargs"]).to(dev)
+    started_from = _warm_start(module, init_from, spec)  # a wrong package fails before the data is built
     cases = resolve_cases(data, seed=seed)
     train_cases, val_cases = split_cases(cases, val_fraction, seed)
     report(progress, 0.0, f"preparing {len(train_cases)} training / {len(val_cases)} validation cases")
     train_slices = build_slices(train_cases, seed=seed, out_size=out_size)
     val_slices = build_slices(val_cases, seed=seed + 1, out_size=out_size, exact=True)
-    module = build_network(spec["name"], spec["kwargs"]).to(dev)
-    started_from = _warm_start(module, init_from, spec)
     aug_params = augmentation_params(augmentation) if augment else None
     fit = _fit(module, train_cases, train_slices, val_slices, epochs=epochs, batch_size=batch_size, lr=lr,
                seed=seed, out_size=out_size, augmentation=aug_params, max_seconds=max_seconds, t_start=t_start, device=dev,
