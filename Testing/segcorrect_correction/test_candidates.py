@@ -76,8 +76,9 @@ def test_evidence_strategy_never_touches_a_valid_mask_and_checks_its_inputs():
 
 
 def test_on_the_heldout_family_evidence_makes_slices_valid_and_better():
-    """The bundled segmenter on two held-out phantoms: most raw slices are invalid; with the
-    evidence strategy every slice becomes valid and the mean Dice rises (the gate barely moves)."""
+    """The bundled segmenter on two held-out phantoms: some raw slices are invalid (3 of 22
+    with the domain-randomised model; most of them with the earlier mild one); with the
+    evidence strategy every slice becomes valid and the mean Dice rises."""
     from clinicalai.models import load_model
     from clinicalai.segcorrect.evaluate_segmenter import evaluate_segmenter
 
@@ -87,7 +88,7 @@ def test_on_the_heldout_family_evidence_makes_slices_valid_and_better():
     # this strategy leaves it off unless asked (pipeline.keep_largest_for_run)
     report = evaluate_segmenter(seg, cor, family="heldout", n_cases=2, seed=0, strategy="evidence")
     assert report["keep_largest_component"] is False
-    assert report["raw"]["validity_rate"] < 0.5
+    assert report["raw"]["validity_rate"] < 0.95
     assert report["final"]["validity_rate"] >= 0.95
     assert report["final"]["dice"]["mean"] > report["raw"]["dice"]["mean"]
 
