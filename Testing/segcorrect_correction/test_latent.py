@@ -200,3 +200,29 @@ def test_correct_mask_ranks_the_optimised_decodings_and_latent_steps_0_switches_
     for s in on.slices:  # valid slices untouched either way
         if s.index != z:
             np.testing.assert_array_equal(on.final.array[s.index], noisy[s.index])
+
+
+def test_cli_evaluate_segcorrect_with_the_context_corrector_as_an_evidence_source(tmp_path, capsys):
+    """``evaluate segcorrect --strategy evidence --context-corrector C``: C competes as a candidate
+    source of the corrector's run (as on ``segment``), it is not scored as a corrector of its own;
+    with the gate it is (as before)."""
+    import json
+
+    from clinicalai.cli import main
+
+    rep = tmp_path / "ev.json"
+    args = ["evaluate", "segcorrect", "--phantoms", "2", "--seed", "1000"]
+    assert main([*args, "--strategy", "evidence", "--context-corrector", "cardiac-nvae-context",
+                 "--json", str(rep)]) == 0
+    assert "with cardiac-nvae-context as a candidate source" in capsys.readouterr().out
+    report = json.loads(rep.read_text())
+    assert report["context_corrector"] == "cardiac-nvae-context" and report["latent_steps"] > 0
+    assert list(report["variants"]) == ["cardiac-nvae"]
+    won = report["variants"]["cardiac-nvae"]["gated"]["winning_sources"]
+    assert any(s.startswith("context NVAE") for s in won), won  # its output won a slice of these two phantoms
+    assert main(["evaluate", "segcorrect", "--phantoms", "1", "--strategy", "evidence", "--latent-steps", "-1"]) != 0
+    assert "--latent-steps must be 0 or more" in capsys.readouterr().err
+    gate = tmp_path / "gate.json"
+    assert main(["evaluate", "segcorrect", "--phantoms", "1", "--seed", "1000", "--context-corrector",
+                 "cardiac-nvae-context", "--json", str(gate)]) == 0
+    assert list(json.loads(gate.read_text())["variants"]) == ["cardiac-nvae", "cardiac-nvae-context"]

@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import LATENT_STEPS
 from .corrector import is_context_model, one_hot_stack
 from .validity import check_slice
 
@@ -39,9 +40,6 @@ LATENT_DECODES = 4
 #: posterior standard deviations are scaled by these, in turn (growing radii)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 PROBABILITIES_SOURCE = "latent search: segmenter probabilities"
-#: Adam steps of the latent-code optimisation per invalid slice (0: off); each is one decoder
-#: forward and backward pass over the batch, so the cost grows linearly with it
-LATENT_STEPS = 6
 #: Adam learning rate on the codes (latent units; posterior means are of order 1)
 LATENT_LR = 0.1
 #: weight of the pull back to the start: mean squared code change, summed over the groups,

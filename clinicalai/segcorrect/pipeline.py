@@ -36,10 +36,10 @@ from ..models.card import segments_from_card
 from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
-from . import MIN_AGREEMENT, STRATEGIES
+from . import LATENT_STEPS, MIN_AGREEMENT, STRATEGIES
 from .candidates import Candidate, Evidence, IntensityModel, SliceContext, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices
-from .latent import (LATENT_DECODES, LATENT_STEPS, latent_decodings, optimised_decodings, supports_latent_search,
+from .latent import (LATENT_DECODES, latent_decodings, optimised_decodings, supports_latent_search,
                      valid_decodings)
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
 from .outputs import low_confidence_warning
