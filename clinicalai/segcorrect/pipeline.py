@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -38,7 +38,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report, scal
 from ..volume import Volume
 from . import LATENT_STEPS, MIN_AGREEMENT, STRATEGIES
 from .candidates import Candidate, Evidence, IntensityModel, SliceContext, candidates_for_slice, needs_review
-from .corrector import check_corrector, correct_slices
+from .corrector import check_corrector, correct_slices, is_context_model, one_hot_stack
 from .latent import (LATENT_DECODES, latent_decodings, optimised_decodings, supports_latent_search,
                      valid_decodings)
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
@@ -470,8 +470,10 @@ def correct_mask(
     # ---- the gate, judged on the input grid
     t = time.perf_counter()
     report(progress, 0.85, "judging anatomical validity")
+    shape = _shape_scorer(arr, mask, corrector, module) \
+        if settings.strategy == "evidence" and probabilities is None and image is not None else None
     corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
-                                                     latent, cancel, image)
+                                                     latent, cancel, image, shape)
     timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
@@ -482,13 +484,15 @@ def correct_mask(
 def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings", confidence: Optional[np.ndarray],
                probabilities: Optional[np.ndarray], sources: Mapping[str, np.ndarray],
                latent: Mapping[int, Sequence[Tuple[str, np.ndarray]]], cancel: Optional[CancelToken],
-               image: Optional[Volume] = None) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
+               image: Optional[Volume] = None, shape: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+               ) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
     """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``.
 
     Slices are judged from the first; with ``"evidence"`` and no probabilities each sees the
     image slice (with its :class:`~.candidates.IntensityModel`, fitted once under ``arr``) and
     its valid neighbours: the previous slice's final mask and the next slice's raw mask (final
-    too: a valid raw slice is kept)."""
+    too: a valid raw slice is kept), and ``shape``, the corrector's plausibility of a candidate
+    (:func:`_shape_scorer`)."""
     evidence = settings.gate and settings.strategy == "evidence" and probabilities is None
     model = None
     if evidence and image is not None:
@@ -504,7 +508,8 @@ def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings
             previous = z > 0 and (decisions[-1].valid_after if decisions[-1].corrected else valid_raw[z - 1])
             following = z + 1 < arr.shape[0] and valid_raw[z + 1]
             neighbours = ([final_arr[z - 1]] if previous else []) + ([arr[z + 1]] if following else [])
-            context = SliceContext(None if model is None else np.asarray(image.array[z], np.float32), model, neighbours)
+            context = SliceContext(None if model is None else np.asarray(image.array[z], np.float32), model, neighbours,
+                                   shape)
         decision, proposal = judge_slice(
             z, arr[z], network_arr[z], settings, None if confidence is None else float(confidence[z]),
             None if probabilities is None else probabilities[:, z],
@@ -644,6 +649,36 @@ def _distinct_decodings(argmax: np.ndarray) -> List[Tuple[int, int]]:
                 seen.append(argmax[j, i])
                 keep.append((j, i))
     return keep
+
+
+def _shape_scorer(arr: np.ndarray, mask: Volume, corrector: Any,
+                  module: Any) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """The shape term of the evidence without probabilities (:attr:`.candidates.SliceContext.shape`):
+    ``labels (k, y, x)`` (card values, the mask's grid) -> ``(k,)``, the mean log-probability of
+    each slice's own labels under the corrector's reconstruction of it, in network space (the
+    volume's frame), over the pixels the slice or the reconstruction call heart. A single-slice
+    corrector only (a context corrector would need the neighbours of every candidate): ``None``."""
+    import torch
+
+    card = corrector.card
+    values = [lab.value for lab in card.labels]
+    n_classes = len(values) + 1
+    if is_context_model(int(card.input.channels or n_classes), n_classes):
+        return None
+    _, frame = _network_frame(arr, mask, card)
+    to_class = np.zeros(max(values) + 1, np.int64)
+    to_class[values] = np.arange(1, n_classes)
+
+    def score(labels: np.ndarray) -> np.ndarray:
+        net = to_network(to_class[labels], frame, kind="labels").astype(np.int64)
+        with torch.inference_mode():
+            x = torch.from_numpy(one_hot_stack(net, n_classes, False)).to(corrector.device)
+            log_p = torch.log_softmax(module(x).float(), dim=1).cpu().numpy()
+        own = np.take_along_axis(log_p, net[:, None], axis=1)[:, 0]
+        region = (net > 0) | (log_p.argmax(1) > 0)
+        return np.array([own[i][region[i]].mean() if region[i].any() else 0.0 for i in range(len(net))])
+
+    return score
 
 
 def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, timings: Dict[str, float],
