@@ -437,12 +437,9 @@ def correct_mask(
         context_corrector: with ``"evidence"``, a second corrector (the context NVAE, which
             sees the previous, current and next slice) whose output competes as one more
             source, "context NVAE", judged by the same evidence.
-        latent_decodes: with ``"evidence"``, decodes per invalid slice of the latent-space
-            search (:mod:`.latent`; 0: none); its valid decodings compete as candidates.
-        seed: the latent search's noise seed (same seed, same result).
-        latent_steps: with ``"evidence"``, Adam steps of the optimisation of each invalid
-            slice's latent code towards the evidence (:func:`~.latent.optimised_decodings`; 0:
-            off); the valid decodings along the way compete as candidates.
+        latent_decodes, seed, latent_steps: with ``"evidence"``, the latent-space search
+            (:mod:`.latent`): posterior draws per invalid slice (0: none), their noise seed (same
+            seed, same result), Adam steps optimising its code towards the evidence (0: off).
 
     Returns:
         :class:`CorrectionResult` (volumes on ``mask``'s grid, per-slice decisions, timings).
@@ -466,9 +463,7 @@ def correct_mask(
     network_arr = _network_correction(arr, mask, corrector, module, timings, progress, cancel)
     sources, latent = _evidence_sources(arr, mask, corrector, module, settings, probabilities, context_corrector,
                                         latent_decodes, seed, timings, cancel, latent_steps)
-
-    # ---- the gate, judged on the input grid
-    t = time.perf_counter()
+    t = time.perf_counter()  # the gate, judged on the input grid
     report(progress, 0.85, "judging anatomical validity")
     shape = _shape_scorer(arr, mask, corrector, module) \
         if settings.strategy == "evidence" and probabilities is None and image is not None else None
