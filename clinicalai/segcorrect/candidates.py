@@ -223,7 +223,7 @@ class Evidence:
         """Mean Dice of ``labels`` with the raw slice over ``values`` (1.0 without a raw slice)."""
         return label_dice(labels, self.raw, [int(v) for v in self.values]) if self.raw is not None else 1.0
 
-    def support(self, labels: np.ndarray, region: np.ndarray) -> float:
+    def support(self, labels: np.ndarray, region: np.ndarray, with_shape: bool = True) -> float:
         """Without probabilities, what the image and the neighbours say for ``labels`` (score units).
 
         The image's log-likelihood is summed over ``region`` and divided by the raw slice's heart
@@ -232,7 +232,7 @@ class Evidence:
         as on a large basal one (on the validation corruptions the mean over ``region`` let
         agreement outvote the image on small hearts: 9 slices degraded instead of 4)."""
         out = 0.0
-        if self.context.shape is not None:
+        if with_shape and self.context.shape is not None:
             out += SHAPE_WEIGHT * self.shape_score(labels)
         if self.has_image:
             rows = self.context.model.rows(labels)
@@ -244,8 +244,9 @@ class Evidence:
             out += NEIGHBOUR_WEIGHT * float(np.mean([label_dice(labels, n, values) for n in self.context.neighbours]))
         return out
 
-    def score(self, labels: np.ndarray, region: np.ndarray) -> float:
-        """Higher is better; compared only between candidates of one slice (same ``region``)."""
+    def score(self, labels: np.ndarray, region: np.ndarray, with_shape: bool = True) -> float:
+        """Higher is better; compared only between candidates of one slice (same ``region``);
+        ``with_shape``: include the shape term (:attr:`SliceContext.shape`) where there is one."""
         if self.probabilities is not None:
             index = np.zeros(int(max(self.values)) + 1, np.int64)
             for i, v in enumerate(self.values):
@@ -254,7 +255,7 @@ class Evidence:
             return float(np.mean(np.log(np.clip(chosen[region], _EPS, 1.0))))
         if self.raw is None:
             return 0.0
-        return self.agreement(labels) + self.support(labels, region)
+        return self.agreement(labels) + self.support(labels, region, with_shape)
 
 
 def needs_review(best: Candidate, evidence: Evidence, min_agreement: float = REVIEW_AGREEMENT) -> bool:
@@ -497,13 +498,14 @@ def candidates_for_slice(
     region = ndimage.binary_dilation(union, structure=_EIGHT, iterations=3) if union.any() else np.ones_like(union)
     out = [Candidate(name, lab, check_slice(lab, values)) for name, lab in pool]
     if evidence.probabilities is None:
-        evidence.prepare_shapes([np.asarray(raw)] + [c.labels for c in out])
+        # invalid candidates never win: they are scored without the shape term (no network pass)
+        evidence.prepare_shapes([np.asarray(raw)] + [c.labels for c in out if c.validity.valid])
     raw_support = evidence.support(np.asarray(raw), region) if evidence.probabilities is None else 0.0
     for c in out:
-        c.score = evidence.score(c.labels, region)
+        c.score = evidence.score(c.labels, region, c.validity.valid)
         c.agreement = evidence.agreement(c.labels)
         if evidence.probabilities is None:
-            c.margin = evidence.support(c.labels, region) - raw_support
+            c.margin = evidence.support(c.labels, region, c.validity.valid) - raw_support
     out.sort(key=lambda c: (not c.validity.valid, -c.score))
     if evidence.probabilities is None and out and out[0].validity.valid:
         # a near tie goes to the candidate closest to the raw mask: where the image, the
