@@ -279,3 +279,59 @@ def test_keep_largest_follows_the_card_but_not_under_the_evidence_strategy():
     assert keep_largest_for_run(card, None, "evidence", True) is False  # the candidates hold the same repair
     assert keep_largest_for_run(card, True, "evidence", True) is True  # asked for: done
     assert keep_largest_for_run(card, False, "gate", True) is False
+
+
+def test_the_shape_term_finds_a_plausible_mask_more_likely_than_a_broken_one():
+    """The corrector NVAE's reconstruction log-likelihood (the shape term of the evidence without
+    probabilities): a phantom's true slice scores higher than the same slice with its myocardium
+    speckled or a hole punched in the cavity; one call scores a batch, in order."""
+    from clinicalai.models import load_model
+    from clinicalai.phantoms.cardiac import cardiac_case
+    from clinicalai.segcorrect.pipeline import _shape_scorer
+
+    case = cardiac_case(7, size=(96, 96), n_slices=5)
+    truth = case.labels.array.astype(np.int64)
+    z = int(np.argmax([(truth[i] == 2).sum() for i in range(truth.shape[0])]))
+    speckled, holed = truth[z].copy(), truth[z].copy()
+    myo = np.argwhere(truth[z] == 2)
+    drop = myo[np.random.default_rng(0).random(len(myo)) < 0.4]
+    speckled[drop[:, 0], drop[:, 1]] = 0
+    cy, cx = np.argwhere(truth[z] == 3).mean(0).astype(int)
+    holed[cy - 2:cy + 3, cx - 2:cx + 3] = 0
+    cor = load_model("cardiac-nvae", device="cpu")
+    score = _shape_scorer(truth, case.labels, cor, cor.torch_module("test"))
+    s = score(np.stack([truth[z], speckled, holed]))
+    assert s.shape == (3,) and np.all(s <= 0)
+    assert s[0] > s[1] + 0.05 and s[0] > s[2]
+    np.testing.assert_allclose(score(truth[z][None])[0], s[0], atol=1e-5)  # batching does not change a score
+    # in the evidence: SHAPE_WEIGHT x the score joins the support, one batch per slice's candidates
+    from clinicalai.segcorrect.candidates import SHAPE_WEIGHT, SliceContext
+
+    with_shape = Evidence((1, 2, 3), None, speckled, SliceContext(shape=score))
+    region = np.ones(speckled.shape, bool)
+    plain = Evidence((1, 2, 3), None, speckled)
+    assert with_shape.support(truth[z], region) == pytest.approx(plain.support(truth[z], region) + SHAPE_WEIGHT * s[0],
+                                                                 abs=1e-5)
+
+
+def test_a_near_tie_goes_to_the_candidate_closest_to_the_raw_mask():
+    """Without probabilities, valid candidates within NEAR_TIE of the best score are won by the
+    one agreeing most with the raw slice; with probabilities the score alone decides."""
+    from clinicalai.segcorrect.candidates import NEAR_TIE, IntensityModel, SliceContext
+
+    truth = _heart()
+    raw = truth.copy()
+    y, x = np.mgrid[:64, :64]
+    raw[(np.hypot(y - 32, x - 40) < 3) & (truth == 3)] = 0  # a background hole in the cavity
+    raw[(np.hypot(y - 22, x - 30) < 2)] = 3  # and a speck of LV in the wall
+    assert not check_slice(raw).valid
+    image = _image(truth)
+    evidence = Evidence((1, 2, 3), None, raw, SliceContext(image, IntensityModel.fit(image[None], raw[None], (1, 2, 3))))
+    ranking = candidates_for_slice(raw, {"truth": truth}, V, evidence)
+    valid = [c for c in ranking if c.validity.valid]
+    assert len(valid) > 2 and ranking[0] is valid[0]
+    best = max(c.score for c in valid)
+    near = [c for c in valid if c.score >= best - NEAR_TIE]
+    assert ranking[0].score >= best - NEAR_TIE and ranking[0].agreement == max(c.agreement for c in near)
+    with_probs = candidates_for_slice(raw, {"truth": truth}, V, Evidence((1, 2, 3), _probabilities(truth), raw))
+    assert with_probs[0].score == max(c.score for c in with_probs if c.validity.valid)

@@ -142,3 +142,87 @@ def test_cli_correct_with_the_context_corrector_reports_winners_and_runners_up(t
     assert row["candidates"] and row["source"] == row["candidates"][0]["source"]
     assert row["source"] in row["reason"] and "next:" in row["reason"]
     assert check_slice(read_volume(out).array[z].astype(np.int64)).valid or row["decision"] == "kept raw"
+
+
+def _cavity_as_rv():
+    """The broken case with slice z's LV cavity labelled RV (invalid; its one-hot is far from
+    the probabilities, which point at the truth)."""
+    case, truth, noisy, z, probs = _broken_case()
+    noisy[z] = truth[z]
+    noisy[z][truth[z] == 3] = 1
+    assert not check_slice(noisy[z]).valid
+    return case, truth, noisy, z, probs
+
+
+def test_latent_optimisation_walks_to_valid_decodings_that_the_evidence_supports_more():
+    """Painchaud's search proper: Adam steps on the code of the probabilities' encoding, towards
+    the probabilities; the valid decodings along the path score higher than the start (the
+    decoding of the code itself), deterministically, and none come with the steps switched off."""
+    from clinicalai.segcorrect.latent import OPTIMISED_SOURCE, PROBABILITIES_SOURCE, valid_decodings
+    from clinicalai.segcorrect.pipeline import _latent_search
+
+    case, truth, noisy, z, probs = _cavity_as_rv()
+    cor = _corrector()
+    module = cor.torch_module("test")
+    found = _latent_search(noisy, case.labels, cor, module, [z], probs, 1, seed=0, steps=8)[z]
+    names = [n for n, _ in found]
+    steps = [OPTIMISED_SOURCE.format(k=k) for k in range(1, 9)]
+    # the draw first, then the steps in order (a step that decodes as an earlier one is left out)
+    assert names[0] == PROBABILITIES_SOURCE and len(names) > 2 and names[1:] == [n for n in steps if n in names]
+    assert all(not np.array_equal(a, b) for i, (_, a) in enumerate(found) for _, b in found[:i])
+    start = dict(found)[PROBABILITIES_SOURCE]
+    evidence = Evidence((1, 2, 3), probs[:, z], noisy[z])
+    region = np.ones(noisy[z].shape, bool)
+    kept = valid_decodings(found[1:], V, noisy[z])
+    assert kept and all(check_slice(lab).valid for _, lab in kept)
+    assert max(evidence.score(lab, region) for _, lab in kept) > evidence.score(start, region) + 0.02
+    # no noise is drawn: the same call gives the same path, whatever the seed
+    again = _latent_search(noisy, case.labels, cor, module, [z], probs, 1, seed=5, steps=8)[z]
+    for (na, la), (nb, lb) in zip(found, again):
+        assert na == nb
+        np.testing.assert_array_equal(la, lb)
+    # the weights are left as they were: the network's plain output does not move
+    assert all(p.grad is None for p in module.parameters())
+    off = _latent_search(noisy, case.labels, cor, module, [z], probs, 1, seed=0, steps=0)[z]
+    assert [n for n, _ in off] == [PROBABILITIES_SOURCE]
+
+
+def test_correct_mask_ranks_the_optimised_decodings_and_latent_steps_0_switches_them_off():
+    from clinicalai.segcorrect.pipeline import correct_mask
+
+    case, truth, noisy, z, probs = _cavity_as_rv()
+    cor = _corrector()
+    on = correct_mask(case.labels.with_array(noisy), cor, strategy="evidence", probabilities=probs, latent_steps=8)
+    off = correct_mask(case.labels.with_array(noisy), cor, strategy="evidence", probabilities=probs, latent_steps=0)
+    assert check_slice(on.final.array[z]).valid
+    assert any(c.source.startswith("latent search: optimised") for c in on.slices[z].ranking)
+    assert not any(c.source.startswith("latent search: optimised") for c in off.slices[z].ranking)
+    for s in on.slices:  # valid slices untouched either way
+        if s.index != z:
+            np.testing.assert_array_equal(on.final.array[s.index], noisy[s.index])
+
+
+def test_cli_evaluate_segcorrect_with_the_context_corrector_as_an_evidence_source(tmp_path, capsys):
+    """``evaluate segcorrect --strategy evidence --context-corrector C``: C competes as a candidate
+    source of the corrector's run (as on ``segment``), it is not scored as a corrector of its own;
+    with the gate it is (as before)."""
+    import json
+
+    from clinicalai.cli import main
+
+    rep = tmp_path / "ev.json"
+    args = ["evaluate", "segcorrect", "--phantoms", "2", "--seed", "1000"]
+    assert main([*args, "--strategy", "evidence", "--context-corrector", "cardiac-nvae-context",
+                 "--json", str(rep)]) == 0
+    assert "with cardiac-nvae-context as a candidate source" in capsys.readouterr().out
+    report = json.loads(rep.read_text())
+    assert report["context_corrector"] == "cardiac-nvae-context" and report["latent_steps"] > 0
+    assert list(report["variants"]) == ["cardiac-nvae"]
+    won = report["variants"]["cardiac-nvae"]["gated"]["winning_sources"]
+    assert any(s.startswith("context NVAE") for s in won), won  # its output won a slice of these two phantoms
+    assert main(["evaluate", "segcorrect", "--phantoms", "1", "--strategy", "evidence", "--latent-steps", "-1"]) != 0
+    assert "--latent-steps must be 0 or more" in capsys.readouterr().err
+    gate = tmp_path / "gate.json"
+    assert main(["evaluate", "segcorrect", "--phantoms", "1", "--seed", "1000", "--context-corrector",
+                 "cardiac-nvae-context", "--json", str(gate)]) == 0
+    assert list(json.loads(gate.read_text())["variants"]) == ["cardiac-nvae", "cardiac-nvae-context"]

@@ -246,40 +246,67 @@ class NVAE(nn.Module):
     def decode(self, enc_features: List[torch.Tensor], sample: bool = False, temperature: float | torch.Tensor = 1.0,
                generator: torch.Generator | None = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
         """Top-down pass over :meth:`encode`'s features: as :meth:`elbo_terms`."""
-        x = enc_features[0]
+
+        def posterior(k: int, state: torch.Tensor, mu_p: torch.Tensor, ls_p: torch.Tensor, first: bool):
+            q_in = enc_features[k] if first else enc_features[k] + self.enc_combiners[k](state)
+            d_mu, d_ls = _gaussian_params(self.enc_samplers[k](q_in))
+            # residual posterior (NVAE eq. 2): q is expressed relative to the prior
+            mu_q, ls_q = mu_p + d_mu, ls_p + d_ls
+            z = mu_q
+            if sample:
+                noise = torch.randn(mu_q.shape, generator=generator, device=mu_q.device, dtype=mu_q.dtype)
+                z = mu_q + temperature * torch.exp(ls_q) * noise
+            return z, _kl(mu_q, ls_q, mu_p, ls_p).sum(dim=(1, 2, 3)).mean()
+
+        return self._top_down(enc_features[0], posterior)
+
+    def posterior_means(self, enc_features: List[torch.Tensor]) -> List[torch.Tensor]:
+        """The posterior mean of every latent group, coarsest first: ``[(N, latent_channels, h_k, w_k)]``
+        (the code :meth:`decode` decodes without sampling; where the latent-space optimisation starts)."""
+        means: List[torch.Tensor] = []
+
+        def keep(k: int, state: torch.Tensor, mu_p: torch.Tensor, ls_p: torch.Tensor, first: bool):
+            q_in = enc_features[k] if first else enc_features[k] + self.enc_combiners[k](state)
+            means.append(mu_p + _gaussian_params(self.enc_samplers[k](q_in))[0])
+            return means[-1], mu_p.new_zeros(())
+
+        self._top_down(enc_features[0], keep)
+        return means
+
+    def decode_latents(self, latents: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits ``(N, out_channels, H, W)`` of given latent codes (one per group, coarsest first,
+        shaped as :meth:`posterior_means`): the decoder alone, differentiable in the codes (the
+        latent-space optimisation of :mod:`clinicalai.segcorrect.latent`)."""
+        return self._top_down(latents[0], lambda k, state, mu_p, ls_p, first: (latents[k], mu_p.new_zeros(())))[0]
+
+    def _top_down(self, like: torch.Tensor, pick) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """The decoder tower: ``pick(k, state, prior mu, prior log sigma, first) -> (z_k, KL_k)``
+        gives group k's code; ``like`` (batch size, device, dtype, the top group's h, w).
+        Returns ``(logits, [KL of each scale, coarsest first])``."""
         n_scales = len(self.groups_per_scale)
         kl_per_scale: List[torch.Tensor] = []
         state = None
         k = 0
         for t in range(n_scales):
-            kl_scale = x.new_zeros(())
+            kl_scale = like.new_zeros(())
             for _ in range(self.groups_per_scale[t]):
-                ftr = enc_features[k]
-                if state is None:
-                    mu_p = torch.zeros(ftr.shape[0], self.latent_channels, *ftr.shape[2:], device=x.device, dtype=x.dtype)
+                first = state is None
+                if first:
+                    mu_p = torch.zeros(like.shape[0], self.latent_channels, *like.shape[2:], device=like.device,
+                                       dtype=like.dtype)
                     ls_p = torch.zeros_like(mu_p)
-                    q_in = ftr
-                    state = self.prior_feature.expand(ftr.shape[0], -1, *ftr.shape[2:])
+                    state = self.prior_feature.expand(like.shape[0], -1, *like.shape[2:])
                 else:
                     state = self.dec_cells[k](state)
                     mu_p, ls_p = _gaussian_params(self.dec_samplers[k](state))
-                    q_in = ftr + self.enc_combiners[k](state)
-                d_mu, d_ls = _gaussian_params(self.enc_samplers[k](q_in))
-                # residual posterior (NVAE eq. 2): q is expressed relative to the prior
-                mu_q, ls_q = mu_p + d_mu, ls_p + d_ls
-                if sample:
-                    noise = torch.randn(mu_q.shape, generator=generator, device=mu_q.device, dtype=mu_q.dtype)
-                    z = mu_q + temperature * torch.exp(ls_q) * noise
-                else:
-                    z = mu_q
-                kl_scale = kl_scale + _kl(mu_q, ls_q, mu_p, ls_p).sum(dim=(1, 2, 3)).mean()
+                z, kl = pick(k, state, mu_p, ls_p, first)
+                kl_scale = kl_scale + kl
                 state = self.dec_combiners[k](torch.cat([state, z], dim=1))
                 k += 1
             kl_per_scale.append(kl_scale)
             if t < n_scales - 1:
                 state = self.dec_up[t](state)
-        logits = self.head(self.post(state))
-        return logits, kl_per_scale
+        return self.head(self.post(state)), kl_per_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, out_channels, H, W)`` of the corrected mask."""

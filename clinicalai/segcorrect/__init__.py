@@ -28,3 +28,8 @@ MIN_AGREEMENT = 0.96
 #: how an invalid slice is corrected (:func:`clinicalai.segcorrect.pipeline.correct_mask`): the
 #: gate's smallest agreeing repair, or the valid candidate the evidence supports best
 STRATEGIES = ("gate", "evidence")
+
+#: Adam steps of the evidence strategy's latent-code optimisation per invalid slice
+#: (:func:`clinicalai.segcorrect.latent.optimised_decodings`; 0: off); each is one decoder forward
+#: and backward pass, so the cost grows linearly with it (6: docs/segcorrect.md, "Speed")
+LATENT_STEPS = 6

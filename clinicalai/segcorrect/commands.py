@@ -19,8 +19,8 @@ from ..models.device import add_device_arg
 from ..outputs import _json_default, atomic_output, write_json
 from ..progress import ConsoleProgress, print_warnings
 from ..volume import read_volume, write_volume
-from . import (DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, FAMILIES, MIN_AGREEMENT, STRATEGIES,
-               segmenter_cli)
+from . import (DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, FAMILIES, LATENT_STEPS, MIN_AGREEMENT,
+               STRATEGIES, segmenter_cli)
 from .labels import CARDIAC_NAMES, CARDIAC_VALUES
 
 # The workflow modules (.pipeline, .corrector_training, .evaluate, ...) are imported inside the
@@ -205,10 +205,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if args.phantoms < 1:
         raise InputError("--phantoms must be at least 1")
+    if args.latent_steps < 0:
+        raise InputError("--latent-steps must be 0 or more")
     models = [_load(args.corrector, DEFAULT_CORRECTOR, args.device)]
-    if args.context_corrector:
+    # with the evidence strategy a context corrector is a candidate source of the corrector's run
+    # (as on segment / correct / evaluate segmenter), not a corrector of its own
+    source = _load(args.context_corrector, "", args.device) if args.context_corrector and args.strategy == "evidence" \
+        else None
+    if args.context_corrector and source is None:
         models.append(_load(args.context_corrector, "", args.device))
-    elif not args.no_context:
+    elif not args.no_context and source is None:
         if (BUNDLED_MODELS_DIR / f"{DEFAULT_CONTEXT_CORRECTOR}.pt").is_file():
             models.append(_load(None, DEFAULT_CONTEXT_CORRECTOR, args.device))
     correctors = {}
@@ -216,7 +222,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         name = m.card.name if m.card.name not in correctors else f"{m.card.name} ({m.path.name})"
         correctors[name] = m
     report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
-                                 min_agreement=args.min_agreement, strategy=args.strategy, map_cases=case_mapper(args))
+                                 min_agreement=args.min_agreement, strategy=args.strategy, map_cases=case_mapper(args),
+                                 context_corrector=source, latent_steps=args.latent_steps)
     report["command"] = args.command_line
     md = markdown_table(report)
     if args.json:
@@ -329,8 +336,13 @@ def _add_evaluate_segcorrect(evaluate) -> None:
         description="Evaluate correctors on held-out synthetic corrupted phantom masks. Example: " + EVALUATE_COMMAND)
     p.add_argument("--corrector", metavar="C", help="corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     p.add_argument("--context-corrector", metavar="C",
-                   help="also evaluate this 3-slice context corrector (default: bundled cardiac-nvae-context, if installed)")
+                   help="with --strategy evidence: this context corrector's output (e.g. cardiac-nvae-context) is one "
+                        "more candidate source of the corrector's run, as on 'segment'; otherwise: also evaluate it "
+                        "as a corrector of its own (default: bundled cardiac-nvae-context, if installed)")
     p.add_argument("--no-context", action="store_true", help="do not evaluate a context corrector")
+    p.add_argument("--latent-steps", type=int, default=LATENT_STEPS, metavar="N",
+                   help=f"with --strategy evidence: Adam steps of the latent-code optimisation per invalid slice "
+                        f"(default {LATENT_STEPS}; 0: off)")
     p.add_argument("--phantoms", type=int, default=20, help="held-out phantoms (default 20)")
     p.add_argument("--seed", type=int, default=3000,
                    help="first phantom seed (training uses 0..N-1, the card's validation 1000..)")

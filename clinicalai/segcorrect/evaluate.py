@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..casemap import CaseMapper, serial_map
 from ..phantoms.cardiac import cardiac_case
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
-from . import MIN_AGREEMENT
+from . import LATENT_STEPS, MIN_AGREEMENT
 from .corruptions import corrupt_volume
 from .labels import CARDIAC_NAME_OF, CARDIAC_NAMES, CARDIAC_VALUES
 from .pipeline import correct_mask
@@ -108,11 +108,15 @@ def evaluate_correctors(
     cancel: Optional[CancelToken] = None,
     strategy: str = "gate",
     map_cases: CaseMapper = serial_map,
+    context_corrector: Optional[Any] = None,
+    latent_steps: int = LATENT_STEPS,
 ) -> Dict[str, Any]:
     """Score each corrector on ``n_cases`` held-out corrupted phantoms (seeds ``seed..seed+n-1``);
     ``strategy`` as :func:`.pipeline.correct_mask` (the "gated" rows use it); ``map_cases``
     runs the (corrector, case) pairs (default: one after the other here; ``clinicalai.batch``
-    gives one for Dask workers, same results).
+    gives one for Dask workers, same results); ``context_corrector``, ``latent_steps``: with
+    ``strategy="evidence"``, the context NVAE as one more candidate source of every corrector's
+    run and the latent-code optimisation's steps (:func:`.pipeline.correct_mask`).
 
     Returns a JSON-able report: ``{"data", "variants": {name: {"raw"|"ungated"|"gated": {...}}}}``.
     """
@@ -124,13 +128,14 @@ def evaluate_correctors(
     torch.set_num_threads(1)
     try:
         return _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel, strategy,
-                         map_cases)
+                         map_cases, (context_corrector, int(latent_steps)))
     finally:
         torch.set_num_threads(threads)
 
 
 def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel,
-              strategy: str = "gate", map_cases: CaseMapper = serial_map) -> Dict[str, Any]:
+              strategy: str = "gate", map_cases: CaseMapper = serial_map,
+              sources: Tuple[Optional[Any], int] = (None, LATENT_STEPS)) -> Dict[str, Any]:
     t0 = time.perf_counter()
     cases = []
     for i in range(n_cases):
@@ -145,6 +150,8 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
                  "note": "cardiac phantom masks with synthetic corruptions; not patient data"},
         "min_agreement": min_agreement,
         "strategy": strategy,
+        "context_corrector": sources[0].card.name if sources[0] is not None and strategy == "evidence" else None,
+        "latent_steps": sources[1] if strategy == "evidence" else None,
         "variants": {},
     }
     items = [(name, c) for name in correctors for c in cases]
@@ -154,15 +161,18 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
         report(progress, step / len(items), f"{items[step - 1][0]}: case {step}")
 
     check_cancel(cancel)
-    scored = iter(map_cases(_score_correction, items, (correctors, min_agreement, strategy), done))
+    scored = iter(map_cases(_score_correction, items, (correctors, min_agreement, strategy, sources), done))
     for name, model in correctors.items():
         vols: Dict[str, List[Dict[str, Dict[str, float]]]] = {"raw": [], "ungated": [], "gated": []}
         slice_dice: Dict[str, List[float]] = {"raw": [], "ungated": [], "gated": []}
         valid: Dict[str, List[bool]] = {"raw": [], "ungated": [], "gated": []}
         seconds = []
+        winners: Dict[str, int] = {}
         for _ in cases:
-            case_seconds, case_vols, case_dice, case_valid = next(scored)
+            case_seconds, case_vols, case_dice, case_valid, case_winners = next(scored)
             seconds.append(case_seconds)
+            for source in case_winners:
+                winners[source] = winners.get(source, 0) + 1
             for mode in vols:
                 vols[mode].append(case_vols[mode])
                 slice_dice[mode].extend(case_dice[mode])
@@ -177,18 +187,25 @@ def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, 
             if mode != "raw":
                 entry["dice_change"] = _changes(before, np.asarray(slice_dice[mode]))
             variant[mode] = entry
+        # which candidate source won the slices the evidence strategy changed (most first)
+        variant["gated"]["winning_sources"] = dict(sorted(winners.items(), key=lambda kv: (-kv[1], kv[0])))
         report_["variants"][name] = variant
     report_["seconds"] = time.perf_counter() - t0
     return report_
 
 
-def _score_correction(item, correctors: Mapping[str, Any], min_agreement: float, strategy: str):
+def _score_correction(item, correctors: Mapping[str, Any], min_agreement: float, strategy: str,
+                      sources: Tuple[Optional[Any], int] = (None, LATENT_STEPS)):
     """One (corrector name, (case, corrupted mask, kinds)) of :func:`evaluate_correctors`:
-    ``(seconds, volume metrics, slice Dice, slice validity)``, each per mask (raw, ungated, gated)."""
+    ``(seconds, volume metrics, slice Dice, slice validity, winning candidate sources)``, the
+    middle three per mask (raw, ungated, gated), the sources of the evidence strategy's applied slices;
+    ``sources``: ``(context corrector or None, latent steps)`` of the evidence strategy."""
     name, (case, noisy, _) = item
     truth = case.labels.array.astype(np.int64)
+    evidence = strategy == "evidence"
     # the image is passed as with `clinicalai correct --image`: the evidence strategy uses it
-    res = correct_mask(noisy, correctors[name], image=case.image, min_agreement=min_agreement, strategy=strategy)
+    res = correct_mask(noisy, correctors[name], image=case.image, min_agreement=min_agreement, strategy=strategy,
+                       context_corrector=sources[0] if evidence else None, latent_steps=sources[1])
     masks = {"raw": res.raw.array, "ungated": res.network.array, "gated": res.final.array}
     vols: Dict[str, Dict[str, Dict[str, float]]] = {}
     slice_dice: Dict[str, List[float]] = {mode: [] for mode in masks}
@@ -200,7 +217,8 @@ def _score_correction(item, correctors: Mapping[str, Any], min_agreement: float,
             if truth[z].any() or masks["raw"][z].any():
                 slice_dice[mode].append(label_dice(m[z], truth[z], _VALUES))
                 valid[mode].append(check_slice(m[z]).valid)
-    return res.timings.get("total_s", 0.0), vols, slice_dice, valid
+    winners = [s.source for s in res.slices if s.corrected and s.source]
+    return res.timings.get("total_s", 0.0), vols, slice_dice, valid, winners
 
 
 def markdown_table(report_: Mapping[str, Any]) -> str:
@@ -208,7 +226,9 @@ def markdown_table(report_: Mapping[str, Any]) -> str:
     data = report_["data"]
     lines = [
         f"Synthetic data: {data['cases']} held-out cardiac phantoms (seeds {data['seeds'][0]}-{data['seeds'][1]}), "
-        f"{data['slices']} slices, {data['corrupted_slices']} corrupted. Not patient data.",
+        f"{data['slices']} slices, {data['corrupted_slices']} corrupted. Not patient data."
+        + (f" Evidence strategy with {report_['context_corrector']} as a candidate source."
+           if report_.get("context_corrector") else ""),
         "",
         f"| corrector | mask | Dice mean | {' | '.join(CARDIAC_NAMES)} | HD95 mm | ASSD mm | slice Dice | valid slices "
         "| improved >0.02 / >0.3 | degraded >0.02 / >0.3 | degraded >0.02 (%) |",

@@ -11,7 +11,15 @@ so the cost is bounded and known):
 - **posterior samples at growing radii**: the hierarchical posterior's means plus
   ``temperature`` times its standard deviations times Gaussian noise, for temperatures from
   0.5 to 2 (a draw near the code first, then farther ones), from a seeded generator, so a
-  run is reproducible.
+  run is reproducible;
+- **gradient optimisation of the code** (Painchaud et al.'s search proper,
+  :func:`optimised_decodings`): from the posterior means of every latent group, ``steps``
+  Adam steps on the codes, maximising the decoded softmax's agreement with the evidence
+  (cross-entropy against the segmenter's probabilities where given, else against the raw
+  one-hot mask) with a small pull back to the start; the argmax decoded after each step is
+  one decoding ("latent search: optimised step k"). The path leaves the NVAE's plausible
+  decoding towards what the evidence says, and its valid decodings are the nearest valid
+  shapes in that direction. Deterministic (no noise is drawn).
 
 Only the decodings that pass every validity criterion become candidates
 (:func:`valid_decodings`); the evidence rule of :mod:`.candidates` judges them with the rest.
@@ -23,6 +31,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import LATENT_STEPS
 from .corrector import is_context_model, one_hot_stack
 from .validity import check_slice
 
@@ -31,12 +40,19 @@ LATENT_DECODES = 4
 #: posterior standard deviations are scaled by these, in turn (growing radii)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 PROBABILITIES_SOURCE = "latent search: segmenter probabilities"
+#: Adam learning rate on the codes (latent units; posterior means are of order 1)
+LATENT_LR = 0.1
+#: weight of the pull back to the start: mean squared code change, summed over the groups,
+#: against the mean cross-entropy per pixel (nats); 0.5 kept the path valid for more steps than
+#: 0 or 0.05 on the crafted slices of Testing/segcorrect_correction/test_latent.py at lr 0.1
+LATENT_PULL = 0.5
+OPTIMISED_SOURCE = "latent search: optimised step {k}"
 
 
 def supports_latent_search(module: Any) -> bool:
     """Whether ``module`` exposes the NVAE's posterior (:meth:`~clinicalai.networks.nvae.NVAE.encode` /
-    ``decode`` with a temperature): a TorchScript or foreign corrector does not, and is left out."""
-    return all(callable(getattr(module, name, None)) for name in ("encode", "decode")) and hasattr(module, "groups_per_scale")
+    ``decode`` with a temperature, ``posterior_means`` / ``decode_latents``): a TorchScript or foreign corrector does not, and is left out."""
+    return all(callable(getattr(module, name, None)) for name in ("encode", "decode", "posterior_means", "decode_latents")) and hasattr(module, "groups_per_scale")
 
 
 def _plan(n_decodes: int, with_probabilities: bool) -> List[Tuple[str, float]]:
@@ -98,6 +114,65 @@ def latent_decodings(
     return [name for name, _ in plan], np.moveaxis(out, 2, 1)
 
 
+def optimised_decodings(
+    module: Any,
+    classes: np.ndarray,
+    num_classes: int,
+    probabilities: Optional[np.ndarray] = None,
+    steps: int = LATENT_STEPS,
+    lr: float = LATENT_LR,
+    pull: float = LATENT_PULL,
+    device: str = "cpu",
+) -> Tuple[List[str], np.ndarray]:
+    """The decodings along an optimisation of each slice's code: ``(names (steps,), softmax
+    (steps, C, n, H, W))``, the k-th after k Adam steps (k = 1..steps).
+
+    Args:
+        module: an NVAE (:func:`supports_latent_search`) in eval mode; its weights are not changed.
+        classes: class indices ``(n, H, W)`` in network space of the slices (as :func:`latent_decodings`).
+        num_classes: background + labels.
+        probabilities: the segmenter's softmax ``(C, n, H, W)`` in network space, or None; with it
+            (a single-slice model) the start is the code of the probabilities and the target
+            is them, else the start is the code of the one-hot mask and the target the mask.
+        steps: Adam steps (0: none, ``([], empty)``).
+        lr, pull: Adam learning rate; weight of the mean squared distance to the start code.
+    """
+    import torch
+
+    shape = (0, num_classes) + classes.shape
+    if steps <= 0 or classes.shape[0] == 0:
+        return [], np.zeros(shape, np.float32)
+    context = is_context_model(int(module.in_channels), num_classes)
+    one_hot = one_hot_stack(classes, num_classes, context)  # (n, C_in, H, W)
+    with_probs = probabilities is not None and not context
+    target = np.moveaxis(probabilities, 0, 1).astype(np.float32) if with_probs else \
+        one_hot_stack(classes, num_classes, False)
+    target_t = torch.from_numpy(target).to(device)
+    module.eval()
+    with torch.no_grad():
+        start = module.posterior_means(module.encode(torch.from_numpy(target if with_probs else one_hot).to(device)))
+    codes = [z.detach().clone().requires_grad_(True) for z in start]
+    optimiser = torch.optim.Adam(codes, lr=float(lr))
+    out = np.empty((int(steps), classes.shape[0], num_classes) + classes.shape[1:], np.float32)
+    for k in range(int(steps) + 1):
+        logits = module.decode_latents(codes)
+        if k > 0:  # the decoding after k steps (k = 0 is the start: already a candidate of its own)
+            out[k - 1] = torch.softmax(logits.detach().float(), dim=1).cpu().numpy()
+        if k == int(steps):
+            break
+        # per slice: mean cross-entropy per pixel plus the pull; summed, so slices do not interact
+        ce = -(target_t * torch.log_softmax(logits, dim=1)).sum(1).mean(dim=(1, 2))
+        moved = sum(((z - z0) ** 2).mean(dim=(1, 2, 3)) for z, z0 in zip(codes, start))
+        loss = (ce + float(pull) * moved).sum()
+        # gradients of the codes only: the weights' gradients are never computed or stored
+        grads = torch.autograd.grad(loss, codes)
+        optimiser.zero_grad(set_to_none=True)
+        for z, g in zip(codes, grads):
+            z.grad = g
+        optimiser.step()
+    return [OPTIMISED_SOURCE.format(k=k) for k in range(1, int(steps) + 1)], np.moveaxis(out, 2, 1)
+
+
 def valid_decodings(decodings: Sequence[Tuple[str, np.ndarray]], values: Dict[str, int],
                     raw: np.ndarray) -> List[Tuple[str, np.ndarray]]:
     """The decodings ``[(name, labels (y, x))]`` that pass every validity criterion, differ from
@@ -111,5 +186,5 @@ def valid_decodings(decodings: Sequence[Tuple[str, np.ndarray]], values: Dict[st
     return kept
 
 
-__all__ = ["LATENT_DECODES", "PROBABILITIES_SOURCE", "TEMPERATURES", "latent_decodings", "supports_latent_search",
-           "valid_decodings"]
+__all__ = ["LATENT_DECODES", "LATENT_LR", "LATENT_PULL", "LATENT_STEPS", "OPTIMISED_SOURCE", "PROBABILITIES_SOURCE",
+           "TEMPERATURES", "latent_decodings", "optimised_decodings", "supports_latent_search", "valid_decodings"]

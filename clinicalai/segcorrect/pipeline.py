@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -36,10 +36,11 @@ from ..models.card import segments_from_card
 from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
-from . import MIN_AGREEMENT, STRATEGIES
+from . import LATENT_STEPS, MIN_AGREEMENT, STRATEGIES
 from .candidates import Candidate, Evidence, IntensityModel, SliceContext, candidates_for_slice, needs_review
-from .corrector import check_corrector, correct_slices
-from .latent import LATENT_DECODES, latent_decodings, supports_latent_search, valid_decodings
+from .corrector import check_corrector, correct_slices, is_context_model, one_hot_stack
+from .latent import (LATENT_DECODES, latent_decodings, optimised_decodings, supports_latent_search,
+                     valid_decodings)
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
 from .outputs import low_confidence_warning
 from .preprocess import NETWORK_SIZE, SliceFrame, frame_from_mask, from_network, to_network
@@ -408,6 +409,7 @@ def correct_mask(
     context_corrector: Optional[Any] = None,
     latent_decodes: int = LATENT_DECODES,
     seed: int = 0,
+    latent_steps: int = LATENT_STEPS,
 ) -> CorrectionResult:
     """Correct a label mask made by any tool, slice by slice, with the anatomical gate.
 
@@ -435,9 +437,9 @@ def correct_mask(
         context_corrector: with ``"evidence"``, a second corrector (the context NVAE, which
             sees the previous, current and next slice) whose output competes as one more
             source, "context NVAE", judged by the same evidence.
-        latent_decodes: with ``"evidence"``, decodes per invalid slice of the latent-space
-            search (:mod:`.latent`; 0: none); its valid decodings compete as candidates.
-        seed: the latent search's noise seed (same seed, same result).
+        latent_decodes, seed, latent_steps: with ``"evidence"``, the latent-space search
+            (:mod:`.latent`): posterior draws per invalid slice (0: none), their noise seed (same
+            seed, same result), Adam steps optimising its code towards the evidence (0: off).
 
     Returns:
         :class:`CorrectionResult` (volumes on ``mask``'s grid, per-slice decisions, timings).
@@ -460,13 +462,13 @@ def correct_mask(
     timings: Dict[str, float] = {}
     network_arr = _network_correction(arr, mask, corrector, module, timings, progress, cancel)
     sources, latent = _evidence_sources(arr, mask, corrector, module, settings, probabilities, context_corrector,
-                                        latent_decodes, seed, timings, cancel)
-
-    # ---- the gate, judged on the input grid
-    t = time.perf_counter()
+                                        latent_decodes, seed, timings, cancel, latent_steps)
+    t = time.perf_counter()  # the gate, judged on the input grid
     report(progress, 0.85, "judging anatomical validity")
+    shape = _shape_scorer(arr, mask, corrector, module) \
+        if settings.strategy == "evidence" and probabilities is None and image is not None else None
     corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
-                                                     latent, cancel, image)
+                                                     latent, cancel, image, shape)
     timings["gate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     report(progress, 1.0, f"{sum(d.corrected for d in decisions)} of {arr.shape[0]} slices corrected")
@@ -477,13 +479,15 @@ def correct_mask(
 def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings", confidence: Optional[np.ndarray],
                probabilities: Optional[np.ndarray], sources: Mapping[str, np.ndarray],
                latent: Mapping[int, Sequence[Tuple[str, np.ndarray]]], cancel: Optional[CancelToken],
-               image: Optional[Volume] = None) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
+               image: Optional[Volume] = None, shape: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+               ) -> Tuple[np.ndarray, np.ndarray, List[SliceDecision]]:
     """:func:`judge_slice` on every slice of ``arr`` ``(z, y, x)``: ``(corrected, final, decisions)``.
 
     Slices are judged from the first; with ``"evidence"`` and no probabilities each sees the
     image slice (with its :class:`~.candidates.IntensityModel`, fitted once under ``arr``) and
     its valid neighbours: the previous slice's final mask and the next slice's raw mask (final
-    too: a valid raw slice is kept)."""
+    too: a valid raw slice is kept), and ``shape``, the corrector's plausibility of a candidate
+    (:func:`_shape_scorer`)."""
     evidence = settings.gate and settings.strategy == "evidence" and probabilities is None
     model = None
     if evidence and image is not None:
@@ -499,7 +503,8 @@ def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings
             previous = z > 0 and (decisions[-1].valid_after if decisions[-1].corrected else valid_raw[z - 1])
             following = z + 1 < arr.shape[0] and valid_raw[z + 1]
             neighbours = ([final_arr[z - 1]] if previous else []) + ([arr[z + 1]] if following else [])
-            context = SliceContext(None if model is None else np.asarray(image.array[z], np.float32), model, neighbours)
+            context = SliceContext(None if model is None else np.asarray(image.array[z], np.float32), model, neighbours,
+                                   shape)
         decision, proposal = judge_slice(
             z, arr[z], network_arr[z], settings, None if confidence is None else float(confidence[z]),
             None if probabilities is None else probabilities[:, z],
@@ -513,7 +518,7 @@ def _judge_all(arr: np.ndarray, network_arr: np.ndarray, settings: "GateSettings
 
 def _evidence_sources(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, settings: "GateSettings",
                      probabilities: Optional[np.ndarray], context_corrector: Optional[Any], latent_decodes: int,
-                     seed: int, timings: Dict[str, float], cancel: Optional[CancelToken],
+                     seed: int, timings: Dict[str, float], cancel: Optional[CancelToken], latent_steps: int = 0,
                      ) -> Tuple[Dict[str, np.ndarray], Dict[int, List[Tuple[str, np.ndarray]]]]:
     """The ``"evidence"`` strategy's extra sources: ``({"context NVAE": (z, y, x)} or {},
     {z: latent decodings}`` of the invalid slices); nothing for other strategies. Fills
@@ -529,7 +534,7 @@ def _evidence_sources(arr: np.ndarray, mask: Volume, corrector: Any, module: Any
     check_cancel(cancel)
     t = time.perf_counter()
     invalid = [z for z in range(arr.shape[0]) if not check_slice(arr[z], settings.gate_values).valid]
-    latent = _latent_search(arr, mask, corrector, module, invalid, probabilities, latent_decodes, seed)
+    latent = _latent_search(arr, mask, corrector, module, invalid, probabilities, latent_decodes, seed, latent_steps)
     timings["latent_s"] = time.perf_counter() - t
     return sources, latent
 
@@ -591,11 +596,13 @@ def _network_frame(arr: np.ndarray, mask: Volume, card: Any) -> Tuple[np.ndarray
 
 def _latent_search(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, slices: Sequence[int],
                    probabilities: Optional[np.ndarray], n_decodes: int,
-                   seed: int) -> Dict[int, List[Tuple[str, np.ndarray]]]:
+                   seed: int, steps: int = 0) -> Dict[int, List[Tuple[str, np.ndarray]]]:
     """The latent search's decodings (:mod:`.latent`) of each slice in ``slices``, on the
-    mask's grid, card label values: ``{z: [(source, (y, x))]}``, ``n_decodes`` per slice in
-    one batched pass. Empty when the corrector exposes no posterior or no slice is asked."""
-    if not slices or n_decodes <= 0 or not supports_latent_search(module):
+    mask's grid, card label values: ``{z: [(source, (y, x))]}``, ``n_decodes`` draws per slice
+    in one batched pass, then the ``steps`` decodings along the optimisation of its code
+    (:func:`~.latent.optimised_decodings`); of decodings equal in network space only the first
+    is kept. Empty when the corrector exposes no posterior or no slice is asked."""
+    if not slices or (n_decodes <= 0 and steps <= 0) or not supports_latent_search(module):
         return {}
     card = corrector.card
     values = [lab.value for lab in card.labels]
@@ -609,12 +616,64 @@ def _latent_search(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, s
         soft = np.stack([to_network(probabilities[c][sel], frame, kind="image", normalize=False)
                          for c in range(n_classes)])
         soft[0] = np.clip(1.0 - soft[1:].sum(0), 0.0, 1.0)
-    names, dec = latent_decodings(module, net, n_classes, soft, n_decodes, seed, corrector.device)
-    k, n = dec.shape[0], dec.shape[2]
-    flat = np.moveaxis(dec, 0, 1).reshape((n_classes, k * n) + dec.shape[3:])
-    back = from_network(flat, frame, (k * n,) + arr.shape[1:], kind="probabilities", num_classes=n_classes).argmax(0)
-    labels = np.array([0] + values, dtype=arr.dtype)[back].reshape((k, n) + arr.shape[1:])
-    return {int(z): [(names[j], labels[j, i]) for j in range(k)] for i, z in enumerate(sel)}
+    names, dec = latent_decodings(module, net, n_classes, soft, n_decodes, seed, corrector.device) \
+        if n_decodes > 0 else ([], np.zeros((0, n_classes) + net.shape, np.float32))
+    more, opt = optimised_decodings(module, net, n_classes, soft, steps, device=corrector.device)
+    names, dec = names + more, np.concatenate([dec, opt])
+    # consecutive optimisation steps often decode to the same argmax: only the first of equal
+    # decodings of a slice is mapped back (the rest would be dropped as duplicates anyway)
+    pairs = _distinct_decodings(dec.argmax(1))
+    flat = np.stack([dec[j, :, i] for j, i in pairs], axis=1)  # (C, m, H, W)
+    back = from_network(flat, frame, (len(pairs),) + arr.shape[1:], kind="probabilities",
+                        num_classes=n_classes).argmax(0)
+    labels = np.array([0] + values, dtype=arr.dtype)[back]
+    out: Dict[int, List[Tuple[str, np.ndarray]]] = {int(z): [] for z in sel}
+    for (j, i), lab in zip(pairs, labels):
+        out[int(sel[i])].append((names[j], lab))
+    return out
+
+
+def _distinct_decodings(argmax: np.ndarray) -> List[Tuple[int, int]]:
+    """``[(decode j, slice i)]`` of the first of each set of equal decodings of a slice, from the
+    network-space argmax ``(K, n, H, W)``, in decode order."""
+    keep: List[Tuple[int, int]] = []
+    for i in range(argmax.shape[1]):
+        seen: List[np.ndarray] = []
+        for j in range(argmax.shape[0]):
+            if not any(np.array_equal(argmax[j, i], s) for s in seen):
+                seen.append(argmax[j, i])
+                keep.append((j, i))
+    return keep
+
+
+def _shape_scorer(arr: np.ndarray, mask: Volume, corrector: Any,
+                  module: Any) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+    """The shape term of the evidence without probabilities (:attr:`.candidates.SliceContext.shape`):
+    ``labels (k, y, x)`` (card values, the mask's grid) -> ``(k,)``, the mean log-probability of
+    each slice's own labels under the corrector's reconstruction of it, in network space (the
+    volume's frame), over the pixels the slice or the reconstruction call heart. A single-slice
+    corrector only (a context corrector would need the neighbours of every candidate): ``None``."""
+    import torch
+
+    card = corrector.card
+    values = [lab.value for lab in card.labels]
+    n_classes = len(values) + 1
+    if is_context_model(int(card.input.channels or n_classes), n_classes):
+        return None
+    _, frame = _network_frame(arr, mask, card)
+    to_class = np.zeros(max(values) + 1, np.int64)
+    to_class[values] = np.arange(1, n_classes)
+
+    def score(labels: np.ndarray) -> np.ndarray:
+        net = to_network(to_class[labels], frame, kind="labels").astype(np.int64)
+        with torch.inference_mode():
+            x = torch.from_numpy(one_hot_stack(net, n_classes, False)).to(corrector.device)
+            log_p = torch.log_softmax(module(x).float(), dim=1).cpu().numpy()
+        own = np.take_along_axis(log_p, net[:, None], axis=1)[:, 0]
+        region = (net > 0) | (log_p.argmax(1) > 0)
+        return np.array([own[i][region[i]].mean() if region[i].any() else 0.0 for i in range(len(net))])
+
+    return score
 
 
 def _network_correction(arr: np.ndarray, mask: Volume, corrector: Any, module: Any, timings: Dict[str, float],
