@@ -41,7 +41,12 @@ def register(commands) -> None:
     p.add_argument("--threshold", default="percentile:95", help="map threshold for the Dice: a number or percentile:P")
     p.add_argument("--reference", type=Path, action="append", metavar="R",
                    help="reference (healthy) volume for expected-gradients / IG baseline 'reference' (repeat)")
-    p.add_argument("--baseline", default="zeros", help="integrated-gradients baseline: zeros, blur or reference")
+    p.add_argument("--baseline", default=None,
+                   help="integrated-gradients baseline: zero, blur (the image blurred, see --blur-sigma), mean (the "
+                        "foreground's mean intensity) or reference (--reference); default: the model card's "
+                        "attribution.baseline, else zero")
+    p.add_argument("--blur-sigma", type=float, default=None, metavar="MM",
+                   help="Gaussian sigma of the blur baseline in mm (default: the card's attribution.blur_sigma_mm, else 8)")
     p.add_argument("--steps", type=int, default=None, help="integrated-gradients steps / EG or SmoothGrad samples")
     p.add_argument("--patch", type=int, default=None, help="occlusion patch edge in voxels")
     p.add_argument("--stride", type=int, default=None, help="occlusion stride in voxels")
@@ -98,8 +103,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..volume import read_volume, write_volume
     from .core import attribute
+    from .methods import baseline_name
     from .metrics import SCORE_KEYS, score_map
 
+    if args.baseline not in (None, "reference"):
+        baseline_name(args.baseline)  # a bad name fails before any file is read
+    if args.blur_sigma is not None and not args.blur_sigma > 0:
+        raise InputError(f"--blur-sigma must be a positive number of mm, got {args.blur_sigma}")
     image = read_volume(args.image)
     lesion = read_volume(args.lesion) if args.lesion else None
     brain = read_volume(args.brain_mask) if args.brain_mask else None
@@ -110,7 +120,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     model = load_model(_model_path(args.model), device=args.device)
     options = {}
     if args.method == "integrated-gradients":
-        options["baseline"] = args.baseline
+        if args.baseline is not None:
+            options["baseline"] = args.baseline
+        if args.blur_sigma is not None:
+            options["sigma_mm"] = args.blur_sigma
         if args.steps:
             options["n_steps"] = args.steps
     elif args.method == "expected-gradients" and args.steps:
