@@ -70,6 +70,9 @@ def register(commands) -> None:
     t.add_argument("--augmentation", choices=("none", "mild", "strong"), default="none",
                    help="MONAI augmentation preset of clinicalai.augment on every training slice (default none)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--ig-baseline", default=None, metavar="NAME",
+                   help="integrated-gradients baseline the card sets as the model's default (attribution.baseline): "
+                        "zero, blur or mean (default: none set, so zero)")
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-3)
@@ -174,8 +177,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..models import save_model
     from .constrained import evaluate_models, train_classifier
 
+    from .methods import BLUR_SIGMA_MM, baseline_name
+
     if args.out.suffix != ".pt":
         raise InputError("the classifier is saved as a .pt state dict; give an output path ending in .pt")
+    ig_baseline = baseline_name(args.ig_baseline) if args.ig_baseline else None  # checked before training
     if args.threads is not None:
         import torch
 
@@ -193,6 +199,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         options += [("family", "mix"), ("mni", args.mni)]
     if augmentation is not None:
         options.append(("augmentation", augmentation))
+    if ig_baseline is not None:
+        options.append(("ig-baseline", ig_baseline))
+        card["attribution"] = {"baseline": ig_baseline, **({"blur_sigma_mm": BLUR_SIGMA_MM} if ig_baseline == "blur" else {})}
     card["training"]["command"] = "clinicalai train classifier " + " ".join(
         f"--{k} {v}" for k, v in options) + f" -o {args.out.name}"
     if args.validate > 0:
