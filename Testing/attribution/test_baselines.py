@@ -162,6 +162,9 @@ def test_a_bad_baseline_name_errors_without_output(dark_lesion_classifier, tmp_p
     img, _, _ = _slice(np.random.default_rng(10), True)
     with pytest.raises(InputError, match="unknown baseline 'noise'; choose one of zero, blur, mean"):
         attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", card=CARD, baseline="noise")
+    for sigma in (0, -1.0, "8", float("nan")):
+        with pytest.raises(InputError, match="sigma must be a positive number of mm"):
+            attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", card=CARD, baseline="blur", sigma_mm=sigma)
     # the command line (bundled classifier): the name is refused before the image is read
     write_volume(_volume(img), tmp_path / "image.nii.gz")
     out = tmp_path / "map.nii.gz"

@@ -339,14 +339,18 @@ def card_baseline(card) -> Dict[str, Any]:
 def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any]:
     """Integrated gradients: the baseline named in ``opts`` (else the card's, else ``zero``)
     made on the whole network input, so a slice model's chunks share one (the ``mean``
-    baseline's foreground is the volume's); ``opts`` gets the tensor and the voxel sizes.
-    Returns what the result records: the name (and the blur's sigma in mm)."""
+    baseline's foreground is the volume's), the blur's sigma converted to voxels with the
+    network grid's spacing; ``opts["baseline"]`` becomes that tensor. Returns what the result
+    records: the name (and the blur's sigma in mm)."""
     defaults = card_baseline(card)
     base = opts.get("baseline", defaults.get("baseline", "zero"))
     if not isinstance(base, str) or base == "reference":
         return {}
     name = baseline_name(base)
-    sigma = float(opts.pop("sigma_mm", defaults.get("sigma_mm", BLUR_SIGMA_MM)))
+    sigma = opts.pop("sigma_mm", defaults.get("sigma_mm", BLUR_SIGMA_MM))
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise InputError(f"the blur baseline's sigma must be a positive number of mm, got {sigma!r}")
+    sigma = float(sigma)
     sp = prep.net_volume.spacing  # ITK order (x, y, z); the tensor's spatial axes are (z, y, x) or (y, x)
     spacing_zyx = (sp[1], sp[0]) if prep.slicewise else (sp[2], sp[1], sp[0])
     opts["baseline"] = baseline_tensor(prep.tensor, name, sigma_mm=sigma, spacing_mm=spacing_zyx)
