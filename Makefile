@@ -41,7 +41,7 @@ models: venv
 	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
 	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt
 	$(PY) -m clinicalai.pet.train_demo --family mix --mni-fraction 0.75 --n 160 --epochs 30
-	$(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 -o Resources/Models/brain-lesion-classifier.pt
+	$(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 --ig-baseline blur -o Resources/Models/brain-lesion-classifier.pt
 	$(PY) -m clinicalai.generative.train_demo
 
 # Each benchmark prints a table of ratios to a reference run in the same process (a plain

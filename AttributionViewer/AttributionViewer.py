@@ -98,6 +98,8 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         desktop.fill_model_combo(self.ui.modelComboBox, "classification")
         desktop.fill_model_combo(self.ui.anomalyModelComboBox, "anomaly-detection")
         desktop.fill_device_combo(self.ui.deviceComboBox)
+        for entry in model_choices.baseline_choices():
+            self.ui.baselineComboBox.addItem(entry["label"], entry["value"])
 
         self.observeSceneClose()
         self.observeMasks(lambda f: qt.QTimer.singleShot(0, f))
@@ -162,6 +164,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         desktop.select_model_choice(self.ui.modelComboBox, self.ui.modelPathLineEdit, stored.model)
         desktop.select_model_choice(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
         desktop.select_data(self.ui.deviceComboBox, stored.device)
+        desktop.select_data(self.ui.baselineComboBox, stored.baseline)
 
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
@@ -177,6 +180,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
             anomaly_model=anomalyModel,
             target=int(self.ui.targetComboBox.currentData if self.ui.targetComboBox.currentData is not None else -1),
             methods=[m for m, box in self.methodCheckBoxes.items() if box.checked],
+            baseline=self.ui.baselineComboBox.currentData or "",
             lesion=p.lesion.GetID() if p.lesion else None,
             threshold=float(p.threshold),
             device=self.ui.deviceComboBox.currentData or "auto",

@@ -135,27 +135,32 @@ def pet_calibration(models, labels: Sequence[int], folds: Sequence[Sequence[floa
     return out
 
 
-def classifier_figures(n: int, seed: int,
-                       model_name: str = "brain-lesion-classifier") -> Dict[str, Dict[str, List[float]]]:
+def classifier_figures(n: int, seed: int, model_name: str = "brain-lesion-classifier",
+                       baselines: Sequence[str] = ("zero",)) -> Dict[str, Dict[str, List[float]]]:
     """Attribution AUROC of a brain-lesion classifier (default the bundled one) on ``n``
     lesioned MNI MR phantoms of the held-out stream (FLAIR-like and T1-like alternately), per
-    contrast and method (``clinicalai.attribution.constrained.template_attribution_auroc``)."""
+    contrast and method, integrated gradients once per baseline name
+    (``clinicalai.attribution.constrained.template_attribution_auroc``)."""
     from clinicalai.attribution.constrained import template_attribution_auroc
     from clinicalai.models import load_model
 
     model = load_model(model_name, device="cpu")
-    return template_attribution_auroc(model, n, seed, log=lambda line: print(f"  classifier {line}", file=sys.stderr))
+    return template_attribution_auroc(model, n, seed, baselines=baselines,
+                                      log=lambda line: print(f"  classifier {line}", file=sys.stderr))
 
 
 def classifier_markdown(name: str, clf: Dict[str, Dict[str, List[float]]]) -> List[str]:
-    """The classifier table of one model."""
+    """The classifier table of one model: a column per method (per IG baseline), rows per contrast."""
+    keys = list(next(iter(clf.values())))
     lines = [f"**Brain-lesion classifier** (`{name}`, attribution AUROC against the lesion "
              "mask inside the brain, mean +/- sd over cases)", "",
-             "| contrast | cases | integrated-gradients AUROC | gradcam AUROC |", "| --- | --- | --- | --- |"]
+             "| contrast | cases | " + " | ".join(f"{k} AUROC" for k in keys) + " |",
+             "| --- | --- |" + " --- |" * len(keys)]
     for contrast, per in clf.items():
         n = len(next(iter(per.values())))
-        lines.append(f"| {contrast}-like | {n} | {_mean_sd(per.get('integrated-gradients', []))} "
-                     f"| {_mean_sd(per.get('gradcam', []))} |")
+        lines.append(f"| {contrast}-like | {n} | " + " | ".join(_mean_sd(per.get(k, [])) for k in keys) + " |")
+    both = {k: [v for per in clf.values() for v in per.get(k, [])] for k in keys}
+    lines.append(f"| both | {len(next(iter(both.values())))} | " + " | ".join(_mean_sd(both[k]) for k in keys) + " |")
     return lines
 
 
@@ -271,9 +276,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="only the brain-lesion classifier table(s), for each --classifier-model")
     parser.add_argument("--classifier-model", action="append", metavar="M",
                         help="classifier for --classifier-only: file or model name (repeat; default the bundled one)")
+    parser.add_argument("--baseline", action="append", metavar="NAME",
+                        help="integrated-gradients baseline of the classifier table: zero, blur or mean "
+                             "(repeat for a column each; default zero)")
     parser.add_argument("--write-card", action="store_true",
                         help="with --classifier-only and one model file: store its figures in the card's 'heldout'")
     args = parser.parse_args(argv)
+    from clinicalai.attribution.methods import baseline_name
+    from clinicalai.errors import InputError
+
+    try:  # a bad name stops here, not after the PET table
+        args.baseline = [baseline_name(b) for b in args.baseline] if args.baseline else None
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     import torch
 
     torch.set_num_threads(1)  # small networks on a shared CPU
@@ -284,7 +299,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.pet_only:
         print(json.dumps(pet, indent=2))
         return 0
-    clf = classifier_figures(args.n, args.seed)
+    clf = classifier_figures(args.n, args.seed, baselines=args.baseline or ("zero",))
     anom = anomaly_figures(args.n, args.seed)
     print(markdown(pet, clf, anom))
     print(f"\n({time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} CPU thread)", file=sys.stderr)
@@ -297,7 +312,7 @@ def classifier_only(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> 
     if args.write_card and len(names) != 1:
         raise SystemExit("--write-card takes exactly one --classifier-model")
     for name in names:
-        clf = classifier_figures(args.n, args.seed, name)
+        clf = classifier_figures(args.n, args.seed, name, baselines=args.baseline or ("zero",))
         print("\n".join(classifier_markdown(name, clf)) + "\n")
         if args.write_card:
             command = "python scripts/heldout_figures.py " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -80,6 +80,7 @@ def test_explain_lesion_on_another_grid_is_refused(model_and_case, capsys):
     (["--family", "mix", "--mni", "1"], "at least 2 MNI-template phantoms"),
     (["--family", "template"], "invalid choice"),
     (["--augmentation", "extreme"], "invalid choice"),
+    (["--ig-baseline", "noise"], "unknown baseline 'noise'"),
 ])
 def test_train_classifier_family_errors_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "mix.pt"
@@ -97,11 +98,15 @@ def test_train_classifier_on_the_mixed_family_records_data_and_licence(tmp_path,
     out = tmp_path / "mix.pt"
     try:
         rc = main(["train", "classifier", "--constraint", "none", "--phantoms", "2", "--family", "mix", "--mni", "2",
-                   "--epochs", "1", "--augmentation", "mild", "--threads", "1", "--validate", "0", "-o", str(out)])
+                   "--epochs", "1", "--augmentation", "mild", "--threads", "1", "--validate", "0",
+                   "--ig-baseline", "blur", "-o", str(out)])
     finally:
         torch.set_num_threads(before)
     assert rc == 0 and out.exists()
-    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    card = json.loads(out.with_suffix(".json").read_text())
+    training = card["training"]
+    # the card's integrated-gradients default (the bundled classifier's make-models command sets it)
+    assert card["attribution"] == {"baseline": "blur", "blur_sigma_mm": 8.0}
     assert training["family"] == "mix" and training["template_licence"] == MNI_LICENSE
     assert "2 MNI-template phantoms" in training["data"] and training["augmentation"]["rotate_deg"] == 15.0
-    assert training["command"].endswith("--family mix --mni 2 --augmentation mild -o mix.pt")
+    assert training["command"].endswith("--family mix --mni 2 --augmentation mild --ig-baseline blur -o mix.pt")

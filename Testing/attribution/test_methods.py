@@ -164,11 +164,11 @@ def test_blurred_baseline_integrated_gradients_is_x_minus_blur_times_weight():
     torch.manual_seed(3)
     lin = nn.Sequential(nn.Flatten(), nn.Linear(2 * 6 * 10 * 10, 2))
     x = torch.rand(2, 2, 6, 10, 10)
-    b = blurred_baseline(x, sigma=2.0)
+    b = blurred_baseline(x, sigma_mm=2.0)  # no spacing: 1 mm voxels
     # per sample, all channels, as MONAI's GaussianSmooth; smoother than the noise it blurs
     assert torch.allclose(b[1], torch.as_tensor(GaussianSmooth(sigma=2.0)(x[1])), atol=1e-6)
     assert float(b.std()) < 0.5 * float(x.std())
-    ig = attribute_tensor(lin, x, "integrated-gradients", target=1, baseline="blur", sigma=2.0, n_steps=4)
+    ig = attribute_tensor(lin, x, "integrated-gradients", target=1, baseline="blur", sigma_mm=2.0, n_steps=4)
     w = lin[1].weight[1].detach().reshape(2, 6, 10, 10)
     assert torch.allclose(ig, (x - b) * w, atol=1e-5)  # IG of a linear model, exact for any steps
 
@@ -232,7 +232,7 @@ def test_auto_batch_size_from_free_memory(monkeypatch):
 def test_blurred_baseline_integrated_gradients_runs():
     net = _resnet(2)
     x = torch.rand(1, 1, 20, 20)
-    a = attribute_tensor(net, x, "integrated-gradients", target=0, baseline="blur", sigma=3, n_steps=4)
+    a = attribute_tensor(net, x, "integrated-gradients", target=0, baseline="blur", sigma_mm=3, n_steps=4)
     assert a.shape == x.shape and torch.isfinite(a).all() and float(a.abs().sum()) > 0
 
 

@@ -106,6 +106,31 @@ def test_cancelled_and_failing_runs_add_no_node(ctx, classifier, brain, node_ids
     assert node_ids(ctx.scene) == before
 
 
+def test_integrated_gradients_baseline_from_the_panel(ctx, classifier, brain, node_ids):
+    """The panel's baseline reaches the engine (the map equals ``attribute(..., baseline=...)``
+    on the input grid); a name the engine does not know is one clear error and adds no node."""
+    from clinicalai.attribution import attribute
+    from clinicalai.mrml.model_choices import baseline_choices
+
+    assert [c["value"] for c in baseline_choices()] == ["", "zero", "blur", "mean"]
+    image, _ = _scene_inputs(ctx, brain)
+    logic = AttributionViewerLogic(ctx)
+    before = node_ids(ctx.scene)
+    with pytest.raises(InputError, match="unknown integrated-gradients baseline 'noise'; choose one of zero, blur, mean"):
+        logic.run(AttributionViewerParameters(input_volume=image.GetID(), model=classifier,
+                                              methods=["integrated-gradients"], baseline="noise", device="cpu"))
+    assert node_ids(ctx.scene) == before
+    params = logic.run(AttributionViewerParameters(input_volume=image.GetID(), model=classifier,
+                                                   methods=["integrated-gradients"], baseline="blur", device="cpu"))
+    assert logic.get_parameters().baseline == "blur"  # saved with the scene
+    made = node_to_volume(ctx.scene.GetNodeByID(params.maps[0]))
+    engine = attribute(classifier, brain.image, "integrated-gradients", baseline="blur", target=params.summary["target"])
+    zero = attribute(classifier, brain.image, "integrated-gradients", target=params.summary["target"])
+    assert made.same_grid(brain.image, atol=1e-4)
+    np.testing.assert_allclose(made.array, engine.array, atol=1e-5)
+    assert not np.allclose(made.array, zero.array, atol=1e-3)
+
+
 def test_background_run_computes_in_a_thread_and_applies_on_poll(ctx, classifier, brain, node_ids):
     import threading
 

@@ -521,6 +521,25 @@ def test_attribution_panel_lists_every_engine_method_and_the_anomaly_map():
     assert set(boxes) == set(consts["METHOD_CHECKBOXES"].values()) | {consts["ANOMALY_CHECKBOX"]}
 
 
+def test_attribution_panels_offer_the_engine_baselines():
+    """Desktop and browser offer the same integrated-gradients baselines, from one list: the
+    card's default ("") and the engine's names; the desktop combo is in the .ui with its label."""
+    import ast
+
+    from clinicalai.attribution.methods import BASELINES
+
+    entries = model_choices.baseline_choices()
+    assert [e["value"] for e in entries] == ["", *BASELINES] and "card" in entries[0]["label"]
+    root = ET.parse(ROOT / "AttributionViewer" / "Resources" / "UI" / "AttributionViewer.ui").getroot()
+    widgets = {w.get("name"): w.get("class") for w in root.iter("widget")}
+    assert widgets["baselineComboBox"] == "QComboBox" and widgets["baselineLabel"] == "QLabel"
+    widget_source = (ROOT / "AttributionViewer" / "AttributionViewer.py").read_text()
+    calls = {ast.unparse(n.func) for n in ast.walk(ast.parse(widget_source)) if isinstance(n, ast.Call)}
+    assert "model_choices.baseline_choices" in calls  # the combo is filled from the shared list
+    web_source = (ROOT / "clinicalai" / "web" / "panels" / "attribution.py").read_text()
+    assert "baseline_choices()" in web_source and 'self.choice("baseline", "baselines"' in web_source
+
+
 # ----------------------------------------------------------------------------- layering
 def _top_level_imports(path: Path):
     import ast

@@ -63,6 +63,13 @@ def test_attribution_every_map_labelled_with_prediction_save_and_threshold(page,
     # 3 methods + the anomaly map: 4 maps for 3 views
     set_state(page, "ca_attribution_methods", ["gradient", "gradient-x-input", "gradcam"])
     assert state(page, "ca_attribution_anomaly_model")
+    # the integrated-gradients baseline: the server's list; a name it did not offer is refused
+    # on the server before anything runs
+    assert [b["value"] for b in state(page, "ca_attribution_baselines")] == ["", "zero", "blur", "mean"]
+    set_state(page, "ca_attribution_baseline", "noise")
+    assert "not one of the choices offered" in run_panel(page, "attribution")
+    assert not state(page, "ca_attribution_has_result")
+    set_state(page, "ca_attribution_baseline", "blur")
     assert run_panel(page, "attribution", timeout_ms=240_000) == ""
     maps = state(page, "ca_attribution_maps")
     assert len(maps) == 4

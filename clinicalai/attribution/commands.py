@@ -41,7 +41,12 @@ def register(commands) -> None:
     p.add_argument("--threshold", default="percentile:95", help="map threshold for the Dice: a number or percentile:P")
     p.add_argument("--reference", type=Path, action="append", metavar="R",
                    help="reference (healthy) volume for expected-gradients / IG baseline 'reference' (repeat)")
-    p.add_argument("--baseline", default="zeros", help="integrated-gradients baseline: zeros, blur or reference")
+    p.add_argument("--baseline", default=None,
+                   help="integrated-gradients baseline: zero, blur (the image blurred, see --blur-sigma), mean (the "
+                        "foreground's mean intensity) or reference (--reference); default: the model card's "
+                        "attribution.baseline, else zero")
+    p.add_argument("--blur-sigma", type=float, default=None, metavar="MM",
+                   help="Gaussian sigma of the blur baseline in mm (default: the card's attribution.blur_sigma_mm, else 8)")
     p.add_argument("--steps", type=int, default=None, help="integrated-gradients steps / EG or SmoothGrad samples")
     p.add_argument("--patch", type=int, default=None, help="occlusion patch edge in voxels")
     p.add_argument("--stride", type=int, default=None, help="occlusion stride in voxels")
@@ -65,6 +70,9 @@ def register(commands) -> None:
     t.add_argument("--augmentation", choices=("none", "mild", "strong"), default="none",
                    help="MONAI augmentation preset of clinicalai.augment on every training slice (default none)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--ig-baseline", default=None, metavar="NAME",
+                   help="integrated-gradients baseline the card sets as the model's default (attribution.baseline): "
+                        "zero, blur or mean (default: none set, so zero)")
     t.add_argument("--epochs", type=int, default=6)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--lr", type=float, default=3e-3)
@@ -98,8 +106,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..models import load_model
     from ..volume import read_volume, write_volume
     from .core import attribute
+    from .methods import baseline_name
     from .metrics import SCORE_KEYS, score_map
 
+    if args.baseline not in (None, "reference"):
+        baseline_name(args.baseline)  # a bad name fails before any file is read
+    if args.blur_sigma is not None and not args.blur_sigma > 0:
+        raise InputError(f"--blur-sigma must be a positive number of mm, got {args.blur_sigma}")
     image = read_volume(args.image)
     lesion = read_volume(args.lesion) if args.lesion else None
     brain = read_volume(args.brain_mask) if args.brain_mask else None
@@ -110,7 +123,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     model = load_model(_model_path(args.model), device=args.device)
     options = {}
     if args.method == "integrated-gradients":
-        options["baseline"] = args.baseline
+        if args.baseline is not None:
+            options["baseline"] = args.baseline
+        if args.blur_sigma is not None:
+            options["sigma_mm"] = args.blur_sigma
         if args.steps:
             options["n_steps"] = args.steps
     elif args.method == "expected-gradients" and args.steps:
@@ -161,8 +177,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..models import save_model
     from .constrained import evaluate_models, train_classifier
 
+    from .methods import BLUR_SIGMA_MM, baseline_name
+
     if args.out.suffix != ".pt":
         raise InputError("the classifier is saved as a .pt state dict; give an output path ending in .pt")
+    ig_baseline = baseline_name(args.ig_baseline) if args.ig_baseline else None  # checked before training
     if args.threads is not None:
         import torch
 
@@ -180,6 +199,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         options += [("family", "mix"), ("mni", args.mni)]
     if augmentation is not None:
         options.append(("augmentation", augmentation))
+    if ig_baseline is not None:
+        options.append(("ig-baseline", ig_baseline))
+        card["attribution"] = {"baseline": ig_baseline, **({"blur_sigma_mm": BLUR_SIGMA_MM} if ig_baseline == "blur" else {})}
     card["training"]["command"] = "clinicalai train classifier " + " ".join(
         f"--{k} {v}" for k, v in options) + f" -o {args.out.name}"
     if args.validate > 0:

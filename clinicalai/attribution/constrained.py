@@ -45,6 +45,7 @@ from ..networks import build_network
 from ..phantoms.brain import brain_case, brain_dataset
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from .core import attribute
+from .methods import baseline_name
 from .metrics import TABLE_KEYS, choose_threshold, score_map, summarize_scores
 from .preprocess import normalize_intensity
 from .tissue import tissue_probability_maps
@@ -514,24 +515,30 @@ TEMPLATE_METHODS = ("integrated-gradients", "gradcam")
 
 
 def template_attribution_auroc(model, n: int, seed: int = 0, methods: Sequence[str] = TEMPLATE_METHODS,
-                               log=None) -> Dict[str, Dict[str, List[float]]]:
+                               log=None, baselines: Sequence[str] = ("zero",)) -> Dict[str, Dict[str, List[float]]]:
     """Attribution AUROC (lesion class, against the lesion mask inside the brain, :func:`score_map`)
     of ``model`` (a ``LoadedModel``) on ``n`` lesioned MNI-template phantoms of the HELD-OUT
     stream (seeds ``seed..seed+n-1``), FLAIR-like and T1-like alternately, at the demo's 4 mm
-    voxels. Returns ``{contrast: {method: [AUROC per case]}}``; ``log(line)`` hears each case."""
+    voxels. Integrated gradients runs once per name of ``baselines`` (:data:`.methods.BASELINES`,
+    blur at its default sigma); its key is the method's name for ``zero`` and
+    ``"integrated-gradients (NAME)"`` otherwise. Returns ``{contrast: {key: [AUROC per case]}}``;
+    ``log(line)`` hears each case."""
     from ..phantoms.mni import mni_brain_case
 
+    runs = [(m, {"baseline": baseline_name(b)} if m == "integrated-gradients" else {})
+            for m in methods for b in (baselines if m == "integrated-gradients" else ("",))]
     out: Dict[str, Dict[str, List[float]]] = {}
     for i in range(n):
         contrast = ("FLAIR", "T1")[i % 2]
         case = mni_brain_case(seed + i, pathological=True, contrast=contrast, spacing=PHANTOM_SPACING,
                               stream="heldout")
-        for method in methods:
-            res = attribute(model, case.image, method, target="lesion")
+        for method, options in runs:
+            res = attribute(model, case.image, method, target="lesion", **options)
             auroc = score_map(res.volume, case.lesion, mask=case.brain_mask, pointing_tolerance=0)["auroc"]
-            out.setdefault(contrast, {}).setdefault(method, []).append(auroc)
+            key = method if options.get("baseline", "zero") == "zero" else f"{method} ({options['baseline']})"
+            out.setdefault(contrast, {}).setdefault(key, []).append(auroc)
             if log is not None:
-                log(f"case {i} {contrast} {method}: AUROC {auroc:.3f}")
+                log(f"case {i} {contrast} {key}: AUROC {auroc:.3f}")
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from ..models import LoadedModel, load_model, parse_card
 from ..models.fit import input_warnings
-from .methods import _as_logits, get_method
+from .methods import BLUR_SIGMA_MM, _as_logits, baseline_name, baseline_tensor, get_method
 from .metrics import map_correlation
 from .preprocess import Prepared, prepare_input
 
@@ -211,8 +211,11 @@ def attribute(
         references: reference volumes (e.g. healthy) for ``expected-gradients`` (required), and
             for ``integrated-gradients`` with ``baseline="reference"`` (the first one);
             preprocessed like the input.
-        options: method options (``n_steps``, ``baseline``, ``n_samples``, ``nt_samples``,
-            ``noise_level``, ``patch``, ``stride``, ``internal_batch_size``, ``seed``).
+        options: method options (``n_steps``, ``baseline``, ``sigma_mm``, ``n_samples``,
+            ``nt_samples``, ``noise_level``, ``patch``, ``stride``, ``internal_batch_size``,
+            ``seed``). ``baseline`` of ``integrated-gradients``: ``zero``, ``blur`` (Gaussian of
+            ``sigma_mm`` on the network grid), ``mean`` (:data:`.methods.BASELINES`), a number or
+            ``reference``; without one, the card's ``attribution.baseline``, else ``zero``.
     """
     t0 = time.perf_counter()
     cls = get_method(method)
@@ -227,7 +230,7 @@ def attribute(
     cls_index = _resolve_class(target, names, probs, prep.slicewise)
     # output index and sign: a one-logit head explains -logit for class 0
     out_index, sign = (0, 1.0 if cls_index == 1 else -1.0) if n_logits == 1 else (cls_index, 1.0)
-    opts = _method_options(cls, card, layer, references, prep.tensor, options)
+    opts, named = _method_options(cls, card, layer, references, prep, options)
 
     report(progress, 0.1, f"{cls.name}")
     t1 = time.perf_counter()
@@ -243,7 +246,7 @@ def attribute(
     report(progress, 1.0, "done")
     return AttributionMap(
         volume=out_vol, method=cls.name, target=cls_index, target_name=names[cls_index],
-        signed=cls.signed, normalization=norm_name, options=_jsonable(_recorded_options(opts)), timings=timings,
+        signed=cls.signed, normalization=norm_name, options=_jsonable({**_recorded_options(opts), **named}), timings=timings,
         prediction=_prediction(names, probs, prep.slicewise), layer=getattr(impl, "layer", None), scale=scale,
         warnings=input_warnings(first, [card] if card is not None else []),
     )
@@ -275,14 +278,23 @@ def _predict(module, fn, x, card):
     return k, probs, names
 
 
-def _method_options(cls, card, layer: Optional[str], references, x, options: Dict[str, Any]) -> Dict[str, Any]:
-    """The method's options: the CAM layer (argument, else the card's) and the reference
-    volumes prepared like the input ``x`` (baselines of expected / integrated gradients)."""
+def _method_options(cls, card, layer: Optional[str], references, prep: Prepared,
+                    options: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The method's options and what the result records of them in words.
+
+    The CAM layer (argument, else the card's); the reference volumes prepared like the input
+    (baselines of expected / integrated gradients); a named IG baseline made on the whole
+    network input (:func:`_named_baseline`).
+    """
     import torch
 
+    x = prep.tensor
     opts = dict(options)
+    named: Dict[str, Any] = {}
     if cls.layer_based:
         opts["layer"] = layer or (card.cam_layer if card is not None else None)
+    if cls.name == "integrated-gradients":
+        named = _named_baseline(card, prep, opts)
     if references is not None:
         ref_tensors = [prepare_input(r, card, device=str(x.device)).tensor for r in (
             [references] if isinstance(references, Volume) else list(references))]
@@ -302,7 +314,47 @@ def _method_options(cls, card, layer: Optional[str], references, x, options: Dic
         raise InputError("baseline 'reference' needs a reference volume (references=...)")
     if cls.name == "expected-gradients" and "references" not in opts:
         raise InputError("expected-gradients needs reference volumes (healthy images) to draw baselines from")
-    return opts
+    return opts, named
+
+
+def card_baseline(card) -> Dict[str, Any]:
+    """The card's IG baseline defaults, ``{"baseline": name, "sigma_mm": mm}`` (either may be
+    missing): its ``attribution: {"baseline": ..., "blur_sigma_mm": ...}`` entry, checked."""
+    entry = card.extra_get("attribution") if card is not None and hasattr(card, "extra_get") else None
+    if not entry:
+        return {}
+    if not isinstance(entry, dict):
+        raise ModelError(f"the model card's 'attribution' must be an object, got {type(entry).__name__}")
+    out: Dict[str, Any] = {}
+    if entry.get("baseline") is not None:
+        out["baseline"] = baseline_name(entry["baseline"], "baseline in the model card's attribution.baseline")
+    if entry.get("blur_sigma_mm") is not None:
+        sigma = entry["blur_sigma_mm"]
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+            raise ModelError(f"the model card's attribution.blur_sigma_mm must be a positive number, got {sigma!r}")
+        out["sigma_mm"] = float(sigma)
+    return out
+
+
+def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any]:
+    """Integrated gradients: the baseline named in ``opts`` (else the card's, else ``zero``)
+    made on the whole network input, so a slice model's chunks share one (the ``mean``
+    baseline's foreground is the volume's), the blur's sigma converted to voxels with the
+    network grid's spacing; ``opts["baseline"]`` becomes that tensor. Returns what the result
+    records: the name (and the blur's sigma in mm)."""
+    defaults = card_baseline(card)
+    base = opts.get("baseline", defaults.get("baseline", "zero"))
+    if not isinstance(base, str) or base == "reference":
+        return {}
+    name = baseline_name(base)
+    sigma = opts.pop("sigma_mm", defaults.get("sigma_mm", BLUR_SIGMA_MM))
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+        raise InputError(f"the blur baseline's sigma must be a positive number of mm, got {sigma!r}")
+    sigma = float(sigma)
+    sp = prep.net_volume.spacing  # ITK order (x, y, z); the tensor's spatial axes are (z, y, x) or (y, x)
+    spacing_zyx = (sp[1], sp[0]) if prep.slicewise else (sp[2], sp[1], sp[0])
+    opts["baseline"] = baseline_tensor(prep.tensor, name, sigma_mm=sigma, spacing_mm=spacing_zyx)
+    return {"baseline": name, "sigma_mm": sigma} if name == "blur" else {"baseline": name}
 
 
 def _run_method(impl, prep: Prepared, out_index: int, opts: Dict[str, Any],

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Type, Union
 
 import numpy as np
 
@@ -291,22 +291,81 @@ class GradientXInput(AttributionMethod):
         return InputXGradient(self.forward).attribute(x, target=target)
 
 
-def blurred_baseline(x, sigma: float = 5.0):
-    """The input blurred by a Gaussian of ``sigma`` voxels (MONAI ``GaussianSmooth``), per sample."""
+#: named baselines of the path methods (Sturmfels et al., Distill 2020, "Visualizing the Impact
+#: of Feature Attribution Baselines"): ``zero`` (all zeros, the default), ``blur`` (the input
+#: blurred by a Gaussian of ``sigma_mm``), ``mean`` (the foreground's mean intensity inside the
+#: foreground, the input elsewhere)
+BASELINES = ("zero", "blur", "mean")
+Baseline = Literal["zero", "blur", "mean"]
+#: older spellings still accepted (``zeros`` was the command line's default before the names above)
+_BASELINE_ALIASES = {"zeros": "zero", "blurred": "blur"}
+#: default Gaussian sigma of the ``blur`` baseline, in mm (about a lesion's radius: a blurred
+#: lesion takes its surroundings' intensity, so (x - x') is large on it)
+BLUR_SIGMA_MM = 8.0
+
+
+def baseline_name(name: str, what: str = "baseline") -> str:
+    """The canonical name of a named baseline; :class:`InputError` naming the choices otherwise."""
+    key = str(name).strip().lower()
+    key = _BASELINE_ALIASES.get(key, key)
+    if key not in BASELINES:
+        raise InputError(f"unknown {what} {name!r}; choose one of {', '.join(BASELINES)}")
+    return key
+
+
+def blurred_baseline(x, sigma_mm: float = BLUR_SIGMA_MM, spacing_mm: Optional[Sequence[float]] = None):
+    """``x`` ``(N, C, *spatial)`` blurred per sample by a Gaussian of ``sigma_mm`` (MONAI
+    ``GaussianSmooth``, all channels). ``spacing_mm``: voxel size per spatial axis, in the
+    tensor's order (default 1 mm, so the sigma is in voxels); a 2D slice batch is blurred in plane."""
     import torch
     from monai.transforms import GaussianSmooth
 
-    smooth = GaussianSmooth(sigma=float(sigma))
+    spacing = [1.0] * (x.ndim - 2) if spacing_mm is None else [float(s) for s in spacing_mm]
+    if len(spacing) != x.ndim - 2 or any(s <= 0 for s in spacing):
+        raise InputError(f"the blur baseline needs {x.ndim - 2} positive voxel sizes (mm), got {spacing_mm!r}")
+    if not float(sigma_mm) > 0:
+        raise InputError(f"the blur baseline's sigma must be a positive number of mm, got {sigma_mm!r}")
+    smooth = GaussianSmooth(sigma=[float(sigma_mm) / s for s in spacing])
     return torch.stack([torch.as_tensor(smooth(xi)) for xi in x]).to(x.device, x.dtype)
 
 
-def _baseline_tensor(x, baseline, sigma: float = 5.0):
+def foreground_mean_baseline(x):
+    """``x`` ``(N, C, *spatial)`` with its foreground set to the foreground's mean, per channel.
+
+    Foreground: the voxels above Otsu's threshold of the channel over the whole batch (a slice
+    model's batch is the volume's slices, so every slice gets the same value). The background
+    keeps the input's values: it gets no attribution, and the path changes the tissue only.
+    """
+    import torch
+    from skimage.filters import threshold_otsu
+
+    base = x.clone()
+    for c in range(x.shape[1]):
+        values = x[:, c].detach().cpu().numpy()
+        if float(np.ptp(values)) == 0:
+            continue  # a flat channel: no foreground to average, the baseline is the input
+        fg = x[:, c] > float(threshold_otsu(values))
+        base[:, c] = torch.where(fg, x[:, c][fg].mean(), x[:, c])
+    return base
+
+
+def baseline_tensor(x, baseline: Union[str, float, Any] = "zero", sigma_mm: float = BLUR_SIGMA_MM,
+                    spacing_mm: Optional[Sequence[float]] = None):
+    """The baseline ``(N, C, *spatial)`` of a path method for ``x`` ``(N, C, *spatial)``.
+
+    ``baseline``: a name of :data:`BASELINES`, a number (a constant image) or a reference tensor
+    ``(C, *spatial)`` / ``(N or 1, C, *spatial)``. ``sigma_mm`` / ``spacing_mm``: the ``blur``
+    baseline's Gaussian (see :func:`blurred_baseline`).
+    """
     import torch
 
-    if baseline is None or (isinstance(baseline, str) and baseline == "zeros"):
+    if baseline is None or isinstance(baseline, str):
+        name = baseline_name(baseline or "zero")
+        if name == "blur":
+            return blurred_baseline(x, sigma_mm, spacing_mm)
+        if name == "mean":
+            return foreground_mean_baseline(x)
         return torch.zeros_like(x)
-    if isinstance(baseline, str) and baseline in ("blur", "blurred"):
-        return blurred_baseline(x, sigma)
     if isinstance(baseline, (int, float)):
         return torch.full_like(x, float(baseline))
     b = torch.as_tensor(np.asarray(baseline) if not torch.is_tensor(baseline) else baseline, dtype=x.dtype).to(x.device)
@@ -320,19 +379,26 @@ def _baseline_tensor(x, baseline, sigma: float = 5.0):
 
 
 class IntegratedGradients(AttributionMethod):
-    """Integrated Gradients (captum): baseline ``"zeros"``, ``"blur"`` (Gaussian, ``sigma``
-    voxels), a number, or a reference tensor ``(C, *spatial)`` / ``(N, C, *spatial)``;
-    ``n_steps`` along the straight path, evaluated ``internal_batch_size`` at a time."""
+    """Integrated Gradients (captum ``IntegratedGradients``, its ``baselines=``).
+
+    ``baseline``: ``"zero"`` (default), ``"blur"`` (the input blurred by a Gaussian of
+    ``sigma_mm``; ``spacing_mm`` is the voxel size per spatial axis in the tensor's order,
+    default 1 mm), ``"mean"`` (the foreground's mean in the foreground), a number, or a
+    reference tensor ``(C, *spatial)`` / ``(N, C, *spatial)``. ``n_steps`` along the straight
+    path, evaluated ``internal_batch_size`` at a time.
+    """
 
     name = "integrated-gradients"
+    baselines = BASELINES
 
-    def _attribute(self, x, target, baseline="zeros", n_steps: int = 32, sigma: float = 5.0,
+    def _attribute(self, x, target, baseline: Union[Baseline, float, Any] = "zero", n_steps: int = 32,
+                   sigma_mm: float = BLUR_SIGMA_MM, spacing_mm: Optional[Sequence[float]] = None,
                    method: str = "gausslegendre", **options):
         from captum.attr import IntegratedGradients as CaptumIG
 
         ibs = self.batch_size(x, options)
         _reject(options, self.name)
-        base = _baseline_tensor(x, baseline, sigma)
+        base = baseline_tensor(x, baseline, sigma_mm, spacing_mm)
         return CaptumIG(self.forward).attribute(
             x, baselines=base, target=target, n_steps=int(n_steps), method=method,
             internal_batch_size=max(ibs, x.shape[0]),
@@ -583,6 +649,7 @@ def _unwrap_loaded(model, cls: Type[AttributionMethod]):
 
 
 __all__: List[str] = [
-    "AttributionMethod", "METHODS", "attribute_tensor", "auto_batch_size", "blurred_baseline", "explaining",
-    "get_method", "upsample_like",
+    "AttributionMethod", "BASELINES", "BLUR_SIGMA_MM", "Baseline", "METHODS", "attribute_tensor", "auto_batch_size",
+    "baseline_name", "baseline_tensor", "blurred_baseline", "explaining", "foreground_mean_baseline", "get_method",
+    "upsample_like",
 ] + [c.__name__ for c in METHODS.values()]

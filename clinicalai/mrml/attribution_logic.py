@@ -42,6 +42,8 @@ class AttributionViewerParameters:
     anomaly_model: str = ""  # optional generative model for an anomaly map
     target: int = -1  # class explained; -1 = the predicted class
     methods: List[str] = field(default_factory=lambda: ["gradient", "integrated-gradients", "gradcam"])
+    #: integrated-gradients baseline (``zero``, ``blur``, ``mean``); "" = the model card's default, else zero
+    baseline: str = ""
     lesion: Optional[str] = node_field()  # reference lesion (segmentation / labelmap)
     #: threshold of a map into a segmentation, as a fraction of the map's largest |value|
     threshold: float = 0.5
@@ -69,6 +71,7 @@ class AttributionInputs:
         anomaly_model: the generative model (path or name); ``""`` = no anomaly map.
         methods: attribution method names (``clinicalai.attribution.METHODS``).
         target: the class explained; ``None`` = the predicted class.
+        baseline: the integrated-gradients baseline, checked; ``""`` = the model card's default.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         fit_warnings: the fit problems the user accepted before the run (messages).
     """
@@ -80,6 +83,7 @@ class AttributionInputs:
     anomaly_model: str = ""
     methods: Tuple[str, ...] = ()
     target: Optional[int] = None
+    baseline: str = ""
     device: str = "auto"
     fit_warnings: Tuple[str, ...] = ()
 
@@ -144,6 +148,11 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
         if params.model and not params.methods:
             raise InputError("choose at least one attribution method")
         lesion = mask_from_node(self.scene, params.lesion, image, "reference lesion")
+        baseline = ""
+        if params.baseline:  # the scene or a page may hold any text: checked here, one clear error
+            from ..attribution.methods import baseline_name  # heavy (pydantic): loaded on first use
+
+            baseline = baseline_name(params.baseline, "integrated-gradients baseline")
         model = str(chosen_model_path(params.model, "")) if params.model else ""
         return AttributionInputs(
             image_node=node,
@@ -153,6 +162,7 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             anomaly_model=params.anomaly_model,
             methods=tuple(params.methods) if params.model else (),
             target=None if params.target is None or params.target < 0 else int(params.target),
+            baseline=baseline,
             device=params.device,
             fit_warnings=self.require_fit(params, image, [model, params.anomaly_model]),
         )
@@ -186,7 +196,7 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
         for i, method in enumerate(inputs.methods):
             check_cancel(cancel)
             report(progress, i / steps, f"{method}")
-            out[method] = attribute(model, inputs.image, method, target=inputs.target,
+            out[method] = attribute(model, inputs.image, method, target=inputs.target, **method_options(inputs, method),
                                     progress=scaled(progress, i / steps, (i + 1) / steps), cancel=cancel)
         return out
 
@@ -260,7 +270,8 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             raise InputError("the randomised-model check needs a classifier and a method")
         method = method or inputs.methods[0]
         model = self.models.get(inputs.model, inputs.device)
-        result = randomization_check(model, inputs.image, method, target=inputs.target, progress=progress, cancel=cancel)
+        result = randomization_check(model, inputs.image, method, target=inputs.target, progress=progress, cancel=cancel,
+                                     **method_options(inputs, method))
         return randomization_table_rows(result)
 
     def add_randomization_table(self, image_node: Any, rows: List[Dict[str, Any]]) -> Any:
@@ -279,6 +290,14 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
         rows = self.randomization_rows(inputs, method, progress, cancel)
         check_cancel(cancel)
         return self.add_randomization_table(inputs.image_node, rows)
+
+
+def method_options(inputs: AttributionInputs, method: str) -> Dict[str, Any]:
+    """The engine options of ``method`` from the panel: the integrated-gradients baseline when
+    the user chose one (none: the engine takes the model card's default)."""
+    if method == "integrated-gradients" and inputs.baseline:
+        return {"baseline": inputs.baseline}
+    return {}
 
 
 def randomization_table_rows(check: "RandomizationCheck") -> List[Dict[str, Any]]:

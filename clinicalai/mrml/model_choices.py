@@ -126,6 +126,19 @@ def device_choices() -> List[Dict[str, Any]]:
     return entries
 
 
+#: the integrated-gradients baseline entry that leaves the choice to the model card
+CARD_BASELINE_LABEL = "model card's default (else zero)"
+
+
+def baseline_choices() -> List[Dict[str, str]]:
+    """The integrated-gradients baseline selector's entries ``[{"value", "label"}]``: the
+    model card's default (value ``""``), then the named baselines of the engine
+    (:data:`clinicalai.attribution.methods.BASELINES`)."""
+    from ..attribution.methods import BASELINES  # heavy (pydantic): see the module docstring
+
+    return [{"value": "", "label": CARD_BASELINE_LABEL}] + [{"value": b, "label": b} for b in BASELINES]
+
+
 class ModelCache:
     """Loaded models by (path, device), so a second run does not reload weights.
 

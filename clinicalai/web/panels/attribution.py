@@ -12,6 +12,7 @@ from trame.widgets import vuetify3 as v3
 from ...attribution.metrics import HEADLINE_KEYS
 from ...errors import ClinicalAIError
 from ...mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters, maps_per_view, prediction_text
+from ...mrml.model_choices import baseline_choices
 from ...mrml.volumes import node_to_volume
 from ...outputs import write_json
 from ...volume.io import write_volume
@@ -56,6 +57,7 @@ class AttributionPanel(Panel):
             models=[{"title": "(none)", "value": ""}] + classifiers,
             anomaly_models=[{"title": "(none)", "value": ""}] + generative,
             methods_all=METHODS,
+            baselines=[{"title": b["label"], "value": b["value"]} for b in baseline_choices()],
             masks=[{"title": "(none)", "value": ""}],
             devices=common.device_items(),
             maps=[],
@@ -65,6 +67,7 @@ class AttributionPanel(Panel):
             anomaly_model=generative[0]["value"] if generative else "",
             card="",
             methods=["gradient", "gradcam"],
+            baseline="",
             target=-1,
             lesion="",
             masks_note="",
@@ -99,6 +102,9 @@ class AttributionPanel(Panel):
                 html.Div(f"{{{{ {self.k('card')} }}}}", classes="text-caption text-warning")
                 v3.VSelect(label="generative model (anomaly map)", items=(self.k("anomaly_models"),), v_model=(self.k("anomaly_model"),), density="compact", hide_details=True, classes="mb-1")
                 v3.VSelect(label="methods", items=(self.k("methods_all"),), v_model=(self.k("methods"),), multiple=True, chips=True, density="compact", hide_details=True, classes="mb-1", id="attribution-methods")
+                # the integrated-gradients baseline ("" = the model card's default)
+                v3.VSelect(label="integrated-gradients baseline", items=(self.k("baselines"),), v_model=(self.k("baseline"),),
+                           density="compact", hide_details=True, classes="mb-1", id="attribution-baseline")
                 with html.Div(classes="d-flex"):
                     v3.VTextField(label="target class (-1 = predicted)", v_model_number=(self.k("target"),), type="number", density="compact", hide_details=True, classes="mr-2")
                     v3.VSelect(label="device", items=(self.k("devices"),), v_model=(self.k("device"),), density="compact", hide_details=True)
@@ -181,6 +187,7 @@ class AttributionPanel(Panel):
             anomaly_model=self.choice("anomaly_model", "anomaly_models", "generative model"),
             target=target,
             methods=methods,
+            baseline=self.choice("baseline", "baselines", "integrated-gradients baseline"),
             lesion=self.choice("lesion", "masks", "reference lesion") or None,
             threshold=self.number("threshold", "threshold", 0.0, 1.0),
             device=self.choice("device", "devices", "device"),

@@ -1,0 +1,192 @@
+"""Named baselines of Integrated Gradients (zero, blur, mean): what they are, where they come
+from (argument, model card, command line), and why ``blur`` exists: a dark lesion."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from clinicalai.attribution import attribute
+from clinicalai.attribution.methods import (BASELINES, baseline_tensor, blurred_baseline,
+                                            foreground_mean_baseline)
+from clinicalai.attribution.metrics import score_map
+from clinicalai.cli import main
+from clinicalai.errors import InputError, ModelError
+from clinicalai.volume import Volume, read_volume, write_volume
+
+SIZE = 24
+SPACING = (2.0, 2.0, 4.0)  # mm, ITK order (x, y, z)
+CARD = {"name": "dark-lesion-toy", "task": "classification", "format": "torchscript", "spatial_dims": 2,
+        "input": {"channels": 1, "normalization": {"kind": "zscore"}}, "classes": ["healthy", "lesion"]}
+
+
+def _slice(rng, lesion: bool):
+    """One 24x24 slice: a bright disc ("brain", ~1.0) on a dark background (~0.1), with a
+    darker spot (0.6, like a T1 lesion) of radius 2-3 voxels somewhere inside when ``lesion``.
+    After the z-score the spot lies near 0, as a T1-like lesion does: (x - 0) is ~0 there.
+    Returns (image, lesion mask, brain mask)."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    brain = (yy - 11.5) ** 2 + (xx - 11.5) ** 2 < 10.5 ** 2
+    img = np.where(brain, 1.0, 0.1) + rng.normal(0, 0.03, (SIZE, SIZE))
+    mask = np.zeros((SIZE, SIZE), bool)
+    if lesion:
+        r = rng.uniform(2.0, 3.0)
+        cy, cx = rng.uniform(7, 16, size=2)
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2) & brain
+        img[mask] = 0.6 + rng.normal(0, 0.03, int(mask.sum()))
+    return img.astype(np.float32), mask, brain
+
+
+def _zscore(a):
+    nz = a[a != 0]
+    return (a - nz.mean()) / (nz.std() or 1.0)
+
+
+@pytest.fixture(scope="module")
+def dark_lesion_classifier():
+    """A tiny 2D CNN trained (seeded, about a second) to tell slices with a dark spot from
+    slices without: the dark lesion is what drives its output."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    data = [_slice(rng, bool(i % 2)) for i in range(256)]
+    x = torch.from_numpy(np.stack([_zscore(d[0]) for d in data])[:, None])
+    y = torch.tensor([i % 2 for i in range(256)])
+    net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+    net.eval()
+    test = [_slice(np.random.default_rng(100 + i), True) for i in range(8)]
+    with torch.no_grad():
+        p = torch.softmax(net(torch.from_numpy(np.stack([_zscore(t[0]) for t in test])[:, None])), 1)[:, 1]
+    assert float(p.min()) > 0.5, "the toy classifier must find the dark lesions it is explained on"
+    return net
+
+
+def _volume(arr, **kw):
+    return Volume(np.asarray(arr, np.float32)[None], spacing=SPACING, origin=(3.0, -7.0, 11.0), modality="MR", **kw)
+
+
+def test_blur_scores_a_dark_lesion_higher_than_zero(dark_lesion_classifier):
+    aurocs = {"zero": [], "blur": [], "mean": []}
+    for i in range(6):
+        img, lesion, brain = _slice(np.random.default_rng(200 + i), True)
+        for name in aurocs:
+            # sigma 4 mm = 2 voxels, about the lesion's radius
+            res = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1,
+                            card=CARD, baseline=name, sigma_mm=4.0, n_steps=16)
+            assert res.options["baseline"] == name
+            aurocs[name].append(score_map(res.volume, _volume(lesion.astype(np.uint8)),
+                                          mask=_volume(brain.astype(np.uint8)), pointing_tolerance=0)["auroc"])
+    zero, blur, mean = (float(np.mean(aurocs[k])) for k in ("zero", "blur", "mean"))
+    # (x - 0) is ~0 on the dark lesion: the zero baseline credits the tissue around it instead
+    # (below chance); the blurred image and the flat foreground are brighter there than the
+    # lesion, so (x - baseline) is large on it
+    assert zero < 0.5, aurocs
+    assert blur > zero + 0.3 and mean > zero + 0.3, aurocs
+    assert all(b > z for b, z in zip(aurocs["blur"], aurocs["zero"])), aurocs
+
+
+def test_baselines_have_the_input_shape_and_the_blur_is_in_mm():
+    torch.manual_seed(1)
+    x = torch.rand(3, 2, 6, 10, 12)
+    for name in BASELINES:
+        b = baseline_tensor(x, name, sigma_mm=4.0, spacing_mm=(4.0, 2.0, 1.0))
+        assert b.shape == x.shape and b.dtype == x.dtype
+    from monai.transforms import GaussianSmooth
+
+    b = blurred_baseline(x, sigma_mm=4.0, spacing_mm=(4.0, 2.0, 1.0))
+    # sigma in voxels per axis = 4 mm / voxel size: 1, 2 and 4 voxels
+    assert torch.allclose(b[2], torch.as_tensor(GaussianSmooth(sigma=[1.0, 2.0, 4.0])(x[2])), atol=1e-6)
+    assert not torch.allclose(b, blurred_baseline(x, sigma_mm=4.0))  # 1 mm voxels: another blur
+    assert torch.equal(baseline_tensor(x, "zeros"), torch.zeros_like(x))  # the older spelling
+
+
+def test_mean_baseline_flattens_the_foreground_and_keeps_the_background():
+    img, _, brain = _slice(np.random.default_rng(5), True)
+    x = torch.from_numpy(np.stack([img, img[::-1].copy()])[:, None])
+    b = foreground_mean_baseline(x)
+    fg = torch.from_numpy(np.stack([brain, brain[::-1].copy()])[:, None])
+    assert torch.equal(b[~fg], x[~fg])  # background untouched: no attribution there
+    inside = b[fg]
+    assert float(inside.max() - inside.min()) < 1e-6  # one value over the batch (a volume's slices)
+    assert abs(float(inside[0]) - float(x[fg].mean())) < 0.02
+
+
+def test_blur_and_mean_maps_keep_the_geometry_of_an_oblique_input(dark_lesion_classifier):
+    img, _, _ = _slice(np.random.default_rng(7), True)
+    theta = np.deg2rad(30)
+    direction = np.array([[np.cos(theta), -np.sin(theta), 0], [np.sin(theta), np.cos(theta), 0], [0, 0, 1]])
+    vol = Volume(np.stack([img, img, img]), spacing=SPACING, origin=(3.0, -7.0, 11.0), direction=direction, modality="MR")
+    for name in ("blur", "mean"):
+        res = attribute(dark_lesion_classifier, vol, "integrated-gradients", target=1, card=CARD, baseline=name, n_steps=4)
+        assert res.volume.same_grid(vol) and res.volume.shape == vol.shape
+        assert np.isfinite(res.array).all() and float(np.abs(res.array).max()) > 0
+    assert res.options["baseline"] == "mean" and "sigma_mm" not in res.options
+
+
+def test_the_card_sets_the_default_baseline_and_an_argument_overrides_it(dark_lesion_classifier):
+    img, _, _ = _slice(np.random.default_rng(8), True)
+    card = {**CARD, "attribution": {"baseline": "blur", "blur_sigma_mm": 6}}
+    res = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1, card=card, n_steps=4)
+    assert res.options["baseline"] == "blur" and res.options["sigma_mm"] == 6.0
+    explicit = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1, card=card,
+                         n_steps=4, baseline="blur", sigma_mm=6.0)
+    assert np.array_equal(res.array, explicit.array)
+    zero = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1, card=card,
+                     n_steps=4, baseline="zero")
+    assert zero.options["baseline"] == "zero" and not np.allclose(zero.array, res.array)
+    # no card entry: zero, as before
+    plain = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1, card=CARD, n_steps=4)
+    assert plain.options["baseline"] == "zero" and np.array_equal(plain.array, zero.array)
+
+
+@pytest.mark.parametrize("card_entry, message", [
+    ({"baseline": "noise"}, "unknown baseline in the model card's attribution.baseline 'noise'"),
+    ({"blur_sigma_mm": -2}, "attribution.blur_sigma_mm must be a positive number"),
+    ("blur", "'attribution' must be an object"),
+])
+def test_a_bad_card_entry_is_one_clear_error(dark_lesion_classifier, card_entry, message):
+    img, _, _ = _slice(np.random.default_rng(9), True)
+    with pytest.raises((InputError, ModelError), match=message):
+        attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", card={**CARD, "attribution": card_entry})
+
+
+def test_a_bad_baseline_name_errors_without_output(dark_lesion_classifier, tmp_path, capsys):
+    img, _, _ = _slice(np.random.default_rng(10), True)
+    with pytest.raises(InputError, match="unknown baseline 'noise'; choose one of zero, blur, mean"):
+        attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", card=CARD, baseline="noise")
+    for sigma in (0, -1.0, "8", float("nan")):
+        with pytest.raises(InputError, match="sigma must be a positive number of mm"):
+            attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", card=CARD, baseline="blur", sigma_mm=sigma)
+    # the command line (bundled classifier): the name is refused before the image is read
+    write_volume(_volume(img), tmp_path / "image.nii.gz")
+    out = tmp_path / "map.nii.gz"
+    for argv, message in ((["--baseline", "noise"], "unknown baseline 'noise'"),
+                          (["--baseline", "blur", "--blur-sigma", "0"], "--blur-sigma must be a positive number")):
+        rc = main(["explain", str(tmp_path / "image.nii.gz"), "--method", "integrated-gradients", "-o", str(out),
+                   "--device", "cpu", *argv])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and message in err and len(err.splitlines()) == 1
+        assert not out.exists()
+
+
+def test_explain_with_the_blur_baseline_records_it(tmp_path, capsys):
+    from clinicalai.phantoms.mni import mni_brain_case
+
+    case = mni_brain_case(3, pathological=True, contrast="T1", spacing=(4.0, 4.0, 4.0), stream="heldout")
+    write_volume(case.image, tmp_path / "t1.nii.gz")
+    out = tmp_path / "ig.nii.gz"
+    rc = main(["explain", str(tmp_path / "t1.nii.gz"), "--method", "integrated-gradients", "--baseline", "blur",
+               "--blur-sigma", "12", "--steps", "4", "--target", "lesion", "-o", str(out),
+               "--json", str(tmp_path / "r.json"), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["options"]["baseline"] == "blur" and record["options"]["sigma_mm"] == 12.0
+    assert read_volume(out).same_grid(case.image, atol=1e-4)
