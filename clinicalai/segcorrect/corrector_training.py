@@ -2,8 +2,11 @@
 
 Training is denoising: the input is a plausible mask corrupted by
 :mod:`clinicalai.segcorrect.corruptions` (or, with ``clean_fraction``, left clean, so a good
-mask is mapped to itself), optionally plus pairs (segmenter output, ground truth); the target
-is the plausible mask. Optimiser and schedule after the source study: Adamax lr 1e-2
+mask is mapped to itself), optionally plus pairs (segmenter output, ground truth), also on
+strongly augmented copies of the training images where the segmenter really fails
+(:func:`shifted_segmenter_pairs`); the target is the plausible mask. A fixed validation set
+(:func:`validation_batch`, phantoms from :data:`CHECKPOINT_SEED`) can pick the best checkpoint
+and stop early; the KL warm-up can scale with the run (:func:`resolve_kl_warmup`). Optimiser and schedule after the source study: Adamax lr 1e-2
 (betas 0.9, 0.99, eps 1e-3), weight decay 3e-4, cosine annealing to 1e-4, batch 8, per-scale
 KL weights ``beta`` with linear KL warm-up.
 
@@ -143,8 +146,10 @@ def shift_case(case: Any, augmentation: "str | Mapping[str, Any]" = "strong", se
     img = case.image.array.astype(np.float32)
     lo, hi = np.percentile(img, [0.5, 99.5])
     img = np.clip((img - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
-    out = make_augmenter(augmentation, seed=seed, spatial_dims=3)({"image": img[None], "label": case.labels.array[None]})
-    return case.image.with_array(np.asarray(out["image"][0], np.float32)), case.labels.with_array(np.asarray(out["label"][0]))
+    aug = make_augmenter(augmentation, seed=seed, spatial_dims=3)
+    out = aug({"image": img[None], "label": case.labels.array[None]})
+    return (case.image.with_array(np.asarray(out["image"][0], np.float32)),
+            case.labels.with_array(np.asarray(out["label"][0])))
 
 
 def shifted_segmenter_pairs(
@@ -266,11 +271,12 @@ class _BestCheckpoint:
         """Validate after ``iteration``; ``True`` when ``patience`` passes brought nothing better."""
         import torch
 
+        was_training = model.training
         model.eval()
         with torch.no_grad():
             pred = np.concatenate([model(torch.from_numpy(self.x[i:i + 32]).to(self.device)).argmax(1).cpu().numpy()
                                    for i in range(0, len(self.x), 32)])
-        model.train()
+        model.train(was_training)  # training goes on in train mode; the mode is left as found
         dice = label_dice(pred, self.y, range(1, self.config.num_classes))
         valid = float(np.mean([check_slice(p).valid for p in pred]))
         h = self.history
