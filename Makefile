@@ -35,8 +35,8 @@ test-fast: venv
 models: venv
 	$(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --epochs 40 --max-minutes 8 --lr 0.003 --augmentation mild --keep-largest-component --name cardiac-unet -o Resources/Models/cardiac-unet.pt
 	$(PY) -m clinicalai.segcorrect.ct --phantoms 10 --epochs 60 --max-minutes 5 --lr 0.003 -o Resources/Models/ct-ducts-unet3d.pt
-	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
-	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt
+	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --kl-warmup 6420 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
+	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --kl-warmup 6420 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt
 	$(PY) -m clinicalai.pet.train_demo --family mix --mni-fraction 0.75 --n 160 --epochs 30
 	$(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 -o Resources/Models/brain-lesion-classifier.pt
 	$(PY) -m clinicalai.generative.train_demo

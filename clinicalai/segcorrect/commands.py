@@ -158,7 +158,7 @@ def _run_correct(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- train corrector
 TRAIN_DEMO_COMMAND = (
-    "clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 "
+    "clinicalai train corrector --phantoms 40 --iterations 450 --kl-warmup 6420 --threads 1 --validate 8 "
     "-o Resources/Models/cardiac-nvae.pt"
 )
 

@@ -317,7 +317,8 @@ def train_corrector(
         device: ``cpu``, ``cuda`` or ``auto``.
         validation: optional fixed set ``(x, y)`` (:func:`validation_batch`). Scored every
             ``config.validate_every`` iterations once the KL warm-up is over (the checkpoint is
-            one trained at the full objective); the best-scoring weights are returned, and
+            one trained at the full objective; with a warm-up longer than the run, from half of
+            it on); the best-scoring weights are returned, and
             ``config.patience`` passes without a better score stop the run early.
 
     Returns:
@@ -336,6 +337,8 @@ def train_corrector(
     history = TrainingHistory()
     best = _BestCheckpoint(validation, config, history, device) if validation is not None else None
     last = config.iterations - 1
+    # checkpoints trained at the full objective; a warm-up longer than the run: its second half
+    first_check = min(config.kl_warmup, (config.iterations + 1) // 2)
     started = time.perf_counter()
     model.train()
     for it in range(config.iterations):
@@ -358,7 +361,7 @@ def train_corrector(
             report(progress, (it + 1) / config.iterations, f"corrector iteration {it + 1}/{config.iterations} "
                                                            f"loss {float(loss.detach()):.4f}")
         due = (it + 1) % max(1, config.validate_every) == 0 or it == last
-        if best is not None and due and it + 1 >= config.kl_warmup and best.check(model, it):
+        if best is not None and due and it + 1 >= first_check and best.check(model, it):
             history.stopped_at = it
             break
     history.seconds = time.perf_counter() - started
