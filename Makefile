@@ -38,8 +38,8 @@ models: venv
 	$(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 --max-minutes 30 --lr 0.003 --augmentation synth --keep-largest-component --threads 1 --name cardiac-unet -o build/cardiac-unet-stage1.pt
 	$(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 --max-minutes 30 --lr 0.002 --augmentation synth --keep-largest-component --threads 1 --init build/cardiac-unet-stage1.pt --seed 1 --name cardiac-unet -o Resources/Models/cardiac-unet.pt
 	$(PY) -m clinicalai.segcorrect.ct --phantoms 10 --epochs 60 --max-minutes 5 --lr 0.003 -o Resources/Models/ct-ducts-unet3d.pt
-	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
-	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt
+	$(VENV)/bin/clinicalai train corrector --phantoms 40 --iterations 450 --kl-warmup 6420 --threads 1 --validate 8 -o Resources/Models/cardiac-nvae.pt
+	$(VENV)/bin/clinicalai train corrector --phantoms 40 --context --iterations 200 --kl-warmup 6420 --threads 1 --validate 0 -o Resources/Models/cardiac-nvae-context.pt
 	$(PY) -m clinicalai.pet.train_demo --family mix --mni-fraction 0.75 --n 160 --epochs 30
 	$(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 --ig-baseline blur -o Resources/Models/brain-lesion-classifier.pt
 	$(PY) -m clinicalai.generative.train_demo

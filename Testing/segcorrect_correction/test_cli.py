@@ -139,3 +139,28 @@ def test_correct_with_an_image_uses_it_as_evidence(files, tmp_path, capsys):
     assert reasons["image"] and all("image" in why for why in reasons["image"] if "chosen by" in why)
     assert any("chosen by" in why for why in reasons["image"])
     assert not any("image" in why for why in reasons["plain"])
+
+
+def test_train_corrector_new_option_errors(tmp_path, capsys):
+    out = tmp_path / "c.pt"
+    _fails(capsys, ["train", "corrector", "--phantoms", "2", "--shifted", "3", "-o", str(out)], out, "--shifted needs --segmenter")
+    _fails(capsys, ["train", "corrector", "--phantoms", "2", "--kl-warmup", "later", "-o", str(out)], out, "--kl-warmup")
+    _fails(capsys, ["train", "corrector", "--phantoms", "2", "--patience", "-1", "-o", str(out)], out, "--patience")
+    _fails(capsys, ["train", "corrector", "--phantoms", "2", "--pair-share", "1.5", "-o", str(out)], out, "--pair-share")
+
+
+def test_train_corrector_card_records_shifted_pairs_and_checkpoint(tmp_path, capsys):
+    """Issue #14: the card says how many shifted copies were learnt from, their share, the
+    warm-up rule and the validation history that picked the checkpoint."""
+    out = tmp_path / "c.pt"
+    rc = main(["train", "corrector", "--phantoms", "2", "--segmenter", "cardiac-unet", "--shifted", "3", "--iterations", "6",
+               "--batch-size", "2", "--early-stopping", "1", "--validate-every", "2", "--validate", "0", "--threads", "1",
+               "-o", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    t = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert t["kl_warmup"] == 2 and t["kl_warmup_rule"] == "auto"
+    shifted = t["segmenter_outputs"]["shifted"]
+    assert shifted["copies"] == 3 and 0 <= shifted["kept"] <= 3 and t["segmenter_outputs"]["share_of_samples"] == 0.3
+    cv = t["checkpoint_validation"]
+    assert cv["phantom_seeds"] == [1100, 1100] and cv["iterations"] == [1, 3, 5]  # every 2nd from the end of the warm-up (2)
+    assert len(cv["dice"]) == len(cv["valid"]) == 3 and t["best_iteration"] in cv["iterations"]

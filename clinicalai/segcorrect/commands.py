@@ -158,13 +158,13 @@ def _run_correct(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- train corrector
 TRAIN_DEMO_COMMAND = (
-    "clinicalai train corrector --phantoms 40 --iterations 450 --threads 1 --validate 8 "
+    "clinicalai train corrector --phantoms 40 --iterations 450 --kl-warmup 6420 --threads 1 --validate 8 "
     "-o Resources/Models/cardiac-nvae.pt"
 )
 
 
 def _run_train_corrector(args: argparse.Namespace) -> int:
-    from .corrector_training import train_corrector_command
+    from .corrector_training import resolve_kl_warmup, train_corrector_command
     from .segmenter import check_segmentation_model
 
     out = check_model_output(args.output)
@@ -174,6 +174,13 @@ def _run_train_corrector(args: argparse.Namespace) -> int:
         raise InputError("--phantoms needs at least 1 case")
     if args.data is not None and not Path(args.data).is_dir():
         raise InputError(f"{args.data}: no such folder")
+    if args.shifted and not args.segmenter:
+        raise InputError("--shifted needs --segmenter (the segmenter whose failures are learnt from)")
+    if min(args.shifted, args.early_stopping, args.patience) < 0 or args.validate_every < 1:
+        raise InputError("--shifted, --early-stopping and --patience must be >= 0, --validate-every >= 1")
+    if args.pair_share is not None and not 0.0 <= args.pair_share <= 1.0:
+        raise InputError("--pair-share must be between 0 and 1")
+    resolve_kl_warmup(args.kl_warmup, args.iterations)  # a bad value fails here, before any work
     command = args.command_line
     segmenter = None
     if args.segmenter:
@@ -183,7 +190,9 @@ def _run_train_corrector(args: argparse.Namespace) -> int:
         out, phantoms=args.phantoms, data=args.data, context=args.context, iterations=args.iterations,
         kl_warmup=args.kl_warmup, spectral_weight=args.spectral, seed=args.seed, threads=args.threads,
         validate=args.validate, name=args.name, command=command, batch_size=args.batch_size,
-        device=args.device, segmenter=segmenter, progress=ConsoleProgress(),
+        device=args.device, segmenter=segmenter, progress=ConsoleProgress(), shifted=args.shifted,
+        early_stopping=args.early_stopping, patience=args.patience, validate_every=args.validate_every,
+        **({} if args.pair_share is None else {"pair_share": args.pair_share}),
     )
     v = card.get("validation", {})
     line = f"wrote {out} ({args.iterations} iterations in {card['training'].get('seconds', 0):.0f} s)"
@@ -316,7 +325,9 @@ def _add_train_corrector(train) -> None:
     p.add_argument("--context", action="store_true", help="3-slice context (12 input channels, beta 1,1,5)")
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--kl-warmup", type=int, default=6420, help="KL warm-up iterations (default 6420)")
+    p.add_argument("--kl-warmup", default="auto", metavar="N|auto",
+                   help="KL warm-up iterations, or 'auto' (default): 30 %% of --iterations (NVAE's kl_anneal_portion); "
+                        "the source study used 6420 for tens of thousands of iterations")
     p.add_argument("--spectral", type=float, default=0.0, metavar="W", help="spectral regularisation weight (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -327,6 +338,17 @@ def _add_train_corrector(train) -> None:
     p.add_argument("--segmenter", metavar="M", default=None,
                    help="also learn from this segmenter's outputs on the training images (30 %% of samples; "
                         f"a model file or a model name such as {DEFAULT_SEGMENTER})")
+    p.add_argument("--shifted", type=int, default=0, metavar="N",
+                   help="with --segmenter: also its outputs on N strongly augmented copies of the training phantoms "
+                        "(contrast, bias, noise, blur, rotation, no body: where it fails); copies whose output has "
+                        "mean Dice < 0.5 are left out")
+    p.add_argument("--pair-share", type=float, default=None, metavar="F",
+                   help="share of samples drawn from the segmenter's (output, truth) pairs (default 0.3)")
+    p.add_argument("--early-stopping", type=int, default=0, metavar="N",
+                   help="N validation phantoms (seeds 1100..) pick the best checkpoint after the KL warm-up (0: last)")
+    p.add_argument("--patience", type=int, default=0, metavar="P",
+                   help="with --early-stopping: stop after P validations without a better score (0: run to the end)")
+    p.add_argument("--validate-every", type=int, default=50, metavar="K", help="iterations between validations")
     p.set_defaults(func=_run_train_corrector)
 
 
