@@ -111,3 +111,34 @@ def test_cli_records_the_mix_in_the_card(tmp_path):
     assert training["family"] == "mix" and training["mni"] == 2 and training["threads"] == 1
     assert "McConnell Brain Imaging Centre" in training["template_licence"]
     assert "--family mix --mni 2" in training["command"]
+
+
+def _heldout_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "heldout_figures.py"
+    spec = importlib.util.spec_from_file_location("heldout_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_heldout_anomaly_figures_of_a_candidate(tmp_path, ae_package, capsys):
+    """``scripts/heldout_figures.py --anomaly-only``: a missing candidate stops before any work;
+    a candidate file gets its row and, with --write-card, its card's ``heldout`` entry."""
+    import shutil
+
+    script = _heldout_script()
+    with pytest.raises(SystemExit, match="no anomaly model file"):
+        script.main(["--anomaly-only", "--anomaly-model", str(tmp_path / "missing.pt")])
+    model = tmp_path / "cand.pt"
+    shutil.copy(ae_package, model)
+    shutil.copy(ae_package.with_suffix(".json"), model.with_suffix(".json"))
+    assert script.main(["--anomaly-only", "--n", "1", "--seed", "0", "--anomaly-model", str(model), "--write-card"]) == 0
+    assert f"| {model} |" in capsys.readouterr().out
+    heldout = json.loads(model.with_suffix(".json").read_text())["heldout"]
+    assert heldout["seed"] == 0 and heldout["healthy"] == heldout["lesioned"] == 1
+    assert heldout["map_auroc_brain"]["cases"] == 1 and 0.0 <= heldout["map_auroc_brain"]["mean"] <= 1.0
+    assert heldout["volume_auroc"] in (0.0, 1.0)  # one healthy and one lesioned case
+    assert "--anomaly-only" in heldout["command"]
