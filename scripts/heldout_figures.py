@@ -18,6 +18,10 @@ Synthetic phantoms on a real template; demo models; not clinical. Usage::
 
 ``--classifier-only`` prints the classifier table of each ``--classifier-model`` (any file or
 model name); ``--write-card`` stores the one model's figures in its card (``heldout``).
+``--anomaly-only`` does the same for the generative table and each ``--anomaly-model``
+(default the four bundled ones), e.g. candidates on seeds 100..::
+
+    python scripts/heldout_figures.py --anomaly-only --n 8 --seed 100 --anomaly-model brain-ae-anomaly --anomaly-model A.pt
 """
 
 from __future__ import annotations
@@ -181,9 +185,11 @@ def write_card_figures(model_path: str, clf: Dict[str, Dict[str, List[float]]], 
     print(f"  held-out figures written to {card_path}", file=sys.stderr)
 
 
-def anomaly_figures(n: int, seed: int) -> Dict[str, Dict[str, object]]:
-    """Map AUROC (lesioned cases) and volume AUROC (healthy vs lesioned) of the bundled anomaly
-    models on ``n`` lesioned and ``n`` healthy FLAIR-like MNI phantoms."""
+def anomaly_figures(n: int, seed: int, models: Sequence[str] = ANOMALY_MODELS) -> Dict[str, Dict[str, object]]:
+    """Map AUROC (lesioned cases) and volume AUROC (healthy vs lesioned) of anomaly models
+    (default the bundled ones; any file or model name) on ``n`` lesioned and ``n`` healthy
+    FLAIR-like MNI phantoms of the held-out stream, seeds ``seed..seed + 2n - 1``."""
+    from clinicalai.attribution.metrics import score_map
     from clinicalai.generative.anomaly import anomaly
     from clinicalai.models import load_model
     from clinicalai.phantoms.mni import mni_brain_case
@@ -191,7 +197,7 @@ def anomaly_figures(n: int, seed: int) -> Dict[str, Dict[str, object]]:
     cases = [mni_brain_case(seed + i, pathological=bool(i % 2), contrast="FLAIR", spacing=ANOMALY_SPACING)
              for i in range(2 * n)]
     out: Dict[str, Dict[str, object]] = {}
-    for name in ANOMALY_MODELS:
+    for name in models:
         model = load_model(name, device="cpu")
         map_auc, fov_auc, labels, scores = [], [], [], []
         for case in cases:
@@ -203,14 +209,39 @@ def anomaly_figures(n: int, seed: int) -> Dict[str, Dict[str, object]]:
                 map_auc.append(res.lesion_scores["auroc"])
                 # the map is 0 outside the model's field of view (its card's grid, cropped at the
                 # image centre); scored again inside that field, where the model could see the lesion
-                from clinicalai.attribution.metrics import score_map
-
                 seen = (case.brain_mask.array > 0) & (res.map.array != 0)
                 if (case.lesion.array[seen] > 0).any():
                     fov_auc.append(score_map(res.map, case.lesion, mask=seen)["auroc"])
         out[name] = {"map_auroc": map_auc, "fov_auroc": fov_auc, "volume_auroc": _auc(labels, scores)}
         print(f"  {name}: map AUROC {_mean_sd(map_auc)}, volume AUROC {_fmt(out[name]['volume_auroc'])}", file=sys.stderr)
     return out
+
+
+def anomaly_markdown(anom: Dict[str, Dict[str, object]], title: str = "bundled") -> List[str]:
+    """The anomaly table: a row per model."""
+    lines = [f"**Generative anomaly models** ({title}; FLAIR-like cases; map AUROC against the lesion inside the brain)",
+             "",
+             "| model | map AUROC in the brain | map AUROC in the brain within the model's field of view (cases) "
+             "| volume AUROC healthy vs lesioned |",
+             "| --- | --- | --- | --- |"]
+    for name, r in anom.items():
+        lines.append(f"| {name} | {_mean_sd(r['map_auroc'])} | {_mean_sd(r['fov_auroc'])} ({len(r['fov_auroc'])}) "
+                     f"| {_fmt(r['volume_auroc'])} |")
+    return lines
+
+
+def anomaly_summary(r: Dict[str, object], n: int, seed: int, command: str) -> Dict[str, object]:
+    """One model's row of :func:`anomaly_figures` as a card's ``heldout`` entry."""
+    from clinicalai.phantoms.mni import TEMPLATE_NAME
+
+    def stats(values: Sequence[float]) -> Dict[str, object]:
+        return {"mean": float(np.mean(values)) if values else None, "sd": float(np.std(values)) if values else None,
+                "cases": len(values)}
+
+    return {"family": f"mni held-out stream ({TEMPLATE_NAME})", "contrast": "FLAIR", "seed": seed,
+            "healthy": n, "lesioned": n, "spacing_mm": list(ANOMALY_SPACING),
+            "map_auroc_brain": stats(r["map_auroc"]), "map_auroc_field_of_view": stats(r["fov_auroc"]),
+            "volume_auroc": r["volume_auroc"], "command": command}
 
 
 def pet_calibration_markdown(pet: Dict[str, object]) -> List[str]:
@@ -251,18 +282,7 @@ def markdown(pet: Dict[str, object], clf: Dict[str, Dict[str, List[float]]], ano
         "",
         *classifier_markdown("brain-lesion-classifier", clf),
     ]
-    lines += [
-        "",
-        "**Generative anomaly models** (bundled; FLAIR-like cases; map AUROC against the lesion inside the brain)",
-        "",
-        "| model | map AUROC in the brain | map AUROC in the brain within the model's field of view (cases) "
-        "| volume AUROC healthy vs lesioned |",
-        "| --- | --- | --- | --- |",
-    ]
-    for name, r in anom.items():
-        lines.append(f"| {name} | {_mean_sd(r['map_auroc'])} | {_mean_sd(r['fov_auroc'])} ({len(r['fov_auroc'])}) "
-                     f"| {_fmt(r['volume_auroc'])} |")
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + anomaly_markdown(anom))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -279,8 +299,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--baseline", action="append", metavar="NAME",
                         help="integrated-gradients baseline of the classifier table: zero, blur or mean "
                              "(repeat for a column each; default zero)")
+    parser.add_argument("--anomaly-only", action="store_true",
+                        help="only the generative anomaly table, for each --anomaly-model")
+    parser.add_argument("--anomaly-model", action="append", metavar="M",
+                        help="anomaly model for --anomaly-only: file or model name (repeat; default the bundled four)")
     parser.add_argument("--write-card", action="store_true",
-                        help="with --classifier-only and one model file: store its figures in the card's 'heldout'")
+                        help="with --classifier-only or --anomaly-only: store each model file's figures in its "
+                             "card's 'heldout' (--classifier-only: exactly one model)")
     args = parser.parse_args(argv)
     from clinicalai.attribution.methods import baseline_name
     from clinicalai.errors import InputError
@@ -295,6 +320,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     t0 = time.perf_counter()
     if args.classifier_only:
         return classifier_only(args, argv)
+    if args.anomaly_only:
+        return anomaly_only(args, argv)
     pet = pet_figures(args.n, args.seed, args.calibration_n)
     if args.pet_only:
         print(json.dumps(pet, indent=2))
@@ -317,6 +344,30 @@ def classifier_only(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> 
         if args.write_card:
             command = "python scripts/heldout_figures.py " + " ".join(sys.argv[1:] if argv is None else argv)
             write_card_figures(name, clf, args.n, args.seed, command)
+    return 0
+
+
+def anomaly_only(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """``--anomaly-only``: the anomaly table of each ``--anomaly-model`` (a missing file stops
+    before any work); ``--write-card`` stores each row in the model's card (``heldout``)."""
+    from pathlib import Path
+
+    names = args.anomaly_model or list(ANOMALY_MODELS)
+    for name in names:
+        if name.endswith((".pt", ".onnx")) and not Path(name).is_file():
+            raise SystemExit(f"no anomaly model file {name}")
+        if args.write_card and not Path(name).with_suffix(".json").is_file():
+            raise SystemExit(f"--write-card needs model files with their cards beside them; no {Path(name).with_suffix('.json')}")
+    anom = anomaly_figures(args.n, args.seed, names)
+    print("\n".join(anomaly_markdown(anom, f"held-out seeds {args.seed}-{args.seed + 2 * args.n - 1}")) + "\n")
+    if args.write_card:
+        command = "python scripts/heldout_figures.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        for name in names:
+            card_path = Path(name).with_suffix(".json")
+            card = json.loads(card_path.read_text())
+            card["heldout"] = anomaly_summary(anom[name], args.n, args.seed, command)
+            card_path.write_text(json.dumps(card, indent=2) + "\n")
+            print(f"  held-out figures written to {card_path}", file=sys.stderr)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Command line of the generative models (DESIGN.md, "Command line").
 
-- ``clinicalai train generative {wgan-gp,ae,vae,f-anogan,cyclegan} --phantoms N|--data DIR -o MODEL.pt``
+- ``clinicalai train generative {wgan-gp,ae,vae,f-anogan,cyclegan} --phantoms N [--family mix --mni M]|--data DIR -o MODEL.pt``
 - ``clinicalai anomaly IMAGE --model M -o MAP [--lesion L] [--json R.json]``
 - ``clinicalai evaluate generative --model M -o DIR`` (AUROC per synthetic-anomaly size, latent analyses)
 - ``clinicalai train translation --phantoms N -o MODEL.pt`` and ``clinicalai translate SKELETON --model M -o TISSUES``
@@ -54,6 +54,12 @@ def _register_train(commands) -> None:
     t.add_argument("--pathological-data", type=Path, metavar="DIR", help="CycleGAN: folder of volumes with lesions")
     t.add_argument("--input", choices=("brain", "sulci"), default="brain",
                    help="phantom kind: brain MR (intensity) or sulcal skeletons (labels 0/11/60)")
+    t.add_argument("--family", choices=("phantom", "mix"), default="phantom",
+                   help="brain phantoms: the brain-lesion phantoms alone, or mixed with FLAIR-like MNI-template "
+                        "phantoms of that family's training stream (default phantom)")
+    t.add_argument("--mni", type=int, default=24, metavar="N",
+                   help="healthy MNI-template phantoms of --family mix (a CycleGAN also gets N lesioned; default 24)")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--epochs", type=int, default=800)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=2e-4)
@@ -152,7 +158,13 @@ def _train(args) -> int:
         adversarial_weight=args.adversarial_weight, kappa=args.kappa, beta=args.beta,
         perceptual_weight=args.perceptual_weight, seed=args.seed, max_seconds=args.max_seconds)
     source = Source(phantoms=args.phantoms, data=args.data, pathological_data=args.pathological_data,
-                    input=args.input, seed=args.seed)
+                    input=args.input, seed=args.seed, family=args.family,
+                    mni=args.mni if args.family == "mix" else 0)
+    source.check()  # before the minutes of work
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
     factor = int(np.prod(strides))
     if args.size % factor or args.size < factor:
         raise InputError(f"--size {args.size} must be a multiple of the product of the strides ({factor})")

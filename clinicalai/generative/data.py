@@ -182,6 +182,29 @@ def brain_training_set(n: int, spec: GridSpec, seed: int = 0, pathological: Opti
     return x, cases
 
 
+def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
+                     pathological: Optional[bool] = False) -> Tuple[np.ndarray, List]:
+    """``n`` FLAIR-like MNI-template phantoms of the TRAINING stream prepared for ``spec``:
+    ``(N, C, z, y, x)`` and the cases.
+
+    Drawn from :func:`clinicalai.phantoms.mni.mni_brain_case` with ``stream="train"`` (never a
+    held-out evaluation case, whatever the seed), seeds ``seed * 100003 + i`` as in
+    :func:`brain_training_set`, at the model's voxel size ``spec.spacing_mm`` (the phantom
+    renders partial volume at that size), FLAIR-like like the held-out anomaly evaluation,
+    the other choices (skull, oblique direction for half, bias, noise, deformation) from the
+    seed. ``pathological``: as in :func:`brain_training_set`.
+    """
+    from ..phantoms.mni import mni_brain_case
+
+    cases = []
+    for i in range(n):
+        p = (i % 2 == 1) if pathological is None else pathological
+        cases.append(mni_brain_case(seed * 100003 + i, pathological=p, contrast="FLAIR",
+                                    spacing=spec.spacing_mm, stream="train"))
+    x = np.stack([to_model_grid(c.image, spec).tensor for c in cases])
+    return x, cases
+
+
 def folder_training_set(folder, spec: GridSpec, limit: Optional[int] = None) -> np.ndarray:
     """Every NIfTI / NRRD image in ``folder`` prepared for ``spec``: ``(N, C, z, y, x)``."""
     from pathlib import Path

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
+import torch
 
 from ..attribution.metrics import HEADLINE_KEYS
 from ..errors import InputError
@@ -18,7 +19,8 @@ from ..models import LoadedModel, check_model_output, save_model
 from ..models.card import parse_card
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from .anomaly import anomaly
-from .data import SULCAL_LABELS, GridSpec, brain_training_set, decode_labels, folder_training_set, to_model_grid
+from .data import (SULCAL_LABELS, GridSpec, brain_training_set, decode_labels, folder_training_set, mni_training_set,
+                   to_model_grid)
 from .evaluate import synthetic_anomaly_auroc
 from .nets import SCORE_NAMES, TOP_FRACTION, default_top_fraction
 from .sulci import sulcal_case
@@ -38,32 +40,70 @@ def sulcal_set(n: int, spec: GridSpec, seed: int = 0) -> np.ndarray:
     return np.stack([to_model_grid(sulcal_case(seed * 100003 + i, size=spec.size[0]), spec).tensor for i in range(n)])
 
 
+#: training families of brain models: the brain-lesion phantoms alone, or mixed with healthy
+#: MNI-template phantoms of that family's training stream (:func:`.data.mni_training_set`)
+FAMILIES = ("phantom", "mix")
+
+
 @dataclass
 class Source:
-    """Where the training volumes come from: ``phantoms`` (brain-lesion or sulcal) or a folder."""
+    """Where the training volumes come from: ``phantoms`` (brain-lesion or sulcal) or a folder.
+
+    ``family="mix"`` (brain input, phantoms only) adds ``mni`` MNI-template phantoms to the
+    ``phantoms`` brain-lesion phantoms (and as many lesioned ones of each for a CycleGAN).
+    """
 
     phantoms: Optional[int] = None
     data: Optional[Path] = None
     pathological_data: Optional[Path] = None
     input: str = "brain"  # brain | sulci
     seed: int = 0
+    family: str = "phantom"
+    mni: int = 0
+
+    def check(self) -> None:
+        """One clear error for options that do not go together (before any work)."""
+        if self.family not in FAMILIES:
+            raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.family == "mix":
+            if self.phantoms is None or self.input != "brain":
+                raise InputError("--family mix mixes brain phantoms with MNI-template phantoms: "
+                                 "it needs --phantoms N and --input brain")
+            if self.mni < 2:
+                raise InputError(f"--family mix needs at least 2 MNI-template phantoms (--mni), got {self.mni}")
+
+
+def _mni_description(n: int, seed: int, lesioned: bool) -> str:
+    """What :func:`.data.mni_training_set` drew, for the card."""
+    from ..phantoms.mni import TEMPLATE_NAME
+
+    first = seed * 100003
+    return (f"{n} {'lesioned' if lesioned else 'healthy'} MNI-template phantoms ({TEMPLATE_NAME}; training "
+            f"stream, seeds {first}-{first + n - 1}; FLAIR-like; model-grid voxels; oblique for about half)")
 
 
 def load_training_data(source: Source, spec: GridSpec, kind: str):
-    """``(healthy, pathological or None, description)``."""
+    """``(healthy, pathological or None, description)``; ``description`` is the card's
+    ``training`` entries on the data: ``data`` (text), and for ``family="mix"`` also
+    ``family``, ``mni`` and ``template_licence``."""
+    source.check()
     if source.phantoms is not None:
         if source.phantoms < 2:
             raise InputError("--phantoms needs at least 2 volumes")
         if source.input == "sulci":
             if kind == "cyclegan":
                 raise InputError("a CycleGAN needs pathological volumes; sulcal phantoms are all healthy")
-            return sulcal_set(source.phantoms, spec, source.seed), None, f"{source.phantoms} sulcal-skeleton phantoms"
+            return (sulcal_set(source.phantoms, spec, source.seed), None,
+                    {"data": f"{source.phantoms} sulcal-skeleton phantoms"})
         healthy, _ = brain_training_set(source.phantoms, spec, seed=source.seed, pathological=False)
         path = None
         if kind == "cyclegan":
             path, _ = brain_training_set(source.phantoms, spec, seed=source.seed + 1, pathological=True)
-        return healthy, path, f"{source.phantoms} healthy brain-lesion phantoms" + (
+        text = f"{source.phantoms} healthy brain-lesion phantoms" + (
             f" + {source.phantoms} pathological" if path is not None else "")
+        if source.family == "phantom":
+            return healthy, path, {"data": text}
+        return _add_template_cases(source, spec, healthy, path, text)
     if source.data is None:
         raise InputError("give training data: --phantoms N or --data DIR")
     healthy = folder_training_set(source.data, spec)
@@ -72,7 +112,24 @@ def load_training_data(source: Source, spec: GridSpec, kind: str):
         if source.pathological_data is None:
             raise InputError("a CycleGAN needs --pathological-data DIR (volumes with lesions) beside --data")
         path = folder_training_set(source.pathological_data, spec)
-    return healthy, path, f"{len(healthy)} volumes from {source.data}"
+    return healthy, path, {"data": f"{len(healthy)} volumes from {source.data}"}
+
+
+def _add_template_cases(source: Source, spec: GridSpec, healthy: np.ndarray, pathological: Optional[np.ndarray],
+                        text: str):
+    """``family="mix"``: ``source.mni`` healthy template phantoms after the brain-lesion ones
+    (and as many lesioned ones, seed + 1, after the pathological set of a CycleGAN)."""
+    from ..phantoms.mni import MNI_LICENSE
+
+    mni_healthy, _ = mni_training_set(source.mni, spec, seed=source.seed, pathological=False)
+    healthy = np.concatenate([healthy, mni_healthy])
+    text += "; " + _mni_description(source.mni, source.seed, False)
+    if pathological is not None:
+        mni_path, _ = mni_training_set(source.mni, spec, seed=source.seed + 1, pathological=True)
+        pathological = np.concatenate([pathological, mni_path])
+        text += " + " + _mni_description(source.mni, source.seed + 1, True)
+    return healthy, pathological, {"data": text, "family": "mix", "mni": source.mni,
+                                   "template_licence": MNI_LICENSE}
 
 
 def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9000,
@@ -137,6 +194,7 @@ def train_package(
     """
     out = check_model_output(out)
     spec = spec or (sulcal_spec() if source.input == "sulci" else BRAIN_SPEC)
+    source.check()
     report(progress, 0.0, "preparing training volumes")
     healthy, pathological, described = load_training_data(source, spec, config.kind)
     t0 = time.perf_counter()
@@ -159,8 +217,9 @@ def train_package(
         "intended_use": ("synthetic phantom demo; not for clinical use" if synthetic else
                          "research use: anomaly maps from a model of healthy anatomy; not for clinical use"),
         "synthetic_demo": synthetic,
-        "training": {"command": command, "data": described, "config": config_dict(config),
-                     "epochs_run": result.epochs_run, "seconds": round(time.perf_counter() - t0, 1),
+        "training": {"command": command, **described, "config": config_dict(config),
+                     "epochs_run": result.epochs_run,
+                     "device": "cpu", "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - t0, 1),
                      "final_losses": result.history[-1] if result.history else {}},
         "validation": validation,
         "generative_kind": config.kind,
