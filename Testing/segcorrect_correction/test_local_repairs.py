@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from clinicalai.segcorrect.candidates import (Evidence, candidates_for_slice, close_walls, fill_gaps, local_repairs,
-                                              relabel_islands)
+                                              misplaced_cavity_as_rv, relabel_islands)
 from clinicalai.segcorrect.validity import CARDIAC_VALUES as V
 from clinicalai.segcorrect.validity import check_slice, label_dice
 
@@ -28,6 +28,23 @@ def test_an_lv_patch_inside_the_rv_takes_the_label_of_its_surroundings(draw, lv_
     fixed = relabel_islands(raw, V)
     np.testing.assert_array_equal(fixed, truth)
     np.testing.assert_array_equal(relabel_islands(truth, V), truth)
+
+
+def test_a_whole_structure_under_the_wrong_label_is_named_by_where_it_lies(draw):
+    """Label swaps of a whole structure: the cavity labelled RV (an RV island enclosed by the
+    wall) becomes LV again; the whole RV labelled LV (a second "cavity" outside the wall) becomes
+    RV again. A correct slice is left unchanged by both."""
+    for truth in (draw.heart(), draw.heart(lv_r=9, myo_r=12, rv_r=6)):  # 253 cavity pixels, 104 RV ones: larger, too
+        cavity_as_rv = truth.copy()
+        cavity_as_rv[truth == 3] = 1
+        assert not check_slice(cavity_as_rv).valid
+        np.testing.assert_array_equal(relabel_islands(cavity_as_rv, V), truth)
+    truth = draw.heart()
+    rv_as_lv = truth.copy()
+    rv_as_lv[truth == 1] = 3
+    assert not check_slice(rv_as_lv).valid
+    np.testing.assert_array_equal(misplaced_cavity_as_rv(rv_as_lv, V), truth)
+    np.testing.assert_array_equal(misplaced_cavity_as_rv(truth, V), truth)
 
 
 def test_a_gap_through_the_wall_is_closed(draw):

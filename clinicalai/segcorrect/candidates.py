@@ -435,9 +435,10 @@ def _disc(radius: int) -> np.ndarray:
 
 def relabel_islands(labels: np.ndarray, values: Mapping[str, int]) -> np.ndarray:
     """Each structure's misplaced components (8-connected) take the most common other label on
-    their outer 8-neighbour ring. The component kept is the largest, except for the LV: the one
-    whose ring is most myocardium (the cavity), so an LV patch inside the RV larger than an
-    apical cavity is the one relabelled. Why not the nearest pixel's label
+    their outer 8-neighbour ring, or LV where that ring is only wall and cavity (a cavity under
+    another label). The component kept is the largest, except for the LV: the one whose ring
+    is most myocardium (the cavity), so an LV patch inside the RV larger than an apical cavity
+    is the one relabelled; and for the RV: one not enclosed by the wall. Why not the nearest pixel's label
     (:func:`keep_largest_components` without probabilities): an LV patch inside the RV that
     touches the septum is mostly surrounded by RV, and the nearest-pixel rule hands its septal
     half to the myocardium; its surroundings say what it was."""
@@ -452,15 +453,40 @@ def relabel_islands(labels: np.ndarray, values: Mapping[str, int]) -> np.ndarray
             island = lab[grown] == k
             rings.append((grown, island, labels[grown][ndimage.binary_dilation(island, structure=_EIGHT) & ~island]))
         sizes = [int(island.sum()) for _, island, _ in rings]
+        # enclosed by the wall (its ring only MYO / LV): a cavity, whatever it was called
+        enclosed = [bool(ring.size) and bool(np.all(np.isin(ring, (values["MYO"], values["LV"])))) for _, _, ring in rings]
         if name == "LV":
             myo = [float(np.mean(ring == values["MYO"])) if ring.size else 0.0 for _, _, ring in rings]
             keep = max(range(n), key=lambda i: (myo[i], sizes[i]))
         else:
-            keep = int(np.argmax(sizes))
+            keep = max(range(n), key=lambda i: (name == "MYO" or not enclosed[i], sizes[i]))
         for i, (grown, island, ring) in enumerate(rings):
             ring = ring[ring != v]
-            if i != keep:
+            if i == keep:
+                continue
+            if name != "MYO" and enclosed[i]:
+                out[grown][island] = values["LV"]
+            else:
                 out[grown][island] = int(np.bincount(ring).argmax()) if ring.size else 0
+    return out
+
+
+def misplaced_cavity_as_rv(labels: np.ndarray, values: Mapping[str, int]) -> np.ndarray:
+    """The LV components other than the cavity (the one whose outer ring is most myocardium)
+    relabelled RV: what a whole RV labelled LV looks like (a second "cavity" outside the wall).
+    Unchanged when the LV is one component."""
+    out = labels.copy()
+    lv, myo = values["LV"], values["MYO"]
+    lab, n = ndimage.label(labels == lv, structure=_EIGHT)
+    if n < 2:
+        return out
+    share = []
+    for k in range(1, n + 1):
+        island = lab == k
+        ring = labels[ndimage.binary_dilation(island, structure=_EIGHT) & ~island]
+        share.append((float(np.mean(ring == myo)) if ring.size else 0.0, int(island.sum())))
+    keep = 1 + max(range(n), key=lambda i: share[i])
+    out[(lab > 0) & (lab != keep)] = values["RV"]
     return out
 
 
@@ -509,12 +535,16 @@ def fill_gaps(labels: np.ndarray, values: Mapping[str, int], name: str, width: i
 def local_repairs(labels: np.ndarray, values: Mapping[str, int]) -> List[Tuple[str, np.ndarray]]:
     """``[(name, repaired slice)]``: the repairs of :func:`topological_repairs` cannot undo a
     few corruptions (validation seeds 1000-1039, docs/segcorrect.md): an island of the wrong
-    label (:func:`relabel_islands`), a narrow gap or notch in a wall
-    (:func:`close_walls`) and an eroded structure (:func:`fill_gaps`); each alone after the
-    islands are relabelled and holes filled, and chained with the ring closed outwards."""
+    label (:func:`relabel_islands`), a whole RV labelled LV (:func:`misplaced_cavity_as_rv`),
+    a narrow gap or notch in a wall (:func:`close_walls`) and an eroded structure
+    (:func:`fill_gaps`); the last two after the islands are relabelled and holes filled, the
+    wall closures also chained with the ring closed outwards."""
     islands = relabel_islands(labels, values)
     base = fill_holes(islands, values)
-    out = [("islands relabelled by their surroundings", islands), ("islands relabelled + holes", base)]
+    as_rv = fill_holes(misplaced_cavity_as_rv(labels, values), values)
+    out = [("islands relabelled by their surroundings", islands), ("islands relabelled + holes", base),
+           ("second LV component as RV", as_rv), ("second LV component as RV, ring closed outwards",
+                                                  close_ring(as_rv, values, outward=True))]
     for radius in (2, 3):
         walls = close_walls(base, values, radius)
         out.append((f"walls closed (radius {radius})", walls))
@@ -616,5 +646,5 @@ def candidates_for_slice(
 
 __all__ = ["IMAGE_WEIGHT", "NEAR_TIE", "NEIGHBOUR_WEIGHT", "REVIEW_AGREEMENT", "SHAPE_WEIGHT", "Candidate", "Evidence", "IntensityModel", "SliceContext",
            "image_refined", "candidates_for_slice", "needs_review", "close_ring", "fill_holes", "keep_largest_components",
-           "rebuild_ring", "topological_repairs", "relabel_islands", "close_walls", "fill_gaps",
+           "rebuild_ring", "topological_repairs", "relabel_islands", "misplaced_cavity_as_rv", "close_walls", "fill_gaps",
            "local_repairs"]
