@@ -48,9 +48,13 @@ REVIEW_AGREEMENT = 0.85
 #: reconstruction's, :attr:`SliceContext.shape`); and the near tie: valid candidates scoring
 #: within ``NEAR_TIE`` of the best are won by the one agreeing most with the raw slice. Chosen
 #: together on the validation corruptions (seeds 1000-1039, offline re-scoring of every
-#: candidate; docs/segcorrect.md): 11 -> 8 slices of 449 degraded, never on 3000-3019
-SHAPE_WEIGHT = 0.2
-NEAR_TIE = 0.01
+#: candidate, ``scripts/segcorrect_rescore.py``; docs/segcorrect.md), never on 3000-3019: 0.2 /
+#: 0.01 first (11 -> 8 slices of 449 degraded); with the local repairs in the pool the shape
+#: term did more harm than good (it favours idealised rings, and is noisiest where the
+#: under-trained NVAE reconstructs a slice worst): 0 / 0.025 degrade 3 slices, 0.2 / 0.01 8,
+#: both at 99.1 % valid. At 0 the NVAE pass over the candidates is skipped.
+SHAPE_WEIGHT = 0.0
+NEAR_TIE = 0.025
 #: without probabilities, weights of the image's log-likelihood (nats summed over the scored
 #: pixels per pixel of the raw heart) and of the mean Dice with the valid neighbouring slices,
 #: added to the agreement with the raw slice; chosen on the validation corruptions (seeds
