@@ -9,6 +9,8 @@ the truth); then decision rules are replayed on the records without re-running t
 ``score = agreement + w_image * image + w_neighbours * neighbours + w_shape * shape``, the near
 tie (within ``eps`` of the best, the candidate closest to the raw mask) and the review rule.
 Neighbours are those the real run saw. Use validation seeds only (1000-1039), never 3000-3019.
+The shape term is recorded only while ``candidates.SHAPE_WEIGHT`` > 0 (the run skips the NVAE
+pass at 0, the default since the local repairs; set it in candidates.py to record it again).
 
     python scripts/segcorrect_rescore.py --seed 1000 --phantoms 40 --records val.pkl
     python scripts/segcorrect_rescore.py --records val.pkl --list   # the degraded slices of the current rule
