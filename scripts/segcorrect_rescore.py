@@ -9,8 +9,11 @@ the truth); then decision rules are replayed on the records without re-running t
 ``score = agreement + w_image * image + w_neighbours * neighbours + w_shape * shape``, the near
 tie (within ``eps`` of the best, the candidate closest to the raw mask) and the review rule.
 Neighbours are those the real run saw. Use validation seeds only (1000-1039), never 3000-3019.
+The shape term is recorded only while ``candidates.SHAPE_WEIGHT`` > 0 (the run skips the NVAE
+pass at 0, the default since the local repairs; set it in candidates.py to record it again).
 
     python scripts/segcorrect_rescore.py --seed 1000 --phantoms 40 --records val.pkl
+    python scripts/segcorrect_rescore.py --records val.pkl --list   # the degraded slices of the current rule
 """
 
 from __future__ import annotations
@@ -85,28 +88,60 @@ def _features(ev, raw, labels, truth, values):
             "truth": label_dice(labels, truth, values)}
 
 
+def _pick(r, w_image, w_nb, w_shape, eps, review):
+    """The candidate record one rule applies to invalid slice ``r`` (``None``: raw kept, for
+    review or without a valid candidate), and whether it went to review."""
+    def support(f):
+        return w_image * f["image"] + w_nb * f["neighbours"] + w_shape * f["shape"]
+
+    pool = [c for c in r["cands"] if c["valid"]]
+    if not pool:
+        return None, False
+    scores = [c["agreement"] + support(c) for c in pool]
+    near = [c for c, s in zip(pool, scores) if s >= max(scores) - eps]
+    pick = max(near, key=lambda c: c["agreement"])
+    if pick["agreement"] < review and support(pick) <= support(r["raw_features"]):
+        return None, True
+    return pick, False
+
+
 def replay(records, w_image, w_nb, w_shape, eps, review):
     """``(valid share, slices degraded > 0.02, mean slice Dice, kept for review)`` of one rule."""
     valid = sum(r["final_valid"] for r in records if "cands" not in r)
     dice = [r["final_dice"] for r in records if "cands" not in r]
     degraded = kept = 0
-
-    def support(f):
-        return w_image * f["image"] + w_nb * f["neighbours"] + w_shape * f["shape"]
-
     for r in (r for r in records if "cands" in r):
-        pool = [c for c in r["cands"] if c["valid"]]
-        pick = None
-        if pool:
-            scores = [c["agreement"] + support(c) for c in pool]
-            near = [c for c, s in zip(pool, scores) if s >= max(scores) - eps]
-            pick = max(near, key=lambda c: c["agreement"])
-            if pick["agreement"] < review and support(pick) <= support(r["raw_features"]):
-                pick, kept = None, kept + 1
+        pick, review_it = _pick(r, w_image, w_nb, w_shape, eps, review)
+        kept += review_it
         dice.append(r["raw_dice"] if pick is None else pick["truth"])
         valid += pick is not None
         degraded += pick is not None and pick["truth"] < r["raw_dice"] - 0.02
     return valid / len(records), degraded, float(np.mean(dice)), kept
+
+
+def degraded_slices(records, rule):
+    """Lines describing every slice ``rule`` degrades by more than 0.02: corruption kinds, raw
+    Dice, the chosen candidate and the best valid one (Dice with the truth, agreement, score),
+    and how many valid candidates stayed within 0.02 of the raw Dice (0: no candidate to choose,
+    a generation problem; else a scoring one)."""
+    w_image, w_nb, w_shape = rule[:3]
+
+    def score(c):
+        return c["agreement"] + w_image * c["image"] + w_nb * c["neighbours"] + w_shape * c["shape"]
+
+    lines = []
+    for r in (r for r in records if "cands" in r):
+        pick, _ = _pick(r, *rule)
+        if pick is None or pick["truth"] >= r["raw_dice"] - 0.02:
+            continue
+        pool = [c for c in r["cands"] if c["valid"]]
+        best = max(pool, key=lambda c: c["truth"])
+        ok = sum(c["truth"] >= r["raw_dice"] - 0.02 for c in pool)
+        lines.append(f"phantom {r['case']} z {r['z']} {'+'.join(r['kind'])}: raw {r['raw_dice']:.3f}; chosen "
+                     f"{pick['source']!r} {pick['truth']:.3f} (agreement {pick['agreement']:.3f}, score {score(pick):.3f}); "
+                     f"best valid {best['source']!r} {best['truth']:.3f} (agreement {best['agreement']:.3f}, score "
+                     f"{score(best):.3f}); {ok} of {len(pool)} valid within 0.02 ({'scoring' if ok else 'generation'})")
+    return lines
 
 
 def main() -> None:
@@ -114,6 +149,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--phantoms", type=int, default=40)
     ap.add_argument("--records", default="segcorrect-rescore.pkl", help="cache of the collected candidates")
+    ap.add_argument("--list", action="store_true", help="list the slices the current rule degrades, and why")
     args = ap.parse_args()
     if args.seed >= 3000:
         raise SystemExit("choose on validation seeds (1000-1039), not on the held-out 3000-3019")
@@ -123,6 +159,16 @@ def main() -> None:
     else:
         records = collect(args.seed, args.phantoms)
         path.write_bytes(pickle.dumps(records))
+    if args.list:
+        from clinicalai.segcorrect.candidates import IMAGE_WEIGHT, NEAR_TIE, NEIGHBOUR_WEIGHT, REVIEW_AGREEMENT, SHAPE_WEIGHT
+
+        rule = (IMAGE_WEIGHT, NEIGHBOUR_WEIGHT, SHAPE_WEIGHT, NEAR_TIE, REVIEW_AGREEMENT)
+        lines = degraded_slices(records, rule)
+        v, d, m, k = replay(records, *rule)
+        print("\n".join(lines))
+        print(f"current rule {rule}: {100 * v:.1f} % valid, {d} of {len(records)} slices degraded, slice Dice {m:.4f}, "
+              f"{k} for review")
+        return
     rows = []
     for rule in itertools.product((0.5, 0.75), (0.25, 0.5, 1.0), (0.0, 0.1, 0.2, 0.4), (0.0, 0.01, 0.02),
                                   (0.8, 0.85, 0.9)):

@@ -37,7 +37,7 @@ from ..models.fit import input_warnings
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from ..volume import Volume
 from . import LATENT_STEPS, MIN_AGREEMENT, STRATEGIES
-from .candidates import Candidate, Evidence, IntensityModel, SliceContext, candidates_for_slice, needs_review
+from .candidates import SHAPE_WEIGHT, Candidate, Evidence, IntensityModel, SliceContext, candidates_for_slice, needs_review
 from .corrector import check_corrector, correct_slices, is_context_model, one_hot_stack
 from .latent import (LATENT_DECODES, latent_decodings, optimised_decodings, supports_latent_search,
                      valid_decodings)
@@ -465,8 +465,8 @@ def correct_mask(
                                         latent_decodes, seed, timings, cancel, latent_steps)
     t = time.perf_counter()  # the gate, judged on the input grid
     report(progress, 0.85, "judging anatomical validity")
-    shape = _shape_scorer(arr, mask, corrector, module) \
-        if settings.strategy == "evidence" and probabilities is None and image is not None else None
+    shape = _shape_scorer(arr, mask, corrector, module) if settings.strategy == "evidence" and probabilities is None \
+        and image is not None and SHAPE_WEIGHT > 0 else None
     corrected_arr, final_arr, decisions = _judge_all(arr, network_arr, settings, confidence, probabilities, sources,
                                                      latent, cancel, image, shape)
     timings["gate_s"] = time.perf_counter() - t
