@@ -216,6 +216,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise InputError("--phantoms must be at least 1")
     if args.latent_steps < 0:
         raise InputError("--latent-steps must be 0 or more")
+    corruptions = _corruption_kinds(args.corruptions)
     models = [_load(args.corrector, DEFAULT_CORRECTOR, args.device)]
     # with the evidence strategy a context corrector is a candidate source of the corrector's run
     # (as on segment / correct / evaluate segmenter), not a corrector of its own
@@ -232,7 +233,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         correctors[name] = m
     report = evaluate_correctors(correctors, n_cases=args.phantoms, seed=args.seed,
                                  min_agreement=args.min_agreement, strategy=args.strategy, map_cases=case_mapper(args),
-                                 context_corrector=source, latent_steps=args.latent_steps)
+                                 context_corrector=source, latent_steps=args.latent_steps, corruptions=corruptions)
     report["command"] = args.command_line
     md = markdown_table(report)
     if args.json:
@@ -242,6 +243,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             tmp.write_text(md + "\n")
     print(md)
     return 0
+
+
+def _corruption_kinds(text: str) -> tuple:
+    """``--corruptions``: a set name of :data:`.corruptions.CORRUPTION_SETS` or a list of kinds."""
+    from .corruptions import CORRUPTION_SETS, CORRUPTIONS
+
+    if text in CORRUPTION_SETS:
+        return CORRUPTION_SETS[text]
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in CORRUPTIONS]
+    if not kinds or unknown:
+        raise InputError(f"--corruptions: unknown {', '.join(unknown) or 'empty list'}; give "
+                         f"{' or '.join(CORRUPTION_SETS)} or kinds from {', '.join(CORRUPTIONS)}")
+    return kinds
 
 
 def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
@@ -366,6 +381,9 @@ def _add_evaluate_segcorrect(evaluate) -> None:
                    help=f"with --strategy evidence: Adam steps of the latent-code optimisation per invalid slice "
                         f"(default {LATENT_STEPS}; 0: off)")
     p.add_argument("--phantoms", type=int, default=20, help="held-out phantoms (default 20)")
+    p.add_argument("--corruptions", default="default", metavar="SET|KIND,...",
+                   help="corruption kinds drawn: 'default' (the seven of every earlier figure), 'all' (plus "
+                        "speckle_dropout, far_blobs, cavity_patch) or a comma-separated list of kinds")
     p.add_argument("--seed", type=int, default=3000,
                    help="first phantom seed (training uses 0..N-1, the card's validation 1000..)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT, help=f"gate threshold (default {MIN_AGREEMENT})")

@@ -16,9 +16,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage
 
+#: the default kinds (every figure measured before issue 14's extra kinds used these)
 CORRUPTION_KINDS: Tuple[str, ...] = (
     "erode_dilate", "holes", "blobs", "label_swap", "boundary_noise", "shift", "missing",
 )
+#: kinds issue 14 adds: what segmenters get wrong that the defaults do not draw
+EXTRA_CORRUPTION_KINDS: Tuple[str, ...] = ("speckle_dropout", "far_blobs", "cavity_patch")
+#: named sets of kinds (``clinicalai evaluate segcorrect --corruptions``)
+CORRUPTION_SETS: Dict[str, Tuple[str, ...]] = {
+    "default": CORRUPTION_KINDS, "all": CORRUPTION_KINDS + EXTRA_CORRUPTION_KINDS,
+}
 
 Rng = Union[int, np.random.Generator]
 
@@ -175,9 +182,60 @@ def missing(mask: np.ndarray, labels: Sequence[int], rng: np.random.Generator) -
     return out
 
 
+def speckle_dropout(mask: np.ndarray, labels: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """Drop 15-40 % of one structure's pixels to background in small speckles (1-2 px grains)."""
+    out = mask.copy()
+    lab = _pick_label(mask, labels, rng)
+    if lab is None:
+        return out
+    region = mask == lab
+    noise = ndimage.gaussian_filter(rng.normal(size=mask.shape), rng.uniform(0.5, 1.0))
+    inside = noise[region]
+    dropped = region & (noise > np.quantile(inside, 1.0 - rng.uniform(0.15, 0.4)))
+    out[dropped] = 0
+    return out
+
+
+def far_blobs(mask: np.ndarray, labels: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """Add 1-2 blobs of a label far from the heart (more than 2 heart radii from its centre),
+    as a segmenter does on a bright vessel or the stomach."""
+    out = mask.copy()
+    fg = mask > 0
+    h, w = mask.shape
+    if not fg.any():
+        return out
+    ys, xs = np.nonzero(fg)
+    cy, cx, r = ys.mean(), xs.mean(), _radius(fg)
+    yy, xx = np.mgrid[:h, :w]
+    far = np.hypot(yy - cy, xx - cx) > 2.0 * r + 4
+    if not far.any():
+        return out
+    for _ in range(int(rng.integers(1, 3))):
+        c = _random_point(far, rng)
+        out[_disc(mask.shape, c, rng.uniform(0.15, 0.4) * r + 1)] = int(rng.choice(list(labels)))
+    return out
+
+
+def cavity_patch(mask: np.ndarray, labels: Sequence[int], rng: np.random.Generator) -> np.ndarray:
+    """Paint a patch of a wrong label inside a cavity (LV = 3 or RV = 1): e.g. myocardium or RV
+    inside the LV blood pool, LV inside the RV."""
+    out = mask.copy()
+    cavity = _pick_label(mask, [v for v in (1, 3) if v in labels], rng)
+    if cavity is None:
+        return out
+    region = ndimage.binary_erosion(mask == cavity, iterations=1)
+    if not region.any():
+        return out
+    wrong = int(rng.choice([v for v in labels if v != cavity]))
+    c = _random_point(region, rng)
+    out[_disc(mask.shape, c, rng.uniform(0.2, 0.45) * _radius(mask == cavity) + 1) & region] = wrong
+    return out
+
+
 CORRUPTIONS: Dict[str, Callable[[np.ndarray, Sequence[int], np.random.Generator], np.ndarray]] = {
     "erode_dilate": erode_dilate, "holes": holes, "blobs": blobs, "label_swap": label_swap,
     "boundary_noise": boundary_noise, "shift": shift, "missing": missing,
+    "speckle_dropout": speckle_dropout, "far_blobs": far_blobs, "cavity_patch": cavity_patch,
 }
 
 
@@ -185,7 +243,7 @@ def _check_kinds(kinds: Optional[Sequence[str]]) -> Tuple[str, ...]:
     kinds = tuple(kinds) if kinds else CORRUPTION_KINDS
     unknown = [k for k in kinds if k not in CORRUPTIONS]
     if unknown:
-        raise ValueError(f"unknown corruption kind(s) {unknown}; choose from {', '.join(CORRUPTION_KINDS)}")
+        raise ValueError(f"unknown corruption kind(s) {unknown}; choose from {', '.join(CORRUPTIONS)}")
     return kinds
 
 

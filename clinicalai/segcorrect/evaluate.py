@@ -23,7 +23,7 @@ from ..casemap import CaseMapper, serial_map
 from ..phantoms.cardiac import cardiac_case
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from . import LATENT_STEPS, MIN_AGREEMENT
-from .corruptions import corrupt_volume
+from .corruptions import CORRUPTION_KINDS, corrupt_volume
 from .labels import CARDIAC_NAME_OF, CARDIAC_NAMES, CARDIAC_VALUES
 from .pipeline import correct_mask
 from .validity import check_slice, label_dice
@@ -110,13 +110,15 @@ def evaluate_correctors(
     map_cases: CaseMapper = serial_map,
     context_corrector: Optional[Any] = None,
     latent_steps: int = LATENT_STEPS,
+    corruptions: Sequence[str] = CORRUPTION_KINDS,
 ) -> Dict[str, Any]:
     """Score each corrector on ``n_cases`` held-out corrupted phantoms (seeds ``seed..seed+n-1``);
     ``strategy`` as :func:`.pipeline.correct_mask` (the "gated" rows use it); ``map_cases``
     runs the (corrector, case) pairs (default: one after the other here; ``clinicalai.batch``
     gives one for Dask workers, same results); ``context_corrector``, ``latent_steps``: with
     ``strategy="evidence"``, the context NVAE as one more candidate source of every corrector's
-    run and the latent-code optimisation's steps (:func:`.pipeline.correct_mask`).
+    run and the latent-code optimisation's steps (:func:`.pipeline.correct_mask`);
+    ``corruptions``: the kinds drawn (:data:`.corruptions.CORRUPTION_SETS`).
 
     Returns a JSON-able report: ``{"data", "variants": {name: {"raw"|"ungated"|"gated": {...}}}}``.
     """
@@ -128,25 +130,26 @@ def evaluate_correctors(
     torch.set_num_threads(1)
     try:
         return _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel, strategy,
-                         map_cases, (context_corrector, int(latent_steps)))
+                         map_cases, (context_corrector, int(latent_steps)), tuple(corruptions))
     finally:
         torch.set_num_threads(threads)
 
 
 def _evaluate(correctors, n_cases, seed, corruption_probability, min_agreement, progress, cancel,
               strategy: str = "gate", map_cases: CaseMapper = serial_map,
-              sources: Tuple[Optional[Any], int] = (None, LATENT_STEPS)) -> Dict[str, Any]:
+              sources: Tuple[Optional[Any], int] = (None, LATENT_STEPS),
+              corruptions: Tuple[str, ...] = CORRUPTION_KINDS) -> Dict[str, Any]:
     t0 = time.perf_counter()
     cases = []
     for i in range(n_cases):
         case = cardiac_case(seed + i, ("ED", "ES")[i % 2])
-        noisy, kinds = corrupt_volume(case.labels.array, [seed, i, 7], probability=corruption_probability)
+        noisy, kinds = corrupt_volume(case.labels.array, [seed, i, 7], corruptions, probability=corruption_probability)
         cases.append((case, case.labels.with_array(noisy.astype(np.uint8)), kinds))
     report_: Dict[str, Any] = {
         "data": {"synthetic": True, "cases": n_cases, "seeds": [seed, seed + n_cases - 1],
                  "slices": int(sum(c.labels.shape[0] for c, _, _ in cases)),
                  "corrupted_slices": int(sum(bool(k) for _, _, ks in cases for k in ks)),
-                 "corruption_probability": corruption_probability,
+                 "corruption_probability": corruption_probability, "corruption_kinds": list(corruptions),
                  "note": "cardiac phantom masks with synthetic corruptions; not patient data"},
         "min_agreement": min_agreement,
         "strategy": strategy,
