@@ -9,8 +9,10 @@ A synthetic short-axis volume of 10 slices of 256 x 256 goes through
 - ``correct``: :func:`~clinicalai.segcorrect.pipeline.correct_mask` on the segmenter's mask;
 - ``pipeline``: :func:`~clinicalai.segcorrect.pipeline.run_segcorrect` (segment + correct);
 - ``correct, evidence``: ``correct_mask(strategy="evidence")`` with the segmenter's probabilities
-  on a held-out-family stack (10 slices, most of them invalid: the worst case for the candidate
-  search), without the latent-space search (:mod:`clinicalai.segcorrect.latent`), with its
+  on a held-out-family stack whose mask is the segmenter's output with synthetic corruptions
+  on every slice (all kinds of :mod:`clinicalai.segcorrect.corruptions`: the domain-randomised
+  segmenter leaves this stack valid, and a valid slice never builds candidates; most slices
+  invalid is the worst case for the candidate search; the count is printed), without the latent-space search (:mod:`clinicalai.segcorrect.latent`), with its
   posterior draws only (``latent_steps=0``), and with the draws and the optimisation of the
   codes (the default);
 - ``correct, evidence, mask only`` / ``+ image``: the same stack's mask without the segmenter's
@@ -77,8 +79,14 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
     mask = segment_volume(image, segmenter).labels
     from clinicalai.phantoms.cardiac_heldout import heldout_cardiac_case
 
+    from clinicalai.segcorrect.corruptions import CORRUPTION_SETS, corrupt_volume
+    from clinicalai.segcorrect.validity import check_slice
+
     hard_image = heldout_cardiac_case(0, n_slices=10).image
     hard = segment_volume(hard_image, segmenter)
+    hard_labels = hard.labels.with_array(
+        corrupt_volume(hard.labels.array, 0, CORRUPTION_SETS["all"], probability=1.0)[0].astype(hard.labels.array.dtype))
+    invalid = sum(not check_slice(z).valid for z in hard_labels.array if z.any())
 
     net = segmenter.module
     x = torch.rand(image.shape[0], 1, 128, 128, device=args.device)
@@ -93,15 +101,15 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
         "segment": lambda: segment_volume(image, segmenter),
         "correct": lambda: correct_mask(mask, corrector),
         "pipeline (segment + correct)": lambda: run_segcorrect(image, segmenter, corrector),
-        "correct, evidence, no latent": lambda: correct_mask(hard.labels, corrector, strategy="evidence",
+        "correct, evidence, no latent": lambda: correct_mask(hard_labels, corrector, strategy="evidence",
                                                              probabilities=hard.probabilities, latent_decodes=0,
                                                              latent_steps=0),
-        "correct, evidence + latent draws": lambda: correct_mask(hard.labels, corrector, strategy="evidence",
+        "correct, evidence + latent draws": lambda: correct_mask(hard_labels, corrector, strategy="evidence",
                                                                  probabilities=hard.probabilities, latent_steps=0),
-        "correct, evidence + latent": lambda: correct_mask(hard.labels, corrector, strategy="evidence",
+        "correct, evidence + latent": lambda: correct_mask(hard_labels, corrector, strategy="evidence",
                                                            probabilities=hard.probabilities),
-        "correct, evidence, mask only": lambda: correct_mask(hard.labels, corrector, strategy="evidence"),
-        "correct, evidence + image": lambda: correct_mask(hard.labels, corrector, image=hard_image,
+        "correct, evidence, mask only": lambda: correct_mask(hard_labels, corrector, strategy="evidence"),
+        "correct, evidence + image": lambda: correct_mask(hard_labels, corrector, image=hard_image,
                                                           strategy="evidence"),
     }
     results: Dict[str, Dict[str, float]] = {}
@@ -109,7 +117,8 @@ def main(argv=None) -> Dict[str, Dict[str, float]]:
         t, mem, gpu = _measure(fn, args.repeat, args.device)
         results[name] = {"seconds": t, "peak_mib": mem, "gpu_peak_mib": gpu}
     base = results["baseline (MONAI UNet loop)"]["seconds"]
-    print(f"SegCorrect, 10 slices of 256 x 256, device {args.device}, {args.threads} threads, median of {args.repeat}")
+    print(f"SegCorrect, 10 slices of 256 x 256, device {args.device}, {args.threads} threads, median of {args.repeat}; "
+          f"evidence rows: {invalid} of {hard_labels.shape[0]} slices invalid")
     print(f"{'step':<34} {'s/volume':>9} {'x baseline':>11} {'peak MiB':>9} {'GPU MiB':>8}")
     for name, r in results.items():
         print(f"{name:<34} {r['seconds']:9.3f} {r['seconds'] / base:11.1f} {r['peak_mib']:9.1f} {r['gpu_peak_mib']:8.1f}")
