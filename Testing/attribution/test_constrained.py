@@ -284,3 +284,20 @@ def test_template_figures_use_the_cards_grid(tmp_path, one_thread):
     assert figs["FLAIR"]["gradcam"][0] == score_map(cam.volume, case.lesion, mask=case.brain_mask,
                                                      pointing_tolerance=0)["auroc"]
     assert "2 mm voxels" in template_summary(figs, 2, 0, 2.0)["data"]
+
+
+def test_share_of_t1_like_template_cases():
+    """``t1_share`` spreads T1-like pairs evenly (0.5: in turn, as before; 0.75: three pairs of
+    four); a share outside [0, 1] fails before any phantom is made."""
+    from clinicalai.attribution.constrained import data_description, make_mni_cases, training_slices
+
+    pytest.importorskip("nilearn")
+    cases = make_mni_cases(8, seed=5, grid_mm=8.0, t1_share=0.75)
+    assert [c.image.metadata["phantom"]["contrast"] for c in cases] == ["T1"] * 6 + ["FLAIR"] * 2
+    assert [c.pathological for c in cases] == [False, True] * 4
+    assert [c.image.metadata["phantom"]["contrast"] for c in make_mni_cases(4, seed=5, grid_mm=8.0)] == \
+        ["T1", "T1", "FLAIR", "FLAIR"]
+    assert "75% T1-like" in data_description("mix", 2, 8, (24, 32, 32), 5, 4.0, 0.75)["data"]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match="share of T1-like"):
+            training_slices("mix", 2, 4, t1_share=bad)

@@ -67,6 +67,8 @@ def register(commands) -> None:
                         "contrasts from that family's training stream (default phantom)")
     t.add_argument("--mni", type=int, default=24, metavar="N",
                    help="MNI-template phantoms of --family mix (half with lesions; default 24)")
+    t.add_argument("--t1-share", type=float, default=0.5, metavar="F",
+                   help="share of --family mix's template phantoms that are T1-like, the rest FLAIR-like (default 0.5)")
     t.add_argument("--grid-mm", type=float, default=4.0, metavar="MM",
                    help="in-plane voxel (mm) of the training phantoms and of the card's input.spacing_mm, to which "
                         "every explained image is resampled (default 4)")
@@ -197,7 +199,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_classifier(constraint=args.constraint, alpha=args.alpha, t=args.t, input_mode=args.input_mode,
                               n_cases=args.phantoms, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               seed=args.seed, augmentation=augmentation, family=args.family,
-                              n_mni=args.mni if args.family == "mix" else 0, grid_mm=args.grid_mm,
+                              n_mni=args.mni if args.family == "mix" else 0, grid_mm=args.grid_mm, t1_share=args.t1_share,
                               widths=args.widths or WIDTHS, cam_layer=args.cam_layer, progress=ConsoleProgress())
     card = result.card
     card["name"] = args.out.stem
@@ -205,6 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                ("phantoms", args.phantoms), ("epochs", args.epochs), ("seed", args.seed)]
     if args.family == "mix":
         options += [("family", "mix"), ("mni", args.mni)]
+        if args.t1_share != 0.5:
+            options.append(("t1-share", f"{args.t1_share:g}"))
     if augmentation is not None:
         options.append(("augmentation", augmentation))
     if args.grid_mm != GRID_MM:

@@ -193,30 +193,38 @@ def concat_slices(parts: Sequence[SliceSet]) -> SliceSet:
                     np.concatenate([p.case + o for p, o in zip(padded, offsets)]))
 
 
-def make_mni_cases(n: int, seed: int, grid_mm: float = GRID_MM) -> list:
+def make_mni_cases(n: int, seed: int, grid_mm: float = GRID_MM, t1_share: float = 0.5) -> list:
     """``n`` MNI-template phantoms of the mni family's TRAINING stream (seeds ``seed..seed+n-1``
     there; never a held-out evaluation case) with ``grid_mm`` isotropic voxels: alternately
-    healthy and lesioned, T1-like and FLAIR-like in turn within each half."""
-    from ..phantoms.mni import CONTRASTS as MNI_CONTRASTS, mni_brain_case
+    healthy and lesioned; a share ``t1_share`` of the pairs T1-like, the rest FLAIR-like, spread
+    evenly (0.5: T1-like and FLAIR-like in turn)."""
+    from ..phantoms.mni import mni_brain_case
 
-    return [mni_brain_case(seed + i, pathological=bool(i % 2), contrast=MNI_CONTRASTS[(i // 2) % 2],
+    if not 0.0 <= t1_share <= 1.0:
+        raise InputError(f"the share of T1-like template cases must be in [0, 1], got {t1_share}")
+
+    def contrast(pair: int) -> str:  # pair k is T1-like when ceil(k * share) steps up at k + 1
+        return "T1" if math.ceil(round((pair + 1) * t1_share, 9)) > math.ceil(round(pair * t1_share, 9)) else "FLAIR"
+
+    return [mni_brain_case(seed + i, pathological=bool(i % 2), contrast=contrast(i // 2),
                            spacing=(grid_mm,) * 3, stream="train") for i in range(n)]
 
 
 def training_slices(family: str = "phantom", n_cases: int = 40, n_mni: int = 0, seed: int = 0,
                     shape: Sequence[int] = DEFAULT_SHAPE, input_mode: str = "intensity",
-                    grid_mm: float = GRID_MM) -> SliceSet:
+                    grid_mm: float = GRID_MM, t1_share: float = 0.5) -> SliceSet:
     """The training slices of ``family``: ``n_cases`` brain-lesion phantoms, plus for ``mix``
-    ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`), all with
-    ``grid_mm`` in-plane voxels."""
+    ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`, ``t1_share``
+    of them T1-like), all with ``grid_mm`` in-plane voxels."""
     if family not in FAMILIES:
         raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if family == "mix" and n_mni < 2:
         raise InputError("the mix family needs at least 2 MNI-template phantoms")
+    mni = make_mni_cases(n_mni, seed, grid_mm, t1_share) if family == "mix" else []  # checks the share first
     data = slice_dataset(make_cases(n_cases, seed, shape, grid_mm), input_mode)
     if family == "phantom":
         return data
-    return concat_slices([data, slice_dataset(make_mni_cases(n_mni, seed, grid_mm), input_mode, slice_range=None)])
+    return concat_slices([data, slice_dataset(mni, input_mode, slice_range=None)])
 
 
 def phantom_geometry(shape: Sequence[int] = DEFAULT_SHAPE, grid_mm: float = GRID_MM):
@@ -304,6 +312,7 @@ def train_classifier(
     augmentation: Optional[str] = None,
     family: str = "phantom",
     n_mni: int = 0,
+    t1_share: float = 0.5,
     grid_mm: float = GRID_MM,
     widths: Sequence[int] = WIDTHS,
     cam_layer: str = "layer4",
@@ -315,7 +324,7 @@ def train_classifier(
     Returns the trained module (eval mode, CPU) and its model card (without sha256; save with
     :func:`clinicalai.models.save_model`). ``augmentation``: a :mod:`clinicalai.augment` preset
     (``strong`` / ``mild``) applied to each training slice (every channel), or ``None``.
-    ``family``/``n_mni``/``grid_mm``: the training data when ``data`` is not given
+    ``family``/``n_mni``/``t1_share``/``grid_mm``: the training data when ``data`` is not given
     (:func:`training_slices`); ``grid_mm`` (in-plane voxel, mm) goes into the card's
     ``input.spacing_mm``, so :func:`clinicalai.attribution.attribute` resamples any image to it.
     ``widths``: the ResNet's block widths (:func:`architecture`); ``cam_layer``: the card's Grad-CAM
@@ -330,7 +339,7 @@ def train_classifier(
     rng = np.random.default_rng(seed)
     if data is None:
         report(progress, 0.0, "making phantoms")
-        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode, grid_mm)
+        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode, grid_mm, t1_share)
     x_all = torch.from_numpy(data.images)
     y_all = torch.from_numpy(data.labels)
     n_pos = float(y_all.sum())
@@ -361,8 +370,8 @@ def train_classifier(
     hyper = {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size, "constraint_batch": constraint_batch,
              "lr": lr, "augmentation": aug.params if aug is not None else None}
     card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode,
-                            data_description(family, n_cases, n_mni, shape, seed, grid_mm), len(y_all), int(n_pos),
-                            hyper, seconds, history)
+                            data_description(family, n_cases, n_mni, shape, seed, grid_mm, t1_share), len(y_all),
+                            int(n_pos), hyper, seconds, history)
     card["input"]["spacing_mm"] = [float(grid_mm)] * 2
     card["cam_layer"] = cam_layer
     return TrainResult(module, card, history, seconds)
@@ -423,7 +432,7 @@ class _Step:
 
 
 def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int], seed: int,
-                     grid_mm: float = GRID_MM) -> Dict[str, Any]:
+                     grid_mm: float = GRID_MM, t1_share: float = 0.5) -> Dict[str, Any]:
     """The card's ``training`` entries that say what :func:`training_slices` drew: ``data``,
     ``family``, ``seed``, and for ``mix`` the template's licence (``template_licence``)."""
     grid_shape, spacing = phantom_geometry(shape, grid_mm)
@@ -434,7 +443,7 @@ def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int]
         from ..phantoms.mni import MNI_LICENSE, TEMPLATE_NAME
 
         text += (f"; {n_mni} MNI-template phantoms ({TEMPLATE_NAME}; training stream, seeds "
-                 f"{seed}-{seed + n_mni - 1}; half lesioned; T1-like and FLAIR-like; {grid_mm:g} mm voxels, oblique "
+                 f"{seed}-{seed + n_mni - 1}; half lesioned; {t1_share:.0%} T1-like, the rest FLAIR-like; {grid_mm:g} mm voxels, oblique "
                  f"for half), one axial slice every {MNI_SLICE_STEP_MM:g} mm among those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of "
                  "the largest brain section")
         out["template_licence"] = MNI_LICENSE
