@@ -35,9 +35,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
-#: the brain-lesion classifier's card has no spacing: it was trained on 4 mm phantom voxels
-#: (clinicalai.attribution.constrained.PHANTOM_SPACING), so its held-out cases use that voxel size
-CLASSIFIER_SPACING = (4.0, 4.0, 4.0)
 #: the anomaly models resample to their card's 3 mm grid themselves; 2 x 2 x 3 mm keeps the phantoms quick
 ANOMALY_SPACING = (2.0, 2.0, 3.0)
 ANOMALY_MODELS = ("brain-ae-anomaly", "brain-vae-anomaly", "brain-fanogan-anomaly", "brain-cyclegan-anomaly")
@@ -174,13 +171,13 @@ def write_card_figures(model_path: str, clf: Dict[str, Dict[str, List[float]]], 
     the weights, and so the card's sha256, are not touched."""
     from pathlib import Path
 
-    from clinicalai.attribution.constrained import template_summary
+    from clinicalai.attribution.constrained import card_grid_mm, template_summary
 
     card_path = Path(model_path).with_suffix(".json")
     if not card_path.is_file():
         raise SystemExit(f"--write-card needs a model file with its card beside it; no {card_path}")
     card = json.loads(card_path.read_text())
-    card["heldout"] = {**template_summary(clf, n, seed), "command": command}
+    card["heldout"] = {**template_summary(clf, n, seed, card_grid_mm(card)), "command": command}
     card_path.write_text(json.dumps(card, indent=2) + "\n")
     print(f"  held-out figures written to {card_path}", file=sys.stderr)
 

@@ -81,6 +81,10 @@ def test_explain_lesion_on_another_grid_is_refused(model_and_case, capsys):
     (["--family", "template"], "invalid choice"),
     (["--augmentation", "extreme"], "invalid choice"),
     (["--ig-baseline", "noise"], "unknown baseline 'noise'"),
+    (["--grid-mm", "0"], "positive number of mm"),
+    (["--widths", "8", "16", "0", "32"], "4 positive block widths"),
+    (["--cam-layer", "fc"], "invalid choice"),
+    (["--family", "mix", "--mni", "2", "--t1-share", "1.5"], "share of T1-like template cases"),
 ])
 def test_train_classifier_family_errors_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "mix.pt"
@@ -110,3 +114,20 @@ def test_train_classifier_on_the_mixed_family_records_data_and_licence(tmp_path,
     assert training["family"] == "mix" and training["template_licence"] == MNI_LICENSE
     assert "2 MNI-template phantoms" in training["data"] and training["augmentation"]["rotate_deg"] == 15.0
     assert training["command"].endswith("--family mix --mni 2 --augmentation mild --ig-baseline blur -o mix.pt")
+
+
+def test_train_classifier_grid_widths_and_cam_layer_reach_the_card(tmp_path):
+    before = torch.get_num_threads()
+    out = tmp_path / "coarse.pt"
+    try:
+        rc = main(["train", "classifier", "--constraint", "none", "--phantoms", "4", "--epochs", "1", "--threads", "1",
+                   "--validate", "0", "--grid-mm", "8", "--widths", "4", "4", "8", "8", "--cam-layer", "layer3",
+                   "-o", str(out)])
+    finally:
+        torch.set_num_threads(before)
+    assert rc == 0 and out.exists()
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["input"]["spacing_mm"] == [8.0, 8.0] and card["cam_layer"] == "layer3"
+    assert card["architecture"]["kwargs"]["block_inplanes"] == [4, 4, 8, 8]
+    assert "[24, 16, 16] of 8 x 8 x 4 mm" in card["training"]["data"]
+    assert card["training"]["command"].endswith("--grid-mm 8 --widths 4 4 8 8 --cam-layer layer3 -o coarse.pt")

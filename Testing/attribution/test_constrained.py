@@ -185,3 +185,119 @@ def test_template_figures_of_the_bundled_classifier(one_thread):
     summary = template_summary(figs, 2, 0)
     assert summary["auroc"]["T1"]["gradcam"] == {"mean": round(figs["T1"]["gradcam"][0], 4), "std": 0.0, "n": 1}
     assert "held-out stream (seeds 0-1)" in summary["data"]
+
+
+def test_finer_grid_phantoms_keep_the_field_of_view_and_the_lesion_area():
+    """``grid_mm`` 2: the same field of view in twice the voxels per axis; a lesion slice needs
+    the same lesion area (40 voxels of 2 mm = 10 of 4 mm); a 4 mm case resampled onto the grid
+    keeps its geometry and lesion."""
+    from clinicalai.attribution.constrained import on_grid, phantom_geometry
+
+    assert phantom_geometry((24, 32, 32), 2.0) == ((24, 64, 64), (2.0, 2.0, 4.0))
+    assert phantom_geometry((24, 32, 32), 4.0) == ((24, 32, 32), (4.0, 4.0, 4.0))
+    with pytest.raises(InputError):
+        phantom_geometry((24, 32, 32), 0.0)
+    fine = make_cases(2, seed=3, grid_mm=2.0)[1]
+    assert fine.image.shape == (24, 64, 64) and fine.image.spacing == (2.0, 2.0, 4.0)
+    data = slice_dataset([fine], slice_range=(0, 24, 1))
+    per_slice = fine.lesion.array.reshape(24, -1).sum(1)
+    assert data.labels.sum() == (per_slice >= 40).sum() and len(data) == 24 - ((per_slice > 0) & (per_slice < 40)).sum()
+    case = phantom(7, pathological=True)
+    resampled = on_grid(case, 2.0)
+    assert resampled.image.shape == (24, 64, 64) and resampled.lesion.spacing == (2.0, 2.0, 4.0)
+    assert np.allclose(resampled.image.grid.direction, case.image.grid.direction)
+    # the physical centre stays (resample_to_spacing): half a coarse voxel minus half a fine one
+    assert np.allclose(np.array(resampled.image.origin) - np.array(case.image.origin), [-1.0, -1.0, 0.0])
+    assert resampled.lesion.array.sum() * 16 == pytest.approx(case.lesion.array.sum() * 64, rel=0.1)
+    assert on_grid(case, 4.0) is case
+
+
+def test_classifier_on_a_2mm_grid_learns_and_its_card_resamples_the_input(one_thread):
+    """A tiny training with 2 mm in-plane voxels separates lesion from healthy slices of unseen
+    2 mm phantoms; its card's spacing makes ``attribute`` resample a 4 mm image to 2 mm and put
+    the map back on the 4 mm grid."""
+    from clinicalai.attribution import attribute
+    from clinicalai.attribution.constrained import card_grid_mm
+    from clinicalai.attribution.preprocess import prepare_input
+    from clinicalai.models import parse_card
+
+    data = slice_dataset(make_cases(12, seed=3, grid_mm=2.0), slice_range=(6, 18, 1))
+    assert data.images.shape[-2:] == (64, 64) and 0 < data.labels.sum() < len(data)
+    res = train_classifier(constraint="none", epochs=8, batch_size=16, data=data, seed=0, grid_mm=2.0)
+    assert res.history[-1]["bce"] < res.history[0]["bce"]
+    assert slice_auc(res.module, slice_dataset(make_cases(6, seed=77, grid_mm=2.0))) > 0.8  # chance is 0.5
+    card = res.card
+    assert card["input"]["spacing_mm"] == [2.0, 2.0] and card_grid_mm(card) == 2.0
+    assert card_grid_mm({"input": {}}) == 4.0  # a card from before the option: the 4 mm phantoms
+    case = phantom(11, pathological=True)
+    prep = prepare_input(case.image, parse_card(card, "test card"))
+    assert tuple(prep.tensor.shape) == (24, 1, 64, 64)
+    m = attribute(res.module, case.image, "gradcam", target="lesion", card=card)
+    assert m.volume.same_grid(case.image) and np.isfinite(m.array).all() and m.array.max() > 0
+
+
+def test_wider_network_and_card_cam_layer(tmp_path, one_thread):
+    """``widths`` build a wider ResNet, ``cam_layer`` is the card's Grad-CAM layer: a saved model
+    loads with both, and Grad-CAM explains that layer by default; bad values fail before training."""
+    from clinicalai.attribution import attribute
+    from clinicalai.models import load_model, save_model
+
+    data = slice_dataset(make_cases(4, seed=3), slice_range=(8, 16, 1))
+    res = train_classifier(constraint="gradient", alpha=1.0, epochs=1, batch_size=16, data=data, seed=0,
+                           constraint_batch=4, widths=(16, 32, 64, 64), cam_layer="layer3")
+    assert res.card["architecture"]["kwargs"]["block_inplanes"] == [16, 32, 64, 64]
+    assert res.card["cam_layer"] == "layer3" and res.module.layer1[0].conv1.out_channels == 16
+    save_model(res.module, res.card, tmp_path / "wide.pt")
+    model = load_model(tmp_path / "wide.pt", device="cpu")
+    case = phantom(11, pathological=True)
+    cam = attribute(model, case.image, "gradcam", target="lesion")
+    assert cam.layer == "layer3" and cam.volume.same_grid(case.image)
+    for bad, message in (({"widths": (8, 16, 0, 32)}, "4 positive block widths"),
+                         ({"widths": (8, 16, 32)}, "4 positive block widths"),
+                         ({"cam_layer": "fc"}, "Grad-CAM layer must be one of"),
+                         ({"grid_mm": -2.0}, "positive number of mm")):
+        with pytest.raises(InputError, match=message):
+            train_classifier(epochs=1, n_cases=2, **bad)
+
+
+def test_template_figures_use_the_cards_grid(tmp_path, one_thread):
+    """The held-out template figures of a model with a 2 mm card are measured on 2 mm template
+    phantoms, and their summary says so."""
+    from clinicalai.attribution.constrained import template_attribution_auroc, template_summary
+    from clinicalai.models import load_model, save_model
+
+    pytest.importorskip("nilearn")
+    data = slice_dataset(make_cases(4, seed=3, grid_mm=2.0), slice_range=(8, 16, 1))
+    res = train_classifier(constraint="none", epochs=1, batch_size=16, data=data, seed=0, grid_mm=2.0)
+    save_model(res.module, res.card, tmp_path / "fine.pt")
+    lines = []
+    figs = template_attribution_auroc(load_model(tmp_path / "fine.pt", device="cpu"), n=2, seed=0,
+                                      methods=("gradcam",), log=lines.append)
+    assert set(figs) == {"FLAIR", "T1"} and len(lines) == 2
+    assert all(0.0 <= v[0] <= 1.0 for per in figs.values() for v in per.values())
+    from clinicalai.attribution import attribute
+    from clinicalai.attribution.metrics import score_map
+    from clinicalai.phantoms.mni import mni_brain_case
+
+    case = mni_brain_case(0, pathological=True, contrast="FLAIR", spacing=(2.0, 2.0, 2.0), stream="heldout")
+    cam = attribute(load_model(tmp_path / "fine.pt", device="cpu"), case.image, "gradcam", target="lesion")
+    assert figs["FLAIR"]["gradcam"][0] == score_map(cam.volume, case.lesion, mask=case.brain_mask,
+                                                     pointing_tolerance=0)["auroc"]
+    assert "2 mm voxels" in template_summary(figs, 2, 0, 2.0)["data"]
+
+
+def test_share_of_t1_like_template_cases():
+    """``t1_share`` spreads T1-like pairs evenly (0.5: in turn, as before; 0.75: three pairs of
+    four); a share outside [0, 1] fails before any phantom is made."""
+    from clinicalai.attribution.constrained import data_description, make_mni_cases, training_slices
+
+    pytest.importorskip("nilearn")
+    cases = make_mni_cases(8, seed=5, grid_mm=8.0, t1_share=0.75)
+    assert [c.image.metadata["phantom"]["contrast"] for c in cases] == ["T1"] * 6 + ["FLAIR"] * 2
+    assert [c.pathological for c in cases] == [False, True] * 4
+    assert [c.image.metadata["phantom"]["contrast"] for c in make_mni_cases(4, seed=5, grid_mm=8.0)] == \
+        ["T1", "T1", "FLAIR", "FLAIR"]
+    assert "75% T1-like" in data_description("mix", 2, 8, (24, 32, 32), 5, 4.0, 0.75)["data"]
+    for bad in (-0.1, 1.5):
+        with pytest.raises(InputError, match="share of T1-like"):
+            training_slices("mix", 2, 4, t1_share=bad)

@@ -67,6 +67,15 @@ def register(commands) -> None:
                         "contrasts from that family's training stream (default phantom)")
     t.add_argument("--mni", type=int, default=24, metavar="N",
                    help="MNI-template phantoms of --family mix (half with lesions; default 24)")
+    t.add_argument("--t1-share", type=float, default=0.5, metavar="F",
+                   help="share of --family mix's template phantoms that are T1-like, the rest FLAIR-like (default 0.5)")
+    t.add_argument("--grid-mm", type=float, default=4.0, metavar="MM",
+                   help="in-plane voxel (mm) of the training phantoms and of the card's input.spacing_mm, to which "
+                        "every explained image is resampled (default 4)")
+    t.add_argument("--widths", type=int, nargs=4, default=None, metavar="W",
+                   help="channels of the ResNet's four blocks (default 8 16 32 32)")
+    t.add_argument("--cam-layer", choices=("layer1", "layer2", "layer3", "layer4"), default="layer4",
+                   help="the card's Grad-CAM layer (default layer4; each earlier block has twice its resolution)")
     t.add_argument("--augmentation", choices=("none", "mild", "strong"), default="none",
                    help="MONAI augmentation preset of clinicalai.augment on every training slice (default none)")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -175,7 +184,7 @@ def _fmt(v) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..models import save_model
-    from .constrained import evaluate_models, train_classifier
+    from .constrained import GRID_MM, WIDTHS, evaluate_models, train_classifier
 
     from .methods import BLUR_SIGMA_MM, baseline_name
 
@@ -190,15 +199,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_classifier(constraint=args.constraint, alpha=args.alpha, t=args.t, input_mode=args.input_mode,
                               n_cases=args.phantoms, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               seed=args.seed, augmentation=augmentation, family=args.family,
-                              n_mni=args.mni if args.family == "mix" else 0, progress=ConsoleProgress())
+                              n_mni=args.mni if args.family == "mix" else 0, grid_mm=args.grid_mm, t1_share=args.t1_share,
+                              widths=args.widths or WIDTHS, cam_layer=args.cam_layer, progress=ConsoleProgress())
     card = result.card
     card["name"] = args.out.stem
     options = [("constraint", args.constraint), ("alpha", args.alpha), ("t", args.t), ("input", args.input_mode),
                ("phantoms", args.phantoms), ("epochs", args.epochs), ("seed", args.seed)]
     if args.family == "mix":
         options += [("family", "mix"), ("mni", args.mni)]
+        if args.t1_share != 0.5:
+            options.append(("t1-share", f"{args.t1_share:g}"))
     if augmentation is not None:
         options.append(("augmentation", augmentation))
+    if args.grid_mm != GRID_MM:
+        options.append(("grid-mm", f"{args.grid_mm:g}"))
+    if args.widths:
+        options.append(("widths", " ".join(str(w) for w in args.widths)))
+    if args.cam_layer != "layer4":
+        options.append(("cam-layer", args.cam_layer))
     if ig_baseline is not None:
         options.append(("ig-baseline", ig_baseline))
         card["attribution"] = {"baseline": ig_baseline, **({"blur_sigma_mm": BLUR_SIGMA_MM} if ig_baseline == "blur" else {})}

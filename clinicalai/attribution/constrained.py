@@ -51,6 +51,8 @@ from .preprocess import normalize_intensity
 from .tissue import tissue_probability_maps
 
 CONSTRAINTS = ("none", "gradient", "expected-gradients")
+#: the blocks of the ResNet a card may name for Grad-CAM (layer1 keeps the input grid, each next one halves it)
+CAM_LAYERS = ("layer1", "layer2", "layer3", "layer4")
 INPUT_MODES = ("intensity", "tpm")
 CLASSES = ["healthy", "lesion"]
 #: z-score over non-zero voxels: removes the per-scan scale without clipping the bright lesions
@@ -63,20 +65,31 @@ PHANTOM_SPACING = (4.0, 4.0, 4.0)
 LESION_RADIUS_MM = (5.0, 10.0)
 #: central axial slices used: the brain fills them
 SLICE_RANGE = (4, 20, 1)
+#: the in-plane voxel (mm) of the network grid by default (``--grid-mm``); a finer grid keeps a
+#: T1-like lesion (a few partial-volume voxels of CSF-like intensity at 4 mm) more voxels wide
+GRID_MM = 4.0
+#: channel widths of the four ResNet blocks by default (``--widths``)
+WIDTHS = (8, 16, 32, 32)
+#: a lesion slice holds at least this lesion area (mm^2; 10 voxels of 4 x 4 mm), whatever the grid
+MIN_LESION_AREA_MM2 = 160.0
 #: training data: the brain-lesion phantoms alone, or mixed with MNI-template phantoms
 FAMILIES = ("phantom", "mix")
 #: template slices used: those whose brain section is at least this share of the case's largest,
-#: every second one (neighbours 4 mm apart repeat each other; more cases for the same cost)
+#: one every 8 mm (neighbours 4 mm apart repeat each other; more cases for the same cost)
 MNI_MIN_BRAIN_SHARE = 0.3
-MNI_SLICE_STEP = 2
+MNI_SLICE_STEP_MM = 8.0
 
 
-def architecture(input_channels: int = 1) -> Dict[str, Any]:
-    """The card's ``architecture`` entry: a narrow MONAI ResNet with one logit."""
+def architecture(input_channels: int = 1, widths: Sequence[int] = WIDTHS) -> Dict[str, Any]:
+    """The card's ``architecture`` entry: a narrow MONAI ResNet with one logit; ``widths``: the
+    channels of its four blocks."""
+    widths = [int(w) for w in widths]
+    if len(widths) != 4 or min(widths) < 1:
+        raise InputError(f"the classifier needs 4 positive block widths, got {widths}")
     return {
         "name": "monai.networks.nets.ResNet",
         "kwargs": {
-            "block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": [8, 16, 32, 32],
+            "block": "basic", "layers": [1, 1, 1, 1], "block_inplanes": widths,
             "spatial_dims": 2, "n_input_channels": int(input_channels), "conv1_t_size": 3,
             "conv1_t_stride": 1, "no_max_pool": True, "num_classes": 1,
         },
@@ -108,21 +121,24 @@ class SliceSet:
         return int(len(self.labels))
 
 
-def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesion_voxels: int = 10,
+def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesion_voxels: Optional[int] = None,
                   slice_range=SLICE_RANGE) -> SliceSet:
     """Slices of phantom ``cases`` (``BrainCase``, all of one in-plane size): label 1 with >=
-    ``min_lesion_voxels`` lesion voxels, 0 with none; slices with a few lesion voxels are left out
-    (ambiguous). ``slice_range``: ``(start, stop, step)`` axial indices, or ``None``: every
-    :data:`MNI_SLICE_STEP`-th slice whose brain section is >= :data:`MNI_MIN_BRAIN_SHARE` of the
+    ``min_lesion_voxels`` lesion voxels (default: :data:`MIN_LESION_AREA_MM2` on each case's
+    in-plane voxel, 10 at 4 mm), 0 with none; slices with a few lesion voxels are left out
+    (ambiguous). ``slice_range``: ``(start, stop, step)`` axial indices, or ``None``: one slice
+    every :data:`MNI_SLICE_STEP_MM` whose brain section is >= :data:`MNI_MIN_BRAIN_SHARE` of the
     case's largest (cases of any size, e.g. MNI-template phantoms)."""
     imgs, labels, lesions, brains, case_ids = [], [], [], [], []
     for ci, case in enumerate(cases):
         ch = volume_channels(case.image.array, input_mode)
         les = case.lesion.array > 0
         brain = case.brain_mask.array > 0
-        for z in _slice_indices(brain, slice_range):
+        sx, sy, sz = case.image.spacing
+        least = min_lesion_voxels if min_lesion_voxels is not None else max(1, round(MIN_LESION_AREA_MM2 / (sx * sy)))
+        for z in _slice_indices(brain, slice_range, sz):
             n = int(les[z].sum())
-            if 0 < n < min_lesion_voxels:
+            if 0 < n < least:
                 continue
             imgs.append(ch[:, z])
             labels.append(1.0 if n else 0.0)
@@ -133,15 +149,15 @@ def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesio
                     np.stack(brains), np.array(case_ids))
 
 
-def _slice_indices(brain: np.ndarray, slice_range) -> List[int]:
-    """Axial indices of ``brain`` ``(z, y, x)`` that :func:`slice_dataset` uses."""
+def _slice_indices(brain: np.ndarray, slice_range, slice_mm: float) -> List[int]:
+    """Axial indices of ``brain`` ``(z, y, x)`` (slices ``slice_mm`` apart) that :func:`slice_dataset` uses."""
     if slice_range is not None:
         return [z for z in range(*slice_range) if z < brain.shape[0]]
     area = brain.sum(axis=(1, 2))
     if area.max() == 0:
         return []
     keep = np.flatnonzero(area >= MNI_MIN_BRAIN_SHARE * area.max())
-    return [int(z) for z in keep[::MNI_SLICE_STEP]]
+    return [int(z) for z in keep[::max(1, int(round(MNI_SLICE_STEP_MM / slice_mm)))]]
 
 
 def _pad_slices(data: SliceSet, size: Tuple[int, int]) -> SliceSet:
@@ -177,33 +193,56 @@ def concat_slices(parts: Sequence[SliceSet]) -> SliceSet:
                     np.concatenate([p.case + o for p, o in zip(padded, offsets)]))
 
 
-def make_mni_cases(n: int, seed: int) -> list:
+def make_mni_cases(n: int, seed: int, grid_mm: float = GRID_MM, t1_share: float = 0.5) -> list:
     """``n`` MNI-template phantoms of the mni family's TRAINING stream (seeds ``seed..seed+n-1``
-    there; never a held-out evaluation case) at the demo's voxel size: alternately healthy and
-    lesioned, T1-like and FLAIR-like in turn within each half."""
-    from ..phantoms.mni import CONTRASTS as MNI_CONTRASTS, mni_brain_case
+    there; never a held-out evaluation case) with ``grid_mm`` isotropic voxels: alternately
+    healthy and lesioned; a share ``t1_share`` of the pairs T1-like, the rest FLAIR-like, spread
+    evenly (0.5: T1-like and FLAIR-like in turn)."""
+    from ..phantoms.mni import mni_brain_case
 
-    return [mni_brain_case(seed + i, pathological=bool(i % 2), contrast=MNI_CONTRASTS[(i // 2) % 2],
-                           spacing=PHANTOM_SPACING, stream="train") for i in range(n)]
+    if not 0.0 <= t1_share <= 1.0:
+        raise InputError(f"the share of T1-like template cases must be in [0, 1], got {t1_share}")
+
+    def contrast(pair: int) -> str:  # pair k is T1-like when ceil(k * share) steps up at k + 1
+        return "T1" if math.ceil(round((pair + 1) * t1_share, 9)) > math.ceil(round(pair * t1_share, 9)) else "FLAIR"
+
+    return [mni_brain_case(seed + i, pathological=bool(i % 2), contrast=contrast(i // 2),
+                           spacing=(grid_mm,) * 3, stream="train") for i in range(n)]
 
 
 def training_slices(family: str = "phantom", n_cases: int = 40, n_mni: int = 0, seed: int = 0,
-                    shape: Sequence[int] = DEFAULT_SHAPE, input_mode: str = "intensity") -> SliceSet:
+                    shape: Sequence[int] = DEFAULT_SHAPE, input_mode: str = "intensity",
+                    grid_mm: float = GRID_MM, t1_share: float = 0.5) -> SliceSet:
     """The training slices of ``family``: ``n_cases`` brain-lesion phantoms, plus for ``mix``
-    ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`)."""
+    ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`, ``t1_share``
+    of them T1-like), all with ``grid_mm`` in-plane voxels."""
     if family not in FAMILIES:
         raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if family == "mix" and n_mni < 2:
         raise InputError("the mix family needs at least 2 MNI-template phantoms")
-    data = slice_dataset(make_cases(n_cases, seed, shape), input_mode)
+    mni = make_mni_cases(n_mni, seed, grid_mm, t1_share) if family == "mix" else []  # checks the share first
+    data = slice_dataset(make_cases(n_cases, seed, shape, grid_mm), input_mode)
     if family == "phantom":
         return data
-    return concat_slices([data, slice_dataset(make_mni_cases(n_mni, seed), input_mode, slice_range=None)])
+    return concat_slices([data, slice_dataset(mni, input_mode, slice_range=None)])
 
 
-def make_cases(n: int, seed: int, shape=DEFAULT_SHAPE):
-    """``n`` phantoms, alternately healthy and pathological, at the demo geometry."""
-    return brain_dataset(n, seed=seed, shape=shape, spacing=PHANTOM_SPACING, lesion_radius_mm=LESION_RADIUS_MM)
+def phantom_geometry(shape: Sequence[int] = DEFAULT_SHAPE, grid_mm: float = GRID_MM):
+    """``(shape (z, y, x), spacing (x, y, z) mm)`` of brain-lesion phantoms with ``grid_mm``
+    in-plane voxels covering the field of view of ``shape`` at :data:`PHANTOM_SPACING` (the
+    slices stay 4 mm apart: the slice model sees one at a time)."""
+    if not grid_mm > 0:
+        raise InputError(f"the in-plane voxel size must be a positive number of mm, got {grid_mm}")
+    f = PHANTOM_SPACING[0] / float(grid_mm)
+    return ((int(shape[0]),) + tuple(int(round(s * f)) for s in shape[1:]),
+            (float(grid_mm), float(grid_mm), PHANTOM_SPACING[2]))
+
+
+def make_cases(n: int, seed: int, shape=DEFAULT_SHAPE, grid_mm: float = GRID_MM):
+    """``n`` phantoms, alternately healthy and pathological, at the demo geometry
+    (:func:`phantom_geometry`)."""
+    shape, spacing = phantom_geometry(shape, grid_mm)
+    return brain_dataset(n, seed=seed, shape=shape, spacing=spacing, lesion_radius_mm=LESION_RADIUS_MM)
 
 
 def phantom(seed: int, pathological: bool):
@@ -273,6 +312,10 @@ def train_classifier(
     augmentation: Optional[str] = None,
     family: str = "phantom",
     n_mni: int = 0,
+    t1_share: float = 0.5,
+    grid_mm: float = GRID_MM,
+    widths: Sequence[int] = WIDTHS,
+    cam_layer: str = "layer4",
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
 ) -> TrainResult:
@@ -281,23 +324,28 @@ def train_classifier(
     Returns the trained module (eval mode, CPU) and its model card (without sha256; save with
     :func:`clinicalai.models.save_model`). ``augmentation``: a :mod:`clinicalai.augment` preset
     (``strong`` / ``mild``) applied to each training slice (every channel), or ``None``.
-    ``family``/``n_mni``: the training data when ``data`` is not given (:func:`training_slices`).
+    ``family``/``n_mni``/``t1_share``/``grid_mm``: the training data when ``data`` is not given
+    (:func:`training_slices`); ``grid_mm`` (in-plane voxel, mm) goes into the card's
+    ``input.spacing_mm``, so :func:`clinicalai.attribution.attribute` resamples any image to it.
+    ``widths``: the ResNet's block widths (:func:`architecture`); ``cam_layer``: the card's Grad-CAM
+    layer (``layer1``..``layer4``; finer maps in the earlier blocks).
     """
     import torch
 
-    _check_training_options(constraint, input_mode, epochs, n_cases, family)
+    _check_training_options(constraint, input_mode, epochs, n_cases, family, widths, cam_layer)
+    phantom_geometry(shape, grid_mm)  # a bad voxel size fails before any phantom is made
     started = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     if data is None:
         report(progress, 0.0, "making phantoms")
-        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode)
+        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode, grid_mm, t1_share)
     x_all = torch.from_numpy(data.images)
     y_all = torch.from_numpy(data.labels)
     n_pos = float(y_all.sum())
     if n_pos == 0 or n_pos == len(y_all):
         raise InputError("the training slices need both healthy and lesion slices")
-    arch = architecture(x_all.shape[1])
+    arch = architecture(x_all.shape[1], widths)
     module = build_network(arch["name"], arch["kwargs"])
     opt = torch.optim.Adam(module.parameters(), lr=lr)
     pos_weight = torch.tensor((len(y_all) - n_pos) / n_pos)
@@ -322,12 +370,19 @@ def train_classifier(
     hyper = {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size, "constraint_batch": constraint_batch,
              "lr": lr, "augmentation": aug.params if aug is not None else None}
     card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode,
-                            data_description(family, n_cases, n_mni, shape, seed), len(y_all), int(n_pos), hyper,
-                            seconds, history)
+                            data_description(family, n_cases, n_mni, shape, seed, grid_mm, t1_share), len(y_all),
+                            int(n_pos), hyper, seconds, history)
+    card["input"]["spacing_mm"] = [float(grid_mm)] * 2
+    card["cam_layer"] = cam_layer
     return TrainResult(module, card, history, seconds)
 
 
-def _check_training_options(constraint: str, input_mode: str, epochs: int, n_cases: int, family: str) -> None:
+def _check_training_options(constraint: str, input_mode: str, epochs: int, n_cases: int, family: str,
+                            widths: Sequence[int] = WIDTHS, cam_layer: str = "layer4") -> None:
+    """Every option checked before any phantom is made (one clear :class:`InputError`)."""
+    architecture(1, widths)
+    if cam_layer not in CAM_LAYERS:
+        raise InputError(f"the Grad-CAM layer must be one of {', '.join(CAM_LAYERS)}, got {cam_layer!r}")
     if family not in FAMILIES:
         raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if constraint not in CONSTRAINTS:
@@ -376,17 +431,20 @@ class _Step:
         return out
 
 
-def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int], seed: int) -> Dict[str, Any]:
+def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int], seed: int,
+                     grid_mm: float = GRID_MM, t1_share: float = 0.5) -> Dict[str, Any]:
     """The card's ``training`` entries that say what :func:`training_slices` drew: ``data``,
     ``family``, ``seed``, and for ``mix`` the template's licence (``template_licence``)."""
-    text = f"{n_cases} brain-lesion phantoms {list(shape)} (seed {seed}), axial slices"
+    grid_shape, spacing = phantom_geometry(shape, grid_mm)
+    text = (f"{n_cases} brain-lesion phantoms {list(grid_shape)} of {spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm "
+            f"(seed {seed}), axial slices")
     out: Dict[str, Any] = {"family": family, "seed": seed}
     if family == "mix":
         from ..phantoms.mni import MNI_LICENSE, TEMPLATE_NAME
 
         text += (f"; {n_mni} MNI-template phantoms ({TEMPLATE_NAME}; training stream, seeds "
-                 f"{seed}-{seed + n_mni - 1}; half lesioned; T1-like and FLAIR-like; 4 mm voxels, oblique for "
-                 f"half), one in {MNI_SLICE_STEP} axial slices of those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of "
+                 f"{seed}-{seed + n_mni - 1}; half lesioned; {t1_share:.0%} T1-like, the rest FLAIR-like; {grid_mm:g} mm voxels, oblique "
+                 f"for half), one axial slice every {MNI_SLICE_STEP_MM:g} mm among those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of "
                  "the largest brain section")
         out["template_licence"] = MNI_LICENSE
     return {"data": text, **out}
@@ -503,11 +561,37 @@ def _evaluate_one(item: Tuple[str, Any], val, test, test_healthy, methods: Optio
     thr = choose_threshold([np.clip(m, 0, None) for m in v_maps], [c.lesion for c in val], [c.brain_mask for c in val])
     t_maps = lesion_maps(module, test, method, input_mode, card=card)
     scores = [score_map(m, c.lesion, mask=c.brain_mask, threshold=thr) for m, c in zip(t_maps, test)]
-    auc = slice_auc(module, slice_dataset(test + test_healthy, input_mode))
+    grid = card_grid_mm(card_dict)
+    auc = slice_auc(module, slice_dataset([on_grid(c, grid) for c in test + test_healthy], input_mode))
     return {
         "method": method, "constraint": constraint, "input_mode": input_mode, "threshold": thr,
         "slice_auc": auc, "summary": summarize_scores(scores), "per_case": scores,
     }
+
+
+def card_grid_mm(card) -> float:
+    """The in-plane voxel (mm) a classifier's card (dict or parsed) resamples to: its
+    ``input.spacing_mm``, else :data:`GRID_MM` (cards from before the option had none: 4 mm)."""
+    if hasattr(card, "input"):
+        spacing = card.input.spacing_mm
+    else:
+        spacing = (card.get("input") or {}).get("spacing_mm")
+    return float(spacing[0]) if spacing else GRID_MM
+
+
+def on_grid(case, grid_mm: float):
+    """``case`` (a ``BrainCase``) resampled to ``grid_mm`` in-plane voxels (slices kept), as a
+    slice model with that card spacing sees it: image linear, masks nearest; itself when already there."""
+    from dataclasses import replace
+
+    from ..volume import resample_to_spacing
+
+    sx, sy, sz = case.image.spacing
+    if np.allclose((sx, sy), grid_mm):
+        return case
+    spacing = (grid_mm, grid_mm, sz)
+    masks = {k: resample_to_spacing(getattr(case, k), spacing, "nearest")[0] for k in ("lesion", "tissues", "brain_mask")}
+    return replace(case, image=resample_to_spacing(case.image, spacing)[0], **masks)
 
 
 #: the attribution methods of the held-out template figures (docs/heldout.md)
@@ -518,8 +602,8 @@ def template_attribution_auroc(model, n: int, seed: int = 0, methods: Sequence[s
                                log=None, baselines: Sequence[str] = ("zero",)) -> Dict[str, Dict[str, List[float]]]:
     """Attribution AUROC (lesion class, against the lesion mask inside the brain, :func:`score_map`)
     of ``model`` (a ``LoadedModel``) on ``n`` lesioned MNI-template phantoms of the HELD-OUT
-    stream (seeds ``seed..seed+n-1``), FLAIR-like and T1-like alternately, at the demo's 4 mm
-    voxels. Integrated gradients runs once per name of ``baselines`` (:data:`.methods.BASELINES`,
+    stream (seeds ``seed..seed+n-1``), FLAIR-like and T1-like alternately, with isotropic voxels
+    of the model's grid (:func:`card_grid_mm`: 4 mm for the bundled card). Integrated gradients runs once per name of ``baselines`` (:data:`.methods.BASELINES`,
     blur at its default sigma); its key is the method's name for ``zero`` and
     ``"integrated-gradients (NAME)"`` otherwise. Returns ``{contrast: {key: [AUROC per case]}}``;
     ``log(line)`` hears each case."""
@@ -528,10 +612,10 @@ def template_attribution_auroc(model, n: int, seed: int = 0, methods: Sequence[s
     runs = [(m, {"baseline": baseline_name(b)} if m == "integrated-gradients" else {})
             for m in methods for b in (baselines if m == "integrated-gradients" else ("",))]
     out: Dict[str, Dict[str, List[float]]] = {}
+    grid = card_grid_mm(model.card)
     for i in range(n):
         contrast = ("FLAIR", "T1")[i % 2]
-        case = mni_brain_case(seed + i, pathological=True, contrast=contrast, spacing=PHANTOM_SPACING,
-                              stream="heldout")
+        case = mni_brain_case(seed + i, pathological=True, contrast=contrast, spacing=(grid,) * 3, stream="heldout")
         for method, options in runs:
             res = attribute(model, case.image, method, target="lesion", **options)
             auroc = score_map(res.volume, case.lesion, mask=case.brain_mask, pointing_tolerance=0)["auroc"]
@@ -542,13 +626,14 @@ def template_attribution_auroc(model, n: int, seed: int = 0, methods: Sequence[s
     return out
 
 
-def template_summary(figures: Dict[str, Dict[str, List[float]]], n: int, seed: int) -> Dict[str, Any]:
+def template_summary(figures: Dict[str, Dict[str, List[float]]], n: int, seed: int,
+                     grid_mm: float = GRID_MM) -> Dict[str, Any]:
     """:func:`template_attribution_auroc`'s figures as a card's ``heldout`` entry: mean, sd and
     count per contrast and method, with the data they came from."""
     per = {c: {m: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4), "n": len(v)}
                for m, v in ms.items()} for c, ms in figures.items()}
     return {"data": f"{n} lesioned MNI-template phantoms of the held-out stream (seeds {seed}-{seed + n - 1}), "
-                    "FLAIR-like and T1-like alternately, 4 mm voxels",
+                    f"FLAIR-like and T1-like alternately, {grid_mm:g} mm voxels",
             "metric": "attribution AUROC of the lesion class against the lesion mask inside the brain",
             "auroc": per}
 
