@@ -83,7 +83,7 @@ def test_explain_lesion_on_another_grid_is_refused(model_and_case, capsys):
     (["--ig-baseline", "noise"], "unknown baseline 'noise'"),
     (["--grid-mm", "0"], "positive number of mm"),
     (["--widths", "8", "16", "0", "32"], "4 positive block widths"),
-    (["--cam-layer", "fc"], "invalid choice"),
+    (["--cam-layer", "fc"], "the Grad-CAM layer must be one of layer1, layer2, layer3, layer4"),
     (["--family", "mix", "--mni", "2", "--t1-share", "1.5"], "share of T1-like template cases"),
 ])
 def test_train_classifier_family_errors_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):

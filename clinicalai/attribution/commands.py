@@ -74,7 +74,8 @@ def register(commands) -> None:
                         "every explained image is resampled (default 4)")
     t.add_argument("--widths", type=int, nargs=4, default=None, metavar="W",
                    help="channels of the ResNet's four blocks (default 8 16 32 32)")
-    t.add_argument("--cam-layer", choices=("layer1", "layer2", "layer3", "layer4"), default="layer4",
+    # checked by the trainer against constrained.CAM_LAYERS (one list; that module is heavy to import here)
+    t.add_argument("--cam-layer", default="layer4", metavar="layer1..layer4",
                    help="the card's Grad-CAM layer (default layer4; each earlier block has twice its resolution)")
     t.add_argument("--augmentation", choices=("none", "mild", "strong"), default="none",
                    help="MONAI augmentation preset of clinicalai.augment on every training slice (default none)")
