@@ -13,6 +13,7 @@ The shape term is recorded only while ``candidates.SHAPE_WEIGHT`` > 0 (the run s
 pass at 0, the default since the local repairs; set it in candidates.py to record it again).
 
     python scripts/segcorrect_rescore.py --seed 1000 --phantoms 40 --records val.pkl
+    python scripts/segcorrect_rescore.py --seed 1000 --phantoms 40 --corruptions all --records val-all.pkl
     python scripts/segcorrect_rescore.py --records val.pkl --list   # the degraded slices of the current rule
 """
 
@@ -26,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 
-def collect(seed: int, n: int):
-    """Records of every heart slice; invalid ones carry their candidates' features."""
+def collect(seed: int, n: int, drawn: tuple):
+    """Records of every heart slice; invalid ones carry their candidates' features. ``drawn``:
+    the corruption kinds drawn (as ``--corruptions`` of ``clinicalai evaluate segcorrect``)."""
     import torch
 
     import clinicalai.segcorrect.pipeline as pipeline
@@ -51,7 +53,7 @@ def collect(seed: int, n: int):
     records = []
     for i in range(n):
         case = cardiac_case(seed + i, ("ED", "ES")[i % 2])
-        noisy, kinds = corrupt_volume(case.labels.array, [seed, i, 7], probability=0.7)
+        noisy, kinds = corrupt_volume(case.labels.array, [seed, i, 7], drawn, probability=0.7)
         truth = case.labels.array.astype(np.int64)
         seen.clear()
         res = pipeline.correct_mask(case.labels.with_array(noisy.astype(np.uint8)), corrector, image=case.image,
@@ -149,15 +151,24 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--phantoms", type=int, default=40)
     ap.add_argument("--records", default="segcorrect-rescore.pkl", help="cache of the collected candidates")
+    ap.add_argument("--corruptions", default="default", metavar="SET|KIND,...",
+                    help="corruption kinds drawn, as on 'clinicalai evaluate segcorrect' (default|all|KIND,...)")
     ap.add_argument("--list", action="store_true", help="list the slices the current rule degrades, and why")
     args = ap.parse_args()
     if args.seed >= 3000:
         raise SystemExit("choose on validation seeds (1000-1039), not on the held-out 3000-3019")
+    from clinicalai.errors import InputError
+    from clinicalai.segcorrect.corruptions import corruption_kinds
+
+    try:
+        kinds = corruption_kinds(args.corruptions)
+    except InputError as exc:
+        raise SystemExit(str(exc)) from None
     path = Path(args.records)
-    if path.is_file():
+    if path.is_file():  # a cache answers for the seeds and kinds it was recorded with
         records = pickle.loads(path.read_bytes())
     else:
-        records = collect(args.seed, args.phantoms)
+        records = collect(args.seed, args.phantoms, kinds)
         path.write_bytes(pickle.dumps(records))
     if args.list:
         from clinicalai.segcorrect.candidates import IMAGE_WEIGHT, NEAR_TIE, NEIGHBOUR_WEIGHT, REVIEW_AGREEMENT, SHAPE_WEIGHT

@@ -107,3 +107,28 @@ def test_cli_evaluate_segcorrect_corruptions(tmp_path, capsys):
     assert main([*args[:-1], str(bad), "--corruptions", "melt"]) != 0
     err = capsys.readouterr().err
     assert "--corruptions: unknown melt" in err and "Traceback" not in err and not bad.exists()
+
+
+def test_corruption_kinds_parses_sets_and_lists(tmp_path):
+    """``--corruptions`` means the same on the CLI and on ``scripts/segcorrect_rescore.py`` (one
+    parser): a set name, a comma-separated list; a bad name is one clear error, and the script
+    then records nothing."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from clinicalai.errors import InputError
+    from clinicalai.segcorrect.corruptions import corruption_kinds
+
+    assert corruption_kinds("default") == CORRUPTION_KINDS
+    assert corruption_kinds("all") == CORRUPTION_KINDS + EXTRA_CORRUPTION_KINDS
+    assert corruption_kinds(" far_blobs, holes ") == ("far_blobs", "holes")
+    for bad in ("melt", "", "holes,melt"):
+        with pytest.raises(InputError, match="--corruptions: unknown"):
+            corruption_kinds(bad)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "segcorrect_rescore.py"
+    records = tmp_path / "r.pkl"
+    run = subprocess.run([sys.executable, str(script), "--corruptions", "melt", "--records", str(records)],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "--corruptions: unknown melt" in run.stderr and "Traceback" not in run.stderr
+    assert not records.exists()

@@ -210,13 +210,14 @@ EVALUATE_COMMAND = (
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from .corruptions import corruption_kinds
     from .evaluate import evaluate_correctors, markdown_table
 
     if args.phantoms < 1:
         raise InputError("--phantoms must be at least 1")
     if args.latent_steps < 0:
         raise InputError("--latent-steps must be 0 or more")
-    corruptions = _corruption_kinds(args.corruptions)
+    corruptions = corruption_kinds(args.corruptions)
     models = [_load(args.corrector, DEFAULT_CORRECTOR, args.device)]
     # with the evidence strategy a context corrector is a candidate source of the corrector's run
     # (as on segment / correct / evaluate segmenter), not a corrector of its own
@@ -243,20 +244,6 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             tmp.write_text(md + "\n")
     print(md)
     return 0
-
-
-def _corruption_kinds(text: str) -> tuple:
-    """``--corruptions``: a set name of :data:`.corruptions.CORRUPTION_SETS` or a list of kinds."""
-    from .corruptions import CORRUPTION_SETS, CORRUPTIONS
-
-    if text in CORRUPTION_SETS:
-        return CORRUPTION_SETS[text]
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    unknown = [k for k in kinds if k not in CORRUPTIONS]
-    if not kinds or unknown:
-        raise InputError(f"--corruptions: unknown {', '.join(unknown) or 'empty list'}; give "
-                         f"{' or '.join(CORRUPTION_SETS)} or kinds from {', '.join(CORRUPTIONS)}")
-    return kinds
 
 
 def _run_evaluate_segmenter(args: argparse.Namespace) -> int:

@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from scipy import ndimage
 
+from ..errors import InputError
+
 #: the default kinds (every figure measured before issue 14's extra kinds used these)
 CORRUPTION_KINDS: Tuple[str, ...] = (
     "erode_dilate", "holes", "blobs", "label_swap", "boundary_noise", "shift", "missing",
@@ -244,6 +246,19 @@ def _check_kinds(kinds: Optional[Sequence[str]]) -> Tuple[str, ...]:
     unknown = [k for k in kinds if k not in CORRUPTIONS]
     if unknown:
         raise ValueError(f"unknown corruption kind(s) {unknown}; choose from {', '.join(CORRUPTIONS)}")
+    return kinds
+
+
+def corruption_kinds(text: str) -> Tuple[str, ...]:
+    """Parse ``--corruptions`` (the CLI and ``scripts/segcorrect_rescore.py``): a set name of
+    :data:`CORRUPTION_SETS` or a comma-separated list of kinds; raises :class:`InputError`."""
+    if text in CORRUPTION_SETS:
+        return CORRUPTION_SETS[text]
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in CORRUPTIONS]
+    if not kinds or unknown:
+        raise InputError(f"--corruptions: unknown {', '.join(unknown) or 'empty list'}; give "
+                         f"{' or '.join(CORRUPTION_SETS)} or kinds from {', '.join(CORRUPTIONS)}")
     return kinds
 
 
