@@ -203,5 +203,19 @@ def add_common_model_args(parser: argparse.ArgumentParser, multiple: bool = Fals
     add_device_arg(parser)
 
 
+def add_threads_arg(parser: argparse.ArgumentParser) -> None:
+    """``--threads`` of a training command whose torch work runs in this process
+    (:func:`apply_threads`)."""
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+
+
+def apply_threads(threads: Optional[int]) -> None:
+    """``--threads``: torch's intra-op threads for this process (at least 1); ``None`` keeps torch's choice."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..batch.parallel import add_evaluate_cluster_args, case_mapper
-from ..cli import add_common_model_args
+from ..cli import add_common_model_args, add_threads_arg, apply_threads
 from ..errors import InputError, argument_errors_as_input_errors
 from ..outputs import write_json
 from ..progress import ConsoleProgress, print_warnings
@@ -79,7 +79,7 @@ def register(commands) -> None:
                    help="the card's Grad-CAM layer (default layer4; each earlier block has twice its resolution)")
     t.add_argument("--augmentation", choices=("none", "mild", "strong"), default="none",
                    help="MONAI augmentation preset of clinicalai.augment on every training slice (default none)")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads_arg(t)
     t.add_argument("--ig-baseline", default=None, metavar="NAME",
                    help="integrated-gradients baseline the card sets as the model's default (attribution.baseline): "
                         "zero, blur or mean (default: none set, so zero)")
@@ -192,10 +192,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.out.suffix != ".pt":
         raise InputError("the classifier is saved as a .pt state dict; give an output path ending in .pt")
     ig_baseline = baseline_name(args.ig_baseline) if args.ig_baseline else None  # checked before training
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
+    apply_threads(args.threads)
     augmentation = None if args.augmentation == "none" else args.augmentation
     result = train_classifier(constraint=args.constraint, alpha=args.alpha, t=args.t, input_mode=args.input_mode,
                               n_cases=args.phantoms, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import add_common_model_args
+from ..cli import add_common_model_args, add_threads_arg, apply_threads
 from ..errors import InputError
 from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
@@ -59,7 +59,7 @@ def _register_train(commands) -> None:
                         "phantoms of that family's training stream (default phantom)")
     t.add_argument("--mni", type=int, default=24, metavar="N",
                    help="healthy MNI-template phantoms of --family mix (a CycleGAN also gets N lesioned; default 24)")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_threads_arg(t)
     t.add_argument("--epochs", type=int, default=800)
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=2e-4)
@@ -160,11 +160,7 @@ def _train(args) -> int:
     source = Source(phantoms=args.phantoms, data=args.data, pathological_data=args.pathological_data,
                     input=args.input, seed=args.seed, family=args.family,
                     mni=args.mni if args.family == "mix" else 0)
-    source.check()  # before the minutes of work
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, args.threads))
+    apply_threads(args.threads)
     factor = int(np.prod(strides))
     if args.size % factor or args.size < factor:
         raise InputError(f"--size {args.size} must be a multiple of the product of the strides ({factor})")

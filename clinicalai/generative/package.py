@@ -194,7 +194,6 @@ def train_package(
     """
     out = check_model_output(out)
     spec = spec or (sulcal_spec() if source.input == "sulci" else BRAIN_SPEC)
-    source.check()
     report(progress, 0.0, "preparing training volumes")
     healthy, pathological, described = load_training_data(source, spec, config.kind)
     t0 = time.perf_counter()
