@@ -90,11 +90,16 @@ def _features(ev, raw, labels, truth, values):
             "truth": label_dice(labels, truth, values)}
 
 
+def _support(f, w_image, w_nb, w_shape):
+    """What the image, the neighbours and the shape add to a record's agreement."""
+    return w_image * f["image"] + w_nb * f["neighbours"] + w_shape * f["shape"]
+
+
 def _pick(r, w_image, w_nb, w_shape, eps, review):
     """The candidate record one rule applies to invalid slice ``r`` (``None``: raw kept, for
     review or without a valid candidate), and whether it went to review."""
     def support(f):
-        return w_image * f["image"] + w_nb * f["neighbours"] + w_shape * f["shape"]
+        return _support(f, w_image, w_nb, w_shape)
 
     pool = [c for c in r["cands"] if c["valid"]]
     if not pool:
@@ -126,10 +131,8 @@ def degraded_slices(records, rule):
     Dice, the chosen candidate and the best valid one (Dice with the truth, agreement, score),
     and how many valid candidates stayed within 0.02 of the raw Dice (0: no candidate to choose,
     a generation problem; else a scoring one)."""
-    w_image, w_nb, w_shape = rule[:3]
-
     def score(c):
-        return c["agreement"] + w_image * c["image"] + w_nb * c["neighbours"] + w_shape * c["shape"]
+        return c["agreement"] + _support(c, *rule[:3])
 
     lines = []
     for r in (r for r in records if "cands" in r):
