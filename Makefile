@@ -31,12 +31,14 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 # Retrain every bundled demo model on synthetic phantoms. Each card records the command that
-# made it and its validation figures on held-out phantoms. The models are independent except
+# made it, its validation figures and (where a held-out family exists: cardiac-unet on
+# clinicalai.phantoms.cardiac_heldout, the PET folds, the brain classifier and the four brain
+# anomaly models on held-out MNI-template phantoms) its figures on that family ("heldout"). The models are independent except
 # the two cardiac-unet stages, so make runs MODEL_JOBS trainings at a time (its own job
 # scheduler, no pool of ours), each with one torch thread so that two share 2 cores without
-# oversubscription. About 2 CPU-hours of work: on 2 cores about an hour of wall time, the
-# critical path being the two 30-minute cardiac-unet stages (their --max-minutes caps).
-# MODEL_JOBS=1 runs them one after another (about 2 hours).
+# oversubscription. Measured (docs/models.md): 2314 s of wall time on 2 idle cores, the critical
+# path being the two cardiac-unet stages (about 19 minutes each; --max-minutes 30 caps them on a
+# busy machine); MODEL_JOBS=1 runs them one after another.
 MODEL_JOBS ?= 2
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 GENERATIVE_MODELS := brain-ae-anomaly brain-vae-anomaly brain-fanogan-anomaly brain-cyclegan-anomaly sulci-wgangp-anomaly
@@ -55,6 +57,7 @@ model-cardiac-unet-stage1:
 
 model-cardiac-unet: model-cardiac-unet-stage1
 	$(ONE_THREAD) $(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 --max-minutes 30 --lr 0.002 --augmentation synth --keep-largest-component --threads 1 --init build/cardiac-unet-stage1.pt --seed 1 --name cardiac-unet -o Resources/Models/cardiac-unet.pt
+	$(ONE_THREAD) $(VENV)/bin/clinicalai evaluate segmenter --family heldout --phantoms 10 --seed 0 --strategy gate --model Resources/Models/cardiac-unet.pt --write-card
 
 model-ct-ducts:
 	$(ONE_THREAD) $(PY) -m clinicalai.segcorrect.ct --phantoms 10 --epochs 60 --max-minutes 5 --lr 0.003 -o Resources/Models/ct-ducts-unet3d.pt
@@ -67,12 +70,16 @@ model-cardiac-nvae-context:
 
 model-pet-folds:
 	$(ONE_THREAD) $(PY) -m clinicalai.pet.train_demo --family mix --mni-fraction 0.75 --n 160 --epochs 30
+	$(ONE_THREAD) $(PY) scripts/heldout_figures.py --pet-only --n 16 --seed 0 > build/pet-heldout.json
+	$(PY) scripts/pet_card_heldout.py build/pet-heldout.json --n 16 --seed 0
 
 model-brain-lesion-classifier:
 	$(ONE_THREAD) $(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 --ig-baseline blur -o Resources/Models/brain-lesion-classifier.pt
+	$(ONE_THREAD) $(PY) scripts/heldout_figures.py --classifier-only --n 16 --seed 0 --baseline blur --classifier-model Resources/Models/brain-lesion-classifier.pt --write-card
 
 $(addprefix model-,$(GENERATIVE_MODELS)): model-%:
 	$(ONE_THREAD) $(PY) -m clinicalai.generative.train_demo --only $*
+	$(if $(filter brain-%,$*),$(ONE_THREAD) $(PY) scripts/heldout_figures.py --anomaly-only --n 16 --seed 0 --anomaly-model Resources/Models/$*.pt --write-card)
 
 # Each benchmark prints a table of ratios to a reference run in the same process (a plain
 # MONAI loop, SimpleITK, one forward pass); see benchmarks/README.md.

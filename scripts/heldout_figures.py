@@ -172,13 +172,13 @@ def write_card_figures(model_path: str, clf: Dict[str, Dict[str, List[float]]], 
     from pathlib import Path
 
     from clinicalai.attribution.constrained import card_grid_mm, template_summary
+    from clinicalai.models.card import store_heldout
 
     card_path = Path(model_path).with_suffix(".json")
     if not card_path.is_file():
         raise SystemExit(f"--write-card needs a model file with its card beside it; no {card_path}")
     card = json.loads(card_path.read_text())
-    card["heldout"] = {**template_summary(clf, n, seed, card_grid_mm(card)), "command": command}
-    card_path.write_text(json.dumps(card, indent=2) + "\n")
+    store_heldout(card_path, {**template_summary(clf, n, seed, card_grid_mm(card)), "command": command})
     print(f"  held-out figures written to {card_path}", file=sys.stderr)
 
 
@@ -359,11 +359,11 @@ def anomaly_only(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int
     print("\n".join(anomaly_markdown(anom, f"held-out seeds {args.seed}-{args.seed + 2 * args.n - 1}")) + "\n")
     if args.write_card:
         command = "python scripts/heldout_figures.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        from clinicalai.models.card import store_heldout
+
         for name in names:
             card_path = Path(name).with_suffix(".json")
-            card = json.loads(card_path.read_text())
-            card["heldout"] = anomaly_summary(anom[name], args.n, args.seed, command)
-            card_path.write_text(json.dumps(card, indent=2) + "\n")
+            store_heldout(card_path, anomaly_summary(anom[name], args.n, args.seed, command))
             print(f"  held-out figures written to {card_path}", file=sys.stderr)
     return 0
 

@@ -49,6 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--models", type=Path, default=None, help="folder of the fold cards (default: bundled models)")
     args = ap.parse_args(argv)
     from clinicalai.models import BUNDLED_MODELS_DIR
+    from clinicalai.models.card import store_heldout
 
     folder = args.models or BUNDLED_MODELS_DIR
     cards = sorted(folder.glob("pet-cnn3d-fold*.json"))
@@ -62,9 +63,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ap.error(f"{args.figures} is not a --pet-only output with --n {args.n}")
     entry = summary(figures, f"python scripts/heldout_figures.py --pet-only --n {args.n} --seed {args.seed}")
     for path in cards:
-        card = json.loads(path.read_text())
-        card["heldout"] = entry
-        path.write_text(json.dumps(card, indent=2) + "\n")
+        store_heldout(path, entry)
         print(f"held-out figures written to {path}", file=sys.stderr)
     return 0
 

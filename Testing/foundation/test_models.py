@@ -90,6 +90,25 @@ def test_card_file_problems(tmp_path):
         load_model(tmp_path / "w.pt")
 
 
+def test_store_heldout_adds_one_entry_and_refuses_broken_cards(tmp_path):
+    from clinicalai.models.card import store_heldout
+
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(dict(SEG_CARD, format="state_dict", study={"dice": 0.9})))
+    store_heldout(path, {"mean_dice": 0.8, "command": "clinicalai evaluate ..."})
+    data = json.loads(path.read_text())
+    assert data["heldout"] == {"mean_dice": 0.8, "command": "clinicalai evaluate ..."} and data["study"] == {"dice": 0.9}
+    store_heldout(path, {"mean_dice": 0.7})  # a rerun replaces the entry
+    assert read_card(path).extra_get("heldout") == {"mean_dice": 0.7}
+    path.write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        store_heldout(path, {"mean_dice": 0.8})
+    assert path.read_text() == "{not json" and [p.name for p in tmp_path.iterdir()] == ["m.json"]
+    with pytest.raises(ModelError, match="no model card found"):
+        store_heldout(tmp_path / "none.json", {})
+    assert not (tmp_path / "none.json").exists()
+
+
 # ---------------------------------------------------------------------------------- state dicts
 def test_state_dict_round_trip_and_sha256(saved_unet):
     module, path = saved_unet

@@ -56,3 +56,42 @@ def test_evaluate_segmenter_and_segment_strategy_on_the_command_line(tmp_path, c
     chosen = [s for s in correction["slices"] if s["decision"] == "corrected"]
     assert chosen and all(s["source"] and s["candidates"] for s in chosen)
     assert correction["summary"]["valid_final"] >= correction["summary"]["valid_raw"]
+
+
+def test_write_card_stores_the_heldout_figures_beside_the_weights(tmp_path, capsys):
+    """`evaluate segmenter --write-card` (what `make models` runs after the cardiac-unet
+    training): the card gains the figures of the report and still loads with the same weights;
+    a wrong family or a model without a card beside it is refused before any work, and the
+    card is left as it was."""
+    import json
+    import shutil
+
+    from clinicalai.cli import main
+    from clinicalai.models import bundled_model
+
+    weights = bundled_model("cardiac-unet")
+    model = tmp_path / "seg.pt"
+    shutil.copy(weights, model)
+    shutil.copy(weights.with_suffix(".json"), tmp_path / "seg.json")
+    before = (tmp_path / "seg.json").read_text()
+
+    assert main(["evaluate", "segmenter", "--phantoms", "1", "--family", "training", "--model", str(model),
+                 "--write-card"]) == 1
+    assert "needs --family heldout" in capsys.readouterr().err
+    shutil.copy(weights, tmp_path / "bare.pt")
+    assert main(["evaluate", "segmenter", "--phantoms", "1", "--model", str(tmp_path / "bare.pt"), "--write-card"]) != 0
+    assert (tmp_path / "seg.json").read_text() == before
+
+    assert main(["evaluate", "segmenter", "--phantoms", "1", "--model", str(model), "--write-card",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert "held-out figures written to" in capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())
+    card = json.loads((tmp_path / "seg.json").read_text())
+    held = card["heldout"]
+    assert held["cases"] == 1 and held["seeds"] == [0, 0] and held["strategy"] == "gate"
+    assert held["raw"]["dice"]["LV"] == round(report["raw"]["dice"]["LV"], 3)
+    assert held["final"]["valid_slices"] == round(report["final"]["validity_rate"], 3)
+    assert held["command"].startswith("clinicalai evaluate segmenter ") and "--write-card" in held["command"]
+    # everything else of the card is as it was, and the model still loads (same sha256)
+    assert {k: v for k, v in card.items() if k != "heldout"} == {k: v for k, v in json.loads(before).items() if k != "heldout"}
+    assert load_model(str(model), device="cpu").card.sha256 == card["sha256"]

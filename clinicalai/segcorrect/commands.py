@@ -37,6 +37,15 @@ def _load(path: Optional[str], default: str, device: str):
     return load_model(path or default, device=device)
 
 
+def _card_beside(weights: Path) -> Path:
+    """The JSON card beside a model file (where ``--write-card`` stores figures); a model without
+    one (a MONAI bundle folder, a card-less file) is refused before any work."""
+    card = Path(weights).with_suffix(".json")
+    if not (Path(weights).is_file() and card.is_file()):
+        raise InputError(f"--write-card needs a model file with its JSON card beside it; {weights} has none")
+    return card
+
+
 def _check_output(path: str, what: str = "output") -> Path:
     out = Path(path)
     name = out.name.lower()
@@ -247,11 +256,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
-    from .evaluate_segmenter import evaluate_segmenter, markdown_rows
+    from ..models.card import store_heldout
+    from .evaluate_segmenter import card_entry, evaluate_segmenter, markdown_rows
 
     if args.phantoms < 1:
         raise InputError("--phantoms must be at least 1")
+    if args.write_card and args.family != "heldout":
+        raise InputError("--write-card stores held-out figures: it needs --family heldout")
     segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
+    card_path = _card_beside(segmenter.path) if args.write_card else None  # checked before any work
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     report = evaluate_segmenter(segmenter, corrector, family=args.family, n_cases=args.phantoms, seed=args.seed,
                                 max_rotation_deg=args.max_rotation, strategy=args.strategy, progress=ConsoleProgress(),
@@ -260,6 +273,9 @@ def _run_evaluate_segmenter(args: argparse.Namespace) -> int:
     report["command"] = args.command_line
     if args.json:
         write_json(report, args.json)
+    if card_path is not None:
+        store_heldout(card_path, card_entry(report))
+        print(f"held-out figures written to {card_path}")
     print(f"{args.family} family, {args.phantoms} synthetic phantoms from seed {args.seed}"
           + (f", strategy {args.strategy}" if corrector is not None else "")
           + (", largest component per structure" if report["keep_largest_component"] else ""))
@@ -402,5 +418,8 @@ def _add_evaluate_segmenter(evaluate) -> None:
     _keep_largest_arg(p)
     add_device_arg(p)
     p.add_argument("--json", metavar="R.json", help="write the full report")
+    p.add_argument("--write-card", action="store_true",
+                   help="store the figures in the segmenter's card ('heldout'; --family heldout, a model file "
+                        "with its card beside it; the weights are not touched)")
     add_evaluate_cluster_args(p, "phantoms")
     p.set_defaults(func=_run_evaluate_segmenter)

@@ -141,4 +141,24 @@ def markdown_rows(report_: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["FAMILIES", "evaluate_segmenter", "family_case", "markdown_rows"]
+def card_entry(report_: Mapping[str, Any]) -> Dict[str, Any]:
+    """The card's ``heldout`` entry of a held-out-family report (:func:`evaluate_segmenter`):
+    what the cases were, mean Dice per structure and valid slices of the raw and corrected
+    masks (3 places), the correction and the command that made them."""
+    data = report_["data"]
+    entry: Dict[str, Any] = {
+        "family": "clinicalai.phantoms.cardiac_heldout, never trained on (synthetic, not patient data)",
+        "cases": data["cases"], "seeds": data["seeds"], "max_rotation_deg": data["max_rotation_deg"],
+        "strategy": report_["strategy"] if "final" in report_ else None, "corrector": report_["corrector"],
+    }
+    for mode in ("raw", "final"):
+        if mode in report_:
+            dice = report_[mode]["dice"]
+            entry[mode] = {"dice": {n: round(float(dice[n]), 3) for n in CARDIAC_NAMES},
+                           "mean_dice": round(float(np.mean([dice[n] for n in CARDIAC_NAMES])), 3),
+                           "valid_slices": round(float(report_[mode]["validity_rate"]), 3)}
+    entry["command"] = report_.get("command")
+    return entry
+
+
+__all__ = ["FAMILIES", "card_entry", "evaluate_segmenter", "family_case", "markdown_rows"]
