@@ -122,6 +122,8 @@ def test_a_speckle_dropout_of_the_wall_is_filled_by_the_wall(draw, seed):
     assert not check_slice(raw).valid
     fixed = close_ring(fill_speckles(raw, V, 2), V, outward=True)
     assert check_slice(fixed).valid
+    # the evidence strategy's pool offers it (the local repairs)
+    assert any(np.array_equal(lab, fixed) for _, lab in local_repairs(raw, V))
     dice = label_dice(fixed, truth, (1, 2, 3))
     assert dice >= 0.98 and dice > label_dice(fill_holes(raw, V), truth, (1, 2, 3))
     assert label_dice(raw, truth, (1, 2, 3)) < dice - 0.03

@@ -579,8 +579,8 @@ def local_repairs(labels: np.ndarray, values: Mapping[str, int]) -> List[Tuple[s
     label (:func:`relabel_islands`), a whole RV labelled LV (:func:`misplaced_cavity_as_rv`),
     a narrow gap or notch in a wall (:func:`close_walls`) and an eroded structure
     (:func:`fill_gaps`); the last two after the islands are relabelled and holes filled, the
-    wall closures also chained with the ring closed outwards. (:func:`fill_speckles` is not in
-    the pool yet: measured without its depth limit only, docs/segcorrect.md.)"""
+    wall closures also chained with the ring closed outwards; and background speckles in a
+    structure (:func:`fill_speckles`, issue 14's speckle dropout)."""
     islands = relabel_islands(labels, values)
     base = fill_holes(islands, values)
     as_rv = fill_holes(misplaced_cavity_as_rv(labels, values), values)
@@ -593,6 +593,11 @@ def local_repairs(labels: np.ndarray, values: Mapping[str, int]) -> List[Tuple[s
         out.append((f"walls closed (radius {radius}), ring closed outwards", close_ring(walls, values, outward=True)))
     for name in ("RV", "MYO", "LV"):
         out.append((f"gaps filled by {name}", fill_gaps(islands, values, name)))
+    for radius in (2, 3):
+        # a grain on the cavity's edge, mostly cavity around, goes to the LV and opens the ring
+        speckles = fill_speckles(labels, values, radius)
+        out.append((f"speckles filled (radius {radius})", speckles))
+        out.append((f"speckles filled (radius {radius}), ring closed outwards", close_ring(speckles, values, outward=True)))
     return out
 
 
