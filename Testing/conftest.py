@@ -26,3 +26,19 @@ def slicer_context():
     from clinicalai.mrml.headless import create_headless_context
 
     return create_headless_context()
+
+
+@pytest.fixture(scope="session")
+def load_script():
+    """``load_script("name")``: the module of ``scripts/name.py`` (the scripts are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -113,23 +113,12 @@ def test_cli_records_the_mix_in_the_card(tmp_path):
     assert "--family mix --mni 2" in training["command"]
 
 
-def _heldout_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "scripts" / "heldout_figures.py"
-    spec = importlib.util.spec_from_file_location("heldout_figures", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_heldout_anomaly_figures_of_a_candidate(tmp_path, ae_package, capsys):
+def test_heldout_anomaly_figures_of_a_candidate(tmp_path, ae_package, capsys, load_script):
     """``scripts/heldout_figures.py --anomaly-only``: a missing candidate stops before any work;
     a candidate file gets its row and, with --write-card, its card's ``heldout`` entry."""
     import shutil
 
-    script = _heldout_script()
+    script = load_script("heldout_figures")
     with pytest.raises(SystemExit, match="no anomaly model file"):
         script.main(["--anomaly-only", "--anomaly-model", str(tmp_path / "missing.pt")])
     model = tmp_path / "cand.pt"

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
 
-def _script():
-    path = Path(__file__).resolve().parents[2] / "scripts" / "segcorrect_ceiling.py"
-    spec = importlib.util.spec_from_file_location("segcorrect_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_ceiling_rows_bound_the_correction_on_a_heldout_case(capsys):
+def test_ceiling_rows_bound_the_correction_on_a_heldout_case(capsys, load_script):
     import clinicalai.segcorrect.pipeline as pipeline
 
     original = pipeline.candidates_for_slice
-    script = _script()
+    script = load_script("segcorrect_ceiling")
     means, invalid = script.ceiling_rows(1, 2)
     assert pipeline.candidates_for_slice is original  # the recording is undone
     mean = {name: float(np.mean(list(per.values()))) for name, per in means.items()}
