@@ -36,7 +36,7 @@ test-fast: venv
 # anomaly models on held-out MNI-template phantoms) its figures on that family ("heldout"). The models are independent except
 # the two cardiac-unet stages, so make runs MODEL_JOBS trainings at a time (its own job
 # scheduler, no pool of ours), each with one torch thread so that two share 2 cores without
-# oversubscription. Measured (docs/models.md): 2314 s of wall time on 2 idle cores, the critical
+# oversubscription. Measured (docs/heldout.md, "A timed make models run"): 2314 s of wall time on 2 idle cores, the critical
 # path being the two cardiac-unet stages (about 19 minutes each; --max-minutes 30 caps them on a
 # busy machine); MODEL_JOBS=1 runs them one after another.
 MODEL_JOBS ?= 2
