@@ -33,12 +33,13 @@ test-fast: venv
 # Retrain every bundled demo model on synthetic phantoms. Each card records the command that
 # made it, its validation figures and (where a held-out family exists: cardiac-unet on
 # clinicalai.phantoms.cardiac_heldout, the PET folds, the brain classifier and the four brain
-# anomaly models on held-out MNI-template phantoms) its figures on that family ("heldout"). The models are independent except
-# the two cardiac-unet stages, so make runs MODEL_JOBS trainings at a time (its own job
-# scheduler, no pool of ours), each with one torch thread so that two share 2 cores without
-# oversubscription. Measured (docs/heldout.md, "A timed make models run"): 2314 s of wall time on 2 idle cores, the critical
-# path being the two cardiac-unet stages (about 19 minutes each; --max-minutes 30 caps them on a
-# busy machine); MODEL_JOBS=1 runs them one after another.
+# anomaly models on held-out MNI-template phantoms) its figures on that family ("heldout"). The
+# models are independent except the two cardiac-unet stages, so make runs MODEL_JOBS trainings
+# at a time (its own job scheduler, no pool of ours), each with one torch thread so that two
+# share 2 cores without oversubscription. Measured (docs/heldout.md, "A timed make models run"):
+# 2314 s of wall time on 2 idle cores, the critical path being the two cardiac-unet stages
+# (about 19 minutes each; --max-minutes 30 caps them on a busy machine); MODEL_JOBS=1 runs them
+# one after another.
 MODEL_JOBS ?= 2
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 GENERATIVE_MODELS := brain-ae-anomaly brain-vae-anomaly brain-fanogan-anomaly brain-cyclegan-anomaly sulci-wgangp-anomaly
