@@ -11,8 +11,9 @@ segmenter`` does and reports, per structure, the mean volume Dice of
   that leaves valid slices alone),
 - the truth on the valid slices and the raw mask on the invalid ones (what is lost where
   the correction may not act),
-- each invalid slice replaced by the valid candidate of the evidence strategy's pool that is
-  closest to the truth (the ceiling of choosing better among the candidates it has).
+- each invalid slice replaced by the valid candidate of the evidence strategy's pool with the
+  fewest wrong pixels (:func:`wrong_pixels`; what choosing better among the candidates it has
+  can reach).
 
 It scores against the truth, so run it to bound a target, never to choose settings.
 
@@ -27,6 +28,13 @@ from typing import Dict, List
 import numpy as np
 
 
+def wrong_pixels(labels: np.ndarray, truth: np.ndarray) -> int:
+    """Pixels of a slice in the symmetric difference of ``labels`` and ``truth``, summed over the
+    heart's structures: additive over slices, so the candidate with the fewest is the best
+    choice for the volume Dice (the mean slice Dice is not: it overrates small structures)."""
+    return int(sum(np.count_nonzero((labels == v) != (truth == v)) for v in (1, 2, 3)))
+
+
 def ceiling_rows(n: int, seed: int):
     """``({mask name: {structure: mean volume Dice}}, mean share of invalid raw slices)`` over
     held-out phantoms ``seed .. seed + n - 1`` (the rows of the module docstring)."""
@@ -38,7 +46,7 @@ def ceiling_rows(n: int, seed: int):
     from clinicalai.segcorrect.evaluate_segmenter import family_case
     from clinicalai.segcorrect.labels import CARDIAC_NAMES
     from clinicalai.segcorrect.pipeline import keep_largest_for_run, run_segcorrect
-    from clinicalai.segcorrect.validity import check_slice, label_dice
+    from clinicalai.segcorrect.validity import check_slice
 
     torch.set_num_threads(1)
     segmenter, corrector = load_model("cardiac-unet", device="cpu"), load_model("cardiac-nvae", device="cpu")
@@ -73,7 +81,7 @@ def ceiling_rows(n: int, seed: int):
             for z, (_, ranking) in zip(invalid, seen):
                 pool = [c.labels.astype(np.int64) for c in ranking if c.validity.valid]
                 if pool:
-                    best[z] = max(pool, key=lambda lab: label_dice(lab, truth[z], (1, 2, 3)))
+                    best[z] = min(pool, key=lambda lab: wrong_pixels(lab, truth[z]))
             for name, mask in (("raw", raw), ("evidence", res.final.array.astype(np.int64)),
                                ("invalid -> truth", ceiling), ("valid -> truth", lost),
                                ("invalid -> best candidate", best)):
