@@ -91,3 +91,16 @@ def test_heldout_figures_are_rewritten_after_each_training():
         trained = next(i for i, line in enumerate(lines) if _writes(line, stem))
         rewrites = [i for i, line in enumerate(lines) if args in line]
         assert rewrites and min(rewrites) > trained, (stem, command)
+
+
+def test_cardiac_unet_recipe_is_the_cards_and_has_no_wall_clock_stop_in_stage_1():
+    """The card's reproduce commands are the Makefile's two stages, and stage 1 stops by its
+    epoch count, not by a time limit (a time limit made the recipe machine-dependent: on an idle
+    machine it ran 80 epochs where the bundled model's stage 1 got 25)."""
+    lines = _dry_run("MODEL_JOBS=1")
+    reproduce = json.loads((MODELS / "cardiac-unet.json").read_text())["training"]["reproduce"]
+    stage1 = next(line for line in lines if "-o build/cardiac-unet-stage1.pt" in line)
+    stage2 = next(line for line in lines if "--init build/cardiac-unet-stage1.pt" in line)
+    assert "--max-minutes" not in stage1 and "--epochs 25 " in stage1
+    for command, line in zip(reproduce, (stage1, stage2)):
+        assert line.endswith(command.split(" ", 1)[1]), (command, line)
