@@ -77,6 +77,9 @@ def _register_train(commands) -> None:
     t.add_argument("--perceptual-weight", type=float, default=0.0, help="CycleGAN perceptual term (0: off)")
     t.add_argument("--size", type=int, default=32, help="model grid edge in voxels (sulci: the crop edge)")
     t.add_argument("--spacing", type=float, default=None, help="model grid spacing in mm (default 3 brain, 2 sulci)")
+    t.add_argument("--field-of-view", choices=("centre", "whole"), default="centre",
+                   help="brain intensity models: one crop of --size at the volume centre (maps 0 outside it), or "
+                        "the whole head: trained on random windows of --size, read through overlapping windows")
     t.add_argument("--max-seconds", type=float, default=None, help="stop training after this time")
     t.add_argument("--validate", type=int, default=16, metavar="N", help="held-out phantoms for the card (0: none)")
     t.add_argument("--seed", type=int, default=0)
@@ -164,12 +167,14 @@ def _train(args) -> int:
     factor = int(np.prod(strides))
     if args.size % factor or args.size < factor:
         raise InputError(f"--size {args.size} must be a multiple of the product of the strides ({factor})")
+    if args.input == "sulci" and args.field_of_view != "centre":
+        raise InputError("--field-of-view whole is for brain intensity models; sulcal models see one crop")
     if args.input == "sulci":
         spec = sulcal_spec(args.size)
         if args.spacing:
             spec = GridSpec((args.spacing,) * 3, spec.size, spec.input_kind, spec.label_values)
     else:
-        spec = GridSpec((args.spacing or 3.0,) * 3, (args.size,) * 3)
+        spec = GridSpec((args.spacing or 3.0,) * 3, (args.size,) * 3, field_of_view=args.field_of_view)
     command = args.command_line
     card = train_package(config, source, args.output, spec=spec, name=args.name, command=command,
                          validate=args.validate, progress=_progress())

@@ -12,6 +12,14 @@ Two input kinds:
   phantom intensity scale varies by +-15 % between cases);
 - ``labels``: a label volume whose values are listed in ``label_values`` (the cortical-folding
   skeletons: 0 inside the brain, 11 outside, 60 sulcus), one-hot encoded, one channel per value.
+
+Two fields of view (``field_of_view``, intensity models only):
+
+- ``centre``: the model sees one crop of ``size`` at the volume centre; maps are 0 outside it.
+- ``whole``: the model is trained on random windows of ``size`` anywhere in the head and
+  reads the whole volume through overlapping windows (MONAI's sliding-window inference,
+  Gaussian-weighted), so a lesion anywhere in the brain is seen. Every window is divided by
+  the same scale as the centre crop's (its upper percentile), so training and inference agree.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from ..phantoms.brain import brain_case
 from ..volume import SpatialPipeline, Volume, crop_or_pad, read_volume, reorient_to_lps, resample_to_spacing
 
 INPUT_KINDS = ("intensity", "labels")
+FIELDS_OF_VIEW = ("centre", "whole")
 #: voxel classes of the cortical-folding skeletons: inside brain, outside brain, sulcus
 SULCAL_LABELS = (0, 11, 60)
 
@@ -40,6 +49,7 @@ class GridSpec:
         input_kind: ``"intensity"`` or ``"labels"``.
         label_values: the label values, one channel each (``labels`` only).
         percentile: intensity normalisation: divide by this percentile of the cropped volume.
+        field_of_view: ``centre`` (one crop) or ``whole`` (sliding windows; module docstring).
     """
 
     spacing_mm: Tuple[float, float, float]
@@ -47,6 +57,18 @@ class GridSpec:
     input_kind: str = "intensity"
     label_values: Tuple[int, ...] = ()
     percentile: float = 98.0
+    field_of_view: str = "centre"
+
+    def __post_init__(self) -> None:
+        if self.field_of_view not in FIELDS_OF_VIEW:
+            raise InputError(f"field of view must be one of {', '.join(FIELDS_OF_VIEW)}, got {self.field_of_view!r}")
+        if self.field_of_view == "whole" and self.input_kind != "intensity":
+            raise InputError("a whole field of view (sliding windows) is for intensity models; "
+                             "label models see one crop")
+
+    @property
+    def whole(self) -> bool:
+        return self.field_of_view == "whole"
 
     @property
     def channels(self) -> int:
@@ -72,7 +94,10 @@ class GridSpec:
         return block
 
     def card_extra(self) -> dict:
-        return {"input_kind": self.input_kind, "label_values": list(self.label_values)}
+        extra = {"input_kind": self.input_kind, "label_values": list(self.label_values)}
+        if self.whole:
+            extra["field_of_view"] = "whole"  # absent: centre (cards written before it existed)
+        return extra
 
     @classmethod
     def from_card(cls, card) -> "GridSpec":
@@ -87,8 +112,14 @@ class GridSpec:
         if kind == "labels" and len(values) != inp.channels:
             raise ModelError(f"card label_values {values} must list one value per input channel ({inp.channels})")
         upper = inp.normalization.upper if inp.normalization.upper is not None else 98.0
-        return cls(tuple(float(s) for s in inp.spacing_mm), tuple(int(s) for s in inp.size),  # type: ignore[arg-type]
-                   kind, values, float(upper))
+        field_of_view = card.extra_get("field_of_view", "centre")
+        if field_of_view not in FIELDS_OF_VIEW:
+            raise ModelError(f"card field_of_view must be one of {FIELDS_OF_VIEW}, got {field_of_view!r}")
+        try:
+            return cls(tuple(float(s) for s in inp.spacing_mm), tuple(int(s) for s in inp.size),  # type: ignore[arg-type]
+                       kind, values, float(upper), field_of_view)
+        except InputError as e:
+            raise ModelError(f"the card of {card.name}: {e}") from None
 
 
 @dataclass
@@ -130,14 +161,32 @@ def check_image(image: Volume, spec: GridSpec, what: str = "image") -> None:
             )
 
 
+def _scale(arr: np.ndarray, percentile: float) -> float:
+    scale = float(np.percentile(arr, percentile))
+    if scale <= 0:
+        scale = float(np.abs(arr).max()) or 1.0
+    return scale
+
+
 def to_model_grid(image: Volume, spec: GridSpec) -> ModelInput:
-    """Reorient, resample, crop/pad and encode ``image`` for a model with grid ``spec``."""
+    """Reorient, resample, crop/pad and encode ``image`` for a model with grid ``spec``.
+
+    ``spec.whole``: no crop; the volume is only padded (zeros, centred) to at least
+    ``spec.size``, and divided by the scale of its centre crop (module docstring), so the
+    tensor is ``(1, Z, Y, X)`` with ``Z, Y, X >= spec.shape_zyx``."""
     check_image(image, spec)
     pipe = SpatialPipeline()
     labels = spec.input_kind == "labels"
     vol = pipe.apply(reorient_to_lps, image)
     if not np.allclose(vol.spacing, spec.spacing_mm, rtol=1e-4):
         vol = pipe.apply(resample_to_spacing, vol, spec.spacing_mm, "nearest" if labels else "linear")
+    if spec.whole:
+        at_least = tuple(max(a, b) for a, b in zip(vol.shape, spec.shape_zyx))
+        if at_least != vol.shape:
+            vol = pipe.apply(crop_or_pad, vol, at_least, None, 0.0)
+        centre = crop_or_pad(vol, spec.shape_zyx, None, 0.0)[0]
+        scale = _scale(np.asarray(centre.array, np.float32), spec.percentile)
+        return ModelInput((np.asarray(vol.array, np.float32) / scale)[None], vol, pipe, scale)
     if vol.shape != spec.shape_zyx:
         pad = float(spec.label_values[1]) if labels and len(spec.label_values) > 1 else 0.0
         vol = pipe.apply(crop_or_pad, vol, spec.shape_zyx, None, pad)
@@ -147,11 +196,24 @@ def to_model_grid(image: Volume, spec: GridSpec) -> ModelInput:
         scale = 1.0
     else:
         arr = arr.astype(np.float32)
-        scale = float(np.percentile(arr, spec.percentile))
-        if scale <= 0:
-            scale = float(np.abs(arr).max()) or 1.0
+        scale = _scale(arr, spec.percentile)
         tensor = (arr / scale)[None].astype(np.float32)
     return ModelInput(tensor, vol, pipe, scale)
+
+
+def stack_padded(tensors: Sequence[np.ndarray]) -> np.ndarray:
+    """``(C, Z_i, Y_i, X_i)`` tensors of a whole field of view as one ``(N, C, Z, Y, X)`` array,
+    each zero-padded around its centre to the largest extent (training windows are drawn from it)."""
+    shape = tuple(max(t.shape[d] for t in tensors) for d in range(1, 4))
+    out = np.zeros((len(tensors), tensors[0].shape[0], *shape), np.float32)
+    for i, t in enumerate(tensors):
+        lo = [(s - e) // 2 for s, e in zip(shape, t.shape[1:])]
+        out[i, :, lo[0]:lo[0] + t.shape[1], lo[1]:lo[1] + t.shape[2], lo[2]:lo[2] + t.shape[3]] = t
+    return out
+
+
+def _stack(tensors: Sequence[np.ndarray], spec: GridSpec) -> np.ndarray:
+    return stack_padded(tensors) if spec.whole else np.stack(tensors)
 
 
 def one_hot(labels_zyx: np.ndarray, values: Sequence[int]) -> np.ndarray:
@@ -178,7 +240,7 @@ def brain_training_set(n: int, spec: GridSpec, seed: int = 0, pathological: Opti
     for i in range(n):
         p = (i % 2 == 1) if pathological is None else pathological
         cases.append(brain_case(seed * 100003 + i, shape=shape, pathological=p, **phantom_kwargs))
-    x = np.stack([to_model_grid(c.image, spec).tensor for c in cases])
+    x = _stack([to_model_grid(c.image, spec).tensor for c in cases], spec)
     return x, cases
 
 
@@ -201,7 +263,7 @@ def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
         p = (i % 2 == 1) if pathological is None else pathological
         cases.append(mni_brain_case(seed * 100003 + i, pathological=p, contrast="FLAIR",
                                     spacing=spec.spacing_mm, stream="train"))
-    x = np.stack([to_model_grid(c.image, spec).tensor for c in cases])
+    x = _stack([to_model_grid(c.image, spec).tensor for c in cases], spec)
     return x, cases
 
 
@@ -218,4 +280,4 @@ def folder_training_set(folder, spec: GridSpec, limit: Optional[int] = None) -> 
         files = files[:limit]
     if len(files) < 2:
         raise InputError(f"{folder} holds {len(files)} NIfTI/NRRD images; training needs at least 2")
-    return np.stack([to_model_grid(read_volume(f), spec).tensor for f in files])
+    return _stack([to_model_grid(read_volume(f), spec).tensor for f in files], spec)

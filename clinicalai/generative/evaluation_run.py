@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
@@ -29,6 +30,9 @@ def evaluate_model(model: LoadedModel, out_dir: Path, n: int = 16, sizes: Option
     kind = card.extra_get("generative_kind")
     kappa = float(card.extra_get("kappa", 1.0))
     spec = GridSpec.from_card(card)
+    # synthetic anomalies and latent codes need window-sized volumes: a whole-field model's are
+    # its centre windows (the phantom lesions below are read whole, as the anomaly workflow does)
+    window = replace(spec, field_of_view="centre")
     top = float(card.extra_get("top_fraction", default_top_fraction(spec.input_kind)))
     module = model.module
     module.to("cpu")
@@ -42,10 +46,10 @@ def evaluate_model(model: LoadedModel, out_dir: Path, n: int = 16, sizes: Option
         out["sulcus_voxels_min"] = fewest
         groups = None
     else:
-        x, _ = brain_training_set(n, spec, seed=seed, pathological=False)
+        x, _ = brain_training_set(n, window, seed=seed, pathological=False)
         sizes = list(sizes or DEFAULT_SIZES)
     report(progress, 0.2, "synthetic anomalies")
-    out["synthetic_anomalies"] = synthetic_anomaly_auroc(module, kind, spec, x, sizes=sizes, anomalies=anomalies,
+    out["synthetic_anomalies"] = synthetic_anomaly_auroc(module, kind, window, x, sizes=sizes, anomalies=anomalies,
                                                          seed=seed, kappa=kappa, top_fraction=top) if sizes else []
     if spec.input_kind == "intensity":
         report(progress, 0.5, "phantom lesions")
@@ -54,9 +58,9 @@ def evaluate_model(model: LoadedModel, out_dir: Path, n: int = 16, sizes: Option
         report(progress, 0.7, "latent-space analyses")
         if spec.input_kind == "intensity":
             # codes of healthy and lesioned phantoms, coloured by group in the plots
-            xp, cases = brain_training_set(n, spec, seed=seed + 2, pathological=None)
+            xp, cases = brain_training_set(n, window, seed=seed + 2, pathological=None)
             groups = [int(c.pathological) for c in cases]
             x = xp
-        out["latent"] = latent_analysis(module, kind, spec, x, out_dir / "latent", groups=groups, seed=seed)
+        out["latent"] = latent_analysis(module, kind, window, x, out_dir / "latent", groups=groups, seed=seed)
     report(progress, 1.0, "done")
     return out

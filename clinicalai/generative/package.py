@@ -20,7 +20,7 @@ from ..models.card import parse_card
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from .anomaly import anomaly
 from .data import (SULCAL_LABELS, GridSpec, brain_training_set, decode_labels, folder_training_set, mni_training_set,
-                   to_model_grid)
+                   stack_padded, to_model_grid)
 from .evaluate import synthetic_anomaly_auroc
 from .nets import SCORE_NAMES, TOP_FRACTION, default_top_fraction
 from .sulci import sulcal_case
@@ -122,11 +122,12 @@ def _add_template_cases(source: Source, spec: GridSpec, healthy: np.ndarray, pat
     from ..phantoms.mni import MNI_LICENSE
 
     mni_healthy, _ = mni_training_set(source.mni, spec, seed=source.seed, pathological=False)
-    healthy = np.concatenate([healthy, mni_healthy])
+    # one array: whole-field volumes of both families padded to the same extent
+    healthy = stack_padded(list(healthy) + list(mni_healthy))
     text += "; " + _mni_description(source.mni, source.seed, False)
     if pathological is not None:
         mni_path, _ = mni_training_set(source.mni, spec, seed=source.seed + 1, pathological=True)
-        pathological = np.concatenate([pathological, mni_path])
+        pathological = stack_padded(list(pathological) + list(mni_path))
         text += " + " + _mni_description(source.mni, source.seed + 1, True)
     return healthy, pathological, {"data": text, "family": "mix", "mni": source.mni,
                                    "template_licence": MNI_LICENSE}
@@ -140,19 +141,23 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
 
     x, cases = brain_training_set(n, spec, seed=seed, pathological=None)
     y = np.array([c.pathological for c in cases], int)
-    scores = volume_scores(module, kind, x, False, kappa, top_fraction=top_fraction)
-    out: Dict[str, Any] = {"phantoms": n, "seed": seed, "volume_auroc": float(roc_auc_score(y, scores))}
-    # per-voxel: score the maps of the lesioned cases on their own (input) grid
     card = parse_card({"name": "validation", "task": "anomaly-detection", "format": "state_dict",
                        "architecture": {"name": "monai.networks.nets.AutoEncoder"}, "input": spec.card_input(),
                        "generative_kind": kind, "kappa": kappa, "top_fraction": top_fraction,
                        **spec.card_extra()})
     loaded = LoadedModel(card=card, backend="torch", path=Path("."), device="cpu", module=module)
+    # a whole-field model is scored as the anomaly workflow reads it (sliding windows), case by case
+    results = [anomaly(c.image, loaded, lesion=c.lesion if c.pathological else None,
+                       mask=c.brain_mask if c.pathological else None) if spec.whole or c.pathological else None
+               for c in cases]
+    scores = ([r.score for r in results] if spec.whole
+              else volume_scores(module, kind, x, False, kappa, top_fraction=top_fraction))
+    out: Dict[str, Any] = {"phantoms": n, "seed": seed, "volume_auroc": float(roc_auc_score(y, scores))}
+    # per-voxel: score the maps of the lesioned cases on their own (input) grid
     metrics: Dict[str, List[float]] = {}
-    for c in cases:
+    for c, r in zip(cases, results):
         if not c.pathological:
             continue
-        r = anomaly(c.image, loaded, lesion=c.lesion, mask=c.brain_mask)
         for k in HEADLINE_KEYS:
             if r.lesion_scores.get(k) is not None:
                 metrics.setdefault(k, []).append(float(r.lesion_scores[k]))

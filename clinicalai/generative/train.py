@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -107,6 +107,36 @@ def class_weights_for(config: TrainConfig, spec: GridSpec) -> Optional[Tuple[flo
     return tuple(SULCUS_WEIGHT if v == 60 else 1.0 for v in spec.label_values)
 
 
+def _fits(x: np.ndarray, spec: GridSpec) -> bool:
+    """``x`` is ``(N, *spec.in_shape)``, or for a whole field of view at least that large."""
+    if x.ndim != 5 or x.shape[1] != spec.in_shape[0]:
+        return False
+    if spec.whole:
+        return all(a >= b for a, b in zip(x.shape[2:], spec.shape_zyx))
+    return tuple(x.shape[2:]) == tuple(spec.shape_zyx)
+
+
+def _window_sampler(spec: GridSpec, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """For a whole field of view, a random ``spec.size`` window of each volume of a batch
+    (MONAI ``RandSpatialCrop``, seeded), anywhere in it: the model must reconstruct the brain's
+    edge, the scalp and the background as well as the centre, since inference slides over all
+    of them. For a centre field of view, the batch as it is."""
+    if not spec.whole:
+        return lambda x: x
+    from monai.transforms import RandSpatialCrop
+
+    crop = RandSpatialCrop(spec.shape_zyx, random_center=True, random_size=False)
+    crop.set_random_state(seed=seed)
+
+    def window(x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[2:]) == tuple(spec.shape_zyx):
+            return x
+        out = [crop(v) for v in x]
+        return torch.stack([w.as_tensor() if hasattr(w, "as_tensor") else w for w in out])  # plain tensors, no MONAI metadata
+
+    return window
+
+
 def _batches(n: int, bs: int, rng: np.random.Generator):
     order = rng.permutation(n)
     for i in range(0, n, bs):
@@ -130,9 +160,11 @@ def train_generative(
         pathological: ``(M, C, z, y, x)`` volumes with lesions (CycleGAN only; unpaired).
     """
     healthy = np.asarray(healthy, np.float32)
-    if healthy.ndim != 5 or tuple(healthy.shape[1:]) != tuple(spec.in_shape):
-        raise InputError(f"training volumes must have shape (N, {', '.join(map(str, spec.in_shape))}), "
-                         f"got {healthy.shape}")
+    if not _fits(healthy, spec):
+        raise InputError(f"training volumes must have shape (N, {', '.join(map(str, spec.in_shape))})"
+                         + (" or larger (whole field of view)" if spec.whole else "") + f", got {healthy.shape}")
+    if pathological is not None and not _fits(np.asarray(pathological), spec):
+        raise InputError(f"pathological volumes must fit the model grid {spec.in_shape}, got {np.shape(pathological)}")
     if len(healthy) < 2:
         raise InputError("training needs at least 2 volumes")
     if config.kind == "cyclegan" and (pathological is None or len(pathological) < 2):
@@ -151,6 +183,7 @@ def train_generative(
         "ae": _AEStep, "vae": _AEStep, "wgan-gp": _LatentGANStep, "f-anogan": _LatentGANStep,
         "cyclegan": _CycleGANStep,
     }[config.kind](module, config, labels, weights)
+    window = _window_sampler(spec, config.seed)
     x_all = torch.from_numpy(healthy)
     p_all = torch.from_numpy(np.asarray(pathological, np.float32)) if pathological is not None else None
     history: List[Dict[str, float]] = []
@@ -162,8 +195,8 @@ def train_generative(
         sums: Dict[str, float] = {}
         count = 0
         for idx in _batches(len(x_all), config.batch_size, rng):
-            x = augment_batch(aug, x_all[idx])
-            p = p_all[rng.integers(0, len(p_all), len(idx))] if p_all is not None else None
+            x = augment_batch(aug, window(x_all[idx]))
+            p = window(p_all[rng.integers(0, len(p_all), len(idx))]) if p_all is not None else None
             for k, v in step(x, p, phase).items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
