@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .data import GridSpec, decode_labels, to_model_grid
 from .nets import KINDS, SCORE_NAMES, ScoreParts, check_kind, default_top_fraction, score_batch, to_numpy, top_mean
+
+if TYPE_CHECKING:  # torch is imported where it runs: importing this module stays light
+    import torch
 
 TASK = "anomaly-detection"
 #: the bundled model used when the user names none
