@@ -11,9 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
 
 from ..attribution.metrics import score_map
 from ..errors import InputError, ModelError
@@ -22,9 +23,6 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .data import GridSpec, decode_labels, to_model_grid
 from .nets import KINDS, SCORE_NAMES, ScoreParts, check_kind, default_top_fraction, score_batch, to_numpy, top_mean
-
-if TYPE_CHECKING:  # torch is imported where it runs: importing this module stays light
-    import torch
 
 TASK = "anomaly-detection"
 #: the bundled model used when the user names none
@@ -82,7 +80,7 @@ def _window_count(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
     return n
 
 
-def score_whole(module, kind: str, x: "torch.Tensor", spec: GridSpec, kappa: float, top_fraction: float,
+def score_whole(module, kind: str, x: torch.Tensor, spec: GridSpec, kappa: float, top_fraction: float,
                 overlap: float = SLIDING_OVERLAP, progress: Optional[Callable[[float], None]] = None,
                 cancel: Optional[CancelToken] = None) -> ScoreParts:
     """Map, reconstruction and volume score of a whole-field volume ``x`` (``(1, 1, Z, Y, X)``, at
@@ -94,13 +92,12 @@ def score_whole(module, kind: str, x: "torch.Tensor", spec: GridSpec, kappa: flo
     as one window would give (a lesion has the same size whatever the field of view); the
     critic and the f-AnoGAN feature residual are per window, blended like the map and averaged.
     """
-    import torch
     from monai.inferers import sliding_window_inference
 
     total, done = _window_count(x.shape[2:], spec.shape_zyx, overlap), [0]
     per_window = ("critic",) + (("feature_residual",) if kind == "f-anogan" else ()) if kind in ("wgan-gp", "f-anogan") else ()
 
-    def predictor(window: "torch.Tensor") -> "torch.Tensor":
+    def predictor(window: torch.Tensor) -> torch.Tensor:
         check_cancel(cancel)
         part = score_batch(module, kind, window, False, kappa=kappa, top_fraction=top_fraction)
         extra = [part.details[k].reshape(-1, 1, 1, 1, 1).expand(-1, 1, *window.shape[2:]) for k in per_window]
@@ -177,7 +174,6 @@ def anomaly(
         InputError: not a 3D finite volume, constant, wrong label values, lesion off-grid.
         ModelError: not an anomaly model, ONNX, card / network mismatch.
     """
-    import torch
 
     t0 = time.perf_counter()
     loaded = resolve_anomaly_model(model)
