@@ -58,7 +58,7 @@ model-cardiac-unet-stage1:
 	$(ONE_THREAD) $(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 25 --lr 0.003 --augmentation synth --keep-largest-component --threads 1 --name cardiac-unet -o build/cardiac-unet-stage1.pt
 
 model-cardiac-unet: model-cardiac-unet-stage1
-	$(ONE_THREAD) $(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 --max-minutes 30 --lr 0.002 --augmentation synth --keep-largest-component --threads 1 --init build/cardiac-unet-stage1.pt --seed 1 --name cardiac-unet -o Resources/Models/cardiac-unet.pt
+	$(ONE_THREAD) $(VENV)/bin/clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 --lr 0.002 --augmentation synth --keep-largest-component --threads 1 --init build/cardiac-unet-stage1.pt --seed 1 --name cardiac-unet -o Resources/Models/cardiac-unet.pt
 	$(ONE_THREAD) $(VENV)/bin/clinicalai evaluate segmenter --family heldout --phantoms 10 --seed 0 --strategy gate --model Resources/Models/cardiac-unet.pt --write-card
 
 model-ct-ducts:
