@@ -22,7 +22,7 @@ from ..models import BUNDLED_MODELS_DIR, LoadedModel, bundled_model, load_model,
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .data import GridSpec, decode_labels, to_model_grid
-from .nets import KINDS, SCORE_NAMES, ScoreParts, check_kind, default_top_fraction, score_batch, to_numpy, top_mean
+from .nets import KINDS, SCORE_NAMES, ScoreParts, check_kind, default_top_fraction, map_score, score_batch, to_numpy
 
 TASK = "anomaly-detection"
 #: the bundled model used when the user names none
@@ -114,13 +114,9 @@ def score_whole(module, kind: str, x: torch.Tensor, spec: GridSpec, kappa: float
     # scoring only the head, its interior away from the skull's edges, or a median-filtered map
     # (3 or 5 voxels) did not separate healthy from lesioned template phantoms better (docs/heldout.md)
     fraction = min(1.0, top_fraction * float(np.prod(spec.shape_zyx)) / float(np.prod(amap.shape[1:])))
-    if kind == "cyclegan":
-        score = top_mean(amap, fraction)
-    else:
-        score = top_mean(amap ** 2, fraction)
-        details["reconstruction_error"] = score
-        if kind == "f-anogan":
-            score = score + kappa * details["feature_residual"]
+    score, error = map_score(amap, kind, fraction, kappa, details.get("feature_residual"))
+    if error is not None:
+        details["reconstruction_error"] = error
     return ScoreParts(amap, score, recon, details)
 
 

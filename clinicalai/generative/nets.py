@@ -139,21 +139,31 @@ def score_batch(module: torch.nn.Module, kind: str, x: torch.Tensor, labels: boo
     recon = reconstruct(module, kind, x)
     amap = residual_map(x, recon, labels)
     details: Dict[str, torch.Tensor] = {}
-    if kind == "cyclegan":
-        # the healthy translation only changes what it considers abnormal: the mean of the
-        # largest changes measures how much was erased
-        score = top_mean(amap, top_fraction)
-    else:
-        score = top_mean(amap ** 2, top_fraction)
-        details["reconstruction_error"] = score.detach()
+    fres = None
     if kind in ("wgan-gp", "f-anogan"):
         details["critic"] = module.critic(x).reshape(-1).detach()
         if kind == "f-anogan":
             target = torch.softmax(recon, 1) if labels else recon
             fres = feature_residual(module, x, target)
             details["feature_residual"] = fres.detach()
-            score = score + kappa * fres
+    score, error = map_score(amap, kind, top_fraction, kappa, fres)
+    if error is not None:
+        details["reconstruction_error"] = error.detach()
     return ScoreParts(amap, score, recon, details)
+
+
+def map_score(amap: torch.Tensor, kind: str, top_fraction: float, kappa: float = 1.0,
+              feature_residual: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(volume score, reconstruction error or None)`` per sample of an anomaly map
+    ``(N, *spatial)``: the mean of its top ``top_fraction`` squared residuals, plus ``kappa`` x
+    the f-AnoGAN ``feature_residual`` where given; for a CycleGAN the mean of its top
+    unsquared changes (the healthy translation only changes what it considers abnormal: the
+    largest changes measure how much was erased), and no reconstruction error."""
+    if kind == "cyclegan":
+        return top_mean(amap, top_fraction), None
+    error = top_mean(amap ** 2, top_fraction)
+    score = error + kappa * feature_residual if kind == "f-anogan" and feature_residual is not None else error
+    return score, error
 
 
 def feature_residual(module: torch.nn.Module, x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
