@@ -27,6 +27,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..morphology import binary_fill_holes
 from ..volume import SpatialPipeline, Volume, crop_or_pad, reorient_to_lps, resample_to_grid, resample_to_spacing
 from .suv import SuvConversion, to_suv
 
@@ -99,7 +100,7 @@ def compute_brain_mask(suv: Volume) -> Volume:
     sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
     mask = labels == (1 + int(np.argmax(sizes)))
     mask = ndimage.binary_closing(mask, iterations=2, border_value=0) | mask
-    mask = ndimage.binary_fill_holes(mask)
+    mask = binary_fill_holes(mask)
     return suv.with_array(mask.astype(np.uint8), modality="SEG", units="label")
 
 

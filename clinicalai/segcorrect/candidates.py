@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from scipy import ndimage
 
+from ..morphology import binary_fill_holes
 from .validity import SliceValidity, check_slice, label_dice
 
 _EIGHT = np.ones((3, 3), bool)
@@ -321,12 +322,12 @@ def fill_holes(labels: np.ndarray, values: Mapping[str, int]) -> np.ndarray:
     rv, myo, lv = values["RV"], values["MYO"], values["LV"]
     for v in (rv, lv):
         region = out == v
-        out[ndimage.binary_fill_holes(region) & ~region] = v
+        out[binary_fill_holes(region) & ~region] = v
     ring = out == myo
-    inside = ndimage.binary_fill_holes(ring | (out == lv)) & ~ring & (out != lv)
+    inside = binary_fill_holes(ring | (out == lv)) & ~ring & (out != lv)
     out[inside] = lv
     heart = np.isin(out, [rv, myo, lv])
-    pockets = ndimage.binary_fill_holes(heart) & ~heart
+    pockets = binary_fill_holes(heart) & ~heart
     if pockets.any():
         _, (iy, ix) = ndimage.distance_transform_edt(~heart, return_indices=True)
         out[pockets] = out[iy[pockets], ix[pockets]]
@@ -360,7 +361,7 @@ def rebuild_ring(labels: np.ndarray, values: Mapping[str, int]) -> np.ndarray:
     outside the ring and the RV pixels it covers give way to it."""
     out = labels.copy()
     myo, lv = values["MYO"], values["LV"]
-    cavity = ndimage.binary_fill_holes(out == lv)
+    cavity = binary_fill_holes(out == lv)
     if not cavity.any() or not (out == myo).any():
         return out
     _, n = ndimage.label(cavity, structure=_EIGHT)
@@ -533,7 +534,7 @@ def fill_gaps(labels: np.ndarray, values: Mapping[str, int], name: str, width: i
     closed = ndimage.binary_closing(np.pad(heart, pad), structure=_disc(width))[pad:-pad, pad:-pad]
     contact = (ndimage.binary_dilation(own, structure=_FOUR) & others) | (ndimage.binary_dilation(others, structure=_FOUR) & own)
     near_contact = ndimage.binary_dilation(contact, structure=_disc(2 * width + 1)) if contact.any() else contact
-    gap = ((closed & ~near_contact) | ndimage.binary_fill_holes(heart)) & ~heart
+    gap = ((closed & ~near_contact) | binary_fill_holes(heart)) & ~heart
     grown = ndimage.binary_dilation(own, structure=_FOUR, iterations=width, mask=gap | own)
     out[grown & gap] = v
     return out
@@ -555,7 +556,7 @@ def fill_speckles(labels: np.ndarray, values: Mapping[str, int], radius: int = 2
     # each structure closed alone (as :func:`close_walls`): closing the heart's outline would
     # also fill the corner where the RV meets the wall, which no speckle made
     pad = radius + 1  # closing near the slice border must not see the border as background
-    gaps = ndimage.binary_fill_holes(heart)
+    gaps = binary_fill_holes(heart)
     for v in values.values():
         region = np.pad(labels == v, pad)
         if region.any():

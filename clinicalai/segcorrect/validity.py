@@ -33,6 +33,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..morphology import binary_fill_holes
 from .labels import CARDIAC_VALUES
 
 CRITERIA = (
@@ -70,7 +71,7 @@ def _components(region: np.ndarray) -> int:
 
 def _holes(region: np.ndarray) -> np.ndarray:
     # holes are 4-connected background pockets (the complement of 8-connected foreground)
-    return ndimage.binary_fill_holes(region, structure=_FOUR) & ~region
+    return binary_fill_holes(region, structure=_FOUR) & ~region
 
 
 def _touch(a: np.ndarray, b: np.ndarray) -> bool:
