@@ -236,12 +236,20 @@ def brain_training_set(n: int, spec: GridSpec, seed: int = 0, pathological: Opti
     ``True`` lesioned ones, ``None`` half and half. ``phantom_kwargs`` go to
     :func:`clinicalai.phantoms.brain.brain_case` (e.g. ``lesion_radius_mm``).
     """
-    cases = []
-    for i in range(n):
-        p = (i % 2 == 1) if pathological is None else pathological
-        cases.append(brain_case(seed * 100003 + i, shape=shape, pathological=p, **phantom_kwargs))
-    x = _stack([to_model_grid(c.image, spec).tensor for c in cases], spec)
-    return x, cases
+    cases = brain_cases(n, seed, pathological, shape, **phantom_kwargs)
+    return prepare_cases(cases, spec), cases
+
+
+def brain_cases(n: int, seed: int = 0, pathological: Optional[bool] = False,
+                shape: Sequence[int] = (48, 64, 64), **phantom_kwargs) -> List:
+    """The ``n`` brain-lesion phantoms of :func:`brain_training_set`, not yet on a model grid."""
+    return [brain_case(seed * 100003 + i, shape=shape, pathological=(i % 2 == 1) if pathological is None else pathological,
+                       **phantom_kwargs) for i in range(n)]
+
+
+def prepare_cases(cases: Sequence, spec: GridSpec) -> np.ndarray:
+    """The cases' images on ``spec``'s grid, stacked: ``(N, C, z, y, x)``."""
+    return _stack([to_model_grid(c.image, spec).tensor for c in cases], spec)
 
 
 def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
@@ -263,8 +271,7 @@ def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
         p = (i % 2 == 1) if pathological is None else pathological
         cases.append(mni_brain_case(seed * 100003 + i, pathological=p, contrast="FLAIR",
                                     spacing=spec.spacing_mm, stream="train"))
-    x = _stack([to_model_grid(c.image, spec).tensor for c in cases], spec)
-    return x, cases
+    return prepare_cases(cases, spec), cases
 
 
 def folder_training_set(folder, spec: GridSpec, limit: Optional[int] = None) -> np.ndarray:

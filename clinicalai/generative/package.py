@@ -19,8 +19,8 @@ from ..models import LoadedModel, check_model_output, save_model
 from ..models.card import parse_card
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from .anomaly import anomaly
-from .data import (SULCAL_LABELS, GridSpec, brain_training_set, decode_labels, folder_training_set, mni_training_set,
-                   stack_padded, to_model_grid)
+from .data import (SULCAL_LABELS, GridSpec, brain_cases, brain_training_set, decode_labels, folder_training_set, mni_training_set,
+                   prepare_cases, stack_padded, to_model_grid)
 from .evaluate import synthetic_anomaly_auroc
 from .nets import SCORE_NAMES, TOP_FRACTION, default_top_fraction
 from .sulci import sulcal_case
@@ -139,7 +139,7 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
     mean lesion scores of the maps (:func:`clinicalai.attribution.metrics.score_map`)."""
     from sklearn.metrics import roc_auc_score
 
-    x, cases = brain_training_set(n, spec, seed=seed, pathological=None)
+    cases = brain_cases(n, seed=seed, pathological=None)
     y = np.array([c.pathological for c in cases], int)
     card = parse_card({"name": "validation", "task": "anomaly-detection", "format": "state_dict",
                        "architecture": {"name": "monai.networks.nets.AutoEncoder"}, "input": spec.card_input(),
@@ -151,7 +151,7 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
                        mask=c.brain_mask if c.pathological else None) if spec.whole or c.pathological else None
                for c in cases]
     scores = ([r.score for r in results] if spec.whole
-              else volume_scores(module, kind, x, False, kappa, top_fraction=top_fraction))
+              else volume_scores(module, kind, prepare_cases(cases, spec), False, kappa, top_fraction=top_fraction))
     out: Dict[str, Any] = {"phantoms": n, "seed": seed, "volume_auroc": float(roc_auc_score(y, scores))}
     # per-voxel: score the maps of the lesioned cases on their own (input) grid
     metrics: Dict[str, List[float]] = {}
