@@ -413,25 +413,40 @@ def image_refined(labels: np.ndarray, image: np.ndarray, model: IntensityModel,
 
 def topological_repairs(labels: np.ndarray, values: Mapping[str, int],
                         probabilities: Optional[np.ndarray] = None) -> List[Tuple[str, np.ndarray]]:
-    """``[(name, repaired slice)]``: each repair alone and the chains that combine them."""
-    def chain(*steps: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        out = labels
-        for step in steps:
-            out = step(out)
-        return out
-
-    largest = lambda a: keep_largest_components(a, values, probabilities)  # noqa: E731
-    holes = lambda a: fill_holes(a, values)  # noqa: E731
-    out_ring = lambda a: close_ring(a, values, outward=True)  # noqa: E731
-    in_ring = lambda a: close_ring(a, values, outward=False)  # noqa: E731
-    rebuilt = lambda a: rebuild_ring(a, values)  # noqa: E731
+    """``[(name, repaired slice)]``: each repair alone and the chains that combine them (the
+    last three: :func:`ring_repairs`)."""
+    largest = keep_largest_components(labels, values, probabilities)
+    cleaned = fill_holes(largest, values)
     return [
-        ("largest components", chain(largest)),
-        ("holes filled", chain(holes)),
-        ("largest components + holes", chain(largest, holes)),
-        ("ring closed outwards", chain(largest, holes, out_ring, largest, holes, out_ring)),
-        ("ring closed inwards", chain(largest, holes, in_ring, largest, holes, in_ring)),
-        ("ring rebuilt", chain(largest, holes, rebuilt, out_ring)),
+        ("largest components", largest),
+        ("holes filled", fill_holes(labels, values)),
+        ("largest components + holes", cleaned),
+        *_ring_chains(cleaned, values, probabilities),
+    ]
+
+
+def ring_repairs(labels: np.ndarray, values: Mapping[str, int],
+                 probabilities: Optional[np.ndarray] = None) -> List[Tuple[str, np.ndarray]]:
+    """The last three of :func:`topological_repairs` (the ring closed or rebuilt), without
+    computing the first three."""
+    cleaned = fill_holes(keep_largest_components(labels, values, probabilities), values)
+    return _ring_chains(cleaned, values, probabilities)
+
+
+def _ring_chains(cleaned: np.ndarray, values: Mapping[str, int],
+                 probabilities: Optional[np.ndarray]) -> List[Tuple[str, np.ndarray]]:
+    """The ring chains from the slice with its largest components kept and holes filled
+    (``cleaned``), which every chain starts with: ring closed, then cleaned again and closed
+    again; or rebuilt and closed outwards."""
+    def closed_twice(outward: bool) -> np.ndarray:
+        once = close_ring(cleaned, values, outward=outward)
+        again = fill_holes(keep_largest_components(once, values, probabilities), values)
+        return close_ring(again, values, outward=outward)
+
+    return [
+        ("ring closed outwards", closed_twice(True)),
+        ("ring closed inwards", closed_twice(False)),
+        ("ring rebuilt", close_ring(rebuild_ring(cleaned, values), values, outward=True)),
     ]
 
 
@@ -610,7 +625,7 @@ def _pool(raw: np.ndarray, proposals: Mapping[str, np.ndarray], values: Mapping[
     pool.extend(topological_repairs(np.asarray(raw), values, probabilities))
     pool.extend(local_repairs(np.asarray(raw), values))
     for pname, proposal in proposals.items():
-        for name, repaired in topological_repairs(np.asarray(proposal), values, probabilities)[-3:]:
+        for name, repaired in ring_repairs(np.asarray(proposal), values, probabilities):
             pool.append((f"{pname}, {name}", repaired))
     pool.extend((name, np.asarray(lab)) for name, lab in extra)
     return _unique(raw, pool)
@@ -644,7 +659,7 @@ def _refined(raw: np.ndarray, pool: Sequence[Tuple[str, np.ndarray]], values: Ma
     for name, lab in seeds:
         refined = image_refined(lab, image, model)
         out.append((f"image-refined {name}", refined))
-        out.extend((f"image-refined {name}, {n}", r) for n, r in topological_repairs(refined, values)[-3:])
+        out.extend((f"image-refined {name}, {n}", r) for n, r in ring_repairs(refined, values))
     return _unique(raw, out, pool)
 
 
@@ -694,5 +709,5 @@ def candidates_for_slice(
 
 __all__ = ["IMAGE_WEIGHT", "NEAR_TIE", "NEIGHBOUR_WEIGHT", "REVIEW_AGREEMENT", "SHAPE_WEIGHT", "Candidate", "Evidence", "IntensityModel", "SliceContext",
            "image_refined", "candidates_for_slice", "needs_review", "close_ring", "fill_holes", "keep_largest_components",
-           "rebuild_ring", "topological_repairs", "relabel_islands", "misplaced_cavity_as_rv", "close_walls", "fill_gaps",
+           "rebuild_ring", "topological_repairs", "ring_repairs", "relabel_islands", "misplaced_cavity_as_rv", "close_walls", "fill_gaps",
            "fill_speckles", "local_repairs"]
