@@ -17,12 +17,17 @@ def test_same_as_scipy_on_random_masks(shape, full_connectivity):
         for _ in range(6):
             # blobs with holes of many sizes and depths, some touching the array's faces
             mask = ndimage.binary_opening(rng.random(shape) < density) | (rng.random(shape) < 0.05)
+            if rng.random() < 0.5:  # only a sub-box of it, anywhere up to the faces (the bounding-box crop)
+                box = tuple(slice(a, a + int(rng.integers(1, n + 1))) for a, n in ((int(rng.integers(0, n)), n) for n in shape))
+                small = np.zeros_like(mask)
+                small[box] = mask[box]
+                mask = small
             ours = binary_fill_holes(mask, structure=structure)
             assert ours.dtype == bool and ours.shape == mask.shape
             np.testing.assert_array_equal(ours, ndimage.binary_fill_holes(mask, structure=structure))
             filled_some += int((ours & ~mask).any())
     if len(shape) > 1 and min(shape) > 1:
-        assert filled_some > 5, "the masks had holes to fill"
+        assert filled_some >= 3, "the masks had holes to fill"
 
 
 def test_a_ring_is_filled_and_a_ring_cut_by_the_edge_is_not():
