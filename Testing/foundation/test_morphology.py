@@ -18,7 +18,8 @@ def test_same_as_scipy_on_random_masks(shape, full_connectivity):
             # blobs with holes of many sizes and depths, some touching the array's faces
             mask = ndimage.binary_opening(rng.random(shape) < density) | (rng.random(shape) < 0.05)
             if rng.random() < 0.5:  # only a sub-box of it, anywhere up to the faces (the bounding-box crop)
-                box = tuple(slice(a, a + int(rng.integers(1, n + 1))) for a, n in ((int(rng.integers(0, n)), n) for n in shape))
+                starts = [int(rng.integers(0, n)) for n in shape]
+                box = tuple(slice(a, a + int(rng.integers(1, n + 1))) for a, n in zip(starts, shape))
                 small = np.zeros_like(mask)
                 small[box] = mask[box]
                 mask = small

@@ -243,8 +243,13 @@ def brain_training_set(n: int, spec: GridSpec, seed: int = 0, pathological: Opti
 def brain_cases(n: int, seed: int = 0, pathological: Optional[bool] = False,
                 shape: Sequence[int] = (48, 64, 64), **phantom_kwargs) -> List:
     """The ``n`` brain-lesion phantoms of :func:`brain_training_set`, not yet on a model grid."""
-    return [brain_case(seed * 100003 + i, shape=shape, pathological=(i % 2 == 1) if pathological is None else pathological,
-                       **phantom_kwargs) for i in range(n)]
+    return [brain_case(seed * 100003 + i, shape=shape, pathological=_lesioned(i, pathological), **phantom_kwargs)
+            for i in range(n)]
+
+
+def _lesioned(i: int, pathological: Optional[bool]) -> bool:
+    """Whether the ``i``-th case of a set is lesioned: ``pathological``, or every odd one (``None``)."""
+    return (i % 2 == 1) if pathological is None else pathological
 
 
 def prepare_cases(cases: Sequence, spec: GridSpec) -> np.ndarray:
@@ -266,11 +271,8 @@ def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
     """
     from ..phantoms.mni import mni_brain_case
 
-    cases = []
-    for i in range(n):
-        p = (i % 2 == 1) if pathological is None else pathological
-        cases.append(mni_brain_case(seed * 100003 + i, pathological=p, contrast="FLAIR",
-                                    spacing=spec.spacing_mm, stream="train"))
+    cases = [mni_brain_case(seed * 100003 + i, pathological=_lesioned(i, pathological), contrast="FLAIR",
+                            spacing=spec.spacing_mm, stream="train") for i in range(n)]
     return prepare_cases(cases, spec), cases
 
 
