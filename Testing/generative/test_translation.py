@@ -32,7 +32,7 @@ def test_pairs_share_a_grid_and_the_skeleton_lies_in_grey_matter():
 @pytest.fixture(scope="module")
 def translator(tmp_path_factory):
     out = tmp_path_factory.mktemp("translation") / "vnet.pt"
-    rc = main(["train", "translation", "--phantoms", str(TRAIN), "--iterations", "30", "--size", str(SIZE),
+    rc = main(["train", "translation", "--phantoms", str(TRAIN), "--iterations", "12", "--size", str(SIZE),
                "--validate", str(VALIDATE), "--seed", str(SEED), "-o", str(out)])
     assert rc == 0
     return out
