@@ -248,6 +248,9 @@ class Launcher:
         now = time.monotonic()
         stopped = []
         for key, live in list(self.live.items()):
+            starting = self._starting.get(key)
+            if starting is not None and not starting.done():
+                continue  # its browser is waiting for it to start (which may take longer than the idle timeout)
             session_id = live.record["id"]
             ended = session_id in self.processes.processes and not self.processes.isRunning(session_id)
             if ended or now - live.last_active > self.config.idle_timeout_s:
