@@ -127,35 +127,49 @@ def dask_processes(folder: Path, n_workers: int = 1, nanny: bool = True) -> Iter
     """``dask scheduler`` and ``n_workers`` ``dask worker`` subprocesses on 127.0.0.1 (free
     ports via a scheduler file); yields ``(address, [worker Popen])``; all killed on exit."""
     sched_file = folder / "scheduler.json"
-    procs: List[subprocess.Popen] = []
     log = open(folder / "dask.log", "ab")
+    scheduler = subprocess.Popen(
+        [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+         "--scheduler-file", str(sched_file)], stdout=log, stderr=log, env=_env(), start_new_session=True)
     try:
-        procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-             "--scheduler-file", str(sched_file)], stdout=log, stderr=log, env=_env(), start_new_session=True))
-        address = _wait_for_address(sched_file, procs[0])
-        workers = []
-        for i in range(n_workers):
-            w = subprocess.Popen(
-                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--name", f"w{i}", "--host", "127.0.0.1",
-                 "--no-dashboard", "--death-timeout", "60", "--nanny" if nanny else "--no-nanny"],
-                stdout=log, stderr=log, env=_env(), start_new_session=True)
-            procs.append(w)
-            workers.append(w)
-        _wait_for_workers(address, n_workers)
-        yield address, workers
+        address = _wait_for_address(sched_file, scheduler)
+        with dask_workers(folder, address, [f"w{i}" for i in range(n_workers)], nanny) as workers:
+            yield address, workers
     finally:
-        for p in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=15)
+        _stop([scheduler])
         log.close()
+
+
+@contextlib.contextmanager
+def dask_workers(folder: Path, address: str, names: List[str], nanny: bool = True) -> Iterator[List[subprocess.Popen]]:
+    """``dask worker`` subprocesses (1 thread each) named ``names`` on the scheduler at
+    ``address``, which may have other workers; yields them once all joined; killed on exit."""
+    procs: List[subprocess.Popen] = []
+    log = open(folder / "dask-workers.log", "ab")
+    try:
+        for name in names:
+            procs.append(subprocess.Popen(
+                [str(BIN / "dask"), "worker", address, "--nthreads", "1", "--name", name, "--host", "127.0.0.1",
+                 "--no-dashboard", "--death-timeout", "60", "--nanny" if nanny else "--no-nanny"],
+                stdout=log, stderr=log, env=_env(), start_new_session=True))
+        _wait_for_workers(address, names, procs)
+        yield procs
+    finally:
+        _stop(procs)
+        log.close()
+
+
+def _stop(procs: List[subprocess.Popen]) -> None:
+    for p in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=15)
 
 
 def _wait_for_address(sched_file: Path, proc: subprocess.Popen, timeout: float = 60) -> str:
@@ -169,11 +183,18 @@ def _wait_for_address(sched_file: Path, proc: subprocess.Popen, timeout: float =
     raise TimeoutError("dask scheduler did not start within 60 s")
 
 
-def _wait_for_workers(address: str, n: int, timeout: float = 120) -> None:
+def _wait_for_workers(address: str, names: List[str], procs: List[subprocess.Popen], timeout: float = 120) -> None:
     from distributed import Client
 
     with Client(address, timeout=30) as client:
-        client.wait_for_workers(n, timeout=timeout)
+        end = time.monotonic() + timeout
+        while not set(names) <= {w["name"] for w in client.scheduler_info()["workers"].values()}:
+            exited = [n for n, p in zip(names, procs) if p.poll() is not None]
+            if exited:
+                raise RuntimeError(f"dask worker(s) {exited} exited")
+            if time.monotonic() > end:
+                raise TimeoutError(f"dask workers {names} did not join within {timeout} s")
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +206,10 @@ def scheduler_pair(tmp_path_factory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def local_cluster() -> Iterator[object]:
-    """A real ``distributed.LocalCluster`` of 2 worker processes and its client."""
+    """A real ``distributed.LocalCluster`` of 2 worker processes and its client, shared by
+    the module's tests: each worker process imports torch and monai on its first case (~9 s on
+    2 cores), so the runs that do not test starting a cluster reuse these warm workers (by
+    ``--scheduler`` address or ``client=``) instead of paying for a new cluster each."""
     import logging
 
     from distributed import Client, LocalCluster
@@ -193,9 +217,23 @@ def local_cluster() -> Iterator[object]:
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
     client = Client(cluster)
+    # the workers' imports start now, in the background, so that they overlap with this
+    # process's single-case reference runs (set up after this fixture) rather than follow them
+    warming = warm_up_in_background(client, pin_gpu=True)
     yield client
+    del warming  # held until here: a future released before its task ran would drop the task
     client.close()
     cluster.close()
+
+
+def warm_up_in_background(client, pin_gpu: bool) -> list:
+    """Futures of the batch engine's own warm-up (:func:`clinicalai.batch.worker.warm_up`:
+    torch, monai and the networks, as a run's first step does) on each worker of ``client``."""
+    from clinicalai.batch.worker import can_see, warm_up
+    from clinicalai.batch.workflows import NETWORKS
+
+    return [client.submit(warm_up, can_see, 1, pin_gpu, NETWORKS, workers=[w], pure=False)
+            for w in client.scheduler_info()["workers"]]
 
 
 BAD_CARDIAC = {"truncated": "cut off", "notes": "cannot be read"}
@@ -266,10 +304,12 @@ def test_batch_command_errors_are_one_line(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- LocalCluster
 @pytest.mark.slow
-def test_segment_on_local_cluster_matches_single_case(cardiac_cohort, cardiac_reference, tmp_path, capsys):
+def test_segment_on_local_cluster_matches_single_case(local_cluster, cardiac_cohort, cardiac_reference, tmp_path,
+                                                     capsys):
     out = tmp_path / "out"
-    args = ["batch", "segment", str(cardiac_cohort), "--out", str(out), "--workers", "2"]
-    assert main(args) == 1
+    base = ["batch", "segment", str(cardiac_cohort), "--out", str(out)]
+    # the first run starts its own LocalCluster of 2 workers (--workers), as a user's would
+    assert main(base + ["--workers", "2"]) == 1
     captured = capsys.readouterr()
     assert "2 of 5 cases failed" in captured.err
     assert "5/5 done, 2 failed" in captured.err  # the progress line
@@ -288,6 +328,12 @@ def test_segment_on_local_cluster_matches_single_case(cardiac_cohort, cardiac_re
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts"] == {"ok": 3, "failed": 2, "skipped": 0}
     assert not (out / ".partial").exists()
+
+    # the reruns go to the module's warm 2-worker LocalCluster by --scheduler: a new cluster
+    # per rerun would cost two more worker start-ups (torch + monai imports) and test nothing
+    # the first run did not. The cluster options are not part of the run's record, so
+    # switching from --workers to --scheduler between runs of one DIR must work as well.
+    args = base + ["--scheduler", local_cluster.scheduler.address]
 
     # rerun: finished cases are skipped (their figures kept), the failed ones fail again
     before = {n: (out / n / "mask.nii.gz").stat().st_mtime_ns for n in CARDIAC}
@@ -317,6 +363,13 @@ def test_pet_on_local_cluster_reuses_models(local_cluster, pet_cohort, pet_refer
     args = build_parser().parse_args(["batch", "pet", str(pet_cohort), "--out", str(tmp_path / "o"), "--cam"])
     opts = BatchOptions("pet", str(pet_cohort), str(tmp_path / "o"), func=args.batch_single.get_default("func"),
                         options=single_case_options(args), wanted={"cam": True, "voi_out": False})
+    # the module's cluster may have run other workflows' cases (segment) first: count this
+    # test's model loads and cache hits from what its workers report now
+    start = local_cluster.run(cache_stats)
+
+    def since_start(key: str) -> Dict[str, int]:
+        return {w: s[key] - start[w][key] for w, s in local_cluster.run(cache_stats).items()}
+
     result = run_batch(opts, client=local_cluster)
     statuses = {r["case"]: r["status"] for r in result.rows}
     assert statuses == {"pet0": "ok", "pet1": "ok", "cut": "failed", "readme.txt": "failed"}
@@ -327,13 +380,12 @@ def test_pet_on_local_cluster_reuses_models(local_cluster, pet_cohort, pet_refer
         assert row["probability"] == want["probability_recurrence"] and row["TBRmax"] == want["static"]["TBRmax"]
     # 3 fold models: each worker that ran a case loaded each once; a second run (--force) on
     # the same workers loads nothing and takes all 3 from the cache for each of the 2 cases
-    loads = {w: s["loads"] for w, s in local_cluster.run(cache_stats).items()}
+    loads = since_start("loads")
     assert set(loads.values()) <= {0, 3} and sum(loads.values()) >= 3
     opts.force = True
     assert [r["status"] for r in run_batch(opts, client=local_cluster).rows] == ["ok", "ok", "failed", "failed"]
-    stats = local_cluster.run(cache_stats)
-    assert {w: s["loads"] for w, s in stats.items()} == loads
-    assert sum(s["hits"] for s in stats.values()) == 3 * 2
+    assert since_start("loads") == loads
+    assert sum(since_start("hits").values()) == 3 * 2
 
 
 # ---------------------------------------------------------------------------- dask scheduler + worker
@@ -360,19 +412,22 @@ def test_pet_and_segment_on_a_scheduler(scheduler_pair, pet_cohort, pet_referenc
 
 
 @pytest.mark.slow
-def test_killed_worker_leaves_a_resumable_run(tmp_path, cardiac_reference):
+def test_killed_worker_leaves_a_resumable_run(scheduler_pair, tmp_path, cardiac_reference):
     cohort = make_cardiac_cohort(tmp_path / "cohort", extra_good=3)
     out = tmp_path / "out"
-    with dask_processes(tmp_path, n_workers=2, nanny=False) as (address, workers):
-        run = subprocess.Popen([sys.executable, "-m", "clinicalai", "batch", "segment", str(cohort), "--out", str(out),
-                                "--scheduler", address], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(),
-                               text=True)
+    command = ["batch", "segment", str(cohort), "--out", str(out), "--scheduler", scheduler_pair]
+    # the module's scheduler and its (warm) worker w0, plus a worker of this test's own without
+    # a nanny (so that nothing restarts it) to kill mid-run: every new worker process costs a
+    # torch + monai import (~9 s on 2 cores), so only the one to be killed is new
+    with dask_workers(tmp_path, scheduler_pair, ["doomed"], nanny=False) as (doomed,):
+        run = subprocess.Popen([sys.executable, "-m", "clinicalai", *command], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=_env(), text=True)
         try:
             end = time.monotonic() + 120
             while time.monotonic() < end and not any((out / n).is_dir() for n in CARDIAC):
                 time.sleep(0.1)
             assert run.poll() is None, "the run ended before a worker could be killed"
-            os.killpg(workers[0].pid, signal.SIGKILL)  # mid-run: its case is lost with it
+            os.killpg(doomed.pid, signal.SIGKILL)  # mid-run: its case is lost with it
             _, err = run.communicate(timeout=180)
         finally:
             if run.poll() is None:
@@ -387,8 +442,12 @@ def test_killed_worker_leaves_a_resumable_run(tmp_path, cardiac_reference):
     _check_segment_outputs(out, cardiac_reference, [n for n in done if n in CARDIAC])
     first = read_rows(out)
 
-    # resume on a local cluster: what finished is skipped, the rest computed; no leftovers
-    assert main(["batch", "segment", str(cohort), "--out", str(out), "--workers", "2"]) == 1
+    # resume: the same command again (what an interrupted run tells the user to do), on what
+    # is left of the cluster (w0; a new LocalCluster here would cost two more worker start-ups,
+    # and resuming a DIR with other cluster options is what the reruns of
+    # test_segment_on_local_cluster_matches_single_case check): what finished is skipped, the
+    # rest computed; no leftovers
+    assert main(command) == 1
     rows = read_rows(out)
     for name, row in rows.items():
         if name in BAD_CARDIAC:

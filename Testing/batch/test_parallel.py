@@ -8,7 +8,7 @@ import argparse
 import csv
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Iterator, List
 
 import pytest
 
@@ -96,19 +96,41 @@ def test_local_workers_run_without_the_profiler_and_with_glibc_malloc_defaults()
 
 
 # ---------------------------------------------------------------------------- the same reports on 2 workers
+@pytest.fixture(scope="module")
+def two_workers() -> Iterator[List[str]]:
+    """``["--scheduler", ADDRESS]`` of the LocalCluster that ``--workers 2`` starts (the batch
+    engine's own :func:`~clinicalai.batch.run.dask_client`: 2 processes, its worker settings),
+    started once for the module. Each worker process imports torch and monai before its first
+    case (~9 s on 2 cores), so a new cluster per command would be most of these tests' time;
+    one test (the segmenter's) still lets ``--workers 2`` start its own cluster."""
+    from clinicalai.batch.run import dask_client
+    from clinicalai.batch.worker import can_see, warm_up
+    from clinicalai.batch.workflows import NETWORKS
+
+    with dask_client(None, 2) as client:
+        workers = list(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        # the workers' imports (the engine's own warm-up, as a run's first step) start now, in
+        # the background, so that they overlap with the first test's loop in this process
+        warming = [client.submit(warm_up, can_see, 1, False, NETWORKS, workers=[w], pure=False) for w in workers]
+        yield ["--scheduler", client.scheduler.address]
+        del warming  # held until here: a future released before its task ran would drop the task
+
+
 def test_evaluate_segmenter_on_two_workers_matches_the_loop(tmp_path):
     args = ["evaluate", "segmenter", "--phantoms", "2", "--family", "training"]
     assert main([*args, "--json", str(tmp_path / "loop.json")]) == 0
+    # --workers 2: the command starts (and closes) its own LocalCluster of 2 processes
     assert main([*args, "--workers", "2", "--json", str(tmp_path / "dask.json")]) == 0
     loop, dask = _report(tmp_path / "loop.json"), _report(tmp_path / "dask.json")
     assert [c["seed"] for c in dask["per_case"]] == [0, 1]
     assert dask == loop
 
 
-def test_evaluate_segcorrect_on_two_workers_matches_the_loop(tmp_path):
+def test_evaluate_segcorrect_on_two_workers_matches_the_loop(two_workers, tmp_path):
     args = ["evaluate", "segcorrect", "--phantoms", "2", "--no-context"]
     assert main([*args, "--json", str(tmp_path / "loop.json")]) == 0
-    assert main([*args, "--workers", "2", "--json", str(tmp_path / "dask.json")]) == 0
+    assert main([*args, *two_workers, "--json", str(tmp_path / "dask.json")]) == 0
     assert _report(tmp_path / "dask.json") == _report(tmp_path / "loop.json")
 
 
@@ -119,15 +141,15 @@ def pet_csv(tmp_path_factory) -> Path:
     return data / "pet_cases.csv"
 
 
-def test_evaluate_pet_on_two_workers_matches_the_loop(pet_csv, tmp_path):
+def test_evaluate_pet_on_two_workers_matches_the_loop(pet_csv, two_workers, tmp_path):
     args = ["evaluate", "pet", "--csv", str(pet_csv), "--split", "all", "--bootstrap", "20"]
     assert main([*args, "--out", str(tmp_path / "loop")]) == 0
-    assert main([*args, "--workers", "2", "--out", str(tmp_path / "dask")]) == 0
+    assert main([*args, *two_workers, "--out", str(tmp_path / "dask")]) == 0
     for name in ("predictions.csv", "metrics.json"):
         assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "loop" / name).read_bytes(), name
 
 
-def test_a_failing_case_on_a_worker_is_the_loops_error(pet_csv, tmp_path, capsys):
+def test_a_failing_case_on_a_worker_is_the_loops_error(pet_csv, two_workers, tmp_path, capsys):
     """A truncated PET among the rows: the command fails with the loop's one-line message."""
     with open(pet_csv, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -145,15 +167,15 @@ def test_a_failing_case_on_a_worker_is_the_loops_error(pet_csv, tmp_path, capsys
         w.writerows(rows)
     args = ["evaluate", "pet", "--csv", str(bad), "--split", "all", "--bootstrap", "10"]
     errors = []
-    for extra in ([], ["--workers", "2"]):
+    for extra in ([], two_workers):
         assert main([*args, *extra]) != 0
         errors.append(capsys.readouterr().err.strip().splitlines()[-1])
     assert errors[0] == errors[1] and "cut.nii.gz" in errors[0]
 
 
-def test_evaluate_attribution_on_a_worker_matches_the_loop(tmp_path):
+def test_evaluate_attribution_on_a_worker_matches_the_loop(two_workers, tmp_path):
     args = ["evaluate", "attribution", "--model", "brain-lesion-classifier", "--n-val", "2", "--n-test", "2",
             "--method", "gradient"]
     assert main([*args, "--json", str(tmp_path / "loop.json")]) == 0
-    assert main([*args, "--workers", "2", "--json", str(tmp_path / "dask.json")]) == 0
+    assert main([*args, *two_workers, "--json", str(tmp_path / "dask.json")]) == 0
     assert _report(tmp_path / "dask.json") == _report(tmp_path / "loop.json")
