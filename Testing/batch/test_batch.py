@@ -217,23 +217,31 @@ def local_cluster() -> Iterator[object]:
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
     client = Client(cluster)
-    # the workers' imports start now, in the background, so that they overlap with this
-    # process's single-case reference runs (set up after this fixture) rather than follow them
-    warming = warm_up_in_background(client, pin_gpu=True)
-    yield client
-    del warming  # held until here: a future released before its task ran would drop the task
+    # the workers' imports overlap with this process's single-case reference runs (the
+    # fixtures set up after this one) instead of following them
+    with warming_up(client, pin_gpu=True):
+        yield client
     client.close()
     cluster.close()
 
 
-def warm_up_in_background(client, pin_gpu: bool) -> list:
-    """Futures of the batch engine's own warm-up (:func:`clinicalai.batch.worker.warm_up`:
-    torch, monai and the networks, as a run's first step does) on each worker of ``client``."""
+@contextlib.contextmanager
+def warming_up(client, pin_gpu: bool) -> Iterator[None]:
+    """While the block runs, every worker of ``client`` runs the batch engine's own warm-up
+    (:func:`clinicalai.batch.worker.warm_up`: torch, monai and the networks, a run's first step;
+    ~9 s per process on 2 cores), called from a thread of this process, so that the imports
+    overlap with what this process does meanwhile. ``client.run`` executes it on each worker's
+    event loop, as a run's warm-up does: a run that comes meanwhile waits for it there, and no
+    two imports ever run at once in a worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from clinicalai.batch.worker import can_see, warm_up
     from clinicalai.batch.workflows import NETWORKS
 
-    return [client.submit(warm_up, can_see, 1, pin_gpu, NETWORKS, workers=[w], pure=False)
-            for w in client.scheduler_info()["workers"]]
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(client.run, warm_up, can_see, 1, pin_gpu, NETWORKS)
+        yield
+        assert all(done.result().values())
 
 
 BAD_CARDIAC = {"truncated": "cut off", "notes": "cannot be read"}
@@ -413,13 +421,18 @@ def test_pet_and_segment_on_a_scheduler(scheduler_pair, pet_cohort, pet_referenc
 
 @pytest.mark.slow
 def test_killed_worker_leaves_a_resumable_run(scheduler_pair, tmp_path, cardiac_reference):
+    from distributed import Client
+
     cohort = make_cardiac_cohort(tmp_path / "cohort", extra_good=3)
     out = tmp_path / "out"
     command = ["batch", "segment", str(cohort), "--out", str(out), "--scheduler", scheduler_pair]
     # the module's scheduler and its (warm) worker w0, plus a worker of this test's own without
     # a nanny (so that nothing restarts it) to kill mid-run: every new worker process costs a
-    # torch + monai import (~9 s on 2 cores), so only the one to be killed is new
-    with dask_workers(tmp_path, scheduler_pair, ["doomed"], nanny=False) as (doomed,):
+    # torch + monai import (~9 s on 2 cores), so only the one to be killed is new, and its
+    # imports start at once, overlapping with the start of the batch process (whose own
+    # warm-up then waits for them on that worker)
+    with dask_workers(tmp_path, scheduler_pair, ["doomed"], nanny=False) as (doomed,), \
+            Client(scheduler_pair, timeout=30) as client, warming_up(client, pin_gpu=False):
         run = subprocess.Popen([sys.executable, "-m", "clinicalai", *command], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, env=_env(), text=True)
         try:

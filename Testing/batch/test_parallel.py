@@ -103,18 +103,21 @@ def two_workers() -> Iterator[List[str]]:
     started once for the module. Each worker process imports torch and monai before its first
     case (~9 s on 2 cores), so a new cluster per command would be most of these tests' time;
     one test (the segmenter's) still lets ``--workers 2`` start its own cluster."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from clinicalai.batch.run import dask_client
     from clinicalai.batch.worker import can_see, warm_up
     from clinicalai.batch.workflows import NETWORKS
 
-    with dask_client(None, 2) as client:
-        workers = list(client.scheduler_info()["workers"])
-        assert len(workers) == 2
-        # the workers' imports (the engine's own warm-up, as a run's first step) start now, in
-        # the background, so that they overlap with the first test's loop in this process
-        warming = [client.submit(warm_up, can_see, 1, False, NETWORKS, workers=[w], pure=False) for w in workers]
+    with dask_client(None, 2) as client, ThreadPoolExecutor(1) as pool:
+        assert len(client.scheduler_info()["workers"]) == 2
+        # the engine's own warm-up (a run's first step: torch, monai, the networks), called
+        # from a thread here so that the workers' imports overlap with the first test's loop in
+        # this process; client.run executes it on each worker's event loop, as a run's warm-up
+        # does, so a run that comes meanwhile waits for it there (no two imports at once)
+        done = pool.submit(client.run, warm_up, can_see, 1, False, NETWORKS)
         yield ["--scheduler", client.scheduler.address]
-        del warming  # held until here: a future released before its task ran would drop the task
+        assert all(done.result().values())
 
 
 def test_evaluate_segmenter_on_two_workers_matches_the_loop(tmp_path):
