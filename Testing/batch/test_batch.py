@@ -205,7 +205,7 @@ def scheduler_pair(tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def local_cluster() -> Iterator[object]:
+def local_cluster(warming_up) -> Iterator[object]:
     """A real ``distributed.LocalCluster`` of 2 worker processes and its client, shared by
     the module's tests: each worker process imports torch and monai on its first case (~9 s on
     2 cores), so the runs that do not test starting a cluster reuse these warm workers (by
@@ -223,25 +223,6 @@ def local_cluster() -> Iterator[object]:
         yield client
     client.close()
     cluster.close()
-
-
-@contextlib.contextmanager
-def warming_up(client, pin_gpu: bool) -> Iterator[None]:
-    """While the block runs, every worker of ``client`` runs the batch engine's own warm-up
-    (:func:`clinicalai.batch.worker.warm_up`: torch, monai and the networks, a run's first step;
-    ~9 s per process on 2 cores), called from a thread of this process, so that the imports
-    overlap with what this process does meanwhile. ``client.run`` executes it on each worker's
-    event loop, as a run's warm-up does: a run that comes meanwhile waits for it there, and no
-    two imports ever run at once in a worker."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from clinicalai.batch.worker import can_see, warm_up
-    from clinicalai.batch.workflows import NETWORKS
-
-    with ThreadPoolExecutor(1) as pool:
-        done = pool.submit(client.run, warm_up, can_see, 1, pin_gpu, NETWORKS)
-        yield
-        assert all(done.result().values())
 
 
 BAD_CARDIAC = {"truncated": "cut off", "notes": "cannot be read"}
@@ -420,7 +401,7 @@ def test_pet_and_segment_on_a_scheduler(scheduler_pair, pet_cohort, pet_referenc
 
 
 @pytest.mark.slow
-def test_killed_worker_leaves_a_resumable_run(scheduler_pair, tmp_path, cardiac_reference):
+def test_killed_worker_leaves_a_resumable_run(scheduler_pair, warming_up, tmp_path, cardiac_reference):
     from distributed import Client
 
     cohort = make_cardiac_cohort(tmp_path / "cohort", extra_good=3)

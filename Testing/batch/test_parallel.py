@@ -97,27 +97,19 @@ def test_local_workers_run_without_the_profiler_and_with_glibc_malloc_defaults()
 
 # ---------------------------------------------------------------------------- the same reports on 2 workers
 @pytest.fixture(scope="module")
-def two_workers() -> Iterator[List[str]]:
+def two_workers(warming_up) -> Iterator[List[str]]:
     """``["--scheduler", ADDRESS]`` of the LocalCluster that ``--workers 2`` starts (the batch
     engine's own :func:`~clinicalai.batch.run.dask_client`: 2 processes, its worker settings),
     started once for the module. Each worker process imports torch and monai before its first
     case (~9 s on 2 cores), so a new cluster per command would be most of these tests' time;
     one test (the segmenter's) still lets ``--workers 2`` start its own cluster."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from clinicalai.batch.run import dask_client
-    from clinicalai.batch.worker import can_see, warm_up
-    from clinicalai.batch.workflows import NETWORKS
 
-    with dask_client(None, 2) as client, ThreadPoolExecutor(1) as pool:
+    with dask_client(None, 2) as client:
         assert len(client.scheduler_info()["workers"]) == 2
-        # the engine's own warm-up (a run's first step: torch, monai, the networks), called
-        # from a thread here so that the workers' imports overlap with the first test's loop in
-        # this process; client.run executes it on each worker's event loop, as a run's warm-up
-        # does, so a run that comes meanwhile waits for it there (no two imports at once)
-        done = pool.submit(client.run, warm_up, can_see, 1, False, NETWORKS)
-        yield ["--scheduler", client.scheduler.address]
-        assert all(done.result().values())
+        # the workers' imports overlap with the first test's loop in this process
+        with warming_up(client, pin_gpu=False):
+            yield ["--scheduler", client.scheduler.address]
 
 
 def test_evaluate_segmenter_on_two_workers_matches_the_loop(tmp_path):

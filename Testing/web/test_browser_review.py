@@ -32,20 +32,18 @@ def review_server(tmp_path_factory):
 
     data = tmp_path_factory.mktemp("review") / "data"
     data.mkdir()
-    case = cardiac_case(2, n_slices=N_SLICES, size=(96, 96))
-    write_volume(case.image, data / "heart48.nii.gz")
-    bad, _ = corrupt_volume(np.asarray(case.labels.array), seed=3, probability=1.0, kinds=["holes", "blobs", "missing"])
-    write_volume(case.labels.with_array(bad.astype(np.uint8)), data / "heart48_bad.seg.nrrd", segments=cardiac_segments())
-    short = cardiac_case(2, n_slices=N_SHORT, size=(96, 96))
-    write_volume(short.image, data / f"heart{N_SHORT}.nii.gz")
-    bad, _ = corrupt_volume(np.asarray(short.labels.array), seed=3, probability=1.0, kinds=["holes", "blobs", "missing"])
-    write_volume(short.labels.with_array(bad.astype(np.uint8)), data / f"heart{N_SHORT}_bad.seg.nrrd", segments=cardiac_segments())
+    for n_slices in (N_SLICES, N_SHORT):  # heart48.nii.gz, heart48_bad.seg.nrrd; heart12...
+        case = cardiac_case(2, n_slices=n_slices, size=(96, 96))
+        write_volume(case.image, data / f"heart{n_slices}.nii.gz")
+        bad, _ = corrupt_volume(np.asarray(case.labels.array), seed=3, probability=1.0, kinds=["holes", "blobs", "missing"])
+        write_volume(case.labels.with_array(bad.astype(np.uint8)), data / f"heart{n_slices}_bad.seg.nrrd",
+                     segments=cardiac_segments())
     port = free_port()
     log = data.parent / "server.log"
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = launch_server(data, port, log, ["--token", TOKEN], env=env)
     url = wait_for_server(proc, port, log, token=TOKEN, timeout_s=120)
-    yield {"url": url, "data": data, "case": case}
+    yield {"url": url, "data": data}
     stop_server(proc)
 
 
