@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+# Two pytest-xdist workers, whole files each (module fixtures such as a browser server or a Dask
+# cluster are built once); Testing/conftest.py hands out the browser and slow files first.
+PARALLEL := -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: venv demo test test-fast models bench clean
 
@@ -25,10 +28,10 @@ demo: venv
 
 test: venv
 	bash scripts/install-system-deps.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PARALLEL)
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow and not browser"
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow and not browser"
 
 # Retrain every bundled demo model on synthetic phantoms. Each card records the command that
 # made it, its validation figures and (where a held-out family exists: cardiac-unet on

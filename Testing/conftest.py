@@ -4,8 +4,9 @@ import os
 
 import pytest
 
-# Tests run on 2 CPU cores: keep torch from oversubscribing them.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests run on 2 CPU cores: keep torch from oversubscribing them. Under pytest-xdist each of the
+# two workers gets one core's worth of threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -42,3 +43,17 @@ def load_script():
         return module
 
     return load
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``make test``: two workers, ``--dist loadfile``) whole files are handed
+    to whichever worker is free, in collection order. The browser and slow files go first, so
+    the run does not end on one of them while the other worker idles; the order inside a file is
+    kept (some browser tests build on the page their predecessors left)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    browser, slow = {}, {}
+    for item in items:
+        browser[item.path] = browser.get(item.path, 0) + (item.get_closest_marker("browser") is not None)
+        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    items.sort(key=lambda item: (-browser[item.path], -slow[item.path]))  # stable sort

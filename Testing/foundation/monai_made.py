@@ -100,7 +100,7 @@ def monai_transforms(keys=("image",), crop: bool = True, reader: Optional[str] =
     return Compose(steps)
 
 
-def train_segmenter(items: List[Dict[str, str]], iterations: int = 400, seed: int = 0):
+def train_segmenter(items: List[Dict[str, str]], iterations: int = 200, seed: int = 0):
     """A 3D MONAI UNet trained on ``items`` through MONAI's own pipeline (random 16^3
     crops, DiceCE, Adam); returns the network in eval mode."""
     import torch

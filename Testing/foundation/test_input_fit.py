@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 
 from clinicalai.models import parse_card
 from clinicalai.models.fit import check_fit, input_fit_warnings, input_warnings
 from clinicalai.volume import Volume
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _card(**inp):
@@ -64,7 +59,7 @@ def test_pet_ensemble_is_quiet_about_a_brain_pet():
     assert not any("brain PET" in w or "far from" in w or "made for" in w for w in result.warnings), result.warnings
 
 
-def test_segment_report_carries_the_warning(tmp_path):
+def test_segment_report_carries_the_warning(tmp_path, capsys):
     """A CT DICOM series given to the MR cardiac segmenter: the report and stderr say so."""
     from clinicalai.phantoms.cardiac import cardiac_case
     from clinicalai.volume import write_volume
@@ -72,13 +67,14 @@ def test_segment_report_carries_the_warning(tmp_path):
     case = cardiac_case(seed=5)
     write_volume(case.image.with_array(case.image.array, modality="CT"), tmp_path / "series")
     report = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, "-m", "clinicalai", "segment", str(tmp_path / "series"), "-o",
-                           str(tmp_path / "m.nii.gz"), "--no-correct", "--report", str(report)],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    from clinicalai.cli import main
+
+    rc = main(["segment", str(tmp_path / "series"), "-o", str(tmp_path / "m.nii.gz"), "--no-correct", "--report", str(report)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
     warnings = json.loads(report.read_text())["warnings"]
     assert any("is CT but model cardiac-unet was made for MR" in w for w in warnings), warnings
-    assert "warning: the image is CT" in proc.stderr
+    assert "warning: the image is CT" in err
 
 
 def test_check_fit_codes_binary_mask_single_slice_and_unknown_modality():

@@ -10,13 +10,13 @@ is MONAI's own inference (sliding window, softmax, ``Invertd``) on the same file
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from clinicalai.cli import main as cli_main
 from clinicalai.models import load_model
 from clinicalai.models.layout import volume_from_metatensor
 from clinicalai.segcorrect.segmenter import segment_volume
@@ -60,9 +60,7 @@ def made(tmp_path_factory):
 
     pt = save_model(net, dict(card, name="tiny-monai-seg-pt"), root / "seg.pt")
     onnx = root / "seg-onnx.onnx"  # its own stem: the card is written beside it
-    proc = subprocess.run([sys.executable, "-m", "clinicalai", "export", str(pt), "--to", "onnx", "-o", str(onnx),
-                           "--input-size", "16", "16", "16"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    assert cli_main(["export", str(pt), "--to", "onnx", "-o", str(onnx), "--input-size", "16", "16", "16"]) == 0
     files = {}
     for i, (kind, geometry) in enumerate(FILE_KINDS.items()):
         img, lab = mm.phantom(200 + i, **geometry)
@@ -119,10 +117,7 @@ def test_engine_matches_monai(made, package, kind):
 def test_cli_segment_with_a_bundle_gives_monais_labels(made, tmp_path):
     path, _ = made["files"]["sagittal"]
     out = tmp_path / "mask.nii.gz"
-    proc = subprocess.run([sys.executable, "-m", "clinicalai", "segment", str(path), "--model",
-                           str(made["packages"]["bundle"]), "--no-correct", "-o", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    assert cli_main(["segment", str(path), "--model", str(made["packages"]["bundle"]), "--no-correct", "-o", str(out)]) == 0
     mask = read_volume(out)
     ref = volume_from_metatensor(made["reference"]["sagittal"].argmax(0, keepdim=True), read_volume(path))
     assert mask.same_grid(ref, atol=1e-4)
@@ -242,10 +237,8 @@ def test_cli_explain_with_a_classifier_bundle_matches_monai(classifier, tmp_path
     path = tmp_path / "case.nii.gz"
     write_volume(img, path)
     out = tmp_path / "map.nii.gz"
-    proc = subprocess.run([sys.executable, "-m", "clinicalai", "explain", str(path), "--model", str(classifier["bundle"]),
-                           "--method", "gradient", "--normalization", "none", "-o", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr
+    assert cli_main(["explain", str(path), "--model", str(classifier["bundle"]), "--method", "gradient",
+                     "--normalization", "none", "-o", str(out)]) == 0
     ref_map, _ = mm.monai_gradient(str(path), classifier["net"])
     ref = volume_from_metatensor(ref_map, read_volume(path)).array
     got = read_volume(out)

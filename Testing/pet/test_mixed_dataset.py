@@ -83,29 +83,28 @@ def test_train_demo_grid_keeps_the_field_of_view_and_refuses_bad_options(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def test_card_heldout_script_writes_the_figures_and_refuses_other_json(tmp_path):
+def test_card_heldout_script_writes_the_figures_and_refuses_other_json(tmp_path, load_script, capsys):
     """scripts/pet_card_heldout.py puts the --pet-only figures into each fold card's
     ``heldout`` (the rest of the card unchanged) and refuses a JSON made with another --n."""
     import json
     import shutil
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from clinicalai.models import BUNDLED_MODELS_DIR
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "pet_card_heldout.py"
+    script = load_script("pet_card_heldout")
     card = tmp_path / "pet-cnn3d-fold0.json"
     shutil.copy2(BUNDLED_MODELS_DIR / card.name, card)
     before = json.loads(card.read_text())
     figures = tmp_path / "figures.json"
     figures.write_text(json.dumps({"n": 4, "n_pos": 2, "n_neg": 2, "auc": 0.87654, "neg_mean": 0.2, "cam_within": 0.5,
                                    "per_kind": {"trc": 0.11111}}))
-    run = [sys.executable, str(script), str(figures), "--seed", "3", "--models", str(tmp_path)]
-    assert subprocess.run(run + ["--n", "4"], capture_output=True, text=True).returncode == 0
+    run = [str(figures), "--seed", "3", "--models", str(tmp_path)]
+    assert script.main(run + ["--n", "4"]) == 0
     after = json.loads(card.read_text())
     assert after["heldout"]["auc"] == 0.877 and after["heldout"]["per_kind"] == {"trc": 0.111}
     assert "--n 4 --seed 3" in after["heldout"]["command"]
     assert {k: v for k, v in after.items() if k != "heldout"} == {k: v for k, v in before.items() if k != "heldout"}
-    bad = subprocess.run(run + ["--n", "16"], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--n 16" in bad.stderr and json.loads(card.read_text()) == after
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:
+        script.main(run + ["--n", "16"])
+    assert bad.value.code == 2 and "--n 16" in capsys.readouterr().err and json.loads(card.read_text()) == after

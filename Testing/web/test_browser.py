@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -16,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clinicalai.cli import main as cli_main
 from clinicalai.web import page_driver
 from clinicalai.web.page_driver import (centre, coloured_fraction, open_file, open_tool, segmentation_id, set_state, view_box,
                                         view_pixels, wait_text, wait_view)
 
-REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.browser
 
@@ -306,11 +304,8 @@ def test_pet_probability_matches_cli_and_heat_map_shows(page, web_server):
     assert 0.0 <= p_web <= 1.0
     # the command line on the same file and VOI gives the same numbers (to the 3 decimals shown)
     out = web_server["data"].parent / "pet_cli.json"
-    subprocess.run(
-        [sys.executable, "-m", "clinicalai", "pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv",
-         "--lesion", str(web_server["data"] / "pet_lesion.seg.nrrd"), "--json", str(out)],
-        check=True, cwd=REPO, capture_output=True, timeout=120,
-    )
+    assert cli_main(["pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv",
+                     "--lesion", str(web_server["data"] / "pet_lesion.seg.nrrd"), "--json", str(out)]) == 0
     cli = json.loads(out.read_text())
     assert abs(cli["probability_recurrence"] - p_web) <= 0.0015
     static = {r["quantity"]: r["value"] for r in page.evaluate("() => window.trame.state.get('ca_pet_static_rows')")}
@@ -371,8 +366,7 @@ def test_pet_without_a_voi_adds_the_found_voi_and_goes_to_it(page, web_server):
     names = page.locator("#pet-saved a").all_inner_texts()
     saved = read_volume(web_server["data"] / next(n for n in names if n.endswith("_lesion_voi.seg.nrrd")))
     cli_voi = web_server["data"].parent / "pet_cli_voi.nii.gz"
-    subprocess.run([sys.executable, "-m", "clinicalai", "pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv",
-                    "--voi-out", str(cli_voi)], check=True, cwd=REPO, capture_output=True, timeout=120)
+    assert cli_main(["pet", str(web_server["data"] / "pet.nii.gz"), "--units", "suv", "--voi-out", str(cli_voi)]) == 0
     engine = read_volume(cli_voi)
     assert saved.same_grid(engine, atol=1e-4)
     np.testing.assert_array_equal(np.asarray(saved.array) > 0, np.asarray(engine.array) > 0)
