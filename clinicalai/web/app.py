@@ -171,6 +171,7 @@ class ClinicalAIWebApp(TrameApp):
 
         #: corner annotations and colour bars of the slice views (clinicalai.web.annotations)
         self.annotations = ViewAnnotations(self)
+        self._settle_renders: List[asyncio.TimerHandle] = []
         self.panels: Dict[str, Any] = {}
         for cls in (DataPanel, SegCorrectPanel, PetPanel, AttributionPanel, DisplayPanel):
             panel = cls(self)
@@ -256,11 +257,15 @@ class ClinicalAIWebApp(TrameApp):
         trame-rca drops a frame when the connection has too many messages pending, and a
         dropped last frame is never replaced: the view would go on showing the previous slice
         (seen after a jump under load). So the views are rendered again a little later, when
-        the burst is over, and end on what the scene holds."""
+        the burst is over, and end on what the scene holds. A new call replaces the settle
+        renders still pending from an earlier one: its own come later, so the views still end
+        on the scene, and a burst of changes costs three extra renders of each view, not three
+        per change (each is about a core-second of server and browser time)."""
         self._render_all()
+        for pending in self._settle_renders:
+            pending.cancel()
         loop = self.event_loop()
-        for delay in self.SETTLE_RENDERS_S:
-            loop.call_later(delay, self._render_all)
+        self._settle_renders = [loop.call_later(delay, self._render_all) for delay in self.SETTLE_RENDERS_S]
 
     def _render_all(self) -> None:
         self.annotations.schedule()
