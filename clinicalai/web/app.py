@@ -247,20 +247,22 @@ class ClinicalAIWebApp(TrameApp):
             panel.on_volume_changed(node)
 
     #: seconds after :meth:`render_views` at which every view is rendered again (the last one
-    #: for a connection still busy at 2 s: seen once in a full test run on 2 loaded cores)
+    #: because once, in a full test run on 2 loaded cores, the render at 2 s was not enough)
     SETTLE_RENDERS_S = (0.5, 2.0, 5.0)
 
     def render_views(self) -> None:
         """Re-render every view: the logics change slice composite / display nodes directly,
         which trame-slicer's views do not all observe.
 
-        trame-rca drops a frame when the connection has too many messages pending, and a
-        dropped last frame is never replaced: the view would go on showing the previous slice
-        (seen after a jump under load). So the views are rendered again a little later, when
-        the burst is over, and end on what the scene holds. A new call replaces the settle
-        renders still pending from an earlier one: its own come later, so the views still end
-        on the scene, and a burst of changes costs three extra renders of each view, not three
-        per change (each is about a core-second of server and browser time)."""
+        Under load a view was seen to go on showing the previous slice after a jump, so the
+        views are rendered again a little later, when the burst is over, and end on what the
+        scene holds. The cause is not trame-rca's frame dropping: its page widget sets no limit
+        of pending messages (9999, "no frame drop", unless set_drop_frames_pending_network_limit
+        is called, which neither this app nor trame-slicer does); what it is, is not known yet.
+        A new call replaces the settle renders still pending from an earlier one: its own come
+        later, so the views still end on the scene, and a burst of changes costs three extra
+        renders of each view, not three per change (each is about a core-second of server and
+        browser time)."""
         self._render_all()
         for pending in self._settle_renders:
             pending.cancel()
