@@ -52,8 +52,8 @@ def pytest_collection_modifyitems(config, items):
     kept (some browser tests build on the page their predecessors left)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    browser, slow = {}, {}
-    for item in items:
-        browser[item.path] = browser.get(item.path, 0) + (item.get_closest_marker("browser") is not None)
-        slow[item.path] = slow.get(item.path, 0) + (item.get_closest_marker("slow") is not None)
+    from collections import Counter
+
+    browser = Counter(item.path for item in items if item.get_closest_marker("browser"))
+    slow = Counter(item.path for item in items if item.get_closest_marker("slow"))
     items.sort(key=lambda item: (-browser[item.path], -slow[item.path]))  # stable sort
