@@ -185,3 +185,30 @@ def test_other_architectures_train_save_load_and_segment(arch, tmp_path):
     assert model.card.architecture.kwargs == architecture_spec(arch, (8, 16, 32))["kwargs"]
     out = segment_volume(cases[0].image, model)
     assert out.labels.same_grid(cases[0].image)
+
+
+def test_weight_averaging_keeps_the_mean_of_the_epochs_weights(tmp_path):
+    """--average-from: the saved weights are the mean of those after each averaged epoch
+    (training is deterministic, so a 1-epoch and a 2-epoch run give the two epochs' weights)."""
+    from clinicalai.phantoms.cardiac import cardiac_dataset
+
+    cases = cardiac_dataset(4, seed=5, size=(96, 96), n_slices=8)
+    kw = dict(channels=(8, 16, 32), out_size=(64, 64), batch_size=4, augmentation="synth", seed=0)
+    first = train_segmenter(cases, "unet", epochs=1, average_from=1, **kw).module.state_dict()
+    second = train_segmenter(cases, "unet", epochs=2, average_from=2, **kw).module.state_dict()
+    both = train_segmenter(cases, "unet", epochs=2, average_from=1, out_path=tmp_path / "avg.pt", **kw)
+    weights = [k for k in first if "running" not in k and "num_batches" not in k]
+    assert any(not torch.equal(first[k], second[k]) for k in weights)  # the second epoch moved them
+    for k in weights:
+        torch.testing.assert_close(both.module.state_dict()[k], (first[k] + second[k]) / 2)
+    # batch-norm statistics are recomputed for the averaged weights, not taken from an epoch
+    running = [k for k in first if k.endswith("running_mean")]
+    assert running and all(not torch.equal(both.module.state_dict()[k], second[k]) for k in running)
+    card = json.loads((tmp_path / "avg.json").read_text())
+    assert card["training"]["weight_averaging"]["epochs"] == [1, 2]
+    assert card["training"]["weight_averaging"]["val_dice"] == round(card["validation"]["network_space_dice"]["mean"], 4)
+    # the saved package holds the averaged weights
+    loaded = load_model(tmp_path / "avg.pt", device="cpu").module.state_dict()
+    assert all(torch.equal(loaded[k], both.module.state_dict()[k]) for k in weights)
+    with pytest.raises(InputError, match="average_from"):
+        train_segmenter(cases, "unet", epochs=2, average_from=3, **kw)

@@ -130,6 +130,7 @@ def train_segmenter(
     keep_largest: bool = False,
     threads: Optional[int] = None,
     init_from: "str | Path | None" = None,
+    average_from: Optional[int] = None,
 ) -> TrainResult:
     """Train a 2D segmenter on ACDC cases or phantoms and (optionally) save its package.
 
@@ -150,12 +151,18 @@ def train_segmenter(
         threads: torch CPU threads (``None``: torch's default); recorded in the card.
         init_from: a segmenter package of the same architecture to start from (a run
             continued past a time limit); its card's training command goes into this card.
+        average_from: keep the average of the weights after epochs ``average_from`` ..
+            last (stochastic weight averaging, torch's ``AveragedModel``; batch-norm statistics
+            recomputed on the training slices) instead of the best validation epoch.
+            ``None``: the best epoch.
     """
     import torch
 
     t_start = time.perf_counter()
     if epochs < 1:
         raise InputError("epochs must be at least 1")
+    if average_from is not None and not 1 <= average_from <= epochs:
+        raise InputError(f"average_from must be an epoch between 1 and {epochs}, got {average_from}")
     _set_threads(threads)
     spec = architecture_spec(arch, channels)
     dev = resolve_device(device)
@@ -170,7 +177,7 @@ def train_segmenter(
     aug_params = augmentation_params(augmentation) if augment else None
     fit = _fit(module, train_cases, train_slices, val_slices, epochs=epochs, batch_size=batch_size, lr=lr,
                seed=seed, out_size=out_size, augmentation=aug_params, max_seconds=max_seconds, t_start=t_start, device=dev,
-               progress=progress, cancel=cancel)
+               progress=progress, cancel=cancel, average_from=average_from)
     report(progress, 1.0, "validating the whole pipeline on the held-out cases")
     volume_scores = validate_on_volumes(module, spec, val_cases, out_size, dev, keep_largest=keep_largest)
     training = {
@@ -181,6 +188,7 @@ def train_segmenter(
         "n_train_cases": len(train_cases), "n_val_cases": len(val_cases),
         "n_train_slices": fit.n_train_slices, "augmentation": aug_params or False,
         "best_epoch": int(1 + int(np.argmax([h["val_dice"] for h in fit.history]))),
+        **({"weight_averaging": fit.averaged} if fit.averaged else {}),
         "threads": torch.get_num_threads(), "device": str(dev), "seconds": round(time.perf_counter() - t_start, 1),
         **({"init_from": started_from} if started_from else {}),
     }
@@ -233,17 +241,20 @@ class _Fit:
     best: float = -1.0
     scores: Dict[str, float] = field(default_factory=dict)
     n_train_slices: int = 0
+    averaged: Optional[Dict[str, Any]] = None  # what the card records of the weight averaging
 
 
 def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.ndarray],
          val_slices: Tuple[np.ndarray, np.ndarray], *, epochs: int, batch_size: int, lr: float, seed: int,
          out_size: Sequence[int], augmentation: Optional[Dict[str, Any]], max_seconds: Optional[float], t_start: float, device: str,
-         progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> _Fit:
+         progress: Optional[ProgressCallback], cancel: Optional[CancelToken], average_from: Optional[int] = None) -> _Fit:
     """The epochs of :func:`train_segmenter`: Adam + Dice-CE on ``train_slices`` (crop jitter
     redrawn every 5th epoch), validation Dice on ``val_slices`` after each; the module ends
-    with the best epoch's weights, in eval mode."""
+    with the best epoch's weights (with ``average_from``: the average of the weights after
+    epochs ``average_from`` .. last), in eval mode."""
     import torch
     from monai.losses import DiceCELoss
+    from torch.optim.swa_utils import AveragedModel
 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(module.parameters(), lr=lr)
@@ -251,12 +262,17 @@ def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.
     rng = np.random.default_rng(seed)
     fit = _Fit(state=copy.deepcopy(module.state_dict()))
     tr_img, tr_lab = train_slices
+    average: Optional[AveragedModel] = None
     for epoch in range(1, epochs + 1):
         check_cancel(cancel)
         if epoch > 1 and epoch % 5 == 0:  # fresh crop jitter now and then
             tr_img, tr_lab = build_slices(train_cases, seed=seed + epoch, out_size=out_size)
         loss = _train_epoch(module, tr_img, tr_lab, rng.permutation(len(tr_img)), batch_size, aug, loss_fn, optimizer,
                             device, cancel)
+        if average_from is not None and epoch >= average_from:
+            if average is None:
+                average = AveragedModel(module)
+            average.update_parameters(module)
         scores = _dice_on(module, val_slices[0], val_slices[1], device)
         fit.history.append({"epoch": epoch, "loss": loss, "val_dice": scores["mean"]})
         if scores["mean"] > fit.best:
@@ -266,9 +282,42 @@ def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.
             log.info("time limit reached after %d epochs", epoch)
             break
     fit.n_train_slices = int(len(tr_img))
-    module.load_state_dict(fit.state)
+    if average is not None:
+        _recompute_batch_norm(average, tr_img, tr_lab, batch_size, augmentation, seed, device)
+        module.load_state_dict(average.module.state_dict())
+        fit.scores = _dice_on(module, val_slices[0], val_slices[1], device)
+        fit.averaged = {"method": "torch.optim.swa_utils.AveragedModel (equal weights) + update_bn on the last "
+                                  "epoch's training slices, augmented", "epochs": [average_from, len(fit.history)],
+                        "val_dice": round(fit.scores["mean"], 4)}
+    else:
+        module.load_state_dict(fit.state)
     module.eval()
     return fit
+
+
+def _recompute_batch_norm(average, images: np.ndarray, labels: np.ndarray, batch_size: int,
+                          augmentation: Optional[Dict[str, Any]], seed: int, device: str) -> None:
+    """Batch-norm running statistics of the averaged model from one pass over the training
+    slices, augmented as in training: averaged weights are a network no epoch trained, so
+    the statistics of any one epoch do not fit it (torch's ``update_bn``). The order and the
+    augmentation draws start afresh from ``seed``, so the result depends only on the
+    averaged weights and the slices."""
+    import torch
+    from torch.optim.swa_utils import update_bn
+
+    aug = make_augmenter(augmentation, seed) if augmentation is not None else None
+    order = np.random.default_rng(seed).permutation(len(images))
+    batches = []
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        if len(idx) < 2:
+            continue  # as in training
+        x = torch.from_numpy(images[idx])
+        if aug is not None:
+            y = torch.from_numpy(labels[idx].astype(np.float32))
+            x = torch.stack([torch.as_tensor(aug({"image": xi, "label": yi})["image"]) for xi, yi in zip(x, y)])
+        batches.append(x.float().to(device))
+    update_bn(batches, average, device=device)
 
 
 def _train_epoch(module, images: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, aug, loss_fn,

@@ -23,12 +23,12 @@ from . import ARCHITECTURES
 # and the segmenter module brings in scipy, MONAI transforms and the networks, which only
 # training needs.
 
-#: the bundled cardiac-unet's second stage (the first: the same without --init / --seed, --lr 0.003,
+#: the second stage of the cardiac-unet recipe (the first: the same without --init / --seed, --lr 0.003,
 #: -o build/cardiac-unet-stage1.pt; both in the Makefile's models target)
 DEMO_COMMAND = (
-    "clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 --max-minutes 30 "
+    "clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 "
     "--lr 0.002 --augmentation synth --keep-largest-component --threads 1 --init build/cardiac-unet-stage1.pt "
-    "--seed 1 --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
+    "--seed 1 --average-from 41 --name cardiac-unet -o Resources/Models/cardiac-unet.pt"
 )
 
 
@@ -66,6 +66,9 @@ def add_train_segmenter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", metavar="MODEL", default=None,
                    help="start from this segmenter's weights (same --arch / --channels): continue a run")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own)")
+    p.add_argument("--average-from", type=int, default=None, metavar="EPOCH",
+                   help="keep the average of the weights of epochs EPOCH..last (stochastic weight averaging, "
+                        "batch-norm statistics recomputed) instead of the best validation epoch")
     add_device_arg(p, "cpu", "training device")
 
 
@@ -100,6 +103,7 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
         keep_largest=args.keep_largest_component,
         threads=args.threads,
         init_from=args.init,
+        average_from=args.average_from,
     )
     dice = result.card["validation"]["dice"]
     print(
@@ -116,7 +120,7 @@ def register_train_segmenter(commands) -> argparse.ArgumentParser:
         "segmenter",
         help="train a 2D cardiac segmenter (UNet, ResUNet, Attention UNet, SwinUNETR)",
         description="Train a MONAI 2D segmenter (RV / MYO / LV) on ACDC data or synthetic phantoms; "
-        "Adam, Dice+CE loss, best checkpoint by validation Dice. Example: " + DEMO_COMMAND,
+        "Adam, Dice+CE loss, best checkpoint by validation Dice (or the average of the last epochs: --average-from). Example: " + DEMO_COMMAND,
     )
     add_train_segmenter_arguments(p)
     p.set_defaults(func=run_train_segmenter)
