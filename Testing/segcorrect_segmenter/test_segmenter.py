@@ -212,3 +212,13 @@ def test_weight_averaging_keeps_the_mean_of_the_epochs_weights(tmp_path):
     assert all(torch.equal(loaded[k], both.module.state_dict()[k]) for k in weights)
     with pytest.raises(InputError, match="average_from"):
         train_segmenter(cases, "unet", epochs=2, average_from=3, **kw)
+
+
+def test_cli_average_from_past_the_last_epoch_is_one_clear_error(tmp_path, capsys):
+    from clinicalai.cli import main as cli_main
+
+    out = tmp_path / "m.pt"
+    assert cli_main(["train", "segmenter", "--phantoms", "4", "--epochs", "2", "--average-from", "3", "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--average-from" in err[0]
+    assert not list(tmp_path.iterdir())

@@ -290,6 +290,9 @@ def _fit(module, train_cases: Sequence[Any], train_slices: Tuple[np.ndarray, np.
                                   "epoch's training slices, augmented", "epochs": [average_from, len(fit.history)],
                         "val_dice": round(fit.scores["mean"], 4)}
     else:
+        if average_from is not None:  # the time limit came first
+            fit.averaged = {"epochs": None, "note": f"the time limit stopped the run before epoch {average_from}: "
+                                                    "the best epoch's weights were kept"}
         module.load_state_dict(fit.state)
     module.eval()
     return fit

@@ -23,8 +23,8 @@ from . import ARCHITECTURES
 # and the segmenter module brings in scipy, MONAI transforms and the networks, which only
 # training needs.
 
-#: the second stage of the cardiac-unet recipe (the first: the same without --init / --seed, --lr 0.003,
-#: -o build/cardiac-unet-stage1.pt; both in the Makefile's models target)
+#: the second stage of the cardiac-unet recipe (both stages: the Makefile's models target and the
+#: card's training.reproduce)
 DEMO_COMMAND = (
     "clinicalai train segmenter --phantoms 48 --arch unet --channels 16,32,64,128,256 --epochs 80 "
     "--lr 0.002 --augmentation synth --keep-largest-component --threads 1 --init build/cardiac-unet-stage1.pt "
@@ -78,6 +78,8 @@ def run_train_segmenter(args: argparse.Namespace) -> int:
     out = check_model_output(args.output)
     if args.epochs < 1:
         raise InputError("--epochs must be at least 1")
+    if args.average_from is not None and not 1 <= args.average_from <= args.epochs:
+        raise InputError(f"--average-from must be an epoch between 1 and --epochs ({args.epochs}), got {args.average_from}")
     if args.phantoms is not None and args.phantoms < 2:
         raise InputError("--phantoms needs at least 2 cases (one is held out for validation)")
     if args.data is not None and not Path(args.data).is_dir():
