@@ -305,21 +305,11 @@ def _recompute_batch_norm(average, images: np.ndarray, labels: np.ndarray, batch
     the statistics of any one epoch do not fit it (torch's ``update_bn``). The order and the
     augmentation draws start afresh from ``seed``, so the result depends only on the
     averaged weights and the slices."""
-    import torch
     from torch.optim.swa_utils import update_bn
 
     aug = make_augmenter(augmentation, seed) if augmentation is not None else None
     order = np.random.default_rng(seed).permutation(len(images))
-    batches = []
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        if len(idx) < 2:
-            continue  # as in training
-        x = torch.from_numpy(images[idx])
-        if aug is not None:
-            y = torch.from_numpy(labels[idx].astype(np.float32))
-            x = torch.stack([torch.as_tensor(aug({"image": xi, "label": yi})["image"]) for xi, yi in zip(x, y)])
-        batches.append(x.float().to(device))
+    batches = [x for x, _ in _training_batches(images, labels, order, batch_size, aug, device)]
     update_bn(batches, average, device=device)
 
 
@@ -327,21 +317,9 @@ def _train_epoch(module, images: np.ndarray, labels: np.ndarray, order: np.ndarr
                  optimizer, device: str, cancel: Optional[CancelToken]) -> float:
     """One pass over ``images`` / ``labels`` ``(N, 1, H, W)`` in ``order``; the mean batch loss
     (NaN when no batch ran)."""
-    import torch
-
     module.train()
     losses = []
-    for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        if len(idx) < 2:
-            continue  # batch norm needs two samples
-        x = torch.from_numpy(images[idx])
-        y = torch.from_numpy(labels[idx].astype(np.float32))
-        if aug is not None:
-            pairs = [aug({"image": xi, "label": yi}) for xi, yi in zip(x, y)]
-            x = torch.stack([torch.as_tensor(p["image"]) for p in pairs])
-            y = torch.stack([torch.as_tensor(p["label"]) for p in pairs])
-        x, y = x.float().to(device), y.round().to(device)
+    for x, y in _training_batches(images, labels, order, batch_size, aug, device):
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(module(x), y)
         loss.backward()
@@ -349,6 +327,25 @@ def _train_epoch(module, images: np.ndarray, labels: np.ndarray, order: np.ndarr
         losses.append(float(loss.detach()))
         check_cancel(cancel)
     return float(np.mean(losses)) if losses else float("nan")
+
+
+def _training_batches(images: np.ndarray, labels: np.ndarray, order: np.ndarray, batch_size: int, aug, device: str):
+    """Yield ``(image, label)`` batches of ``images`` / ``labels`` ``(N, 1, H, W)`` in ``order``,
+    each pair through ``aug`` when given, as float tensors on ``device`` (labels rounded);
+    a last batch of one is left out (batch norm needs two samples)."""
+    import torch
+
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        if len(idx) < 2:
+            continue
+        x = torch.from_numpy(images[idx])
+        y = torch.from_numpy(labels[idx].astype(np.float32))
+        if aug is not None:
+            pairs = [aug({"image": xi, "label": yi}) for xi, yi in zip(x, y)]
+            x = torch.stack([torch.as_tensor(p["image"]) for p in pairs])
+            y = torch.stack([torch.as_tensor(p["label"]) for p in pairs])
+        yield x.float().to(device), y.round().to(device)
 
 
 def _validation_record(n_cases: int, volume_scores: Dict[str, float], network_scores: Dict[str, float]) -> Dict[str, Any]:
