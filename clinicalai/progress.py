@@ -64,22 +64,33 @@ def scaled(progress: Optional[ProgressCallback], start: float, stop: float) -> O
 
 
 class ConsoleProgress:
-    """A one-line text progress bar on stderr for the command line (quiet when not a TTY
-    unless ``force``)."""
+    """A one-line text progress bar on stderr for the command line.
+
+    On a terminal (or with ``force``) the bar is redrawn in place. Elsewhere (a log file, ``make
+    models``, a batch job) a plain line ``[ 12.5%] message`` is written at most every
+    ``log_every`` seconds, the first one ``log_every`` seconds after the start, so a training
+    that runs for an hour shows where it is while a command of a few seconds writes nothing
+    but its result. ``log_every=None`` keeps such a stream silent."""
 
     #: the bar whose line is drawn but not yet ended (see :func:`end_progress_line`)
     _open: "Optional[ConsoleProgress]" = None
 
-    def __init__(self, stream=None, width: int = 30, force: bool = False) -> None:
+    def __init__(self, stream=None, width: int = 30, force: bool = False,
+                 log_every: Optional[float] = 60.0) -> None:
         self.stream = stream or sys.stderr
         self.width = width
         self.enabled = force or getattr(self.stream, "isatty", lambda: False)()
-        self._last = 0.0
+        self.log_every = log_every
+        self._last = 0.0 if self.enabled else time.monotonic()
 
     def __call__(self, fraction: float, message: str) -> None:
-        if not self.enabled:
-            return
         now = time.monotonic()
+        if not self.enabled:
+            if self.log_every is not None and fraction < 1.0 and now - self._last >= self.log_every:
+                self._last = now
+                self.stream.write(f"[{100 * fraction:5.1f}%] {message}\n")
+                self.stream.flush()
+            return
         if fraction < 1.0 and now - self._last < 0.1:
             return
         self._last = now

@@ -145,3 +145,35 @@ def test_an_error_after_a_half_drawn_progress_bar_starts_on_its_own_line(capsys,
     monkeypatch.setattr(mc, "cmd_list", lambda args: 0)
     assert main(["models", "list"]) == 0
     assert done.getvalue().count("\n") == 1
+
+
+def test_progress_off_a_terminal_is_a_plain_line_now_and_then(monkeypatch):
+    """A long command whose stderr goes to a log file (``make models``) says where it is once a
+    minute; a short one writes nothing, and no carriage return reaches the file."""
+    import io
+
+    import clinicalai.progress as progress_module
+    from clinicalai.progress import ConsoleProgress
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock["now"])
+    log = io.StringIO()
+    bar = ConsoleProgress(stream=log)
+    assert not bar.enabled
+    bar(0.0, "preparing")
+    clock["now"] += 59.0
+    bar(0.1, "epoch 8/80")
+    assert log.getvalue() == ""  # under a minute: silent
+    clock["now"] += 2.0
+    bar(0.125, "epoch 10/80: loss 0.210")
+    clock["now"] += 30.0
+    bar(0.2, "epoch 16/80")  # within a minute of the last line
+    clock["now"] += 60.0
+    bar(0.25, "epoch 20/80")
+    bar(1.0, "done")  # the command prints its own result
+    assert log.getvalue() == "[ 12.5%] epoch 10/80: loss 0.210\n[ 25.0%] epoch 20/80\n"
+    quiet = io.StringIO()
+    silent = ConsoleProgress(stream=quiet, log_every=None)
+    clock["now"] += 600.0
+    silent(0.5, "half")
+    assert quiet.getvalue() == ""

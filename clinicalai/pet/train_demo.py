@@ -119,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             size_xyz=demo_size_xyz(args.spacing_mm), seed=args.seed,
             device="cpu", name="pet-cnn3d", synthetic_demo=True, command=command.strip(),
         )
-        result = train_folds(csv_path, Path(tmp) / "run", cfg, progress=ConsoleProgress(force=True))
+        result = train_folds(csv_path, Path(tmp) / "run", cfg, progress=ConsoleProgress())
         args.out.mkdir(parents=True, exist_ok=True)
         for old in args.out.glob("pet-cnn3d-fold*"):
             old.unlink()
