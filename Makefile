@@ -44,10 +44,10 @@ test-fast: venv
 # (about 19 minutes each then; stage 1 now runs 25 epochs, about 6 minutes: the epochs the
 # bundled model's stage 1 got before a 30-minute cap stopped it, so that the recipe gives the
 # same weights on any machine); MODEL_JOBS=1 runs them one after another.
-# The two cardiac-unet stages repeat themselves but do not make the bundled weights. Stage 2
-# keeps the average of its last 40 epochs' weights (--average-from 41): the best-epoch weights it
-# kept before gave 0.769 on the held-out family, the average 0.857, as the bundled file
-# (docs/heldout.md, "Weight averaging").
+# The two cardiac-unet stages repeat themselves and make the bundled weights (tensor for tensor).
+# Stage 2 keeps the average of its last 40 epochs' weights (--average-from 41): the best-epoch
+# weights it kept before gave 0.769 on the held-out family, the average 0.857 (docs/heldout.md,
+# "Weight averaging").
 MODEL_JOBS ?= 2
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 GENERATIVE_MODELS := brain-ae-anomaly brain-vae-anomaly brain-fanogan-anomaly brain-cyclegan-anomaly sulci-wgangp-anomaly
