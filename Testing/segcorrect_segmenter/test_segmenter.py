@@ -60,7 +60,7 @@ def test_tiny_training_learns_and_saves_a_package(tiny):
     # trained from a folder: the card cannot claim the data were synthetic
     assert card["task"] == "segmentation" and card["spatial_dims"] == 2 and card["synthetic_demo"] is False
     assert [(lab["name"], lab["value"]) for lab in card["labels"]] == [(lab["name"], lab["value"]) for lab in CARDIAC_LABELS]
-    assert card["input"]["normalization"] == {"kind": "percentile", "lower": 1.0, "upper": 99.0}
+    assert card["input"]["normalization"] == {"kind": "percentile", "lower": 1.0, "upper": 99.0, "region": "crop"}
     assert card["validation"]["network_space_dice"]["mean"] == pytest.approx(tiny.best_val_dice, abs=1e-4)
     # the whole two-pass pipeline on the held-out volumes is recorded too, and is far above chance
     assert set(card["validation"]["dice"]) == {"RV", "MYO", "LV", "mean"} and card["validation"]["dice"]["mean"] > 0.3

@@ -53,11 +53,18 @@ class Normalization(_Loose):
     b_max: Optional[float] = None  # default 1
     clip: Optional[bool] = None  # default false
     nonzero: Optional[bool] = None  # "zscore"
+    # "percentile" of a 2D slice segmenter: where its fine pass takes the percentiles from. "volume"
+    # (default, the training rule) or "crop": the heart box of the coarse pass, all slices, so that
+    # what lies far from the heart (a large field of view, a bright organ) cannot change the
+    # contrast the network sees (docs/heldout.md, "Normalised on the crop")
+    region: Optional[Literal["volume", "crop"]] = None
 
     @model_validator(mode="after")
     def _range_bounds(self):
         if self.kind == "range" and (self.a_min is None or self.a_max is None):
             raise ValueError("normalization kind 'range' needs a_min and a_max (MONAI ScaleIntensityRange)")
+        if self.region is not None and self.kind != "percentile":
+            raise ValueError(f"normalization 'region' applies to kind 'percentile', not {self.kind!r}")
         return self
 
 

@@ -129,8 +129,12 @@ def frame_from_mask(
     return frame_for_volume(shape, center, max(min_mm, margin * extent), spacing, out_size)
 
 
-def normalize_intensity(array: np.ndarray, lower: float = 1.0, upper: float = 99.0) -> np.ndarray:
+def normalize_intensity(array: np.ndarray, lower: float = 1.0, upper: float = 99.0,
+                        reference: Optional[np.ndarray] = None) -> np.ndarray:
     """Scale ``array`` so its ``lower``/``upper`` percentiles map to 0/1, clipped (float32).
+
+    ``reference``: the voxels the percentiles are taken from (default: all of ``array``), e.g.
+    the fine pass's box (:func:`crop_voxels`).
 
     The cardiac segmenters' rule (card ``normalization {"kind": "percentile", "lower": 1,
     "upper": 99}``). The scaling is the card rule ``range`` of
@@ -142,10 +146,20 @@ def normalize_intensity(array: np.ndarray, lower: float = 1.0, upper: float = 99
     # the bounds come from numpy: MONAI's ScaleIntensityRangePercentiles computes them with
     # torch.quantile, which sorts the whole volume and was 17x slower here. Python floats, so
     # that the scaling stays in float32
-    lo, hi = (float(v) for v in np.percentile(a, [lower, upper]))
+    ref = a if reference is None else np.asarray(reference, dtype=np.float32)
+    lo, hi = (float(v) for v in np.percentile(ref, [lower, upper]))
     if not hi > lo:  # the range rule would divide by one and keep outliers; a flat image carries nothing
         return np.zeros_like(a)
     return card_normalization(a, {"kind": "range", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True})
+
+
+def crop_voxels(array: np.ndarray, frame: SliceFrame) -> np.ndarray:
+    """The voxels of ``(z, y, x)`` ``array`` inside ``frame``'s box on every slice (the part of
+    the box within the image; padding is not a voxel)."""
+    ny, nx = array.shape[-2:]
+    ys, ye = max(frame.y0, 0), min(frame.y0 + frame.height, ny)
+    xs, xe = max(frame.x0, 0), min(frame.x0 + frame.width, nx)
+    return array[..., ys:ye, xs:xe]
 
 
 def _crop_pad(array: np.ndarray, frame: SliceFrame, fill: float = 0.0) -> np.ndarray:
@@ -274,6 +288,7 @@ __all__ = [
     "frame_for_volume",
     "frame_from_mask",
     "from_network",
+    "crop_voxels",
     "normalize_intensity",
     "one_hot",
     "to_network",

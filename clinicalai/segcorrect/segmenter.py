@@ -45,6 +45,7 @@ from .preprocess import (
     NETWORK_SIZE,
     SliceFrame,
     frame_for_volume,
+    crop_voxels,
     frame_from_mask,
     from_network,
     normalize_intensity,
@@ -397,7 +398,9 @@ def segmenter_card(
         "architecture": spec,
         "spatial_dims": 2,
         "input": {"channels": 1, "size": [int(s) for s in out_size], "modality": "MR",
-                  "normalization": {"kind": "percentile", "lower": 1.0, "upper": 99.0}},
+                  # the fine pass normalised on the heart box: a wide field of view or a bright
+                  # organ far from the heart broke whole-volume percentiles (docs/heldout.md)
+                  "normalization": {"kind": "percentile", "lower": 1.0, "upper": 99.0, "region": "crop"}},
         "labels": card_labels(CARDIAC_LABELS),
         "preprocessing": {"slices": "short-axis slices, one network sample each",
                           "crop": "heart-centred box from a coarse whole-slice pass",
@@ -558,16 +561,19 @@ def _segment_any(image: Volume, model, progress, cancel, batch_size: int, two_pa
     return _segment_slices(image, model, progress, cancel, batch_size, two_pass)
 
 
-def slice_intensities(array: np.ndarray, card: Any) -> np.ndarray:
+def slice_intensities(array: np.ndarray, card: Any, crop: Optional[SliceFrame] = None) -> np.ndarray:
     """``(z, y, x)`` intensities normalised as a 2D segmenter's card says (float32).
 
     ``percentile`` cards (the cardiac models) go through :func:`.preprocess.normalize_intensity`,
     the rule they were trained with (defaults 1 / 99, a flat volume maps to zeros); every other
-    kind through :func:`clinicalai.models.layout.normalize_intensity`.
+    kind through :func:`clinicalai.models.layout.normalize_intensity`. ``crop``: the fine pass's
+    box; a ``percentile`` card with ``region: "crop"`` takes its percentiles from the voxels in
+    that box (all slices) instead of the whole volume, and scales the whole volume with them.
     """
     norm = card.input.normalization
     if norm.kind == "percentile":  # per volume, clipped (the cardiac models' rule)
-        return normalize_intensity(array, norm.lower or 1.0, norm.upper or 99.0)
+        reference = crop_voxels(array, crop) if crop is not None and norm.region == "crop" else None
+        return normalize_intensity(array, norm.lower or 1.0, norm.upper or 99.0, reference=reference)
     return card_normalization(array, norm)
 
 
@@ -579,12 +585,12 @@ def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two
     card = model.card
     n_classes = len(card.labels) + 1
     out_size = tuple(card.input.size or NETWORK_SIZE)
-    norm = slice_intensities(image.array, card)
+    intensities = slice_intensities(image.array, card)
     frame = frame_for_volume(image.shape, spacing=image.spacing, out_size=out_size)
     timings["preprocess_s"] = time.perf_counter() - t0
 
     def run(frame, start: float, end: float) -> np.ndarray:
-        x = to_network(norm, frame, "image", normalize=False)[:, None]
+        x = to_network(intensities, frame, "image", normalize=False)[:, None]
         return _predict_probs(model, x, n_classes, batch_size, scaled(progress, start, end), cancel)
 
     report(progress, 0.02, "coarse pass")
@@ -596,6 +602,8 @@ def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two
         fg = _heart_from_coarse(probs, frame, image.shape)
         if fg.any():
             frame = frame_from_mask(fg, image.spacing, out_size=out_size)
+            if card.input.normalization.region == "crop":
+                intensities = slice_intensities(image.array, card, crop=frame)
             timings["crop_s"] = time.perf_counter() - t
             t = time.perf_counter()
             probs = run(frame, 0.45, 0.9)
