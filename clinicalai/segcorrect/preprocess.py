@@ -153,12 +153,17 @@ def normalize_intensity(array: np.ndarray, lower: float = 1.0, upper: float = 99
     return card_normalization(a, {"kind": "range", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True})
 
 
+def _inside(frame: SliceFrame, shape_yx: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """``(ys, ye, xs, xe)``: the part of ``frame``'s box within an image of in-plane ``shape_yx``."""
+    ny, nx = shape_yx
+    return max(frame.y0, 0), min(frame.y0 + frame.height, ny), max(frame.x0, 0), min(frame.x0 + frame.width, nx)
+
+
 def crop_voxels(array: np.ndarray, frame: SliceFrame) -> np.ndarray:
     """The voxels of ``(z, y, x)`` ``array`` inside ``frame``'s box on every slice (the part of
     the box within the image; padding is not a voxel)."""
     ny, nx = array.shape[-2:]
-    ys, ye = max(frame.y0, 0), min(frame.y0 + frame.height, ny)
-    xs, xe = max(frame.x0, 0), min(frame.x0 + frame.width, nx)
+    ys, ye, xs, xe = _inside(frame, (ny, nx))
     return array[..., ys:ye, xs:xe]
 
 
@@ -166,8 +171,7 @@ def _crop_pad(array: np.ndarray, frame: SliceFrame, fill: float = 0.0) -> np.nda
     """``(..., y, x)`` -> ``(..., height, width)`` box of ``frame``, ``fill`` outside the image."""
     ny, nx = array.shape[-2:]
     out = np.full(array.shape[:-2] + (frame.height, frame.width), fill, dtype=array.dtype)
-    ys, ye = max(frame.y0, 0), min(frame.y0 + frame.height, ny)
-    xs, xe = max(frame.x0, 0), min(frame.x0 + frame.width, nx)
+    ys, ye, xs, xe = _inside(frame, (ny, nx))
     if ye > ys and xe > xs:
         out[..., ys - frame.y0:ye - frame.y0, xs - frame.x0:xe - frame.x0] = array[..., ys:ye, xs:xe]
     return out
@@ -176,8 +180,7 @@ def _crop_pad(array: np.ndarray, frame: SliceFrame, fill: float = 0.0) -> np.nda
 def _paste(box: np.ndarray, frame: SliceFrame, out: np.ndarray) -> np.ndarray:
     """Write the part of ``box`` ``(..., height, width)`` that lies inside ``out`` ``(..., y, x)``."""
     ny, nx = out.shape[-2:]
-    ys, ye = max(frame.y0, 0), min(frame.y0 + frame.height, ny)
-    xs, xe = max(frame.x0, 0), min(frame.x0 + frame.width, nx)
+    ys, ye, xs, xe = _inside(frame, (ny, nx))
     if ye > ys and xe > xs:
         out[..., ys:ye, xs:xe] = box[..., ys - frame.y0:ye - frame.y0, xs - frame.x0:xe - frame.x0]
     return out
