@@ -21,6 +21,7 @@ def test_heldout_family_is_scored_and_harder_than_the_training_family(segmenter)
         assert set(r["raw"]["dice"]) == {"RV", "MYO", "LV", "mean"}
         assert 0.0 <= r["raw"]["validity_rate"] <= 1.0
         assert len(r["per_case"]) == 2 and r["data"]["synthetic"] is True
+        assert all(c["crops_tried"] >= 1 for c in r["per_case"])  # the fine pass ran on a crop
     assert held["data"]["family"] == "heldout" and "final" not in held
     # the segmenter learned hearts, not just its generator: far above chance on unseen anatomy ...
     assert held["raw"]["dice"]["LV"] > 0.5

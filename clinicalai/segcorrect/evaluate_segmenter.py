@@ -112,7 +112,8 @@ def _score_case(case_seed: int, segmenter, corrector,
     result = run_segcorrect(case.image, segmenter, corrector, cancel=cancel, strategy=strategy, context_corrector=context,
                             keep_largest=keep)
     truth = case.labels.array.astype(np.int64)
-    row: Dict[str, Any] = {"seed": case_seed, "shape": list(case.image.shape)}
+    row: Dict[str, Any] = {"seed": case_seed, "shape": list(case.image.shape),
+                           "crops_tried": len(getattr(result.segmentation, "heart_search", []))}
     metrics: Dict[str, Any] = {}
     checks: Dict[str, List[bool]] = {}
     for mode, mask in (("raw", result.raw), ("final", result.final)):

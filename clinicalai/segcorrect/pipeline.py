@@ -42,7 +42,7 @@ from .corrector import check_corrector, correct_slices, is_context_model, one_ho
 from .latent import (LATENT_DECODES, latent_decodings, optimised_decodings, supports_latent_search,
                      valid_decodings)
 from .labels import CARDIAC_NAMES, cardiac_mask_hint
-from .outputs import low_confidence_warning
+from .outputs import low_confidence_warning, unconfirmed_heart_warning
 from .preprocess import NETWORK_SIZE, SliceFrame, frame_from_mask, from_network, to_network
 from .segmenter import keeps_largest_component, segment_volume
 from .validity import CRITERIA, SliceValidity, cardiac_values_from_labels, check_slice, label_dice
@@ -240,6 +240,7 @@ class SegCorrectResult:
             "segmentation": {
                 "slice_confidence": [round(float(c), 4) for c in np.asarray(seg.slice_confidence).ravel()],
                 "frame": seg.frame.to_dict() if getattr(seg, "frame", None) is not None else None,
+                "heart_search": [dict(t) for t in getattr(seg, "heart_search", [])],
                 "timings": {k: round(float(v), 4) for k, v in (seg.timings or {}).items()},
                 "label_voxels": {int(v): int(n) for v, n in zip(*np.unique(seg.labels.array, return_counts=True)) if v},
             },
@@ -876,7 +877,8 @@ def run_segcorrect(
         warnings = input_warnings(image, [segmenter.card])
     else:
         warnings = input_warnings(image) + [str(w) for w in fit_warnings]  # the reader's, then the caller's
-    unsure = low_confidence_warning(seg.slice_confidence, segmenter.card)
-    if unsure:
-        warnings.append(unsure)
+    for unsure in (low_confidence_warning(seg.slice_confidence, segmenter.card),
+                   unconfirmed_heart_warning(getattr(seg, "heart_search", []))):
+        if unsure:
+            warnings.append(unsure)
     return SegCorrectResult(seg, correction, timings, warnings=warnings)

@@ -67,6 +67,12 @@ class SliceFrame:
         sx = self.width / self.out_size[1]
         return np.stack([self.y0 + (uv[..., 0] + 0.5) * sy - 0.5, self.x0 + (uv[..., 1] + 0.5) * sx - 0.5], -1)
 
+    def inside(self, shape_yx: Sequence[int]) -> Tuple[int, int, int, int]:
+        """``(ys, ye, xs, xe)``: the part of the box within an image of in-plane ``shape_yx``
+        (the one place that clips a box to the image: cropping, pasting back, confidence)."""
+        ny, nx = (int(n) for n in shape_yx)
+        return max(self.y0, 0), min(self.y0 + self.height, ny), max(self.x0, 0), min(self.x0 + self.width, nx)
+
     def to_dict(self) -> dict:
         return {"y0": self.y0, "x0": self.x0, "height": self.height, "width": self.width,
                 "in_shape": list(self.in_shape), "out_size": list(self.out_size)}
@@ -153,25 +159,17 @@ def normalize_intensity(array: np.ndarray, lower: float = 1.0, upper: float = 99
     return card_normalization(a, {"kind": "range", "a_min": lo, "a_max": hi, "b_min": 0.0, "b_max": 1.0, "clip": True})
 
 
-def _inside(frame: SliceFrame, shape_yx: Tuple[int, int]) -> Tuple[int, int, int, int]:
-    """``(ys, ye, xs, xe)``: the part of ``frame``'s box within an image of in-plane ``shape_yx``."""
-    ny, nx = shape_yx
-    return max(frame.y0, 0), min(frame.y0 + frame.height, ny), max(frame.x0, 0), min(frame.x0 + frame.width, nx)
-
-
 def crop_voxels(array: np.ndarray, frame: SliceFrame) -> np.ndarray:
     """The voxels of ``(z, y, x)`` ``array`` inside ``frame``'s box on every slice (the part of
     the box within the image; padding is not a voxel)."""
-    ny, nx = array.shape[-2:]
-    ys, ye, xs, xe = _inside(frame, (ny, nx))
+    ys, ye, xs, xe = frame.inside(array.shape[-2:])
     return array[..., ys:ye, xs:xe]
 
 
 def _crop_pad(array: np.ndarray, frame: SliceFrame, fill: float = 0.0) -> np.ndarray:
     """``(..., y, x)`` -> ``(..., height, width)`` box of ``frame``, ``fill`` outside the image."""
-    ny, nx = array.shape[-2:]
     out = np.full(array.shape[:-2] + (frame.height, frame.width), fill, dtype=array.dtype)
-    ys, ye, xs, xe = _inside(frame, (ny, nx))
+    ys, ye, xs, xe = frame.inside(array.shape[-2:])
     if ye > ys and xe > xs:
         out[..., ys - frame.y0:ye - frame.y0, xs - frame.x0:xe - frame.x0] = array[..., ys:ye, xs:xe]
     return out
@@ -179,8 +177,7 @@ def _crop_pad(array: np.ndarray, frame: SliceFrame, fill: float = 0.0) -> np.nda
 
 def _paste(box: np.ndarray, frame: SliceFrame, out: np.ndarray) -> np.ndarray:
     """Write the part of ``box`` ``(..., height, width)`` that lies inside ``out`` ``(..., y, x)``."""
-    ny, nx = out.shape[-2:]
-    ys, ye, xs, xe = _inside(frame, (ny, nx))
+    ys, ye, xs, xe = frame.inside(out.shape[-2:])
     if ye > ys and xe > xs:
         out[..., ys:ye, xs:xe] = box[..., ys - frame.y0:ye - frame.y0, xs - frame.x0:xe - frame.x0]
     return out

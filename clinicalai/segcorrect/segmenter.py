@@ -9,7 +9,10 @@ with the best validation Dice (MONAI ``DiceMetric``) is kept.
 Inference (:func:`segment_volume`) never looks at ground truth: a coarse pass on the whole
 slice (resized to 128 x 128) finds the heart, its largest foreground component gives the
 crop (:func:`~clinicalai.segcorrect.preprocess.frame_from_mask`, the rule used for training),
-and a second pass on the crop gives the result, mapped back onto the input grid. A card with
+and a second pass on the crop gives the result, mapped back onto the input grid. When that
+fine pass labels less than half of the component the crop was set on, the next largest
+components are tried and the crop that confirms the most coarse voxels wins
+(``SegmenterOutput.heart_search`` records each try). A card with
 ``postprocessing: {"keep_largest_component": true}`` then keeps only the largest 3D connected
 component of each label (MONAI ``KeepLargestConnectedComponent``): islands drawn away from the heart go.
 """
@@ -21,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
@@ -38,7 +41,7 @@ from . import ARCHITECTURES
 from .ct import segment_ct
 from .data import build_slices, resolve_cases, split_cases
 from .labels import CARDIAC_LABELS, N_CLASSES, card_labels
-from .outputs import SegmenterOutput, TrainResult, card_segments, slice_confidence, softmax
+from .outputs import CONFIRMED_FRACTION, SegmenterOutput, TrainResult, card_segments, slice_confidence, softmax
 from .preprocess import (
     CROP_MARGIN,
     MIN_CROP_MM,
@@ -58,6 +61,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CHANNELS = (16, 32, 64, 128)
 
 INTENDED_USE_DEMO = "synthetic phantom demo; not for clinical use"
+
+#: coarse components tried as the heart, largest first, while none is confirmed
+MAX_HEART_CANDIDATES = 3
+#: a coarse component smaller than this fraction of the largest is not tried
+MIN_CANDIDATE_FRACTION = 0.1
 
 #: the card key under ``postprocessing`` that switches on :func:`keep_largest_components`
 KEEP_LARGEST_KEY = "keep_largest_component"
@@ -457,14 +465,6 @@ def _predict_probs(model, x: np.ndarray, n_classes: int, batch_size: int, progre
     return np.concatenate(out)
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    lab, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    sizes = ndimage.sum(mask, lab, range(1, n + 1))
-    return lab == (1 + int(np.argmax(sizes)))
-
-
 def keeps_largest_component(card: Any, override: Optional[bool] = None) -> bool:
     """Whether :func:`segment_volume` keeps only the largest 3D component of each label:
     ``override`` when given (the ``--keep-largest-component`` / ``--no-keep-largest-component``
@@ -597,17 +597,23 @@ def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two
     t = time.perf_counter()
     probs = run(frame, 0.02, 0.45 if two_pass else 0.9)
     timings["coarse_s"] = time.perf_counter() - t
+    search: List[Dict[str, Any]] = []
     if two_pass:
         t = time.perf_counter()
-        fg = _heart_from_coarse(probs, frame, image.shape)
-        if fg.any():
-            frame = frame_from_mask(fg, image.spacing, out_size=out_size)
+
+        def fine_pass(k: int, candidate: np.ndarray) -> Tuple[SliceFrame, np.ndarray]:
+            nonlocal intensities
+            crop = frame_from_mask(candidate, image.spacing, out_size=out_size)
             if card.input.normalization.region == "crop":
-                intensities = slice_intensities(image.array, card, crop=frame)
-            timings["crop_s"] = time.perf_counter() - t
-            t = time.perf_counter()
-            probs = run(frame, 0.45, 0.9)
-            timings["fine_s"] = time.perf_counter() - t
+                intensities = slice_intensities(image.array, card, crop=crop)
+            # the first fine pass is the usual one; a second or third only runs when it failed
+            start = 0.45 if k == 0 else 0.85 + 0.05 * (k - 1) / MAX_HEART_CANDIDATES
+            return crop, run(crop, start, 0.85 if k == 0 else start + 0.05 / MAX_HEART_CANDIDATES)
+
+        found, search = find_heart(_heart_candidates(probs, frame, image.shape), fine_pass)
+        if found is not None:
+            frame, probs = found
+        timings["fine_s"] = time.perf_counter() - t
     check_cancel(cancel)
     t = time.perf_counter()
     report(progress, 0.92, "mapping back onto the image grid")
@@ -615,15 +621,70 @@ def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two
     timings["postprocess_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     out.timings = timings
+    out.heart_search = search
     report(progress, 1.0, "segmentation done")
     return out
 
 
-def _heart_from_coarse(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]) -> np.ndarray:
-    """The coarse pass's largest foreground component ``(z, y, x)`` bool on the input grid
-    (``probs``: ``(z, C, H, W)`` in network space): what the fine pass is cropped on."""
-    coarse = from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest")
-    return _largest_component(coarse > 0)
+def _heart_candidates(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]) -> List[np.ndarray]:
+    """Where the heart may be: the coarse pass's foreground components ``(z, y, x)`` bool on
+    the input grid, largest first, at most :data:`MAX_HEART_CANDIDATES`, none smaller than
+    :data:`MIN_CANDIDATE_FRACTION` of the largest (``probs``: ``(z, C, H, W)`` in network space).
+
+    Why more than the largest: on a wide field of view the coarse pass sees the heart at a
+    quarter of the fine pass's scale, and a vessel or the chest wall beside it can come out
+    as the larger component; the fine pass on that crop then finds nothing (held-out stacks).
+    """
+    coarse = from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest") > 0
+    components, n = ndimage.label(coarse)
+    if n == 0:
+        return []
+    sizes = ndimage.sum(coarse, components, range(1, n + 1))
+    order = np.argsort(-sizes, kind="stable")[:MAX_HEART_CANDIDATES]
+    return [components == (i + 1) for i in order if sizes[i] >= MIN_CANDIDATE_FRACTION * sizes[order[0]]]
+
+
+def find_heart(
+    candidates: Sequence[np.ndarray],
+    fine_pass: Callable[[int, np.ndarray], Tuple[SliceFrame, np.ndarray]],
+) -> Tuple[Optional[Tuple[SliceFrame, np.ndarray]], List[Dict[str, Any]]]:
+    """The fine pass on the first candidate crop that it confirms.
+
+    Args:
+        candidates: coarse foreground components ``(z, y, x)`` bool, in the order to try
+            (:func:`_heart_candidates`: largest first).
+        fine_pass: ``(index, candidate) -> (crop, probabilities)``: the fine pass on the crop set
+            on a candidate, softmax ``(z, C, H, W)`` in that crop's network space.
+
+    Returns:
+        ``(crop, probabilities)`` of the crop whose fine pass labels the most voxels of its own
+        candidate (``None`` without candidates), and one record per pass run (``voxels``,
+        ``confirmed`` fraction, ``chosen``). Trying stops at the first candidate confirmed to
+        :data:`~.outputs.CONFIRMED_FRACTION`, so an image where the largest component is the
+        heart costs one fine pass, as before.
+    """
+    best: Optional[Tuple[int, int, SliceFrame, np.ndarray]] = None
+    search: List[Dict[str, Any]] = []
+    for k, candidate in enumerate(candidates):
+        crop, probs = fine_pass(k, candidate)
+        voxels = int(np.count_nonzero(candidate))
+        found = _confirmed_voxels(probs, crop, candidate)
+        search.append({"voxels": voxels, "confirmed": round(found / max(voxels, 1), 4), "chosen": False})
+        if best is None or found > best[0]:
+            best = (found, k, crop, probs)
+        if found >= CONFIRMED_FRACTION * voxels:
+            break
+    if best is None:
+        return None, search
+    search[best[1]]["chosen"] = True
+    return (best[2], best[3]), search
+
+
+def _confirmed_voxels(fine_probs: np.ndarray, crop: SliceFrame, candidate: np.ndarray) -> int:
+    """How many voxels of a coarse ``candidate`` ``(z, y, x)`` the fine pass on ``crop`` also
+    labels foreground (``fine_probs``: ``(z, C, H, W)`` in network space)."""
+    fine = from_network(fine_probs.argmax(1).astype(np.uint8), crop, candidate.shape, kind="labels", method="nearest")
+    return int(np.count_nonzero((fine > 0) & candidate))
 
 
 def _slices_to_grid(probs: np.ndarray, frame: SliceFrame, image: Volume, card: Any) -> SegmenterOutput:
@@ -635,7 +696,8 @@ def _slices_to_grid(probs: np.ndarray, frame: SliceFrame, image: Volume, card: A
     values = np.array([0] + [lab.value for lab in card.labels], np.uint8)
     labels = values[prob_in.argmax(0).astype(np.uint8)]  # channel i is the i-th label of the card
     box = np.zeros(shape[1:], bool)
-    box[max(frame.y0, 0):frame.y0 + frame.height, max(frame.x0, 0):frame.x0 + frame.width] = True
+    ys, ye, xs, xe = frame.inside(shape[1:])
+    box[ys:ye, xs:xe] = True
     conf = slice_confidence(prob_in.max(0), labels > 0, box)
     out = image.with_array(labels, modality="SEG", units="label",
                            metadata={"segments": card_segments(card), "model": card.name,
