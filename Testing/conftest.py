@@ -5,8 +5,14 @@ import os
 import pytest
 
 # Tests run on 2 CPU cores: keep torch from oversubscribing them. Under pytest-xdist each of the
-# two workers gets one core's worth of threads.
-os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
+# two workers gets one core's worth of threads. The xdist controller imports this file before it
+# starts its workers, and they inherit its environment: a worker must not take the controller's
+# default of 2 for a choice of the user's (two workers with two OpenMP threads each on two cores
+# made double-backprop steps 20-70 times slower; a user's own setting is still kept).
+_DEFAULT_MARK = "CLINICALAI_TEST_DEFAULT_THREADS"
+if "OMP_NUM_THREADS" not in os.environ or os.environ.get(_DEFAULT_MARK) == os.environ["OMP_NUM_THREADS"]:
+    os.environ["OMP_NUM_THREADS"] = "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2"
+    os.environ[_DEFAULT_MARK] = os.environ["OMP_NUM_THREADS"]
 
 
 @pytest.fixture(autouse=True, scope="session")
