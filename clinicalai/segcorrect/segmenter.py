@@ -657,11 +657,12 @@ def find_heart(
             on a candidate, softmax ``(z, C, H, W)`` in that crop's network space.
 
     Returns:
-        ``(crop, probabilities)`` of the crop whose fine pass labels the most voxels of its own
-        candidate (``None`` without candidates), and one record per pass run (``voxels``,
-        ``confirmed`` fraction, ``chosen``). Trying stops at the first candidate confirmed to
-        :data:`~.outputs.CONFIRMED_FRACTION`, so an image where the largest component is the
-        heart costs one fine pass, as before.
+        ``(crop, probabilities)`` of the first crop whose fine pass confirms its candidate (labels
+        :data:`~.outputs.CONFIRMED_FRACTION` of it), else of the crop whose fine pass labels the
+        most voxels of its own candidate (``None`` without candidates), and one record per pass
+        run (``voxels``, ``confirmed`` fraction, ``chosen``). Trying stops at the first confirmed
+        candidate, so an image where the largest component is the heart costs one fine pass, as
+        before.
     """
     best: Optional[Tuple[int, int, SliceFrame, np.ndarray]] = None
     search: List[Dict[str, Any]] = []
@@ -670,10 +671,11 @@ def find_heart(
         voxels = int(np.count_nonzero(candidate))
         found = _confirmed_voxels(probs, crop, candidate)
         search.append({"voxels": voxels, "confirmed": round(found / max(voxels, 1), 4), "chosen": False})
+        if found >= CONFIRMED_FRACTION * voxels:  # confirmed: it wins over any unconfirmed larger one
+            best = (found, k, crop, probs)
+            break
         if best is None or found > best[0]:
             best = (found, k, crop, probs)
-        if found >= CONFIRMED_FRACTION * voxels:
-            break
     if best is None:
         return None, search
     search[best[1]]["chosen"] = True
