@@ -17,6 +17,7 @@ from clinicalai.segcorrect.segmenter import (
     segment_volume,
     slice_intensities,
 )
+from clinicalai.volume import Volume
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -113,6 +114,37 @@ def test_a_confirmed_crop_wins_over_a_larger_unconfirmed_one():
     strip[:, :, :10] = True  # labelled nowhere
     found, search = find_heart([wide, strip], fine_pass)
     assert [t["chosen"] for t in search] == [True, False]
+    # ... and, given the voxel volume, the largest part of what its fine pass found is tried
+    # once more when it could be a heart (5000 voxels of 4 uL: 20 mL), not when it is a speck
+    found, search = find_heart([wide, strip], fine_pass, voxel_ml=0.004)
+    assert len(search) == 3 and search[2]["refined"] and search[2]["voxels"] == 5000
+    assert search[2]["chosen"] and search[2]["confirmed"] == 1.0
+    _, search = find_heart([wide, strip], fine_pass, voxel_ml=0.001)  # 5 mL: not tried
+    assert len(search) == 2 and search[0]["chosen"]
+
+
+def test_a_very_wide_field_of_view_is_cropped_again_on_the_fine_pass():
+    """Held-out seed 101 inside a field of view three times as wide (665 mm), the rest noise at
+    the level of its edges: the coarse pass labels a component ten times the heart, its fine pass
+    confirms a tenth of it but finds the heart, and the crop set on that is confirmed."""
+    model = _bundled()
+    case = heldout_cardiac_case(101)
+    a, truth = case.image.array, case.labels.array
+    z, ny, nx = a.shape
+    rng = np.random.default_rng(0)
+    edge = np.concatenate([a[:, :4].ravel(), a[:, -4:].ravel()])
+    wide = rng.normal(edge.mean(), edge.std(), (z, 3 * ny, 3 * nx)).astype(a.dtype)
+    wide[:, ny:2 * ny, nx:2 * nx] = a
+    wide_truth = np.zeros(wide.shape, truth.dtype)
+    wide_truth[:, ny:2 * ny, nx:2 * nx] = truth
+    image = Volume(wide, spacing=case.image.spacing, origin=case.image.origin, direction=case.image.direction)
+    seg = segment_volume(image, model)
+    first, last = seg.heart_search[0], seg.heart_search[-1]
+    assert first["confirmed"] < CONFIRMED_FRACTION and not first["chosen"]
+    assert last.get("refined") and last["chosen"] and last["confirmed"] >= CONFIRMED_FRACTION
+    scores = [_dice(seg.labels.array == v, wide_truth == v) for v in (1, 2, 3)]
+    assert min(scores) > 0.9, scores
+    assert not any("confirm" in w for w in run_segcorrect(image, model, None).warnings)
 
 
 def test_a_plain_stack_runs_one_confirmed_fine_pass_and_reports_it():

@@ -66,6 +66,9 @@ INTENDED_USE_DEMO = "synthetic phantom demo; not for clinical use"
 MAX_HEART_CANDIDATES = 3
 #: a coarse component smaller than this fraction of the largest is not tried
 MIN_CANDIDATE_FRACTION = 0.1
+#: the smallest fine-pass foreground (mL) tried as a refined crop: far below a heart (the
+#: phantoms' hearts are 139-506 mL, an adult's several hundred), far above a speck
+MIN_REFINED_ML = 10.0
 
 #: the card key under ``postprocessing`` that switches on :func:`keep_largest_components`
 KEEP_LARGEST_KEY = "keep_largest_component"
@@ -610,7 +613,8 @@ def _segment_slices(image: Volume, model, progress, cancel, batch_size: int, two
             start = 0.45 if k == 0 else 0.85 + 0.05 * (k - 1) / MAX_HEART_CANDIDATES
             return crop, run(crop, start, 0.85 if k == 0 else start + 0.05 / MAX_HEART_CANDIDATES)
 
-        found, search = find_heart(_heart_candidates(probs, frame, image.shape), fine_pass)
+        voxel_ml = float(np.prod(image.spacing)) / 1000.0
+        found, search = find_heart(_heart_candidates(probs, frame, image.shape), fine_pass, voxel_ml)
         if found is not None:
             frame, probs = found
         timings["fine_s"] = time.perf_counter() - t
@@ -647,6 +651,7 @@ def _heart_candidates(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]
 def find_heart(
     candidates: Sequence[np.ndarray],
     fine_pass: Callable[[int, np.ndarray], Tuple[SliceFrame, np.ndarray]],
+    voxel_ml: Optional[float] = None,
 ) -> Tuple[Optional[Tuple[SliceFrame, np.ndarray]], List[Dict[str, Any]]]:
     """The fine pass on the first candidate crop that it confirms.
 
@@ -655,6 +660,9 @@ def find_heart(
             (:func:`_heart_candidates`: largest first).
         fine_pass: ``(index, candidate) -> (crop, probabilities)``: the fine pass on the crop set
             on a candidate, softmax ``(z, C, H, W)`` in that crop's network space.
+        voxel_ml: the volume of one voxel (mL); with it, when no candidate is confirmed, the
+            largest component of the best crop's fine-pass foreground is tried as one more
+            candidate if it holds at least :data:`MIN_REFINED_ML` (``refined: true`` in its record).
 
     Returns:
         ``(crop, probabilities)`` of the first crop whose fine pass confirms its candidate (labels
@@ -666,27 +674,47 @@ def find_heart(
     """
     best: Optional[Tuple[int, int, SliceFrame, np.ndarray]] = None
     search: List[Dict[str, Any]] = []
-    for k, candidate in enumerate(candidates):
+
+    def attempt(k: int, candidate: np.ndarray) -> bool:
+        nonlocal best
         crop, probs = fine_pass(k, candidate)
         voxels = int(np.count_nonzero(candidate))
-        found = _confirmed_voxels(probs, crop, candidate)
+        found = int(np.count_nonzero(_fine_foreground(probs, crop, candidate.shape) & candidate))
         search.append({"voxels": voxels, "confirmed": round(found / max(voxels, 1), 4), "chosen": False})
         if found >= CONFIRMED_FRACTION * voxels:  # confirmed: it wins over any unconfirmed larger one
             best = (found, k, crop, probs)
-            break
+            return True
         if best is None or found > best[0]:
             best = (found, k, crop, probs)
+        return False
+
+    confirmed = any(attempt(k, candidate) for k, candidate in enumerate(candidates))  # stops at the first
+    if not confirmed and best is not None and voxel_ml:
+        # a crop set on a component far larger than the heart (a very wide field of view, where
+        # the coarse pass labels noise around it) can still hold the heart at a coarse scale:
+        # crop again on what that fine pass found, once
+        _, _, crop, probs = best
+        refined = _largest_component(_fine_foreground(probs, crop, candidates[0].shape))
+        if refined.any() and np.count_nonzero(refined) * voxel_ml >= MIN_REFINED_ML:
+            attempt(len(search), refined)
+            search[-1]["refined"] = True
     if best is None:
         return None, search
     search[best[1]]["chosen"] = True
     return (best[2], best[3]), search
 
 
-def _confirmed_voxels(fine_probs: np.ndarray, crop: SliceFrame, candidate: np.ndarray) -> int:
-    """How many voxels of a coarse ``candidate`` ``(z, y, x)`` the fine pass on ``crop`` also
-    labels foreground (``fine_probs``: ``(z, C, H, W)`` in network space)."""
-    fine = from_network(fine_probs.argmax(1).astype(np.uint8), crop, candidate.shape, kind="labels", method="nearest")
-    return int(np.count_nonzero((fine > 0) & candidate))
+def _fine_foreground(fine_probs: np.ndarray, crop: SliceFrame, shape: Sequence[int]) -> np.ndarray:
+    """The fine pass's foreground ``(z, y, x)`` bool on the input grid of ``shape``
+    (``fine_probs``: ``(z, C, H, W)`` in ``crop``'s network space)."""
+    return from_network(fine_probs.argmax(1).astype(np.uint8), crop, shape, kind="labels", method="nearest") > 0
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    components, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return components == (1 + int(np.argmax(ndimage.sum(mask, components, range(1, n + 1)))))
 
 
 def _slices_to_grid(probs: np.ndarray, frame: SliceFrame, image: Volume, card: Any) -> SegmenterOutput:
