@@ -60,7 +60,8 @@ class SegmenterOutput:
         timings: seconds per step.
         heart_search: one entry per crop the fine pass ran on (2D two-pass path; empty
             otherwise): ``voxels`` of the coarse component it was set on, the fraction of them
-            the fine pass ``confirmed``, and whether it was ``chosen``.
+            the fine pass ``confirmed``, whether it was ``chosen``, and ``refined: true`` for a
+            crop set on an earlier fine pass's foreground (:func:`~.segmenter.find_heart`).
     """
 
     labels: Volume

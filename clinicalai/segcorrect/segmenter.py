@@ -11,8 +11,8 @@ slice (resized to 128 x 128) finds the heart, its largest foreground component g
 crop (:func:`~clinicalai.segcorrect.preprocess.frame_from_mask`, the rule used for training),
 and a second pass on the crop gives the result, mapped back onto the input grid. When that
 fine pass labels less than half of the component the crop was set on, the next largest
-components are tried and the crop that confirms the most coarse voxels wins
-(``SegmenterOutput.heart_search`` records each try). A card with
+components are tried, and if none is confirmed the largest part of what the best fine pass found
+(``SegmenterOutput.heart_search`` records each try; :func:`find_heart`). A card with
 ``postprocessing: {"keep_largest_component": true}`` then keeps only the largest 3D connected
 component of each label (MONAI ``KeepLargestConnectedComponent``): islands drawn away from the heart go.
 """
