@@ -183,3 +183,7 @@ def test_monai_layout_2d_bundle_answers_the_same_whatever_the_file_order(tmp_pat
     assert ras_a.same_grid(ras_s, atol=1e-6)
     np.testing.assert_array_equal(ras_a.array, ras_s.array)
     assert len(np.unique(ras_a.array)) > 1  # an untrained net still paints something to compare
+    # two passes on the bundle's own grid: the crop search is reported on the input grid's output
+    two = segment_volume(axial, model)
+    assert two.labels.same_grid(axial) and len(two.heart_search) >= 1
+    assert sum(t["chosen"] for t in two.heart_search) == 1

@@ -560,7 +560,7 @@ def _segment_any(image: Volume, model, progress, cancel, batch_size: int, two_pa
                                     metadata=dict(out.labels.metadata)),
             probabilities=probs.astype(np.float32),
             slice_confidence=np.array([float(conf[k].mean()) for k in range(conf.shape[0])], np.float32),
-            frame=None, timings=out.timings)
+            frame=None, timings=out.timings, heart_search=out.heart_search)
     return _segment_slices(image, model, progress, cancel, batch_size, two_pass)
 
 
