@@ -639,13 +639,8 @@ def _heart_candidates(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]
     quarter of the fine pass's scale, and a vessel or the chest wall beside it can come out
     as the larger component; the fine pass on that crop then finds nothing (held-out stacks).
     """
-    coarse = from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest") > 0
-    components, n = ndimage.label(coarse)
-    if n == 0:
-        return []
-    sizes = ndimage.sum(coarse, components, range(1, n + 1))
-    order = np.argsort(-sizes, kind="stable")[:MAX_HEART_CANDIDATES]
-    return [components == (i + 1) for i in order if sizes[i] >= MIN_CANDIDATE_FRACTION * sizes[order[0]]]
+    components = _components_largest_first(_foreground_on_grid(probs, frame, shape), MAX_HEART_CANDIDATES)
+    return [c for c in components if np.count_nonzero(c) >= MIN_CANDIDATE_FRACTION * np.count_nonzero(components[0])]
 
 
 def find_heart(
@@ -679,7 +674,7 @@ def find_heart(
         nonlocal best
         crop, probs = fine_pass(k, candidate)
         voxels = int(np.count_nonzero(candidate))
-        found = int(np.count_nonzero(_fine_foreground(probs, crop, candidate.shape) & candidate))
+        found = int(np.count_nonzero(_foreground_on_grid(probs, crop, candidate.shape) & candidate))
         search.append({"voxels": voxels, "confirmed": round(found / max(voxels, 1), 4), "chosen": False})
         if found >= CONFIRMED_FRACTION * voxels:  # confirmed: it wins over any unconfirmed larger one
             best = (found, k, crop, probs)
@@ -694,9 +689,9 @@ def find_heart(
         # the coarse pass labels noise around it) can still hold the heart at a coarse scale:
         # crop again on what that fine pass found, once
         _, _, crop, probs = best
-        refined = _largest_component(_fine_foreground(probs, crop, candidates[0].shape))
-        if refined.any() and np.count_nonzero(refined) * voxel_ml >= MIN_REFINED_ML:
-            attempt(len(search), refined)
+        refined = _components_largest_first(_foreground_on_grid(probs, crop, candidates[0].shape), 1)
+        if refined and np.count_nonzero(refined[0]) * voxel_ml >= MIN_REFINED_ML:
+            attempt(len(search), refined[0])
             search[-1]["refined"] = True
     if best is None:
         return None, search
@@ -704,17 +699,20 @@ def find_heart(
     return (best[2], best[3]), search
 
 
-def _fine_foreground(fine_probs: np.ndarray, crop: SliceFrame, shape: Sequence[int]) -> np.ndarray:
-    """The fine pass's foreground ``(z, y, x)`` bool on the input grid of ``shape``
-    (``fine_probs``: ``(z, C, H, W)`` in ``crop``'s network space)."""
-    return from_network(fine_probs.argmax(1).astype(np.uint8), crop, shape, kind="labels", method="nearest") > 0
+def _foreground_on_grid(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]) -> np.ndarray:
+    """A pass's foreground ``(z, y, x)`` bool on the input grid of ``shape`` (``probs``:
+    softmax ``(z, C, H, W)`` in ``frame``'s network space; the coarse and the fine pass alike)."""
+    return from_network(probs.argmax(1).astype(np.uint8), frame, shape, kind="labels", method="nearest") > 0
 
 
-def _largest_component(mask: np.ndarray) -> np.ndarray:
+def _components_largest_first(mask: np.ndarray, limit: int) -> List[np.ndarray]:
+    """The ``limit`` largest connected components of bool ``mask`` (scipy's default
+    6-connectivity in 3D), largest first, as bool masks; ``[]`` for an empty mask."""
     components, n = ndimage.label(mask)
-    if n <= 1:
-        return mask
-    return components == (1 + int(np.argmax(ndimage.sum(mask, components, range(1, n + 1)))))
+    if n == 0:
+        return []
+    sizes = ndimage.sum(mask, components, range(1, n + 1))
+    return [components == (i + 1) for i in np.argsort(-sizes, kind="stable")[:limit]]
 
 
 def _slices_to_grid(probs: np.ndarray, frame: SliceFrame, image: Volume, card: Any) -> SegmenterOutput:
