@@ -85,6 +85,7 @@ def test_explain_lesion_on_another_grid_is_refused(model_and_case, capsys):
     (["--widths", "8", "16", "0", "32"], "4 positive block widths"),
     (["--cam-layer", "fc"], "the Grad-CAM layer must be one of layer1, layer2, layer3, layer4"),
     (["--family", "mix", "--mni", "2", "--t1-share", "1.5"], "share of T1-like template cases"),
+    (["--healthy-twins"], "they need --family mix"),
 ])
 def test_train_classifier_family_errors_are_one_line_and_write_nothing(tmp_path, capsys, argv, message):
     out = tmp_path / "mix.pt"
@@ -102,7 +103,7 @@ def test_train_classifier_on_the_mixed_family_records_data_and_licence(tmp_path,
     out = tmp_path / "mix.pt"
     try:
         rc = main(["train", "classifier", "--constraint", "none", "--phantoms", "2", "--family", "mix", "--mni", "2",
-                   "--epochs", "1", "--augmentation", "mild", "--threads", "1", "--validate", "0",
+                   "--healthy-twins", "--epochs", "1", "--augmentation", "mild", "--threads", "1", "--validate", "0",
                    "--ig-baseline", "blur", "-o", str(out)])
     finally:
         torch.set_num_threads(before)
@@ -113,7 +114,9 @@ def test_train_classifier_on_the_mixed_family_records_data_and_licence(tmp_path,
     assert card["attribution"] == {"baseline": "blur", "blur_sigma_mm": 8.0}
     assert training["family"] == "mix" and training["template_licence"] == MNI_LICENSE
     assert "2 MNI-template phantoms" in training["data"] and training["augmentation"]["rotate_deg"] == 15.0
-    assert training["command"].endswith("--family mix --mni 2 --augmentation mild --ig-baseline blur -o mix.pt")
+    assert training["healthy_twins"] is True and "healthy twin" in training["data"]
+    assert training["command"].endswith("--family mix --mni 2 --healthy-twins --augmentation mild --ig-baseline blur "
+                                        "-o mix.pt")
 
 
 def test_train_classifier_grid_widths_and_cam_layer_reach_the_card(tmp_path):

@@ -286,6 +286,39 @@ def test_template_figures_use_the_cards_grid(tmp_path, one_thread):
     assert "2 mm voxels" in template_summary(figs, 2, 0, 2.0)["data"]
 
 
+def test_healthy_twins_differ_from_their_lesioned_case_only_at_the_lesion():
+    """A healthy twin is its lesioned case voxel for voxel (same deformation, grid, bias, noise)
+    except around the lesion; :func:`twin_slice_dataset` gives one label-0 twin slice for each
+    lesion slice of the lesioned template cases, and skips the healthy ones."""
+    from scipy import ndimage
+
+    from clinicalai.attribution.constrained import make_mni_cases, slice_dataset, training_slices, twin_slice_dataset
+    from clinicalai.phantoms.mni import mni_brain_case
+
+    pytest.importorskip("nilearn")
+    sick = mni_brain_case(3, pathological=True, contrast="T1", spacing=(4.0, 4.0, 4.0), stream="train")
+    twin = mni_brain_case(3, pathological=True, contrast="T1", spacing=(4.0, 4.0, 4.0), stream="train",
+                          healthy_twin=True)
+    lesion = sick.lesion.array > 0
+    assert lesion.sum() > 0 and twin.lesion.array.sum() == 0 and not twin.pathological
+    assert twin.image.metadata["phantom"]["healthy_twin"] and twin.image.metadata["phantom"]["lesions"] == []
+    diff = np.abs(sick.image.array - twin.image.array)
+    near = ndimage.binary_dilation(lesion, iterations=2)
+    assert diff[~near].max() < 1e-3 * sick.image.array.max()  # only the lesion's blurred edge reaches further
+    assert diff[lesion].mean() > 0.2 * sick.image.array[lesion].mean()  # the lesion is darker than its twin's tissue
+    with pytest.raises(ValueError, match="healthy twin"):
+        mni_brain_case(3, pathological=False, healthy_twin=True)
+
+    cases = make_mni_cases(4, seed=2, grid_mm=8.0)
+    twins = twin_slice_dataset(cases)
+    mni = slice_dataset(cases, slice_range=None)
+    lesioned = [i for i, c in enumerate(cases) if c.pathological]
+    assert len(twins) == int(mni.labels.sum()) > 0 and not twins.labels.any() and not twins.lesion.any()
+    assert set(np.asarray(twins.case).tolist()) <= set(lesioned)
+    with pytest.raises(InputError, match="need --family mix"):
+        training_slices("phantom", 2, 0, twins=True)
+
+
 def test_share_of_t1_like_template_cases():
     """``t1_share`` spreads T1-like pairs evenly (0.5: in turn, as before; 0.75: three pairs of
     four); a share outside [0, 1] fails before any phantom is made."""

@@ -69,6 +69,10 @@ def register(commands) -> None:
                    help="MNI-template phantoms of --family mix (half with lesions; default 24)")
     t.add_argument("--t1-share", type=float, default=0.5, metavar="F",
                    help="share of --family mix's template phantoms that are T1-like, the rest FLAIR-like (default 0.5)")
+    t.add_argument("--healthy-twins", action="store_true",
+                   help="--family mix: add the healthy twin of each lesioned template phantom (same anatomy, bias "
+                        "and noise, no lesion) at its lesion slices, so lesion and healthy slices differ only "
+                        "where the lesion is")
     t.add_argument("--grid-mm", type=float, default=4.0, metavar="MM",
                    help="in-plane voxel (mm) of the training phantoms and of the card's input.spacing_mm, to which "
                         "every explained image is resampled (default 4)")
@@ -198,7 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               n_cases=args.phantoms, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               seed=args.seed, augmentation=augmentation, family=args.family,
                               n_mni=args.mni if args.family == "mix" else 0, grid_mm=args.grid_mm, t1_share=args.t1_share,
-                              widths=args.widths or WIDTHS, cam_layer=args.cam_layer, progress=ConsoleProgress())
+                              twins=args.healthy_twins, widths=args.widths or WIDTHS, cam_layer=args.cam_layer, progress=ConsoleProgress())
     card = result.card
     card["name"] = args.out.stem
     options = [("constraint", args.constraint), ("alpha", args.alpha), ("t", args.t), ("input", args.input_mode),
@@ -207,6 +211,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         options += [("family", "mix"), ("mni", args.mni)]
         if args.t1_share != 0.5:
             options.append(("t1-share", f"{args.t1_share:g}"))
+        if args.healthy_twins:
+            options.append(("healthy-twins", None))
     if augmentation is not None:
         options.append(("augmentation", augmentation))
     if args.grid_mm != GRID_MM:
@@ -219,7 +225,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         options.append(("ig-baseline", ig_baseline))
         card["attribution"] = {"baseline": ig_baseline, **({"blur_sigma_mm": BLUR_SIGMA_MM} if ig_baseline == "blur" else {})}
     card["training"]["command"] = "clinicalai train classifier " + " ".join(
-        f"--{k} {v}" for k, v in options) + f" -o {args.out.name}"
+        f"--{k}" if v is None else f"--{k} {v}" for k, v in options) + f" -o {args.out.name}"
     if args.validate > 0:
         res = evaluate_models({"this": (result.module, card)}, n_val=args.validate, n_test=args.validate)["this"]
         card["validation"] = {

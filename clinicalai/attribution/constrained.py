@@ -149,6 +149,43 @@ def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesio
                     np.stack(brains), np.array(case_ids))
 
 
+def twin_slice_dataset(cases: Sequence[Any], input_mode: str = "intensity") -> SliceSet:
+    """Counterfactual negatives for the lesioned MNI-template ``cases`` (of
+    :func:`make_mni_cases`): each one's healthy twin (``mni_brain_case(..., healthy_twin=True)``:
+    the same anatomy, deformation, bias and noise, no lesion), at the axial slices where
+    :func:`slice_dataset` (``slice_range=None``) labels the lesioned case 1; labels 0.
+
+    Why: with lesioned and healthy cases of different seeds, a slice classifier can tell them
+    apart by memorising their anatomy; a T1-like lesion (dark, among dark sulci and ventricles)
+    is then learnt too little to be found in new cases (held-out slice AUC 0.75 with 160
+    T1-like template cases, 0.92 with their twins added; docs/heldout.md). A twin differs from
+    its lesioned slice only where the lesion is."""
+    from ..phantoms.mni import mni_brain_case
+
+    imgs, lesions, brains, case_ids = [], [], [], []
+    for ci, case in enumerate(cases):
+        info = case.image.metadata["phantom"]
+        if not case.pathological or info.get("family") != "mni":
+            continue
+        twin = mni_brain_case(info["seed"], pathological=True, contrast=info["contrast"],
+                              spacing=case.image.spacing, stream=info["stream"], healthy_twin=True)
+        ch = volume_channels(twin.image.array, input_mode)
+        les = case.lesion.array > 0
+        brain = twin.brain_mask.array > 0
+        sx, sy, sz = case.image.spacing
+        least = max(1, round(MIN_LESION_AREA_MM2 / (sx * sy)))
+        for z in _slice_indices(brain, None, sz):
+            if les[z].sum() >= least:
+                imgs.append(ch[:, z])
+                lesions.append(np.zeros_like(les[z]))
+                brains.append(brain[z])
+                case_ids.append(ci)
+    if not imgs:
+        raise InputError("healthy twins need lesioned MNI-template cases with lesion slices")
+    return SliceSet(np.stack(imgs).astype(np.float32), np.zeros(len(imgs), np.float32), np.stack(lesions),
+                    np.stack(brains), np.array(case_ids))
+
+
 def _slice_indices(brain: np.ndarray, slice_range, slice_mm: float) -> List[int]:
     """Axial indices of ``brain`` ``(z, y, x)`` (slices ``slice_mm`` apart) that :func:`slice_dataset` uses."""
     if slice_range is not None:
@@ -212,19 +249,23 @@ def make_mni_cases(n: int, seed: int, grid_mm: float = GRID_MM, t1_share: float 
 
 def training_slices(family: str = "phantom", n_cases: int = 40, n_mni: int = 0, seed: int = 0,
                     shape: Sequence[int] = DEFAULT_SHAPE, input_mode: str = "intensity",
-                    grid_mm: float = GRID_MM, t1_share: float = 0.5) -> SliceSet:
+                    grid_mm: float = GRID_MM, t1_share: float = 0.5, twins: bool = False) -> SliceSet:
     """The training slices of ``family``: ``n_cases`` brain-lesion phantoms, plus for ``mix``
     ``n_mni`` MNI-template phantoms of the training stream (:func:`make_mni_cases`, ``t1_share``
-    of them T1-like), all with ``grid_mm`` in-plane voxels."""
+    of them T1-like), all with ``grid_mm`` in-plane voxels; ``twins``: also the healthy twins of
+    the lesioned template cases (:func:`twin_slice_dataset`)."""
     if family not in FAMILIES:
         raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if family == "mix" and n_mni < 2:
         raise InputError("the mix family needs at least 2 MNI-template phantoms")
+    if twins and family != "mix":
+        raise InputError("healthy twins are drawn for MNI-template phantoms: they need --family mix")
     mni = make_mni_cases(n_mni, seed, grid_mm, t1_share) if family == "mix" else []  # checks the share first
     data = slice_dataset(make_cases(n_cases, seed, shape, grid_mm), input_mode)
     if family == "phantom":
         return data
-    return concat_slices([data, slice_dataset(mni, input_mode, slice_range=None)])
+    parts = [data, slice_dataset(mni, input_mode, slice_range=None)]
+    return concat_slices(parts + ([twin_slice_dataset(mni, input_mode)] if twins else []))
 
 
 def phantom_geometry(shape: Sequence[int] = DEFAULT_SHAPE, grid_mm: float = GRID_MM):
@@ -313,6 +354,7 @@ def train_classifier(
     family: str = "phantom",
     n_mni: int = 0,
     t1_share: float = 0.5,
+    twins: bool = False,
     grid_mm: float = GRID_MM,
     widths: Sequence[int] = WIDTHS,
     cam_layer: str = "layer4",
@@ -324,8 +366,8 @@ def train_classifier(
     Returns the trained module (eval mode, CPU) and its model card (without sha256; save with
     :func:`clinicalai.models.save_model`). ``augmentation``: a :mod:`clinicalai.augment` preset
     (``strong`` / ``mild``) applied to each training slice (every channel), or ``None``.
-    ``family``/``n_mni``/``t1_share``/``grid_mm``: the training data when ``data`` is not given
-    (:func:`training_slices`); ``grid_mm`` (in-plane voxel, mm) goes into the card's
+    ``family``/``n_mni``/``t1_share``/``twins``/``grid_mm``: the training data when ``data`` is not
+    given (:func:`training_slices`); ``grid_mm`` (in-plane voxel, mm) goes into the card's
     ``input.spacing_mm``, so :func:`clinicalai.attribution.attribute` resamples any image to it.
     ``widths``: the ResNet's block widths (:func:`architecture`); ``cam_layer``: the card's Grad-CAM
     layer (``layer1``..``layer4``; finer maps in the earlier blocks).
@@ -339,7 +381,7 @@ def train_classifier(
     rng = np.random.default_rng(seed)
     if data is None:
         report(progress, 0.0, "making phantoms")
-        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode, grid_mm, t1_share)
+        data = training_slices(family, n_cases, n_mni, seed, shape, input_mode, grid_mm, t1_share, twins)
     x_all = torch.from_numpy(data.images)
     y_all = torch.from_numpy(data.labels)
     n_pos = float(y_all.sum())
@@ -370,7 +412,7 @@ def train_classifier(
     hyper = {"alpha": alpha, "t": t, "epochs": epochs, "batch_size": batch_size, "constraint_batch": constraint_batch,
              "lr": lr, "augmentation": aug.params if aug is not None else None}
     card = _classifier_card(arch, int(x_all.shape[1]), constraint, input_mode,
-                            data_description(family, n_cases, n_mni, shape, seed, grid_mm, t1_share), len(y_all),
+                            data_description(family, n_cases, n_mni, shape, seed, grid_mm, t1_share, twins), len(y_all),
                             int(n_pos), hyper, seconds, history)
     card["input"]["spacing_mm"] = [float(grid_mm)] * 2
     card["cam_layer"] = cam_layer
@@ -432,7 +474,7 @@ class _Step:
 
 
 def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int], seed: int,
-                     grid_mm: float = GRID_MM, t1_share: float = 0.5) -> Dict[str, Any]:
+                     grid_mm: float = GRID_MM, t1_share: float = 0.5, twins: bool = False) -> Dict[str, Any]:
     """The card's ``training`` entries that say what :func:`training_slices` drew: ``data``,
     ``family``, ``seed``, and for ``mix`` the template's licence (``template_licence``)."""
     grid_shape, spacing = phantom_geometry(shape, grid_mm)
@@ -446,6 +488,9 @@ def data_description(family: str, n_cases: int, n_mni: int, shape: Sequence[int]
                  f"{seed}-{seed + n_mni - 1}; half lesioned; {t1_share:.0%} T1-like, the rest FLAIR-like; {grid_mm:g} mm voxels, oblique "
                  f"for half), one axial slice every {MNI_SLICE_STEP_MM:g} mm among those holding >= {MNI_MIN_BRAIN_SHARE:.0%} of "
                  "the largest brain section")
+        if twins:
+            text += "; the healthy twin of each lesioned template phantom at its lesion slices (label 0)"
+        out["healthy_twins"] = bool(twins)
         out["template_licence"] = MNI_LICENSE
     return {"data": text, **out}
 

@@ -303,6 +303,7 @@ def mni_brain_case(
     skull: Optional[bool] = None,
     fov_mm: Sequence[float] = MR_FOV_MM,
     stream: str = "heldout",
+    healthy_twin: bool = False,
 ) -> BrainCase:
     """One brain MR phantom on the MNI template (module docstring).
 
@@ -317,6 +318,10 @@ def mni_brain_case(
         skull: add a skull and scalp shell (``None``: 50 %); else the brain is skull-stripped.
         fov_mm: field of view (mm) in the grid's frame, centred on the head.
         stream: ``"heldout"`` (evaluation) or ``"train"`` (trainers; :func:`case_rng`).
+        healthy_twin: the pathological case of this seed with its lesions drawn but not painted:
+            the same deformation, grid, bias and noise, voxel for voxel, and no lesion (a
+            counterfactual negative for training: it differs from its lesioned twin only where
+            the lesions are).
 
     Returns:
         :class:`~clinicalai.phantoms.brain.BrainCase`: image (MR, a.u.), lesion, tissues
@@ -331,6 +336,8 @@ def mni_brain_case(
     tpl = load_template()
     if pathological is None:
         pathological = bool(rng.random() < 0.5)
+    if healthy_twin and not pathological:
+        raise ValueError("a healthy twin is drawn from a pathological case: pathological must not be False")
     contrast = contrast or CONTRASTS[int(rng.integers(2))]
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -350,12 +357,16 @@ def mni_brain_case(
         lesion, drawn = _mr_lesions(tpl, n_lesions, lesion_radius_mm, rng)
         texture = ndimage.gaussian_filter(rng.normal(size=tpl.gm.shape).astype(np.float32), 1.5)
         texture = 1.0 + 0.12 * texture / (texture.std() + 1e-9)  # lesions are not uniform inside
-        tissue = (1 - lesion) * tissue + lesion * mu["lesion"] * texture
+        if healthy_twin:  # the random stream moved on as for the lesioned case; nothing is painted
+            lesion = np.zeros_like(lesion)
+        else:
+            tissue = (1 - lesion) * tissue + lesion * mu["lesion"] * texture
 
     grid = _output_grid(spacing, np.asarray(direction, float), fov_mm, HEAD_CENTRE_LPS + rng.normal(0, 3, 3))
     out = _render({"image": tissue, "lesion": lesion, "brain": tpl.brain}, tpl, grid, transform)
     tissues = _tissue_labels(tpl, head, shell, grid, transform)
     brain = out["brain"] >= 0.5
+    pathological = pathological and not healthy_twin
     lesion_mask = _lesion_mask(out["lesion"], brain) if pathological else np.zeros(grid.shape, bool)
 
     img = out["image"] * _bias_field(grid.shape, rng, float(rng.uniform(0.05, 0.2)))
@@ -364,7 +375,7 @@ def mni_brain_case(
     scale = float(rng.uniform(100.0, 2000.0))
     info = {"family": "mni", "seed": int(seed), "stream": stream, "contrast": contrast, "skull": bool(skull),
             "spacing": [float(v) for v in grid.spacing], "oblique": bool(not np.allclose(grid.direction, np.eye(3))),
-            "lesions": drawn, "noise_sigma_rel_wm": sigma / mu["wm"], "template": TEMPLATE_NAME}
+            "lesions": [] if healthy_twin else drawn, "healthy_twin": bool(healthy_twin), "noise_sigma_rel_wm": sigma / mu["wm"], "template": TEMPLATE_NAME}
     return BrainCase(
         image=grid.with_array((img * scale).astype(np.float32), modality="MR", units="a.u.", metadata={"phantom": info}),
         lesion=grid.with_array(lesion_mask.astype(np.uint8), modality="SEG", units="label", metadata=lesion_metadata()),
