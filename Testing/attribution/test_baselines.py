@@ -147,6 +147,32 @@ def test_the_card_sets_the_default_baseline_and_an_argument_overrides_it(dark_le
     assert plain.options["baseline"] == "zero" and np.array_equal(plain.array, zero.array)
 
 
+def test_occlusion_with_the_blur_baseline_finds_a_dark_lesion(dark_lesion_classifier):
+    """Occlusion's patch takes the blurred image (the tissue around it) when asked: a dark spot
+    lying near 0 after the z-score changes nothing when replaced by 0, but brightens when replaced
+    by its surroundings. The card's IG default does not reach occlusion."""
+    card = {**CARD, "attribution": {"baseline": "blur", "blur_sigma_mm": 8.0}}
+    aurocs = {"zero": [], "blur": []}
+    for i in range(8):
+        img, lesion, brain = _slice(np.random.default_rng(300 + i), True)
+        for name in aurocs:
+            # sigma 8 mm = 4 voxels: the blurred patch is the tissue around the 2-3 voxel spot
+            res = attribute(dark_lesion_classifier, _volume(img), "occlusion", target=1, card=CARD, patch=3, stride=1,
+                            **({"baseline": "blur", "sigma_mm": 8.0} if name == "blur" else {}))
+            aurocs[name].append(score_map(res.volume, _volume(lesion.astype(np.uint8)),
+                                          mask=_volume(brain.astype(np.uint8)), pointing_tolerance=0)["auroc"])
+        if i == 0:
+            assert res.options["baseline"] == "blur" and res.options["sigma_mm"] == 8.0
+            default = attribute(dark_lesion_classifier, _volume(img), "occlusion", target=1, card=card, patch=3,
+                                stride=1)
+            number = attribute(dark_lesion_classifier, _volume(img), "occlusion", target=1, card=CARD, patch=3,
+                               stride=1, baseline=0.0)
+            assert "baseline" not in default.options and np.array_equal(default.array, number.array)
+    zero, blur = float(np.mean(aurocs["zero"])), float(np.mean(aurocs["blur"]))
+    assert blur > 0.8 and blur > zero + 0.08, aurocs
+    assert sum(b > z for b, z in zip(aurocs["blur"], aurocs["zero"])) >= 7, aurocs
+
+
 @pytest.mark.parametrize("card_entry, message", [
     ({"baseline": "noise"}, "unknown baseline in the model card's attribution.baseline 'noise'"),
     ({"blur_sigma_mm": -2}, "attribution.blur_sigma_mm must be a positive number"),
@@ -186,6 +212,27 @@ def test_explain_with_the_blur_baseline_records_it(tmp_path, capsys):
     rc = main(["explain", str(tmp_path / "t1.nii.gz"), "--method", "integrated-gradients", "--baseline", "blur",
                "--blur-sigma", "12", "--steps", "4", "--target", "lesion", "-o", str(out),
                "--json", str(tmp_path / "r.json"), "--device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["options"]["baseline"] == "blur" and record["options"]["sigma_mm"] == 12.0
+    assert read_volume(out).same_grid(case.image, atol=1e-4)
+
+
+def test_explain_occlusion_takes_a_named_baseline(tmp_path, capsys):
+    """``explain --method occlusion --baseline blur`` fills the patch with the blurred image and
+    records it; ``reference`` is integrated gradients' only and fails before any file is written."""
+    from clinicalai.phantoms.mni import mni_brain_case
+
+    case = mni_brain_case(3, pathological=True, contrast="T1", spacing=(4.0, 4.0, 4.0), stream="heldout")
+    write_volume(case.image, tmp_path / "t1.nii.gz")
+    out = tmp_path / "occ.nii.gz"
+    common = ["explain", str(tmp_path / "t1.nii.gz"), "--method", "occlusion", "--patch", "8", "--stride", "8",
+              "--target", "lesion", "-o", str(out), "--device", "cpu"]
+    rc = main(common + ["--baseline", "reference"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "occlusion's baseline must be zero, blur or mean" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    rc = main(common + ["--baseline", "blur", "--blur-sigma", "12", "--json", str(tmp_path / "r.json")])
     assert rc == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["options"]["baseline"] == "blur" and record["options"]["sigma_mm"] == 12.0

@@ -6,7 +6,7 @@ import numpy as np
 
 from clinicalai.models import BUNDLED_MODELS_DIR, load_model
 from clinicalai.phantoms.cardiac_heldout import heldout_cardiac_case
-from clinicalai.segcorrect.outputs import CONFIRMED_FRACTION, unconfirmed_heart_warning
+from clinicalai.segcorrect.outputs import CONFIRMED_FRACTION, crop_confirmed, unconfirmed_heart_warning
 from clinicalai.segcorrect.pipeline import run_segcorrect
 from clinicalai.segcorrect.preprocess import frame_for_volume, frame_from_mask, to_network
 from clinicalai.segcorrect.segmenter import (
@@ -163,9 +163,15 @@ def test_a_plain_stack_runs_one_confirmed_fine_pass_and_reports_it():
 
 
 def test_a_search_that_confirms_nothing_warns_the_user():
-    tries = [{"voxels": 2000, "confirmed": 0.02, "chosen": False},
-             {"voxels": 900, "confirmed": 0.31, "chosen": True}]
+    tries = [{"voxels": 2000, "found": 40, "confirmed": 0.02, "chosen": False},
+             {"voxels": 900, "found": 279, "confirmed": 0.31, "chosen": True}]
     sentence = unconfirmed_heart_warning(tries)
     assert sentence is not None and "31%" in sentence and "2 place(s)" in sentence
-    assert unconfirmed_heart_warning(tries + [{"voxels": 500, "confirmed": CONFIRMED_FRACTION, "chosen": False}]) is None
+    assert unconfirmed_heart_warning(tries + [{"voxels": 500, "found": 250, "confirmed": CONFIRMED_FRACTION,
+                                               "chosen": False}]) is None
     assert unconfirmed_heart_warning([]) is None
+    # the warning decides on exact counts, as the search does: 12500 of 25001 voxels is under
+    # one half although its rounded fraction reads 0.5
+    edge = {"voxels": 25001, "found": 12500, "confirmed": round(12500 / 25001, 4), "chosen": True}
+    assert edge["confirmed"] == CONFIRMED_FRACTION and not crop_confirmed(12500, 25001)
+    assert unconfirmed_heart_warning([edge]) is not None

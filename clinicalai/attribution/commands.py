@@ -44,7 +44,8 @@ def register(commands) -> None:
     p.add_argument("--baseline", default=None,
                    help="integrated-gradients baseline: zero, blur (the image blurred, see --blur-sigma), mean (the "
                         "foreground's mean intensity) or reference (--reference); default: the model card's "
-                        "attribution.baseline, else zero")
+                        "attribution.baseline, else zero. Occlusion: what fills the patch (zero, blur or mean; "
+                        "default zero, whatever the card says)")
     p.add_argument("--blur-sigma", type=float, default=None, metavar="MM",
                    help="Gaussian sigma of the blur baseline in mm (default: the card's attribution.blur_sigma_mm, else 8)")
     p.add_argument("--steps", type=int, default=None, help="integrated-gradients steps / EG or SmoothGrad samples")
@@ -125,6 +126,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     if args.baseline not in (None, "reference"):
         baseline_name(args.baseline)  # a bad name fails before any file is read
+    elif args.baseline == "reference" and args.method == "occlusion":
+        raise InputError("occlusion's baseline must be zero, blur or mean (reference is for integrated-gradients)")
     if args.blur_sigma is not None and not args.blur_sigma > 0:
         raise InputError(f"--blur-sigma must be a positive number of mm, got {args.blur_sigma}")
     image = read_volume(args.image)
@@ -152,6 +155,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
             options["patch"] = args.patch
         if args.stride:
             options["stride"] = args.stride
+        if args.baseline is not None:  # the patch's content; the card's IG default does not apply here
+            options["baseline"] = args.baseline
+        if args.blur_sigma is not None:
+            options["sigma_mm"] = args.blur_sigma
     target = args.target
     if target is not None and target.lstrip("-").isdigit():
         target = int(target)

@@ -293,7 +293,8 @@ def _method_options(cls, card, layer: Optional[str], references, prep: Prepared,
     named: Dict[str, Any] = {}
     if cls.layer_based:
         opts["layer"] = layer or (card.cam_layer if card is not None else None)
-    if cls.name == "integrated-gradients":
+    # occlusion takes a named baseline only when asked (the card's default is integrated gradients')
+    if cls.name == "integrated-gradients" or (cls.name == "occlusion" and isinstance(opts.get("baseline"), str)):
         named = _named_baseline(card, prep, opts)
     if references is not None:
         ref_tensors = [prepare_input(r, card, device=str(x.device)).tensor for r in (
@@ -337,7 +338,7 @@ def card_baseline(card) -> Dict[str, Any]:
 
 
 def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any]:
-    """Integrated gradients: the baseline named in ``opts`` (else the card's, else ``zero``)
+    """Integrated gradients (occlusion when ``opts`` names one): the baseline named in ``opts`` (else the card's, else ``zero``)
     made on the whole network input, so a slice model's chunks share one (the ``mean``
     baseline's foreground is the volume's), the blur's sigma converted to voxels with the
     network grid's spacing; ``opts["baseline"]`` becomes that tensor. Returns what the result

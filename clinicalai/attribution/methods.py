@@ -566,22 +566,33 @@ class GradCAMPlusPlus(AttributionMethod):
 class Occlusion(AttributionMethod):
     """Occlusion (captum): the drop of the target logit when a patch (all channels) is replaced
     by ``baseline``; ``patch`` and ``stride`` in voxels per spatial axis (default: 1/8 of each
-    axis, stride = patch). Needs only forward passes, so it also explains ONNX models."""
+    axis, stride = patch). Needs only forward passes, so it also explains ONNX models.
+
+    ``baseline``: a number (default 0), a name of :data:`BASELINES` (``blur``: the patch takes
+    the input blurred by a Gaussian of ``sigma_mm``, i.e. the tissue around it, so a region
+    scores by how much it differs from its surroundings rather than from 0) or a tensor like
+    ``x``."""
 
     name = "occlusion"
     needs_gradients = False
+    baselines = BASELINES
 
-    def _attribute(self, x, target, patch=None, stride=None, baseline: float = 0.0, **options):
+    def _attribute(self, x, target, patch=None, stride=None, baseline: Union[Baseline, float, Any] = 0.0,
+                   sigma_mm: float = BLUR_SIGMA_MM, spacing_mm: Optional[Sequence[float]] = None, **options):
         from captum.attr import Occlusion as CaptumOcclusion
 
         ibs = self.batch_size(x, options)
         _reject(options, self.name)
+        if isinstance(baseline, (int, float)) and not isinstance(baseline, bool):
+            baseline = float(baseline)  # captum takes a number as it is (the map before named baselines)
+        else:
+            baseline = baseline_tensor(x, baseline, sigma_mm, spacing_mm)
         spatial = tuple(int(s) for s in x.shape[2:])
         patch_t = _per_axis(patch, spatial, default=[max(1, s // 8) for s in spatial], what="patch")
         stride_t = _per_axis(stride, spatial, default=list(patch_t), what="stride")
         c = int(x.shape[1])
         return CaptumOcclusion(self.forward).attribute(
-            x, sliding_window_shapes=(c, *patch_t), strides=(c, *stride_t), baselines=float(baseline),
+            x, sliding_window_shapes=(c, *patch_t), strides=(c, *stride_t), baselines=baseline,
             target=target, perturbations_per_eval=max(1, ibs),
         )
 

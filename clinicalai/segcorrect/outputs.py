@@ -117,11 +117,20 @@ def low_confidence_warning(slice_confidence: np.ndarray, card: Any) -> Optional[
             f"where its validation images lie): it may not be the kind of image {card.name} was made for; check the result")
 
 
+def crop_confirmed(found: int, voxels: int) -> bool:
+    """The two-pass search's rule, on exact voxel counts: a crop is confirmed when its fine pass
+    labels at least :data:`CONFIRMED_FRACTION` of the ``voxels`` of the coarse component it was
+    set on (``found`` of them)."""
+    return found >= CONFIRMED_FRACTION * voxels
+
+
 def unconfirmed_heart_warning(heart_search: List[Dict[str, Any]]) -> Optional[str]:
     """A sentence when no crop of the two-pass search was confirmed by its fine pass
     (:attr:`SegmenterOutput.heart_search`): the coarse pass may have located something other
-    than the heart, so the result may miss it; ``None`` when a crop was confirmed or no search ran."""
-    if not heart_search or any(t["confirmed"] >= CONFIRMED_FRACTION for t in heart_search):
+    than the heart, so the result may miss it; ``None`` when a crop was confirmed or no search ran.
+    Decided on each record's exact counts (``found``, ``voxels``), as the search decided; the
+    rounded ``confirmed`` fraction only goes into the sentence."""
+    if not heart_search or any(crop_confirmed(t["found"], t["voxels"]) for t in heart_search):
         return None
     best = max(t["confirmed"] for t in heart_search)
     return (f"the segmenter could not confirm where the heart is: its fine pass labels at most {best:.0%} of what "
@@ -134,5 +143,5 @@ def card_segments(card: Any) -> List[Dict[str, Any]]:
     return segments_from_card(card, default_color=UNSET_COLOR, terminology=False)
 
 
-__all__ = ["CONFIRMED_FRACTION", "SegmenterOutput", "TrainResult", "card_segments", "low_confidence_warning", "slice_confidence", "softmax",
+__all__ = ["CONFIRMED_FRACTION", "SegmenterOutput", "TrainResult", "card_segments", "crop_confirmed", "low_confidence_warning", "slice_confidence", "softmax",
            "unconfirmed_heart_warning"]

@@ -41,7 +41,7 @@ from . import ARCHITECTURES
 from .ct import segment_ct
 from .data import build_slices, resolve_cases, split_cases
 from .labels import CARDIAC_LABELS, N_CLASSES, card_labels
-from .outputs import CONFIRMED_FRACTION, SegmenterOutput, TrainResult, card_segments, slice_confidence, softmax
+from .outputs import SegmenterOutput, TrainResult, card_segments, crop_confirmed, slice_confidence, softmax
 from .preprocess import (
     CROP_MARGIN,
     MIN_CROP_MM,
@@ -663,7 +663,7 @@ def find_heart(
         ``(crop, probabilities)`` of the first crop whose fine pass confirms its candidate (labels
         :data:`~.outputs.CONFIRMED_FRACTION` of it), else of the crop whose fine pass labels the
         most voxels of its own candidate (``None`` without candidates), and one record per pass
-        run (``voxels``, ``confirmed`` fraction, ``chosen``). Trying stops at the first confirmed
+        run (``voxels``, ``found``: those the fine pass labels, ``confirmed`` fraction, ``chosen``). Trying stops at the first confirmed
         candidate, so an image where the largest component is the heart costs one fine pass, as
         before.
     """
@@ -675,8 +675,8 @@ def find_heart(
         crop, probs = fine_pass(k, candidate)
         voxels = int(np.count_nonzero(candidate))
         found = int(np.count_nonzero(_foreground_on_grid(probs, crop, candidate.shape) & candidate))
-        search.append({"voxels": voxels, "confirmed": round(found / max(voxels, 1), 4), "chosen": False})
-        if found >= CONFIRMED_FRACTION * voxels:  # confirmed: it wins over any unconfirmed larger one
+        search.append({"voxels": voxels, "found": found, "confirmed": round(found / max(voxels, 1), 4), "chosen": False})
+        if crop_confirmed(found, voxels):  # confirmed: it wins over any unconfirmed larger one
             best = (found, k, crop, probs)
             return True
         if best is None or found > best[0]:
