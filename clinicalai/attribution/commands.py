@@ -139,13 +139,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     refs = [read_volume(r) for r in args.reference] if args.reference else None
     model = load_model(_model_path(args.model), device=args.device)
     options = {}
-    if args.method == "integrated-gradients":
+    if args.method in ("integrated-gradients", "occlusion"):  # occlusion: the patch's content (no card default)
         if args.baseline is not None:
             options["baseline"] = args.baseline
         if args.blur_sigma is not None:
             options["sigma_mm"] = args.blur_sigma
-        if args.steps:
-            options["n_steps"] = args.steps
+    if args.method == "integrated-gradients" and args.steps:
+        options["n_steps"] = args.steps
     elif args.method == "expected-gradients" and args.steps:
         options["n_samples"] = args.steps
     elif args.method == "smoothgrad" and args.steps:
@@ -155,10 +155,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
             options["patch"] = args.patch
         if args.stride:
             options["stride"] = args.stride
-        if args.baseline is not None:  # the patch's content; the card's IG default does not apply here
-            options["baseline"] = args.baseline
-        if args.blur_sigma is not None:
-            options["sigma_mm"] = args.blur_sigma
     target = args.target
     if target is not None and target.lstrip("-").isdigit():
         target = int(target)

@@ -134,8 +134,8 @@ def slice_dataset(cases: Sequence[Any], input_mode: str = "intensity", min_lesio
         ch = volume_channels(case.image.array, input_mode)
         les = case.lesion.array > 0
         brain = case.brain_mask.array > 0
-        sx, sy, sz = case.image.spacing
-        least = min_lesion_voxels if min_lesion_voxels is not None else max(1, round(MIN_LESION_AREA_MM2 / (sx * sy)))
+        sz = case.image.spacing[2]
+        least = min_lesion_voxels if min_lesion_voxels is not None else _least_lesion_voxels(case.image.spacing)
         for z in _slice_indices(brain, slice_range, sz):
             n = int(les[z].sum())
             if 0 < n < least:
@@ -172,9 +172,8 @@ def twin_slice_dataset(cases: Sequence[Any], input_mode: str = "intensity") -> S
         ch = volume_channels(twin.image.array, input_mode)
         les = case.lesion.array > 0
         brain = twin.brain_mask.array > 0
-        sx, sy, sz = case.image.spacing
-        least = max(1, round(MIN_LESION_AREA_MM2 / (sx * sy)))
-        for z in _slice_indices(brain, None, sz):
+        least = _least_lesion_voxels(case.image.spacing)
+        for z in _slice_indices(brain, None, case.image.spacing[2]):
             if les[z].sum() >= least:
                 imgs.append(ch[:, z])
                 lesions.append(np.zeros_like(les[z]))
@@ -184,6 +183,12 @@ def twin_slice_dataset(cases: Sequence[Any], input_mode: str = "intensity") -> S
         raise InputError("healthy twins need lesioned MNI-template cases with lesion slices")
     return SliceSet(np.stack(imgs).astype(np.float32), np.zeros(len(imgs), np.float32), np.stack(lesions),
                     np.stack(brains), np.array(case_ids))
+
+
+def _least_lesion_voxels(spacing: Sequence[float]) -> int:
+    """The lesion voxels a slice needs to be labelled 1 on a grid of ``spacing`` ``(x, y, z)`` mm:
+    :data:`MIN_LESION_AREA_MM2` whatever the in-plane voxel."""
+    return max(1, round(MIN_LESION_AREA_MM2 / (spacing[0] * spacing[1])))
 
 
 def _slice_indices(brain: np.ndarray, slice_range, slice_mm: float) -> List[int]:

@@ -640,7 +640,10 @@ def _heart_candidates(probs: np.ndarray, frame: SliceFrame, shape: Sequence[int]
     as the larger component; the fine pass on that crop then finds nothing (held-out stacks).
     """
     components = _components_largest_first(_foreground_on_grid(probs, frame, shape), MAX_HEART_CANDIDATES)
-    return [c for c in components if np.count_nonzero(c) >= MIN_CANDIDATE_FRACTION * np.count_nonzero(components[0])]
+    if not components:
+        return []
+    least = MIN_CANDIDATE_FRACTION * np.count_nonzero(components[0])
+    return [c for c in components if np.count_nonzero(c) >= least]
 
 
 def find_heart(
