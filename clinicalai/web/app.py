@@ -151,7 +151,7 @@ class ClinicalAIWebApp(TrameApp):
         self.prober = FileProber()
         self.server.enable_module(trame_slicer_module)
         self.server.enable_module(
-            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js"],
+            {"serve": {"clinicalai_web": str(Path(__file__).with_name("serve"))}, "scripts": ["clinicalai_web/upload.js", "clinicalai_web/ordered_triggers.js"],
              "styles": ["clinicalai_web/panels.css"]}
         )
         self.slicer_app = SlicerApp()
@@ -262,15 +262,14 @@ class ClinicalAIWebApp(TrameApp):
         """Re-render every view: the logics change slice composite / display nodes directly,
         which trame-slicer's views do not all observe.
 
-        Under load a view was seen to go on showing the previous slice after a jump, so the
-        views are rendered again a little later, when the burst is over, and end on what the
-        scene holds. The cause is not trame-rca's frame dropping: its page widget sets no limit
-        of pending messages (9999, "no frame drop", unless set_drop_frames_pending_network_limit
-        is called, which neither this app nor trame-slicer does); what it is, is not known yet.
-        A new call replaces the settle renders still pending from an earlier one: its own come
-        later, so the views still end on the scene, and a burst of changes costs three extra
-        renders of each view, not three per change (each is about a core-second of server and
-        browser time)."""
+        The views are rendered again a little later, when a burst of changes is over, so that
+        they end on what the scene holds. (A view seen under load to keep its slice after a jump
+        while its slider moved was not a render at all: the slider's earlier move reached the
+        server after the jump and put the slice back; serve/ordered_triggers.js keeps that
+        order now.) A new call replaces the settle renders still pending from an earlier one:
+        its own come later, so the views still end on the scene, and a burst of changes costs
+        three extra renders of each view, not three per change (each is about a core-second of
+        server and browser time)."""
         self._render_all()
         for pending in self._settle_renders:
             pending.cancel()

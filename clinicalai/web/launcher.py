@@ -124,6 +124,9 @@ class _Live:
     secret_file: Path
     last_active: float = field(default_factory=time.monotonic)
     sockets: set = field(default_factory=set)
+    #: HTTP requests being forwarded to it now (an upload of a large file on a slow link, or one
+    #: the session takes long to open, may outlast the idle timeout: the session is in use)
+    requests_in_flight: int = 0
 
     @property
     def port(self) -> int:
@@ -253,7 +256,12 @@ class Launcher:
                 continue  # its browser is waiting for it to start (which may take longer than the idle timeout)
             session_id = live.record["id"]
             ended = session_id in self.processes.processes and not self.processes.isRunning(session_id)
-            if ended or now - live.last_active > self.config.idle_timeout_s:
+            idle = live.requests_in_flight == 0 and now - live.last_active > self.config.idle_timeout_s
+            if ended or idle:
+                # the front's log is what an administrator (or a failed test) reads to see why
+                # a user's session went away
+                why = "its process ended" if ended else f"idle for {now - live.last_active:.0f} s"
+                print(f"ClinicalAI web (multi-user): session {live.folder.name} stopped: {why}", flush=True)
                 self.stop(key)
                 stopped.append(key)
         return stopped
@@ -383,7 +391,12 @@ def make_front_app(launcher: Launcher) -> web.Application:
             response = web.Response(status=302, headers={"Location": str(request.rel_url)})
             response.set_cookie(SESSION_COOKIE, new_cookie, httponly=True, samesite="Strict", path="/")
             return response
-        return await _proxy_http(request, live, state["client"])
+        live.requests_in_flight += 1
+        try:
+            return await _proxy_http(request, live, state["client"])
+        finally:
+            live.requests_in_flight -= 1
+            live.last_active = time.monotonic()
 
     app.on_startup.append(startup)
     app.on_cleanup.append(cleanup)
