@@ -80,7 +80,7 @@ def test_blur_scores_a_dark_lesion_higher_than_zero(dark_lesion_classifier):
         for name in aurocs:
             # sigma 4 mm = 2 voxels, about the lesion's radius
             res = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1,
-                            card=CARD, baseline=name, sigma_mm=4.0, n_steps=16)
+                            card=CARD, baseline=name, n_steps=16, **({"sigma_mm": 4.0} if name == "blur" else {}))
             assert res.options["baseline"] == name
             aurocs[name].append(score_map(res.volume, _volume(lesion.astype(np.uint8)),
                                           mask=_volume(brain.astype(np.uint8)), pointing_tolerance=0)["auroc"])
@@ -200,6 +200,29 @@ def test_a_bad_baseline_name_errors_without_output(dark_lesion_classifier, tmp_p
                    "--device", "cpu", *argv])
         err = capsys.readouterr().err.strip()
         assert rc == 1 and message in err and len(err.splitlines()) == 1
+        assert not out.exists()
+
+
+def test_a_blur_sigma_without_the_blur_baseline_is_one_clear_error(dark_lesion_classifier, tmp_path, capsys):
+    """A sigma that no blur baseline takes would change nothing; it is refused, in the engine
+    and on the command line, before anything is written. The card's blur default takes one."""
+    img, _, _ = _slice(np.random.default_rng(11), True)
+    for method, options, card in (("integrated-gradients", {"baseline": "zero"}, CARD),
+                                  ("integrated-gradients", {"baseline": "mean"}, CARD),
+                                  ("integrated-gradients", {}, CARD),  # no card default: zero
+                                  ("occlusion", {"patch": 3}, {**CARD, "attribution": {"baseline": "blur"}})):
+        with pytest.raises(InputError, match="sigma_mm is the width of the blur baseline"):
+            attribute(dark_lesion_classifier, _volume(img), method, target=1, card=card, sigma_mm=6.0, **options)
+    res = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1, n_steps=4,
+                    card={**CARD, "attribution": {"baseline": "blur"}}, sigma_mm=6.0)
+    assert res.options["baseline"] == "blur" and res.options["sigma_mm"] == 6.0
+    write_volume(_volume(img), tmp_path / "image.nii.gz")
+    out = tmp_path / "map.nii.gz"
+    for argv in (["--method", "gradcam"], ["--method", "occlusion"], ["--method", "occlusion", "--baseline", "mean"],
+                 ["--method", "integrated-gradients", "--baseline", "zero"]):
+        rc = main(["explain", str(tmp_path / "image.nii.gz"), *argv, "--blur-sigma", "4", "-o", str(out), "--device", "cpu"])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and "--blur-sigma is the width of the blur baseline" in err and len(err.splitlines()) == 1, (argv, err)
         assert not out.exists()
 
 

@@ -130,6 +130,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise InputError("occlusion's baseline must be zero, blur or mean (reference is for integrated-gradients)")
     if args.blur_sigma is not None and not args.blur_sigma > 0:
         raise InputError(f"--blur-sigma must be a positive number of mm, got {args.blur_sigma}")
+    # a sigma that no blur baseline takes would change nothing, silently (integrated gradients
+    # without --baseline uses the card's: the engine checks that one)
+    if args.blur_sigma is not None and (
+            args.method not in ("integrated-gradients", "occlusion")
+            or (args.baseline or ("blur" if args.method == "integrated-gradients" else "zero")) != "blur"):
+        raise InputError("--blur-sigma is the width of the blur baseline: it needs --baseline blur "
+                         "(integrated-gradients or occlusion)")
     image = read_volume(args.image)
     lesion = read_volume(args.lesion) if args.lesion else None
     brain = read_volume(args.brain_mask) if args.brain_mask else None

@@ -296,6 +296,9 @@ def _method_options(cls, card, layer: Optional[str], references, prep: Prepared,
     # occlusion takes a named baseline only when asked (the card's default is integrated gradients')
     if cls.name == "integrated-gradients" or (cls.name == "occlusion" and isinstance(opts.get("baseline"), str)):
         named = _named_baseline(card, prep, opts)
+    if "sigma_mm" in opts:  # not taken by a blur baseline: it would change nothing, silently
+        raise InputError("sigma_mm is the width of the blur baseline: it needs baseline 'blur' "
+                         "(integrated-gradients, or occlusion)")
     if references is not None:
         ref_tensors = [prepare_input(r, card, device=str(x.device)).tensor for r in (
             [references] if isinstance(references, Volume) else list(references))]
@@ -341,13 +344,17 @@ def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any
     """Integrated gradients (occlusion when ``opts`` names one): the baseline named in ``opts`` (else the card's, else ``zero``)
     made on the whole network input, so a slice model's chunks share one (the ``mean``
     baseline's foreground is the volume's), the blur's sigma converted to voxels with the
-    network grid's spacing; ``opts["baseline"]`` becomes that tensor. Returns what the result
-    records: the name (and the blur's sigma in mm)."""
+    network grid's spacing (an explicit ``opts["sigma_mm"]`` is taken by ``blur`` only; any
+    other baseline leaves it for :func:`_method_options` to refuse); ``opts["baseline"]``
+    becomes that tensor. Returns what the result records: the name (and the blur's sigma in mm)."""
     defaults = card_baseline(card)
     base = opts.get("baseline", defaults.get("baseline", "zero"))
     if not isinstance(base, str) or base == "reference":
         return {}
     name = baseline_name(base)
+    if name != "blur":
+        opts["baseline"] = baseline_tensor(prep.tensor, name)
+        return {"baseline": name}
     sigma = opts.pop("sigma_mm", defaults.get("sigma_mm", BLUR_SIGMA_MM))
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
         raise InputError(f"the blur baseline's sigma must be a positive number of mm, got {sigma!r}")
@@ -355,7 +362,7 @@ def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any
     sp = prep.net_volume.spacing  # ITK order (x, y, z); the tensor's spatial axes are (z, y, x) or (y, x)
     spacing_zyx = (sp[1], sp[0]) if prep.slicewise else (sp[2], sp[1], sp[0])
     opts["baseline"] = baseline_tensor(prep.tensor, name, sigma_mm=sigma, spacing_mm=spacing_zyx)
-    return {"baseline": name, "sigma_mm": sigma} if name == "blur" else {"baseline": name}
+    return {"baseline": name, "sigma_mm": sigma}
 
 
 def _run_method(impl, prep: Prepared, out_index: int, opts: Dict[str, Any],
