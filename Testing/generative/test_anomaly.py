@@ -162,3 +162,5 @@ def test_sulcal_label_model_workflow(tmp_path):
     assert "feature_residual" in result.details and result.lesion_scores["lesion_voxels"] == 30
     with pytest.raises(InputError, match="label volume"):
         anomaly(brain_case(1).image, model)
+    with pytest.raises(InputError, match="has no sign"):
+        anomaly(skeleton.with_array(damaged), model, polarity="darker")

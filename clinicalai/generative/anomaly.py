@@ -22,7 +22,7 @@ from ..models import BUNDLED_MODELS_DIR, LoadedModel, bundled_model, load_model,
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .data import GridSpec, decode_labels, to_model_grid
-from .nets import KINDS, SCORE_NAMES, ScoreParts, check_kind, default_top_fraction, map_score, score_batch, to_numpy
+from .nets import KINDS, POLARITIES, SCORE_NAMES, ScoreParts, check_kind, default_top_fraction, map_score, score_batch, to_numpy
 
 TASK = "anomaly-detection"
 #: the bundled model used when the user names none
@@ -62,7 +62,8 @@ class AnomalyResult:
             "model": self.model, "kind": self.kind, "score": self.score, "score_name": self.score_name,
             "details": dict(self.details), "timings": dict(self.timings),
             "map": {"shape": list(self.map.shape), "spacing": list(self.map.spacing),
-                    "max": float(np.max(self.map.array)), "mean": float(np.mean(self.map.array))},
+                    "max": float(np.max(self.map.array)), "mean": float(np.mean(self.map.array)),
+                    "polarity": self.map.metadata.get("polarity", "both")},
             "lesion_scores": self.lesion_scores,
         }
 
@@ -153,6 +154,7 @@ def anomaly(
     lesion: Optional[Volume] = None,
     mask: Optional[Volume] = None,
     threshold: Union[float, str, None] = None,
+    polarity: Optional[str] = None,
 ) -> AnomalyResult:
     """Anomaly map and score of ``image`` under a generative model of healthy anatomy.
 
@@ -165,6 +167,11 @@ def anomaly(
         mask: optional region for that scoring (e.g. the brain mask).
         threshold: threshold for the Dice of the scoring (default: the card's
             ``map_threshold``, else the 95th percentile).
+        polarity: which residual the map shows (:data:`POLARITIES`; default the card's
+            ``map_polarity``, else ``both``): ``both`` = ``|x - reconstruction|``; ``brighter``
+            = how much brighter than the healthy reconstruction (FLAIR hyperintensities),
+            ``darker`` = how much darker (T1 hypointense lesions), 0 where the residual has the
+            other sign. Intensity models only; the volume score is always the unsigned one's.
 
     Raises:
         InputError: not a 3D finite volume, constant, wrong label values, lesion off-grid.
@@ -176,6 +183,7 @@ def anomaly(
     card = loaded.card
     kind = card.extra_get("generative_kind")
     spec = GridSpec.from_card(card)
+    polarity = map_polarity(card, polarity, labels=spec.input_kind == "labels")
     if lesion is not None and (not isinstance(lesion, Volume) or not lesion.same_grid(image, atol=1e-4)):
         raise InputError("the lesion mask must be a volume on the image grid (same shape, spacing, origin, direction)")
     check_cancel(cancel)
@@ -200,6 +208,9 @@ def anomaly(
             parts = score_batch(module, kind, x, labels, kappa=kappa, top_fraction=top_fraction)
     amap = to_numpy(parts.map[0])
     recon = to_numpy(parts.reconstruction[0])
+    if polarity != "both":
+        residual = (prepared.tensor - recon).sum(axis=0)  # channels (one for the brain models)
+        amap = np.clip(residual if polarity == "brighter" else -residual, 0.0, None).astype(np.float32)
     t2 = time.perf_counter()
     check_cancel(cancel)
     report(progress, 0.8, "mapping back onto the input grid")
@@ -210,7 +221,7 @@ def anomaly(
         recon_vol = prepared.to_input_grid(recon_labels, nearest=True, fill=fill, modality="SEG", units="label")
     else:
         recon_vol = prepared.to_input_grid(recon[0] * prepared.scale, fill=0.0)
-    map_vol.metadata = {"generative_kind": kind, "model": card.name, "score": float(parts.score[0])}
+    map_vol.metadata = {"generative_kind": kind, "model": card.name, "score": float(parts.score[0]), "polarity": polarity}
     result = AnomalyResult(
         map=map_vol, score=float(parts.score[0]), reconstruction=recon_vol, kind=kind, model=card.name,
         score_name=SCORE_NAMES[kind], details={k: float(v[0]) for k, v in parts.details.items()},
@@ -222,6 +233,22 @@ def anomaly(
     result.timings = {"prepare_s": t1 - t0, "network_s": t2 - t1, "resample_back_s": t3 - t2, "total_s": t3 - t0}
     report(progress, 1.0, "done")
     return result
+
+
+def map_polarity(card, polarity: Optional[str], labels: bool = False) -> str:
+    """The map polarity to use: ``polarity``, else the card's ``map_polarity``, else ``both``;
+    one clear error for a name not in :data:`POLARITIES` (``InputError`` for the argument,
+    ``ModelError`` for the card) or a signed map of a label model (its map is 1 - p(true class),
+    which has no sign)."""
+    if polarity is None:
+        polarity = card.extra_get("map_polarity", "both")
+        if polarity not in POLARITIES:
+            raise ModelError(f"the card's map_polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
+    elif polarity not in POLARITIES:
+        raise InputError(f"the map polarity must be one of {', '.join(POLARITIES)}, got {str(polarity)[:40]!r}")
+    if labels and polarity != "both":
+        raise InputError("a label model's map (1 - p(true class)) has no sign: its polarity can only be 'both'")
+    return polarity
 
 
 def list_anomaly_models(directory: Union[str, Path, None] = None) -> List[Dict[str, Any]]:

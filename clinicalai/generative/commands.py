@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
 from ..progress import ConsoleProgress
-from .nets import KINDS
+from .nets import KINDS, POLARITIES
 
 # The workflows are imported inside the handlers: the command line imports every
 # area's commands module to build ``clinicalai --help``, which stays fast that way.
@@ -96,6 +96,10 @@ def _register_anomaly(commands) -> None:
     a.add_argument("--lesion", type=Path, help="lesion mask to score the map against")
     a.add_argument("--brain-mask", type=Path, help="region for the lesion scores")
     a.add_argument("--threshold", help="Dice threshold: a number, percentile:P or otsu")
+    a.add_argument("--polarity", choices=POLARITIES, default=None,
+                   help="what the map shows: both = |image - healthy reconstruction|; brighter / darker = only "
+                        "voxels brighter / darker than the reconstruction (FLAIR hyperintensities, T1 hypointense "
+                        "lesions); default: the card's map_polarity, else both")
     a.add_argument("--reconstruction", type=Path, help="also write the healthy reconstruction")
     a.add_argument("--json", type=Path, metavar="R.json", help="write score, timings and lesion scores")
     a.set_defaults(func=_anomaly)
@@ -201,7 +205,8 @@ def _anomaly(args) -> int:
             threshold = float(threshold)
         except ValueError:
             pass
-    result = anomaly(image, model, progress=_progress(), lesion=lesion, mask=mask, threshold=threshold)
+    result = anomaly(image, model, progress=_progress(), lesion=lesion, mask=mask, threshold=threshold,
+                     polarity=args.polarity)
     write_volume(result.map, args.output)
     if args.reconstruction:
         write_volume(result.reconstruction, args.reconstruction)

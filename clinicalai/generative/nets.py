@@ -119,6 +119,11 @@ class ScoreParts:
     details: Dict[str, torch.Tensor]
 
 
+#: what an anomaly map of an intensity model may show: the residual's size, or one sign of it
+#: (:func:`clinicalai.generative.anomaly.map_polarity`)
+POLARITIES = ("both", "brighter", "darker")
+
+
 def residual_map(x: torch.Tensor, recon: torch.Tensor, labels: bool) -> torch.Tensor:
     """``|x - r|`` for intensities; ``1 - p(true class)`` for one-hot labels."""
     if labels:
