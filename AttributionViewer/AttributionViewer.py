@@ -100,6 +100,8 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         desktop.fill_device_combo(self.ui.deviceComboBox)
         for entry in model_choices.baseline_choices():
             self.ui.baselineComboBox.addItem(entry["label"], entry["value"])
+        for entry in model_choices.polarity_choices():
+            self.ui.anomalyPolarityComboBox.addItem(entry["label"], entry["value"])
 
         self.observeSceneClose()
         self.observeMasks(lambda f: qt.QTimer.singleShot(0, f))
@@ -165,6 +167,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
         desktop.select_model_choice(self.ui.anomalyModelComboBox, self.ui.anomalyModelPathLineEdit, stored.anomaly_model)
         desktop.select_data(self.ui.deviceComboBox, stored.device)
         desktop.select_data(self.ui.baselineComboBox, stored.baseline)
+        desktop.select_data(self.ui.anomalyPolarityComboBox, stored.anomaly_polarity)
 
     # ------------------------------------------------------------------ run
     def _engineParameters(self):
@@ -178,6 +181,7 @@ class AttributionViewerWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VT
             input_volume=p.inputVolume.GetID() if p.inputVolume else None,
             model=desktop.combo_model_path(self.ui.modelComboBox, self.ui.modelPathLineEdit),
             anomaly_model=anomalyModel,
+            anomaly_polarity=self.ui.anomalyPolarityComboBox.currentData or "",
             target=int(self.ui.targetComboBox.currentData if self.ui.targetComboBox.currentData is not None else -1),
             methods=[m for m, box in self.methodCheckBoxes.items() if box.checked],
             baseline=self.ui.baselineComboBox.currentData or "",

@@ -169,3 +169,28 @@ def test_anomaly_map_from_a_generative_model(ctx, brain, classifier, anomaly_mod
     assert [r["map"] for r in table_rows(ctx.scene.GetNodeByID(params.metrics_table))] == ["gradient", "anomaly"]
     corr = table_rows(ctx.scene.GetNodeByID(params.correlation_table))
     assert [(r["map A"], r["map B"]) for r in corr] == [("gradient", "anomaly")]
+
+
+def test_anomaly_map_polarity_from_the_panel(ctx, brain, anomaly_model, node_ids):
+    """The panel's anomaly-map polarity reaches the engine (the map node equals
+    ``anomaly(..., polarity=...)``) and is saved with the scene; a name the engine does not
+    know is one clear error that adds no node."""
+    from clinicalai.generative import anomaly
+    from clinicalai.mrml.model_choices import polarity_choices
+
+    assert [c["value"] for c in polarity_choices()] == ["", "both", "brighter", "darker"]
+    image, _ = _scene_inputs(ctx, brain)
+    logic = AttributionViewerLogic(ctx)
+    before = node_ids(ctx.scene)
+    with pytest.raises(InputError, match="the anomaly map's polarity must be one of both, brighter, darker, got 'hot'"):
+        logic.run(AttributionViewerParameters(input_volume=image.GetID(), anomaly_model=anomaly_model,
+                                              anomaly_polarity="hot", device="cpu"))
+    assert node_ids(ctx.scene) == before
+    params = logic.run(AttributionViewerParameters(input_volume=image.GetID(), anomaly_model=anomaly_model,
+                                                   anomaly_polarity="darker", device="cpu"))
+    assert logic.get_parameters().anomaly_polarity == "darker"  # saved with the scene
+    made = node_to_volume(ctx.scene.GetNodeByID(params.maps[0]))
+    engine = anomaly(brain.image, anomaly_model, polarity="darker")
+    unsigned = anomaly(brain.image, anomaly_model)
+    np.testing.assert_allclose(made.array, engine.map.array, atol=1e-5)
+    assert float(np.min(made.array)) >= 0.0 and not np.allclose(made.array, unsigned.map.array, atol=1e-3)

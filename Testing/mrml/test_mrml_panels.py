@@ -522,7 +522,8 @@ def test_attribution_panel_lists_every_engine_method_and_the_anomaly_map():
 
 
 def test_attribution_panels_offer_the_engine_baselines():
-    """Desktop and browser offer the same integrated-gradients baselines, from one list: the
+    """Desktop and browser offer the same integrated-gradients baselines (and anomaly-map
+    polarities), from one list: the
     card's default ("") and the engine's names; the desktop combo is in the .ui with its label."""
     import ast
 
@@ -538,6 +539,13 @@ def test_attribution_panels_offer_the_engine_baselines():
     assert "model_choices.baseline_choices" in calls  # the combo is filled from the shared list
     web_source = (ROOT / "clinicalai" / "web" / "panels" / "attribution.py").read_text()
     assert "baseline_choices()" in web_source and 'self.choice("baseline", "baselines"' in web_source
+    # the anomaly map's polarity, the same way: the card's default ("") and the engine's names
+    from clinicalai.generative.nets import POLARITIES
+
+    assert [e["value"] for e in model_choices.polarity_choices()] == ["", *POLARITIES]
+    assert widgets["anomalyPolarityComboBox"] == "QComboBox" and widgets["anomalyPolarityLabel"] == "QLabel"
+    assert "model_choices.polarity_choices" in calls
+    assert "polarity_choices()" in web_source and 'self.choice("anomaly_polarity", "polarities"' in web_source
 
 
 # ----------------------------------------------------------------------------- layering

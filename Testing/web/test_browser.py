@@ -446,6 +446,15 @@ def test_attribution_maps_side_by_side_with_metrics(page, web_server):
     assert sum(n.endswith(".nii.gz") for n in names) == 2 and any(n.endswith(".json") for n in names), names
     report = json.loads((web_server["data"] / next(n for n in names if n.endswith(".json"))).read_text())
     assert [m["map"] for m in report["metrics"]] == ["gradient", "anomaly"]
+    # the anomaly map's polarity: offered on the page, checked on the server
+    assert page.locator("#attribution-polarity").is_visible()
+    offered = [p["value"] for p in page.evaluate("() => window.trame.state.get('ca_attribution_polarities')")]
+    assert offered == ["", "both", "brighter", "darker"]
+    set_state(page, "ca_attribution_anomaly_polarity", "hot")
+    page.click("#attribution-run")
+    page.wait_for_function("() => (window.trame.state.get('ca_attribution_error') || '').includes('hot')")
+    assert "is not one of the choices offered" in page.evaluate("() => window.trame.state.get('ca_attribution_error')")
+    set_state(page, "ca_attribution_anomaly_polarity", "")
 
 
 def test_model_paths_set_from_the_page_are_checked(page, web_server):

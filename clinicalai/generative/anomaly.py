@@ -235,6 +235,14 @@ def anomaly(
     return result
 
 
+def polarity_name(value: Any, what: str = "the map polarity") -> str:
+    """``value`` if it is one of :data:`POLARITIES`, else one clear :class:`InputError` (a page
+    or a saved scene may hold any text)."""
+    if value not in POLARITIES:
+        raise InputError(f"{what} must be one of {', '.join(POLARITIES)}, got {str(value)[:40]!r}")
+    return value
+
+
 def map_polarity(card, polarity: Optional[str], labels: bool = False) -> str:
     """The map polarity to use: ``polarity``, else the card's ``map_polarity``, else ``both``;
     one clear error for a name not in :data:`POLARITIES` (``InputError`` for the argument,
@@ -244,8 +252,8 @@ def map_polarity(card, polarity: Optional[str], labels: bool = False) -> str:
         polarity = card.extra_get("map_polarity", "both")
         if polarity not in POLARITIES:
             raise ModelError(f"the card's map_polarity must be one of {', '.join(POLARITIES)}, got {polarity!r}")
-    elif polarity not in POLARITIES:
-        raise InputError(f"the map polarity must be one of {', '.join(POLARITIES)}, got {str(polarity)[:40]!r}")
+    else:
+        polarity = polarity_name(polarity)
     if labels and polarity != "both":
         raise InputError("a label model's map (1 - p(true class)) has no sign: its polarity can only be 'both'")
     return polarity

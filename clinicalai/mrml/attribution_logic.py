@@ -40,6 +40,8 @@ class AttributionViewerParameters:
     input_volume: Optional[str] = node_field()
     model: str = ""  # classifier file; "" = none chosen
     anomaly_model: str = ""  # optional generative model for an anomaly map
+    #: what the anomaly map shows (``both``, ``brighter``, ``darker``); "" = the generative card's default
+    anomaly_polarity: str = ""
     target: int = -1  # class explained; -1 = the predicted class
     methods: List[str] = field(default_factory=lambda: ["gradient", "integrated-gradients", "gradcam"])
     #: integrated-gradients baseline (``zero``, ``blur``, ``mean``); "" = the model card's default, else zero
@@ -69,6 +71,7 @@ class AttributionInputs:
         lesion: the reference lesion, 0/1 on the image grid; ``None`` without one.
         model: the classifier's path; ``""`` = none (then ``methods`` is empty).
         anomaly_model: the generative model (path or name); ``""`` = no anomaly map.
+        anomaly_polarity: what its map shows, checked; ``""`` = the generative card's default.
         methods: attribution method names (``clinicalai.attribution.METHODS``).
         target: the class explained; ``None`` = the predicted class.
         baseline: the integrated-gradients baseline, checked; ``""`` = the model card's default.
@@ -81,6 +84,7 @@ class AttributionInputs:
     lesion: Optional[Volume] = None
     model: str = ""
     anomaly_model: str = ""
+    anomaly_polarity: str = ""
     methods: Tuple[str, ...] = ()
     target: Optional[int] = None
     baseline: str = ""
@@ -153,6 +157,11 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             from ..attribution.methods import baseline_name  # heavy (pydantic): loaded on first use
 
             baseline = baseline_name(params.baseline, "integrated-gradients baseline")
+        polarity = ""
+        if params.anomaly_polarity:  # any text, as the baseline: checked before any work
+            from ..generative.anomaly import polarity_name  # heavy (torch): loaded on first use
+
+            polarity = polarity_name(params.anomaly_polarity, "the anomaly map's polarity")
         model = str(chosen_model_path(params.model, "")) if params.model else ""
         return AttributionInputs(
             image_node=node,
@@ -160,6 +169,7 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             lesion=lesion,
             model=model,
             anomaly_model=params.anomaly_model,
+            anomaly_polarity=polarity,
             methods=tuple(params.methods) if params.model else (),
             target=None if params.target is None or params.target < 0 else int(params.target),
             baseline=baseline,
@@ -212,7 +222,7 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
         report(progress, (steps - 1) / steps, "anomaly map")
         generative = self.models.get(inputs.anomaly_model, inputs.device)
         return anomaly(inputs.image, generative, progress=scaled(progress, (steps - 1) / steps, 1.0), cancel=cancel,
-                       lesion=inputs.lesion)
+                       lesion=inputs.lesion, polarity=inputs.anomaly_polarity or None)
 
     def apply(self, params: AttributionViewerParameters, inputs: AttributionInputs, result: AttributionOutcome) -> AttributionViewerParameters:
         image_node = inputs.image_node

@@ -139,6 +139,21 @@ def baseline_choices() -> List[Dict[str, str]]:
     return [{"value": "", "label": CARD_BASELINE_LABEL}] + [{"value": b, "label": b} for b in BASELINES]
 
 
+#: the anomaly-map selector's entry for "what the generative model's card says"
+CARD_POLARITY_LABEL = "model card's default (else both)"
+#: what each map polarity shows, for the selectors
+POLARITY_LABELS = {"both": "both (|image - healthy|)", "brighter": "brighter than healthy (FLAIR lesions)",
+                   "darker": "darker than healthy (T1 lesions)"}
+
+
+def polarity_choices() -> List[Dict[str, str]]:
+    """The anomaly-map polarity selector's entries ``[{"value", "label"}]``: the generative
+    model card's default (value ``""``), then :data:`clinicalai.generative.nets.POLARITIES`."""
+    from ..generative.nets import POLARITIES  # heavy (torch): see the module docstring
+
+    return [{"value": "", "label": CARD_POLARITY_LABEL}] + [{"value": p, "label": POLARITY_LABELS[p]} for p in POLARITIES]
+
+
 class ModelCache:
     """Loaded models by (path, device), so a second run does not reload weights.
 

@@ -12,7 +12,7 @@ from trame.widgets import vuetify3 as v3
 from ...attribution.metrics import HEADLINE_KEYS
 from ...errors import ClinicalAIError
 from ...mrml.attribution_logic import AttributionViewerLogic, AttributionViewerParameters, maps_per_view, prediction_text
-from ...mrml.model_choices import baseline_choices
+from ...mrml.model_choices import baseline_choices, polarity_choices
 from ...mrml.volumes import node_to_volume
 from ...outputs import write_json
 from ...volume.io import write_volume
@@ -58,6 +58,7 @@ class AttributionPanel(Panel):
             anomaly_models=[{"title": "(none)", "value": ""}] + generative,
             methods_all=METHODS,
             baselines=[{"title": b["label"], "value": b["value"]} for b in baseline_choices()],
+            polarities=[{"title": p["label"], "value": p["value"]} for p in polarity_choices()],
             masks=[{"title": "(none)", "value": ""}],
             devices=common.device_items(),
             maps=[],
@@ -68,6 +69,7 @@ class AttributionPanel(Panel):
             card="",
             methods=["gradient", "gradcam"],
             baseline="",
+            anomaly_polarity="",
             target=-1,
             lesion="",
             masks_note="",
@@ -101,6 +103,10 @@ class AttributionPanel(Panel):
                 v3.VSelect(label="classifier", items=(self.k("models"),), v_model=(self.k("model"),), density="compact", hide_details=True, classes="mb-1")
                 html.Div(f"{{{{ {self.k('card')} }}}}", classes="text-caption text-warning")
                 v3.VSelect(label="generative model (anomaly map)", items=(self.k("anomaly_models"),), v_model=(self.k("anomaly_model"),), density="compact", hide_details=True, classes="mb-1")
+                # which residual the anomaly map shows ("" = the generative card's default)
+                v3.VSelect(label="anomaly map shows", items=(self.k("polarities"),), v_model=(self.k("anomaly_polarity"),),
+                           v_if=(self.k("anomaly_model"),), density="compact", hide_details=True, classes="mb-1",
+                           id="attribution-polarity")
                 v3.VSelect(label="methods", items=(self.k("methods_all"),), v_model=(self.k("methods"),), multiple=True, chips=True, density="compact", hide_details=True, classes="mb-1", id="attribution-methods")
                 # the integrated-gradients baseline ("" = the model card's default)
                 v3.VSelect(label="integrated-gradients baseline", items=(self.k("baselines"),), v_model=(self.k("baseline"),),
@@ -185,6 +191,7 @@ class AttributionPanel(Panel):
             input_volume=self.app.volume_node.GetID() if self.app.volume_node is not None else None,
             model=self.choice("model", "models", "classifier"),
             anomaly_model=self.choice("anomaly_model", "anomaly_models", "generative model"),
+            anomaly_polarity=self.choice("anomaly_polarity", "polarities", "anomaly map polarity"),
             target=target,
             methods=methods,
             baseline=self.choice("baseline", "baselines", "integrated-gradients baseline"),
