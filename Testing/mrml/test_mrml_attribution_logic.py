@@ -106,6 +106,14 @@ def test_cancelled_and_failing_runs_add_no_node(ctx, classifier, brain, node_ids
     assert node_ids(ctx.scene) == before
 
 
+def _refused_without_a_node(ctx, logic, node_ids, message: str, **params) -> None:
+    """A run with ``params`` (on the CPU) is one clear error, ``message``, and adds no node."""
+    before = node_ids(ctx.scene)
+    with pytest.raises(InputError, match=re.escape(message)):
+        logic.run(AttributionViewerParameters(device="cpu", **params))
+    assert node_ids(ctx.scene) == before
+
+
 def test_integrated_gradients_baseline_from_the_panel(ctx, classifier, brain, node_ids):
     """The panel's baseline reaches the engine (the map equals ``attribute(..., baseline=...)``
     on the input grid); a name the engine does not know is one clear error and adds no node."""
@@ -115,11 +123,8 @@ def test_integrated_gradients_baseline_from_the_panel(ctx, classifier, brain, no
     assert [c["value"] for c in baseline_choices()] == ["", "zero", "blur", "mean"]
     image, _ = _scene_inputs(ctx, brain)
     logic = AttributionViewerLogic(ctx)
-    before = node_ids(ctx.scene)
-    with pytest.raises(InputError, match="unknown integrated-gradients baseline 'noise'; choose one of zero, blur, mean"):
-        logic.run(AttributionViewerParameters(input_volume=image.GetID(), model=classifier,
-                                              methods=["integrated-gradients"], baseline="noise", device="cpu"))
-    assert node_ids(ctx.scene) == before
+    _refused_without_a_node(ctx, logic, node_ids, "unknown integrated-gradients baseline 'noise'; choose one of zero, blur, mean",
+                            input_volume=image.GetID(), model=classifier, methods=["integrated-gradients"], baseline="noise")
     params = logic.run(AttributionViewerParameters(input_volume=image.GetID(), model=classifier,
                                                    methods=["integrated-gradients"], baseline="blur", device="cpu"))
     assert logic.get_parameters().baseline == "blur"  # saved with the scene
@@ -181,11 +186,8 @@ def test_anomaly_map_polarity_from_the_panel(ctx, brain, anomaly_model, node_ids
     assert [c["value"] for c in polarity_choices()] == ["", "both", "brighter", "darker"]
     image, _ = _scene_inputs(ctx, brain)
     logic = AttributionViewerLogic(ctx)
-    before = node_ids(ctx.scene)
-    with pytest.raises(InputError, match="the anomaly map's polarity must be one of both, brighter, darker, got 'hot'"):
-        logic.run(AttributionViewerParameters(input_volume=image.GetID(), anomaly_model=anomaly_model,
-                                              anomaly_polarity="hot", device="cpu"))
-    assert node_ids(ctx.scene) == before
+    _refused_without_a_node(ctx, logic, node_ids, "the anomaly map's polarity must be one of both, brighter, darker, got 'hot'",
+                            input_volume=image.GetID(), anomaly_model=anomaly_model, anomaly_polarity="hot")
     params = logic.run(AttributionViewerParameters(input_volume=image.GetID(), anomaly_model=anomaly_model,
                                                    anomaly_polarity="darker", device="cpu"))
     assert logic.get_parameters().anomaly_polarity == "darker"  # saved with the scene
