@@ -66,3 +66,31 @@ def test_cli_polarity(tmp_path, ae_package, capsys):
     with pytest.raises(SystemExit):  # argparse: the choices in its usage line, nothing written
         main(base + ["--polarity", "hot"])
     assert "invalid choice: 'hot'" in capsys.readouterr().err and not out.exists()
+
+
+def test_train_on_t1_like_template_phantoms_with_a_darker_map(tmp_path, capsys):
+    """``train generative --family template --contrast T1 --map-polarity darker``: trained on
+    T1-like template phantoms alone, validated on T1-like template phantoms, and the card makes
+    its maps show the darker residual; the options that do not go together fail first."""
+    model = tmp_path / "t1.pt"
+    common = ["train", "generative", "ae", "--phantoms", "4", "--epochs", "2", "--batch-size", "2", "--channels", "4,8",
+              "--size", "16", "--spacing", "8"]
+    rc = main([*common, "--family", "template", "--contrast", "T1", "--map-polarity", "darker", "--validate", "4",
+               "-o", str(model)])
+    assert rc == 0, capsys.readouterr().err
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["training"]["family"] == "template" and card["training"]["contrast"] == "T1"
+    assert "4 healthy MNI-template phantoms" in card["training"]["data"] and "T1-like" in card["training"]["data"]
+    assert "McConnell" in card["training"]["template_licence"] and card["map_polarity"] == "darker"
+    assert "T1-like" in card["validation"]["data"] and 0.0 <= card["validation"]["volume_auroc"] <= 1.0
+    case = mni_brain_case(5, pathological=True, contrast="T1", spacing=(4, 4, 4))
+    assert anomaly(case.image, model).map.metadata["polarity"] == "darker"
+    capsys.readouterr()
+    for extra, message in ((["--contrast", "T1"], "--contrast T1 is for --family template"),
+                           (["--family", "template", "--input", "sulci"], "--family template trains on MNI-template"),
+                           (["--input", "sulci", "--map-polarity", "darker"], "has no sign")):
+        out = tmp_path / "bad.pt"
+        rc = main([*common, *extra, "-o", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 1 and message in err and len(err.splitlines()) == 1, (extra, err)
+        assert not out.exists() and not out.with_suffix(".json").exists()

@@ -54,9 +54,15 @@ def _register_train(commands) -> None:
     t.add_argument("--pathological-data", type=Path, metavar="DIR", help="CycleGAN: folder of volumes with lesions")
     t.add_argument("--input", choices=("brain", "sulci"), default="brain",
                    help="phantom kind: brain MR (intensity) or sulcal skeletons (labels 0/11/60)")
-    t.add_argument("--family", choices=("phantom", "mix"), default="phantom",
-                   help="brain phantoms: the brain-lesion phantoms alone, or mixed with FLAIR-like MNI-template "
-                        "phantoms of that family's training stream (default phantom)")
+    t.add_argument("--family", choices=("phantom", "mix", "template"), default="phantom",
+                   help="brain phantoms: the brain-lesion phantoms alone, mixed with FLAIR-like MNI-template "
+                        "phantoms of that family's training stream (mix), or --phantoms N template phantoms "
+                        "alone (template; the only family with --contrast T1) (default phantom)")
+    t.add_argument("--contrast", choices=("FLAIR", "T1"), default="FLAIR",
+                   help="contrast of the template phantoms of --family template (default FLAIR)")
+    t.add_argument("--map-polarity", choices=POLARITIES, default=None,
+                   help="the card's default anomaly map: both, brighter or darker than the healthy reconstruction "
+                        "(e.g. darker for a T1 model: its lesions are hypointense; default: not set, i.e. both)")
     t.add_argument("--mni", type=int, default=24, metavar="N",
                    help="healthy MNI-template phantoms of --family mix (a CycleGAN also gets N lesioned; default 24)")
     add_threads_arg(t)
@@ -166,7 +172,7 @@ def _train(args) -> int:
         perceptual_weight=args.perceptual_weight, seed=args.seed, max_seconds=args.max_seconds)
     source = Source(phantoms=args.phantoms, data=args.data, pathological_data=args.pathological_data,
                     input=args.input, seed=args.seed, family=args.family,
-                    mni=args.mni if args.family == "mix" else 0)
+                    mni=args.mni if args.family == "mix" else 0, contrast=args.contrast)
     apply_threads(args.threads)
     factor = int(np.prod(strides))
     if args.size % factor or args.size < factor:
@@ -181,7 +187,7 @@ def _train(args) -> int:
         spec = GridSpec((args.spacing or 3.0,) * 3, (args.size,) * 3, field_of_view=args.field_of_view)
     command = args.command_line
     card = train_package(config, source, args.output, spec=spec, name=args.name, command=command,
-                         validate=args.validate, progress=_progress())
+                         validate=args.validate, progress=_progress(), map_polarity=args.map_polarity)
     v = card.get("validation") or {}
     summary = {k: v[k] for k in ("volume_auroc", "map_dice", "map_auroc") if k in v}
     print(f"saved {args.output} ({card['generative_kind']}, {card['training']['epochs_run']} epochs)"

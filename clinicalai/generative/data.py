@@ -258,9 +258,9 @@ def prepare_cases(cases: Sequence, spec: GridSpec) -> np.ndarray:
 
 
 def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
-                     pathological: Optional[bool] = False) -> Tuple[np.ndarray, List]:
-    """``n`` FLAIR-like MNI-template phantoms of the TRAINING stream prepared for ``spec``:
-    ``(N, C, z, y, x)`` and the cases.
+                     pathological: Optional[bool] = False, contrast: str = "FLAIR") -> Tuple[np.ndarray, List]:
+    """``n`` MNI-template phantoms of the TRAINING stream prepared for ``spec`` (FLAIR-like, or
+    T1-like with ``contrast="T1"``): ``(N, C, z, y, x)`` and the cases.
 
     Drawn from :func:`clinicalai.phantoms.mni.mni_brain_case` with ``stream="train"`` (never a
     held-out evaluation case, whatever the seed), seeds ``seed * 100003 + i`` as in
@@ -271,7 +271,7 @@ def mni_training_set(n: int, spec: GridSpec, seed: int = 0,
     """
     from ..phantoms.mni import mni_brain_case
 
-    cases = [mni_brain_case(seed * 100003 + i, pathological=_lesioned(i, pathological), contrast="FLAIR",
+    cases = [mni_brain_case(seed * 100003 + i, pathological=_lesioned(i, pathological), contrast=contrast,
                             spacing=spec.spacing_mm, stream="train") for i in range(n)]
     return prepare_cases(cases, spec), cases
 

@@ -42,7 +42,9 @@ def sulcal_set(n: int, spec: GridSpec, seed: int = 0) -> np.ndarray:
 
 #: training families of brain models: the brain-lesion phantoms alone, or mixed with healthy
 #: MNI-template phantoms of that family's training stream (:func:`.data.mni_training_set`)
-FAMILIES = ("phantom", "mix")
+FAMILIES = ("phantom", "mix", "template")
+#: contrasts of the MNI-template phantoms a brain model can train on (``family="template"`` for T1)
+CONTRASTS = ("FLAIR", "T1")
 
 
 @dataclass
@@ -50,7 +52,9 @@ class Source:
     """Where the training volumes come from: ``phantoms`` (brain-lesion or sulcal) or a folder.
 
     ``family="mix"`` (brain input, phantoms only) adds ``mni`` MNI-template phantoms to the
-    ``phantoms`` brain-lesion phantoms (and as many lesioned ones of each for a CycleGAN).
+    ``phantoms`` brain-lesion phantoms (and as many lesioned ones of each for a CycleGAN);
+    ``family="template"`` trains on ``phantoms`` MNI-template phantoms alone, of ``contrast``
+    (``FLAIR`` or ``T1``: the brain-lesion phantoms have one contrast, so T1 is template-only).
     """
 
     phantoms: Optional[int] = None
@@ -60,11 +64,19 @@ class Source:
     seed: int = 0
     family: str = "phantom"
     mni: int = 0
+    contrast: str = "FLAIR"
 
     def check(self) -> None:
         """One clear error for options that do not go together (before any work)."""
         if self.family not in FAMILIES:
             raise InputError(f"training family must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if self.contrast not in CONTRASTS:
+            raise InputError(f"the template contrast must be one of {', '.join(CONTRASTS)}, got {self.contrast!r}")
+        if self.contrast != "FLAIR" and self.family != "template":
+            raise InputError("--contrast T1 is for --family template: the brain-lesion phantoms have one contrast")
+        if self.family == "template" and (self.phantoms is None or self.input != "brain"):
+            raise InputError("--family template trains on MNI-template phantoms alone: it needs --phantoms N "
+                             "(the number of template phantoms) and --input brain")
         if self.family == "mix":
             if self.phantoms is None or self.input != "brain":
                 raise InputError("--family mix mixes brain phantoms with MNI-template phantoms: "
@@ -73,13 +85,13 @@ class Source:
                 raise InputError(f"--family mix needs at least 2 MNI-template phantoms (--mni), got {self.mni}")
 
 
-def _mni_description(n: int, seed: int, lesioned: bool) -> str:
+def _mni_description(n: int, seed: int, lesioned: bool, contrast: str = "FLAIR") -> str:
     """What :func:`.data.mni_training_set` drew, for the card."""
     from ..phantoms.mni import TEMPLATE_NAME
 
     first = seed * 100003
     return (f"{n} {'lesioned' if lesioned else 'healthy'} MNI-template phantoms ({TEMPLATE_NAME}; training "
-            f"stream, seeds {first}-{first + n - 1}; FLAIR-like; model-grid voxels; oblique for about half)")
+            f"stream, seeds {first}-{first + n - 1}; {contrast}-like; model-grid voxels; oblique for about half)")
 
 
 def load_training_data(source: Source, spec: GridSpec, kind: str):
@@ -95,6 +107,8 @@ def load_training_data(source: Source, spec: GridSpec, kind: str):
                 raise InputError("a CycleGAN needs pathological volumes; sulcal phantoms are all healthy")
             return (sulcal_set(source.phantoms, spec, source.seed), None,
                     {"data": f"{source.phantoms} sulcal-skeleton phantoms"})
+        if source.family == "template":
+            return _template_cases(source, spec, kind)
         healthy, _ = brain_training_set(source.phantoms, spec, seed=source.seed, pathological=False)
         path = None
         if kind == "cyclegan":
@@ -113,6 +127,22 @@ def load_training_data(source: Source, spec: GridSpec, kind: str):
             raise InputError("a CycleGAN needs --pathological-data DIR (volumes with lesions) beside --data")
         path = folder_training_set(source.pathological_data, spec)
     return healthy, path, {"data": f"{len(healthy)} volumes from {source.data}"}
+
+
+def _template_cases(source: Source, spec: GridSpec, kind: str):
+    """``family="template"``: ``source.phantoms`` healthy template phantoms of
+    ``source.contrast`` (and as many lesioned ones, seed + 1, for a CycleGAN)."""
+    from ..phantoms.mni import MNI_LICENSE
+
+    n, contrast = source.phantoms, source.contrast
+    healthy, _ = mni_training_set(n, spec, seed=source.seed, pathological=False, contrast=contrast)
+    text = _mni_description(n, source.seed, False, contrast)
+    path = None
+    if kind == "cyclegan":
+        path, _ = mni_training_set(n, spec, seed=source.seed + 1, pathological=True, contrast=contrast)
+        text += " + " + _mni_description(n, source.seed + 1, True, contrast)
+    return healthy, path, {"data": text, "family": "template", "mni": n, "contrast": contrast,
+                           "template_licence": MNI_LICENSE}
 
 
 def _add_template_cases(source: Source, spec: GridSpec, healthy: np.ndarray, pathological: Optional[np.ndarray],
@@ -134,17 +164,27 @@ def _add_template_cases(source: Source, spec: GridSpec, healthy: np.ndarray, pat
 
 
 def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9000,
-                   kappa: float = 1.0, top_fraction: float = TOP_FRACTION) -> Dict[str, Any]:
-    """Held-out brain-lesion phantoms: AUROC of the volume score (healthy vs lesion) and the
-    mean lesion scores of the maps (:func:`clinicalai.attribution.metrics.score_map`)."""
+                   kappa: float = 1.0, top_fraction: float = TOP_FRACTION, template_contrast: Optional[str] = None,
+                   map_polarity: Optional[str] = None) -> Dict[str, Any]:
+    """Held-out brain-lesion phantoms (or, with ``template_contrast``, MNI-template phantoms of
+    that contrast from the training stream's seeds ``seed..``, which no trainer draws: its
+    seeds are ``seed * 100003 + i``): AUROC of the volume score (healthy vs lesion) and the mean
+    lesion scores of the maps (:func:`clinicalai.attribution.metrics.score_map`), each map as
+    the card will show it (``map_polarity``)."""
     from sklearn.metrics import roc_auc_score
 
-    cases = brain_cases(n, seed=seed, pathological=None)
+    if template_contrast is None:
+        cases = brain_cases(n, seed=seed, pathological=None)
+    else:
+        from ..phantoms.mni import mni_brain_case
+
+        cases = [mni_brain_case(seed + i, pathological=bool(i % 2), contrast=template_contrast,
+                                spacing=spec.spacing_mm, stream="train") for i in range(n)]
     y = np.array([c.pathological for c in cases], int)
     card = parse_card({"name": "validation", "task": "anomaly-detection", "format": "state_dict",
                        "architecture": {"name": "monai.networks.nets.AutoEncoder"}, "input": spec.card_input(),
                        "generative_kind": kind, "kappa": kappa, "top_fraction": top_fraction,
-                       **spec.card_extra()})
+                       **({"map_polarity": map_polarity} if map_polarity else {}), **spec.card_extra()})
     loaded = LoadedModel(card=card, backend="torch", path=Path("."), device="cpu", module=module)
     # a whole-field model is scored as the anomaly workflow reads it (sliding windows), case by case
     results = [anomaly(c.image, loaded, lesion=c.lesion if c.pathological else None,
@@ -153,6 +193,8 @@ def validate_brain(module, kind: str, spec: GridSpec, n: int = 16, seed: int = 9
     scores = ([r.score for r in results] if spec.whole
               else volume_scores(module, kind, prepare_cases(cases, spec), False, kappa, top_fraction=top_fraction))
     out: Dict[str, Any] = {"phantoms": n, "seed": seed, "volume_auroc": float(roc_auc_score(y, scores))}
+    if template_contrast is not None:
+        out["data"] = f"MNI-template phantoms, {template_contrast}-like, training stream seeds {seed}-{seed + n - 1}"
     # per-voxel: score the maps of the lesioned cases on their own (input) grid
     metrics: Dict[str, List[float]] = {}
     for c, r in zip(cases, results):
@@ -192,12 +234,20 @@ def train_package(
     validate: int = 16,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
+    map_polarity: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Train ``config.kind`` on ``source``, validate on held-out phantoms, save ``out`` (.pt + .json).
 
+    ``map_polarity``: the card's default map (:func:`.anomaly.map_polarity`; none: unsigned).
     Returns the card as a dict. Nothing is written if training fails or is cancelled.
     """
     out = check_model_output(out)
+    if map_polarity is not None:
+        from .anomaly import polarity_name
+
+        polarity_name(map_polarity)
+        if source.input == "sulci":
+            raise InputError("a sulcal (label) model's map has no sign: --map-polarity is for brain intensity models")
     spec = spec or (sulcal_spec() if source.input == "sulci" else BRAIN_SPEC)
     report(progress, 0.0, "preparing training volumes")
     healthy, pathological, described = load_training_data(source, spec, config.kind)
@@ -207,8 +257,10 @@ def train_package(
     if validate and source.phantoms is not None:
         report(progress, 0.92, "validating on held-out phantoms")
         check = validate_sulci if spec.input_kind == "labels" else validate_brain
+        template = {"template_contrast": source.contrast} if source.family == "template" else {}
+        signed = {"map_polarity": map_polarity} if map_polarity else {}
         validation = check(result.module, config.kind, spec, n=validate, kappa=config.kappa,
-                           top_fraction=default_top_fraction(spec.input_kind))
+                           top_fraction=default_top_fraction(spec.input_kind), **template, **signed)
     synthetic = source.phantoms is not None
     card = {
         "name": name or out.stem,
@@ -231,6 +283,7 @@ def train_package(
         "kappa": config.kappa,
         "top_fraction": default_top_fraction(spec.input_kind),
         "map_threshold": "percentile:95",
+        **({"map_polarity": map_polarity} if map_polarity else {}),
         **spec.card_extra(),
     }
     save_model(result.module, card, out)
