@@ -132,9 +132,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise InputError(f"--blur-sigma must be a positive number of mm, got {args.blur_sigma}")
     # a sigma that no blur baseline takes would change nothing, silently (integrated gradients
     # without --baseline uses the card's: the engine checks that one)
-    if args.blur_sigma is not None and (
-            args.method not in ("integrated-gradients", "occlusion")
-            or (args.baseline or ("blur" if args.method == "integrated-gradients" else "zero")) != "blur"):
+    blur_possible = (args.baseline == "blur" and args.method in ("integrated-gradients", "occlusion")
+                     or args.baseline is None and args.method == "integrated-gradients")
+    if args.blur_sigma is not None and not blur_possible:
         raise InputError("--blur-sigma is the width of the blur baseline: it needs --baseline blur "
                          "(integrated-gradients or occlusion)")
     image = read_volume(args.image)

@@ -129,19 +129,26 @@ def load_training_data(source: Source, spec: GridSpec, kind: str):
     return healthy, path, {"data": f"{len(healthy)} volumes from {source.data}"}
 
 
+def _template_sets(source: Source, spec: GridSpec, n: int, lesioned_too: bool):
+    """``n`` healthy template phantoms of ``source.contrast`` (seed ``source.seed``) and, when
+    ``lesioned_too`` (a CycleGAN), ``n`` lesioned ones (seed + 1, else ``None``), with the
+    card's words on what was drawn."""
+    healthy, _ = mni_training_set(n, spec, seed=source.seed, pathological=False, contrast=source.contrast)
+    text = _mni_description(n, source.seed, False, source.contrast)
+    lesioned = None
+    if lesioned_too:
+        lesioned, _ = mni_training_set(n, spec, seed=source.seed + 1, pathological=True, contrast=source.contrast)
+        text += " + " + _mni_description(n, source.seed + 1, True, source.contrast)
+    return healthy, lesioned, text
+
+
 def _template_cases(source: Source, spec: GridSpec, kind: str):
     """``family="template"``: ``source.phantoms`` healthy template phantoms of
     ``source.contrast`` (and as many lesioned ones, seed + 1, for a CycleGAN)."""
     from ..phantoms.mni import MNI_LICENSE
 
-    n, contrast = source.phantoms, source.contrast
-    healthy, _ = mni_training_set(n, spec, seed=source.seed, pathological=False, contrast=contrast)
-    text = _mni_description(n, source.seed, False, contrast)
-    path = None
-    if kind == "cyclegan":
-        path, _ = mni_training_set(n, spec, seed=source.seed + 1, pathological=True, contrast=contrast)
-        text += " + " + _mni_description(n, source.seed + 1, True, contrast)
-    return healthy, path, {"data": text, "family": "template", "mni": n, "contrast": contrast,
+    healthy, path, text = _template_sets(source, spec, source.phantoms, kind == "cyclegan")
+    return healthy, path, {"data": text, "family": "template", "mni": source.phantoms, "contrast": source.contrast,
                            "template_licence": MNI_LICENSE}
 
 
@@ -151,15 +158,12 @@ def _add_template_cases(source: Source, spec: GridSpec, healthy: np.ndarray, pat
     (and as many lesioned ones, seed + 1, after the pathological set of a CycleGAN)."""
     from ..phantoms.mni import MNI_LICENSE
 
-    mni_healthy, _ = mni_training_set(source.mni, spec, seed=source.seed, pathological=False)
+    mni_healthy, mni_path, mni_text = _template_sets(source, spec, source.mni, pathological is not None)
     # one array: whole-field volumes of both families padded to the same extent
     healthy = stack_padded(list(healthy) + list(mni_healthy))
-    text += "; " + _mni_description(source.mni, source.seed, False)
     if pathological is not None:
-        mni_path, _ = mni_training_set(source.mni, spec, seed=source.seed + 1, pathological=True)
         pathological = stack_padded(list(pathological) + list(mni_path))
-        text += " + " + _mni_description(source.mni, source.seed + 1, True)
-    return healthy, pathological, {"data": text, "family": "mix", "mni": source.mni,
+    return healthy, pathological, {"data": text + "; " + mni_text, "family": "mix", "mni": source.mni,
                                    "template_licence": MNI_LICENSE}
 
 
