@@ -18,7 +18,7 @@ from ..models import BUNDLED_MODELS_DIR, check_model_output, load_model
 from ..models.device import add_device_arg
 from ..outputs import _json_default, atomic_output, write_json
 from ..progress import ConsoleProgress, print_warnings
-from ..volume import read_volume, write_volume
+from ..volume import place_on_grid, read_volume, write_volume
 from . import (DEFAULT_CONTEXT_CORRECTOR, DEFAULT_CORRECTOR, DEFAULT_SEGMENTER, FAMILIES, LATENT_STEPS, MIN_AGREEMENT,
                STRATEGIES, segmenter_cli)
 from .labels import CARDIAC_NAMES, CARDIAC_VALUES
@@ -155,6 +155,10 @@ def _run_correct(args: argparse.Namespace) -> int:
     if mask.array.size == 0 or not mask.array.any():
         raise InputError(f"{Path(args.mask).name}: the mask is empty (no labelled voxel); nothing to correct")
     image = read_volume(args.image) if args.image else None
+    if image is not None and not image.same_grid(mask, atol=1e-4):
+        # a DICOM SEG holds only its segmented slices, a mask may be cropped to its extent:
+        # on the image's own voxels it is placed there exactly, anything else is refused
+        mask = place_on_grid(mask, image.grid)
     corrector = _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = correct_mask(mask, corrector, image=image, gate=not args.no_gate, min_agreement=args.min_agreement,
                           strategy=args.strategy, context_corrector=_context(args),
@@ -320,9 +324,10 @@ def _add_correct(top) -> None:
         "correct", help="correct a cardiac mask made by any tool (gated NVAE)",
         description=f"Correct MASK (labels {_LABELS_HELP}) slice by slice; a slice is changed only "
         "where it is anatomically invalid and the correction is valid.")
-    p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd)")
+    p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd, DICOM SEG)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
-    p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (checked to share its grid; with --strategy evidence, "
+    p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (a mask on part of its voxels, e.g. a DICOM SEG of "
+                   "the segmented slices, is placed on its grid; with --strategy evidence, "
                    "evidence for the candidates of invalid slices)")
     p.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
     add_device_arg(p)

@@ -24,6 +24,11 @@ from ..errors import InputError
 Vec3 = Tuple[float, float, float]
 
 
+def time_series_error(time_points: int) -> InputError:
+    """The one refusal of a 4D file (fMRI, dynamic PET, cine), whichever reader found it."""
+    return InputError(f"this is a 4D image with {time_points} time points; extract one 3D frame first")
+
+
 def _vec3(values: Sequence[float], what: str) -> Vec3:
     out = tuple(float(v) for v in values)
     if len(out) != 3:
@@ -182,9 +187,7 @@ class Volume:
         elif dim == 4:
             size = image.GetSize()
             if size[3] != 1:
-                raise InputError(
-                    f"this is a 4D image with {size[3]} time points; extract one 3D frame first"
-                )
+                raise time_series_error(size[3])
             image = sitk.Extract(image, size[:3] + (0,), (0, 0, 0, 0))
         elif dim != 3:
             raise InputError(f"a volume needs 3 dimensions, this image has {dim}")

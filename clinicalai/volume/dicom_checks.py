@@ -51,8 +51,92 @@ _HEADER_TAGS = [
     "ImagePositionPatient", "ImageOrientationPatient", "NumberOfFrames", "FrameTime", "FrameTimeVector",
     "FrameIncrementPointer", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
     "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelData", "FloatPixelData",
-    "DoubleFloatPixelData",
+    "DoubleFloatPixelData", "ImageType", "SOPClassUID", (0x0019, 0x100A),
 ]
+
+
+#: SOP class of a DICOM Segmentation (read as a label map: :mod:`clinicalai.volume.dicom_seg`)
+SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+#: SOP class of a DICOMDIR, the index file of a DICOM CD / DVD / USB export
+MEDIA_DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read_dicom_header(path: "str | Path") -> Any:
+    """The header of one DICOM file (pixel data deferred), also of a file written without the
+    Part 10 preamble and file meta (older scanners and some exports; pydicom then needs
+    ``force``). A file that does not parse, or parses into no DICOM attribute a file of any
+    kind carries, is refused."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    name = Path(path).name
+    try:
+        return pydicom.dcmread(str(path), defer_size="64 KB")
+    except InvalidDicomError:
+        pass  # no preamble / file meta: read the bare data set
+    except Exception:  # noqa: BLE001 - pydicom raises many types for damaged files
+        raise InputError(f"{name}: not a readable DICOM file (damaged or cut off in its header)") from None
+    try:
+        ds = pydicom.dcmread(str(path), defer_size="64 KB", force=True)
+        ok = any(k in ds for k in ("SOPClassUID", "Modality", "SeriesInstanceUID", "StudyInstanceUID") + _PIXEL_KEYWORDS)
+    except Exception:  # noqa: BLE001
+        ok = False
+    if not ok:
+        raise InputError(f"{name}: not a readable DICOM file")
+    return ds
+
+
+def dicom_object_kind(ds: Any) -> str:
+    """What a DICOM data set is, in words, from its SOP class (e.g. "RT Structure Set")."""
+    from pydicom.uid import UID
+
+    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if not sop:
+        return "data set without a SOP class"
+    name = UID(str(sop)).name
+    if name == str(sop):
+        return f"object of SOP class {sop}"
+    return name.removesuffix(" Storage")
+
+
+def has_pixels(ds: Any) -> bool:
+    """True for a data set that holds an image: pixel data with rows and columns."""
+    return any(k in ds for k in _PIXEL_KEYWORDS) and "Rows" in ds and "Columns" in ds
+
+
+def check_is_image(ds: Any, name: str) -> None:
+    """Refuse a DICOM file that holds no image (a report, an RT plan or structure set, a
+    waveform, a DICOMDIR, a fragment), naming what it is: GDCM's scanner skips such files
+    without a word, and the user would only hear "no series found"."""
+    sop = str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if sop == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+        raise InputError(
+            f"{name} is a DICOMDIR, the index of a DICOM disc or export, not an image; "
+            "choose the folder of one series below it"
+        )
+    if not has_pixels(ds):
+        what = dicom_object_kind(ds)
+        if "Image" in what:
+            raise InputError(f"{name} has no pixel data ({what} header only: a fragment or a damaged file)")
+        raise InputError(f"{name} is a DICOM {what}, which holds no image; open the image series it refers to")
+    check_not_mosaic(ds, name)
+
+
+def check_not_mosaic(ds: Any, name: str) -> None:
+    """Refuse a Siemens mosaic: fMRI and diffusion scans store every slice of a time point as a
+    tile of one large image (ImageType MOSAIC). Read as it is, the tiles would become one
+    slice of a volume with the wrong size and geometry; cutting them apart needs Siemens'
+    private CSA header, which is what dcm2niix (and nibabel's nicom) read."""
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "MOSAIC" in image_type:
+        tiles = ds.get((0x0019, 0x100A))
+        count = f"{int(tiles.value)} slices tiled into each" if tiles is not None and str(tiles.value).strip().isdigit() else "slices tiled into each"
+        raise InputError(
+            f"{name} is a Siemens mosaic ({count} {ds.get('Rows', '?')} x {ds.get('Columns', '?')} image, "
+            "as Siemens writes fMRI and diffusion scans); convert the series to NIfTI with dcm2niix "
+            "and open one 3D volume"
+        )
 
 
 def read_headers(files: Sequence[str]) -> List[Any]:
@@ -84,6 +168,7 @@ def check_series(files: Sequence[str], name: str) -> List[str]:
     """
     headers = read_headers(files)
     for f, ds in zip(files, headers):
+        check_not_mosaic(ds, Path(f).name)
         check_not_time_series(ds, Path(f).name)
     _check_budget(headers, name)
     for f, ds in zip(files, headers):

@@ -109,6 +109,7 @@ def write_dicom_series(
         "0028|1053": f"{slope:.10g}",
         "0028|1052": f"{intercept:.10g}",
         "0018|0050": f"{volume.spacing[2]:.10g}",
+        "0018|0088": f"{volume.spacing[2]:.10g}",
         **bits,
     }
     if extra_tags:
@@ -118,7 +119,10 @@ def write_dicom_series(
     writer.KeepOriginalImageUIDOn()
     with atomic_output(folder, directory=True, replace_checked=True) as tmp:  # check_series_folder: .dcm only
         for k in range(pixels.shape[0]):
-            slice_image = image[:, :, k]
+            # a one-slice 3D image, not a 2D one: GDCM writes the image's third spacing into an MR
+            # slice's SpacingBetweenSlices, and a 2D slice's is 1 (tools that trust the tag,
+            # highdicom among them, would see 1 mm slices)
+            slice_image = image[:, :, k:k + 1]
             for tag, value in common.items():
                 slice_image.SetMetaData(tag, value)
             position = volume.index_to_lps() @ np.array([0.0, 0.0, float(k), 1.0])

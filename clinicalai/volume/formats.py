@@ -29,8 +29,25 @@ def is_seg_nrrd(path: "str | os.PathLike[str]") -> bool:
     return Path(path).name.lower().endswith(SEG_NRRD_SUFFIX)
 
 
+#: A DICOM Part 10 file has a 128-byte preamble and then these four bytes, whatever its name
+DICOM_MAGIC = b"DICM"
+DICOM_PREAMBLE_BYTES = 128
+
+
+def has_dicom_magic(path: "str | os.PathLike[str]") -> bool:
+    """True for a file that starts like a DICOM Part 10 file (preamble, then ``DICM``)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(DICOM_PREAMBLE_BYTES + len(DICOM_MAGIC))
+    except OSError:
+        return False
+    return head[DICOM_PREAMBLE_BYTES:] == DICOM_MAGIC
+
+
 def image_format(path: "str | os.PathLike[str]") -> str:
-    """``"nifti"``, ``"seg-nrrd"``, ``"nrrd"`` or ``"dicom"`` (a folder), else an error."""
+    """``"nifti"``, ``"seg-nrrd"``, ``"nrrd"`` or ``"dicom"`` (a folder, a ``.dcm`` file, or a
+    file of any name that starts like DICOM: scanners and PACS exports name files ``IM0001``,
+    ``1.3.12.2...`` or nothing at all), else an error."""
     p = Path(path)
     name = p.name.lower()
     if p.is_dir():
@@ -41,7 +58,7 @@ def image_format(path: "str | os.PathLike[str]") -> str:
         return "nifti"
     if name.endswith(NRRD_SUFFIXES):
         return "nrrd"
-    if name.endswith(".dcm"):
+    if name.endswith(".dcm") or (p.is_file() and has_dicom_magic(p)):
         return "dicom"
     raise InputError(
         f"{p.name}: unsupported image type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd) "

@@ -191,6 +191,26 @@ def _nifti_header(name: str, head: bytes):
     return header
 
 
+def nifti_version(path: "str | os.PathLike[str]") -> int:
+    """1 or 2: the NIfTI version of a ``.nii`` / ``.nii.gz`` file, from ``sizeof_hdr`` (either
+    byte order); 1 when the first bytes cannot tell (the NIfTI-1 reader then says why)."""
+    import gzip
+
+    try:
+        with open(path, "rb") as fh:
+            compressed = fh.read(2) == b"\x1f\x8b"
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as fh:
+            head = fh.read(4)
+    except (OSError, EOFError, zlib.error):
+        return 1
+    for order in ("little", "big"):
+        version = _NIFTI_SIZES.get(int.from_bytes(head, order)) if len(head) == 4 else None
+        if version is not None:
+            return version
+    return 1
+
+
 def check_nifti(path: "str | os.PathLike[str]") -> None:
     """Refuse a ``.nii`` / ``.nii.gz`` that is cut off, corrupt or over the voxel budget.
 

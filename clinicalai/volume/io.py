@@ -7,7 +7,9 @@ expose in a structured way (PET dose and timing sequences).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -16,11 +18,21 @@ import numpy as np
 from ..errors import InputError
 from ..outputs import atomic_output
 from .bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
-from .core import Volume
-from .dicom_checks import SLICE_GAP_MAX_TOLERANCE, check_left_out_files, check_series
+from .core import Volume, time_series_error
+from .dicom_checks import (
+    SEGMENTATION_SOP_CLASS,
+    SLICE_GAP_MAX_TOLERANCE,
+    check_is_image,
+    check_left_out_files,
+    check_series,
+    dicom_object_kind,
+    has_pixels,
+    read_dicom_header,
+)
+from .dicom_seg import read_dicom_seg
 from .dicom_writer import write_dicom_series
-from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, image_format
-from .integrity import check_image_file
+from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, has_dicom_magic, image_format
+from .integrity import check_image_file, nifti_version
 
 #: DICOM tags (keyword -> tag) copied into ``Volume.metadata["dicom"]`` when present.
 DICOM_KEYWORDS = {
@@ -65,7 +77,8 @@ PHILIPS_SUV_SCALE_TAG = (0x7053, 0x1000)
 
 # ---------------------------------------------------------------------------------- reading
 def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
-    """Read a NIfTI / NRRD file or a DICOM series (folder, or one file of the series).
+    """Read a NIfTI / NRRD file, a DICOM series (folder, or one file of the series) or a DICOM
+    Segmentation file (a label map, :mod:`.dicom_seg`).
 
     Args:
         path: the file or DICOM folder.
@@ -86,14 +99,24 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         raise InputError(f"{p}: no such file or folder")
     kind = image_format(p)
     if kind == "dicom":
-        if p.is_file() and series_uid is None:
-            series_uid = _series_uid_of(p)  # one file given: read the series it belongs to
+        if p.is_file():
+            header = read_dicom_header(p)
+            if str(header.get("SOPClassUID") or "") == SEGMENTATION_SOP_CLASS:
+                return read_dicom_seg(p)  # a SEG file is a whole label map on its own
+            check_is_image(header, p.name)
+            if series_uid is None:  # one file given: read the series it belongs to
+                uid = header.get("SeriesInstanceUID")
+                series_uid = str(uid) if uid else None
         return read_dicom_series(p if p.is_dir() else p.parent, series_uid=series_uid)
     import SimpleITK as sitk
 
     # header, size and data-file checks first: ITK zero-fills cut-off files, follows any NRRD
     # "data file:" path and allocates whatever the header declares
     check_image_file(p, kind)
+    if kind == "nifti" and nifti_version(p) == 2:
+        volume = _read_nifti2(p)
+        add_bids_pet_tags(volume, p)
+        return volume
     try:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(p))
@@ -113,6 +136,38 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         volume.units = "label"
     else:
         add_bids_pet_tags(volume, p)
+    return volume
+
+
+def _read_nifti2(p: Path) -> Volume:
+    """A NIfTI-2 file (64-bit sizes: what HCP pipelines, Connectome Workbench and dcm2niix
+    write for large images), read by nibabel: SimpleITK's NIfTI reader takes NIfTI-1 only.
+    nibabel's affine (sform, else qform, as nibabel and ITK both choose) maps voxel indices
+    to RAS; the volume keeps the same voxels in LPS."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(p))
+        data = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter like ITK
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
+        raise InputError(f"{p.name}: cannot be read as an image ({_first_line(exc)})") from None
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim == 4:
+        raise time_series_error(data.shape[3])
+    if data.ndim not in (2, 3) or data.dtype.kind not in "biuf":
+        raise InputError(f"{p.name}: only scalar 3D images are supported (this one is {data.ndim}D, {data.dtype})")
+    if data.ndim == 2:
+        data = data[:, :, None]
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(image.affine, dtype=float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    volume = Volume(
+        np.ascontiguousarray(data.transpose(2, 1, 0)),
+        spacing=tuple(float(s) for s in spacing),
+        origin=tuple(float(v) for v in lps[:3, 3]),
+        direction=lps[:3, :3] / spacing,
+    )
+    volume.metadata["source"] = str(p)
     return volume
 
 
@@ -137,15 +192,28 @@ def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
     return True
 
 
-def _series_uid_of(dicom_file: Path) -> Optional[str]:
-    import pydicom
+def _single_slice_spacing(dicom_file: str, itk_spacing: float) -> float:
+    """The slice spacing of a one-slice series: SpacingBetweenSlices, else SliceThickness (as
+    Slicer shows such a slice), else what ITK gave."""
+    ds = read_dicom_header(dicom_file)
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        try:
+            value = float(ds.get(keyword) or 0)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0:
+            return value
+    return itk_spacing
 
-    try:
-        ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
-    except Exception:  # noqa: BLE001 - pydicom raises many types for non-DICOM files
-        raise InputError(f"{dicom_file.name}: not a readable DICOM file") from None
-    uid = ds.get("SeriesInstanceUID")
-    return str(uid) if uid else None
+
+def _itk_reason(exc: BaseException) -> str:
+    """ITK's message without the source path and object address it starts with."""
+    reason = _first_line(exc)
+    reason = re.sub(r"^.*?\(\):\s*", "", reason)  # "/path/gdcmAttribute.h:443 (): ..."
+    reason = re.sub(r"^ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
+    if "invalid logic behavior" in reason:  # GDCM's internal assertion text: nothing a user can act on
+        return "its header breaks GDCM's parser: not standard, or damaged"
+    return reason
 
 
 def _first_line(exc: BaseException) -> str:
@@ -174,27 +242,130 @@ def _read_segment_metadata(reader) -> List[Dict[str, Any]]:
     return segments
 
 
-def list_dicom_series(folder: "str | os.PathLike[str]") -> List[Dict[str, Any]]:
-    """Every DICOM series under ``folder``: uid, description, modality, number of files."""
+def dicom_series_files(folder: "str | os.PathLike[str]") -> Dict[str, List[str]]:
+    """SeriesInstanceUID -> the image files of that series in ``folder``, in slice order.
+
+    GDCM's scanner (what SimpleITK and Slicer's readers use) groups and sorts the files. It
+    stops with an error at some files it cannot parse (e.g. a single-frame RT dose, on which
+    GDCM's own consistency assertion fails), and then no file of the folder can be read. Such a
+    folder is scanned again file by file with pydicom (headers only); each file that fails
+    costs only itself. pydicom does not sort slices, so the files of a series are put in order
+    along the slice normal, as GDCM does.
+    """
     import SimpleITK as sitk
 
     folder = str(folder)
+    try:
+        return {
+            uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
+            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ()
+        }
+    except RuntimeError:
+        return _series_files_by_pydicom(Path(folder))
+
+
+def _series_files_by_pydicom(folder: Path) -> Dict[str, List[str]]:
+    groups: Dict[str, List[Tuple[Tuple[float, float, str], str]]] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            ds = read_dicom_header(path)
+        except InputError:
+            continue
+        uid = ds.get("SeriesInstanceUID")
+        if not uid or not has_pixels(ds):
+            continue
+        groups.setdefault(str(uid), []).append((_slice_sort_key(ds, path.name), str(path)))
+    return {uid: [f for _, f in sorted(members)] for uid, members in groups.items()}
+
+
+def _slice_sort_key(ds: Any, name: str) -> Tuple[float, float, str]:
+    """Position along the slice normal, then InstanceNumber, then the file name."""
+    position = 0.0
+    try:
+        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        position = float(np.dot(np.cross(iop[:3], iop[3:]), ipp))
+    except (AttributeError, TypeError, ValueError):
+        pass
+    try:
+        instance = float(ds.get("InstanceNumber") or 0)
+    except (TypeError, ValueError):
+        instance = 0.0
+    return (position, instance, name)
+
+
+def list_dicom_series(folder: "str | os.PathLike[str]", series_files: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, Any]]:
+    """Every DICOM series under ``folder``: uid, description, modality, number of files
+    (``series_files``: :func:`dicom_series_files` of the folder, when the caller has it)."""
     series = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ():
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid)
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(files[0])
-        reader.ReadImageInformation()
-        meta = lambda tag: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""  # noqa: E731
+    for uid, files in (dicom_series_files(folder) if series_files is None else series_files).items():
+        ds = read_dicom_header(files[0])
         series.append(
             {
                 "uid": uid,
-                "description": meta("0008|103e"),
-                "modality": meta("0008|0060"),
+                "description": str(ds.get("SeriesDescription") or "").strip(),
+                "modality": str(ds.get("Modality") or "").strip(),
                 "files": len(files),
             }
         )
     return series
+
+
+def _why_no_series(folder: Path) -> str:
+    """Why ``folder`` holds no image series, in one sentence: what the DICOM files there are
+    (reports, RT objects, a DICOMDIR), or which subfolders hold the series (a disc export)."""
+    kinds: Dict[str, int] = {}
+    dicom_files = 0
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        try:
+            ds = read_dicom_header(path)
+        except InputError:
+            continue
+        dicom_files += 1
+        if path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in ds:
+            kinds["DICOMDIR"] = kinds.get("DICOMDIR", 0) + 1
+        elif not has_pixels(ds):
+            what = dicom_object_kind(ds)
+            kinds[what] = kinds.get(what, 0) + 1
+    below = _subfolders_with_dicom(folder)
+    if below:
+        shown = ", ".join(below[:3]) + (f" and {len(below) - 3} more" if len(below) > 3 else "")
+        return f"{folder.name}: the DICOM series are in its subfolders ({shown}); choose the folder of one series"
+    if kinds:
+        listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        return f"{folder.name}: no DICOM image series in this folder; its DICOM files hold no image ({listing})"
+    if dicom_files:
+        return f"{folder.name}: no DICOM image series in this folder (GDCM could read none of its {dicom_files} DICOM files)"
+    return f"{folder}: no DICOM series found in this folder"
+
+
+#: how deep, and how many folders, :func:`_subfolders_with_dicom` looks (a disc export nests
+#: PATIENT/STUDY/SERIES, 3-4 levels; the bound keeps a mistaken choice of "/" cheap)
+_SUBFOLDER_DEPTH = 4
+_SUBFOLDER_VISITS = 2000
+
+
+def _subfolders_with_dicom(folder: Path) -> List[str]:
+    found: List[str] = []
+    visits = 0
+    stack = [(folder, 0)]
+    while stack and visits < _SUBFOLDER_VISITS:
+        current, depth = stack.pop()
+        visits += 1
+        try:
+            entries = sorted(current.iterdir())
+        except OSError:
+            continue
+        if current != folder and any(e.is_file() and (e.suffix.lower() == ".dcm" or has_dicom_magic(e)) for e in entries[:50]):
+            found.append(str(current.relative_to(folder)))
+            continue
+        if depth < _SUBFOLDER_DEPTH:
+            stack.extend((e, depth + 1) for e in reversed(entries) if e.is_dir() and not e.is_symlink() and not e.name.startswith("."))
+    return found
 
 
 def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
@@ -202,11 +373,12 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     import SimpleITK as sitk
 
     folder = Path(folder)
-    series = list_dicom_series(folder)
+    series_files = dicom_series_files(folder)  # one scan: GDCM's takes seconds on a large folder
+    series = list_dicom_series(folder, series_files)
     if series_uid is not None and series_uid not in {s["uid"] for s in series}:
         check_left_out_files(folder, series_uid, [])  # its files may all be damaged: say so
     if not series:
-        raise InputError(f"{folder}: no DICOM series found in this folder")
+        raise InputError(_why_no_series(folder))
     if series_uid is None:
         if len(series) > 1:
             listing = "; ".join(
@@ -219,8 +391,13 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
         series_uid = series[0]["uid"]
     elif series_uid not in {s["uid"] for s in series}:
         raise InputError(f"{folder.name}: no DICOM series with SeriesInstanceUID {series_uid}")
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    files = series_files[series_uid]
     check_left_out_files(folder, series_uid, files)
+    first = read_dicom_header(files[0])
+    if str(first.get("SOPClassUID") or "") == SEGMENTATION_SOP_CLASS:
+        if len(files) > 1:
+            raise InputError(f"{folder.name}: the series {series_uid} holds {len(files)} DICOM Segmentation files; open one of them")
+        return read_dicom_seg(files[0])
     warnings = check_series(files, folder.name)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
@@ -232,12 +409,16 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"{folder.name}: the DICOM series cannot be read ({_first_line(exc)})") from None
+        which = Path(files[0]).name if len(files) == 1 else f"{folder.name} ({len(files)} files)"
+        raise InputError(f"{which}: GDCM cannot read this DICOM series ({_itk_reason(exc)})") from None
     tags = {
         kw: reader.GetMetaData(0, tag).strip()
         for kw, tag in DICOM_KEYWORDS.items()
         if reader.HasMetaDataKey(0, tag)
     }
+    if image.GetSize()[2] == 1:
+        # one slice: ITK has no second position to measure the spacing from and puts 1 mm
+        image.SetSpacing(image.GetSpacing()[:2] + (_single_slice_spacing(files[0], image.GetSpacing()[2]),))
     volume = Volume.from_sitk(image)
     volume.modality = tags.get("Modality") or None
     volume.metadata["dicom"] = tags

@@ -214,6 +214,63 @@ def crop_or_pad(
     return result, inverse
 
 
+#: how far (in voxels) a voxel centre may be from the target lattice and still be on it
+LATTICE_TOLERANCE_VOXELS = 1e-3
+
+
+def place_on_grid(volume: Volume, grid: Grid, what: str = "mask") -> Volume:
+    """Put ``volume`` onto ``grid`` voxel for voxel, zeros around it, when its voxels lie on
+    ``grid``'s lattice: a DICOM SEG holding only the segmented slices, a mask cropped to its
+    extent, or one stored with its axes flipped or swapped. Nothing is interpolated, so labels
+    stay labels and every voxel keeps its position.
+
+    Args:
+        volume: the volume to place (typically a label map).
+        grid: the target grid (typically the image the mask was drawn on).
+        what: what ``volume`` is, for messages.
+
+    Raises:
+        InputError: the voxels are not on ``grid``'s lattice (another spacing, rotation or a
+            shift of part of a voxel), or some reach outside ``grid``.
+    """
+    to_grid = np.linalg.inv(grid.index_to_lps()) @ volume.index_to_lps()
+    rotation, shift = to_grid[:3, :3], to_grid[:3, 3]
+    signs = np.round(rotation)
+    tol = LATTICE_TOLERANCE_VOXELS
+    on_lattice = (
+        np.allclose(rotation, signs, atol=tol)
+        and np.all(np.abs(signs).sum(axis=0) == 1)
+        and np.all(np.abs(signs).sum(axis=1) == 1)
+        and np.allclose(shift, np.round(shift), atol=tol)
+    )
+    if not on_lattice:
+        raise InputError(
+            f"the {what} and the image are on different grids (image {grid.shape}, spacing {tuple(round(s, 4) for s in grid.spacing)}; "
+            f"{what} {volume.shape}, spacing {tuple(round(s, 4) for s in volume.spacing)}) and its voxels are not "
+            f"on the image's voxels; give the image the {what} was drawn on"
+        )
+    source_xyz = volume.array.transpose(2, 1, 0)  # index order (i, j, k) = (x, y, z)
+    source_axis = [int(np.flatnonzero(signs[a])[0]) for a in range(3)]  # grid axis a <- volume axis
+    placed = source_xyz.transpose(source_axis)
+    starts = []
+    for a in range(3):
+        n = placed.shape[a]
+        if signs[a, source_axis[a]] < 0:
+            placed = np.flip(placed, axis=a)
+            starts.append(int(round(shift[a])) - (n - 1))
+        else:
+            starts.append(int(round(shift[a])))
+    grid_xyz = tuple(reversed(grid.shape))
+    if any(s < 0 or s + placed.shape[a] > grid_xyz[a] for a, s in enumerate(starts)):
+        raise InputError(f"the {what} reaches outside the image ({volume.shape} voxels from index "
+                         f"{tuple(reversed(starts))} of an image of {grid.shape}); give the image the {what} was drawn on")
+    out_xyz = np.zeros(grid_xyz, dtype=volume.array.dtype)
+    out_xyz[starts[0]:starts[0] + placed.shape[0], starts[1]:starts[1] + placed.shape[1],
+            starts[2]:starts[2] + placed.shape[2]] = placed
+    return Volume.from_grid(grid, np.ascontiguousarray(out_xyz.transpose(2, 1, 0)), modality=volume.modality,
+                            units=volume.units, metadata=dict(volume.metadata))
+
+
 @dataclass
 class SpatialPipeline:
     """A chain of spatial steps applied in order, inverted in reverse order.

@@ -1,0 +1,114 @@
+"""DICOM Segmentation objects (SEG) read as label maps, with highdicom.
+
+A DICOM SEG is how PACS-side AI tools, Slicer's QuantitativeReporting (dcmqi) and
+TotalSegmentator's DICOM output store masks: each segment is a stack of binary (or
+fractional) frames with its own positions, usually only the frames where the segment is
+present. GDCM reads such a file as a plain image, stacking every frame of every segment as
+"slices", which puts segments on top of each other at wrong positions; highdicom
+(``Segmentation.get_volume``) sorts the frames by position, checks they form a regular grid
+and combines the segments into one label map, which this module turns into a
+:class:`~clinicalai.volume.Volume` (labels = segment numbers, names and colours in
+``metadata["segments"]`` as for a ``.seg.nrrd``).
+
+The volume covers the frames the file holds, which is often fewer slices than the image the
+segmentation was drawn on; :func:`clinicalai.volume.spatial.place_on_grid` puts it on that
+image's grid when both share a lattice.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from ..errors import InputError
+from .core import Volume
+from .formats import SEGMENT_COLORS
+from .integrity import check_voxel_budget
+
+#: label maps are written as uint8 (``.seg.nrrd``, NIfTI masks): segment numbers must fit
+MAX_SEGMENT_NUMBER = 255
+
+
+def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
+    """Read a DICOM Segmentation file as a label volume.
+
+    Returns:
+        uint8 label volume (z, y, x) in LPS geometry, ``modality="SEG"``, ``units="label"``;
+        voxel value = segment number (0 = no segment); ``metadata["segments"]``: one dict per
+        segment (``id``, ``name``, ``value``, ``layer``, ``color`` RGB 0..1).
+
+    Raises:
+        InputError: not a readable SEG; over the voxel budget; segments that overlap (a label
+            map holds one segment per voxel); frames that do not form one regular 3D grid;
+            segment numbers above 255.
+    """
+    import highdicom as hd
+
+    p = Path(path)
+    try:
+        seg = hd.seg.segread(str(p))
+    except Exception as exc:  # noqa: BLE001 - highdicom / pydicom raise many types for bad files
+        raise InputError(f"{p.name}: not a readable DICOM Segmentation ({_one_line(exc)})") from None
+    descriptions = list(seg.SegmentSequence)
+    numbers = [int(d.SegmentNumber) for d in descriptions]
+    if not numbers:
+        raise InputError(f"{p.name}: the DICOM Segmentation describes no segment")
+    if max(numbers) > MAX_SEGMENT_NUMBER:
+        raise InputError(f"{p.name}: segment number {max(numbers)} does not fit a label map (at most {MAX_SEGMENT_NUMBER})")
+    frames = int(seg.get("NumberOfFrames") or 1)
+    check_voxel_budget(p.name, (int(seg.Columns), int(seg.Rows), frames), 1.0)
+    try:
+        hd_volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint8)
+    except (ValueError, RuntimeError) as exc:
+        message = _one_line(exc)
+        if "overlap" in message.lower():
+            raise InputError(
+                f"{p.name} has overlapping segments (a voxel in more than one); a label map holds one "
+                "segment per voxel: export the segments you need without overlap"
+            ) from None
+        raise InputError(f"{p.name}: its frames do not form one regular 3D grid ({message})") from None
+    return _to_volume(hd_volume, descriptions, p)
+
+
+def _to_volume(hd_volume: Any, descriptions: List[Any], source: Path) -> Volume:
+    # highdicom: array (slices, rows, columns); affine maps (slice, row, column, 1) to LPS mm.
+    # Volume: array (z, y, x) with x = column, y = row, z = slice; direction columns = x, y, z.
+    affine = np.asarray(hd_volume.affine, dtype=float)
+    axes = affine[:3, [2, 1, 0]]
+    spacing = np.linalg.norm(axes, axis=0)
+    direction = axes / spacing
+    array = np.ascontiguousarray(np.asarray(hd_volume.array, dtype=np.uint8))
+    volume = Volume(
+        array,
+        spacing=tuple(float(s) for s in spacing),
+        origin=tuple(float(v) for v in affine[:3, 3]),
+        direction=tuple(float(v) for v in direction.ravel()),
+        modality="SEG",
+        units="label",
+    )
+    volume.metadata["source"] = str(source)
+    volume.metadata["segments"] = [_segment_entry(d, i) for i, d in enumerate(descriptions)]
+    return volume
+
+
+def _segment_entry(description: Any, index: int) -> Dict[str, Any]:
+    number = int(description.SegmentNumber)
+    name = str(description.get("SegmentLabel") or f"Segment_{number}")
+    color = [float(c) for c in SEGMENT_COLORS[index % len(SEGMENT_COLORS)]]
+    lab = description.get("RecommendedDisplayCIELabValue")
+    if lab is not None and len(lab) == 3:
+        from highdicom.color import CIELabColor
+
+        try:
+            color = [c / 255.0 for c in CIELabColor.from_dicom_value([int(v) for v in lab]).to_rgb()]
+        except (TypeError, ValueError):
+            pass  # a malformed colour is not worth refusing the mask for: the palette's stays
+    return {"id": f"Segment_{number}", "name": name, "value": number, "layer": 0, "color": color}
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
