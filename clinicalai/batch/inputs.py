@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import InputError
+from ..volume.formats import DICOM_SUFFIXES, has_dicom_magic
 
 #: file endings that are one image each (lower case; compound ones first)
 IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: files that make their folder a DICOM series
-DICOM_SUFFIXES = (".dcm", ".ima")
 #: CSV columns that name a file, resolved relative to the CSV like ``path``
 PATH_COLUMNS = ("path", "mask", "image", "lesion", "brain_mask", "reference")
 
@@ -67,19 +66,12 @@ def _is_image_file(path: Path) -> bool:
 
 
 def _is_dicom_file(path: Path) -> bool:
-    """A ``.dcm`` / ``.ima`` file, or an extension-less file with the DICOM preamble (``DICM`` at
-    byte 128), as scanners and PACS exports write them."""
+    """A ``.dcm`` / ``.ima`` file, or an extension-less file with the DICOM preamble, as
+    scanners and PACS exports write them."""
     name = path.name.lower()
     if name.endswith(DICOM_SUFFIXES):
         return True
-    if "." in name or not path.is_file():
-        return False
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
+    return "." not in name and path.is_file() and has_dicom_magic(path)
 
 
 def _folder_cases(root: Path, exclude: List[Path]) -> List[Case]:

@@ -15,6 +15,9 @@ from ..errors import InputError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 SEG_NRRD_SUFFIX = ".seg.nrrd"
+#: file endings of single DICOM files (Siemens writes ``.ima``); any other name is DICOM when it
+#: starts like DICOM (:func:`has_dicom_magic`)
+DICOM_SUFFIXES = (".dcm", ".ima")
 
 #: Slicer's default segment palette (RGB in 0..1): a segment or label without a colour gets
 #: entry ``i % 8`` (``.seg.nrrd`` headers, segmentation nodes, labels derived from a bundle).
@@ -58,7 +61,7 @@ def image_format(path: "str | os.PathLike[str]") -> str:
         return "nifti"
     if name.endswith(NRRD_SUFFIXES):
         return "nrrd"
-    if name.endswith(".dcm") or (p.is_file() and has_dicom_magic(p)):
+    if name.endswith(DICOM_SUFFIXES) or (p.is_file() and has_dicom_magic(p)):
         return "dicom"
     raise InputError(
         f"{p.name}: unsupported image type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd) "
