@@ -11,7 +11,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -264,15 +264,20 @@ def dicom_series_files(folder: "str | os.PathLike[str]") -> Dict[str, List[str]]
         return _series_files_by_pydicom(Path(folder))
 
 
-def _series_files_by_pydicom(folder: Path) -> Dict[str, List[str]]:
-    groups: Dict[str, List[Tuple[Tuple[float, float, str], str]]] = {}
+def _dicom_headers(folder: Path) -> Iterator[Tuple[Path, Any]]:
+    """``(path, header)`` of every file of ``folder`` (not its subfolders) that reads as DICOM."""
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.name.startswith("."):
             continue
         try:
-            ds = read_dicom_header(path)
+            yield path, read_dicom_header(path)
         except InputError:
             continue
+
+
+def _series_files_by_pydicom(folder: Path) -> Dict[str, List[str]]:
+    groups: Dict[str, List[Tuple[Tuple[float, float, str], str]]] = {}
+    for path, ds in _dicom_headers(folder):
         uid = ds.get("SeriesInstanceUID")
         if not uid or not has_pixels(ds):
             continue
@@ -318,13 +323,7 @@ def _why_no_series(folder: Path) -> str:
     (reports, RT objects, a DICOMDIR), or which subfolders hold the series (a disc export)."""
     kinds: Dict[str, int] = {}
     dicom_files = 0
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        try:
-            ds = read_dicom_header(path)
-        except InputError:
-            continue
+    for path, ds in _dicom_headers(folder):
         dicom_files += 1
         if path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in ds:
             kinds["DICOMDIR"] = kinds.get("DICOMDIR", 0) + 1
