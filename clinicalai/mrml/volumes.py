@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import InputError
 from ..volume import Volume
 from ..volume.core import Grid
-from ..volume.integrity import check_image_file
+from ..volume.formats import image_format
+from ..volume.integrity import check_image_file, nifti_version
 
 #: diag(-1, -1, 1, 1): LPS -> RAS and back (its own inverse)
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -201,7 +202,8 @@ def volume_grid_of_node(node: Any) -> Grid:
 
 
 def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelmap: bool = False) -> Any:
-    """Load NIfTI / NRRD, or a DICOM series folder, through Slicer's own reader
+    """Load NIfTI / NRRD, or a DICOM series folder, through Slicer's own reader (NIfTI-2, which
+    it cannot read, through the engine's)
     (``vtkSlicerVolumesLogic.AddArchetypeVolume``, as Slicer's "Add data" does; a folder is
     read as one series from all its files, ordered by the reader's slice positions).
 
@@ -227,6 +229,12 @@ def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelm
         node = context.volumes_logic.AddArchetypeVolume(files[0], stem, options, file_list)
     else:
         check_image_file(p)  # cut-off, oversized or pointing-elsewhere files never reach Slicer's reader
+        if image_format(p) == "nifti" and nifti_version(p) == 2:
+            # Slicer's NIfTI reader (ITK's) takes NIfTI-1 only; the engine's reader (nibabel) does both
+            from ..volume import read_volume
+
+            kind = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+            return add_volume_node(context.scene, read_volume(p), stem, class_name=kind)
         node = context.volumes_logic.AddArchetypeVolume(str(p), stem, options)
     if node is None:
         raise InputError(f"{p.name}: Slicer cannot read it as a volume")
