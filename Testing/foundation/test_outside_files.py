@@ -507,3 +507,26 @@ def test_slicer_loaders_get_the_same_checks(slicer_context, tmp_path, image):
     with pytest.raises(InputError, match="outside its own folder"):
         load_segmentation_file(slicer_context, str(seg))
     assert scene.GetNumberOfNodes() == before
+
+
+def test_a_slope_per_slice_as_pet_scanners_write_it_keeps_every_slice_s_values(tmp_path):
+    """PET scanners scale each slice to its own maximum (a RescaleSlope per file). ITK takes the
+    volume's pixel type from the first file: with slope 1 there, it cast every other slice to
+    integers, and a slice whose values lie below 1 read as zeros."""
+    from clinicalai.phantoms.pet import write_pet_dicom
+
+    rng = np.random.default_rng(3)
+    true = rng.uniform(0, 1, size=(5, 8, 9)) * np.array([32767, 3000, 7, 20000, 0.5])[:, None, None]
+    true[0] = np.round(true[0])  # slope 1: the first file stores its values as they are
+    folder = write_pet_dicom(Volume(true.astype(np.float32), spacing=(2, 2, 3), modality="PT"), tmp_path / "pet",
+                             tags={"Units": "BQML"})
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        k = int(ds.InstanceNumber) - 1
+        slope = 1.0 if k == 0 else float(true[k].max()) / 32767
+        ds.RescaleSlope = f"{slope:.10g}"
+        ds.PixelData = np.round(true[k] / slope).astype(np.int16).tobytes()
+        ds.save_as(f)
+    volume = read_volume(folder)
+    relative = np.abs(volume.array - true).max(axis=(1, 2)) / true.max(axis=(1, 2))
+    assert relative.max() < 1e-4, relative  # one int16 step of each slice's own range

@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -51,7 +51,7 @@ _HEADER_TAGS = [
     "ImagePositionPatient", "ImageOrientationPatient", "NumberOfFrames", "FrameTime", "FrameTimeVector",
     "FrameIncrementPointer", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
     "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelData", "FloatPixelData",
-    "DoubleFloatPixelData", "ImageType", "SOPClassUID", (0x0019, 0x100A),
+    "DoubleFloatPixelData", "ImageType", "SOPClassUID", (0x0019, 0x100A), "RescaleSlope", "RescaleIntercept",
 ]
 
 
@@ -153,14 +153,40 @@ def read_headers(files: Sequence[str]) -> List[Any]:
     return headers
 
 
-def check_series(files: Sequence[str], name: str) -> List[str]:
+@dataclass
+class SeriesCheck:
+    """What :func:`check_series` found: ``warnings`` (one line each, for
+    ``Volume.metadata["warnings"]``) and whether the files rescale their stored values each
+    their own way (``varying_rescale``: the reader must then produce floats)."""
+
+    warnings: List[str]
+    varying_rescale: bool
+
+
+def _rescale(ds: Any) -> Tuple[float, float]:
+    try:
+        return float(ds.get("RescaleSlope") or 1.0), float(ds.get("RescaleIntercept") or 0.0)
+    except (TypeError, ValueError):
+        return 1.0, 0.0
+
+
+def varying_rescale(headers: Sequence[Any]) -> bool:
+    """True when the files of a series have different RescaleSlope / RescaleIntercept, as PET
+    scanners write each slice scaled to its own maximum. ITK's series reader picks the pixel
+    type of the whole volume from the first file: if that one rescales to whole numbers (slope
+    1), every other slice is cast to integers, and a slice whose values all lie below 1 reads
+    as zeros."""
+    return len({_rescale(ds) for ds in headers}) > 1
+
+
+def check_series(files: Sequence[str], name: str) -> SeriesCheck:
     """Check a DICOM series (its files in reading order) before SimpleITK reads it.
 
     Args:
         files: the series' files as SimpleITK will read them.
         name: the folder name, for messages.
 
-    Returns warnings (one line each) for ``Volume.metadata["warnings"]``.
+    Returns the warnings and whether the rescaling varies by file (:class:`SeriesCheck`).
 
     Raises:
         InputError: a time series (cine), over the voxel budget, cut-off pixel data, missing,
@@ -173,9 +199,10 @@ def check_series(files: Sequence[str], name: str) -> List[str]:
     _check_budget(headers, name)
     for f, ds in zip(files, headers):
         check_pixel_data(ds, f)
+    varying = varying_rescale(headers)
     if len(headers) < 2 or any(_frames(ds) > 1 for ds in headers):
-        return []  # one file (possibly multi-frame, spatial): its geometry is ITK's to read
-    return check_slice_geometry(headers, files, name)
+        return SeriesCheck([], varying)  # one file (possibly multi-frame, spatial): its geometry is ITK's to read
+    return SeriesCheck(check_slice_geometry(headers, files, name), varying)
 
 
 def check_left_out_files(folder: "str | Path", series_uid: str, files: Sequence[str]) -> None:

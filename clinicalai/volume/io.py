@@ -397,9 +397,12 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
         if len(files) > 1:
             raise InputError(f"{folder.name}: the series {series_uid} holds {len(files)} DICOM Segmentation files; open one of them")
         return read_dicom_seg(files[0])
-    warnings = check_series(files, folder.name)
+    checked = check_series(files, folder.name)
+    warnings = checked.warnings
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
+    if checked.varying_rescale:
+        reader.SetOutputPixelType(sitk.sitkFloat64)  # each slice rescaled by its own slope, none cast to integers
     # the jitter check_series accepted is reported in metadata["warnings"]; ITK would print
     # its own multi-line warning on stderr for every gap over 1e-4 of the spacing
     reader.SetSpacingWarningRelThreshold(SLICE_GAP_MAX_TOLERANCE)
