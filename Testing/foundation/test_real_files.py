@@ -26,6 +26,7 @@ from clinicalai.cli import main
 from clinicalai.errors import InputError
 from clinicalai.phantoms.cardiac import cardiac_case
 from clinicalai.volume import Volume, place_on_grid, read_volume, write_volume
+from clinicalai.volume.dicom_seg import write_dicom_seg
 from clinicalai.volume.dicom_writer import write_dicom_series
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -197,28 +198,10 @@ def test_nifti2_reads_like_nifti1_on_an_oblique_anisotropic_grid(tmp_path):
 def _write_seg(tmp_path: Path, image_folder: Path, labels: np.ndarray, image: Volume, names=("RV", "MYO", "LV")) -> Path:
     """A DICOM SEG of ``labels`` (on ``image``'s grid) written by highdicom from the series' own
     files, as a PACS-side tool writes one: binary segments, only the frames that hold one."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
-    sources = [pydicom.dcmread(f) for f in sorted(image_folder.iterdir())]
-    to_index = np.linalg.inv(image.index_to_lps())
-    slices = [int(round((to_index @ np.r_[np.asarray(ds.ImagePositionPatient, float), 1.0])[2])) for ds in sources]
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=i + 1, segment_label=name, segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
-        for i, name in enumerate(names)
-    ]
+    segments = [{"name": n, "value": i + 1} for i, n in enumerate(names)]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # highdicom questions the writer's one-word patient name
-        seg = hd.seg.Segmentation(
-            source_images=sources, pixel_array=np.stack([labels[k] for k in slices]),
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(), instance_number=1,
-            manufacturer="test", manufacturer_model_name="test", software_versions="0", device_serial_number="0")
-    path = tmp_path / "seg.dcm"
-    seg.save_as(path)
-    return path
+        warnings.simplefilter("ignore")  # highdicom questions the series writer's one-word patient name
+        return write_dicom_seg(image.with_array(labels), sorted(image_folder.iterdir()), tmp_path / "seg.dcm", segments)
 
 
 def test_a_dicom_seg_reads_as_a_label_map_on_the_voxels_of_its_image(tmp_path):
@@ -234,6 +217,10 @@ def test_a_dicom_seg_reads_as_a_label_map_on_the_voxels_of_its_image(tmp_path):
     assert seg.modality == "SEG" and [(s["value"], s["name"]) for s in seg.metadata["segments"]] == [(1, "RV"), (2, "MYO"), (3, "LV")]
     placed = place_on_grid(seg, image.grid)
     assert placed.same_grid(image) and np.array_equal(placed.array, labels)
+    # the SEG filed in the series' folder (as a PACS export puts it): the folder still reads as its image
+    shutil.copy(tmp_path / "seg.dcm", folder / "seg.dcm")
+    again = read_volume(folder)
+    assert again.same_grid(image) and np.array_equal(again.array, image.array)
 
 
 def test_place_on_grid_takes_flipped_and_swapped_axes_and_refuses_other_voxels():

@@ -240,3 +240,36 @@ def test_panel_mixin_filters_its_mask_choosers_on_input_change_and_node_added(ct
     assert widget.ui.lesionSelector.proxy.hiddenNodeIDs == [heart_mask.GetID()] and widget.ui.lesionSelector.noneDisplay == "None"
     assert lesion.GetID() not in widget.ui.lesionSelector.proxy.hiddenNodeIDs
     widget.cleanup()
+
+
+def test_a_dicom_seg_of_some_slices_opens_as_a_segmentation_of_its_series(ctx, tmp_path):
+    """A DICOM SEG holding only its segmented slices (as PACS-side tools write one) opens as a
+    segmentation of the open DICOM series whose voxels it lies on, with its segment names, and
+    its labels land on that series' grid voxel for voxel."""
+    import warnings
+
+    from scipy.spatial.transform import Rotation
+
+    from clinicalai.mrml.segmentations import segmentation_to_labels
+    from clinicalai.volume.dicom_seg import write_dicom_seg
+    from clinicalai.volume.dicom_writer import write_dicom_series
+
+    rotation = Rotation.from_euler("xyz", [20.0, -30.0, 50.0], degrees=True).as_matrix()
+    ct = Volume(np.random.default_rng(2).integers(-500, 500, (7, 12, 10)).astype(np.int16), spacing=(0.8, 1.1, 4.0),
+                origin=(-5.0, 12.0, 30.0), direction=rotation, modality="CT")
+    folder = write_dicom_series(ct, tmp_path / "ct")
+    image = open_file_as(ctx, folder)
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[2:5, 3:9, 2:8] = 1
+    labels[3, 5:7, 4:6] = 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # highdicom questions the series writer's one-word patient name
+        seg_path = write_dicom_seg(node_to_volume(image.node).with_array(labels), sorted(folder.iterdir()),
+                                   tmp_path / "seg.dcm", [{"name": "lesion", "value": 1}, {"name": "core", "value": 2}])
+    opened = open_file_as(ctx, seg_path, current=image.node)
+    assert opened.kind == OPEN_AS_SEGMENTATION and opened.image is image.node and "of ct" in opened.message
+    back = segmentation_to_labels(opened.node, node_to_volume(image.node))
+    assert [s["name"] for s in back.metadata["segments"]] == ["lesion", "core"]
+    np.testing.assert_array_equal(back.array, labels)
+    with pytest.raises(InputError, match="opens as a segmentation"):
+        open_file_as(ctx, seg_path, OPEN_AS_IMAGE, current=image.node)

@@ -212,3 +212,46 @@ def test_http_upload_and_download_rules(root):
     assert uploaded == ["uploads/ok.nii.gz"]
     leftovers = [p.name for p in (root.root / "uploads").iterdir()]
     assert leftovers == ["ok.nii.gz"], f"refused uploads must leave nothing behind: {leftovers}"
+
+
+def test_dicom_seg_files_are_listed_uploaded_and_told_apart_from_series_slices(root, tmp_path):
+    """A DICOM SEG (.dcm) is listed and uploaded as a segmentation; a series' slice is not an
+    upload of its own (a zip of its folder is), and a renamed file is refused by its content."""
+    import warnings
+
+    import numpy as np
+
+    from clinicalai.volume import Volume
+    from clinicalai.volume.dicom_seg import write_dicom_seg
+    from clinicalai.volume.dicom_writer import write_dicom_series
+
+    ct = Volume(np.arange(3 * 6 * 5, dtype=np.int16).reshape(3, 6, 5), spacing=(1.0, 1.0, 3.0), modality="CT")
+    series = write_dicom_series(ct, root.root / "sub" / "ct")
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[1, 2:4, 1:3] = 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = write_dicom_seg(ct.with_array(labels), sorted(series.iterdir()), root.root / "sub" / "seg" / "s.dcm")
+    listed = {item["path"]: item["kind"] for item in root.list_images()}
+    assert listed["sub/ct"] == "dicom" and listed["sub/seg/s.dcm"] == "dicom-seg"
+    assert "sub/seg" not in listed and not any(p.startswith("sub/ct/") for p in listed)
+
+    app, uploaded = _serve(root, None, limit=10_000_000)
+    h = {"Host": "127.0.0.1:8080"}
+
+    async def scenario():
+        c = await _client(app)
+        try:
+            r = await c.post("/api/upload?name=mask.dcm", data=seg.read_bytes(), headers=h)
+            assert r.status == 200 and (await r.json())["kind"] == "dicom-seg"
+            slice_file = sorted(series.iterdir())[0]
+            r = await c.post("/api/upload?name=slice.dcm", data=slice_file.read_bytes(), headers=h)
+            assert r.status == 400 and "when it is a DICOM SEG" in (await r.json())["error"]
+            r = await c.post("/api/upload?name=fake.dcm", data=b"x" * 300, headers=h)
+            assert r.status == 400 and "not a .dcm image" in (await r.json())["error"]
+        finally:
+            await c.close()
+
+    _run(scenario())
+    assert uploaded == ["uploads/mask.dcm"]
+    assert sorted(p.name for p in (root.root / "uploads").iterdir()) == ["mask.dcm"]

@@ -123,7 +123,7 @@ def resolve_open_as(choice: Any, guess: OpenAsGuess, segmentation_file: bool = F
         return OPEN_AS_IMAGE
     if segmentation_file:
         if choice == OPEN_AS_IMAGE:
-            raise InputError("a .seg.nrrd file is a segmentation: open it as a segmentation (or label map)")
+            raise InputError("a segmentation file (.seg.nrrd, DICOM SEG) opens as a segmentation (or label map), not as an image")
         return OPEN_AS_SEGMENTATION
     return choice or guess.kind
 
@@ -279,6 +279,20 @@ def grid_text(grid: Grid) -> str:
 
 
 # ---------------------------------------------------------------------- opening a mask
+def _dicom_seg_on_an_image(scene: Any, labels: Volume, current: Any = None) -> Tuple[List[Any], Volume]:
+    """``([image], labels placed on its grid)`` for the first open image (``current`` first)
+    whose voxels a DICOM SEG's frames lie on, else ``([], labels)`` as they are."""
+    from ..volume.spatial import place_on_grid
+
+    candidates = sorted(reversed(image_nodes(scene)), key=lambda n: n is not current)
+    for image in candidates:
+        try:
+            return [image], place_on_grid(labels, volume_grid_of_node(image))
+        except InputError:
+            continue
+    return [], labels
+
+
 def add_mask_node(scene: Any, labels: Volume, name: str, kind: str, image_node: Any = None) -> Any:
     """A new labelmap volume node (``kind`` :data:`OPEN_AS_LABELMAP`) or segmentation node
     (:data:`OPEN_AS_SEGMENTATION`, one segment per label) holding ``labels`` (whole numbers, any
@@ -294,8 +308,8 @@ def add_mask_node(scene: Any, labels: Volume, name: str, kind: str, image_node: 
         raise InputError(f"{name} is not on the grid of {image_node.GetName()}")
     dtype = np.uint8 if arr.min(initial=0) >= 0 and arr.max(initial=0) < 256 else np.int32
     labels = labels.with_array(arr.astype(dtype), modality="SEG", units="label")
-    if kind == OPEN_AS_SEGMENTATION:
-        node = add_segmentation_node(scene, labels, name)
+    if kind == OPEN_AS_SEGMENTATION:  # a file's own segment names and colours (DICOM SEG) are kept
+        node = add_segmentation_node(scene, labels, name, segments=labels.metadata.get("segments"))
     elif kind == OPEN_AS_LABELMAP:
         node = add_volume_node(scene, labels, name, class_name="vtkMRMLLabelMapVolumeNode")
     else:
@@ -329,7 +343,7 @@ class OpenedFile:
 
 def open_file_as(context: Any, path: "str | Path", choice: str = "", current: Any = None, name: Optional[str] = None,
                  shown: Optional[str] = None) -> OpenedFile:
-    """Open a NIfTI / NRRD / ``.seg.nrrd`` file or a DICOM series folder as the user's ``choice``
+    """Open a NIfTI / NRRD / ``.seg.nrrd`` / DICOM SEG file or a DICOM series folder as the user's ``choice``
     (one of :data:`OPEN_AS_KINDS`, "" = :func:`guess_open_as`). A mask is attached to the open
     image whose grid it shares (``current``, the image on show, first) and never becomes an
     image; one on no open image's grid is opened anyway and the message says so. Nothing is
@@ -339,15 +353,20 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     Raises:
         InputError: unreadable file, a choice the file cannot be (fractional values as a mask).
     """
+    from ..volume.dicom_seg import is_dicom_seg_file
     from ..volume.io import read_volume
 
     p = Path(path)
     series, seg_file = p.is_dir(), p.name.lower().endswith(".seg.nrrd")
+    dicom_seg = not series and is_dicom_seg_file(p)
     stem = name or (p.name if series else p.name[: -len(".seg.nrrd")] if seg_file else p.name.split(".")[0])
     volume = read_volume(p)  # dtype, values and grid: what the guess needs
-    matches = [] if series else images_on_grid(context.scene, volume.grid, prefer=current)
+    if dicom_seg:  # only its segmented slices: placed on the voxels of the open image it lies on
+        matches, volume = _dicom_seg_on_an_image(context.scene, volume, current)
+    else:
+        matches = [] if series else images_on_grid(context.scene, volume.grid, prefer=current)
     guess = guess_open_as(content_summary(volume.array), bool(matches) if image_nodes(context.scene) else None)
-    kind = resolve_open_as(choice, guess, seg_file, series)
+    kind = resolve_open_as(choice, guess, seg_file or dicom_seg, series)
     how = "as chosen" if choice else f"guessed: {guess.reason}"
     shown = shown or p.name
     with scene_transaction(context.scene):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -30,6 +30,20 @@ from .integrity import check_voxel_budget
 
 #: label maps are written as uint8 (``.seg.nrrd``, NIfTI masks): segment numbers must fit
 MAX_SEGMENT_NUMBER = 255
+
+
+def is_dicom_seg_file(path: "str | os.PathLike[str]") -> bool:
+    """True for a DICOM Segmentation file (by its SOP class; the name may be anything)."""
+    from .dicom_checks import SEGMENTATION_SOP_CLASS, read_dicom_header
+    from .formats import image_format
+
+    p = Path(path)
+    try:
+        if not p.is_file() or image_format(p) != "dicom":
+            return False
+        return str(read_dicom_header(p).get("SOPClassUID") or "") == SEGMENTATION_SOP_CLASS
+    except InputError:
+        return False
 
 
 def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
@@ -71,6 +85,67 @@ def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
             ) from None
         raise InputError(f"{p.name}: its frames do not form one regular 3D grid ({message})") from None
     return _to_volume(hd_volume, descriptions, p)
+
+
+def write_dicom_seg(
+    labels: Volume,
+    source_files: Sequence["str | os.PathLike[str]"],
+    path: "str | os.PathLike[str]",
+    segments: Optional[Sequence[Mapping[str, Any]]] = None,
+    series_description: str = "ClinicalAI segmentation",
+) -> Path:
+    """Write ``labels`` (a label map on the grid of the DICOM series ``source_files``) as a DICOM
+    Segmentation of that series, with highdicom: one binary segment per label value, only the
+    frames that hold a segment, as a PACS-side tool writes it.
+
+    Args:
+        labels: integer label map (z, y, x) on the series' grid (0 = background).
+        source_files: the image series' files (any order).
+        path: the ``.dcm`` file to write (atomically).
+        segments: ``name`` / ``value`` per segment (default ``labels.metadata["segments"]``,
+            else ``Segment_<value>`` for each value present).
+
+    Raises:
+        InputError: a source file without a position, or one whose slice is not on the label
+            map's grid.
+    """
+    import highdicom as hd
+    import pydicom
+    from pydicom.sr.codedict import codes
+
+    from ..outputs import atomic_output
+
+    sources = [pydicom.dcmread(str(f)) for f in source_files]
+    to_index = np.linalg.inv(labels.index_to_lps())
+    frames = []
+    for ds in sources:
+        if "ImagePositionPatient" not in ds:
+            raise InputError(f"{Path(ds.filename).name}: no ImagePositionPatient; cannot place its segmentation frame")
+        k = to_index @ np.r_[np.asarray([float(v) for v in ds.ImagePositionPatient]), 1.0]
+        if not np.allclose(k[:2], 0, atol=1e-3) or abs(k[2] - round(k[2])) > 1e-3 or not 0 <= round(k[2]) < labels.shape[0]:
+            raise InputError(f"{Path(ds.filename).name} is not a slice of the label map's grid")
+        frames.append(labels.array[int(round(k[2]))])
+    entries = list(segments or labels.metadata.get("segments") or
+                   [{"value": int(v)} for v in np.unique(labels.array) if v != 0])
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=int(e["value"]), segment_label=str(e.get("name") or f"Segment_{int(e['value'])}"),
+            segmented_property_category=codes.SCT.Tissue, segmented_property_type=codes.SCT.Tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=hd.AlgorithmIdentificationSequence(
+                name="ClinicalAI", version="1", family=codes.cid7162.ArtificialIntelligence))
+        for e in sorted(entries, key=lambda e: int(e["value"]))
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.stack(frames).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(), series_number=900, sop_instance_uid=hd.UID(), instance_number=1,
+        manufacturer="ClinicalAI", manufacturer_model_name="ClinicalAI", software_versions="1",
+        device_serial_number="0", series_description=series_description)
+    out = Path(path)
+    with atomic_output(out) as tmp:
+        seg.save_as(tmp)
+    return out
 
 
 def _to_volume(hd_volume: Any, descriptions: List[Any], source: Path) -> Volume:

@@ -379,6 +379,9 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     if not series:
         raise InputError(_why_no_series(folder))
     if series_uid is None:
+        images = [s for s in series if s["modality"] != "SEG"]
+        if len(images) == 1:
+            series = images  # an image series and segmentations of it: the folder's image is the series
         if len(series) > 1:
             listing = "; ".join(
                 f"{s['uid']} ({s['description'] or 'no description'}, {s['modality']}, {s['files']} files)"

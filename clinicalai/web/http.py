@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from . import security
+from ..volume.dicom_seg import is_dicom_seg_file
 from .security import AccessError, DataRoot, TooLarge
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,13 @@ async def _keep_upload(config: HttpConfig, staged: Path, name: str, target: Path
     holds, else the file as ``target``. Returns ``(path relative to the data folder, kind)``."""
     if name.lower().endswith(".zip"):
         return await _keep_dicom_zip(config, staged, name, limit), "dicom"
+    if name.lower().endswith(".dcm"):
+        if not is_dicom_seg_file(staged):
+            raise AccessError(f"refused upload {name!r}: a single .dcm is taken when it is a DICOM SEG; "
+                                       "upload an image series as a .zip of its folder")
+        await _probe(config, staged, "dicom-seg", name)
+        staged.replace(target)
+        return config.data.relative(target), "dicom-seg"
     is_segmentation = name.lower().endswith(".seg.nrrd")
     await _probe(config, staged, "segmentation" if is_segmentation else "volume", name)
     staged.replace(target)

@@ -25,7 +25,7 @@ from typing import Dict, Optional, Tuple
 
 from ..errors import ClinicalAIError, InputError
 
-KINDS = ("volume", "segmentation", "dicom")
+KINDS = ("volume", "segmentation", "dicom", "dicom-seg")
 #: seconds a probe may take (a large DICOM series is read in a few seconds)
 DEFAULT_TIMEOUT_S = 120.0
 #: address space of the probe process (GiB): a header declaring terabytes fails there
@@ -115,7 +115,7 @@ def _probe(kind: str, path: Path) -> None:
     from ..volume import read_volume
 
     read_volume(path)  # the engine's reader first: its messages are the clearest
-    if kind == "dicom":
+    if kind in ("dicom", "dicom-seg"):
         return  # the app builds DICOM nodes from the engine's volume, not with a Slicer reader
     from ..mrml.headless import create_headless_context
 

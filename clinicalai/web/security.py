@@ -5,7 +5,7 @@ Three rules, each enforced in one place here:
 * **Files**: the server reads and writes only inside the ``--data`` folder. Every name a
   browser sends is resolved (``..`` and symbolic links followed) and must stay inside it
   (:class:`DataRoot`).
-* **Uploads**: only image types (NIfTI, NRRD, ``.seg.nrrd``, a zipped DICOM folder), checked
+* **Uploads**: only image types (NIfTI, NRRD, ``.seg.nrrd``, a DICOM SEG ``.dcm``, a zipped DICOM folder), checked
   by name *and* by their first bytes, up to a size limit and within the data folder's quota
   (:func:`check_upload_name`, :func:`sniff_upload`, :func:`safe_extract_zip`,
   :func:`check_quota`); a zip may hold DICOM files only.
@@ -26,6 +26,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, List, Optional
 
 from ..errors import ClinicalAIError, InputError
+from ..volume.dicom_seg import is_dicom_seg_file
+from ..volume.formats import DICOM_MAGIC, DICOM_PREAMBLE_BYTES
 
 #: Environment variable read when ``--token`` is not given.
 TOKEN_ENV = "CLINICALAI_WEB_TOKEN"
@@ -33,8 +35,13 @@ TOKEN_ENV = "CLINICALAI_WEB_TOKEN"
 MIN_TOKEN_LENGTH = 16
 #: Default upload limit (MiB); a brain PET or cardiac MRI is a few tens of MiB.
 DEFAULT_MAX_UPLOAD_MB = 512
-#: Volume files the app opens; ``.zip`` is a zipped DICOM folder.
-IMAGE_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".zip")
+#: Volume files the app opens; ``.zip`` is a zipped DICOM folder, ``.dcm`` a DICOM SEG file
+#: (the slices of a series are listed as their folder).
+IMAGE_SUFFIXES = (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".zip", ".dcm")
+#: A folder with at most this many ``.dcm`` files has each one's SOP class read when listed, so
+#: that its DICOM SEG files are listed as such; a larger one is a series (its SEG files, if
+#: any, are opened by typing their path)
+SNIFFED_DICOM_FILES = 8
 #: Folder inside ``--data`` for uploads and for saved results.
 UPLOAD_DIR = "uploads"
 RESULTS_DIR = "results"
@@ -114,19 +121,23 @@ class DataRoot:
 
     def list_images(self, max_items: int = 2000) -> List[dict]:
         """Images and DICOM folders under the root, as ``{"path", "kind"}`` (kind: file, dicom,
-        segmentation); links leading outside the root are skipped."""
+        segmentation, dicom-seg); links leading outside the root are skipped."""
         items: List[dict] = []
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
             here = Path(dirpath)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            dicoms = [f for f in filenames if f.lower().endswith(".dcm")]
-            if dicoms and _inside(self.root, here) and here != self.root:
-                items.append({"path": self.relative(here), "kind": "dicom"})
+            dicoms = sorted(f for f in filenames if f.lower().endswith(".dcm") and not f.startswith("."))
+            if dicoms and _inside(self.root, here):
+                segs = [f for f in dicoms if _inside(self.root, here / f) and is_dicom_seg_file(here / f)] \
+                    if len(dicoms) <= SNIFFED_DICOM_FILES else []
+                items.extend({"path": self.relative(here / f), "kind": "dicom-seg"} for f in segs)
+                if len(dicoms) > len(segs) and here != self.root:
+                    items.append({"path": self.relative(here), "kind": "dicom"})
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
                 low = name.lower()
-                if not low.endswith(IMAGE_SUFFIXES) or low.endswith(".zip"):
+                if not low.endswith(IMAGE_SUFFIXES) or low.endswith((".zip", ".dcm")):
                     continue
                 full = here / name
                 if not _inside(self.root, full):
@@ -198,6 +209,8 @@ def sniff_upload(name: str, head: bytes) -> None:
         ok = head[:4] == b"NRRD"
     elif suffix == ".zip":
         ok = head[:4] == b"PK\x03\x04"
+    elif suffix == ".dcm":
+        ok = is_dicom_head(head)
     if not ok:
         raise AccessError(f"refused upload {name!r}: its content is not a {suffix} image")
 
@@ -208,7 +221,8 @@ def max_upload_bytes(megabytes: float) -> int:
 
 def is_dicom_head(head: bytes) -> bool:
     """A DICOM Part 10 file: 128-byte preamble, then ``DICM``."""
-    return len(head) >= 132 and head[128:132] == b"DICM"
+    end = DICOM_PREAMBLE_BYTES + len(DICOM_MAGIC)
+    return len(head) >= end and head[DICOM_PREAMBLE_BYTES:end] == DICOM_MAGIC
 
 
 def safe_extract_zip(archive: Path, dest: Path, max_total_bytes: int, max_files: int = 5000) -> Path:

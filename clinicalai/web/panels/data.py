@@ -18,6 +18,7 @@ from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError, InputError
 from ...mrml import masks
+from ...volume.dicom_seg import is_dicom_seg_file
 from .. import security
 from .base import Panel
 
@@ -28,6 +29,7 @@ _UPLOAD_JS = "window.clinicalaiUpload($event.target)"  # serve/upload.js
 #: whether a NIfTI / NRRD volume is an image or a mask is known only from its voxels, read (in
 #: the probe's child process) when it is opened, not for every file listed
 LISTED_KIND_TITLES = {"dicom": "DICOM series", "segmentation": "segmentation (.seg.nrrd)",
+                      "dicom-seg": "segmentation (DICOM SEG)",
                       "file": "volume: image or mask, guessed when opened"}
 
 
@@ -99,7 +101,7 @@ class DataPanel(Panel):
                     )
                 html.Div(
                     f"uploads go to {security.UPLOAD_DIR}/ (up to {self.app.config.max_upload_mb:g} MiB; "
-                    ".nii, .nii.gz, .nrrd, .seg.nrrd, zipped DICOM)",
+                    ".nii, .nii.gz, .nrrd, .seg.nrrd, DICOM SEG .dcm, zipped DICOM)",
                     classes="text-caption mt-1",
                 )
 
@@ -149,7 +151,11 @@ class DataPanel(Panel):
         if path.is_dir():
             return path, "dicom"
         if security.image_suffix(path.name) in (None, ".zip"):
-            raise InputError(f"{relative}: not an image this app opens (.nii, .nii.gz, .nrrd, .seg.nrrd or a DICOM folder)")
+            raise InputError(f"{relative}: not an image this app opens (.nii, .nii.gz, .nrrd, .seg.nrrd, a DICOM SEG or a DICOM folder)")
+        if path.name.lower().endswith(".dcm"):
+            if not is_dicom_seg_file(path):
+                raise InputError(f"{relative}: one file of a DICOM series; open its folder (a single .dcm opens when it is a DICOM SEG)")
+            return path, "dicom-seg"
         if path.name.lower().endswith(".seg.nrrd"):
             return path, "segmentation"
         return path, "volume"
