@@ -295,3 +295,29 @@ def test_correct_takes_a_dicom_seg_of_the_heart_slices_and_writes_on_the_image_g
     fixed = read_volume(out)
     assert fixed.same_grid(image, atol=1e-4)
     assert np.array_equal(fixed.array, truth)
+
+
+def test_segment_and_correct_write_a_dicom_seg_of_a_dicom_series_input(tmp_path, capsys):
+    """`-o mask.dcm`: the result as a DICOM SEG of the input series (back to PACS), the same
+    labels as the NIfTI written beside it; refused before any work for an input that is not a
+    DICOM series."""
+    case = cardiac_case(7, "ED", n_slices=6, size=(96, 96), spacing=(1.6, 1.6, 8.0), direction=OBLIQUE)
+    mr = case.image.with_array(np.round(case.image.array * 1000).astype(np.int16), modality="MR")
+    folder = write_dicom_series(mr, tmp_path / "mr")
+    image = read_volume(folder)
+    rc = main(["segment", str(folder), "-o", str(tmp_path / "mask.dcm"), "--raw-output", str(tmp_path / "raw.nii.gz"),
+               "--no-correct"])
+    assert rc == 0, capsys.readouterr().err
+    seg = read_volume(tmp_path / "mask.dcm")
+    assert [s["name"] for s in seg.metadata["segments"]] == ["RV", "MYO", "LV"]
+    raw = read_volume(tmp_path / "raw.nii.gz")
+    assert raw.array.any() and np.array_equal(place_on_grid(seg, image.grid).array, raw.array)
+    # correct: the SEG in, a SEG out, on the same series
+    rc = main(["correct", str(tmp_path / "mask.dcm"), "--image", str(folder), "-o", str(tmp_path / "fixed.dcm")])
+    assert rc == 0, capsys.readouterr().err
+    assert read_volume(tmp_path / "fixed.dcm").metadata["segments"][0]["name"] == "RV"
+    # a NIfTI input has no series to reference: refused before the networks run, nothing written
+    write_volume(mr, tmp_path / "mr.nii.gz")
+    assert main(["segment", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "no.dcm"), "--no-correct"]) != 0
+    assert "DICOM SEG of the image's DICOM series" in capsys.readouterr().err
+    assert not (tmp_path / "no.dcm").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from ..batch.parallel import add_evaluate_cluster_args, case_mapper
 from ..errors import InputError
@@ -49,8 +49,8 @@ def _card_beside(weights: Path) -> Path:
 def _check_output(path: str, what: str = "output") -> Path:
     out = Path(path)
     name = out.name.lower()
-    if not name.endswith((".nii", ".nii.gz", ".nrrd")):
-        raise InputError(f"{out.name}: the {what} mask must be .nii, .nii.gz, .nrrd or .seg.nrrd")
+    if not name.endswith((".nii", ".nii.gz", ".nrrd", ".dcm")):
+        raise InputError(f"{out.name}: the {what} mask must be .nii, .nii.gz, .nrrd, .seg.nrrd or .dcm (DICOM SEG)")
     if out.exists() and out.is_dir():
         raise InputError(f"{out}: is a folder")
     return out
@@ -60,16 +60,28 @@ def _segments(volume) -> Any:
     return volume.metadata.get("segments")
 
 
+def _dicom_series_for(outputs: Sequence[Optional[str]], image) -> Optional[List[str]]:
+    """The image's DICOM files when an output is a DICOM SEG (``.dcm``), checked before any
+    work: a SEG references the slices of the series it was drawn on."""
+    if not any(o and str(o).lower().endswith(".dcm") for o in outputs):
+        return None
+    files = (image.metadata.get("dicom_files") if image is not None else None) or []
+    if not files:
+        raise InputError("a .dcm output is a DICOM SEG of the image's DICOM series; give the image as a DICOM "
+                         "series (--image for correct), or write .seg.nrrd or .nii.gz")
+    return list(files)
+
+
 def _write_outputs(mask, out: Path, report: Optional[Dict[str, Any]], report_path: Optional[str],
-                   raw=None, raw_path: Optional[str] = None) -> None:
+                   raw=None, raw_path: Optional[str] = None, dicom_series: Optional[List[str]] = None) -> None:
     """Write the report and the mask(s) together: if one fails, none is left behind."""
     def write_masks() -> None:
         if raw is not None and raw_path:
             with atomic_output(raw_path) as tmp_raw:
-                write_volume(raw, tmp_raw, segments=_segments(raw))
-                write_volume(mask, out, segments=_segments(mask))
+                write_volume(raw, tmp_raw, segments=_segments(raw), dicom_series=dicom_series)
+                write_volume(mask, out, segments=_segments(mask), dicom_series=dicom_series)
         else:
-            write_volume(mask, out, segments=_segments(mask))
+            write_volume(mask, out, segments=_segments(mask), dicom_series=dicom_series)
 
     if report_path:
         with atomic_output(report_path) as tmp:
@@ -113,6 +125,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     if args.confidence_threshold is not None and not 0 <= args.confidence_threshold <= 1:
         raise InputError("--confidence-threshold must be between 0 and 1")
     image = read_volume(args.image)
+    dicom_series = _dicom_series_for([args.output, args.raw_output], image)
     segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = run_segcorrect(image, segmenter, corrector, gate=not args.no_gate,
@@ -121,7 +134,8 @@ def _run_segment(args: argparse.Namespace) -> int:
                             keep_largest=args.keep_largest, progress=ConsoleProgress())
     report = {"image": str(args.image), "segmenter": segmenter.card.name,
               "corrector": corrector.card.name if corrector else None, **result.to_dict()}
-    _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
+    _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output,
+                   dicom_series=dicom_series)
     print(_summary_line(out, result.correction))
     print_warnings(result.warnings)
     return 0
@@ -159,12 +173,14 @@ def _run_correct(args: argparse.Namespace) -> int:
         # a DICOM SEG holds only its segmented slices, a mask may be cropped to its extent:
         # on the image's own voxels it is placed there exactly, anything else is refused
         mask = place_on_grid(mask, image.grid)
+    dicom_series = _dicom_series_for([args.output, args.raw_output], image)
     corrector = _load(args.corrector, DEFAULT_CORRECTOR, args.device)
     result = correct_mask(mask, corrector, image=image, gate=not args.no_gate, min_agreement=args.min_agreement,
                           strategy=args.strategy, context_corrector=_context(args),
                           progress=ConsoleProgress())
     report = {"mask": str(args.mask), "image": args.image, **result.to_dict()}
-    _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output)
+    _write_outputs(result.final, out, report, args.report, raw=result.raw, raw_path=args.raw_output,
+                   dicom_series=dicom_series)
     print(_summary_line(out, result))
     return 0
 
@@ -305,7 +321,7 @@ def _add_segment(top) -> None:
         description="Segment IMAGE with a 2D segmenter and correct each slice with an NVAE where the raw "
         "slice is anatomically invalid and the correction is valid. Writes the final mask on the input grid.")
     p.add_argument("image", metavar="IMAGE", help="NIfTI, NRRD or DICOM folder (short-axis stack)")
-    p.add_argument("-o", "--output", required=True, metavar="MASK", help="mask to write (.nii.gz, .nrrd, .seg.nrrd)")
+    p.add_argument("-o", "--output", required=True, metavar="MASK", help="mask to write (.nii.gz, .nrrd, .seg.nrrd; .dcm: a DICOM SEG of a DICOM series input)")
     p.add_argument("--model", metavar="M", help="segmenter: file, bundle folder or model name (default: bundled cardiac-unet)")
     grp = p.add_mutually_exclusive_group()
     grp.add_argument("--corrector", metavar="C", help="mask corrector: file, bundle folder or model name (default: bundled cardiac-nvae)")
@@ -325,7 +341,7 @@ def _add_correct(top) -> None:
         description=f"Correct MASK (labels {_LABELS_HELP}) slice by slice; a slice is changed only "
         "where it is anatomically invalid and the correction is valid.")
     p.add_argument("mask", metavar="MASK", help="label mask (NIfTI, NRRD, .seg.nrrd, DICOM SEG)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="corrected mask to write (.nii.gz, .nrrd, .seg.nrrd; .dcm: a DICOM SEG of the --image DICOM series)")
     p.add_argument("--image", metavar="IMAGE", help="the image the mask was drawn on (a mask on part of its voxels, e.g. a DICOM SEG of "
                    "the segmented slices, is placed on its grid; with --strategy evidence, "
                    "evidence for the candidates of invalid slices)")

@@ -29,7 +29,7 @@ from .dicom_checks import (
     has_pixels,
     read_dicom_header,
 )
-from .dicom_seg import read_dicom_seg
+from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .dicom_writer import write_dicom_series
 from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, has_dicom_magic, image_format
 from .integrity import check_image_file, nifti_version
@@ -472,13 +472,17 @@ def write_volume(
     path: "str | os.PathLike[str]",
     segments: Optional[Sequence[Mapping[str, Any]]] = None,
     compress: bool = True,
+    dicom_series: Optional[Sequence[str]] = None,
 ) -> Path:
-    """Write ``volume`` atomically as NIfTI, NRRD, ``.seg.nrrd`` or a DICOM series folder.
+    """Write ``volume`` atomically as NIfTI, NRRD, ``.seg.nrrd``, a DICOM series folder (a path
+    without suffix) or a DICOM SEG (``.dcm``: a label map of the series ``dicom_series``).
 
     Args:
-        segments: for ``.seg.nrrd``: ``[{"name", "value", "color": (r, g, b) in 0..1}, ...]``
-            (defaults: one segment per non-zero label, or ``volume.metadata["segments"]``).
+        segments: for ``.seg.nrrd`` and DICOM SEG: ``[{"name", "value", "color": (r, g, b) in
+            0..1}, ...]`` (defaults: ``volume.metadata["segments"]``, or one per non-zero label).
         compress: gzip-compress NRRD data (NIfTI compression follows ``.nii.gz``).
+        dicom_series: for ``.dcm``: the files of the DICOM series ``volume`` is a label map of
+            (``Volume.metadata["dicom_files"]`` of the image read from it).
 
     Returns the path written. Nothing is left behind on failure.
     """
@@ -486,7 +490,12 @@ def write_volume(
 
     p = Path(path)
     name = p.name.lower()
-    if name.endswith(".dcm") or (p.suffix == "" and not name.endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES)):
+    if name.endswith(".dcm"):
+        if not dicom_series:
+            raise InputError(f"{p.name}: a .dcm output is a DICOM SEG of the image's DICOM series, and this image was "
+                             "not read from one; write .seg.nrrd or .nii.gz (or a folder name for a DICOM series)")
+        return write_dicom_seg(volume, dicom_series, p, segments)
+    if p.suffix == "" and not name.endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES):
         return write_dicom_series(volume, p)
     kind = image_format(p)
     image = volume.to_sitk()
