@@ -321,3 +321,47 @@ def test_segment_and_correct_write_a_dicom_seg_of_a_dicom_series_input(tmp_path,
     assert main(["segment", str(tmp_path / "mr.nii.gz"), "-o", str(tmp_path / "no.dcm"), "--no-correct"]) != 0
     assert "DICOM SEG of the image's DICOM series" in capsys.readouterr().err
     assert not (tmp_path / "no.dcm").exists()
+
+
+def _enhanced_from_series(tmp_path: Path, volume: Volume, order=None, drop=None) -> Path:
+    """An enhanced multi-frame MR (a Legacy Converted Enhanced MR Image, as PACS convert series
+    and as Philips / Siemens XA scanners write enhanced files) of ``volume``'s slices, its
+    frames in ``order`` (file order), frame ``drop`` left out."""
+    import highdicom as hd
+
+    folder = write_dicom_series(volume, tmp_path / "series")
+    sources = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+            legacy_datasets=sources, series_instance_uid=hd.UID(), series_number=5, sop_instance_uid=hd.UID(),
+            instance_number=1)
+    frames = list(range(len(sources))) if order is None else list(order)
+    if drop is not None:
+        frames.remove(drop)
+    pixels = enhanced.pixel_array
+    enhanced.PerFrameFunctionalGroupsSequence = pydicom.sequence.Sequence(
+        [enhanced.PerFrameFunctionalGroupsSequence[i] for i in frames])
+    enhanced.NumberOfFrames = len(frames)
+    enhanced.PixelData = np.ascontiguousarray(pixels[frames]).tobytes()
+    out = tmp_path / "enhanced" / "mr.dcm"
+    out.parent.mkdir()
+    enhanced.save_as(out)
+    return out
+
+
+@pytest.mark.parametrize("order", [None, [0, 2, 4, 1, 3, 5], [5, 4, 3, 2, 1, 0]], ids=["in order", "interleaved", "reversed"])
+def test_an_enhanced_multiframe_image_keeps_its_geometry_whatever_its_frame_order(tmp_path, order):
+    """ITK stacks an enhanced file's frames in file order with one spacing tag: interleaved
+    frames came out as 1 mm slices in the wrong order. They are sorted by their own positions."""
+    volume = make_volume(shape=(6, 9, 7), modality="MR")
+    read = read_volume(_enhanced_from_series(tmp_path, volume, order))
+    assert read.same_grid(volume, atol=1e-4)
+    np.testing.assert_array_equal(read.array, volume.array)
+    assert read.modality == "MR" and read.metadata["dicom"]["Modality"] == "MR"
+
+
+def test_an_enhanced_multiframe_image_with_a_missing_frame_is_refused(tmp_path):
+    volume = make_volume(shape=(6, 9, 7), modality="MR")
+    with pytest.raises(InputError, match=r"^mr.dcm: its frames do not form one regular 3D volume"):
+        read_volume(_enhanced_from_series(tmp_path, volume, drop=3))

@@ -307,6 +307,15 @@ def _frame_positions(ds: Any) -> Optional[np.ndarray]:
     return None
 
 
+def is_enhanced_multiframe(ds: Any) -> bool:
+    """A multi-frame file that gives each frame its own position (enhanced MR / CT / PET,
+    legacy converted): its frames are slices only once sorted by position (:mod:`.dicom_multiframe`)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if _frames(ds) < 2 or not per_frame or len(per_frame) != _frames(ds):
+        return False
+    return all(item.get("PlanePositionSequence") for item in per_frame)
+
+
 def _increment_pointers(ds: Any) -> set:
     value = ds.get("FrameIncrementPointer")
     if value is None:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .core import Volume
+from .dicom_multiframe import volume_from_highdicom
 from .formats import SEGMENT_COLORS
 from .integrity import check_voxel_budget
 
@@ -149,21 +150,7 @@ def write_dicom_seg(
 
 
 def _to_volume(hd_volume: Any, descriptions: List[Any], source: Path) -> Volume:
-    # highdicom: array (slices, rows, columns); affine maps (slice, row, column, 1) to LPS mm.
-    # Volume: array (z, y, x) with x = column, y = row, z = slice; direction columns = x, y, z.
-    affine = np.asarray(hd_volume.affine, dtype=float)
-    axes = affine[:3, [2, 1, 0]]
-    spacing = np.linalg.norm(axes, axis=0)
-    direction = axes / spacing
-    array = np.ascontiguousarray(np.asarray(hd_volume.array, dtype=np.uint8))
-    volume = Volume(
-        array,
-        spacing=tuple(float(s) for s in spacing),
-        origin=tuple(float(v) for v in affine[:3, 3]),
-        direction=tuple(float(v) for v in direction.ravel()),
-        modality="SEG",
-        units="label",
-    )
+    volume = volume_from_highdicom(hd_volume, dtype=np.uint8, modality="SEG", units="label")
     volume.metadata["source"] = str(source)
     volume.metadata["segments"] = [_segment_entry(d, i) for i, d in enumerate(descriptions)]
     return volume

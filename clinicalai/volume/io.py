@@ -27,8 +27,10 @@ from .dicom_checks import (
     check_series,
     dicom_object_kind,
     has_pixels,
+    is_enhanced_multiframe,
     read_dicom_header,
 )
+from .dicom_multiframe import read_enhanced_multiframe
 from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .dicom_writer import write_dicom_series
 from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, has_dicom_magic, image_format
@@ -402,6 +404,10 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
         return read_dicom_seg(files[0])
     checked = check_series(files, folder.name)
     warnings = checked.warnings
+    if len(files) == 1 and is_enhanced_multiframe(first):
+        volume = read_enhanced_multiframe(files[0])
+        tags = {kw: str(first.get(kw)).strip() for kw in DICOM_KEYWORDS if first.get(kw) not in (None, "")}
+        return _with_dicom_metadata(volume, tags, folder, files, warnings)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     if checked.varying_rescale:
@@ -424,7 +430,12 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     if image.GetSize()[2] == 1:
         # one slice: ITK has no second position to measure the spacing from and puts 1 mm
         image.SetSpacing(image.GetSpacing()[:2] + (_single_slice_spacing(files[0], image.GetSpacing()[2]),))
-    volume = Volume.from_sitk(image)
+    return _with_dicom_metadata(Volume.from_sitk(image), tags, folder, files, warnings)
+
+
+def _with_dicom_metadata(volume: Volume, tags: Dict[str, str], folder: Path, files: List[str], warnings: List[str]) -> Volume:
+    """``volume`` with what a DICOM series tells beyond its voxels: modality, tags, files,
+    warnings, and the PET tags SUV needs."""
     volume.modality = tags.get("Modality") or None
     volume.metadata["dicom"] = tags
     volume.metadata["source"] = str(folder)
