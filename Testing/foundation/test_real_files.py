@@ -365,3 +365,32 @@ def test_an_enhanced_multiframe_image_with_a_missing_frame_is_refused(tmp_path):
     volume = make_volume(shape=(6, 9, 7), modality="MR")
     with pytest.raises(InputError, match=r"^mr.dcm: its frames do not form one regular 3D volume"):
         read_volume(_enhanced_from_series(tmp_path, volume, drop=3))
+
+
+@pytest.mark.parametrize("codes", [(1, 2), (2, 1), (0, 2), (1, 0), (1, 1), (2, 2), (1, 4)])
+def test_nifti1_and_nifti2_take_the_same_of_two_geometries_and_say_when_monai_takes_the_other(tmp_path, codes):
+    """A registered NIfTI keeps the scanner's qform and gets an aligned / MNI sform (FSL, ANTs).
+    ITK and Slicer then read the qform, nibabel and MONAI's reader the sform: the file reads the
+    same as NIfTI-1 (ITK) and NIfTI-2 (nibabel, ITK's rule), with a warning where MONAI differs."""
+    qcode, scode = codes
+    qform = np.diag([-1.0, -1.0, 1.0, 1.0]) @ make_volume(shape=(4, 5, 6)).index_to_lps()  # oblique, anisotropic, RAS
+    sform = qform.copy()
+    sform[:3, 3] += [4.0, -3.0, 2.5]  # moved by a registration
+    data = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4)
+    read = {}
+    for cls in (nib.Nifti1Image, nib.Nifti2Image):
+        image = cls(data, None)
+        image.set_qform(qform, qcode)
+        image.set_sform(sform, scode)
+        path = tmp_path / f"{cls.__name__}.nii.gz"
+        image.to_filename(path)
+        read[cls] = read_volume(path)
+    one, two = read[nib.Nifti1Image], read[nib.Nifti2Image]
+    assert one.same_grid(two, atol=1e-4) and np.array_equal(one.array, two.array)
+    itk_takes_qform = bool(qcode) and not (scode == 1 or not scode)
+    expected = qform if itk_takes_qform or not scode else sform
+    np.testing.assert_allclose(one.index_to_lps(), np.diag([-1.0, -1.0, 1.0, 1.0]) @ expected, atol=1e-4)
+    warned = [w for w in one.metadata.get("warnings", []) if "two geometries" in w]
+    assert bool(warned) == (itk_takes_qform and bool(scode)), warned
+    if warned:
+        assert "read with the qform" in warned[0] and "MONAI" in warned[0] and "5.6 mm apart" in warned[0]

@@ -132,6 +132,8 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         )
     volume = Volume.from_sitk(image)
     volume.metadata["source"] = str(p)
+    if kind == "nifti":
+        _warn_of_two_geometries(volume, p)
     if kind == "seg-nrrd":
         volume.metadata["segments"] = _read_segment_metadata(reader)
         volume.modality = "SEG"
@@ -144,8 +146,8 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
 def _read_nifti2(p: Path) -> Volume:
     """A NIfTI-2 file (64-bit sizes: what HCP pipelines, Connectome Workbench and dcm2niix
     write for large images), read by nibabel: SimpleITK's NIfTI reader takes NIfTI-1 only.
-    nibabel's affine (sform, else qform, as nibabel and ITK both choose) maps voxel indices
-    to RAS; the volume keeps the same voxels in LPS."""
+    The geometry is the one ITK would take (:func:`itk_nifti_affine`), so a file reads the same
+    as NIfTI-1 or NIfTI-2; the volume keeps the voxels in LPS."""
     import nibabel as nib
 
     try:
@@ -161,7 +163,8 @@ def _read_nifti2(p: Path) -> Volume:
         raise InputError(f"{p.name}: only scalar 3D images are supported (this one is {data.ndim}D, {data.dtype})")
     if data.ndim == 2:
         data = data[:, :, None]
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(image.affine, dtype=float)
+    ras, _ = itk_nifti_affine(image)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
     spacing = np.linalg.norm(lps[:3, :3], axis=0)
     volume = Volume(
         np.ascontiguousarray(data.transpose(2, 1, 0)),
@@ -170,7 +173,58 @@ def _read_nifti2(p: Path) -> Volume:
         direction=lps[:3, :3] / spacing,
     )
     volume.metadata["source"] = str(p)
+    _warn_of_two_geometries(volume, p, image)
     return volume
+
+
+#: the NIfTI xform codes' names (NIfTI-1 standard)
+NIFTI_XFORM_NAMES = {1: "scanner", 2: "aligned", 3: "Talairach", 4: "MNI", 5: "template"}
+#: qform and sform further apart than this (mm, at any corner of the volume) are two geometries
+TWO_GEOMETRIES_MM = 0.01
+
+
+def itk_nifti_affine(image: Any) -> Tuple[np.ndarray, str]:
+    """The voxel-to-RAS matrix ITK's (and so Slicer's) NIfTI reader takes from a nibabel image,
+    and which it is: the sform when its code is "scanner" or the qform has no code, else the
+    qform; with neither, the voxel sizes (LPS axes, origin 0). nibabel and MONAI's
+    ``NibabelReader`` take the sform whenever it has a code."""
+    qform, qcode = image.get_qform(coded=True)
+    sform, scode = image.get_sform(coded=True)
+    if scode and (scode == 1 or not qcode):
+        return np.asarray(sform, dtype=float), "sform"
+    if qcode:
+        return np.asarray(qform, dtype=float), "qform"
+    zooms = [float(z) for z in image.header.get_zooms()[:3]]
+    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0]), "voxel sizes"
+
+
+def _warn_of_two_geometries(volume: Volume, p: Path, image: Any = None) -> None:
+    """Say so (``metadata["warnings"]``) when a NIfTI's qform and sform both have a code, put the
+    volume in different places, and ITK and Slicer read the qform (:func:`itk_nifti_affine`)
+    while nibabel, MONAI and FSL read the sform: a model trained through them saw the other
+    geometry."""
+    import nibabel as nib
+
+    try:
+        image = image if image is not None else nib.load(str(p))
+        qform, qcode = image.get_qform(coded=True)
+        sform, scode = image.get_sform(coded=True)
+    except Exception:  # noqa: BLE001 - the image was read; a header nibabel dislikes is not worth a refusal
+        return
+    if not (qcode and scode):
+        return
+    shape = volume.shape[::-1]
+    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
+    apart = float(np.linalg.norm((corners @ (np.asarray(qform) - np.asarray(sform)).T)[:, :3], axis=1).max())
+    if apart <= TWO_GEOMETRIES_MM:
+        return
+    if itk_nifti_affine(image)[1] != "qform":
+        return  # every reader takes the sform: the two agree on what the file shows
+    volume.metadata.setdefault("warnings", []).append(
+        f"{p.name} holds two geometries up to {apart:.1f} mm apart (qform: {NIFTI_XFORM_NAMES.get(int(qcode), qcode)}, "
+        f"sform: {NIFTI_XFORM_NAMES.get(int(scode), scode)}); read with the qform, as ITK and Slicer do, while nibabel, "
+        "MONAI and FSL use the sform: a model trained through them saw the other one"
+    )
 
 
 def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
