@@ -64,6 +64,25 @@ def test_a_nifti2_file_slicer_cannot_read_loads_through_the_engine(ctx, oblique_
         np.testing.assert_array_equal(back.array, vol.array)
 
 
+def test_a_nifti_read_by_slicer_with_its_qform_carries_the_two_geometries_warning(ctx, oblique_volume, tmp_path):
+    """Slicer's reader takes the scanner qform of a registered NIfTI (aligned sform); the node
+    says what the engine's reader says, so the panels warn as the command line does."""
+    import nibabel as nib
+
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ oblique_volume.index_to_lps()
+    moved = ras.copy()
+    moved[:3, 3] += [3.0, 0.0, 4.0]
+    image = nib.Nifti1Image(oblique_volume.array.transpose(2, 1, 0).astype(np.float32), None)
+    image.set_qform(ras, 1)
+    image.set_sform(moved, 2)
+    path = tmp_path / "registered.nii.gz"
+    image.to_filename(path)
+    back = node_to_volume(load_volume_file(ctx, str(path)))
+    assert back.same_grid(oblique_volume, atol=1e-4)  # the qform, as the engine reads it
+    [warning] = back.metadata["warnings"]
+    assert warning == read_volume(path).metadata["warnings"][0] and "5.0 mm apart" in warning
+
+
 def test_linear_parent_transform_moves_the_volume(ctx, oblique_volume):
     node = add_volume_node(ctx.scene, oblique_volume, "moved")
     transform = ctx.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")

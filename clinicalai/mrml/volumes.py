@@ -236,6 +236,12 @@ def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelm
             kind = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
             return add_volume_node(context.scene, read_volume(p), stem, class_name=kind)
         node = context.volumes_logic.AddArchetypeVolume(str(p), stem, options)
+        if node is not None and image_format(p) == "nifti":
+            from ..volume.io import nifti_geometry_warning
+
+            warning = nifti_geometry_warning(p)  # the engine's reader says it too: panels show either
+            if warning:
+                node.SetAttribute(WARNINGS_ATTRIBUTE, warning)
     if node is None:
         raise InputError(f"{p.name}: Slicer cannot read it as a volume")
     return node

@@ -198,33 +198,35 @@ def itk_nifti_affine(image: Any) -> Tuple[np.ndarray, str]:
     return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0]), "voxel sizes"
 
 
-def _warn_of_two_geometries(volume: Volume, p: Path, image: Any = None) -> None:
-    """Say so (``metadata["warnings"]``) when a NIfTI's qform and sform both have a code, put the
-    volume in different places, and ITK and Slicer read the qform (:func:`itk_nifti_affine`)
-    while nibabel, MONAI and FSL read the sform: a model trained through them saw the other
-    geometry."""
+def nifti_geometry_warning(p: "str | os.PathLike[str]", image: Any = None) -> Optional[str]:
+    """One line when a NIfTI's qform and sform both have a code, put the volume in different
+    places, and ITK and Slicer read the qform (:func:`itk_nifti_affine`) while nibabel, MONAI
+    and FSL read the sform: a model trained through them saw the other geometry. Header only."""
     import nibabel as nib
 
+    p = Path(p)
     try:
         image = image if image is not None else nib.load(str(p))
         qform, qcode = image.get_qform(coded=True)
         sform, scode = image.get_sform(coded=True)
+        shape = [max(int(n), 1) for n in image.shape[:3]]
     except Exception:  # noqa: BLE001 - the image was read; a header nibabel dislikes is not worth a refusal
-        return
-    if not (qcode and scode):
-        return
-    shape = volume.shape[::-1]
+        return None
+    if not (qcode and scode) or itk_nifti_affine(image)[1] != "qform":
+        return None  # one geometry, or every reader takes the sform
     corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
     apart = float(np.linalg.norm((corners @ (np.asarray(qform) - np.asarray(sform)).T)[:, :3], axis=1).max())
     if apart <= TWO_GEOMETRIES_MM:
-        return
-    if itk_nifti_affine(image)[1] != "qform":
-        return  # every reader takes the sform: the two agree on what the file shows
-    volume.metadata.setdefault("warnings", []).append(
-        f"{p.name} holds two geometries up to {apart:.1f} mm apart (qform: {NIFTI_XFORM_NAMES.get(int(qcode), qcode)}, "
-        f"sform: {NIFTI_XFORM_NAMES.get(int(scode), scode)}); read with the qform, as ITK and Slicer do, while nibabel, "
-        "MONAI and FSL use the sform: a model trained through them saw the other one"
-    )
+        return None
+    return (f"{p.name} holds two geometries up to {apart:.1f} mm apart (qform: {NIFTI_XFORM_NAMES.get(int(qcode), qcode)}, "
+            f"sform: {NIFTI_XFORM_NAMES.get(int(scode), scode)}); read with the qform, as ITK and Slicer do, while nibabel, "
+            "MONAI and FSL use the sform: a model trained through them saw the other one")
+
+
+def _warn_of_two_geometries(volume: Volume, p: Path, image: Any = None) -> None:
+    warning = nifti_geometry_warning(p, image)
+    if warning:
+        volume.metadata.setdefault("warnings", []).append(warning)
 
 
 def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
