@@ -3,7 +3,9 @@
     .venv/bin/python benchmarks/bench_volume_io.py [--size 64 256 256] [--repeat 3]
 
 For each format, ``read_volume`` / ``write_volume`` are timed against the bare SimpleITK call
-that does the same I/O (``sitk.ReadImage``, ``sitk.WriteImage``, ``ImageSeriesReader``). The
+that does the same I/O (``sitk.ReadImage``, ``sitk.WriteImage``, ``ImageSeriesReader``; for an
+enhanced multi-frame file and a DICOM SEG, ``sitk.ReadImage`` of the file, which stacks its
+frames in file order where ClinicalAI sorts them by position with highdicom). The
 ratio is the price of the checks ClinicalAI adds (atomic writes, DICOM slice-position checks
 with pydicom, segment metadata). Wall-clock numbers vary with the machine; ratios less so.
 """
@@ -29,6 +31,28 @@ def best_of(fn, repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return min(times)
+
+
+def _enhanced_and_seg(vol: Volume, files, d: Path):
+    import warnings
+
+    import highdicom as hd
+    import pydicom
+
+    from clinicalai.volume.dicom_seg import write_dicom_seg
+
+    sources = [pydicom.dcmread(f) for f in files]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # highdicom's notes on the writer's optional attributes
+        enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+            legacy_datasets=sources, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+            instance_number=1)
+        (d / "enhanced").mkdir()
+        enhanced.save_as(d / "enhanced" / "mr.dcm")
+        labels = np.zeros(vol.shape, np.uint8)
+        labels[vol.shape[0] // 4: 3 * vol.shape[0] // 4, 20:-20, 20:-20] = 1
+        seg = write_dicom_seg(read_volume(d / "series").with_array(labels), files, d / "seg.dcm")
+    return d / "enhanced" / "mr.dcm", seg
 
 
 def main() -> None:
@@ -60,6 +84,13 @@ def main() -> None:
 
         rows.append(("read DICOM series", best_of(lambda: read_volume(d / "series"), args.repeat),
                      best_of(ref_series, args.repeat)))
+        # the same slices as one enhanced multi-frame file, and a DICOM SEG of half of them:
+        # ClinicalAI reads both with highdicom (frames sorted by position), SimpleITK stacks frames
+        enhanced, seg = _enhanced_and_seg(vol, files, d)
+        rows.append(("read enhanced file", best_of(lambda: read_volume(enhanced), args.repeat),
+                     best_of(lambda: sitk.ReadImage(str(enhanced)), args.repeat)))
+        rows.append(("read DICOM SEG", best_of(lambda: read_volume(seg), args.repeat),
+                     best_of(lambda: sitk.ReadImage(str(seg)), args.repeat)))
     print(f"volume {tuple(args.size)} int16, best of {args.repeat}")
     print(f"{'operation':<22}{'ClinicalAI s':>14}{'SimpleITK s':>14}{'ratio':>8}")
     for op, ours, ref in rows:
