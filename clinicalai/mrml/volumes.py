@@ -237,7 +237,7 @@ def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelm
             return add_volume_node(context.scene, read_volume(p), stem, class_name=kind)
         node = context.volumes_logic.AddArchetypeVolume(str(p), stem, options)
         if node is not None and image_format(p) == "nifti":
-            from ..volume.io import nifti_geometry_warning
+            from ..volume.nifti import nifti_geometry_warning
 
             warning = nifti_geometry_warning(p)  # the engine's reader says it too: panels show either
             if warning:

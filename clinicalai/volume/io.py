@@ -11,30 +11,30 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 from ..outputs import atomic_output
 from .bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
-from .core import Volume, time_series_error
+from .core import Volume
 from .dicom_checks import (
     SEGMENTATION_SOP_CLASS,
     SLICE_GAP_MAX_TOLERANCE,
     check_is_image,
     check_left_out_files,
     check_series,
-    dicom_object_kind,
-    has_pixels,
     is_enhanced_multiframe,
     read_dicom_header,
 )
+from .dicom_folders import dicom_series_files, list_dicom_series, why_no_series
 from .dicom_multiframe import read_enhanced_multiframe
 from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .dicom_writer import write_dicom_series
-from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, has_dicom_magic, image_format
+from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, image_format
 from .integrity import check_image_file, nifti_version
+from .nifti import first_line, read_nifti2, warn_of_two_geometries
 
 #: DICOM tags (keyword -> tag) copied into ``Volume.metadata["dicom"]`` when present.
 DICOM_KEYWORDS = {
@@ -116,7 +116,7 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     # "data file:" path and allocates whatever the header declares
     check_image_file(p, kind)
     if kind == "nifti" and nifti_version(p) == 2:
-        volume = _read_nifti2(p)
+        volume = read_nifti2(p)
         add_bids_pet_tags(volume, p)
         return volume
     try:
@@ -124,7 +124,7 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         reader.SetFileName(str(p))
         image = reader.Execute()
     except RuntimeError as exc:
-        raise InputError(f"{p.name}: cannot be read as an image ({_first_line(exc)})") from None
+        raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
     if kind == "seg-nrrd" and image.GetNumberOfComponentsPerPixel() > 1:
         raise InputError(
             f"{p.name} is a segmentation with {image.GetNumberOfComponentsPerPixel()} layers (overlapping "
@@ -133,7 +133,7 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     volume = Volume.from_sitk(image)
     volume.metadata["source"] = str(p)
     if kind == "nifti":
-        _warn_of_two_geometries(volume, p)
+        warn_of_two_geometries(volume, p)
     if kind == "seg-nrrd":
         volume.metadata["segments"] = _read_segment_metadata(reader)
         volume.modality = "SEG"
@@ -141,92 +141,6 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     else:
         add_bids_pet_tags(volume, p)
     return volume
-
-
-def _read_nifti2(p: Path) -> Volume:
-    """A NIfTI-2 file (64-bit sizes: what HCP pipelines, Connectome Workbench and dcm2niix
-    write for large images), read by nibabel: SimpleITK's NIfTI reader takes NIfTI-1 only.
-    The geometry is the one ITK would take (:func:`itk_nifti_affine`), so a file reads the same
-    as NIfTI-1 or NIfTI-2; the volume keeps the voxels in LPS."""
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(p))
-        data = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter like ITK
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
-        raise InputError(f"{p.name}: cannot be read as an image ({_first_line(exc)})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 4:
-        raise time_series_error(data.shape[3])
-    if data.ndim not in (2, 3) or data.dtype.kind not in "biuf":
-        raise InputError(f"{p.name}: only scalar 3D images are supported (this one is {data.ndim}D, {data.dtype})")
-    if data.ndim == 2:
-        data = data[:, :, None]
-    ras, _ = itk_nifti_affine(image)
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
-    spacing = np.linalg.norm(lps[:3, :3], axis=0)
-    volume = Volume(
-        np.ascontiguousarray(data.transpose(2, 1, 0)),
-        spacing=tuple(float(s) for s in spacing),
-        origin=tuple(float(v) for v in lps[:3, 3]),
-        direction=lps[:3, :3] / spacing,
-    )
-    volume.metadata["source"] = str(p)
-    _warn_of_two_geometries(volume, p, image)
-    return volume
-
-
-#: the NIfTI xform codes' names (NIfTI-1 standard)
-NIFTI_XFORM_NAMES = {1: "scanner", 2: "aligned", 3: "Talairach", 4: "MNI", 5: "template"}
-#: qform and sform further apart than this (mm, at any corner of the volume) are two geometries
-TWO_GEOMETRIES_MM = 0.01
-
-
-def itk_nifti_affine(image: Any) -> Tuple[np.ndarray, str]:
-    """The voxel-to-RAS matrix ITK's (and so Slicer's) NIfTI reader takes from a nibabel image,
-    and which it is: the sform when its code is "scanner" or the qform has no code, else the
-    qform; with neither, the voxel sizes (LPS axes, origin 0). nibabel and MONAI's
-    ``NibabelReader`` take the sform whenever it has a code."""
-    qform, qcode = image.get_qform(coded=True)
-    sform, scode = image.get_sform(coded=True)
-    if scode and (scode == 1 or not qcode):
-        return np.asarray(sform, dtype=float), "sform"
-    if qcode:
-        return np.asarray(qform, dtype=float), "qform"
-    zooms = [float(z) for z in image.header.get_zooms()[:3]]
-    return np.diag([-zooms[0], -zooms[1], zooms[2], 1.0]), "voxel sizes"
-
-
-def nifti_geometry_warning(p: "str | os.PathLike[str]", image: Any = None) -> Optional[str]:
-    """One line when a NIfTI's qform and sform both have a code, put the volume in different
-    places, and ITK and Slicer read the qform (:func:`itk_nifti_affine`) while nibabel, MONAI
-    and FSL read the sform: a model trained through them saw the other geometry. Header only."""
-    import nibabel as nib
-
-    p = Path(p)
-    try:
-        image = image if image is not None else nib.load(str(p))
-        qform, qcode = image.get_qform(coded=True)
-        sform, scode = image.get_sform(coded=True)
-        shape = [max(int(n), 1) for n in image.shape[:3]]
-    except Exception:  # noqa: BLE001 - the image was read; a header nibabel dislikes is not worth a refusal
-        return None
-    if not (qcode and scode) or itk_nifti_affine(image)[1] != "qform":
-        return None  # one geometry, or every reader takes the sform
-    corners = np.array([[i, j, k, 1.0] for i in (0, shape[0] - 1) for j in (0, shape[1] - 1) for k in (0, shape[2] - 1)])
-    apart = float(np.linalg.norm((corners @ (np.asarray(qform) - np.asarray(sform)).T)[:, :3], axis=1).max())
-    if apart <= TWO_GEOMETRIES_MM:
-        return None
-    return (f"{p.name} holds two geometries up to {apart:.1f} mm apart (qform: {NIFTI_XFORM_NAMES.get(int(qcode), qcode)}, "
-            f"sform: {NIFTI_XFORM_NAMES.get(int(scode), scode)}); read with the qform, as ITK and Slicer do, while nibabel, "
-            "MONAI and FSL use the sform: a model trained through them saw the other one")
-
-
-def _warn_of_two_geometries(volume: Volume, p: Path, image: Any = None) -> None:
-    warning = nifti_geometry_warning(p, image)
-    if warning:
-        volume.metadata.setdefault("warnings", []).append(warning)
 
 
 def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
@@ -266,18 +180,12 @@ def _single_slice_spacing(dicom_file: str, itk_spacing: float) -> float:
 
 def _itk_reason(exc: BaseException) -> str:
     """ITK's message without the source path and object address it starts with."""
-    reason = _first_line(exc)
+    reason = first_line(exc)
     reason = re.sub(r"^.*?\(\):\s*", "", reason)  # "/path/gdcmAttribute.h:443 (): ..."
     reason = re.sub(r"^ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", reason)
     if "invalid logic behavior" in reason:  # GDCM's internal assertion text: nothing a user can act on
         return "its header breaks GDCM's parser: not standard, or damaged"
     return reason
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    # ITK messages put the useful sentence last
-    return lines[-1] if lines else type(exc).__name__
 
 
 def _read_segment_metadata(reader) -> List[Dict[str, Any]]:
@@ -300,131 +208,6 @@ def _read_segment_metadata(reader) -> List[Dict[str, Any]]:
     return segments
 
 
-def dicom_series_files(folder: "str | os.PathLike[str]") -> Dict[str, List[str]]:
-    """SeriesInstanceUID -> the image files of that series in ``folder``, in slice order.
-
-    GDCM's scanner (what SimpleITK and Slicer's readers use) groups and sorts the files. It
-    stops with an error at some files it cannot parse (e.g. a single-frame RT dose, on which
-    GDCM's own consistency assertion fails), and then no file of the folder can be read. Such a
-    folder is scanned again file by file with pydicom (headers only); each file that fails
-    costs only itself. pydicom does not sort slices, so the files of a series are put in order
-    along the slice normal, as GDCM does.
-    """
-    import SimpleITK as sitk
-
-    folder = str(folder)
-    try:
-        return {
-            uid: list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
-            for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ()
-        }
-    except RuntimeError:
-        return _series_files_by_pydicom(Path(folder))
-
-
-def _dicom_headers(folder: Path) -> Iterator[Tuple[Path, Any]]:
-    """``(path, header)`` of every file of ``folder`` (not its subfolders) that reads as DICOM."""
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        try:
-            yield path, read_dicom_header(path)
-        except InputError:
-            continue
-
-
-def _series_files_by_pydicom(folder: Path) -> Dict[str, List[str]]:
-    groups: Dict[str, List[Tuple[Tuple[float, float, str], str]]] = {}
-    for path, ds in _dicom_headers(folder):
-        uid = ds.get("SeriesInstanceUID")
-        if not uid or not has_pixels(ds):
-            continue
-        groups.setdefault(str(uid), []).append((_slice_sort_key(ds, path.name), str(path)))
-    return {uid: [f for _, f in sorted(members)] for uid, members in groups.items()}
-
-
-def _slice_sort_key(ds: Any, name: str) -> Tuple[float, float, str]:
-    """Position along the slice normal, then InstanceNumber, then the file name."""
-    position = 0.0
-    try:
-        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
-        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
-        position = float(np.dot(np.cross(iop[:3], iop[3:]), ipp))
-    except (AttributeError, TypeError, ValueError):
-        pass
-    try:
-        instance = float(ds.get("InstanceNumber") or 0)
-    except (TypeError, ValueError):
-        instance = 0.0
-    return (position, instance, name)
-
-
-def list_dicom_series(folder: "str | os.PathLike[str]", series_files: Optional[Dict[str, List[str]]] = None) -> List[Dict[str, Any]]:
-    """Every DICOM series under ``folder``: uid, description, modality, number of files
-    (``series_files``: :func:`dicom_series_files` of the folder, when the caller has it)."""
-    series = []
-    for uid, files in (dicom_series_files(folder) if series_files is None else series_files).items():
-        ds = read_dicom_header(files[0])
-        series.append(
-            {
-                "uid": uid,
-                "description": str(ds.get("SeriesDescription") or "").strip(),
-                "modality": str(ds.get("Modality") or "").strip(),
-                "files": len(files),
-            }
-        )
-    return series
-
-
-def _why_no_series(folder: Path) -> str:
-    """Why ``folder`` holds no image series, in one sentence: what the DICOM files there are
-    (reports, RT objects, a DICOMDIR), or which subfolders hold the series (a disc export)."""
-    kinds: Dict[str, int] = {}
-    dicom_files = 0
-    for path, ds in _dicom_headers(folder):
-        dicom_files += 1
-        if path.name.upper() == "DICOMDIR" or "DirectoryRecordSequence" in ds:
-            kinds["DICOMDIR"] = kinds.get("DICOMDIR", 0) + 1
-        elif not has_pixels(ds):
-            what = dicom_object_kind(ds)
-            kinds[what] = kinds.get(what, 0) + 1
-    below = _subfolders_with_dicom(folder)
-    if below:
-        shown = ", ".join(below[:3]) + (f" and {len(below) - 3} more" if len(below) > 3 else "")
-        return f"{folder.name}: the DICOM series are in its subfolders ({shown}); choose the folder of one series"
-    if kinds:
-        listing = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        return f"{folder.name}: no DICOM image series in this folder; its DICOM files hold no image ({listing})"
-    if dicom_files:
-        return f"{folder.name}: no DICOM image series in this folder (GDCM could read none of its {dicom_files} DICOM files)"
-    return f"{folder}: no DICOM series found in this folder"
-
-
-#: how deep, and how many folders, :func:`_subfolders_with_dicom` looks (a disc export nests
-#: PATIENT/STUDY/SERIES, 3-4 levels; the bound keeps a mistaken choice of "/" cheap)
-_SUBFOLDER_DEPTH = 4
-_SUBFOLDER_VISITS = 2000
-
-
-def _subfolders_with_dicom(folder: Path) -> List[str]:
-    found: List[str] = []
-    visits = 0
-    stack = [(folder, 0)]
-    while stack and visits < _SUBFOLDER_VISITS:
-        current, depth = stack.pop()
-        visits += 1
-        try:
-            entries = sorted(current.iterdir())
-        except OSError:
-            continue
-        if current != folder and any(e.is_file() and (e.suffix.lower() == ".dcm" or has_dicom_magic(e)) for e in entries[:50]):
-            found.append(str(current.relative_to(folder)))
-            continue
-        if depth < _SUBFOLDER_DEPTH:
-            stack.extend((e, depth + 1) for e in reversed(entries) if e.is_dir() and not e.is_symlink() and not e.name.startswith("."))
-    return found
-
-
 def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
     """Read one DICOM series from ``folder`` with checked slice spacing."""
     import SimpleITK as sitk
@@ -435,7 +218,7 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     if series_uid is not None and series_uid not in {s["uid"] for s in series}:
         check_left_out_files(folder, series_uid, [])  # its files may all be damaged: say so
     if not series:
-        raise InputError(_why_no_series(folder))
+        raise InputError(why_no_series(folder))
     if series_uid is None:
         images = [s for s in series if s["modality"] != "SEG"]
         if len(images) == 1:
@@ -583,7 +366,7 @@ def write_volume(
         try:
             writer.Execute(image)
         except RuntimeError as exc:
-            raise InputError(f"{p.name}: cannot be written ({_first_line(exc)})") from None
+            raise InputError(f"{p.name}: cannot be written ({first_line(exc)})") from None
     return p
 
 
