@@ -9,8 +9,9 @@ Slicer loader the server will use. Only a file that passed both is loaded in the
 that failed stays refused with its message (results are kept by file identity, so a refused
 file is not retried on every click).
 
-Run as ``python -m clinicalai.web.probe KIND PATH`` (KIND: volume, segmentation, dicom), it
-prints one JSON line: ``{"ok": true}`` or ``{"error": "one sentence"}``.
+Run as ``python -m clinicalai.web.probe KIND PATH [SERIES_UID]`` (KIND: volume, segmentation,
+dicom, dicom-seg), it prints one JSON line: ``{"ok": true}`` or ``{"error": "one sentence"}``
+(for a DICOM folder of several series and none chosen, with ``"series"``: the ones to offer).
 """
 
 from __future__ import annotations
@@ -30,10 +31,18 @@ KINDS = ("volume", "segmentation", "dicom", "dicom-seg")
 DEFAULT_TIMEOUT_S = 120.0
 #: address space of the probe process (GiB): a header declaring terabytes fails there
 DEFAULT_MEMORY_GB = 16.0
+#: at most this many series of one folder are offered (a PACS study export holds a few tens)
+MAX_SERIES = 200
 
 
 class ProbeRefused(InputError):
-    """The file failed the probe: the engine's reader or Slicer's refused it, or crashed."""
+    """The file failed the probe: the engine's reader or Slicer's refused it, or crashed.
+    ``series``: for a DICOM folder that holds several series (none chosen), each one's
+    ``uid``, ``description``, ``modality`` and ``files``, so the page can offer a choice."""
+
+    def __init__(self, message: str, series: Optional[list] = None) -> None:
+        super().__init__(message)
+        self.series = list(series or [])
 
 
 def _signature(path: Path) -> Tuple:
@@ -55,29 +64,31 @@ class FileProber:
         self._verdicts: Dict[Tuple, Optional[str]] = {}
         self._lock = threading.Lock()
 
-    def check(self, path: Path, kind: str, shown_name: str = "") -> None:
-        """Raise :class:`ProbeRefused` (one sentence) unless ``path`` loads cleanly as ``kind``.
-        Blocking (seconds): call it from a worker thread."""
+    def check(self, path: Path, kind: str, shown_name: str = "", series_uid: Optional[str] = None) -> None:
+        """Raise :class:`ProbeRefused` (one sentence) unless ``path`` loads cleanly as ``kind``
+        (a DICOM folder: its series ``series_uid``, or its only one). Blocking (seconds): call
+        it from a worker thread."""
         if kind not in KINDS:
             raise ValueError(f"unknown probe kind {kind!r}")
-        key = (kind,) + _signature(path)
+        key = (kind, series_uid) + _signature(path)
         with self._lock:
             known = key in self._verdicts
-            verdict = self._verdicts.get(key)
+            verdict, series = self._verdicts.get(key, (None, []))
         if not known:
-            verdict = self._run(path, kind)
+            verdict, series = self._run(path, kind, series_uid)
             with self._lock:
-                self._verdicts[key] = verdict
+                self._verdicts[key] = (verdict, series)
         if verdict is not None:
             shown = shown_name or path.name
             if verdict.startswith(f"{path.name}: "):  # the engine's messages name the file already
-                raise ProbeRefused(f"{shown}: {verdict[len(path.name) + 2:]}")
+                raise ProbeRefused(f"{shown}: {verdict[len(path.name) + 2:]}", series)
             if verdict.startswith(f"{path.name} "):
-                raise ProbeRefused(f"{shown}{verdict[len(path.name):]}")
-            raise ProbeRefused(f"{shown}: {verdict}")
+                raise ProbeRefused(f"{shown}{verdict[len(path.name):]}", series)
+            raise ProbeRefused(f"{shown}: {verdict}", series)
 
-    def _run(self, path: Path, kind: str) -> Optional[str]:
-        """``None`` when the child loaded the file, else why not."""
+    def _run(self, path: Path, kind: str, series_uid: Optional[str] = None) -> Tuple[Optional[str], list]:
+        """``(None, [])`` when the child loaded the file, else ``(why not, the folder's series
+        when it holds several)``."""
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
         limit = self.memory_bytes
@@ -89,32 +100,44 @@ class FileProber:
 
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "clinicalai.web.probe", kind, str(path)],
+                [sys.executable, "-m", "clinicalai.web.probe", kind, str(path)] + ([series_uid] if series_uid else []),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 timeout=self.timeout_s, env=env, preexec_fn=limit_memory if os.name == "posix" else None,
             )
         except subprocess.TimeoutExpired:
-            return f"reading it took longer than {self.timeout_s:g} s; it was not opened"
+            return f"reading it took longer than {self.timeout_s:g} s; it was not opened", []
         lines = [ln for ln in done.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
         if done.returncode == 0 and lines:
             answer = json.loads(lines[-1])
-            return None if answer.get("ok") else str(answer.get("error") or "cannot be read")
+            return (None, []) if answer.get("ok") else (str(answer.get("error") or "cannot be read"), [])
         if lines:
             answer = json.loads(lines[-1])
             if answer.get("error"):
-                return str(answer["error"])
+                return str(answer["error"]), _checked_series(answer.get("series"))
         how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
-        return f"the image reader crashed on it ({how}): the file is malformed and was not opened"
+        return f"the image reader crashed on it ({how}): the file is malformed and was not opened", []
 
 
-def _probe(kind: str, path: Path) -> None:
+def _checked_series(series: object) -> list:
+    """The series list a child printed, as plain dicts of strings and a file count."""
+    if not isinstance(series, list):
+        return []
+    out = []
+    for item in series[:MAX_SERIES]:
+        if isinstance(item, dict) and isinstance(item.get("uid"), str):
+            out.append({"uid": item["uid"][:64], "description": str(item.get("description") or "")[:80],
+                        "modality": str(item.get("modality") or "")[:16], "files": int(item.get("files") or 0)})
+    return out
+
+
+def _probe(kind: str, path: Path, series_uid: Optional[str] = None) -> None:
     """What the server will do with the file, here where a crash harms nobody.
 
     Imports inside: this runs in the probe process only; the server that imports this module
     for :class:`FileProber` needs neither the readers nor a headless scene."""
     from ..volume import read_volume
 
-    read_volume(path)  # the engine's reader first: its messages are the clearest
+    read_volume(path, series_uid=series_uid)  # the engine's reader first: its messages are the clearest
     if kind in ("dicom", "dicom-seg"):
         return  # the app builds DICOM nodes from the engine's volume, not with a Slicer reader
     from ..mrml.headless import create_headless_context
@@ -132,15 +155,19 @@ def _probe(kind: str, path: Path) -> None:
 
 def main(argv: Optional[list] = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] not in KINDS:
-        print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom} PATH"}))
+    if len(args) not in (2, 3) or args[0] not in KINDS:
+        print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom,dicom-seg} PATH [SERIES_UID]"}))
         return 2
     kind, path = args[0], Path(args[1])
+    series_uid = args[2] if len(args) == 3 else None
     try:
-        _probe(kind, path)
+        _probe(kind, path, series_uid)
     except ClinicalAIError as exc:
         message = str(exc).replace(str(path.parent) + os.sep, "")  # no server paths in the page
-        print(json.dumps({"error": message}), flush=True)
+        answer = {"error": message}
+        if kind == "dicom" and series_uid is None and path.is_dir():
+            answer["series"] = _several_series(path)
+        print(json.dumps(answer), flush=True)
         return 1
     except MemoryError:
         print(json.dumps({"error": "it declares more voxels than the server can hold; it was not opened"}), flush=True)
@@ -150,6 +177,17 @@ def main(argv: Optional[list] = None) -> int:
         return 1
     print(json.dumps({"ok": True}), flush=True)
     return 0
+
+
+def _several_series(folder: Path) -> list:
+    """The image series of a folder that holds more than one (else []): the page offers them."""
+    from ..volume import list_dicom_series
+
+    try:
+        series = [s for s in list_dicom_series(folder) if s["modality"] != "SEG"]
+    except ClinicalAIError:
+        return []
+    return series if len(series) > 1 else []
 
 
 if __name__ == "__main__":  # pragma: no cover - run as a child process

@@ -20,6 +20,7 @@ from ...errors import ClinicalAIError, InputError
 from ...mrml import masks
 from ...volume.dicom_seg import is_dicom_seg_file
 from .. import security
+from ..probe import ProbeRefused
 from .base import Panel
 
 _UPLOAD_JS = "window.clinicalaiUpload($event.target)"  # serve/upload.js
@@ -39,7 +40,10 @@ class DataPanel(Panel):
 
     def __init__(self, app) -> None:
         super().__init__(app)
-        self.set(files=[], path="", uploading=False, open_as="")
+        # series / series_items / series_of: the series of the DICOM folder last opened that
+        # holds several (the page chooses one; checked against the offer)
+        self.set(files=[], path="", uploading=False, open_as="", series="", series_of="")
+        self.offer(series_items=[])
         # what a file can be opened as: recorded on the server too (Panel.offer / Panel.choice)
         self.offer(open_as_items=[{"title": t, "value": v} for v, t in masks.OPEN_AS_TITLES.items()])
         #: mask nodes (segmentations, label maps) opened from files, by relative path
@@ -70,6 +74,16 @@ class DataPanel(Panel):
                         v_on_keyup_enter=typed,
                     )
                     v3.VBtn("Open", id="data-open", click=typed, color="primary")
+                v3.VSelect(
+                    v_if=(f"{self.k('series_items')}.length",),
+                    label=(f"'series of ' + {self.k('series_of')}",),
+                    items=(self.k("series_items"),),
+                    v_model=(self.k("series"),),
+                    density="compact",
+                    hide_details=True,
+                    id="data-series",
+                    classes="mt-2",
+                )
                 v3.VSelect(
                     label="open as",
                     items=(self.k("open_as_items"),),
@@ -131,11 +145,20 @@ class DataPanel(Panel):
                 raise InputError("give the path of a file inside the data folder")
             path, kind = self._kind(relative)
             open_as = self.choice("open_as", "open_as_items", "open as")
+            series_uid = (self.choice("series", "series_items", "series") or None) if self.get("series_of") == relative else None
             # the probe (seconds, a child process) runs on a worker thread: the page stays live
-            await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative)
+            await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative, series_uid)
             # again, now: cached (instant) unless the file was replaced while it was probed
-            self.app.prober.check(path, kind, relative)
-            opened = self._open(relative, path, open_as)
+            self.app.prober.check(path, kind, relative, series_uid)
+            opened = self._open(relative, path, open_as, series_uid)
+        except ProbeRefused as exc:
+            if exc.series:  # a folder of several series: offer them, and open the one chosen
+                self._offer_series(relative, exc.series)
+                self.app.info(f"{relative} holds {len(exc.series)} DICOM series: choose one under 'series of "
+                              f"{relative}', then Open again")
+            else:
+                self.app.error(str(exc))
+            return None
         except ClinicalAIError as exc:
             self.app.error(str(exc))
             return None
@@ -144,6 +167,12 @@ class DataPanel(Panel):
             return None
         self.app.info(opened.message)
         return opened.node
+
+    def _offer_series(self, relative: str, series: list) -> None:
+        items = [{"title": f"{s['description'] or 'no description'} ({s['modality'] or '?'}, {s['files']} files)",
+                  "value": s["uid"]} for s in series]
+        self.offer(series_items=items)
+        self.set(series="", series_of=relative)
 
     def _kind(self, relative: str) -> tuple:
         """``(path, probe kind)`` of ``relative``, or why this app does not open it."""
@@ -160,10 +189,11 @@ class DataPanel(Panel):
             return path, "segmentation"
         return path, "volume"
 
-    def _open(self, relative: str, path: Any, open_as: str) -> masks.OpenedFile:
+    def _open(self, relative: str, path: Any, open_as: str, series_uid: Optional[str] = None) -> masks.OpenedFile:
         """Load ``path`` (probed already) into the scene as ``open_as`` ("" = guessed): an image
         is shown; a mask is drawn over the image on show when it is one of its masks."""
-        opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative)
+        opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative,
+                                    series_uid=series_uid)
         self.opened_as[relative] = opened.kind
         self.refresh()
         if opened.kind == masks.OPEN_AS_IMAGE:
