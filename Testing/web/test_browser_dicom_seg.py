@@ -1,6 +1,7 @@
 """A DICOM SEG from another tool, in a real browser: the data panel lists it as a segmentation
 (not as a series slice), opens it over the DICOM series it was drawn on, keeps its segment names
-and offers it to SegCorrect's "correct an existing mask" of that image."""
+and offers it to SegCorrect's "correct an existing mask" of that image, whose Save then writes
+a DICOM SEG of the series beside the .seg.nrrd and NIfTI."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
-from clinicalai.web.page_driver import open_file, open_tool, wait_text
+from clinicalai.web.page_driver import open_file, open_tool, run_panel, set_state, wait_text
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +49,20 @@ def test_a_dicom_seg_opens_as_a_segmentation_of_its_series(page, web_server):
     message = state(page, "ca_message")
     assert f"as a segmentation of {name} " in message, message
     open_tool(page, "segcorrect")
-    offered = [item["title"] for item in state(page, "ca_segcorrect_input_segs")]
-    assert any(t.startswith("heart") for t in offered), offered
+    offered = state(page, "ca_segcorrect_input_segs")
+    assert any(item["title"].startswith("heart") for item in offered), offered
+    # correct the SEG and save: beside .seg.nrrd and NIfTI, a DICOM SEG of the series it was read from
+    set_state(page, "ca_segcorrect_input_seg", next(i["value"] for i in offered if i["title"].startswith("heart")))
+    assert run_panel(page, "segcorrect") == ""
+    page.click("#segcorrect-save")
+    page.wait_for_selector("#segcorrect-saved a")
+    names = page.locator("#segcorrect-saved a").all_inner_texts()
+    dcm = [n for n in names if n.endswith(".dcm")]
+    nii = [n for n in names if n.endswith(".nii.gz")]
+    assert dcm and nii, names
+    saved_seg = read_volume(web_server["data"] / dcm[0])
+    assert [s["name"] for s in saved_seg.metadata["segments"]] == ["RV", "MYO", "LV"]
+    saved_nii = read_volume(web_server["data"] / nii[0])
+    assert saved_nii.array.any() and np.array_equal(place_on_grid(saved_seg, image.grid).array, saved_nii.array)
     # a slice of the series is not a file to open on its own
     assert "open its folder" in open_file(page, "pacs/cine_sax/slice0000.dcm")

@@ -30,6 +30,8 @@ WARNINGS_ATTRIBUTE = "ClinicalAI.ReaderWarnings"
 UNITS_ATTRIBUTE = "ClinicalAI.Units"
 #: the PET tags a reader found (DICOM, BIDS sidecar) as JSON: what SUV needs travels with the node
 PET_TAGS_ATTRIBUTE = "ClinicalAI.PetTags"
+#: JSON list of the DICOM files an image was read from (a result can be saved as a DICOM SEG of them)
+DICOM_FILES_ATTRIBUTE = "ClinicalAI.DicomFiles"
 
 
 # ---------------------------------------------------------------------- matrices
@@ -142,12 +144,22 @@ def node_to_volume(node: Any) -> Volume:
         volume.metadata["warnings"] = reader_warnings.split("\n")
     if node.GetAttribute(PET_TAGS_ATTRIBUTE):
         volume.metadata["pet"] = json.loads(node.GetAttribute(PET_TAGS_ATTRIBUTE))
+    if node.GetAttribute(DICOM_FILES_ATTRIBUTE):
+        volume.metadata["dicom_files"] = json.loads(node.GetAttribute(DICOM_FILES_ATTRIBUTE))
     volume.metadata["mrml_node_id"] = node.GetID()
     volume.metadata["name"] = node.GetName()
     storage = node.GetStorageNode()
     if storage is not None and storage.GetFileName():
         volume.metadata["source"] = storage.GetFileName()
     return volume
+
+
+def dicom_files_of(node: Any) -> list:
+    """The DICOM files an image node was read from (still on disk), [] for any other node."""
+    from pathlib import Path
+
+    files = json.loads(node.GetAttribute(DICOM_FILES_ATTRIBUTE) or "[]") if node is not None else []
+    return files if files and all(Path(f).is_file() for f in files) else []
 
 
 def update_node_from_volume(node: Any, volume: Volume) -> Any:
@@ -160,6 +172,8 @@ def update_node_from_volume(node: Any, volume: Volume) -> Any:
         node.SetAttribute(UNITS_ATTRIBUTE, str(volume.units))
     if volume.metadata.get("warnings"):
         node.SetAttribute(WARNINGS_ATTRIBUTE, "\n".join(" ".join(str(w).split()) for w in volume.metadata["warnings"]))
+    if volume.metadata.get("dicom_files") and volume.modality != "SEG":
+        node.SetAttribute(DICOM_FILES_ATTRIBUTE, json.dumps([str(f) for f in volume.metadata["dicom_files"]]))
     if volume.metadata.get("pet") and volume.modality == "PT" and volume.units != "SUV":
         # the tags describe the values as read (not an SUV image made from them, nor a map)
         node.SetAttribute(PET_TAGS_ATTRIBUTE, json.dumps(volume.metadata["pet"], default=str))

@@ -14,7 +14,7 @@ from ...mrml.scene import jump_to_slice, slice_index_shown
 from ...mrml.segcorrect_logic import REVIEW_LAYERS, STRATEGY_TITLES, SegCorrectLogic, SegCorrectParameters
 from ...mrml.segmentations import segment_legend, segmentation_to_labels
 from ...mrml.tables import table_rows
-from ...mrml.volumes import volume_grid_of_node
+from ...mrml.volumes import dicom_files_of, volume_grid_of_node
 from ...outputs import write_json
 from ...segcorrect import DEFAULT_CORRECTOR, DEFAULT_SEGMENTER
 from ...volume.io import write_volume
@@ -401,6 +401,10 @@ class SegCorrectPanel(Panel):
             seg_path, nii_path, json_path = folder / f"{stem}.seg.nrrd", folder / f"{stem}.nii.gz", folder / f"{stem}.json"
             write_volume(labels, seg_path, segments=segments)
             write_volume(labels, nii_path)
+            saved = [seg_path, nii_path]
+            dicom_files = dicom_files_of(image)
+            if dicom_files:  # an image read from a DICOM series: the result as a DICOM SEG of it, for a PACS
+                saved.append(write_volume(labels, folder / f"{stem}.dcm", segments=segments, dicom_series=dicom_files))
             write_json(
                 {
                     "input": image.GetName(),
@@ -416,5 +420,5 @@ class SegCorrectPanel(Panel):
         except ClinicalAIError as exc:
             self.set(error=str(exc))
             return
-        self.set(saved=common.saved_links([seg_path, nii_path, json_path], self.app), error="")
+        self.set(saved=common.saved_links(saved + [json_path], self.app), error="")
         self.app.panels["data"].refresh()
