@@ -34,17 +34,23 @@ MAX_SEGMENT_NUMBER = 255
 
 
 def is_dicom_seg_file(path: "str | os.PathLike[str]") -> bool:
-    """True for a DICOM Segmentation file (by its SOP class; the name may be anything)."""
-    from .dicom_checks import SEGMENTATION_SOP_CLASS, read_dicom_header
+    """True for a DICOM Segmentation file (by its SOP class; the name may be anything). Reads
+    the file meta and the SOP class only: the browser's file list and uploads call it in the
+    server process, on files nobody has checked yet."""
+    import pydicom
+
+    from .dicom_checks import SEGMENTATION_SOP_CLASS
     from .formats import image_format
 
     p = Path(path)
     try:
         if not p.is_file() or image_format(p) != "dicom":
             return False
-        return str(read_dicom_header(p).get("SOPClassUID") or "") == SEGMENTATION_SOP_CLASS
-    except InputError:
+        ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - not DICOM, or damaged: not a SEG this app opens
         return False
+    sop = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None) or ds.get("SOPClassUID")
+    return str(sop or "") == SEGMENTATION_SOP_CLASS
 
 
 def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
