@@ -394,3 +394,20 @@ def test_nifti1_and_nifti2_take_the_same_of_two_geometries_and_say_when_monai_ta
     assert bool(warned) == (itk_takes_qform and bool(scode)), warned
     if warned:
         assert "read with the qform" in warned[0] and "MONAI" in warned[0] and "5.6 mm apart" in warned[0]
+
+
+def test_a_folder_of_two_series_names_a_file_of_each_and_the_file_reads_its_series(tmp_path):
+    """The command line's way to choose a series: the message names a file of each, and that
+    file given instead of the folder reads its own series."""
+    study = tmp_path / "study"
+    study.mkdir()
+    volumes = {"cine": make_volume(shape=(4, 6, 5), modality="MR"), "late": make_volume(shape=(3, 7, 6), modality="MR", seed=1)}
+    for name, volume in volumes.items():
+        folder = write_dicom_series(volume, tmp_path / name, series_description=name)
+        for f in folder.iterdir():
+            shutil.copy(f, study / f"{name}_{f.name}")
+    with pytest.raises(InputError, match=r"holds 2 DICOM series; give one file .*'cine' \(MR, 4 files, e.g. cine_slice0000.dcm") as info:
+        read_volume(study)
+    assert "'late' (MR, 3 files, e.g. late_slice0000.dcm" in str(info.value)
+    late = read_volume(study / "late_slice0001.dcm")
+    assert late.same_grid(volumes["late"], atol=1e-4) and np.array_equal(late.array, volumes["late"].array)

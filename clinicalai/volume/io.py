@@ -225,11 +225,13 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
             series = images  # an image series and segmentations of it: the folder's image is the series
         if len(series) > 1:
             listing = "; ".join(
-                f"{s['uid']} ({s['description'] or 'no description'}, {s['modality']}, {s['files']} files)"
+                f"'{s['description'] or 'no description'}' ({s['modality']}, {s['files']} files, e.g. "
+                f"{Path(series_files[s['uid']][0]).name}; SeriesInstanceUID {s['uid']})"
                 for s in series
             )
             raise InputError(
-                f"{folder.name} holds {len(series)} DICOM series; choose one by SeriesInstanceUID: {listing}"
+                f"{folder.name} holds {len(series)} DICOM series; give one file of the series you want instead of "
+                f"the folder (its series is read), or its SeriesInstanceUID in Python: {listing}"
             )
         series_uid = series[0]["uid"]
     elif series_uid not in {s["uid"] for s in series}:
