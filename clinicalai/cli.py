@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "clinicalai.attribution.commands",
     "clinicalai.generative.commands",
     "clinicalai.phantoms.commands",
+    "clinicalai.volume.commands",
     "clinicalai.models.commands",
     "clinicalai.web.commands",
     "clinicalai.batch.commands",  # last: it copies the options of the single-case commands above

@@ -411,3 +411,39 @@ def test_a_folder_of_two_series_names_a_file_of_each_and_the_file_reads_its_seri
     assert "'late' (MR, 3 files, e.g. late_slice0000.dcm" in str(info.value)
     late = read_volume(study / "late_slice0001.dcm")
     assert late.same_grid(volumes["late"], atol=1e-4) and np.array_equal(late.array, volumes["late"].array)
+
+
+def test_convert_takes_a_frame_of_real_4d_files_and_a_series_of_a_study(tmp_path, capsys):
+    """`clinicalai convert`, the step the readers' refusals point to: a frame of nibabel's real
+    oblique fMRI (NIfTI-1) and of its NIfTI-2 twin, a SEG with its segment names, a series of a
+    study folder; what it cannot do is one line and no file."""
+    for source in ("example4d.nii.gz", "example_nifti2.nii.gz"):
+        image = nib.load(NIBABEL_FILES / source)
+        with pytest.raises(InputError, match=r"4D image with 2 time points.*clinicalai convert .* --frame K, K from 0 to 1"):
+            read_volume(NIBABEL_FILES / source)
+        out = tmp_path / f"frame1_{source}"
+        assert main(["convert", str(NIBABEL_FILES / source), "-o", str(out), "--frame", "1"]) == 0, capsys.readouterr().err
+        frame = read_volume(out)
+        np.testing.assert_array_equal(frame.array, np.asarray(image.dataobj)[..., 1].transpose(2, 1, 0))
+        np.testing.assert_allclose(frame.index_to_lps(), np.diag([-1.0, -1.0, 1.0, 1.0]) @ image.affine, atol=1e-4)
+        assert main(["convert", str(NIBABEL_FILES / source), "-o", str(tmp_path / "no.nii.gz"), "--frame", "2"]) != 0
+        assert "has no frame 2 (its frames are 0 to 1)" in capsys.readouterr().err
+    assert main(["convert", str(NIBABEL_FILES / "anatomical.nii"), "-o", str(tmp_path / "no.nii.gz"), "--frame", "1"]) != 0
+    assert "a 3D image: its only frame is 0" in capsys.readouterr().err
+    assert main(["convert", str(NIBABEL_FILES / "anatomical.nii"), "-o", str(tmp_path / "no.dcm")]) != 0
+    assert "convert writes NIfTI" in capsys.readouterr().err
+    assert not (tmp_path / "no.nii.gz").exists() and not (tmp_path / "no.dcm").exists()
+    # a DICOM SEG becomes a .seg.nrrd with its segment names
+    seg = _alone(tmp_path, "liver_1frame.dcm")
+    assert main(["convert", str(seg), "-o", str(tmp_path / "liver.seg.nrrd")]) == 0, capsys.readouterr().err
+    assert [s["name"] for s in read_volume(tmp_path / "liver.seg.nrrd").metadata["segments"]] == ["Liver"]
+    # one series of a study folder, by its uid
+    study = tmp_path / "study"
+    study.mkdir()
+    for name, seed in (("a", 0), ("b", 1)):
+        folder = write_dicom_series(make_volume(shape=(3, 5, 4), modality="CT", seed=seed), tmp_path / name, series_description=name)
+        for f in folder.iterdir():
+            shutil.copy(f, study / f"{name}_{f.name}")
+    uid = str(pydicom.dcmread(study / "b_slice0000.dcm").SeriesInstanceUID)
+    assert main(["convert", str(study), "-o", str(tmp_path / "b.nii.gz"), "--series-uid", uid]) == 0, capsys.readouterr().err
+    np.testing.assert_array_equal(read_volume(tmp_path / "b.nii.gz").array, read_volume(study / "b_slice0000.dcm").array)

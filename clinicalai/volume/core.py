@@ -26,7 +26,10 @@ Vec3 = Tuple[float, float, float]
 
 def time_series_error(time_points: int) -> InputError:
     """The one refusal of a 4D file (fMRI, dynamic PET, cine), whichever reader found it."""
-    return InputError(f"this is a 4D image with {time_points} time points; extract one 3D frame first")
+    return InputError(
+        f"this is a 4D image with {time_points} time points; extract one 3D frame first "
+        f"(clinicalai convert FILE -o frame.nii.gz --frame K, K from 0 to {time_points - 1})"
+    )
 
 
 def _vec3(values: Sequence[float], what: str) -> Vec3:

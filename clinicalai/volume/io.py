@@ -34,7 +34,7 @@ from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .dicom_writer import write_dicom_series
 from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, image_format
 from .integrity import check_image_file, nifti_version
-from .nifti import first_line, read_nifti2, warn_of_two_geometries
+from .nifti import check_frame, first_line, read_nifti2, warn_of_two_geometries
 
 #: DICOM tags (keyword -> tag) copied into ``Volume.metadata["dicom"]`` when present.
 DICOM_KEYWORDS = {
@@ -78,13 +78,15 @@ PHILIPS_SUV_SCALE_TAG = (0x7053, 0x1000)
 
 
 # ---------------------------------------------------------------------------------- reading
-def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
+def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None, frame: Optional[int] = None) -> Volume:
     """Read a NIfTI / NRRD file, a DICOM series (folder, or one file of the series) or a DICOM
     Segmentation file (a label map, :mod:`.dicom_seg`).
 
     Args:
         path: the file or DICOM folder.
         series_uid: which series to read when a folder holds several.
+        frame: which time point (from 0) of a 4D NIfTI (fMRI, dynamic PET, DCE) to read; a 4D
+            file without it is refused, and a 3D one has only frame 0.
 
     Raises:
         InputError: missing or unreadable file; a file cut off, corrupt or larger than the
@@ -115,8 +117,10 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     # header, size and data-file checks first: ITK zero-fills cut-off files, follows any NRRD
     # "data file:" path and allocates whatever the header declares
     check_image_file(p, kind)
+    if frame is not None and kind != "nifti":
+        raise InputError(f"{p.name}: a frame is chosen in a 4D NIfTI only")
     if kind == "nifti" and nifti_version(p) == 2:
-        volume = read_nifti2(p)
+        volume = read_nifti2(p, frame)
         add_bids_pet_tags(volume, p)
         return volume
     try:
@@ -125,6 +129,8 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
+    if frame is not None:
+        image = _one_frame(image, frame, p.name)
     if kind == "seg-nrrd" and image.GetNumberOfComponentsPerPixel() > 1:
         raise InputError(
             f"{p.name} is a segmentation with {image.GetNumberOfComponentsPerPixel()} layers (overlapping "
@@ -141,6 +147,18 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     else:
         add_bids_pet_tags(volume, p)
     return volume
+
+
+def _one_frame(image: Any, frame: int, name: str) -> Any:
+    """Time point ``frame`` of a 4D SimpleITK image (a 3D image is its own frame 0)."""
+    import SimpleITK as sitk
+
+    frames = image.GetSize()[3] if image.GetDimension() == 4 else 1
+    check_frame(frame, frames, name)
+    if image.GetDimension() != 4:
+        return image
+    size = list(image.GetSize())
+    return sitk.Extract(image, size[:3] + [0], [0, 0, 0, int(frame)])
 
 
 def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:

@@ -27,7 +27,14 @@ def first_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def read_nifti2(p: Path) -> Volume:
+def check_frame(frame: int, frames: int, name: str) -> None:
+    """Refuse a time point outside ``0 .. frames - 1``."""
+    if not 0 <= int(frame) < frames:
+        what = "a 3D image: its only frame is 0" if frames == 1 else f"its frames are 0 to {frames - 1}"
+        raise InputError(f"{name} has no frame {frame} ({what})")
+
+
+def read_nifti2(p: Path, frame: Optional[int] = None) -> Volume:
     """A NIfTI-2 file (64-bit sizes: what HCP pipelines, Connectome Workbench and dcm2niix
     write for large images), read by nibabel: SimpleITK's NIfTI reader takes NIfTI-1 only.
     The geometry is the one ITK would take (:func:`itk_nifti_affine`), so a file reads the same
@@ -39,6 +46,12 @@ def read_nifti2(p: Path) -> Volume:
         data = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter like ITK
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
         raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if frame is not None:
+        check_frame(frame, data.shape[3] if data.ndim == 4 else 1, p.name)
+        if data.ndim == 4:
+            data = data[..., int(frame)]
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 4:
