@@ -85,6 +85,7 @@ model-pet-folds:
 model-brain-lesion-classifier:
 	$(ONE_THREAD) $(VENV)/bin/clinicalai train classifier --constraint gradient --alpha 5 --ig-baseline blur -o Resources/Models/brain-lesion-classifier.pt
 	$(ONE_THREAD) $(PY) scripts/heldout_figures.py --classifier-only --n 16 --seed 0 --baseline blur --classifier-model Resources/Models/brain-lesion-classifier.pt --write-card
+	$(ONE_THREAD) $(PY) scripts/classifier_ood.py Resources/Models/brain-lesion-classifier.pt --phantoms 24 --seed 0 --write-card
 
 $(addprefix model-,$(GENERATIVE_MODELS)): model-%:
 	$(ONE_THREAD) $(PY) -m clinicalai.generative.train_demo --only $*

@@ -20,6 +20,7 @@ from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from ..models import LoadedModel, load_model, parse_card
 from ..models.fit import input_warnings
+from .ood import feature_warning
 from .methods import BLUR_SIGMA_MM, _as_logits, baseline_name, baseline_tensor, get_method
 from .metrics import map_correlation
 from .preprocess import Prepared, prepare_input
@@ -227,6 +228,7 @@ def attribute(
     check_cancel(cancel)
 
     n_logits, probs, names = _predict(module, fn, prep.tensor, card)
+    unlike_training = feature_warning(module, card, prep.tensor)
     cls_index = _resolve_class(target, names, probs, prep.slicewise)
     # output index and sign: a one-logit head explains -logit for class 0
     out_index, sign = (0, 1.0 if cls_index == 1 else -1.0) if n_logits == 1 else (cls_index, 1.0)
@@ -248,7 +250,7 @@ def attribute(
         volume=out_vol, method=cls.name, target=cls_index, target_name=names[cls_index],
         signed=cls.signed, normalization=norm_name, options=_jsonable({**_recorded_options(opts), **named}), timings=timings,
         prediction=_prediction(names, probs, prep.slicewise), layer=getattr(impl, "layer", None), scale=scale,
-        warnings=input_warnings(first, [card] if card is not None else []),
+        warnings=input_warnings(first, [card] if card is not None else []) + ([unlike_training] if unlike_training else []),
     )
 
 

@@ -265,14 +265,19 @@ def parse_card(data: Any, source: str = "") -> ModelCard:
 
 def store_heldout(card_path: "str | Path", entry: Dict[str, Any]) -> Path:
     """Store ``entry`` (figures on a held-out family, with the command that made them) as the
-    ``heldout`` of the card at ``card_path``, atomically; the weights, and so the card's
-    sha256, are not touched. The card must read as a valid card before and after."""
+    ``heldout`` of the card at ``card_path`` (:func:`store_card_entry`)."""
+    return store_card_entry(card_path, "heldout", entry)
+
+
+def store_card_entry(card_path: "str | Path", key: str, entry: Dict[str, Any]) -> Path:
+    """Store ``entry`` as ``key`` of the card at ``card_path``, atomically; the weights, and so
+    the card's sha256, are not touched. The card must read as a valid card before and after."""
     from ..outputs import write_json
 
     card_path = Path(card_path)
     read_card(card_path)  # a broken or missing card stops here, unchanged
     data = json.loads(card_path.read_text())
-    data["heldout"] = entry
+    data[key] = entry
     parse_card(data, card_path.name)
     write_json(data, card_path)
     return card_path

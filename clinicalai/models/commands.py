@@ -156,9 +156,21 @@ def model_info(spec: "str | Path") -> Dict[str, Any]:
             "sha256_expected": expected, "code": code, "trusted": (is_trusted(actual) if code and actual else None)}
 
 
+def _shown_card(card: dict) -> dict:
+    """The card as ``models info`` prints it: a feature-space reference's arrays (a mean and a
+    precision matrix, hundreds of numbers) summarised by their size."""
+    ood = card.get("ood")
+    if not isinstance(ood, dict) or not isinstance(ood.get("location"), list):
+        return card
+    n = len(ood["location"])
+    summary = {k: v for k, v in ood.items() if k not in ("location", "precision")}
+    summary["reference"] = f"mean and precision of {n} features (in the card file)"
+    return {**card, "ood": summary}
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     info = model_info(args.model)
-    print(json.dumps(info["card"], indent=2))
+    print(json.dumps(_shown_card(info["card"]), indent=2))
     print(f"weights: {info['weights']}")
     print(f"sha256 check: {info['sha256']}")
     if info["code"]:
