@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     import torch
 
     from clinicalai.attribution.constrained import card_grid_mm, make_cases, make_mni_cases
-    from clinicalai.attribution.ood import feature_reference, volume_features, _distance
+    from clinicalai.attribution.ood import feature_reference, median_distance, volume_features
     from clinicalai.models import load_model
     from clinicalai.models.card import store_card_entry
     from clinicalai.phantoms.brain import brain_dataset
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     }
     others["noise"] = [others["cardiac MRI phantom"][0].with_array(np.random.default_rng(0).normal(size=others["cardiac MRI phantom"][0].shape).astype(np.float32))]
     for what, volumes in others.items():
-        d = [_distance(volume_features(model, vol), location, precision) for vol in volumes]
+        d = [median_distance(volume_features(model, vol), location, precision) for vol in volumes]
         flagged = sum(x > reference["threshold"] for x in d)
         print(f"  {what}: {min(d):.2f}-{max(d):.2f}, {flagged} of {len(d)} flagged")
     if args.write_card:

@@ -62,7 +62,7 @@ def volume_features(model: Any, volume: Any) -> np.ndarray:
     return slice_features(model.module, prepared.tensor.cpu())
 
 
-def _distance(features: np.ndarray, location: np.ndarray, precision: np.ndarray) -> float:
+def median_distance(features: np.ndarray, location: np.ndarray, precision: np.ndarray) -> float:
     centred = features - location
     per_slice = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, precision, centred), 0.0))
     return float(np.median(per_slice))
@@ -77,7 +77,7 @@ def feature_reference(model: Any, train_volumes: Sequence[Any], val_volumes: Seq
     train = np.concatenate([volume_features(model, v) for v in train_volumes])
     fit = LedoitWolf().fit(train)
     location, precision = fit.location_, fit.precision_
-    val = [_distance(volume_features(model, v), location, precision) for v in val_volumes]
+    val = [median_distance(volume_features(model, v), location, precision) for v in val_volumes]
     return {
         "kind": "mahalanobis",
         "features": FEATURES,
@@ -96,7 +96,7 @@ def feature_distance(module: Any, tensor: Any, reference: Dict[str, Any]) -> flo
     features = slice_features(module, tensor)
     if precision.shape != (location.size, location.size) or features.shape[1] != location.size:
         raise ModelError(f"the card's ood reference has {location.size} features, the network {features.shape[1]}")
-    return _distance(features, location, precision)
+    return median_distance(features, location, precision)
 
 
 def feature_warning(module: Any, card: Any, tensor: Any) -> Optional[str]:

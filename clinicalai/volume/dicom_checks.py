@@ -51,7 +51,7 @@ _HEADER_TAGS = [
     "ImagePositionPatient", "ImageOrientationPatient", "NumberOfFrames", "FrameTime", "FrameTimeVector",
     "FrameIncrementPointer", "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence",
     "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "PixelData", "FloatPixelData",
-    "DoubleFloatPixelData", "ImageType", "SOPClassUID", (0x0019, 0x100A), "RescaleSlope", "RescaleIntercept",
+    "DoubleFloatPixelData", "ImageType", (0x0019, 0x100A), "RescaleSlope", "RescaleIntercept",
 ]
 
 
@@ -87,11 +87,23 @@ def read_dicom_header(path: "str | Path") -> Any:
     return ds
 
 
+def sop_class(ds: Any) -> str:
+    """A data set's SOP class UID ("" when it has none): its own SOPClassUID, else its file
+    meta's MediaStorageSOPClassUID (a DICOMDIR has only the latter)."""
+    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    return str(sop or "")
+
+
+def is_segmentation(ds: Any) -> bool:
+    """True for a DICOM Segmentation data set (read as a label map, :mod:`.dicom_seg`)."""
+    return sop_class(ds) == SEGMENTATION_SOP_CLASS
+
+
 def dicom_object_kind(ds: Any) -> str:
     """What a DICOM data set is, in words, from its SOP class (e.g. "RT Structure Set")."""
     from pydicom.uid import UID
 
-    sop = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    sop = sop_class(ds)
     if not sop:
         return "data set without a SOP class"
     name = UID(str(sop)).name
@@ -109,8 +121,7 @@ def check_is_image(ds: Any, name: str) -> None:
     """Refuse a DICOM file that holds no image (a report, an RT plan or structure set, a
     waveform, a DICOMDIR, a fragment), naming what it is: GDCM's scanner skips such files
     without a word, and the user would only hear "no series found"."""
-    sop = str(ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
-    if sop == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
+    if sop_class(ds) == MEDIA_DIRECTORY_SOP_CLASS or "DirectoryRecordSequence" in ds:
         raise InputError(
             f"{name} is a DICOMDIR, the index of a DICOM disc or export, not an image; "
             "choose the folder of one series below it"

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InputError
 from .dicom_checks import dicom_object_kind, has_pixels, read_dicom_header
-from .formats import has_dicom_magic
+from .formats import looks_like_dicom_file
 
 
 def dicom_series_files(folder: "str | os.PathLike[str]") -> Dict[str, List[str]]:
@@ -95,6 +95,11 @@ def list_dicom_series(folder: "str | os.PathLike[str]", series_files: Optional[D
     return series
 
 
+def image_series(series: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The entries of :func:`list_dicom_series` that are images (DICOM SEG masks left out)."""
+    return [s for s in series if s["modality"] != "SEG"]
+
+
 def why_no_series(folder: Path) -> str:
     """Why ``folder`` holds no image series, in one sentence: what the DICOM files there are
     (reports, RT objects, a DICOMDIR), or which subfolders hold the series (a disc export)."""
@@ -136,7 +141,7 @@ def _subfolders_with_dicom(folder: Path) -> List[str]:
             entries = sorted(current.iterdir())
         except OSError:
             continue
-        if current != folder and any(e.is_file() and (e.suffix.lower() == ".dcm" or has_dicom_magic(e)) for e in entries[:50]):
+        if current != folder and any(looks_like_dicom_file(e) for e in entries[:50]):
             found.append(str(current.relative_to(folder)))
             continue
         if depth < _SUBFOLDER_DEPTH:

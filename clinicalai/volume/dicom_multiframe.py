@@ -22,6 +22,12 @@ from ..errors import InputError
 from .core import Volume
 
 
+def exception_line(exc: BaseException) -> str:
+    """The first line of a highdicom / pydicom error (theirs put the point first; ITK's last:
+    :func:`clinicalai.volume.nifti.first_line`)."""
+    return next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
+
+
 def volume_from_highdicom(hd_volume: Any, dtype: Any = None, **kwargs: Any) -> Volume:
     """A :class:`Volume` from a ``highdicom.Volume``: its array is (slices, rows, columns) and
     its affine maps (slice, row, column, 1) to LPS mm; a Volume's x is the column, y the row,
@@ -65,8 +71,7 @@ def read_enhanced_multiframe(path: "str | os.PathLike[str]") -> Volume:
         image = hd.imread(str(p))
         hd_volume = image.get_volume(apply_real_world_transform=False, apply_modality_transform=None)
     except (ValueError, RuntimeError, AttributeError, KeyError) as exc:
-        reason = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-        raise InputError(f"{p.name}: its frames do not form one regular 3D volume ({reason})") from None
+        raise InputError(f"{p.name}: its frames do not form one regular 3D volume ({exception_line(exc)})") from None
     volume = volume_from_highdicom(hd_volume)
     volume.metadata["source"] = str(p)
     return volume

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import InputError
 from .core import Volume
-from .dicom_multiframe import volume_from_highdicom
+from .dicom_multiframe import exception_line, volume_from_highdicom
 from .formats import SEGMENT_COLORS
 from .integrity import check_voxel_budget
 
@@ -39,7 +39,7 @@ def is_dicom_seg_file(path: "str | os.PathLike[str]") -> bool:
     server process, on files nobody has checked yet."""
     import pydicom
 
-    from .dicom_checks import SEGMENTATION_SOP_CLASS
+    from .dicom_checks import is_segmentation
     from .formats import image_format
 
     p = Path(path)
@@ -49,8 +49,7 @@ def is_dicom_seg_file(path: "str | os.PathLike[str]") -> bool:
         ds = pydicom.dcmread(str(p), stop_before_pixels=True, specific_tags=["SOPClassUID"])
     except Exception:  # noqa: BLE001 - not DICOM, or damaged: not a SEG this app opens
         return False
-    sop = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None) or ds.get("SOPClassUID")
-    return str(sop or "") == SEGMENTATION_SOP_CLASS
+    return is_segmentation(ds)
 
 
 def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
@@ -72,7 +71,7 @@ def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
     try:
         seg = hd.seg.segread(str(p))
     except Exception as exc:  # noqa: BLE001 - highdicom / pydicom raise many types for bad files
-        raise InputError(f"{p.name}: not a readable DICOM Segmentation ({_one_line(exc)})") from None
+        raise InputError(f"{p.name}: not a readable DICOM Segmentation ({exception_line(exc)})") from None
     descriptions = list(seg.SegmentSequence)
     numbers = [int(d.SegmentNumber) for d in descriptions]
     if not numbers:
@@ -84,7 +83,7 @@ def read_dicom_seg(path: "str | os.PathLike[str]") -> Volume:
     try:
         hd_volume = seg.get_volume(combine_segments=True, relabel=False, dtype=np.uint8)
     except (ValueError, RuntimeError) as exc:
-        message = _one_line(exc)
+        message = exception_line(exc)
         if "overlap" in message.lower():
             raise InputError(
                 f"{p.name} has overlapping segments (a voxel in more than one); a label map holds one "
@@ -175,8 +174,3 @@ def _segment_entry(description: Any, index: int) -> Dict[str, Any]:
         except (TypeError, ValueError):
             pass  # a malformed colour is not worth refusing the mask for: the palette's stays
     return {"id": f"Segment_{number}", "name": name, "value": number, "layer": 0, "color": color}
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__

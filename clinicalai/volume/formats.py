@@ -37,14 +37,26 @@ DICOM_MAGIC = b"DICM"
 DICOM_PREAMBLE_BYTES = 128
 
 
+def is_dicom_head(head: bytes) -> bool:
+    """True for the first bytes of a DICOM Part 10 file: 128-byte preamble, then ``DICM``."""
+    end = DICOM_PREAMBLE_BYTES + len(DICOM_MAGIC)
+    return len(head) >= end and head[DICOM_PREAMBLE_BYTES:end] == DICOM_MAGIC
+
+
 def has_dicom_magic(path: "str | os.PathLike[str]") -> bool:
     """True for a file that starts like a DICOM Part 10 file (preamble, then ``DICM``)."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(DICOM_PREAMBLE_BYTES + len(DICOM_MAGIC))
+            return is_dicom_head(fh.read(DICOM_PREAMBLE_BYTES + len(DICOM_MAGIC)))
     except OSError:
         return False
-    return head[DICOM_PREAMBLE_BYTES:] == DICOM_MAGIC
+
+
+def looks_like_dicom_file(path: "str | os.PathLike[str]") -> bool:
+    """A file :func:`image_format` reads as DICOM: a ``.dcm`` / ``.ima`` file, or one of any
+    name that starts like DICOM (``IM0001``, ``1.3.12.2...``)."""
+    p = Path(path)
+    return p.is_file() and (p.name.lower().endswith(DICOM_SUFFIXES) or has_dicom_magic(p))
 
 
 def image_format(path: "str | os.PathLike[str]") -> str:
@@ -61,7 +73,7 @@ def image_format(path: "str | os.PathLike[str]") -> str:
         return "nifti"
     if name.endswith(NRRD_SUFFIXES):
         return "nrrd"
-    if name.endswith(DICOM_SUFFIXES) or (p.is_file() and has_dicom_magic(p)):
+    if name.endswith(DICOM_SUFFIXES) or looks_like_dicom_file(p):
         return "dicom"
     raise InputError(
         f"{p.name}: unsupported image type; use NIfTI (.nii, .nii.gz), NRRD (.nrrd, .seg.nrrd) "

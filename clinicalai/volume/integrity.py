@@ -171,14 +171,20 @@ def _decompressed_size(name: str, chunks: Iterator[bytes], declared: int, limit:
 
 
 # ---------------------------------------------------------------------------------- NIfTI
+def _version_and_order(head: bytes) -> Tuple[Optional[int], str]:
+    """``(NIfTI version or None, byte order)`` from the ``sizeof_hdr`` that opens a header."""
+    for order in ("little", "big"):
+        version = _NIFTI_SIZES.get(int.from_bytes(head[:4], order)) if len(head) >= 4 else None
+        if version is not None:
+            return version, order
+    return None, "little"
+
+
 def _nifti_header(name: str, head: bytes):
     """A nibabel header from the first bytes of a NIfTI-1 / NIfTI-2 single file (no extensions read)."""
     import nibabel as nib
 
-    for order in ("little", "big"):
-        version = _NIFTI_SIZES.get(int.from_bytes(head[:4], order)) if len(head) >= 4 else None
-        if version is not None:
-            break
+    version, order = _version_and_order(head)
     size = 348 if version == 1 else 540
     if version is None or len(head) < size:
         raise InputError(f"{name}: cannot be read as an image (no NIfTI header)")
@@ -204,11 +210,7 @@ def nifti_version(path: "str | os.PathLike[str]") -> int:
             head = fh.read(4)
     except (OSError, EOFError, zlib.error):
         return 1
-    for order in ("little", "big"):
-        version = _NIFTI_SIZES.get(int.from_bytes(head, order)) if len(head) == 4 else None
-        if version is not None:
-            return version
-    return 1
+    return _version_and_order(head)[0] or 1
 
 
 def check_nifti(path: "str | os.PathLike[str]") -> None:

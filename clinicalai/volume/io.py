@@ -20,15 +20,15 @@ from ..outputs import atomic_output
 from .bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
 from .core import Volume
 from .dicom_checks import (
-    SEGMENTATION_SOP_CLASS,
     SLICE_GAP_MAX_TOLERANCE,
     check_is_image,
     check_left_out_files,
     check_series,
     is_enhanced_multiframe,
+    is_segmentation,
     read_dicom_header,
 )
-from .dicom_folders import dicom_series_files, list_dicom_series, why_no_series
+from .dicom_folders import dicom_series_files, image_series, list_dicom_series, why_no_series
 from .dicom_multiframe import read_enhanced_multiframe
 from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .dicom_writer import write_dicom_series
@@ -105,7 +105,7 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     if kind == "dicom":
         if p.is_file():
             header = read_dicom_header(p)
-            if str(header.get("SOPClassUID") or "") == SEGMENTATION_SOP_CLASS:
+            if is_segmentation(header):
                 return read_dicom_seg(p)  # a SEG file is a whole label map on its own
             check_is_image(header, p.name)
             if series_uid is None:  # one file given: read the series it belongs to
@@ -182,10 +182,9 @@ def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
     return True
 
 
-def _single_slice_spacing(dicom_file: str, itk_spacing: float) -> float:
-    """The slice spacing of a one-slice series: SpacingBetweenSlices, else SliceThickness (as
-    Slicer shows such a slice), else what ITK gave."""
-    ds = read_dicom_header(dicom_file)
+def _single_slice_spacing(ds: Any, itk_spacing: float) -> float:
+    """The slice spacing of a one-slice series (``ds``: its header): SpacingBetweenSlices, else
+    SliceThickness (as Slicer shows such a slice), else what ITK gave."""
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
         try:
             value = float(ds.get(keyword) or 0)
@@ -238,7 +237,7 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     if not series:
         raise InputError(why_no_series(folder))
     if series_uid is None:
-        images = [s for s in series if s["modality"] != "SEG"]
+        images = image_series(series)
         if len(images) == 1:
             series = images  # an image series and segmentations of it: the folder's image is the series
         if len(series) > 1:
@@ -257,7 +256,7 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     files = series_files[series_uid]
     check_left_out_files(folder, series_uid, files)
     first = read_dicom_header(files[0])
-    if str(first.get("SOPClassUID") or "") == SEGMENTATION_SOP_CLASS:
+    if is_segmentation(first):
         if len(files) > 1:
             raise InputError(f"{folder.name}: the series {series_uid} holds {len(files)} DICOM Segmentation files; open one of them")
         return read_dicom_seg(files[0])
@@ -288,7 +287,7 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
     }
     if image.GetSize()[2] == 1:
         # one slice: ITK has no second position to measure the spacing from and puts 1 mm
-        image.SetSpacing(image.GetSpacing()[:2] + (_single_slice_spacing(files[0], image.GetSpacing()[2]),))
+        image.SetSpacing(image.GetSpacing()[:2] + (_single_slice_spacing(first, image.GetSpacing()[2]),))
     return _with_dicom_metadata(Volume.from_sitk(image), tags, folder, files, warnings)
 
 

@@ -181,10 +181,10 @@ def main(argv: Optional[list] = None) -> int:
 
 def _several_series(folder: Path) -> list:
     """The image series of a folder that holds more than one (else []): the page offers them."""
-    from ..volume import list_dicom_series
+    from ..volume.dicom_folders import image_series, list_dicom_series
 
     try:
-        series = [s for s in list_dicom_series(folder) if s["modality"] != "SEG"]
+        series = image_series(list_dicom_series(folder))
     except ClinicalAIError:
         return []
     return series if len(series) > 1 else []

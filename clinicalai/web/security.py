@@ -27,7 +27,7 @@ from typing import Iterable, List, Optional
 
 from ..errors import ClinicalAIError, InputError
 from ..volume.dicom_seg import is_dicom_seg_file
-from ..volume.formats import DICOM_MAGIC, DICOM_PREAMBLE_BYTES
+from ..volume.formats import is_dicom_head
 
 #: Environment variable read when ``--token`` is not given.
 TOKEN_ENV = "CLINICALAI_WEB_TOKEN"
@@ -217,12 +217,6 @@ def sniff_upload(name: str, head: bytes) -> None:
 
 def max_upload_bytes(megabytes: float) -> int:
     return int(megabytes * 1024 * 1024)
-
-
-def is_dicom_head(head: bytes) -> bool:
-    """A DICOM Part 10 file: 128-byte preamble, then ``DICM``."""
-    end = DICOM_PREAMBLE_BYTES + len(DICOM_MAGIC)
-    return len(head) >= end and head[DICOM_PREAMBLE_BYTES:end] == DICOM_MAGIC
 
 
 def safe_extract_zip(archive: Path, dest: Path, max_total_bytes: int, max_files: int = 5000) -> Path:
