@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     import torch
 
     from clinicalai.attribution.constrained import card_grid_mm, make_cases, make_mni_cases
-    from clinicalai.attribution.ood import feature_reference, median_distance, volume_features
+    from clinicalai.attribution.ood import feature_reference, volume_features
+    from clinicalai.models.ood import median_distance
     from clinicalai.models import load_model
     from clinicalai.models.card import store_card_entry
     from clinicalai.phantoms.brain import brain_dataset
@@ -68,7 +69,7 @@ def main(argv=None) -> int:
     reference["command"] = "python scripts/classifier_ood.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     location, precision = np.asarray(reference["location"]), np.asarray(reference["precision"])
     v = reference["validation"]
-    print(f"{model.card.name}: {reference['training']['slices']} training slices; validation phantoms "
+    print(f"{model.card.name}: {reference['training']['items']} training slices; validation phantoms "
           f"{v['min']:.2f}-{v['max']:.2f} (median {v['median']:.2f}); threshold {reference['threshold']:.2f}")
     others = {
         "MNI-template FLAIR-like (seeds 100-107)": [mni_brain_case(100 + i, pathological=bool(i % 2), contrast="FLAIR", spacing=(4, 4, 4)).image for i in range(8)],

@@ -13,7 +13,8 @@ import pytest
 
 from clinicalai.attribution import attribute
 from clinicalai.attribution.constrained import make_cases
-from clinicalai.attribution.ood import THRESHOLD_MARGIN, feature_reference
+from clinicalai.attribution.ood import feature_reference
+from clinicalai.models.ood import THRESHOLD_MARGIN
 from clinicalai.cli import main
 from clinicalai.errors import ModelError
 from clinicalai.models import load_model

@@ -142,10 +142,13 @@ class Uncertainty:
 
 
 def uncertainty(probability: float, fold_probabilities: Sequence[float],
-                spread_threshold: float = UNCERTAIN_SPREAD, margin: float = UNCERTAIN_MARGIN) -> Uncertainty:
-    """Uncertain when the fold models disagree by more than ``spread_threshold`` (max - min) or
-    the mean P(recurrence) lies within ``margin`` of 0.5."""
-    reasons = []
+                spread_threshold: float = UNCERTAIN_SPREAD, margin: float = UNCERTAIN_MARGIN,
+                unlike_training: Sequence[str] = ()) -> Uncertainty:
+    """Uncertain when the fold models disagree by more than ``spread_threshold`` (max - min),
+    the mean P(recurrence) lies within ``margin`` of 0.5, or the PET is unlike the folds'
+    training PETs (``unlike_training``: the sentence saying so, from
+    :func:`clinicalai.pet.workflow.unlike_training_warning`)."""
+    reasons = list(unlike_training)
     probs = list(fold_probabilities)
     if len(probs) > 1 and max(probs) - min(probs) > spread_threshold:
         reasons.append(f"the fold models disagree (P(recurrence) from {min(probs):.2f} to {max(probs):.2f})")

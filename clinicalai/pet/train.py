@@ -366,6 +366,28 @@ def _predict(module, x: np.ndarray, device: str, batch: int = 8) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def fold_feature_reference(module, inputs: np.ndarray, train_rows: np.ndarray, held_rows: np.ndarray,
+                           fold: int) -> Dict[str, Any]:
+    """The ``ood`` block of fold ``fold``'s card (:mod:`clinicalai.models.ood`): the features of
+    its training inputs ``inputs[train_rows]`` (as preprocessed, not augmented), and the
+    threshold from the inputs it never trained on, ``inputs[held_rows]`` (its validation fold
+    and the test split)."""
+    import torch
+
+    from ..models.ood import feature_layers, fit_reference, network_features
+
+    module.eval()
+    layers = feature_layers(module)
+    device = next(module.parameters()).device
+
+    def features(rows):
+        return [network_features(module, torch.from_numpy(inputs[int(i):int(i) + 1]).to(device), layers) for i in rows]
+
+    return fit_reference(np.concatenate(features(train_rows)), features(held_rows), layers=layers,
+                         data=f"the {len(train_rows)} training inputs of fold {fold} (not augmented); threshold from "
+                              f"the {len(held_rows)} inputs it never trained on (its validation fold and the test split)")
+
+
 def flag_mislabelled(ids: Sequence[str], curves: np.ndarray, labels: np.ndarray) -> List[Dict[str, Any]]:
     """Cases whose training loss stays high over the last half of training.
 
@@ -429,6 +451,7 @@ def train_folds(
     curves = np.full((len(rows), cfg.epochs), np.nan)
     fold_info = []
     modules = []
+    references = []
     _seed_everything(cfg.seed)
     for f, (tr_local, va_local) in enumerate(folds):
         tr, va = data.train_idx[tr_local], data.train_idx[va_local]
@@ -436,13 +459,14 @@ def train_folds(
         best = _train_fold(model, f, tr, va, data, cfg, loss_fn, aug, curves, device, progress, cancel)
         model.load_state_dict(best[1])
         pv = _predict(model, inputs[va], device)
+        references.append(fold_feature_reference(model, inputs, tr, np.concatenate([va, data.test_idx]), f))
         oof[va] = pv
         fold_auc = binary_metrics(data.labels[va], pv)["auc"]
         fold_info.append({"fold": f, "train": len(tr), "validation": len(va), "best_epoch": best[2] + 1,
                           "validation_loss": round(best[0], 4), "validation_auc": _r(fold_auc)})
         modules.append(model.cpu())
     result = _evaluate_folds(modules, data, oof, curves, [r.id for r in rows])
-    paths = _write_package(Path(out_dir), overwrite, csv_path, cfg, arch_name, kwargs, modules, fold_info, result,
+    paths = _write_package(Path(out_dir), overwrite, csv_path, cfg, arch_name, kwargs, modules, references, fold_info, result,
                            rows, data, oof, curves, t0)
     report(progress, 1.0, "done")
     return TrainResult(paths, oof[data.train_idx], data.labels[data.train_idx], result["out_of_fold"],
@@ -557,7 +581,7 @@ def _fold_card(name: str, f: int, module, cfg: TrainConfig, arch_name: str, kwar
 
 
 def _write_package(out_dir: Path, overwrite: bool, csv_path, cfg: TrainConfig, arch_name: str,
-                   kwargs: Dict[str, Any], modules: Sequence[Any], fold_info: Sequence[Dict[str, Any]],
+                   kwargs: Dict[str, Any], modules: Sequence[Any], references: Sequence[Dict[str, Any]], fold_info: Sequence[Dict[str, Any]],
                    result: Dict[str, Any], rows: Sequence[PetRow], data: _FoldData, oof: np.ndarray,
                    curves: np.ndarray, t0: float) -> List[Path]:
     """The fold models with their cards and the CSV / JSON reports, written atomically into
@@ -567,7 +591,7 @@ def _write_package(out_dir: Path, overwrite: bool, csv_path, cfg: TrainConfig, a
     paths = []
     with atomic_output(out_dir, directory=True, overwrite=overwrite) as tmp:
         for f, m in enumerate(modules):
-            card = _fold_card(name, f, m, cfg, arch_name, kwargs, csv_path, fold_info, result)
+            card = {**_fold_card(name, f, m, cfg, arch_name, kwargs, csv_path, fold_info, result), "ood": references[f]}
             p = save_model(m, card, tmp / f"{name}-fold{f}.pt")
             paths.append(out_dir / p.name)
         _write_csv(tmp / "oof_predictions.csv", ["id", "label", "scanner", "probability"],

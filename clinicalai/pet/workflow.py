@@ -19,6 +19,7 @@ from ..attribution.methods import attribute_tensor
 from ..errors import ModelError
 from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model
 from ..models.fit import input_warnings
+from ..models.ood import card_reference, unlike_training
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .calibration import CAM_EVIDENCE_UNITS, UNCERTAIN_SPREAD, uncertainty
@@ -53,8 +54,9 @@ class PetResult:
         brain_mask: the brain mask on the input grid (given or computed).
         timings: seconds per step (``preprocess``, ``inference``, ``gradcam``, ``static``, ``total``).
         models: names of the fold models.
-        uncertain: the folds disagree (spread > ``calibration.UNCERTAIN_SPREAD``) or the
-            probability lies within ``calibration.UNCERTAIN_MARGIN`` of 0.5: read the label as
+        uncertain: the folds disagree (spread > ``calibration.UNCERTAIN_SPREAD``), the
+            probability lies within ``calibration.UNCERTAIN_MARGIN`` of 0.5, or the PET is unlike
+            the folds' training PETs (their cards' ``ood`` references): read the label as
             "undecided", whatever side of 0.5 it falls.
         uncertain_reasons: the sentences saying why (empty when not uncertain).
         temperature: the calibration temperature applied to the fold logits (1.0: none in the cards).
@@ -248,6 +250,7 @@ def predict_pet(
     probs = _fold_probabilities(models, per_model, progress, cancel)
     timings["inference"] = time.perf_counter() - t
     probability = float(np.mean(probs))
+    unlike = unlike_training_warning(models, per_model)
     classes = models[0].card.classes
     pos = _positive_index(models[0].card)
     label = classes[pos] if probability >= 0.5 else classes[1 - pos]
@@ -272,9 +275,10 @@ def predict_pet(
     timings["static"] = time.perf_counter() - t
     spread = float(max(probs) - min(probs))
     warnings.extend(_result_warnings(probs, spread, models, first))
+    warnings.extend([unlike] if unlike else [])
     timings["total"] = time.perf_counter() - t_all
     report(progress, 1.0, "done")
-    conv, unc = first.conversion, uncertainty(probability, probs)
+    conv, unc = first.conversion, uncertainty(probability, probs, unlike_training=[unlike] if unlike else [])
     return PetResult(
         probability=probability, label=label, fold_probabilities=[float(p) for p in probs], spread=spread,
         cam=cam_volume, cam_inside_brain_fraction=inside, warnings=warnings, static=static, suv=first.suv,
@@ -314,6 +318,27 @@ def _fold_probabilities(models: Sequence[LoadedModel], per_model: Sequence[PetPr
         probs.append(_probability(m.predict(pp.input[None]), m.card))
         report(progress, 0.1 + 0.3 * (i + 1) / len(models), f"fold model {i + 1}/{len(models)}")
     return probs
+
+
+def unlike_training_warning(models: Sequence[LoadedModel], per_model: Sequence[PetPreprocessed]) -> Optional[str]:
+    """One sentence when the PET lies beyond the ``ood`` threshold of most fold models that have
+    a reference (:mod:`clinicalai.models.ood`: a distance in each network's own features), else
+    ``None`` (also when no fold card has a reference, e.g. ONNX folds or older cards)."""
+    import torch
+
+    judged, flagged = 0, []
+    for m, pp in zip(models, per_model):
+        if m.module is None or card_reference(m.card) is None:
+            continue
+        judged += 1
+        device = next(m.module.parameters()).device
+        found = unlike_training(m.module, m.card, torch.from_numpy(np.ascontiguousarray(pp.input[None], np.float32)).to(device))
+        if found is not None:
+            flagged.append(found["distance"] / found["threshold"])
+    if not judged or 2 * len(flagged) <= judged:
+        return None
+    return (f"this PET is unlike the PETs the fold models were trained on ({len(flagged)} of {judged} folds: feature distance "
+            f"{min(flagged):.1f}-{max(flagged):.1f} x their thresholds): P(recurrence) may mean nothing for it")
 
 
 def _ensemble_cam(models: Sequence[LoadedModel], per_model: Sequence[PetPreprocessed], pos: int,

@@ -1,0 +1,110 @@
+"""The PET fold ensemble says when a PET is unlike its training PETs (a distance in each fold's
+own features, ``clinicalai.models.ood``; issue 19's "out-of-distribution honesty"): on the
+bundled folds with their cards' references, on a real T1 brain MR the project did not make,
+and in every card that ``train_folds`` writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("nilearn")
+
+from clinicalai.errors import ModelError  # noqa: E402
+from clinicalai.models import load_model  # noqa: E402
+from clinicalai.models.ood import THRESHOLD_MARGIN, feature_layers  # noqa: E402
+from clinicalai.networks.pet_cnns import CNN3D  # noqa: E402
+from clinicalai.pet.calibration import uncertainty  # noqa: E402
+from clinicalai.pet.workflow import bundled_pet_models, load_pet_models, predict_pet  # noqa: E402
+from clinicalai.phantoms.mni import mni_pet_case  # noqa: E402
+from clinicalai.volume import read_volume  # noqa: E402
+
+REAL_T1 = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+
+
+@pytest.fixture(scope="module")
+def folds():
+    return load_pet_models(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def heldout_case():
+    return mni_pet_case(1, recurrence=True)
+
+
+def _unlike(result) -> list:
+    return [r for r in result.uncertain_reasons if "unlike the PETs" in r]
+
+
+def test_bundled_cards_carry_a_reference_by_layer(folds):
+    for m in folds:
+        ood = m.card.extra_get("ood")
+        assert ood["layers"] == feature_layers(m.module) == ["features.0.0", "features.2.0"]
+        assert len(ood["location"]) == 2 * (16 + 32)  # mean and max of each channel of both convolutions
+        assert ood["threshold"] == pytest.approx(THRESHOLD_MARGIN * ood["validation"]["max"])
+
+
+def test_heldout_pets_pass_and_noise_or_an_mr_is_flagged(folds, heldout_case):
+    # a held-out template PET (a generator no fold trained on) is not flagged, at any activity
+    # scale (the input is min-max normalised, so the scale changes nothing the folds see)
+    res = predict_pet(heldout_case.image, folds, brain_mask=heldout_case.brain_mask)
+    assert not _unlike(res) and res.uncertain_reasons == uncertainty(res.probability, res.fold_probabilities).reasons
+    scaled = predict_pet(heldout_case.image.with_array(heldout_case.image.array / 1000.0), folds,
+                         brain_mask=heldout_case.brain_mask)
+    assert not _unlike(scaled) and scaled.probability == pytest.approx(res.probability, abs=1e-4)
+
+    # a cube of noise: the folds call it "recurrence" with confidence, and now say it means nothing
+    image = heldout_case.image
+    noise = image.with_array((np.abs(np.random.default_rng(0).normal(size=image.shape))
+                              * float(np.percentile(image.array, 99))).astype(np.float32))
+    flagged = predict_pet(noise, folds)
+    [reason] = _unlike(flagged)
+    assert flagged.uncertain and "3 of 3 folds" in reason and reason in flagged.warnings
+    assert flagged.to_dict()["uncertain_reasons"] == flagged.uncertain_reasons
+
+    # a real T1 brain MR (not a file this project made) given as an SUV image
+    t1 = read_volume(REAL_T1)
+    mr = predict_pet(t1.with_array(np.clip(t1.array, 0, None).astype(np.float32)), folds, units="suv")
+    assert _unlike(mr) and mr.uncertain
+
+
+def test_train_folds_writes_a_reference_into_every_card(trained):
+    result, _ = trained
+    for path in result.model_paths:
+        m = load_model(path, device="cpu")
+        ood = json.loads(path.with_suffix(".json").read_text())["ood"]
+        # the narrow test network: four convolutions of 8-16 channels, all within the budget
+        assert ood["layers"] == ["features.0.0", "features.2.0", "features.4.0", "features.6.0"] == feature_layers(m.module)
+        assert len(ood["location"]) == 2 * (8 + 16 + 16 + 16)
+        assert ood["validation"]["inputs"] + ood["training"]["items"] == 36  # every case: trained on or held
+        assert ood["threshold"] == pytest.approx(THRESHOLD_MARGIN * ood["validation"]["max"])
+        assert 0 < ood["validation"]["min"] <= ood["validation"]["max"]
+
+
+def test_feature_layers_keep_the_last_convolutions_within_the_budget():
+    net = CNN3D(in_channels=1, num_classes=1, channels=[8, 16, 32, 64], hidden=8)
+    names = [n for n, mod in net.named_modules() if isinstance(mod, torch.nn.Conv3d)]
+    assert feature_layers(net, budget=128) == names          # 8 + 16 + 32 + 64 = 120
+    assert feature_layers(net, budget=112) == names[1:]      # 16 + 32 + 64
+    assert feature_layers(net, budget=100) == names[2:]      # 32 + 64
+    assert feature_layers(net, budget=10) == names[3:]       # at least the last one
+    with pytest.raises(ModelError, match="convolutions"):
+        feature_layers(torch.nn.Sequential(torch.nn.Linear(2, 1)))
+
+
+def test_a_reference_naming_a_missing_layer_is_one_clear_error(tmp_path, heldout_case):
+    paths = []
+    for pt in bundled_pet_models():
+        shutil.copy(pt, tmp_path / pt.name)
+        card = json.loads(pt.with_suffix(".json").read_text())
+        card["ood"]["layers"] = ["features.9"]
+        (tmp_path / pt.with_suffix(".json").name).write_text(json.dumps(card))
+        paths.append(tmp_path / pt.name)
+    with pytest.raises(ModelError, match="no layer features.9"):
+        predict_pet(heldout_case.image, load_pet_models(paths, device="cpu"), brain_mask=heldout_case.brain_mask)

@@ -1,0 +1,183 @@
+"""Is this input like the ones a network was trained on? A distance in the network's own features.
+
+A classifier answers with confidence on anything: the bundled lesion classifier gives a real,
+healthy T1 brain P(lesion) 0.997 on some slice, and the PET fold ensemble gives a cube of noise
+P(recurrence) 0.99. This module measures how far an input lies from the training inputs in
+the network's feature space, the standard feature-space detector of Lee et al. (NeurIPS 2018):
+Mahalanobis distance under a Ledoit-Wolf covariance of the training features (scikit-learn).
+Two kinds of features, named by the reference itself:
+
+- ``layers`` empty (the lesion classifier's cards): the input of the network's last
+  ``Linear`` layer, its pooled features;
+- ``layers`` named (the PET folds): per-channel mean and maximum of those layers' outputs, one
+  statistic per channel and layer (Lee et al. pool each layer the same way). A global-max-pooled
+  head maps noise and a hot lesion alike; the mean activation of each block does not.
+
+Each input item of a batch ``(N, C, ...)`` gives one feature vector; an input's distance is
+the median over its items (the slices of a slice classifier; one item for a 3D network).
+A card's ``ood`` block holds the reference (mean, precision, layers) and the threshold: a
+margin over the largest distance of validation inputs that no training step saw.
+
+torch and scikit-learn are imported inside the functions (numpy only at import).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+
+#: the threshold is this many times the largest distance of a validation input
+THRESHOLD_MARGIN = 1.2
+#: what the features of a reference without ``layers`` are, in words (the card says it too)
+LAST_LINEAR_FEATURES = "input of the network's last Linear layer (pooled features)"
+#: :func:`feature_layers` keeps the last convolutions whose channels add up to at most this
+#: (two statistics per channel; the card stores a square precision matrix of that size)
+LAYER_CHANNEL_BUDGET = 128
+
+
+def feature_layers(module: Any, budget: int = LAYER_CHANNEL_BUDGET) -> List[str]:
+    """Names of the network's last convolutions whose output channels add up to at most
+    ``budget`` (at least one): the layers whose statistics a reference of that network uses."""
+    import torch.nn as nn
+
+    convs = [(name, m.out_channels) for name, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
+    if not convs:
+        raise ModelError("a feature-space reference by layers needs a network with convolutions")
+    chosen, total = [], 0
+    for name, channels in reversed(convs):
+        if chosen and total + channels > budget:
+            break
+        chosen.insert(0, name)
+        total += channels
+    return chosen
+
+
+def layer_description(layers: Sequence[str]) -> str:
+    return "per-channel mean and maximum of the outputs of " + ", ".join(layers)
+
+
+def _last_linear(module: Any) -> Any:
+    import torch.nn as nn
+
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ModelError("a feature-space distance needs a network that ends in a Linear layer")
+    return linears[-1]
+
+
+def network_features(module: Any, tensor: Any, layers: Sequence[str] = ()) -> np.ndarray:
+    """``(items, features)`` of a prepared input ``(N, C, ...)``: the last Linear layer's input
+    (``layers`` empty) or the per-channel mean and maximum of each named layer's output. Items
+    whose input is all zero (slices outside the head) are left out unless all are."""
+    import torch
+
+    named = dict(module.named_modules())
+    missing = [name for name in layers if name not in named]
+    if missing:
+        raise ModelError(f"the network has no layer {', '.join(missing)} (the card's ood reference names it)")
+    captured: Dict[str, Any] = {}
+    if layers:
+        def keep(name):
+            return lambda m, inputs, output: captured.__setitem__(name, output)
+        handles = [named[name].register_forward_hook(keep(name)) for name in layers]
+    else:
+        handles = [_last_linear(module).register_forward_pre_hook(lambda m, inputs: captured.__setitem__("x", inputs[0]))]
+    try:
+        with torch.no_grad():
+            module(tensor)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if layers:
+        parts = []
+        for name in layers:
+            out = captured[name].detach().flatten(2)  # (N, channels, positions)
+            parts += [out.mean(2), out.amax(2)]
+        features = torch.cat(parts, 1)
+    else:
+        features = captured["x"].flatten(1)
+    features = features.detach().cpu().numpy().astype(np.float64)
+    content = tensor.detach().abs().flatten(1).amax(1).cpu().numpy() > 0
+    return features[content] if content.any() else features
+
+
+def median_distance(features: np.ndarray, location: np.ndarray, precision: np.ndarray) -> float:
+    """Median Mahalanobis distance of the rows of ``features`` to ``location``."""
+    centred = features - location
+    per_item = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, precision, centred), 0.0))
+    return float(np.median(per_item))
+
+
+def fit_reference(train: np.ndarray, validation: Sequence[np.ndarray], layers: Sequence[str] = (),
+                  data: str = "", features: str = "") -> Dict[str, Any]:
+    """A card's ``ood`` block from the training features ``(items, features)`` and each
+    validation input's features: the mean and Ledoit-Wolf precision of the training items, the
+    validation inputs' distances and the threshold (:data:`THRESHOLD_MARGIN` x their largest)."""
+    from sklearn.covariance import LedoitWolf
+
+    if not validation:
+        raise ValueError("a feature-space reference needs validation inputs to set its threshold")
+    fit = LedoitWolf().fit(train)
+    location, precision = fit.location_, fit.precision_
+    val = [median_distance(v, location, precision) for v in validation]
+    reference = {
+        "kind": "mahalanobis",
+        "features": features or (layer_description(layers) if layers else LAST_LINEAR_FEATURES),
+        "location": [float(x) for x in location],
+        "precision": [[float(x) for x in row] for row in precision],
+        "threshold": float(THRESHOLD_MARGIN * max(val)),
+        "training": {"items": int(train.shape[0]), "data": data},
+        "validation": {"inputs": len(val), "min": float(min(val)), "median": float(np.median(val)), "max": float(max(val))},
+    }
+    if layers:
+        reference["layers"] = list(layers)
+    return reference
+
+
+def card_reference(card: Any) -> Optional[Dict[str, Any]]:
+    """The card's ``ood`` block (a card object or a card dict), ``None`` without one."""
+    if card is None:
+        return None
+    reference = card.get("ood") if isinstance(card, dict) else (card.extra_get("ood") if hasattr(card, "extra_get") else None)
+    return reference or None
+
+
+def reference_distance(module: Any, tensor: Any, reference: Dict[str, Any]) -> float:
+    """Distance of a prepared input to a card's reference (median over its items)."""
+    try:
+        location = np.asarray(reference["location"], dtype=np.float64)
+        precision = np.asarray(reference["precision"], dtype=np.float64)
+        layers = [str(name) for name in reference.get("layers") or ()]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"the card's ood reference is malformed ({exc})") from None
+    features = network_features(module, tensor.detach(), layers)
+    if precision.shape != (location.size, location.size) or features.shape[1] != location.size:
+        raise ModelError(f"the card's ood reference has {location.size} features, the network {features.shape[1]}")
+    return median_distance(features, location, precision)
+
+
+def unlike_training(module: Any, card: Any, tensor: Any) -> Optional[Dict[str, float]]:
+    """``{"distance", "threshold", "min", "max"}`` when the prepared input lies beyond the card's
+    ``ood`` threshold (``min`` / ``max``: its validation inputs' range), else ``None`` (also for
+    a card without a reference or no network module)."""
+    reference = card_reference(card)
+    if not reference or module is None:
+        return None
+    distance = reference_distance(module, tensor, reference)
+    try:
+        threshold = float(reference["threshold"])
+        seen = reference.get("validation") or {}
+        span = {k: float(seen[k]) for k in ("min", "max") if k in seen}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"the card's ood reference is malformed ({exc})") from None
+    if distance <= threshold:
+        return None
+    return {"distance": distance, "threshold": threshold, **span}
+
+
+def seen_span(found: Dict[str, float]) -> str:
+    """``"2.5-4.8"``: the validation inputs' range of a :func:`unlike_training` result."""
+    return f"{found['min']:.1f}-{found['max']:.1f}" if {"min", "max"} <= set(found) else "below it"
