@@ -350,3 +350,30 @@ def test_a_near_tie_goes_to_the_candidate_closest_to_the_raw_mask():
     assert ranking[0].score >= best - NEAR_TIE and ranking[0].agreement == max(c.agreement for c in near)
     with_probs = candidates_for_slice(raw, {"truth": truth}, V, Evidence((1, 2, 3), _probabilities(truth), raw))
     assert with_probs[0].score == max(c.score for c in with_probs if c.validity.valid)
+
+
+def test_the_image_term_carries_the_refinement_s_outline_prior():
+    """The image term is what :func:`image_refined` maximises: the log-likelihood minus
+    ``ICM_BETA`` per pair of unlike 8-neighbours. A redraw fitted pixel by pixel to a noisy
+    image (no smoothness: every pixel takes its likeliest label) explains the image better than
+    the true outline, by the noise it follows; with the outline prior the truth scores higher."""
+    from clinicalai.segcorrect.candidates import (ICM_BETA, IMAGE_WEIGHT, IntensityModel, SliceContext, image_refined,
+                                                  unlike_neighbour_pairs)
+
+    assert unlike_neighbour_pairs(np.array([[1, 1], [1, 2]])) == 3  # right, below, diagonal of the 2
+    assert unlike_neighbour_pairs(np.zeros((5, 5), int)) == 0
+    truth = _heart()
+    image = (np.array([350.0, 700.0, 250.0, 700.0])[truth]
+             + np.random.default_rng(3).normal(0, 90, truth.shape)).astype(np.float32)  # muscle and background overlap
+    model = IntensityModel.fit(image[None], truth[None], (1, 2, 3))
+    fitted = image_refined(truth, image, model, beta=0.0, iterations=1)
+    assert unlike_neighbour_pairs(fitted) > 1.5 * unlike_neighbour_pairs(truth)  # a ragged outline
+    evidence = Evidence((1, 2, 3), None, truth, SliceContext(image, model))
+    region = np.ones(truth.shape, bool)
+    heart = np.count_nonzero(truth)
+
+    def likelihood_only(labels):
+        return evidence.support(labels, region) + IMAGE_WEIGHT * ICM_BETA * unlike_neighbour_pairs(labels) / heart
+
+    assert likelihood_only(fitted) > likelihood_only(truth)
+    assert evidence.support(truth, region) > evidence.support(fitted, region)
