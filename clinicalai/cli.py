@@ -204,6 +204,25 @@ def add_common_model_args(parser: argparse.ArgumentParser, multiple: bool = Fals
     add_device_arg(parser)
 
 
+def add_input_choice(parser: argparse.ArgumentParser) -> None:
+    """``--frame K`` and ``--series-uid UID``: which 3D volume of a 4D NIfTI or of a DICOM
+    folder holding several series the command reads (:func:`read_chosen_input`)."""
+    parser.add_argument("--frame", type=int, metavar="K",
+                        help="the time point (from 0) of a 4D NIfTI (cine MRI, fMRI, dynamic series)")
+    parser.add_argument("--series-uid", metavar="UID", help="which series of a DICOM folder that holds several")
+
+
+def read_chosen_input(path: "str | os.PathLike[str]", args: argparse.Namespace):
+    """:func:`clinicalai.volume.read_volume` of the volume ``args`` chose (:func:`add_input_choice`)."""
+    from .errors import InputError
+    from .volume import read_volume
+
+    frame = getattr(args, "frame", None)
+    if frame is not None and frame < 0:
+        raise InputError("--frame counts from 0")
+    return read_volume(path, series_uid=getattr(args, "series_uid", None), frame=frame)
+
+
 def add_threads_arg(parser: argparse.ArgumentParser) -> None:
     """``--threads`` of a training command whose torch work runs in this process
     (:func:`apply_threads`)."""

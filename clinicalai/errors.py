@@ -17,6 +17,16 @@ class InputError(ClinicalAIError):
     """An image, mask or table the user gave cannot be used."""
 
 
+class TimeSeriesError(InputError):
+    """A 4D image (time points: cine, fMRI, dynamic series) where one 3D volume is read.
+    ``time_points``: how many, so that a front end can offer them (``--frame K``, the browser's
+    time-point chooser)."""
+
+    def __init__(self, message: str, time_points: int) -> None:
+        super().__init__(message)
+        self.time_points = int(time_points)
+
+
 class FitNotConfirmed(InputError):
     """The input is far from what the chosen model was made for (a brain MR given to the
     cardiac segmenter, a mask given to the PET ensemble), and the user has not said to run

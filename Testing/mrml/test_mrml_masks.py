@@ -273,3 +273,31 @@ def test_a_dicom_seg_of_some_slices_opens_as_a_segmentation_of_its_series(ctx, t
     np.testing.assert_array_equal(back.array, labels)
     with pytest.raises(InputError, match="opens as a segmentation"):
         open_file_as(ctx, seg_path, OPEN_AS_IMAGE, current=image.node)
+
+
+def test_a_time_point_of_a_4d_file_opens_as_an_image_on_that_frame_s_grid(ctx, tmp_path):
+    """A cine stored as one 4D NIfTI (ACDC's ``_4d.nii.gz``): Slicer's reader would take one
+    frame of its own choosing; ``frame`` opens the one asked for, on its oblique geometry, and a
+    mask of that grid attaches to it. Without a frame it is refused, naming the time points."""
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", [15.0, -25.0, 40.0], degrees=True).as_matrix() @ np.diag([1.4, 1.4, 8.0])
+    affine[:3, 3] = (-30.0, 12.0, 55.0)
+    frames = np.random.default_rng(4).normal(100, 20, (12, 10, 5, 3)).astype(np.float32)
+    frames[..., 2] += 500.0  # the last time point is the bright one
+    nib.save(nib.Nifti1Image(frames, affine), tmp_path / "cine_4d.nii.gz")
+    nib.save(nib.Nifti1Image(frames[..., 2], affine), tmp_path / "frame2.nii.gz")
+    before = ctx.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="4D image with 3 time points"):
+        open_file_as(ctx, tmp_path / "cine_4d.nii.gz")
+    assert ctx.scene.GetNumberOfNodes() == before
+    opened = open_file_as(ctx, tmp_path / "cine_4d.nii.gz", frame=2)
+    assert opened.kind == OPEN_AS_IMAGE and opened.node.GetName() == "cine_4d_frame2"
+    shown, alone = node_to_volume(opened.node), Volume.from_sitk(__import__("SimpleITK").ReadImage(str(tmp_path / "frame2.nii.gz")))
+    assert shown.same_grid(alone) and np.allclose(shown.array, alone.array) and shown.array.mean() > 500
+    mask = alone.with_array((alone.array > 600).astype(np.uint8))
+    write_volume(mask, tmp_path / "mask.nii.gz")
+    attached = open_file_as(ctx, tmp_path / "mask.nii.gz", OPEN_AS_LABELMAP, current=opened.node)
+    assert attached.image is opened.node

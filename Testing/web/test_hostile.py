@@ -258,3 +258,22 @@ def test_websocket_messages_are_bounded_after_the_handshake():
         assert unchunker.process_chunk(_encode_header(10 + k, 0, 1000) + b"x") is None
     with pytest.raises(ValueError, match="unfinished messages"):
         unchunker.process_chunk(_encode_header(99, 0, 1000) + b"x")
+
+
+def test_a_4d_file_is_refused_with_its_time_points_and_a_chosen_one_passes(tmp_path):
+    """The probe names a 4D file's time points (the page offers them); the time point chosen
+    is read by the engine's reader alone (no Slicer reader picks a frame); a frame number the
+    file does not hold, or a frame of a non-volume, is refused."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4, 5), np.float32), np.diag([2.0, 2.0, 6.0, 1.0])), tmp_path / "cine.nii.gz")
+    prober = FileProber(timeout_s=60)
+    with pytest.raises(ProbeRefused, match="4D image with 5 time points") as info:
+        prober.check(tmp_path / "cine.nii.gz", "volume", "uploads/cine.nii.gz")
+    assert info.value.frames == 5 and not info.value.series
+    prober.check(tmp_path / "cine.nii.gz", "volume", frame=4)
+    with pytest.raises(ProbeRefused, match="no frame 5") as info:
+        prober.check(tmp_path / "cine.nii.gz", "volume", frame=5)
+    assert info.value.frames == 0
+    with pytest.raises(ValueError):
+        prober.check(tmp_path / "cine.nii.gz", "segmentation", frame=0)

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from ..batch.parallel import add_evaluate_cluster_args, case_mapper
-from ..cli import add_common_model_args, add_threads_arg, apply_threads
+from ..cli import add_common_model_args, add_input_choice, add_threads_arg, apply_threads, read_chosen_input
 from ..errors import InputError, argument_errors_as_input_errors
 from ..outputs import write_json
 from ..progress import ConsoleProgress, print_warnings
@@ -29,6 +29,7 @@ def register(commands) -> None:
         "explain", help="attribution map of a classifier on an image (gradient, IG, Grad-CAM, occlusion, ...)",
         description="Explain a classifier's decision on an image; the map is written on the image's grid.")
     p.add_argument("image", metavar="IMAGE", help="image (NIfTI, NRRD or DICOM folder)")
+    add_input_choice(p)
     add_common_model_args(p)
     p.add_argument("--method", required=True, choices=list(METHODS), help="attribution method")
     p.add_argument("--target", default=None, help="class index or name to explain (default: the predicted class)")
@@ -137,7 +138,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.blur_sigma is not None and not blur_possible:
         raise InputError("--blur-sigma is the width of the blur baseline: it needs --baseline blur "
                          "(integrated-gradients or occlusion)")
-    image = read_volume(args.image)
+    image = read_chosen_input(args.image, args)
     lesion = read_volume(args.lesion) if args.lesion else None
     brain = read_volume(args.brain_mask) if args.brain_mask else None
     for what, v in (("lesion mask", lesion), ("brain mask", brain)):

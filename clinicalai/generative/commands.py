@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import add_common_model_args, add_threads_arg, apply_threads
+from ..cli import add_common_model_args, add_input_choice, add_threads_arg, apply_threads, read_chosen_input
 from ..errors import InputError
 from ..models.device import add_device_arg
 from ..outputs import add_overwrite_arg, atomic_output, check_output_folder, write_json
@@ -97,6 +97,7 @@ def _register_train(commands) -> None:
 def _register_anomaly(commands) -> None:
     a = commands.top.add_parser("anomaly", help="anomaly map of a volume under a generative model of healthy anatomy")
     a.add_argument("image", type=Path)
+    add_input_choice(a)
     add_common_model_args(a)
     a.add_argument("-o", "--output", type=Path, required=True, metavar="MAP", help="anomaly map (NIfTI/NRRD)")
     a.add_argument("--lesion", type=Path, help="lesion mask to score the map against")
@@ -199,7 +200,7 @@ def _anomaly(args) -> int:
     from ..volume import read_volume, write_volume
     from .anomaly import anomaly
 
-    image = read_volume(args.image)
+    image = read_chosen_input(args.image, args)
     lesion = read_volume(args.lesion) if args.lesion else None
     mask = read_volume(args.brain_mask) if args.brain_mask else None
     from .anomaly import resolve_anomaly_model

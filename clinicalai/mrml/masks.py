@@ -342,14 +342,15 @@ class OpenedFile:
 
 
 def open_file_as(context: Any, path: "str | Path", choice: str = "", current: Any = None, name: Optional[str] = None,
-                 shown: Optional[str] = None, series_uid: Optional[str] = None) -> OpenedFile:
+                 shown: Optional[str] = None, series_uid: Optional[str] = None, frame: Optional[int] = None) -> OpenedFile:
     """Open a NIfTI / NRRD / ``.seg.nrrd`` / DICOM SEG file or a DICOM series folder as the user's ``choice``
     (one of :data:`OPEN_AS_KINDS`, "" = :func:`guess_open_as`). A mask is attached to the open
     image whose grid it shares (``current``, the image on show, first) and never becomes an
     image; one on no open image's grid is opened anyway and the message says so. Nothing is
     added to the scene when it fails. ``name``: the new node's (default the file's stem);
     ``shown``: the file as the message names it (default its name; a browser's relative path);
-    ``series_uid``: which series of a DICOM folder that holds several.
+    ``series_uid``: which series of a DICOM folder that holds several; ``frame``: which time
+    point (from 0) of a 4D NIfTI (its node is named ``<stem>_frame<K>``).
 
     Raises:
         InputError: unreadable file, a choice the file cannot be (fractional values as a mask).
@@ -361,7 +362,10 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     series, seg_file = p.is_dir(), p.name.lower().endswith(".seg.nrrd")
     dicom_seg = not series and is_dicom_seg_file(p)
     stem = name or (p.name if series else p.name[: -len(".seg.nrrd")] if seg_file else p.name.split(".")[0])
-    volume = read_volume(p, series_uid=series_uid if series else None)  # dtype, values and grid: what the guess needs
+    # dtype, values and grid: what the guess needs
+    volume = read_volume(p, series_uid=series_uid if series else None, frame=frame)
+    if frame is not None and not name:
+        stem = f"{stem}_frame{int(frame)}"
     description = str((volume.metadata.get("dicom") or {}).get("SeriesDescription") or "").strip()
     if series and series_uid and description and not name:  # one of a folder's series: say which
         stem = f"{p.name}_{'_'.join(description.split())}"
@@ -375,7 +379,9 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     shown = shown or p.name
     with scene_transaction(context.scene):
         if kind == OPEN_AS_IMAGE:
-            node = add_volume_node(context.scene, volume, stem) if series else load_volume_file(context, str(p), name=stem)
+            # a series and a time point are nodes of the engine's volume: no Slicer reader picks either
+            built = series or frame is not None
+            node = add_volume_node(context.scene, volume, stem) if built else load_volume_file(context, str(p), name=stem)
             return OpenedFile(node, kind, None, f"opened {shown} as an image ({how})")
         image = matches[0] if matches else None
         if seg_file:

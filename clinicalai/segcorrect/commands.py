@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..batch.parallel import add_evaluate_cluster_args, case_mapper
+from ..cli import add_input_choice, read_chosen_input
 from ..errors import InputError
 from ..models import BUNDLED_MODELS_DIR, check_model_output, load_model
 from ..models.device import add_device_arg
@@ -124,7 +125,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         _check_output(args.raw_output, "raw")
     if args.confidence_threshold is not None and not 0 <= args.confidence_threshold <= 1:
         raise InputError("--confidence-threshold must be between 0 and 1")
-    image = read_volume(args.image)
+    image = read_chosen_input(args.image, args)
     dicom_series = _dicom_series_for([args.output, args.raw_output], image)
     segmenter = _load(args.model, DEFAULT_SEGMENTER, args.device)
     corrector = None if args.no_correct else _load(args.corrector, DEFAULT_CORRECTOR, args.device)
@@ -321,6 +322,7 @@ def _add_segment(top) -> None:
         description="Segment IMAGE with a 2D segmenter and correct each slice with an NVAE where the raw "
         "slice is anatomically invalid and the correction is valid. Writes the final mask on the input grid.")
     p.add_argument("image", metavar="IMAGE", help="NIfTI, NRRD or DICOM folder (short-axis stack)")
+    add_input_choice(p)
     p.add_argument("-o", "--output", required=True, metavar="MASK", help="mask to write (.nii.gz, .nrrd, .seg.nrrd; .dcm: a DICOM SEG of a DICOM series input)")
     p.add_argument("--model", metavar="M", help="segmenter: file, bundle folder or model name (default: bundled cardiac-unet)")
     grp = p.add_mutually_exclusive_group()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..progress import print_warnings
-from .io import read_volume, write_volume
+from ..cli import add_input_choice, read_chosen_input
+from .io import write_volume
 
 #: output endings ``convert`` writes (a name without an ending is a DICOM series folder)
 OUTPUT_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".seg.nrrd")
@@ -25,9 +26,7 @@ def _run_convert(args: argparse.Namespace) -> int:
                          "an ending); a DICOM SEG is written by segment / correct -o MASK.dcm")
     if "." in name and not name.endswith(OUTPUT_SUFFIXES):
         raise InputError(f"{out.name}: the output must end in {', '.join(OUTPUT_SUFFIXES)}, or have no ending (a DICOM series folder)")
-    if args.frame is not None and args.frame < 0:
-        raise InputError("--frame counts from 0")
-    volume = read_volume(args.input, series_uid=args.series_uid, frame=args.frame)
+    volume = read_chosen_input(args.input, args)
     segments = volume.metadata.get("segments") if name.endswith(".seg.nrrd") else None
     write_volume(volume, out, segments=segments)
     spacing = " x ".join(f"{s:g}" for s in volume.spacing)
@@ -45,6 +44,5 @@ def register(commands) -> None:
         "without an ending).")
     p.add_argument("input", metavar="INPUT", help="a NIfTI / NRRD file, a DICOM folder or file, a DICOM SEG")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the file (or DICOM folder) to write")
-    p.add_argument("--frame", type=int, metavar="K", help="the time point (from 0) of a 4D NIfTI (fMRI, dynamic PET)")
-    p.add_argument("--series-uid", metavar="UID", help="which series of a DICOM folder that holds several")
+    add_input_choice(p)
     p.set_defaults(func=_run_convert)

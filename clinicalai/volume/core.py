@@ -19,16 +19,17 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, TimeSeriesError
 
 Vec3 = Tuple[float, float, float]
 
 
-def time_series_error(time_points: int) -> InputError:
+def time_series_error(time_points: int) -> TimeSeriesError:
     """The one refusal of a 4D file (fMRI, dynamic PET, cine), whichever reader found it."""
-    return InputError(
-        f"this is a 4D image with {time_points} time points; extract one 3D frame first "
-        f"(clinicalai convert FILE -o frame.nii.gz --frame K, K from 0 to {time_points - 1})"
+    return TimeSeriesError(
+        f"this is a 4D image with {time_points} time points; choose one with --frame K (K from 0 to "
+        f"{time_points - 1}; segment, explain, anomaly, convert) or extract it first "
+        f"(clinicalai convert FILE -o frame.nii.gz --frame K)", time_points
     )
 
 

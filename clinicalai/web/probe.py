@@ -9,9 +9,10 @@ Slicer loader the server will use. Only a file that passed both is loaded in the
 that failed stays refused with its message (results are kept by file identity, so a refused
 file is not retried on every click).
 
-Run as ``python -m clinicalai.web.probe KIND PATH [SERIES_UID]`` (KIND: volume, segmentation,
-dicom, dicom-seg), it prints one JSON line: ``{"ok": true}`` or ``{"error": "one sentence"}``
-(for a DICOM folder of several series and none chosen, with ``"series"``: the ones to offer).
+Run as ``python -m clinicalai.web.probe KIND PATH [SERIES_UID | --frame K]`` (KIND: volume,
+segmentation, dicom, dicom-seg), it prints one JSON line: ``{"ok": true}`` or ``{"error": "one
+sentence"}`` (for a DICOM folder of several series and none chosen, with ``"series"``: the ones to
+offer; for a 4D NIfTI and no frame chosen, with ``"frames"``: how many time points it holds).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from ..errors import ClinicalAIError, InputError
+from ..errors import ClinicalAIError, InputError, TimeSeriesError
 
 KINDS = ("volume", "segmentation", "dicom", "dicom-seg")
 #: seconds a probe may take (a large DICOM series is read in a few seconds)
@@ -33,16 +34,20 @@ DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_GB = 16.0
 #: at most this many series of one folder are offered (a PACS study export holds a few tens)
 MAX_SERIES = 200
+#: at most this many time points of a 4D file are offered (a cine holds 20-50, an fMRI hundreds)
+MAX_FRAMES = 2000
 
 
 class ProbeRefused(InputError):
     """The file failed the probe: the engine's reader or Slicer's refused it, or crashed.
     ``series``: for a DICOM folder that holds several series (none chosen), each one's
-    ``uid``, ``description``, ``modality`` and ``files``, so the page can offer a choice."""
+    ``uid``, ``description``, ``modality`` and ``files``, so the page can offer a choice;
+    ``frames``: for a 4D NIfTI (no time point chosen), how many it holds (else 0)."""
 
-    def __init__(self, message: str, series: Optional[list] = None) -> None:
+    def __init__(self, message: str, series: Optional[list] = None, frames: int = 0) -> None:
         super().__init__(message)
         self.series = list(series or [])
+        self.frames = int(frames)
 
 
 def _signature(path: Path) -> Tuple:
@@ -64,31 +69,35 @@ class FileProber:
         self._verdicts: Dict[Tuple, Optional[str]] = {}
         self._lock = threading.Lock()
 
-    def check(self, path: Path, kind: str, shown_name: str = "", series_uid: Optional[str] = None) -> None:
+    def check(self, path: Path, kind: str, shown_name: str = "", series_uid: Optional[str] = None,
+              frame: Optional[int] = None) -> None:
         """Raise :class:`ProbeRefused` (one sentence) unless ``path`` loads cleanly as ``kind``
-        (a DICOM folder: its series ``series_uid``, or its only one). Blocking (seconds): call
-        it from a worker thread."""
+        (a DICOM folder: its series ``series_uid``, or its only one; a 4D NIfTI: its time point
+        ``frame``). Blocking (seconds): call it from a worker thread."""
         if kind not in KINDS:
             raise ValueError(f"unknown probe kind {kind!r}")
-        key = (kind, series_uid) + _signature(path)
+        if frame is not None and (kind != "volume" or int(frame) < 0):
+            raise ValueError(f"a time point is chosen in a volume file only, from 0 (got {kind!r}, {frame!r})")
+        key = (kind, series_uid, frame) + _signature(path)
         with self._lock:
             known = key in self._verdicts
-            verdict, series = self._verdicts.get(key, (None, []))
+            verdict, series, frames = self._verdicts.get(key, (None, [], 0))
         if not known:
-            verdict, series = self._run(path, kind, series_uid)
+            verdict, series, frames = self._run(path, kind, series_uid, frame)
             with self._lock:
-                self._verdicts[key] = (verdict, series)
+                self._verdicts[key] = (verdict, series, frames)
         if verdict is not None:
             shown = shown_name or path.name
             if verdict.startswith(f"{path.name}: "):  # the engine's messages name the file already
-                raise ProbeRefused(f"{shown}: {verdict[len(path.name) + 2:]}", series)
+                raise ProbeRefused(f"{shown}: {verdict[len(path.name) + 2:]}", series, frames)
             if verdict.startswith(f"{path.name} "):
-                raise ProbeRefused(f"{shown}{verdict[len(path.name):]}", series)
-            raise ProbeRefused(f"{shown}: {verdict}", series)
+                raise ProbeRefused(f"{shown}{verdict[len(path.name):]}", series, frames)
+            raise ProbeRefused(f"{shown}: {verdict}", series, frames)
 
-    def _run(self, path: Path, kind: str, series_uid: Optional[str] = None) -> Tuple[Optional[str], list]:
-        """``(None, [])`` when the child loaded the file, else ``(why not, the folder's series
-        when it holds several)``."""
+    def _run(self, path: Path, kind: str, series_uid: Optional[str] = None,
+             frame: Optional[int] = None) -> Tuple[Optional[str], list, int]:
+        """``(None, [], 0)`` when the child loaded the file, else ``(why not, the folder's series
+        when it holds several, the file's time points when it is 4D and none was chosen)``."""
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", "1")
         limit = self.memory_bytes
@@ -100,22 +109,23 @@ class FileProber:
 
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "clinicalai.web.probe", kind, str(path)] + ([series_uid] if series_uid else []),
+                [sys.executable, "-m", "clinicalai.web.probe", kind, str(path)] + ([series_uid] if series_uid else [])
+                + (["--frame", str(int(frame))] if frame is not None else []),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 timeout=self.timeout_s, env=env, preexec_fn=limit_memory if os.name == "posix" else None,
             )
         except subprocess.TimeoutExpired:
-            return f"reading it took longer than {self.timeout_s:g} s; it was not opened", []
+            return f"reading it took longer than {self.timeout_s:g} s; it was not opened", [], 0
         lines = [ln for ln in done.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
         if done.returncode == 0 and lines:
             answer = json.loads(lines[-1])
-            return (None, []) if answer.get("ok") else (str(answer.get("error") or "cannot be read"), [])
+            return (None, [], 0) if answer.get("ok") else (str(answer.get("error") or "cannot be read"), [], 0)
         if lines:
             answer = json.loads(lines[-1])
             if answer.get("error"):
-                return str(answer["error"]), _checked_series(answer.get("series"))
+                return str(answer["error"]), _checked_series(answer.get("series")), _checked_frames(answer.get("frames"))
         how = f"signal {-done.returncode}" if done.returncode < 0 else f"exit status {done.returncode}"
-        return f"the image reader crashed on it ({how}): the file is malformed and was not opened", []
+        return f"the image reader crashed on it ({how}): the file is malformed and was not opened", [], 0
 
 
 def _checked_series(series: object) -> list:
@@ -130,16 +140,22 @@ def _checked_series(series: object) -> list:
     return out
 
 
-def _probe(kind: str, path: Path, series_uid: Optional[str] = None) -> None:
+def _checked_frames(frames: object) -> int:
+    """The time-point count a child printed (0 when absent or not a plausible count)."""
+    return frames if isinstance(frames, int) and not isinstance(frames, bool) and 1 < frames <= MAX_FRAMES else 0
+
+
+def _probe(kind: str, path: Path, series_uid: Optional[str] = None, frame: Optional[int] = None) -> None:
     """What the server will do with the file, here where a crash harms nobody.
 
     Imports inside: this runs in the probe process only; the server that imports this module
     for :class:`FileProber` needs neither the readers nor a headless scene."""
     from ..volume import read_volume
 
-    read_volume(path, series_uid=series_uid)  # the engine's reader first: its messages are the clearest
-    if kind in ("dicom", "dicom-seg"):
-        return  # the app builds DICOM nodes from the engine's volume, not with a Slicer reader
+    # the engine's reader first: its messages are the clearest
+    read_volume(path, series_uid=series_uid, frame=frame)
+    if kind in ("dicom", "dicom-seg") or frame is not None:
+        return  # the app builds these nodes from the engine's volume, not with a Slicer reader
     from ..mrml.headless import create_headless_context
 
     context = create_headless_context()
@@ -154,19 +170,25 @@ def _probe(kind: str, path: Path, series_uid: Optional[str] = None) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    frame = None
+    if len(args) == 4 and args[2] == "--frame" and args[3].isdigit():
+        frame, args = int(args[3]), args[:2]
     if len(args) not in (2, 3) or args[0] not in KINDS:
-        print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom,dicom-seg} PATH [SERIES_UID]"}))
+        print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom,dicom-seg} PATH "
+                                   "[SERIES_UID | --frame K]"}))
         return 2
     kind, path = args[0], Path(args[1])
     series_uid = args[2] if len(args) == 3 else None
     try:
-        _probe(kind, path, series_uid)
+        _probe(kind, path, series_uid, frame)
     except ClinicalAIError as exc:
         message = str(exc).replace(str(path.parent) + os.sep, "")  # no server paths in the page
         answer = {"error": message}
         if kind == "dicom" and series_uid is None and path.is_dir():
             answer["series"] = _several_series(path)
+        if isinstance(exc, TimeSeriesError) and kind == "volume" and frame is None:
+            answer["frames"] = exc.time_points
         print(json.dumps(answer), flush=True)
         return 1
     except MemoryError:

@@ -41,9 +41,10 @@ class DataPanel(Panel):
     def __init__(self, app) -> None:
         super().__init__(app)
         # series / series_items / series_of: the series of the DICOM folder last opened that
-        # holds several (the page chooses one; checked against the offer)
-        self.set(files=[], path="", uploading=False, open_as="", series="", series_of="")
-        self.offer(series_items=[])
+        # holds several (the page chooses one; checked against the offer); frame / frame_items /
+        # frame_of: likewise the time points of the 4D file last opened
+        self.set(files=[], path="", uploading=False, open_as="", series="", series_of="", frame="", frame_of="")
+        self.offer(series_items=[], frame_items=[])
         # what a file can be opened as: recorded on the server too (Panel.offer / Panel.choice)
         self.offer(open_as_items=[{"title": t, "value": v} for v, t in masks.OPEN_AS_TITLES.items()])
         #: mask nodes (segmentations, label maps) opened from files, by relative path
@@ -82,6 +83,16 @@ class DataPanel(Panel):
                     density="compact",
                     hide_details=True,
                     id="data-series",
+                    classes="mt-2",
+                )
+                v3.VSelect(
+                    v_if=(f"{self.k('frame_items')}.length",),
+                    label=(f"'time point of ' + {self.k('frame_of')}",),
+                    items=(self.k("frame_items"),),
+                    v_model=(self.k("frame"),),
+                    density="compact",
+                    hide_details=True,
+                    id="data-frame",
                     classes="mt-2",
                 )
                 v3.VSelect(
@@ -146,15 +157,23 @@ class DataPanel(Panel):
             path, kind = self._kind(relative)
             open_as = self.choice("open_as", "open_as_items", "open as")
             series_uid = (self.choice("series", "series_items", "series") or None) if self.get("series_of") == relative else None
+            chosen_frame = self.choice("frame", "frame_items", "time point") if self.get("frame_of") == relative else ""
+            frame = int(chosen_frame) if chosen_frame != "" else None
             # the probe (seconds, a child process) runs on a worker thread: the page stays live
-            await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative, series_uid)
+            await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative, series_uid,
+                                                             frame)
             # again, now: cached (instant) unless the file was replaced while it was probed
-            self.app.prober.check(path, kind, relative, series_uid)
-            opened = self._open(relative, path, open_as, series_uid)
+            self.app.prober.check(path, kind, relative, series_uid, frame)
+            opened = self._open(relative, path, open_as, series_uid, frame)
         except ProbeRefused as exc:
             if exc.series:  # a folder of several series: offer them, and open the one chosen
                 self._offer_series(relative, exc.series)
                 self.app.info(f"{relative} holds {len(exc.series)} DICOM series: choose one under 'series of "
+                              f"{relative}', then Open again")
+            elif exc.frames:  # a 4D file (a cine, an fMRI): offer its time points
+                self.offer(frame_items=[{"title": f"time point {k}", "value": str(k)} for k in range(exc.frames)])
+                self.set(frame="", frame_of=relative)
+                self.app.info(f"{relative} holds {exc.frames} time points: choose one under 'time point of "
                               f"{relative}', then Open again")
             else:
                 self.app.error(str(exc))
@@ -189,11 +208,12 @@ class DataPanel(Panel):
             return path, "segmentation"
         return path, "volume"
 
-    def _open(self, relative: str, path: Any, open_as: str, series_uid: Optional[str] = None) -> masks.OpenedFile:
+    def _open(self, relative: str, path: Any, open_as: str, series_uid: Optional[str] = None,
+              frame: Optional[int] = None) -> masks.OpenedFile:
         """Load ``path`` (probed already) into the scene as ``open_as`` ("" = guessed): an image
         is shown; a mask is drawn over the image on show when it is one of its masks."""
         opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative,
-                                    series_uid=series_uid)
+                                    series_uid=series_uid, frame=frame)
         self.opened_as[relative] = opened.kind
         self.refresh()
         if opened.kind == masks.OPEN_AS_IMAGE:
