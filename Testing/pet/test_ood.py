@@ -93,9 +93,25 @@ def test_feature_layers_keep_the_last_convolutions_within_the_budget():
     assert feature_layers(net, budget=128) == names          # 8 + 16 + 32 + 64 = 120
     assert feature_layers(net, budget=112) == names[1:]      # 16 + 32 + 64
     assert feature_layers(net, budget=100) == names[2:]      # 32 + 64
-    assert feature_layers(net, budget=10) == names[3:]       # at least the last one
+    assert feature_layers(net, budget=64) == names[3:]
+    assert feature_layers(net, budget=10) == []               # the last one alone is wider: no reference
     with pytest.raises(ModelError, match="convolutions"):
         feature_layers(torch.nn.Sequential(torch.nn.Linear(2, 1)))
+
+
+def test_the_study_s_wide_networks_get_no_reference():
+    """The study's networks end in 256-2048 channels (a card would hold a precision matrix of
+    millions of numbers) or, SqueezeNet, in a convolution to the class maps: train_folds writes
+    no reference for them, and their results are not judged (as ONNX folds)."""
+    from clinicalai.networks import build_network
+    from clinicalai.networks.pet_cnns import pet_architecture
+    from clinicalai.pet.train import fold_feature_reference
+
+    for arch in ("cnn3d", "vgg11", "resnet10", "senet", "squeezenet"):
+        name, kwargs = pet_architecture(arch)
+        net = build_network(name, kwargs)
+        assert feature_layers(net) == [], arch
+        assert fold_feature_reference(net, np.zeros((2, 1, 8, 8, 8), np.float32), np.array([0]), np.array([1]), 0) is None
 
 
 def test_a_reference_naming_a_missing_layer_is_one_clear_error(tmp_path, heldout_case):

@@ -36,11 +36,16 @@ LAST_LINEAR_FEATURES = "input of the network's last Linear layer (pooled feature
 #: :func:`feature_layers` keeps the last convolutions whose channels add up to at most this
 #: (two statistics per channel; the card stores a square precision matrix of that size)
 LAYER_CHANNEL_BUDGET = 128
+#: a last convolution with fewer channels than this is an output head (class maps), not features
+MIN_LAST_CHANNELS = 8
 
 
 def feature_layers(module: Any, budget: int = LAYER_CHANNEL_BUDGET) -> List[str]:
     """Names of the network's last convolutions whose output channels add up to at most
-    ``budget`` (at least one): the layers whose statistics a reference of that network uses."""
+    ``budget``: the layers whose statistics a reference of that network uses. Empty when the
+    last convolution alone is wider (the study's networks: 256-2048 channels, a precision matrix
+    of millions of numbers in the card) or is the network's own output (a convolutional
+    classifier head of a few channels): such networks get no reference."""
     import torch.nn as nn
 
     convs = [(name, m.out_channels) for name, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
@@ -48,10 +53,12 @@ def feature_layers(module: Any, budget: int = LAYER_CHANNEL_BUDGET) -> List[str]
         raise ModelError("a feature-space reference by layers needs a network with convolutions")
     chosen, total = [], 0
     for name, channels in reversed(convs):
-        if chosen and total + channels > budget:
+        if total + channels > budget:
             break
         chosen.insert(0, name)
         total += channels
+    if chosen and chosen[-1] == convs[-1][0] and convs[-1][1] < MIN_LAST_CHANNELS:
+        return []
     return chosen
 
 

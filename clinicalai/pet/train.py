@@ -367,17 +367,20 @@ def _predict(module, x: np.ndarray, device: str, batch: int = 8) -> np.ndarray:
 
 
 def fold_feature_reference(module, inputs: np.ndarray, train_rows: np.ndarray, held_rows: np.ndarray,
-                           fold: int) -> Dict[str, Any]:
+                           fold: int) -> Optional[Dict[str, Any]]:
     """The ``ood`` block of fold ``fold``'s card (:mod:`clinicalai.models.ood`): the features of
     its training inputs ``inputs[train_rows]`` (as preprocessed, not augmented), and the
     threshold from the inputs it never trained on, ``inputs[held_rows]`` (its validation fold
-    and the test split)."""
+    and the test split). ``None`` for a network without compact feature layers
+    (:func:`~clinicalai.models.ood.feature_layers`: the study's wide networks)."""
     import torch
 
     from ..models.ood import feature_layers, fit_reference, network_features
 
     module.eval()
     layers = feature_layers(module)
+    if not layers:
+        return None
     device = next(module.parameters()).device
 
     def features(rows):
@@ -581,7 +584,8 @@ def _fold_card(name: str, f: int, module, cfg: TrainConfig, arch_name: str, kwar
 
 
 def _write_package(out_dir: Path, overwrite: bool, csv_path, cfg: TrainConfig, arch_name: str,
-                   kwargs: Dict[str, Any], modules: Sequence[Any], references: Sequence[Dict[str, Any]], fold_info: Sequence[Dict[str, Any]],
+                   kwargs: Dict[str, Any], modules: Sequence[Any], references: Sequence[Optional[Dict[str, Any]]],
+                   fold_info: Sequence[Dict[str, Any]],
                    result: Dict[str, Any], rows: Sequence[PetRow], data: _FoldData, oof: np.ndarray,
                    curves: np.ndarray, t0: float) -> List[Path]:
     """The fold models with their cards and the CSV / JSON reports, written atomically into
@@ -591,7 +595,9 @@ def _write_package(out_dir: Path, overwrite: bool, csv_path, cfg: TrainConfig, a
     paths = []
     with atomic_output(out_dir, directory=True, overwrite=overwrite) as tmp:
         for f, m in enumerate(modules):
-            card = {**_fold_card(name, f, m, cfg, arch_name, kwargs, csv_path, fold_info, result), "ood": references[f]}
+            card = _fold_card(name, f, m, cfg, arch_name, kwargs, csv_path, fold_info, result)
+            if references[f] is not None:
+                card["ood"] = references[f]
             p = save_model(m, card, tmp / f"{name}-fold{f}.pt")
             paths.append(out_dir / p.name)
         _write_csv(tmp / "oof_predictions.csv", ["id", "label", "scanner", "probability"],
