@@ -262,8 +262,14 @@ def test_discovery_finds_images_and_dicom_series(tmp_path):
     (tmp_path / "s1" / "dicom").mkdir(parents=True)
     for i in range(3):
         (tmp_path / "s1" / "dicom" / f"IM{i}.dcm").write_bytes(b"x")
+    # a PACS export names its files by their SOP instance UID, dots and all, with no ending
+    (tmp_path / "s0").mkdir()
+    for i in range(3):
+        (tmp_path / "s0" / f"1.3.12.2.1107.5.2.{i}").write_bytes(bytes(128) + b"DICM" + bytes(16))
+    (tmp_path / "s0" / "1.3.12.2.1107.5.2.readme").write_text("not DICOM")
     (tmp_path / "s2").mkdir()
     (tmp_path / "s2" / "image.nrrd").write_bytes(b"x")
+    (tmp_path / "s2" / "v1.2.notes").write_bytes(b"x" * 200)  # dots, no preamble: not DICOM
     (tmp_path / "s2" / "notes.txt").write_text("no")
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "h.nii.gz").write_bytes(b"x")
@@ -271,7 +277,7 @@ def test_discovery_finds_images_and_dicom_series(tmp_path):
     (tmp_path / "out" / "old.nii.gz").write_bytes(b"x")
     cases = discover_cases(tmp_path, exclude=[tmp_path / "out"])
     assert [(c.name, Path(c.input).relative_to(tmp_path).as_posix()) for c in cases] == [
-        ("s1__dicom", "s1/dicom"), ("s2__image", "s2/image.nrrd")]
+        ("s0", "s0"), ("s1__dicom", "s1/dicom"), ("s2__image", "s2/image.nrrd")]
     csv_path = tmp_path / "c.csv"
     csv_path.write_text("path,lesion,label\ns2/image.nrrd,les.nii.gz,1\n")
     (case,) = discover_cases(csv_path)

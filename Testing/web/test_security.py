@@ -232,8 +232,16 @@ def test_dicom_seg_files_are_listed_uploaded_and_told_apart_from_series_slices(r
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         seg = write_dicom_seg(ct.with_array(labels), sorted(series.iterdir()), root.root / "sub" / "seg" / "s.dcm")
+    # a PACS export names its files by their UIDs, no ending: listed by the DICOM preamble
+    export = root.root / "sub" / "export"
+    export.mkdir()
+    for i, f in enumerate(sorted(series.iterdir())):
+        (export / f"1.3.12.2.1107.5.2.{i}").write_bytes(f.read_bytes())
+    (root.root / "sub" / "notes").mkdir()
+    (root.root / "sub" / "notes" / "v1.2.txt").write_bytes(b"x" * 200)
     listed = {item["path"]: item["kind"] for item in root.list_images()}
-    assert listed["sub/ct"] == "dicom" and listed["sub/seg/s.dcm"] == "dicom-seg"
+    assert listed["sub/ct"] == "dicom" and listed["sub/seg/s.dcm"] == "dicom-seg" and listed["sub/export"] == "dicom"
+    assert "sub/notes" not in listed
     assert "sub/seg" not in listed and not any(p.startswith("sub/ct/") for p in listed)
 
     app, uploaded = _serve(root, None, limit=10_000_000)

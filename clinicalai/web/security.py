@@ -27,7 +27,7 @@ from typing import Iterable, List, Optional
 
 from ..errors import ClinicalAIError, InputError
 from ..volume.dicom_seg import is_dicom_seg_file
-from ..volume.formats import is_dicom_head
+from ..volume.formats import has_dicom_magic, is_dicom_head
 
 #: Environment variable read when ``--token`` is not given.
 TOKEN_ENV = "CLINICALAI_WEB_TOKEN"
@@ -119,6 +119,13 @@ class DataRoot:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def _unnamed_dicom(self, here: Path, filenames: Iterable[str]) -> bool:
+        """A folder of DICOM files named without ``.dcm`` (``IM0001``, their UIDs: as scanners and
+        PACS exports name them): the first few files that are no other image are sniffed for
+        the DICOM preamble, as the reader and the batch discovery take them."""
+        names = sorted(f for f in filenames if not f.startswith(".") and not f.lower().endswith(IMAGE_SUFFIXES))
+        return any(_inside(self.root, here / f) and has_dicom_magic(here / f) for f in names[:SNIFFED_DICOM_FILES])
+
     def list_images(self, max_items: int = 2000) -> List[dict]:
         """Images and DICOM folders under the root, as ``{"path", "kind"}`` (kind: file, dicom,
         segmentation, dicom-seg); links leading outside the root are skipped."""
@@ -133,6 +140,8 @@ class DataRoot:
                 items.extend({"path": self.relative(here / f), "kind": "dicom-seg"} for f in segs)
                 if len(dicoms) > len(segs) and here != self.root:
                     items.append({"path": self.relative(here), "kind": "dicom"})
+            elif here != self.root and _inside(self.root, here) and self._unnamed_dicom(here, filenames):
+                items.append({"path": self.relative(here), "kind": "dicom"})
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
