@@ -331,8 +331,9 @@ def unlike_training_warning(models: Sequence[LoadedModel], per_model: Sequence[P
         if m.module is None or card_reference(m.card) is None:
             continue
         judged += 1
-        device = next(m.module.parameters()).device
-        found = unlike_training(m.module, m.card, torch.from_numpy(np.ascontiguousarray(pp.input[None], np.float32)).to(device))
+        weight = next(m.module.parameters())  # its device and dtype (half precision on CUDA when the card asks)
+        x = torch.from_numpy(np.ascontiguousarray(pp.input[None], np.float32)).to(weight.device, weight.dtype)
+        found = unlike_training(m.module, m.card, x)
         if found is not None:
             flagged.append(found["distance"] / found["threshold"])
     if not judged or 2 * len(flagged) <= judged:
