@@ -75,26 +75,8 @@ class DataPanel(Panel):
                         v_on_keyup_enter=typed,
                     )
                     v3.VBtn("Open", id="data-open", click=typed, color="primary")
-                v3.VSelect(
-                    v_if=(f"{self.k('series_items')}.length",),
-                    label=(f"'series of ' + {self.k('series_of')}",),
-                    items=(self.k("series_items"),),
-                    v_model=(self.k("series"),),
-                    density="compact",
-                    hide_details=True,
-                    id="data-series",
-                    classes="mt-2",
-                )
-                v3.VSelect(
-                    v_if=(f"{self.k('frame_items')}.length",),
-                    label=(f"'time point of ' + {self.k('frame_of')}",),
-                    items=(self.k("frame_items"),),
-                    v_model=(self.k("frame"),),
-                    density="compact",
-                    hide_details=True,
-                    id="data-frame",
-                    classes="mt-2",
-                )
+                self._part_chooser("series", "series of ")
+                self._part_chooser("frame", "time point of ")
                 v3.VSelect(
                     label="open as",
                     items=(self.k("open_as_items"),),
@@ -129,6 +111,20 @@ class DataPanel(Panel):
                     ".nii, .nii.gz, .nrrd, .seg.nrrd, DICOM SEG .dcm, zipped DICOM)",
                     classes="text-caption mt-1",
                 )
+
+    def _part_chooser(self, name: str, label: str) -> None:
+        """The chooser of which part of the file last opened to open (a series of a study
+        folder, a time point of a 4D file): shown while the server offers ``<name>_items``."""
+        v3.VSelect(
+            v_if=(f"{self.k(name + '_items')}.length",),
+            label=(f"'{label}' + {self.k(name + '_of')}",),
+            items=(self.k(name + "_items"),),
+            v_model=(self.k(name),),
+            density="compact",
+            hide_details=True,
+            id=f"data-{name}",
+            classes="mt-2",
+        )
 
     # actions -----------------------------------------------------------------
     def refresh(self) -> None:
