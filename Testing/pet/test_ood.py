@@ -94,24 +94,39 @@ def test_feature_layers_keep_the_last_convolutions_within_the_budget():
     assert feature_layers(net, budget=112) == names[1:]      # 16 + 32 + 64
     assert feature_layers(net, budget=100) == names[2:]      # 32 + 64
     assert feature_layers(net, budget=64) == names[3:]
-    assert feature_layers(net, budget=10) == []               # the last one alone is wider: no reference
+    assert feature_layers(net, budget=10) == names[3:]        # the last one alone is wider: reduced (below)
     with pytest.raises(ModelError, match="convolutions"):
         feature_layers(torch.nn.Sequential(torch.nn.Linear(2, 1)))
 
 
-def test_the_study_s_wide_networks_get_no_reference():
-    """The study's networks end in 256-2048 channels (a card would hold a precision matrix of
-    millions of numbers) or, SqueezeNet, in a convolution to the class maps: train_folds writes
-    no reference for them, and their results are not judged (as ONNX folds)."""
+def test_a_wide_network_gets_a_reduced_reference_and_a_class_map_head_none():
+    """The study's networks end in 256-2048 channels: their reference lives on the principal
+    axes of the training features plus the distance to their span (a precision matrix of all
+    512-4096 statistics would not fit a card); it still tells noise from the training inputs.
+    SqueezeNet ends in a convolution to the class maps: no reference."""
+    from clinicalai.models.ood import MAX_DIRECT_FEATURES, REDUCED_COMPONENTS, reference_distance
     from clinicalai.networks import build_network
     from clinicalai.networks.pet_cnns import pet_architecture
     from clinicalai.pet.train import fold_feature_reference
 
-    for arch in ("cnn3d", "vgg11", "resnet10", "senet", "squeezenet"):
-        name, kwargs = pet_architecture(arch)
-        net = build_network(name, kwargs)
-        assert feature_layers(net) == [], arch
-        assert fold_feature_reference(net, np.zeros((2, 1, 8, 8, 8), np.float32), np.array([0]), np.array([1]), 0) is None
+    name, kwargs = pet_architecture("squeezenet")
+    assert feature_layers(build_network(name, kwargs)) == []
+    name, kwargs = pet_architecture("cnn3d")
+    torch.manual_seed(0)
+    net = build_network(name, kwargs).eval()
+    [layer] = feature_layers(net)
+    assert 2 * dict(net.named_modules())[layer].out_channels > MAX_DIRECT_FEATURES
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[:20, :20]
+    blob = np.exp(-((y - 10) ** 2 + (x - 10) ** 2) / 30.0)[..., None] * np.ones(12)
+    inputs = np.stack([(blob * rng.uniform(0.6, 1.0) + rng.normal(0, 0.02, blob.shape))[None] for _ in range(50)]).astype(np.float32)
+    reference = fold_feature_reference(net, inputs, np.arange(40), np.arange(40, 50), 0)
+    assert len(reference["projection"]["components"]) == REDUCED_COMPONENTS and len(reference["location"]) == REDUCED_COMPONENTS + 1
+    assert reference["threshold"] == pytest.approx(THRESHOLD_MARGIN * reference["validation"]["max"])
+    noise = torch.from_numpy(rng.uniform(0, 1, (1,) + inputs.shape[1:]).astype(np.float32))
+    assert reference_distance(net, noise, reference) > reference["threshold"]
+    like = torch.from_numpy((blob * 0.8)[None, None].astype(np.float32))
+    assert reference_distance(net, like, reference) < reference["threshold"]
 
 
 def test_a_reference_naming_a_missing_layer_is_one_clear_error(tmp_path, heldout_case):

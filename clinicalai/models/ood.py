@@ -38,27 +38,31 @@ LAST_LINEAR_FEATURES = "input of the network's last Linear layer (pooled feature
 LAYER_CHANNEL_BUDGET = 128
 #: a last convolution with fewer channels than this is an output head (class maps), not features
 MIN_LAST_CHANNELS = 8
+#: above this many features the reference is taken in a reduced space (:func:`fit_reference`):
+#: the principal components of the training features and the distance to their span
+MAX_DIRECT_FEATURES = 256
+REDUCED_COMPONENTS = 32
 
 
 def feature_layers(module: Any, budget: int = LAYER_CHANNEL_BUDGET) -> List[str]:
     """Names of the network's last convolutions whose output channels add up to at most
-    ``budget``: the layers whose statistics a reference of that network uses. Empty when the
-    last convolution alone is wider (the study's networks: 256-2048 channels, a precision matrix
-    of millions of numbers in the card) or is the network's own output (a convolutional
-    classifier head of a few channels): such networks get no reference."""
+    ``budget``, or the last convolution alone when it is wider (the study's networks: 256-2048
+    channels; :func:`fit_reference` then reduces its statistics): the layers whose statistics a
+    reference of that network uses. Empty when the last convolution is the network's own
+    output (a convolutional classifier head of a few channels): no reference then."""
     import torch.nn as nn
 
     convs = [(name, m.out_channels) for name, m in module.named_modules() if isinstance(m, nn.modules.conv._ConvNd)]
     if not convs:
         raise ModelError("a feature-space reference by layers needs a network with convolutions")
+    if convs[-1][1] < MIN_LAST_CHANNELS:
+        return []
     chosen, total = [], 0
     for name, channels in reversed(convs):
-        if total + channels > budget:
+        if chosen and total + channels > budget:
             break
         chosen.insert(0, name)
         total += channels
-    if chosen and chosen[-1] == convs[-1][0] and convs[-1][1] < MIN_LAST_CHANNELS:
-        return []
     return chosen
 
 
@@ -118,15 +122,43 @@ def median_distance(features: np.ndarray, location: np.ndarray, precision: np.nd
     return float(np.median(per_item))
 
 
+def _projection(train: np.ndarray, components: int) -> Dict[str, Any]:
+    """The training features' mean and their first ``components`` principal axes (rows)."""
+    mean = train.mean(0)
+    _, _, axes = np.linalg.svd(train - mean, full_matrices=False)
+    # seven significant digits, as the card stores them: the threshold is set with what is stored
+    return {"mean": mean, "components": np.array([[float(f"{x:.7g}") for x in row] for row in axes[:components]])}
+
+
+def _reduced(features: np.ndarray, projection: Dict[str, Any]) -> np.ndarray:
+    """``(items, components + 1)``: the features' coordinates on the principal axes and their
+    distance to the axes' span (what the axes miss: noise lies mostly there)."""
+    centred = features - np.asarray(projection["mean"], np.float64)
+    axes = np.asarray(projection["components"], np.float64)
+    inside = centred @ axes.T
+    off = np.linalg.norm(centred - inside @ axes, axis=1, keepdims=True)
+    return np.concatenate([inside, off], axis=1)
+
+
 def fit_reference(train: np.ndarray, validation: Sequence[np.ndarray], layers: Sequence[str] = (),
                   data: str = "", features: str = "") -> Dict[str, Any]:
     """A card's ``ood`` block from the training features ``(items, features)`` and each
     validation input's features: the mean and Ledoit-Wolf precision of the training items, the
-    validation inputs' distances and the threshold (:data:`THRESHOLD_MARGIN` x their largest)."""
+    validation inputs' distances and the threshold (:data:`THRESHOLD_MARGIN` x their largest).
+
+    Over :data:`MAX_DIRECT_FEATURES` features (a wide network's last layer: 512-4096), in a
+    reduced space: the first :data:`REDUCED_COMPONENTS` principal axes of the training features
+    and the distance to their span (``projection`` in the block). A precision matrix of all the
+    features would put millions of numbers in the card, and a hundred training inputs cannot
+    estimate it."""
     from sklearn.covariance import LedoitWolf
 
     if not validation:
         raise ValueError("a feature-space reference needs validation inputs to set its threshold")
+    projection = None
+    if train.shape[1] > MAX_DIRECT_FEATURES:
+        projection = _projection(train, min(REDUCED_COMPONENTS, train.shape[0] - 1))
+        train, validation = _reduced(train, projection), [_reduced(v, projection) for v in validation]
     fit = LedoitWolf().fit(train)
     location, precision = fit.location_, fit.precision_
     val = [median_distance(v, location, precision) for v in validation]
@@ -141,6 +173,9 @@ def fit_reference(train: np.ndarray, validation: Sequence[np.ndarray], layers: S
     }
     if layers:
         reference["layers"] = list(layers)
+    if projection is not None:
+        reference["projection"] = {"mean": [float(x) for x in projection["mean"]],
+                                   "components": [[float(x) for x in row] for row in projection["components"]]}
     return reference
 
 
@@ -161,6 +196,11 @@ def reference_distance(module: Any, tensor: Any, reference: Dict[str, Any]) -> f
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"the card's ood reference is malformed ({exc})") from None
     features = network_features(module, tensor.detach(), layers)
+    if reference.get("projection"):
+        try:
+            features = _reduced(features, reference["projection"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"the card's ood reference has a malformed projection ({exc})") from None
     if precision.shape != (location.size, location.size) or features.shape[1] != location.size:
         raise ModelError(f"the card's ood reference has {location.size} features, the network {features.shape[1]}")
     return median_distance(features, location, precision)
