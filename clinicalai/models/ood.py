@@ -15,8 +15,9 @@ Two kinds of features, named by the reference itself:
 
 Each input item of a batch ``(N, C, ...)`` gives one feature vector; an input's distance is
 the median over its items (the slices of a slice classifier; one item for a 3D network).
-A card's ``ood`` block holds the reference (mean, precision, layers) and the threshold: a
-margin over the largest distance of validation inputs that no training step saw.
+A card's ``ood`` block holds the reference (mean, precision, layers; for a wide layer also the
+``projection`` its statistics are reduced with) and the threshold: a margin over the largest
+distance of validation inputs that no training step saw.
 
 torch and scikit-learn are imported inside the functions (numpy only at import).
 """

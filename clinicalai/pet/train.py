@@ -371,8 +371,8 @@ def fold_feature_reference(module, inputs: np.ndarray, train_rows: np.ndarray, h
     """The ``ood`` block of fold ``fold``'s card (:mod:`clinicalai.models.ood`): the features of
     its training inputs ``inputs[train_rows]`` (as preprocessed, not augmented), and the
     threshold from the inputs it never trained on, ``inputs[held_rows]`` (its validation fold
-    and the test split). ``None`` for a network without compact feature layers
-    (:func:`~clinicalai.models.ood.feature_layers`: the study's wide networks)."""
+    and the test split). ``None`` for a network that ends in a class-map convolution
+    (:func:`~clinicalai.models.ood.feature_layers`; a wide last layer gets a reduced reference)."""
     import torch
 
     from ..models.ood import feature_layers, fit_reference, network_features
