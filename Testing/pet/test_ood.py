@@ -139,3 +139,48 @@ def test_a_reference_naming_a_missing_layer_is_one_clear_error(tmp_path, heldout
         paths.append(tmp_path / pt.name)
     with pytest.raises(ModelError, match="no layer features.9"):
         predict_pet(heldout_case.image, load_pet_models(paths, device="cpu"), brain_mask=heldout_case.brain_mask)
+
+
+def test_the_distance_comes_from_the_prediction_pass_and_equals_a_separate_pass(folds, heldout_case):
+    # predict_pet takes each fold's feature distance from the pass that gives P(recurrence):
+    # the same numbers as a second, separate pass, one forward per fold, and no hook left behind
+    from clinicalai.models.ood import reference_distance
+    from clinicalai.pet.preprocess import preprocess_from_card
+    from clinicalai.pet.workflow import _fold_probabilities
+
+    pp = preprocess_from_card(heldout_case.image, folds[0].card, brain_mask=heldout_case.brain_mask)
+    calls = []
+    handles = [m.module.register_forward_pre_hook(lambda mod, inputs: calls.append(1)) for m in folds]
+    try:
+        predict_pet(heldout_case.image, folds, brain_mask=heldout_case.brain_mask)
+    finally:
+        for h in handles:
+            h.remove()
+    assert len(calls) == len(folds)  # the check used to run a second pass per fold
+    probs, distances = _fold_probabilities(folds, [pp] * len(folds), None, None)
+    x = torch.from_numpy(pp.input[None].astype(np.float32))
+    for m, p, d in zip(folds, probs, distances):
+        assert d == pytest.approx(reference_distance(m.module, x, m.card.extra_get("ood")), rel=1e-6)
+        assert not any(layer._forward_hooks for layer in m.module.modules())
+
+
+def test_a_chunked_prediction_captures_the_features_of_every_item():
+    # LoadedModel.predict runs in chunks (and halves them on running out of memory): the
+    # capture keeps every chunk's items, in order, as one pass over the whole batch would
+    from clinicalai.models.ood import FeatureCapture, network_features
+
+    torch.manual_seed(0)
+    net = CNN3D(in_channels=1, num_classes=1, channels=[8, 16, 32, 64], hidden=8).eval()
+    layers = feature_layers(net)
+    batch = torch.randn(3, 1, 16, 16, 16)
+    batch[1] = 0.0  # an all-zero item is left out, as network_features leaves it out
+    with FeatureCapture(net, layers) as capture:
+        with torch.no_grad():
+            net(batch[:1])  # an earlier, abandoned pass: only the last pass over the batch counts
+            for i in range(3):
+                net(batch[i:i + 1])
+    got = capture.features(batch)
+    assert got.shape[0] == 2
+    np.testing.assert_allclose(got, network_features(net, batch, layers), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ModelError, match="whole input"):
+        FeatureCapture(net, layers).features(batch)

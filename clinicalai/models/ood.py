@@ -80,40 +80,88 @@ def _last_linear(module: Any) -> Any:
     return linears[-1]
 
 
-def network_features(module: Any, tensor: Any, layers: Sequence[str] = ()) -> np.ndarray:
-    """``(items, features)`` of a prepared input ``(N, C, ...)``: the last Linear layer's input
-    (``layers`` empty) or the per-channel mean and maximum of each named layer's output. Items
-    whose input is all zero (slices outside the head) are left out unless all are."""
+class FeatureCapture:
+    """While open, keeps a reference's features of every forward pass of ``module``, so the
+    distance can be taken from the prediction's own pass instead of a second one.
+
+    Hooks reduce each pass at once (per-channel mean and maximum of each named layer's output, or
+    the last Linear layer's input when ``layers`` is empty), so no activation map is held.
+    :meth:`features` takes the last items seen: a prediction that retries after running out of
+    memory (:meth:`clinicalai.models.LoadedModel.predict` halves its chunks) ends with one
+    complete pass over the batch, in order.
+
+    Example::
+
+        with FeatureCapture(module, layers) as capture:
+            logits = loaded.predict(batch)
+        features = capture.features(batch)
+    """
+
+    def __init__(self, module: Any, layers: Sequence[str] = ()) -> None:
+        named = dict(module.named_modules())
+        missing = [name for name in layers if name not in named]
+        if missing:
+            raise ModelError(f"the network has no layer {', '.join(missing)} (the card's ood reference names it)")
+        self.layers = [str(name) for name in layers]
+        self._targets = [named[name] for name in self.layers] if self.layers else [_last_linear(module)]
+        self._rows: List[List[np.ndarray]] = [[] for _ in self._targets]
+        self._handles: List[Any] = []
+
+    def __enter__(self) -> "FeatureCapture":
+        def statistics(i):
+            def hook(m, inputs, output):
+                out = output.detach().flatten(2).float()  # (N, channels, positions)
+                self._rows[i].append(_concatenated([out.mean(2), out.amax(2)]))
+            return hook
+
+        def linear_input(m, inputs):
+            self._rows[0].append(inputs[0].detach().flatten(1).float().cpu().numpy().astype(np.float64))
+
+        if self.layers:
+            self._handles = [t.register_forward_hook(statistics(i)) for i, t in enumerate(self._targets)]
+        else:
+            self._handles = [self._targets[0].register_forward_pre_hook(linear_input)]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def features(self, batch: Any) -> np.ndarray:
+        """``(items, features)`` of the last pass over ``batch`` ``(N, C, ...)`` (array or tensor).
+        Items whose input is all zero (slices outside the head) are left out unless all are."""
+        x = batch.detach().cpu().numpy() if hasattr(batch, "detach") else np.asarray(batch)
+        n = x.shape[0]
+        parts = []
+        for rows in self._rows:
+            seen = np.concatenate(rows, 0) if rows else np.zeros((0, 0))
+            if seen.shape[0] < n:
+                raise ModelError("no forward pass over the whole input was seen by the feature capture")
+            parts.append(seen[-n:])
+        features = np.concatenate(parts, 1)
+        content = np.abs(x.reshape(n, -1)).max(1) > 0
+        return features[content] if content.any() else features
+
+
+def _concatenated(parts: Sequence[Any]) -> np.ndarray:
+    """``torch.cat(parts, 1)`` as a float64 numpy array."""
     import torch
 
-    named = dict(module.named_modules())
-    missing = [name for name in layers if name not in named]
-    if missing:
-        raise ModelError(f"the network has no layer {', '.join(missing)} (the card's ood reference names it)")
-    captured: Dict[str, Any] = {}
-    if layers:
-        def keep(name):
-            return lambda m, inputs, output: captured.__setitem__(name, output)
-        handles = [named[name].register_forward_hook(keep(name)) for name in layers]
-    else:
-        handles = [_last_linear(module).register_forward_pre_hook(lambda m, inputs: captured.__setitem__("x", inputs[0]))]
-    try:
+    return torch.cat(list(parts), 1).cpu().numpy().astype(np.float64)
+
+
+def network_features(module: Any, tensor: Any, layers: Sequence[str] = ()) -> np.ndarray:
+    """``(items, features)`` of a prepared input ``(N, C, ...)``: the last Linear layer's input
+    (``layers`` empty) or the per-channel mean and maximum of each named layer's output
+    (:class:`FeatureCapture`), from one forward pass. Items whose input is all zero (slices
+    outside the head) are left out unless all are."""
+    import torch
+
+    with FeatureCapture(module, layers) as capture:
         with torch.no_grad():
             module(tensor)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if layers:
-        parts = []
-        for name in layers:
-            out = captured[name].detach().flatten(2)  # (N, channels, positions)
-            parts += [out.mean(2), out.amax(2)]
-        features = torch.cat(parts, 1)
-    else:
-        features = captured["x"].flatten(1)
-    features = features.detach().cpu().numpy().astype(np.float64)
-    content = tensor.detach().abs().flatten(1).amax(1).cpu().numpy() > 0
-    return features[content] if content.any() else features
+    return capture.features(tensor)
 
 
 def median_distance(features: np.ndarray, location: np.ndarray, precision: np.ndarray) -> float:
@@ -188,15 +236,22 @@ def card_reference(card: Any) -> Optional[Dict[str, Any]]:
     return reference or None
 
 
-def reference_distance(module: Any, tensor: Any, reference: Dict[str, Any]) -> float:
-    """Distance of a prepared input to a card's reference (median over its items)."""
+def reference_layers(reference: Dict[str, Any]) -> List[str]:
+    """The layers whose statistics a reference uses (empty: the last Linear layer's input)."""
+    try:
+        return [str(name) for name in reference.get("layers") or ()]
+    except (AttributeError, TypeError) as exc:
+        raise ModelError(f"the card's ood reference is malformed ({exc})") from None
+
+
+def features_distance(features: np.ndarray, reference: Dict[str, Any]) -> float:
+    """Distance of ``features`` ``(items, features)`` (:func:`network_features` or
+    :meth:`FeatureCapture.features`) to a card's reference (median over the items)."""
     try:
         location = np.asarray(reference["location"], dtype=np.float64)
         precision = np.asarray(reference["precision"], dtype=np.float64)
-        layers = [str(name) for name in reference.get("layers") or ()]
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"the card's ood reference is malformed ({exc})") from None
-    features = network_features(module, tensor.detach(), layers)
     if reference.get("projection"):
         try:
             features = _reduced(features, reference["projection"])
@@ -207,6 +262,11 @@ def reference_distance(module: Any, tensor: Any, reference: Dict[str, Any]) -> f
     return median_distance(features, location, precision)
 
 
+def reference_distance(module: Any, tensor: Any, reference: Dict[str, Any]) -> float:
+    """Distance of a prepared input to a card's reference (median over its items)."""
+    return features_distance(network_features(module, tensor.detach(), reference_layers(reference)), reference)
+
+
 def unlike_training(module: Any, card: Any, tensor: Any) -> Optional[Dict[str, float]]:
     """``{"distance", "threshold", "min", "max"}`` when the prepared input lies beyond the card's
     ``ood`` threshold (``min`` / ``max``: its validation inputs' range), else ``None`` (also for
@@ -214,7 +274,11 @@ def unlike_training(module: Any, card: Any, tensor: Any) -> Optional[Dict[str, f
     reference = card_reference(card)
     if not reference or module is None:
         return None
-    distance = reference_distance(module, tensor, reference)
+    return beyond_threshold(reference_distance(module, tensor, reference), reference)
+
+
+def beyond_threshold(distance: float, reference: Dict[str, Any]) -> Optional[Dict[str, float]]:
+    """:func:`unlike_training`'s answer for a ``distance`` already taken to ``reference``."""
     try:
         threshold = float(reference["threshold"])
         seen = reference.get("validation") or {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..attribution.methods import attribute_tensor
 from ..errors import ModelError
 from ..models import BUNDLED_MODELS_DIR, LoadedModel, load_model
 from ..models.fit import input_warnings
-from ..models.ood import card_reference, unlike_training
+from ..models.ood import FeatureCapture, beyond_threshold, card_reference, features_distance, reference_layers
 from ..progress import CancelToken, ProgressCallback, check_cancel, report
 from ..volume import Volume
 from .calibration import CAM_EVIDENCE_UNITS, UNCERTAIN_SPREAD, uncertainty
@@ -247,10 +247,10 @@ def predict_pet(
     timings["preprocess"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    probs = _fold_probabilities(models, per_model, progress, cancel)
+    probs, distances = _fold_probabilities(models, per_model, progress, cancel)
     timings["inference"] = time.perf_counter() - t
     probability = float(np.mean(probs))
-    unlike = unlike_training_warning(models, per_model)
+    unlike = unlike_training_warning(models, distances)
     classes = models[0].card.classes
     pos = _positive_index(models[0].card)
     label = classes[pos] if probability >= 0.5 else classes[1 - pos]
@@ -310,30 +310,38 @@ def _preprocess_per_card(pet: Volume, models: Sequence[LoadedModel], units: Opti
 
 
 def _fold_probabilities(models: Sequence[LoadedModel], per_model: Sequence[PetPreprocessed],
-                        progress: Optional[ProgressCallback], cancel: Optional[CancelToken]) -> List[float]:
-    """P(recurrence) of each fold model."""
-    probs = []
+                        progress: Optional[ProgressCallback], cancel: Optional[CancelToken]
+                        ) -> Tuple[List[float], List[Optional[float]]]:
+    """P(recurrence) of each fold model, and the PET's feature distance to the fold's training
+    PETs (:mod:`clinicalai.models.ood`; ``None`` for a fold without a reference or network
+    module: ONNX folds, older cards), taken from the same forward pass."""
+    probs: List[float] = []
+    distances: List[Optional[float]] = []
     for i, (m, pp) in enumerate(zip(models, per_model)):
         check_cancel(cancel)
-        probs.append(_probability(m.predict(pp.input[None]), m.card))
+        batch = pp.input[None]
+        reference = card_reference(m.card) if m.module is not None else None
+        if reference is None:
+            probs.append(_probability(m.predict(batch), m.card))
+            distances.append(None)
+        else:
+            with FeatureCapture(m.module, reference_layers(reference)) as capture:
+                probs.append(_probability(m.predict(batch), m.card))
+            distances.append(features_distance(capture.features(batch), reference))
         report(progress, 0.1 + 0.3 * (i + 1) / len(models), f"fold model {i + 1}/{len(models)}")
-    return probs
+    return probs, distances
 
 
-def unlike_training_warning(models: Sequence[LoadedModel], per_model: Sequence[PetPreprocessed]) -> Optional[str]:
+def unlike_training_warning(models: Sequence[LoadedModel], distances: Sequence[Optional[float]]) -> Optional[str]:
     """One sentence when the PET lies beyond the ``ood`` threshold of most fold models that have
-    a reference (:mod:`clinicalai.models.ood`: a distance in each network's own features), else
-    ``None`` (also when no fold card has a reference, e.g. ONNX folds or older cards)."""
-    import torch
-
+    a reference (``distances``: :func:`_fold_probabilities`'s, ``None`` where a fold has none),
+    else ``None`` (also when no fold was judged)."""
     judged, flagged = 0, []
-    for m, pp in zip(models, per_model):
-        if m.module is None or card_reference(m.card) is None:
+    for m, distance in zip(models, distances):
+        if distance is None:
             continue
         judged += 1
-        weight = next(m.module.parameters())  # its device and dtype (half precision on CUDA when the card asks)
-        x = torch.from_numpy(np.ascontiguousarray(pp.input[None], np.float32)).to(weight.device, weight.dtype)
-        found = unlike_training(m.module, m.card, x)
+        found = beyond_threshold(distance, card_reference(m.card))
         if found is not None:
             flagged.append(found["distance"] / found["threshold"])
     if not judged or 2 * len(flagged) <= judged:
