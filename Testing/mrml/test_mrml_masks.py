@@ -301,3 +301,40 @@ def test_a_time_point_of_a_4d_file_opens_as_an_image_on_that_frame_s_grid(ctx, t
     write_volume(mask, tmp_path / "mask.nii.gz")
     attached = open_file_as(ctx, tmp_path / "mask.nii.gz", OPEN_AS_LABELMAP, current=opened.node)
     assert attached.image is opened.node
+
+
+def test_a_dynamic_pet_opens_as_the_static_scan_of_a_window_with_its_suv_inputs(ctx, tmp_path):
+    """A dynamic BIDS-PET (frames decay-corrected, times in its sidecar): ``static_window``
+    opens the duration-weighted mean of the whole frames in it, on the file's oblique grid,
+    with the sidecar's PET tags on the node; a window without a whole frame changes nothing."""
+    import json
+
+    import nibabel as nib
+    from scipy.spatial.transform import Rotation
+
+    from clinicalai.mrml.volumes import PET_TAGS_ATTRIBUTE
+
+    affine = np.eye(4)
+    affine[:3, :3] = Rotation.from_euler("xyz", [10.0, 20.0, -35.0], degrees=True).as_matrix() @ np.diag([2.0, 2.5, 3.3])
+    affine[:3, 3] = (-80.0, -100.0, -40.0)
+    frames = np.random.default_rng(5).uniform(1000, 2000, (9, 8, 6, 3)).astype(np.float32)
+    nib.save(nib.Nifti1Image(frames, affine), tmp_path / "sub-04_pet.nii.gz")
+    (tmp_path / "sub-04_pet.json").write_text(json.dumps({
+        "Units": "Bq/mL", "BodyWeight": 70, "InjectedRadioactivity": 180, "InjectedRadioactivityUnits": "MBq",
+        "TracerRadionuclide": "F18", "TimeZero": "08:00:00", "InjectionStart": 0, "ScanStart": 0,
+        "FrameTimesStart": [0, 600, 1200], "FrameDuration": [600, 600, 1200], "ImageDecayCorrected": True,
+        "ImageDecayCorrectionTime": 0, "AttenuationCorrection": "CT-based"}))
+    nib.save(nib.Nifti1Image(frames[..., 0], affine), tmp_path / "frame0.nii.gz")
+    before = ctx.scene.GetNumberOfNodes()
+    with pytest.raises(InputError, match="no whole frame lies in 12-18 min"):
+        open_file_as(ctx, tmp_path / "sub-04_pet.nii.gz", static_window=(12, 18))
+    assert ctx.scene.GetNumberOfNodes() == before
+    opened = open_file_as(ctx, tmp_path / "sub-04_pet.nii.gz", static_window=(10, 40))
+    assert opened.kind == OPEN_AS_IMAGE and opened.node.GetName() == "sub-04_pet_static10-40min"
+    assert "mean of frames 1-2, 10.0-40.0 min after injection" in opened.message
+    shown = node_to_volume(opened.node)
+    alone = Volume.from_sitk(__import__("SimpleITK").ReadImage(str(tmp_path / "frame0.nii.gz")))
+    assert shown.same_grid(alone)
+    expected = (frames[..., 1] * 600 + frames[..., 2] * 1200) / 1800  # x, y, z as nibabel holds them
+    np.testing.assert_allclose(shown.array, expected.transpose(2, 1, 0), rtol=1e-5)
+    assert json.loads(opened.node.GetAttribute(PET_TAGS_ATTRIBUTE))["PatientWeight"] == 70

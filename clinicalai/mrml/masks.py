@@ -342,7 +342,8 @@ class OpenedFile:
 
 
 def open_file_as(context: Any, path: "str | Path", choice: str = "", current: Any = None, name: Optional[str] = None,
-                 shown: Optional[str] = None, series_uid: Optional[str] = None, frame: Optional[int] = None) -> OpenedFile:
+                 shown: Optional[str] = None, series_uid: Optional[str] = None, frame: Optional[int] = None,
+                 static_window: Optional[Tuple[float, float]] = None) -> OpenedFile:
     """Open a NIfTI / NRRD / ``.seg.nrrd`` / DICOM SEG file or a DICOM series folder as the user's ``choice``
     (one of :data:`OPEN_AS_KINDS`, "" = :func:`guess_open_as`). A mask is attached to the open
     image whose grid it shares (``current``, the image on show, first) and never becomes an
@@ -350,7 +351,9 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     added to the scene when it fails. ``name``: the new node's (default the file's stem);
     ``shown``: the file as the message names it (default its name; a browser's relative path);
     ``series_uid``: which series of a DICOM folder that holds several; ``frame``: which time
-    point (from 0) of a 4D NIfTI (its node is named ``<stem>_frame<K>``).
+    point (from 0) of a 4D NIfTI (its node is named ``<stem>_frame<K>``); ``static_window``: instead,
+    the static PET of a dynamic BIDS-PET's whole frames in that window (minutes after the injection,
+    :func:`clinicalai.pet.dynamic.static_from_dynamic`; named ``<stem>_static<A>-<B>min``).
 
     Raises:
         InputError: unreadable file, a choice the file cannot be (fractional values as a mask).
@@ -363,7 +366,14 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     dicom_seg = not series and is_dicom_seg_file(p)
     stem = name or (p.name if series else p.name[: -len(".seg.nrrd")] if seg_file else p.name.split(".")[0])
     # dtype, values and grid: what the guess needs
-    volume = read_volume(p, series_uid=series_uid if series else None, frame=frame)
+    if static_window is not None:
+        from ..pet.dynamic import static_from_dynamic
+
+        volume = static_from_dynamic(p, static_window)
+        if not name:
+            stem = f"{stem}_static{static_window[0]:g}-{static_window[1]:g}min"
+    else:
+        volume = read_volume(p, series_uid=series_uid if series else None, frame=frame)
     if frame is not None and not name:
         stem = f"{stem}_frame{int(frame)}"
     description = str((volume.metadata.get("dicom") or {}).get("SeriesDescription") or "").strip()
@@ -380,8 +390,12 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     with scene_transaction(context.scene):
         if kind == OPEN_AS_IMAGE:
             # a series and a time point are nodes of the engine's volume: no Slicer reader picks either
-            built = series or frame is not None
+            built = series or frame is not None or static_window is not None
             node = add_volume_node(context.scene, volume, stem) if built else load_volume_file(context, str(p), name=stem)
+            made = volume.metadata.get("static_from_frames")
+            if made:
+                lo, hi = made["averaged_min"]
+                how = f"static PET: mean of frames {made['frames'][0]}-{made['frames'][-1]}, {lo:.1f}-{hi:.1f} min after injection"
             return OpenedFile(node, kind, None, f"opened {shown} as an image ({how})")
         image = matches[0] if matches else None
         if seg_file:

@@ -26,6 +26,9 @@ def register(commands) -> None:
     p.add_argument("image", help="PET: DICOM series folder (Bq/mL with tags), NIfTI with a BIDS *_pet.json sidecar, "
                                      "or NIfTI / NRRD (give --units)")
     p.add_argument("--units", choices=UNITS, help="units of a NIfTI / NRRD PET (DICOM carries its own)")
+    p.add_argument("--static-window", type=float, nargs=2, metavar=("START", "END"),
+                   help="a dynamic (4D) BIDS-PET: average its whole frames from START to END minutes after the "
+                        "injection into the static scan the models take (the window of your protocol's static scan)")
     add_common_model_args(p, multiple=True)
     p.add_argument("--cam", metavar="CAM", help="write the fold-averaged Grad-CAM on the PET grid here (.nii.gz, .nrrd)")
     p.add_argument("--brain-mask", metavar="B", help="brain mask (any grid; default: computed from the PET)")
@@ -113,7 +116,7 @@ def _run_pet(args) -> int:
     from .workflow import load_pet_models, predict_pet
 
     _check_outputs(args.cam, args.json, args.voi_out)
-    pet = read_volume(args.image)
+    pet = _read_pet(args.image, args.static_window)
     tags = _tags_from_args(args, pet)
     mask = read_volume(args.brain_mask) if args.brain_mask else None
     lesion = read_volume(args.lesion) if args.lesion else None
@@ -128,7 +131,8 @@ def _run_pet(args) -> int:
             raise InputError("no lesion VOI to write: nothing above 1.6 x background and no --lesion given")
         write_volume(result.lesion_mask, args.voi_out)
     if args.json:
-        write_json(result.to_dict(), args.json)
+        write_json({**result.to_dict(), **({"static_from_frames": pet.metadata["static_from_frames"]}
+                                           if "static_from_frames" in pet.metadata else {})}, args.json)
     s = result.static.to_dict()
     tbr = "n/a" if s["TBRmax"] is None else f"{s['TBRmax']:.2f}"
     print(f"P(recurrence) = {result.probability:.3f} -> {result.label} "
@@ -139,6 +143,27 @@ def _run_pet(args) -> int:
           + (f"; Grad-CAM inside brain {100 * result.cam_inside_brain_fraction:.0f}%" if result.cam_inside_brain_fraction is not None else ""))
     print_warnings(result.warnings)
     return 0
+
+
+def _read_pet(path: str, static_window: Optional[List[float]]):
+    """The PET to classify: the file itself, or the static image of ``static_window`` (minutes
+    after injection) of a dynamic BIDS-PET (:mod:`.dynamic`); a 4D file without a window is
+    refused with what to give."""
+    from ..errors import TimeSeriesError
+    from ..volume import read_volume
+    from .dynamic import static_from_dynamic
+
+    if static_window is not None:
+        pet = static_from_dynamic(path, (static_window[0], static_window[1]))
+        print(pet.metadata["warnings"][-1])
+        return pet
+    try:
+        return read_volume(path)
+    except TimeSeriesError as exc:
+        raise InputError(
+            f"{Path(path).name} is a dynamic PET with {exc.time_points} frames; the models take a static scan: give "
+            "--static-window START END (minutes after injection, the window of your protocol's static scan) to "
+            "average its frames (a BIDS-PET *_pet.json sidecar gives their times)") from None
 
 
 def _run_train(args) -> int:

@@ -84,12 +84,11 @@ def bids_pet_sidecar(image: "str | os.PathLike[str]") -> Optional[Path]:
     return sidecar if sidecar.is_file() else None
 
 
-def read_bids_pet_sidecar(path: "str | os.PathLike[str]") -> Tuple[Dict[str, Any], List[str]]:
-    """``(tags, warnings)``: the sidecar's PET tags by DICOM keyword and sentences about
-    fields that could not be used.
+def load_bids_pet_sidecar(path: "str | os.PathLike[str]") -> Dict[str, Any]:
+    """The sidecar's fields as they are (a JSON object of at most ``MAX_SIDECAR_BYTES``).
 
     Raises:
-        InputError: the file is not a JSON object (too large, unreadable, not JSON).
+        InputError: too large, unreadable, not JSON, not an object.
     """
     p = Path(path)
     try:
@@ -100,7 +99,18 @@ def read_bids_pet_sidecar(path: "str | os.PathLike[str]") -> Tuple[Dict[str, Any
         raise InputError(f"{p.name}: the BIDS-PET sidecar cannot be read as JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{p.name}: a BIDS-PET sidecar is a JSON object, this is a {type(data).__name__}")
-    tags, warnings = bids_pet_tags(data)
+    return data
+
+
+def read_bids_pet_sidecar(path: "str | os.PathLike[str]") -> Tuple[Dict[str, Any], List[str]]:
+    """``(tags, warnings)``: the sidecar's PET tags by DICOM keyword and sentences about
+    fields that could not be used.
+
+    Raises:
+        InputError: the file is not a JSON object (too large, unreadable, not JSON).
+    """
+    p = Path(path)
+    tags, warnings = bids_pet_tags(load_bids_pet_sidecar(p))
     tags["TagSource"] = f"{BIDS_SOURCE} {p.name}"
     return tags, [f"{p.name}: {w}" for w in warnings]
 

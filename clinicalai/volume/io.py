@@ -149,6 +149,74 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     return volume
 
 
+def time_point_count(path: "str | os.PathLike[str]") -> int:
+    """How many time points a NIfTI holds (1 for a 3D file), from its header alone.
+
+    Raises:
+        InputError: as :func:`read_volume` for a missing, cut-off or unreadable file; not a NIfTI.
+    """
+    import nibabel as nib
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    kind = image_format(p)
+    if kind != "nifti":
+        raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
+    check_image_file(p, kind)
+    try:
+        shape = nib.load(str(p)).shape
+    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
+        raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
+    return int(shape[3]) if len(shape) >= 4 else 1
+
+
+def read_time_frames(path: "str | os.PathLike[str]", frames: Optional[Sequence[int]] = None) -> Tuple[List[Volume], int]:
+    """Time points of a 4D NIfTI read in one pass: ``(volumes, time points in the file)``.
+
+    ``frames``: which (from 0; default all). Each volume has the file's 3D geometry and, beside a
+    BIDS-PET sidecar, its tags, as :func:`read_volume` with ``frame`` gives it; a 3D file has
+    the one frame 0. Why not :func:`read_volume` per frame: a compressed 4D file would be
+    decompressed once per frame (a dynamic PET has 20-40).
+
+    Raises:
+        InputError: as :func:`read_volume`; a frame outside the file's; not a NIfTI.
+    """
+    import SimpleITK as sitk
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    kind = image_format(p)
+    if kind != "nifti":
+        raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
+    check_image_file(p, kind)
+    if nifti_version(p) == 2:
+        import nibabel as nib
+
+        shape = nib.load(str(p)).shape
+        count = shape[3] if len(shape) >= 4 else 1
+        chosen = list(range(count)) if frames is None else [int(f) for f in frames]
+        volumes = [read_nifti2(p, f) for f in chosen]
+    else:
+        try:
+            image = sitk.ReadImage(str(p))
+        except RuntimeError as exc:
+            raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
+        count = image.GetSize()[3] if image.GetDimension() == 4 else 1
+        chosen = list(range(count)) if frames is None else [int(f) for f in frames]
+        volumes = []
+        for f in chosen:
+            volume = Volume.from_sitk(_one_frame(image, f, p.name))
+            volume.metadata["source"] = str(p)
+            volumes.append(volume)
+        if volumes:
+            warn_of_two_geometries(volumes[0], p)
+    for volume in volumes:
+        add_bids_pet_tags(volume, p)
+    return volumes, count
+
+
 def _one_frame(image: Any, frame: int, name: str) -> Any:
     """Time point ``frame`` of a 4D SimpleITK image (a 3D image is its own frame 0)."""
     import SimpleITK as sitk

@@ -9,10 +9,12 @@ Slicer loader the server will use. Only a file that passed both is loaded in the
 that failed stays refused with its message (results are kept by file identity, so a refused
 file is not retried on every click).
 
-Run as ``python -m clinicalai.web.probe KIND PATH [SERIES_UID | --frame K]`` (KIND: volume,
+Run as ``python -m clinicalai.web.probe KIND PATH [SERIES_UID | --frame K | --static-window A B]`` (KIND: volume,
 segmentation, dicom, dicom-seg), it prints one JSON line: ``{"ok": true}`` or ``{"error": "one
 sentence"}`` (for a DICOM folder of several series and none chosen, with ``"series"``: the ones to
 offer; for a 4D NIfTI and no frame chosen, with ``"frames"``: how many time points it holds).
+``--static-window A B``: the static PET of a dynamic BIDS-PET, its whole frames from A to B
+minutes after the injection (:func:`clinicalai.pet.dynamic.static_from_dynamic`).
 """
 
 from __future__ import annotations
@@ -70,20 +72,24 @@ class FileProber:
         self._lock = threading.Lock()
 
     def check(self, path: Path, kind: str, shown_name: str = "", series_uid: Optional[str] = None,
-              frame: Optional[int] = None) -> None:
+              frame: Optional[int] = None, static_window: Optional[Tuple[float, float]] = None) -> None:
         """Raise :class:`ProbeRefused` (one sentence) unless ``path`` loads cleanly as ``kind``
         (a DICOM folder: its series ``series_uid``, or its only one; a 4D NIfTI: its time point
-        ``frame``). Blocking (seconds): call it from a worker thread."""
+        ``frame``, or the static PET of its frames in ``static_window``, minutes after the
+        injection). Blocking (seconds): call it from a worker thread."""
         if kind not in KINDS:
             raise ValueError(f"unknown probe kind {kind!r}")
         if frame is not None and (kind != "volume" or int(frame) < 0):
             raise ValueError(f"a time point is chosen in a volume file only, from 0 (got {kind!r}, {frame!r})")
-        key = (kind, series_uid, frame) + _signature(path)
+        if static_window is not None and (kind != "volume" or frame is not None):
+            raise ValueError("a static window is chosen in a volume file only, instead of a time point")
+        window = None if static_window is None else (float(static_window[0]), float(static_window[1]))
+        key = (kind, series_uid, frame, window) + _signature(path)
         with self._lock:
             known = key in self._verdicts
             verdict, series, frames = self._verdicts.get(key, (None, [], 0))
         if not known:
-            verdict, series, frames = self._run(path, kind, series_uid, frame)
+            verdict, series, frames = self._run(path, kind, series_uid, frame, window)
             with self._lock:
                 self._verdicts[key] = (verdict, series, frames)
         if verdict is not None:
@@ -94,8 +100,8 @@ class FileProber:
                 raise ProbeRefused(f"{shown}{verdict[len(path.name):]}", series, frames)
             raise ProbeRefused(f"{shown}: {verdict}", series, frames)
 
-    def _run(self, path: Path, kind: str, series_uid: Optional[str] = None,
-             frame: Optional[int] = None) -> Tuple[Optional[str], list, int]:
+    def _run(self, path: Path, kind: str, series_uid: Optional[str] = None, frame: Optional[int] = None,
+             window: Optional[Tuple[float, float]] = None) -> Tuple[Optional[str], list, int]:
         """``(None, [], 0)`` when the child loaded the file, else ``(why not, the folder's series
         when it holds several, the file's time points when it is 4D and none was chosen)``."""
         env = dict(os.environ)
@@ -110,7 +116,8 @@ class FileProber:
         try:
             done = subprocess.run(
                 [sys.executable, "-m", "clinicalai.web.probe", kind, str(path)] + ([series_uid] if series_uid else [])
-                + (["--frame", str(int(frame))] if frame is not None else []),
+                + (["--frame", str(int(frame))] if frame is not None else [])
+                + (["--static-window", repr(window[0]), repr(window[1])] if window is not None else []),
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                 timeout=self.timeout_s, env=env, preexec_fn=limit_memory if os.name == "posix" else None,
             )
@@ -145,13 +152,19 @@ def _checked_frames(frames: object) -> int:
     return frames if isinstance(frames, int) and not isinstance(frames, bool) and 1 < frames <= MAX_FRAMES else 0
 
 
-def _probe(kind: str, path: Path, series_uid: Optional[str] = None, frame: Optional[int] = None) -> None:
+def _probe(kind: str, path: Path, series_uid: Optional[str] = None, frame: Optional[int] = None,
+           window: Optional[Tuple[float, float]] = None) -> None:
     """What the server will do with the file, here where a crash harms nobody.
 
     Imports inside: this runs in the probe process only; the server that imports this module
     for :class:`FileProber` needs neither the readers nor a headless scene."""
     from ..volume import read_volume
 
+    if window is not None:
+        from ..pet.dynamic import static_from_dynamic
+
+        static_from_dynamic(path, window)
+        return  # the app builds this node from the engine's volume
     # the engine's reader first: its messages are the clearest
     read_volume(path, series_uid=series_uid, frame=frame)
     if kind in ("dicom", "dicom-seg") or frame is not None:
@@ -171,23 +184,28 @@ def _probe(kind: str, path: Path, series_uid: Optional[str] = None, frame: Optio
 
 def main(argv: Optional[list] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    frame = None
+    frame, window = None, None
     if len(args) == 4 and args[2] == "--frame" and args[3].isdigit():
         frame, args = int(args[3]), args[:2]
+    elif len(args) == 5 and args[2] == "--static-window":
+        try:
+            window, args = (float(args[3]), float(args[4])), args[:2]
+        except ValueError:
+            args = []
     if len(args) not in (2, 3) or args[0] not in KINDS:
         print(json.dumps({"error": "usage: python -m clinicalai.web.probe {volume,segmentation,dicom,dicom-seg} PATH "
-                                   "[SERIES_UID | --frame K]"}))
+                                   "[SERIES_UID | --frame K | --static-window A B]"}))
         return 2
     kind, path = args[0], Path(args[1])
     series_uid = args[2] if len(args) == 3 else None
     try:
-        _probe(kind, path, series_uid, frame)
+        _probe(kind, path, series_uid, frame, window)
     except ClinicalAIError as exc:
         message = str(exc).replace(str(path.parent) + os.sep, "")  # no server paths in the page
         answer = {"error": message}
         if kind == "dicom" and series_uid is None and path.is_dir():
             answer["series"] = _several_series(path)
-        if isinstance(exc, TimeSeriesError) and kind == "volume" and frame is None:
+        if isinstance(exc, TimeSeriesError) and kind == "volume" and frame is None and window is None:
             answer["frames"] = exc.time_points
         print(json.dumps(answer), flush=True)
         return 1

@@ -18,6 +18,8 @@ from trame.widgets import vuetify3 as v3
 
 from ...errors import ClinicalAIError, InputError
 from ...mrml import masks
+from ...pet.dynamic import parse_static_window
+from ...volume.bids_pet import bids_pet_sidecar
 from ...volume.dicom_seg import is_dicom_seg_file
 from .. import security
 from ..probe import ProbeRefused
@@ -34,6 +36,10 @@ LISTED_KIND_TITLES = {"dicom": "DICOM series", "segmentation": "segmentation (.s
                       "file": "volume: image or mask, guessed when opened"}
 
 
+#: the time-point chooser's value for "the static PET of a window of a dynamic PET's frames"
+STATIC_CHOICE = "static"
+
+
 class DataPanel(Panel):
     key = "data"
     title = "Open data"
@@ -42,8 +48,10 @@ class DataPanel(Panel):
         super().__init__(app)
         # series / series_items / series_of: the series of the DICOM folder last opened that
         # holds several (the page chooses one; checked against the offer); frame / frame_items /
-        # frame_of: likewise the time points of the 4D file last opened
-        self.set(files=[], path="", uploading=False, open_as="", series="", series_of="", frame="", frame_of="")
+        # frame_of: likewise the time points of the 4D file last opened (and, for a dynamic BIDS-PET,
+        # STATIC_CHOICE with static_window: the minutes after injection whose frames are averaged)
+        self.set(files=[], path="", uploading=False, open_as="", series="", series_of="", frame="", frame_of="",
+                 static_window="")
         self.offer(series_items=[], frame_items=[])
         # what a file can be opened as: recorded on the server too (Panel.offer / Panel.choice)
         self.offer(open_as_items=[{"title": t, "value": v} for v, t in masks.OPEN_AS_TITLES.items()])
@@ -77,6 +85,17 @@ class DataPanel(Panel):
                     v3.VBtn("Open", id="data-open", click=typed, color="primary")
                 self._part_chooser("series", "series of ")
                 self._part_chooser("frame", "time point of ")
+                v3.VTextField(
+                    v_if=(f"{self.k('frame')} === '{STATIC_CHOICE}'",),
+                    v_model=(self.k("static_window"),),
+                    label="static window: minutes after injection, START-END",
+                    placeholder="the window of your protocol's static scan, e.g. 10-30",
+                    persistent_placeholder=True,
+                    density="compact",
+                    hide_details=True,
+                    id="data-static-window",
+                    classes="mt-2",
+                )
                 v3.VSelect(
                     label="open as",
                     items=(self.k("open_as_items"),),
@@ -154,23 +173,28 @@ class DataPanel(Panel):
             open_as = self.choice("open_as", "open_as_items", "open as")
             series_uid = (self.choice("series", "series_items", "series") or None) if self.get("series_of") == relative else None
             chosen_frame = self.choice("frame", "frame_items", "time point") if self.get("frame_of") == relative else ""
-            frame = int(chosen_frame) if chosen_frame != "" else None
+            window = parse_static_window(self.get("static_window")) if chosen_frame == STATIC_CHOICE else None
+            frame = int(chosen_frame) if chosen_frame not in ("", STATIC_CHOICE) else None
             # the probe (seconds, a child process) runs on a worker thread: the page stays live
             await asyncio.get_running_loop().run_in_executor(None, self.app.prober.check, path, kind, relative, series_uid,
-                                                             frame)
+                                                             frame, window)
             # again, now: cached (instant) unless the file was replaced while it was probed
-            self.app.prober.check(path, kind, relative, series_uid, frame)
-            opened = self._open(relative, path, open_as, series_uid, frame)
+            self.app.prober.check(path, kind, relative, series_uid, frame, window)
+            opened = self._open(relative, path, open_as, series_uid, frame, window)
         except ProbeRefused as exc:
             if exc.series:  # a folder of several series: offer them, and open the one chosen
                 self._offer_series(relative, exc.series)
                 self.app.info(f"{relative} holds {len(exc.series)} DICOM series: choose one under 'series of "
                               f"{relative}', then Open again")
             elif exc.frames:  # a 4D file (a cine, an fMRI): offer its time points
-                self.offer(frame_items=[{"title": f"time point {k}", "value": str(k)} for k in range(exc.frames)])
+                # a dynamic PET with its BIDS sidecar: its static scan first (what PetRecurrence takes)
+                dynamic_pet = kind == "volume" and bids_pet_sidecar(path) is not None
+                static = [{"title": "static PET: the mean of the frames in a window", "value": STATIC_CHOICE}] if dynamic_pet else []
+                self.offer(frame_items=static + [{"title": f"time point {k}", "value": str(k)} for k in range(exc.frames)])
                 self.set(frame="", frame_of=relative)
-                self.app.info(f"{relative} holds {exc.frames} time points: choose one under 'time point of "
-                              f"{relative}', then Open again")
+                self.app.info(f"{relative} holds {exc.frames} time points: choose "
+                              + ("the static PET of a window, or one time point," if dynamic_pet else "one")
+                              + f" under 'time point of {relative}', then Open again")
             else:
                 self.app.error(str(exc))
             return None
@@ -205,11 +229,11 @@ class DataPanel(Panel):
         return path, "volume"
 
     def _open(self, relative: str, path: Any, open_as: str, series_uid: Optional[str] = None,
-              frame: Optional[int] = None) -> masks.OpenedFile:
+              frame: Optional[int] = None, static_window: Optional[tuple] = None) -> masks.OpenedFile:
         """Load ``path`` (probed already) into the scene as ``open_as`` ("" = guessed): an image
         is shown; a mask is drawn over the image on show when it is one of its masks."""
         opened = masks.open_file_as(self.app.context, path, open_as, current=self.app.volume_node, shown=relative,
-                                    series_uid=series_uid, frame=frame)
+                                    series_uid=series_uid, frame=frame, static_window=static_window)
         self.opened_as[relative] = opened.kind
         self.refresh()
         if opened.kind == masks.OPEN_AS_IMAGE:
