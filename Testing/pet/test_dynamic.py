@@ -206,3 +206,76 @@ def test_a_dynamic_pet_without_a_window_is_refused_with_what_to_give(tmp_path, c
     err = capsys.readouterr().err
     assert "dynamic PET with 16 frames" in err and "--static-window START END" in err and "Traceback" not in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ a dynamic PET DICOM series
+INJECTION = __import__("datetime").datetime(2024, 5, 6, 9, 0, 0)
+
+
+def _write_dicom(folder, case, geometry, decay: str):
+    """The same scan as one dynamic DICOM series, as a scanner exports it: decay-corrected to
+    the series start (START; the scan starts at the injection) or not corrected (NONE)."""
+    from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
+
+    healthy, lesion = case
+    h = frame_means(healthy_curve, decayed=decay == "NONE")
+    l_ = frame_means(lesion_curve, decayed=decay == "NONE")
+    frames = [geometry.with_array((healthy * hi + lesion * li).astype(np.float32), metadata={}) for hi, li in zip(h, l_)]
+    tags = pet_tags(70.0, 185e6, INJECTION, INJECTION, decay_correction=decay)
+    if decay == "NONE":
+        tags["CorrectedImage"] = ["ATTN", "SCAT", "RAN", "NORM"]
+    return write_dynamic_pet_dicom(frames, STARTS, DURATIONS, tags, folder)
+
+
+@pytest.fixture(scope="module")
+def dicom_series(tmp_path_factory, case):
+    base = tmp_path_factory.mktemp("dicom-dynamic")
+    geometry = read_volume(_write_dynamic(base / "nifti", case, decay_corrected=True), frame=0)
+    return {decay: _write_dicom(base / decay, case, geometry, decay) for decay in ("START", "NONE")}, geometry
+
+
+def test_a_dynamic_dicom_series_is_split_into_frames_in_time_order(dicom_series):
+    from clinicalai.errors import TimeSeriesError
+
+    series, geometry = dicom_series
+    with pytest.raises(TimeSeriesError, match="dynamic PET series with 16 time points; choose one with --frame K"):
+        read_volume(series["START"])
+    frame = read_volume(series["START"], frame=8)
+    assert frame.same_grid(geometry)  # oblique, anisotropic: the geometry each frame was written on
+    assert frame.metadata["pet"]["AcquisitionTime"].startswith("091500")  # the 9th frame starts 15 min in
+
+
+def test_a_dynamic_dicom_series_gives_the_same_static_suv_decay_corrected_or_not(tmp_path, case, dicom_series):
+    series, geometry = dicom_series
+    corrected, raw = (static_from_dynamic(series[d], (10, 30)) for d in ("START", "NONE"))
+    assert corrected.metadata["static_from_frames"]["frames"] == [7, 8, 9, 10] and corrected.same_grid(geometry)
+    expected = _expected_mean(case, 600.0, 1800.0)  # decay removed to the injection = the series start
+    peak = float(expected.max())
+    np.testing.assert_allclose(corrected.array, expected, atol=2e-4 * peak)  # int16 storage per frame
+    suv_c, conv_c = to_suv(corrected)
+    suv_r, conv_r = to_suv(raw)
+    assert conv_c.details["elapsed_s"] == pytest.approx(0.0) and conv_r.details["elapsed_s"] == pytest.approx(600.0)
+    np.testing.assert_allclose(suv_r.array, suv_c.array, rtol=1e-3, atol=3e-4 * float(suv_c.array.max()))
+    # and the same as the BIDS NIfTI of that scan
+    bids = static_from_dynamic(_write_dynamic(tmp_path / "bids", case, decay_corrected=True), (10, 30))
+    np.testing.assert_allclose(suv_c.array, to_suv(bids)[0].array, atol=3e-4 * float(suv_c.array.max()))
+
+
+def test_an_incomplete_dynamic_series_is_one_clear_error(tmp_path, dicom_series):
+    import shutil
+
+    series, _ = dicom_series
+    cut = tmp_path / "cut"
+    shutil.copytree(series["START"], cut)
+    sorted(cut.glob("pt009_*.dcm"))[3].unlink()
+    with pytest.raises(InputError, match="frame 9 of the dynamic PET series has 41 of its 42 images"):
+        static_from_dynamic(cut, (10, 30))
+
+
+def test_the_command_line_takes_a_dynamic_dicom_series(tmp_path, dicom_series, capsys):
+    series, _ = dicom_series
+    out = tmp_path / "r.json"
+    assert main(["pet", str(series["NONE"]), "--static-window", "10", "30", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["static_from_frames"]["decay"] == "each frame decay-corrected to the window's start"
+    assert result["suv_conversion"]["quantity"] == "SUVbw"

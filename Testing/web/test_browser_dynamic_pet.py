@@ -80,3 +80,31 @@ def test_a_dynamic_pet_opens_as_the_static_scan_of_a_window(page, web_server, dy
     expected = predict_pet(same, load_pet_models(device="cpu"))
     assert float(rows["SUVmax"]) == pytest.approx(expected.static.suv_max, rel=1e-3)
     assert state(page, "ca_pet_probability") == pytest.approx(expected.probability, abs=1e-3)
+
+
+def test_a_dynamic_pet_dicom_series_opens_as_a_time_point_or_a_static_scan(page, web_server):
+    import datetime as dt
+
+    from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
+
+    pet = web_server["cases"]["pet"].image
+    start = dt.datetime(2024, 5, 6, 9, 0, 0)
+    write_dynamic_pet_dicom([pet.with_array(pet.array * level, metadata={}) for level in LEVELS], STARTS, DURATIONS,
+                            pet_tags(72.5, 187e6, start, start), web_server["data"] / "dynamic_pt")
+    try:
+        assert open_file(page, "dynamic_pt") == ""
+        assert "holds 4 time points: choose the static PET of a window" in state(page, "ca_message")
+        assert [item["value"] for item in state(page, "ca_data_frame_items")] == ["static", "0", "1", "2", "3"]
+        set_state(page, "ca_data_frame", "1")
+        assert open_file(page, "dynamic_pt") == ""
+        wait_text(page, "#volume-name", "^dynamic_pt_frame1")
+        set_state(page, "ca_data_frame", "static")
+        set_state(page, "ca_data_static_window", "10-30")
+        assert open_file(page, "dynamic_pt") == ""
+        wait_text(page, "#volume-name", "^dynamic_pt_static10-30min")
+        assert "static PET: mean of frames 2-3" in state(page, "ca_message")
+    finally:
+        set_state(page, "ca_data_frame", "")
+        set_state(page, "ca_data_static_window", "")
+    open_tool(page, "pet")
+    wait_text(page, "#pet-uptake", r"SUVbw = .*weight 72.5 kg, dose 187 MBq")

@@ -369,7 +369,7 @@ def open_file_as(context: Any, path: "str | Path", choice: str = "", current: An
     if static_window is not None:
         from ..pet.dynamic import static_from_dynamic
 
-        volume = static_from_dynamic(p, static_window)
+        volume = static_from_dynamic(p, static_window, series_uid if series else None)
         if not name:
             stem = f"{stem}_static{static_window[0]:g}-{static_window[1]:g}min"
     else:

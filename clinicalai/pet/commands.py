@@ -27,8 +27,9 @@ def register(commands) -> None:
                                      "or NIfTI / NRRD (give --units)")
     p.add_argument("--units", choices=UNITS, help="units of a NIfTI / NRRD PET (DICOM carries its own)")
     p.add_argument("--static-window", type=float, nargs=2, metavar=("START", "END"),
-                   help="a dynamic (4D) BIDS-PET: average its whole frames from START to END minutes after the "
-                        "injection into the static scan the models take (the window of your protocol's static scan)")
+                   help="a dynamic PET (4D BIDS-PET NIfTI, or a dynamic DICOM series): average its whole frames from "
+                        "START to END minutes after the injection into the static scan the models take (the window "
+                        "of your protocol's static scan)")
     add_common_model_args(p, multiple=True)
     p.add_argument("--cam", metavar="CAM", help="write the fold-averaged Grad-CAM on the PET grid here (.nii.gz, .nrrd)")
     p.add_argument("--brain-mask", metavar="B", help="brain mask (any grid; default: computed from the PET)")
@@ -147,7 +148,7 @@ def _run_pet(args) -> int:
 
 def _read_pet(path: str, static_window: Optional[List[float]]):
     """The PET to classify: the file itself, or the static image of ``static_window`` (minutes
-    after injection) of a dynamic BIDS-PET (:mod:`.dynamic`); a 4D file without a window is
+    after injection) of a dynamic PET (:mod:`.dynamic`); a dynamic PET without a window is
     refused with what to give."""
     from ..errors import TimeSeriesError
     from ..volume import read_volume
@@ -163,7 +164,7 @@ def _read_pet(path: str, static_window: Optional[List[float]]):
         raise InputError(
             f"{Path(path).name} is a dynamic PET with {exc.time_points} frames; the models take a static scan: give "
             "--static-window START END (minutes after injection, the window of your protocol's static scan) to "
-            "average its frames (a BIDS-PET *_pet.json sidecar gives their times)") from None
+            "average its frames (their times come from a BIDS-PET *_pet.json sidecar, or from the DICOM series)") from None
 
 
 def _run_train(args) -> int:

@@ -29,6 +29,7 @@ knows BIDS-PET frame timing; PETPVC / PETSurfer-like tools that do are not Pytho
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,24 +173,36 @@ class StaticFromDynamic:
                 f"({lo:.1f}-{hi:.1f} min after injection; {self.decay})")
 
 
-def static_from_dynamic(path: "str | Path", window_min: Tuple[float, float]) -> Volume:
-    """The static PET of the window ``window_min`` (minutes after injection) of the dynamic
-    BIDS-PET NIfTI ``path``: its 3D geometry, its tags (decay-corrected to the window's start
-    when the frames were not), ``metadata["static_from_frames"]`` and a sentence in
-    ``metadata["warnings"]`` saying which frames were averaged.
+def static_from_dynamic(path: "str | Path", window_min: Tuple[float, float], series_uid: "str | None" = None) -> Volume:
+    """The static PET of the window ``window_min`` (minutes after injection) of a dynamic PET:
+    a 4D BIDS-PET NIfTI ``path`` (frame times from its ``*_pet.json``), or a dynamic PET DICOM
+    series (a folder, or one of its files; ``series_uid`` when the folder holds several; frame
+    times from each frame's ``AcquisitionTime`` and ``ActualFrameDuration``, the injection from
+    the radiopharmaceutical tags). The result has the file's 3D geometry, PET tags (decay-corrected
+    to the window's start when the frames were not), ``metadata["static_from_frames"]`` and a
+    sentence in ``metadata["warnings"]`` saying which frames were averaged.
 
     Raises:
-        InputError: no ``*_pet.json`` sidecar; frame times missing or wrong
-            (:func:`frame_times`); no whole frame in the window; ``ImageDecayCorrected``
-            missing, or false without a known ``TracerRadionuclide``; any reading error.
+        InputError: no sidecar beside a NIfTI; frame times missing or wrong
+            (:func:`frame_times`); no whole frame in the window; whether the frames are
+            decay-corrected unknown, or uncorrected frames of an unknown half-life; any reading
+            error.
     """
-    from ..volume.io import read_time_frames, time_point_count
+    from ..volume.formats import image_format
 
     p = Path(path)
+    if p.exists() and image_format(p) == "dicom":
+        return _static_from_dicom(p, window_min, series_uid)
+    return _static_from_bids(p, window_min)
+
+
+def _static_from_bids(p: Path, window_min: Tuple[float, float]) -> Volume:
+    from ..volume.io import read_time_frames, time_point_count
+
     sidecar_path = bids_pet_sidecar(p)
     if sidecar_path is None:
         raise InputError(f"{p.name}: a static window needs the frame times of a BIDS-PET sidecar "
-                         f"({p.name.split('.')[0]}.json beside a file named *_pet.nii[.gz])")
+                         f"({p.name.split('.')[0]}.json beside a file named *_pet.nii[.gz]) or a dynamic PET DICOM series")
     sidecar = load_bids_pet_sidecar(sidecar_path)
     times = frame_times(sidecar, time_point_count(p), sidecar_path.name)
     chosen = frames_in_window(times, window_min, p.name)
@@ -197,32 +210,90 @@ def static_from_dynamic(path: "str | Path", window_min: Tuple[float, float]) -> 
     if corrected not in (True, False):
         raise InputError(f"{sidecar_path.name}: ImageDecayCorrected (true or false) is missing; frames are averaged "
                          "only when it is known whether each is decay-corrected")
-    start_s, end_s = times.span(chosen)
+    start_s = times.span(chosen)[0]
     if corrected:
-        factors = np.ones(len(chosen))
-        decay = "frames decay-corrected in the file"
-        tags_sidecar = dict(sidecar)
+        half_life, tags_sidecar = None, dict(sidecar)
     else:
         nuclide = sidecar.get("TracerRadionuclide")
         key = _nuclide_key(nuclide) if isinstance(nuclide, str) else ""
         if key not in HALF_LIFE_S:
             raise InputError(f"{sidecar_path.name}: the frames are not decay-corrected and TracerRadionuclide "
                              f"({nuclide!r}) gives no known half-life, so they cannot be averaged")
-        factors = decay_to(times, chosen, start_s, HALF_LIFE_S[key])
-        decay = "each frame decay-corrected to the window's start"
+        half_life = HALF_LIFE_S[key]
         # the static image is decay-corrected to the window's start: its tags say so, in BIDS terms
         tags_sidecar = dict(sidecar, ImageDecayCorrected=True,
                             ImageDecayCorrectionTime=start_s + float(sidecar["InjectionStart"]))
     frames, _ = read_time_frames(p, frames=chosen)
-    weights = times.durations_s[chosen] * factors
+    tags, _ = bids_pet_tags(tags_sidecar)
+    tags["TagSource"] = frames[0].metadata.get("pet", {}).get("TagSource", "BIDS sidecar")
+    return _average(frames, times, chosen, window_min, half_life, tags)
+
+
+def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "str | None") -> Volume:
+    from ..volume.dicom_checks import read_dicom_header
+    from ..volume.io import read_dicom_frames, read_pet_tags
+    from .suv import MissingSuvInput, injection_datetime
+
+    folder = p if p.is_dir() else p.parent
+    if series_uid is None and p.is_file():
+        series_uid = str(read_dicom_header(p).get("SeriesInstanceUID") or "") or None
+    chosen: List[int] = []
+    found: Dict[str, Any] = {}
+
+    def choose(dynamic) -> List[int]:
+        # the frames of the window, known once the series is split (one scan of the folder)
+        tags = read_pet_tags(dynamic.files[0][0])
+        try:
+            injection = injection_datetime(tags)
+        except MissingSuvInput:
+            raise InputError(f"{folder.name}: the series has no injection time (RadiopharmaceuticalStartDateTime), "
+                             "so no window after the injection can be placed") from None
+        times = FrameTimes(np.array([(s - injection).total_seconds() for s in dynamic.starts]),
+                           np.asarray(dynamic.durations_s, np.float64))
+        chosen.extend(frames_in_window(times, window_min, folder.name))
+        found.update(times=times, tags=tags)
+        return chosen
+
+    frames, _ = read_dicom_frames(folder, choose, series_uid)
+    times, tags = found["times"], dict(frames[0].metadata.get("pet") or found["tags"])
+    correction = str(tags.get("DecayCorrection") or "").strip().upper()
+    if correction in ("START", "ADMIN"):
+        half_life = None  # every frame corrected to one time, the series' (QIBA: SeriesDate/Time) or the injection
+    elif correction == "NONE":
+        try:
+            half_life = float(tags["RadionuclideHalfLife"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{folder.name}: the frames are not decay-corrected and RadionuclideHalfLife is missing, "
+                             "so they cannot be averaged") from None
+        reference = injection_datetime(tags) + dt.timedelta(seconds=float(times.starts_s[chosen[0]]))
+        day, time = reference.strftime("%Y%m%d"), reference.strftime("%H%M%S.%f")
+        corrected = [str(v).strip().upper() for v in (tags.get("CorrectedImage") or [])]
+        tags.update(DecayCorrection="START", SeriesDate=day, SeriesTime=time, AcquisitionDate=day, AcquisitionTime=time,
+                    CorrectedImage=corrected + ([] if "DECY" in corrected else ["DECY"]))
+    else:
+        raise InputError(f"{folder.name}: DecayCorrection {correction or '(missing)'} does not say whether the frames "
+                         "are decay-corrected (START, ADMIN or NONE), so they cannot be averaged")
+    return _average(frames, times, chosen, window_min, half_life, tags)
+
+
+def _average(frames: Sequence[Volume], times: FrameTimes, chosen: Sequence[int], window_min: Tuple[float, float],
+             half_life_s: "float | None", tags: Dict[str, Any]) -> Volume:
+    """The duration-weighted mean of ``frames`` (the ``chosen`` ones of ``times``), each first
+    decay-corrected to the window's start when ``half_life_s`` is given (uncorrected frames)."""
+    start_s, end_s = times.span(chosen)
+    if half_life_s is None:
+        factors, decay = np.ones(len(chosen)), "frames decay-corrected in the file"
+    else:
+        factors, decay = decay_to(times, chosen, start_s, half_life_s), "each frame decay-corrected to the window's start"
+    if any(f.shape != frames[0].shape or not f.same_grid(frames[0]) for f in frames[1:]):
+        raise InputError("the frames of the window do not share one grid, so they cannot be averaged")
+    weights = times.durations_s[list(chosen)] * factors
     total = np.zeros(frames[0].array.shape, np.float64)
     for volume, w in zip(frames, weights):
         total += w * volume.array.astype(np.float64)
-    mean = (total / times.durations_s[chosen].sum()).astype(np.float32)
-    made = StaticFromDynamic(chosen, (float(window_min[0]), float(window_min[1])), (start_s / 60, end_s / 60), decay)
-    out = frames[0].with_array(mean)
-    tags, _ = bids_pet_tags(tags_sidecar)
-    tags["TagSource"] = frames[0].metadata.get("pet", {}).get("TagSource", "BIDS sidecar")
+    mean = (total / times.durations_s[list(chosen)].sum()).astype(np.float32)
+    made = StaticFromDynamic(list(chosen), (float(window_min[0]), float(window_min[1])), (start_s / 60, end_s / 60), decay)
+    out = frames[0].with_array(mean, modality="PT")
     out.metadata["pet"] = tags
     out.metadata["static_from_frames"] = made.to_dict()
     out.metadata["warnings"] = list(frames[0].metadata.get("warnings", [])) + [made.sentence()]

@@ -367,6 +367,51 @@ def write_pet_dicom(
     return folder
 
 
+def write_dynamic_pet_dicom(
+    frames: Sequence[Volume],
+    starts_s: Sequence[float],
+    durations_s: Sequence[float],
+    tags: Dict[str, Any],
+    folder: "str | Path",
+) -> Path:
+    """Write the frames of a dynamic PET as one DICOM PT series, as scanners export them.
+
+    Every frame's slices are in the one series (``SeriesType`` DYNAMIC\\IMAGE,
+    ``NumberOfTimeSlices``); each image has its ``ImageIndex`` (frame x slices + slice + 1), its
+    frame's start as ``AcquisitionDate`` / ``AcquisitionTime``, ``ActualFrameDuration`` and
+    ``FrameReferenceTime`` (ms, the frame's middle, from the series start) and its frame's
+    Rescale Slope. ``starts_s``: frame starts in s after the series start (``tags``'
+    ``SeriesDate`` / ``SeriesTime``); ``tags`` as :func:`pet_tags` gives them, their
+    ``DecayCorrection`` saying what the frames' values are (START: all decay-corrected to the
+    series start; NONE: not corrected). The folder is replaced atomically.
+    """
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    if not (len(frames) == len(starts_s) == len(durations_s)) or not frames:
+        raise InputError("a dynamic PET needs one start and one duration per frame")
+    series = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
+              "FrameOfReferenceUID": generate_uid(), "SeriesDescription": "ClinicalAI dynamic FDOPA PET phantom"}
+    series_start = dt.datetime.strptime(tags["SeriesDate"] + tags["SeriesTime"].split(".")[0], "%Y%m%d%H%M%S")
+    folder = check_series_folder(folder)
+    with atomic_output(folder, directory=True) as tmp:
+        for f, (volume, start, duration) in enumerate(zip(frames, starts_s, durations_s)):
+            pixels, slope = _int16_pixels(volume)
+            begins = series_start + dt.timedelta(seconds=float(start))
+            frame_tags = dict(tags, AcquisitionDate=begins.strftime("%Y%m%d"), AcquisitionTime=begins.strftime("%H%M%S.%f"))
+            n = pixels.shape[0]
+            for k in range(n):
+                ds = _pt_slice(volume, pixels, k, slope, series)
+                _set_pet_tags(ds, frame_tags, ())
+                ds.InstanceNumber = ds.ImageIndex = f * n + k + 1
+                ds.SeriesType = ["DYNAMIC", "IMAGE"]
+                ds.NumberOfTimeSlices = len(frames)
+                ds.ActualFrameDuration = int(round(1000.0 * float(duration)))
+                ds.FrameReferenceTime = f"{1000.0 * (float(start) + float(duration) / 2.0):.1f}"
+                pydicom.dcmwrite(str(tmp / f"pt{f:03d}_{k:04d}.dcm"), ds, enforce_file_format=True)
+    return folder
+
+
 def _int16_pixels(volume: Volume) -> Tuple[np.ndarray, float]:
     """``(int16 pixels, Rescale Slope)`` of a non-negative PET volume with a right-handed grid."""
     arr = np.asarray(volume.array, dtype=np.float64)

@@ -24,10 +24,11 @@ from ..errors import InputError, TimeSeriesError
 Vec3 = Tuple[float, float, float]
 
 
-def time_series_error(time_points: int) -> TimeSeriesError:
-    """The one refusal of a 4D file (fMRI, dynamic PET, cine), whichever reader found it."""
+def time_series_error(time_points: int, what: str = "this is a 4D image") -> TimeSeriesError:
+    """The one refusal of a 4D file (fMRI, dynamic PET, cine), whichever reader found it;
+    ``what`` names it (a dynamic PET DICOM series names its folder)."""
     return TimeSeriesError(
-        f"this is a 4D image with {time_points} time points; choose one with --frame K (K from 0 to "
+        f"{what} with {time_points} time points; choose one with --frame K (K from 0 to "
         f"{time_points - 1}; segment, explain, anomaly, convert) or extract it first "
         f"(clinicalai convert FILE -o frame.nii.gz --frame K)", time_points
     )

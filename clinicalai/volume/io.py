@@ -11,14 +11,14 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 from ..outputs import atomic_output
 from .bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
-from .core import Volume
+from .core import Volume, time_series_error
 from .dicom_checks import (
     SLICE_GAP_MAX_TOLERANCE,
     check_is_image,
@@ -28,6 +28,7 @@ from .dicom_checks import (
     is_segmentation,
     read_dicom_header,
 )
+from .dicom_dynamic import DynamicSeries, split_dynamic_series, time_slices
 from .dicom_folders import dicom_series_files, image_series, list_dicom_series, why_no_series
 from .dicom_multiframe import read_enhanced_multiframe
 from .dicom_seg import read_dicom_seg, write_dicom_seg
@@ -85,8 +86,9 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     Args:
         path: the file or DICOM folder.
         series_uid: which series to read when a folder holds several.
-        frame: which time point (from 0) of a 4D NIfTI (fMRI, dynamic PET, DCE) to read; a 4D
-            file without it is refused, and a 3D one has only frame 0.
+        frame: which time point (from 0) of a 4D NIfTI (fMRI, dynamic PET, DCE) or of a dynamic
+            PET DICOM series (frames in time order) to read; a 4D file without it is refused, and
+            a 3D one has only frame 0.
 
     Raises:
         InputError: missing or unreadable file; a file cut off, corrupt or larger than the
@@ -111,14 +113,14 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
             if series_uid is None:  # one file given: read the series it belongs to
                 uid = header.get("SeriesInstanceUID")
                 series_uid = str(uid) if uid else None
-        return read_dicom_series(p if p.is_dir() else p.parent, series_uid=series_uid)
+        return read_dicom_series(p if p.is_dir() else p.parent, series_uid=series_uid, frame=frame)
     import SimpleITK as sitk
 
     # header, size and data-file checks first: ITK zero-fills cut-off files, follows any NRRD
     # "data file:" path and allocates whatever the header declares
     check_image_file(p, kind)
     if frame is not None and kind != "nifti":
-        raise InputError(f"{p.name}: a frame is chosen in a 4D NIfTI only")
+        raise InputError(f"{p.name}: a frame is chosen in a 4D NIfTI or a dynamic PET DICOM series only")
     if kind == "nifti" and nifti_version(p) == 2:
         volume = read_nifti2(p, frame)
         add_bids_pet_tags(volume, p)
@@ -293,11 +295,47 @@ def _read_segment_metadata(reader) -> List[Dict[str, Any]]:
     return segments
 
 
-def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str] = None) -> Volume:
-    """Read one DICOM series from ``folder`` with checked slice spacing."""
-    import SimpleITK as sitk
-
+def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str] = None,
+                      frame: Optional[int] = None) -> Volume:
+    """Read one DICOM series from ``folder`` with checked slice spacing; ``frame``: which frame
+    (from 0, in time order) of a dynamic PET series, which is refused without one
+    (:mod:`.dicom_dynamic`; any other series has only frame 0)."""
     folder = Path(folder)
+    files, first = _series_files(folder, series_uid)
+    if time_slices(first) > 1:
+        dynamic = split_dynamic_series(files, folder.name)
+        if frame is None:
+            raise time_series_error(len(dynamic.files), f"{folder.name} is a dynamic PET series")
+        check_frame(frame, len(dynamic.files), folder.name)
+        return _read_series_files(folder, dynamic.files[int(frame)], first)
+    if frame is not None:
+        check_frame(frame, 1, folder.name)
+    return _read_series_files(folder, files, first)
+
+
+def read_dicom_frames(folder: "str | os.PathLike[str]", frames: "Sequence[int] | Callable[[DynamicSeries], Sequence[int]]",
+                      series_uid: Optional[str] = None) -> Tuple[List[Volume], DynamicSeries]:
+    """Frames of a dynamic PET series, from one scan of the folder: ``(volumes of frames,
+    the series split into frames with each one's start and duration)``. ``frames``: which
+    (from 0, in time order), or a function choosing them from the split series (its times).
+
+    Raises:
+        InputError: as :func:`read_dicom_series`; the series is not a dynamic PET.
+    """
+    folder = Path(folder)
+    files, first = _series_files(folder, series_uid)
+    if time_slices(first) <= 1:
+        raise InputError(f"{folder.name}: not a dynamic PET series (NumberOfTimeSlices is 1 or absent)")
+    dynamic = split_dynamic_series(files, folder.name)
+    chosen = list(frames(dynamic) if callable(frames) else frames)
+    for f in chosen:
+        check_frame(f, len(dynamic.files), folder.name)
+    return [_read_series_files(folder, dynamic.files[int(f)], first) for f in chosen], dynamic
+
+
+def _series_files(folder: Path, series_uid: Optional[str]) -> Tuple[List[str], Any]:
+    """The files of the series to read in ``folder`` (``series_uid``, or its only image series)
+    and the first one's header."""
     series_files = dicom_series_files(folder)  # one scan: GDCM's takes seconds on a large folder
     series = list_dicom_series(folder, series_files)
     if series_uid is not None and series_uid not in {s["uid"] for s in series}:
@@ -323,10 +361,16 @@ def read_dicom_series(folder: "str | os.PathLike[str]", series_uid: Optional[str
         raise InputError(f"{folder.name}: no DICOM series with SeriesInstanceUID {series_uid}")
     files = series_files[series_uid]
     check_left_out_files(folder, series_uid, files)
-    first = read_dicom_header(files[0])
+    return files, read_dicom_header(files[0])
+
+
+def _read_series_files(folder: Path, files: List[str], first: Any) -> Volume:
+    """One 3D series from ``files`` (in the series reader's order), checked."""
+    import SimpleITK as sitk
+
     if is_segmentation(first):
         if len(files) > 1:
-            raise InputError(f"{folder.name}: the series {series_uid} holds {len(files)} DICOM Segmentation files; open one of them")
+            raise InputError(f"{folder.name}: the series holds {len(files)} DICOM Segmentation files; open one of them")
         return read_dicom_seg(files[0])
     checked = check_series(files, folder.name)
     warnings = checked.warnings

@@ -30,6 +30,8 @@ from typing import Dict, Optional, Tuple
 from ..errors import ClinicalAIError, InputError, TimeSeriesError
 
 KINDS = ("volume", "segmentation", "dicom", "dicom-seg")
+#: the kinds that can hold time points (a 4D NIfTI, a dynamic PET DICOM series)
+TIMED_KINDS = ("volume", "dicom")
 #: seconds a probe may take (a large DICOM series is read in a few seconds)
 DEFAULT_TIMEOUT_S = 120.0
 #: address space of the probe process (GiB): a header declaring terabytes fails there
@@ -79,10 +81,10 @@ class FileProber:
         injection). Blocking (seconds): call it from a worker thread."""
         if kind not in KINDS:
             raise ValueError(f"unknown probe kind {kind!r}")
-        if frame is not None and (kind != "volume" or int(frame) < 0):
-            raise ValueError(f"a time point is chosen in a volume file only, from 0 (got {kind!r}, {frame!r})")
-        if static_window is not None and (kind != "volume" or frame is not None):
-            raise ValueError("a static window is chosen in a volume file only, instead of a time point")
+        if frame is not None and (kind not in TIMED_KINDS or int(frame) < 0):
+            raise ValueError(f"a time point is chosen in a volume file or a DICOM series only, from 0 (got {kind!r}, {frame!r})")
+        if static_window is not None and (kind not in TIMED_KINDS or frame is not None):
+            raise ValueError("a static window is chosen in a volume file or a DICOM series only, instead of a time point")
         window = None if static_window is None else (float(static_window[0]), float(static_window[1]))
         key = (kind, series_uid, frame, window) + _signature(path)
         with self._lock:
@@ -163,7 +165,7 @@ def _probe(kind: str, path: Path, series_uid: Optional[str] = None, frame: Optio
     if window is not None:
         from ..pet.dynamic import static_from_dynamic
 
-        static_from_dynamic(path, window)
+        static_from_dynamic(path, window, series_uid)
         return  # the app builds this node from the engine's volume
     # the engine's reader first: its messages are the clearest
     read_volume(path, series_uid=series_uid, frame=frame)
@@ -205,7 +207,7 @@ def main(argv: Optional[list] = None) -> int:
         answer = {"error": message}
         if kind == "dicom" and series_uid is None and path.is_dir():
             answer["series"] = _several_series(path)
-        if isinstance(exc, TimeSeriesError) and kind == "volume" and frame is None and window is None:
+        if isinstance(exc, TimeSeriesError) and kind in TIMED_KINDS and frame is None and window is None:
             answer["frames"] = exc.time_points
         print(json.dumps(answer), flush=True)
         return 1

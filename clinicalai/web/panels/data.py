@@ -188,7 +188,8 @@ class DataPanel(Panel):
                               f"{relative}', then Open again")
             elif exc.frames:  # a 4D file (a cine, an fMRI): offer its time points
                 # a dynamic PET with its BIDS sidecar: its static scan first (what PetRecurrence takes)
-                dynamic_pet = kind == "volume" and bids_pet_sidecar(path) is not None
+                # (a DICOM series holds time points only as a dynamic PET series)
+                dynamic_pet = kind == "dicom" or (kind == "volume" and bids_pet_sidecar(path) is not None)
                 static = [{"title": "static PET: the mean of the frames in a window", "value": STATIC_CHOICE}] if dynamic_pet else []
                 self.offer(frame_items=static + [{"title": f"time point {k}", "value": str(k)} for k in range(exc.frames)])
                 self.set(frame="", frame_of=relative)
