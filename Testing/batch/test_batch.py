@@ -383,6 +383,47 @@ def test_pet_on_local_cluster_reuses_models(local_cluster, pet_cohort, pet_refer
     assert sum(since_start("hits").values()) == 3 * 2
 
 
+@pytest.mark.slow
+def test_pet_on_dynamic_pets_takes_each_row_s_window(local_cluster, tmp_path):
+    # a cohort of dynamic BIDS-PETs (4 frames: 0-5, 5-10, 10-20, 20-30 min): each row's
+    # static_window column gives its static scan; a row whose window holds no whole frame fails
+    # alone, with the reason; the rest equal 'clinicalai pet --static-window' case by case
+    import nibabel as nib
+
+    from clinicalai.batch import BatchOptions, run_batch
+    from clinicalai.batch.commands import single_case_options
+    from clinicalai.cli import build_parser
+    from clinicalai.phantoms.pet import pet_case
+
+    folder = tmp_path / "dynamic"
+    folder.mkdir()
+    c = pet_case(20, shape=(24, 40, 40), spacing=(4.0, 4.0, 4.0))
+    frames = np.stack([c.image.array * level for level in (0.3, 0.7, 0.9, 1.1)], axis=-1)
+    for subject in (1, 2, 3):  # one scan, three subjects (a cohort lists each input once)
+        nib.save(nib.Nifti1Image(np.transpose(frames, (2, 1, 0, 3)).astype(np.float32), np.diag([4.0, 4.0, 4.0, 1.0])),
+                 folder / f"sub-0{subject}_pet.nii.gz")
+        (folder / f"sub-0{subject}_pet.json").write_text(json.dumps({
+            "Units": "Bq/mL", "BodyWeight": 70, "InjectedRadioactivity": 185, "InjectedRadioactivityUnits": "MBq",
+            "TracerRadionuclide": "F18", "TimeZero": "09:00:00", "InjectionStart": 0, "ScanStart": 0,
+            "FrameTimesStart": [0, 300, 600, 1200], "FrameDuration": [300, 300, 600, 600], "ImageDecayCorrected": True,
+            "ImageDecayCorrectionTime": 0, "AttenuationCorrection": "CT-based"}))
+    cohort = folder / "cases.csv"
+    cohort.write_text("path,static_window\nsub-01_pet.nii.gz,10-30\nsub-02_pet.nii.gz,0-10\nsub-03_pet.nii.gz,11-14\n")
+    args = build_parser().parse_args(["batch", "pet", str(cohort), "--out", str(tmp_path / "o")])
+    opts = BatchOptions("pet", str(cohort), str(tmp_path / "o"), func=args.batch_single.get_default("func"),
+                        options=single_case_options(args), wanted={"cam": False, "voi_out": False})
+    rows = run_batch(opts, client=local_cluster).rows
+    assert [r["status"] for r in rows] == ["ok", "ok", "failed"]
+    assert "no whole frame lies in 11-14 min" in rows[2]["error"]
+    for row, window in zip(rows[:2], (("10", "30"), ("0", "10"))):
+        ref = tmp_path / f"ref{window[0]}.json"
+        assert main(["pet", str(folder / "sub-01_pet.nii.gz"), "--static-window", *window, "--json", str(ref)]) == 0
+        want = json.loads(ref.read_text())
+        assert row["probability"] == want["probability_recurrence"] and row["TBRmax"] == want["static"]["TBRmax"]
+    # the early window (0.3 and 0.7 of the late uptake) is a different scan: not the same SUVmax
+    assert rows[0]["SUVmax"] != rows[1]["SUVmax"]
+
+
 # ---------------------------------------------------------------------------- dask scheduler + worker
 @pytest.mark.slow
 def test_pet_and_segment_on_a_scheduler(scheduler_pair, pet_cohort, pet_reference, cardiac_cohort,

@@ -279,3 +279,32 @@ def test_the_command_line_takes_a_dynamic_dicom_series(tmp_path, dicom_series, c
     result = json.loads(out.read_text())
     assert result["static_from_frames"]["decay"] == "each frame decay-corrected to the window's start"
     assert result["suv_conversion"]["quantity"] == "SUVbw"
+
+
+def test_a_csv_row_gives_its_static_window_to_evaluation_and_training(tmp_path, case):
+    # 'evaluate pet' / 'train pet' rows of dynamic PETs: a static_window column START-END
+    from clinicalai.pet.commands import evaluate_csv
+    from clinicalai.pet.train import load_inputs, read_pet_csv
+
+    for subject in ("01", "02"):
+        folder = tmp_path / f"sub-{subject}"
+        path = _write_dynamic(folder, case, decay_corrected=True)
+        path.rename(tmp_path / f"sub-{subject}_pet.nii.gz")
+        (folder / "sub-01_pet.json").rename(tmp_path / f"sub-{subject}_pet.json")
+    csv_path = tmp_path / "cases.csv"
+    csv_path.write_text("path,label,static_window\nsub-01_pet.nii.gz,1,10-30\nsub-02_pet.nii.gz,0,0-5\n")
+    rows = read_pet_csv(csv_path)
+    assert [r.static_window for r in rows] == [(10.0, 30.0), (0.0, 5.0)]
+    _, probs, _ = evaluate_csv(csv_path, split="all", device="cpu", n_boot=10)
+    for subject, window, p in zip(("01", "02"), (("10", "30"), ("0", "5")), probs):
+        ref = tmp_path / f"ref{subject}.json"
+        assert main(["pet", str(tmp_path / f"sub-{subject}_pet.nii.gz"), "--static-window", *window, "--json", str(ref)]) == 0
+        assert p == pytest.approx(json.loads(ref.read_text())["probability_recurrence"], abs=1e-4)
+    inputs = load_inputs(rows, (8.0, 8.0, 8.0), (32, 32, 21))
+    assert inputs.shape[0] == 2 and not np.allclose(inputs[0], inputs[1])  # two windows, two scans
+    csv_path.write_text("path,label,static_window\nsub-01_pet.nii.gz,1,10 to 30\n")
+    with pytest.raises(InputError, match="cases.csv line 2: the static window is minutes after the injection"):
+        read_pet_csv(csv_path)
+    csv_path.write_text("path,label\nsub-01_pet.nii.gz,1\n")
+    with pytest.raises(InputError, match="a static_window column START-END in a CSV"):
+        evaluate_csv(csv_path, split="all", device="cpu", n_boot=10)

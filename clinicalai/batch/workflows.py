@@ -100,6 +100,10 @@ def _pet_args(case: Case, options: Dict[str, Any]) -> Dict[str, Any]:
         if value is not None:
             args[dest] = value
     args.update(_paths(case, {"injection_time": "injection_time", "scan_time": "scan_time"}))
+    if column(case, "static_window"):  # a dynamic PET: its window, over --static-window
+        from ..pet.dynamic import parse_static_window
+
+        args["static_window"] = list(parse_static_window(column(case, "static_window")))
     return args
 
 

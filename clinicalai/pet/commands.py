@@ -114,10 +114,13 @@ def _check_outputs(*paths: Optional[str]) -> None:
 
 def _run_pet(args) -> int:
     from ..volume import read_volume, write_volume
+    from .dynamic import read_pet_image
     from .workflow import load_pet_models, predict_pet
 
     _check_outputs(args.cam, args.json, args.voi_out)
-    pet = _read_pet(args.image, args.static_window)
+    pet = read_pet_image(args.image, args.static_window)
+    if "static_from_frames" in pet.metadata:
+        print(pet.metadata["warnings"][-1])  # which frames were averaged, before the result
     tags = _tags_from_args(args, pet)
     mask = read_volume(args.brain_mask) if args.brain_mask else None
     lesion = read_volume(args.lesion) if args.lesion else None
@@ -144,27 +147,6 @@ def _run_pet(args) -> int:
           + (f"; Grad-CAM inside brain {100 * result.cam_inside_brain_fraction:.0f}%" if result.cam_inside_brain_fraction is not None else ""))
     print_warnings(result.warnings)
     return 0
-
-
-def _read_pet(path: str, static_window: Optional[List[float]]):
-    """The PET to classify: the file itself, or the static image of ``static_window`` (minutes
-    after injection) of a dynamic PET (:mod:`.dynamic`); a dynamic PET without a window is
-    refused with what to give."""
-    from ..errors import TimeSeriesError
-    from ..volume import read_volume
-    from .dynamic import static_from_dynamic
-
-    if static_window is not None:
-        pet = static_from_dynamic(path, (static_window[0], static_window[1]))
-        print(pet.metadata["warnings"][-1])
-        return pet
-    try:
-        return read_volume(path)
-    except TimeSeriesError as exc:
-        raise InputError(
-            f"{Path(path).name} is a dynamic PET with {exc.time_points} frames; the models take a static scan: give "
-            "--static-window START END (minutes after injection, the window of your protocol's static scan) to "
-            "average its frames (their times come from a BIDS-PET *_pet.json sidecar, or from the DICOM series)") from None
 
 
 def _run_train(args) -> int:
@@ -228,9 +210,10 @@ def evaluate_csv(csv_path, model_paths: Optional[List[str]] = None, split: str =
 def _predict_row(r, models) -> float:
     """P(recurrence) of one row of :func:`evaluate_csv`."""
     from ..volume import read_volume
+    from .dynamic import read_pet_image
     from .workflow import predict_pet
 
-    pet = read_volume(r.path)
+    pet = read_pet_image(r.path, r.static_window)
     mask = read_volume(r.brain_mask) if r.brain_mask else None
     return predict_pet(pet, models, units=None if pet.metadata.get("pet") else r.units, brain_mask=mask, tags=r.tags).probability
 

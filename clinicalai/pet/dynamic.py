@@ -196,6 +196,30 @@ def static_from_dynamic(path: "str | Path", window_min: Tuple[float, float], ser
     return _static_from_bids(p, window_min)
 
 
+def read_pet_image(path: "str | Path", static_window: "Sequence[float] | None" = None) -> Volume:
+    """The PET to classify: the file itself, or the static image of ``static_window`` (minutes
+    after injection) of a dynamic PET (:func:`static_from_dynamic`, its sentence printed by the
+    command line from ``metadata["warnings"]``).
+
+    Raises:
+        InputError: as :func:`clinicalai.volume.read_volume`; a dynamic PET without a window,
+            with what to give.
+    """
+    from ..errors import TimeSeriesError
+    from ..volume import read_volume
+
+    if static_window is not None:
+        return static_from_dynamic(path, (float(static_window[0]), float(static_window[1])))
+    try:
+        return read_volume(path)
+    except TimeSeriesError as exc:
+        raise InputError(
+            f"{Path(path).name} is a dynamic PET with {exc.time_points} frames; the models take a static scan: give "
+            "--static-window START END (minutes after injection, the window of your protocol's static scan; a "
+            "static_window column START-END in a CSV) to average its frames (their times come from a BIDS-PET "
+            "*_pet.json sidecar, or from the DICOM series)") from None
+
+
 def _static_from_bids(p: Path, window_min: Tuple[float, float]) -> Volume:
     from ..volume.io import read_time_frames, time_point_count
 
@@ -301,4 +325,4 @@ def _average(frames: Sequence[Volume], times: FrameTimes, chosen: Sequence[int],
 
 
 __all__ = ["EDGE_TOLERANCE_S", "MAX_WINDOW_MIN", "FrameTimes", "StaticFromDynamic", "decay_to", "frame_times",
-           "frames_in_window", "parse_static_window", "static_from_dynamic"]
+           "frames_in_window", "parse_static_window", "read_pet_image", "static_from_dynamic"]

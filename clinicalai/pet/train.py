@@ -1,9 +1,10 @@
 """Training and evaluation of the PET recurrence CNNs, as in the study.
 
 - Data: a CSV with ``path, label`` and optionally ``scanner, brain_mask, split, units,
-  weight_kg, dose_bq, injection_time, scan_time, decay_correction`` (paths relative to the CSV;
+  weight_kg, dose_bq, injection_time, scan_time, decay_correction, static_window`` (paths relative to the CSV;
   label 1 / 0 or ``recurrence`` / ``trc``; a DICOM folder carries its own units and SUV tags,
-  a NIfTI row states ``units`` (``suv`` / ``bqml``, the latter with weight, dose and ISO times)). Rows with ``split == test`` are held out; the others go into
+  a NIfTI row states ``units`` (``suv`` / ``bqml``, the latter with weight, dose and ISO times); a
+  dynamic PET row gives ``static_window`` START-END, minutes after injection, :mod:`.dynamic`). Rows with ``split == test`` are held out; the others go into
   stratified k-fold cross-validation balancing label *and* scanner.
 - Each fold trains one network (BCE or Symmetric Cross Entropy; Adam lr 1e-4, weight decay
   1e-3, batch 10, 150 epochs, ReduceLROnPlateau(patience 15, factor 0.5) on the validation
@@ -38,6 +39,7 @@ from ..outputs import atomic_output, check_output_folder
 from ..volume import read_volume
 from ..progress import CancelToken, ProgressCallback, check_cancel, report, scaled
 from .classes import CLASSES, LABELS
+from .dynamic import parse_static_window, read_pet_image
 from .preprocess import REDUCED_SIZE_XYZ, REDUCED_SPACING_MM, describe_input, preprocess_pet
 from .suv import UNITS, pet_tags_from_options
 
@@ -57,6 +59,8 @@ class PetRow:
     split: str = "train"
     units: Optional[str] = None
     tags: Optional[Dict[str, Any]] = None
+    #: minutes after injection whose frames make the static scan of a dynamic PET (``static_window`` column)
+    static_window: Optional[Tuple[float, float]] = None
 
 
 def read_pet_csv(csv_path: "str | Path", units: Optional[str] = None) -> List[PetRow]:
@@ -103,8 +107,15 @@ def read_pet_csv(csv_path: "str | Path", units: Optional[str] = None) -> List[Pe
                                              r.get("decay_correction") or "START")
             except InputError as exc:
                 raise InputError(f"{csv_path.name} line {n}: {exc}") from None
+        window = None
+        if r.get("static_window"):
+            try:
+                window = parse_static_window(r["static_window"])
+            except InputError as exc:
+                raise InputError(f"{csv_path.name} line {n}: {exc}") from None
         rows.append(PetRow(id=Path(r["path"]).name.split(".")[0], path=p, label=lab, scanner=r.get("scanner", ""),
-                           brain_mask=mask, split=(r.get("split") or "train").lower(), units=row_units, tags=tags))
+                           brain_mask=mask, split=(r.get("split") or "train").lower(), units=row_units, tags=tags,
+                           static_window=window))
     return rows
 
 
@@ -119,7 +130,7 @@ def load_inputs(
     out = []
     for i, r in enumerate(rows):
         check_cancel(cancel)
-        pet = read_volume(r.path)
+        pet = read_pet_image(r.path, r.static_window)
         mask = read_volume(r.brain_mask) if r.brain_mask else None
         try:
             pp = preprocess_pet(pet, units=r.units if not pet.metadata.get("pet") else None, brain_mask=mask,
