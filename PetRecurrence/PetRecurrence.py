@@ -200,6 +200,7 @@ class PetRecurrenceWidget(PanelWidgetMixin, ScriptedLoadableModuleWidget, VTKObs
             injected_mbq=typed["injected_mbq"],
             injection_time=typed["injection_time"],
             scan_time=typed["scan_time"],
+            static_window=self.ui.staticWindowLineEdit.text.strip(),
             models=self._modelPaths(),
             device=self.ui.deviceComboBox.currentData or "auto",
             compute_cam=bool(p.computeCam),

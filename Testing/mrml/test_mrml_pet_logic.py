@@ -336,3 +336,47 @@ def test_end_to_end_bqml_is_labelled_and_suvbw_only_with_its_inputs(ctx, pet, pe
     assert suv["probability"] == pytest.approx(bqml["probability"], abs=1e-5)
     assert suv["static"]["TBRmax"] == pytest.approx(bqml["static"]["TBRmax"], rel=1e-4)
     assert suv["static"]["SUVmax"] == pytest.approx(bqml["static"]["max_Bq/mL"] * HAND_FACTOR, rel=1e-4)
+
+
+def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that_scan(ctx, pet, pet_models, tmp_path,
+                                                                                    node_ids):
+    """Slicer's reader keeps the first frame of a 4D NIfTI without a word: for a dynamic PET, the
+    first minutes after the injection. The logic refuses that node unless a static window is
+    given; with one it averages the file's frames and puts the result on a node of that scan."""
+    import json
+
+    import nibabel as nib
+
+    from clinicalai.mrml.volumes import load_volume_file
+    from clinicalai.pet.dynamic import static_from_dynamic
+
+    levels, starts, durations = (0.3, 0.7, 0.9, 1.1), [0, 300, 600, 1200], [300, 300, 600, 600]
+    frames = np.stack([pet.image.array * level for level in levels], axis=-1).transpose(2, 1, 0, 3)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ pet.image.index_to_lps()  # LPS -> the RAS of NIfTI
+    path = tmp_path / "sub-05_pet.nii.gz"
+    nib.save(nib.Nifti1Image(frames.astype(np.float32), affine), path)
+    (tmp_path / "sub-05_pet.json").write_text(json.dumps(dict(
+        BIDS, InjectionStart=0, ScanStart=0, ImageDecayCorrectionTime=0, FrameTimesStart=starts, FrameDuration=durations)))
+    node = load_volume_file(ctx, str(path))
+    np.testing.assert_allclose(node_to_volume(node).array, pet.image.array * 0.3, rtol=1e-5)  # the first frame
+    logic = PetRecurrenceLogic(ctx)
+    before = node_ids(ctx.scene)
+    with pytest.raises(InputError, match="shows the first of the 4 frames of the dynamic PET sub-05_pet.nii.gz"):
+        logic.run(PetRecurrenceParameters(input_volume=node.GetID(), models=pet_models, device="cpu"))
+    with pytest.raises(InputError, match="START-END"):
+        logic.run(PetRecurrenceParameters(input_volume=node.GetID(), static_window="later", models=pet_models, device="cpu"))
+    assert node_ids(ctx.scene) == before
+    params = logic.run(PetRecurrenceParameters(input_volume=node.GetID(), static_window="10-30", models=pet_models,
+                                               device="cpu"))
+    static = [n for n in ctx.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetName().endswith("static 10-30 min")]
+    assert len(static) == 1
+    expected = static_from_dynamic(path, (10, 30))
+    np.testing.assert_allclose(node_to_volume(static[0]).array, expected.array, rtol=1e-6)
+    np.testing.assert_allclose(expected.array, pet.image.array, rtol=1e-5)  # 0.9 and 1.1 for 10 min each
+    cam = ctx.scene.GetNodeByID(params.cam_volume)
+    assert cam.GetName().startswith(static[0].GetName()) and node_to_volume(cam).same_grid(expected, atol=1e-4)
+    assert params.summary["static"]["SUVmax"] > 0
+    # slicer-core's reader put the first frame on an axis-aligned grid (the file is rotated 15
+    # degrees): the result is on the file's grid, and says so
+    assert not node_to_volume(node).same_grid(expected, atol=1e-4)
+    assert any("not on the grid of sub-05_pet.nii.gz" in w for w in params.summary["warnings"])

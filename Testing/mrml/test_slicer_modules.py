@@ -25,6 +25,7 @@ SUFFIX_CLASSES = {
     "CheckBox": {"QCheckBox"},
     "ComboBox": {"QComboBox", "ctkComboBox"},
     "PathLineEdit": {"ctkPathLineEdit"},
+    "LineEdit": {"QLineEdit"},  # after PathLineEdit: the first suffix that matches decides
     "Slider": {"ctkSliderWidget", "qMRMLSliderWidget"},
     "Label": {"QLabel"},
     "ProgressBar": {"QProgressBar"},

@@ -10,6 +10,7 @@ known; a Bq/mL PET without it is reported in Bq/mL, labelled so. Units are never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -21,13 +22,14 @@ from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_con
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
 from ..volume.bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
+from ..volume.formats import NIFTI_SUFFIXES
 from ..volume.io import read_pet_tags
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
 from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
-from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, volume_grid_of_node
+from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, volume_grid_of_node
 from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
@@ -55,6 +57,9 @@ class PetRecurrenceParameters:
     injected_mbq: Optional[float] = None
     injection_time: str = ""
     scan_time: str = ""
+    #: a dynamic PET: minutes after injection whose whole frames make the static scan, "START-END"
+    #: (the node's file is read again and averaged, :mod:`clinicalai.pet.dynamic`); "" = the node
+    static_window: str = ""
     #: fold model files; empty = the bundled pet-*-fold* models
     models: List[str] = field(default_factory=list)
     device: str = "auto"
@@ -127,6 +132,8 @@ class PetInputs:
         tags: the PET tags the run uses: the file's with ``decay`` over them.
         uptake: what the uptake figures will be (SUVbw and its formula, or Bq/mL and why).
         fit_warnings: the fit problems the user accepted before the run (messages).
+        static_of: the dynamic PET's node when ``pet`` is its static scan over a window (the
+            results then go on a new node of that scan); ``None`` = ``pet`` is the node's image.
     """
 
     image_node: Any
@@ -141,6 +148,7 @@ class PetInputs:
     tags: Optional[Dict[str, Any]] = None
     uptake: Optional[SuvConversion] = None
     fit_warnings: Tuple[str, ...] = ()
+    static_of: Any = None
 
 
 def pet_summary(result: "PetResult") -> Dict[str, Any]:
@@ -196,7 +204,10 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         node, pet = self.input_volume(params.input_volume, "PET volume")
         pet.require_volumetric("PET").require_finite("PET")
         decay = UserDecayData.parse(params.weight_kg, params.injected_mbq, params.injection_time, params.scan_time)
-        file_tags = self.file_pet_tags(node)
+        static, static_notes = self.static_scan(node, pet, params.static_window)
+        if static is not None:
+            pet = static
+        file_tags = dict(static.metadata.get("pet") or {}) if static is not None else self.file_pet_tags(node)
         if file_tags:
             pet.metadata["pet"] = file_tags
             pet.modality = "PT"
@@ -220,8 +231,48 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
             decay=None if decay.empty else decay,
             tags=tags,
             uptake=uptake,
-            fit_warnings=fit,
+            fit_warnings=tuple(fit) + static_notes,
+            static_of=node if static is not None else None,
         )
+
+    @staticmethod
+    def static_scan(node: Any, shown: Volume, window_text: str) -> Tuple[Optional[Volume], Tuple[str, ...]]:
+        """The static scan of ``window_text`` ("START-END", minutes after injection) of the
+        dynamic PET file ``node`` was read from (:func:`clinicalai.pet.dynamic.static_from_dynamic`),
+        ``None`` without a window; and sentences for the result's warnings.
+
+        Raises:
+            InputError: a window for a node read from no dynamic PET file; no window for a node
+                Slicer read from a 4D NIfTI (its reader keeps the first frame without a word:
+                the first minute after the injection, not the static scan).
+        """
+        from ..pet.dynamic import parse_static_window, static_from_dynamic
+        from ..volume.io import time_point_count
+
+        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+        source = storage.GetFileName() if storage is not None and storage.GetFileName() else None
+        nifti = source is not None and source.lower().endswith(NIFTI_SUFFIXES)
+        if not str(window_text or "").strip():
+            # a file gone since it was read says nothing: the node is what there is
+            frames = time_point_count(source) if nifti and Path(source).is_file() else 1
+            if frames > 1:
+                raise InputError(
+                    f"{node.GetName()} shows the first of the {frames} frames of the dynamic PET "
+                    f"{Path(source).name} (Slicer reads a 4D file's first frame): give a static window, minutes after "
+                    "the injection (START-END, the window of your protocol's static scan), to average its frames")
+            return None, ()
+        window = parse_static_window(str(window_text))
+        if not nifti:
+            raise InputError(f"a static window averages the frames of a dynamic PET file; {node.GetName()} was not "
+                             "read from a NIfTI file (open a dynamic DICOM series as its static scan in the browser, "
+                             "or with clinicalai.mrml.masks.open_file_as(..., static_window=...))")
+        static = static_from_dynamic(source, window)
+        if static.same_grid(shown, atol=1e-4):
+            return static, ()
+        # slicer-core's volume reader drops the direction of a 4D NIfTI (measured: an oblique
+        # file's first frame came out axis-aligned); the static scan keeps the file's grid
+        return static, (f"{node.GetName()} (the first frame, as Slicer read it) is not on the grid of "
+                        f"{Path(source).name}; the static scan and the results are on the file's grid",)
 
     def uptake(self, params: PetRecurrenceParameters) -> SuvConversion:
         """What a run with ``params`` would report: SUVbw (``quantity``, ``label`` with the
@@ -309,6 +360,12 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
 
     def apply(self, params: PetRecurrenceParameters, inputs: PetInputs, result: PetOutcome) -> PetRecurrenceParameters:
         image_node = inputs.image_node
+        if inputs.static_of is not None:
+            # the scan the result is about: a node of its own, beside the frame Slicer shows
+            made = inputs.pet.metadata["static_from_frames"]
+            image_node = add_volume_node(self.scene, inputs.pet, self.output_name(
+                inputs.static_of, f"static {made['averaged_min'][0]:g}-{made['averaged_min'][1]:g} min"))
+            show_in_slice_views(self.scene, background=image_node)
         params.results_table = add_table_node(self.scene, _result_rows(result.summary), self.output_name(image_node, "recurrence")).GetID()
         params.lesion_voi = None
         if not params.lesion and result.lesion_mask is not None:
