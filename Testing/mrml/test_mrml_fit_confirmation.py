@@ -144,3 +144,32 @@ def test_desktop_cancel_changes_nothing_and_ok_runs_with_the_warning(ctx, brain)
     assert len(questions) == 1 and len(done) == 1
     assert any("was made for CT" in w for w in done[0].params.warnings)
     assert _count(ctx.scene) > before
+
+
+def test_a_node_slicer_read_from_a_4d_file_asks_first_naming_the_time_points(ctx, tmp_path):
+    """Slicer's reader keeps the first time point of a 4D NIfTI (a cine as ACDC ships it) without
+    a word: SegCorrect asks before segmenting that one, naming the file's time points."""
+    import nibabel as nib
+
+    from clinicalai.mrml.volumes import load_volume_file, node_to_volume
+    from clinicalai.phantoms.cardiac import cardiac_case
+
+    cine = cardiac_case(3, "ED").image
+    frames = np.stack([cine.array, cine.array * 1.1], axis=-1).transpose(2, 1, 0, 3)
+    nib.save(nib.Nifti1Image(frames.astype(np.float32), np.diag(list(cine.spacing) + [1.0])), tmp_path / "cine_4d.nii.gz")
+    node = load_volume_file(ctx, str(tmp_path / "cine_4d.nii.gz"))
+    np.testing.assert_allclose(node_to_volume(node).array, cine.array, rtol=1e-5)  # the first phase, as said
+    logic = SegCorrectLogic(ctx)
+    params = SegCorrectParameters(input_volume=node.GetID(), correct=False)
+    before = _count(ctx.scene)
+    with pytest.raises(FitNotConfirmed) as err:
+        logic.run(params)
+    assert _count(ctx.scene) == before
+    assert [p.code for p in err.value.problems] == ["frames"]
+    assert "first of the 2 time points of cine_4d.nii.gz" in str(err.value)
+    # a 3D file of the same image asks nothing
+    from clinicalai.volume import write_volume
+
+    write_volume(cine, tmp_path / "ed.nii.gz")
+    plain = load_volume_file(ctx, str(tmp_path / "ed.nii.gz"))
+    assert logic.require_fit(params, cine, [""], node=plain) == ()

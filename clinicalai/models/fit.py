@@ -42,7 +42,8 @@ def training_fov_mm(card) -> Optional[Sequence[float]]:
 class FitProblem(NamedTuple):
     """One way an input is far from what a model was made for.
 
-    code: "modality", "binary", "dims", "fov" or "intensity" (stable, for tests and reports);
+    code: "modality", "binary", "dims", "fov", "intensity" or "frames" (the MRML logic: a node that is
+        one time point of a 4D file; stable, for tests and reports);
     message: one sentence for the user.
     """
 

@@ -174,7 +174,7 @@ class AttributionViewerLogic(WorkflowLogic[AttributionViewerParameters, Attribut
             target=None if params.target is None or params.target < 0 else int(params.target),
             baseline=baseline,
             device=params.device,
-            fit_warnings=self.require_fit(params, image, [model, params.anomaly_model]),
+            fit_warnings=self.require_fit(params, image, [model, params.anomaly_model], node=node),
         )
 
     def compute(

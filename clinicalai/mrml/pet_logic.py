@@ -22,14 +22,13 @@ from ..pet.suv import SuvConversion, UserDecayData, known_decay_data, uptake_con
 from ..progress import CancelToken, ProgressCallback, report, scaled
 from ..volume import Volume
 from ..volume.bids_pet import bids_pet_sidecar, read_bids_pet_sidecar
-from ..volume.formats import NIFTI_SUFFIXES
 from ..volume.io import read_pet_tags
 from .display import add_heatmap_node, set_foreground_opacity, set_heatmap_threshold, show_in_slice_views
 from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
-from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, volume_grid_of_node
+from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, stored_time_points, volume_grid_of_node
 from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
@@ -247,14 +246,9 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
                 the first minute after the injection, not the static scan).
         """
         from ..pet.dynamic import parse_static_window, static_from_dynamic
-        from ..volume.io import time_point_count
 
-        storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-        source = storage.GetFileName() if storage is not None and storage.GetFileName() else None
-        nifti = source is not None and source.lower().endswith(NIFTI_SUFFIXES)
+        source, frames = stored_time_points(node)
         if not str(window_text or "").strip():
-            # a file gone since it was read says nothing: the node is what there is
-            frames = time_point_count(source) if nifti and Path(source).is_file() else 1
             if frames > 1:
                 raise InputError(
                     f"{node.GetName()} shows the first of the {frames} frames of the dynamic PET "
@@ -262,7 +256,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
                     "the injection (START-END, the window of your protocol's static scan), to average its frames")
             return None, ()
         window = parse_static_window(str(window_text))
-        if not nifti:
+        if source is None:
             raise InputError(f"a static window averages the frames of a dynamic PET file; {node.GetName()} was not "
                              "read from a NIfTI file (open a dynamic DICOM series as its static scan in the browser, "
                              "or with clinicalai.mrml.masks.open_file_as(..., static_window=...))")

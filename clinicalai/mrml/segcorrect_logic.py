@@ -157,7 +157,7 @@ class SegCorrectLogic(WorkflowLogic[SegCorrectParameters, SegCorrectInputs, SegC
         if params.strategy not in STRATEGIES:
             raise InputError(f"correction strategy must be one of {', '.join(STRATEGIES)}, got {params.strategy!r}")
         # the segmenter reads the image; a user's mask goes to the corrector, which reads masks
-        fit = self.require_fit(params, image, [segmenter])
+        fit = self.require_fit(params, image, [segmenter], node=image_node)
         return SegCorrectInputs(image_node, image, mask, segmenter, corrector, params.device, params.strategy, fit)
 
     def _input_mask(self, node_id: Optional[str], image: Volume, corrector: str) -> Optional[Volume]:

@@ -9,6 +9,7 @@ origin 0 / spacing 1; RAS = diag(-1, -1, 1) @ LPS. Voxel memory order is the sam
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -213,6 +214,22 @@ def volume_grid_of_node(node: Any) -> Grid:
     node.GetIJKToRASMatrix(m)
     x, y, z = node.GetImageData().GetDimensions()
     return grid_from_ijk_to_ras(numpy_matrix(m), (z, y, x))
+
+
+def stored_time_points(node: Any) -> Tuple[Optional[str], int]:
+    """``(file, time points)`` of the NIfTI a node was read from (its storage node's file);
+    ``(None, 1)`` for a node read from anything else, built in memory, or whose file is gone.
+
+    Why: Slicer's volume reader keeps the first frame of a 4D NIfTI without a word (a cine's
+    first phase, a dynamic PET's first minute), so a node does not show that it is one of many."""
+    from ..volume.formats import NIFTI_SUFFIXES
+    from ..volume.io import time_point_count
+
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    source = storage.GetFileName() if storage is not None and storage.GetFileName() else None
+    if source is None or not source.lower().endswith(NIFTI_SUFFIXES):
+        return None, 1
+    return source, (time_point_count(source) if Path(source).is_file() else 1)
 
 
 def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelmap: bool = False) -> Any:

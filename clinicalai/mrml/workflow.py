@@ -12,6 +12,7 @@ and ``apply`` back on the main thread (:mod:`clinicalai.mrml.runner`).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Generic, Iterable, List, Optional, Sequence, Tuple, Type, TypeVar
 
 from ..errors import FitNotConfirmed
@@ -21,7 +22,7 @@ from .context import MRMLContext
 from .model_choices import ModelCache, model_card
 from .parameters import get_parameter_node, read_parameters, write_parameters
 from .scene import node_by_id, scene_transaction
-from .volumes import node_to_volume
+from .volumes import node_to_volume, stored_time_points
 
 P = TypeVar("P")  # the panel's parameters dataclass (saved in the scene)
 I = TypeVar("I")  # noqa: E741 - the frozen inputs dataclass prepare() reads from the nodes
@@ -86,9 +87,12 @@ class WorkflowLogic(Generic[P, I, R]):
     def output_name(self, input_node: Any, suffix: str) -> str:
         return f"{input_node.GetName()} {suffix}"
 
-    def require_fit(self, params: P, volume: Volume, models: Iterable[str], what: str = "the image") -> Tuple[str, ...]:
+    def require_fit(self, params: P, volume: Volume, models: Iterable[str], what: str = "the image",
+                    node: Any = None) -> Tuple[str, ...]:
         """The fit problems of ``volume`` with each model (path or name; "" skipped), as
-        messages for the run's warnings, once the user has accepted them.
+        messages for the run's warnings, once the user has accepted them. ``node``: the volume's
+        node; one Slicer read from a 4D NIfTI is a problem too (its reader kept the first time
+        point without a word, :func:`clinicalai.mrml.volumes.stored_time_points`).
 
         Called last in ``prepare`` (reads only, so a refusal changes nothing). Why a refusal and
         not only a warning: a network answers whatever it is given (the cardiac segmenter draws
@@ -97,9 +101,14 @@ class WorkflowLogic(Generic[P, I, R]):
         Raises:
             FitNotConfirmed: there are problems and ``params.confirmed_fit`` is not True.
         """
-        from ..models.fit import check_fit  # engine side (numpy only); the cards need pydantic
+        from ..models.fit import FitProblem, check_fit  # engine side (numpy only); the cards need pydantic
 
         problems = []
+        source, frames = stored_time_points(node) if node is not None else (None, 1)
+        if frames > 1:
+            problems.append(FitProblem("frames", f"{node.GetName()} is the first of the {frames} time points of "
+                                                 f"{Path(source).name} (Slicer's reader keeps the first); to use another, "
+                                                 "open it with --frame K or the browser's time-point chooser"))
         for path in models:
             for problem in check_fit(model_card(path), volume, what) if path else []:
                 if problem.message not in [p.message for p in problems]:
