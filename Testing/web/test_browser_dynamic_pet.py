@@ -5,6 +5,7 @@ classifies the same average of frames."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import nibabel as nib
@@ -41,37 +42,58 @@ def dynamic_pet(web_server):
     return pet
 
 
-def test_a_dynamic_pet_opens_as_the_static_scan_of_a_window(page, web_server, dynamic_pet):
+@contextlib.contextmanager
+def frame_choice_reset(page):
+    """The data panel's time-point choice and window, cleared after the block (for the next tests)."""
     try:
-        assert open_file(page, "sub-03_pet.nii.gz") == ""
-        assert "holds 4 time points: choose the static PET of a window" in state(page, "ca_message")
-        assert [item["value"] for item in state(page, "ca_data_frame_items")] == ["static", "0", "1", "2", "3"]
-        set_state(page, "ca_data_frame", "static")
-        page.wait_for_selector("#data-static-window")
+        yield
+    finally:
+        set_state(page, "ca_data_frame", "")
+        set_state(page, "ca_data_static_window", "")
+
+
+def pet_panel_shows_the_suv_inputs(page) -> None:
+    """PetRecurrence on the node opened: SUVbw from the weight, dose and times of the file."""
+    open_tool(page, "pet")
+    wait_text(page, "#pet-uptake", r"SUVbw = .*weight 72.5 kg, dose 187 MBq")
+
+
+def offered_static_scan(page, relative: str) -> None:
+    """Open ``relative`` (a dynamic PET of the 4 frames above): the page offers its static scan
+    first, then its time points; the static scan is chosen."""
+    assert open_file(page, relative) == ""
+    assert "holds 4 time points: choose the static PET of a window" in state(page, "ca_message")
+    assert [item["value"] for item in state(page, "ca_data_frame_items")] == ["static", "0", "1", "2", "3"]
+    set_state(page, "ca_data_frame", "static")
+    page.wait_for_selector("#data-static-window")
+
+
+def opened_static_scan(page, relative: str, node_name: str) -> None:
+    """With the window 10-30 typed, Open gives the node ``node_name``: frames 2 and 3 averaged."""
+    set_state(page, "ca_data_static_window", "10-30")
+    assert open_file(page, relative) == ""
+    wait_text(page, "#volume-name", f"^{node_name}")
+    assert "static PET: mean of frames 2-3, 10.0-30.0 min after injection" in state(page, "ca_message")
+
+
+def test_a_dynamic_pet_opens_as_the_static_scan_of_a_window(page, web_server, dynamic_pet):
+    with frame_choice_reset(page):
+        offered_static_scan(page, "sub-03_pet.nii.gz")
         before = page.inner_text("#volume-name")
         # typed wrong, or a window with no whole frame: one sentence, nothing opened
         for typed, message in (("30-10", "START-END"), ("'; drop", "START-END"), ("11-14", "no whole frame")):
             set_state(page, "ca_data_static_window", typed)
             assert message in open_file(page, "sub-03_pet.nii.gz")
             assert page.inner_text("#volume-name") == before
-        set_state(page, "ca_data_static_window", "10-30")
-        assert open_file(page, "sub-03_pet.nii.gz") == ""
-        wait_text(page, "#volume-name", "^sub-03_pet_static10-30min")
-        assert "static PET: mean of frames 2-3, 10.0-30.0 min after injection" in state(page, "ca_message")
-    finally:
-        set_state(page, "ca_data_frame", "")
-        set_state(page, "ca_data_static_window", "")
-
+        opened_static_scan(page, "sub-03_pet.nii.gz", "sub-03_pet_static10-30min")
     # the sidecar's weight, dose and times came with it: SUVbw, and the engine's figures for
     # the same average of frames (0.9 and 1.1 of the phantom, 10 min each: its 1.0)
-    open_tool(page, "pet")
-    wait_text(page, "#pet-uptake", r"SUVbw = .*weight 72.5 kg, dose 187 MBq")
+    pet_panel_shows_the_suv_inputs(page)
     assert run_panel(page, "pet") == ""
     rows = {r["quantity"]: r["value"] for r in state(page, "ca_pet_static_rows")}
 
-    from clinicalai.pet.workflow import load_pet_models, predict_pet
     from clinicalai.pet.suv import pet_tags_from_options
-
+    from clinicalai.pet.workflow import load_pet_models, predict_pet
     from clinicalai.volume import read_volume
 
     tags = pet_tags_from_options(72.5, 187.0, "2000-01-01T09:00:00", "2000-01-01T09:00:00", "ADMIN")
@@ -91,20 +113,11 @@ def test_a_dynamic_pet_dicom_series_opens_as_a_time_point_or_a_static_scan(page,
     start = dt.datetime(2024, 5, 6, 9, 0, 0)
     write_dynamic_pet_dicom([pet.with_array(pet.array * level, metadata={}) for level in LEVELS], STARTS, DURATIONS,
                             pet_tags(72.5, 187e6, start, start), web_server["data"] / "dynamic_pt")
-    try:
-        assert open_file(page, "dynamic_pt") == ""
-        assert "holds 4 time points: choose the static PET of a window" in state(page, "ca_message")
-        assert [item["value"] for item in state(page, "ca_data_frame_items")] == ["static", "0", "1", "2", "3"]
-        set_state(page, "ca_data_frame", "1")
+    with frame_choice_reset(page):
+        offered_static_scan(page, "dynamic_pt")
+        set_state(page, "ca_data_frame", "1")  # one time point, as offered
         assert open_file(page, "dynamic_pt") == ""
         wait_text(page, "#volume-name", "^dynamic_pt_frame1")
         set_state(page, "ca_data_frame", "static")
-        set_state(page, "ca_data_static_window", "10-30")
-        assert open_file(page, "dynamic_pt") == ""
-        wait_text(page, "#volume-name", "^dynamic_pt_static10-30min")
-        assert "static PET: mean of frames 2-3" in state(page, "ca_message")
-    finally:
-        set_state(page, "ca_data_frame", "")
-        set_state(page, "ca_data_static_window", "")
-    open_tool(page, "pet")
-    wait_text(page, "#pet-uptake", r"SUVbw = .*weight 72.5 kg, dose 187 MBq")
+        opened_static_scan(page, "dynamic_pt", "dynamic_pt_static10-30min")
+    pet_panel_shows_the_suv_inputs(page)

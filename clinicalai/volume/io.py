@@ -151,6 +151,19 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     return volume
 
 
+def _checked_nifti(path: "str | os.PathLike[str]") -> Path:
+    """``path`` as a NIfTI that exists and passes :func:`check_image_file` (time points are
+    read from a NIfTI only)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    kind = image_format(p)
+    if kind != "nifti":
+        raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
+    check_image_file(p, kind)
+    return p
+
+
 def time_point_count(path: "str | os.PathLike[str]") -> int:
     """How many time points a NIfTI holds (1 for a 3D file), from its header alone.
 
@@ -159,13 +172,7 @@ def time_point_count(path: "str | os.PathLike[str]") -> int:
     """
     import nibabel as nib
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or folder")
-    kind = image_format(p)
-    if kind != "nifti":
-        raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
-    check_image_file(p, kind)
+    p = _checked_nifti(path)
     try:
         shape = nib.load(str(p)).shape
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
@@ -186,13 +193,7 @@ def read_time_frames(path: "str | os.PathLike[str]", frames: Optional[Sequence[i
     """
     import SimpleITK as sitk
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or folder")
-    kind = image_format(p)
-    if kind != "nifti":
-        raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
-    check_image_file(p, kind)
+    p = _checked_nifti(path)
     if nifti_version(p) == 2:
         import nibabel as nib
 
