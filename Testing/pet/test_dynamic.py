@@ -308,3 +308,19 @@ def test_a_csv_row_gives_its_static_window_to_evaluation_and_training(tmp_path, 
     csv_path.write_text("path,label\nsub-01_pet.nii.gz,1\n")
     with pytest.raises(InputError, match="a static_window column START-END in a CSV"):
         evaluate_csv(csv_path, split="all", device="cpu", n_boot=10)
+
+
+def test_the_voxel_budget_holds_per_time_point_for_what_reads_frames(tmp_path, case, monkeypatch):
+    # 16 frames of 42 x 52 x 46 float32 (0.4 MB each, 6.4 MB in all) under a 2 MB budget: the
+    # whole file is refused, a time point and the static window (4 frames read) are not
+    from clinicalai.volume.integrity import MAX_VOXEL_BYTES_ENV
+
+    path = _write_dynamic(tmp_path / "dc", case, decay_corrected=True)
+    monkeypatch.setenv(MAX_VOXEL_BYTES_ENV, str(2 * 2**20))
+    with pytest.raises(InputError, match="over the 2.0 MiB one image may use"):
+        read_volume(path)
+    assert read_volume(path, frame=3).shape == (42, 52, 46)
+    assert static_from_dynamic(path, (10, 30)).metadata["static_from_frames"]["frames"] == [7, 8, 9, 10]
+    monkeypatch.setenv(MAX_VOXEL_BYTES_ENV, str(2**18))
+    with pytest.raises(InputError, match="voxels per time point"):
+        read_volume(path, frame=3)

@@ -213,12 +213,14 @@ def nifti_version(path: "str | os.PathLike[str]") -> int:
     return _version_and_order(head)[0] or 1
 
 
-def check_nifti(path: "str | os.PathLike[str]") -> None:
+def check_nifti(path: "str | os.PathLike[str]", per_frame: bool = False) -> None:
     """Refuse a ``.nii`` / ``.nii.gz`` that is cut off, corrupt or over the voxel budget.
 
     The header's ``dim`` x ``bitpix`` is compared with the bytes after ``vox_offset``; a
     gzip file is decompressed as a stream to count them (SimpleITK zero-fills a cut-off
-    stream silently).
+    stream silently). ``per_frame``: the budget holds for one 3D time point, not the whole
+    4D file (a reader that keeps only the time points it needs, e.g. the frames of a dynamic
+    PET's static window: 40 frames of a modern scanner declare more than one image may use).
     """
     p = Path(path)
     with open(p, "rb") as fh:
@@ -226,7 +228,7 @@ def check_nifti(path: "str | os.PathLike[str]") -> None:
         fh.seek(0)
         if not compressed:
             header = _nifti_header(p.name, fh.read(540))
-            declared, offset = _nifti_declared(p.name, header)
+            declared, offset = _nifti_declared(p.name, header, per_frame)
             available = os.fstat(fh.fileno()).st_size - offset
             if available < declared:
                 raise cut_off_error(p.name, declared, max(available, 0))
@@ -241,15 +243,16 @@ def check_nifti(path: "str | os.PathLike[str]") -> None:
         except _Corrupt as exc:
             raise _corrupt_error(p.name, exc) from None
         header = _nifti_header(p.name, head)
-        declared, offset = _nifti_declared(p.name, header)
+        declared, offset = _nifti_declared(p.name, header, per_frame)
         limit = offset + declared + COMPRESSED_SLACK_BYTES
         total = len(head) + _decompressed_size(p.name, chunks, declared, limit - len(head))
         if total - offset < declared:
             raise cut_off_error(p.name, declared, max(total - offset, 0))
 
 
-def _nifti_declared(name: str, header) -> Tuple[int, int]:
-    """(declared voxel bytes, vox_offset) of a NIfTI header, after the budget check."""
+def _nifti_declared(name: str, header, per_frame: bool = False) -> Tuple[int, int]:
+    """(declared voxel bytes, vox_offset) of a NIfTI header, after the budget check (of one 3D
+    time point when ``per_frame``)."""
     dims = [int(d) for d in header["dim"]]
     ndim = dims[0]
     if not 1 <= ndim <= 7 or any(d < 1 for d in dims[1 : ndim + 1]):
@@ -258,7 +261,9 @@ def _nifti_declared(name: str, header) -> Tuple[int, int]:
     if bitpix <= 0 or bitpix % 8:
         raise InputError(f"{name}: cannot be read as an image (its header gives {bitpix} bits per voxel)")
     offset = int(header["vox_offset"])
-    declared = check_voxel_budget(name, dims[1 : ndim + 1], bitpix / 8)
+    budgeted = dims[1 : min(ndim, 3) + 1] if per_frame else dims[1 : ndim + 1]
+    check_voxel_budget(name, budgeted, bitpix / 8, "voxels per time point" if per_frame and ndim > 3 else "voxels")
+    declared = int(math.ceil(math.prod(dims[1 : ndim + 1]) * bitpix / 8))
     return declared, max(offset, 352 if header["sizeof_hdr"] == 348 else 544)
 
 
@@ -458,7 +463,7 @@ def check_nrrd(path: "str | os.PathLike[str]") -> NrrdHeader:
 
 
 # ---------------------------------------------------------------------------------- files
-def check_image_file(path: "str | os.PathLike[str]", kind: Optional[str] = None) -> None:
+def check_image_file(path: "str | os.PathLike[str]", kind: Optional[str] = None, per_frame: bool = False) -> None:
     """Check a NIfTI / NRRD / ``.seg.nrrd`` file before any reader (SimpleITK, Slicer) opens it.
 
     Args:
@@ -466,6 +471,7 @@ def check_image_file(path: "str | os.PathLike[str]", kind: Optional[str] = None)
             :func:`clinicalai.volume.formats.image_format`; other formats pass unchecked). DICOM
             series are checked slice by slice by :mod:`clinicalai.volume.dicom_checks`
             when they are read.
+        per_frame: a NIfTI's budget holds for one time point (:func:`check_nifti`).
 
     Raises:
         InputError: the file is cut off, corrupt, over the voxel budget, or (NRRD) reads
@@ -480,7 +486,7 @@ def check_image_file(path: "str | os.PathLike[str]", kind: Optional[str] = None)
 
     try:
         if kind == "nifti":
-            check_nifti(p)
+            check_nifti(p, per_frame)
         elif kind in ("nrrd", "seg-nrrd"):
             check_nrrd(p)
     except OSError as exc:

@@ -35,7 +35,7 @@ from .dicom_seg import read_dicom_seg, write_dicom_seg
 from .dicom_writer import write_dicom_series
 from .formats import NIFTI_SUFFIXES, NRRD_SUFFIXES, SEGMENT_COLORS, image_format
 from .integrity import check_image_file, nifti_version
-from .nifti import check_frame, first_line, read_nifti2, warn_of_two_geometries
+from .nifti import check_frame, first_line, read_nifti2, read_nifti_frames, warn_of_two_geometries
 
 #: DICOM tags (keyword -> tag) copied into ``Volume.metadata["dicom"]`` when present.
 DICOM_KEYWORDS = {
@@ -118,11 +118,14 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
 
     # header, size and data-file checks first: ITK zero-fills cut-off files, follows any NRRD
     # "data file:" path and allocates whatever the header declares
-    check_image_file(p, kind)
     if frame is not None and kind != "nifti":
         raise InputError(f"{p.name}: a frame is chosen in a 4D NIfTI or a dynamic PET DICOM series only")
+    if frame is not None:
+        # only that time point is read, and the voxel budget holds per time point
+        return read_time_frames(p, [frame])[0][0]
+    check_image_file(p, kind)
     if kind == "nifti" and nifti_version(p) == 2:
-        volume = read_nifti2(p, frame)
+        volume = read_nifti2(p)
         add_bids_pet_tags(volume, p)
         return volume
     try:
@@ -131,8 +134,6 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
-    if frame is not None:
-        image = _one_frame(image, frame, p.name)
     if kind == "seg-nrrd" and image.GetNumberOfComponentsPerPixel() > 1:
         raise InputError(
             f"{p.name} is a segmentation with {image.GetNumberOfComponentsPerPixel()} layers (overlapping "
@@ -151,16 +152,16 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     return volume
 
 
-def _checked_nifti(path: "str | os.PathLike[str]") -> Path:
+def _checked_nifti(path: "str | os.PathLike[str]", per_frame: bool = False) -> Path:
     """``path`` as a NIfTI that exists and passes :func:`check_image_file` (time points are
-    read from a NIfTI only)."""
+    read from a NIfTI only; ``per_frame``: the voxel budget holds per time point)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
     kind = image_format(p)
     if kind != "nifti":
         raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
-    check_image_file(p, kind)
+    check_image_file(p, kind, per_frame=per_frame)
     return p
 
 
@@ -172,7 +173,7 @@ def time_point_count(path: "str | os.PathLike[str]") -> int:
     """
     import nibabel as nib
 
-    p = _checked_nifti(path)
+    p = _checked_nifti(path, per_frame=True)
     try:
         shape = nib.load(str(p)).shape
     except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
@@ -185,51 +186,18 @@ def read_time_frames(path: "str | os.PathLike[str]", frames: Optional[Sequence[i
 
     ``frames``: which (from 0; default all). Each volume has the file's 3D geometry and, beside a
     BIDS-PET sidecar, its tags, as :func:`read_volume` with ``frame`` gives it; a 3D file has
-    the one frame 0. Why not :func:`read_volume` per frame: a compressed 4D file would be
-    decompressed once per frame (a dynamic PET has 20-40).
+    the one frame 0. Only the span of ``frames`` is read (:func:`.nifti.read_nifti_frames`), and
+    the voxel budget holds per time point. Why not :func:`read_volume` per frame: a compressed
+    4D file would be decompressed once per frame (a dynamic PET has 20-40), whole each time.
 
     Raises:
         InputError: as :func:`read_volume`; a frame outside the file's; not a NIfTI.
     """
-    import SimpleITK as sitk
-
-    p = _checked_nifti(path)
-    if nifti_version(p) == 2:
-        import nibabel as nib
-
-        shape = nib.load(str(p)).shape
-        count = shape[3] if len(shape) >= 4 else 1
-        chosen = list(range(count)) if frames is None else [int(f) for f in frames]
-        volumes = [read_nifti2(p, f) for f in chosen]
-    else:
-        try:
-            image = sitk.ReadImage(str(p))
-        except RuntimeError as exc:
-            raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
-        count = image.GetSize()[3] if image.GetDimension() == 4 else 1
-        chosen = list(range(count)) if frames is None else [int(f) for f in frames]
-        volumes = []
-        for f in chosen:
-            volume = Volume.from_sitk(_one_frame(image, f, p.name))
-            volume.metadata["source"] = str(p)
-            volumes.append(volume)
-        if volumes:
-            warn_of_two_geometries(volumes[0], p)
+    p = _checked_nifti(path, per_frame=True)
+    volumes, count = read_nifti_frames(p, frames)
     for volume in volumes:
         add_bids_pet_tags(volume, p)
     return volumes, count
-
-
-def _one_frame(image: Any, frame: int, name: str) -> Any:
-    """Time point ``frame`` of a 4D SimpleITK image (a 3D image is its own frame 0)."""
-    import SimpleITK as sitk
-
-    frames = image.GetSize()[3] if image.GetDimension() == 4 else 1
-    check_frame(frame, frames, name)
-    if image.GetDimension() != 4:
-        return image
-    size = list(image.GetSize())
-    return sitk.Extract(image, size[:3] + [0], [0, 0, 0, int(frame)])
 
 
 def add_bids_pet_tags(volume: Volume, image: "str | os.PathLike[str]") -> bool:
