@@ -84,3 +84,21 @@ def test_clear_errors_for_unusable_images():
     empty = np.zeros_like(case.brain_mask.array)
     with pytest.raises(InputError, match="empty"):
         preprocess_pet(case.image, brain_mask=case.brain_mask.with_array(empty))
+
+
+def test_the_brain_mask_on_the_pet_grid_does_not_hang_on_float_noise_in_the_spacing():
+    # 42 voxels of 4.8 mm under the 8 mm network grid (25 voxels, centred): every fifth plane
+    # of PET voxels lies midway between two network voxels. A DICOM series and its NIfTI differ
+    # in the spacing's last float digits; the mask mapped back, and so TBR, must not
+    case = pet_case(3, recurrence=True, scanner="A", spacing=(4.8, 4.8, 5.0), shape=(46, 52, 42))
+    suv = case.suv
+
+    def mask(scale):
+        v = suv.with_array(suv.array)
+        v.spacing = tuple(s * scale for s in suv.spacing)
+        return preprocess_pet(v, units="suv", spacing_mm=DEMO_SPACING_MM, size_xyz=DEMO_SIZE_XYZ).brain_mask.array
+
+    exact = mask(1.0)
+    assert exact.sum() > 1000
+    for scale in (1 - 2e-7, 1 + 2e-7):
+        np.testing.assert_array_equal(mask(scale), exact)
