@@ -136,3 +136,19 @@ def test_pipeline_of_all_three_inverts_to_the_input_grid():
     mask = pipe.invert(x.with_array((x.array > 1000).astype(np.uint8)), interpolator="nearest")
     assert mask.same_grid(vol) and mask.array.dtype == np.uint8
     assert mask.array[block].all()
+
+
+def test_nearest_neighbour_ties_do_not_hang_on_float_noise_in_the_geometry():
+    # a 2 mm grid over 1 mm columns of 1 / 0: every sample lies midway between two voxels; a
+    # spacing a DICOM series and its NIfTI would write 1e-7 mm apart must give one mask
+    from clinicalai.volume.core import Grid
+
+    columns = np.zeros((4, 8, 8), np.uint8)
+    columns[:, :, ::2] = 1
+    source = Volume(columns, spacing=(1.0, 1.0, 1.0))
+    masks = [resample_to_grid(source, Grid((4, 8, 4), (2.0 + eps, 1.0, 1.0), (0.5, 0.0, 0.0), tuple(np.eye(3).ravel())),
+                              "nearest").array for eps in (0.0, 1e-7, -1e-7)]
+    for mask in masks[1:]:
+        np.testing.assert_array_equal(mask, masks[0])
+    # away from ties the nudge moves nothing: the same grid resamples to itself
+    np.testing.assert_array_equal(resample_to_grid(source, source.grid, "nearest").array, columns)
