@@ -94,7 +94,7 @@ $(addprefix model-,$(GENERATIVE_MODELS)): model-%:
 # Each benchmark prints a table of ratios to a reference run in the same process (a plain
 # MONAI loop, SimpleITK, one forward pass); see benchmarks/README.md.
 bench: venv
-	for b in volume_io segment segcorrect pet generative; do $(PY) benchmarks/bench_$$b.py || exit 1; done
+	for b in volume_io segment segcorrect pet dynamic_pet generative; do $(PY) benchmarks/bench_$$b.py || exit 1; done
 	$(PY) benchmarks/bench_attribution.py --small
 	$(PY) benchmarks/bench_web.py
 
