@@ -1,5 +1,5 @@
-"""Named baselines of Integrated Gradients (zero, blur, mean): what they are, where they come
-from (argument, model card, command line), and why ``blur`` exists: a dark lesion."""
+"""Named baselines of Integrated Gradients (zero, blur, mean, mirror): what they are, where they
+come from (argument, model card, command line), and why ``blur`` and ``mirror`` exist: a dark lesion."""
 
 import json
 
@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from clinicalai.attribution import attribute
 from clinicalai.attribution.methods import (BASELINES, baseline_tensor, blurred_baseline,
-                                            foreground_mean_baseline)
+                                            foreground_mean_baseline, mirrored_baseline)
 from clinicalai.attribution.metrics import score_map
 from clinicalai.cli import main
 from clinicalai.errors import InputError, ModelError
@@ -74,7 +74,7 @@ def _volume(arr, **kw):
 
 
 def test_blur_scores_a_dark_lesion_higher_than_zero(dark_lesion_classifier):
-    aurocs = {"zero": [], "blur": [], "mean": []}
+    aurocs = {"zero": [], "blur": [], "mean": [], "mirror": []}
     for i in range(6):
         img, lesion, brain = _slice(np.random.default_rng(200 + i), True)
         for name in aurocs:
@@ -91,6 +91,9 @@ def test_blur_scores_a_dark_lesion_higher_than_zero(dark_lesion_classifier):
     assert zero < 0.5, aurocs
     assert blur > zero + 0.3 and mean > zero + 0.3, aurocs
     assert all(b > z for b, z in zip(aurocs["blur"], aurocs["zero"])), aurocs
+    # the mirror puts the other side's healthy tissue where the lesion is (a lesion across the
+    # midline meets itself there: not every case)
+    assert float(np.mean(aurocs["mirror"])) > zero + 0.2, aurocs
 
 
 def test_baselines_have_the_input_shape_and_the_blur_is_in_mm():
@@ -260,3 +263,36 @@ def test_explain_occlusion_takes_a_named_baseline(tmp_path, capsys):
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["options"]["baseline"] == "blur" and record["options"]["sigma_mm"] == 12.0
     assert read_volume(out).same_grid(case.image, atol=1e-4)
+
+
+def test_the_mirror_baseline_mirrors_about_the_head_not_the_array_and_finds_left_right():
+    # a disc off the array's centre (columns 4-20 of 30) with a spot on its left: the baseline
+    # is the disc mirrored about its own centre, the spot on the other side
+    yy, xx = np.mgrid[:24, :30]
+    disc = (yy - 11.5) ** 2 + (xx - 12.0) ** 2 < 8.0 ** 2
+    img = np.where(disc, 1.0, 0.0).astype(np.float32)
+    img[10:13, 7:9] = 0.3
+    x = torch.from_numpy(np.stack([img, img])[:, None])
+    b = mirrored_baseline(x, 3)[0, 0].numpy()
+    np.testing.assert_array_equal(b > 0.5, disc & ~((yy >= 10) & (yy < 13) & (xx >= 16) & (xx < 18)))
+    assert float(b[11, 7]) == 1.0 and float(b[11, 16]) == pytest.approx(0.3)
+    # attribute() mirrors along the image's left-right axis, whatever the array order: a
+    # volume whose array columns run anterior-posterior and rows left-right
+    from clinicalai.attribution.core import _left_right_axis
+    from clinicalai.attribution.preprocess import prepare_input
+
+    swapped = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # grid x -> P, grid y -> L
+    vol = Volume(img[None].repeat(3, 0), spacing=SPACING, direction=swapped, modality="MR")
+    from clinicalai.models.card import parse_card
+
+    prep = prepare_input(vol, parse_card(CARD))
+    axis = _left_right_axis(prep)
+    assert abs(np.asarray(prep.net_volume.direction)[0, 3 - axis]) > 0.99  # that tensor axis runs left-right
+
+
+def test_integrated_gradients_with_the_mirror_baseline_keeps_the_geometry(dark_lesion_classifier):
+    img, _, _ = _slice(np.random.default_rng(9), True)
+    res = attribute(dark_lesion_classifier, _volume(img), "integrated-gradients", target=1, card=CARD,
+                    baseline="mirror", n_steps=4)
+    assert res.options["baseline"] == "mirror" and res.volume.same_grid(_volume(img))
+    assert np.isfinite(res.array).all() and float(np.abs(res.array).max()) > 0

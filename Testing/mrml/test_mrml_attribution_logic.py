@@ -120,10 +120,10 @@ def test_integrated_gradients_baseline_from_the_panel(ctx, classifier, brain, no
     from clinicalai.attribution import attribute
     from clinicalai.mrml.model_choices import baseline_choices
 
-    assert [c["value"] for c in baseline_choices()] == ["", "zero", "blur", "mean"]
+    assert [c["value"] for c in baseline_choices()] == ["", "zero", "blur", "mean", "mirror"]
     image, _ = _scene_inputs(ctx, brain)
     logic = AttributionViewerLogic(ctx)
-    _refused_without_a_node(ctx, logic, node_ids, "unknown integrated-gradients baseline 'noise'; choose one of zero, blur, mean",
+    _refused_without_a_node(ctx, logic, node_ids, "unknown integrated-gradients baseline 'noise'; choose one of zero, blur, mean, mirror",
                             input_volume=image.GetID(), model=classifier, methods=["integrated-gradients"], baseline="noise")
     params = logic.run(AttributionViewerParameters(input_volume=image.GetID(), model=classifier,
                                                    methods=["integrated-gradients"], baseline="blur", device="cpu"))

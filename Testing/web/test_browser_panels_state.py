@@ -65,7 +65,7 @@ def test_attribution_every_map_labelled_with_prediction_save_and_threshold(page,
     assert state(page, "ca_attribution_anomaly_model")
     # the integrated-gradients baseline: the server's list; a name it did not offer is refused
     # on the server before anything runs
-    assert [b["value"] for b in state(page, "ca_attribution_baselines")] == ["", "zero", "blur", "mean"]
+    assert [b["value"] for b in state(page, "ca_attribution_baselines")] == ["", "zero", "blur", "mean", "mirror"]
     set_state(page, "ca_attribution_baseline", "noise")
     assert "not one of the choices offered" in run_panel(page, "attribution")
     assert not state(page, "ca_attribution_has_result")

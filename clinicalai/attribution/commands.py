@@ -44,7 +44,8 @@ def register(commands) -> None:
                    help="reference (healthy) volume for expected-gradients / IG baseline 'reference' (repeat)")
     p.add_argument("--baseline", default=None,
                    help="integrated-gradients baseline: zero, blur (the image blurred, see --blur-sigma), mean (the "
-                        "foreground's mean intensity) or reference (--reference); default: the model card's "
+                        "foreground's mean intensity), mirror (the image mirrored left-right about the head's centre: "
+                        "the other hemisphere) or reference (--reference); default: the model card's "
                         "attribution.baseline, else zero. Occlusion: what fills the patch (zero, blur or mean; "
                         "default zero, whatever the card says)")
     p.add_argument("--blur-sigma", type=float, default=None, metavar="MM",

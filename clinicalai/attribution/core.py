@@ -354,6 +354,9 @@ def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any
     if not isinstance(base, str) or base == "reference":
         return {}
     name = baseline_name(base)
+    if name == "mirror":
+        opts["baseline"] = baseline_tensor(prep.tensor, name, mirror_axis=_left_right_axis(prep))
+        return {"baseline": name}
     if name != "blur":
         opts["baseline"] = baseline_tensor(prep.tensor, name)
         return {"baseline": name}
@@ -365,6 +368,22 @@ def _named_baseline(card, prep: Prepared, opts: Dict[str, Any]) -> Dict[str, Any
     spacing_zyx = (sp[1], sp[0]) if prep.slicewise else (sp[2], sp[1], sp[0])
     opts["baseline"] = baseline_tensor(prep.tensor, name, sigma_mm=sigma, spacing_mm=spacing_zyx)
     return {"baseline": name, "sigma_mm": sigma}
+
+
+def _left_right_axis(prep: Prepared) -> int:
+    """The tensor axis of the network input that runs left-right in the patient (the network
+    grid's axis whose direction is nearest LPS x), for the ``mirror`` baseline.
+
+    Raises:
+        InputError: a slice model whose slices are not across left-right (sagittal slices)."""
+    d = np.asarray(prep.net_volume.direction, dtype=float).reshape(3, 3)
+    itk_axis = int(np.argmax(np.abs(d[0])))  # column i: where grid axis i (x, y, z) points
+    if prep.slicewise:
+        if itk_axis == 2:
+            raise InputError("the mirror baseline mirrors left-right within a slice; this model's slices run along the "
+                             "left-right axis (sagittal)")
+        return 3 - itk_axis  # (N, C, y, x)
+    return 4 - itk_axis  # (N, C, z, y, x)
 
 
 def _run_method(impl, prep: Prepared, out_index: int, opts: Dict[str, Any],

@@ -294,9 +294,11 @@ class GradientXInput(AttributionMethod):
 #: named baselines of the path methods (Sturmfels et al., Distill 2020, "Visualizing the Impact
 #: of Feature Attribution Baselines"): ``zero`` (all zeros, the default), ``blur`` (the input
 #: blurred by a Gaussian of ``sigma_mm``), ``mean`` (the foreground's mean intensity inside the
-#: foreground, the input elsewhere)
-BASELINES = ("zero", "blur", "mean")
-Baseline = Literal["zero", "blur", "mean"]
+#: foreground, the input elsewhere), ``mirror`` (the input mirrored left-right about its
+#: foreground's centre: each hemisphere's baseline is the other one, a pseudo-healthy reference
+#: for a one-sided lesion whatever its polarity, dark in T1 as bright in FLAIR)
+BASELINES = ("zero", "blur", "mean", "mirror")
+Baseline = Literal["zero", "blur", "mean", "mirror"]
 #: older spellings still accepted (``zeros`` was the command line's default before the names above)
 _BASELINE_ALIASES = {"zeros": "zero", "blurred": "blur"}
 #: default Gaussian sigma of the ``blur`` baseline, in mm (about a lesion's radius: a blurred
@@ -349,13 +351,43 @@ def foreground_mean_baseline(x):
     return base
 
 
+def mirrored_baseline(x, axis: int):
+    """``x`` ``(N, C, *spatial)`` mirrored along tensor axis ``axis`` (the left-right one) about
+    the centre of its foreground (Otsu over the batch, the first channel; a slice model's batch
+    is the volume's slices, so all share one mid-plane), not the array's middle: a head is
+    rarely centred in its field of view. What the mirror brings in from beyond the array is
+    the input's minimum (background).
+
+    Why by hand: MONAI's ``Flip`` mirrors about the array's middle only."""
+    import torch
+    from skimage.filters import threshold_otsu
+
+    if not 2 <= axis < x.ndim:
+        raise InputError(f"the mirror baseline needs a spatial axis of the input, got axis {axis} of {x.ndim}")
+    values = x[:, 0].detach().cpu().numpy()
+    fg = values > float(threshold_otsu(values)) if float(np.ptp(values)) > 0 else np.ones_like(values, bool)
+    profile = fg.sum(axis=tuple(d for d in range(fg.ndim) if d != axis - 1)).astype(float)
+    width = x.shape[axis]
+    centre = float((profile * np.arange(width)).sum() / max(profile.sum(), 1.0))
+    shift = int(round(2.0 * centre - (width - 1)))  # index i of the flipped array lands on i + shift
+    flipped = torch.flip(x, dims=[axis])
+    out = torch.full_like(x, float(x.min()))
+    src = [slice(None)] * x.ndim
+    dst = [slice(None)] * x.ndim
+    src[axis] = slice(max(0, -shift), width - max(0, shift))
+    dst[axis] = slice(max(0, shift), width - max(0, -shift))
+    out[tuple(dst)] = flipped[tuple(src)]
+    return out
+
+
 def baseline_tensor(x, baseline: Union[str, float, Any] = "zero", sigma_mm: float = BLUR_SIGMA_MM,
-                    spacing_mm: Optional[Sequence[float]] = None):
+                    spacing_mm: Optional[Sequence[float]] = None, mirror_axis: Optional[int] = None):
     """The baseline ``(N, C, *spatial)`` of a path method for ``x`` ``(N, C, *spatial)``.
 
     ``baseline``: a name of :data:`BASELINES`, a number (a constant image) or a reference tensor
     ``(C, *spatial)`` / ``(N or 1, C, *spatial)``. ``sigma_mm`` / ``spacing_mm``: the ``blur``
-    baseline's Gaussian (see :func:`blurred_baseline`).
+    baseline's Gaussian (see :func:`blurred_baseline`); ``mirror_axis``: the ``mirror``
+    baseline's left-right tensor axis (:func:`mirrored_baseline`; default the last).
     """
     import torch
 
@@ -365,6 +397,8 @@ def baseline_tensor(x, baseline: Union[str, float, Any] = "zero", sigma_mm: floa
             return blurred_baseline(x, sigma_mm, spacing_mm)
         if name == "mean":
             return foreground_mean_baseline(x)
+        if name == "mirror":
+            return mirrored_baseline(x, x.ndim - 1 if mirror_axis is None else int(mirror_axis))
         return torch.zeros_like(x)
     if isinstance(baseline, (int, float)):
         return torch.full_like(x, float(baseline))
@@ -383,8 +417,10 @@ class IntegratedGradients(AttributionMethod):
 
     ``baseline``: ``"zero"`` (default), ``"blur"`` (the input blurred by a Gaussian of
     ``sigma_mm``; ``spacing_mm`` is the voxel size per spatial axis in the tensor's order,
-    default 1 mm), ``"mean"`` (the foreground's mean in the foreground), a number, or a
-    reference tensor ``(C, *spatial)`` / ``(N, C, *spatial)``. ``n_steps`` along the straight
+    default 1 mm), ``"mean"`` (the foreground's mean in the foreground), ``"mirror"`` (the input
+    mirrored about its foreground's centre along the last axis; :func:`clinicalai.attribution.attribute`
+    finds the left-right axis from the image's geometry), a number, or a reference tensor
+    ``(C, *spatial)`` / ``(N, C, *spatial)``. ``n_steps`` along the straight
     path, evaluated ``internal_batch_size`` at a time.
     """
 
