@@ -171,14 +171,7 @@ def time_point_count(path: "str | os.PathLike[str]") -> int:
     Raises:
         InputError: as :func:`read_volume` for a missing, cut-off or unreadable file; not a NIfTI.
     """
-    import nibabel as nib
-
-    p = _checked_nifti(path, per_frame=True)
-    try:
-        shape = nib.load(str(p)).shape
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad headers
-        raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
-    return int(shape[3]) if len(shape) >= 4 else 1
+    return read_nifti_frames(_checked_nifti(path, per_frame=True), [])[1]
 
 
 def read_time_frames(path: "str | os.PathLike[str]", frames: Optional[Sequence[int]] = None) -> Tuple[List[Volume], int]:

@@ -38,25 +38,12 @@ def read_nifti2(p: Path) -> Volume:
     """A NIfTI-2 file (64-bit sizes: what HCP pipelines, Connectome Workbench and dcm2niix
     write for large images), read by nibabel: SimpleITK's NIfTI reader takes NIfTI-1 only.
     The geometry is the one ITK would take (:func:`itk_nifti_affine`), so a file reads the same
-    as NIfTI-1 or NIfTI-2; the volume keeps the voxels in LPS."""
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(p))
-        data = np.asanyarray(image.dataobj)  # applies scl_slope / scl_inter like ITK
-    except Exception as exc:  # noqa: BLE001 - nibabel raises many types for bad files
-        raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim == 4:
-        raise time_series_error(data.shape[3])
-    if data.ndim not in (2, 3) or data.dtype.kind not in "biuf":
-        raise InputError(f"{p.name}: only scalar 3D images are supported (this one is {data.ndim}D, {data.dtype})")
-    if data.ndim == 2:
-        data = data[:, :, None]
-    volume = _volume_of(image, data, p)
-    warn_of_two_geometries(volume, p, image)
-    return volume
+    as NIfTI-1 or NIfTI-2; the volume keeps the voxels in LPS. A 4D file is refused
+    (:func:`time_series_error`) before any voxel is read."""
+    _, count = read_nifti_frames(p, [])
+    if count > 1:
+        raise time_series_error(count)
+    return read_nifti_frames(p, [0])[0][0]
 
 
 def _volume_of(image: Any, data: np.ndarray, p: Path) -> Volume:
@@ -67,7 +54,9 @@ def _volume_of(image: Any, data: np.ndarray, p: Path) -> Volume:
     ras, _ = itk_nifti_affine(image)
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ras
     columns = np.linalg.norm(lps[:3, :3], axis=0)
-    zooms = np.abs(np.asarray(image.header.get_zooms()[:3], dtype=float))
+    # pixdim[1:4] as ITK reads it; ITK gives an axis beyond dim[0] (a 2D file's third) 1 mm
+    zooms = np.abs(np.asarray(image.header["pixdim"][1:4], dtype=float))
+    zooms[int(image.header["dim"][0]):] = 1.0
     spacing = np.where((zooms > 0) & np.isfinite(zooms), zooms.astype(np.float32).astype(float), columns)
     volume = Volume(
         np.ascontiguousarray(data.transpose(2, 1, 0)),
@@ -93,9 +82,11 @@ def read_nifti_frames(p: Path, frames: "Sequence[int] | None" = None) -> Tuple[L
         shape = tuple(int(n) for n in image.shape)
         while len(shape) > 4 and shape[-1] == 1:
             shape = shape[:-1]
+        if len(shape) == 2:  # one slice
+            shape += (1,)
         if len(shape) not in (3, 4):
-            raise InputError(f"{p.name}: only 3D images and 4D time series are read as time points (this one is "
-                             f"{len(shape)}D)")
+            raise InputError(f"{p.name}: only scalar 3D images are supported (this one is {len(shape)}D, "
+                             f"{image.get_data_dtype()})")
         count = shape[3] if len(shape) == 4 else 1
         chosen = list(range(count)) if frames is None else [int(f) for f in frames]
         for f in chosen:
@@ -111,7 +102,7 @@ def read_nifti_frames(p: Path, frames: "Sequence[int] | None" = None) -> Tuple[L
         raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
     slab = slab.reshape(shape[:3] + (hi - lo + 1,))
     if slab.dtype.kind not in "biuf":
-        raise InputError(f"{p.name}: only scalar images are supported (this one is {slab.dtype})")
+        raise InputError(f"{p.name}: only scalar 3D images are supported (this one is 3D, {slab.dtype})")
     volumes = [_volume_of(image, slab[..., f - lo], p) for f in chosen]
     warn_of_two_geometries(volumes[0], p, image)
     return volumes, count
