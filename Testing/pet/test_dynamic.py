@@ -324,3 +324,13 @@ def test_the_voxel_budget_holds_per_time_point_for_what_reads_frames(tmp_path, c
     monkeypatch.setenv(MAX_VOXEL_BYTES_ENV, str(2**18))
     with pytest.raises(InputError, match="voxels per time point"):
         read_volume(path, frame=3)
+
+
+def test_a_cut_off_dynamic_file_is_refused_before_frames_are_averaged(tmp_path, case):
+    # the frame count comes from the header alone; the reader of the frames still checks the
+    # whole stream (SimpleITK and nibabel would fill or fail late on a cut-off .nii.gz)
+    path = _write_dynamic(tmp_path / "dc", case, decay_corrected=True)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(InputError, match="cut off"):
+        static_from_dynamic(path, (10, 30))

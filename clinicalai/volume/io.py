@@ -152,26 +152,26 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     return volume
 
 
-def _checked_nifti(path: "str | os.PathLike[str]", per_frame: bool = False) -> Path:
-    """``path`` as a NIfTI that exists and passes :func:`check_image_file` (time points are
-    read from a NIfTI only; ``per_frame``: the voxel budget holds per time point)."""
+def _nifti_path(path: "str | os.PathLike[str]") -> Path:
+    """``path`` as a NIfTI that exists (time points are read from a NIfTI only)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
-    kind = image_format(p)
-    if kind != "nifti":
+    if image_format(p) != "nifti":
         raise InputError(f"{p.name}: time points are read from a 4D NIfTI only")
-    check_image_file(p, kind, per_frame=per_frame)
     return p
 
 
 def time_point_count(path: "str | os.PathLike[str]") -> int:
-    """How many time points a NIfTI holds (1 for a 3D file), from its header alone.
+    """How many time points a NIfTI holds (1 for a 3D file), from its header alone: no voxel
+    is read, and the cut-off and budget checks are left to the reader of the voxels
+    (:func:`read_time_frames`; a compressed file is decompressed whole to check it, which a
+    count need not pay: the MRML logics ask it on every run).
 
     Raises:
-        InputError: as :func:`read_volume` for a missing, cut-off or unreadable file; not a NIfTI.
+        InputError: a missing file, not a NIfTI, a header nibabel cannot read.
     """
-    return read_nifti_frames(_checked_nifti(path, per_frame=True), [])[1]
+    return read_nifti_frames(_nifti_path(path), [])[1]
 
 
 def read_time_frames(path: "str | os.PathLike[str]", frames: Optional[Sequence[int]] = None) -> Tuple[List[Volume], int]:
@@ -186,7 +186,8 @@ def read_time_frames(path: "str | os.PathLike[str]", frames: Optional[Sequence[i
     Raises:
         InputError: as :func:`read_volume`; a frame outside the file's; not a NIfTI.
     """
-    p = _checked_nifti(path, per_frame=True)
+    p = _nifti_path(path)
+    check_image_file(p, "nifti", per_frame=True)
     volumes, count = read_nifti_frames(p, frames)
     for volume in volumes:
         add_bids_pet_tags(volume, p)
