@@ -12,9 +12,10 @@ file is not retried on every click).
 Run as ``python -m clinicalai.web.probe KIND PATH [SERIES_UID | --frame K | --static-window A B]`` (KIND: volume,
 segmentation, dicom, dicom-seg), it prints one JSON line: ``{"ok": true}`` or ``{"error": "one
 sentence"}`` (for a DICOM folder of several series and none chosen, with ``"series"``: the ones to
-offer; for a 4D NIfTI and no frame chosen, with ``"frames"``: how many time points it holds).
-``--static-window A B``: the static PET of a dynamic BIDS-PET, its whole frames from A to B
-minutes after the injection (:func:`clinicalai.pet.dynamic.static_from_dynamic`).
+offer; for a 4D NIfTI or a dynamic PET DICOM series and no frame chosen, with ``"frames"``: how
+many time points it holds). ``--static-window A B``: the static PET of a dynamic PET (BIDS-PET
+NIfTI or DICOM series), its whole frames from A to B minutes after the injection
+(:func:`clinicalai.pet.dynamic.static_from_dynamic`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class ProbeRefused(InputError):
     """The file failed the probe: the engine's reader or Slicer's refused it, or crashed.
     ``series``: for a DICOM folder that holds several series (none chosen), each one's
     ``uid``, ``description``, ``modality`` and ``files``, so the page can offer a choice;
-    ``frames``: for a 4D NIfTI (no time point chosen), how many it holds (else 0)."""
+    ``frames``: for a 4D NIfTI or a dynamic PET DICOM series (no time point chosen), how many it
+    holds (else 0)."""
 
     def __init__(self, message: str, series: Optional[list] = None, frames: int = 0) -> None:
         super().__init__(message)
@@ -76,9 +78,9 @@ class FileProber:
     def check(self, path: Path, kind: str, shown_name: str = "", series_uid: Optional[str] = None,
               frame: Optional[int] = None, static_window: Optional[Tuple[float, float]] = None) -> None:
         """Raise :class:`ProbeRefused` (one sentence) unless ``path`` loads cleanly as ``kind``
-        (a DICOM folder: its series ``series_uid``, or its only one; a 4D NIfTI: its time point
-        ``frame``, or the static PET of its frames in ``static_window``, minutes after the
-        injection). Blocking (seconds): call it from a worker thread."""
+        (a DICOM folder: its series ``series_uid``, or its only one; a 4D NIfTI or a dynamic PET
+        series: its time point ``frame``, or the static PET of its frames in ``static_window``,
+        minutes after the injection). Blocking (seconds): call it from a worker thread."""
         if kind not in KINDS:
             raise ValueError(f"unknown probe kind {kind!r}")
         if frame is not None and (kind not in TIMED_KINDS or int(frame) < 0):
