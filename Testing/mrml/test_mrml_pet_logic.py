@@ -380,3 +380,89 @@ def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that
     # degrees): the result is on the file's grid, and says so
     assert not node_to_volume(node).same_grid(expected, atol=1e-4)
     assert any("not on the grid of sub-05_pet.nii.gz" in w for w in params.summary["warnings"])
+
+
+def _sequence_of_dicom_frames(ctx, folder):
+    """The dynamic DICOM series in ``folder`` as Slicer's DICOM module shows it: one volume node
+    per frame, each with its files' ``DICOM.instanceUIDs``, items of a sequence browsed in a
+    proxy node (made by slicer-core's own Sequences logic)."""
+    import slicer
+
+    import pydicom
+
+    from clinicalai.volume import read_volume
+
+    by_frame = {}
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        by_frame.setdefault(str(ds.AcquisitionTime), []).append((str(ds.SOPInstanceUID), str(f)))
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(ctx.scene)
+    sequence = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "dynamic PET")
+    sequence.SetIndexName("time")
+    sequence.SetIndexUnit("s")
+    files = {}
+    for k, start in enumerate(sorted(by_frame)):
+        frame = add_volume_node(ctx.scene, read_volume(folder, frame=k), f"frame {k}", display=False)
+        frame.SetAttribute("DICOM.instanceUIDs", " ".join(uid for uid, _ in by_frame[start]))
+        files.update(dict(by_frame[start]))
+        sequence.SetDataNodeAtValue(frame, str(k))
+        ctx.scene.RemoveNode(frame)  # the sequence keeps its own copy, as Slicer's DICOM plugin does
+    browser = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "dynamic PET browser")
+    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
+    browser.SetSelectedItemNumber(2)
+    logic.UpdateProxyNodesFromSequences(browser)
+    return browser.GetProxyNode(sequence), files
+
+
+class _DicomDatabase:
+    """What PetRecurrence asks desktop Slicer's ``slicer.dicomDatabase``: the file of an instance
+    UID (slicer-core has no ctkDICOMDatabase; this is its lookup table, nothing more)."""
+
+    def __init__(self, files):
+        self.files = files
+
+    def fileForInstance(self, uid):  # noqa: N802 - ctkDICOMDatabase's name
+        return self.files.get(uid, "")
+
+
+def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files(ctx, pet, pet_models, tmp_path,
+                                                                                node_ids, monkeypatch):
+    """A dynamic series loaded by Slicer's DICOM module is a sequence; its proxy node shows the
+    frame browsed to, never the static scan. Without a window the logic says which frame of how
+    many it shows; with one it averages the series' files (found through the DICOM database),
+    as the command line does; without the database it says why it cannot, and adds nothing."""
+    import datetime as dt
+
+    import slicer
+
+    from clinicalai.pet.dynamic import static_from_dynamic
+    from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
+
+    injection = dt.datetime(2024, 5, 6, 9, 0, 0)
+    levels, starts, durations = (0.3, 0.7, 0.9, 1.1), [0, 300, 600, 1200], [300, 300, 600, 600]
+    frames = [pet.image.with_array((pet.image.array * v).astype(np.float32), metadata={}) for v in levels]
+    folder = write_dynamic_pet_dicom(frames, starts, durations, pet_tags(70.0, 185e6, injection, injection),
+                                     tmp_path / "dynamic")
+    proxy, files = _sequence_of_dicom_frames(ctx, folder)
+    np.testing.assert_allclose(node_to_volume(proxy).array, pet.image.array * 0.9, atol=1.1 * pet.image.array.max() / 32767)  # the third
+    logic = PetRecurrenceLogic(ctx)
+    before = node_ids(ctx.scene)
+    with pytest.raises(InputError, match="shows frame 3 of the 4 frames of the sequence 'dynamic PET': give a static"):
+        logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), models=pet_models, device="cpu"))
+    monkeypatch.delattr(slicer, "dicomDatabase", raising=False)
+    with pytest.raises(InputError, match="cannot be averaged here: their start times and durations are in their DICOM"):
+        logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), static_window="10-30", models=pet_models,
+                                          device="cpu"))
+    assert node_ids(ctx.scene) == before
+    monkeypatch.setattr(slicer, "dicomDatabase", _DicomDatabase(files), raising=False)
+    params = logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), static_window="10-30", models=pet_models,
+                                               device="cpu"))
+    static = [n for n in ctx.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetName().endswith("static 10-30 min")]
+    assert len(static) == 1
+    expected = static_from_dynamic(folder, (10, 30))
+    np.testing.assert_allclose(node_to_volume(static[0]).array, expected.array, rtol=1e-6)
+    step = 1.1 * pet.image.array.max() / 32767  # a frame's int16 step (its Rescale Slope)
+    np.testing.assert_allclose(expected.array, pet.image.array, atol=2 * step)  # 0.9 and 1.1 for 10 min each
+    assert node_to_volume(static[0]).same_grid(pet.image, atol=1e-4)  # oblique: the series' own grid
+    assert params.summary["static"]["SUVmax"] > 0

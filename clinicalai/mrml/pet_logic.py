@@ -28,7 +28,7 @@ from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
-from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, stored_time_points, volume_grid_of_node
+from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, shown_time_point, volume_grid_of_node
 from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
@@ -237,36 +237,46 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
     @staticmethod
     def static_scan(node: Any, shown: Volume, window_text: str) -> Tuple[Optional[Volume], Tuple[str, ...]]:
         """The static scan of ``window_text`` ("START-END", minutes after injection) of the
-        dynamic PET file ``node`` was read from (:func:`clinicalai.pet.dynamic.static_from_dynamic`),
-        ``None`` without a window; and sentences for the result's warnings.
+        dynamic PET ``node`` shows one frame of (:func:`clinicalai.mrml.volumes.shown_time_point`:
+        a 4D NIfTI Slicer read, or a sequence of DICOM frames), averaged by
+        :func:`clinicalai.pet.dynamic.static_from_dynamic`; ``None`` without a window; and
+        sentences for the result's warnings.
 
         Raises:
-            InputError: a window for a node read from no dynamic PET file; no window for a node
-                Slicer read from a 4D NIfTI (its reader keeps the first frame without a word:
-                the first minute after the injection, not the static scan).
+            InputError: no window for a node that shows one frame of several (Slicer's reader
+                keeps a 4D NIfTI's first frame without a word, the first minute after the
+                injection; a sequence shows the frame browsed to, not the static scan); a window
+                for a node of no dynamic PET, or of a sequence whose frames' files are not known.
         """
         from ..pet.dynamic import parse_static_window, static_from_dynamic
 
-        source, frames = stored_time_points(node)
+        point = shown_time_point(node)
         if not str(window_text or "").strip():
-            if frames > 1:
+            if point is not None:
+                which = "the first" if point.shown == 0 else f"frame {point.shown + 1}"
+                reader = " (Slicer reads a 4D file's first frame)" if point.of.startswith("the dynamic PET") else ""
                 raise InputError(
-                    f"{node.GetName()} shows the first of the {frames} frames of the dynamic PET "
-                    f"{Path(source).name} (Slicer reads a 4D file's first frame): give a static window, minutes after "
-                    "the injection (START-END, the window of your protocol's static scan), to average its frames")
+                    f"{node.GetName()} shows {which} of the {point.frames} frames of {point.of}{reader}: give a "
+                    "static window, minutes after the injection (START-END, the window of your protocol's static "
+                    "scan), to average its frames")
             return None, ()
         window = parse_static_window(str(window_text))
-        if source is None:
-            raise InputError(f"a static window averages the frames of a dynamic PET file; {node.GetName()} was not "
-                             "read from a NIfTI file (open a dynamic DICOM series as its static scan in the browser, "
-                             "or with clinicalai.mrml.masks.open_file_as(..., static_window=...))")
-        static = static_from_dynamic(source, window)
+        if point is None:
+            raise InputError(f"a static window averages the frames of a dynamic PET; {node.GetName()} shows no frame "
+                             "of a 4D NIfTI or of a sequence (open a dynamic DICOM series as its static scan in the "
+                             "browser, or with clinicalai.mrml.masks.open_file_as(..., static_window=...))")
+        if point.source is None:
+            raise InputError(f"the frames of {point.of} cannot be averaged here: their start times and durations are in "
+                             "their DICOM files, which this Slicer's DICOM database does not give (load the series "
+                             "through the DICOM module, or open its folder with a static window in the browser or "
+                             "with clinicalai pet --static-window)")
+        static = static_from_dynamic(point.source, window, series_uid=point.series_uid)
         if static.same_grid(shown, atol=1e-4):
             return static, ()
         # slicer-core's volume reader drops the direction of a 4D NIfTI (measured: an oblique
         # file's first frame came out axis-aligned); the static scan keeps the file's grid
-        return static, (f"{node.GetName()} (the first frame, as Slicer read it) is not on the grid of "
-                        f"{Path(source).name}; the static scan and the results are on the file's grid",)
+        return static, (f"{node.GetName()} (the frame as Slicer shows it) is not on the grid of "
+                        f"{Path(point.source).name}; the static scan and the results are on the file's grid",)
 
     def uptake(self, params: PetRecurrenceParameters) -> SuvConversion:
         """What a run with ``params`` would report: SUVbw (``quantity``, ``label`` with the

@@ -9,6 +9,7 @@ origin 0 / spacing 1; RAS = diag(-1, -1, 1) @ LPS. Voxel memory order is the sam
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Tuple
 
@@ -231,6 +232,89 @@ def stored_time_points(node: Any) -> Tuple[Optional[str], int]:
         return None, 1
     return source, (time_point_count(source) if Path(source).is_file() else 1)
 
+
+
+@dataclass(frozen=True)
+class ShownTimePoint:
+    """What a node shows when it is one time point of several (a dynamic PET, a cine).
+
+    Attributes:
+        frames: how many time points there are.
+        shown: the 0-based one the node shows.
+        of: what they are the frames of, for messages ("the dynamic PET x.nii.gz", "the sequence 'x'").
+        source: the 4D NIfTI or DICOM series folder :func:`clinicalai.pet.dynamic.static_from_dynamic`
+            reads them from (with their times); ``None`` when the scene does not say where they came from.
+        series_uid: the DICOM series in ``source`` (a folder may hold several).
+    """
+
+    frames: int
+    shown: int
+    of: str
+    source: Optional[str] = None
+    series_uid: Optional[str] = None
+
+
+def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
+    """How ``node`` is one of several time points, ``None`` when it is not: the first frame of a
+    4D NIfTI Slicer read (:func:`stored_time_points`), or the proxy node of a sequence browser
+    (what Slicer's DICOM module makes of a dynamic series, and the Sequences module of a 4D
+    file) whose sequence has more than one item. A sequence's frames are found on disk only
+    through their ``DICOM.instanceUIDs`` and Slicer's DICOM database (desktop; one series folder)."""
+    source, frames = stored_time_points(node)
+    if frames > 1:
+        return ShownTimePoint(frames, 0, f"the dynamic PET {Path(source).name}", source)
+    found = browsed_sequence(node)
+    if found is None:
+        return None
+    browser, sequence = found
+    frames = sequence.GetNumberOfDataNodes()
+    if frames < 2:
+        return None
+    master = browser.GetMasterSequenceNode()
+    selected = browser.GetSelectedItemNumber()
+    shown = selected if master is sequence or master is None else \
+        sequence.GetItemNumberFromIndexValue(master.GetNthIndexValue(selected))
+    folder, series_uid = _dicom_series_folder([sequence.GetNthDataNode(i) for i in range(frames)])
+    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}", folder, series_uid)
+
+
+def browsed_sequence(node: Any) -> Optional[Tuple[Any, Any]]:
+    """``(browser, sequence)`` when ``node`` is the proxy node a sequence browser of its scene
+    shows a sequence's items in, else ``None``."""
+    scene = node.GetScene() if hasattr(node, "GetScene") else None
+    if scene is None:
+        return None
+    for browser in scene.GetNodesByClass("vtkMRMLSequenceBrowserNode"):
+        if browser.IsProxyNodeID(node.GetID()):
+            sequence = browser.GetSequenceNode(node)
+            if sequence is not None:
+                return browser, sequence
+    return None
+
+
+def _dicom_series_folder(frame_nodes) -> Tuple[Optional[str], Optional[str]]:
+    """``(folder, SeriesInstanceUID)`` of the DICOM files of ``frame_nodes`` (their
+    ``DICOM.instanceUIDs``, looked up in desktop Slicer's ``slicer.dicomDatabase``) when every
+    frame has them and they lie in one folder; ``(None, None)`` otherwise (no database here, a
+    frame built in memory, files moved)."""
+    uids = [(n.GetAttribute("DICOM.instanceUIDs") or "").split()[:1] if n is not None else [] for n in frame_nodes]
+    if not all(uids):
+        return None, None
+    try:
+        import slicer
+
+        files = [slicer.dicomDatabase.fileForInstance(u[0]) for u in uids]
+    except Exception:  # noqa: BLE001 - no DICOM database (browser app, tests), or it failed: unknown
+        return None, None
+    if not all(files) or len({str(Path(f).parent) for f in files}) != 1 or not Path(files[0]).is_file():
+        return None, None
+    import pydicom
+
+    try:
+        series = pydicom.dcmread(files[0], stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception:  # noqa: BLE001 - not readable as DICOM: the frames cannot be found
+        return None, None
+    return str(Path(files[0]).parent), str(getattr(series, "SeriesInstanceUID", "") or "") or None
 
 def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelmap: bool = False) -> Any:
     """Load NIfTI / NRRD, or a DICOM series folder, through Slicer's own reader (NIfTI-2, which
