@@ -261,6 +261,37 @@ def test_a_dynamic_dicom_series_gives_the_same_static_suv_decay_corrected_or_not
     np.testing.assert_allclose(suv_c.array, to_suv(bids)[0].array, atol=3e-4 * float(suv_c.array.max()))
 
 
+def test_frames_decay_corrected_to_their_own_times_are_brought_to_the_series_reference(tmp_path, case, dicom_series):
+    """A scanner may correct each frame to its own start and say so per image
+    (DecayCorrectionDateTime, 0018,9701) under DecayCorrection START. Averaged as if all were
+    corrected to the series start, the window 10-30 min would come out 7-10 % low; brought to
+    the series reference first, it is the START series' static scan."""
+    from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
+
+    series, geometry = dicom_series
+    healthy, lesion = case
+    half_life = 6586.2  # F-18, as pet_tags writes it
+    own = np.exp2(-np.asarray(STARTS) / half_life)  # values at each frame's start (the series starts at the injection)
+    frames = [geometry.with_array(((healthy * hi + lesion * li) * k).astype(np.float32), metadata={})
+              for hi, li, k in zip(frame_means(healthy_curve, decayed=False), frame_means(lesion_curve, decayed=False), own)]
+    tags = pet_tags(70.0, 185e6, INJECTION, INJECTION, decay_correction="START")
+    assert float(tags["RadionuclideHalfLife"]) == pytest.approx(half_life)
+    folder = write_dynamic_pet_dicom(frames, STARTS, DURATIONS, tags, tmp_path / "own", decay_references_s=STARTS)
+    reference = static_from_dynamic(series["START"], (10, 30))
+    made = static_from_dynamic(folder, (10, 30))
+    peak = float(reference.array.max())
+    np.testing.assert_allclose(made.array, reference.array, atol=4e-4 * peak)
+    assert "DecayCorrectionDateTime" in made.metadata["static_from_frames"]["decay"]
+    # what was fixed: the same frames read as corrected to the series start
+    unsaid = static_from_dynamic(write_dynamic_pet_dicom(frames, STARTS, DURATIONS, tags, tmp_path / "unsaid"), (10, 30))
+    assert float(np.abs(unsaid.array - reference.array).max()) > 0.05 * peak
+    del tags["RadionuclideHalfLife"]
+    no_half_life = write_dynamic_pet_dicom(frames, STARTS, DURATIONS, tags, tmp_path / "no-half-life",
+                                           decay_references_s=STARTS)
+    with pytest.raises(InputError, match="decay-corrected to different times and RadionuclideHalfLife is missing"):
+        static_from_dynamic(no_half_life, (10, 30))
+
+
 def test_an_incomplete_dynamic_series_is_one_clear_error(tmp_path, dicom_series):
     import shutil
 

@@ -154,6 +154,12 @@ def decay_to(times: FrameTimes, frames: Sequence[int], reference_s: float, half_
     return np.exp(lam * (s - reference_s)) * (lam * d) / -np.expm1(-lam * d)
 
 
+#: a frame whose DecayCorrectionDateTime is this close to the series' reference is corrected to it
+#: (DT text keeps microseconds; scanners round the series time to the second)
+DECAY_REFERENCE_TOLERANCE_S = 1.0
+UNCORRECTED_FRAMES = "each frame decay-corrected to the window's start"
+
+
 @dataclass
 class StaticFromDynamic:
     """How a static image was made from a dynamic one (``Volume.metadata["static_from_frames"]``)."""
@@ -250,7 +256,9 @@ def _static_from_bids(p: Path, window_min: Tuple[float, float]) -> Volume:
     frames, _ = read_time_frames(p, frames=chosen)
     tags, _ = bids_pet_tags(tags_sidecar)
     tags["TagSource"] = frames[0].metadata.get("pet", {}).get("TagSource", "BIDS sidecar")
-    return _average(frames, times, chosen, window_min, half_life, tags)
+    factors = np.ones(len(chosen)) if half_life is None else decay_to(times, chosen, start_s, half_life)
+    return _average(frames, times, chosen, window_min, factors,
+                    "frames decay-corrected in the file" if half_life is None else UNCORRECTED_FRAMES, tags)
 
 
 def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "str | None") -> Volume:
@@ -275,20 +283,25 @@ def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "st
         times = FrameTimes(np.array([(s - injection).total_seconds() for s in dynamic.starts]),
                            np.asarray(dynamic.durations_s, np.float64))
         chosen.extend(frames_in_window(times, window_min, folder.name))
-        found.update(times=times, tags=tags)
+        found.update(times=times, tags=tags, references=dynamic.decay_references)
         return chosen
 
     frames, _ = read_dicom_frames(folder, choose, series_uid)
     times, tags = found["times"], dict(frames[0].metadata.get("pet") or found["tags"])
     correction = str(tags.get("DecayCorrection") or "").strip().upper()
     if correction in ("START", "ADMIN"):
-        half_life = None  # every frame corrected to one time, the series' (QIBA: SeriesDate/Time) or the injection
+        # every frame corrected to one time, the series' (QIBA: SeriesDate/Time) or the injection,
+        # unless a frame's own DecayCorrectionDateTime says otherwise
+        offsets = _decay_reference_offsets(tags, correction, [found["references"][k] for k in chosen], folder.name)
+        if not np.any(np.abs(offsets) > DECAY_REFERENCE_TOLERANCE_S):
+            return _average(frames, times, chosen, window_min, np.ones(len(chosen)), "frames decay-corrected in the file",
+                            tags)
+        half_life = _half_life_of(tags, folder.name, "the frames are decay-corrected to different times")
+        return _average(frames, times, chosen, window_min, np.exp2(offsets / half_life),
+                        "frames decay-corrected in the file to their own times (DecayCorrectionDateTime), brought to "
+                        "the series' reference", tags)
     elif correction == "NONE":
-        try:
-            half_life = float(tags["RadionuclideHalfLife"])
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{folder.name}: the frames are not decay-corrected and RadionuclideHalfLife is missing, "
-                             "so they cannot be averaged") from None
+        half_life = _half_life_of(tags, folder.name, "the frames are not decay-corrected")
         reference = injection_datetime(tags) + dt.timedelta(seconds=float(times.starts_s[chosen[0]]))
         day, time = reference.strftime("%Y%m%d"), reference.strftime("%H%M%S.%f")
         corrected = [str(v).strip().upper() for v in (tags.get("CorrectedImage") or [])]
@@ -297,18 +310,45 @@ def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "st
     else:
         raise InputError(f"{folder.name}: DecayCorrection {correction or '(missing)'} does not say whether the frames "
                          "are decay-corrected (START, ADMIN or NONE), so they cannot be averaged")
-    return _average(frames, times, chosen, window_min, half_life, tags)
+    return _average(frames, times, chosen, window_min, decay_to(times, chosen, times.span(chosen)[0], half_life),
+                    UNCORRECTED_FRAMES, tags)
+
+
+def _half_life_of(tags: Dict[str, Any], name: str, why: str) -> float:
+    try:
+        return float(tags["RadionuclideHalfLife"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{name}: {why} and RadionuclideHalfLife is missing, so they cannot be averaged") from None
+
+
+def _decay_reference_offsets(tags: Dict[str, Any], correction: str, references: Sequence[str], name: str) -> np.ndarray:
+    """Seconds from the series' decay-correction reference (START: the series time, as SUV takes
+    it; ADMIN: the injection) to each frame's own ``DecayCorrectionDateTime`` (0 where a frame
+    has none). Why: the PET Image module lets each image name the time it is corrected to; a
+    frame corrected to its own start holds more decayed values than one corrected to the series
+    start, 2^(offset / T) less."""
+    from .suv import decay_reference, injection_datetime, parse_dicom_dt
+
+    if not any(references):
+        return np.zeros(len(references))
+    series_reference = injection_datetime(tags) if correction == "ADMIN" else decay_reference(tags, correction)[0]
+    offsets = []
+    for ref in references:
+        if not ref:
+            offsets.append(0.0)
+            continue
+        try:
+            offsets.append((parse_dicom_dt(ref, "DecayCorrectionDateTime") - series_reference).total_seconds())
+        except InputError:
+            raise InputError(f"{name}: a frame's DecayCorrectionDateTime {ref!r} is not a DICOM date-time") from None
+    return np.array(offsets)
 
 
 def _average(frames: Sequence[Volume], times: FrameTimes, chosen: Sequence[int], window_min: Tuple[float, float],
-             half_life_s: "float | None", tags: Dict[str, Any]) -> Volume:
+             factors: np.ndarray, decay: str, tags: Dict[str, Any]) -> Volume:
     """The duration-weighted mean of ``frames`` (the ``chosen`` ones of ``times``), each first
-    decay-corrected to the window's start when ``half_life_s`` is given (uncorrected frames)."""
+    multiplied by its decay ``factors`` (what ``decay`` says they do)."""
     start_s, end_s = times.span(chosen)
-    if half_life_s is None:
-        factors, decay = np.ones(len(chosen)), "frames decay-corrected in the file"
-    else:
-        factors, decay = decay_to(times, chosen, start_s, half_life_s), "each frame decay-corrected to the window's start"
     if any(f.shape != frames[0].shape or not f.same_grid(frames[0]) for f in frames[1:]):
         raise InputError("the frames of the window do not share one grid, so they cannot be averaged")
     weights = times.durations_s[list(chosen)] * factors

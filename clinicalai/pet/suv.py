@@ -151,7 +151,10 @@ def injection_datetime(tags: Mapping[str, Any]) -> dt.datetime:
     return parse_dicom_datetime(date, t, "RadiopharmaceuticalStartTime")
 
 
-def _decay_reference(tags: Mapping[str, Any], correction: str) -> tuple[dt.datetime, str]:
+def decay_reference(tags: Mapping[str, Any], correction: str) -> tuple[dt.datetime, str]:
+    """``(time, which tags gave it)`` the values of an image with PET ``tags`` are decay-corrected
+    to for START (the series time, QIBA's rule), or, for NONE, its acquisition start (the values
+    are the activity during the acquisition). ADMIN's is the injection (:func:`injection_datetime`)."""
     if correction == "START":
         series = parse_dicom_datetime(
             _need(tags, "SeriesDate", "the decay-correction reference (DecayCorrection START)"),
@@ -228,7 +231,7 @@ def suv_conversion(tags: Mapping[str, Any], units: Optional[str] = None) -> SuvC
         half_life = _positive(tags, "RadionuclideHalfLife", "the half-life in s (F-18: 6586.2)")
         details["half_life_s"] = half_life
         injection = injection_datetime(tags)
-        reference, source = _decay_reference(tags, correction)
+        reference, source = decay_reference(tags, correction)
         elapsed = (reference - injection).total_seconds()
         if elapsed < 0:
             raise InputError(

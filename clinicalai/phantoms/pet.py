@@ -373,6 +373,7 @@ def write_dynamic_pet_dicom(
     durations_s: Sequence[float],
     tags: Dict[str, Any],
     folder: "str | Path",
+    decay_references_s: Optional[Sequence[float]] = None,
 ) -> Path:
     """Write the frames of a dynamic PET as one DICOM PT series, as scanners export them.
 
@@ -383,13 +384,18 @@ def write_dynamic_pet_dicom(
     Rescale Slope. ``starts_s``: frame starts in s after the series start (``tags``'
     ``SeriesDate`` / ``SeriesTime``); ``tags`` as :func:`pet_tags` gives them, their
     ``DecayCorrection`` saying what the frames' values are (START: all decay-corrected to the
-    series start; NONE: not corrected). The folder is replaced atomically.
+    series start; NONE: not corrected). ``decay_references_s``: each frame's
+    ``DecayCorrectionDateTime`` (0018,9701), in s after the series start, for frames whose
+    values are decay-corrected to their own time (omitted: none written). The folder is replaced
+    atomically.
     """
     import pydicom
     from pydicom.uid import generate_uid
 
     if not (len(frames) == len(starts_s) == len(durations_s)) or not frames:
         raise InputError("a dynamic PET needs one start and one duration per frame")
+    if decay_references_s is not None and len(decay_references_s) != len(frames):
+        raise InputError("a dynamic PET needs one decay-correction time per frame, or none")
     series = {"StudyInstanceUID": generate_uid(), "SeriesInstanceUID": generate_uid(),
               "FrameOfReferenceUID": generate_uid(), "SeriesDescription": "ClinicalAI dynamic FDOPA PET phantom"}
     series_start = dt.datetime.strptime(tags["SeriesDate"] + tags["SeriesTime"].split(".")[0], "%Y%m%d%H%M%S")
@@ -399,6 +405,8 @@ def write_dynamic_pet_dicom(
             pixels, slope = _int16_pixels(volume)
             begins = series_start + dt.timedelta(seconds=float(start))
             frame_tags = dict(tags, AcquisitionDate=begins.strftime("%Y%m%d"), AcquisitionTime=begins.strftime("%H%M%S.%f"))
+            corrected_to = None if decay_references_s is None else \
+                series_start + dt.timedelta(seconds=float(decay_references_s[f]))
             n = pixels.shape[0]
             for k in range(n):
                 ds = _pt_slice(volume, pixels, k, slope, series)
@@ -407,6 +415,8 @@ def write_dynamic_pet_dicom(
                 ds.SeriesType = ["DYNAMIC", "IMAGE"]
                 ds.NumberOfTimeSlices = len(frames)
                 ds.ActualFrameDuration = int(round(1000.0 * float(duration)))
+                if corrected_to is not None:
+                    ds.DecayCorrectionDateTime = corrected_to.strftime("%Y%m%d%H%M%S.%f")
                 ds.FrameReferenceTime = f"{1000.0 * (float(start) + float(duration) / 2.0):.1f}"
                 pydicom.dcmwrite(str(tmp / f"pt{f:03d}_{k:04d}.dcm"), ds, enforce_file_format=True)
     return folder

@@ -19,7 +19,7 @@ from ..errors import InputError
 
 #: what the split needs of each file (pydicom ``specific_tags``)
 DYNAMIC_TAGS = ["Modality", "NumberOfTimeSlices", "NumberOfSlices", "ImageIndex", "AcquisitionDate",
-                "AcquisitionTime", "ActualFrameDuration"]
+                "AcquisitionTime", "ActualFrameDuration", "DecayCorrectionDateTime"]
 
 
 def time_slices(ds: Any) -> int:
@@ -40,11 +40,14 @@ class DynamicSeries:
         files: each frame's files ``[frame][slice]``, frames in time order.
         starts: each frame's start (date-time of its images' acquisition).
         durations_s: each frame's length (s).
+        decay_references: each frame's ``DecayCorrectionDateTime`` (0018,9701; DICOM DT text), the
+            time its values are decay-corrected to when a scanner writes it per frame; "" when absent.
     """
 
     files: List[List[str]]
     starts: List[dt.datetime]
     durations_s: List[float]
+    decay_references: List[str]
 
 
 def split_dynamic_series(files: Sequence[str], name: str) -> DynamicSeries:
@@ -75,16 +78,17 @@ def split_dynamic_series(files: Sequence[str], name: str) -> DynamicSeries:
             raise InputError(f"{Path(f).name}: an image of a dynamic PET series without a valid ImageIndex "
                              f"(1 to {frames * slices})")
         groups[(int(index) - 1) // slices].append((int(index), f, ds))
-    starts, durations = [], []
+    starts, durations, references = [], [], []
     for k, group in enumerate(groups):
         if len(group) != slices:
             raise InputError(f"{name}: frame {k} of the dynamic PET series has {len(group)} of its {slices} images "
                              "(the series is incomplete)")
         timing = {(str(ds.get("AcquisitionDate", "")), str(ds.get("AcquisitionTime", "")),
-                   str(ds.get("ActualFrameDuration", ""))) for _, _, ds in group}
+                   str(ds.get("ActualFrameDuration", "")), str(ds.get("DecayCorrectionDateTime", "") or "").strip())
+                  for _, _, ds in group}
         if len(timing) != 1:
-            raise InputError(f"{name}: the images of frame {k} disagree on its start or duration")
-        date, time, duration = timing.pop()
+            raise InputError(f"{name}: the images of frame {k} disagree on its start, duration or decay-correction time")
+        date, time, duration, decay_reference = timing.pop()
         try:
             start = dt.datetime.strptime(date + time.split(".")[0].ljust(6, "0"), "%Y%m%d%H%M%S")
             start += dt.timedelta(seconds=float("0." + time.split(".")[1]) if "." in time else 0.0)
@@ -95,9 +99,10 @@ def split_dynamic_series(files: Sequence[str], name: str) -> DynamicSeries:
             raise InputError(f"{name}: frame {k} has no length (ActualFrameDuration {duration})")
         starts.append(start)
         durations.append(length)
+        references.append(decay_reference)
     order = sorted(range(frames), key=lambda k: starts[k])
     return DynamicSeries([[f for _, f, _ in groups[k]] for k in order], [starts[k] for k in order],
-                         [durations[k] for k in order])
+                         [durations[k] for k in order], [references[k] for k in order])
 
 
 __all__ = ["DYNAMIC_TAGS", "DynamicSeries", "split_dynamic_series", "time_slices"]
