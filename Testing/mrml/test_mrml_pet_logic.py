@@ -338,6 +338,20 @@ def test_end_to_end_bqml_is_labelled_and_suvbw_only_with_its_inputs(ctx, pet, pe
     assert suv["static"]["SUVmax"] == pytest.approx(bqml["static"]["max_Bq/mL"] * HAND_FACTOR, rel=1e-4)
 
 
+def _run_with_window_10_30(ctx, logic, node, source, pet_models):
+    """Run on ``node`` with the static window 10-30 min: ``(params, the one new node of that
+    scan, static_from_dynamic(source))``, the node holding exactly the engine's static scan."""
+    from clinicalai.pet.dynamic import static_from_dynamic
+
+    params = logic.run(PetRecurrenceParameters(input_volume=node.GetID(), static_window="10-30", models=pet_models,
+                                               device="cpu"))
+    static = [n for n in ctx.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetName().endswith("static 10-30 min")]
+    assert len(static) == 1
+    expected = static_from_dynamic(source, (10, 30))
+    np.testing.assert_allclose(node_to_volume(static[0]).array, expected.array, rtol=1e-6)
+    return params, static[0], expected
+
+
 def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that_scan(ctx, pet, pet_models, tmp_path,
                                                                                     node_ids):
     """Slicer's reader keeps the first frame of a 4D NIfTI without a word: for a dynamic PET, the
@@ -348,7 +362,6 @@ def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that
     import nibabel as nib
 
     from clinicalai.mrml.volumes import load_volume_file
-    from clinicalai.pet.dynamic import static_from_dynamic
 
     levels, starts, durations = (0.3, 0.7, 0.9, 1.1), [0, 300, 600, 1200], [300, 300, 600, 600]
     frames = np.stack([pet.image.array * level for level in levels], axis=-1).transpose(2, 1, 0, 3)
@@ -366,15 +379,10 @@ def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that
     with pytest.raises(InputError, match="START-END"):
         logic.run(PetRecurrenceParameters(input_volume=node.GetID(), static_window="later", models=pet_models, device="cpu"))
     assert node_ids(ctx.scene) == before
-    params = logic.run(PetRecurrenceParameters(input_volume=node.GetID(), static_window="10-30", models=pet_models,
-                                               device="cpu"))
-    static = [n for n in ctx.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetName().endswith("static 10-30 min")]
-    assert len(static) == 1
-    expected = static_from_dynamic(path, (10, 30))
-    np.testing.assert_allclose(node_to_volume(static[0]).array, expected.array, rtol=1e-6)
+    params, static, expected = _run_with_window_10_30(ctx, logic, node, path, pet_models)
     np.testing.assert_allclose(expected.array, pet.image.array, rtol=1e-5)  # 0.9 and 1.1 for 10 min each
     cam = ctx.scene.GetNodeByID(params.cam_volume)
-    assert cam.GetName().startswith(static[0].GetName()) and node_to_volume(cam).same_grid(expected, atol=1e-4)
+    assert cam.GetName().startswith(static.GetName()) and node_to_volume(cam).same_grid(expected, atol=1e-4)
     assert params.summary["static"]["SUVmax"] > 0
     # slicer-core's reader put the first frame on an axis-aligned grid (the file is rotated 15
     # degrees): the result is on the file's grid, and says so
@@ -436,7 +444,6 @@ def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files
 
     import slicer
 
-    from clinicalai.pet.dynamic import static_from_dynamic
     from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
 
     injection = dt.datetime(2024, 5, 6, 9, 0, 0)
@@ -456,13 +463,8 @@ def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files
                                           device="cpu"))
     assert node_ids(ctx.scene) == before
     monkeypatch.setattr(slicer, "dicomDatabase", _DicomDatabase(files), raising=False)
-    params = logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), static_window="10-30", models=pet_models,
-                                               device="cpu"))
-    static = [n for n in ctx.scene.GetNodesByClass("vtkMRMLScalarVolumeNode") if n.GetName().endswith("static 10-30 min")]
-    assert len(static) == 1
-    expected = static_from_dynamic(folder, (10, 30))
-    np.testing.assert_allclose(node_to_volume(static[0]).array, expected.array, rtol=1e-6)
+    params, static, expected = _run_with_window_10_30(ctx, logic, proxy, folder, pet_models)
     step = 1.1 * pet.image.array.max() / 32767  # a frame's int16 step (its Rescale Slope)
     np.testing.assert_allclose(expected.array, pet.image.array, atol=2 * step)  # 0.9 and 1.1 for 10 min each
-    assert node_to_volume(static[0]).same_grid(pet.image, atol=1e-4)  # oblique: the series' own grid
+    assert node_to_volume(static).same_grid(pet.image, atol=1e-4)  # oblique: the series' own grid
     assert params.summary["static"]["SUVmax"] > 0
