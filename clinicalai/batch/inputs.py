@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from ..errors import InputError
-from ..volume.formats import looks_like_dicom_file
+from ..volume.formats import FOLDER_SNIFF_FILES, looks_like_dicom_file
 
 #: file endings that are one image each (lower case; compound ones first)
 IMAGE_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -72,10 +72,9 @@ def _folder_cases(root: Path, exclude: List[Path]) -> List[Case]:
         # hidden folders (.git, a run's .partial) and the run's own output are never inputs
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() not in exclude)
         names = sorted(f for f in files if not f.startswith("."))
-        # only the first few files are sniffed: a series folder holds hundreds of slices
         # a DICOM file as the reader takes it: ``.dcm`` / ``.ima``, or any name with the DICOM
         # preamble (``IM0001``, a UID such as ``1.3.12.2.1107...``, as scanners and PACS name them)
-        if any(not _is_image_file(here / f) and looks_like_dicom_file(here / f) for f in names[:8]):
+        if any(not _is_image_file(here / f) and looks_like_dicom_file(here / f) for f in names[:FOLDER_SNIFF_FILES]):
             found.append(str(here))
         found.extend(str(here / f) for f in names if _is_image_file(here / f))
     relative = [os.path.relpath(p, root) if p != str(root) else root.name for p in found]

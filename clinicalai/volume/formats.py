@@ -52,6 +52,11 @@ def has_dicom_magic(path: "str | os.PathLike[str]") -> bool:
         return False
 
 
+#: a folder is taken for a DICOM folder when one of its first this many files (by name) is
+#: DICOM: a series folder holds hundreds of slices, and sniffing each costs a read
+FOLDER_SNIFF_FILES = 8
+
+
 def looks_like_dicom_file(path: "str | os.PathLike[str]") -> bool:
     """A file :func:`image_format` reads as DICOM: a ``.dcm`` / ``.ima`` file, or one of any
     name that starts like DICOM (``IM0001``, ``1.3.12.2...``)."""

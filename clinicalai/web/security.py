@@ -27,7 +27,7 @@ from typing import Iterable, List, Optional
 
 from ..errors import ClinicalAIError, InputError
 from ..volume.dicom_seg import is_dicom_seg_file
-from ..volume.formats import is_dicom_head, looks_like_dicom_file
+from ..volume.formats import FOLDER_SNIFF_FILES, is_dicom_head, looks_like_dicom_file
 
 #: Environment variable read when ``--token`` is not given.
 TOKEN_ENV = "CLINICALAI_WEB_TOKEN"
@@ -124,7 +124,7 @@ class DataRoot:
         PACS exports name them): the first few files that are no other image are sniffed for
         the DICOM preamble, as the reader and the batch discovery take them."""
         names = sorted(f for f in filenames if not f.startswith(".") and not f.lower().endswith(IMAGE_SUFFIXES))
-        return any(_inside(self.root, here / f) and looks_like_dicom_file(here / f) for f in names[:SNIFFED_DICOM_FILES])
+        return any(_inside(self.root, here / f) and looks_like_dicom_file(here / f) for f in names[:FOLDER_SNIFF_FILES])
 
     def list_images(self, max_items: int = 2000) -> List[dict]:
         """Images and DICOM folders under the root, as ``{"path", "kind"}`` (kind: file, dicom,
