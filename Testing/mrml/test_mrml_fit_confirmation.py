@@ -173,3 +173,25 @@ def test_a_node_slicer_read_from_a_4d_file_asks_first_naming_the_time_points(ctx
     write_volume(cine, tmp_path / "ed.nii.gz")
     plain = load_volume_file(ctx, str(tmp_path / "ed.nii.gz"))
     assert logic.require_fit(params, cine, [""], node=plain) == ()
+
+
+def test_a_frame_browsed_to_in_a_sequence_is_segmented_with_a_note_saying_which(ctx):
+    """A cine loaded as a sequence shows the phase the user browsed to: SegCorrect asks nothing
+    (the frame was chosen), segments that phase, and its warnings say which frame of how many
+    the result is of, since the result does not follow the browser to another frame."""
+    from scene_builders import browsed_sequence
+
+    from clinicalai.mrml.segmentations import segmentation_to_labels
+    from clinicalai.phantoms.cardiac import cardiac_case
+
+    phases = [cardiac_case(3, phase).image for phase in ("ED", "ES")]
+    proxy = browsed_sequence(ctx, phases, "cine", selected=1)
+    from clinicalai.mrml.volumes import node_to_volume
+
+    np.testing.assert_allclose(node_to_volume(proxy).array, phases[1].array)  # the end-systolic phase
+    logic = SegCorrectLogic(ctx)
+    params = logic.run(SegCorrectParameters(input_volume=proxy.GetID(), correct=False))
+    assert any("made on frame 2 of the 2 of the sequence 'cine'; it stays as it is when another frame is browsed to"
+               in w for w in params.warnings)
+    raw = segmentation_to_labels(ctx.scene.GetNodeByID(params.raw_segmentation), phases[1])
+    assert raw.same_grid(phases[1]) and np.count_nonzero(raw.array) > 0

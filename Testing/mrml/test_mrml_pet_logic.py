@@ -5,6 +5,7 @@ user's VOI never touched), transactional failure; end to end with fold models.""
 
 import numpy as np
 import pytest
+from scene_builders import browsed_sequence
 
 from clinicalai.errors import InputError
 from clinicalai.mrml.display import HEAT_TABLE
@@ -391,11 +392,9 @@ def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that
 
 
 def _sequence_of_dicom_frames(ctx, folder):
-    """The dynamic DICOM series in ``folder`` as Slicer's DICOM module shows it: one volume node
-    per frame, each with its files' ``DICOM.instanceUIDs``, items of a sequence browsed in a
-    proxy node (made by slicer-core's own Sequences logic)."""
-    import slicer
-
+    """The dynamic DICOM series in ``folder`` as Slicer's DICOM module shows it: one volume per
+    frame with its files' ``DICOM.instanceUIDs``, in a sequence browsed at the third frame;
+    ``(proxy node, {instance UID: file})``."""
     import pydicom
 
     from clinicalai.volume import read_volume
@@ -404,23 +403,10 @@ def _sequence_of_dicom_frames(ctx, folder):
     for f in sorted(folder.iterdir()):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         by_frame.setdefault(str(ds.AcquisitionTime), []).append((str(ds.SOPInstanceUID), str(f)))
-    logic = slicer.vtkSlicerSequencesLogic()
-    logic.SetMRMLScene(ctx.scene)
-    sequence = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "dynamic PET")
-    sequence.SetIndexName("time")
-    sequence.SetIndexUnit("s")
-    files = {}
-    for k, start in enumerate(sorted(by_frame)):
-        frame = add_volume_node(ctx.scene, read_volume(folder, frame=k), f"frame {k}", display=False)
-        frame.SetAttribute("DICOM.instanceUIDs", " ".join(uid for uid, _ in by_frame[start]))
-        files.update(dict(by_frame[start]))
-        sequence.SetDataNodeAtValue(frame, str(k))
-        ctx.scene.RemoveNode(frame)  # the sequence keeps its own copy, as Slicer's DICOM plugin does
-    browser = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "dynamic PET browser")
-    browser.SetAndObserveMasterSequenceNodeID(sequence.GetID())
-    browser.SetSelectedItemNumber(2)
-    logic.UpdateProxyNodesFromSequences(browser)
-    return browser.GetProxyNode(sequence), files
+    starts = sorted(by_frame)
+    proxy = browsed_sequence(ctx, [read_volume(folder, frame=k) for k in range(len(starts))], "dynamic PET", 2,
+                             [{"DICOM.instanceUIDs": " ".join(uid for uid, _ in by_frame[t])} for t in starts])
+    return proxy, {uid: f for t in starts for uid, f in by_frame[t]}
 
 
 class _DicomDatabase:

@@ -254,7 +254,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         if not str(window_text or "").strip():
             if point is not None:
                 which = "the first" if point.shown == 0 else f"frame {point.shown + 1}"
-                reader = " (Slicer reads a 4D file's first frame)" if point.of.startswith("the dynamic PET") else ""
+                reader = "" if point.browsed else " (Slicer reads a 4D file's first frame)"
                 raise InputError(
                     f"{node.GetName()} shows {which} of the {point.frames} frames of {point.of}{reader}: give a "
                     "static window, minutes after the injection (START-END, the window of your protocol's static "

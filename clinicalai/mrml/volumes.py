@@ -245,6 +245,8 @@ class ShownTimePoint:
         source: the 4D NIfTI or DICOM series folder :func:`clinicalai.pet.dynamic.static_from_dynamic`
             reads them from (with their times); ``None`` when the scene does not say where they came from.
         series_uid: the DICOM series in ``source`` (a folder may hold several).
+        browsed: the node is a sequence's proxy (the user browses the frames), not the first
+            frame Slicer's reader kept of a 4D file without a word.
     """
 
     frames: int
@@ -252,6 +254,7 @@ class ShownTimePoint:
     of: str
     source: Optional[str] = None
     series_uid: Optional[str] = None
+    browsed: bool = False
 
 
 def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
@@ -275,7 +278,8 @@ def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
     shown = selected if master is sequence or master is None else \
         sequence.GetItemNumberFromIndexValue(master.GetNthIndexValue(selected))
     folder, series_uid = _dicom_series_folder([sequence.GetNthDataNode(i) for i in range(frames)])
-    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}", folder, series_uid)
+    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}", folder, series_uid,
+                          browsed=True)
 
 
 def browsed_sequence(node: Any) -> Optional[Tuple[Any, Any]]:

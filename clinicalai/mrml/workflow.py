@@ -22,7 +22,7 @@ from .context import MRMLContext
 from .model_choices import ModelCache, model_card
 from .parameters import get_parameter_node, read_parameters, write_parameters
 from .scene import node_by_id, scene_transaction
-from .volumes import node_to_volume, stored_time_points
+from .volumes import node_to_volume, shown_time_point
 
 P = TypeVar("P")  # the panel's parameters dataclass (saved in the scene)
 I = TypeVar("I")  # noqa: E741 - the frozen inputs dataclass prepare() reads from the nodes
@@ -92,7 +92,8 @@ class WorkflowLogic(Generic[P, I, R]):
         """The fit problems of ``volume`` with each model (path or name; "" skipped), as
         messages for the run's warnings, once the user has accepted them. ``node``: the volume's
         node; one Slicer read from a 4D NIfTI is a problem too (its reader kept the first time
-        point without a word, :func:`clinicalai.mrml.volumes.stored_time_points`).
+        point without a word, :func:`clinicalai.mrml.volumes.shown_time_point`), and a sequence's
+        proxy adds a note (the result is of the frame browsed to).
 
         Called last in ``prepare`` (reads only, so a refusal changes nothing). Why a refusal and
         not only a warning: a network answers whatever it is given (the cardiac segmenter draws
@@ -103,19 +104,24 @@ class WorkflowLogic(Generic[P, I, R]):
         """
         from ..models.fit import FitProblem, check_fit  # engine side (numpy only); the cards need pydantic
 
-        problems = []
-        source, frames = stored_time_points(node) if node is not None else (None, 1)
-        if frames > 1:
-            problems.append(FitProblem("frames", f"{node.GetName()} is the first of the {frames} time points of "
-                                                 f"{Path(source).name} (Slicer's reader keeps the first); to use another, "
-                                                 "open it with --frame K or the browser's time-point chooser"))
+        problems, notes = [], []
+        point = shown_time_point(node) if node is not None else None
+        if point is not None and not point.browsed:
+            problems.append(FitProblem("frames", f"{node.GetName()} is the first of the {point.frames} time points of "
+                                                 f"{Path(point.source).name} (Slicer's reader keeps the first); to use "
+                                                 "another, open it with --frame K or the browser's time-point chooser"))
+        elif point is not None:
+            # the user chose the frame by browsing: nothing to confirm, but the result is of that
+            # frame and does not follow the browser to another one
+            notes.append(f"made on frame {point.shown + 1} of the {point.frames} of {point.of}; it stays as it is when "
+                         "another frame is browsed to")
         for path in models:
             for problem in check_fit(model_card(path), volume, what) if path else []:
                 if problem.message not in [p.message for p in problems]:
                     problems.append(problem)
         if problems and getattr(params, "confirmed_fit", False) is not True:
             raise FitNotConfirmed(problems)
-        return tuple(p.message for p in problems)
+        return tuple(p.message for p in problems) + tuple(notes)
 
 
 def with_warnings(warnings: Sequence[str], extra: Iterable[str]) -> List[str]:
