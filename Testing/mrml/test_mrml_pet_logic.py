@@ -391,22 +391,27 @@ def test_a_dynamic_pet_slicer_read_needs_a_static_window_and_gets_a_node_of_that
     assert any("not on the grid of sub-05_pet.nii.gz" in w for w in params.summary["warnings"])
 
 
-def _sequence_of_dicom_frames(ctx, folder):
-    """The dynamic DICOM series in ``folder`` as Slicer's DICOM module shows it: one volume per
-    frame with its files' ``DICOM.instanceUIDs``, in a sequence browsed at the third frame;
-    ``(proxy node, {instance UID: file})``."""
+@pytest.fixture(scope="module")
+def dynamic_series(pet, tmp_path_factory):
+    """The PET as a dynamic DICOM series of 4 frames (0.3, 0.7, 0.9 and 1.1 x the PET; 0-5, 5-10,
+    10-20 and 20-30 min), as a scanner exports it: ``(folder, [[(instance UID, file)] per frame])``,
+    frames in time order. Its window 10-30 min is the PET itself."""
+    import datetime as dt
+
     import pydicom
 
-    from clinicalai.volume import read_volume
+    from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
 
-    by_frame = {}
+    injection = dt.datetime(2024, 5, 6, 9, 0, 0)
+    levels, starts, durations = (0.3, 0.7, 0.9, 1.1), [0, 300, 600, 1200], [300, 300, 600, 600]
+    frames = [pet.image.with_array((pet.image.array * v).astype(np.float32), metadata={}) for v in levels]
+    folder = write_dynamic_pet_dicom(frames, starts, durations, pet_tags(70.0, 185e6, injection, injection),
+                                     tmp_path_factory.mktemp("dynamic") / "series")
+    by_start = {}
     for f in sorted(folder.iterdir()):
         ds = pydicom.dcmread(f, stop_before_pixels=True)
-        by_frame.setdefault(str(ds.AcquisitionTime), []).append((str(ds.SOPInstanceUID), str(f)))
-    starts = sorted(by_frame)
-    proxy = browsed_sequence(ctx, [read_volume(folder, frame=k) for k in range(len(starts))], "dynamic PET", 2,
-                             [{"DICOM.instanceUIDs": " ".join(uid for uid, _ in by_frame[t])} for t in starts])
-    return proxy, {uid: f for t in starts for uid, f in by_frame[t]}
+        by_start.setdefault(str(ds.AcquisitionTime), []).append((str(ds.SOPInstanceUID), str(f)))
+    return folder, [by_start[t] for t in sorted(by_start)]
 
 
 class _DicomDatabase:
@@ -420,25 +425,22 @@ class _DicomDatabase:
         return self.files.get(uid, "")
 
 
-def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files(ctx, pet, pet_models, tmp_path,
+def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files(ctx, pet, pet_models, dynamic_series,
                                                                                 node_ids, monkeypatch):
     """A dynamic series loaded by Slicer's DICOM module is a sequence; its proxy node shows the
     frame browsed to, never the static scan. Without a window the logic says which frame of how
     many it shows; with one it averages the series' files (found through the DICOM database),
     as the command line does; without the database it says why it cannot, and adds nothing."""
-    import datetime as dt
-
     import slicer
 
-    from clinicalai.phantoms.pet import pet_tags, write_dynamic_pet_dicom
+    from clinicalai.volume import read_volume
 
-    injection = dt.datetime(2024, 5, 6, 9, 0, 0)
-    levels, starts, durations = (0.3, 0.7, 0.9, 1.1), [0, 300, 600, 1200], [300, 300, 600, 600]
-    frames = [pet.image.with_array((pet.image.array * v).astype(np.float32), metadata={}) for v in levels]
-    folder = write_dynamic_pet_dicom(frames, starts, durations, pet_tags(70.0, 185e6, injection, injection),
-                                     tmp_path / "dynamic")
-    proxy, files = _sequence_of_dicom_frames(ctx, folder)
-    np.testing.assert_allclose(node_to_volume(proxy).array, pet.image.array * 0.9, atol=1.1 * pet.image.array.max() / 32767)  # the third
+    folder, frames = dynamic_series
+    proxy = browsed_sequence(ctx, [read_volume(folder, frame=k) for k in range(len(frames))], "dynamic PET", 2,
+                             [{"DICOM.instanceUIDs": " ".join(uid for uid, _ in frame)} for frame in frames])
+    files = {uid: f for frame in frames for uid, f in frame}
+    step = 1.1 * pet.image.array.max() / 32767  # a frame's int16 step (its Rescale Slope)
+    np.testing.assert_allclose(node_to_volume(proxy).array, pet.image.array * 0.9, atol=step)  # the third frame
     logic = PetRecurrenceLogic(ctx)
     before = node_ids(ctx.scene)
     with pytest.raises(InputError, match="shows frame 3 of the 4 frames of the sequence 'dynamic PET': give a static"):
@@ -450,7 +452,47 @@ def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files
     assert node_ids(ctx.scene) == before
     monkeypatch.setattr(slicer, "dicomDatabase", _DicomDatabase(files), raising=False)
     params, static, expected = _run_with_window_10_30(ctx, logic, proxy, folder, pet_models)
-    step = 1.1 * pet.image.array.max() / 32767  # a frame's int16 step (its Rescale Slope)
     np.testing.assert_allclose(expected.array, pet.image.array, atol=2 * step)  # 0.9 and 1.1 for 10 min each
     assert node_to_volume(static).same_grid(pet.image, atol=1e-4)  # oblique: the series' own grid
     assert params.summary["static"]["SUVmax"] > 0
+
+
+def test_a_multi_volume_of_dicom_frames_is_averaged_with_a_window_and_refused_elsewhere(ctx, pet, pet_models,
+                                                                                     dynamic_series, node_ids,
+                                                                                     monkeypatch):
+    """Slicer's MultiVolumeImporter (the DICOM module's default for a dynamic series) makes one
+    node whose voxels hold every frame as a component, with ``MultiVolume.NumberOfFrames`` and
+    every file's ``DICOM.instanceUIDs``. slicer-core has no vtkMRMLMultiVolumeNode: the node here
+    is its base class with what the importer writes on it. PetRecurrence asks for a window, then
+    averages the series' files; SegCorrect says what the node is and what to do instead."""
+    import slicer
+    import vtk
+    from vtkmodules.util import numpy_support
+
+    from clinicalai.mrml.segcorrect_logic import SegCorrectLogic, SegCorrectParameters
+    from clinicalai.mrml.volumes import add_volume_node
+    from clinicalai.volume import read_volume
+
+    folder, frames = dynamic_series
+    first = read_volume(folder, frame=0)
+    node = add_volume_node(ctx.scene, first, "dynamic PET multi-volume")
+    stacked = np.stack([read_volume(folder, frame=k).array for k in range(len(frames))], axis=-1)  # (z, y, x, frame)
+    image = vtk.vtkImageData()
+    image.SetDimensions(*node.GetImageData().GetDimensions())
+    image.GetPointData().SetScalars(numpy_support.numpy_to_vtk(stacked.reshape(-1, len(frames)).astype(np.float32), deep=True))
+    node.SetAndObserveImageData(image)
+    node.SetAttribute("MultiVolume.NumberOfFrames", str(len(frames)))
+    node.SetAttribute("DICOM.instanceUIDs", " ".join(uid for frame in frames for uid, _ in frame))
+    logic = PetRecurrenceLogic(ctx)
+    before = node_ids(ctx.scene)
+    with pytest.raises(InputError, match="holds all 4 frames of the multi-volume 'dynamic PET multi-volume': give a "
+                                         "static window"):
+        logic.run(PetRecurrenceParameters(input_volume=node.GetID(), models=pet_models, device="cpu"))
+    with pytest.raises(InputError, match="is a multi-volume of 4 frames .*load the series as a volume sequence"):
+        SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=node.GetID(), correct=False))
+    assert node_ids(ctx.scene) == before
+    monkeypatch.setattr(slicer, "dicomDatabase", _DicomDatabase({uid: f for frame in frames for uid, f in frame}),
+                        raising=False)
+    params, static, _ = _run_with_window_10_30(ctx, logic, node, folder, pet_models)
+    assert static.GetName() == "dynamic PET multi-volume static 10-30 min"
+    assert node_to_volume(static).same_grid(first, atol=1e-4) and params.summary["static"]["SUVmax"] > 0

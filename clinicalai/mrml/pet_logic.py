@@ -28,7 +28,8 @@ from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
-from .volumes import PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, shown_time_point, volume_grid_of_node
+from .volumes import (PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, multivolume_frames, node_to_volume,
+                      shown_time_point, volume_grid_of_node)
 from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
@@ -200,8 +201,11 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
     parameters_class = PetRecurrenceParameters
 
     def prepare(self, params: PetRecurrenceParameters) -> PetInputs:
-        node, pet = self.input_volume(params.input_volume, "PET volume")
-        pet.require_volumetric("PET").require_finite("PET")
+        node = node_by_id(self.scene, params.input_volume, "PET volume")
+        # a multi-volume holds every frame and shows none: only its static scan is an image
+        pet = None if multivolume_frames(node) > 1 else node_to_volume(node)
+        if pet is not None:
+            pet.require_volumetric("PET").require_finite("PET")
         decay = UserDecayData.parse(params.weight_kg, params.injected_mbq, params.injection_time, params.scan_time)
         static, static_notes = self.static_scan(node, pet, params.static_window)
         if static is not None:
@@ -235,10 +239,10 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         )
 
     @staticmethod
-    def static_scan(node: Any, shown: Volume, window_text: str) -> Tuple[Optional[Volume], Tuple[str, ...]]:
+    def static_scan(node: Any, shown: Optional[Volume], window_text: str) -> Tuple[Optional[Volume], Tuple[str, ...]]:
         """The static scan of ``window_text`` ("START-END", minutes after injection) of the
-        dynamic PET ``node`` shows one frame of (:func:`clinicalai.mrml.volumes.shown_time_point`:
-        a 4D NIfTI Slicer read, or a sequence of DICOM frames), averaged by
+        dynamic PET ``node`` shows one frame of, or holds (:func:`clinicalai.mrml.volumes.shown_time_point`:
+        a 4D NIfTI Slicer read, a sequence or a multi-volume of DICOM frames), averaged by
         :func:`clinicalai.pet.dynamic.static_from_dynamic`; ``None`` without a window; and
         sentences for the result's warnings.
 
@@ -254,11 +258,12 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         if not str(window_text or "").strip():
             if point is not None:
                 which = "the first" if point.shown == 0 else f"frame {point.shown + 1}"
-                reader = "" if point.browsed else " (Slicer reads a 4D file's first frame)"
+                reader = "" if point.browsed or point.whole else " (Slicer reads a 4D file's first frame)"
+                what = f"holds all {point.frames} frames" if point.whole else \
+                    f"shows {which} of the {point.frames} frames"
                 raise InputError(
-                    f"{node.GetName()} shows {which} of the {point.frames} frames of {point.of}{reader}: give a "
-                    "static window, minutes after the injection (START-END, the window of your protocol's static "
-                    "scan), to average its frames")
+                    f"{node.GetName()} {what} of {point.of}{reader}: give a static window, minutes after the "
+                    "injection (START-END, the window of your protocol's static scan), to average its frames")
             return None, ()
         window = parse_static_window(str(window_text))
         if point is None:
@@ -271,7 +276,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
                              "through the DICOM module, or open its folder with a static window in the browser or "
                              "with clinicalai pet --static-window)")
         static = static_from_dynamic(point.source, window, series_uid=point.series_uid)
-        if static.same_grid(shown, atol=1e-4):
+        if shown is None or static.same_grid(shown, atol=1e-4):
             return static, ()
         # slicer-core's volume reader drops the direction of a 4D NIfTI (measured: an oblique
         # file's first frame came out axis-aligned); the static scan keeps the file's grid

@@ -34,6 +34,9 @@ UNITS_ATTRIBUTE = "ClinicalAI.Units"
 PET_TAGS_ATTRIBUTE = "ClinicalAI.PetTags"
 #: JSON list of the DICOM files an image was read from (a result can be saved as a DICOM SEG of them)
 DICOM_FILES_ATTRIBUTE = "ClinicalAI.DicomFiles"
+#: what Slicer's MultiVolumeImporter (the DICOM module's default for a dynamic series) writes on
+#: its multi-volume node, whose voxels hold every frame as one component each
+MULTIVOLUME_FRAMES_ATTRIBUTE = "MultiVolume.NumberOfFrames"
 
 
 # ---------------------------------------------------------------------- matrices
@@ -124,6 +127,12 @@ def node_to_volume(node: Any) -> Volume:
         raise InputError("no input volume is selected")
     if not node.IsA("vtkMRMLVolumeNode"):
         raise InputError(f"{node.GetName()} is not a volume")
+    frames = multivolume_frames(node)
+    if frames > 1:
+        raise InputError(f"{node.GetName()} is a multi-volume of {frames} frames (Slicer's MultiVolumeImporter), and "
+                         "one image is needed: load the series as a volume sequence (DICOM settings: preferred "
+                         "multi-volume import format) and browse to a frame; PetRecurrence averages a dynamic PET's "
+                         "frames with a static window")
     array = array_from_image_data(node.GetImageData())
     from vtkmodules.vtkCommonMath import vtkMatrix4x4
 
@@ -247,6 +256,7 @@ class ShownTimePoint:
         series_uid: the DICOM series in ``source`` (a folder may hold several).
         browsed: the node is a sequence's proxy (the user browses the frames), not the first
             frame Slicer's reader kept of a 4D file without a word.
+        whole: the node holds every frame (a multi-volume), none is shown on its own (``shown`` -1).
     """
 
     frames: int
@@ -255,6 +265,7 @@ class ShownTimePoint:
     source: Optional[str] = None
     series_uid: Optional[str] = None
     browsed: bool = False
+    whole: bool = False
 
 
 def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
@@ -266,6 +277,10 @@ def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
     source, frames = stored_time_points(node)
     if frames > 1:
         return ShownTimePoint(frames, 0, f"the dynamic PET {Path(source).name}", source)
+    frames = multivolume_frames(node)
+    if frames > 1:
+        folder, series_uid = _dicom_series_folder([(node.GetAttribute("DICOM.instanceUIDs") or "").split()])
+        return ShownTimePoint(frames, -1, f"the multi-volume {node.GetName()!r}", folder, series_uid, whole=True)
     found = browsed_sequence(node)
     if found is None:
         return None
@@ -277,7 +292,9 @@ def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
     selected = browser.GetSelectedItemNumber()
     shown = selected if master is sequence or master is None else \
         sequence.GetItemNumberFromIndexValue(master.GetNthIndexValue(selected))
-    folder, series_uid = _dicom_series_folder([sequence.GetNthDataNode(i) for i in range(frames)])
+    items = [sequence.GetNthDataNode(i) for i in range(frames)]
+    folder, series_uid = _dicom_series_folder([(n.GetAttribute("DICOM.instanceUIDs") or "").split()[:1]
+                                               if n is not None else [] for n in items])
     return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}", folder, series_uid,
                           browsed=True)
 
@@ -296,18 +313,25 @@ def browsed_sequence(node: Any) -> Optional[Tuple[Any, Any]]:
     return None
 
 
-def _dicom_series_folder(frame_nodes) -> Tuple[Optional[str], Optional[str]]:
-    """``(folder, SeriesInstanceUID)`` of the DICOM files of ``frame_nodes`` (their
-    ``DICOM.instanceUIDs``, looked up in desktop Slicer's ``slicer.dicomDatabase``) when every
-    frame has them and they lie in one folder; ``(None, None)`` otherwise (no database here, a
-    frame built in memory, files moved)."""
-    uids = [(n.GetAttribute("DICOM.instanceUIDs") or "").split()[:1] if n is not None else [] for n in frame_nodes]
-    if not all(uids):
+def multivolume_frames(node: Any) -> int:
+    """How many frames a multi-volume node holds (:data:`MULTIVOLUME_FRAMES_ATTRIBUTE`), 0 for any other node."""
+    try:
+        return int(node.GetAttribute(MULTIVOLUME_FRAMES_ATTRIBUTE) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _dicom_series_folder(uid_lists) -> Tuple[Optional[str], Optional[str]]:
+    """``(folder, SeriesInstanceUID)`` of the DICOM files whose instance UIDs are ``uid_lists``
+    (one list per frame, or one for them all; from ``DICOM.instanceUIDs``), looked up in desktop
+    Slicer's ``slicer.dicomDatabase``, when every list has some and the files lie in one folder;
+    ``(None, None)`` otherwise (no database here, a frame built in memory, files moved)."""
+    if not uid_lists or not all(uid_lists):
         return None, None
     try:
         import slicer
 
-        files = [slicer.dicomDatabase.fileForInstance(u[0]) for u in uids]
+        files = [slicer.dicomDatabase.fileForInstance(u) for uids in uid_lists for u in uids]
     except Exception:  # noqa: BLE001 - no DICOM database (browser app, tests), or it failed: unknown
         return None, None
     if not all(files) or len({str(Path(f).parent) for f in files}) != 1 or not Path(files[0]).is_file():
