@@ -114,3 +114,62 @@ def test_segment_reads_the_chosen_series_of_a_study_folder(cine, tmp_path, capsy
         assert masks[-1].same_grid(alone)
     assert not np.array_equal(masks[0].array, masks[1].array)  # two phases, two masks
     capsys.readouterr()
+
+
+def _slicer_sequence_file(frames, path):
+    """``frames`` saved as Slicer saves a volume sequence: a sequence node of volume nodes written
+    by slicer-core's own ``vtkMRMLVolumeSequenceStorageNode`` (a ``.seq.nrrd``, the frames a
+    ``list`` axis)."""
+    from clinicalai.mrml.headless import create_headless_context
+    from clinicalai.mrml.volumes import add_volume_node
+
+    scene = create_headless_context(install_stand_ins=False).scene
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "cine")
+    for k, volume in enumerate(frames):
+        node = add_volume_node(scene, volume, f"phase {k}", display=False)
+        sequence.SetDataNodeAtValue(node, str(k))
+        scene.RemoveNode(node)
+    storage = scene.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
+    storage.SetFileName(str(path))
+    assert storage.WriteData(sequence) == 1
+    return path
+
+
+def test_a_frame_of_a_volume_sequence_slicer_saved_is_read_and_segmented(cine, tmp_path, capsys):
+    """A cine saved from Slicer's Sequences module (``.seq.nrrd``) was refused as "3 components per
+    voxel", and a 4D NRRD was told to use --frame K, which then refused NRRD. Both now give the
+    frame: the same voxels and oblique, anisotropic geometry as the phase written alone."""
+    phases = [read_volume(cine / f"{name}.nii.gz") for name in ("ed", "es")]
+    path = _slicer_sequence_file(phases, tmp_path / "cine.seq.nrrd")
+    from clinicalai.errors import TimeSeriesError
+
+    with pytest.raises(TimeSeriesError, match=r"cine.seq.nrrd is a volume sequence \(Slicer's .seq.nrrd\) with 2 time points"):
+        read_volume(path)
+    for k, phase in enumerate(phases):
+        frame = read_volume(path, frame=k)
+        assert frame.same_grid(phase, atol=1e-4) and not np.allclose(frame.direction, np.eye(3))
+        np.testing.assert_allclose(frame.array, phase.array, rtol=1e-6)
+    out = tmp_path / "es.nii.gz"
+    assert main(["segment", str(path), "--frame", "1", "-o", str(out), "--no-correct", "--device", "cpu"]) == 0
+    alone = tmp_path / "es-alone.nii.gz"
+    assert main(["segment", str(cine / "es.nii.gz"), "-o", str(alone), "--no-correct", "--device", "cpu"]) == 0
+    assert np.array_equal(read_volume(out).array, read_volume(alone).array)
+    assert main(["segment", str(path), "--frame", "2", "-o", str(out), "--no-correct", "--device", "cpu"]) != 0
+    assert "has no frame 2 (its frames are 0 to 1)" in _one_line(capsys.readouterr().err)
+
+
+def test_a_frame_of_a_4d_nrrd_is_read(cine, tmp_path):
+    """A 4D NRRD (time the fourth axis, as ITK writes a 4D image) is refused whole with "--frame
+    K", and --frame K reads that time point on the file's 3D geometry."""
+    import SimpleITK as sitk
+
+    from clinicalai.errors import TimeSeriesError
+
+    phases = [read_volume(cine / f"{name}.nii.gz") for name in ("ed", "es")]
+    stacked = sitk.JoinSeries([p.to_sitk() for p in phases])  # 4D: the 3D direction, spacing and origin kept
+    sitk.WriteImage(stacked, str(tmp_path / "cine_4d.nrrd"))
+    with pytest.raises(TimeSeriesError, match="2 time points; choose one with --frame K"):
+        read_volume(tmp_path / "cine_4d.nrrd")
+    frame = read_volume(tmp_path / "cine_4d.nrrd", frame=1)
+    assert frame.same_grid(phases[1], atol=1e-4)
+    np.testing.assert_allclose(frame.array, phases[1].array, rtol=1e-6)

@@ -118,9 +118,9 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
 
     # header, size and data-file checks first: ITK zero-fills cut-off files, follows any NRRD
     # "data file:" path and allocates whatever the header declares
-    if frame is not None and kind != "nifti":
-        raise InputError(f"{p.name}: a frame is chosen in a 4D NIfTI or a dynamic PET DICOM series only")
-    if frame is not None:
+    if frame is not None and kind not in ("nifti", "nrrd"):
+        raise InputError(f"{p.name}: a frame is chosen in a 4D NIfTI or NRRD, or a dynamic PET DICOM series, only")
+    if frame is not None and kind == "nifti":
         # only that time point is read, and the voxel budget holds per time point
         return read_time_frames(p, [frame])[0][0]
     check_image_file(p, kind)
@@ -134,6 +134,8 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
         image = reader.Execute()
     except RuntimeError as exc:
         raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
+    if kind == "nrrd":
+        image = _nrrd_frame(image, reader, frame, p.name)
     if kind == "seg-nrrd" and image.GetNumberOfComponentsPerPixel() > 1:
         raise InputError(
             f"{p.name} is a segmentation with {image.GetNumberOfComponentsPerPixel()} layers (overlapping "
@@ -150,6 +152,32 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     else:
         add_bids_pet_tags(volume, p)
     return volume
+
+
+def _nrrd_frame(image: Any, reader: Any, frame: Optional[int], name: str) -> Any:
+    """Time point ``frame`` of a NRRD's SimpleITK ``image``: of a 4D scalar NRRD, or of a volume
+    sequence as Slicer saves one (``.seq.nrrd``: the frames are a ``list`` axis, which ITK reads as
+    the components of each voxel; Slicer's Sequences module documents the format). ``None``: the
+    image itself, refused as a time series when it holds several frames. Why by hand: ITK reads
+    both kinds, but neither SimpleITK nor MONAI picks a frame of them."""
+    import SimpleITK as sitk
+
+    keys = reader.GetMetaDataKeys()
+    listed = "NRRD_kinds[pixel]" in keys and reader.GetMetaData("NRRD_kinds[pixel]").strip() == "list"
+    if listed and image.GetNumberOfComponentsPerPixel() > 1:
+        frames = image.GetNumberOfComponentsPerPixel()
+        if frame is None:
+            raise time_series_error(frames, f"{name} is a volume sequence (Slicer's .seq.nrrd)")
+        check_frame(frame, frames, name)
+        return sitk.VectorIndexSelectionCast(image, int(frame))
+    frames = image.GetSize()[3] if image.GetDimension() == 4 else 1
+    if frame is None:
+        return image  # a 4D image is refused by Volume.from_sitk, naming its time points
+    check_frame(frame, frames, name)
+    if frames == 1 and image.GetDimension() != 4:
+        return image
+    size = list(image.GetSize())
+    return sitk.Extract(image, size[:3] + [0], [0, 0, 0, int(frame)])
 
 
 def _nifti_path(path: "str | os.PathLike[str]") -> Path:
