@@ -277,3 +277,24 @@ def test_a_4d_file_is_refused_with_its_time_points_and_a_chosen_one_passes(tmp_p
     assert info.value.frames == 0
     with pytest.raises(ValueError):
         prober.check(tmp_path / "cine.nii.gz", "segmentation", frame=0)
+
+
+def test_the_probe_offers_the_frames_of_a_volume_sequence_slicer_saved(tmp_path):
+    """A ``.seq.nrrd`` (frames on a ``list`` axis, as Slicer's Sequences module saves them): the
+    probe refuses it whole with its frame count, so the page offers the time-point chooser,
+    and passes a chosen frame; a frame it does not have is refused."""
+    import numpy as np
+
+    path = tmp_path / "cine.seq.nrrd"
+    frames = np.arange(3 * 4 * 5 * 6, dtype=np.float32).reshape(6, 5, 4, 3)  # (z, y, x, frame)
+    header = ("NRRD0004\ntype: float\ndimension: 4\nspace: left-posterior-superior\nsizes: 3 4 5 6\n"
+              "space directions: none (2,0,0) (0,2,0) (0,0,8)\nkinds: list domain domain domain\nendian: little\n"
+              "encoding: raw\nspace origin: (0,0,0)\naxis 0 index type:=numeric\naxis 0 index values:=0 1 2\n\n")
+    path.write_bytes(header.encode() + frames.tobytes())
+    prober = FileProber(timeout_s=60)
+    with pytest.raises(ProbeRefused) as info:
+        prober.check(path, "volume", "uploads/cine.seq.nrrd")
+    assert info.value.frames == 3 and "volume sequence (Slicer's .seq.nrrd) with 3 time points" in str(info.value)
+    prober.check(path, "volume", frame=2)
+    with pytest.raises(ProbeRefused, match="has no frame 3"):
+        prober.check(path, "volume", frame=3)

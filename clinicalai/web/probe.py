@@ -47,8 +47,8 @@ class ProbeRefused(InputError):
     """The file failed the probe: the engine's reader or Slicer's refused it, or crashed.
     ``series``: for a DICOM folder that holds several series (none chosen), each one's
     ``uid``, ``description``, ``modality`` and ``files``, so the page can offer a choice;
-    ``frames``: for a 4D NIfTI or a dynamic PET DICOM series (no time point chosen), how many it
-    holds (else 0)."""
+    ``frames``: for a 4D NIfTI or NRRD, a Slicer ``.seq.nrrd`` or a dynamic PET DICOM series (no
+    time point chosen), how many it holds (else 0)."""
 
     def __init__(self, message: str, series: Optional[list] = None, frames: int = 0) -> None:
         super().__init__(message)
