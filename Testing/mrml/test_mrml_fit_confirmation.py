@@ -195,3 +195,22 @@ def test_a_frame_browsed_to_in_a_sequence_is_segmented_with_a_note_saying_which(
                in w for w in params.warnings)
     raw = segmentation_to_labels(ctx.scene.GetNodeByID(params.raw_segmentation), phases[1])
     assert raw.same_grid(phases[1]) and np.count_nonzero(raw.array) > 0
+
+
+def test_a_node_slicer_read_from_a_4d_nrrd_asks_first_too(ctx, tmp_path):
+    """Slicer's reader keeps the first time point of a 4D NRRD as silently as of a 4D NIfTI
+    (measured on slicer-core): SegCorrect asks first, naming the file's time points."""
+    import SimpleITK as sitk
+
+    from clinicalai.mrml.volumes import load_volume_file, node_to_volume
+    from clinicalai.phantoms.cardiac import cardiac_case
+
+    phases = [cardiac_case(3, phase).image for phase in ("ED", "ES")]
+    sitk.WriteImage(sitk.JoinSeries([p.to_sitk() for p in phases]), str(tmp_path / "cine_4d.nrrd"))
+    node = load_volume_file(ctx, str(tmp_path / "cine_4d.nrrd"))
+    np.testing.assert_allclose(node_to_volume(node).array, phases[0].array, rtol=1e-5)  # the first phase, no word
+    before = _count(ctx.scene)
+    with pytest.raises(FitNotConfirmed) as err:
+        SegCorrectLogic(ctx).run(SegCorrectParameters(input_volume=node.GetID(), correct=False))
+    assert _count(ctx.scene) == before
+    assert "first of the 2 time points of cine_4d.nrrd" in str(err.value)

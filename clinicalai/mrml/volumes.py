@@ -227,17 +227,18 @@ def volume_grid_of_node(node: Any) -> Grid:
 
 
 def stored_time_points(node: Any) -> Tuple[Optional[str], int]:
-    """``(file, time points)`` of the NIfTI a node was read from (its storage node's file);
-    ``(None, 1)`` for a node read from anything else, built in memory, or whose file is gone.
+    """``(file, time points)`` of the NIfTI or NRRD a node was read from (its storage node's
+    file); ``(None, 1)`` for a node read from anything else, built in memory, or whose file is gone.
 
-    Why: Slicer's volume reader keeps the first frame of a 4D NIfTI without a word (a cine's
-    first phase, a dynamic PET's first minute), so a node does not show that it is one of many."""
-    from ..volume.formats import NIFTI_SUFFIXES
+    Why: Slicer's volume reader keeps the first frame of a 4D NIfTI or NRRD without a word (a
+    cine's first phase, a dynamic PET's first minute), so a node does not show that it is one of many."""
+    from ..volume.formats import NIFTI_SUFFIXES, NRRD_SUFFIXES
     from ..volume.io import time_point_count
 
     storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
     source = storage.GetFileName() if storage is not None and storage.GetFileName() else None
-    if source is None or not source.lower().endswith(NIFTI_SUFFIXES):
+    if source is None or not source.lower().endswith(NIFTI_SUFFIXES + NRRD_SUFFIXES) or \
+            source.lower().endswith(".seg.nrrd"):
         return None, 1
     return source, (time_point_count(source) if Path(source).is_file() else 1)
 

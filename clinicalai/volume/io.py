@@ -154,6 +154,13 @@ def read_volume(path: "str | os.PathLike[str]", series_uid: Optional[str] = None
     return volume
 
 
+def _frames_on_a_list_axis(reader: Any) -> bool:
+    """A NRRD whose voxels are a ``list`` (ITK reads the axis as components): how Slicer saves a
+    volume sequence (``.seq.nrrd``), one frame per entry."""
+    keys = reader.GetMetaDataKeys()
+    return "NRRD_kinds[pixel]" in keys and reader.GetMetaData("NRRD_kinds[pixel]").strip() == "list"
+
+
 def _nrrd_frame(image: Any, reader: Any, frame: Optional[int], name: str) -> Any:
     """Time point ``frame`` of a NRRD's SimpleITK ``image``: of a 4D scalar NRRD, or of a volume
     sequence as Slicer saves one (``.seq.nrrd``: the frames are a ``list`` axis, which ITK reads as
@@ -162,9 +169,7 @@ def _nrrd_frame(image: Any, reader: Any, frame: Optional[int], name: str) -> Any
     both kinds, but neither SimpleITK nor MONAI picks a frame of them."""
     import SimpleITK as sitk
 
-    keys = reader.GetMetaDataKeys()
-    listed = "NRRD_kinds[pixel]" in keys and reader.GetMetaData("NRRD_kinds[pixel]").strip() == "list"
-    if listed and image.GetNumberOfComponentsPerPixel() > 1:
+    if _frames_on_a_list_axis(reader) and image.GetNumberOfComponentsPerPixel() > 1:
         frames = image.GetNumberOfComponentsPerPixel()
         if frame is None:
             raise time_series_error(frames, f"{name} is a volume sequence (Slicer's .seq.nrrd)")
@@ -191,14 +196,27 @@ def _nifti_path(path: "str | os.PathLike[str]") -> Path:
 
 
 def time_point_count(path: "str | os.PathLike[str]") -> int:
-    """How many time points a NIfTI holds (1 for a 3D file), from its header alone: no voxel
-    is read, and the cut-off and budget checks are left to the reader of the voxels
-    (:func:`read_time_frames`; a compressed file is decompressed whole to check it, which a
-    count need not pay: the MRML logics ask it on every run).
+    """How many time points a NIfTI or NRRD holds (1 for a 3D file; a Slicer ``.seq.nrrd``: its
+    frames), from its header alone: no voxel is read, and the cut-off and budget checks are left
+    to the reader of the voxels (:func:`read_time_frames`; a compressed file is decompressed whole
+    to check it, which a count need not pay: the MRML logics ask it on every run).
 
     Raises:
-        InputError: a missing file, not a NIfTI, a header nibabel cannot read.
+        InputError: a missing file, neither NIfTI nor NRRD, a header that cannot be read.
     """
+    p = Path(path)
+    if p.exists() and image_format(p) == "nrrd":
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(p))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
+        if _frames_on_a_list_axis(reader):
+            return int(reader.GetNumberOfComponents())
+        return int(reader.GetSize()[3]) if reader.GetDimension() == 4 else 1
     return read_nifti_frames(_nifti_path(path), [])[1]
 
 
