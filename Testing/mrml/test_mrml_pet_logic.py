@@ -446,7 +446,7 @@ def test_a_sequence_of_dicom_frames_needs_a_window_and_averages_the_series_files
     with pytest.raises(InputError, match="shows frame 3 of the 4 frames of the sequence 'dynamic PET': give a static"):
         logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), models=pet_models, device="cpu"))
     monkeypatch.delattr(slicer, "dicomDatabase", raising=False)
-    with pytest.raises(InputError, match="cannot be averaged here: their start times and durations are in their DICOM"):
+    with pytest.raises(InputError, match="cannot be averaged here: a static window needs each frame's start and dur"):
         logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), static_window="10-30", models=pet_models,
                                           device="cpu"))
     assert node_ids(ctx.scene) == before
@@ -496,3 +496,40 @@ def test_a_multi_volume_of_dicom_frames_is_averaged_with_a_window_and_refused_el
     params, static, _ = _run_with_window_10_30(ctx, logic, node, folder, pet_models)
     assert static.GetName() == "dynamic PET multi-volume static 10-30 min"
     assert node_to_volume(static).same_grid(first, atol=1e-4) and params.summary["static"]["SUVmax"] > 0
+
+
+def test_a_sequence_slicer_read_from_a_seq_nrrd_says_why_no_window_can_be_averaged(ctx, pet, pet_models, tmp_path,
+                                                                                  node_ids):
+    """A dynamic PET saved from Slicer's Sequences module (``.seq.nrrd``) and read back by
+    slicer-core's own ``vtkMRMLVolumeSequenceStorageNode``: its index values are frame numbers or
+    starts, never durations or decay correction, so the logic asks for a window, then says that
+    file cannot give one, naming it; the scene is unchanged."""
+    import slicer
+
+    sequence = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "dynamic PET")
+    for k, level in enumerate((0.5, 1.0)):
+        item = add_volume_node(ctx.scene, pet.image.with_array(pet.image.array * level), f"frame {k}", display=False)
+        sequence.SetDataNodeAtValue(item, str(k))
+        ctx.scene.RemoveNode(item)
+    storage = ctx.scene.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
+    storage.SetFileName(str(tmp_path / "dynamic.seq.nrrd"))
+    assert storage.WriteData(sequence) == 1
+    read = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "dynamic PET read")
+    read.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(read) == 1 and read.GetNumberOfDataNodes() == 2
+    logic = slicer.vtkSlicerSequencesLogic()
+    logic.SetMRMLScene(ctx.scene)
+    browser = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "dynamic PET browser")
+    browser.SetAndObserveMasterSequenceNodeID(read.GetID())
+    logic.UpdateProxyNodesFromSequences(browser)
+    proxy = browser.GetProxyNode(read)
+    before = node_ids(ctx.scene)
+    pet_logic = PetRecurrenceLogic(ctx)
+    with pytest.raises(InputError, match="shows the first of the 2 frames of the sequence 'dynamic PET read' "
+                                         r"\(from dynamic.seq.nrrd\): give a static window"):
+        pet_logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), models=pet_models, device="cpu"))
+    with pytest.raises(InputError, match=r"the frames of the sequence 'dynamic PET read' \(from dynamic.seq.nrrd\) "
+                                         "cannot be averaged here"):
+        pet_logic.run(PetRecurrenceParameters(input_volume=proxy.GetID(), static_window="10-30", models=pet_models,
+                                              device="cpu"))
+    assert node_ids(ctx.scene) == before

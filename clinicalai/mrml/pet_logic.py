@@ -271,10 +271,11 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
                              "of a 4D NIfTI or of a sequence (open a dynamic DICOM series as its static scan in the "
                              "browser, or with clinicalai.mrml.masks.open_file_as(..., static_window=...))")
         if point.source is None:
-            raise InputError(f"the frames of {point.of} cannot be averaged here: their start times and durations are in "
-                             "their DICOM files, which this Slicer's DICOM database does not give (load the series "
-                             "through the DICOM module, or open its folder with a static window in the browser or "
-                             "with clinicalai pet --static-window)")
+            raise InputError(f"the frames of {point.of} cannot be averaged here: a static window needs each frame's "
+                             "start and duration, which only the scanner's DICOM files (found through Slicer's DICOM "
+                             "database) or a BIDS-PET sidecar give (load the series through the DICOM module, or open "
+                             "its folder, or the NIfTI with its sidecar, with a static window in the browser or with "
+                             "clinicalai pet --static-window)")
         static = static_from_dynamic(point.source, window, series_uid=point.series_uid)
         if shown is None or static.same_grid(shown, atol=1e-4):
             return static, ()

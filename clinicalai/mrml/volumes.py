@@ -296,7 +296,9 @@ def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
     items = [sequence.GetNthDataNode(i) for i in range(frames)]
     folder, series_uid = _dicom_series_folder([(n.GetAttribute("DICOM.instanceUIDs") or "").split()[:1]
                                                if n is not None else [] for n in items])
-    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}", folder, series_uid,
+    storage = sequence.GetStorageNode()
+    stored = f" (from {Path(storage.GetFileName()).name})" if storage is not None and storage.GetFileName() else ""
+    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}{stored}", folder, series_uid,
                           browsed=True)
 
 
