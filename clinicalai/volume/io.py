@@ -158,31 +158,38 @@ def _frames_on_a_list_axis(reader: Any) -> bool:
     """A NRRD whose voxels are a ``list`` (ITK reads the axis as components): how Slicer saves a
     volume sequence (``.seq.nrrd``), one frame per entry."""
     keys = reader.GetMetaDataKeys()
-    return "NRRD_kinds[pixel]" in keys and reader.GetMetaData("NRRD_kinds[pixel]").strip() == "list"
+    return "NRRD_kinds[pixel]" in keys and reader.GetMetaData("NRRD_kinds[pixel]").strip() == "list" and \
+        reader.GetNumberOfComponents() > 1
+
+
+def _nrrd_time_points(reader: Any) -> int:
+    """How many time points the NRRD a SimpleITK ``reader`` has read (its header at least) holds:
+    the entries of a ``.seq.nrrd``'s list axis, the fourth axis of a 4D image, else 1."""
+    if _frames_on_a_list_axis(reader):
+        return int(reader.GetNumberOfComponents())
+    return int(reader.GetSize()[3]) if reader.GetDimension() == 4 else 1
 
 
 def _nrrd_frame(image: Any, reader: Any, frame: Optional[int], name: str) -> Any:
-    """Time point ``frame`` of a NRRD's SimpleITK ``image``: of a 4D scalar NRRD, or of a volume
-    sequence as Slicer saves one (``.seq.nrrd``: the frames are a ``list`` axis, which ITK reads as
-    the components of each voxel; Slicer's Sequences module documents the format). ``None``: the
-    image itself, refused as a time series when it holds several frames. Why by hand: ITK reads
-    both kinds, but neither SimpleITK nor MONAI picks a frame of them."""
+    """Time point ``frame`` of a NRRD's SimpleITK ``image`` (``reader``: what read it): of a 4D
+    scalar NRRD, or of a volume sequence as Slicer saves one (``.seq.nrrd``: the frames are a
+    ``list`` axis, which ITK reads as the components of each voxel; Slicer's Sequences module
+    documents the format). ``None``: the image itself, refused as a time series when it holds
+    several frames. Why by hand: ITK reads both kinds, but neither SimpleITK nor MONAI picks a
+    frame of them."""
     import SimpleITK as sitk
 
-    if _frames_on_a_list_axis(reader) and image.GetNumberOfComponentsPerPixel() > 1:
-        frames = image.GetNumberOfComponentsPerPixel()
-        if frame is None:
-            raise time_series_error(frames, f"{name} is a volume sequence (Slicer's .seq.nrrd)")
-        check_frame(frame, frames, name)
-        return sitk.VectorIndexSelectionCast(image, int(frame))
-    frames = image.GetSize()[3] if image.GetDimension() == 4 else 1
+    frames, listed = _nrrd_time_points(reader), _frames_on_a_list_axis(reader)
     if frame is None:
+        if listed:
+            raise time_series_error(frames, f"{name} is a volume sequence (Slicer's .seq.nrrd)")
         return image  # a 4D image is refused by Volume.from_sitk, naming its time points
     check_frame(frame, frames, name)
-    if frames == 1 and image.GetDimension() != 4:
-        return image
-    size = list(image.GetSize())
-    return sitk.Extract(image, size[:3] + [0], [0, 0, 0, int(frame)])
+    if listed:
+        return sitk.VectorIndexSelectionCast(image, int(frame))
+    if image.GetDimension() == 4:
+        return sitk.Extract(image, list(image.GetSize())[:3] + [0], [0, 0, 0, int(frame)])
+    return image
 
 
 def _nifti_path(path: "str | os.PathLike[str]") -> Path:
@@ -214,9 +221,7 @@ def time_point_count(path: "str | os.PathLike[str]") -> int:
             reader.ReadImageInformation()
         except RuntimeError as exc:
             raise InputError(f"{p.name}: cannot be read as an image ({first_line(exc)})") from None
-        if _frames_on_a_list_axis(reader):
-            return int(reader.GetNumberOfComponents())
-        return int(reader.GetSize()[3]) if reader.GetDimension() == 4 else 1
+        return _nrrd_time_points(reader)
     return read_nifti_frames(_nifti_path(path), [])[1]
 
 
