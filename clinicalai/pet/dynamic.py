@@ -157,7 +157,11 @@ def decay_to(times: FrameTimes, frames: Sequence[int], reference_s: float, half_
 #: a frame whose DecayCorrectionDateTime is this close to the series' reference is corrected to it
 #: (DT text keeps microseconds; scanners round the series time to the second)
 DECAY_REFERENCE_TOLERANCE_S = 1.0
+#: what :class:`StaticFromDynamic` says of the frames' decay correction
+CORRECTED_FRAMES = "frames decay-corrected in the file"
 UNCORRECTED_FRAMES = "each frame decay-corrected to the window's start"
+OWN_TIME_FRAMES = ("frames decay-corrected in the file to their own times (DecayCorrectionDateTime), brought to the "
+                   "series' reference")
 
 
 @dataclass
@@ -258,7 +262,7 @@ def _static_from_bids(p: Path, window_min: Tuple[float, float]) -> Volume:
     tags["TagSource"] = frames[0].metadata.get("pet", {}).get("TagSource", "BIDS sidecar")
     factors = np.ones(len(chosen)) if half_life is None else decay_to(times, chosen, start_s, half_life)
     return _average(frames, times, chosen, window_min, factors,
-                    "frames decay-corrected in the file" if half_life is None else UNCORRECTED_FRAMES, tags)
+                    CORRECTED_FRAMES if half_life is None else UNCORRECTED_FRAMES, tags)
 
 
 def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "str | None") -> Volume:
@@ -293,13 +297,11 @@ def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "st
         # every frame corrected to one time, the series' (QIBA: SeriesDate/Time) or the injection,
         # unless a frame's own DecayCorrectionDateTime says otherwise
         offsets = _decay_reference_offsets(tags, correction, [found["references"][k] for k in chosen], folder.name)
-        if not np.any(np.abs(offsets) > DECAY_REFERENCE_TOLERANCE_S):
-            return _average(frames, times, chosen, window_min, np.ones(len(chosen)), "frames decay-corrected in the file",
-                            tags)
-        half_life = _half_life_of(tags, folder.name, "the frames are decay-corrected to different times")
-        return _average(frames, times, chosen, window_min, np.exp2(offsets / half_life),
-                        "frames decay-corrected in the file to their own times (DecayCorrectionDateTime), brought to "
-                        "the series' reference", tags)
+        if np.any(np.abs(offsets) > DECAY_REFERENCE_TOLERANCE_S):
+            half_life = _half_life_of(tags, folder.name, "the frames are decay-corrected to different times")
+            factors, decay = np.exp2(offsets / half_life), OWN_TIME_FRAMES
+        else:
+            factors, decay = np.ones(len(chosen)), CORRECTED_FRAMES
     elif correction == "NONE":
         half_life = _half_life_of(tags, folder.name, "the frames are not decay-corrected")
         reference = injection_datetime(tags) + dt.timedelta(seconds=float(times.starts_s[chosen[0]]))
@@ -307,11 +309,11 @@ def _static_from_dicom(p: Path, window_min: Tuple[float, float], series_uid: "st
         corrected = [str(v).strip().upper() for v in (tags.get("CorrectedImage") or [])]
         tags.update(DecayCorrection="START", SeriesDate=day, SeriesTime=time, AcquisitionDate=day, AcquisitionTime=time,
                     CorrectedImage=corrected + ([] if "DECY" in corrected else ["DECY"]))
+        factors, decay = decay_to(times, chosen, times.span(chosen)[0], half_life), UNCORRECTED_FRAMES
     else:
         raise InputError(f"{folder.name}: DecayCorrection {correction or '(missing)'} does not say whether the frames "
                          "are decay-corrected (START, ADMIN or NONE), so they cannot be averaged")
-    return _average(frames, times, chosen, window_min, decay_to(times, chosen, times.span(chosen)[0], half_life),
-                    UNCORRECTED_FRAMES, tags)
+    return _average(frames, times, chosen, window_min, factors, decay, tags)
 
 
 def _half_life_of(tags: Dict[str, Any], name: str, why: str) -> float:
