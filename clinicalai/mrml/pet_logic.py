@@ -28,8 +28,8 @@ from .parameters import jsonable, node_field, transient_field
 from .scene import RASPoint, jump_to_mask, mask_from_node, node_by_id
 from .segmentations import add_segmentation_node, show_outline_only
 from .tables import add_table_node
-from .volumes import (PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, multivolume_frames, node_to_volume,
-                      shown_time_point, volume_grid_of_node)
+from .volumes import (PET_TAGS_ATTRIBUTE, UNITS_ATTRIBUTE, add_volume_node, frames_on_disk, multivolume_frames,
+                      node_to_volume, shown_time_point, volume_grid_of_node)
 from .workflow import WorkflowLogic, with_warnings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only: the PET workflow needs torch
@@ -258,7 +258,7 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
         if not str(window_text or "").strip():
             if point is not None:
                 which = "the first" if point.shown == 0 else f"frame {point.shown + 1}"
-                reader = "" if point.browsed or point.whole else " (Slicer reads a 4D file's first frame)"
+                reader = " (Slicer reads a 4D file's first frame)" if point.source is not None else ""
                 what = f"holds all {point.frames} frames" if point.whole else \
                     f"shows {which} of the {point.frames} frames"
                 raise InputError(
@@ -270,19 +270,20 @@ class PetRecurrenceLogic(WorkflowLogic[PetRecurrenceParameters, PetInputs, PetOu
             raise InputError(f"a static window averages the frames of a dynamic PET; {node.GetName()} shows no frame "
                              "of a 4D NIfTI or of a sequence (open a dynamic DICOM series as its static scan in the "
                              "browser, or with clinicalai.mrml.masks.open_file_as(..., static_window=...))")
-        if point.source is None:
+        source, series_uid = frames_on_disk(point)
+        if source is None:
             raise InputError(f"the frames of {point.of} cannot be averaged here: a static window needs each frame's "
                              "start and duration, which only the scanner's DICOM files (found through Slicer's DICOM "
                              "database) or a BIDS-PET sidecar give (load the series through the DICOM module, or open "
                              "its folder, or the NIfTI with its sidecar, with a static window in the browser or with "
                              "clinicalai pet --static-window)")
-        static = static_from_dynamic(point.source, window, series_uid=point.series_uid)
+        static = static_from_dynamic(source, window, series_uid=series_uid)
         if shown is None or static.same_grid(shown, atol=1e-4):
             return static, ()
         # slicer-core's volume reader drops the direction of a 4D NIfTI (measured: an oblique
         # file's first frame came out axis-aligned); the static scan keeps the file's grid
         return static, (f"{node.GetName()} (the frame as Slicer shows it) is not on the grid of "
-                        f"{Path(point.source).name}; the static scan and the results are on the file's grid",)
+                        f"{Path(source).name}; the static scan and the results are on the file's grid",)
 
     def uptake(self, params: PetRecurrenceParameters) -> SuvConversion:
         """What a run with ``params`` would report: SUVbw (``quantity``, ``label`` with the

@@ -243,7 +243,6 @@ def stored_time_points(node: Any) -> Tuple[Optional[str], int]:
     return source, (time_point_count(source) if Path(source).is_file() else 1)
 
 
-
 @dataclass(frozen=True)
 class ShownTimePoint:
     """What a node shows when it is one time point of several (a dynamic PET, a cine).
@@ -252,9 +251,9 @@ class ShownTimePoint:
         frames: how many time points there are.
         shown: the 0-based one the node shows.
         of: what they are the frames of, for messages ("the dynamic PET x.nii.gz", "the sequence 'x'").
-        source: the 4D NIfTI or DICOM series folder :func:`clinicalai.pet.dynamic.static_from_dynamic`
-            reads them from (with their times); ``None`` when the scene does not say where they came from.
-        series_uid: the DICOM series in ``source`` (a folder may hold several).
+        source: the 4D file Slicer read the node from; ``None`` for a sequence or multi-volume.
+        instance_uids: a sequence's or multi-volume's ``DICOM.instanceUIDs`` (one tuple per frame,
+            or one for them all); their files are looked up only when needed (:func:`frames_on_disk`).
         browsed: the node is a sequence's proxy (the user browses the frames), not the first
             frame Slicer's reader kept of a 4D file without a word.
         whole: the node holds every frame (a multi-volume), none is shown on its own (``shown`` -1).
@@ -264,7 +263,7 @@ class ShownTimePoint:
     shown: int
     of: str
     source: Optional[str] = None
-    series_uid: Optional[str] = None
+    instance_uids: Tuple[Tuple[str, ...], ...] = ()
     browsed: bool = False
     whole: bool = False
 
@@ -273,15 +272,15 @@ def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
     """How ``node`` is one of several time points, ``None`` when it is not: the first frame of a
     4D NIfTI Slicer read (:func:`stored_time_points`), or the proxy node of a sequence browser
     (what Slicer's DICOM module makes of a dynamic series, and the Sequences module of a 4D
-    file) whose sequence has more than one item. A sequence's frames are found on disk only
-    through their ``DICOM.instanceUIDs`` and Slicer's DICOM database (desktop; one series folder)."""
+    file) whose sequence has more than one item, or a multi-volume. Reads the scene (and a 4D
+    file's header) only: where a sequence's frames lie on disk is :func:`frames_on_disk`'s to find."""
     source, frames = stored_time_points(node)
     if frames > 1:
         return ShownTimePoint(frames, 0, f"the dynamic PET {Path(source).name}", source)
     frames = multivolume_frames(node)
     if frames > 1:
-        folder, series_uid = _dicom_series_folder([(node.GetAttribute("DICOM.instanceUIDs") or "").split()])
-        return ShownTimePoint(frames, -1, f"the multi-volume {node.GetName()!r}", folder, series_uid, whole=True)
+        return ShownTimePoint(frames, -1, f"the multi-volume {node.GetName()!r}",
+                              instance_uids=(_instance_uids(node),), whole=True)
     found = browsed_sequence(node)
     if found is None:
         return None
@@ -293,13 +292,26 @@ def shown_time_point(node: Any) -> Optional[ShownTimePoint]:
     selected = browser.GetSelectedItemNumber()
     shown = selected if master is sequence or master is None else \
         sequence.GetItemNumberFromIndexValue(master.GetNthIndexValue(selected))
-    items = [sequence.GetNthDataNode(i) for i in range(frames)]
-    folder, series_uid = _dicom_series_folder([(n.GetAttribute("DICOM.instanceUIDs") or "").split()[:1]
-                                               if n is not None else [] for n in items])
     storage = sequence.GetStorageNode()
     stored = f" (from {Path(storage.GetFileName()).name})" if storage is not None and storage.GetFileName() else ""
-    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}{stored}", folder, series_uid,
-                          browsed=True)
+    # a frame's first file is enough to find the series folder
+    uids = tuple(_instance_uids(sequence.GetNthDataNode(i))[:1] for i in range(frames))
+    return ShownTimePoint(frames, max(0, int(shown)), f"the sequence {sequence.GetName()!r}{stored}",
+                          instance_uids=uids, browsed=True)
+
+
+def frames_on_disk(point: ShownTimePoint) -> Tuple[Optional[str], Optional[str]]:
+    """``(path, SeriesInstanceUID)`` that :func:`clinicalai.pet.dynamic.static_from_dynamic` reads
+    ``point``'s frames from, with their times: the 4D file, or the one DICOM series folder desktop
+    Slicer's ``slicer.dicomDatabase`` gives for its instance UIDs; ``(None, None)`` when neither
+    is known (no database here, frames built in memory, files moved, a ``.seq.nrrd``)."""
+    if point.source is not None:
+        return point.source, None
+    return _dicom_series_folder(point.instance_uids)
+
+
+def _instance_uids(node: Any) -> Tuple[str, ...]:
+    return tuple((node.GetAttribute("DICOM.instanceUIDs") or "").split()) if node is not None else ()
 
 
 def browsed_sequence(node: Any) -> Optional[Tuple[Any, Any]]:
@@ -346,6 +358,7 @@ def _dicom_series_folder(uid_lists) -> Tuple[Optional[str], Optional[str]]:
     except Exception:  # noqa: BLE001 - not readable as DICOM: the frames cannot be found
         return None, None
     return str(Path(files[0]).parent), str(getattr(series, "SeriesInstanceUID", "") or "") or None
+
 
 def load_volume_file(context: Any, path: str, name: Optional[str] = None, labelmap: bool = False) -> Any:
     """Load NIfTI / NRRD, or a DICOM series folder, through Slicer's own reader (NIfTI-2, which

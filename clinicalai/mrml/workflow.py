@@ -106,11 +106,11 @@ class WorkflowLogic(Generic[P, I, R]):
 
         problems, notes = [], []
         point = shown_time_point(node) if node is not None else None
-        if point is not None and not point.browsed:
+        if point is not None and point.source is not None:  # the first frame Slicer's reader kept
             problems.append(FitProblem("frames", f"{node.GetName()} is the first of the {point.frames} time points of "
                                                  f"{Path(point.source).name} (Slicer's reader keeps the first); to use "
                                                  "another, open it with --frame K or the browser's time-point chooser"))
-        elif point is not None:
+        elif point is not None and point.browsed:
             # the user chose the frame by browsing: nothing to confirm, but the result is of that
             # frame and does not follow the browser to another one
             notes.append(f"made on frame {point.shown + 1} of the {point.frames} of {point.of}; it stays as it is when "
