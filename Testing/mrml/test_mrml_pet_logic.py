@@ -5,7 +5,7 @@ user's VOI never touched), transactional failure; end to end with fold models.""
 
 import numpy as np
 import pytest
-from scene_builders import browsed_sequence
+from scene_builders import browse, browsed_sequence, sequence_of
 
 from clinicalai.errors import InputError
 from clinicalai.mrml.display import HEAT_TABLE
@@ -504,25 +504,15 @@ def test_a_sequence_slicer_read_from_a_seq_nrrd_says_why_no_window_can_be_averag
     slicer-core's own ``vtkMRMLVolumeSequenceStorageNode``: its index values are frame numbers or
     starts, never durations or decay correction, so the logic asks for a window, then says that
     file cannot give one, naming it; the scene is unchanged."""
-    import slicer
-
-    sequence = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "dynamic PET")
-    for k, level in enumerate((0.5, 1.0)):
-        item = add_volume_node(ctx.scene, pet.image.with_array(pet.image.array * level), f"frame {k}", display=False)
-        sequence.SetDataNodeAtValue(item, str(k))
-        ctx.scene.RemoveNode(item)
+    sequence = sequence_of(ctx.scene, [pet.image.with_array(pet.image.array * level) for level in (0.5, 1.0)],
+                           "dynamic PET")
     storage = ctx.scene.AddNewNodeByClass("vtkMRMLVolumeSequenceStorageNode")
     storage.SetFileName(str(tmp_path / "dynamic.seq.nrrd"))
     assert storage.WriteData(sequence) == 1
     read = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceNode", "dynamic PET read")
     read.SetAndObserveStorageNodeID(storage.GetID())
     assert storage.ReadData(read) == 1 and read.GetNumberOfDataNodes() == 2
-    logic = slicer.vtkSlicerSequencesLogic()
-    logic.SetMRMLScene(ctx.scene)
-    browser = ctx.scene.AddNewNodeByClass("vtkMRMLSequenceBrowserNode", "dynamic PET browser")
-    browser.SetAndObserveMasterSequenceNodeID(read.GetID())
-    logic.UpdateProxyNodesFromSequences(browser)
-    proxy = browser.GetProxyNode(read)
+    proxy = browse(ctx, read)
     before = node_ids(ctx.scene)
     pet_logic = PetRecurrenceLogic(ctx)
     with pytest.raises(InputError, match="shows the first of the 2 frames of the sequence 'dynamic PET read' "
